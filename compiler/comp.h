@@ -1,0 +1,48 @@
+/* comp.h — the compilation context: owns the IR arena, the diagnostics state
+ * and the options every stage reads. One Comp per circc run (or per test). */
+#ifndef CIRCC_COMP_H
+#define CIRCC_COMP_H
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "arena.h"
+#include "diag.h"
+
+typedef struct SourceFile {
+  const char *name;
+  const char *text;
+  size_t len;
+} SourceFile;
+
+/* -D NAME=N: binds a symbolic size. NAME is either `Ks` (e.g. 1s) or one of
+ * the library's size names (HIDDEN, SEQ, ...; rust_circuit_format.md §7.1). */
+typedef struct SizeDefine {
+  const char *name;
+  int64_t value;
+} SizeDefine;
+
+struct Comp {
+  Arena arena;                 /* IR nodes, shapes, strings */
+  FILE *err;                   /* diagnostics stream (stderr unless a test redirects it) */
+  bool color;
+  int nerrors, nwarnings;
+  int worst_class;             /* DiagClass of the worst error so far, 0 if none */
+  int max_errors;              /* stop printing after this many (0 = unlimited) */
+  SourceFile *sources;
+  int nsources, cap_sources;
+
+  /* options */
+  const char *tensor_dir;      /* store root; NULL = $TENSORS_CACHE_DIR or ~/tensors_by_hash_cache */
+  bool tensors_as_random;      /* every Array becomes N(0,1) of its declared shape (rust_circuit's tensors_as_random) */
+  uint64_t rng_state;          /* for `Array rand` and tensors_as_random; seeded deterministically */
+  bool check_all_inputs_used;  /* module args must occur free in the spec (parser default: true) */
+  SizeDefine *defines;
+  int ndefines;
+  int next_node_id;
+  struct Tensor *tensors;       /* every tensor loaded/created, released by comp_free */
+};
+
+void comp_init(Comp *c);       /* defaults: stderr, check_all_inputs_used, seed 0x5eed */
+void comp_free(Comp *c);       /* frees the arena and every loaded tensor mapping */
+double comp_randn(Comp *c);    /* N(0,1), deterministic given rng_state (xoshiro/splitmix + Box–Muller) */
+#endif

@@ -1,0 +1,721 @@
+/* eval.c — the reference evaluator (rust_circuit_format.md §4), the oracle every
+ * optimisation is tested against. Each node's value is a DT_F64 tensor of
+ * node->shape, computed once per node pointer. Deliberately naive: row-major
+ * odometer loops over output coordinates and double accumulation, so that each
+ * kind's code reads like its definition. Assumes nodes come from ir_make
+ * (parameters validated, shapes computed); data-dependent problems are diag_errors. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "circc.h"
+
+typedef struct Memo {
+  const Node *node;      /* NULL = empty slot */
+  Tensor *value;         /* NULL if evaluating the node failed (reported once) */
+} Memo;
+
+typedef struct Binding {
+  const Node *symbol;
+  const Tensor *value;   /* any dtype; converted to double when the Symbol is evaluated */
+} Binding;
+
+struct Eval {
+  Comp *c;
+  Memo *memo;            /* open addressing on the node pointer, power-of-two capacity */
+  size_t memo_cap, memo_len;
+  Binding *bind;
+  int nbind, cap_bind;
+};
+
+Eval *eval_new(Comp *c) {
+  Eval *e = calloc(1, sizeof *e);
+  if (!e) ICE("out of memory");
+  e->c = c;
+  return e;
+}
+
+void eval_free(Eval *e) {
+  if (!e) return;
+  free(e->memo);
+  free(e->bind);
+  free(e);
+}
+
+void eval_bind(Eval *e, const Node *symbol, const Tensor *value) {
+  CHECK(symbol->kind == NK_Symbol);
+  for (int i = 0; i < e->nbind; i++)
+    if (e->bind[i].symbol == symbol) {
+      e->bind[i].value = value;
+      return;
+    }
+  if (e->nbind == e->cap_bind) {
+    e->cap_bind = e->cap_bind ? 2 * e->cap_bind : 8;
+    e->bind = realloc(e->bind, sizeof(Binding) * (size_t)e->cap_bind);
+    if (!e->bind) ICE("out of memory");
+  }
+  e->bind[e->nbind++] = (Binding){symbol, value};
+}
+
+/* ---- memo table ---- */
+
+static size_t memo_slot(const Memo *memo, size_t cap, const Node *n) {
+  size_t i = (size_t)(((uintptr_t)n >> 4) * 0x9e3779b97f4a7c15ull) & (cap - 1);
+  while (memo[i].node && memo[i].node != n) i = (i + 1) & (cap - 1);
+  return i;
+}
+
+static void memo_put(Eval *e, const Node *n, Tensor *value) {
+  if (2 * (e->memo_len + 1) > e->memo_cap) {
+    size_t cap = e->memo_cap ? 2 * e->memo_cap : 64;
+    Memo *m = calloc(cap, sizeof *m);
+    if (!m) ICE("out of memory");
+    for (size_t i = 0; i < e->memo_cap; i++)
+      if (e->memo[i].node) m[memo_slot(m, cap, e->memo[i].node)] = e->memo[i];
+    free(e->memo);
+    e->memo = m;
+    e->memo_cap = cap;
+  }
+  size_t i = memo_slot(e->memo, e->memo_cap, n);
+  if (!e->memo[i].node) e->memo_len++;
+  e->memo[i] = (Memo){n, value};
+}
+
+/* ---- row-major coordinates ---- */
+
+/* Advances coord to the next row-major position of s; false after the last. */
+static bool next_coord(const Shape *s, int64_t *coord) {
+  for (int i = s->rank - 1; i >= 0; i--) {
+    if (++coord[i] < s->dim[i]) return true;
+    coord[i] = 0;
+  }
+  return false;
+}
+
+/* Flat offset of coord in a row-major array of shape s. */
+static int64_t offset_of(const Shape *s, const int64_t *coord) {
+  int64_t off = 0;
+  for (int i = 0; i < s->rank; i++) off = off * s->dim[i] + coord[i];
+  return off;
+}
+
+/* Offset in `in` of the element broadcast (NumPy rules, right-aligned) to
+ * position coord of shape out. */
+static int64_t broadcast_offset(const Shape *in, const Shape *out, const int64_t *coord) {
+  int skip = out->rank - in->rank;
+  CHECK(skip >= 0);
+  int64_t off = 0;
+  for (int i = 0; i < in->rank; i++) {
+    CHECK(in->dim[i] == 1 || in->dim[i] == out->dim[skip + i]);
+    off = off * in->dim[i] + (in->dim[i] == 1 ? 0 : coord[skip + i]);
+  }
+  return off;
+}
+
+static double *f64(const Tensor *t) {
+  CHECK(t->dtype == DT_F64);
+  return (double *)t->data;
+}
+
+static Tensor *new_value(Eval *e, const Node *n) { return tensor_new(e->c, DT_F64, &n->shape); }
+
+/* Any-dtype tensor → a double tensor of n's shape (exact for ints below 2^53). */
+static Tensor *convert(Eval *e, const Node *n, const Tensor *t) {
+  CHECK(shape_numel(&t->shape) == shape_numel(&n->shape));
+  Tensor *out = new_value(e, n);
+  double *o = f64(out);
+  for (int64_t i = 0; i < shape_numel(&n->shape); i++) o[i] = tensor_get_f64(t, i);
+  return out;
+}
+
+/* ---- leaves ---- */
+
+static Tensor *eval_symbol(Eval *e, const Node *n) {
+  const char *shape = shape_str(e->c, &n->shape);
+  const Binding *b = NULL;
+  for (int i = 0; i < e->nbind && !b; i++)
+    if (e->bind[i].symbol == n) b = &e->bind[i];
+  if (!b && n->name) {
+    diag_error(e->c, n->loc, "symbol '%s' %s is not bound; pass it with --input %s=@file.npy", n->name, shape,
+               n->name);
+    return NULL;
+  }
+  if (!b) {
+    diag_error(e->c, n->loc, "unnamed symbol %s (uuid '%s') is not bound; name it to pass it with --input", shape,
+               n->u.symbol.uuid);
+    return NULL;
+  }
+  if (!shape_eq(&b->value->shape, &n->shape)) {
+    diag_error(e->c, n->loc, "symbol %s has shape %s but its value has shape %s", node_label(e->c, n), shape,
+               shape_str(e->c, &b->value->shape));
+    return NULL;
+  }
+  return convert(e, n, b->value);
+}
+
+static Tensor *eval_scalar(Eval *e, const Node *n) {
+  Tensor *out = new_value(e, n);
+  double *o = f64(out);
+  for (int64_t i = 0; i < shape_numel(&n->shape); i++) o[i] = n->u.scalar.value;
+  return out;
+}
+
+/* ---- Add, pow: broadcasting ---- */
+
+static Tensor *eval_add(Eval *e, const Node *n, Tensor **in) {
+  Tensor *out = new_value(e, n);
+  double *o = f64(out);
+  int64_t coord[MAX_RANK] = {0};
+  if (shape_numel(&n->shape) == 0) return out;
+  do {
+    double sum = 0;
+    for (int i = 0; i < n->nchild; i++) sum += f64(in[i])[broadcast_offset(&in[i]->shape, &n->shape, coord)];
+    o[offset_of(&n->shape, coord)] = sum;
+  } while (next_coord(&n->shape, coord));
+  return out;
+}
+
+static Tensor *eval_pow(Eval *e, const Node *n, Tensor **in) {
+  CHECK(n->nchild == 2);
+  Tensor *out = new_value(e, n);
+  double *o = f64(out);
+  int64_t coord[MAX_RANK] = {0};
+  if (shape_numel(&n->shape) == 0) return out;
+  do {
+    double base = f64(in[0])[broadcast_offset(&in[0]->shape, &n->shape, coord)];
+    double exponent = f64(in[1])[broadcast_offset(&in[1]->shape, &n->shape, coord)];
+    o[offset_of(&n->shape, coord)] = pow(base, exponent);
+  } while (next_coord(&n->shape, coord));
+  return out;
+}
+
+/* ---- Einsum ---- */
+
+/* For every assignment of values to all ids (an odometer over the ids), add the
+ * product of the operands' selected elements to the output element the output
+ * ids select. A repeated id within an operand selects its diagonal; a repeated
+ * output id writes only diagonal positions, leaving the rest zero. */
+static Tensor *eval_einsum(Eval *e, const Node *n, Tensor **in) {
+  const EinsumSpec *s = &n->u.einsum;
+  int nids = 0;
+  for (int i = 0; i < n->nchild; i++)
+    for (int p = 0; p < s->in_rank[i]; p++)
+      if (s->in[i][p] >= nids) nids = s->in[i][p] + 1;
+  int64_t *size = malloc(sizeof(int64_t) * (size_t)(nids + 1));
+  int64_t *val = calloc((size_t)nids + 1, sizeof(int64_t)), coord[MAX_RANK];
+  if (!size || !val) ICE("out of memory");
+  for (int id = 0; id < nids; id++) size[id] = -1;
+  int64_t total = 1;
+  for (int i = 0; i < n->nchild; i++) {
+    CHECK(s->in_rank[i] == in[i]->shape.rank);
+    for (int p = 0; p < s->in_rank[i]; p++) {
+      int id = s->in[i][p];
+      CHECK(size[id] < 0 || size[id] == in[i]->shape.dim[p]);
+      if (size[id] < 0) total *= size[id] = in[i]->shape.dim[p];
+    }
+  }
+  CHECK(s->out_rank == n->shape.rank);
+  for (int q = 0; q < s->out_rank; q++) CHECK(s->out[q] < nids && size[s->out[q]] == n->shape.dim[q]);
+
+  Tensor *out = new_value(e, n);
+  double *o = f64(out);
+  while (total > 0) {
+    double prod = 1;
+    for (int i = 0; i < n->nchild; i++) {
+      for (int p = 0; p < s->in_rank[i]; p++) coord[p] = val[s->in[i][p]];
+      prod *= f64(in[i])[offset_of(&in[i]->shape, coord)];
+    }
+    for (int q = 0; q < s->out_rank; q++) coord[q] = val[s->out[q]];
+    o[offset_of(&n->shape, coord)] += prod;
+    int id = nids - 1; /* next assignment; unused ids (size -1) stay 0 */
+    for (; id >= 0; id--) {
+      if (size[id] < 0) continue;
+      if (++val[id] < size[id]) break;
+      val[id] = 0;
+    }
+    if (id < 0) break;
+  }
+  free(size);
+  free(val);
+  return out;
+}
+
+/* ---- Rearrange ---- */
+
+/* Output element = input element at the coordinates obtained by splitting each
+ * output index into its group's ids (first id most significant) and merging
+ * each input group's ids back; ids only in the output (repeats) are ignored. */
+static Tensor *eval_rearrange(Eval *e, const Node *n, Tensor **in) {
+  const RearrangeSpec *r = &n->u.rearrange;
+  const Shape *is = &in[0]->shape;
+  CHECK(r->nin == is->rank && r->nout == n->shape.rank);
+  for (int k = 0; k < r->nin; k++) {
+    int64_t prod = 1;
+    for (int j = 0; j < r->in_len[k]; j++) prod *= r->size[r->in_ids[k][j]];
+    CHECK(prod == is->dim[k]);
+  }
+  for (int k = 0; k < r->nout; k++) {
+    int64_t prod = 1;
+    for (int j = 0; j < r->out_len[k]; j++) prod *= r->size[r->out_ids[k][j]];
+    CHECK(prod == n->shape.dim[k]);
+  }
+  int64_t *val = calloc((size_t)r->nids + 1, sizeof(int64_t));
+  if (!val) ICE("out of memory");
+  Tensor *out = new_value(e, n);
+  double *o = f64(out);
+  int64_t coord[MAX_RANK] = {0}, icoord[MAX_RANK];
+  if (shape_numel(&n->shape) > 0) do {
+    for (int k = 0; k < r->nout; k++) {
+      int64_t x = coord[k];
+      for (int j = r->out_len[k] - 1; j >= 0; j--) {
+        int id = r->out_ids[k][j];
+        val[id] = x % r->size[id];
+        x /= r->size[id];
+      }
+    }
+    for (int k = 0; k < r->nin; k++) {
+      icoord[k] = 0;
+      for (int j = 0; j < r->in_len[k]; j++) {
+        int id = r->in_ids[k][j];
+        icoord[k] = icoord[k] * r->size[id] + val[id];
+      }
+    }
+    o[offset_of(&n->shape, coord)] = f64(in[0])[offset_of(is, icoord)];
+  } while (next_coord(&n->shape, coord));
+  free(val);
+  return out;
+}
+
+/* ---- Index, Scatter ---- */
+
+/* Index entry of axis a (missing trailing entries are ':'). */
+static const IndexEntry *entry_at(const IndexSpec *s, int a, IndexEntry *full) {
+  *full = (IndexEntry){.kind = IDX_SLICE};
+  return a < s->n ? &s->e[a] : full;
+}
+
+/* Outer indexing: each child axis maps its own output axis (or, for an
+ * integer entry, nothing) to child positions through pos[a]. */
+static Tensor *eval_index(Eval *e, const Node *n, Tensor **in) {
+  const Shape *is = &in[0]->shape;
+  int64_t *pos[MAX_RANK];
+  int out_axis[MAX_RANK], nout = 0;
+  bool ok = true;
+  for (int a = 0; a < is->rank; a++) {
+    IndexEntry full;
+    const IndexEntry *x = entry_at(&n->u.index, a, &full);
+    int64_t len = is->dim[a], m; /* m = number of positions the entry selects */
+    if (x->kind == IDX_TENSOR) {
+      const Tensor *t = x->tensor;
+      CHECK(t->shape.rank == 1);
+      m = t->shape.dim[0];
+      pos[a] = malloc(sizeof(int64_t) * (size_t)(m + 1));
+      if (!pos[a]) ICE("out of memory");
+      for (int64_t j = 0; j < m; j++) {
+        double v = tensor_get_f64(t, j);
+        int64_t p = fabs(v) < 0x1p62 ? (int64_t)v : INT64_MAX;
+        if (p < 0) p += len; /* negative values wrap, Python-style */
+        if (ok && (p < 0 || p >= len)) {
+          diag_error(e->c, n->loc, "%s: index tensor %s holds %.17g at position %lld, "
+                     "out of range for axis %d of size %lld",
+                     node_label(e->c, n), x->prefix ? x->prefix : "", v, (long long)j, a, (long long)len);
+          ok = false;
+        }
+        pos[a][j] = p;
+      }
+    } else {
+      int64_t start, stop;
+      CHECK(index_entry_bounds(x, len, &start, &stop));
+      m = stop - start;
+      pos[a] = malloc(sizeof(int64_t) * (size_t)(m + 1));
+      if (!pos[a]) ICE("out of memory");
+      for (int64_t j = 0; j < m; j++) pos[a][j] = start + j;
+    }
+    out_axis[a] = x->kind == IDX_INT ? -1 : nout++;
+    if (out_axis[a] >= 0) CHECK(nout <= n->shape.rank && n->shape.dim[out_axis[a]] == m);
+  }
+  CHECK(nout == n->shape.rank);
+  Tensor *out = ok ? new_value(e, n) : NULL;
+  int64_t coord[MAX_RANK] = {0}, icoord[MAX_RANK];
+  if (out && shape_numel(&n->shape) > 0) do {
+    for (int a = 0; a < is->rank; a++) icoord[a] = pos[a][out_axis[a] < 0 ? 0 : coord[out_axis[a]]];
+    f64(out)[offset_of(&n->shape, coord)] = f64(in[0])[offset_of(is, icoord)];
+  } while (next_coord(&n->shape, coord));
+  for (int a = 0; a < is->rank; a++) free(pos[a]);
+  return out;
+}
+
+/* zeros(shape); out[slices] = child */
+static Tensor *eval_scatter(Eval *e, const Node *n, Tensor **in) {
+  const Shape *cs = &in[0]->shape;
+  int64_t start[MAX_RANK];
+  CHECK(cs->rank == n->shape.rank);
+  for (int a = 0; a < cs->rank; a++) {
+    IndexEntry full;
+    const IndexEntry *x = entry_at(&n->u.index, a, &full);
+    int64_t stop;
+    CHECK(x->kind == IDX_SLICE && index_entry_bounds(x, n->shape.dim[a], &start[a], &stop));
+    CHECK(stop - start[a] == cs->dim[a]);
+  }
+  Tensor *out = new_value(e, n);
+  int64_t coord[MAX_RANK] = {0}, ocoord[MAX_RANK];
+  if (shape_numel(cs) > 0) do {
+    for (int a = 0; a < cs->rank; a++) ocoord[a] = start[a] + coord[a];
+    f64(out)[offset_of(&n->shape, ocoord)] = f64(in[0])[offset_of(cs, coord)];
+  } while (next_coord(cs, coord));
+  return out;
+}
+
+/* ---- Concat, identities, Cumulant ---- */
+
+/* Viewing each operand as [outer, len_i, inner] around the axis, the output is
+ * [outer, sum len_i, inner] with operand i at offset sum_{k<i} len_k. */
+static Tensor *eval_concat(Eval *e, const Node *n, Tensor **in) {
+  int axis = n->u.concat.axis;
+  CHECK(axis >= 0 && axis < n->shape.rank);
+  int64_t outer = 1, inner = 1, at = 0;
+  for (int a = 0; a < axis; a++) outer *= n->shape.dim[a];
+  for (int a = axis + 1; a < n->shape.rank; a++) inner *= n->shape.dim[a];
+  Tensor *out = new_value(e, n);
+  for (int i = 0; i < n->nchild; i++) {
+    int64_t len = in[i]->shape.dim[axis];
+    CHECK(shape_numel(&in[i]->shape) == outer * len * inner);
+    for (int64_t o = 0; o < outer; o++)
+      for (int64_t k = 0; k < len; k++)
+        for (int64_t j = 0; j < inner; j++)
+          f64(out)[(o * n->shape.dim[axis] + at + k) * inner + j] = f64(in[i])[(o * len + k) * inner + j];
+    at += len;
+  }
+  CHECK(at == n->shape.dim[axis]);
+  return out;
+}
+
+static Tensor *copy_value(Eval *e, const Node *n, const Tensor *x) {
+  CHECK(shape_eq(&x->shape, &n->shape));
+  Tensor *out = new_value(e, n);
+  memcpy(out->data, x->data, out->nbytes);
+  return out;
+}
+
+/* Cumulants of constants: κ() = 1, κ(x) = x, κ(x, y, ...) = 0. */
+static Tensor *eval_cumulant(Eval *e, const Node *n, Tensor **in) {
+  if (n->nchild == 1) return copy_value(e, n, in[0]);
+  Tensor *out = new_value(e, n);
+  if (n->nchild == 0) {
+    CHECK(n->shape.rank == 0);
+    f64(out)[0] = 1.0;
+  }
+  return out;
+}
+
+/* ---- GeneralFunction ---- */
+
+static double elementwise(GenFnKind f, double x) {
+  switch (f) {
+  case GF_SIN: return sin(x);
+  case GF_COS: return cos(x);
+  case GF_SIGMOID: return 1.0 / (1.0 + exp(-x));
+  case GF_TANH: return tanh(x);
+  case GF_RSQRT: return 1.0 / sqrt(x);
+  case GF_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+  case GF_GELU_NEW: return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+  case GF_RELU: return x < 0 ? 0.0 : x;
+  case GF_STEP: return x > 0 ? 1.0 : 0.0;
+  case GF_RECIPROCAL: return 1.0 / x;
+  case GF_LOG_EXP_P_1: return x < 0 ? log1p(exp(x)) : log1p(exp(-x)) + x; /* never overflows */
+  case GF_GAUSSIAN_PDF: return exp(-0.5 * x * x) / sqrt(2.0 * M_PI);
+  case GF_GAUSSIAN_CDF: return 0.5 * erfc(-x / sqrt(2.0)); /* = 0.5(1+erf(x/√2)), accurate in the left tail */
+  case GF_ABS: return fabs(x);
+  case GF_EXP: return exp(x);
+  case GF_LOG: return log(x);
+  case GF_LOGIT: return log(x / (1.0 - x));
+  default: ICE("%s is not elementwise", genfn_name(f));
+  }
+}
+
+/* softmax / log_softmax over the last axis, max-subtracted. */
+static void softmax_rows(GenFnKind f, const double *x, double *o, int64_t rows, int64_t len) {
+  for (int64_t r = 0; r < rows; r++) {
+    const double *xr = x + r * len;
+    double *orow = o + r * len, m = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < len; j++) m = fmax(m, xr[j]);
+    for (int64_t j = 0; j < len; j++) sum += exp(xr[j] - m);
+    for (int64_t j = 0; j < len; j++)
+      orow[j] = f == GF_SOFTMAX ? exp(xr[j] - m) / sum : xr[j] - m - log(sum);
+  }
+}
+
+/* min / max over the last axis; NaN propagates as in torch. */
+static void reduce_rows(GenFnKind f, const double *x, double *o, int64_t rows, int64_t len) {
+  for (int64_t r = 0; r < rows; r++) {
+    double best = x[r * len];
+    for (int64_t j = 1; j < len; j++) {
+      double v = x[r * len + j];
+      if (isnan(v) || (f == GF_MAX ? v > best : v < best)) best = isnan(best) ? best : v;
+    }
+    o[r] = best;
+  }
+}
+
+/* v as a float; beyond FLT_MAX + half an ulp the C conversion is undefined, IEEE gives inf. */
+static float to_float(double v) {
+  return isfinite(v) && fabs(v) >= 0x1.ffffffp127 ? copysign(INFINITY, v) : (float)v;
+}
+
+/* Rounds to IEEE binary16, ties to even, via float as torch does. */
+static double round_f16(float f) {
+  double v = f;
+  if (!isfinite(v) || v == 0) return v;
+  int e2;
+  frexp(v, &e2);
+  int lead = e2 - 1 < -14 ? -14 : e2 - 1; /* subnormals share the quantum 2^-24 */
+  double q = ldexp(1.0, lead - 10);
+  double r = nearbyint(v / q) * q;
+  return fabs(r) > 65504 ? copysign(INFINITY, v) : r;
+}
+
+static double round_bf16(float f) {
+  if (isnan(f)) return f;
+  uint32_t bits;
+  memcpy(&bits, &f, 4);
+  bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+/* The value v converted to dtype `to` and back: floats round, integers
+ * truncate toward zero and wrap to their width. false if v has no int64 value. */
+static bool cast_value(DType to, double v, double *out) {
+  int bits = 64;
+  switch (to) {
+  case DT_UNKNOWN: case DT_F64: *out = v; return true;
+  case DT_F32: *out = to_float(v); return true;
+  case DT_F16: *out = round_f16(to_float(v)); return true;
+  case DT_BF16: *out = round_bf16(to_float(v)); return true;
+  case DT_BOOL: *out = v != 0; return true;
+  case DT_I64: bits = 64; break;
+  case DT_I32: bits = 32; break;
+  case DT_I16: bits = 16; break;
+  case DT_I8: case DT_U8: bits = 8; break;
+  default: ICE("cast to %s", dtype_name(to));
+  }
+  if (!(v >= -0x1p63 && v < 0x1p63)) return false;
+  int64_t i = (int64_t)trunc(v);
+  if (bits < 64) { /* two's complement wrap, spelled out (signed narrowing is implementation-defined) */
+    uint64_t u = (uint64_t)i & ((1ull << bits) - 1);
+    i = to != DT_U8 && (u >> (bits - 1)) ? (int64_t)u - (int64_t)(1ull << bits) : (int64_t)u;
+  }
+  *out = (double)i;
+  return true;
+}
+
+static Tensor *eval_cast(Eval *e, const Node *n, const Tensor *x) {
+  Tensor *out = new_value(e, n);
+  for (int64_t i = 0; i < shape_numel(&n->shape); i++) {
+    double v = f64(x)[i];
+    if (!cast_value(n->u.gf.cast_to, v, &f64(out)[i])) {
+      diag_error(e->c, n->loc, "%s: cannot cast %.17g to %s", node_label(e->c, n), v, dtype_name(n->u.gf.cast_to));
+      return NULL;
+    }
+  }
+  return out;
+}
+
+/* The index values of a gen_index/explicit_index as positions in an axis of
+ * size len: _c requires integral values, others truncate (like .long());
+ * negative values wrap. NULL after an error naming the first bad value. */
+static int64_t *index_positions(Eval *e, const Node *n, const Tensor *idx, int64_t len) {
+  int64_t count = shape_numel(&idx->shape);
+  int64_t *pos = malloc(sizeof(int64_t) * (size_t)(count + 1));
+  if (!pos) ICE("out of memory");
+  for (int64_t i = 0; i < count; i++) {
+    double v = f64(idx)[i];
+    if (n->u.gf.check_int && v != trunc(v)) {
+      diag_error(e->c, n->loc, "%s: GeneralFunction '%s' needs integral index values, got %.17g at position %lld",
+                 node_label(e->c, n), n->u.gf.text, v, (long long)i);
+      free(pos);
+      return NULL;
+    }
+    int64_t p = fabs(v) < 0x1p62 ? (int64_t)v : INT64_MAX; /* truncates, like .long() */
+    if (p < 0) p += len;
+    if (p < 0 || p >= len) {
+      diag_error(e->c, n->loc, "%s: GeneralFunction '%s': index value %.17g at position %lld "
+                 "is out of range for an axis of size %lld",
+                 node_label(e->c, n), n->u.gf.text, v, (long long)i, (long long)len);
+      free(pos);
+      return NULL;
+    }
+    pos[i] = p;
+  }
+  return pos;
+}
+
+/* out = idx.shape ++ x.shape[nb:d] ++ x.shape[d+1:], where idx's leading nb
+ * dims are x's batch dims: out[i..., r...] = x[i[:nb]..., r with idx[i...] at d].
+ * This is explicit_index, gen_index with batch_x+batch_index (nb = idx.ndim)
+ * and the default embedding lookup (nb = 0). d is absolute in x. */
+static Tensor *pick(Eval *e, const Node *n, const Tensor *x, const Tensor *idx, int nb, int d) {
+  const Shape *xs = &x->shape, *is = &idx->shape;
+  CHECK(nb >= 0 && nb <= is->rank && nb <= d && d < xs->rank);
+  CHECK(n->shape.rank == is->rank + xs->rank - nb - 1);
+  for (int a = 0; a < nb; a++) CHECK(xs->dim[a] == is->dim[a]);
+  int64_t *pos = index_positions(e, n, idx, xs->dim[d]);
+  if (!pos) return NULL;
+  Tensor *out = new_value(e, n);
+  int64_t coord[MAX_RANK] = {0}, xc[MAX_RANK];
+  if (shape_numel(&n->shape) > 0) do {
+    for (int a = 0; a < nb; a++) xc[a] = coord[a];
+    for (int a = nb; a < d; a++) xc[a] = coord[is->rank + a - nb];
+    xc[d] = pos[offset_of(is, coord)];
+    for (int a = d + 1; a < xs->rank; a++) xc[a] = coord[is->rank + a - nb - 1];
+    f64(out)[offset_of(&n->shape, coord)] = f64(x)[offset_of(xs, xc)];
+  } while (next_coord(&n->shape, coord));
+  free(pos);
+  return out;
+}
+
+/* NumPy take along axis d: out = x.shape[:d] ++ idx.shape ++ x.shape[d+1:]. */
+static Tensor *take(Eval *e, const Node *n, const Tensor *x, const Tensor *idx, int d) {
+  const Shape *xs = &x->shape, *is = &idx->shape;
+  CHECK(d >= 0 && d < xs->rank && n->shape.rank == xs->rank - 1 + is->rank);
+  int64_t *pos = index_positions(e, n, idx, xs->dim[d]);
+  if (!pos) return NULL;
+  Tensor *out = new_value(e, n);
+  int64_t coord[MAX_RANK] = {0}, xc[MAX_RANK];
+  if (shape_numel(&n->shape) > 0) do {
+    for (int a = 0; a < d; a++) xc[a] = coord[a];
+    xc[d] = pos[offset_of(is, coord + d)];
+    for (int a = d + 1; a < xs->rank; a++) xc[a] = coord[a + is->rank - 1];
+    f64(out)[offset_of(&n->shape, coord)] = f64(x)[offset_of(xs, xc)];
+  } while (next_coord(&n->shape, coord));
+  free(pos);
+  return out;
+}
+
+static Tensor *eval_general_function(Eval *e, const Node *n, Tensor **in) {
+  const GenFnSpec *g = &n->u.gf;
+  switch (genfn_class(g->fn)) {
+  case GF_ELEMENTWISE: {
+    CHECK(shape_eq(&in[0]->shape, &n->shape));
+    Tensor *out = new_value(e, n);
+    for (int64_t i = 0; i < shape_numel(&n->shape); i++) f64(out)[i] = elementwise(g->fn, f64(in[0])[i]);
+    return out;
+  }
+  case GF_LAST_AXIS: {
+    CHECK(shape_eq(&in[0]->shape, &n->shape) && n->shape.rank >= 1);
+    int64_t len = n->shape.dim[n->shape.rank - 1];
+    Tensor *out = new_value(e, n);
+    if (len > 0) softmax_rows(g->fn, f64(in[0]), f64(out), shape_numel(&n->shape) / len, len);
+    return out;
+  }
+  case GF_REDUCE_LAST: {
+    const Shape *xs = &in[0]->shape;
+    CHECK(xs->rank == n->shape.rank + 1);
+    int64_t len = xs->dim[xs->rank - 1], rows = shape_numel(&n->shape);
+    Tensor *out = new_value(e, n);
+    if (g->fn == GF_LAST_DIM_SIZE) {
+      for (int64_t r = 0; r < rows; r++) f64(out)[r] = (double)len;
+    } else if (len == 0 && rows > 0) {
+      diag_error(e->c, n->loc, "%s: %s over an empty last axis", node_label(e->c, n), genfn_name(g->fn));
+      return NULL;
+    } else {
+      reduce_rows(g->fn, f64(in[0]), f64(out), rows, len);
+    }
+    return out;
+  }
+  case GF_SPECIAL:
+    break;
+  }
+  switch (g->fn) {
+  case GF_POW: return eval_pow(e, n, in);
+  case GF_CAST: return eval_cast(e, n, in[0]);
+  case GF_GEN_INDEX: {
+    int xr = in[0]->shape.rank, ir = in[1]->shape.rank;
+    if (g->batch_x && g->batch_index) /* idx is a prefix of x; d counts in the suffix */
+      return pick(e, n, in[0], in[1], ir, (g->dim < 0 ? g->dim + xr - ir : g->dim) + ir);
+    int d = g->dim < 0 ? g->dim + xr : g->dim;
+    return g->batch_index ? pick(e, n, in[0], in[1], 0, d) : take(e, n, in[0], in[1], d);
+  }
+  case GF_EXPLICIT_INDEX: {
+    int nb = in[0]->shape.rank - g->non_b;
+    return pick(e, n, in[0], in[1], nb, (g->dim < 0 ? g->dim + g->non_b : g->dim) + nb);
+  }
+  case GF_MULTINOMIAL:
+    diag_error(e->c, n->loc, "%s: GeneralFunction '%s' cannot be evaluated by circc (it samples at random)",
+               node_label(e->c, n), g->text);
+    return NULL;
+  case GF_PYTHON:
+    diag_error(e->c, n->loc, "%s: GeneralFunction '%s' cannot be evaluated by circc (it is defined by Python code)",
+               node_label(e->c, n), g->text);
+    return NULL;
+  default: ICE("unhandled GeneralFunction %s", genfn_name(g->fn));
+  }
+}
+
+/* ---- dispatch ---- */
+
+/* Kinds that have no value of their own; reported without evaluating children. */
+static bool reject(Eval *e, const Node *n) {
+  const char *why = NULL;
+  switch (n->kind) {
+  case NK_Module: why = "is a Module; substitute modules first"; break;
+  case NK_DiscreteVar: why = "is a DiscreteVar; circc evaluates deterministic circuits only (sample it first)"; break;
+  case NK_StoredCumulantVar: why = "is a StoredCumulantVar, which has no deterministic value"; break;
+  case NK_Conv: why = "is a Conv, which circc does not support"; break;
+  default: return false;
+  }
+  diag_error(e->c, n->loc, "%s %s", node_label(e->c, n), why);
+  return true;
+}
+
+static Tensor *compute(Eval *e, const Node *n) {
+  if (reject(e, n)) return NULL;
+  switch (n->kind) {
+  case NK_Array:
+    CHECK(n->u.array.tensor && shape_eq(&n->u.array.tensor->shape, &n->shape));
+    return convert(e, n, n->u.array.tensor);
+  case NK_Scalar: return eval_scalar(e, n);
+  case NK_Symbol: return eval_symbol(e, n);
+  default: break;
+  }
+  /* evaluate every child even after a failure, so one run reports every error */
+  Tensor **in = calloc((size_t)n->nchild + 1, sizeof *in);
+  if (!in) ICE("out of memory");
+  bool ok = true;
+  for (int i = 0; i < n->nchild; i++) ok &= (in[i] = eval_node(e, n->child[i])) != NULL;
+  Tensor *out = NULL;
+  if (ok) switch (n->kind) {
+    case NK_Add: out = eval_add(e, n, in); break;
+    case NK_Einsum: out = eval_einsum(e, n, in); break;
+    case NK_Rearrange: out = eval_rearrange(e, n, in); break;
+    case NK_Index: out = eval_index(e, n, in); break;
+    case NK_Scatter: out = eval_scatter(e, n, in); break;
+    case NK_Concat: out = eval_concat(e, n, in); break;
+    case NK_GeneralFunction: out = eval_general_function(e, n, in); break;
+    case NK_Tag: out = copy_value(e, n, in[0]); break;
+    case NK_Cumulant: out = eval_cumulant(e, n, in); break;
+    case NK_SetSymbolicShape:
+      if (shape_eq(&in[0]->shape, &n->shape)) {
+        out = copy_value(e, n, in[0]);
+      } else {
+        diag_error(e->c, n->loc, "%s: SetSymbolicShape %s does not match its child's shape %s; "
+                   "resolve symbolic sizes first",
+                   node_label(e->c, n), shape_str(e->c, &n->shape), shape_str(e->c, &in[0]->shape));
+      }
+      break;
+    default: ICE("eval of %s", kind_name(n->kind));
+    }
+  free(in);
+  return out;
+}
+
+Tensor *eval_node(Eval *e, const Node *n) {
+  if (e->memo_cap) {
+    const Memo *m = &e->memo[memo_slot(e->memo, e->memo_cap, n)];
+    if (m->node) return m->value;
+  }
+  Tensor *v = compute(e, n);
+  CHECK(!v || (v->dtype == DT_F64 && shape_eq(&v->shape, &n->shape)));
+  memo_put(e, n, v);
+  return v;
+}

@@ -1,0 +1,167 @@
+/* ir.h — the circuit IR: a DAG of immutable nodes (rust_circuit_format.md §0).
+ *
+ * A Node is a tagged struct: common header + per-kind union field named after
+ * the kind. Nodes are built only by ir_make(), which validates parameters
+ * against the children, computes shape, dtype and structural hash, and reports
+ * problems through diag_error at the node's Loc (returning NULL). Rewrites
+ * build new nodes and never edit old ones. All memory is in the Comp's arena.
+ *
+ * Sizes are int64. Symbolic sizes are the 256 primes above 10000 (§2.4,
+ * "the prime trick"): shape arithmetic treats them as ordinary integers and
+ * module substitution replaces them by real sizes. */
+#ifndef CIRCC_IR_H
+#define CIRCC_IR_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "comp.h"
+#include "tensor.h"
+
+typedef enum NodeKind {
+#define KIND(name, evaluable) NK_##name,
+#include "nodes.def"
+#undef KIND
+  NK_COUNT
+} NodeKind;
+
+typedef enum GenFnKind {
+#define GENFN(e, spec, cls) GF_##e,
+#include "genfns.def"
+#undef GENFN
+  GF_COUNT
+} GenFnKind;
+
+typedef enum GenFnClass { GF_ELEMENTWISE, GF_LAST_AXIS, GF_REDUCE_LAST, GF_SPECIAL } GenFnClass;
+
+/* ---- symbolic sizes ---- */
+#define NUM_SYMBOLIC_SIZES 256
+int64_t symbolic_prime(int k);            /* k-th symbolic size: 0 -> 10007, 255 -> 12437 */
+int symbolic_index(int64_t v);            /* k if v is the k-th prime, else -1 */
+bool size_is_symbolic(int64_t v);         /* v has a symbolic prime factor */
+/* Prints a size as rust_circuit does: 768, 0s, 2*1s, 0s*1s. Returns buf. */
+char *size_format(int64_t v, char *buf, size_t cap);
+/* A module call's symbolic-size map: map[k] = real size of the k-th prime, -1 unbound.
+ * ir_bind_symbolic solves `sym` (c * p1 * p2 ...) = actual for its one unbound prime,
+ * false on conflict; ir_apply_size_map substitutes the bound primes of v. */
+bool ir_bind_symbolic(int64_t sym, int64_t actual, int64_t *map);
+int64_t ir_apply_size_map(int64_t v, const int64_t *map);
+/* The library's names for symbolic sizes (HIDDEN=0s, SEQ=1s, ...; §7.1); -1 if unknown. */
+int symbolic_size_by_name(const char *name);
+
+/* ---- per-kind parameters ---- */
+
+/* Einsum: child i has axis ids in[i][0..in_rank[i]), output ids out[0..out_rank).
+ * Ids are small non-negative ints (the alphabet a..z A..Z α..ψ maps to 0..75). */
+typedef struct EinsumSpec {
+  int **in;
+  int *in_rank;
+  int *out;
+  int out_rank;
+} EinsumSpec;
+
+/* Rearrange (einops repeat): each side is a list of axes, each axis a group of ids
+ * (an empty group is `()`). size[id] is the id's size or -1 if it must be
+ * inferred from the child. ir_make stores the spec conformed to the child (all sizes known). */
+typedef struct RearrangeSpec {
+  int nin, nout;
+  int *in_len, *out_len;
+  int **in_ids, **out_ids;
+  int nids;
+  int64_t *size;             /* conformed sizes (after ir_make) */
+  int64_t *written_size;     /* sizes as written, -1 = inferred; set by ir_make, used to re-conform */
+} RearrangeSpec;
+
+typedef enum IndexEntryKind { IDX_INT, IDX_SLICE, IDX_TENSOR } IndexEntryKind;
+typedef struct IndexEntry {
+  IndexEntryKind kind;
+  int64_t i;                 /* IDX_INT; negative counts from the end */
+  bool has_start, has_stop;  /* IDX_SLICE; absent bound = 0 / end */
+  int64_t start, stop;       /* may be negative (from the end) */
+  Tensor *tensor;            /* IDX_TENSOR: 1-D int64 */
+  const char *prefix;        /* IDX_TENSOR: hash prefix as written (t<hex>) */
+} IndexEntry;
+
+typedef struct IndexSpec {   /* Index and Scatter */
+  int n;                     /* entries as written; missing trailing entries mean ':' */
+  IndexEntry *e;
+} IndexSpec;
+
+typedef struct GenFnSpec {
+  GenFnKind fn;
+  const char *text;          /* the spec string as written */
+  int dim;                   /* gen_index / explicit_index axis (may be negative) */
+  bool batch_x, batch_index, check_int; /* gen_index flags: _batch_x, !_no_batch_index, _c */
+  int non_b;                 /* explicit_index: number of non-batch dims of x */
+  DType cast_from, cast_to;  /* cast: DT_UNKNOWN for None */
+} GenFnSpec;
+
+typedef struct ModuleArg {
+  struct Node *symbol;       /* the Symbol this argument binds (child i+1 is the value) */
+  bool batchable, expandable, ban_non_symbolic_size_expand; /* §5.3; default all true */
+  Loc loc;                   /* location of the `!` binding */
+} ModuleArg;
+
+typedef struct Node Node;
+struct Node {
+  NodeKind kind;
+  int id;                    /* creation order, unique within a Comp */
+  Loc loc;                   /* where the node was defined (or the node it was derived from) */
+  const char *name;          /* NULL = unnamed (distinct from "") */
+  bool autoname_disabled;    /* ` AD` */
+  Shape shape;               /* computed (leaves: declared) */
+  DType dtype;               /* Array: its tensor's; Scalar: DT_F64 ("weak"); Symbol: DT_UNKNOWN; ops: first non-f64 child dtype */
+  int nchild;
+  Node **child;
+  uint64_t hash;             /* structural hash: kind, params, children hashes, name */
+  union {
+    EinsumSpec einsum;
+    struct { Tensor *tensor; const char *hash_prefix; bool random; } array; /* hash_prefix NULL for rand */
+    struct { char uuid[37]; } symbol;       /* lowercase hyphenated; "" = nil uuid */
+    struct { double value; } scalar;
+    RearrangeSpec rearrange;
+    IndexSpec index;                        /* Index and Scatter */
+    GenFnSpec gf;
+    struct { int axis; } concat;            /* normalised to [0, rank) */
+    struct { ModuleArg *arg; } module;      /* nchild - 1 args; child[0] is the spec */
+    struct { char uuid[37]; } tag;
+    struct { int *orders; int norders; char uuid[37]; } stored_cumulant;
+  } u;
+};
+
+typedef struct NodeList {
+  int n, cap;
+  Node **node;
+} NodeList;
+void nodelist_push(Comp *c, NodeList *l, Node *n);
+
+/* Builds a node from a prototype: proto->kind, loc, name, autoname_disabled,
+ * child/nchild and the kind's union field must be set; proto->shape is used as
+ * the declared shape for kinds that need one (Scalar, Symbol, Scatter,
+ * SetSymbolicShape, and Array without a tensor) and ignored otherwise.
+ * Validates everything §2.5 and §4 require, computes shape/dtype/hash.
+ * Returns NULL after diag_error() if invalid, or if any child is NULL (then silently:
+ * the child's error was already reported). Arrays and index tensors must already be loaded. */
+Node *ir_make(Comp *c, const Node *proto);
+
+/* A copy of n with new children (same params), re-validated: used by rewrites. */
+Node *ir_with_children(Comp *c, const Node *n, Node **child, int nchild);
+
+const char *kind_name(NodeKind k);        /* "Einsum", ... */
+int kind_from_name(const char *s, size_t len); /* -1 if not one of the 17 */
+bool kind_evaluable(NodeKind k);
+const char *genfn_name(GenFnKind f);
+GenFnClass genfn_class(GenFnKind f);
+/* Parses a GeneralFunction spec string (§2.5.4). false if unknown (no diagnostic). */
+bool genfn_parse(const char *text, GenFnSpec *out);
+
+/* Normalised bounds of index entry `axis` of an Index/Scatter node against a dim
+ * of size len: IDX_INT → [i, i+1); IDX_SLICE → [start, stop); false if out of range. */
+bool index_entry_bounds(const IndexEntry *e, int64_t len, int64_t *start, int64_t *stop);
+
+/* A short, human-readable description for diagnostics: 'name' or `Kind #id`. */
+const char *node_label(Comp *c, const Node *n);
+/* Shape as rust_circuit prints it: [2,0s,3]. Arena string. */
+const char *shape_str(Comp *c, const Shape *s);
+
+/* Symbols bound by a Module node: arg i binds u.module.arg[i].symbol to child[i+1]. */
+static inline int module_nargs(const Node *m) { return m->nchild - 1; }
+#endif

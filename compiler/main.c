@@ -1,0 +1,261 @@
+/* main.c — the circc command line: parses arguments, runs the pipeline
+ * stages in order (parse → resolve → eval / dump), and maps the diagnostics to
+ * exit codes (0 ok, 1 circuit error, 2 usage, 3 I/O, 70 internal). */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "circc.h"
+
+static const char USAGE[] =
+    "usage: circc [options] INPUT.circ [-o OUTPUT]   check (and later compile) a circuit file\n"
+    "       circc eval [options] INPUT.circ           evaluate it with the reference evaluator\n"
+    "\n"
+    "Reads circuits in rust_circuit's text format, loads their tensors, substitutes\n"
+    "modules and checks every shape. Code generation (-o) is not implemented yet.\n"
+    "\n"
+    "options:\n"
+    "  -D NAME=N              bind a symbolic size: NAME is Ks (e.g. 1s) or SEQ, HIDDEN, ...\n"
+    "  --tensors DIR          tensor store root (default $TENSORS_CACHE_DIR,\n"
+    "                         else ~/tensors_by_hash_cache)\n"
+    "  --random-tensors       every Array is N(0,1) of its declared shape (rust_circuit's\n"
+    "                         tensors_as_random); seeded, so runs are reproducible\n"
+    "  --seed N               seed for random tensors (default 24301)\n"
+    "  --allow-unused-inputs  do not require module arguments to occur in the spec\n"
+    "  --dump parse|resolve   print the circuits after that stage in rust_circuit text\n"
+    "  --color auto|always|never   colored diagnostics (default auto; NO_COLOR respected)\n"
+    "  -h, --help             this help;  --version   print the version\n"
+    "eval options:\n"
+    "  --input NAME=@FILE.npy   value of the free symbol NAME (repeatable)\n"
+    "  --output NAME=@FILE.npy  write output circuit NAME to FILE.npy (repeatable)\n"
+    "  --print                  print every output's values (default without --output)\n"
+    "\n"
+    "exit codes: 0 ok, 1 circuit error (parse, shape, missing tensor, unbound symbol),\n"
+    "            2 usage error, 3 I/O error, 70 internal error\n"
+    "environment: TENSORS_CACHE_DIR, NO_COLOR\n";
+
+typedef struct Binding {
+  const char *name, *path;
+} Binding;
+
+typedef struct Options {
+  bool eval, print;
+  const char *input, *output, *dump;
+  Binding *inputs, *outputs;
+  int ninputs, noutputs;
+} Options;
+
+static void usage_error(Comp *c, const char *fmt, const char *arg) {
+  char msg[512];
+  snprintf(msg, sizeof msg, fmt, arg);
+  diag_error_class(c, DIAG_USAGE, NO_LOC, "%s (see circc --help)", msg);
+}
+
+/* NAME=@PATH (the @ is optional) */
+static bool parse_binding(Comp *c, const char *flag, const char *arg, Binding *b) {
+  const char *eq = strchr(arg, '=');
+  if (!eq || eq == arg || !eq[1]) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s expects NAME=@FILE.npy, found '%%s'", flag);
+    usage_error(c, msg, arg);
+    return false;
+  }
+  b->name = arena_strndup(&c->arena, arg, (size_t)(eq - arg));
+  b->path = eq[1] == '@' ? eq + 2 : eq + 1;
+  return true;
+}
+
+static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
+  o->inputs = ARENA_ARRAY(&c->arena, Binding, argc);
+  o->outputs = ARENA_ARRAY(&c->arena, Binding, argc);
+  c->defines = ARENA_ARRAY(&c->arena, SizeDefine, argc);
+  const char *color = getenv("NO_COLOR") ? "never" : "auto";
+  int i = 1;
+  if (i < argc && strcmp(argv[i], "eval") == 0) o->eval = true, i++;
+  for (; i < argc; i++) {
+    const char *a = argv[i];
+    const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEEDS_VALUE() \
+  do { if (!val) { usage_error(c, "option %s needs a value", a); return false; } i++; } while (0)
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(USAGE, stdout);
+      exit(0);
+    } else if (!strcmp(a, "--version")) {
+      printf("circc %s\n", CIRCC_VERSION);
+      exit(0);
+    } else if (!strcmp(a, "-D") || (!strncmp(a, "-D", 2) && a[2])) {
+      const char *def = a[2] ? a + 2 : val;
+      if (!a[2]) NEEDS_VALUE();
+      const char *eq = strchr(def, '=');
+      char *end;
+      long long v = eq ? strtoll(eq + 1, &end, 10) : 0;
+      if (!eq || eq == def || !eq[1] || *end) {
+        usage_error(c, "-D expects NAME=N, found '%s'", def);
+        return false;
+      }
+      c->defines[c->ndefines++] = (SizeDefine){arena_strndup(&c->arena, def, (size_t)(eq - def)), v};
+    } else if (!strcmp(a, "--tensors")) {
+      NEEDS_VALUE();
+      c->tensor_dir = val;
+    } else if (!strcmp(a, "--random-tensors")) {
+      c->tensors_as_random = true;
+    } else if (!strcmp(a, "--seed")) {
+      NEEDS_VALUE();
+      c->rng_state = strtoull(val, NULL, 10);
+    } else if (!strcmp(a, "--allow-unused-inputs")) {
+      c->check_all_inputs_used = false;
+    } else if (!strcmp(a, "--dump")) {
+      NEEDS_VALUE();
+      if (strcmp(val, "parse") && strcmp(val, "resolve")) {
+        usage_error(c, "--dump expects parse or resolve, found '%s'", val);
+        return false;
+      }
+      o->dump = val;
+    } else if (!strcmp(a, "--color")) {
+      NEEDS_VALUE();
+      color = val;
+    } else if (!strcmp(a, "-o")) {
+      NEEDS_VALUE();
+      o->output = val;
+    } else if (o->eval && !strcmp(a, "--input")) {
+      NEEDS_VALUE();
+      if (!parse_binding(c, a, val, &o->inputs[o->ninputs++])) return false;
+    } else if (o->eval && !strcmp(a, "--output")) {
+      NEEDS_VALUE();
+      if (!parse_binding(c, a, val, &o->outputs[o->noutputs++])) return false;
+    } else if (o->eval && !strcmp(a, "--print")) {
+      o->print = true;
+    } else if (a[0] == '-' && a[1]) {
+      usage_error(c, "unknown option '%s'", a);
+      return false;
+    } else if (o->input) {
+      usage_error(c, "more than one input file ('%s')", a);
+      return false;
+    } else {
+      o->input = a;
+    }
+#undef NEEDS_VALUE
+  }
+  if (!strcmp(color, "always")) c->color = true;
+  else if (!strcmp(color, "auto")) c->color = isatty(2);
+  else if (strcmp(color, "never")) {
+    usage_error(c, "--color expects auto, always or never, found '%s'", color);
+    return false;
+  }
+  if (!o->input) {
+    usage_error(c, "no input file%s", "");
+    return false;
+  }
+  return true;
+}
+
+/* Prints t (shape of node n) with numpy-like nesting. */
+static void print_values(FILE *f, const Tensor *t, int dim, int64_t *offset) {
+  if (dim == t->shape.rank) {
+    fprintf(f, "%.9g", tensor_get_f64(t, (*offset)++));
+    return;
+  }
+  fputc('[', f);
+  for (int64_t i = 0; i < t->shape.dim[dim]; i++) {
+    if (i) fputs(dim + 1 == t->shape.rank ? ", " : ",\n ", f);
+    print_values(f, t, dim + 1, offset);
+  }
+  fputc(']', f);
+}
+
+/* Converts an evaluated (f64) value to the output node's dtype for saving. */
+static Tensor *to_dtype(Comp *c, const Tensor *v, DType dt) {
+  if (dt == DT_UNKNOWN || dt == DT_F16 || dt == DT_BF16) dt = DT_F32;
+  Tensor *t = tensor_new(c, dt, &v->shape);
+  int64_t n = shape_numel(&v->shape);
+  for (int64_t i = 0; i < n; i++) tensor_set_f64(t, i, tensor_get_f64(v, i));
+  return t;
+}
+
+static int run_eval(Comp *c, const Options *o, const Program *p) {
+  Eval *e = eval_new(c);
+  Loc cli = {"command line", 0, 0};
+  for (int i = 0; i < o->ninputs; i++) {
+    const Binding *b = &o->inputs[i];
+    const Node *sym = NULL;
+    for (int j = 0; j < p->inputs.n; j++)
+      if (p->inputs.node[j]->name && !strcmp(p->inputs.node[j]->name, b->name)) sym = p->inputs.node[j];
+    if (!sym) {
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "--input %s: the circuit has no free symbol named '%s'", b->name, b->name);
+      for (int j = 0; j < p->inputs.n; j++)
+        diag_note(c, p->inputs.node[j]->loc, "free symbol %s %s", node_label(c, p->inputs.node[j]),
+                  shape_str(c, &p->inputs.node[j]->shape));
+      continue;
+    }
+    Tensor *t = npy_load(c, b->path, cli);
+    if (!t) continue;
+    if (!shape_eq(&t->shape, &sym->shape)) {
+      diag_error_class(c, DIAG_IO, NO_LOC, "--input %s: %s has shape %s but symbol '%s' needs %s", b->name, b->path,
+                       shape_str(c, &t->shape), b->name, shape_str(c, &sym->shape));
+      continue;
+    }
+    eval_bind(e, sym, t);
+  }
+  for (int i = 0; i < o->noutputs; i++) {
+    bool found = false;
+    for (int j = 0; j < p->outputs.n; j++) found |= !strcmp(p->output_names[j], o->outputs[i].name);
+    if (!found) diag_error_class(c, DIAG_USAGE, NO_LOC, "--output %s: no top-level circuit has that name", o->outputs[i].name);
+  }
+  if (diag_error_count(c)) {
+    eval_free(e);
+    return diag_exit_code(c);
+  }
+  /* evaluate everything first, so an error leaves no output file behind */
+  Tensor **value = ARENA_ARRAY(&c->arena, Tensor *, p->outputs.n);
+  const Binding **dest = ARENA_ARRAY(&c->arena, const Binding *, p->outputs.n);
+  for (int j = 0; j < p->outputs.n; j++) {
+    for (int i = 0; i < o->noutputs; i++)
+      if (!strcmp(p->output_names[j], o->outputs[i].name)) dest[j] = &o->outputs[i];
+    if (dest[j] || o->print || o->noutputs == 0) value[j] = eval_node(e, p->outputs.node[j]);
+  }
+  for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++) {
+    const Node *n = p->outputs.node[j];
+    if (dest[j]) npy_save(c, to_dtype(c, value[j], n->dtype), dest[j]->path);
+    if (value[j] && (o->print || o->noutputs == 0)) {
+      printf("%s %s %s\n", p->output_names[j], shape_str(c, &n->shape), dtype_name(n->dtype == DT_UNKNOWN ? DT_F32 : n->dtype));
+      int64_t off = 0;
+      print_values(stdout, value[j], 0, &off);
+      fputc('\n', stdout);
+    }
+  }
+  eval_free(e);
+  return diag_exit_code(c);
+}
+
+int main(int argc, char **argv) {
+  Comp comp;
+  Comp *c = &comp;
+  comp_init(c);
+  c->rng_state = 24301;
+  Options o = {0};
+  int code;
+  if (!parse_args(c, argc, argv, &o)) {
+    code = diag_exit_code(c);
+    comp_free(c);
+    return code;
+  }
+  NodeList tops = {0}, chosen = {0};
+  Program prog;
+  if (parse_file(c, o.input, &tops) && o.dump && !strcmp(o.dump, "parse")) dump_circuits(c, stdout, tops.node, tops.n);
+  /* --output NAME restricts the program to those circuits (e.g. a file of library specs plus one model) */
+  for (int i = 0; i < tops.n; i++) {
+    bool want = o.noutputs == 0;
+    for (int j = 0; j < o.noutputs; j++) want |= tops.node[i]->name && !strcmp(tops.node[i]->name, o.outputs[j].name);
+    if (want) nodelist_push(c, &chosen, tops.node[i]);
+  }
+  if (!diag_error_count(c) && resolve_program(c, &chosen, &prog)) {
+    if (o.dump && !strcmp(o.dump, "resolve")) dump_circuits(c, stdout, prog.outputs.node, prog.outputs.n);
+    if (o.eval) run_eval(c, &o, &prog);
+    else if (o.output)
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "-o: code generation is not implemented yet; use 'circc eval' to "
+                                              "evaluate the circuit");
+  }
+  code = diag_exit_code(c);
+  if (diag_error_count(c) > 1) fprintf(stderr, "circc: error: %d errors; nothing written\n", diag_error_count(c));
+  comp_free(c);
+  return code;
+}

@@ -1,0 +1,183 @@
+/* resolve.c — from parsed circuits to a concrete program: substitute every
+ * Module, bind the remaining symbolic sizes from -D, then check that no
+ * symbolic size and no non-evaluable kind remains. The free Symbols that are
+ * left become the program's named inputs. Guarantees on success: every node
+ * is evaluable and has a concrete shape. */
+#include <stdlib.h>
+#include <string.h>
+#include "circc.h"
+
+typedef struct Resolve {
+  Comp *c;
+  bool *seen;          /* by node id */
+  int nseen;
+  bool reported[NUM_SYMBOLIC_SIZES];
+  Program *prog;
+} Resolve;
+
+static const char *size_names[] = {"HIDDEN", "SEQ", "SEQ_Q", "SEQ_K", "HEADS", "MLP_PROJ", "BILINEAR_MLP_PROJ",
+                                   "QK_DIM", "V_DIM", "LOG_LIKELYHOOD_CLASSES", "VOCAB_SIZE", "HALF_ROTARY_DIM"};
+
+/* -D NAME=N → map; NAME is `Ks` or a library size name. */
+static bool defines_to_map(Comp *c, int64_t *map) {
+  bool ok = true;
+  for (int k = 0; k < NUM_SYMBOLIC_SIZES; k++) map[k] = -1;
+  for (int i = 0; i < c->ndefines; i++) {
+    const SizeDefine *d = &c->defines[i];
+    int k = symbolic_size_by_name(d->name);
+    if (k < 0) {
+      char *end;
+      long v = strtol(d->name, &end, 10);
+      if (end != d->name && strcmp(end, "s") == 0 && v >= 0 && v < NUM_SYMBOLIC_SIZES) k = (int)v;
+    }
+    if (k < 0) {
+      diag_error_class(c, DIAG_USAGE, NO_LOC,
+                       "-D %s: unknown symbolic size (use Ks for the K-th size, e.g. -D 1s=%lld, or a name "
+                       "such as SEQ or HIDDEN)",
+                       d->name, (long long)d->value);
+      ok = false;
+    } else if (d->value <= 0) {
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "-D %s=%lld: sizes must be positive", d->name, (long long)d->value);
+      ok = false;
+    } else {
+      map[k] = d->value;
+    }
+  }
+  return ok;
+}
+
+static void report_symbolic(Resolve *r, const Node *n) {
+  for (int d = 0; d < n->shape.rank; d++) {
+    int64_t v = n->shape.dim[d];
+    if (!size_is_symbolic(v)) continue;
+    for (int k = 0; k < NUM_SYMBOLIC_SIZES; k++) {
+      int64_t p = symbolic_prime(k);
+      if (p > v) break;
+      if (v % p || r->reported[k]) continue;
+      r->reported[k] = true;
+      if (k < (int)(sizeof size_names / sizeof *size_names))
+        diag_error(r->c, n->loc, "%s has shape %s: symbolic size %ds (%s) is not bound by any module; bind it with -D %s=N",
+                   node_label(r->c, n), shape_str(r->c, &n->shape), k, size_names[k], size_names[k]);
+      else
+        diag_error(r->c, n->loc, "%s has shape %s: symbolic size %ds is not bound by any module; bind it with -D %ds=N",
+                   node_label(r->c, n), shape_str(r->c, &n->shape), k, k);
+    }
+  }
+}
+
+/* Post-order check of one resolved circuit. */
+static void check_node(Resolve *r, Node *n) {
+  if (n->id < r->nseen && r->seen[n->id]) return;
+  if (n->id < r->nseen) r->seen[n->id] = true;
+  for (int i = 0; i < n->nchild; i++) check_node(r, n->child[i]);
+  Comp *c = r->c;
+  report_symbolic(r, n);
+  switch (n->kind) {
+  case NK_Symbol:
+    nodelist_push(c, &r->prog->inputs, n);
+    break;
+  case NK_DiscreteVar:
+    diag_error(c, n->loc, "%s is a DiscreteVar; circc compiles deterministic circuits only (sample it first)",
+               node_label(c, n));
+    break;
+  case NK_StoredCumulantVar:
+  case NK_Conv:
+    diag_error(c, n->loc, "%s is a %s, which circc cannot evaluate", node_label(c, n), kind_name(n->kind));
+    break;
+  case NK_Cumulant:
+    for (int i = 0; i < n->nchild; i++)
+      if (n->child[i]->kind == NK_DiscreteVar || n->child[i]->kind == NK_StoredCumulantVar) {
+        diag_error(c, n->loc, "%s is a Cumulant of random variables, which circc cannot evaluate", node_label(c, n));
+        break;
+      }
+    break;
+  case NK_GeneralFunction:
+    if (n->u.gf.fn == GF_PYTHON)
+      diag_error(c, n->loc, "%s is a Python-class GeneralFunction ('%s'); circc cannot evaluate Python code",
+                 node_label(c, n), n->u.gf.text);
+    else if (n->u.gf.fn == GF_MULTINOMIAL)
+      diag_error(c, n->loc, "%s samples ('%s'); circc compiles deterministic circuits only", node_label(c, n),
+                 n->u.gf.text);
+    break;
+  case NK_SetSymbolicShape:
+    if (!shape_eq(&n->shape, &n->child[0]->shape))
+      diag_error(c, n->loc, "%s requires shape %s but its input has shape %s", node_label(c, n),
+                 shape_str(c, &n->shape), shape_str(c, &n->child[0]->shape));
+    break;
+  case NK_Module: ICE("module survived substitution");
+  default: break;
+  }
+}
+
+/* SetSymbolicShape(x) with a concrete size where x's is symbolic binds that size. */
+static void collect_pins(Resolve *r, Node *n, int64_t *map) {
+  if (n->id < r->nseen && r->seen[n->id]) return;
+  if (n->id < r->nseen) r->seen[n->id] = true;
+  for (int i = 0; i < n->nchild; i++) collect_pins(r, n->child[i], map);
+  if (n->kind != NK_SetSymbolicShape) return;
+  const Shape *in = &n->child[0]->shape;
+  for (int d = 0; d < in->rank; d++) {
+    if (!size_is_symbolic(in->dim[d]) || size_is_symbolic(n->shape.dim[d])) continue;
+    int64_t before[NUM_SYMBOLIC_SIZES];
+    memcpy(before, map, sizeof before);
+    if (!ir_bind_symbolic(in->dim[d], n->shape.dim[d], map)) {
+      char a[64];
+      diag_error(r->c, n->child[0]->loc,
+                 "%s: its size %s is %lld where a module binds it, but %lld elsewhere (or by -D)",
+                 node_label(r->c, n->child[0]), size_format(in->dim[d], a, sizeof a), (long long)n->shape.dim[d],
+                 (long long)ir_apply_size_map(in->dim[d], before));
+      return;
+    }
+  }
+}
+
+bool resolve_program(Comp *c, const NodeList *tops, Program *out) {
+  memset(out, 0, sizeof *out);
+  int errors = diag_error_count(c);
+  int n = tops->n;
+  Node **roots = ARENA_ARRAY(&c->arena, Node *, n ? n : 1);
+  if (n) memcpy(roots, tops->node, sizeof(Node *) * (size_t)n);
+  int64_t map[NUM_SYMBOLIC_SIZES];
+  if (!defines_to_map(c, map)) return false;
+  if (!modules_substitute_all(c, roots, n)) return false;
+  /* Module calls pinned the sizes of free symbols with SetSymbolicShape; those
+   * pins and -D together give the sizes the free symbols take. */
+  Resolve pins = {.c = c, .nseen = c->next_node_id};
+  pins.seen = calloc((size_t)pins.nseen + 1, 1);
+  if (!pins.seen) ICE("out of memory");
+  for (int i = 0; i < n; i++) collect_pins(&pins, roots[i], map);
+  free(pins.seen);
+  if (diag_error_count(c) != errors) return false;
+  bool any = false;
+  for (int k = 0; k < NUM_SYMBOLIC_SIZES; k++) any |= map[k] >= 0;
+  if (any && !modules_bind_sizes(c, roots, n, map)) return false;
+
+  Resolve r = {.c = c, .prog = out, .nseen = c->next_node_id};
+  r.seen = calloc((size_t)r.nseen + 1, 1);
+  if (!r.seen) ICE("out of memory");
+  out->output_names = ARENA_ARRAY(&c->arena, const char *, n ? n : 1);
+  for (int i = 0; i < n; i++) {
+    check_node(&r, roots[i]);
+    nodelist_push(c, &out->outputs, roots[i]);
+    out->output_names[i] = tops->node[i]->name ? tops->node[i]->name : arena_printf(&c->arena, "output%d", i);
+  }
+  free(r.seen);
+  /* A Symbol written twice (same uuid, name and shape) is one input; two
+   * different free symbols with one name would make --input ambiguous. */
+  int kept = 0;
+  for (int i = 0; i < out->inputs.n; i++) {
+    Node *a = out->inputs.node[i];
+    bool dup = false;
+    for (int j = 0; j < kept && !dup; j++) {
+      const Node *b = out->inputs.node[j];
+      if (!a->name || !b->name || strcmp(a->name, b->name) != 0) continue;
+      dup = true;
+      if (strcmp(a->u.symbol.uuid, b->u.symbol.uuid) != 0 || !shape_eq(&a->shape, &b->shape))
+        diag_error(c, a->loc, "two different free symbols are named '%s' (shapes %s and %s); inputs need unique names",
+                   a->name, shape_str(c, &a->shape), shape_str(c, &b->shape));
+    }
+    if (!dup) out->inputs.node[kept++] = a;
+  }
+  out->inputs.n = kept;
+  return diag_error_count(c) == errors;
+}

@@ -1,0 +1,35 @@
+/* testutil.c — see testutil.h */
+#include "testutil.h"
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { Comp c; char *buf; size_t len; } TestComp;
+
+Comp *tu_comp(void) {
+  TestComp *t = calloc(1, sizeof *t);
+  comp_init(&t->c);
+  t->c.err = open_memstream(&t->buf, &t->len);
+  return &t->c;
+}
+
+const char *tu_diags(Comp *c) {
+  TestComp *t = (TestComp *)c;
+  fflush(c->err);
+  return t->buf ? t->buf : "";
+}
+
+void tu_free(Comp *c) {
+  TestComp *t = (TestComp *)c;
+  fclose(c->err);
+  free(t->buf);
+  comp_free(c);
+  free(t);
+}
+
+const char *tu_data(const char *rel) {
+  static char buf[4][1024];
+  static int k;
+  k = (k + 1) % 4;
+  snprintf(buf[k], sizeof buf[k], "%s/%s", CIRCC_TEST_DATA, rel);
+  return buf[k];
+}

@@ -1,0 +1,12 @@
+/* testutil.h — helpers shared by the Criterion unit tests. */
+#ifndef CIRCC_TESTUTIL_H
+#define CIRCC_TESTUTIL_H
+#include "circc.h"
+
+/* A Comp whose diagnostics go to a memory buffer (read with tu_diags). */
+Comp *tu_comp(void);
+const char *tu_diags(Comp *c);   /* everything printed to c->err so far */
+void tu_free(Comp *c);
+/* Path of a file under tests/data. */
+const char *tu_data(const char *rel);
+#endif
