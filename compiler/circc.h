@@ -35,6 +35,61 @@ typedef struct Program {
 } Program;
 bool resolve_program(Comp *c, const NodeList *tops, Program *out);
 
+/* simplify.c — the rewrite rules of rust_circuit_format.md §6.1 that matter for
+ * generated code, run to a fixpoint over the resolved program (in place on
+ * roots). Each rule is a small named function; `fired` (may be NULL) counts how
+ * often each rule fired, for --report. Values are unchanged (up to float
+ * rounding of folded constants). false after diag_error. */
+typedef struct SimplifyStats {
+  int nrules;
+  const char **rule_name;
+  int *fired;
+} SimplifyStats;
+bool simplify_run(Comp *c, Node **roots, int n, SimplifyStats *fired);
+
+/* plan_einsum.c — rewrites every Einsum with more than two operands into a tree
+ * of binary Einsums along the cheapest contraction path found (bounded DP with a
+ * greedy fallback; cost = multiply-adds + intermediate size, GEMM-shaped steps
+ * preferred). `report` (may be NULL) receives one line per planned einsum. */
+bool plan_einsums(Comp *c, Node **roots, int n, FILE *report);
+/* 2 × multiply-adds of one Einsum: 2·∏(sizes of its distinct ids) for a binary
+ * one (× (n−1) for n > 2 operands: the naive count); a unary one counts the same
+ * if it sums an id out, else 0 (transpose / diagonal). */
+double einsum_flops(const Node *n);
+
+/* lower.c — resolved circuit → kernel graph (kernel.h): buffers, views, fused
+ * elementwise expressions and steps in execution order. */
+struct Kernels;
+bool lower_program(Comp *c, const Program *p, struct Kernels *k);
+
+/* memplan.c — liveness of temporary buffers and their offsets in one
+ * 64-byte-aligned arena (best fit); sets k->arena_bytes. */
+void memplan_assign(Comp *c, struct Kernels *k);
+
+/* emit.c — writes the generated C program for the kernel graph: the model
+ * source (every size a literal, OpenMP on outer loops, comments naming the
+ * circuit nodes) and the weights blob. Byte-identical for identical input. */
+typedef struct EmitOptions {
+  const char *name;          /* program name */
+  const char *command_line;  /* recorded in the header comment and --info */
+  const char *source_hash;
+} EmitOptions;
+bool emit_program(Comp *c, const struct Kernels *k, const EmitOptions *o, FILE *model_c, FILE *weights);
+
+/* build.c — writes the sources to a directory and runs the C compiler:
+ * `$CC -O3 -march=native -fopenmp`. The executable appears atomically at
+ * `output`; on failure prints the command and its stderr (exit 4). */
+typedef struct BuildOptions {
+  const char *output;        /* executable path (or directory for --emit c) */
+  bool emit_c_only;          /* --emit c: write sources + Makefile, do not compile */
+  const char *cc;            /* NULL: $CC, else gcc */
+  const char *cflags;        /* extra flags */
+  const char *opt;           /* -O level, default -O3 */
+  bool native;               /* -march=native (default) vs portable */
+  bool keep_temps;           /* --save-temps */
+} BuildOptions;
+bool build_program(Comp *c, const struct Kernels *k, const EmitOptions *eo, const BuildOptions *bo);
+
 /* eval.c — the reference evaluator (§4): simple, obviously correct, double
  * precision everywhere. The oracle every optimisation is tested against. */
 typedef struct Eval Eval;

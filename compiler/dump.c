@@ -14,6 +14,8 @@ typedef struct DNode {
   const Node *n;
   int serial;            /* -1 until a number is handed out */
   bool printed;
+  bool numbered;         /* a bound Symbol whose name has '#': `! 'a#b'` would end at the '#', so
+                            it is numbered and bindings refer to it by number alone */
 } DNode;
 
 typedef struct NameEnt {
@@ -72,7 +74,7 @@ static int add_node(Dumper *d, const Node *n, bool *added) {
     d->d = realloc(d->d, sizeof(DNode) * (size_t)d->capd);
     if (!d->d) ICE("out of memory");
   }
-  d->d[d->nd] = (DNode){n, -1, false};
+  d->d[d->nd] = (DNode){n, -1, false, false};
   d->slot[-k - 1] = d->nd++;
   if ((size_t)d->nd * 2 > d->nslot) grow_slots(d);
   return d->nd - 1;
@@ -104,8 +106,12 @@ static void collect(Dumper *d, Node *const *roots, int nroots) {
       }
       for (int i = 0; i < n->nchild; i++) stack[sp++] = n->child[i];
       if (n->kind == NK_Module)
-        for (int i = 0; i < module_nargs(n); i++)
-          if (n->u.module.arg[i].symbol) stack[sp++] = n->u.module.arg[i].symbol;
+        for (int i = 0; i < module_nargs(n); i++) {
+          const Node *s = n->u.module.arg[i].symbol;
+          if (!s) continue;
+          stack[sp++] = s;
+          if (s->name && strchr(s->name, '#')) d->d[add_node(d, s, &added)].numbered = true;
+        }
     }
   }
   free(stack);
@@ -291,16 +297,18 @@ static void put_extra(FILE *f, const Node *n) {
 
 /* ------------------------------------------------------------------- lines */
 
-/* The identifier of a node: 'name' if unambiguous, N 'name' or N otherwise. */
-static void put_ident(Dumper *d, DNode *dn, bool reference) {
+/* The identifier of a node: 'name' if unambiguous, N 'name' or N otherwise.
+ * `bare`: a reference inside a Module binding, where N alone is safest. */
+static void put_ident(Dumper *d, DNode *dn, bool reference, bool bare) {
   const Node *n = dn->n;
-  bool unique = n->name && !name_slot(d, n->name)->ambiguous;
+  bool unique = n->name && !name_slot(d, n->name)->ambiguous && !dn->numbered;
   if (unique) {
     put_name(d->f, n->name);
     return;
   }
   if (dn->serial < 0) dn->serial = d->next_serial++;
   fprintf(d->f, "%d", dn->serial);
+  if (reference && bare && dn->numbered) return;
   if (n->name) {
     fputc(' ', d->f);
     put_name(d->f, n->name);
@@ -309,17 +317,17 @@ static void put_ident(Dumper *d, DNode *dn, bool reference) {
   }
 }
 
-/* A node's line content after the indentation. Returns true if it was a
- * definition (its children follow). */
-static bool put_node(Dumper *d, const Node *n) {
+/* A node's line content after the indentation (or after `! `: `binding`).
+ * Returns true if it was a definition (its children follow). */
+static bool put_node(Dumper *d, const Node *n, bool binding) {
   bool added;
   DNode *dn = &d->d[add_node(d, n, &added)];
   if (dn->printed) {
-    put_ident(d, dn, true);
+    put_ident(d, dn, true, binding);
     return false;
   }
   dn->printed = true;
-  put_ident(d, dn, false);
+  put_ident(d, dn, false, binding);
   if (n->autoname_disabled) fputs(" AD", d->f);
   fputs(" [", d->f);
   for (int k = 0; k < n->shape.rank; k++) {
@@ -351,10 +359,10 @@ void dump_circuits(Comp *c, FILE *f, Node *const *nodes, int n) {
     while (sp) {
       Item it = stack[--sp];
       for (int i = 0; i < it.depth; i++) fputs("  ", f);
-      bool def = put_node(&d, it.n);
+      bool def = put_node(&d, it.n, false);
       if (it.arg) {
         fputs(" ! ", f);
-        put_node(&d, it.arg->symbol); /* a reference, or the Symbol's definition inline */
+        put_node(&d, it.arg->symbol, true); /* a reference, or the Symbol's definition inline */
         if (!it.arg->batchable || !it.arg->expandable || !it.arg->ban_non_symbolic_size_expand)
           fprintf(f, " %c%c%c", it.arg->batchable ? 't' : 'f', it.arg->expandable ? 't' : 'f',
                   it.arg->ban_non_symbolic_size_expand ? 't' : 'f');

@@ -133,8 +133,14 @@ static Tensor *convert(Eval *e, const Node *n, const Tensor *t) {
 static Tensor *eval_symbol(Eval *e, const Node *n) {
   const char *shape = shape_str(e->c, &n->shape);
   const Binding *b = NULL;
-  for (int i = 0; i < e->nbind && !b; i++)
-    if (e->bind[i].symbol == n) b = &e->bind[i];
+  /* a Symbol is identified by uuid, name and shape (§5.1): the same symbol written
+   * twice with different idents is one input */
+  for (int i = 0; i < e->nbind && !b; i++) {
+    const Node *s = e->bind[i].symbol;
+    if (s == n || (!strcmp(s->u.symbol.uuid, n->u.symbol.uuid) && shape_eq(&s->shape, &n->shape) &&
+                   ((!s->name && !n->name) || (s->name && n->name && !strcmp(s->name, n->name)))))
+      b = &e->bind[i];
+  }
   if (!b && n->name) {
     diag_error(e->c, n->loc, "symbol '%s' %s is not bound; pass it with --input %s=@file.npy", n->name, shape,
                n->name);

@@ -5,13 +5,16 @@
 #include <string.h>
 #include <unistd.h>
 #include "circc.h"
+#include "kernel.h"
 
 static const char USAGE[] =
-    "usage: circc [options] INPUT.circ [-o OUTPUT]   check (and later compile) a circuit file\n"
+    "usage: circc [options] INPUT.circ -o OUTPUT     compile a circuit to a standalone program\n"
     "       circc eval [options] INPUT.circ           evaluate it with the reference evaluator\n"
+    "       circc store [--tensors DIR] FILE.npy...  add tensors to the tensor store, print their hashes\n"
     "\n"
     "Reads circuits in rust_circuit's text format, loads their tensors, substitutes\n"
-    "modules and checks every shape. Code generation (-o) is not implemented yet.\n"
+    "modules, checks every shape, and compiles them to a C program with every shape\n"
+    "baked in (OpenMP-parallel, weights linked in). Without -o it only checks.\n"
     "\n"
     "options:\n"
     "  -D NAME=N              bind a symbolic size: NAME is Ks (e.g. 1s) or SEQ, HIDDEN, ...\n"
@@ -21,7 +24,17 @@ static const char USAGE[] =
     "                         tensors_as_random); seeded, so runs are reproducible\n"
     "  --seed N               seed for random tensors (default 24301)\n"
     "  --allow-unused-inputs  do not require module arguments to occur in the spec\n"
-    "  --dump parse|resolve   print the circuits after that stage in rust_circuit text\n"
+    "  --dump parse|resolve|simplify   print the circuits after that stage in rust_circuit text\n"
+    "compile options:\n"
+    "  -o PATH                output executable (or directory with --emit c)\n"
+    "  --emit exe|c           an executable (default) or a directory with model.c, the runtime,\n"
+    "                         the weights blob and a Makefile\n"
+    "  --output NAME          compile only the top-level circuit NAME (repeatable)\n"
+    "  --report               print the plan: simplifications, contraction paths, steps, arena size\n"
+    "  --cc CMD               C compiler (default $CC, else gcc);  --cflags \"...\"  extra flags\n"
+    "  -O0..-O3, -g           optimisation / debug info for the C compiler (default -O3)\n"
+    "  --march native|portable   -march=native (default) or generic code\n"
+    "  --save-temps           keep the generated sources (their directory is printed)\n"
     "  --color auto|always|never   colored diagnostics (default auto; NO_COLOR respected)\n"
     "  -h, --help             this help;  --version   print the version\n"
     "eval options:\n"
@@ -30,15 +43,19 @@ static const char USAGE[] =
     "  --print                  print every output's values (default without --output)\n"
     "\n"
     "exit codes: 0 ok, 1 circuit error (parse, shape, missing tensor, unbound symbol),\n"
-    "            2 usage error, 3 I/O error, 70 internal error\n"
-    "environment: TENSORS_CACHE_DIR, NO_COLOR\n";
+    "            2 usage error, 3 I/O error, 4 the C compiler failed, 70 internal error\n"
+    "environment: TENSORS_CACHE_DIR, CC, NO_COLOR\n";
 
 typedef struct Binding {
   const char *name, *path;
 } Binding;
 
 typedef struct Options {
-  bool eval, print;
+  bool eval, store, print, report;
+  BuildOptions build;
+  const char *emit;
+  const char **files; /* circc store */
+  int nfiles;
   const char *input, *output, *dump;
   Binding *inputs, *outputs;
   int ninputs, noutputs;
@@ -70,7 +87,9 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
   c->defines = ARENA_ARRAY(&c->arena, SizeDefine, argc);
   const char *color = getenv("NO_COLOR") ? "never" : "auto";
   int i = 1;
+  o->files = ARENA_ARRAY(&c->arena, const char *, argc);
   if (i < argc && strcmp(argv[i], "eval") == 0) o->eval = true, i++;
+  else if (i < argc && strcmp(argv[i], "store") == 0) o->store = true, i++;
   for (; i < argc; i++) {
     const char *a = argv[i];
     const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -105,8 +124,8 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
       c->check_all_inputs_used = false;
     } else if (!strcmp(a, "--dump")) {
       NEEDS_VALUE();
-      if (strcmp(val, "parse") && strcmp(val, "resolve")) {
-        usage_error(c, "--dump expects parse or resolve, found '%s'", val);
+      if (strcmp(val, "parse") && strcmp(val, "resolve") && strcmp(val, "simplify")) {
+        usage_error(c, "--dump expects parse, resolve or simplify, found '%s'", val);
         return false;
       }
       o->dump = val;
@@ -116,6 +135,37 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
     } else if (!strcmp(a, "-o")) {
       NEEDS_VALUE();
       o->output = val;
+    } else if (!o->eval && !strcmp(a, "--output")) {
+      NEEDS_VALUE();
+      o->outputs[o->noutputs++] = (Binding){val, NULL};
+    } else if (!strcmp(a, "--emit")) {
+      NEEDS_VALUE();
+      if (strcmp(val, "exe") && strcmp(val, "c")) {
+        usage_error(c, "--emit expects exe or c, found '%s'", val);
+        return false;
+      }
+      o->build.emit_c_only = !strcmp(val, "c");
+    } else if (!strcmp(a, "--report")) {
+      o->report = true;
+    } else if (!strcmp(a, "--cc")) {
+      NEEDS_VALUE();
+      o->build.cc = val;
+    } else if (!strcmp(a, "--cflags")) {
+      NEEDS_VALUE();
+      o->build.cflags = o->build.cflags ? arena_printf(&c->arena, "%s %s", o->build.cflags, val) : val;
+    } else if (!strcmp(a, "-O0") || !strcmp(a, "-O1") || !strcmp(a, "-O2") || !strcmp(a, "-O3")) {
+      o->build.opt = a;
+    } else if (!strcmp(a, "-g")) {
+      o->build.cflags = o->build.cflags ? arena_printf(&c->arena, "%s -g", o->build.cflags) : "-g";
+    } else if (!strcmp(a, "--march")) {
+      NEEDS_VALUE();
+      if (strcmp(val, "native") && strcmp(val, "portable")) {
+        usage_error(c, "--march expects native or portable, found '%s'", val);
+        return false;
+      }
+      o->build.native = !strcmp(val, "native");
+    } else if (!strcmp(a, "--save-temps")) {
+      o->build.keep_temps = true;
     } else if (o->eval && !strcmp(a, "--input")) {
       NEEDS_VALUE();
       if (!parse_binding(c, a, val, &o->inputs[o->ninputs++])) return false;
@@ -127,6 +177,8 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
     } else if (a[0] == '-' && a[1]) {
       usage_error(c, "unknown option '%s'", a);
       return false;
+    } else if (o->store) {
+      o->files[o->nfiles++] = a;
     } else if (o->input) {
       usage_error(c, "more than one input file ('%s')", a);
       return false;
@@ -141,7 +193,7 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
     usage_error(c, "--color expects auto, always or never, found '%s'", color);
     return false;
   }
-  if (!o->input) {
+  if (o->store ? !o->nfiles : !o->input) {
     usage_error(c, "no input file%s", "");
     return false;
   }
@@ -226,15 +278,84 @@ static int run_eval(Comp *c, const Options *o, const Program *p) {
   return diag_exit_code(c);
 }
 
+/* circc store: writes each .npy into the store under its rust_circuit hash, so a
+ * circuit can refer to it as `Array <first 24 hex chars>`. */
+static int run_store(Comp *c, const Options *o) {
+  for (int i = 0; i < o->nfiles; i++) {
+    Loc loc = {o->files[i], 0, 0};
+    Tensor *t = npy_load(c, o->files[i], loc);
+    const char *hash = t ? store_write(c, t) : NULL;
+    if (hash) printf("%s  %s\n", hash, o->files[i]);
+  }
+  return diag_exit_code(c);
+}
+
+/* BLAKE3 of the circuit text, so --info can tell which circuit a program came from. */
+static const char *source_hash(Comp *c, const char *path) {
+  for (int i = 0; i < c->nsources; i++)
+    if (!strcmp(c->sources[i].name, path)) {
+      uint8_t h[32];
+      blake3_hash(c->sources[i].text, c->sources[i].len, h);
+      char *hex = arena_alloc(&c->arena, 65);
+      for (int j = 0; j < 32; j++) snprintf(hex + 2 * j, 3, "%02x", h[j]);
+      return hex;
+    }
+  return "";
+}
+
+static void report_kernels(Comp *c, const Kernels *k) {
+  static const char *const KIND[] = {"elementwise", "contraction", "row", "gather", "fill"};
+  printf("plan: %d steps, %d elementwise nodes fused into other steps, %.0f FLOPs per run\n", k->nstep, k->nfused,
+         k->flops);
+  for (int i = 0; i < k->nstep; i++) {
+    const Step *s = k->step[i];
+    printf("  step %3d %-11s %s %s -> buffer %d", i, KIND[s->kind], s->node ? node_label(c, s->node) : "",
+           s->node ? shape_str(c, &s->node->shape) : "", s->out.buf->id);
+    if (s->out.buf->kind == BUF_TEMP) printf(" @arena+%lld", (long long)s->out.buf->offset);
+    else if (s->out.buf->kind == BUF_OUTPUT) printf(" (output %d)", s->out.buf->index);
+    printf("\n");
+  }
+  printf("memplan: arena %lld bytes, weights %lld bytes\n", (long long)k->arena_bytes, (long long)k->weights_bytes);
+}
+
+/* The compiler pipeline after resolve, one stage per line (style.md lesson 1). */
+static void compile(Comp *c, const Options *o, Program *p, int argc, char **argv) {
+  SimplifyStats stats = {0};
+  Kernels k;
+  if (!simplify_run(c, p->outputs.node, p->outputs.n, &stats)) return;
+  if (o->dump && !strcmp(o->dump, "simplify")) dump_circuits(c, stdout, p->outputs.node, p->outputs.n);
+  if (o->report)
+    for (int i = 0; i < stats.nrules; i++)
+      if (stats.fired[i]) printf("simplify: %-32s fired %d times\n", stats.rule_name[i], stats.fired[i]);
+  if (!plan_einsums(c, p->outputs.node, p->outputs.n, o->report ? stdout : NULL)) return;
+  if (!lower_program(c, p, &k)) return;
+  memplan_assign(c, &k);
+  if (o->report) report_kernels(c, &k);
+  if (!o->output) return;
+  /* the command line goes into the program's header and --info */
+  char *cmd = arena_strdup(&c->arena, "circc");
+  for (int i = 1; i < argc; i++) cmd = arena_printf(&c->arena, "%s %s", cmd, argv[i]);
+  const char *base = strrchr(o->output, '/') ? strrchr(o->output, '/') + 1 : o->output;
+  EmitOptions eo = {.name = base, .command_line = cmd, .source_hash = source_hash(c, o->input)};
+  BuildOptions bo = o->build;
+  bo.output = o->output;
+  build_program(c, &k, &eo, &bo);
+}
+
 int main(int argc, char **argv) {
   Comp comp;
   Comp *c = &comp;
   comp_init(c);
   c->rng_state = 24301;
-  Options o = {0};
+  Options o = {.build = {.native = true}};
   int code;
   if (!parse_args(c, argc, argv, &o)) {
     code = diag_exit_code(c);
+    comp_free(c);
+    return code;
+  }
+  if (o.store) {
+    code = run_store(c, &o);
     comp_free(c);
     return code;
   }
@@ -250,9 +371,7 @@ int main(int argc, char **argv) {
   if (!diag_error_count(c) && resolve_program(c, &chosen, &prog)) {
     if (o.dump && !strcmp(o.dump, "resolve")) dump_circuits(c, stdout, prog.outputs.node, prog.outputs.n);
     if (o.eval) run_eval(c, &o, &prog);
-    else if (o.output)
-      diag_error_class(c, DIAG_USAGE, NO_LOC, "-o: code generation is not implemented yet; use 'circc eval' to "
-                                              "evaluate the circuit");
+    else if (o.output || o.report || (o.dump && !strcmp(o.dump, "simplify"))) compile(c, &o, &prog, argc, argv);
   }
   code = diag_exit_code(c);
   if (diag_error_count(c) > 1) fprintf(stderr, "circc: error: %d errors; nothing written\n", diag_error_count(c));

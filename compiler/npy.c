@@ -208,7 +208,8 @@ static bool parse_dict(Dict *d, Header *h) {
   dict_ws(d);
   if (d->pos < d->n) return dict_fail(d, "only padding after the header dict");
   if (seen != (DESCR | FORTRAN | SHAPE)) {
-    diag_error(d->c, d->loc, "%s: bad .npy header: expected the keys 'descr', 'fortran_order' and 'shape', found no '%s'",
+    diag_error(d->c, d->loc,
+               "%s: bad .npy header: expected the keys 'descr', 'fortran_order' and 'shape', found no '%s'",
                d->what, !(seen & DESCR) ? "descr" : !(seen & FORTRAN) ? "fortran_order" : "shape");
     return false;
   }
@@ -335,7 +336,8 @@ Tensor *npy_load(Comp *c, const char *path, Loc loc) {
       ssize_t r = read(fd, bytes + got, len - got);
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) {
-        diag_error_class(c, DIAG_IO, loc, "cannot read %s: %s", path, r ? strerror(errno) : "file shrank while reading");
+        diag_error_class(c, DIAG_IO, loc, "cannot read %s: %s", path,
+                         r ? strerror(errno) : "file shrank while reading");
         free(bytes);
         close(fd);
         return NULL;

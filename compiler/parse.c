@@ -814,7 +814,7 @@ static bool parse_extra(Parser *p, PNode *n, const char *s, const char *e, const
   case NK_StoredCumulantVar: return parse_stored_cumulant(p, n, s, e);
   case NK_Concat: {
     int64_t v;
-    if (parse_i64(s, e, &v) || v < -MAX_RANK || v > MAX_RANK) {
+    if (parse_i64(s, e, &v) || v < -1000000 || v > 1000000) { /* range: checked by ir_make */
       ERR(p, s, "expected a Concat axis (an integer, negative counts from the end), found %s", found(p, s, e));
       return false;
     }

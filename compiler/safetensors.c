@@ -150,7 +150,9 @@ static bool parse_entry(Comp *c, Loc loc, const Shard *s, const char *name, cons
     else prod *= (uint64_t)d;
   }
   if (bad) {
-    diag_error(c, loc, "%s: tensor '%s': expected \"shape\" to be an array of at most %d non-negative integers, found %s",
+    diag_error(c, loc,
+               "%s: tensor '%s': expected \"shape\" to be an array of at most %d non-negative integers, "
+               "found %s",
                path, name, MAX_RANK, bad);
     return false;
   }
@@ -171,7 +173,8 @@ static bool parse_entry(Comp *c, Loc loc, const Shard *s, const char *name, cons
   t->end = (uint64_t)e;
   if (t->end > data_len) {
     diag_error(c, loc,
-               "%s: tensor '%s': data_offsets out of range: expected end <= %llu (the data section), found [%llu, %llu]",
+               "%s: tensor '%s': data_offsets out of range: expected end <= %llu (the data section), "
+               "found [%llu, %llu]",
                path, name, (unsigned long long)data_len, (unsigned long long)b, (unsigned long long)e);
     return false;
   }
@@ -184,7 +187,9 @@ static bool parse_entry(Comp *c, Loc loc, const Shard *s, const char *name, cons
       diag_error(c, loc, "%s: tensor '%s' (%s, shape %s) is too large: expected at most 2^63 bytes of data, found %llu",
                  path, name, dt, sh, (unsigned long long)have);
     else
-      diag_error(c, loc, "%s: tensor '%s' (%s, shape %s): expected %llu bytes of data, found %llu (data_offsets [%llu, %llu])",
+      diag_error(c, loc,
+                 "%s: tensor '%s' (%s, shape %s): expected %llu bytes of data, found %llu "
+                 "(data_offsets [%llu, %llu])",
                  path, name, dt, sh, (unsigned long long)(zero ? 0 : prod * size), (unsigned long long)have,
                  (unsigned long long)b, (unsigned long long)e);
     return false;
@@ -271,7 +276,9 @@ static bool load_shard(Comp *c, Shard *s, Loc loc) {
   for (int i = 1; ok && i < m; i++)
     if (by_begin[i - 1]->end > by_begin[i]->begin) {
       const StTensor *a = by_begin[i - 1], *b = by_begin[i];
-      diag_error(c, loc, "%s: expected disjoint data_offsets, found overlapping tensors '%s' [%llu, %llu) and '%s' [%llu, %llu)",
+      diag_error(c, loc,
+                 "%s: expected disjoint data_offsets, found overlapping tensors '%s' [%llu, %llu) and "
+                 "'%s' [%llu, %llu)",
                  s->path, a->name, (unsigned long long)a->begin, (unsigned long long)a->end, b->name,
                  (unsigned long long)b->begin, (unsigned long long)b->end);
       ok = false;
@@ -342,8 +349,9 @@ static TensorFile *open_index(Comp *c, const char *path, Loc loc) {
     for (int i = 0; f && i < f->n; i++) {
       const char *file = json_str(json_at(map, (size_t)i));
       if (!file || !*file || strchr(file, '/')) {
-        diag_error(c, loc, "%s: weight_map entry for '%s': expected the file name of a shard beside the index, found %s",
-                   path, json_key(map, (size_t)i), file ? (*file ? "a path" : "\"\"") : json_type_name(json_at(map, (size_t)i)->type));
+        const char *found = file ? (*file ? "a path" : "\"\"") : json_type_name(json_at(map, (size_t)i)->type);
+        diag_error(c, loc, "%s: weight_map entry for '%s': expected the file name of a shard beside the index, "
+                   "found %s", path, json_key(map, (size_t)i), found);
         f = NULL;
         break;
       }
@@ -432,7 +440,8 @@ static void report_missing(Comp *c, const TensorFile *f, const char *name, Loc l
   char hint[512] = "";
   size_t k = 0;
   for (int i = 0; i < 3 && best[i] >= 0 && k < sizeof hint; i++)
-    k += (size_t)snprintf(hint + k, sizeof hint - k, "%s'%.100s'", i ? ", " : "; did you mean ", f->names[best[i]].name);
+    k += (size_t)snprintf(hint + k, sizeof hint - k, "%s'%.100s'", i ? ", " : "; did you mean ",
+                          f->names[best[i]].name);
   diag_error(c, loc, "%s: no tensor named '%s' (%d tensors)%s%s", f->path, name, f->n, hint, k ? "?" : "");
 }
 

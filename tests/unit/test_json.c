@@ -67,7 +67,8 @@ Test(json, escapes_and_utf8) {
   cr_assert_str_eq(json_str(parse("\"\\u0041\\u00e9\\u20AC\"")), "A\xc3\xa9\xe2\x82\xac");
   cr_assert_str_eq(json_str(parse("\"\\ud83d\\ude00\"")), "\xf0\x9f\x98\x80");     /* U+1F600 */
   cr_assert_str_eq(json_str(parse("\"\\uDBFF\\uDFFF\"")), "\xf4\x8f\xbf\xbf");     /* U+10FFFF */
-  cr_assert_str_eq(json_str(parse("\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"")), "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+  cr_assert_str_eq(json_str(parse("\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"")),
+                   "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
   v = parse("\"a\\u0000b\"");
   cr_assert_eq(v->len, 3);
   cr_assert_eq(memcmp(v->str, "a\0b", 4), 0);

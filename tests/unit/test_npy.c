@@ -260,6 +260,8 @@ Test(npy, malformed_headers) {
       {"{'descr': '<f4', 'fortran_order': False, 'shape': (1,)} x", 4, "expected only padding after the header dict"},
       {"{'descr': '<f4', 'fortran_order': False, 'shape': (1,", 4, "found end of header"},
       {"{'descr", 4, "expected the closing quote of a string, found byte 0x0a"},
+      {"{'descr': 'x234567890123456789012345678901234567890123456789'}", 0,   /* fuzzer finding: long descr */
+       "found 'x234567890123456789012345678901234567890'"},
       {"hello", 0, "expected '{' starting the header dict, found 'h'"},
       {"", 0, "expected '{' starting the header dict, found end of header"},
       {"{'descr': '<f4', 'fortran_order': False, 'shape': (1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1)}",

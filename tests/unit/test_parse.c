@@ -485,15 +485,44 @@ Test(parse, e10_rearrange_corners_and_empty_names) {
 
 Test(parse, all_sample_files_round_trip) {
   const char *files[] = {"e1_sharing", "e3_cumulants", "e4_modules", "e5_scoping", "e6_inline_symbol",
-                         "e7_formats", "e8_layernorm", "e9_loglik", "e10_rearrange"};
+                         "e7_formats", "e8_layernorm", "e9_loglik", "e10_rearrange", "features"};
   for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
     Comp *c = comp_random();
     char path[64];
     snprintf(path, sizeof path, "circ/%s.circ", files[i]);
     NodeList l = {0};
     cr_assert(parse_file(c, tu_data(path), &l), "%s: %s", path, tu_diags(c));
+    char *text = read_file(tu_data(path));
+    round_trip(c, text);
+    free(text);
     tu_free(c);
   }
+}
+
+Test(parse, features_file) {
+  Comp *c = comp_random();
+  NodeList l = {0};
+  cr_assert(parse_file(c, tu_data("circ/features.circ"), &l), "%s", tu_diags(c));
+  cr_assert_eq(l.n, 3);
+  Node *root = l.node[0];
+  cr_assert(root->autoname_disabled);
+  cr_assert_eq(root->nchild, 11);
+  cr_assert_eq(l.node[1], root);
+  cr_assert_eq(l.node[2], find(&l, "x"));
+  Node *r = find(&l, "r");
+  cr_assert_str_eq(r->child[0]->name, "z"); /* the ▼ marker: 'z' is r's only child */
+  cr_assert_str_eq(root->child[3]->name, "it's \\ #4");
+  cr_assert_eq(find(&l, "cat")->child[1], find(&l, "x")); /* a reference restating everything */
+  Node *m = find(&l, "m");
+  cr_assert_eq(m->u.module.arg[1].symbol->kind, NK_Symbol);
+  cr_assert_str_eq(m->u.module.arg[1].symbol->name, "other");
+  cr_assert(!m->u.module.arg[1].batchable && m->u.module.arg[1].expandable &&
+            !m->u.module.arg[1].ban_non_symbolic_size_expand);
+  SHAPE(find(&l, "q"), 2, 2 * 10007);
+  Node *c2 = find(&l, "c2");
+  cr_assert_eq(c2->child[0], c2->child[1]);
+  cr_assert_null(c2->child[0]->name);
+  tu_free(c);
 }
 
 /* ------------------------------------------------------- §2.1 lines */
@@ -975,6 +1004,18 @@ Test(parse, dump_tricky_names_and_specs_round_trip) {
                 "    'w' [2,3] Scalar -3\n"
                 "  'i' [2,4] Index [:,-4:,2]\n"
                 "    'v' [2,4,5] Scalar 1e300\n");
+  tu_free(c);
+}
+
+Test(parse, dump_binding_to_symbol_named_with_hash) {
+  /* `! 'a#b'` would end at the '#': the dump numbers such a Symbol instead */
+  Comp *c = comp_random();
+  const char *text = "5 'a#b' [] Symbol\n'm' Module\n  'body' Einsum ->\n    5\n  'v' [] Scalar 1 ! 5\n";
+  NodeList l = parse_ok(c, text);
+  char *d = dump_str(c, &l);
+  cr_assert_str_eq(d, "0 'a#b' [] Symbol\n'm' [] Module\n  'body' [] Einsum ->\n    0 'a#b'\n  'v' [] Scalar 1 ! 0\n");
+  free(d);
+  round_trip(c, text);
   tu_free(c);
 }
 

@@ -1,0 +1,519 @@
+/* emit.c — writes the generated program: one C function per step with every
+ * size, stride and offset a literal, OpenMP on the outer loops, and a comment
+ * naming the circuit node each step computes; plus the weights blob, which the
+ * build links with `.incbin` (weights never become C literals). Parallel loops
+ * only split output elements, never a sum, so results are bit-identical for
+ * any thread count. The output depends only on the kernel graph: same input,
+ * same bytes. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include "circc.h"
+#include "kernel.h"
+
+/* Work below which a step runs on one thread (OpenMP start-up costs more). */
+#define PARALLEL_MIN_WORK 32768.0
+
+typedef struct Emit {
+  Comp *c;
+  const Kernels *k;
+  FILE *f;
+} Emit;
+
+static void out(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out(Emit *e, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(e->f, fmt, ap);
+  va_end(ap);
+}
+
+/* A C comment can't contain "*" "/"; names may contain anything. */
+static const char *comment_safe(Comp *c, const char *s) {
+  if (!s) return "(unnamed)";
+  char *r = arena_strdup(&c->arena, s);
+  for (char *p = r; *p; p++)
+    if ((*p == '*' && p[1] == '/') || *p == '\n' || *p == '\r') *p = '_';
+  return r;
+}
+
+static const char *ctype(DType t) { return t == DT_I64 ? "int64_t" : "float"; }
+
+/* Pointer expression for a buffer's base. */
+static void buf_base(Emit *e, const Buf *b, bool write) {
+  const char *t = ctype(b->dtype), *cq = write ? "" : "const ";
+  switch (b->kind) {
+  case BUF_WEIGHT: out(e, "(%s%s *)(ctx->w + %lld)", cq, t, (long long)b->offset); break;
+  case BUF_INPUT: out(e, "(%s%s *)ctx->in[%d]", cq, t, b->index); break;
+  case BUF_OUTPUT: out(e, "(%s *)ctx->out[%d]", t, b->index); break;
+  case BUF_TEMP: out(e, "(%s%s *)(ctx->arena + %lld)", cq, t, (long long)b->offset); break;
+  }
+}
+
+/* Declares `b<id>` for every buffer a step touches (once each). */
+typedef struct Decl {
+  const Buf *buf[64];
+  bool write[64];
+  int n;
+} Decl;
+
+static void decl_add(Decl *d, const Buf *b, bool write) {
+  for (int i = 0; i < d->n; i++)
+    if (d->buf[i] == b) {
+      d->write[i] |= write;
+      return;
+    }
+  if (d->n == 64) ICE("step touches more than 64 buffers");
+  d->buf[d->n] = b;
+  d->write[d->n++] = write;
+}
+
+static void decl_expr(Decl *d, const Expr *x) {
+  if (x->kind == EX_LOAD) decl_add(d, x->view.buf, false);
+  for (int i = 0; i < x->nargs; i++) decl_expr(d, x->arg[i]);
+}
+
+static void emit_decls(Emit *e, const Decl *d) {
+  for (int i = 0; i < d->n; i++) {
+    const Buf *b = d->buf[i];
+    out(e, "  %s%s *restrict b%d = ", d->write[i] ? "" : "const ", ctype(b->dtype), b->id);
+    buf_base(e, b, d->write[i]);
+    out(e, ";\n");
+  }
+}
+
+/* `b7[12 + i0*40 + i2]` — the element of view v at the loop coordinates. */
+static void emit_index(Emit *e, const View *v) {
+  out(e, "b%d[%lld", v->buf->id, (long long)v->offset);
+  for (int d = 0; d < v->rank; d++) {
+    if (v->stride[d] == 0 || v->dim[d] == 1) continue;
+    if (v->stride[d] == 1) out(e, " + i%d", d);
+    else out(e, " + i%d * %lld", d, (long long)v->stride[d]);
+  }
+  out(e, "]");
+}
+
+static void emit_float(Emit *e, double v) {
+  float f = (float)v;
+  if (isnan(f)) out(e, "NAN");
+  else if (isinf(f)) out(e, f > 0 ? "INFINITY" : "(-INFINITY)");
+  else out(e, "%af", (double)f);
+}
+
+static const char *fn_c_name(GenFnKind f) {
+  switch (f) {
+  case GF_SIN: return "sinf";
+  case GF_COS: return "cosf";
+  case GF_TANH: return "tanhf";
+  case GF_EXP: return "expf";
+  case GF_LOG: return "logf";
+  case GF_ABS: return "fabsf";
+  case GF_SIGMOID: return "fn_sigmoid";
+  case GF_RSQRT: return "fn_rsqrt";
+  case GF_GELU: return "fn_gelu";
+  case GF_GELU_NEW: return "fn_gelu_new";
+  case GF_RELU: return "fn_relu";
+  case GF_STEP: return "fn_step";
+  case GF_RECIPROCAL: return "fn_reciprocal";
+  case GF_LOG_EXP_P_1: return "fn_log_exp_p_1";
+  case GF_GAUSSIAN_PDF: return "fn_gaussian_pdf";
+  case GF_GAUSSIAN_CDF: return "fn_gaussian_cdf";
+  case GF_LOGIT: return "fn_logit";
+  default: ICE("no C function for %s", genfn_name(f));
+  }
+}
+
+static const char *cast_fn(DType t) {
+  switch (t) {
+  case DT_I64: return "cast_i64";
+  case DT_I32: return "cast_i32";
+  case DT_I16: return "cast_i16";
+  case DT_I8: return "cast_i8";
+  case DT_U8: return "cast_u8";
+  case DT_BOOL: return "cast_bool";
+  case DT_F16: return "cast_f16";
+  case DT_BF16: return "cast_bf16";
+  default: return "";
+  }
+}
+
+static void emit_expr(Emit *e, const Expr *x) {
+  switch (x->kind) {
+  case EX_LOAD:
+    if (x->view.buf->dtype == DT_I64) out(e, "(float)");
+    emit_index(e, &x->view);
+    return;
+  case EX_CONST: emit_float(e, x->value); return;
+  case EX_ADD:
+  case EX_MUL:
+    out(e, "(");
+    for (int i = 0; i < x->nargs; i++) {
+      if (i) out(e, x->kind == EX_ADD ? " + " : " * ");
+      emit_expr(e, x->arg[i]);
+    }
+    out(e, ")");
+    return;
+  case EX_FN: out(e, "%s(", fn_c_name(x->fn)); emit_expr(e, x->arg[0]); out(e, ")"); return;
+  case EX_POW: out(e, "powf("); emit_expr(e, x->arg[0]); out(e, ", "); emit_expr(e, x->arg[1]); out(e, ")"); return;
+  case EX_CAST: out(e, "%s(", cast_fn(x->cast_to)); emit_expr(e, x->arg[0]); out(e, ")"); return;
+  }
+}
+
+static double loop_work(const int64_t *dim, int n) {
+  double w = 1;
+  for (int i = 0; i < n; i++) w *= (double)dim[i];
+  return w;
+}
+
+/* `for (int64_t iK = 0; iK < N; iK++)` for dims [from, to). */
+static void open_loops(Emit *e, const int64_t *dim, int from, int to, int indent) {
+  for (int d = from; d < to; d++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", indent + 2 * (d - from), "", d, d, (long long)dim[d], d);
+}
+
+static void parallel_for(Emit *e, const int64_t *dim, int n, double work, int indent) {
+  if (n == 0 || work < PARALLEL_MIN_WORK) return;
+  int collapse = n >= 2 && dim[0] < 64 ? 2 : 1;
+  if (collapse > 1) out(e, "%*s#pragma omp parallel for collapse(2) schedule(static)\n", indent, "");
+  else out(e, "%*s#pragma omp parallel for schedule(static)\n", indent, "");
+}
+
+static void emit_elementwise(Emit *e, const Step *s) {
+  Decl d = {0};
+  decl_add(&d, s->out.buf, true);
+  decl_expr(&d, s->expr);
+  emit_decls(e, &d);
+  double n = loop_work(s->dim, s->ndim);
+  parallel_for(e, s->dim, s->ndim, n, 2);
+  open_loops(e, s->dim, 0, s->ndim, 2);
+  out(e, "%*s", 2 + 2 * s->ndim, "");
+  emit_index(e, &s->out);
+  out(e, " = ");
+  emit_expr(e, s->expr);
+  out(e, ";\n");
+}
+
+static void emit_fill(Emit *e, const Step *s) {
+  Decl d = {0};
+  decl_add(&d, s->out.buf, true);
+  emit_decls(e, &d);
+  parallel_for(e, s->dim, s->ndim, loop_work(s->dim, s->ndim), 2);
+  open_loops(e, s->dim, 0, s->ndim, 2);
+  out(e, "%*s", 2 + 2 * s->ndim, "");
+  emit_index(e, &s->out);
+  out(e, " = ");
+  emit_float(e, s->value);
+  out(e, ";\n");
+}
+
+/* Contraction: parallel over the first output id; for each, zero the output
+ * slice, then accumulate over the summed ids (outer) and the remaining output
+ * ids (inner, contiguous in the output, so it vectorises). Every output element
+ * sums in the same order whatever the thread count. */
+static void emit_contract(Emit *e, const Step *s) {
+  Decl d = {0};
+  decl_add(&d, s->out.buf, true);
+  for (int i = 0; i < s->nops; i++) decl_add(&d, s->op[i].buf, false);
+  emit_decls(e, &d);
+  const char *cast0 = s->op[0].buf->dtype == DT_I64 ? "(float)" : "";
+  const char *cast1 = s->nops > 1 && s->op[1].buf->dtype == DT_I64 ? "(float)" : "";
+  if (s->nout == 0) {
+    out(e, "  float acc = 0.0f;\n");
+    open_loops(e, s->dim, 0, s->ndim, 2);
+    out(e, "%*sacc += %s", 2 + 2 * s->ndim, "", cast0);
+    emit_index(e, &s->op[0]);
+    if (s->nops > 1) { out(e, " * %s", cast1); emit_index(e, &s->op[1]); }
+    out(e, ";\n  ");
+    emit_index(e, &s->out);
+    out(e, " = acc;\n");
+    return;
+  }
+  parallel_for(e, s->dim, 1, s->flops, 2);
+  open_loops(e, s->dim, 0, 1, 2);
+  out(e, "  {\n");
+  open_loops(e, s->dim, 1, s->nout, 4);
+  out(e, "%*s", 4 + 2 * (s->nout - 1), "");
+  emit_index(e, &s->out);
+  out(e, " = 0.0f;\n");
+  /* summed ids outside, output ids 1.. inside */
+  int depth = 0;
+  for (int t = s->nout; t < s->ndim; t++, depth++)
+    out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 4 + 2 * depth, "", t, t, (long long)s->dim[t], t);
+  for (int t = 1; t < s->nout; t++, depth++)
+    out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 4 + 2 * depth, "", t, t, (long long)s->dim[t], t);
+  out(e, "%*s", 4 + 2 * depth, "");
+  emit_index(e, &s->out);
+  out(e, " += %s", cast0);
+  emit_index(e, &s->op[0]);
+  if (s->nops > 1) { out(e, " * %s", cast1); emit_index(e, &s->op[1]); }
+  out(e, ";\n  }\n");
+}
+
+/* Row kernels over the last axis: rows are the leading dims of the input view. */
+static void emit_row(Emit *e, const Step *s) {
+  Decl d = {0};
+  decl_add(&d, s->out.buf, true);
+  decl_add(&d, s->in.buf, false);
+  emit_decls(e, &d);
+  const View *in = &s->in;
+  int rows_rank = in->rank - 1;
+  int64_t len = in->dim[in->rank - 1], istride = in->stride[in->rank - 1];
+  int64_t ostride = s->out.rank > rows_rank ? s->out.stride[rows_rank] : 0;
+  double rows = loop_work(in->dim, rows_rank);
+  parallel_for(e, in->dim, rows_rank, rows * (double)len * 4, 2);
+  open_loops(e, in->dim, 0, rows_rank, 2);
+  int ind = 2 + 2 * rows_rank;
+  out(e, "%*s{\n", ind, "");
+  /* row base offsets */
+  out(e, "%*sconst %s *restrict x = &", ind + 2, "", ctype(in->buf->dtype));
+  View base = *in;
+  base.rank = rows_rank;
+  emit_index(e, &base);
+  out(e, ";\n%*sfloat *restrict y = &", ind + 2, "");
+  View ob = s->out;
+  ob.rank = rows_rank;
+  emit_index(e, &ob);
+  out(e, ";\n");
+  const char *cx = in->buf->dtype == DT_I64 ? "(float)" : "";
+  switch (s->fn) {
+  case GF_SOFTMAX:
+  case GF_LOG_SOFTMAX:
+    out(e, "%*sfloat m = -INFINITY, sum = 0.0f;\n", ind + 2, "");
+    out(e, "%*sfor (int64_t j = 0; j < %lld; j++) m = fmaxf(m, %sx[j * %lld]);\n", ind + 2, "", (long long)len, cx, (long long)istride);
+    if (s->fn == GF_SOFTMAX) {
+      out(e, "%*sfor (int64_t j = 0; j < %lld; j++) sum += y[j * %lld] = expf(%sx[j * %lld] - m);\n", ind + 2, "", (long long)len, (long long)ostride, cx, (long long)istride);
+      out(e, "%*sconst float inv = 1.0f / sum;\n", ind + 2, "");
+      out(e, "%*sfor (int64_t j = 0; j < %lld; j++) y[j * %lld] *= inv;\n", ind + 2, "", (long long)len, (long long)ostride);
+    } else {
+      out(e, "%*sfor (int64_t j = 0; j < %lld; j++) sum += expf(%sx[j * %lld] - m);\n", ind + 2, "", (long long)len, cx, (long long)istride);
+      out(e, "%*sconst float lse = m + logf(sum);\n", ind + 2, "");
+      out(e, "%*sfor (int64_t j = 0; j < %lld; j++) y[j * %lld] = %sx[j * %lld] - lse;\n", ind + 2, "", (long long)len, (long long)ostride, cx, (long long)istride);
+    }
+    break;
+  case GF_MIN:
+  case GF_MAX:
+    out(e, "%*sfloat r = %sx[0];\n", ind + 2, "", cx);
+    out(e, "%*sfor (int64_t j = 1; j < %lld; j++) r = %s(r, %sx[j * %lld]);\n", ind + 2, "", (long long)len,
+        s->fn == GF_MIN ? "fn_min" : "fn_max", cx, (long long)istride);
+    out(e, "%*sy[0] = r;\n", ind + 2, "");
+    break;
+  default: ICE("row kernel for %s", genfn_name(s->fn));
+  }
+  out(e, "%*s}\n", ind, "");
+}
+
+/* Gathers: check every index first (bad ids are input errors, exit 3), then copy. */
+static void emit_gather(Emit *e, const Step *s) {
+  Decl d = {0};
+  decl_add(&d, s->out.buf, true);
+  decl_add(&d, s->x.buf, false);
+  for (int k = 0; k < s->nidx; k++) decl_add(&d, s->idx[k].buf, false);
+  emit_decls(e, &d);
+  const char *what = comment_safe(e->c, s->node->name);
+  for (int k = 0; k < s->nidx; k++) {
+    const View *iv = &s->idx[k];
+    /* loop only over the dims the index varies along */
+    View only = *iv;
+    int64_t dims[MAX_RANK];
+    for (int t = 0; t < iv->rank; t++) dims[t] = iv->stride[t] ? iv->dim[t] : 1;
+    open_loops(e, dims, 0, iv->rank, 2);
+    out(e, "%*s{\n", 2 + 2 * iv->rank, "");
+    int ind = 4 + 2 * iv->rank;
+    out(e, "%*sconst %s v = ", ind, "", iv->buf->dtype == DT_I64 ? "int64_t" : "float");
+    emit_index(e, &only);
+    out(e, ";\n");
+    if (iv->buf->dtype != DT_I64 && s->check_int)
+      out(e, "%*sif (v != floorf(v)) return rt_errorf(\"'%%s': index value %%g is not an integer\", \"%s\", (double)v);\n", ind, "", what);
+    out(e, "%*sif (!(v >= -%lld && v < %lld)) return rt_errorf(\"'%%s': index %%lld is out of range for an axis of size %lld\", \"%s\", (long long)v);\n",
+        ind, "", (long long)s->idx_len[k], (long long)s->idx_len[k], (long long)s->idx_len[k], what);
+    out(e, "%*s}\n", 2 + 2 * iv->rank, "");
+  }
+  parallel_for(e, s->dim, s->ndim, loop_work(s->dim, s->ndim), 2);
+  open_loops(e, s->dim, 0, s->ndim, 2);
+  int ind = 2 + 2 * s->ndim;
+  out(e, "%*s{\n", ind, "");
+  for (int k = 0; k < s->nidx; k++) {
+    out(e, "%*sint64_t j%d = (int64_t)", ind + 2, "", k);
+    emit_index(e, &s->idx[k]);
+    out(e, ";\n%*sif (j%d < 0) j%d += %lld;\n", ind + 2, "", k, k, (long long)s->idx_len[k]);
+  }
+  out(e, "%*s", ind + 2, "");
+  emit_index(e, &s->out);
+  out(e, " = %s", s->x.buf->dtype == DT_I64 ? "(float)" : "");
+  /* x's element: its view offset plus the gathered positions */
+  out(e, "b%d[%lld", s->x.buf->id, (long long)s->x.offset);
+  for (int t = 0; t < s->x.rank; t++)
+    if (s->x.stride[t] && s->x.dim[t] != 1) out(e, " + i%d * %lld", t, (long long)s->x.stride[t]);
+  for (int k = 0; k < s->nidx; k++) out(e, " + j%d * %lld", k, (long long)s->idx_stride[k]);
+  out(e, "];\n%*s}\n", ind, "");
+}
+
+static const char *step_kind_name(StepKind k) {
+  switch (k) {
+  case STEP_ELEMENTWISE: return "elementwise";
+  case STEP_CONTRACT: return "contraction";
+  case STEP_ROW: return "row";
+  case STEP_GATHER: return "gather";
+  case STEP_FILL: return "fill";
+  }
+  return "?";
+}
+
+static void emit_step(Emit *e, const Step *s) {
+  const Node *n = s->node;
+  out(e, "\n/* step %d (%s): %s %s %s", s->id, step_kind_name(s->kind), comment_safe(e->c, n ? n->name : NULL),
+      n ? kind_name(n->kind) : "", n ? shape_str(e->c, &n->shape) : "");
+  if (n && n->kind == NK_GeneralFunction) out(e, " %s", comment_safe(e->c, n->u.gf.text));
+  out(e, " */\nstatic const char *step_%d(const Ctx *ctx) {\n", s->id);
+  switch (s->kind) {
+  case STEP_ELEMENTWISE: emit_elementwise(e, s); break;
+  case STEP_FILL: emit_fill(e, s); break;
+  case STEP_CONTRACT: emit_contract(e, s); break;
+  case STEP_ROW: emit_row(e, s); break;
+  case STEP_GATHER: emit_gather(e, s); break;
+  }
+  out(e, "  return NULL;\n}\n");
+}
+
+static const char PRELUDE[] =
+    "#include <math.h>\n"
+    "#include <stdint.h>\n"
+    "#include <stddef.h>\n"
+    "#include \"circc_rt.h\"\n"
+    "\n"
+    "extern const unsigned char circc_weights[]; /* weights.bin, linked by weights.S (.incbin) */\n"
+    "\n"
+    "typedef struct Ctx {\n"
+    "  const unsigned char *w;  /* weights blob */\n"
+    "  const void *const *in;   /* inputs */\n"
+    "  void *const *out;        /* outputs */\n"
+    "  unsigned char *arena;    /* temporaries (memplan offsets) */\n"
+    "} Ctx;\n"
+    "\n"
+    "/* elementwise functions (rust_circuit_format.md §4.9), in float */\n"
+    "static inline float fn_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }\n"
+    "static inline float fn_rsqrt(float x) { return 1.0f / sqrtf(x); }\n"
+    "static inline float fn_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }\n"
+    "static inline float fn_gelu_new(float x) {\n"
+    "  return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));\n"
+    "}\n"
+    "static inline float fn_relu(float x) { return x > 0.0f ? x : (x != x ? x : 0.0f); }\n"
+    "static inline float fn_step(float x) { return x > 0.0f ? 1.0f : 0.0f; }\n"
+    "static inline float fn_reciprocal(float x) { return 1.0f / x; }\n"
+    "static inline float fn_log_exp_p_1(float x) { return x < 0.0f ? log1pf(expf(x)) : x + log1pf(expf(-x)); }\n"
+    "static inline float fn_gaussian_pdf(float x) { return expf(-0.5f * x * x) * 0.39894228040143268f; }\n"
+    "static inline float fn_gaussian_cdf(float x) { return 0.5f * erfcf(-x * 0.70710678118654752f); }\n"
+    "static inline float fn_logit(float x) { return logf(x / (1.0f - x)); }\n"
+    "static inline float fn_min(float a, float b) { return a != a || b != b ? NAN : (b < a ? b : a); }\n"
+    "static inline float fn_max(float a, float b) { return a != a || b != b ? NAN : (b > a ? b : a); }\n"
+    "/* casts (cast_from_..._to_...): values stay float, rounded as the target type would */\n"
+    "static inline float cast_i64(float x) { return (float)(int64_t)x; }\n"
+    "static inline float cast_i32(float x) { return (float)(int32_t)(int64_t)x; }\n"
+    "static inline float cast_i16(float x) { return (float)(int16_t)(int64_t)x; }\n"
+    "static inline float cast_i8(float x) { return (float)(int8_t)(int64_t)x; }\n"
+    "static inline float cast_u8(float x) { return (float)(uint8_t)(int64_t)x; }\n"
+    "static inline float cast_bool(float x) { return x != 0.0f ? 1.0f : 0.0f; }\n"
+    "static inline float cast_bf16(float x) {\n"
+    "  union { float f; uint32_t u; } v = {x};\n"
+    "  if (x != x) return x;\n"
+    "  v.u = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) & 0xffff0000u; /* round to nearest even */\n"
+    "  return v.f;\n"
+    "}\n"
+    "static inline float cast_f16(float x) {\n"
+    "  union { float f; uint32_t u; } v = {fabsf(x)};\n"
+    "  const float sign = x < 0.0f ? -1.0f : 1.0f;\n"
+    "  if (x != x) return x;\n"
+    "  if (v.f >= 65520.0f) return sign * INFINITY;\n"
+    "  if (v.f < 6.103515625e-05f) return sign * nearbyintf(v.f * 16777216.0f) / 16777216.0f; /* subnormal */\n"
+    "  v.u = (v.u + 0xfffu + ((v.u >> 13) & 1u)) & 0xffffe000u; /* round to nearest even */\n"
+    "  return sign * v.f;\n"
+    "}\n";
+
+static void emit_desc(Emit *e, const char *what, int n, Buf **bufs, const char **names) {
+  for (int i = 0; i < n; i++) {
+    const Node *nd = bufs[i]->node;
+    out(e, "static const int64_t %s_shape_%d[] = {", what, i);
+    for (int d = 0; d < nd->shape.rank; d++) out(e, "%s%lld", d ? ", " : "", (long long)nd->shape.dim[d]);
+    out(e, "%s};\n", nd->shape.rank ? "" : "0");
+  }
+  out(e, "static const rt_tensor_desc %s[] = {\n", what);
+  for (int i = 0; i < n; i++) {
+    out(e, "  {\"");
+    for (const char *p = names[i]; *p; p++) {
+      if (*p == '"' || *p == '\\') out(e, "\\%c", *p);
+      else if ((unsigned char)*p < 32) out(e, "\\%03o", (unsigned char)*p);
+      else out(e, "%c", *p);
+    }
+    const Node *nd = bufs[i]->node;
+    out(e, "\", %s, %d, %s_shape_%d, %lld},\n", bufs[i]->dtype == DT_I64 ? "RT_I64" : "RT_F32", nd->shape.rank, what,
+        i, (long long)shape_numel(&nd->shape));
+  }
+  if (!n) out(e, "  {0},\n");
+  out(e, "};\n");
+}
+
+static void emit_cstring(Emit *e, const char *s) {
+  out(e, "\"");
+  for (const char *p = s ? s : ""; *p; p++) {
+    if (*p == '"' || *p == '\\') out(e, "\\%c", *p);
+    else if ((unsigned char)*p < 32) out(e, "\\%03o", (unsigned char)*p);
+    else out(e, "%c", *p);
+  }
+  out(e, "\"");
+}
+
+/* The blob: every weight buffer, converted to its dtype, at its memplan offset. */
+static bool write_weights(const Kernels *k, FILE *w) {
+  int64_t at = 0;
+  static const unsigned char zeros[64];
+  for (int i = 0; i < k->nbuf; i++) {
+    const Buf *b = k->buf[i];
+    if (b->kind != BUF_WEIGHT) continue;
+    CHECK(b->offset >= at && b->offset - at < 64);
+    if (b->offset > at && fwrite(zeros, 1, (size_t)(b->offset - at), w) != (size_t)(b->offset - at)) return false;
+    for (int64_t j = 0; j < b->numel; j++) {
+      double v = tensor_get_f64(b->tensor, j);
+      if (b->dtype == DT_I64) {
+        int64_t x = (int64_t)v;
+        if (fwrite(&x, 8, 1, w) != 1) return false;
+      } else {
+        float x = (float)v;
+        if (fwrite(&x, 4, 1, w) != 1) return false;
+      }
+    }
+    at = b->offset + b->numel * (int64_t)dtype_size(b->dtype);
+  }
+  if (at == 0 && fwrite(zeros, 1, 1, w) != 1) return false; /* keep the symbol non-empty */
+  return true;
+}
+
+bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c, FILE *weights) {
+  Emit e = {c, k, model_c};
+  if (!write_weights(k, weights)) {
+    diag_error_class(c, DIAG_IO, NO_LOC, "cannot write the weights blob");
+    return false;
+  }
+  out(&e, "/* %s.c — generated by circc %s from a rust_circuit circuit. Do not edit.\n", comment_safe(c, o->name), CIRCC_VERSION);
+  out(&e, " * command: %s\n", comment_safe(c, o->command_line));
+  out(&e, " * source hash: %s\n", comment_safe(c, o->source_hash));
+  out(&e, " * %d steps, %.0f FLOPs per run, arena %lld bytes, weights %lld bytes. */\n", k->nstep, k->flops,
+      (long long)k->arena_bytes, (long long)k->weights_bytes);
+  out(&e, "%s", PRELUDE);
+  for (int i = 0; i < k->nstep; i++) emit_step(&e, k->step[i]);
+  out(&e, "\nstatic const char *run(const void *const *in, void *const *out, void *arena) {\n");
+  out(&e, "  const Ctx ctx = {circc_weights, in, out, (unsigned char *)arena};\n  const char *err = NULL;\n");
+  for (int i = 0; i < k->nstep; i++) out(&e, "  if ((err = step_%d(&ctx))) return err;\n", i);
+  out(&e, "  (void)ctx;\n  return err;\n}\n\n");
+  emit_desc(&e, "inputs", k->ninputs, k->input, k->input_name);
+  emit_desc(&e, "outputs", k->noutputs, k->output, k->output_name);
+  out(&e, "\nstatic const rt_model model = {\n  .name = ");
+  emit_cstring(&e, o->name);
+  out(&e, ",\n  .circc_version = \"%s\",\n  .command_line = ", CIRCC_VERSION);
+  emit_cstring(&e, o->command_line);
+  out(&e, ",\n  .source_hash = ");
+  emit_cstring(&e, o->source_hash);
+  out(&e, ",\n  .ninputs = %d,\n  .noutputs = %d,\n  .inputs = inputs,\n  .outputs = outputs,\n", k->ninputs, k->noutputs);
+  out(&e, "  .arena_bytes = %lld,\n  .flops = %.0f,\n  .run = run,\n};\n\n", (long long)k->arena_bytes, k->flops);
+  out(&e, "#ifndef CIRCC_NO_MAIN\nint main(int argc, char **argv) { return rt_main(&model, argc, argv); }\n#endif\n");
+  return !ferror(model_c);
+}

@@ -1,0 +1,111 @@
+/* kernel.h — the kernel graph shared by lower, memplan and emit: buffers,
+ * strided views into them, and the steps of the generated program in
+ * execution order. Steps refer to circuit nodes only for comments and
+ * diagnostics; they never modify the circuit. */
+#ifndef CIRCC_KERNEL_H
+#define CIRCC_KERNEL_H
+#include "ir.h"
+
+typedef enum BufKind {
+  BUF_WEIGHT, /* in the weights blob, read-only */
+  BUF_INPUT,  /* program input `index` */
+  BUF_OUTPUT, /* program output `index` */
+  BUF_TEMP,   /* in the arena at `offset` (memplan) */
+} BufKind;
+
+typedef struct Buf {
+  int id;
+  BufKind kind;
+  DType dtype;        /* DT_F32 or DT_I64 */
+  int64_t numel;
+  int64_t offset;     /* bytes: blob offset (weights) or arena offset (temps) */
+  int index;          /* input/output index */
+  int def_step;       /* step that writes it (-1: weights and inputs) */
+  int last_use;       /* last step that reads it (memplan) */
+  const Node *node;   /* for comments */
+  const Tensor *tensor; /* BUF_WEIGHT: the data (converted to dtype in the blob) */
+} Buf;
+
+/* A strided view of a buffer over `rank` loop dims (elements, not bytes). */
+typedef struct View {
+  Buf *buf;
+  int64_t offset;
+  int rank;
+  int64_t dim[MAX_RANK];
+  int64_t stride[MAX_RANK];
+} View;
+
+typedef enum ExprKind {
+  EX_LOAD,    /* view[leaf] at the loop coordinates */
+  EX_CONST,   /* value */
+  EX_ADD,     /* sum of args */
+  EX_MUL,     /* product of args */
+  EX_FN,      /* elementwise GeneralFunction `fn` of arg 0 */
+  EX_POW,     /* arg0 ^ arg1 */
+  EX_CAST,    /* cast of arg 0 to `cast_to` (rounding/truncation), result as float */
+} ExprKind;
+
+typedef struct Expr {
+  ExprKind kind;
+  int nargs;
+  struct Expr **arg;
+  View view;          /* EX_LOAD: over the step's loop dims */
+  double value;       /* EX_CONST */
+  GenFnKind fn;       /* EX_FN */
+  DType cast_to;      /* EX_CAST */
+} Expr;
+
+typedef enum StepKind {
+  STEP_ELEMENTWISE, /* out[loop] = expr over `ndim` loop dims */
+  STEP_CONTRACT,    /* out[out ids] (+)= Π operands over all ids; sum over ids not in out */
+  STEP_ROW,         /* softmax / log_softmax / min / max over the last axis */
+  STEP_GATHER,      /* out[loop] = x[base(loop) + Σ_k stride_k * wrap(index_k[loop])] */
+  STEP_FILL,        /* out = value (zero-init before a Scatter / repeated-id einsum) */
+} StepKind;
+
+#define MAX_GATHER 8
+
+typedef struct Step {
+  StepKind kind;
+  int id;
+  const Node *node;       /* circuit node computed (for comments) */
+  View out;               /* over the loop dims */
+  int ndim;               /* loop dims (ELEMENTWISE, GATHER: out.rank; CONTRACT: all ids) */
+  int64_t dim[MAX_RANK * 2];
+  Expr *expr;             /* ELEMENTWISE */
+  /* CONTRACT: loop dims 0..nout-1 are output ids, the rest are summed;
+   * operand views are over all ndim dims (stride 0 where an id is absent). */
+  int nout;
+  int nops;
+  View op[2];
+  /* ROW */
+  GenFnKind fn;
+  View in;                /* over (rows..., len) */
+  /* GATHER: x viewed over the loop dims (stride 0 on gathered dims); index k
+   * is read through idx[k] (over the loop dims) and scaled by idx_stride[k];
+   * idx_len[k] is the size of the indexed axis (range check, negative wrap). */
+  View x;
+  int nidx;
+  View idx[MAX_GATHER];
+  int64_t idx_stride[MAX_GATHER], idx_len[MAX_GATHER];
+  bool check_int;         /* index read from a float buffer must be integral */
+  double value;           /* FILL */
+  double flops;
+} Step;
+
+/* The lowered program: steps in execution order over buffers. */
+typedef struct Kernels {
+  Buf **buf;
+  int nbuf, cap_buf;
+  Step **step;
+  int nstep, cap_step;
+  int ninputs, noutputs;
+  Buf **input;            /* by input index */
+  Buf **output;           /* by output index */
+  const char **input_name, **output_name;
+  int64_t weights_bytes;  /* blob size */
+  int64_t arena_bytes;    /* memplan */
+  double flops;
+  int nfused;             /* elementwise nodes fused into another step (report) */
+} Kernels;
+#endif

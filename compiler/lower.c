@@ -1,0 +1,706 @@
+/* lower.c — from the resolved, simplified circuit to the kernel graph
+ * (kernel.h). Arrays become weight buffers and free Symbols input buffers.
+ * Elementwise nodes (Add, Scalar, elementwise GeneralFunctions, pow, casts and
+ * einsums that only multiply) stay lazy expressions and are fused into their
+ * consumer; Index / Rearrange / Tag become strided views where the strides
+ * allow; everything else becomes one step: contractions (einsums with one or
+ * two operands, see plan_einsum.c), row kernels (softmax, log_softmax, min,
+ * max), gathers (gen_index, explicit_index, Index with tensors) and copies.
+ * A node with several consumers is materialised once. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "circc.h"
+#include "kernel.h"
+
+/* A node's value during lowering: a materialised view or a lazy expression
+ * whose leaves are views over the node's own axes. */
+typedef struct Value {
+  bool lazy;
+  View view;
+  Expr *expr;
+} Value;
+
+typedef struct Lower {
+  Comp *c;
+  Kernels *k;
+  Value **memo;        /* by node id */
+  int *uses;           /* by node id: number of consumers */
+  bool *index_use;     /* by node id: Symbol used as an index (becomes an int64 input) */
+  int nids;
+  Buf **weight_of;     /* weight buffer per Array node id */
+} Lower;
+
+static void push_buf(Lower *L, Buf *b) {
+  Kernels *k = L->k;
+  if (k->nbuf == k->cap_buf) {
+    k->cap_buf = k->cap_buf ? 2 * k->cap_buf : 64;
+    Buf **a = ARENA_ARRAY(&L->c->arena, Buf *, k->cap_buf);
+    if (k->nbuf) memcpy(a, k->buf, sizeof(Buf *) * (size_t)k->nbuf);
+    k->buf = a;
+  }
+  b->id = k->nbuf;
+  k->buf[k->nbuf++] = b;
+}
+
+static Buf *new_buf(Lower *L, BufKind kind, DType dt, int64_t numel, const Node *n) {
+  Buf *b = ARENA_NEW(&L->c->arena, Buf);
+  b->kind = kind;
+  b->dtype = dt;
+  b->numel = numel;
+  b->node = n;
+  b->def_step = -1;
+  b->last_use = -1;
+  push_buf(L, b);
+  return b;
+}
+
+static Step *new_step(Lower *L, StepKind kind, const Node *n) {
+  Kernels *k = L->k;
+  if (k->nstep == k->cap_step) {
+    k->cap_step = k->cap_step ? 2 * k->cap_step : 64;
+    Step **a = ARENA_ARRAY(&L->c->arena, Step *, k->cap_step);
+    if (k->nstep) memcpy(a, k->step, sizeof(Step *) * (size_t)k->nstep);
+    k->step = a;
+  }
+  Step *s = ARENA_NEW(&L->c->arena, Step);
+  s->kind = kind;
+  s->node = n;
+  s->id = k->nstep;
+  k->step[k->nstep++] = s;
+  return s;
+}
+
+static View contiguous(Buf *b, const Shape *s) {
+  View v = {.buf = b, .rank = s->rank};
+  int64_t stride = 1;
+  for (int d = s->rank - 1; d >= 0; d--) {
+    v.dim[d] = s->dim[d];
+    v.stride[d] = s->dim[d] == 1 ? 0 : stride;
+    stride *= s->dim[d];
+  }
+  return v;
+}
+
+static bool view_eq(const View *a, const View *b) {
+  if (a->buf != b->buf || a->offset != b->offset || a->rank != b->rank) return false;
+  for (int d = 0; d < a->rank; d++)
+    if (a->dim[d] != b->dim[d] || (a->dim[d] != 1 && a->stride[d] != b->stride[d])) return false;
+  return true;
+}
+
+/* ------------------------------------------------------------ expressions */
+
+static Expr *expr_new(Lower *L, ExprKind kind, int nargs) {
+  Expr *e = ARENA_NEW(&L->c->arena, Expr);
+  e->kind = kind;
+  e->nargs = nargs;
+  if (nargs) e->arg = ARENA_ARRAY(&L->c->arena, Expr *, nargs);
+  return e;
+}
+
+static Expr *expr_const(Lower *L, double v) {
+  Expr *e = expr_new(L, EX_CONST, 0);
+  e->value = v;
+  return e;
+}
+
+static Expr *expr_load(Lower *L, View v) {
+  Expr *e = expr_new(L, EX_LOAD, 0);
+  e->view = v;
+  return e;
+}
+
+static int expr_size(const Expr *e) {
+  int n = 1;
+  for (int i = 0; i < e->nargs; i++) n += expr_size(e->arg[i]);
+  return n;
+}
+
+static bool expr_has_load(const Expr *e) {
+  if (e->kind == EX_LOAD) return true;
+  for (int i = 0; i < e->nargs; i++)
+    if (expr_has_load(e->arg[i])) return true;
+  return false;
+}
+
+/* Re-expresses a view over a child's axes as a view over the consumer's axes:
+ * child axis a becomes consumer axis map[a]; size-1 child axes broadcast (stride 0). */
+static View view_remap(const View *v, int rank, const int64_t *dim, const int *map) {
+  View out = {.buf = v->buf, .offset = v->offset, .rank = rank};
+  for (int j = 0; j < rank; j++) out.dim[j] = dim[j];
+  for (int a = 0; a < v->rank; a++)
+    if (v->dim[a] != 1) out.stride[map[a]] += v->stride[a];
+  return out;
+}
+
+static Expr *expr_remap(Lower *L, const Expr *e, int rank, const int64_t *dim, const int *map) {
+  Expr *r = expr_new(L, e->kind, e->nargs);
+  Expr **args = r->arg;
+  *r = *e;
+  r->arg = args;
+  if (e->kind == EX_LOAD) r->view = view_remap(&e->view, rank, dim, map);
+  for (int i = 0; i < e->nargs; i++) r->arg[i] = expr_remap(L, e->arg[i], rank, dim, map);
+  return r;
+}
+
+/* ------------------------------------------------------------ lowering */
+
+static Value *lower(Lower *L, const Node *n, Buf *dest);
+
+/* Writes value v (over shape s) into buffer `b` through view `out`; returns the step. */
+static Step *emit_copy(Lower *L, const Node *n, const Value *v, View out) {
+  Step *s = new_step(L, STEP_ELEMENTWISE, n);
+  s->out = out;
+  s->ndim = out.rank;
+  memcpy(s->dim, out.dim, sizeof(int64_t) * (size_t)out.rank);
+  s->expr = v->lazy ? v->expr : expr_load(L, v->view);
+  s->flops = (double)shape_numel(&n->shape) * (v->lazy ? expr_size(v->expr) - 1 : 0);
+  return s;
+}
+
+/* The value of n as a view of memory: materialises lazy values (into dest if given). */
+static View materialize(Lower *L, const Node *n, Value *v, Buf *dest) {
+  if (!v->lazy && !dest) return v->view;
+  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  View out = contiguous(b, &n->shape);
+  Step *s = emit_copy(L, n, v, out);
+  if (b->def_step < 0) b->def_step = s->id;
+  *v = (Value){.lazy = false, .view = out};
+  return out;
+}
+
+static View child_view(Lower *L, const Node *n, int i) {
+  Value *v = lower(L, n->child[i], NULL);
+  return materialize(L, n->child[i], v, NULL);
+}
+
+/* Child i of n as an expression over n's axes, broadcast NumPy-style. */
+static Expr *child_expr_broadcast(Lower *L, const Node *n, int i) {
+  const Node *ch = n->child[i];
+  Value *v = lower(L, ch, NULL);
+  Expr *e = v->lazy ? v->expr : expr_load(L, v->view);
+  int map[MAX_RANK];
+  for (int a = 0; a < ch->shape.rank; a++) map[a] = a + n->shape.rank - ch->shape.rank;
+  return expr_remap(L, e, n->shape.rank, n->shape.dim, map);
+}
+
+static Value *lazy(Lower *L, Expr *e) {
+  Value *v = ARENA_NEW(&L->c->arena, Value);
+  v->lazy = true;
+  v->expr = e;
+  return v;
+}
+
+static Value *viewed(Lower *L, View view) {
+  Value *v = ARENA_NEW(&L->c->arena, Value);
+  v->view = view;
+  return v;
+}
+
+/* An Einsum in which every operand id appears in the output and no id repeats
+ * is a broadcast product: no step of its own. */
+static bool einsum_is_product(const Node *n) {
+  const EinsumSpec *e = &n->u.einsum;
+  for (int j = 0; j < e->out_rank; j++)
+    for (int k = j + 1; k < e->out_rank; k++)
+      if (e->out[j] == e->out[k]) return false;
+  for (int i = 0; i < n->nchild; i++)
+    for (int a = 0; a < e->in_rank[i]; a++) {
+      bool found = false;
+      for (int j = 0; j < e->out_rank; j++) found |= e->out[j] == e->in[i][a];
+      for (int b = a + 1; b < e->in_rank[i]; b++)
+        if (e->in[i][a] == e->in[i][b]) return false;
+      if (!found) return false;
+    }
+  return true;
+}
+
+static Value *lower_einsum(Lower *L, const Node *n, Buf *dest) {
+  const EinsumSpec *e = &n->u.einsum;
+  if (n->nchild == 0) return lazy(L, expr_const(L, 1.0));
+  if (einsum_is_product(n)) {
+    Expr *prod = expr_new(L, EX_MUL, n->nchild);
+    for (int i = 0; i < n->nchild; i++) {
+      Value *v = lower(L, n->child[i], NULL);
+      Expr *ce = v->lazy ? v->expr : expr_load(L, v->view);
+      int map[MAX_RANK];
+      for (int a = 0; a < e->in_rank[i]; a++)
+        for (int j = 0; j < e->out_rank; j++)
+          if (e->out[j] == e->in[i][a]) map[a] = j;
+      prod->arg[i] = expr_remap(L, ce, n->shape.rank, n->shape.dim, map);
+    }
+    return lazy(L, n->nchild == 1 ? prod->arg[0] : prod);
+  }
+  if (n->nchild > 2) ICE("einsum with %d operands reached lowering (plan_einsums runs first)", n->nchild);
+  /* loop dims: the output's distinct ids, then the summed ids */
+  int ids[MAX_RANK * 2], nids = 0;
+  int64_t size[MAX_RANK * 2];
+  for (int j = 0; j < e->out_rank; j++) {
+    bool seen = false;
+    for (int t = 0; t < nids; t++) seen |= ids[t] == e->out[j];
+    if (!seen) ids[nids] = e->out[j], size[nids++] = n->shape.dim[j];
+  }
+  int nout = nids;
+  for (int i = 0; i < n->nchild; i++)
+    for (int a = 0; a < e->in_rank[i]; a++) {
+      bool seen = false;
+      for (int t = 0; t < nids; t++) seen |= ids[t] == e->in[i][a];
+      if (!seen) {
+        if (nids >= MAX_RANK * 2) ICE("too many einsum ids");
+        ids[nids] = e->in[i][a], size[nids++] = n->child[i]->shape.dim[a];
+      }
+    }
+  Step *s;
+  View ops[2];
+  for (int i = 0; i < n->nchild; i++) ops[i] = child_view(L, n, i);
+  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  View outv = contiguous(b, &n->shape);
+  bool diag_out = false;
+  for (int j = 0; j < e->out_rank; j++)
+    for (int t = j + 1; t < e->out_rank; t++) diag_out |= e->out[j] == e->out[t];
+  if (diag_out) { /* off-diagonal entries are 0 (§4.4) */
+    Step *f = new_step(L, STEP_FILL, n);
+    f->out = outv;
+    f->ndim = outv.rank;
+    memcpy(f->dim, outv.dim, sizeof(int64_t) * (size_t)outv.rank);
+    b->def_step = f->id;
+  }
+  s = new_step(L, STEP_CONTRACT, n);
+  s->ndim = nids;
+  s->nout = nout;
+  memcpy(s->dim, size, sizeof(int64_t) * (size_t)nids);
+  s->out = (View){.buf = b, .rank = nids};
+  memcpy(s->out.dim, size, sizeof(int64_t) * (size_t)nids);
+  for (int j = 0; j < e->out_rank; j++)
+    for (int t = 0; t < nids; t++)
+      if (ids[t] == e->out[j]) s->out.stride[t] += outv.stride[j] ? outv.stride[j] : 0;
+  s->nops = n->nchild;
+  for (int i = 0; i < n->nchild; i++) {
+    View *v = &s->op[i];
+    *v = (View){.buf = ops[i].buf, .offset = ops[i].offset, .rank = nids};
+    memcpy(v->dim, size, sizeof(int64_t) * (size_t)nids);
+    for (int a = 0; a < e->in_rank[i]; a++)
+      for (int t = 0; t < nids; t++)
+        if (ids[t] == e->in[i][a]) v->stride[t] += ops[i].stride[a];
+  }
+  double work = 1;
+  for (int t = 0; t < nids; t++) work *= (double)size[t];
+  s->flops = work * (n->nchild == 2 ? 2 : 1);
+  if (b->def_step < 0) b->def_step = s->id;
+  return viewed(L, outv);
+}
+
+/* Rearrange as a view: each input axis splits into its ids (row-major), each
+ * output axis merges its ids, which works when the merged strides are contiguous. */
+static bool rearrange_view(const Node *n, const View *in, View *out) {
+  const RearrangeSpec *r = &n->u.rearrange;
+  int64_t stride[512];
+  bool present[512] = {0};
+  if (r->nids > 512) return false;
+  for (int g = 0; g < r->nin; g++) {
+    int64_t s = in->stride[g];
+    for (int j = r->in_len[g] - 1; j >= 0; j--) {
+      int id = r->in_ids[g][j];
+      stride[id] = r->size[id] == 1 ? 0 : s;
+      present[id] = true;
+      s *= r->size[id];
+    }
+  }
+  *out = (View){.buf = in->buf, .offset = in->offset, .rank = r->nout};
+  for (int g = 0; g < r->nout; g++) {
+    out->dim[g] = n->shape.dim[g];
+    int64_t expect = -1, st = 0;
+    for (int j = r->out_len[g] - 1; j >= 0; j--) {
+      int id = r->out_ids[g][j];
+      int64_t s = present[id] ? stride[id] : 0; /* output-only id: a repeat */
+      if (r->size[id] == 1) continue;
+      if (expect < 0) st = s;
+      else if (s != expect) return false;
+      expect = s * r->size[id];
+    }
+    out->stride[g] = out->dim[g] == 1 ? 0 : st;
+  }
+  return true;
+}
+
+/* Rearrange that is not a view: copy over its ids as loop dims. */
+static Value *rearrange_copy(Lower *L, const Node *n, const View *in, Buf *dest) {
+  const RearrangeSpec *r = &n->u.rearrange;
+  if (r->nids > MAX_RANK) {
+    diag_error(L->c, n->loc, "Rearrange %s has %d axis ids; circc supports at most %d", node_label(L->c, n), r->nids,
+               MAX_RANK);
+    return NULL;
+  }
+  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  View outv = contiguous(b, &n->shape);
+  /* loop dims = ids in output order (output-only ids are repeats) */
+  int order[MAX_RANK], nd = 0;
+  int64_t out_stride[MAX_RANK] = {0}, in_stride[MAX_RANK] = {0}, dim[MAX_RANK];
+  for (int g = 0; g < r->nout; g++) {
+    int64_t s = outv.stride[g] ? outv.stride[g] : 0;
+    int64_t acc = 1;
+    for (int j = r->out_len[g] - 1; j >= 0; j--) {
+      int id = r->out_ids[g][j];
+      out_stride[nd] = s * acc;
+      acc *= r->size[id];
+      dim[nd] = r->size[id];
+      order[nd++] = id;
+    }
+  }
+  for (int g = 0; g < r->nin; g++) {
+    int64_t s = in->stride[g];
+    for (int j = r->in_len[g] - 1; j >= 0; j--) {
+      int id = r->in_ids[g][j];
+      for (int t = 0; t < nd; t++)
+        if (order[t] == id) in_stride[t] = r->size[id] == 1 ? 0 : s;
+      s *= r->size[id];
+    }
+  }
+  Step *s = new_step(L, STEP_ELEMENTWISE, n);
+  s->ndim = nd;
+  memcpy(s->dim, dim, sizeof(int64_t) * (size_t)nd);
+  s->out = (View){.buf = b, .rank = nd};
+  View src = {.buf = in->buf, .offset = in->offset, .rank = nd};
+  for (int t = 0; t < nd; t++) {
+    s->out.dim[t] = src.dim[t] = dim[t];
+    s->out.stride[t] = dim[t] == 1 ? 0 : out_stride[t];
+    src.stride[t] = in_stride[t];
+  }
+  s->expr = expr_load(L, src);
+  b->def_step = s->id;
+  return viewed(L, outv);
+}
+
+static Value *lower_index(Lower *L, const Node *n, Buf *dest) {
+  const IndexSpec *ix = &n->u.index;
+  View in = child_view(L, n, 0);
+  bool gather = false;
+  for (int a = 0; a < ix->n; a++) gather |= ix->e[a].kind == IDX_TENSOR;
+  View v = {.buf = in.buf, .offset = in.offset};
+  Step *s = NULL;
+  if (gather) {
+    s = new_step(L, STEP_GATHER, n);
+    s->nidx = 0;
+  }
+  for (int a = 0; a < ix->n; a++) {
+    int64_t start, stop;
+    const IndexEntry *e = &ix->e[a];
+    if (e->kind == IDX_TENSOR) {
+      if (s->nidx == MAX_GATHER) {
+        diag_error(L->c, n->loc, "Index %s has more than %d tensor entries", node_label(L->c, n), MAX_GATHER);
+        return NULL;
+      }
+      const Tensor *t = e->tensor;
+      Buf *ib = new_buf(L, BUF_WEIGHT, DT_I64, shape_numel(&t->shape), n);
+      ib->tensor = t;
+      View iv = {.buf = ib, .rank = v.rank + 1};
+      iv.stride[v.rank] = 1;
+      s->idx[s->nidx] = iv;
+      s->idx_stride[s->nidx] = in.stride[a];
+      s->idx_len[s->nidx++] = in.dim[a];
+      v.dim[v.rank] = t->shape.dim[0];
+      v.stride[v.rank++] = 0;
+      continue;
+    }
+    CHECK(index_entry_bounds(e, in.dim[a], &start, &stop));
+    v.offset += start * in.stride[a];
+    if (e->kind == IDX_SLICE) {
+      v.dim[v.rank] = stop - start;
+      v.stride[v.rank++] = stop - start == 1 ? 0 : in.stride[a];
+    }
+  }
+  if (!gather) return viewed(L, v);
+  /* index views were built with the rank known so far; widen to all loop dims */
+  for (int k = 0; k < s->nidx; k++) {
+    View *iv = &s->idx[k];
+    int axis = iv->rank - 1;
+    iv->rank = v.rank;
+    for (int d = 0; d < v.rank; d++) iv->dim[d] = v.dim[d];
+    int64_t st = iv->stride[axis];
+    memset(iv->stride, 0, sizeof iv->stride);
+    iv->stride[axis] = st;
+  }
+  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  s->x = v;
+  s->ndim = v.rank;
+  memcpy(s->dim, v.dim, sizeof(int64_t) * (size_t)v.rank);
+  s->out = contiguous(b, &n->shape);
+  b->def_step = s->id;
+  return viewed(L, contiguous(b, &n->shape));
+}
+
+/* gen_index_at_* and explicit_index_at_* as one gather (§4.10). */
+static Value *lower_gen_index(Lower *L, const Node *n, Buf *dest) {
+  const GenFnSpec *g = &n->u.gf;
+  View x = child_view(L, n, 0), idx = child_view(L, n, 1);
+  const Shape *xs = &n->child[0]->shape, *is = &n->child[1]->shape;
+  Step *s = new_step(L, STEP_GATHER, n);
+  s->nidx = 1;
+  s->check_int = g->check_int;
+  int rank = n->shape.rank;
+  View xv = {.buf = x.buf, .offset = x.offset, .rank = rank}, iv = {.buf = idx.buf, .offset = idx.offset, .rank = rank};
+  for (int d = 0; d < rank; d++) xv.dim[d] = iv.dim[d] = n->shape.dim[d];
+  int d_axis;
+  if (g->fn == GF_EXPLICIT_INDEX) {
+    int nb = xs->rank - g->non_b, d = g->dim < 0 ? g->dim + g->non_b : g->dim;
+    for (int a = 0; a < is->rank; a++) iv.stride[a] = idx.stride[a];
+    for (int a = 0; a < nb; a++) xv.stride[a] = x.stride[a];
+    int o = is->rank;
+    for (int a = 0; a < g->non_b; a++)
+      if (a != d) xv.stride[o++] = x.stride[nb + a];
+    d_axis = nb + d;
+  } else if (g->batch_index && g->batch_x) {
+    int nb = is->rank, d = g->dim < 0 ? g->dim + (xs->rank - nb) : g->dim;
+    d_axis = nb + d;
+    for (int a = 0; a < nb; a++) iv.stride[a] = idx.stride[a];
+    int o = 0;
+    for (int a = 0; a < xs->rank; a++)
+      if (a != d_axis) xv.stride[o++] = x.stride[a];
+  } else {
+    int d = g->dim < 0 ? g->dim + xs->rank : g->dim;
+    d_axis = d;
+    int lead = g->batch_index ? 0 : d; /* where the index dims sit in the output */
+    for (int a = 0; a < is->rank; a++) iv.stride[lead + a] = idx.stride[a];
+    int o = 0;
+    for (int a = 0; a < xs->rank; a++) {
+      if (a == d) continue;
+      if (o == lead) o += is->rank;
+      xv.stride[o++] = x.stride[a];
+    }
+  }
+  s->x = xv;
+  s->idx[0] = iv;
+  s->idx_stride[0] = x.stride[d_axis];
+  s->idx_len[0] = xs->dim[d_axis];
+  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  s->ndim = rank;
+  memcpy(s->dim, n->shape.dim, sizeof(int64_t) * (size_t)rank);
+  s->out = contiguous(b, &n->shape);
+  b->def_step = s->id;
+  return viewed(L, s->out);
+}
+
+static Value *lower_row(Lower *L, const Node *n, Buf *dest) {
+  View in = child_view(L, n, 0);
+  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  Step *s = new_step(L, STEP_ROW, n);
+  s->fn = n->u.gf.fn;
+  s->in = in;
+  s->out = contiguous(b, &n->shape);
+  s->flops = 5.0 * (double)shape_numel(&n->child[0]->shape);
+  b->def_step = s->id;
+  return viewed(L, s->out);
+}
+
+static Value *lower_concat(Lower *L, const Node *n, Buf *dest) {
+  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  View out = contiguous(b, &n->shape);
+  int axis = n->u.concat.axis;
+  int64_t at = 0;
+  for (int i = 0; i < n->nchild; i++) {
+    const Node *ch = n->child[i];
+    Value *v = lower(L, ch, NULL);
+    View part = out;
+    part.offset += at * out.stride[axis];
+    part.dim[axis] = ch->shape.dim[axis];
+    if (part.dim[axis] == 1) part.stride[axis] = 0;
+    at += ch->shape.dim[axis];
+    if (shape_numel(&ch->shape) == 0) continue;
+    Step *s = emit_copy(L, ch, v, part);
+    s->node = n;
+    if (b->def_step < 0) b->def_step = s->id;
+  }
+  return viewed(L, out);
+}
+
+static Value *lower_scatter(Lower *L, const Node *n, Buf *dest) {
+  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  View out = contiguous(b, &n->shape);
+  Step *f = new_step(L, STEP_FILL, n);
+  f->out = out;
+  f->ndim = out.rank;
+  memcpy(f->dim, out.dim, sizeof(int64_t) * (size_t)out.rank);
+  b->def_step = f->id;
+  View part = out;
+  for (int a = 0; a < n->u.index.n; a++) {
+    int64_t start, stop;
+    CHECK(index_entry_bounds(&n->u.index.e[a], n->shape.dim[a], &start, &stop));
+    part.offset += start * out.stride[a];
+    part.dim[a] = stop - start;
+    if (part.dim[a] == 1) part.stride[a] = 0;
+  }
+  Value *v = lower(L, n->child[0], NULL);
+  Step *s = emit_copy(L, n->child[0], v, part);
+  s->node = n;
+  return viewed(L, out);
+}
+
+static Value *lower_node(Lower *L, const Node *n, Buf *dest) {
+  Comp *c = L->c;
+  switch (n->kind) {
+  case NK_Array: {
+    Buf *b = L->weight_of[n->id];
+    if (!b) {
+      const Tensor *t = n->u.array.tensor;
+      bool integer = t->dtype == DT_I64 || t->dtype == DT_I32 || t->dtype == DT_I16 || t->dtype == DT_I8 ||
+                     t->dtype == DT_U8 || t->dtype == DT_BOOL;
+      /* share one blob entry between Array nodes of the same tensor */
+      DType dt = integer ? DT_I64 : DT_F32;
+      for (int i = 0; i < L->k->nbuf && !b; i++) {
+        Buf *o = L->k->buf[i];
+        if (o->kind == BUF_WEIGHT && o->tensor == t && o->dtype == dt) b = o;
+      }
+      if (!b) {
+        b = new_buf(L, BUF_WEIGHT, dt, shape_numel(&t->shape), n);
+        b->tensor = t;
+      }
+      L->weight_of[n->id] = b;
+    }
+    return viewed(L, contiguous(b, &n->shape));
+  }
+  case NK_Symbol: {
+    for (int i = 0; i < L->k->ninputs; i++)
+      if (L->k->input[i]->node == n) return viewed(L, contiguous(L->k->input[i], &n->shape));
+    ICE("symbol %s is not a program input", node_label(c, n));
+  }
+  case NK_Scalar: return lazy(L, expr_const(L, n->u.scalar.value));
+  case NK_Add: {
+    if (n->nchild == 0) return lazy(L, expr_const(L, 0.0));
+    Expr *e = expr_new(L, EX_ADD, n->nchild);
+    for (int i = 0; i < n->nchild; i++) e->arg[i] = child_expr_broadcast(L, n, i);
+    return lazy(L, n->nchild == 1 ? e->arg[0] : e);
+  }
+  case NK_Einsum: return lower_einsum(L, n, dest);
+  case NK_Rearrange: {
+    View in = child_view(L, n, 0), out;
+    if (rearrange_view(n, &in, &out)) return viewed(L, out);
+    return rearrange_copy(L, n, &in, dest);
+  }
+  case NK_Index: return lower_index(L, n, dest);
+  case NK_Scatter: return lower_scatter(L, n, dest);
+  case NK_Concat: return lower_concat(L, n, dest);
+  case NK_Tag:
+  case NK_SetSymbolicShape: return lower(L, n->child[0], dest);
+  case NK_Cumulant:
+    if (n->nchild == 0) return lazy(L, expr_const(L, 1.0));
+    if (n->nchild == 1) return lower(L, n->child[0], dest);
+    return lazy(L, expr_const(L, 0.0));
+  case NK_GeneralFunction: {
+    const GenFnSpec *g = &n->u.gf;
+    switch (genfn_class(g->fn)) {
+    case GF_ELEMENTWISE: {
+      Expr *e = expr_new(L, EX_FN, 1);
+      e->fn = g->fn;
+      e->arg[0] = child_expr_broadcast(L, n, 0);
+      return lazy(L, e);
+    }
+    case GF_LAST_AXIS: return lower_row(L, n, dest);
+    case GF_REDUCE_LAST:
+      if (g->fn == GF_LAST_DIM_SIZE) {
+        const Shape *s = &n->child[0]->shape;
+        return lazy(L, expr_const(L, (double)s->dim[s->rank - 1]));
+      }
+      return lower_row(L, n, dest);
+    case GF_SPECIAL: break;
+    }
+    if (g->fn == GF_POW) {
+      Expr *e = expr_new(L, EX_POW, 2);
+      for (int i = 0; i < 2; i++) e->arg[i] = child_expr_broadcast(L, n, i);
+      return lazy(L, e);
+    }
+    if (g->fn == GF_CAST) {
+      Expr *e = expr_new(L, EX_CAST, 1);
+      e->cast_to = g->cast_to;
+      e->arg[0] = child_expr_broadcast(L, n, 0);
+      return lazy(L, e);
+    }
+    if (g->fn == GF_GEN_INDEX || g->fn == GF_EXPLICIT_INDEX) return lower_gen_index(L, n, dest);
+    break;
+  }
+  default: break;
+  }
+  diag_error(c, n->loc, "%s (%s) cannot be compiled", node_label(c, n), kind_name(n->kind));
+  return NULL;
+}
+
+/* Lowers n once; lazy values with several consumers (or too large to inline)
+ * are materialised so their work is done once. */
+static Value *lower(Lower *L, const Node *n, Buf *dest) {
+  Value *v = L->memo[n->id];
+  if (v) return v;
+  v = lower_node(L, n, NULL);
+  if (!v) {
+    static Value zero;
+    zero = (Value){.lazy = true, .expr = expr_const(L, 0.0)};
+    return &zero;
+  }
+  if (v->lazy && expr_has_load(v->expr) && (L->uses[n->id] > 1 || expr_size(v->expr) > 48)) materialize(L, n, v, NULL);
+  else if (v->lazy && n->kind != NK_Scalar && n->kind != NK_Tag) L->k->nfused++;
+  L->memo[n->id] = v;
+  (void)dest;
+  return v;
+}
+
+static void count_uses(Lower *L, const Node *n, bool *visited) {
+  if (visited[n->id]) return;
+  visited[n->id] = true;
+  for (int i = 0; i < n->nchild; i++) {
+    L->uses[n->child[i]->id]++;
+    count_uses(L, n->child[i], visited);
+  }
+  if (n->kind == NK_GeneralFunction && (n->u.gf.fn == GF_GEN_INDEX || n->u.gf.fn == GF_EXPLICIT_INDEX) &&
+      n->child[1]->kind == NK_Symbol)
+    L->index_use[n->child[1]->id] = true;
+}
+
+bool lower_program(Comp *c, const Program *p, Kernels *k) {
+  memset(k, 0, sizeof *k);
+  Lower L = {.c = c, .k = k, .nids = c->next_node_id};
+  L.memo = calloc((size_t)L.nids + 1, sizeof(Value *));
+  L.uses = calloc((size_t)L.nids + 1, sizeof(int));
+  L.index_use = calloc((size_t)L.nids + 1, sizeof(bool));
+  L.weight_of = calloc((size_t)L.nids + 1, sizeof(Buf *));
+  bool *visited = calloc((size_t)L.nids + 1, sizeof(bool));
+  if (!L.memo || !L.uses || !L.index_use || !L.weight_of || !visited) ICE("out of memory");
+  for (int i = 0; i < p->outputs.n; i++) {
+    L.uses[p->outputs.node[i]->id]++;
+    count_uses(&L, p->outputs.node[i], visited);
+  }
+  int errors = diag_error_count(c);
+  k->ninputs = p->inputs.n;
+  k->input = ARENA_ARRAY(&c->arena, Buf *, k->ninputs + 1);
+  k->input_name = ARENA_ARRAY(&c->arena, const char *, k->ninputs + 1);
+  for (int i = 0; i < p->inputs.n; i++) {
+    const Node *s = p->inputs.node[i];
+    if (!s->name) diag_error(c, s->loc, "unnamed free symbol %s: inputs need names", shape_str(c, &s->shape));
+    k->input[i] = new_buf(&L, BUF_INPUT, L.index_use[s->id] ? DT_I64 : DT_F32, shape_numel(&s->shape), s);
+    k->input[i]->index = i;
+    k->input_name[i] = s->name ? s->name : "";
+  }
+  k->noutputs = p->outputs.n;
+  k->output = ARENA_ARRAY(&c->arena, Buf *, k->noutputs + 1);
+  k->output_name = p->output_names;
+  for (int i = 0; i < p->outputs.n && diag_error_count(c) == errors; i++) {
+    const Node *n = p->outputs.node[i];
+    Value *v = lower(&L, n, NULL);
+    Buf *t = v->lazy ? NULL : v->view.buf;
+    View whole = t ? contiguous(t, &n->shape) : (View){0};
+    if (t && t->kind == BUF_TEMP && L.uses[n->id] == 1 && t->numel == shape_numel(&n->shape) &&
+        view_eq(&whole, &v->view)) {
+      /* the step that computes this output writes straight into the output buffer */
+      t->kind = BUF_OUTPUT;
+      t->index = i;
+      k->output[i] = t;
+      continue;
+    }
+    Buf *b = new_buf(&L, BUF_OUTPUT, DT_F32, shape_numel(&n->shape), n);
+    b->index = i;
+    k->output[i] = b;
+    Step *s = emit_copy(&L, n, v, contiguous(b, &n->shape));
+    b->def_step = s->id;
+  }
+  for (int i = 0; i < k->nstep; i++) k->flops += k->step[i]->flops;
+  free(L.memo), free(L.uses), free(L.index_use), free(L.weight_of), free(visited);
+  return diag_error_count(c) == errors;
+}
