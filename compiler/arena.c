@@ -45,6 +45,7 @@ char *arena_strdup(Arena *a, const char *s) { return arena_strndup(a, s, strlen(
 char *arena_printf(Arena *a, const char *fmt, ...) {
   char small[256];
   va_list ap;
+  if (!fmt) return arena_strdup(a, ""); /* also quiets gcc 12's -Wformat-truncation under -fsanitize */
   va_start(ap, fmt);
   int n = vsnprintf(small, sizeof small, fmt, ap);
   va_end(ap);

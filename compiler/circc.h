@@ -73,6 +73,7 @@ typedef struct EmitOptions {
   const char *name;          /* program name */
   const char *command_line;  /* recorded in the header comment and --info */
   const char *source_hash;
+  const char *vocab;         /* --vocab: character vocabulary for --sample, or NULL */
 } EmitOptions;
 bool emit_program(Comp *c, const struct Kernels *k, const EmitOptions *o, FILE *model_c, FILE *weights);
 

@@ -206,35 +206,58 @@ static void emit_fill(Emit *e, const Step *s) {
   out(e, ";\n");
 }
 
-/* Contraction: parallel over the first output id; for each, zero the output
- * slice, then accumulate over the summed ids (outer) and the remaining output
- * ids (inner, contiguous in the output, so it vectorises). Every output element
- * sums in the same order whatever the thread count. */
+/* `i1 * 40 + i2 * 8 + i3` — position of loop dims [from, to) in a dense block. */
+static void emit_linear(Emit *e, const int64_t *dim, int from, int to) {
+  int64_t stride = 1;
+  bool first = true;
+  for (int t = to - 1; t >= from; t--) {
+    if (dim[t] != 1) {
+      out(e, first ? "" : " + ");
+      if (stride == 1) out(e, "i%d", t);
+      else out(e, "i%d * %lld", t, (long long)stride);
+      first = false;
+    }
+    stride *= dim[t];
+  }
+  if (first) out(e, "0");
+}
+
+/* Largest output slice (per value of the first output id) accumulated in a
+ * local double array; larger slices accumulate in float in the output. */
+#define MAX_DOUBLE_SLICE 4096
+
+/* Contraction: parallel over the first output id; for each, accumulate over the
+ * summed ids (outer) and the remaining output ids (inner, so it vectorises),
+ * in double when the slice fits (long sums in float lose digits). Every output
+ * element sums in the same order whatever the thread count. */
 static void emit_contract(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
   for (int i = 0; i < s->nops; i++) decl_add(&d, s->op[i].buf, false);
   emit_decls(e, &d);
-  const char *cast0 = s->op[0].buf->dtype == DT_I64 ? "(float)" : "";
-  const char *cast1 = s->nops > 1 && s->op[1].buf->dtype == DT_I64 ? "(float)" : "";
   if (s->nout == 0) {
-    out(e, "  float acc = 0.0f;\n");
+    out(e, "  double acc = 0.0;\n");
     open_loops(e, s->dim, 0, s->ndim, 2);
-    out(e, "%*sacc += %s", 2 + 2 * s->ndim, "", cast0);
+    out(e, "%*sacc += (double)", 2 + 2 * s->ndim, "");
     emit_index(e, &s->op[0]);
-    if (s->nops > 1) { out(e, " * %s", cast1); emit_index(e, &s->op[1]); }
+    if (s->nops > 1) { out(e, " * (double)"); emit_index(e, &s->op[1]); }
     out(e, ";\n  ");
     emit_index(e, &s->out);
-    out(e, " = acc;\n");
+    out(e, " = (float)acc;\n");
     return;
   }
+  double slice = loop_work(s->dim + 1, s->nout - 1);
+  bool dbl = slice <= MAX_DOUBLE_SLICE;
   parallel_for(e, s->dim, 1, s->flops, 2);
   open_loops(e, s->dim, 0, 1, 2);
   out(e, "  {\n");
-  open_loops(e, s->dim, 1, s->nout, 4);
-  out(e, "%*s", 4 + 2 * (s->nout - 1), "");
-  emit_index(e, &s->out);
-  out(e, " = 0.0f;\n");
+  if (dbl) out(e, "    double acc[%lld] = {0};\n", (long long)slice);
+  else {
+    open_loops(e, s->dim, 1, s->nout, 4);
+    out(e, "%*s", 4 + 2 * (s->nout - 1), "");
+    emit_index(e, &s->out);
+    out(e, " = 0.0f;\n");
+  }
   /* summed ids outside, output ids 1.. inside */
   int depth = 0;
   for (int t = s->nout; t < s->ndim; t++, depth++)
@@ -242,11 +265,29 @@ static void emit_contract(Emit *e, const Step *s) {
   for (int t = 1; t < s->nout; t++, depth++)
     out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 4 + 2 * depth, "", t, t, (long long)s->dim[t], t);
   out(e, "%*s", 4 + 2 * depth, "");
-  emit_index(e, &s->out);
-  out(e, " += %s", cast0);
+  if (dbl) {
+    out(e, "acc[");
+    emit_linear(e, s->dim, 1, s->nout);
+    out(e, "] += (double)");
+  } else {
+    emit_index(e, &s->out);
+    out(e, " += %s", s->op[0].buf->dtype == DT_I64 ? "(float)" : "");
+  }
   emit_index(e, &s->op[0]);
-  if (s->nops > 1) { out(e, " * %s", cast1); emit_index(e, &s->op[1]); }
-  out(e, ";\n  }\n");
+  if (s->nops > 1) {
+    out(e, " * %s", dbl ? "(double)" : s->op[1].buf->dtype == DT_I64 ? "(float)" : "");
+    emit_index(e, &s->op[1]);
+  }
+  out(e, ";\n");
+  if (dbl) {
+    open_loops(e, s->dim, 1, s->nout, 4);
+    out(e, "%*s", 4 + 2 * (s->nout - 1), "");
+    emit_index(e, &s->out);
+    out(e, " = (float)acc[");
+    emit_linear(e, s->dim, 1, s->nout);
+    out(e, "];\n");
+  }
+  out(e, "  }\n");
 }
 
 /* Row kernels over the last axis: rows are the leading dims of the input view. */
@@ -278,15 +319,15 @@ static void emit_row(Emit *e, const Step *s) {
   switch (s->fn) {
   case GF_SOFTMAX:
   case GF_LOG_SOFTMAX:
-    out(e, "%*sfloat m = -INFINITY, sum = 0.0f;\n", ind + 2, "");
+    out(e, "%*sfloat m = -INFINITY;\n%*sdouble sum = 0.0;\n", ind + 2, "", ind + 2, "");
     out(e, "%*sfor (int64_t j = 0; j < %lld; j++) m = fmaxf(m, %sx[j * %lld]);\n", ind + 2, "", (long long)len, cx, (long long)istride);
     if (s->fn == GF_SOFTMAX) {
       out(e, "%*sfor (int64_t j = 0; j < %lld; j++) sum += y[j * %lld] = expf(%sx[j * %lld] - m);\n", ind + 2, "", (long long)len, (long long)ostride, cx, (long long)istride);
-      out(e, "%*sconst float inv = 1.0f / sum;\n", ind + 2, "");
+      out(e, "%*sconst float inv = (float)(1.0 / sum);\n", ind + 2, "");
       out(e, "%*sfor (int64_t j = 0; j < %lld; j++) y[j * %lld] *= inv;\n", ind + 2, "", (long long)len, (long long)ostride);
     } else {
       out(e, "%*sfor (int64_t j = 0; j < %lld; j++) sum += expf(%sx[j * %lld] - m);\n", ind + 2, "", (long long)len, cx, (long long)istride);
-      out(e, "%*sconst float lse = m + logf(sum);\n", ind + 2, "");
+      out(e, "%*sconst float lse = m + (float)log(sum);\n", ind + 2, "");
       out(e, "%*sfor (int64_t j = 0; j < %lld; j++) y[j * %lld] = %sx[j * %lld] - lse;\n", ind + 2, "", (long long)len, (long long)ostride, cx, (long long)istride);
     }
     break;
@@ -513,7 +554,13 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
   out(&e, ",\n  .source_hash = ");
   emit_cstring(&e, o->source_hash);
   out(&e, ",\n  .ninputs = %d,\n  .noutputs = %d,\n  .inputs = inputs,\n  .outputs = outputs,\n", k->ninputs, k->noutputs);
-  out(&e, "  .arena_bytes = %lld,\n  .flops = %.0f,\n  .run = run,\n};\n\n", (long long)k->arena_bytes, k->flops);
+  out(&e, "  .arena_bytes = %lld,\n  .flops = %.0f,\n  .run = run,\n", (long long)k->arena_bytes, k->flops);
+  if (o->vocab) {
+    out(&e, "  .vocab = ");
+    emit_cstring(&e, o->vocab);
+    out(&e, ",\n");
+  }
+  out(&e, "};\n\n");
   out(&e, "#ifndef CIRCC_NO_MAIN\nint main(int argc, char **argv) { return rt_main(&model, argc, argv); }\n#endif\n");
   return !ferror(model_c);
 }

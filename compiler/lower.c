@@ -691,6 +691,7 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
       /* the step that computes this output writes straight into the output buffer */
       t->kind = BUF_OUTPUT;
       t->index = i;
+      t->node = n; /* the output's shape (t may hold a child that this output views) */
       k->output[i] = t;
       continue;
     }

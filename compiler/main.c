@@ -35,6 +35,8 @@ static const char USAGE[] =
     "  -O0..-O3, -g           optimisation / debug info for the C compiler (default -O3)\n"
     "  --march native|portable   -march=native (default) or generic code\n"
     "  --save-temps           keep the generated sources (their directory is printed)\n"
+    "  --vocab CHARS          character vocabulary (id i = CHARS[i], '.' ends a name): the\n"
+    "                         program gets --sample N --seed S\n"
     "  --color auto|always|never   colored diagnostics (default auto; NO_COLOR respected)\n"
     "  -h, --help             this help;  --version   print the version\n"
     "eval options:\n"
@@ -53,6 +55,7 @@ typedef struct Binding {
 typedef struct Options {
   bool eval, store, print, report;
   BuildOptions build;
+  const char *vocab;
   const char *emit;
   const char **files; /* circc store */
   int nfiles;
@@ -145,6 +148,9 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
         return false;
       }
       o->build.emit_c_only = !strcmp(val, "c");
+    } else if (!strcmp(a, "--vocab")) {
+      NEEDS_VALUE();
+      o->vocab = val;
     } else if (!strcmp(a, "--report")) {
       o->report = true;
     } else if (!strcmp(a, "--cc")) {
@@ -336,7 +342,7 @@ static void compile(Comp *c, const Options *o, Program *p, int argc, char **argv
   char *cmd = arena_strdup(&c->arena, "circc");
   for (int i = 1; i < argc; i++) cmd = arena_printf(&c->arena, "%s %s", cmd, argv[i]);
   const char *base = strrchr(o->output, '/') ? strrchr(o->output, '/') + 1 : o->output;
-  EmitOptions eo = {.name = base, .command_line = cmd, .source_hash = source_hash(c, o->input)};
+  EmitOptions eo = {.name = base, .command_line = cmd, .source_hash = source_hash(c, o->input), .vocab = o->vocab};
   BuildOptions bo = o->build;
   bo.output = o->output;
   build_program(c, &k, &eo, &bo);

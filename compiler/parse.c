@@ -928,7 +928,7 @@ typedef struct NodeLine {
   const char *bang;
 } NodeLine;
 
-static const char *KIND_LIST =
+static const char KIND_LIST[] =
     "Einsum, Array, Symbol, Scalar, Add, Rearrange, Index, GeneralFunction, Concat, Scatter, Module, "
     "SetSymbolicShape, Tag, DiscreteVar, StoredCumulantVar, Cumulant";
 

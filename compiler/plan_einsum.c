@@ -90,6 +90,7 @@ typedef struct Plan {
   int nsteps;               /* path entries so far (names intermediates `<name> step k`) */
   int64_t madds;            /* multiply-adds over all steps */
   FILE *path;               /* path text for the report, NULL without one */
+  int failed;               /* errors reported for this einsum */
 } Plan;
 
 static int64_t set_numel(const Plan *P, IdSet s) {
@@ -177,13 +178,13 @@ static Node *make_step(Plan *P, Node **ch, const int *const *in, const int *in_r
   return ir_make(P->c, &p);
 }
 
-/* The distinct ids of `ids` that are in `s`, in order of first appearance. */
+/* Appends to out[n..] the distinct ids of `ids` that are in `s` and not yet
+ * in out, in order of first appearance (at most MAX_RANK in all). */
 static int ids_in(const int *ids, int rank, IdSet s, int *out, int n) {
-  IdSet seen = {{0}};
-  for (int k = 0; k < rank; k++)
-    if (set_has(&s, ids[k]) && !set_has(&seen, ids[k])) {
-      set_add(&seen, ids[k]);
-      if (n >= MAX_RANK) ICE("einsum intermediate rank exceeds %d", MAX_RANK);
+  for (int k = 0; k < n; k++) set_del(&s, out[k]);
+  for (int k = 0; k < rank && n < MAX_RANK; k++)
+    if (set_has(&s, ids[k])) {
+      set_del(&s, ids[k]);
       out[n++] = ids[k];
     }
   return n;
@@ -203,15 +204,21 @@ static int emit_reduce(Plan *P, int x) {
   return add_op(P, n, n ? n->u.einsum.out : NULL, r, o.first);
 }
 
-/* Binary step on live operands x and y; the result keeps the ids still needed
- * (in the output or in another live operand). The last step writes the
- * (de-duplicated) output order. */
-static int emit_pair(Plan *P, int x, int y) {
+/* The best way to contract live operands x and y; *res = the ids the result
+ * keeps (those in the output or in another live operand). */
+static Choice live_pair(const Plan *P, int x, int y, IdSet *res) {
   IdSet need = P->out;
   for (int p = 0; p < P->nlive; p++)
     if (P->live[p] != x && P->live[p] != y) need = set_or(need, P->op[P->live[p]].keep);
-  IdSet res = set_and(set_or(P->op[x].keep, P->op[y].keep), need);
-  Choice ch = choose_pair(P, P->op[x].raw, P->op[x].keep, P->op[y].raw, P->op[y].keep, res);
+  *res = set_and(set_or(P->op[x].keep, P->op[y].keep), need);
+  return choose_pair(P, P->op[x].raw, P->op[x].keep, P->op[y].raw, P->op[y].keep, *res);
+}
+
+/* Binary step on live operands x and y (after their unary reductions, if
+ * cheaper). The last step writes the (de-duplicated) output order. */
+static int emit_pair(Plan *P, int x, int y) {
+  IdSet res;
+  Choice ch = live_pair(P, x, y, &res);
   if (ch.pre[0]) x = emit_reduce(P, x);
   if (ch.pre[1]) y = emit_reduce(P, y);
   if (P->op[y].first < P->op[x].first) {
@@ -224,9 +231,15 @@ static int emit_pair(Plan *P, int x, int y) {
   if (final) {
     r = P->out_rank;
     memcpy(ids, P->out_ids, sizeof(int) * (size_t)r);
+  } else if (set_count(res) > MAX_RANK) { /* only when every path needs such a step */
+    if (!P->failed++)
+      diag_error(P->c, P->ein->loc, "Einsum %s: every contraction order needs an intermediate of rank > %d",
+                 node_label(P->c, P->ein), MAX_RANK);
+    r = 0;
+    a.node = NULL;
   } else {
     r = ids_in(a.ids, a.rank, res, ids, 0);
-    r = ids_in(b.ids, b.rank, set_minus(res, a.raw), ids, r);
+    r = ids_in(b.ids, b.rank, res, ids, r);
   }
   int pa = live_pos(P, x), pb = live_pos(P, y);
   if (pa > pb) {
@@ -248,17 +261,23 @@ static int emit_pair(Plan *P, int x, int y) {
 /* ---- path search ---- */
 
 /* §6.3 step 1: while some operand's ids are a subset of another's, contract
- * such a pair, the one with the smallest superset first. */
+ * such a pair, the one with the smallest superset first (then the one that
+ * shrinks the operands most). */
 static void plan_subsets(Plan *P) {
   while (P->nlive > 1) {
     int bi = -1, bj = -1;
     int64_t best = INF;
+    double best_shrink = 0; /* size of the result minus the sizes of the pair: most negative first */
     for (int i = 0; i < P->nlive; i++)
       for (int j = 0; j < P->nlive; j++) {
         const Op *a = &P->op[P->live[i]], *b = &P->op[P->live[j]];
         if (i == j || !set_subset(a->keep, b->keep)) continue;
         int64_t s = set_numel(P, b->raw);
-        if (bi < 0 || s < best) bi = i, bj = j, best = s;
+        if (bi >= 0 && s > best) continue;
+        IdSet res;
+        live_pair(P, P->live[i], P->live[j], &res);
+        double shrink = (double)set_numel(P, res) - (double)set_numel(P, a->raw) - (double)s;
+        if (bi < 0 || s < best || shrink < best_shrink) bi = i, bj = j, best = s, best_shrink = shrink;
       }
     if (bi < 0) return;
     emit_pair(P, P->live[bi], P->live[bj]);
@@ -458,7 +477,7 @@ static Node *plan_one(Planner *pl, const Node *e, Node **ch) {
     const int *in[1] = {P->out_ids};
     res = make_step(P, &res, in, &P->out_rank, 1, s->out, s->out_rank, true);
   }
-  if (pl->report) {
+  if (P->path) {
     fclose(P->path);
     int64_t naive = 2;
     IdSet all = {{0}};

@@ -44,6 +44,7 @@ bool broadcast_shapes(Node *const *nodes, int n, Shape *out);
 Node *rule_einsum_elim_zero(Simp *s, Node *n);
 Node *rule_einsum_elim_identity(Simp *s, Node *n);
 Node *rule_einsum_of_scalars(Simp *s, Node *n);
+Node *rule_einsum_scalar_to_rank0(Simp *s, Node *n);
 Node *rule_einsum_flatten(Simp *s, Node *n);
 Node *rule_einsum_of_permute_merge(Simp *s, Node *n);
 Node *rule_einsum_merge_scalars(Simp *s, Node *n);

@@ -76,6 +76,48 @@ Node *rule_einsum_of_scalars(Simp *s, Node *n) {
   return simp_scalar(s, n, v, &n->shape);
 }
 
+/* Einsum(x, Scalar[2,3] v; ab,ab->a) -> Einsum(x, Scalar[] v; ab,->a)
+ * (a Scalar operand whose ids all occur in other operands only scales; an id
+ * only it has is summed out, a factor of its size; not when such an id is
+ * in the output, since the Scalar is then what gives the output that axis) */
+Node *rule_einsum_scalar_to_rank0(Simp *s, Node *n) {
+  const EinsumSpec *e = &n->u.einsum;
+  Arena *a = &simp_comp(s)->arena;
+  Node **ch = NULL;
+  int **in = NULL, *rank = NULL;
+  for (int i = 0; i < n->nchild; i++) {
+    Node *c = n->child[i];
+    if (c->kind != NK_Scalar || c->shape.rank == 0) continue;
+    double factor = 1;
+    bool ok = true;
+    for (int k = 0; k < e->in_rank[i] && ok; k++) {
+      int id = e->in[i][k];
+      bool first = true, elsewhere = false, in_out = false;
+      for (int q = 0; q < k; q++) first &= e->in[i][q] != id;
+      for (int j = 0; j < n->nchild && !elsewhere; j++)
+        for (int q = 0; j != i && q < e->in_rank[j]; q++) elsewhere |= e->in[j][q] == id;
+      for (int q = 0; q < e->out_rank; q++) in_out |= e->out[q] == id;
+      if (!first || elsewhere) continue;
+      if (in_out) ok = false;
+      else factor *= (double)c->shape.dim[k];
+    }
+    if (!ok) continue;
+    if (!ch) {
+      ch = ARENA_ARRAY(a, Node *, n->nchild + 1);
+      in = ARENA_ARRAY(a, int *, n->nchild + 1);
+      rank = ARENA_ARRAY(a, int, n->nchild + 1);
+      memcpy(ch, n->child, sizeof(Node *) * (size_t)n->nchild);
+      memcpy(in, e->in, sizeof(int *) * (size_t)n->nchild);
+      memcpy(rank, e->in_rank, sizeof(int) * (size_t)n->nchild);
+    }
+    Shape rank0 = {0};
+    ch[i] = simp_scalar(s, c, c->u.scalar.value * factor, &rank0);
+    rank[i] = 0;
+    break; /* one per application: `elsewhere` above is stale once an operand loses its ids */
+  }
+  return ch ? make_einsum(s, n, ch, n->nchild, in, rank, e->out, e->out_rank) : NULL;
+}
+
 /* Einsum(.., Einsum(x,y; ij,jk->ik), ..; ab,bc->ac) -> Einsum(.., x, y, ..)
  * with the inner ids renamed into the outer einsum (its output ids become the
  * outer operand's ids, summed ids get fresh ones). Only inner Einsums with a

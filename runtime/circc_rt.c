@@ -26,7 +26,7 @@
 
 enum { RC_OK = 0, RC_MISMATCH = 1, RC_USAGE = 2, RC_BAD_INPUT = 3 };
 enum { ALIGN = 64, MAX_RANK = 32, PRINT_ALL = 64, PRINT_HEAD = 8, MAX_HEADER = 1 << 20, MAX_BENCH = 1000000,
-       MAX_THREADS = 4096 };
+       MAX_THREADS = 4096, MAX_SAMPLE = 1000000 };
 
 /* .npy dtypes the runtime reads, by descr without its byte-order character */
 typedef enum NpyType { NPY_F4, NPY_F8, NPY_F2, NPY_I8, NPY_I4, NPY_I2, NPY_I1, NPY_U1, NPY_COUNT } NpyType;
@@ -54,6 +54,9 @@ typedef struct Run {
   long bench;                  /* timed runs; 0: no --bench */
   int threads;                 /* --threads; 0: from the environment */
   bool info, verbose;
+  long sample;                 /* --sample N: names to print; 0: no --sample */
+  uint64_t seed;               /* --seed S (default 0) */
+  bool has_seed;
   void **in, **out;            /* model buffers, 64-byte aligned */
   void *arena;
   double **gold;               /* [nchecks] golden values */
@@ -63,7 +66,7 @@ typedef struct Run {
 typedef struct Npy {
   int fd;
   NpyType type;
-  char descr[16];              /* as written, for messages */
+  char descr[112];             /* as written (made printable), for messages */
   int rank;
   int64_t shape[MAX_RANK];
   uint64_t payload;            /* bytes after the header */
@@ -94,7 +97,8 @@ static size_t dtype_size(rt_dtype t) { return t == RT_F32 ? 4 : 8; }
 /* [2,3] (as circc prints shapes) */
 static void shape_str(int rank, const int64_t *shape, char *buf, size_t cap) {
   size_t k = (size_t)snprintf(buf, cap, "[");
-  for (int i = 0; i < rank && k < cap; i++) k += (size_t)snprintf(buf + k, cap - k, i ? ",%lld" : "%lld", (long long)shape[i]);
+  for (int i = 0; i < rank && k < cap; i++)
+    k += (size_t)snprintf(buf + k, cap - k, i ? ",%lld" : "%lld", (long long)shape[i]);
   if (k < cap) snprintf(buf + k, cap - k, "]");
 }
 
@@ -127,6 +131,9 @@ static void usage(const Run *r, FILE *f) {
         "                           threads; inputs not given are zero-filled\n"
         "  --info                   print inputs, outputs, arena bytes, FLOPs per run, provenance\n"
         "  --threads N              OpenMP threads (default $OMP_NUM_THREADS, else all cores)\n"
+        "  --sample N               print N names sampled character by character (programs\n"
+        "                           compiled with circc --vocab); no other input is needed\n"
+        "  --seed S                 random stream of --sample (default 0; same S, same names)\n"
         "  -v                       print the effective thread count\n"
         "  -h, --help               this help\n"
         "\nexit codes: 0 ok, 1 --check mismatch, 2 usage error,\n"
@@ -201,7 +208,7 @@ static int parse_args(Run *r, int argc, char **argv) {
   static const struct { const char *name; bool takes_value; } FLAGS[] = {
       {"--input", true}, {"--output", true}, {"--check", true},   {"--rtol", true}, {"--atol", true},
       {"--bench", true}, {"--threads", true}, {"--info", false}, {"-v", false},    {"-h", false},
-      {"--help", false},
+      {"--help", false}, {"--sample", true}, {"--seed", true},
   };
   const rt_model *m = r->m;
   for (int i = 1; i < argc; i++) {
@@ -246,12 +253,25 @@ static int parse_args(Run *r, int argc, char **argv) {
       if (!parse_long(val, 1, MAX_THREADS, &n))
         return usage_error(r, "--threads expects a number from 1 to %d, found '%s'", MAX_THREADS, val);
       r->threads = (int)n;
+    } else if (!strcmp(flag, "--sample")) {
+      if (!parse_long(val, 1, MAX_SAMPLE, &r->sample))
+        return usage_error(r, "--sample expects a number of names from 1 to %d, found '%s'", MAX_SAMPLE, val);
+    } else if (!strcmp(flag, "--seed")) {
+      char *end;
+      errno = 0;
+      unsigned long long s = strtoull(val, &end, 10);
+      if (end == val || *end || errno || val[0] == '-')
+        return usage_error(r, "--seed expects an integer from 0 to 2^64-1, found '%s'", val);
+      r->seed = (uint64_t)s, r->has_seed = true;
     } else if (!strcmp(flag, "--info")) {
       r->info = true;
     } else {
       r->verbose = true;   /* -v */
     }
   }
+  if (r->has_seed && !r->sample) return usage_error(r, "--seed only applies to --sample");
+  if (r->sample && (r->nouts || r->nchecks || r->bench))
+    return usage_error(r, "--sample cannot be combined with --output, --check or --bench");
   return -1;
 }
 
@@ -307,6 +327,17 @@ typedef struct Dict {
   const char *what, *s;
   size_t n, pos;
 } Dict;
+
+/* Up to 24 bytes of header text with other than printable ASCII as \xNN,
+ * so a corrupt file cannot garble the terminal. */
+static void printable(const char *s, size_t n, char *buf, size_t cap) {
+  size_t k = 0;
+  for (size_t i = 0; i < n && i < 24 && k + 5 < cap; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    k += (size_t)snprintf(buf + k, cap - k, ch >= 0x20 && ch < 0x7f && ch != '\\' ? "%c" : "\\x%02x", ch);
+  }
+  snprintf(buf + k, cap - k, "%s", n > 24 ? "..." : "");
+}
 
 static bool dict_fail(Dict *d, const char *expected) {
   char found[16];
@@ -366,7 +397,7 @@ static bool dict_descr(Dict *d, Npy *f) {
   const char *s;
   size_t len;
   if (!dict_string(d, &s, &len)) return false;
-  snprintf(f->descr, sizeof f->descr, "%.*s", (int)len, s);
+  printable(s, len, f->descr, sizeof f->descr);
   char order = len && strchr("<>|=", s[0]) ? s[0] : 0;
   size_t skip = order != 0;
   for (int t = 0; t < NPY_COUNT; t++) {
@@ -377,8 +408,8 @@ static bool dict_descr(Dict *d, Npy *f) {
            f->descr);
     return false;
   }
-  errorf(d->r, "%s: unsupported dtype: expected one of <f4 <f8 <f2 <i8 <i4 <i2 |i1 |u1, found '%.*s'", d->what,
-         (int)(len > 40 ? 40 : len), s);
+  errorf(d->r, "%s: unsupported dtype: expected one of <f4 <f8 <f2 <i8 <i4 <i2 |i1 |u1, found '%s'", d->what,
+         f->descr);
   return false;
 }
 
@@ -397,8 +428,10 @@ static bool parse_dict(Dict *d, Npy *f) {
                 : klen == 5 && !memcmp(key, "shape", 5)           ? SHAPE
                                                                   : 0;
     if (!which || (seen & which)) {
+      char k[112];
+      printable(key, klen, k, sizeof k);
       errorf(d->r, "%s: malformed .npy header: expected the keys 'descr', 'fortran_order' and 'shape' once each, "
-             "found %s key '%.*s'", d->what, which ? "a repeated" : "an unexpected", (int)(klen > 40 ? 40 : klen), key);
+             "found %s key '%s'", d->what, which ? "a repeated" : "an unexpected", k);
       return false;
     }
     seen |= which;
@@ -467,10 +500,13 @@ static bool npy_open(const Run *r, const char *what, const char *path, const rt_
   size_t hlen = pre[8] | (size_t)pre[9] << 8;
   if (prefix == 12) hlen |= (size_t)pre[10] << 16 | (size_t)pre[11] << 24;
   uint64_t size = (uint64_t)st.st_size;
-  if (hlen > MAX_HEADER || prefix + hlen > size) {
-    errorf(r, "%s: %s: %s .npy header: expected at most %llu bytes, found a length of %zu", what, path,
-           hlen > MAX_HEADER ? "oversized" : "truncated",
-           (unsigned long long)(hlen > MAX_HEADER ? MAX_HEADER : size - prefix), hlen);
+  if (hlen > MAX_HEADER) {
+    errorf(r, "%s: %s: oversized .npy header: expected at most %d bytes, found %zu", what, path, MAX_HEADER, hlen);
+    return false;
+  }
+  if (prefix + hlen > size) {
+    errorf(r, "%s: %s: truncated .npy header: expected %zu bytes, found %llu", what, path, hlen,
+           (unsigned long long)(size - prefix));
     return false;
   }
   char *hdr = malloc(hlen ? hlen : 1);
@@ -481,6 +517,7 @@ static bool npy_open(const Run *r, const char *what, const char *path, const rt_
   char where[1024];
   snprintf(where, sizeof where, "%s: %s", what, path);
   Dict d = {r, where, hdr, hlen, 0};
+  errno = 0;
   bool ok = read_full(f->fd, hdr, hlen) == hlen;
   if (!ok) errorf(r, "%s: cannot read the header: %s", where, errno ? strerror(errno) : "file shrank");
   ok = ok && parse_dict(&d, f);
@@ -510,6 +547,7 @@ static bool npy_open(const Run *r, const char *what, const char *path, const rt_
 /* Reads the payload of an opened file into a new buffer (caller frees). */
 static unsigned char *npy_payload(const Run *r, const char *what, const char *path, Npy *f) {
   unsigned char *raw = malloc(f->payload ? f->payload : 1);
+  errno = 0;
   if (!raw) errorf(r, "%s: out of memory reading %llu bytes of %s", what, (unsigned long long)f->payload, path);
   else if (read_full(f->fd, raw, f->payload) != f->payload) {
     errorf(r, "%s: cannot read %s: %s", what, path, errno ? strerror(errno) : "file shrank while reading");
@@ -527,7 +565,9 @@ static uint64_t le_bits(const unsigned char *p, unsigned size) {
 
 static float half_to_float(uint16_t h) {
   int e = h >> 10 & 31, frac = h & 1023;
-  float v = e == 0 ? ldexpf((float)frac, -24) : e == 31 ? (frac ? NAN : INFINITY) : ldexpf((float)(frac | 1024), e - 25);
+  float v = e == 0    ? ldexpf((float)frac, -24)   /* subnormal */
+            : e == 31 ? (frac ? NAN : INFINITY)
+                      : ldexpf((float)(frac | 1024), e - 25);
   return h >> 15 ? -v : v;
 }
 
@@ -577,11 +617,13 @@ static bool load_input(Run *r, int i, const char *path) {
   unsigned char *raw = NULL;
   bool ok = npy_open(r, what, path, d, &f);
   if (ok && NPY[f.type].is_float != (d->dtype == RT_F32)) {
-    errorf(r, "%s: %s: unsupported dtype for a %s input: expected %s, found '%s'", what, path, dtype_name(d->dtype),
+    errorf(r, "%s: %s: unsupported dtype for %s input: expected %s, found '%s'", what, path,
+           d->dtype == RT_F32 ? "a float32" : "an int64",
            d->dtype == RT_F32 ? FLOAT_DESCRS : INT_DESCRS, f.descr);
     ok = false;
   }
-  ok = ok && (raw = npy_payload(r, what, path, &f)) && (r->in[i] = alloc_aligned(r, (size_t)d->numel, dtype_size(d->dtype), what));
+  ok = ok && (raw = npy_payload(r, what, path, &f)) &&
+       (r->in[i] = alloc_aligned(r, (size_t)d->numel, dtype_size(d->dtype), what));
   if (ok) {
     unsigned size = NPY[f.type].size;
     for (int64_t k = 0; k < d->numel; k++) {
@@ -672,9 +714,13 @@ static bool write_npy(const rt_tensor_desc *d, const void *buf, const char *tmp)
   char hdr[MAX_RANK * 24 + 256];
   int n = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (",
                    d->dtype == RT_F32 ? "<f4" : "<i8");
-  for (int i = 0; i < d->rank; i++) n += snprintf(hdr + n, sizeof hdr - (size_t)n, i ? ", %lld" : "%lld", (long long)d->shape[i]);
+  for (int i = 0; i < d->rank; i++)
+    n += snprintf(hdr + n, sizeof hdr - (size_t)n, i ? ", %lld" : "%lld", (long long)d->shape[i]);
   n += snprintf(hdr + n, sizeof hdr - (size_t)n, "%s), }", d->rank == 1 ? "," : "");
-  if (d->rank > 0) n += snprintf(hdr + n, sizeof hdr - (size_t)n, "%*s", 21 - snprintf(NULL, 0, "%lld", (long long)d->shape[0]), "");
+  if (d->rank > 0) {
+    int digits = snprintf(NULL, 0, "%lld", (long long)d->shape[0]);
+    n += snprintf(hdr + n, sizeof hdr - (size_t)n, "%*s", 21 - digits, "");
+  }
   n += snprintf(hdr + n, sizeof hdr - (size_t)n, "%*s\n", 64 - (10 + n + 1) % 64, "");
   unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(n & 0xff), (unsigned char)(n >> 8)};
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
@@ -692,7 +738,10 @@ static bool write_npy(const rt_tensor_desc *d, const void *buf, const char *tmp)
       memcpy(&bits, (const int64_t *)buf + k, 8);
     }
     for (size_t i = 0; i < size; i++) chunk[used++] = (unsigned char)(bits >> (8 * i));
-    if (used == sizeof chunk || k + 1 == d->numel) ok = write_full(fd, chunk, used), used = 0;
+    if (used == sizeof chunk || k + 1 == d->numel) {
+      ok = write_full(fd, chunk, used);
+      used = 0;
+    }
   }
   int err = errno;
   if (fd >= 0 && close(fd) != 0 && ok) ok = false, err = errno;
@@ -840,12 +889,11 @@ static int run_all(Run *r, int threads) {
     if (r->in_path[i] || zero_fill) continue;
     char s[MAX_RANK * 24];
     shape_str(m->inputs[i].rank, m->inputs[i].shape, s, sizeof s);
-    errorf(r, "missing --input %s=@FILE.npy (%s %s; every input is required)", m->inputs[i].name, s,
-           dtype_name(m->inputs[i].dtype));
+    errorf(r, "missing --input %s=@FILE.npy (%s %s)", m->inputs[i].name, s, dtype_name(m->inputs[i].dtype));
     missing++;
   }
   if (missing) {
-    fprintf(stderr, "%s: note: see %s --help\n", r->prog, r->prog);
+    fprintf(stderr, "%s: note: every input is required (see %s --help)\n", r->prog, r->prog);
     return RC_USAGE;
   }
   /* read every file before running, reporting each problem */
@@ -885,8 +933,12 @@ static void free_run(Run *r) {
   free(r->checks);
 }
 
-/* The generated descriptors are trusted, but a bad one must not overrun a buffer. */
+/* The generated model is trusted, but a bad descriptor must not overrun a buffer. */
 static bool check_descs(const Run *r, const rt_tensor_desc *d, int n) {
+  if (n < 0 || (n && !d)) {
+    errorf(r, "internal error: bad tensor list");
+    return false;
+  }
   for (int i = 0; i < n; i++) {
     int64_t numel = 1;
     bool ok = d[i].name && d[i].rank >= 0 && d[i].rank <= MAX_RANK && (d[i].dtype == RT_F32 || d[i].dtype == RT_I64);
@@ -915,13 +967,17 @@ int rt_main(const rt_model *m, int argc, char **argv) {
   if (!r.in_path || !r.in || !r.out || !r.outs || !r.checks || !r.gold) {
     errorf(&r, "out of memory");
     code = RC_BAD_INPUT;
+  } else if (!m->circc_version || !m->command_line || !m->source_hash || !m->run) {
+    errorf(&r, "internal error: the model lacks its version, command line, hash or run function");
+    code = RC_BAD_INPUT;
   } else if (!check_descs(&r, m->inputs, m->ninputs) || !check_descs(&r, m->outputs, m->noutputs)) {
     code = RC_BAD_INPUT;
   } else if ((code = parse_args(&r, argc, argv)) < 0) {
     int threads = set_threads(r.threads);
     if (r.verbose) fprintf(stderr, "%s: %d thread%s\n", r.prog, threads, threads == 1 ? "" : "s");
     if (r.info) print_info(&r, threads);
-    code = r.info && !r.nouts && !r.nchecks && !r.bench ? RC_OK : run_all(&r, threads);
+    if (r.sample) code = rt_sample(m, (int)r.sample, r.seed);
+    else code = r.info && !r.nouts && !r.nchecks && !r.bench ? RC_OK : run_all(&r, threads);
   }
   free_run(&r);
   fflush(stdout);

@@ -31,11 +31,20 @@ typedef struct rt_model {
    * out[i] receives output i, arena has arena_bytes. Returns NULL on success or
    * a message for bad input (e.g. a token id out of range): rt_main exits 3. */
   const char *(*run)(const void *const *in, void *const *out, void *arena);
+  /* Character vocabulary for --sample (token id i is vocab[i]; "." ends a
+   * name), or NULL when the program was compiled without --vocab. */
+  const char *vocab;
 } rt_model;
 
 /* The program's main: parses argv, loads inputs, runs, writes/checks outputs.
  * Exit codes: 0 ok, 1 --check mismatch, 2 usage, 3 bad input (file, shape, dtype, values). */
 int rt_main(const rt_model *m, int argc, char **argv);
+
+/* rt_sample.c — --sample N --seed S: prints `count` names (one per line) drawn
+ * character by character from a model compiled with --vocab (xoshiro256**
+ * seeded through splitmix64 from `seed`). Returns 0 ok, 2 usage (no vocab,
+ * no context input or distribution output), 3 bad input (run failed). */
+int rt_sample(const rt_model *m, int count, uint64_t seed);
 
 /* Formats an error message for run() to return (a static per-thread buffer). */
 const char *rt_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

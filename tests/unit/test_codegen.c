@@ -1,0 +1,1127 @@
+/* test_codegen.c — differential tests of the whole compiler (design.md §6):
+ * a circuit is compiled exactly like `circc` does (resolve → simplify → plan →
+ * lower → memplan → build), the program runs on random inputs with --threads 1
+ * and --threads 2, the two runs must be bytewise identical, and every output
+ * must match the reference evaluator (double precision) within
+ * |got-want| <= 1e-4|want| + 1e-4 max|want| + 1e-6. Cases: the evaluable
+ * examples of rust_circuit_format.md §9, the GPT-2 block in module form,
+ * focused circuits per node kind, a large case that crosses the OpenMP
+ * threshold, and 250 seeded random circuits (randcirc.c) in 10 programs.
+ * Each check runs in a forked child, so a crash or ICE becomes a report. */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "circc.h"
+#include "kernel.h"
+#include "randcirc.h"
+#include "testutil.h"
+
+#include "randcirc.c" /* the CMake glob builds test_*.c + testutil.c only */
+
+extern char **environ;
+
+/* ------------------------------------------------------------------ options */
+
+typedef struct Fixed { const char *name, *path; } Fixed;  /* an input read from a .npy file */
+/* Values of input `name`: uniform in [lo, hi), integral if `integral` (float inputs too). */
+typedef struct Range { const char *name; double lo, hi; bool integral; } Range;
+
+typedef struct Opts {
+  const char *text;          /* circuit text, or */
+  const char *file;          /* a file under tests/data */
+  const char *only[8];       /* compile only these top-level circuits (like circc --output) */
+  SizeDefine defines[4];     /* -D */
+  bool random_tensors;       /* --random-tensors */
+  bool allow_unused;         /* --allow-unused-inputs */
+  const char *tensor_dir;    /* --tensors */
+  Fixed fixed[4];
+  Range range[4];
+  bool negative_ids;         /* index inputs also take negative values (Python-style wrap) */
+  const char *opt;           /* C optimisation level; default -O1 to keep compile time low */
+  bool native;               /* -march=native */
+  uint64_t seed;             /* random tensors and inputs */
+} Opts;
+
+typedef enum Status { ST_OK, ST_MISMATCH, ST_ERROR, ST_CRASH } Status;
+
+typedef struct Report {
+  Status status;
+  char *msg;                 /* what went wrong (malloc'd) */
+  char **bad;                /* names of the outputs that differ */
+  int nbad;
+} Report;
+
+/* ------------------------------------------------------------------ helpers */
+
+static uint64_t rng_next(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static double rng_uniform(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1p-53; }
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) { return remove(path); }
+
+static void remove_tree(const char *dir) { nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* a followed by b (malloc'd) */
+static char *concat(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  char *r = malloc(la + lb + 1);
+  memcpy(r, a, la);
+  memcpy(r + la, b, lb + 1);
+  return r;
+}
+
+static char *read_text(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&buf, &len);
+  int ch;
+  while ((ch = fgetc(f)) != EOF) fputc(ch, m);
+  fclose(m);
+  fclose(f);
+  return buf;
+}
+
+/* Size of the axis that gen_index / explicit_index node g indexes (§4.10). */
+static int64_t indexed_len(const Node *g) {
+  const GenFnSpec *s = &g->u.gf;
+  const Shape *x = &g->child[0]->shape, *ix = &g->child[1]->shape;
+  int axis;
+  if (s->fn == GF_EXPLICIT_INDEX) axis = x->rank - s->non_b + (s->dim < 0 ? s->dim + s->non_b : s->dim);
+  else if (s->batch_x && s->batch_index) axis = ix->rank + (s->dim < 0 ? s->dim + x->rank - ix->rank : s->dim);
+  else axis = s->dim < 0 ? s->dim + x->rank : s->dim;
+  return x->dim[axis];
+}
+
+/* A node whose values are a subset of its (first) child's: views and casts. */
+static bool passes_values(const Node *n) {
+  switch (n->kind) {
+  case NK_Tag: case NK_SetSymbolicShape: case NK_Rearrange: return true;
+  case NK_Index:
+    for (int a = 0; a < n->u.index.n; a++)
+      if (n->u.index.e[a].kind == IDX_TENSOR) return false;
+    return true;
+  case NK_GeneralFunction: return n->u.gf.fn == GF_CAST;
+  default: return false;
+  }
+}
+
+/* The smallest axis any index-valued GeneralFunction indexes with values of
+ * symbol `sym` (directly or through views); *len stays unchanged if none. */
+static void find_index_len(const Node *n, const Node *sym, bool *seen, int64_t *len) {
+  if (seen[n->id]) return;
+  seen[n->id] = true;
+  if (n->kind == NK_GeneralFunction && (n->u.gf.fn == GF_GEN_INDEX || n->u.gf.fn == GF_EXPLICIT_INDEX)) {
+    const Node *i = n->child[1];
+    while (i != sym && passes_values(i)) i = i->child[0];
+    if (i == sym) {
+      int64_t l = indexed_len(n);
+      if (*len < 0 || l < *len) *len = l;
+    }
+  }
+  for (int k = 0; k < n->nchild; k++) find_index_len(n->child[k], sym, seen, len);
+}
+
+static void shape_coords(const Shape *s, int64_t flat, char *buf, size_t cap) {
+  int64_t idx[MAX_RANK];
+  for (int d = s->rank - 1; d >= 0; d--) {
+    idx[d] = s->dim[d] ? flat % s->dim[d] : 0;
+    flat = s->dim[d] ? flat / s->dim[d] : 0;
+  }
+  size_t len = (size_t)snprintf(buf, cap, "[");
+  for (int d = 0; d < s->rank && len < cap; d++)
+    len += (size_t)snprintf(buf + len, cap - len, "%s%lld", d ? "," : "", (long long)idx[d]);
+  if (len < cap) snprintf(buf + len, cap - len, "]");
+}
+
+/* Runs argv with stdout and stderr appended to `log`; the exit status or -1. */
+static int run_program(char *const *argv, const char *log) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  pid_t pid;
+  int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) return -1;
+  int status;
+  if (waitpid(pid, &status, 0) < 0) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+/* ------------------------------------------------------------------ the check (child process) */
+
+typedef struct Child {
+  Comp *c;
+  FILE *rep;
+  char dir[64];
+} Child;
+
+static int child_fail(Child *ch, const char *stage) {
+  fprintf(ch->rep, "%s failed:\n%s", stage, tu_diags(ch->c));
+  return ST_ERROR;
+}
+
+/* Compares one output of both runs with the evaluator; true if it matches. */
+static bool compare_output(Child *ch, const char *name, const Node *root, const Tensor *want, const Tensor *t1,
+                           const Tensor *t2) {
+  FILE *rep = ch->rep;
+  if (!t1 || !t2) {
+    fprintf(rep, "output '%s': the program wrote no readable .npy\n%s@bad %s\n", name, tu_diags(ch->c), name);
+    return false;
+  }
+  if (!shape_eq(&t1->shape, &root->shape) || !shape_eq(&t2->shape, &root->shape)) {
+    fprintf(rep, "output '%s': shape %s, expected %s\n@bad %s\n", name, shape_str(ch->c, &t1->shape),
+            shape_str(ch->c, &root->shape), name);
+    return false;
+  }
+  bool ok = true;
+  int64_t n = shape_numel(&root->shape);
+  if (t1->dtype != t2->dtype || t1->nbytes != t2->nbytes || memcmp(t1->data, t2->data, t1->nbytes) != 0) {
+    int64_t at = 0;
+    while (at < n && tensor_get_f64(t1, at) == tensor_get_f64(t2, at)) at++;
+    char co[128];
+    shape_coords(&root->shape, at < n ? at : 0, co, sizeof co);
+    fprintf(rep, "output '%s': --threads 1 and --threads 2 differ, first at %s: %.9g vs %.9g\n", name, co,
+            at < n ? tensor_get_f64(t1, at) : 0.0, at < n ? tensor_get_f64(t2, at) : 0.0);
+    ok = false;
+  }
+  double maxw = 0, worst_ratio = -1, max_err = 0;
+  int64_t worst = -1, nbad = 0;
+  for (int64_t i = 0; i < n; i++)
+    if (isfinite(tensor_get_f64(want, i))) maxw = fmax(maxw, fabs(tensor_get_f64(want, i)));
+  for (int64_t i = 0; i < n; i++) {
+    double g = tensor_get_f64(t1, i), w = tensor_get_f64(want, i);
+    double tol = 1e-4 * fabs(w) + 1e-4 * maxw + 1e-6, err = fabs(g - w);
+    bool same = (isnan(g) && isnan(w)) || g == w;
+    if (!same && !isnan(err) && err > max_err) max_err = err;
+    if (same || err <= tol) continue;
+    nbad++;
+    double ratio = isnan(err) ? INFINITY : err / tol;
+    if (ratio > worst_ratio) worst_ratio = ratio, worst = i;
+  }
+  if (nbad) {
+    char co[128];
+    shape_coords(&root->shape, worst, co, sizeof co);
+    double g = tensor_get_f64(t1, worst), w = tensor_get_f64(want, worst);
+    fprintf(rep,
+            "output '%s' %s: %lld of %lld elements differ from eval; worst at %s: got %.9g, want %.9g "
+            "(|diff| %.3g, tol %.3g); max|want| %.6g, max abs err %.3g\n",
+            name, shape_str(ch->c, &root->shape), (long long)nbad, (long long)n, co, g, w, fabs(g - w),
+            1e-4 * fabs(w) + 1e-4 * maxw + 1e-6, maxw, max_err);
+    ok = false;
+  }
+  if (!ok) fprintf(rep, "@bad %s\n", name);
+  return ok;
+}
+
+static int diff_child(const Opts *o, FILE *rep) {
+  Child chv = {.c = tu_comp(), .rep = rep};
+  Child *ch = &chv;
+  Comp *c = ch->c;
+  c->rng_state = o->seed ? o->seed : 24301;
+  c->tensors_as_random = o->random_tensors;
+  c->check_all_inputs_used = !o->allow_unused;
+  if (o->tensor_dir) c->tensor_dir = o->tensor_dir;
+  c->defines = (SizeDefine *)o->defines;
+  while (c->ndefines < 4 && o->defines[c->ndefines].name) c->ndefines++;
+
+  /* the pipeline of main.c, stage by stage */
+  NodeList tops = {0}, chosen = {0};
+  bool ok = o->file ? parse_file(c, tu_data(o->file), &tops)
+                    : parse_text(c, "test.circ", o->text, strlen(o->text), &tops);
+  if (!ok) return child_fail(ch, "parse");
+  for (int i = 0; i < tops.n; i++) {
+    bool want = !o->only[0];
+    for (int j = 0; j < 8 && o->only[j]; j++) want |= tops.node[i]->name && !strcmp(tops.node[i]->name, o->only[j]);
+    if (want) nodelist_push(c, &chosen, tops.node[i]);
+  }
+  Program p;
+  if (!resolve_program(c, &chosen, &p)) return child_fail(ch, "resolve");
+  int nout = p.outputs.n;
+  Node **orig = calloc((size_t)nout + 1, sizeof *orig); /* the evaluator sees the unsimplified circuit */
+  memcpy(orig, p.outputs.node, sizeof *orig * (size_t)nout);
+  SimplifyStats stats = {0};
+  Kernels k;
+  if (!simplify_run(c, p.outputs.node, p.outputs.n, &stats)) return child_fail(ch, "simplify");
+  if (!plan_einsums(c, p.outputs.node, p.outputs.n, NULL)) return child_fail(ch, "plan_einsums");
+  if (!lower_program(c, &p, &k)) return child_fail(ch, "lower");
+  memplan_assign(c, &k);
+  snprintf(ch->dir, sizeof ch->dir, "/tmp/circc-cg-XXXXXX");
+  if (!mkdtemp(ch->dir)) return fprintf(rep, "mkdtemp failed\n"), ST_ERROR;
+  char *prog = arena_printf(&c->arena, "%s/prog", ch->dir);
+  EmitOptions eo = {.name = "prog", .command_line = "test_codegen", .source_hash = ""};
+  BuildOptions bo = {.output = prog, .opt = o->opt ? o->opt : "-O1", .native = o->native};
+  if (!build_program(c, &k, &eo, &bo)) {
+    int code = child_fail(ch, "build");
+    remove_tree(ch->dir);
+    return code;
+  }
+
+  /* inputs: random values of each input's dtype (valid ids for index inputs), or files */
+  uint64_t rs = (o->seed ? o->seed : 24301) ^ 0xc0dec0de;
+  Eval *e = eval_new(c);
+  char **args = calloc((size_t)(2 * (k.ninputs + nout) + 8), sizeof *args);
+  int na = 0;
+  args[na++] = prog;
+  args[na++] = "--threads";
+  int threads_arg = na++;
+  bool *seen = calloc((size_t)c->next_node_id + 1, 1);
+  for (int i = 0; i < k.ninputs; i++) {
+    const Node *sym = k.input[i]->node;
+    const char *name = k.input_name[i], *path = NULL;
+    Tensor *t = NULL;
+    for (int j = 0; j < 4 && o->fixed[j].name; j++)
+      if (!strcmp(o->fixed[j].name, name)) path = tu_data(o->fixed[j].path);
+    if (path) {
+      if (!(t = npy_load(c, path, NO_LOC))) return child_fail(ch, "loading a fixed input");
+    } else {
+      const Range *r = NULL;
+      for (int j = 0; j < 4 && o->range[j].name; j++)
+        if (!strcmp(o->range[j].name, name)) r = &o->range[j];
+      double lo = -RANDCIRC_INPUT_BOUND, hi = RANDCIRC_INPUT_BOUND;
+      bool integral = k.input[i]->dtype == DT_I64;
+      if (r) lo = r->lo, hi = r->hi, integral |= r->integral;
+      else if (integral) {
+        int64_t len = -1;
+        memset(seen, 0, (size_t)c->next_node_id + 1);
+        for (int j = 0; j < nout; j++) find_index_len(orig[j], sym, seen, &len);
+        if (len < 0) len = 1;
+        lo = o->negative_ids ? (double)-len : 0, hi = (double)len;
+      }
+      t = tensor_new(c, k.input[i]->dtype == DT_I64 ? DT_I64 : DT_F32, &sym->shape);
+      int64_t n = shape_numel(&sym->shape);
+      for (int64_t j = 0; j < n; j++) {
+        double v = lo + (hi - lo) * rng_uniform(&rs);
+        tensor_set_f64(t, j, integral ? floor(v) : v);
+      }
+      path = arena_printf(&c->arena, "%s/in%d.npy", ch->dir, i);
+      if (!npy_save(c, t, path)) return child_fail(ch, "writing an input");
+    }
+    eval_bind(e, sym, t);
+    args[na++] = "--input";
+    args[na++] = arena_printf(&c->arena, "%s=@%s", name, path);
+  }
+  free(seen);
+  Tensor **want = calloc((size_t)nout + 1, sizeof *want);
+  for (int j = 0; j < nout; j++)
+    if (!(want[j] = eval_node(e, orig[j]))) return child_fail(ch, "eval");
+  int first_out = na;
+  for (int j = 0; j < nout; j++) args[na++] = "--output", args[na++] = NULL;
+
+  /* run with 1 and 2 threads */
+  Tensor **got[2];
+  const char *log = arena_printf(&c->arena, "%s/run.log", ch->dir);
+  for (int r = 0; r < 2; r++) {
+    args[threads_arg] = r ? "2" : "1";
+    for (int j = 0; j < nout; j++)
+      args[first_out + 2 * j + 1] = arena_printf(&c->arena, "%s=@%s/out%d_%d.npy", k.output_name[j], ch->dir, r, j);
+    int code = run_program(args, log);
+    if (code != 0) {
+      char *text = read_text(log);
+      fprintf(rep, "the program (--threads %d) exited with status %d:\n%s\n", r + 1, code, text ? text : "");
+      free(text);
+      remove_tree(ch->dir);
+      return ST_ERROR;
+    }
+    got[r] = calloc((size_t)nout + 1, sizeof *got[r]);
+    for (int j = 0; j < nout; j++)
+      got[r][j] = npy_load(c, arena_printf(&c->arena, "%s/out%d_%d.npy", ch->dir, r, j), NO_LOC);
+  }
+  int bad = 0;
+  for (int j = 0; j < nout; j++) bad += !compare_output(ch, k.output_name[j], orig[j], want[j], got[0][j], got[1][j]);
+  if (getenv("CIRCC_KEEP_TEMPS")) fprintf(rep, "(files kept in %s)\n", ch->dir);
+  else remove_tree(ch->dir);
+  eval_free(e);
+  return bad ? ST_MISMATCH : ST_OK;
+}
+
+/* Runs the check in a child process and collects its report. */
+static Report diff_check(const Opts *o) {
+  Report r = {0};
+  int fds[2];
+  cr_assert(pipe(fds) == 0);
+  fflush(stdout), fflush(stderr);
+  pid_t pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    dup2(fds[1], 2); /* an ICE's message goes into the report too */
+    FILE *rep = fdopen(fds[1], "w");
+    setvbuf(rep, NULL, _IONBF, 0);
+    int code = diff_child(o, rep);
+    fflush(rep);
+    _exit(code);
+  }
+  close(fds[1]);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&buf, &len);
+  char chunk[4096];
+  ssize_t got;
+  while ((got = read(fds[0], chunk, sizeof chunk)) > 0) fwrite(chunk, 1, (size_t)got, m);
+  close(fds[0]);
+  int status;
+  waitpid(pid, &status, 0);
+  if (WIFEXITED(status) && WEXITSTATUS(status) <= ST_ERROR) r.status = (Status)WEXITSTATUS(status);
+  else {
+    r.status = ST_CRASH;
+    if (WIFSIGNALED(status)) fprintf(m, "(the check crashed with signal %d)\n", WTERMSIG(status));
+    else fprintf(m, "(the check exited with status %d)\n", WEXITSTATUS(status));
+  }
+  fclose(m);
+  r.msg = buf;
+  for (char *line = buf; line && *line;) {
+    char *end = strchr(line, '\n');
+    if (!strncmp(line, "@bad ", 5)) {
+      r.bad = realloc(r.bad, sizeof *r.bad * (size_t)(r.nbad + 1));
+      r.bad[r.nbad++] = strndup(line + 5, end ? (size_t)(end - line - 5) : strlen(line + 5));
+    }
+    line = end ? end + 1 : NULL;
+  }
+  return r;
+}
+
+static void report_free(Report *r) {
+  for (int i = 0; i < r->nbad; i++) free(r->bad[i]);
+  free(r->bad);
+  free(r->msg);
+}
+
+static void expect_match(const Opts *o) {
+  Report r = diff_check(o);
+  Status st = r.status;
+  if (st != ST_OK) cr_log_error("%s", r.msg);
+  cr_assert_eq(st, ST_OK, "compiled program differs from eval (status %d):\n%s", st, r.msg);
+  report_free(&r);
+}
+
+#define DIFF(...) expect_match(&(Opts){__VA_ARGS__})
+
+/* ------------------------------------------------------------------ §9 examples */
+
+Test(codegen, spec_e1_sharing_scatter_concat) { DIFF(.file = "circ/e1_sharing.circ"); }
+
+/* E2 with a store made here: an int8 Array added to itself, and a tensor index
+ * (the printed form `t<10 hex> [6]`) into a Scalar and into an input. */
+Test(codegen, spec_e2_array_hash_and_tensor_index) {
+  char store[] = "/tmp/circc-cg-store-XXXXXX";
+  cr_assert(mkdtemp(store));
+  Comp *c = tu_comp();
+  c->tensor_dir = store;
+  Shape s5 = {1, {5}}, s6 = {1, {6}}, s4 = {1, {4}};
+  Tensor *i8 = tensor_new(c, DT_I8, &s5), *ix = tensor_new(c, DT_I64, &s6), *iy = tensor_new(c, DT_I64, &s4);
+  const double v8[] = {1, -2, 3, 100, -128}, vx[] = {0, 9, 3, 3, -1, 5}, vy[] = {2, 0, -3, 1};
+  for (int i = 0; i < 5; i++) tensor_set_f64(i8, i, v8[i]);
+  for (int i = 0; i < 6; i++) tensor_set_f64(ix, i, vx[i]);
+  for (int i = 0; i < 4; i++) tensor_set_f64(iy, i, vy[i]);
+  const char *h8 = store_write(c, i8), *hx = store_write(c, ix), *hy = store_write(c, iy);
+  cr_assert(h8 && hx && hy, "%s", tu_diags(c));
+  char text[2048];
+  snprintf(text, sizeof text,
+           "0 Add # int8\n"
+           "  1 [5] Array %.24s # int8\n"
+           "  1 Array # int8\n"
+           "2 [6] Index [t%.10s [6],0]\n"
+           "  3 [10,10] Scalar 1\n"
+           "'outer' [6,3,4] Index [t%.10s [6],:,t%.10s [4]]\n"
+           "  'x' [10,3,5] Symbol\n"
+           "'one_axis' [2,4] Index [1:3,t%.10s [4]]\n"
+           "  'y' [5,6] Symbol\n"
+           "'of_view' [4,5] Index [t%.10s [4]]\n"
+           "  'yt' Rearrange a b -> b a\n"
+           "    'y'\n",
+           h8, hx, hx, hy, hy, hy);
+  DIFF(.text = text, .tensor_dir = store);
+  tu_free(c);
+  remove_tree(store);
+}
+
+Test(codegen, spec_e3_cumulant_of_scalar_and_tag) {
+  DIFF(.text = "0 Cumulant\n"
+               "  1 [2, 3, 3] Scalar 1.0\n"
+               "  3 Tag 1a280c74-fa9f-4dd9-94f4-5cca4a0cf243\n"
+               "    2 [3, 3, 3] Scalar 1.2\n"
+               "'one' Cumulant\n"
+               "  3\n");
+}
+
+Test(codegen, spec_e4_nested_modules) { DIFF(.file = "circ/e4_modules.circ", .random_tensors = true); }
+Test(codegen, spec_e5_lexical_scoping) { DIFF(.file = "circ/e5_scoping.circ"); }
+Test(codegen, spec_e6_unused_module_input) { DIFF(.file = "circ/e6_inline_symbol.circ", .allow_unused = true); }
+Test(codegen, spec_e7_every_node_info_format) { DIFF(.file = "circ/e7_formats.circ", .random_tensors = true); }
+
+Test(codegen, spec_e8_layernorm_bound_by_define) {
+  DIFF(.file = "circ/e8_layernorm.circ", .defines = {{"HIDDEN", 7}});
+}
+
+/* E8 bound by a module call that batches it over [3,4] */
+Test(codegen, spec_e8_layernorm_bound_by_module) {
+  char *text = read_text(tu_data("circ/e8_layernorm.circ"));
+  cr_assert(text);
+  char *full = concat(text,
+                      "\n'ln_call' Module\n"
+                      "  'ln'\n"
+                      "  'xs' [3,4,6] Symbol ! 'ln.input'\n"
+                      "  'scale' [6] Array rand ! 'ln.w.scale'\n"
+                      "  'bias' [6] Symbol ! 'ln.w.bias'\n");
+  DIFF(.text = full, .only = {"ln_call"});
+  free(full);
+  free(text);
+}
+
+Test(codegen, spec_e9_log_likelihood) {
+  DIFF(.file = "circ/e9_loglik.circ", .defines = {{"LOG_LIKELYHOOD_CLASSES", 11}});
+}
+
+/* E9 batched by a module: log-probs [3,4,7], labels [3,4] */
+Test(codegen, spec_e9_log_likelihood_batched) {
+  char *text = read_text(tu_data("circ/e9_loglik.circ"));
+  cr_assert(text);
+  char *full = concat(text,
+                      "\n'nll_b' Module\n"
+                      "  'nll'\n"
+                      "  'logits' [3,4,7] Symbol ! 'll.input'\n"
+                      "  'labels' [3,4] Symbol ! 'll.label'\n");
+  DIFF(.text = full, .only = {"nll_b"}, .range = {{"labels", 0, 7, true}});
+  free(full);
+  free(text);
+}
+
+Test(codegen, spec_e10_rearrange_corner_cases) { DIFF(.file = "circ/e10_rearrange.circ"); }
+
+Test(codegen, gpt2_block_module) {
+  DIFF(.file = "circ/gpt2_block_module.circ", .only = {"b0"}, .fixed = {{"t.mask", "circ/causal_mask5.npy"}});
+}
+
+/* ------------------------------------------------------------------ focused: Einsum */
+
+Test(codegen, einsum_matmul_batched_transpose) {
+  DIFF(.text = "'mm' Einsum ij,jk->ik\n"
+               "  'x' [5,7] Symbol\n"
+               "  'y' [7,3] Symbol\n"
+               "'bmm' Einsum bij,bjk->bik\n"
+               "  'p' [2,3,4] Symbol\n"
+               "  'q' [2,4,5] Symbol\n"
+               "'tr' Einsum abc->cab\n"
+               "  'p'\n"
+               "'outer' Einsum a,b->ab\n"
+               "  'v' [4] Symbol\n"
+               "  'w' [6] Symbol\n"
+               "'mv' Einsum ij,j->i\n"
+               "  'x'\n"
+               "  'u' [7] Symbol\n"
+               "'mmT' Einsum ij,kj->ki\n"
+               "  'x'\n"
+               "  'z' [3,7] Symbol\n"
+               "'sum_all' Einsum bij->\n"
+               "  'p'\n"
+               "'sum_mid' Einsum bij->bj\n"
+               "  'p'\n"
+               "'batch_outer' Einsum bi,bj->bji\n"
+               "  'x'\n"
+               "  'x'\n"
+               "'mm_of_views' Einsum ij,jk->ki\n"
+               "  'xs' Index [1:4, 2:]\n"
+               "    'x'\n"
+               "  'yt' Rearrange a b -> b a\n"
+               "    'z2' [3,5] Symbol\n");
+}
+
+Test(codegen, einsum_diagonals_and_traces) {
+  DIFF(.text = "'trace' Einsum aa->\n"
+               "  'sq' [4,4] Symbol\n"
+               "'diag' Einsum aa->a\n"
+               "  'sq'\n"
+               "'diag_inner' Einsum abca->bc\n"
+               "  'd4' [3,2,5,3] Symbol\n"
+               "'diag_prod' Einsum ab,bb->ab\n"
+               "  'x2' [3,4] Symbol\n"
+               "  'sq'\n"
+               "'diag3' Einsum aab->ba\n"
+               "  't3' [3,3,2] Symbol\n"
+               "'outdiag' Einsum a->aa\n"
+               "  'v' [4] Symbol\n"
+               "'outdiag2' Einsum ab,bc->aa\n"
+               "  'sq'\n"
+               "  'r' [4,2] Symbol\n"
+               "'outdiag3' Einsum ab->aba\n"
+               "  'x2'\n"
+               "'diag_to_diag' Einsum aa->aa\n"
+               "  'sq'\n");
+}
+
+Test(codegen, einsum_rank0_operands) {
+  DIFF(.text = "'scaled' Einsum h,->h\n"
+               "  'v' [5] Symbol\n"
+               "  's' [] Symbol\n"
+               "'dot' Einsum h,h->\n"
+               "  'v'\n"
+               "  'v'\n"
+               "'ss' Einsum ,->\n"
+               "  's'\n"
+               "  'c2' [] Scalar 2.5\n"
+               "'empty' Einsum ->\n"
+               "'one_rank0' Einsum ->\n"
+               "  's'\n"
+               "'sum' Einsum h->\n"
+               "  'v'\n"
+               "'const' Einsum h,->h\n"
+               "  'cv' [5] Scalar 3\n"
+               "  'c2'\n"
+               "'outer_scalar' Einsum ,h->h\n"
+               "  's'\n"
+               "  'v'\n");
+}
+
+Test(codegen, einsum_attention_and_4_operands) {
+  DIFF(.text = "'scores' Einsum qc,kc,,qk->qk\n"
+               "  'q' [5,4] Symbol\n"
+               "  'k' [6,4] Symbol\n"
+               "  'scale' [] Scalar 0.5\n"
+               "  'mask' [5,6] Symbol\n"
+               "'attn' Einsum qk,kv->qv\n"
+               "  'probs' GeneralFunction softmax\n"
+               "    'scores'\n"
+               "  'v' [6,3] Symbol\n"
+               "'heads' Einsum hqc,hkc,,qk->hqk\n"
+               "  'hq' [2,5,4] Symbol\n"
+               "  'hk' [2,6,4] Symbol\n"
+               "  'scale'\n"
+               "  'mask'\n"
+               "'ring' Einsum ab,bc,cd,da->\n"
+               "  'A' [3,4] Symbol\n"
+               "  'B' [4,2] Symbol\n"
+               "  'C' [2,5] Symbol\n"
+               "  'D' [5,3] Symbol\n"
+               "'chain' Einsum ab,bc,cd,de->ea\n"
+               "  'A'\n"
+               "  'B'\n"
+               "  'C'\n"
+               "  'E' [5,6] Symbol\n"
+               "'bilinear' Einsum h,h,oh->o\n"
+               "  'h1' [4] Symbol\n"
+               "  'h2' [4] Symbol\n"
+               "  'W' [3,4] Symbol\n");
+}
+
+/* ------------------------------------------------------------------ focused: Add, Rearrange, Index, Scatter, Concat */
+
+Test(codegen, add_broadcasting) {
+  DIFF(.text = "'b1' Add\n"
+               "  'x' [3,1,5] Symbol\n"
+               "  'y' [4,1] Symbol\n"
+               "  's' [] Symbol\n"
+               "  'z' [5] Symbol\n"
+               "'b2' Add\n"
+               "  'x'\n"
+               "  'half' [1,1,1] Scalar 0.5\n"
+               "'b3' Add\n"
+               "'b4' Add\n"
+               "  'y'\n"
+               "'b5' Add\n"
+               "  'x'\n"
+               "  'x'\n"
+               "'b6' Add\n"
+               "  'y'\n"
+               "  'yt' Einsum ab->ba\n"
+               "    'y'\n"
+               "'b7' Add\n"
+               "  'xv' Rearrange a b c -> c a b\n"
+               "    'x'\n"
+               "  'col' [5,1,1] Scalar -2\n");
+}
+
+Test(codegen, rearrange_views) {
+  DIFF(.text = "'perm' Rearrange a b c -> c a b\n"
+               "  'x' [2,3,4] Symbol\n"
+               "'split' Rearrange (a:2 b) c -> a b c\n"
+               "  'x2' [6,5] Symbol\n"
+               "'merge' Rearrange a b c -> (a b) c\n"
+               "  'x'\n"
+               "'merge_all' Rearrange a b c -> (a b c)\n"
+               "  'x'\n"
+               "'unit' Rearrange a b -> a () b\n"
+               "  'x2'\n"
+               "'drop_unit' Rearrange a () b -> a b\n"
+               "  'x3' [2,1,3] Symbol\n"
+               "'perm_then_use' Einsum ab,bc->ac\n"
+               "  'xt' Rearrange a b -> b a\n"
+               "    'x2'\n"
+               "  'w' [6,2] Symbol\n"
+               "'split_last' Rearrange a (b c:2) -> a b c\n"
+               "  'x4' [3,8] Symbol\n");
+}
+
+Test(codegen, rearrange_copies_and_repeats) {
+  DIFF(.text = "'nc_merge' Rearrange a b c -> (c a) b\n"
+               "  'x' [2,3,4] Symbol\n"
+               "'nc_merge2' Rearrange a b c -> b (c a)\n"
+               "  'x'\n"
+               "'repeat' Rearrange a b -> a 3 b\n"
+               "  'y' [2,5] Symbol\n"
+               "'repeat_in' Rearrange a -> (a 2)\n"
+               "  'v' [3] Symbol\n"
+               "'repeat_front' Rearrange a -> (2 a)\n"
+               "  'v'\n"
+               "'e10_like' Rearrange () a -> 4 (a 2)\n"
+               "  'u' [1,2] Symbol\n"
+               "'split_perm' Rearrange (a:2 b) c -> c b a\n"
+               "  'x2' [6,5] Symbol\n"
+               "'split_merge' Rearrange (a:3 b) c -> (b c) a\n"
+               "  'x2'\n"
+               "'repeat_then_sum' Einsum abc->b\n"
+               "  'rep' Rearrange a b -> a b 4\n"
+               "    'y'\n"
+               "'softmax_of_copy' GeneralFunction softmax\n"
+               "  'nc_merge'\n"
+               "'merge_of_slice' Rearrange a b -> (a b)\n"
+               "  'sl' Index [:, 1:4]\n"
+               "    'y'\n"
+               "'view_of_view' Rearrange a b c -> (b a) c\n"
+               "  'pv' Rearrange a b c -> c b a\n"
+               "    'x'\n");
+}
+
+Test(codegen, index_slices_ints_negative) {
+  DIFF(.text = "'sl' Index [1:3, :, -2:]\n"
+               "  'x' [4,3,5] Symbol\n"
+               "'ints' Index [0, 2]\n"
+               "  'x'\n"
+               "'neg' Index [-1, -3:-1, 1]\n"
+               "  'x'\n"
+               "'omitted' Index [2:]\n"
+               "  'x'\n"
+               "'nested' Index [1]\n"
+               "  'inner' Index [:, 1:]\n"
+               "    'x'\n"
+               "'unit' Index [0:1, 0:1]\n"
+               "  'x'\n"
+               "'idx_einsum' Einsum ab,b->a\n"
+               "  'sl2' Index [:, 1:4]\n"
+               "    'y' [3,6] Symbol\n"
+               "  'w' [3] Symbol\n"
+               "'scalar_pick' Index [1, 2, 3]\n"
+               "  'x'\n"
+               "'of_transpose' Index [1:3, -1]\n"
+               "  'yt' Rearrange a b -> b a\n"
+               "    'y'\n"
+               "'of_computed' Index [:, 0]\n"
+               "  'th' GeneralFunction tanh\n"
+               "    'y'\n");
+}
+
+Test(codegen, scatter) {
+  DIFF(.text = "'sc' [5,6] Scatter [1:3,2:5]\n"
+               "  'x' [2,3] Symbol\n"
+               "'sc2' [4,3] Scatter [1:3,0:3]\n"
+               "  'sm' GeneralFunction tanh\n"
+               "    'y' [2,3] Symbol\n"
+               "'sc_full' [2,3] Scatter [0:2,0:3]\n"
+               "  'x'\n"
+               "'sc_add' Add\n"
+               "  'sc'\n"
+               "  'z' [5,6] Symbol\n"
+               "'sc_view' [3,4,2] Scatter [0:3,1:3,0:2]\n"
+               "  'pv' Rearrange a b c -> c b a\n"
+               "    'p' [2,2,3] Symbol\n");
+}
+
+Test(codegen, concat) {
+  DIFF(.text = "'c0' Concat 0\n"
+               "  'x' [2,3] Symbol\n"
+               "  'y' [4,3] Symbol\n"
+               "'c1' Concat -1\n"
+               "  'x'\n"
+               "  'z' [2,1] Symbol\n"
+               "  'x'\n"
+               "'cmid' Concat 1\n"
+               "  'p' [2,3,4] Symbol\n"
+               "  'q' [2,2,4] Symbol\n"
+               "'cview' Concat 0\n"
+               "  'xt' Rearrange a b -> b a\n"
+               "    'x'\n"
+               "  'w' [1,2] Symbol\n"
+               "'cconst' Concat 0\n"
+               "  'x'\n"
+               "  'k' [1,3] Scalar 7\n"
+               "'cfused' Concat 1\n"
+               "  'e1' GeneralFunction exp\n"
+               "    'x'\n"
+               "  'e2' Add\n"
+               "    'x'\n"
+               "    'z'\n"
+               "'cone' Concat 0\n"
+               "  'x'\n");
+}
+
+/* ------------------------------------------------------------------ focused: GeneralFunctions */
+
+Test(codegen, elementwise_every_function) {
+  DIFF(.text = "'f.sin' GeneralFunction sin\n"
+               "  'x' [3,4] Symbol\n"
+               "'f.cos' GeneralFunction cos\n"
+               "  'x'\n"
+               "'f.sigmoid' GeneralFunction sigmoid\n"
+               "  'x'\n"
+               "'f.tanh' GeneralFunction tanh\n"
+               "  'x'\n"
+               "'f.gelu' GeneralFunction gelu\n"
+               "  'x'\n"
+               "'f.gelu_new' GeneralFunction gelu_new\n"
+               "  'x'\n"
+               "'f.relu' GeneralFunction relu\n"
+               "  'x'\n"
+               "'f.step' GeneralFunction step\n"
+               "  'x'\n"
+               "'f.abs' GeneralFunction abs\n"
+               "  'x'\n"
+               "'f.exp' GeneralFunction exp\n"
+               "  'x'\n"
+               "'f.gaussian_pdf' GeneralFunction gaussian_pdf\n"
+               "  'x'\n"
+               "'f.gaussian_cdf' GeneralFunction gaussian_cdf\n"
+               "  'x'\n"
+               "'f.log_exp_p_1' GeneralFunction log_exp_p_1\n"
+               "  'x'\n"
+               "'f.log_exp_p_1_big' GeneralFunction log_exp_p_1\n"
+               "  'big' Einsum ab,->ab\n"
+               "    'x'\n"
+               "    'thirty' [] Scalar 30\n"
+               "'f.rsqrt' GeneralFunction rsqrt\n"
+               "  'pos' Add\n"
+               "    'f.abs'\n"
+               "    'half' [] Scalar 0.5\n"
+               "'f.reciprocal' GeneralFunction reciprocal\n"
+               "  'pos'\n"
+               "'f.log' GeneralFunction log\n"
+               "  'pos'\n"
+               "'f.logit' GeneralFunction logit\n"
+               "  'f.sigmoid'\n"
+               "'f.chain' GeneralFunction gelu_new\n"
+               "  'f.chain2' GeneralFunction sin\n"
+               "    'f.chain3' GeneralFunction sigmoid\n"
+               "      'xt' Rearrange a b -> b a\n"
+               "        'x'\n"
+               "'f.const' GeneralFunction exp\n"
+               "  'c' [2] Scalar 0.5\n");
+}
+
+Test(codegen, row_functions_on_strided_inputs) {
+  DIFF(.text = "'sm' GeneralFunction softmax\n"
+               "  'xt' Rearrange a b -> b a\n"
+               "    'x' [4,6] Symbol\n"
+               "'lsm' GeneralFunction log_softmax\n"
+               "  'xt'\n"
+               "'mn' GeneralFunction min\n"
+               "  'xt'\n"
+               "'mx' GeneralFunction max\n"
+               "  'xs' Index [:, 1:5]\n"
+               "    'x'\n"
+               "'sm3' GeneralFunction softmax\n"
+               "  'p3' Rearrange a b c -> c a b\n"
+               "    'y' [2,3,5] Symbol\n"
+               "'sm1' GeneralFunction softmax\n"
+               "  'v' [7] Symbol\n"
+               "'mx1' GeneralFunction max\n"
+               "  'v'\n"
+               "'smrep' GeneralFunction softmax\n"
+               "  'rep' Rearrange a -> a 3\n"
+               "    'v'\n"
+               "'mnrep' GeneralFunction min\n"
+               "  'rep2' Rearrange a -> 3 a\n"
+               "    'v'\n"
+               "'sm_big' GeneralFunction softmax\n"
+               "  'big' Einsum ab,->ab\n"
+               "    'x'\n"
+               "    'fifty' [] Scalar 50\n"
+               "'lsm_big' GeneralFunction log_softmax\n"
+               "  'big'\n"
+               "'sm_fused' GeneralFunction softmax\n"
+               "  'pre' Add\n"
+               "    'x'\n"
+               "    'bias' [6] Symbol\n"
+               "'sm_single' GeneralFunction log_softmax\n"
+               "  'col' Rearrange a b -> a b ()\n"
+               "    'x'\n");
+}
+
+Test(codegen, pow_broadcasting) {
+  DIFF(.text = "'p1' GeneralFunction pow\n"
+               "  'base' Add\n"
+               "    'ab' GeneralFunction abs\n"
+               "      'x' [3,4] Symbol\n"
+               "    'h' [] Scalar 0.5\n"
+               "  'e' [4] Symbol\n"
+               "'p2' GeneralFunction pow\n"
+               "  'base'\n"
+               "  'two' [] Scalar 2\n"
+               "'p3' GeneralFunction pow\n"
+               "  'two'\n"
+               "  'e'\n"
+               "'p4' GeneralFunction pow\n"
+               "  'col' [3,1] Scalar 1.5\n"
+               "  'e'\n");
+}
+
+Test(codegen, cast) {
+  DIFF(.text = "'to_i64' GeneralFunction cast_from_{device:None,dtype:float32}_to_{device:None,dtype:int64}\n"
+               "  'x' [3,4] Symbol\n"
+               "'to_i8' GeneralFunction cast_from_{device:None,dtype:float32}_to_{device:None,dtype:int8}\n"
+               "  'x'\n"
+               "'to_u8' GeneralFunction cast_from_{device:None,dtype:None}_to_{device:cpu,dtype:uint8}\n"
+               "  'x'\n"
+               "'back' GeneralFunction cast_from_{device:None,dtype:int64}_to_{device:None,dtype:float32}\n"
+               "  'to_i64'\n"
+               "'to_f32' GeneralFunction cast_from_{device:None,dtype:None}_to_{device:None,dtype:float32}\n"
+               "  'x'\n"
+               "'cast_idx' GeneralFunction gen_index_at_0_c\n"
+               "  'emb' [6,3] Symbol\n"
+               "  'ci' GeneralFunction cast_from_{device:None,dtype:float32}_to_{device:None,dtype:int64}\n"
+               "    'fi' [4] Symbol\n",
+       .range = {{"x", -300, 300, false}, {"fi", 0, 6, true}});
+}
+
+static const char GEN_INDEX_TEXT[] =
+    "'emb' GeneralFunction gen_index_at_0_c\n"
+    "  'E' [7,4] Symbol\n"
+    "  'tok' [2,3] Symbol\n"
+    "'last' GeneralFunction gen_index_at_-1_c\n"
+    "  'E'\n"
+    "  'j' [5] Symbol\n"
+    "'mid' GeneralFunction gen_index_at_1\n"
+    "  'X3' [3,4,5] Symbol\n"
+    "  'm' [2] Symbol\n"
+    "'take' GeneralFunction gen_index_at_1_no_batch_index_c\n"
+    "  'X3'\n"
+    "  'm'\n"
+    "'take_neg' GeneralFunction gen_index_at_-2_batch_x_no_batch_index_c\n"
+    "  'X3'\n"
+    "  'm2' [2,2] Symbol\n"
+    "'bx' GeneralFunction gen_index_at_0_batch_x_c\n"
+    "  'L' [2,3,6] Symbol\n"
+    "  'lab' [2,3] Symbol\n"
+    "'bx_neg' GeneralFunction gen_index_at_-1_batch_x_c\n"
+    "  'L'\n"
+    "  'lab'\n"
+    "'bx2' GeneralFunction gen_index_at_0_batch_x_c\n"
+    "  'L'\n"
+    "  'lb1' [2] Symbol\n"
+    "'bx2b' GeneralFunction gen_index_at_1_batch_x\n"
+    "  'L'\n"
+    "  'lb1'\n"
+    "'scalar_idx' GeneralFunction gen_index_at_0_c\n"
+    "  'E'\n"
+    "  'k0' [] Symbol\n"
+    "'strided_x' GeneralFunction gen_index_at_0_c\n"
+    "  'Et' Rearrange a b -> b a\n"
+    "    'E'\n"
+    "  'tok2' [3] Symbol\n"
+    "'ex1' GeneralFunction explicit_index_at_0_x_non_b_1_c\n"
+    "  'L'\n"
+    "  'ei' [2,3,4] Symbol\n"
+    "'ex2' GeneralFunction explicit_index_at_1_x_non_b_2\n"
+    "  'L'\n"
+    "  'ei2' [2,5] Symbol\n"
+    "'ex3' GeneralFunction explicit_index_at_-1_x_non_b_2_c\n"
+    "  'L'\n"
+    "  'ei2'\n"
+    "'float_idx' GeneralFunction gen_index_at_0_c\n"
+    "  'E'\n"
+    "  'fidx' Einsum a,->a\n"
+    "    'fi' [3] Symbol\n"
+    "    'one' [] Scalar 1\n"
+    "'of_computed' GeneralFunction gen_index_at_1_c\n"
+    "  'sm' GeneralFunction softmax\n"
+    "    'X3'\n"
+    "  'tok'\n";
+
+Test(codegen, gen_index_and_explicit_index) { DIFF(.text = GEN_INDEX_TEXT, .range = {{"fi", 0, 7, true}}); }
+
+Test(codegen, gen_index_negative_ids_wrap) {
+  DIFF(.text = GEN_INDEX_TEXT, .negative_ids = true, .range = {{"fi", -7, 7, true}}, .seed = 99);
+}
+
+Test(codegen, last_dim_size_cumulant_tag_set_symbolic_shape) {
+  DIFF(.text = "'lds' GeneralFunction last_dim_size\n"
+               "  'x' [3,4] Symbol\n"
+               "'mean' Einsum ab,a->a\n"
+               "  'x'\n"
+               "  'rl' GeneralFunction reciprocal\n"
+               "    'lds'\n"
+               "'lds1' GeneralFunction last_dim_size\n"
+               "  'y' [2] Symbol\n"
+               "'cum0' Cumulant\n"
+               "'cum1' Cumulant\n"
+               "  'x'\n"
+               "'cum2' Cumulant\n"
+               "  'x'\n"
+               "  'y'\n"
+               "'tag' Tag 1a280c74-fa9f-4dd9-94f4-5cca4a0cf243\n"
+               "  'x'\n"
+               "'tagged_use' Einsum ab->b\n"
+               "  'tag'\n"
+               "'sss' [3,4] SetSymbolicShape\n"
+               "  'x'\n"
+               "'sss_use' GeneralFunction tanh\n"
+               "  'sss'\n");
+}
+
+/* ------------------------------------------------------------------ thread-parallel sizes */
+
+/* Steps large enough for OpenMP (emit.c's PARALLEL_MIN_WORK): 1 vs 2 threads
+ * must give the same bits. */
+static const char LARGE_TEXT[] =
+    "'mm' Einsum ij,jk->ik\n"
+    "  'a' [256,64] Symbol\n"
+    "  'b' [64,160] Symbol\n"
+    "'act' GeneralFunction gelu_new\n"
+    "  'pre' Add\n"
+    "    'mm'\n"
+    "    'bias' [160] Symbol\n"
+    "'sm' GeneralFunction softmax\n"
+    "  'act'\n"
+    "'lsm_t' GeneralFunction log_softmax\n"
+    "  'actT' Rearrange a b -> b a\n"
+    "    'act'\n"
+    "'mx' GeneralFunction max\n"
+    "  'mm'\n"
+    "'red' Einsum ij->j\n"
+    "  'mm'\n"
+    "'emb' GeneralFunction gen_index_at_0_c\n"
+    "  'E' [500,64] Array rand\n"
+    "  'tok' [8,80] Symbol\n"
+    "'tr' Rearrange a b c -> (c a) b\n"
+    "  'X' [40,30,40] Symbol\n"
+    "'bmm' Einsum bij,bjk->bik\n"
+    "  'P' [4,64,48] Symbol\n"
+    "  'Q' [4,48,64] Symbol\n"
+    "'scores' Einsum qc,kc,,qk->qk\n"
+    "  'q' [128,64] Symbol\n"
+    "  'k' [128,64] Symbol\n"
+    "  'scale' [] Scalar 0.125\n"
+    "  'mask' [128,128] Symbol\n"
+    "'cat' Concat 1\n"
+    "  'mm'\n"
+    "  'act'\n";
+
+Test(codegen, large_parallel_O1) { DIFF(.text = LARGE_TEXT); }
+Test(codegen, large_parallel_O3_native) { DIFF(.text = LARGE_TEXT, .opt = "-O3", .native = true, .seed = 5); }
+
+/* ------------------------------------------------------------------ random circuits */
+
+enum { RANDOM_PER_PROGRAM = 25, RANDOM_PROGRAMS = 10 };
+
+/* The circuit (of n) whose outputs include `name`, or -1. */
+static int owner(const RandCirc *rc, int n, const char *name) {
+  for (int j = 0; j < n; j++)
+    for (int k = 0; k < rc[j].noutputs; k++)
+      if (!strcmp(rc[j].output[k], name)) return j;
+  return -1;
+}
+
+/* Compiles `n` random circuits (seeds first..first+n-1) as one program; on a
+ * failure names the seeds and prints the failing circuits' text. */
+static void random_program(uint64_t first, int n) {
+  RandCirc *rc = calloc((size_t)n, sizeof *rc);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  for (int j = 0; j < n; j++) {
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "r%llu.", (unsigned long long)(first + (uint64_t)j));
+    randcirc_generate(first + (uint64_t)j, prefix, &rc[j]);
+    fputs(rc[j].text, f);
+  }
+  fclose(f);
+  Report r = diff_check(&(Opts){.text = text, .seed = first});
+  if (r.status == ST_OK) {
+    report_free(&r);
+  } else {
+    char *msg = NULL;
+    size_t mlen = 0;
+    FILE *m = open_memstream(&msg, &mlen);
+    fprintf(m, "random circuits %llu..%llu (status %d):\n%s\n", (unsigned long long)first,
+            (unsigned long long)(first + (uint64_t)n - 1), r.status, r.msg);
+    bool *failing = calloc((size_t)n, 1);
+    if (r.status == ST_MISMATCH) {
+      for (int b = 0; b < r.nbad; b++) {
+        int j = owner(rc, n, r.bad[b]);
+        if (j >= 0) failing[j] = true;
+      }
+    } else { /* the program as a whole failed: find the circuits that fail alone */
+      for (int j = 0; j < n; j++) {
+        Report one = diff_check(&(Opts){.text = rc[j].text, .seed = first});
+        if (one.status != ST_OK) {
+          failing[j] = true;
+          fprintf(m, "alone, seed %llu gives status %d:\n%s\n", (unsigned long long)(first + (uint64_t)j), one.status,
+                  one.msg);
+        }
+        report_free(&one);
+      }
+    }
+    for (int j = 0; j < n; j++)
+      if (failing[j]) fprintf(m, "--- seed %llu (randcirc_generate(%llu, \"r%llu.\")):\n%s", (unsigned long long)(first + (uint64_t)j),
+                              (unsigned long long)(first + (uint64_t)j), (unsigned long long)(first + (uint64_t)j), rc[j].text);
+    fclose(m);
+    report_free(&r);
+    cr_log_error("%s", msg);
+    cr_assert_fail("%s", msg);
+  }
+  for (int j = 0; j < n; j++) randcirc_free(&rc[j]);
+  free(rc);
+  free(text);
+}
+
+/* Seeds 1000..1249; CIRCC_RANDCIRC_BASE=N shifts them (for longer soak runs). */
+static uint64_t random_base(void) {
+  const char *s = getenv("CIRCC_RANDCIRC_BASE");
+  return s ? strtoull(s, NULL, 10) : 1000;
+}
+
+#define RANDOM_TEST(i)                                                                        \
+  Test(codegen, random_circuits_##i) {                                                        \
+    random_program(random_base() + (uint64_t)(i) * RANDOM_PER_PROGRAM, RANDOM_PER_PROGRAM); \
+  }
+RANDOM_TEST(0)
+RANDOM_TEST(1)
+RANDOM_TEST(2)
+RANDOM_TEST(3)
+RANDOM_TEST(4)
+RANDOM_TEST(5)
+RANDOM_TEST(6)
+RANDOM_TEST(7)
+RANDOM_TEST(8)
+RANDOM_TEST(9)
+
+/* CIRCC_CODEGEN_FILE=PATH checks the circuits in PATH (e.g. a reproducer). */
+Test(codegen, file_replay) {
+  const char *path = getenv("CIRCC_CODEGEN_FILE");
+  if (!path) cr_skip_test("set CIRCC_CODEGEN_FILE=PATH to check the circuits in PATH");
+  char *text = read_text(path);
+  cr_assert(text, "cannot read %s", path);
+  DIFF(.text = text, .random_tensors = true);
+  free(text);
+}
+
+/* CIRCC_RANDCIRC_SEED=N replays one random circuit on its own. */
+Test(codegen, random_circuit_replay) {
+  const char *s = getenv("CIRCC_RANDCIRC_SEED");
+  if (!s) cr_skip_test("set CIRCC_RANDCIRC_SEED=N to replay random circuit N");
+  random_program(strtoull(s, NULL, 10), 1);
+}
