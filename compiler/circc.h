@@ -32,6 +32,7 @@ typedef struct Program {
   NodeList outputs;            /* resolved top-level circuits, in file order */
   const char **output_names;   /* output i's name (node name, or "output<i>") */
   NodeList inputs;             /* free Symbols, in first-use order */
+  bool *input_is_index;        /* input i feeds a gen_index/explicit_index as the index: int64 */
 } Program;
 bool resolve_program(Comp *c, const NodeList *tops, Program *out);
 

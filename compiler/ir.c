@@ -438,8 +438,8 @@ static bool make_rearrange(Make *m) {
       if (r.size[id] < 0) {
         if (unknown >= 0) return FAIL(m, "Rearrange %s: input axis %d has two axes of unknown size", m->what, g);
         unknown = id;
-      } else {
-        prod *= r.size[id];
+      } else if (__builtin_mul_overflow(prod, r.size[id], &prod)) {
+        return FAIL(m, "Rearrange %s: size overflow", m->what);
       }
     }
     if (unknown >= 0) {
@@ -462,7 +462,7 @@ static bool make_rearrange(Make *m) {
       if (count_out[id]++) return FAIL(m, "Rearrange %s: an axis appears twice on the output side", m->what);
       if (r.size[id] < 0)
         return FAIL(m, "Rearrange %s: output-only axis needs a size (write it as name:N or a number)", m->what);
-      prod *= r.size[id];
+      if (__builtin_mul_overflow(prod, r.size[id], &prod)) return FAIL(m, "Rearrange %s: size overflow", m->what);
     }
     n->shape.dim[g] = prod;
   }
@@ -738,7 +738,8 @@ static bool make_shape(Make *m) {
       if (!ok)
         return FAIL(m, "Concat %s: child %d has shape %s, incompatible with %s on axis %d", m->what, i,
                     shp(m, s), shp(m, s0), axis);
-      n->shape.dim[axis] += s->dim[axis];
+      if (__builtin_add_overflow(n->shape.dim[axis], s->dim[axis], &n->shape.dim[axis]))
+        return FAIL(m, "Concat %s: size overflow", m->what);
     }
     return true;
   }
@@ -829,11 +830,19 @@ Node *ir_make(Comp *c, const Node *proto) {
   Make m = {c, n, n->name ? arena_printf(&c->arena, "'%s'", n->name) : "(unnamed)"};
   if (n->kind >= NK_COUNT) ICE("bad node kind %d", (int)n->kind);
   if (!make_shape(&m)) return NULL;
-  for (int k = 0; k < n->shape.rank; k++)
+  int64_t numel = 1;
+  for (int k = 0; k < n->shape.rank; k++) {
     if (n->shape.dim[k] < 0) {
       diag_error(c, n->loc, "%s %s: negative size in shape %s", kind_name(n->kind), m.what, shp(&m, &n->shape));
       return NULL;
     }
+    /* symbolic sizes are large primes whose products may overflow; only real shapes must fit */
+    if (!size_is_symbolic(n->shape.dim[k]) && __builtin_mul_overflow(numel, n->shape.dim[k], &numel)) {
+      diag_error(c, n->loc, "%s %s: shape %s has more than 2^63 elements", kind_name(n->kind), m.what,
+                 shp(&m, &n->shape));
+      return NULL;
+    }
+  }
   n->dtype = derive_dtype(n);
   n->hash = node_hash(n);
   return n;

@@ -26,7 +26,6 @@ typedef struct Lower {
   Kernels *k;
   Value **memo;        /* by node id */
   int *uses;           /* by node id: number of consumers */
-  bool *index_use;     /* by node id: Symbol used as an index (becomes an int64 input) */
   int nids;
   Buf **weight_of;     /* weight buffer per Array node id */
 } Lower;
@@ -560,8 +559,13 @@ static Value *lower_node(Lower *L, const Node *n, Buf *dest) {
     return viewed(L, contiguous(b, &n->shape));
   }
   case NK_Symbol: {
-    for (int i = 0; i < L->k->ninputs; i++)
-      if (L->k->input[i]->node == n) return viewed(L, contiguous(L->k->input[i], &n->shape));
+    /* the same symbol may be written twice: uuid, name and shape identify it (§5.1) */
+    for (int i = 0; i < L->k->ninputs; i++) {
+      const Node *s = L->k->input[i]->node;
+      if (s == n || (!strcmp(s->u.symbol.uuid, n->u.symbol.uuid) && shape_eq(&s->shape, &n->shape) &&
+                     ((!s->name && !n->name) || (s->name && n->name && !strcmp(s->name, n->name)))))
+        return viewed(L, contiguous(L->k->input[i], &n->shape));
+    }
     ICE("symbol %s is not a program input", node_label(c, n));
   }
   case NK_Scalar: return lazy(L, expr_const(L, n->u.scalar.value));
@@ -649,9 +653,6 @@ static void count_uses(Lower *L, const Node *n, bool *visited) {
     L->uses[n->child[i]->id]++;
     count_uses(L, n->child[i], visited);
   }
-  if (n->kind == NK_GeneralFunction && (n->u.gf.fn == GF_GEN_INDEX || n->u.gf.fn == GF_EXPLICIT_INDEX) &&
-      n->child[1]->kind == NK_Symbol)
-    L->index_use[n->child[1]->id] = true;
 }
 
 bool lower_program(Comp *c, const Program *p, Kernels *k) {
@@ -659,10 +660,9 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
   Lower L = {.c = c, .k = k, .nids = c->next_node_id};
   L.memo = calloc((size_t)L.nids + 1, sizeof(Value *));
   L.uses = calloc((size_t)L.nids + 1, sizeof(int));
-  L.index_use = calloc((size_t)L.nids + 1, sizeof(bool));
   L.weight_of = calloc((size_t)L.nids + 1, sizeof(Buf *));
   bool *visited = calloc((size_t)L.nids + 1, sizeof(bool));
-  if (!L.memo || !L.uses || !L.index_use || !L.weight_of || !visited) ICE("out of memory");
+  if (!L.memo || !L.uses || !L.weight_of || !visited) ICE("out of memory");
   for (int i = 0; i < p->outputs.n; i++) {
     L.uses[p->outputs.node[i]->id]++;
     count_uses(&L, p->outputs.node[i], visited);
@@ -674,7 +674,7 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
   for (int i = 0; i < p->inputs.n; i++) {
     const Node *s = p->inputs.node[i];
     if (!s->name) diag_error(c, s->loc, "unnamed free symbol %s: inputs need names", shape_str(c, &s->shape));
-    k->input[i] = new_buf(&L, BUF_INPUT, L.index_use[s->id] ? DT_I64 : DT_F32, shape_numel(&s->shape), s);
+    k->input[i] = new_buf(&L, BUF_INPUT, p->input_is_index[i] ? DT_I64 : DT_F32, shape_numel(&s->shape), s);
     k->input[i]->index = i;
     k->input_name[i] = s->name ? s->name : "";
   }
@@ -702,6 +702,6 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
     b->def_step = s->id;
   }
   for (int i = 0; i < k->nstep; i++) k->flops += k->step[i]->flops;
-  free(L.memo), free(L.uses), free(L.index_use), free(L.weight_of), free(visited);
+  free(L.memo), free(L.uses), free(L.weight_of), free(visited);
   return diag_error_count(c) == errors;
 }

@@ -353,6 +353,7 @@ int main(int argc, char **argv) {
   Comp *c = &comp;
   comp_init(c);
   c->rng_state = 24301;
+  c->max_errors = 50; /* the count is still reported */
   Options o = {.build = {.native = true}};
   int code;
   if (!parse_args(c, argc, argv, &o)) {

@@ -12,6 +12,7 @@ typedef struct Resolve {
   bool *seen;          /* by node id */
   int nseen;
   bool reported[NUM_SYMBOLIC_SIZES];
+  bool *index_use;     /* by node id: a Symbol used as a gen_index/explicit_index index */
   Program *prog;
 } Resolve;
 
@@ -92,6 +93,9 @@ static void check_node(Resolve *r, Node *n) {
       }
     break;
   case NK_GeneralFunction:
+    if ((n->u.gf.fn == GF_GEN_INDEX || n->u.gf.fn == GF_EXPLICIT_INDEX) && n->child[1]->kind == NK_Symbol &&
+        n->child[1]->id < r->nseen)
+      r->index_use[n->child[1]->id] = true;
     if (n->u.gf.fn == GF_PYTHON)
       diag_error(c, n->loc, "%s is a Python-class GeneralFunction ('%s'); circc cannot evaluate Python code",
                  node_label(c, n), n->u.gf.text);
@@ -154,7 +158,8 @@ bool resolve_program(Comp *c, const NodeList *tops, Program *out) {
 
   Resolve r = {.c = c, .prog = out, .nseen = c->next_node_id};
   r.seen = calloc((size_t)r.nseen + 1, 1);
-  if (!r.seen) ICE("out of memory");
+  r.index_use = calloc((size_t)r.nseen + 1, 1);
+  if (!r.seen || !r.index_use) ICE("out of memory");
   out->output_names = ARENA_ARRAY(&c->arena, const char *, n ? n : 1);
   for (int i = 0; i < n; i++) {
     check_node(&r, roots[i]);
@@ -163,21 +168,25 @@ bool resolve_program(Comp *c, const NodeList *tops, Program *out) {
   }
   free(r.seen);
   /* A Symbol written twice (same uuid, name and shape) is one input; two
-   * different free symbols with one name would make --input ambiguous. */
+   * different free symbols with one name would make --input ambiguous. The
+   * program's input dtypes are fixed here, before simplification may drop uses. */
+  out->input_is_index = ARENA_ARRAY(&c->arena, bool, out->inputs.n + 1);
   int kept = 0;
   for (int i = 0; i < out->inputs.n; i++) {
     Node *a = out->inputs.node[i];
-    bool dup = false;
-    for (int j = 0; j < kept && !dup; j++) {
+    int dup = -1;
+    for (int j = 0; j < kept && dup < 0; j++) {
       const Node *b = out->inputs.node[j];
       if (!a->name || !b->name || strcmp(a->name, b->name) != 0) continue;
-      dup = true;
+      dup = j;
       if (strcmp(a->u.symbol.uuid, b->u.symbol.uuid) != 0 || !shape_eq(&a->shape, &b->shape))
         diag_error(c, a->loc, "two different free symbols are named '%s' (shapes %s and %s); inputs need unique names",
                    a->name, shape_str(c, &a->shape), shape_str(c, &b->shape));
     }
-    if (!dup) out->inputs.node[kept++] = a;
+    if (dup < 0) dup = kept, out->inputs.node[kept++] = a;
+    out->input_is_index[dup] |= r.index_use[a->id];
   }
   out->inputs.n = kept;
+  free(r.index_use);
   return diag_error_count(c) == errors;
 }

@@ -1,7 +1,8 @@
 /* randcirc.c — see randcirc.h. A pool of nodes with known shapes and value
  * bounds grows by one random operation at a time (elementwise functions, row
  * functions, broadcasting Add, Einsum with 1–4 operands, Rearrange, Index,
- * Concat, gen_index, pow, Tag), creating leaves (`Array rand`, Scalars, input
+ * Concat, Scatter, gen_index, explicit_index, pow, casts of leaves, Tag,
+ * SetSymbolicShape), creating leaves (`Array rand`, Scalars, input
  * Symbols) when an operation needs a partner of a particular shape. The value
  * bounds keep every function inside its well-conditioned domain (exp of
  * bounded values, log/rsqrt/reciprocal of values >= 0.01, ...), so float32
@@ -15,8 +16,6 @@
 
 #define MAXN 64        /* nodes per circuit (the generator stops at 20 + a few leaves) */
 #define MAXR 5         /* rank of any node */
-#define MAX_NUMEL 1000 /* elements of any node */
-#define MAX_WORK 20000 /* iterations of any einsum */
 #define MAX_ABS 1e4    /* bound on |value| of any node */
 
 typedef struct RShape {
@@ -44,6 +43,9 @@ typedef struct Gen {
   int nn;
   int nsym, nidx; /* float / index Symbols so far */
   int serial;     /* for names */
+  bool large;     /* axes up to 48 (OpenMP-sized steps) instead of 1..5 */
+  int64_t max_numel; /* elements of any node */
+  double max_work;   /* iterations of any einsum */
 } Gen;
 
 /* ---------------------------------------------------------------- random */
@@ -81,14 +83,19 @@ static bool rs_eq(const RShape *a, const RShape *b) {
   return true;
 }
 
+static int64_t rand_dim(Gen *g) {
+  static const int64_t LARGE[] = {1, 2, 3, 16, 31, 48, 64, 96};
+  return g->large ? LARGE[rnd(g, 8)] : 1 + rnd(g, 5);
+}
+
 static RShape rand_shape(Gen *g, int max_rank) {
   RShape s = {rnd(g, max_rank + 1), {0}};
-  for (int i = 0; i < s.rank; i++) s.dim[i] = 1 + rnd(g, 5);
+  for (int i = 0; i < s.rank; i++) s.dim[i] = rand_dim(g);
   return s;
 }
 
 /* NumPy broadcast of a and b into *out; false if incompatible or too big. */
-static bool rs_broadcast(const RShape *a, const RShape *b, RShape *out) {
+static bool rs_broadcast(const Gen *g, const RShape *a, const RShape *b, RShape *out) {
   int r = a->rank > b->rank ? a->rank : b->rank;
   if (r > MAXR) return false;
   RShape o = {r, {0}}; /* out may alias a or b */
@@ -98,7 +105,7 @@ static bool rs_broadcast(const RShape *a, const RShape *b, RShape *out) {
     if (da != db && da != 1 && db != 1) return false;
     o.dim[i] = da > db ? da : db;
   }
-  if (rs_numel(&o) > MAX_NUMEL) return false;
+  if (rs_numel(&o) > g->max_numel) return false;
   *out = o;
   return true;
 }
@@ -198,6 +205,12 @@ static int pick(Gen *g, const Want *w) {
       cand[nc++] = i;
       if (!g->n[i].leaf && g->n[i].uses == 0) fresh[nf++] = i;
     }
+  if (g->large && nc && chance(g, 2)) { /* keep large circuits large */
+    int best = cand[0];
+    for (int k = 1; k < nc; k++)
+      if (rs_numel(&g->n[cand[k]].s) > rs_numel(&g->n[best].s)) best = cand[k];
+    return best;
+  }
   if (nf && !chance(g, 3)) return fresh[rnd(g, nf)];
   return nc ? cand[rnd(g, nc)] : -1;
 }
@@ -260,12 +273,13 @@ static bool op_row(Gen *g) {
   w.min_rank = 1, w.max_abs = 50;
   int x = pick(g, &w);
   if (x < 0) return false;
-  static const char *const FNS[] = {"softmax", "log_softmax", "min", "max"};
-  const char *f = FNS[rnd(g, 4)];
+  static const char *const FNS[] = {"softmax", "log_softmax", "min", "max", "softmax", "last_dim_size"};
+  const char *f = FNS[rnd(g, 6)];
   RShape s = g->n[x].s;
-  double lo = g->n[x].lo, hi = g->n[x].hi, nlo = lo, nhi = hi;
-  if (!strcmp(f, "softmax")) nlo = exp(lo - hi) / (double)s.dim[s.rank - 1], nhi = 1;
-  else if (!strcmp(f, "log_softmax")) nlo = lo - hi - log((double)s.dim[s.rank - 1]), nhi = 0;
+  double lo = g->n[x].lo, hi = g->n[x].hi, nlo = lo, nhi = hi, len = (double)s.dim[s.rank - 1];
+  if (!strcmp(f, "softmax")) nlo = exp(lo - hi) / len, nhi = 1;
+  else if (!strcmp(f, "log_softmax")) nlo = lo - hi - log(len), nhi = 0;
+  else if (!strcmp(f, "last_dim_size")) nlo = nhi = len, s.rank--;
   else s.rank--;
   int i = new_node(g, "GeneralFunction", &s, "n");
   snprintf(g->n[i].extra, sizeof g->n[i].extra, "%s", f);
@@ -290,10 +304,10 @@ static bool op_add(Gen *g) {
     RShape b;
     if (chance(g, 2))
       for (int i = 0; i < g->nn; i++)
-        if (wants(&g->n[i], &w) && rs_broadcast(&out, &g->n[i].s, &b)) cand[nc++] = i;
+        if (wants(&g->n[i], &w) && rs_broadcast(g, &out, &g->n[i].s, &b)) cand[nc++] = i;
     if (nc) {
       ops[nops] = cand[rnd(g, nc)];
-      rs_broadcast(&out, &g->n[ops[nops]].s, &out);
+      rs_broadcast(g, &out, &g->n[ops[nops]].s, &out);
     } else {
       RShape s = {0, {0}};
       int drop = rnd(g, out.rank + 1);
@@ -303,7 +317,7 @@ static bool op_add(Gen *g) {
         s.dim[0] = 1 + rnd(g, 3);
         s.rank++;
       }
-      if (!rs_broadcast(&out, &s, &out)) return false;
+      if (!rs_broadcast(g, &out, &s, &out)) return false;
       leaf_shape[nops] = s;
       is_leaf[nops] = true;
     }
@@ -378,7 +392,7 @@ static bool op_einsum(Gen *g) {
     work *= (double)size[t];
     if (!kept) summed *= (double)size[t];
   }
-  if (rs_numel(&s) > MAX_NUMEL || work > MAX_WORK) return false;
+  if (rs_numel(&s) > g->max_numel || work > g->max_work) return false;
   double scale_v = scale ? SCALARS[rnd(g, 8)] : 1;
   double m = summed * fabs(scale_v), lo_prod = summed * scale_v;
   bool positive = scale_v > 0 && !diag_out, nonneg = scale_v >= 0;
@@ -480,7 +494,7 @@ static bool op_rearrange(Gen *g) {
     if (glen[k] != 1) rhs[rl++] = ')';
   }
   rhs[rl] = 0;
-  if (rs_numel(&s) > MAX_NUMEL) return false;
+  if (rs_numel(&s) > g->max_numel) return false;
   int i = new_node(g, "Rearrange", &s, "n");
   snprintf(g->n[i].extra, sizeof g->n[i].extra, "%s -> %s", lhs, rhs);
   add_child(g, i, x);
@@ -561,7 +575,7 @@ static bool op_concat(Gen *g) {
       is_leaf[j] = true;
     }
   }
-  if (rs_numel(&s) > MAX_NUMEL) return false;
+  if (rs_numel(&s) > g->max_numel) return false;
   for (int j = 1; j < nops; j++)
     if (is_leaf[j]) ops[j] = random_leaf(g, &leaf[j]);
   int i = new_node(g, "Concat", &s, "n");
@@ -614,7 +628,7 @@ static bool op_gen_index(Gen *g) {
       if (k != kb + d) s.dim[s.rank++] = xs->dim[k];
     snprintf(spec, sizeof spec, "gen_index_at_%d_batch_x%s", dn, c);
   }
-  if (s.rank > MAXR || rs_numel(&s) > MAX_NUMEL) return false;
+  if (s.rank > MAXR || rs_numel(&s) > g->max_numel) return false;
   int idx = -1;
   for (int i = 0; i < g->nn && idx < 0; i++)
     if (g->n[i].index && rs_eq(&g->n[i].s, &is) && chance(g, 2)) idx = i;
@@ -646,7 +660,7 @@ static bool op_pow(Gen *g) {
     int cand[MAXN], nc = 0;
     RShape o;
     for (int i = 0; i < g->nn; i++)
-      if (wants(&g->n[i], &we) && rs_broadcast(&s, &g->n[i].s, &o)) cand[nc++] = i;
+      if (wants(&g->n[i], &we) && rs_broadcast(g, &s, &g->n[i].s, &o)) cand[nc++] = i;
     if (nc) e = cand[rnd(g, nc)];
   }
   double blo = g->n[b].lo, bhi = g->n[b].hi, elo = e >= 0 ? g->n[e].lo : ev, ehi = e >= 0 ? g->n[e].hi : ev;
@@ -654,7 +668,7 @@ static bool op_pow(Gen *g) {
   double corners[4] = {pow(blo, elo), pow(blo, ehi), pow(bhi, elo), pow(bhi, ehi)};
   for (int k = 0; k < 4; k++) lo = fmin(lo, corners[k]), hi = fmax(hi, corners[k]);
   if (hi > MAX_ABS) return false;
-  if (e >= 0) rs_broadcast(&s, &g->n[e].s, &s);
+  if (e >= 0) rs_broadcast(g, &s, &g->n[e].s, &s);
   else e = leaf_scalar(g, &(RShape){0, {0}}, ev);
   int i = new_node(g, "GeneralFunction", &s, "n");
   strcpy(g->n[i].extra, "pow");
@@ -675,6 +689,93 @@ static bool op_tag(Gen *g) {
   return true;
 }
 
+/* SetSymbolicShape with the (concrete) shape of its child: an identity. */
+static bool op_set_symbolic_shape(Gen *g) {
+  Want w = any_node();
+  int x = pick(g, &w);
+  if (x < 0) return false;
+  int i = new_node(g, "SetSymbolicShape", &g->n[x].s, "n");
+  add_child(g, i, x);
+  finish(g, i, g->n[x].lo, g->n[x].hi);
+  return true;
+}
+
+/* Scatter of x into zeros of a larger shape, at a random offset per axis. */
+static bool op_scatter(Gen *g) {
+  Want w = any_node();
+  w.min_rank = 1;
+  int x = pick(g, &w);
+  if (x < 0) return false;
+  RShape s = g->n[x].s;
+  char spec[200] = "[";
+  size_t len = 1;
+  for (int a = 0; a < s.rank; a++) {
+    int64_t before = rnd(g, 3), after = rnd(g, 3), d = s.dim[a];
+    s.dim[a] = before + d + after;
+    len += (size_t)snprintf(spec + len, sizeof spec - len, "%s%lld:%lld", a ? "," : "", (long long)before,
+                            (long long)(before + d));
+  }
+  snprintf(spec + len, sizeof spec - len, "]");
+  if (rs_numel(&s) > g->max_numel) return false;
+  int i = new_node(g, "Scatter", &s, "n");
+  snprintf(g->n[i].extra, sizeof g->n[i].extra, "%s", spec);
+  add_child(g, i, x);
+  finish(g, i, fmin(g->n[x].lo, 0), fmax(g->n[x].hi, 0));
+  return true;
+}
+
+/* explicit_index_at_<d>_x_non_b_<n>[_c]: the leading x.rank-n dims of x are
+ * batch dims shared with the index, which may have one more dim. */
+static bool op_explicit_index(Gen *g) {
+  Want w = any_node();
+  w.min_rank = 1;
+  int x = pick(g, &w);
+  if (x < 0) return false;
+  const RShape *xs = &g->n[x].s;
+  int nonb = 1 + rnd(g, xs->rank), nb = xs->rank - nonb, d = rnd(g, nonb);
+  RShape is = {nb, {0}}, s;
+  for (int k = 0; k < nb; k++) is.dim[k] = xs->dim[k];
+  if (chance(g, 2) || nb == 0) is.dim[is.rank++] = 1 + rnd(g, 4);
+  s = is;
+  for (int k = 0; k < nonb; k++)
+    if (k != d) {
+      if (s.rank == MAXR) return false;
+      s.dim[s.rank++] = xs->dim[nb + k];
+    }
+  if (rs_numel(&s) > g->max_numel) return false;
+  int idx = -1;
+  for (int i = 0; i < g->nn && idx < 0; i++)
+    if (g->n[i].index && rs_eq(&g->n[i].s, &is) && chance(g, 2)) idx = i;
+  if (idx < 0) {
+    if (g->nidx >= 2) return false;
+    idx = index_symbol(g, &is);
+  }
+  int i = new_node(g, "GeneralFunction", &s, "n");
+  snprintf(g->n[i].extra, sizeof g->n[i].extra, "explicit_index_at_%d_x_non_b_%d%s", chance(g, 3) ? d - nonb : d, nonb,
+           chance(g, 2) ? "_c" : "");
+  add_child(g, i, x);
+  add_child(g, i, idx);
+  finish(g, i, g->n[x].lo, g->n[x].hi);
+  return true;
+}
+
+/* A cast of a leaf (exact float32 values, so truncation agrees with eval). */
+static bool op_cast(Gen *g) {
+  int cand[MAXN], nc = 0;
+  for (int i = 0; i < g->nn; i++)
+    if (g->n[i].leaf && !g->n[i].index) cand[nc++] = i;
+  if (!nc) return false;
+  int x = cand[rnd(g, nc)];
+  static const char *const TO[] = {"int64", "int8", "float32", "int32"};
+  const char *to = TO[rnd(g, 4)];
+  int i = new_node(g, "GeneralFunction", &g->n[x].s, "n");
+  snprintf(g->n[i].extra, sizeof g->n[i].extra, "cast_from_{device:None,dtype:None}_to_{device:None,dtype:%s}", to);
+  add_child(g, i, x);
+  bool integer = strcmp(to, "float32") != 0;
+  finish(g, i, integer ? trunc(g->n[x].lo) : g->n[x].lo, integer ? trunc(g->n[x].hi) : g->n[x].hi);
+  return true;
+}
+
 /* ---------------------------------------------------------------- printing */
 
 static void print_node(Gen *g, FILE *f, int i, int depth) {
@@ -691,21 +792,26 @@ static void print_node(Gen *g, FILE *f, int i, int depth) {
   for (int k = 0; k < n->nchild; k++) print_node(g, f, n->child[k], depth + 1);
 }
 
-void randcirc_generate(uint64_t seed, const char *prefix, RandCirc *out) {
+void randcirc_generate(uint64_t seed, const char *prefix, bool large, RandCirc *out) {
   Gen *g = calloc(1, sizeof *g);
   if (!g) abort();
-  g->state = seed * 0x2545f4914f6cdd1dull + 0x1234567;
+  g->state = seed * 0x2545f4914f6cdd1dull + 0x1234567 + (large ? 0x9e37 : 0);
   g->prefix = prefix;
+  g->large = large;
+  g->max_numel = large ? 200000 : 1000;
+  g->max_work = large ? 4e6 : 20000;
   int target = 8 + rnd(g, 13);
   int nleaves = 1 + rnd(g, 3);
   for (int k = 0; k < nleaves; k++) {
     RShape s = rand_shape(g, 3);
+    while (large && s.rank < 2) s = rand_shape(g, 3);
     random_leaf(g, &s);
   }
   typedef bool (*Op)(Gen *);
   static const struct { Op op; int weight; } OPS[] = {
       {op_einsum, 8}, {op_elementwise, 6}, {op_add, 6},   {op_rearrange, 6}, {op_index, 4},
-      {op_concat, 3}, {op_row, 4},         {op_gen_index, 3}, {op_pow, 2},   {op_tag, 1}};
+      {op_concat, 3}, {op_row, 4},         {op_gen_index, 3}, {op_pow, 2},   {op_tag, 1},
+      {op_set_symbolic_shape, 1}, {op_scatter, 2}, {op_explicit_index, 2}, {op_cast, 1}};
   int total = 0;
   for (size_t k = 0; k < sizeof OPS / sizeof *OPS; k++) total += OPS[k].weight;
   for (int tries = 0; g->nn < target && tries < 500; tries++) {

@@ -5,6 +5,7 @@
  * distinct prefixes can be concatenated into one file (one program). */
 #ifndef CIRCC_RANDCIRC_H
 #define CIRCC_RANDCIRC_H
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Float input Symbols are meant to be fed values in [-RANDCIRC_INPUT_BOUND,
@@ -21,7 +22,9 @@ typedef struct RandCirc {
   int nnodes;                              /* nodes generated (8..20, leaves included) */
 } RandCirc;
 
-/* Generates one circuit from `seed`; every name starts with `prefix` (e.g. "r17."). */
-void randcirc_generate(uint64_t seed, const char *prefix, RandCirc *out);
+/* Generates one circuit from `seed`; every name starts with `prefix` (e.g. "r17.").
+ * Axes have sizes 1..5, or with `large` sizes up to 96 (nodes up to 200000
+ * elements), so that steps are big enough to run on several threads. */
+void randcirc_generate(uint64_t seed, const char *prefix, bool large, RandCirc *out);
 void randcirc_free(RandCirc *r);
 #endif

@@ -1,13 +1,19 @@
 /* test_codegen.c — differential tests of the whole compiler (design.md §6):
  * a circuit is compiled exactly like `circc` does (resolve → simplify → plan →
- * lower → memplan → build), the program runs on random inputs with --threads 1
- * and --threads 2, the two runs must be bytewise identical, and every output
- * must match the reference evaluator (double precision) within
+ * lower → memplan → build), the program runs on random inputs (valid ids for
+ * index inputs) with --threads 1 and --threads 2, the two runs must be
+ * bytewise identical, and every output must match the reference evaluator
+ * (double precision, on the unsimplified circuit) within
  * |got-want| <= 1e-4|want| + 1e-4 max|want| + 1e-6. Cases: the evaluable
  * examples of rust_circuit_format.md §9, the GPT-2 block in module form,
- * focused circuits per node kind, a large case that crosses the OpenMP
- * threshold, and 250 seeded random circuits (randcirc.c) in 10 programs.
- * Each check runs in a forked child, so a crash or ICE becomes a report. */
+ * focused circuits per node kind, large cases that cross the OpenMP threshold
+ * (-O1 and -O3 -march=native), 250 small seeded random circuits (randcirc.c)
+ * in 10 programs and 20 large ones in 2. Each check runs in a forked child, so
+ * a crash or ICE becomes a report; a failing random program is narrowed down to
+ * its failing circuits, printed with their seeds.
+ * Environment: CIRCC_RANDCIRC_BASE=N shifts the random seeds (soak runs),
+ * CIRCC_RANDCIRC_SEED=N [CIRCC_RANDCIRC_LARGE=1] replays one random circuit,
+ * CIRCC_CODEGEN_FILE=PATH checks a reproducer file, CIRCC_KEEP_TEMPS keeps files. */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -169,7 +175,7 @@ static int run_program(char *const *argv, const char *log) {
 typedef struct Child {
   Comp *c;
   FILE *rep;
-  char dir[64];
+  const char *dir;  /* made and removed by the parent */
 } Child;
 
 static int child_fail(Child *ch, const char *stage) {
@@ -194,7 +200,8 @@ static bool compare_output(Child *ch, const char *name, const Node *root, const 
   int64_t n = shape_numel(&root->shape);
   if (t1->dtype != t2->dtype || t1->nbytes != t2->nbytes || memcmp(t1->data, t2->data, t1->nbytes) != 0) {
     int64_t at = 0;
-    while (at < n && tensor_get_f64(t1, at) == tensor_get_f64(t2, at)) at++;
+    size_t es = dtype_size(t1->dtype);
+    while (at < n && t1->dtype == t2->dtype && !memcmp((char *)t1->data + at * es, (char *)t2->data + at * es, es)) at++;
     char co[128];
     shape_coords(&root->shape, at < n ? at : 0, co, sizeof co);
     fprintf(rep, "output '%s': --threads 1 and --threads 2 differ, first at %s: %.9g vs %.9g\n", name, co,
@@ -230,8 +237,8 @@ static bool compare_output(Child *ch, const char *name, const Node *root, const 
   return ok;
 }
 
-static int diff_child(const Opts *o, FILE *rep) {
-  Child chv = {.c = tu_comp(), .rep = rep};
+static int diff_child(const Opts *o, FILE *rep, const char *dir) {
+  Child chv = {.c = tu_comp(), .rep = rep, .dir = dir};
   Child *ch = &chv;
   Comp *c = ch->c;
   c->rng_state = o->seed ? o->seed : 24301;
@@ -262,16 +269,10 @@ static int diff_child(const Opts *o, FILE *rep) {
   if (!plan_einsums(c, p.outputs.node, p.outputs.n, NULL)) return child_fail(ch, "plan_einsums");
   if (!lower_program(c, &p, &k)) return child_fail(ch, "lower");
   memplan_assign(c, &k);
-  snprintf(ch->dir, sizeof ch->dir, "/tmp/circc-cg-XXXXXX");
-  if (!mkdtemp(ch->dir)) return fprintf(rep, "mkdtemp failed\n"), ST_ERROR;
   char *prog = arena_printf(&c->arena, "%s/prog", ch->dir);
   EmitOptions eo = {.name = "prog", .command_line = "test_codegen", .source_hash = ""};
   BuildOptions bo = {.output = prog, .opt = o->opt ? o->opt : "-O1", .native = o->native};
-  if (!build_program(c, &k, &eo, &bo)) {
-    int code = child_fail(ch, "build");
-    remove_tree(ch->dir);
-    return code;
-  }
+  if (!build_program(c, &k, &eo, &bo)) return child_fail(ch, "build");
 
   /* inputs: random values of each input's dtype (valid ids for index inputs), or files */
   uint64_t rs = (o->seed ? o->seed : 24301) ^ 0xc0dec0de;
@@ -296,13 +297,14 @@ static int diff_child(const Opts *o, FILE *rep) {
         if (!strcmp(o->range[j].name, name)) r = &o->range[j];
       double lo = -RANDCIRC_INPUT_BOUND, hi = RANDCIRC_INPUT_BOUND;
       bool integral = k.input[i]->dtype == DT_I64;
+      int64_t len = -1; /* an index input (of the unsimplified circuit, which eval sees) */
+      memset(seen, 0, (size_t)c->next_node_id + 1);
+      for (int j = 0; j < nout; j++) find_index_len(orig[j], sym, seen, &len);
       if (r) lo = r->lo, hi = r->hi, integral |= r->integral;
-      else if (integral) {
-        int64_t len = -1;
-        memset(seen, 0, (size_t)c->next_node_id + 1);
-        for (int j = 0; j < nout; j++) find_index_len(orig[j], sym, seen, &len);
+      else if (integral || len >= 0) {
         if (len < 0) len = 1;
         lo = o->negative_ids ? (double)-len : 0, hi = (double)len;
+        integral = true;
       }
       t = tensor_new(c, k.input[i]->dtype == DT_I64 ? DT_I64 : DT_F32, &sym->shape);
       int64_t n = shape_numel(&sym->shape);
@@ -336,7 +338,6 @@ static int diff_child(const Opts *o, FILE *rep) {
       char *text = read_text(log);
       fprintf(rep, "the program (--threads %d) exited with status %d:\n%s\n", r + 1, code, text ? text : "");
       free(text);
-      remove_tree(ch->dir);
       return ST_ERROR;
     }
     got[r] = calloc((size_t)nout + 1, sizeof *got[r]);
@@ -345,8 +346,6 @@ static int diff_child(const Opts *o, FILE *rep) {
   }
   int bad = 0;
   for (int j = 0; j < nout; j++) bad += !compare_output(ch, k.output_name[j], orig[j], want[j], got[0][j], got[1][j]);
-  if (getenv("CIRCC_KEEP_TEMPS")) fprintf(rep, "(files kept in %s)\n", ch->dir);
-  else remove_tree(ch->dir);
   eval_free(e);
   return bad ? ST_MISMATCH : ST_OK;
 }
@@ -355,6 +354,8 @@ static int diff_child(const Opts *o, FILE *rep) {
 static Report diff_check(const Opts *o) {
   Report r = {0};
   int fds[2];
+  char dir[] = "/tmp/circc-cg-XXXXXX"; /* every file of the check lives here */
+  cr_assert(mkdtemp(dir));
   cr_assert(pipe(fds) == 0);
   fflush(stdout), fflush(stderr);
   pid_t pid = fork();
@@ -364,7 +365,7 @@ static Report diff_check(const Opts *o) {
     dup2(fds[1], 2); /* an ICE's message goes into the report too */
     FILE *rep = fdopen(fds[1], "w");
     setvbuf(rep, NULL, _IONBF, 0);
-    int code = diff_child(o, rep);
+    int code = diff_child(o, rep, dir);
     fflush(rep);
     _exit(code);
   }
@@ -378,6 +379,8 @@ static Report diff_check(const Opts *o) {
   close(fds[0]);
   int status;
   waitpid(pid, &status, 0);
+  if (getenv("CIRCC_KEEP_TEMPS")) fprintf(m, "(files kept in %s)\n", dir);
+  else remove_tree(dir);
   if (WIFEXITED(status) && WEXITSTATUS(status) <= ST_ERROR) r.status = (Status)WEXITSTATUS(status);
   else {
     r.status = ST_CRASH;
@@ -406,12 +409,13 @@ static void report_free(Report *r) {
 static void expect_match(const Opts *o) {
   Report r = diff_check(o);
   Status st = r.status;
-  if (st != ST_OK) cr_log_error("%s", r.msg);
   cr_assert_eq(st, ST_OK, "compiled program differs from eval (status %d):\n%s", st, r.msg);
   report_free(&r);
 }
 
 #define DIFF(...) expect_match(&(Opts){__VA_ARGS__})
+
+TestSuite(codegen, .timeout = 240); /* a generated program that hangs fails instead of blocking the suite */
 
 /* ------------------------------------------------------------------ §9 examples */
 
@@ -982,6 +986,75 @@ Test(codegen, last_dim_size_cumulant_tag_set_symbolic_shape) {
                "  'sss'\n");
 }
 
+/* outputs that are views of each other, of inputs, of weights and of one shared temp */
+Test(codegen, outputs_sharing_buffers) {
+  DIFF(.text = "'flat' Rearrange a b -> (a b)\n"
+               "  'th' GeneralFunction tanh\n"
+               "    'x' [3,4] Symbol\n"
+               "'th'\n"
+               "'cols' Rearrange a b -> b a\n"
+               "  'th'\n"
+               "'flat2' Rearrange a b -> (a b) ()\n"
+               "  'th'\n"
+               "'x'\n"
+               "'x_view' Rearrange a b -> b a\n"
+               "  'x'\n"
+               "'w' [2,3] Array rand\n"
+               "'w_slice' Index [1]\n"
+               "  'w'\n"
+               "'mm' Einsum ab,bc->ac\n"
+               "  'w'\n"
+               "  'x'\n"
+               "'mm_row' Index [0]\n"
+               "  'mm'\n");
+}
+
+/* an index input that is also read as a value */
+Test(codegen, index_input_also_used_as_value) {
+  DIFF(.text = "'g' GeneralFunction gen_index_at_0_c\n"
+               "  'E' [5,3] Symbol\n"
+               "  'i' [4] Symbol\n"
+               "'f' Einsum a,->a\n"
+               "  'i'\n"
+               "  'h' [] Scalar 0.5\n"
+               "'both' Einsum ab,a->ab\n"
+               "  'g'\n"
+               "  'i'\n");
+}
+
+/* empty slices give zero-size axes (§4.6 allows start == stop) */
+Test(codegen, zero_size_tensors) {
+  DIFF(.text = "'empty' Index [1:1, :]\n"
+               "  'x' [3,4] Symbol\n"
+               "'sum_empty' Einsum ab->b\n"
+               "  'empty'\n"
+               "'cat_empty' Concat 0\n"
+               "  'x'\n"
+               "  'empty'\n"
+               "'tanh_empty' GeneralFunction tanh\n"
+               "  'empty'\n"
+               "'sm_empty' GeneralFunction softmax\n"
+               "  'et' Rearrange a b -> b a\n"
+               "    'empty'\n");
+}
+
+/* infinities from Scalars and from functions at the edge of their domain */
+Test(codegen, nonfinite_values) {
+  DIFF(.text = "'plus_inf' Add\n"
+               "  'x' [3] Symbol\n"
+               "  'inf' [] Scalar inf\n"
+               "'log0' GeneralFunction log\n"
+               "  'z' [2] Scalar 0\n"
+               "'masked' GeneralFunction softmax\n"
+               "  'm' Add\n"
+               "    'x'\n"
+               "    'mask' [3] Scalar -10000\n"
+               "'rsqrt0' GeneralFunction rsqrt\n"
+               "  'z'\n"
+               "'max_inf' GeneralFunction max\n"
+               "  'plus_inf'\n");
+}
+
 /* ------------------------------------------------------------------ thread-parallel sizes */
 
 /* Steps large enough for OpenMP (emit.c's PARALLEL_MIN_WORK): 1 vs 2 threads
@@ -1025,7 +1098,7 @@ Test(codegen, large_parallel_O3_native) { DIFF(.text = LARGE_TEXT, .opt = "-O3",
 
 /* ------------------------------------------------------------------ random circuits */
 
-enum { RANDOM_PER_PROGRAM = 25, RANDOM_PROGRAMS = 10 };
+enum { RANDOM_PER_PROGRAM = 25 }; /* circuits per program; 10 programs */
 
 /* The circuit (of n) whose outputs include `name`, or -1. */
 static int owner(const RandCirc *rc, int n, const char *name) {
@@ -1037,15 +1110,15 @@ static int owner(const RandCirc *rc, int n, const char *name) {
 
 /* Compiles `n` random circuits (seeds first..first+n-1) as one program; on a
  * failure names the seeds and prints the failing circuits' text. */
-static void random_program(uint64_t first, int n) {
+static void random_program(uint64_t first, int n, bool large) {
   RandCirc *rc = calloc((size_t)n, sizeof *rc);
   char *text = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
   for (int j = 0; j < n; j++) {
     char prefix[32];
-    snprintf(prefix, sizeof prefix, "r%llu.", (unsigned long long)(first + (uint64_t)j));
-    randcirc_generate(first + (uint64_t)j, prefix, &rc[j]);
+    snprintf(prefix, sizeof prefix, "%s%llu.", large ? "R" : "r", (unsigned long long)(first + (uint64_t)j));
+    randcirc_generate(first + (uint64_t)j, prefix, large, &rc[j]);
     fputs(rc[j].text, f);
   }
   fclose(f);
@@ -1076,11 +1149,13 @@ static void random_program(uint64_t first, int n) {
       }
     }
     for (int j = 0; j < n; j++)
-      if (failing[j]) fprintf(m, "--- seed %llu (randcirc_generate(%llu, \"r%llu.\")):\n%s", (unsigned long long)(first + (uint64_t)j),
-                              (unsigned long long)(first + (uint64_t)j), (unsigned long long)(first + (uint64_t)j), rc[j].text);
+      if (failing[j]) {
+        unsigned long long seed = first + (uint64_t)j;
+        fprintf(m, "--- seed %llu (randcirc_generate(%llu, \"%s%llu.\", %s)):\n%s", seed, seed, large ? "R" : "r", seed,
+                large ? "true" : "false", rc[j].text);
+      }
     fclose(m);
     report_free(&r);
-    cr_log_error("%s", msg);
     cr_assert_fail("%s", msg);
   }
   for (int j = 0; j < n; j++) randcirc_free(&rc[j]);
@@ -1096,7 +1171,7 @@ static uint64_t random_base(void) {
 
 #define RANDOM_TEST(i)                                                                        \
   Test(codegen, random_circuits_##i) {                                                        \
-    random_program(random_base() + (uint64_t)(i) * RANDOM_PER_PROGRAM, RANDOM_PER_PROGRAM); \
+    random_program(random_base() + (uint64_t)(i) * RANDOM_PER_PROGRAM, RANDOM_PER_PROGRAM, false); \
   }
 RANDOM_TEST(0)
 RANDOM_TEST(1)
@@ -1109,6 +1184,10 @@ RANDOM_TEST(7)
 RANDOM_TEST(8)
 RANDOM_TEST(9)
 
+/* Random circuits with axes up to 96, so their steps run on both threads. */
+Test(codegen, random_large_circuits_0) { random_program(random_base(), 10, true); }
+Test(codegen, random_large_circuits_1) { random_program(random_base() + 10, 10, true); }
+
 /* CIRCC_CODEGEN_FILE=PATH checks the circuits in PATH (e.g. a reproducer). */
 Test(codegen, file_replay) {
   const char *path = getenv("CIRCC_CODEGEN_FILE");
@@ -1119,9 +1198,10 @@ Test(codegen, file_replay) {
   free(text);
 }
 
-/* CIRCC_RANDCIRC_SEED=N replays one random circuit on its own. */
+/* CIRCC_RANDCIRC_SEED=N replays one random circuit on its own (a large one
+ * if CIRCC_RANDCIRC_LARGE is set). */
 Test(codegen, random_circuit_replay) {
   const char *s = getenv("CIRCC_RANDCIRC_SEED");
   if (!s) cr_skip_test("set CIRCC_RANDCIRC_SEED=N to replay random circuit N");
-  random_program(strtoull(s, NULL, 10), 1);
+  random_program(strtoull(s, NULL, 10), 1, getenv("CIRCC_RANDCIRC_LARGE") != NULL);
 }

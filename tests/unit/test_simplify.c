@@ -242,7 +242,7 @@ Test(simplify, einsum_scalar_to_rank0) {
                    "  's' [2,3] Scalar 2\n"
                    "  't' [4] Scalar 3\n",
                    1e-12);
-  cr_assert_eq(fired(&r, "einsum_scalar_to_rank0"), 1);
+  cr_assert_eq(fired(&r, "einsum_scalar_to_rank0"), 2); /* once per Scalar operand */
   cr_assert_eq(r.after->nchild, 2);
   cr_assert_eq(r.after->child[1]->kind, NK_Scalar);
   cr_assert_eq(r.after->child[1]->shape.rank, 0);
