@@ -20,7 +20,7 @@
 
 typedef struct RShape {
   int rank;
-  int64_t dim[MAXR];
+  int64_t dim[2 * MAXR]; /* room for a shape built before its rank is checked against MAXR */
 } RShape;
 
 typedef struct RNode {

@@ -272,6 +272,10 @@ static int diff_child(const Opts *o, FILE *rep, const char *dir) {
   char *prog = arena_printf(&c->arena, "%s/prog", ch->dir);
   EmitOptions eo = {.name = "prog", .command_line = "test_codegen", .source_hash = ""};
   BuildOptions bo = {.output = prog, .opt = o->opt ? o->opt : "-O1", .native = o->native};
+#if defined(__SANITIZE_ADDRESS__)
+  /* a sanitizer build of the tests checks the generated programs too */
+  bo.cflags = "-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer";
+#endif
   if (!build_program(c, &k, &eo, &bo)) return child_fail(ch, "build");
 
   /* inputs: random values of each input's dtype (valid ids for index inputs), or files */
