@@ -237,6 +237,10 @@ static int run_eval(Comp *c, const Options *o, const Program *p) {
     const Node *sym = NULL;
     for (int j = 0; j < p->inputs.n; j++)
       if (p->inputs.node[j]->name && !strcmp(p->inputs.node[j]->name, b->name)) sym = p->inputs.node[j];
+    if (!sym && o->noutputs) {
+      diag_warn(c, NO_LOC, "--input %s: not used by the selected outputs; ignored", b->name);
+      continue;
+    }
     if (!sym) {
       diag_error_class(c, DIAG_USAGE, NO_LOC, "--input %s: the circuit has no free symbol named '%s'", b->name, b->name);
       for (int j = 0; j < p->inputs.n; j++)
