@@ -13,3 +13,18 @@ ctest --test-dir build --output-on-failure -j "$JOBS"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug "-DCIRCC_SANITIZE=address;undefined" >/dev/null
 cmake --build build-asan -j "$JOBS"
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+
+# A short, deterministic libFuzzer run of the parser and every file reader.
+if command -v clang >/dev/null 2>&1; then
+  CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCIRCC_FUZZ=ON >/dev/null
+  cmake --build build-fuzz -j "$JOBS" --target fuzz_parse fuzz_pt fuzz_npy fuzz_safetensors fuzz_json
+  for f in parse:tests/data/circ pt:tests/data/pt npy:tests/data/npy safetensors:tests/data/hf json:tests/data/hf; do
+    name=${f%%:*} seeds=${f#*:}
+    corpus=$(mktemp -d)
+    cp "$seeds"/* "$corpus"/ 2>/dev/null || true
+    echo "fuzz_$name: 15 s"
+    ./build-fuzz/tests/fuzz_$name -seed=1 -max_total_time=15 -max_len=65536 -print_final_stats=0 "$corpus" >"$corpus.log" 2>&1 \
+      || { tail -40 "$corpus.log"; exit 1; }
+    rm -rf "$corpus" "$corpus.log"
+  done
+fi
