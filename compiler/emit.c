@@ -38,6 +38,18 @@ static const char *comment_safe(Comp *c, const char *s) {
   return r;
 }
 
+/* s as the inside of a C string literal. */
+static const char *c_escape(Comp *c, const char *s) {
+  char *r = arena_alloc(&c->arena, 4 * strlen(s) + 1), *o = r;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\' || *p == '?') *o++ = '\\', *o++ = (char)*p; /* '?': no trigraphs */
+    else if (*p < 32 || *p == 127) o += sprintf(o, "\\%03o", *p);
+    else *o++ = (char)*p;
+  }
+  *o = 0;
+  return r;
+}
+
 static const char *ctype(DType t) { return t == DT_I64 ? "int64_t" : "float"; }
 
 /* Pointer expression for a buffer's base. */
@@ -350,7 +362,7 @@ static void emit_gather(Emit *e, const Step *s) {
   decl_add(&d, s->x.buf, false);
   for (int k = 0; k < s->nidx; k++) decl_add(&d, s->idx[k].buf, false);
   emit_decls(e, &d);
-  const char *what = comment_safe(e->c, s->node->name);
+  const char *what = c_escape(e->c, s->node->name ? s->node->name : "(unnamed)");
   for (int k = 0; k < s->nidx; k++) {
     const View *iv = &s->idx[k];
     /* loop only over the dims the index varies along */
@@ -389,6 +401,59 @@ static void emit_gather(Emit *e, const Step *s) {
   out(e, "];\n%*s}\n", ind, "");
 }
 
+/* Rows of C per OpenMP task: small enough that every thread gets work, a
+ * multiple of the micro-tile height. The GEMM template gives every C element
+ * the same summation order however rows are split, so this does not change bits. */
+static int64_t gemm_row_block(int64_t batch, int64_t M) {
+  int64_t want_tasks = 16, mb = (M * batch + want_tasks - 1) / want_tasks;
+  if (mb < 8) mb = 8;
+  mb = (mb + 7) / 8 * 8;
+  return mb > M ? M : mb;
+}
+
+/* Batched GEMM through templates/gemm_f32.h: tasks are (batch index, row block). */
+static void emit_gemm(Emit *e, const Step *s) {
+  Decl d = {0};
+  decl_add(&d, s->out.buf, true);
+  decl_add(&d, s->op[0].buf, false);
+  decl_add(&d, s->op[1].buf, false);
+  emit_decls(e, &d);
+  int nb = s->nbatch;
+  int64_t M = s->dim[nb], N = s->dim[nb + 1], K = s->dim[nb + 2];
+  const View *A = &s->op[0], *B = &s->op[1], *C = &s->out;
+  double batch = loop_work(s->dim, nb);
+  int64_t mb = M ? gemm_row_block((int64_t)batch, M) : 1, nblocks = M ? (M + mb - 1) / mb : 0;
+  bool parallel = s->flops >= PARALLEL_MIN_WORK;
+  out(e, "  int failed = 0;\n");
+  if (parallel) out(e, "  #pragma omp parallel\n");
+  out(e, "  {\n    float *scratch = (float *)aligned_alloc(64, (size_t)((circc_gemm_scratch_floats(%lld, %lld) * 4 + 63) / 64 * 64));\n",
+      (long long)N, (long long)K);
+  out(e, "    if (!scratch) {\n");
+  if (parallel) out(e, "      #pragma omp atomic write\n");
+  out(e, "      failed = 1;\n    }\n");
+  if (parallel) out(e, "    #pragma omp for collapse(%d) schedule(static)\n", nb + 1);
+  for (int t = 0; t < nb; t++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 4 + 2 * t, "", t, t, (long long)s->dim[t], t);
+  int ind = 4 + 2 * nb;
+  out(e, "%*sfor (int64_t mb = 0; mb < %lld; mb++) {\n", ind, "", (long long)nblocks);
+  out(e, "%*sconst int64_t m0 = mb * %lld, m1 = m0 + %lld < %lld ? m0 + %lld : %lld;\n", ind + 2, "", (long long)mb,
+      (long long)mb, (long long)M, (long long)mb, (long long)M);
+  out(e, "%*sif (scratch)\n%*scircc_gemm_f32_rows(m0, m1, %lld, %lld, ", ind + 2, "", ind + 4, "", (long long)N, (long long)K);
+  const View *v[3] = {A, B, C};
+  const int64_t st[3][2] = {{A->stride[nb], A->stride[nb + 2]}, {B->stride[nb + 2], B->stride[nb + 1]},
+                            {C->stride[nb], C->stride[nb + 1]}};
+  for (int q = 0; q < 3; q++) {
+    /* base of this batch element; the template adds the M/N/K offsets */
+    View base = *v[q];
+    base.rank = nb;
+    out(e, "&");
+    emit_index(e, &base);
+    out(e, ", %lld, %lld, ", (long long)st[q][0], (long long)st[q][1]);
+  }
+  out(e, "scratch);\n%*s}\n    free(scratch);\n  }\n", ind, "");
+  out(e, "  if (failed) return rt_errorf(\"out of memory for the GEMM scratch of '%%s'\", \"%s\");\n",
+      c_escape(e->c, s->node && s->node->name ? s->node->name : "a contraction"));
+}
+
 static const char *step_kind_name(StepKind k) {
   switch (k) {
   case STEP_ELEMENTWISE: return "elementwise";
@@ -396,6 +461,7 @@ static const char *step_kind_name(StepKind k) {
   case STEP_ROW: return "row";
   case STEP_GATHER: return "gather";
   case STEP_FILL: return "fill";
+  case STEP_GEMM: return "gemm";
   }
   return "?";
 }
@@ -412,6 +478,7 @@ static void emit_step(Emit *e, const Step *s) {
   case STEP_CONTRACT: emit_contract(e, s); break;
   case STEP_ROW: emit_row(e, s); break;
   case STEP_GATHER: emit_gather(e, s); break;
+  case STEP_GEMM: emit_gemm(e, s); break;
   }
   out(e, "  return NULL;\n}\n");
 }
@@ -420,7 +487,9 @@ static const char PRELUDE[] =
     "#include <math.h>\n"
     "#include <stdint.h>\n"
     "#include <stddef.h>\n"
+    "#include <stdlib.h>\n"
     "#include \"circc_rt.h\"\n"
+    "#include \"gemm_f32.h\"\n"
     "\n"
     "extern const unsigned char circc_weights[]; /* weights.bin, linked by weights.S (.incbin) */\n"
     "\n"
@@ -480,29 +549,15 @@ static void emit_desc(Emit *e, const char *what, int n, Buf **bufs, const char *
   }
   out(e, "static const rt_tensor_desc %s[] = {\n", what);
   for (int i = 0; i < n; i++) {
-    out(e, "  {\"");
-    for (const char *p = names[i]; *p; p++) {
-      if (*p == '"' || *p == '\\') out(e, "\\%c", *p);
-      else if ((unsigned char)*p < 32) out(e, "\\%03o", (unsigned char)*p);
-      else out(e, "%c", *p);
-    }
     const Node *nd = bufs[i]->node;
-    out(e, "\", %s, %d, %s_shape_%d, %lld},\n", bufs[i]->dtype == DT_I64 ? "RT_I64" : "RT_F32", nd->shape.rank, what,
+    out(e, "  {\"%s\", %s, %d, %s_shape_%d, %lld},\n", c_escape(e->c, names[i]), bufs[i]->dtype == DT_I64 ? "RT_I64" : "RT_F32", nd->shape.rank, what,
         i, (long long)shape_numel(&nd->shape));
   }
   if (!n) out(e, "  {0},\n");
   out(e, "};\n");
 }
 
-static void emit_cstring(Emit *e, const char *s) {
-  out(e, "\"");
-  for (const char *p = s ? s : ""; *p; p++) {
-    if (*p == '"' || *p == '\\') out(e, "\\%c", *p);
-    else if ((unsigned char)*p < 32) out(e, "\\%03o", (unsigned char)*p);
-    else out(e, "%c", *p);
-  }
-  out(e, "\"");
-}
+static void emit_cstring(Emit *e, const char *s) { out(e, "\"%s\"", c_escape(e->c, s ? s : "")); }
 
 /* The blob: every weight buffer, converted to its dtype, at its memplan offset. */
 static bool write_weights(const Kernels *k, FILE *w) {

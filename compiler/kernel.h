@@ -61,6 +61,7 @@ typedef enum StepKind {
   STEP_ROW,         /* softmax / log_softmax / min / max over the last axis */
   STEP_GATHER,      /* out[loop] = x[base(loop) + Σ_k stride_k * wrap(index_k[loop])] */
   STEP_FILL,        /* out = value (zero-init before a Scatter / repeated-id einsum) */
+  STEP_GEMM,        /* batched GEMM (templates/gemm_f32.h): loop dims [batch..., M, N, K] */
 } StepKind;
 
 #define MAX_GATHER 8
@@ -78,6 +79,9 @@ typedef struct Step {
   int nout;
   int nops;
   View op[2];
+  /* GEMM: the same fields with ndim = nbatch + 3 and loop dims [batch..., M, N, K];
+   * op[0] is A (no N stride), op[1] is B (no M stride), out is C (no K stride). */
+  int nbatch;
   /* ROW */
   GenFnKind fn;
   View in;                /* over (rows..., len) */

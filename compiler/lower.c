@@ -215,6 +215,86 @@ static bool einsum_is_product(const Node *n) {
   return true;
 }
 
+/* Merges loop dims ids[0..n) (ordered outer to inner) into one dim of every
+ * view in v[0..nv): possible when each view's strides compose row-major. */
+static bool mergeable(const Step *s, const int *ids, int n, View *const *v, int nv) {
+  for (int j = 0; j + 1 < n; j++)
+    for (int q = 0; q < nv; q++)
+      if (v[q]->stride[ids[j]] != v[q]->stride[ids[j + 1]] * s->dim[ids[j + 1]]) return false;
+  return true;
+}
+
+/* Orders dims by decreasing stride in view v (outer first), the row-major order
+ * in which they could merge. */
+static void sort_by_stride(int *ids, int n, const View *v) {
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && v->stride[ids[j]] > v->stride[ids[j - 1]]; j--) {
+      int t = ids[j];
+      ids[j] = ids[j - 1];
+      ids[j - 1] = t;
+    }
+}
+
+/* A binary contraction whose ids are batch (in both operands and the output),
+ * M (first operand and output), N (second operand and output) and K (both
+ * operands, summed) is a batched GEMM: turn the step into STEP_GEMM with loop
+ * dims [batch..., M, N, K], merging several M (N, K) ids into one when their
+ * strides allow and treating unmergeable M/N ids as batch. Ids of size 1 are
+ * dropped; an id summed in one operand only keeps the loop nest. */
+static void classify_gemm(Step *s) {
+  if (s->nops != 2 || s->op[0].buf->dtype != DT_F32 || s->op[1].buf->dtype != DT_F32) return;
+  int batch[MAX_RANK * 2], m[MAX_RANK * 2], nn[MAX_RANK * 2], k[MAX_RANK * 2], nb = 0, nm = 0, nN = 0, nk = 0;
+  for (int t = 0; t < s->ndim; t++) {
+    if (s->dim[t] == 1) continue;
+    bool a = s->op[0].stride[t] != 0, b = s->op[1].stride[t] != 0;
+    if (t < s->nout) {
+      if (a && b) batch[nb++] = t;
+      else if (a) m[nm++] = t;
+      else if (b) nn[nN++] = t;
+      else batch[nb++] = t; /* a repeat of both operands: a batch loop reading the same data */
+    } else {
+      if (!(a && b)) return;
+      k[nk++] = t;
+    }
+  }
+  if (nk == 0 || s->flops < 8192) return;
+  View *A = &s->op[0], *B = &s->op[1], *C = &s->out;
+  sort_by_stride(k, nk, A);
+  View *ab[2] = {A, B};
+  if (!mergeable(s, k, nk, ab, 2)) return;
+  /* M: merge what composes in A and C; leftovers become batch loops */
+  View *ac[2] = {A, C}, *bc[2] = {B, C};
+  sort_by_stride(m, nm, C);
+  while (nm > 1 && !mergeable(s, m, nm, ac, 2)) batch[nb++] = m[0], memmove(m, m + 1, sizeof(int) * (size_t)--nm);
+  sort_by_stride(nn, nN, C);
+  while (nN > 1 && !mergeable(s, nn, nN, bc, 2)) batch[nb++] = nn[0], memmove(nn, nn + 1, sizeof(int) * (size_t)--nN);
+  if (nb > MAX_RANK) return;
+  /* rebuild the loop dims as [batch..., M, N, K] */
+  Step g = *s;
+  g.kind = STEP_GEMM;
+  g.nbatch = nb;
+  g.ndim = nb + 3;
+  View *gv[3] = {&g.op[0], &g.op[1], &g.out};
+  const View *sv[3] = {A, B, C};
+  for (int q = 0; q < 3; q++) {
+    gv[q]->rank = g.ndim;
+    memset(gv[q]->stride, 0, sizeof gv[q]->stride);
+    for (int i = 0; i < nb; i++) gv[q]->stride[i] = sv[q]->stride[batch[i]];
+  }
+  for (int i = 0; i < nb; i++) g.dim[i] = s->dim[batch[i]];
+  const int *groups[3] = {m, nn, k};
+  int counts[3] = {nm, nN, nk};
+  for (int j = 0; j < 3; j++) {
+    int64_t size = 1;
+    for (int i = 0; i < counts[j]; i++) size *= s->dim[groups[j][i]];
+    g.dim[nb + j] = size;
+    for (int q = 0; q < 3; q++) gv[q]->stride[nb + j] = counts[j] ? sv[q]->stride[groups[j][counts[j] - 1]] : 0;
+  }
+  for (int q = 0; q < 3; q++)
+    for (int i = 0; i < g.ndim; i++) gv[q]->dim[i] = g.dim[i];
+  *s = g;
+}
+
 static Value *lower_einsum(Lower *L, const Node *n, Buf *dest) {
   const EinsumSpec *e = &n->u.einsum;
   if (n->nchild == 0) return lazy(L, expr_const(L, 1.0));
@@ -287,6 +367,7 @@ static Value *lower_einsum(Lower *L, const Node *n, Buf *dest) {
   for (int t = 0; t < nids; t++) work *= (double)size[t];
   s->flops = work * (n->nchild == 2 ? 2 : 1);
   if (b->def_step < 0) b->def_step = s->id;
+  if (!diag_out) classify_gemm(s);
   return viewed(L, outv);
 }
 

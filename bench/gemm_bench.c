@@ -1,0 +1,93 @@
+/* gemm_bench.c — GFLOP/s of templates/gemm_f32.h on the GPT-2 small shapes
+ * (M x N x K, A row-major M x K, B row-major K x N unless marked B^T), with 1
+ * thread and with all OpenMP threads splitting the rows as generated programs
+ * do (contiguous ranges, multiples of 8 where possible). Not a test; build with
+ * `cmake --build BUILD --target gemm_bench`. Prints one line per shape:
+ *   gemm M=.. N=.. K=.. b=row|trans threads=T ms=.. gflops=..  (best of --reps R) */
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gemm_f32.h"
+
+typedef struct Shape {
+  int64_t M, N, K;
+  int btrans; /* B given as N x K (b_k = 1), e.g. a tied unembedding */
+} Shape;
+
+static double now(void) { return omp_get_wtime(); }
+
+static float *alloc_floats(int64_t n) {
+  float *p = aligned_alloc(64, (size_t)((n * 4 + 63) / 64 * 64));
+  if (!p) {
+    fprintf(stderr, "out of memory\n");
+    exit(1);
+  }
+  return p;
+}
+
+/* One product with `threads` threads; rows split as evenly as 8-row tiles allow. */
+static void run(const Shape *s, int threads, const float *A, const float *B, float *C, float **scratch) {
+  int64_t b_k = s->btrans ? 1 : s->N, b_n = s->btrans ? s->K : 1;
+#pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t tiles = (s->M + 7) / 8;
+    int64_t m0 = tiles * t / nt * 8, m1 = tiles * (t + 1) / nt * 8;
+    if (m1 > s->M) m1 = s->M;
+    if (m0 > s->M) m0 = s->M;
+    circc_gemm_f32_rows(m0, m1, s->N, s->K, A, s->K, 1, B, b_k, b_n, C, s->N, 1, scratch[t]);
+  }
+}
+
+int main(int argc, char **argv) {
+  int reps = 20, maxt = omp_get_max_threads();
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+      reps = atoi(argv[++i]);
+    } else {
+      fprintf(stderr, "usage: %s [--reps R]\n", argv[0]);
+      return 2;
+    }
+  }
+  static const Shape shapes[] = {
+      {64, 768, 768, 0},  {64, 2304, 768, 0},  {64, 3072, 768, 0},  {64, 768, 3072, 0},
+      {256, 768, 768, 0}, {256, 2304, 768, 0}, {256, 768, 3072, 0}, {1024, 768, 768, 0},
+      {64, 768, 768, 1},  {1, 2304, 768, 0},   {1, 768, 3072, 0},   {1, 50257, 768, 1},
+      {1, 50257, 768, 0}, {64, 50257, 768, 1},
+  };
+  printf("isa=%s mr=%d nr=%d kc=%d threads=%d\n", CIRCC_GEMM_ISA, CIRCC_GEMM_MR, CIRCC_GEMM_NR, CIRCC_GEMM_KC, maxt);
+  for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+    const Shape *s = &shapes[si];
+    float *A = alloc_floats(s->M * s->K), *B = alloc_floats(s->K * s->N), *C = alloc_floats(s->M * s->N);
+    for (int64_t i = 0; i < s->M * s->K; i++) A[i] = (float)((i * 7 % 13) - 6) * 0.01f;
+    for (int64_t i = 0; i < s->K * s->N; i++) B[i] = (float)((i * 5 % 11) - 5) * 0.01f;
+    float *scratch[64];
+    for (int t = 0; t < maxt && t < 64; t++) scratch[t] = alloc_floats(circc_gemm_scratch_floats(s->N, s->K));
+    double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K;
+    for (int threads = 1; threads <= maxt && threads <= 64; threads = threads == maxt ? maxt + 1 : (threads * 2 > maxt ? maxt : threads * 2)) {
+      /* repeat until ~0.05 s per measurement, best of `reps` measurements */
+      int inner = 1;
+      for (;;) {
+        double t0 = now();
+        for (int r = 0; r < inner; r++) run(s, threads, A, B, C, scratch);
+        if (now() - t0 > 0.05 || inner > (1 << 20)) break;
+        inner *= 2;
+      }
+      double best = 1e30;
+      for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        for (int q = 0; q < inner; q++) run(s, threads, A, B, C, scratch);
+        double dt = (now() - t0) / inner;
+        if (dt < best) best = dt;
+      }
+      printf("gemm M=%lld N=%lld K=%lld b=%s threads=%d ms=%.4f gflops=%.1f\n", (long long)s->M, (long long)s->N,
+             (long long)s->K, s->btrans ? "trans" : "row", threads, best * 1e3, flops / best * 1e-9);
+      fflush(stdout);
+    }
+    for (int t = 0; t < maxt && t < 64; t++) free(scratch[t]);
+    free(A), free(B), free(C);
+  }
+  return 0;
+}

@@ -1,0 +1,412 @@
+/* gemm_f32.h — fp32 GEMM template for circc-generated programs (and its naive
+ * reference twin in gemm_f32_ref.h):
+ *     C[m*c_m + n*c_n] = sum_k A[m*a_m + k*a_k] * B[k*b_k + n*b_n]
+ * for rows m in [m0,m1), all n in [0,N); C is overwritten. Strides are in
+ * elements and arbitrary (row-major, transposed, gapped). Everything is
+ * `static inline`, so calls whose arguments are literals get specialised.
+ *
+ * Determinism: every C element is the same fp32 sum whatever m0, m1, N, the
+ * strides or the path taken: K is cut into blocks of CIRCC_GEMM_KC starting at
+ * k = 0; inside a block the products are added by a chain of fused
+ * multiply-adds from +0 in increasing k; the block sums are added to C in
+ * block order (the first one stored). So callers may split rows (or columns)
+ * across threads and get bit-identical results. The SIMD paths (AVX-512, AVX2)
+ * give the same bits as each other; the portable path (no FMA guaranteed, or
+ * CIRCC_GEMM_PORTABLE defined) uses a*b+c as the compiler contracts it.
+ *
+ * Method: the K block of A rows is packed into mr-row micro-panels and each nr
+ * columns of B into a kc x nr panel, both in `scratch`, and a register-blocked
+ * micro-kernel computes mr x nr tiles. Few rows with unit-stride B rows (the
+ * matrix-vector case) stream B directly; few columns swap the roles of A and B.
+ * Needs C11; uses <immintrin.h> only when AVX2+FMA or AVX-512F is enabled. */
+#ifndef CIRCC_GEMM_F32_H
+#define CIRCC_GEMM_F32_H
+#include <stdint.h>
+#include <string.h>
+
+/* Summation block; part of the numerical contract above (all paths use it). */
+#define CIRCC_GEMM_KC 256
+
+#if !defined(CIRCC_GEMM_PORTABLE) && defined(__AVX512F__)
+#include <immintrin.h>
+#define CIRCC_GEMM_ISA "avx512"
+#define CIRCC_GEMM_VL 16 /* floats per vector */
+#define CIRCC_GEMM_MR 8  /* micro-tile rows: 8 x 3 zmm accumulators of 32 */
+#define CIRCC_GEMM_NR 48 /* micro-tile columns */
+typedef __m512 circc_gemm_v;
+static inline __m512 circc_gemm_vzero(void) { return _mm512_setzero_ps(); }
+static inline __m512 circc_gemm_vset1(float x) { return _mm512_set1_ps(x); }
+static inline __m512 circc_gemm_vload(const float *p) { return _mm512_load_ps(p); }
+static inline __m512 circc_gemm_vloadu(const float *p) { return _mm512_loadu_ps(p); }
+static inline void circc_gemm_vstore(float *p, __m512 v) { _mm512_store_ps(p, v); }
+static inline void circc_gemm_vstoreu(float *p, __m512 v) { _mm512_storeu_ps(p, v); }
+static inline __m512 circc_gemm_vfma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+static inline __m512 circc_gemm_vadd(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+/* First n lanes (0 <= n <= 16); masked-off lanes are neither read nor written. */
+static inline __mmask16 circc_gemm_mask(int n) {
+  return (__mmask16)(n >= 16 ? 0xFFFFu : (1u << (n > 0 ? n : 0)) - 1u);
+}
+static inline __m512 circc_gemm_vloadn(const float *p, int n) {
+  return _mm512_maskz_loadu_ps(circc_gemm_mask(n), p);
+}
+static inline void circc_gemm_vstoren(float *p, __m512 v, int n) {
+  _mm512_mask_storeu_ps(p, circc_gemm_mask(n), v);
+}
+#elif !defined(CIRCC_GEMM_PORTABLE) && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define CIRCC_GEMM_ISA "avx2"
+#define CIRCC_GEMM_VL 8
+#define CIRCC_GEMM_MR 6  /* 6 x 2 ymm accumulators of 16 */
+#define CIRCC_GEMM_NR 16
+typedef __m256 circc_gemm_v;
+static inline __m256 circc_gemm_vzero(void) { return _mm256_setzero_ps(); }
+static inline __m256 circc_gemm_vset1(float x) { return _mm256_set1_ps(x); }
+static inline __m256 circc_gemm_vload(const float *p) { return _mm256_load_ps(p); }
+static inline __m256 circc_gemm_vloadu(const float *p) { return _mm256_loadu_ps(p); }
+static inline void circc_gemm_vstore(float *p, __m256 v) { _mm256_store_ps(p, v); }
+static inline void circc_gemm_vstoreu(float *p, __m256 v) { _mm256_storeu_ps(p, v); }
+static inline __m256 circc_gemm_vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+static inline __m256 circc_gemm_vadd(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+static inline __m256i circc_gemm_mask(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline __m256 circc_gemm_vloadn(const float *p, int n) {
+  return _mm256_maskload_ps(p, circc_gemm_mask(n));
+}
+static inline void circc_gemm_vstoren(float *p, __m256 v, int n) {
+  _mm256_maskstore_ps(p, circc_gemm_mask(n), v);
+}
+#else
+#define CIRCC_GEMM_ISA "portable"
+#define CIRCC_GEMM_VL 0  /* no intrinsics: plain C that the compiler vectorises */
+#define CIRCC_GEMM_MR 4
+#define CIRCC_GEMM_NR 16
+#endif
+
+#define CIRCC_GEMM_MC 192 /* rows of A packed at once: MC x KC floats = 192 KiB, in L2 */
+#define CIRCC_GEMM_NS 2048 /* streaming path: columns per accumulator strip (8 KiB a row) */
+#define CIRCC_GEMM_SR 4   /* streaming path: at most this many rows, B read once for all */
+
+static inline int64_t circc_gemm_min(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Floats of scratch circc_gemm_f32_rows needs (N is accepted for future use).
+ * The pieces start at multiples of 16 floats, so a 64-byte aligned scratch
+ * keeps the packed B panel aligned. */
+static inline int64_t circc_gemm_scratch_floats(int64_t N, int64_t K) {
+  (void)N;
+  int64_t kc = (circc_gemm_min(K, CIRCC_GEMM_KC) + 15) / 16 * 16;
+  int64_t packed = CIRCC_GEMM_MC * kc + kc * CIRCC_GEMM_NR + 64;
+  int64_t stream = CIRCC_GEMM_SR * CIRCC_GEMM_NS;
+  return packed > stream ? packed : stream;
+}
+
+/* ----------------------------------------------------------------- packing */
+
+#if CIRCC_GEMM_VL > 0
+/* 8x8 transpose: out[j*os + i] = in[i*is + j] for i, j < 8 (unaligned). */
+static inline void circc_gemm_tr8(const float *in, int64_t is, float *out, int64_t os) {
+  __m256 r0 = _mm256_loadu_ps(in), r1 = _mm256_loadu_ps(in + is);
+  __m256 r2 = _mm256_loadu_ps(in + 2 * is), r3 = _mm256_loadu_ps(in + 3 * is);
+  __m256 r4 = _mm256_loadu_ps(in + 4 * is), r5 = _mm256_loadu_ps(in + 5 * is);
+  __m256 r6 = _mm256_loadu_ps(in + 6 * is), r7 = _mm256_loadu_ps(in + 7 * is);
+  /* pairs of rows interleaved, then 4-row columns per 128-bit lane, then lanes swapped */
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(out, _mm256_permute2f128_ps(s0, s4, 0x20));
+  _mm256_storeu_ps(out + os, _mm256_permute2f128_ps(s1, s5, 0x20));
+  _mm256_storeu_ps(out + 2 * os, _mm256_permute2f128_ps(s2, s6, 0x20));
+  _mm256_storeu_ps(out + 3 * os, _mm256_permute2f128_ps(s3, s7, 0x20));
+  _mm256_storeu_ps(out + 4 * os, _mm256_permute2f128_ps(s0, s4, 0x31));
+  _mm256_storeu_ps(out + 5 * os, _mm256_permute2f128_ps(s1, s5, 0x31));
+  _mm256_storeu_ps(out + 6 * os, _mm256_permute2f128_ps(s2, s6, 0x31));
+  _mm256_storeu_ps(out + 7 * os, _mm256_permute2f128_ps(s3, s7, 0x31));
+}
+#endif
+
+/* Packs an r x kb block of X (X[i*s_i + k*s_k]) as dst[k*w + i], i < w, rows
+ * r..w-1 zero. Used for A micro-panels (w = MR) and, with the roles of the
+ * strides swapped, for B panels (w = NR, i = column). */
+static inline void circc_gemm_pack(float *restrict dst, int64_t w, const float *restrict X, int64_t s_i,
+                                   int64_t s_k, int64_t r, int64_t kb) {
+  if (s_i == 1) { /* each k: r contiguous floats */
+    for (int64_t k = 0; k < kb; k++) {
+      const float *src = X + k * s_k;
+      float *d = dst + k * w;
+      if (r == w) {
+        for (int64_t i = 0; i < w; i++) d[i] = src[i];
+      } else {
+        for (int64_t i = 0; i < r; i++) d[i] = src[i];
+        for (int64_t i = r; i < w; i++) d[i] = 0.0f;
+      }
+    }
+    return;
+  }
+  int64_t i0 = 0;
+#if CIRCC_GEMM_VL > 0
+  if (s_k == 1 && w % 8 == 0) { /* each row contiguous in k: transpose 8x8 tiles */
+    int64_t k8 = kb / 8 * 8;
+    for (; i0 + 8 <= r; i0 += 8) {
+      for (int64_t k = 0; k < k8; k += 8) circc_gemm_tr8(X + i0 * s_i + k, s_i, dst + k * w + i0, w);
+      for (int64_t k = k8; k < kb; k++)
+        for (int64_t i = i0; i < i0 + 8; i++) dst[k * w + i] = X[i * s_i + k];
+    }
+  }
+#endif
+  for (int64_t k = 0; k < kb; k++) {
+    float *d = dst + k * w;
+    for (int64_t i = i0; i < r; i++) d[i] = X[i * s_i + k * s_k];
+    for (int64_t i = r; i < w; i++) d[i] = 0.0f;
+  }
+}
+
+/* ------------------------------------------------------------ micro-kernel */
+
+/* C tile (rows x cols of C at C, strides c_m, c_n) = (first ? 0 : C) + the sum
+ * over k < kb of Ap[k*MR + i] * Bp[k*NR + j]. Ap and Bp are packed (Bp 64-byte
+ * aligned under AVX-512). `rows` is a literal at every call, so the row loops
+ * unroll and only live accumulators remain. */
+#if CIRCC_GEMM_VL > 0
+#define CIRCC_GEMM_NV (CIRCC_GEMM_NR / CIRCC_GEMM_VL)
+static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict Ap, const float *restrict Bp,
+                                     float *C, int64_t c_m, int64_t c_n, int cols, int first) {
+  circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV];
+  for (int i = 0; i < CIRCC_GEMM_MR; i++)
+    for (int v = 0; v < CIRCC_GEMM_NV; v++) acc[i][v] = circc_gemm_vzero();
+  for (int64_t k = 0; k < kb; k++) {
+    circc_gemm_v b[CIRCC_GEMM_NV];
+    for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vload(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL);
+    for (int i = 0; i < CIRCC_GEMM_MR; i++) {
+      if (i >= rows) break;
+      circc_gemm_v a = circc_gemm_vset1(Ap[k * CIRCC_GEMM_MR + i]);
+      for (int v = 0; v < CIRCC_GEMM_NV; v++) acc[i][v] = circc_gemm_vfma(a, b[v], acc[i][v]);
+    }
+  }
+  if (c_n == 1) {
+    for (int i = 0; i < CIRCC_GEMM_MR; i++) {
+      if (i >= rows) break;
+      float *c = C + i * c_m;
+      if (cols == CIRCC_GEMM_NR) {
+        for (int v = 0; v < CIRCC_GEMM_NV; v++) {
+          float *p = c + v * CIRCC_GEMM_VL;
+          circc_gemm_vstoreu(p, first ? acc[i][v] : circc_gemm_vadd(circc_gemm_vloadu(p), acc[i][v]));
+        }
+      } else {
+        for (int v = 0; v < CIRCC_GEMM_NV; v++) {
+          int n = cols - v * CIRCC_GEMM_VL;
+          float *p = c + v * CIRCC_GEMM_VL;
+          if (n <= 0) break;
+          circc_gemm_vstoren(p, first ? acc[i][v] : circc_gemm_vadd(circc_gemm_vloadn(p, n), acc[i][v]), n);
+        }
+      }
+    }
+  } else { /* strided C (e.g. transposed): through a tile on the stack */
+    float t[CIRCC_GEMM_MR * CIRCC_GEMM_NR];
+    for (int i = 0; i < CIRCC_GEMM_MR; i++) {
+      if (i >= rows) break;
+      for (int v = 0; v < CIRCC_GEMM_NV; v++) circc_gemm_vstoreu(t + i * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL, acc[i][v]);
+    }
+    for (int j = 0; j < cols; j++)
+      for (int i = 0; i < rows; i++) {
+        float *p = C + i * c_m + j * c_n;
+        *p = first ? t[i * CIRCC_GEMM_NR + j] : *p + t[i * CIRCC_GEMM_NR + j];
+      }
+  }
+}
+#else
+/* Portable: plain loops over a local tile; gcc -O3 vectorises the j loop. */
+static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict Ap, const float *restrict Bp,
+                                     float *C, int64_t c_m, int64_t c_n, int cols, int first) {
+  float acc[CIRCC_GEMM_MR][CIRCC_GEMM_NR];
+  for (int i = 0; i < CIRCC_GEMM_MR; i++)
+    for (int j = 0; j < CIRCC_GEMM_NR; j++) acc[i][j] = 0.0f;
+  for (int64_t k = 0; k < kb; k++) {
+    const float *a = Ap + k * CIRCC_GEMM_MR, *b = Bp + k * CIRCC_GEMM_NR;
+    for (int i = 0; i < CIRCC_GEMM_MR; i++)
+      for (int j = 0; j < CIRCC_GEMM_NR; j++) acc[i][j] += a[i] * b[j];
+  }
+  for (int i = 0; i < rows; i++)
+    for (int j = 0; j < cols; j++) {
+      float *p = C + i * c_m + j * c_n;
+      *p = first ? acc[i][j] : *p + acc[i][j];
+    }
+}
+#endif
+
+/* --------------------------------------------------------- packed driver */
+
+/* The general path: rows [m0,m1), any strides. */
+static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t a_m,
+                                     int64_t a_k, const float *B, int64_t b_k, int64_t b_n, float *C, int64_t c_m,
+                                     int64_t c_n, float *scratch) {
+  int64_t kcmax = (circc_gemm_min(K, CIRCC_GEMM_KC) + 15) / 16 * 16;
+  float *Ap = scratch, *Bp = scratch + CIRCC_GEMM_MC * kcmax;
+  for (int64_t ic = m0; ic < m1; ic += CIRCC_GEMM_MC) {
+    int64_t mb = circc_gemm_min(CIRCC_GEMM_MC, m1 - ic);
+    for (int64_t pc = 0; pc < K; pc += CIRCC_GEMM_KC) {
+      int64_t kb = circc_gemm_min(CIRCC_GEMM_KC, K - pc);
+      int first = pc == 0;
+      for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR)
+        circc_gemm_pack(Ap + ir * kb, CIRCC_GEMM_MR, A + (ic + ir) * a_m + pc * a_k, a_m, a_k,
+                        circc_gemm_min(CIRCC_GEMM_MR, mb - ir), kb);
+      for (int64_t jc = 0; jc < N; jc += CIRCC_GEMM_NR) {
+        int cols = (int)circc_gemm_min(CIRCC_GEMM_NR, N - jc);
+        circc_gemm_pack(Bp, CIRCC_GEMM_NR, B + pc * b_k + jc * b_n, b_n, b_k, cols, kb);
+        float *Cj = C + jc * c_n;
+#if CIRCC_GEMM_VL > 0
+        int64_t ir = 0;
+        for (; ir + CIRCC_GEMM_MR <= mb; ir += CIRCC_GEMM_MR)
+          circc_gemm_kernel(CIRCC_GEMM_MR, kb, Ap + ir * kb, Bp, Cj + (ic + ir) * c_m, c_m, c_n, cols, first);
+        if (ir < mb) { /* remainder rows: one specialised kernel per count */
+          const float *a = Ap + ir * kb;
+          float *c = Cj + (ic + ir) * c_m;
+          switch (mb - ir) {
+          case 1: circc_gemm_kernel(1, kb, a, Bp, c, c_m, c_n, cols, first); break;
+          case 2: circc_gemm_kernel(2, kb, a, Bp, c, c_m, c_n, cols, first); break;
+          case 3: circc_gemm_kernel(3, kb, a, Bp, c, c_m, c_n, cols, first); break;
+          case 4: circc_gemm_kernel(4, kb, a, Bp, c, c_m, c_n, cols, first); break;
+          case 5: circc_gemm_kernel(5, kb, a, Bp, c, c_m, c_n, cols, first); break;
+#if CIRCC_GEMM_MR > 6
+          case 6: circc_gemm_kernel(6, kb, a, Bp, c, c_m, c_n, cols, first); break;
+          case 7: circc_gemm_kernel(7, kb, a, Bp, c, c_m, c_n, cols, first); break;
+#endif
+          default: break;
+          }
+        }
+#else
+        /* one call site for every tile (zero-padded rows), so the compiler's
+         * contraction of a*b+c cannot differ between full and edge tiles */
+        for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR)
+          circc_gemm_kernel((int)circc_gemm_min(CIRCC_GEMM_MR, mb - ir), kb, Ap + ir * kb, Bp, Cj + (ic + ir) * c_m,
+                            c_m, c_n, cols, first);
+#endif
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------- streaming driver */
+
+#if CIRCC_GEMM_VL > 0
+/* rows (<= SR, a literal at each call) rows of C with unit-stride B rows:
+ * B is read once, row after row, and the block sums live in `acc` (scratch,
+ * rows x NS floats, L1-resident). Four k per pass keep the chain order. */
+static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K, const float *A, int64_t a_m,
+                                     int64_t a_k, const float *B, int64_t b_k, float *C, int64_t c_m,
+                                     int64_t c_n, float *acc) {
+  for (int64_t n0 = 0; n0 < N; n0 += CIRCC_GEMM_NS) {
+    int64_t nn = circc_gemm_min(CIRCC_GEMM_NS, N - n0);
+    int64_t nv = nn / CIRCC_GEMM_VL * CIRCC_GEMM_VL;
+    int tail = (int)(nn - nv);
+    for (int64_t pc = 0; pc < K; pc += CIRCC_GEMM_KC) {
+      int64_t kb = circc_gemm_min(CIRCC_GEMM_KC, K - pc);
+      for (int r = 0; r < rows; r++)
+        for (int64_t j = 0; j < nn + (tail ? CIRCC_GEMM_VL - tail : 0); j += CIRCC_GEMM_VL) circc_gemm_vstore(acc + r * CIRCC_GEMM_NS + j, circc_gemm_vzero());
+      int64_t k = 0;
+      for (; k + 4 <= kb; k += 4) {
+        const float *b0 = B + (pc + k) * b_k + n0, *b1 = b0 + b_k, *b2 = b1 + b_k, *b3 = b2 + b_k;
+        circc_gemm_v a[CIRCC_GEMM_SR][4];
+        for (int r = 0; r < CIRCC_GEMM_SR; r++) {
+          if (r >= rows) break;
+          for (int q = 0; q < 4; q++) a[r][q] = circc_gemm_vset1(A[(m0 + r) * a_m + (pc + k + q) * a_k]);
+        }
+        for (int64_t j = 0; j < nn; j += CIRCC_GEMM_VL) {
+          circc_gemm_v v0, v1, v2, v3;
+          if (j < nv) {
+            v0 = circc_gemm_vloadu(b0 + j), v1 = circc_gemm_vloadu(b1 + j);
+            v2 = circc_gemm_vloadu(b2 + j), v3 = circc_gemm_vloadu(b3 + j);
+          } else {
+            v0 = circc_gemm_vloadn(b0 + j, tail), v1 = circc_gemm_vloadn(b1 + j, tail);
+            v2 = circc_gemm_vloadn(b2 + j, tail), v3 = circc_gemm_vloadn(b3 + j, tail);
+          }
+          for (int r = 0; r < CIRCC_GEMM_SR; r++) {
+            if (r >= rows) break;
+            float *s = acc + r * CIRCC_GEMM_NS + j;
+            circc_gemm_v x = circc_gemm_vload(s);
+            x = circc_gemm_vfma(a[r][0], v0, x);
+            x = circc_gemm_vfma(a[r][1], v1, x);
+            x = circc_gemm_vfma(a[r][2], v2, x);
+            x = circc_gemm_vfma(a[r][3], v3, x);
+            circc_gemm_vstore(s, x);
+          }
+        }
+      }
+      for (; k < kb; k++) {
+        const float *b0 = B + (pc + k) * b_k + n0;
+        for (int r = 0; r < rows; r++) {
+          circc_gemm_v a0 = circc_gemm_vset1(A[(m0 + r) * a_m + (pc + k) * a_k]);
+          for (int64_t j = 0; j < nn; j += CIRCC_GEMM_VL) {
+            circc_gemm_v v0 = j < nv ? circc_gemm_vloadu(b0 + j) : circc_gemm_vloadn(b0 + j, tail);
+            circc_gemm_vstore(acc + r * CIRCC_GEMM_NS + j, circc_gemm_vfma(a0, v0, circc_gemm_vload(acc + r * CIRCC_GEMM_NS + j)));
+          }
+        }
+      }
+      int first = pc == 0;
+      for (int r = 0; r < rows; r++) {
+        float *c = C + (m0 + r) * c_m + n0 * c_n;
+        const float *s = acc + r * CIRCC_GEMM_NS;
+        if (c_n == 1) {
+          for (int64_t j = 0; j < nv; j += CIRCC_GEMM_VL)
+            circc_gemm_vstoreu(c + j, first ? circc_gemm_vload(s + j) : circc_gemm_vadd(circc_gemm_vloadu(c + j), circc_gemm_vload(s + j)));
+          if (tail)
+            circc_gemm_vstoren(c + nv, first ? circc_gemm_vload(s + nv) : circc_gemm_vadd(circc_gemm_vloadn(c + nv, tail), circc_gemm_vload(s + nv)), tail);
+        } else {
+          for (int64_t j = 0; j < nn; j++) c[j * c_n] = first ? s[j] : c[j * c_n] + s[j];
+        }
+      }
+    }
+  }
+}
+#endif
+
+/* ------------------------------------------------------------------- entry */
+
+/* Rows [m0,m1) with K > 0, N > 0: picks the streaming or the packed path. */
+static inline void circc_gemm_run(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t a_m,
+                                  int64_t a_k, const float *B, int64_t b_k, int64_t b_n, float *C, int64_t c_m,
+                                  int64_t c_n, float *scratch) {
+#if CIRCC_GEMM_VL > 0
+  /* Few rows, contiguous B rows: stream B once instead of packing it. */
+  if (b_n == 1 && m1 - m0 <= CIRCC_GEMM_SR) {
+    switch (m1 - m0) {
+    case 1: circc_gemm_stream(1, m0, N, K, A, a_m, a_k, B, b_k, C, c_m, c_n, scratch); return;
+    case 2: circc_gemm_stream(2, m0, N, K, A, a_m, a_k, B, b_k, C, c_m, c_n, scratch); return;
+    case 3: circc_gemm_stream(3, m0, N, K, A, a_m, a_k, B, b_k, C, c_m, c_n, scratch); return;
+    default: circc_gemm_stream(4, m0, N, K, A, a_m, a_k, B, b_k, C, c_m, c_n, scratch); return;
+    }
+  }
+#endif
+  circc_gemm_packed(m0, m1, N, K, A, a_m, a_k, B, b_k, b_n, C, c_m, c_n, scratch);
+}
+
+/* C[m*c_m + n*c_n] = sum_k A[m*a_m + k*a_k] * B[k*b_k + n*b_n] for m in [m0,m1),
+ * n in [0,N); overwrites C. scratch: circc_gemm_scratch_floats(N, K) floats,
+ * 64-byte aligned, private to the calling thread. Reads only the A rows, B and
+ * C elements addressed by the formula. */
+static inline void circc_gemm_f32_rows(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t a_m,
+                                       int64_t a_k, const float *B, int64_t b_k, int64_t b_n, float *C, int64_t c_m,
+                                       int64_t c_n, float *scratch) {
+  int64_t rows = m1 - m0;
+  if (rows <= 0 || N <= 0) return;
+  if (K <= 0) {
+    for (int64_t m = m0; m < m1; m++)
+      for (int64_t n = 0; n < N; n++) C[m * c_m + n * c_n] = 0.0f;
+    return;
+  }
+#if CIRCC_GEMM_VL > 0
+  /* Few columns, many rows: compute C^T = B^T A^T so the long side runs along
+   * the micro-tile's columns (same products, same order, same bits). */
+  if (N < CIRCC_GEMM_NR / 2 && rows > N) {
+    circc_gemm_run(0, N, rows, K, B, b_n, b_k, A + m0 * a_m, a_k, a_m, C + m0 * c_m, c_n, c_m, scratch);
+    return;
+  }
+#endif
+  circc_gemm_run(m0, m1, N, K, A, a_m, a_k, B, b_k, b_n, C, c_m, c_n, scratch);
+}
+
+#endif /* CIRCC_GEMM_F32_H */
