@@ -92,6 +92,15 @@ typedef struct BuildOptions {
 } BuildOptions;
 bool build_program(Comp *c, const struct Kernels *k, const EmitOptions *eo, const BuildOptions *bo);
 
+/* tokenizer.c — the tokenizer table of text programs, in the binary format
+ * runtime/rt_bpe.c reads in place. spec is `gpt2-bpe:DIR` (DIR holds GPT-2's
+ * encoder.json and vocab.bpe) or `chars:FILE.json` (a character vocabulary: a
+ * list of one-character strings, a string, or {"chars": either}; id = index).
+ * *blob (in c->arena) and *len are set on success; identical input gives
+ * identical bytes. false after diag_error (DIAG_IO: unreadable or malformed
+ * files; DIAG_USAGE: unknown spec). */
+bool tokenizer_build(Comp *c, const char *spec, void **blob, size_t *len);
+
 /* eval.c — the reference evaluator (§4): simple, obviously correct, double
  * precision everywhere. The oracle every optimisation is tested against. */
 typedef struct Eval Eval;

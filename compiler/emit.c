@@ -117,8 +117,8 @@ static const char *fn_c_name(GenFnKind f) {
   switch (f) {
   case GF_SIN: return "sinf";
   case GF_COS: return "cosf";
-  case GF_TANH: return "tanhf";
-  case GF_EXP: return "expf";
+  case GF_TANH: return "fn_tanh";
+  case GF_EXP: return "fn_exp";
   case GF_LOG: return "logf";
   case GF_ABS: return "fabsf";
   case GF_SIGMOID: return "fn_sigmoid";
@@ -332,13 +332,13 @@ static void emit_row(Emit *e, const Step *s) {
   case GF_SOFTMAX:
   case GF_LOG_SOFTMAX:
     out(e, "%*sfloat m = -INFINITY;\n%*sdouble sum = 0.0;\n", ind + 2, "", ind + 2, "");
-    out(e, "%*sfor (int64_t j = 0; j < %lld; j++) m = fmaxf(m, %sx[j * %lld]);\n", ind + 2, "", (long long)len, cx, (long long)istride);
+    out(e, "%*sfor (int64_t j = 0; j < %lld; j++) { const float v = %sx[j * %lld]; m = v > m ? v : m; }\n", ind + 2, "", (long long)len, cx, (long long)istride);
     if (s->fn == GF_SOFTMAX) {
-      out(e, "%*sfor (int64_t j = 0; j < %lld; j++) sum += y[j * %lld] = expf(%sx[j * %lld] - m);\n", ind + 2, "", (long long)len, (long long)ostride, cx, (long long)istride);
+      out(e, "%*sfor (int64_t j = 0; j < %lld; j++) sum += y[j * %lld] = fn_exp(%sx[j * %lld] - m);\n", ind + 2, "", (long long)len, (long long)ostride, cx, (long long)istride);
       out(e, "%*sconst float inv = (float)(1.0 / sum);\n", ind + 2, "");
       out(e, "%*sfor (int64_t j = 0; j < %lld; j++) y[j * %lld] *= inv;\n", ind + 2, "", (long long)len, (long long)ostride);
     } else {
-      out(e, "%*sfor (int64_t j = 0; j < %lld; j++) sum += expf(%sx[j * %lld] - m);\n", ind + 2, "", (long long)len, cx, (long long)istride);
+      out(e, "%*sfor (int64_t j = 0; j < %lld; j++) sum += fn_exp(%sx[j * %lld] - m);\n", ind + 2, "", (long long)len, cx, (long long)istride);
       out(e, "%*sconst float lse = m + (float)log(sum);\n", ind + 2, "");
       out(e, "%*sfor (int64_t j = 0; j < %lld; j++) y[j * %lld] = %sx[j * %lld] - lse;\n", ind + 2, "", (long long)len, (long long)ostride, cx, (long long)istride);
     }
@@ -502,11 +502,30 @@ static const char PRELUDE[] =
     "\n"
     "/* elementwise functions (rust_circuit_format.md §4.9), in float; a program uses a few */\n"
     "#define CIRCC_FN static inline __attribute__((unused))\n"
-    "CIRCC_FN float fn_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }\n"
+    "/* exp and tanh without libm calls, so loops over them vectorise: exp by\n"
+    " * Cody-Waite reduction x = n ln2 + r and a degree-6 polynomial (about 1 ulp;\n"
+    " * results below 2^-126 flush to 0), tanh by its odd Taylor series near 0 and\n"
+    " * 1 - 2/(e^2x + 1) elsewhere (relative error below 1e-6) */\n"
+    "CIRCC_FN float fn_exp(float x) {\n"
+    "  const float c = x > 88.0f ? 88.0f : (x < -87.0f ? -87.0f : x);\n"
+    "  const float n = (c * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest, no libm call */\n"
+    "  const float r = (c - n * 0.693145752f) - n * 1.42860677e-6f;\n"
+    "  const float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666667f + r * (0.0416666667f + r * (0.00833333333f + r * 0.00138888889f)))));\n"
+    "  union { float f; int32_t i; } scale = {.i = ((int32_t)n + 127) << 23};\n"
+    "  const float y = p * scale.f;\n"
+    "  return x != x ? x : (x > 88.72f ? INFINITY : (x < -87.33f ? 0.0f : y));\n"
+    "}\n"
+    "CIRCC_FN float fn_tanh(float x) {\n"
+    "  const float a = fabsf(x), x2 = x * x;\n"
+    "  const float small = x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * (-0.0539682540f + x2 * (0.0218694885f + x2 * (-0.00886323552f + x2 * 0.00359212803f))))));\n"
+    "  const float big = 1.0f - 2.0f / (fn_exp(2.0f * (a > 9.0f ? 9.0f : a)) + 1.0f);\n"
+    "  return a < 0.5f ? small : (x < 0.0f ? -big : big);\n"
+    "}\n"
+    "CIRCC_FN float fn_sigmoid(float x) { return 1.0f / (1.0f + fn_exp(-x)); }\n"
     "CIRCC_FN float fn_rsqrt(float x) { return 1.0f / sqrtf(x); }\n"
     "CIRCC_FN float fn_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }\n"
     "CIRCC_FN float fn_gelu_new(float x) {\n"
-    "  return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));\n"
+    "  return 0.5f * x * (1.0f + fn_tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));\n"
     "}\n"
     "CIRCC_FN float fn_relu(float x) { return x > 0.0f ? x : (x != x ? x : 0.0f); }\n"
     "CIRCC_FN float fn_step(float x) { return x > 0.0f ? 1.0f : 0.0f; }\n"

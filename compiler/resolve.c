@@ -93,9 +93,14 @@ static void check_node(Resolve *r, Node *n) {
       }
     break;
   case NK_GeneralFunction:
-    if ((n->u.gf.fn == GF_GEN_INDEX || n->u.gf.fn == GF_EXPLICIT_INDEX) && n->child[1]->kind == NK_Symbol &&
-        n->child[1]->id < r->nseen)
-      r->index_use[n->child[1]->id] = true;
+    if (n->u.gf.fn == GF_GEN_INDEX || n->u.gf.fn == GF_EXPLICIT_INDEX) {
+      /* the index may reach the Symbol through views: targets[1:], a reshape, a tag */
+      const Node *ix = n->child[1];
+      while (ix->kind == NK_Index || ix->kind == NK_Rearrange || ix->kind == NK_Tag ||
+             ix->kind == NK_SetSymbolicShape)
+        ix = ix->child[0];
+      if (ix->kind == NK_Symbol && ix->id < r->nseen) r->index_use[ix->id] = true;
+    }
     if (n->u.gf.fn == GF_PYTHON)
       diag_error(c, n->loc, "%s is a Python-class GeneralFunction ('%s'); circc cannot evaluate Python code",
                  node_label(c, n), n->u.gf.text);

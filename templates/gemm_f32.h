@@ -27,7 +27,7 @@
 /* Summation block; part of the numerical contract above (all paths use it). */
 #define CIRCC_GEMM_KC 256
 
-#if !defined(CIRCC_GEMM_PORTABLE) && defined(__AVX512F__)
+#if !defined(CIRCC_GEMM_PORTABLE) && defined(__AVX512F__) && defined(__FMA__)
 #include <immintrin.h>
 #define CIRCC_GEMM_ISA "avx512"
 #define CIRCC_GEMM_VL 16 /* floats per vector */
@@ -103,29 +103,29 @@ static inline int64_t circc_gemm_scratch_floats(int64_t N, int64_t K) {
 /* ----------------------------------------------------------------- packing */
 
 #if CIRCC_GEMM_VL > 0
-/* 8x8 transpose: out[j*os + i] = in[i*is + j] for i, j < 8 (unaligned). */
-static inline void circc_gemm_tr8(const float *in, int64_t is, float *out, int64_t os) {
-  __m256 r0 = _mm256_loadu_ps(in), r1 = _mm256_loadu_ps(in + is);
-  __m256 r2 = _mm256_loadu_ps(in + 2 * is), r3 = _mm256_loadu_ps(in + 3 * is);
-  __m256 r4 = _mm256_loadu_ps(in + 4 * is), r5 = _mm256_loadu_ps(in + 5 * is);
-  __m256 r6 = _mm256_loadu_ps(in + 6 * is), r7 = _mm256_loadu_ps(in + 7 * is);
+/* In-register 8x8 transpose: r[j] becomes column j of the rows r[0..7]. */
+static inline void circc_gemm_tr8r(__m256 r[8]) {
   /* pairs of rows interleaved, then 4-row columns per 128-bit lane, then lanes swapped */
-  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-  __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-  __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
   __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
   __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
   __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
   __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  _mm256_storeu_ps(out, _mm256_permute2f128_ps(s0, s4, 0x20));
-  _mm256_storeu_ps(out + os, _mm256_permute2f128_ps(s1, s5, 0x20));
-  _mm256_storeu_ps(out + 2 * os, _mm256_permute2f128_ps(s2, s6, 0x20));
-  _mm256_storeu_ps(out + 3 * os, _mm256_permute2f128_ps(s3, s7, 0x20));
-  _mm256_storeu_ps(out + 4 * os, _mm256_permute2f128_ps(s0, s4, 0x31));
-  _mm256_storeu_ps(out + 5 * os, _mm256_permute2f128_ps(s1, s5, 0x31));
-  _mm256_storeu_ps(out + 6 * os, _mm256_permute2f128_ps(s2, s6, 0x31));
-  _mm256_storeu_ps(out + 7 * os, _mm256_permute2f128_ps(s3, s7, 0x31));
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20), r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20), r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31), r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31), r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* 8x8 transpose through memory: out[j*os + i] = in[i*is + j] (unaligned). */
+static inline void circc_gemm_tr8(const float *in, int64_t is, float *out, int64_t os) {
+  __m256 r[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(in + i * is);
+  circc_gemm_tr8r(r);
+  for (int j = 0; j < 8; j++) _mm256_storeu_ps(out + j * os, r[j]);
 }
 #endif
 
@@ -169,22 +169,128 @@ static inline void circc_gemm_pack(float *restrict dst, int64_t w, const float *
 
 /* C tile (rows x cols of C at C, strides c_m, c_n) = (first ? 0 : C) + the sum
  * over k < kb of Ap[k*MR + i] * Bp[k*NR + j]. Ap and Bp are packed (Bp 64-byte
- * aligned under AVX-512). `rows` is a literal at every call, so the row loops
+ * aligned under SIMD). If Bsrc is not NULL the B panel is read from there
+ * instead (Bsrc[k*b_k + j*b_n], j < cols, with b_n == 1 or else b_k == 1) and
+ * packed into Bp on the way: the first tile of a panel packs it while
+ * computing, so the strided reads (and the transposes) overlap with arithmetic. `rows` is a literal at every call, so the row loops
  * unroll and only live accumulators remain. */
 #if CIRCC_GEMM_VL > 0
 #define CIRCC_GEMM_NV (CIRCC_GEMM_NR / CIRCC_GEMM_VL)
-static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict Ap, const float *restrict Bp,
-                                     float *C, int64_t c_m, int64_t c_n, int cols, int first) {
-  circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV];
+/* 16 columns x 8 k of B from B^T (column j contiguous at Bt + j*ld), turned
+ * into vectors along the columns: t[q*T + g] holds columns g*VL.. at k = q
+ * (T = 16/VL vectors a row). Columns j >= nn are zero; k >= kn is not read. */
+#define CIRCC_GEMM_T (16 / CIRCC_GEMM_VL)
+#if CIRCC_GEMM_VL == 16
+/* Two 8x8 transposes side by side: r[j] = [X0 row j | X1 row j] becomes
+ * [X0 column j | X1 column j]; the last step picks 128-bit lanes of two sources. */
+static inline void circc_gemm_tr8x2(__m512 r[8]) {
+  __m512 t0 = _mm512_unpacklo_ps(r[0], r[1]), t1 = _mm512_unpackhi_ps(r[0], r[1]);
+  __m512 t2 = _mm512_unpacklo_ps(r[2], r[3]), t3 = _mm512_unpackhi_ps(r[2], r[3]);
+  __m512 t4 = _mm512_unpacklo_ps(r[4], r[5]), t5 = _mm512_unpackhi_ps(r[4], r[5]);
+  __m512 t6 = _mm512_unpacklo_ps(r[6], r[7]), t7 = _mm512_unpackhi_ps(r[6], r[7]);
+  __m512 s0 = _mm512_shuffle_ps(t0, t2, 0x44), s1 = _mm512_shuffle_ps(t0, t2, 0xEE);
+  __m512 s2 = _mm512_shuffle_ps(t1, t3, 0x44), s3 = _mm512_shuffle_ps(t1, t3, 0xEE);
+  __m512 s4 = _mm512_shuffle_ps(t4, t6, 0x44), s5 = _mm512_shuffle_ps(t4, t6, 0xEE);
+  __m512 s6 = _mm512_shuffle_ps(t5, t7, 0x44), s7 = _mm512_shuffle_ps(t5, t7, 0xEE);
+  const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+  const __m512i hi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  r[0] = _mm512_permutex2var_ps(s0, lo, s4), r[1] = _mm512_permutex2var_ps(s1, lo, s5);
+  r[2] = _mm512_permutex2var_ps(s2, lo, s6), r[3] = _mm512_permutex2var_ps(s3, lo, s7);
+  r[4] = _mm512_permutex2var_ps(s0, hi, s4), r[5] = _mm512_permutex2var_ps(s1, hi, s5);
+  r[6] = _mm512_permutex2var_ps(s2, hi, s6), r[7] = _mm512_permutex2var_ps(s3, hi, s7);
+}
+
+static inline __m512 circc_gemm_join(__m256 lo, __m256 hi) {
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
+}
+
+static inline void circc_gemm_t16(const float *Bt, int64_t ld, int nn, int kn, __m512 t[8]) {
+  if (nn == 16 && kn == 8) {
+    for (int j = 0; j < 8; j++) t[j] = circc_gemm_join(_mm256_loadu_ps(Bt + j * ld), _mm256_loadu_ps(Bt + (j + 8) * ld));
+  } else {
+    __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(kn), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int j = 0; j < 8; j++)
+      t[j] = circc_gemm_join(j < nn ? _mm256_maskload_ps(Bt + j * ld, mask) : _mm256_setzero_ps(),
+                             j + 8 < nn ? _mm256_maskload_ps(Bt + (j + 8) * ld, mask) : _mm256_setzero_ps());
+  }
+  circc_gemm_tr8x2(t);
+}
+#else
+static inline void circc_gemm_t16(const float *Bt, int64_t ld, int nn, int kn, __m256 t[16]) {
+  __m256 r[2][8];
+  if (nn == 16 && kn == 8) {
+    for (int j = 0; j < 8; j++) r[0][j] = _mm256_loadu_ps(Bt + j * ld), r[1][j] = _mm256_loadu_ps(Bt + (j + 8) * ld);
+  } else {
+    __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(kn), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int j = 0; j < 16; j++) r[j / 8][j % 8] = j < nn ? _mm256_maskload_ps(Bt + j * ld, mask) : _mm256_setzero_ps();
+  }
+  circc_gemm_tr8r(r[0]);
+  circc_gemm_tr8r(r[1]);
+  for (int q = 0; q < 8; q++) t[2 * q] = r[0][q], t[2 * q + 1] = r[1][q];
+}
+#endif
+
+/* Rows k0..k0+kn-1 (kn <= 8) of a B panel from B^T: Bp[k*NR + j] = Bt[j*ld + k],
+ * zero for j >= cols. */
+static inline void circc_gemm_packt(float *restrict Bp, const float *restrict Bt, int64_t ld, int cols, int64_t k0,
+                                    int kn) {
+  for (int j0 = 0; j0 < CIRCC_GEMM_NR; j0 += 16) {
+    circc_gemm_v t[8 * CIRCC_GEMM_T];
+    if (j0 < cols) {
+      circc_gemm_t16(Bt + j0 * ld + k0, ld, cols - j0 < 16 ? cols - j0 : 16, kn, t);
+    } else {
+      for (int q = 0; q < 8 * CIRCC_GEMM_T; q++) t[q] = circc_gemm_vzero();
+    }
+    for (int q = 0; q < kn; q++)
+      for (int g = 0; g < CIRCC_GEMM_T; g++)
+        circc_gemm_vstore(Bp + (k0 + q) * CIRCC_GEMM_NR + j0 + g * CIRCC_GEMM_VL, t[q * CIRCC_GEMM_T + g]);
+  }
+}
+
+/* One k step: acc[i][v] += a[i] * b[v]. */
+static inline void circc_gemm_fmas(int rows, circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV], const circc_gemm_v *b,
+                                   const float *a) {
+  for (int i = 0; i < CIRCC_GEMM_MR; i++) {
+    if (i >= rows) break;
+    circc_gemm_v x = circc_gemm_vset1(a[i]);
+    for (int v = 0; v < CIRCC_GEMM_NV; v++) acc[i][v] = circc_gemm_vfma(x, b[v], acc[i][v]);
+  }
+}
+
+static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict Ap, float *restrict Bp,
+                                     const float *Bsrc, int64_t b_k, int64_t b_n, float *C, int64_t c_m,
+                                     int64_t c_n, int cols, int first) {
+  circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV], b[CIRCC_GEMM_NV];
   for (int i = 0; i < CIRCC_GEMM_MR; i++)
     for (int v = 0; v < CIRCC_GEMM_NV; v++) acc[i][v] = circc_gemm_vzero();
-  for (int64_t k = 0; k < kb; k++) {
-    circc_gemm_v b[CIRCC_GEMM_NV];
-    for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vload(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL);
-    for (int i = 0; i < CIRCC_GEMM_MR; i++) {
-      if (i >= rows) break;
-      circc_gemm_v a = circc_gemm_vset1(Ap[k * CIRCC_GEMM_MR + i]);
-      for (int v = 0; v < CIRCC_GEMM_NV; v++) acc[i][v] = circc_gemm_vfma(a, b[v], acc[i][v]);
+  if (!Bsrc) {
+    for (int64_t k = 0; k < kb; k++) {
+      for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vload(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL);
+      circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
+    }
+  } else if (b_n == 1 && cols == CIRCC_GEMM_NR) {
+    for (int64_t k = 0; k < kb; k++) {
+      for (int v = 0; v < CIRCC_GEMM_NV; v++) {
+        b[v] = circc_gemm_vloadu(Bsrc + k * b_k + v * CIRCC_GEMM_VL);
+        circc_gemm_vstore(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL, b[v]);
+      }
+      circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
+    }
+  } else if (b_n == 1) { /* edge panel: masked loads, zeros past the last column */
+    for (int64_t k = 0; k < kb; k++) {
+      for (int v = 0; v < CIRCC_GEMM_NV; v++) {
+        b[v] = circc_gemm_vloadn(Bsrc + k * b_k + v * CIRCC_GEMM_VL, cols - v * CIRCC_GEMM_VL);
+        circc_gemm_vstore(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL, b[v]);
+      }
+      circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
+    }
+  } else { /* Bsrc is B^T (column j contiguous at Bsrc + j*b_n): transpose 8 k at a time */
+    for (int64_t k0 = 0; k0 < kb; k0 += 8) {
+      circc_gemm_packt(Bp, Bsrc, b_n, cols, k0, (int)circc_gemm_min(8, kb - k0));
+      for (int64_t k = k0; k < k0 + 8 && k < kb; k++) {
+        for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vload(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL);
+        circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
+      }
     }
   }
   if (c_n == 1) {
@@ -256,29 +362,36 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
                         circc_gemm_min(CIRCC_GEMM_MR, mb - ir), kb);
       for (int64_t jc = 0; jc < N; jc += CIRCC_GEMM_NR) {
         int cols = (int)circc_gemm_min(CIRCC_GEMM_NR, N - jc);
-        circc_gemm_pack(Bp, CIRCC_GEMM_NR, B + pc * b_k + jc * b_n, b_n, b_k, cols, kb);
         float *Cj = C + jc * c_n;
 #if CIRCC_GEMM_VL > 0
-        int64_t ir = 0;
-        for (; ir + CIRCC_GEMM_MR <= mb; ir += CIRCC_GEMM_MR)
-          circc_gemm_kernel(CIRCC_GEMM_MR, kb, Ap + ir * kb, Bp, Cj + (ic + ir) * c_m, c_m, c_n, cols, first);
-        if (ir < mb) { /* remainder rows: one specialised kernel per count */
-          const float *a = Ap + ir * kb;
+        /* Row-major and transposed B are packed by the panel's first tile (see
+         * the kernel); other layouts gather into the panel first. */
+        const float *Bsrc = B + pc * b_k + jc * b_n;
+        if (b_n != 1 && b_k == 1) {
+          for (int64_t k0 = 0; k0 < kb; k0 += 8) circc_gemm_packt(Bp, Bsrc, b_n, cols, k0, (int)circc_gemm_min(8, kb - k0));
+          Bsrc = NULL;
+        } else if (b_n != 1) {
+          circc_gemm_pack(Bp, CIRCC_GEMM_NR, Bsrc, b_n, b_k, cols, kb);
+          Bsrc = NULL;
+        }
+        for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR) {
+          const float *a = Ap + ir * kb, *src = ir == 0 ? Bsrc : NULL;
           float *c = Cj + (ic + ir) * c_m;
-          switch (mb - ir) {
-          case 1: circc_gemm_kernel(1, kb, a, Bp, c, c_m, c_n, cols, first); break;
-          case 2: circc_gemm_kernel(2, kb, a, Bp, c, c_m, c_n, cols, first); break;
-          case 3: circc_gemm_kernel(3, kb, a, Bp, c, c_m, c_n, cols, first); break;
-          case 4: circc_gemm_kernel(4, kb, a, Bp, c, c_m, c_n, cols, first); break;
-          case 5: circc_gemm_kernel(5, kb, a, Bp, c, c_m, c_n, cols, first); break;
+          switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
+          case 1: circc_gemm_kernel(1, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
+          case 2: circc_gemm_kernel(2, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
+          case 3: circc_gemm_kernel(3, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
+          case 4: circc_gemm_kernel(4, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
+          case 5: circc_gemm_kernel(5, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
 #if CIRCC_GEMM_MR > 6
-          case 6: circc_gemm_kernel(6, kb, a, Bp, c, c_m, c_n, cols, first); break;
-          case 7: circc_gemm_kernel(7, kb, a, Bp, c, c_m, c_n, cols, first); break;
+          case 6: circc_gemm_kernel(6, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
+          case 7: circc_gemm_kernel(7, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
 #endif
-          default: break;
+          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
           }
         }
 #else
+        circc_gemm_pack(Bp, CIRCC_GEMM_NR, B + pc * b_k + jc * b_n, b_n, b_k, cols, kb);
         /* one call site for every tile (zero-padded rows), so the compiler's
          * contraction of a*b+c cannot differ between full and edge tiles */
         for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR)
@@ -362,6 +475,42 @@ static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K,
     }
   }
 }
+
+/* The same for B given transposed (column n contiguous at Bt + n*ld): 16
+ * columns at a time, read as 8x8 blocks and transposed in registers, so B^T
+ * streams with no packing. */
+static inline void circc_gemm_stream_t(int rows, int64_t m0, int64_t N, int64_t K, const float *A, int64_t a_m,
+                                       int64_t a_k, const float *Bt, int64_t ld, float *C, int64_t c_m, int64_t c_n) {
+  for (int64_t n0 = 0; n0 < N; n0 += 16) {
+    int nn = (int)circc_gemm_min(16, N - n0);
+    for (int64_t pc = 0; pc < K; pc += CIRCC_GEMM_KC) {
+      int64_t kb = circc_gemm_min(CIRCC_GEMM_KC, K - pc);
+      circc_gemm_v acc[CIRCC_GEMM_SR][CIRCC_GEMM_T];
+      for (int r = 0; r < CIRCC_GEMM_SR; r++)
+        for (int g = 0; g < CIRCC_GEMM_T; g++) acc[r][g] = circc_gemm_vzero();
+      for (int64_t k0 = 0; k0 < kb; k0 += 8) {
+        int kn = (int)circc_gemm_min(8, kb - k0);
+        const float *p = Bt + n0 * ld + pc + k0;
+        circc_gemm_v t[8 * CIRCC_GEMM_T];
+        circc_gemm_t16(p, ld, nn, kn, t);
+        if ((k0 & 8) == 0 && n0 + 32 <= N) /* the next 16 columns: 16 streams defeat the hardware prefetcher */
+          for (int j = 16; j < 32; j++) _mm_prefetch((const char *)(p + j * ld), _MM_HINT_T0);
+        for (int q = 0; q < kn; q++)
+          for (int r = 0; r < CIRCC_GEMM_SR; r++) {
+            if (r >= rows) break;
+            circc_gemm_v a = circc_gemm_vset1(A[(m0 + r) * a_m + (pc + k0 + q) * a_k]);
+            for (int g = 0; g < CIRCC_GEMM_T; g++) acc[r][g] = circc_gemm_vfma(a, t[q * CIRCC_GEMM_T + g], acc[r][g]);
+          }
+      }
+      int first = pc == 0;
+      for (int r = 0; r < rows; r++) {
+        float sum[16], *c = C + (m0 + r) * c_m + n0 * c_n;
+        for (int g = 0; g < CIRCC_GEMM_T; g++) circc_gemm_vstoreu(sum + g * CIRCC_GEMM_VL, acc[r][g]);
+        for (int j = 0; j < nn; j++) c[j * c_n] = first ? sum[j] : c[j * c_n] + sum[j];
+      }
+    }
+  }
+}
 #endif
 
 /* ------------------------------------------------------------------- entry */
@@ -378,6 +527,14 @@ static inline void circc_gemm_run(int64_t m0, int64_t m1, int64_t N, int64_t K, 
     case 2: circc_gemm_stream(2, m0, N, K, A, a_m, a_k, B, b_k, C, c_m, c_n, scratch); return;
     case 3: circc_gemm_stream(3, m0, N, K, A, a_m, a_k, B, b_k, C, c_m, c_n, scratch); return;
     default: circc_gemm_stream(4, m0, N, K, A, a_m, a_k, B, b_k, C, c_m, c_n, scratch); return;
+    }
+  }
+  if (b_k == 1 && m1 - m0 <= CIRCC_GEMM_SR) {
+    switch (m1 - m0) {
+    case 1: circc_gemm_stream_t(1, m0, N, K, A, a_m, a_k, B, b_n, C, c_m, c_n); return;
+    case 2: circc_gemm_stream_t(2, m0, N, K, A, a_m, a_k, B, b_n, C, c_m, c_n); return;
+    case 3: circc_gemm_stream_t(3, m0, N, K, A, a_m, a_k, B, b_n, C, c_m, c_n); return;
+    default: circc_gemm_stream_t(4, m0, N, K, A, a_m, a_k, B, b_n, C, c_m, c_n); return;
     }
   }
 #endif

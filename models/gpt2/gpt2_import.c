@@ -1,0 +1,972 @@
+/* gpt2_import.c — imports a Hugging Face GPT-2 checkpoint (GPT2LMHeadModel:
+ * config.json + model.safetensors, or a sharded model.safetensors.index.json;
+ * F32/F16/BF16) as a rust_circuit circuit for circc.
+ *
+ * Weights are split and reshaped as rust_circuit_format.md §7.6 prescribes
+ * (Conv1D weights are stored [in,out]) and written as float32 into the tensor
+ * store OUT/store. The circuit OUT/<name>.circ follows the library's naming
+ * and structure (§7.1–7.2): in module form the specs `ln`, `a.head` (batched
+ * over heads by `a.heads`), `m`, `b`, per-layer bindings `b{i}`, `final.norm`,
+ * `t.bind_w` and a top-level call binding `t.input` and `a.mask`; with --flat
+ * the equivalent module-free circuit (batched per-head einsums). Outputs:
+ *   logits   [T,V]   (the library's t.call; [B,T,V] with --batch B)
+ *   hidden0..hidden{L} [T,C]  hidden0 = wte+wpe embeddings, hidden{i} = residual
+ *            stream after block i (1-based), hidden{L} = after the final layer
+ *            norm — the hidden_states Hugging Face returns
+ *   loss     []      with --loss: mean cross-entropy of targets given
+ *            logits[...,:-1], i.e. of the next tokens
+ * Inputs: tokens [T] (or [B,T]) int64; with --loss also targets [T-1] (or
+ * [B,T-1]) int64, targets[s] = the token after position s (tokens[1:] for a text).
+ * Exit codes: 0 ok, 1 bad checkpoint content or unsupported config, 2 usage,
+ * 3 I/O (unreadable checkpoint, unwritable OUT). */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "json.h"
+#include "modeltool.h"
+
+static const char USAGE[] =
+    "usage: gpt2_import [options] HF_DIR OUT_DIR\n"
+    "Imports a Hugging Face GPT-2 checkpoint (HF_DIR/config.json and model.safetensors or\n"
+    "model.safetensors.index.json) as OUT_DIR/NAME.circ plus the tensor store OUT_DIR/store.\n"
+    "  --seq T      compiled sequence length (default n_positions, at most 1024)\n"
+    "  --batch B    add a leading batch dimension B to tokens and every output\n"
+    "  --loss       add the input targets [T-1] (the token after each position, i.e.\n"
+    "               tokens[1:] of a text) and the output loss: mean cross-entropy of\n"
+    "               targets given logits[...,:-1]\n"
+    "  --flat       write the module-free circuit instead of the module form\n"
+    "  --name NAME  circuit file name (default gpt2, or gpt2_flat with --flat)\n"
+    "Inputs: tokens [T] int64; outputs: logits [T,V], hidden0..hidden<L> [T,C] (as Hugging\n"
+    "Face's hidden_states), loss [] with --loss.\n"
+    "Compile with: circc --tensors OUT_DIR/store OUT_DIR/NAME.circ -o gpt2\n"
+    "exit codes: 0 ok, 1 bad or unsupported checkpoint, 2 usage, 3 I/O\n";
+
+enum { TOOL_BAD = 1, MAX_SEQ = 1024 };
+
+/* ------------------------------------------------------------ options, config */
+
+typedef struct Options {
+  const char *hf_dir, *out_dir, *name;
+  int64_t seq, batch;       /* seq 0: default; batch 0: no batch dimension */
+  bool flat, loss;
+} Options;
+
+typedef struct Config {
+  int64_t layers, hidden, heads, head_dim, mlp, vocab, n_pos;
+  double eps;
+  const char *act;          /* rust_circuit function name: gelu_new, gelu or relu */
+  bool tied;
+} Config;
+
+/* Which kind of error the run has seen: decides the exit code. */
+static int g_exit = TOOL_OK;
+
+static void fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(int code, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  tool_error("%s", msg);
+  if (g_exit != TOOL_IO) g_exit = code;
+}
+
+static char *read_text(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    fail(TOOL_IO, "cannot open %s: %s", path, strerror(errno));
+    return NULL;
+  }
+  size_t cap = 1 << 16, n = 0;
+  char *buf = malloc(cap);
+  for (size_t got; buf && (got = fread(buf + n, 1, cap - n, f)) > 0;) {
+    n += got;
+    if (n == cap) {
+      char *nb = realloc(buf, cap *= 2);
+      if (!nb) free(buf);
+      buf = nb;
+    }
+  }
+  bool err = ferror(f);
+  fclose(f);
+  if (!buf || err) {
+    fail(TOOL_IO, "cannot read %s: %s", path, buf ? strerror(errno) : "out of memory");
+    free(buf);
+    return NULL;
+  }
+  *len = n;
+  return buf;
+}
+
+/* config value `key` as a positive integer; `dflt` < 0 means required. */
+static bool cfg_int(const char *path, const Json *root, const char *key, int64_t dflt, int64_t *out) {
+  const Json *v = json_get(root, key);
+  if ((!v || json_is_null(v)) && dflt >= 0) {
+    *out = dflt;
+    return true;
+  }
+  if (!v) {
+    fail(TOOL_BAD, "%s: missing \"%s\"", path, key);
+    return false;
+  }
+  if (!json_int(v, out) || *out < 1 || *out > ((int64_t)1 << 31)) {
+    fail(TOOL_BAD, "%s: \"%s\" must be a positive integer", path, key);
+    return false;
+  }
+  return true;
+}
+
+/* a boolean setting that must have the value `want` (HF default `dflt`) */
+static bool cfg_flag(const char *path, const Json *root, const char *key, bool dflt, bool want, const char *why) {
+  const Json *v = json_get(root, key);
+  bool b = dflt;
+  if (v && !json_is_null(v) && !json_bool(v, &b)) {
+    fail(TOOL_BAD, "%s: \"%s\" must be true or false", path, key);
+    return false;
+  }
+  if (b != want) {
+    fail(TOOL_BAD, "%s: unsupported config: \"%s\": %s (%s)", path, key, b ? "true" : "false", why);
+    return false;
+  }
+  return true;
+}
+
+static bool read_config(const char *dir, Config *cf) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  size_t len;
+  char *text = read_text(path, &len);
+  if (!text) return false;
+  Arena a = {0};
+  JsonError jerr;
+  Json *root = json_parse(&a, text, len, &jerr);
+  bool ok = root != NULL;
+  if (!root) fail(TOOL_BAD, "%s: malformed JSON at byte %zu: %s", path, jerr.offset, jerr.msg);
+  else if (root->type != JSON_OBJECT) ok = false, fail(TOOL_BAD, "%s: expected a JSON object", path);
+  const char *mt = ok ? json_str(json_get(root, "model_type")) : NULL;
+  if (ok && mt && strcmp(mt, "gpt2") != 0) {
+    fail(TOOL_BAD, "%s: unsupported model_type \"%s\": expected \"gpt2\"", path, mt);
+    ok = false;
+  }
+  int64_t n_pos = 0;
+  ok = ok && cfg_int(path, root, "n_layer", -1, &cf->layers) && cfg_int(path, root, "n_embd", -1, &cf->hidden) &&
+       cfg_int(path, root, "n_head", -1, &cf->heads) && cfg_int(path, root, "vocab_size", -1, &cf->vocab);
+  if (ok) {
+    const Json *np = json_get(root, "n_positions");
+    ok = cfg_int(path, root, np ? "n_positions" : "n_ctx", -1, &n_pos);
+  }
+  ok = ok && cfg_int(path, root, "n_inner", 4 * cf->hidden, &cf->mlp);
+  if (ok && cf->hidden % cf->heads) {
+    fail(TOOL_BAD, "%s: n_embd %lld is not a multiple of n_head %lld", path, (long long)cf->hidden,
+         (long long)cf->heads);
+    ok = false;
+  }
+  cf->n_pos = n_pos;
+  cf->head_dim = ok ? cf->hidden / cf->heads : 0;
+  cf->eps = 1e-5;
+  const Json *eps = ok ? json_get(root, "layer_norm_epsilon") : NULL;
+  if (eps && (!json_num(eps, &cf->eps) || !(cf->eps > 0) || !isfinite(cf->eps))) {
+    fail(TOOL_BAD, "%s: \"layer_norm_epsilon\" must be a positive number", path);
+    ok = false;
+  }
+  const Json *act = ok ? json_get(root, "activation_function") : NULL;
+  const char *an = act ? json_str(act) : "gelu_new";
+  if (ok && !an) {
+    fail(TOOL_BAD, "%s: \"activation_function\" must be a string", path);
+    ok = false;
+  } else if (ok) {
+    /* HF names → rust_circuit GeneralFunctions (gelu_new and gelu_pytorch_tanh are the tanh form) */
+    if (!strcmp(an, "gelu_new") || !strcmp(an, "gelu_pytorch_tanh")) cf->act = "gelu_new";
+    else if (!strcmp(an, "gelu")) cf->act = "gelu";
+    else if (!strcmp(an, "relu")) cf->act = "relu";
+    else {
+      fail(TOOL_BAD, "%s: unsupported activation_function \"%s\": expected gelu_new, gelu_pytorch_tanh, gelu or relu",
+           path, an);
+      ok = false;
+    }
+  }
+  ok = ok && cfg_flag(path, root, "scale_attn_weights", true, true, "scores are always scaled by 1/sqrt(head_dim)") &&
+       cfg_flag(path, root, "scale_attn_by_inverse_layer_idx", false, false, "not implemented") &&
+       cfg_flag(path, root, "add_cross_attention", false, false, "encoder-decoder models are not supported");
+  bool tied = true;
+  const Json *tie = ok ? json_get(root, "tie_word_embeddings") : NULL;
+  if (tie && !json_is_null(tie) && !json_bool(tie, &tied)) {
+    fail(TOOL_BAD, "%s: \"tie_word_embeddings\" must be true or false", path);
+    ok = false;
+  }
+  cf->tied = tied;
+  arena_free_all(&a);
+  free(text);
+  return ok;
+}
+
+/* ------------------------------------------------------------ weights */
+
+/* The 16 per-layer weights in rust_circuit's layout (§7.6) and the shapes of the
+ * symbols the block spec binds them to. */
+enum {
+  W_Q, W_QB, W_K, W_KB, W_V, W_VB, W_O, W_OB, W_ALN_S, W_ALN_B,
+  W_IN, W_INB, W_OUT, W_OUTB, W_MLN_S, W_MLN_B, NW
+};
+static const struct {
+  const char *sym;     /* the block's symbol; layer i's is the same with i after the first component */
+  const char *shape;   /* its symbolic shape */
+} WEIGHT[NW] = {
+    {"a.w.q", "4s,7s,0s"},   {"a.w.q_bias", "4s,7s"},  {"a.w.k", "4s,7s,0s"},       {"a.w.k_bias", "4s,7s"},
+    {"a.w.v", "4s,8s,0s"},   {"a.w.v_bias", "4s,8s"},  {"a.w.o", "4s,0s,8s"},       {"a.w.o_bias", "0s"},
+    {"a.ln.w.scale", "0s"},  {"a.ln.w.bias", "0s"},    {"m.w.proj_in", "5s,0s"},    {"m.w.in_bias", "5s"},
+    {"m.w.proj_out", "0s,5s"}, {"m.w.out_bias", "0s"}, {"m.ln.w.scale", "0s"},      {"m.ln.w.bias", "0s"},
+};
+
+/* Where each imported tensor lives: its store hash prefix and concrete shape. */
+typedef struct Stored {
+  const char *hash;    /* 24 hex chars */
+  Shape shape;
+} Stored;
+
+typedef struct Model {
+  Config cf;
+  Stored *layer;       /* [layers * NW] */
+  Stored lnf_scale, lnf_bias, wte, wpe, unembed, mask;
+  bool has_unembed;    /* untied: a separate lm_head */
+} Model;
+
+typedef struct Reader {
+  Comp *c;
+  TensorFile *f;
+  const char *path;
+  const char *prefix;  /* "transformer." or "" */
+} Reader;
+
+static const char *shape_text(char *buf, size_t cap, const Shape *s) {
+  size_t n = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < s->rank && n < cap; i++)
+    n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? "," : "", (long long)s->dim[i]);
+  return buf;
+}
+
+static Shape mkshape(int rank, int64_t a, int64_t b, int64_t c) {
+  Shape s = {rank, {a, b, c}};
+  return s;
+}
+
+/* The checkpoint tensor `name` (with the model prefix), checked against `want`. */
+static const Tensor *get(Reader *r, const char *name, Shape want) {
+  const char *full = arena_printf(&r->c->arena, "%s%s", r->prefix, name);
+  Loc loc = {r->path, 0, 0};
+  const Tensor *t = safetensors_get(r->c, r->f, full, loc);
+  if (!t) return NULL;
+  if (t->dtype != DT_F32 && t->dtype != DT_F16 && t->dtype != DT_BF16 && t->dtype != DT_F64) {
+    fail(TOOL_BAD, "%s: tensor '%s' has dtype %s, expected F32, F16, BF16 or F64", r->path, full,
+         dtype_name(t->dtype));
+    return NULL;
+  }
+  if (!shape_eq(&t->shape, &want)) {
+    char got[256], exp[256];
+    fail(TOOL_BAD, "%s: tensor '%s' has shape [%s], expected [%s] (from config.json)", r->path, full,
+         shape_text(got, sizeof got, &t->shape), shape_text(exp, sizeof exp, &want));
+    return NULL;
+  }
+  return t;
+}
+
+/* Writes a float32 tensor of `shape` whose element i is src[map(i)] to the store. */
+typedef int64_t (*IndexMap)(int64_t i, const int64_t *p);
+static bool store_mapped(Comp *c, const Tensor *src, Shape shape, IndexMap map, const int64_t *p, Stored *out) {
+  int64_t n = shape_numel(&shape);
+  float *data = malloc((size_t)(n ? n : 1) * sizeof(float));
+  if (!data) {
+    fail(TOOL_IO, "out of memory");
+    return false;
+  }
+  for (int64_t i = 0; i < n; i++) data[i] = (float)tensor_get_f64(src, map ? map(i, p) : i);
+  Tensor t = {.dtype = DT_F32, .shape = shape, .data = data, .nbytes = (size_t)n * sizeof(float)};
+  const char *hash = tool_store(c, &t);
+  free(data);
+  if (!hash) {
+    g_exit = TOOL_IO;
+    return false;
+  }
+  out->hash = hash;
+  out->shape = shape;
+  return true;
+}
+
+/* p = {H, D, C, part}: out[h,d,c] = W[c, part*C + h*D + d] (c_attn [C,3C] → q/k/v [H,D,C]) */
+static int64_t map_qkv(int64_t i, const int64_t *p) {
+  int64_t D = p[1], C = p[2];
+  int64_t c = i % C, d = i / C % D, h = i / (C * D);
+  return c * 3 * C + p[3] * C + h * D + d;
+}
+/* p = {C, part}: out[j] = b[part*C + j] (c_attn bias [3C] → [H,D]) */
+static int64_t map_part(int64_t i, const int64_t *p) { return p[1] * p[0] + i; }
+/* p = {H, D, C}: out[h,d,v] = W[h*D + v, d] (c_proj [C,C] → o [H,C,D]) */
+static int64_t map_o(int64_t i, const int64_t *p) {
+  int64_t D = p[1], C = p[2];
+  int64_t v = i % D, d = i / D % C, h = i / (D * C);
+  return (h * D + v) * C + d;
+}
+/* p = {rows, cols} of the output: out[r,c] = W[c,r] (transpose) */
+static int64_t map_t(int64_t i, const int64_t *p) { return (i % p[1]) * p[0] + i / p[1]; }
+
+static bool import_layer(Reader *r, const Config *cf, int i, Stored *w) {
+  int64_t C = cf->hidden, H = cf->heads, D = cf->head_dim, P = cf->mlp;
+  char n[128];
+#define T(suffix, shape) (snprintf(n, sizeof n, "h.%d.%s", i, suffix), get(r, n, shape))
+  const Tensor *attn_w = T("attn.c_attn.weight", mkshape(2, C, 3 * C, 0));
+  const Tensor *attn_b = T("attn.c_attn.bias", mkshape(1, 3 * C, 0, 0));
+  const Tensor *proj_w = T("attn.c_proj.weight", mkshape(2, C, C, 0));
+  const Tensor *proj_b = T("attn.c_proj.bias", mkshape(1, C, 0, 0));
+  const Tensor *ln1_w = T("ln_1.weight", mkshape(1, C, 0, 0)), *ln1_b = T("ln_1.bias", mkshape(1, C, 0, 0));
+  const Tensor *ln2_w = T("ln_2.weight", mkshape(1, C, 0, 0)), *ln2_b = T("ln_2.bias", mkshape(1, C, 0, 0));
+  const Tensor *fc_w = T("mlp.c_fc.weight", mkshape(2, C, P, 0));
+  const Tensor *fc_b = T("mlp.c_fc.bias", mkshape(1, P, 0, 0));
+  const Tensor *out_w = T("mlp.c_proj.weight", mkshape(2, P, C, 0));
+  const Tensor *out_b = T("mlp.c_proj.bias", mkshape(1, C, 0, 0));
+#undef T
+  if (!attn_w || !attn_b || !proj_w || !proj_b || !ln1_w || !ln1_b || !ln2_w || !ln2_b || !fc_w || !fc_b ||
+      !out_w || !out_b)
+    return false;
+  Comp *c = r->c;
+  bool ok = true;
+  for (int64_t part = 0; part < 3 && ok; part++) {
+    int64_t pw[4] = {H, D, C, part}, pb[2] = {C, part};
+    ok = store_mapped(c, attn_w, mkshape(3, H, D, C), map_qkv, pw, &w[W_Q + 2 * part]) &&
+         store_mapped(c, attn_b, mkshape(2, H, D, 0), map_part, pb, &w[W_QB + 2 * part]);
+  }
+  int64_t po[3] = {H, D, C}, pin[2] = {P, C}, pout[2] = {C, P};
+  return ok && store_mapped(c, proj_w, mkshape(3, H, C, D), map_o, po, &w[W_O]) &&
+         store_mapped(c, proj_b, proj_b->shape, NULL, NULL, &w[W_OB]) &&
+         store_mapped(c, ln1_w, ln1_w->shape, NULL, NULL, &w[W_ALN_S]) &&
+         store_mapped(c, ln1_b, ln1_b->shape, NULL, NULL, &w[W_ALN_B]) &&
+         store_mapped(c, fc_w, mkshape(2, P, C, 0), map_t, pin, &w[W_IN]) &&
+         store_mapped(c, fc_b, fc_b->shape, NULL, NULL, &w[W_INB]) &&
+         store_mapped(c, out_w, mkshape(2, C, P, 0), map_t, pout, &w[W_OUT]) &&
+         store_mapped(c, out_b, out_b->shape, NULL, NULL, &w[W_OUTB]) &&
+         store_mapped(c, ln2_w, ln2_w->shape, NULL, NULL, &w[W_MLN_S]) &&
+         store_mapped(c, ln2_b, ln2_b->shape, NULL, NULL, &w[W_MLN_B]);
+}
+
+static bool has_tensor(const TensorFile *f, const char *name) {
+  for (int i = 0; i < safetensors_count(f); i++)
+    if (!strcmp(safetensors_name(f, i), name)) return true;
+  return false;
+}
+
+/* Reads the checkpoint and writes every weight (and the causal mask) to the store. */
+static bool import_weights(Comp *c, const Options *o, Model *m) {
+  Loc loc = {o->hf_dir, 0, 0};
+  Reader r = {c, safetensors_open(c, o->hf_dir, loc), o->hf_dir, ""};
+  if (!r.f) {
+    g_exit = diag_exit_code(c) == TOOL_IO ? TOOL_IO : TOOL_BAD;
+    return false;
+  }
+  if (has_tensor(r.f, "transformer.wte.weight")) r.prefix = "transformer.";
+  else if (!has_tensor(r.f, "wte.weight")) {
+    fail(TOOL_BAD, "%s: not a GPT-2 checkpoint: no tensor 'transformer.wte.weight' or 'wte.weight' (%d tensors)",
+         o->hf_dir, safetensors_count(r.f));
+    return false;
+  }
+  const Config *cf = &m->cf;
+  int64_t C = cf->hidden;
+  m->layer = ARENA_ARRAY(&c->arena, Stored, cf->layers * NW);
+  for (int i = 0; i < cf->layers; i++)
+    if (!import_layer(&r, cf, i, m->layer + (size_t)i * NW)) goto failed;
+  const Tensor *wte = get(&r, "wte.weight", mkshape(2, cf->vocab, C, 0));
+  const Tensor *wpe = get(&r, "wpe.weight", mkshape(2, cf->n_pos, C, 0));
+  const Tensor *lnf_w = get(&r, "ln_f.weight", mkshape(1, C, 0, 0)), *lnf_b = get(&r, "ln_f.bias", mkshape(1, C, 0, 0));
+  if (!wte || !wpe || !lnf_w || !lnf_b) goto failed;
+  if (!store_mapped(c, wte, wte->shape, NULL, NULL, &m->wte) ||
+      !store_mapped(c, wpe, wpe->shape, NULL, NULL, &m->wpe) ||
+      !store_mapped(c, lnf_w, lnf_w->shape, NULL, NULL, &m->lnf_scale) ||
+      !store_mapped(c, lnf_b, lnf_b->shape, NULL, NULL, &m->lnf_bias))
+    goto failed;
+  if (!cf->tied) {   /* as HF: with tie_word_embeddings (the default) a stored lm_head is ignored */
+    Reader head = r;
+    head.prefix = "";
+    const Tensor *lm = get(&head, "lm_head.weight", mkshape(2, cf->vocab, C, 0));
+    if (!lm || !store_mapped(c, lm, lm->shape, NULL, NULL, &m->unembed)) goto failed;
+    m->has_unembed = true;
+  }
+  /* causal mask [T,T]: 1 where query q may attend to key k (q >= k) */
+  int64_t T = o->seq;
+  Tensor *mask = tensor_new(c, DT_F32, &(Shape){2, {T, T}});
+  for (int64_t q = 0; q < T; q++)
+    for (int64_t k = 0; k <= q; k++) ((float *)mask->data)[q * T + k] = 1.0f;
+  if (!store_mapped(c, mask, mask->shape, NULL, NULL, &m->mask)) goto failed;
+  return true;
+failed:
+  if (g_exit == TOOL_OK) g_exit = diag_exit_code(c) == TOOL_IO ? TOOL_IO : TOOL_BAD;
+  return false;
+}
+
+/* ------------------------------------------------------------ circuit graph */
+
+/* The circuit is built as a small graph of text nodes, then printed in
+ * rust_circuit's bijection format: a node's first occurrence (pre-order) is its
+ * definition, later ones are references by name. */
+typedef struct TNode TNode;
+typedef struct Edge {
+  TNode *node;
+  const char *bind;   /* module argument: the symbol it binds ("! 'sym'"), else NULL */
+} Edge;
+struct TNode {
+  const char *name;   /* unique in the file */
+  const char *head;   /* "[shape] Kind extra" or "Kind extra" */
+  Edge *kid;
+  int nkid, cap;
+  bool printed;
+};
+
+typedef struct G {
+  Comp *c;
+  const Options *o;
+  const Model *m;
+  const char *B;      /* einsum/rearrange axis of the batch dimension: "B" or "" */
+  TNode **all;
+  int n, cap;
+} G;
+
+static const char *fmt(G *g, const char *f, ...) __attribute__((format(printf, 2, 3)));
+static const char *fmt(G *g, const char *f, ...) {
+  va_list ap;
+  va_start(ap, f);
+  int n = vsnprintf(NULL, 0, f, ap);
+  va_end(ap);
+  char *s = arena_alloc(&g->c->arena, (size_t)n + 1);
+  va_start(ap, f);
+  vsnprintf(s, (size_t)n + 1, f, ap);
+  va_end(ap);
+  return s;
+}
+
+static void add_kid(G *g, TNode *t, TNode *k, const char *bind) {
+  if (t->nkid == t->cap) {
+    t->cap = t->cap ? 2 * t->cap : 4;
+    Edge *nk = ARENA_ARRAY(&g->c->arena, Edge, t->cap);
+    if (t->nkid) memcpy(nk, t->kid, (size_t)t->nkid * sizeof *nk);
+    t->kid = nk;
+  }
+  t->kid[t->nkid++] = (Edge){k, bind};
+}
+
+/* A node with NULL-terminated children. */
+static TNode *nd(G *g, const char *name, const char *head, ...) {
+  TNode *t = ARENA_NEW(&g->c->arena, TNode);
+  t->name = name, t->head = head;
+  va_list ap;
+  va_start(ap, head);
+  for (TNode *k; (k = va_arg(ap, TNode *));) add_kid(g, t, k, NULL);
+  va_end(ap);
+  if (g->n == g->cap) {
+    g->cap = g->cap ? 2 * g->cap : 256;
+    TNode **na = ARENA_ARRAY(&g->c->arena, TNode *, g->cap);
+    if (g->n) memcpy(na, g->all, (size_t)g->n * sizeof *na);
+    g->all = na;
+  }
+  g->all[g->n++] = t;
+  return t;
+}
+
+/* A Module node: the spec, then arguments added with arg(). */
+static TNode *module(G *g, const char *name, TNode *spec) { return nd(g, name, "Module", spec, NULL); }
+static void arg(G *g, TNode *mod, TNode *value, const TNode *sym) { add_kid(g, mod, value, sym->name); }
+
+/* Symbols of the library whose UUIDs module_library.py fixes (§9 E8, E9); others
+ * get a reproducible UUID derived from their name. */
+static TNode *sym(G *g, const char *name, const char *shape) {
+  static const char *const KNOWN[][2] = {
+      {"ln.input", "981b4d2a-711b-4a9d-a11c-d859c311e80c"},  {"ln.w.bias", "621c7792-0177-45ab-87c5-7ff1c3bec487"},
+      {"ln.w.scale", "0fa341c3-34b3-4699-847f-08674808b28a"}, {"ll.input", "b9d111e5-b793-4f63-84a0-2f8590b9f39c"},
+      {"ll.label", "74c503b9-fe2c-4f8b-9350-7351a292c351"},
+  };
+  char uuid[37];
+  tool_uuid(name, uuid);
+  const char *u = uuid;
+  for (size_t i = 0; i < sizeof KNOWN / sizeof *KNOWN; i++)
+    if (!strcmp(KNOWN[i][0], name)) u = KNOWN[i][1];
+  return nd(g, name, fmt(g, "[%s] Symbol %s", shape, u), NULL);
+}
+
+static TNode *array(G *g, const char *name, const Stored *s) {
+  char sh[256];
+  return nd(g, name, fmt(g, "[%s] Array %s", shape_text(sh, sizeof sh, &s->shape), s->hash), NULL);
+}
+
+static TNode *scalar(G *g, const char *name, const char *shape, double v) {
+  char num[64];
+  tool_scalar(v, num, sizeof num);
+  return nd(g, name, fmt(g, "[%s] Scalar %s", shape, num), NULL);
+}
+
+/* The node named `name` built so far (library symbols are looked up by name). */
+static TNode *find(G *g, const char *name) {
+  for (int i = g->n - 1; i >= 0; i--)
+    if (!strcmp(g->all[i]->name, name)) return g->all[i];
+  ICE("no node named '%s'", name);
+}
+
+/* layer i's name for the block symbol `s`: the index after the first component
+ * (a.w.q → a3.w.q, m.ln.w.scale → m3.ln.w.scale) */
+static const char *numbered(G *g, const char *s, int i) {
+  const char *dot = strchr(s, '.');
+  return fmt(g, "%.*s%d%s", (int)(dot - s), s, i, dot);
+}
+
+/* "<batch axis><axes>": einsum and rearrange axes with the optional batch axis in front */
+static const char *bx(G *g, const char *axes) { return fmt(g, "%s%s", g->B, axes); }
+
+static void print_node(FILE *f, TNode *t, int depth, const char *bind) {
+  fprintf(f, "%*s'%s'", 2 * depth, "", t->name);
+  if (!t->printed) fprintf(f, " %s", t->head);
+  if (bind) fprintf(f, " ! '%s'", bind);
+  fputc('\n', f);
+  if (t->printed) return;
+  t->printed = true;
+  for (int i = 0; i < t->nkid; i++) print_node(f, t->kid[i].node, depth + 1, t->kid[i].bind);
+}
+
+static int by_name(const void *a, const void *b) {
+  return strcmp((*(TNode *const *)a)->name, (*(TNode *const *)b)->name);
+}
+
+/* Names are the identifiers of the text format: each must name one node. */
+static void check_unique_names(G *g) {
+  TNode **v = ARENA_ARRAY(&g->c->arena, TNode *, g->n ? g->n : 1);
+  if (g->n) memcpy(v, g->all, (size_t)g->n * sizeof *v);
+  qsort(v, (size_t)g->n, sizeof *v, by_name);
+  for (int i = 1; i < g->n; i++)
+    if (!strcmp(v[i - 1]->name, v[i]->name)) ICE("duplicate circuit name '%s'", v[i]->name);
+}
+
+/* The model's outputs. */
+typedef struct Outs {
+  TNode *logits, **hidden, *loss;   /* hidden[0..L]; loss NULL without --loss */
+} Outs;
+
+/* Token + position embeddings `t.inp_tok_pos` [B?,T,C] of the free input `tokens`. */
+static TNode *embeddings(G *g, TNode *wte) {
+  long long T = g->o->seq, Bt = g->o->batch;
+  TNode *tokens = sym(g, "tokens", Bt ? fmt(g, "%lld,%lld", Bt, T) : fmt(g, "%lld", T));
+  TNode *tok = nd(g, "tok_embeds", "GeneralFunction gen_index_at_0_c", wte, tokens, NULL);
+  TNode *pos = nd(g, "t.w.pos_embeds_idxed", fmt(g, "Index [0:%lld]", T), array(g, "t.w.pos_embeds", &g->m->wpe),
+                  NULL);
+  return nd(g, "t.inp_tok_pos", "Add", tok, pos, NULL);
+}
+
+/* `hidden{i}`: an identity over x, so the output carries that name. */
+static TNode *identity(G *g, const char *name, TNode *x) {
+  const char *ax = g->o->batch ? "b s h" : "s h";
+  return nd(g, name, fmt(g, "Rearrange %s -> %s", ax, ax), x, NULL);
+}
+
+/* --loss: `loss` = -mean over positions s < T-1 of log_softmax(logits[s])[targets[s]]
+ * (targets[s] = the token after position s, i.e. tokens[1:] for a text), via the
+ * library's log-likelihood `ll` (§9 E9) batched over [B?,T-1]. */
+static TNode *loss_output(G *g, TNode *logits) {
+  long long T = g->o->seq, Bt = g->o->batch;
+  TNode *targets = sym(g, "targets", Bt ? fmt(g, "%lld,%lld", Bt, T - 1) : fmt(g, "%lld", T - 1));
+  TNode *lg = nd(g, "loss.logits", fmt(g, "Index [%s0:%lld]", Bt ? ":," : "", T - 1), logits, NULL);
+  TNode *ll;
+  if (g->o->flat) {
+    ll = nd(g, "ll", "GeneralFunction gen_index_at_0_batch_x_c",
+            nd(g, "log_probs", "GeneralFunction log_softmax", lg, NULL), targets, NULL);
+  } else {
+    TNode *in = sym(g, "ll.input", "9s"), *label = sym(g, "ll.label", "");
+    TNode *spec = nd(g, "ll", "GeneralFunction gen_index_at_0_batch_x_c",
+                     nd(g, "log_probs", "GeneralFunction log_softmax", in, NULL), label, NULL);
+    ll = module(g, "ll.call", spec);
+    arg(g, ll, lg, in);
+    arg(g, ll, targets, label);
+  }
+  return nd(g, "loss", fmt(g, "Einsum %s,->", Bt ? "ab" : "a"), ll,
+            scalar(g, "loss.c.neg_recip_n", "", -1.0 / (double)((Bt ? Bt : 1) * (T - 1))), NULL);
+}
+
+/* ------------------------------------------------------------ module form */
+
+/* Layernorm spec `ln` (§7.2, §9 E8). */
+static TNode *ln_spec(G *g, double eps) {
+  TNode *in = sym(g, "ln.input", "0s");
+  TNode *recip = nd(g, "ln.c.recip_hidden_size", "GeneralFunction reciprocal",
+                    nd(g, "ln.c.hidden_size", "GeneralFunction last_dim_size", in, NULL), NULL);
+  TNode *neg_mean = nd(g, "ln.neg_mean", "Einsum h,z,->z", in, scalar(g, "ln.neg", "1", -1), recip, NULL);
+  TNode *ms = nd(g, "ln.mean_subbed", "Add", in, neg_mean, NULL);
+  TNode *var = nd(g, "ln.var", "Einsum h,h,->", ms, ms, recip, NULL);
+  TNode *rsqrt = nd(g, "ln.rsqrt", "GeneralFunction rsqrt",
+                    nd(g, "ln.var_p_eps", "Add", scalar(g, "ln.c.eps", "", eps), var, NULL), NULL);
+  TNode *y = nd(g, "ln.y", "Einsum h,->h", ms, rsqrt, NULL);
+  return nd(g, "ln", "Add", sym(g, "ln.w.bias", "0s"),
+            nd(g, "ln.y_scaled", "Einsum h,h->h", y, sym(g, "ln.w.scale", "0s"), NULL), NULL);
+}
+
+/* `{p}.norm` (get_norm_bind): the layernorm of the free symbol `{p}.norm.input`
+ * with the weights `{p}.ln.w.*`. */
+static TNode *norm_bind(G *g, TNode *ln, const char *p) {
+  TNode *norm = module(g, fmt(g, "%s.norm", p), ln);
+  arg(g, norm, sym(g, fmt(g, "%s.norm.input", p), "1s,0s"), find(g, "ln.input"));
+  arg(g, norm, sym(g, fmt(g, "%s.ln.w.bias", p), "0s"), find(g, "ln.w.bias"));
+  arg(g, norm, sym(g, fmt(g, "%s.ln.w.scale", p), "0s"), find(g, "ln.w.scale"));
+  return norm;
+}
+
+/* Attention (§7.2): one head `a.head`, `a.head.on_inp`, `a.heads` batching it
+ * over heads by binding the per-head weight symbols to [HEADS,...] symbols,
+ * `a` summing the heads, `a.p_bias`. Free: a.input, a.mask, a.w.*. */
+static TNode *attn_spec(G *g) {
+  TNode *q_in = sym(g, "a.q.input", "2s,0s"), *wq = sym(g, "a.w.q_h", "7s,0s");
+  TNode *qb = sym(g, "a.w.q_bias_h", "7s");
+  TNode *q = nd(g, "a.q_p_bias", "Add", nd(g, "a.q", "Einsum qd,cd->qc", q_in, wq, NULL), qb, NULL);
+  TNode *k_in = sym(g, "a.k.input", "3s,0s"), *wk = sym(g, "a.w.k_h", "7s,0s");
+  TNode *kb = sym(g, "a.w.k_bias_h", "7s");
+  TNode *k = nd(g, "a.k_p_bias", "Add", nd(g, "a.k", "Einsum kd,cd->kc", k_in, wk, NULL), kb, NULL);
+  TNode *div = nd(g, "a.c.div_head_size", "GeneralFunction rsqrt",
+                  nd(g, "a.c.head_size", "GeneralFunction last_dim_size",
+                     nd(g, "a.c.w_k_sum", "Einsum jk->j", wk, NULL), NULL),
+                  NULL);
+  TNode *mask = sym(g, "a.mask", "2s,3s");
+  TNode *raw = nd(g, "a.attn_scores_raw", "Einsum qc,kc,,qk->qk", q, k, div, mask, NULL);
+  TNode *nm_in = sym(g, "not_mask.input", "");
+  TNode *not_mask = nd(g, "not_mask", "Add", scalar(g, "one", "", 1),
+                       nd(g, "not_mask.neg", "Einsum ,->", nm_in, scalar(g, "neg_one", "", -1), NULL), NULL);
+  TNode *a_not_mask = module(g, "a.not_mask", not_mask);
+  arg(g, a_not_mask, mask, nm_in);
+  TNode *neg_bias = nd(g, "a.score_neg_inf_bias", "Einsum qk,->qk", a_not_mask,
+                       nd(g, "a.neg_inf", "[] Scalar -10_000.0", NULL), NULL);
+  TNode *probs = nd(g, "a.attn_probs", "GeneralFunction softmax",
+                    nd(g, "a.attn_scores", "Add", raw, neg_bias, NULL), NULL);
+  TNode *v_in = sym(g, "a.v.input", "3s,0s"), *wv = sym(g, "a.w.v_h", "8s,0s");
+  TNode *vb = sym(g, "a.w.v_bias_h", "8s");
+  TNode *v = nd(g, "a.v_p_bias", "Add", nd(g, "a.v", "Einsum kd,Vd->kV", v_in, wv, NULL), vb, NULL);
+  TNode *wo = sym(g, "a.w.o_h", "0s,8s");
+  TNode *head = nd(g, "a.head", "Einsum sV,dV->sd", nd(g, "a.comb_v", "Einsum qk,kV->qV", probs, v, NULL), wo, NULL);
+  TNode *on_inp = module(g, "a.head.on_inp", head);
+  TNode *a_input = sym(g, "a.input", "1s,0s");
+  arg(g, on_inp, a_input, q_in);
+  arg(g, on_inp, a_input, k_in);
+  arg(g, on_inp, a_input, v_in);
+  TNode *heads = module(g, "a.heads", on_inp);
+  TNode *per_head[] = {wq, qb, wk, kb, wv, vb, wo};
+  for (int w = W_Q; w <= W_O; w++) arg(g, heads, sym(g, WEIGHT[w].sym, WEIGHT[w].shape), per_head[w]);
+  return nd(g, "a.p_bias", "Add", nd(g, "a", "Einsum hsd->sd", heads, NULL), sym(g, "a.w.o_bias", "0s"), NULL);
+}
+
+/* Pointwise MLP `m` with output bias (get_pointwise_mlp). Free: m.input, m.w.*. */
+static TNode *mlp_spec(G *g) {
+  TNode *pre = nd(g, "m.pre", "Add",
+                  nd(g, "m.pre_mul", "Einsum i,hi->h", sym(g, "m.input", "0s"), sym(g, "m.w.proj_in", "5s,0s"), NULL),
+                  sym(g, "m.w.in_bias", "5s"), NULL);
+  TNode *m = nd(g, "m", "Einsum h,oh->o", nd(g, "m.act", fmt(g, "GeneralFunction %s", g->m->cf.act), pre, NULL),
+                sym(g, "m.w.proj_out", "0s,5s"), NULL);
+  return nd(g, "m.p_bias", "Add", m, sym(g, "m.w.out_bias", "0s"), NULL);
+}
+
+/* `{p}.norm_call`: the body (free symbol `{p}.input`) applied to `{p}.norm`. */
+static TNode *norm_call(G *g, TNode *ln, const char *p, TNode *body) {
+  TNode *call = module(g, fmt(g, "%s.norm_call", p), body);
+  arg(g, call, norm_bind(g, ln, p), find(g, fmt(g, "%s.input", p)));
+  return call;
+}
+
+/* The block `b` (pre-norm, sequential residual). Free: b.input, a.mask, the block's weights. */
+static TNode *block_spec(G *g, TNode *ln) {
+  TNode *a_call = norm_call(g, ln, "a", attn_spec(g));
+  TNode *m_call = norm_call(g, ln, "m", mlp_spec(g));
+  TNode *b_input = sym(g, "b.input", "1s,0s");
+  TNode *ba = module(g, "b.a", a_call);
+  arg(g, ba, b_input, find(g, "a.norm.input"));
+  TNode *resid_a = nd(g, "b.resid.a", "Add", ba, b_input, NULL);
+  TNode *bm = module(g, "b.m", m_call);
+  arg(g, bm, resid_a, find(g, "m.norm.input"));
+  return nd(g, "b", "Add", bm, resid_a, NULL);
+}
+
+static void module_form(G *g, Outs *out) {
+  const Model *m = g->m;
+  int L = (int)m->cf.layers;
+  TNode *ln = ln_spec(g, m->cf.eps);
+  TNode *b = block_spec(g, ln), *b_input = find(g, "b.input");
+  /* b{i} binds the block's weight symbols to layer i's; b{i}.call binds b.input */
+  TNode *t_input = sym(g, "t.input", "1s,0s");
+  TNode **wsym = ARENA_ARRAY(&g->c->arena, TNode *, (size_t)L * NW);
+  TNode **calls = ARENA_ARRAY(&g->c->arena, TNode *, (size_t)L);
+  TNode *prev = t_input;
+  for (int i = 0; i < L; i++) {
+    TNode *bi = module(g, fmt(g, "b%d", i), b);
+    for (int w = 0; w < NW; w++) {
+      wsym[i * NW + w] = sym(g, numbered(g, WEIGHT[w].sym, i), WEIGHT[w].shape);
+      arg(g, bi, wsym[i * NW + w], find(g, WEIGHT[w].sym));
+    }
+    calls[i] = module(g, fmt(g, "b%d.call", i), bi);
+    arg(g, calls[i], prev, b_input);
+    prev = calls[i];
+  }
+  TNode *final_call = module(g, "final.call", norm_bind(g, ln, "final"));
+  arg(g, final_call, prev, find(g, "final.norm.input"));
+  TNode *unembed = sym(g, "t.w.unembed", "10s,0s");
+  TNode *t_logits = nd(g, "t.logits", "Einsum sh,vh->sv", final_call, unembed, NULL);
+  /* weight Arrays: t.bind_w binds all of them, hidden{i}.bind_w those its spec uses */
+  TNode **warr = ARENA_ARRAY(&g->c->arena, TNode *, (size_t)L * NW);
+  for (int i = 0; i < L * NW; i++) warr[i] = array(g, fmt(g, "%s_arr", wsym[i]->name), &m->layer[i]);
+  TNode *fln_s = array(g, "final.ln.w.scale_arr", &m->lnf_scale), *fln_b = array(g, "final.ln.w.bias_arr", &m->lnf_bias);
+  TNode *wte = array(g, "t.w.tok_embeds", &m->wte);
+  TNode *bind_w = module(g, "t.bind_w", t_logits);
+  for (int i = 0; i < L * NW; i++) arg(g, bind_w, warr[i], wsym[i]);
+  arg(g, bind_w, fln_s, find(g, "final.ln.w.scale"));
+  arg(g, bind_w, fln_b, find(g, "final.ln.w.bias"));
+  /* tied: the embedding matrix itself is the unembedding */
+  arg(g, bind_w, m->has_unembed ? array(g, "t.w.unembed_arr", &m->unembed) : wte, unembed);
+  TNode *inp = embeddings(g, wte);
+  TNode *mask = array(g, "t.a.c.causal_mask", &m->mask), *a_mask = find(g, "a.mask");
+  out->logits = module(g, "logits", bind_w);   /* the library's t.call */
+  arg(g, out->logits, inp, t_input);
+  arg(g, out->logits, mask, a_mask);
+  out->hidden = ARENA_ARRAY(&g->c->arena, TNode *, (size_t)L + 1);
+  out->hidden[0] = identity(g, "hidden0", inp);
+  for (int i = 1; i <= L; i++) {
+    TNode *bw = module(g, fmt(g, "hidden%d.bind_w", i), i < L ? calls[i - 1] : final_call);
+    for (int k = 0; k < i * NW; k++) arg(g, bw, warr[k], wsym[k]);
+    if (i == L) {
+      arg(g, bw, fln_s, find(g, "final.ln.w.scale"));
+      arg(g, bw, fln_b, find(g, "final.ln.w.bias"));
+    }
+    out->hidden[i] = module(g, fmt(g, "hidden%d", i), bw);
+    arg(g, out->hidden[i], inp, t_input);
+    arg(g, out->hidden[i], mask, a_mask);
+  }
+}
+
+/* ------------------------------------------------------------ flat form */
+
+/* Layer norm of x [B?,T,C], named `{p}.norm` as after substitution; the
+ * constants are shared by every layer norm. */
+static TNode *flat_ln(G *g, const char *p, TNode *x, const Stored *scale, const Stored *bias) {
+  TNode *neg = find(g, "ln.neg"), *recip = find(g, "ln.c.recip_hidden_size");
+  TNode *ms = nd(g, fmt(g, "%s.ln.mean_subbed", p), "Add", x,
+                 nd(g, fmt(g, "%s.ln.neg_mean", p), fmt(g, "Einsum %s,z,->%s", bx(g, "sh"), bx(g, "sz")), x, neg,
+                    recip, NULL),
+                 NULL);
+  TNode *var = nd(g, fmt(g, "%s.ln.var", p), fmt(g, "Einsum %s,%s,->%s", bx(g, "sh"), bx(g, "sh"), bx(g, "s")), ms,
+                  ms, recip, NULL);
+  TNode *rsqrt = nd(g, fmt(g, "%s.ln.rsqrt", p), "GeneralFunction rsqrt",
+                    nd(g, fmt(g, "%s.ln.var_p_eps", p), "Add", find(g, "ln.c.eps"), var, NULL), NULL);
+  TNode *y = nd(g, fmt(g, "%s.ln.y", p), fmt(g, "Einsum %s,%s->%s", bx(g, "sh"), bx(g, "s"), bx(g, "sh")), ms, rsqrt,
+                NULL);
+  TNode *ys = nd(g, fmt(g, "%s.ln.y_scaled", p), fmt(g, "Einsum %s,h->%s", bx(g, "sh"), bx(g, "sh")), y,
+                 array(g, fmt(g, "%s.ln.w.scale", p), scale), NULL);
+  return nd(g, fmt(g, "%s.norm", p), "Add", array(g, fmt(g, "%s.ln.w.bias", p), bias), ys, NULL);
+}
+
+/* Block i of the flat circuit on the residual stream x; returns `b{i}`. */
+static TNode *flat_block(G *g, int i, TNode *x) {
+  const Stored *w = g->m->layer + (size_t)i * NW;
+  TNode *W[NW] = {0};
+  for (int k = 0; k < NW; k++)
+    if (k != W_ALN_S && k != W_ALN_B && k != W_MLN_S && k != W_MLN_B) W[k] = array(g, numbered(g, WEIGHT[k].sym, i), &w[k]);
+  const char *a = fmt(g, "a%d", i), *m = fmt(g, "m%d", i);
+  TNode *n = flat_ln(g, a, x, &w[W_ALN_S], &w[W_ALN_B]);
+  const char *proj = fmt(g, "Einsum %s,hcd->%s", bx(g, "sd"), bx(g, "shc"));
+  TNode *q = nd(g, fmt(g, "%s.q_p_bias", a), "Add", nd(g, fmt(g, "%s.q", a), proj, n, W[W_Q], NULL), W[W_QB], NULL);
+  TNode *k = nd(g, fmt(g, "%s.k_p_bias", a), "Add", nd(g, fmt(g, "%s.k", a), proj, n, W[W_K], NULL), W[W_KB], NULL);
+  TNode *raw = nd(g, fmt(g, "%s.attn_scores_raw", a),
+                  fmt(g, "Einsum %s,%s,,qk->%s", bx(g, "qhc"), bx(g, "khc"), bx(g, "hqk")), q, k,
+                  find(g, "a.c.div_head_size"), find(g, "t.a.c.causal_mask"), NULL);
+  TNode *probs = nd(g, fmt(g, "%s.attn_probs", a), "GeneralFunction softmax",
+                    nd(g, fmt(g, "%s.attn_scores", a), "Add", raw, find(g, "a.score_neg_inf_bias"), NULL), NULL);
+  TNode *v = nd(g, fmt(g, "%s.v_p_bias", a), "Add",
+                nd(g, fmt(g, "%s.v", a), fmt(g, "Einsum %s,hVd->%s", bx(g, "sd"), bx(g, "shV")), n, W[W_V], NULL),
+                W[W_VB], NULL);
+  TNode *comb = nd(g, fmt(g, "%s.comb_v", a), fmt(g, "Einsum %s,%s->%s", bx(g, "hqk"), bx(g, "khV"), bx(g, "hqV")),
+                   probs, v, NULL);
+  TNode *heads = nd(g, fmt(g, "%s.heads", a), fmt(g, "Einsum %s,hdV->%s", bx(g, "hsV"), bx(g, "hsd")), comb, W[W_O],
+                    NULL);
+  TNode *attn = nd(g, fmt(g, "%s.p_bias", a), "Add",
+                   nd(g, a, fmt(g, "Einsum %s->%s", bx(g, "hsd"), bx(g, "sd")), heads, NULL), W[W_OB], NULL);
+  TNode *resid_a = nd(g, fmt(g, "b%d.resid.a", i), "Add", attn, x, NULL);
+  TNode *mn = flat_ln(g, m, resid_a, &w[W_MLN_S], &w[W_MLN_B]);
+  TNode *pre = nd(g, fmt(g, "%s.pre", m), "Add",
+                  nd(g, fmt(g, "%s.pre_mul", m), fmt(g, "Einsum %s,hi->%s", bx(g, "si"), bx(g, "sh")), mn, W[W_IN],
+                     NULL),
+                  W[W_INB], NULL);
+  TNode *act = nd(g, fmt(g, "%s.act", m), fmt(g, "GeneralFunction %s", g->m->cf.act), pre, NULL);
+  TNode *mlp = nd(g, fmt(g, "%s.p_bias", m), "Add",
+                  nd(g, m, fmt(g, "Einsum %s,oh->%s", bx(g, "sh"), bx(g, "so")), act, W[W_OUT], NULL), W[W_OUTB],
+                  NULL);
+  return nd(g, fmt(g, "b%d", i), "Add", mlp, resid_a, NULL);
+}
+
+static void flat_form(G *g, Outs *out) {
+  const Model *m = g->m;
+  int L = (int)m->cf.layers;
+  /* constants shared by all layers */
+  scalar(g, "ln.neg", "1", -1);
+  scalar(g, "ln.c.recip_hidden_size", "", 1.0 / (double)m->cf.hidden);
+  scalar(g, "ln.c.eps", "", m->cf.eps);
+  scalar(g, "a.c.div_head_size", "", 1.0 / sqrt((double)m->cf.head_dim));
+  TNode *mask = array(g, "t.a.c.causal_mask", &m->mask);
+  TNode *not_mask = nd(g, "a.not_mask", "Add", scalar(g, "one", "", 1),
+                       nd(g, "not_mask.neg", "Einsum qk,->qk", mask, scalar(g, "neg_one", "", -1), NULL), NULL);
+  nd(g, "a.score_neg_inf_bias", "Einsum qk,->qk", not_mask, nd(g, "a.neg_inf", "[] Scalar -10_000.0", NULL), NULL);
+  TNode *wte = array(g, "t.w.tok_embeds", &m->wte);
+  TNode *x = embeddings(g, wte);
+  out->hidden = ARENA_ARRAY(&g->c->arena, TNode *, (size_t)L + 1);
+  out->hidden[0] = identity(g, "hidden0", x);
+  for (int i = 0; i < L; i++) {
+    x = flat_block(g, i, x);
+    if (i + 1 < L) out->hidden[i + 1] = identity(g, fmt(g, "hidden%d", i + 1), x);
+  }
+  TNode *fin = flat_ln(g, "final", x, &m->lnf_scale, &m->lnf_bias);
+  out->hidden[L] = identity(g, fmt(g, "hidden%d", L), fin);
+  TNode *unembed = m->has_unembed ? array(g, "t.w.unembed", &m->unembed) : wte;
+  out->logits = nd(g, "logits", fmt(g, "Einsum %s,vh->%s", bx(g, "sh"), bx(g, "sv")), fin, unembed, NULL);
+}
+
+/* ------------------------------------------------------------ writing */
+
+static bool write_circuit(Comp *c, const Options *o, const Model *m) {
+  G g = {c, o, m, o->batch ? "B" : "", NULL, 0, 0};
+  Outs out = {0};
+  if (o->flat) flat_form(&g, &out);
+  else module_form(&g, &out);
+  if (o->loss) out.loss = loss_output(&g, out.logits);
+  check_unique_names(&g);
+  const Config *cf = &m->cf;
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) {
+    fail(TOOL_IO, "out of memory");
+    return false;
+  }
+  long long T = o->seq, L = cf->layers, C = cf->hidden, V = cf->vocab;
+  const char *bd = o->batch ? fmt(&g, "%lld,", (long long)o->batch) : "";
+  fprintf(f, "# GPT-2 (Hugging Face GPT2LMHeadModel) in rust_circuit's %s; generated by gpt2_import\n",
+          o->flat ? "module-free form" : "module form (rust_circuit_format.md §7.1-7.2)");
+  fprintf(f, "# layers %lld, hidden %lld, heads %lld x %lld, mlp %lld, vocab %lld, n_positions %lld, %s, "
+          "layer norm eps %g, %s unembedding\n", L, C, (long long)cf->heads, (long long)cf->head_dim,
+          (long long)cf->mlp, V, (long long)cf->n_pos, cf->act, cf->eps, m->has_unembed ? "untied" : "tied");
+  fprintf(f, "# inputs:  tokens [%s%lld] int64%s\n", bd, T,
+          o->loss ? fmt(&g, ", targets [%s%lld] int64 (targets[s] = the token after position s)", bd, T - 1) : "");
+  fprintf(f, "# outputs: logits [%s%lld,%lld]; hidden0..hidden%lld [%s%lld,%lld] (Hugging Face's hidden_states: "
+          "embeddings, residual stream after each block, after the final layer norm)\n", bd, T, V, L, bd, T, C);
+  if (o->loss)
+    fprintf(f, "#          loss [] = mean cross-entropy of targets given logits[...,:-1]\n");
+  print_node(f, out.logits, 0, NULL);
+  for (int i = 0; i <= L; i++) print_node(f, out.hidden[i], 0, NULL);
+  if (out.loss) print_node(f, out.loss, 0, NULL);
+  if (fclose(f) != 0 || !text) {
+    free(text);
+    fail(TOOL_IO, "out of memory");
+    return false;
+  }
+  const char *path = arena_printf(&c->arena, "%s/%s.circ", o->out_dir, o->name);
+  bool ok = tool_write_file(path, text, len);
+  free(text);
+  if (!ok) g_exit = TOOL_IO;
+  else
+    printf("gpt2_import: %lld layers, hidden %lld, %lld heads, vocab %lld, T=%lld%s%s: wrote %s\n", L, C,
+           (long long)cf->heads, V, T, o->batch ? fmt(&g, ", batch %lld", (long long)o->batch) : "",
+           o->loss ? ", loss" : "", path);
+  return ok;
+}
+
+/* ------------------------------------------------------------ main */
+
+static bool parse_count(const char *flag, const char *s, int64_t max, int64_t *out) {
+  char *end = NULL;
+  errno = 0;
+  long long v = s ? strtoll(s, &end, 10) : 0;
+  if (!s || v < 1 || v > max || errno || *end) {
+    tool_error("%s expects a number from 1 to %lld, found '%s'", flag, (long long)max, s ? s : "nothing");
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+static int parse_args(int argc, char **argv, Options *o) {
+  const char *files[2];
+  int nfiles = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(USAGE, stdout);
+      exit(TOOL_OK);
+    } else if (!strcmp(a, "--seq")) {
+      if (!parse_count(a, i + 1 < argc ? argv[++i] : NULL, MAX_SEQ, &o->seq)) return TOOL_USAGE;
+    } else if (!strcmp(a, "--batch")) {
+      if (!parse_count(a, i + 1 < argc ? argv[++i] : NULL, 1 << 20, &o->batch)) return TOOL_USAGE;
+    } else if (!strcmp(a, "--name")) {
+      o->name = i + 1 < argc ? argv[++i] : NULL;
+      if (!o->name || !*o->name || strchr(o->name, '/')) {
+        tool_error("--name expects a file name without '/'");
+        return TOOL_USAGE;
+      }
+    } else if (!strcmp(a, "--flat")) {
+      o->flat = true;
+    } else if (!strcmp(a, "--loss")) {
+      o->loss = true;
+    } else if (a[0] == '-' && a[1]) {
+      tool_error("unknown option '%s'", a);
+      return TOOL_USAGE;
+    } else if (nfiles == 2) {
+      tool_error("unexpected argument '%s'", a);
+      return TOOL_USAGE;
+    } else {
+      files[nfiles++] = a;
+    }
+  }
+  if (nfiles != 2) {
+    tool_error("expected HF_DIR and OUT_DIR");
+    return TOOL_USAGE;
+  }
+  o->hf_dir = files[0], o->out_dir = files[1];
+  if (!o->name) o->name = o->flat ? "gpt2_flat" : "gpt2";
+  return TOOL_OK;
+}
+
+int main(int argc, char **argv) {
+  tool_name = "gpt2_import";
+  Options o = {0};
+  int rc = parse_args(argc, argv, &o);
+  if (rc != TOOL_OK) {
+    fputs(USAGE, stderr);
+    return rc;
+  }
+  struct stat st;
+  if (stat(o.hf_dir, &st) != 0) {
+    tool_error("cannot open %s: %s", o.hf_dir, strerror(errno));
+    return TOOL_IO;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    tool_error("%s: not a directory: expected a Hugging Face checkpoint directory (config.json, model.safetensors)",
+               o.hf_dir);
+    return TOOL_IO;
+  }
+  Model m = {0};
+  if (!read_config(o.hf_dir, &m.cf)) return g_exit;
+  if (o.seq == 0) o.seq = m.cf.n_pos < MAX_SEQ ? m.cf.n_pos : MAX_SEQ;
+  if (o.seq > m.cf.n_pos) {
+    tool_error("--seq %lld exceeds the model's n_positions %lld", (long long)o.seq, (long long)m.cf.n_pos);
+    return TOOL_USAGE;
+  }
+  if (o.loss && o.seq < 2) {
+    tool_error("--loss needs --seq 2 or more (the loss predicts token s+1 from position s)");
+    return TOOL_USAGE;
+  }
+  Comp comp;
+  comp_init(&comp);
+  comp.tensor_dir = arena_printf(&comp.arena, "%s/store", o.out_dir);
+  bool ok = tool_mkdirs(o.out_dir);
+  if (!ok) g_exit = TOOL_IO;
+  ok = ok && import_weights(&comp, &o, &m) && write_circuit(&comp, &o, &m);
+  if (!ok && g_exit == TOOL_OK) g_exit = diag_exit_code(&comp) == TOOL_IO ? TOOL_IO : TOOL_BAD;
+  comp_free(&comp);
+  return ok ? TOOL_OK : g_exit;
+}

@@ -1,0 +1,299 @@
+/* test_gemm.c — templates/gemm_f32.h against its naive twin gemm_f32_ref.h:
+ * sampled and GPT-2 shapes under every stride layout (row-major, transposed,
+ * gapped, general) with an error bound of 1e-5·sqrt(K)·Σ|a||b|, untouched
+ * memory outside the addressed C elements, bit-identical results for any split
+ * of rows or columns, and K = 0. The header is compiled three times: this
+ * file natively (-march=native), and again as variant translation units with
+ * GEMM_TEST_VARIANT defined (tests/CMakeLists.txt): `avx2` (-mavx2 -mfma) and
+ * `portable` (CIRCC_GEMM_PORTABLE, the plain-C micro-kernel). */
+#include <stdint.h>
+
+/* Each translation unit exports its build of the kernel under these names. */
+typedef void GemmFn(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t a_m, int64_t a_k,
+                    const float *B, int64_t b_k, int64_t b_n, float *C, int64_t c_m, int64_t c_n, float *scratch);
+typedef int64_t GemmScratchFn(int64_t N, int64_t K);
+typedef const char *GemmIsaFn(void);
+#define GEMM_DECLARE(v)                                                                                              \
+  GemmFn gemm_rows_##v;                                                                                              \
+  GemmScratchFn gemm_scratch_##v;                                                                                    \
+  GemmIsaFn gemm_isa_##v;
+#define GEMM_DEFINE(v)                                                                                               \
+  void gemm_rows_##v(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t a_m, int64_t a_k,       \
+                     const float *B, int64_t b_k, int64_t b_n, float *C, int64_t c_m, int64_t c_n, float *scratch) { \
+    circc_gemm_f32_rows(m0, m1, N, K, A, a_m, a_k, B, b_k, b_n, C, c_m, c_n, scratch);                               \
+  }                                                                                                                  \
+  int64_t gemm_scratch_##v(int64_t N, int64_t K) { return circc_gemm_scratch_floats(N, K); }                         \
+  const char *gemm_isa_##v(void) { return CIRCC_GEMM_ISA; }
+GEMM_DECLARE(native)
+GEMM_DECLARE(avx2)
+GEMM_DECLARE(portable)
+
+#ifdef GEMM_TEST_VARIANT
+/* ------------------------------------------------ a variant translation unit */
+#include "gemm_f32.h"
+#define GEMM_DEFINE_(v) GEMM_DEFINE(v)
+GEMM_DEFINE_(GEMM_TEST_VARIANT)
+#else
+/* ------------------------------------------------------------ the test suite */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gemm_f32.h"
+#include "gemm_f32_ref.h"
+
+GEMM_DEFINE(native)
+TestSuite(gemm);
+
+typedef struct Variant {
+  const char *name;
+  GemmFn *rows;
+  GemmScratchFn *scratch;
+  GemmIsaFn *isa;
+} Variant;
+
+static const Variant NATIVE = {"native", gemm_rows_native, gemm_scratch_native, gemm_isa_native};
+static const Variant AVX2 = {"avx2", gemm_rows_avx2, gemm_scratch_avx2, gemm_isa_avx2};
+static const Variant PORTABLE = {"portable", gemm_rows_portable, gemm_scratch_portable, gemm_isa_portable};
+
+static int have_avx2(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return 0;
+#endif
+}
+
+/* Deterministic uniform [-1, 1). */
+static uint64_t rng_state = 88172645463325252ull;
+static uint64_t rng(void) {
+  rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+  return rng_state;
+}
+static float frand(void) { return (float)((double)(rng() >> 40) / (double)(1ull << 24) * 2.0 - 1.0); }
+
+/* Operand layouts: how a (rows x cols) matrix sits in memory. */
+enum { ROW, TRANS, GAP, GENERAL, NLAYOUT };
+static const char *LAYOUT[] = {"row", "trans", "gap", "general"};
+
+typedef struct Mat {
+  float *p;
+  int64_t s_r, s_c; /* strides of the row and column index */
+  int64_t extent;   /* floats allocated (exactly what the strides reach) */
+} Mat;
+
+static Mat mat_new(int64_t rows, int64_t cols, int layout) {
+  Mat m = {0};
+  switch (layout) {
+  case ROW: m.s_r = cols, m.s_c = 1; break;
+  case TRANS: m.s_r = 1, m.s_c = rows; break;
+  case GAP: m.s_r = cols + 5, m.s_c = 1; break;
+  default: m.s_r = 3, m.s_c = 3 * rows + 1; break; /* neither stride 1 */
+  }
+  m.extent = rows > 0 && cols > 0 ? (rows - 1) * m.s_r + (cols - 1) * m.s_c + 1 : 0;
+  /* exact size, so ASan builds catch any read or write past the last element */
+  m.p = malloc((size_t)(m.extent > 0 ? m.extent : 1) * sizeof(float));
+  cr_assert(m.p);
+  return m;
+}
+
+static void mat_fill(Mat *m, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < m->extent; i++) m->p[i] = 1e30f; /* gaps: would poison a sum */
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) m->p[r * m->s_r + c * m->s_c] = frand();
+}
+
+static float *scratch_new(const Variant *v, int64_t N, int64_t K) {
+  void *p = NULL;
+  int64_t n = v->scratch(N, K);
+  cr_assert(n >= 0);
+  cr_assert_eq(posix_memalign(&p, 64, (size_t)(n > 0 ? n : 1) * sizeof(float)), 0);
+  return p;
+}
+
+static const float SENTINEL = -12345.5f;
+
+/* Runs rows [m0,m1) of an M x N x K product with the given layouts and checks
+ * them against the reference: error within 1e-5·sqrt(K)·Σ|a||b| (exactly 0
+ * for K = 0), every other C element untouched. If ncheck > 0 only that many
+ * spread-out columns are compared (huge N). On failure prints the max-abs and
+ * max-rel error and the worst index. */
+static void check_case(const Variant *v, int64_t M, int64_t N, int64_t K, int la, int lb, int lc, int64_t m0,
+                       int64_t m1, int64_t ncheck) {
+  Mat A = mat_new(M, K, la), B = mat_new(K, N, lb), C = mat_new(M, N, lc);
+  mat_fill(&A, M, K), mat_fill(&B, K, N);
+  for (int64_t i = 0; i < C.extent; i++) C.p[i] = SENTINEL;
+  float *scratch = scratch_new(v, N, K);
+  v->rows(m0, m1, N, K, A.p, A.s_r, A.s_c, B.p, B.s_r, B.s_c, C.p, C.s_r, C.s_c, scratch);
+
+  int64_t step = ncheck > 0 && N > ncheck ? N / ncheck : 1;
+  double max_abs = 0, max_rel = 0, worst_ratio = 0;
+  int64_t worst_m = -1, worst_n = -1;
+  float worst_got = 0, worst_want = 0;
+  char *addressed = calloc((size_t)(C.extent > 0 ? C.extent : 1), 1);
+  cr_assert(addressed);
+  for (int64_t m = m0; m < m1; m++)
+    for (int64_t n = 0; n < N; n++) {
+      float *c = &C.p[m * C.s_r + n * C.s_c];
+      addressed[m * C.s_r + n * C.s_c] = 1;
+      if (n % step != 0 && n != N - 1) continue;
+      float want;
+      circc_gemm_f32_ref(m, m + 1, 1, K, A.p, A.s_r, A.s_c, B.p + n * B.s_c, B.s_r, B.s_c, &want, 1, 1);
+      double absdot = 0;
+      for (int64_t k = 0; k < K; k++) absdot += fabs((double)A.p[m * A.s_r + k * A.s_c] * (double)B.p[k * B.s_r + n * B.s_c]);
+      double err = fabs((double)*c - (double)want), tol = 1e-5 * sqrt((double)(K > 0 ? K : 1)) * absdot;
+      double ratio = err == 0 ? 0 : tol > 0 ? err / tol : INFINITY;
+      if (err != err) ratio = INFINITY; /* NaN */
+      if (err > max_abs) max_abs = err;
+      if (want != 0 && err / fabs((double)want) > max_rel) max_rel = err / fabs((double)want);
+      if (ratio > worst_ratio || (ratio != ratio)) worst_ratio = ratio, worst_m = m, worst_n = n, worst_got = *c, worst_want = want;
+    }
+  cr_expect(worst_ratio <= 1.0,
+            "%s %lldx%lldx%lld A=%s B=%s C=%s rows [%lld,%lld): max-abs %.3g max-rel %.3g, worst C[%lld,%lld] = %.9g, "
+            "want %.9g (%.3g x the bound)",
+            v->name, (long long)M, (long long)N, (long long)K, LAYOUT[la], LAYOUT[lb], LAYOUT[lc], (long long)m0,
+            (long long)m1, max_abs, max_rel, (long long)worst_m, (long long)worst_n, worst_got, worst_want, worst_ratio);
+  int64_t stray = -1;
+  for (int64_t i = 0; i < C.extent && stray < 0; i++)
+    if (!addressed[i] && memcmp(&C.p[i], &SENTINEL, sizeof(float)) != 0) stray = i;
+  cr_expect(stray < 0, "%s %lldx%lldx%lld A=%s B=%s C=%s rows [%lld,%lld): wrote C.p[%lld], which it does not own",
+            v->name, (long long)M, (long long)N, (long long)K, LAYOUT[la], LAYOUT[lb], LAYOUT[lc], (long long)m0,
+            (long long)m1, (long long)stray);
+  free(addressed), free(scratch), free(A.p), free(B.p), free(C.p);
+}
+
+static const int64_t SIZES[] = {0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 100, 127, 129, 257, 768};
+enum { NSIZES = sizeof SIZES / sizeof SIZES[0], NSMALL = 14 /* sizes up to 65 */ };
+
+/* Every combination of the small sizes (layouts rotating), then random
+ * combinations of all sizes with random layouts and row ranges, capped in work. */
+static void shapes(const Variant *v) {
+  rng_state = 12345;
+  int i = 0;
+  for (int a = 0; a < NSMALL; a++)
+    for (int b = 0; b < NSMALL; b++)
+      for (int c = 0; c < NSMALL; c++, i++)
+        check_case(v, SIZES[a], SIZES[b], SIZES[c], i % NLAYOUT, i / NLAYOUT % NLAYOUT, i / 16 % NLAYOUT, 0, SIZES[a], 0);
+  for (int done = 0; done < 150;) {
+    int64_t M = SIZES[rng() % NSIZES], N = SIZES[rng() % NSIZES], K = SIZES[rng() % NSIZES];
+    if ((double)M * (double)N * (double)K > 3e7) continue;
+    int64_t m0 = M ? (int64_t)(rng() % (uint64_t)M) : 0, m1 = m0 + (M - m0 ? (int64_t)(rng() % (uint64_t)(M - m0 + 1)) : 0);
+    if (done % 3 == 0) m0 = 0, m1 = M;
+    check_case(v, M, N, K, (int)(rng() % NLAYOUT), (int)(rng() % NLAYOUT), (int)(rng() % NLAYOUT), m0, m1, 0);
+    done++;
+  }
+}
+
+/* GPT-2 small's projections (row-major and transposed weights) and the
+ * unembedding on a subset of its 50257 columns. */
+static void gpt2(const Variant *v) {
+  rng_state = 777;
+  static const int64_t shp[][3] = {{64, 768, 768}, {64, 2304, 768}, {64, 768, 3072}, {256, 768, 768}};
+  for (size_t s = 0; s < sizeof shp / sizeof shp[0]; s++)
+    for (int lb = ROW; lb <= TRANS; lb++) check_case(v, shp[s][0], shp[s][1], shp[s][2], ROW, lb, ROW, 0, shp[s][0], 0);
+  for (int lb = ROW; lb <= TRANS; lb++) check_case(v, 1, 50257, 768, ROW, lb, ROW, 0, 1, 300);
+  check_case(v, 5, 50257, 768, ROW, TRANS, ROW, 0, 5, 200);
+}
+
+/* Split invariance: rows [0,M) at once, then as [0,a)+[a,b)+[b,M), then the
+ * columns as three calls; every variant must give bit-identical C. */
+static void split_one(const Variant *v, int64_t M, int64_t N, int64_t K, int la, int lb, int lc) {
+  Mat A = mat_new(M, K, la), B = mat_new(K, N, lb), C0 = mat_new(M, N, lc), C1 = mat_new(M, N, lc);
+  mat_fill(&A, M, K), mat_fill(&B, K, N);
+  float *scratch = scratch_new(v, N, K);
+  for (int64_t i = 0; i < C0.extent; i++) C0.p[i] = C1.p[i] = SENTINEL;
+  v->rows(0, M, N, K, A.p, A.s_r, A.s_c, B.p, B.s_r, B.s_c, C0.p, C0.s_r, C0.s_c, scratch);
+  for (int trial = 0; trial < 6; trial++) {
+    int64_t a = (int64_t)(rng() % (uint64_t)(M + 1)), b = (int64_t)(rng() % (uint64_t)(M + 1));
+    if (a > b) { int64_t t = a; a = b; b = t; }
+    if (trial == 0) a = 1, b = M > 1 ? M - 1 : M; /* single rows at both ends */
+    for (int64_t i = 0; i < C1.extent; i++) C1.p[i] = SENTINEL;
+    v->rows(0, a, N, K, A.p, A.s_r, A.s_c, B.p, B.s_r, B.s_c, C1.p, C1.s_r, C1.s_c, scratch);
+    v->rows(a, b, N, K, A.p, A.s_r, A.s_c, B.p, B.s_r, B.s_c, C1.p, C1.s_r, C1.s_c, scratch);
+    v->rows(b, M, N, K, A.p, A.s_r, A.s_c, B.p, B.s_r, B.s_c, C1.p, C1.s_r, C1.s_c, scratch);
+    cr_expect(memcmp(C0.p, C1.p, (size_t)C0.extent * sizeof(float)) == 0,
+              "%s %lldx%lldx%lld A=%s B=%s C=%s: rows split at %lld, %lld differ from one call", v->name,
+              (long long)M, (long long)N, (long long)K, LAYOUT[la], LAYOUT[lb], LAYOUT[lc], (long long)a, (long long)b);
+    int64_t c = (int64_t)(rng() % (uint64_t)(N + 1)), d = (int64_t)(rng() % (uint64_t)(N + 1));
+    if (c > d) { int64_t t = c; c = d; d = t; }
+    for (int64_t i = 0; i < C1.extent; i++) C1.p[i] = SENTINEL;
+    int64_t cut[4] = {0, c, d, N};
+    for (int p = 0; p < 3; p++)
+      v->rows(0, M, cut[p + 1] - cut[p], K, A.p, A.s_r, A.s_c, B.p + cut[p] * B.s_c, B.s_r, B.s_c,
+              C1.p + cut[p] * C1.s_c, C1.s_r, C1.s_c, scratch);
+    cr_expect(memcmp(C0.p, C1.p, (size_t)C0.extent * sizeof(float)) == 0,
+              "%s %lldx%lldx%lld A=%s B=%s C=%s: columns split at %lld, %lld differ from one call", v->name,
+              (long long)M, (long long)N, (long long)K, LAYOUT[la], LAYOUT[lb], LAYOUT[lc], (long long)c, (long long)d);
+  }
+  free(scratch), free(A.p), free(B.p), free(C0.p), free(C1.p);
+}
+
+static void split(const Variant *v) {
+  rng_state = 4242;
+  static const int64_t shp[][3] = {{37, 100, 600}, {64, 768, 768}, {9, 50, 513}, {130, 7, 300}, {6, 2000, 257},
+                                   {3, 3, 3},      {200, 1, 520},  {1, 300, 700}, {23, 129, 1}};
+  for (size_t s = 0; s < sizeof shp / sizeof shp[0]; s++)
+    for (int la = 0; la < NLAYOUT; la++)
+      for (int lb = 0; lb < NLAYOUT; lb++) split_one(v, shp[s][0], shp[s][1], shp[s][2], la, lb, (la + lb) % NLAYOUT);
+}
+
+Test(gemm, isa_names) {
+  cr_log_info("native: %s, avx2 variant: %s, portable: %s", gemm_isa_native(), gemm_isa_avx2(), gemm_isa_portable());
+  cr_expect_str_eq(gemm_isa_portable(), "portable");
+  cr_expect_str_eq(gemm_isa_avx2(), "avx2");
+}
+
+Test(gemm, k_zero_gives_zeros) {
+  static const Variant *vs[] = {&NATIVE, &PORTABLE};
+  for (int i = 0; i < 2; i++) {
+    float C[6] = {1, 2, 3, 4, 5, 6}, A[1] = {1}, B[1] = {1}, scratch[64] __attribute__((aligned(64)));
+    vs[i]->rows(0, 2, 3, 0, A, 0, 0, B, 0, 0, C, 3, 1, scratch);
+    for (int j = 0; j < 6; j++) cr_expect(C[j] == 0.0f, "%s: C[%d] = %g after K = 0", vs[i]->name, j, C[j]);
+  }
+}
+
+Test(gemm, scratch_is_bounded) {
+  /* the streaming and packed paths share the scratch; its size depends on K only */
+  cr_expect_eq(gemm_scratch_native(1, 5), gemm_scratch_native(100000, 5));
+  cr_expect_leq(gemm_scratch_native(50257, 3072), 1 << 17);
+}
+
+Test(gemm, shapes_native, .timeout = 120) { shapes(&NATIVE); }
+Test(gemm, shapes_portable, .timeout = 120) { shapes(&PORTABLE); }
+Test(gemm, shapes_avx2, .timeout = 120) {
+  if (!have_avx2()) cr_skip_test("no AVX2+FMA");
+  shapes(&AVX2);
+}
+Test(gemm, gpt2_native, .timeout = 120) { gpt2(&NATIVE); }
+Test(gemm, gpt2_portable, .timeout = 120) { gpt2(&PORTABLE); }
+Test(gemm, gpt2_avx2, .timeout = 120) {
+  if (!have_avx2()) cr_skip_test("no AVX2+FMA");
+  gpt2(&AVX2);
+}
+Test(gemm, split_native, .timeout = 120) { split(&NATIVE); }
+Test(gemm, split_portable, .timeout = 120) { split(&PORTABLE); }
+Test(gemm, split_avx2, .timeout = 120) {
+  if (!have_avx2()) cr_skip_test("no AVX2+FMA");
+  split(&AVX2);
+}
+
+/* The SIMD builds share the summation order, so AVX-512 and AVX2 agree bit for bit. */
+Test(gemm, simd_paths_agree, .timeout = 120) {
+  if (!have_avx2() || strcmp(gemm_isa_native(), "portable") == 0) cr_skip_test("one SIMD path only");
+  rng_state = 99;
+  static const int64_t shp[][3] = {{64, 768, 768}, {37, 100, 600}, {1, 2304, 768}, {300, 5, 520}, {3, 50, 1000}};
+  for (size_t s = 0; s < sizeof shp / sizeof shp[0]; s++)
+    for (int lb = 0; lb < NLAYOUT; lb++) {
+      int64_t M = shp[s][0], N = shp[s][1], K = shp[s][2];
+      Mat A = mat_new(M, K, ROW), B = mat_new(K, N, lb), C0 = mat_new(M, N, ROW), C1 = mat_new(M, N, ROW);
+      mat_fill(&A, M, K), mat_fill(&B, K, N);
+      float *s0 = scratch_new(&NATIVE, N, K), *s1 = scratch_new(&AVX2, N, K);
+      gemm_rows_native(0, M, N, K, A.p, A.s_r, A.s_c, B.p, B.s_r, B.s_c, C0.p, C0.s_r, C0.s_c, s0);
+      gemm_rows_avx2(0, M, N, K, A.p, A.s_r, A.s_c, B.p, B.s_r, B.s_c, C1.p, C1.s_r, C1.s_c, s1);
+      cr_expect(memcmp(C0.p, C1.p, (size_t)C0.extent * sizeof(float)) == 0, "%lldx%lldx%lld B=%s: %s and avx2 differ",
+                (long long)M, (long long)N, (long long)K, LAYOUT[lb], gemm_isa_native());
+      free(s0), free(s1), free(A.p), free(B.p), free(C0.p), free(C1.p);
+    }
+}
+#endif
