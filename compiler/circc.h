@@ -75,6 +75,8 @@ typedef struct EmitOptions {
   const char *command_line;  /* recorded in the header comment and --info */
   const char *source_hash;
   const char *vocab;         /* --vocab: character vocabulary for --sample, or NULL */
+  const void *tokenizer;     /* --lm: the tokenizer table (tokenizer_build), linked as tokenizer.bin */
+  size_t tokenizer_len;      /* 0: none */
 } EmitOptions;
 bool emit_program(Comp *c, const struct Kernels *k, const EmitOptions *o, FILE *model_c, FILE *weights);
 

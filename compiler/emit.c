@@ -302,7 +302,8 @@ static void emit_contract(Emit *e, const Step *s) {
   out(e, "  }\n");
 }
 
-/* Row kernels over the last axis: rows are the leading dims of the input view. */
+/* Row kernels over the last axis (templates/row_f32.h): rows are the leading
+ * dims of the input view. */
 static void emit_row(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
@@ -318,7 +319,7 @@ static void emit_row(Emit *e, const Step *s) {
   int ind = 2 + 2 * rows_rank;
   out(e, "%*s{\n", ind, "");
   /* row base offsets */
-  out(e, "%*sconst %s *restrict x = &", ind + 2, "", ctype(in->buf->dtype));
+  out(e, "%*sconst float *restrict x = &", ind + 2, "");
   View base = *in;
   base.rank = rows_rank;
   emit_index(e, &base);
@@ -327,28 +328,16 @@ static void emit_row(Emit *e, const Step *s) {
   ob.rank = rows_rank;
   emit_index(e, &ob);
   out(e, ";\n");
-  const char *cx = in->buf->dtype == DT_I64 ? "(float)" : "";
   switch (s->fn) {
   case GF_SOFTMAX:
   case GF_LOG_SOFTMAX:
-    out(e, "%*sfloat m = -INFINITY;\n%*sdouble sum = 0.0;\n", ind + 2, "", ind + 2, "");
-    out(e, "%*sfor (int64_t j = 0; j < %lld; j++) { const float v = %sx[j * %lld]; m = v > m ? v : m; }\n", ind + 2, "", (long long)len, cx, (long long)istride);
-    if (s->fn == GF_SOFTMAX) {
-      out(e, "%*sfor (int64_t j = 0; j < %lld; j++) sum += y[j * %lld] = fn_exp(%sx[j * %lld] - m);\n", ind + 2, "", (long long)len, (long long)ostride, cx, (long long)istride);
-      out(e, "%*sconst float inv = (float)(1.0 / sum);\n", ind + 2, "");
-      out(e, "%*sfor (int64_t j = 0; j < %lld; j++) y[j * %lld] *= inv;\n", ind + 2, "", (long long)len, (long long)ostride);
-    } else {
-      out(e, "%*sfor (int64_t j = 0; j < %lld; j++) sum += fn_exp(%sx[j * %lld] - m);\n", ind + 2, "", (long long)len, cx, (long long)istride);
-      out(e, "%*sconst float lse = m + (float)log(sum);\n", ind + 2, "");
-      out(e, "%*sfor (int64_t j = 0; j < %lld; j++) y[j * %lld] = %sx[j * %lld] - lse;\n", ind + 2, "", (long long)len, (long long)ostride, cx, (long long)istride);
-    }
+    out(e, "%*scircc_%s_row(x, %lld, y, %lld, %lld);\n", ind + 2, "", s->fn == GF_SOFTMAX ? "softmax" : "log_softmax",
+        (long long)istride, (long long)ostride, (long long)len);
     break;
   case GF_MIN:
   case GF_MAX:
-    out(e, "%*sfloat r = %sx[0];\n", ind + 2, "", cx);
-    out(e, "%*sfor (int64_t j = 1; j < %lld; j++) r = %s(r, %sx[j * %lld]);\n", ind + 2, "", (long long)len,
-        s->fn == GF_MIN ? "fn_min" : "fn_max", cx, (long long)istride);
-    out(e, "%*sy[0] = r;\n", ind + 2, "");
+    out(e, "%*sy[0] = circc_%s_row(x, %lld, %lld);\n", ind + 2, "", s->fn == GF_MIN ? "min" : "max", (long long)istride,
+        (long long)len);
     break;
   default: ICE("row kernel for %s", genfn_name(s->fn));
   }
@@ -500,64 +489,9 @@ static const char PRELUDE[] =
     "  unsigned char *arena;    /* temporaries (memplan offsets) */\n"
     "} Ctx;\n"
     "\n"
-    "/* elementwise functions (rust_circuit_format.md §4.9), in float; a program uses a few */\n"
-    "#define CIRCC_FN static inline __attribute__((unused))\n"
-    "/* exp and tanh without libm calls, so loops over them vectorise: exp by\n"
-    " * Cody-Waite reduction x = n ln2 + r and a degree-6 polynomial (about 1 ulp;\n"
-    " * results below 2^-126 flush to 0), tanh by its odd Taylor series near 0 and\n"
-    " * 1 - 2/(e^2x + 1) elsewhere (relative error below 1e-6) */\n"
-    "CIRCC_FN float fn_exp(float x) {\n"
-    "  const float c = x > 88.0f ? 88.0f : (x < -87.0f ? -87.0f : x);\n"
-    "  const float n = (c * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest, no libm call */\n"
-    "  const float r = (c - n * 0.693145752f) - n * 1.42860677e-6f;\n"
-    "  const float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666667f + r * (0.0416666667f + r * (0.00833333333f + r * 0.00138888889f)))));\n"
-    "  union { float f; int32_t i; } scale = {.i = ((int32_t)n + 127) << 23};\n"
-    "  const float y = p * scale.f;\n"
-    "  return x != x ? x : (x > 88.72f ? INFINITY : (x < -87.33f ? 0.0f : y));\n"
-    "}\n"
-    "CIRCC_FN float fn_tanh(float x) {\n"
-    "  const float a = fabsf(x), x2 = x * x;\n"
-    "  const float small = x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * (-0.0539682540f + x2 * (0.0218694885f + x2 * (-0.00886323552f + x2 * 0.00359212803f))))));\n"
-    "  const float big = 1.0f - 2.0f / (fn_exp(2.0f * (a > 9.0f ? 9.0f : a)) + 1.0f);\n"
-    "  return a < 0.5f ? small : (x < 0.0f ? -big : big);\n"
-    "}\n"
-    "CIRCC_FN float fn_sigmoid(float x) { return 1.0f / (1.0f + fn_exp(-x)); }\n"
-    "CIRCC_FN float fn_rsqrt(float x) { return 1.0f / sqrtf(x); }\n"
-    "CIRCC_FN float fn_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }\n"
-    "CIRCC_FN float fn_gelu_new(float x) {\n"
-    "  return 0.5f * x * (1.0f + fn_tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));\n"
-    "}\n"
-    "CIRCC_FN float fn_relu(float x) { return x > 0.0f ? x : (x != x ? x : 0.0f); }\n"
-    "CIRCC_FN float fn_step(float x) { return x > 0.0f ? 1.0f : 0.0f; }\n"
-    "CIRCC_FN float fn_reciprocal(float x) { return 1.0f / x; }\n"
-    "CIRCC_FN float fn_log_exp_p_1(float x) { return x < 0.0f ? log1pf(expf(x)) : x + log1pf(expf(-x)); }\n"
-    "CIRCC_FN float fn_gaussian_pdf(float x) { return expf(-0.5f * x * x) * 0.39894228040143268f; }\n"
-    "CIRCC_FN float fn_gaussian_cdf(float x) { return 0.5f * erfcf(-x * 0.70710678118654752f); }\n"
-    "CIRCC_FN float fn_logit(float x) { return logf(x / (1.0f - x)); }\n"
-    "CIRCC_FN float fn_min(float a, float b) { return a != a || b != b ? NAN : (b < a ? b : a); }\n"
-    "CIRCC_FN float fn_max(float a, float b) { return a != a || b != b ? NAN : (b > a ? b : a); }\n"
-    "/* casts (cast_from_..._to_...): values stay float, rounded as the target type would */\n"
-    "CIRCC_FN float cast_i64(float x) { return (float)(int64_t)x; }\n"
-    "CIRCC_FN float cast_i32(float x) { return (float)(int32_t)(int64_t)x; }\n"
-    "CIRCC_FN float cast_i16(float x) { return (float)(int16_t)(int64_t)x; }\n"
-    "CIRCC_FN float cast_i8(float x) { return (float)(int8_t)(int64_t)x; }\n"
-    "CIRCC_FN float cast_u8(float x) { return (float)(uint8_t)(int64_t)x; }\n"
-    "CIRCC_FN float cast_bool(float x) { return x != 0.0f ? 1.0f : 0.0f; }\n"
-    "CIRCC_FN float cast_bf16(float x) {\n"
-    "  union { float f; uint32_t u; } v = {x};\n"
-    "  if (x != x) return x;\n"
-    "  v.u = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) & 0xffff0000u; /* round to nearest even */\n"
-    "  return v.f;\n"
-    "}\n"
-    "CIRCC_FN float cast_f16(float x) {\n"
-    "  union { float f; uint32_t u; } v = {fabsf(x)};\n"
-    "  const float sign = x < 0.0f ? -1.0f : 1.0f;\n"
-    "  if (x != x) return x;\n"
-    "  if (v.f >= 65520.0f) return sign * INFINITY;\n"
-    "  if (v.f < 6.103515625e-05f) return sign * nearbyintf(v.f * 16777216.0f) / 16777216.0f; /* subnormal */\n"
-    "  v.u = (v.u + 0xfffu + ((v.u >> 13) & 1u)) & 0xffffe000u; /* round to nearest even */\n"
-    "  return sign * v.f;\n"
-    "}\n";
+    "#include \"elementwise_f32.h\"\n"
+    "#include \"row_f32.h\"\n";
+
 
 static void emit_desc(Emit *e, const char *what, int n, Buf **bufs, const char **names) {
   for (int i = 0; i < n; i++) {
@@ -622,6 +556,7 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
   out(&e, "  (void)ctx;\n  return err;\n}\n\n");
   emit_desc(&e, "inputs", k->ninputs, k->input, k->input_name);
   emit_desc(&e, "outputs", k->noutputs, k->output, k->output_name);
+  if (o->tokenizer_len) out(&e, "\nextern const unsigned char circc_tokenizer[];   /* tokenizer.S: tokenizer.bin */\n");
   out(&e, "\nstatic const rt_model model = {\n  .name = ");
   emit_cstring(&e, o->name);
   out(&e, ",\n  .circc_version = \"%s\",\n  .command_line = ", CIRCC_VERSION);
@@ -635,6 +570,8 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
     emit_cstring(&e, o->vocab);
     out(&e, ",\n");
   }
+  if (o->tokenizer_len)
+    out(&e, "  .tokenizer = circc_tokenizer,\n  .tokenizer_len = %zu,\n", o->tokenizer_len);
   out(&e, "};\n\n");
   out(&e, "#ifndef CIRCC_NO_MAIN\nint main(int argc, char **argv) { return rt_main(&model, argc, argv); }\n#endif\n");
   return !ferror(model_c);

@@ -562,7 +562,12 @@ static Value *lower_gen_index(Lower *L, const Node *n, Buf *dest) {
 }
 
 static Value *lower_row(Lower *L, const Node *n, Buf *dest) {
-  View in = child_view(L, n, 0);
+  Value *cv = lower(L, n->child[0], NULL);
+  View in = materialize(L, n->child[0], cv, NULL);
+  if (in.buf->dtype != DT_F32) { /* row kernels read float: copy an int64 input once */
+    Value copy = {.lazy = true, .expr = expr_load(L, in)};
+    in = materialize(L, n->child[0], &copy, NULL);
+  }
   Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
   Step *s = new_step(L, STEP_ROW, n);
   s->fn = n->u.gf.fn;

@@ -37,6 +37,10 @@ static const char USAGE[] =
     "  --save-temps           keep the generated sources (their directory is printed)\n"
     "  --vocab CHARS          character vocabulary (id i = CHARS[i], '.' ends a name): the\n"
     "                         program gets --sample N --seed S\n"
+    "  --lm gpt2-bpe:DIR|chars:FILE.json   tokenizer of a language model (DIR: GPT-2's\n"
+    "                         encoder.json and vocab.bpe; FILE.json: a character list, id =\n"
+    "                         index), linked into the program: with a decode circuit\n"
+    "                         (gpt2_import --decode) it gets --text, --generate, --top, ...\n"
     "  --color auto|always|never   colored diagnostics (default auto; NO_COLOR respected)\n"
     "  -h, --help             this help;  --version   print the version\n"
     "eval options:\n"
@@ -56,6 +60,7 @@ typedef struct Options {
   bool eval, store, print, report;
   BuildOptions build;
   const char *vocab;
+  const char *lm;     /* --lm SPEC: tokenizer_build's spec */
   const char *emit;
   const char **files; /* circc store */
   int nfiles;
@@ -151,6 +156,9 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
     } else if (!strcmp(a, "--vocab")) {
       NEEDS_VALUE();
       o->vocab = val;
+    } else if (!strcmp(a, "--lm")) {
+      NEEDS_VALUE();
+      o->lm = val;
     } else if (!strcmp(a, "--report")) {
       o->report = true;
     } else if (!strcmp(a, "--cc")) {
@@ -347,6 +355,11 @@ static void compile(Comp *c, const Options *o, Program *p, int argc, char **argv
   for (int i = 1; i < argc; i++) cmd = arena_printf(&c->arena, "%s %s", cmd, argv[i]);
   const char *base = strrchr(o->output, '/') ? strrchr(o->output, '/') + 1 : o->output;
   EmitOptions eo = {.name = base, .command_line = cmd, .source_hash = source_hash(c, o->input), .vocab = o->vocab};
+  if (o->lm) {   /* the tokenizer table is linked into the program (tokenizer.bin) */
+    void *blob;
+    if (!tokenizer_build(c, o->lm, &blob, &eo.tokenizer_len)) return;
+    eo.tokenizer = blob;
+  }
   BuildOptions bo = o->build;
   bo.output = o->output;
   build_program(c, &k, &eo, &bo);

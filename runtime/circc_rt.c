@@ -140,6 +140,7 @@ static void usage(const Run *r, FILE *f) {
         "            3 bad input (unreadable or malformed .npy, wrong shape or dtype, bad values)\n"
         "environment: OMP_NUM_THREADS\n",
         f);
+  if (f == stdout) rt_generate_help(r->m);   /* language-model programs: --text, --generate, ... */
 }
 
 static int usage_error(const Run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -972,6 +973,8 @@ int rt_main(const rt_model *m, int argc, char **argv) {
     code = RC_BAD_INPUT;
   } else if (!check_descs(&r, m->inputs, m->ninputs) || !check_descs(&r, m->outputs, m->noutputs)) {
     code = RC_BAD_INPUT;
+  } else if (rt_generate_requested(argc, argv)) {
+    code = rt_generate_main(m, argc, argv);   /* rt_generate.c */
   } else if ((code = parse_args(&r, argc, argv)) < 0) {
     int threads = set_threads(r.threads);
     if (r.verbose) fprintf(stderr, "%s: %d thread%s\n", r.prog, threads, threads == 1 ? "" : "s");

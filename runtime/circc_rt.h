@@ -50,6 +50,37 @@ int rt_main(const rt_model *m, int argc, char **argv);
  * no context input or distribution output), 3 bad input (run failed). */
 int rt_sample(const rt_model *m, int count, uint64_t seed);
 
+/* rt_generate.c — text generation with a key/value cache for programs built
+ * from a decode circuit (inputs token, pos, kv_onehot, kv_mask, past_k,
+ * past_v; outputs logits, new_k, new_v: gpt2_import --decode) and, for text,
+ * a tokenizer (circc --lm). Semantics, sampling rule and RNG: rt_generate.c. */
+typedef struct rt_gen_options {
+  const char *text;              /* --text: the prompt as text, or NULL */
+  const int64_t *tokens;         /* --tokens: the prompt as ids (ntokens of them) */
+  int64_t ntokens;
+  long generate;                 /* --generate N: tokens to generate */
+  int greedy;                    /* --greedy: argmax instead of sampling */
+  double temperature;            /* --temperature (1; 0 = greedy) */
+  long top_k;                    /* --top-k (0: off) */
+  double top_p;                  /* --top-p (1: off) */
+  uint64_t seed;                 /* --seed */
+  long top;                      /* --top K: print the K most likely next tokens (0: off) */
+  int print_ids;                 /* --print-ids */
+  int verbose;                   /* -v: ms per token on stderr */
+  int threads;                   /* --threads (0: OpenMP's default) */
+  const char *dump_logits;       /* --dump-logits FILE.npy: the prompt positions' logits, or NULL */
+} rt_gen_options;
+/* Runs the prompt through the program one position at a time, then generates.
+ * Returns 0 ok, 2 usage (not a decode program, --text without a tokenizer),
+ * 3 bad input (token out of range, too long for the cache, a failed run). */
+int rt_generate(const rt_model *m, const rt_gen_options *o);
+/* Whether argv holds --text, --tokens, --generate or --top (rt_main then
+ * calls rt_generate_main, which parses the language-model options). */
+int rt_generate_requested(int argc, char **argv);
+int rt_generate_main(const rt_model *m, int argc, char **argv);
+/* Prints the language-model options to stdout (for --help) if m has the decode interface. */
+void rt_generate_help(const rt_model *m);
+
 /* Formats an error message for run() to return (a static per-thread buffer). */
 const char *rt_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -170,9 +170,9 @@ static inline void circc_gemm_pack(float *restrict dst, int64_t w, const float *
 /* C tile (rows x cols of C at C, strides c_m, c_n) = (first ? 0 : C) + the sum
  * over k < kb of Ap[k*MR + i] * Bp[k*NR + j]. Ap and Bp are packed (Bp 64-byte
  * aligned under SIMD). If Bsrc is not NULL the B panel is read from there
- * instead (Bsrc[k*b_k + j*b_n], j < cols, with b_n == 1 or else b_k == 1) and
- * packed into Bp on the way: the first tile of a panel packs it while
- * computing, so the strided reads (and the transposes) overlap with arithmetic. `rows` is a literal at every call, so the row loops
+ * instead (row-major: Bsrc[k*b_k + j], j < cols) and packed into Bp on the
+ * way: the first tile of a panel packs it while computing, so the strided
+ * reads of B overlap with arithmetic. `rows` is a literal at every call, so the row loops
  * unroll and only live accumulators remain. */
 #if CIRCC_GEMM_VL > 0
 #define CIRCC_GEMM_NV (CIRCC_GEMM_NR / CIRCC_GEMM_VL)
@@ -230,20 +230,30 @@ static inline void circc_gemm_t16(const float *Bt, int64_t ld, int nn, int kn, _
 }
 #endif
 
-/* Rows k0..k0+kn-1 (kn <= 8) of a B panel from B^T: Bp[k*NR + j] = Bt[j*ld + k],
- * zero for j >= cols. */
-static inline void circc_gemm_packt(float *restrict Bp, const float *restrict Bt, int64_t ld, int cols, int64_t k0,
-                                    int kn) {
+/* A kb x NR panel of B from B^T: Bp[k*NR + j] = Bt[j*ld + k], zero for j >= cols. */
+static inline void circc_gemm_packt(float *restrict Bp, const float *restrict Bt, int64_t ld, int cols, int64_t kb) {
   for (int j0 = 0; j0 < CIRCC_GEMM_NR; j0 += 16) {
+    int nn = cols - j0 < 16 ? cols - j0 : 16;
+    const float *p = Bt + j0 * ld;
+    float *d = Bp + j0;
     circc_gemm_v t[8 * CIRCC_GEMM_T];
-    if (j0 < cols) {
-      circc_gemm_t16(Bt + j0 * ld + k0, ld, cols - j0 < 16 ? cols - j0 : 16, kn, t);
-    } else {
-      for (int q = 0; q < 8 * CIRCC_GEMM_T; q++) t[q] = circc_gemm_vzero();
+    int64_t k0 = 0;
+    if (nn == 16) /* whole 16 x 8 blocks: fixed trip counts, no branches */
+      for (; k0 + 8 <= kb; k0 += 8) {
+        circc_gemm_t16(p + k0, ld, 16, 8, t);
+        for (int q = 0; q < 8; q++)
+          for (int g = 0; g < CIRCC_GEMM_T; g++) circc_gemm_vstore(d + (k0 + q) * CIRCC_GEMM_NR + g * CIRCC_GEMM_VL, t[q * CIRCC_GEMM_T + g]);
+      }
+    for (; k0 < kb; k0 += 8) {
+      int kn = (int)circc_gemm_min(8, kb - k0);
+      if (nn > 0) {
+        circc_gemm_t16(p + k0, ld, nn, kn, t);
+      } else {
+        for (int q = 0; q < 8 * CIRCC_GEMM_T; q++) t[q] = circc_gemm_vzero();
+      }
+      for (int q = 0; q < kn; q++)
+        for (int g = 0; g < CIRCC_GEMM_T; g++) circc_gemm_vstore(d + (k0 + q) * CIRCC_GEMM_NR + g * CIRCC_GEMM_VL, t[q * CIRCC_GEMM_T + g]);
     }
-    for (int q = 0; q < kn; q++)
-      for (int g = 0; g < CIRCC_GEMM_T; g++)
-        circc_gemm_vstore(Bp + (k0 + q) * CIRCC_GEMM_NR + j0 + g * CIRCC_GEMM_VL, t[q * CIRCC_GEMM_T + g]);
   }
 }
 
@@ -258,7 +268,7 @@ static inline void circc_gemm_fmas(int rows, circc_gemm_v acc[CIRCC_GEMM_MR][CIR
 }
 
 static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict Ap, float *restrict Bp,
-                                     const float *Bsrc, int64_t b_k, int64_t b_n, float *C, int64_t c_m,
+                                     const float *Bsrc, int64_t b_k, float *C, int64_t c_m,
                                      int64_t c_n, int cols, int first) {
   circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV], b[CIRCC_GEMM_NV];
   for (int i = 0; i < CIRCC_GEMM_MR; i++)
@@ -268,7 +278,7 @@ static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict
       for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vload(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL);
       circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
     }
-  } else if (b_n == 1 && cols == CIRCC_GEMM_NR) {
+  } else if (cols == CIRCC_GEMM_NR) {
     for (int64_t k = 0; k < kb; k++) {
       for (int v = 0; v < CIRCC_GEMM_NV; v++) {
         b[v] = circc_gemm_vloadu(Bsrc + k * b_k + v * CIRCC_GEMM_VL);
@@ -276,21 +286,13 @@ static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict
       }
       circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
     }
-  } else if (b_n == 1) { /* edge panel: masked loads, zeros past the last column */
+  } else { /* edge panel: masked loads, zeros past the last column */
     for (int64_t k = 0; k < kb; k++) {
       for (int v = 0; v < CIRCC_GEMM_NV; v++) {
         b[v] = circc_gemm_vloadn(Bsrc + k * b_k + v * CIRCC_GEMM_VL, cols - v * CIRCC_GEMM_VL);
         circc_gemm_vstore(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL, b[v]);
       }
       circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
-    }
-  } else { /* Bsrc is B^T (column j contiguous at Bsrc + j*b_n): transpose 8 k at a time */
-    for (int64_t k0 = 0; k0 < kb; k0 += 8) {
-      circc_gemm_packt(Bp, Bsrc, b_n, cols, k0, (int)circc_gemm_min(8, kb - k0));
-      for (int64_t k = k0; k < k0 + 8 && k < kb; k++) {
-        for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vload(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL);
-        circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
-      }
     }
   }
   if (c_n == 1) {
@@ -364,11 +366,11 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
         int cols = (int)circc_gemm_min(CIRCC_GEMM_NR, N - jc);
         float *Cj = C + jc * c_n;
 #if CIRCC_GEMM_VL > 0
-        /* Row-major and transposed B are packed by the panel's first tile (see
-         * the kernel); other layouts gather into the panel first. */
+        /* Row-major B is packed by the panel's first tile (see the kernel);
+         * transposed B by 8x8 register transposes, other layouts by a gather. */
         const float *Bsrc = B + pc * b_k + jc * b_n;
         if (b_n != 1 && b_k == 1) {
-          for (int64_t k0 = 0; k0 < kb; k0 += 8) circc_gemm_packt(Bp, Bsrc, b_n, cols, k0, (int)circc_gemm_min(8, kb - k0));
+          circc_gemm_packt(Bp, Bsrc, b_n, cols, kb);
           Bsrc = NULL;
         } else if (b_n != 1) {
           circc_gemm_pack(Bp, CIRCC_GEMM_NR, Bsrc, b_n, b_k, cols, kb);
@@ -378,16 +380,16 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
           const float *a = Ap + ir * kb, *src = ir == 0 ? Bsrc : NULL;
           float *c = Cj + (ic + ir) * c_m;
           switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
-          case 1: circc_gemm_kernel(1, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
-          case 2: circc_gemm_kernel(2, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
-          case 3: circc_gemm_kernel(3, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
-          case 4: circc_gemm_kernel(4, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
-          case 5: circc_gemm_kernel(5, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
+          case 1: circc_gemm_kernel(1, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
+          case 2: circc_gemm_kernel(2, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
+          case 3: circc_gemm_kernel(3, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
+          case 4: circc_gemm_kernel(4, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
+          case 5: circc_gemm_kernel(5, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
 #if CIRCC_GEMM_MR > 6
-          case 6: circc_gemm_kernel(6, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
-          case 7: circc_gemm_kernel(7, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
+          case 6: circc_gemm_kernel(6, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
+          case 7: circc_gemm_kernel(7, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
 #endif
-          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, src, b_k, b_n, c, c_m, c_n, cols, first); break;
+          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
           }
         }
 #else

@@ -40,6 +40,11 @@ static const char USAGE[] =
     "               targets given logits[...,:-1]\n"
     "  --flat       write the module-free circuit instead of the module form\n"
     "  --name NAME  circuit file name (default gpt2, or gpt2_flat with --flat)\n"
+    "  --decode     also write OUT_DIR/NAME_decode.circ: the model at one new position with a\n"
+    "               key/value cache of T positions, for generation (circc --lm): inputs token [1],\n"
+    "               pos [1] int64, kv_onehot [T], kv_mask [T], past_k, past_v [L,H,T,D]; outputs\n"
+    "               logits [V], new_k, new_v [L,H,D] (module-free form; --batch, --loss and --flat\n"
+    "               apply to NAME.circ only)\n"
     "Inputs: tokens [T] int64; outputs: logits [T,V], hidden0..hidden<L> [T,C] (as Hugging\n"
     "Face's hidden_states), loss [] with --loss.\n"
     "Compile with: circc --tensors OUT_DIR/store OUT_DIR/NAME.circ -o gpt2\n"
@@ -52,7 +57,7 @@ enum { TOOL_BAD = 1, MAX_SEQ = 1024 };
 typedef struct Options {
   const char *hf_dir, *out_dir, *name;
   int64_t seq, batch;       /* seq 0: default; batch 0: no batch dimension */
-  bool flat, loss;
+  bool flat, loss, decode;
 } Options;
 
 typedef struct Config {
@@ -763,14 +768,10 @@ static TNode *flat_ln(G *g, const char *p, TNode *x, const Stored *scale, const 
   return nd(g, fmt(g, "%s.norm", p), "Add", array(g, fmt(g, "%s.ln.w.bias", p), bias), ys, NULL);
 }
 
-/* Block i of the flat circuit on the residual stream x; returns `b{i}`. */
-static TNode *flat_block(G *g, int i, TNode *x) {
-  const Stored *w = g->m->layer + (size_t)i * NW;
-  TNode *W[NW] = {0};
-  for (int k = 0; k < NW; k++)
-    if (k != W_ALN_S && k != W_ALN_B && k != W_MLN_S && k != W_MLN_B) W[k] = array(g, numbered(g, WEIGHT[k].sym, i), &w[k]);
-  const char *a = fmt(g, "a%d", i), *m = fmt(g, "m%d", i);
-  TNode *n = flat_ln(g, a, x, &w[W_ALN_S], &w[W_ALN_B]);
+/* Attention of layer i of the flat circuit on the normalized input n [B?,T,C]
+ * (weights W): causal self-attention with the mask t.a.c.causal_mask. */
+static TNode *flat_attn(G *g, int i, TNode *n, TNode *const *W) {
+  const char *a = fmt(g, "a%d", i);
   const char *proj = fmt(g, "Einsum %s,hcd->%s", bx(g, "sd"), bx(g, "shc"));
   TNode *q = nd(g, fmt(g, "%s.q_p_bias", a), "Add", nd(g, fmt(g, "%s.q", a), proj, n, W[W_Q], NULL), W[W_QB], NULL);
   TNode *k = nd(g, fmt(g, "%s.k_p_bias", a), "Add", nd(g, fmt(g, "%s.k", a), proj, n, W[W_K], NULL), W[W_KB], NULL);
@@ -786,8 +787,53 @@ static TNode *flat_block(G *g, int i, TNode *x) {
                    probs, v, NULL);
   TNode *heads = nd(g, fmt(g, "%s.heads", a), fmt(g, "Einsum %s,hdV->%s", bx(g, "hsV"), bx(g, "hsd")), comb, W[W_O],
                     NULL);
-  TNode *attn = nd(g, fmt(g, "%s.p_bias", a), "Add",
-                   nd(g, a, fmt(g, "Einsum %s->%s", bx(g, "hsd"), bx(g, "sd")), heads, NULL), W[W_OB], NULL);
+  return nd(g, fmt(g, "%s.p_bias", a), "Add", nd(g, a, fmt(g, "Einsum %s->%s", bx(g, "hsd"), bx(g, "sd")), heads, NULL),
+            W[W_OB], NULL);
+}
+
+/* Attention of layer i of the decode circuit at one new position (n [1,C]):
+ * this position's keys and values k_new, v_new [1,H,D] (returned through
+ * k_out, v_out) replace row `pos` of the cache, K_eff = past_k[i]·(1−onehot) +
+ * onehot ⊗ k_new (V_eff the same), and the scores take kv_mask (1 for j ≤ pos)
+ * with the −10000 convention — so the result is row `pos` of the full causal
+ * attention of flat_attn. */
+static TNode *decode_attn(G *g, int i, TNode *n, TNode *const *W, TNode **k_out, TNode **v_out) {
+  const char *a = fmt(g, "a%d", i);
+  TNode *onehot = find(g, "kv_onehot"), *keep = find(g, "a.not_onehot");
+  TNode *q = nd(g, fmt(g, "%s.q_p_bias", a), "Add", nd(g, fmt(g, "%s.q", a), "Einsum sd,hcd->shc", n, W[W_Q], NULL),
+                W[W_QB], NULL);
+  TNode *k = nd(g, fmt(g, "%s.k_p_bias", a), "Add", nd(g, fmt(g, "%s.k", a), "Einsum sd,hcd->shc", n, W[W_K], NULL),
+                W[W_KB], NULL);
+  TNode *v = nd(g, fmt(g, "%s.v_p_bias", a), "Add", nd(g, fmt(g, "%s.v", a), "Einsum sd,hVd->shV", n, W[W_V], NULL),
+                W[W_VB], NULL);
+  TNode *k_eff = nd(g, fmt(g, "%s.k_eff", a), "Add",
+                    nd(g, fmt(g, "%s.k_past", a), "Einsum hkc,k->hkc",
+                       nd(g, fmt(g, "%s.past_k", a), fmt(g, "Index [%d]", i), find(g, "past_k"), NULL), keep, NULL),
+                    nd(g, fmt(g, "%s.k_new", a), "Einsum k,shc->hkc", onehot, k, NULL), NULL);
+  TNode *v_eff = nd(g, fmt(g, "%s.v_eff", a), "Add",
+                    nd(g, fmt(g, "%s.v_past", a), "Einsum hkV,k->hkV",
+                       nd(g, fmt(g, "%s.past_v", a), fmt(g, "Index [%d]", i), find(g, "past_v"), NULL), keep, NULL),
+                    nd(g, fmt(g, "%s.v_new", a), "Einsum k,shV->hkV", onehot, v, NULL), NULL);
+  TNode *raw = nd(g, fmt(g, "%s.attn_scores_raw", a), "Einsum shc,hkc,,k->shk", q, k_eff,
+                  find(g, "a.c.div_head_size"), find(g, "kv_mask"), NULL);
+  TNode *probs = nd(g, fmt(g, "%s.attn_probs", a), "GeneralFunction softmax",
+                    nd(g, fmt(g, "%s.attn_scores", a), "Add", raw, find(g, "a.score_neg_inf_bias"), NULL), NULL);
+  TNode *comb = nd(g, fmt(g, "%s.comb_v", a), "Einsum shk,hkV->shV", probs, v_eff, NULL);
+  TNode *heads = nd(g, fmt(g, "%s.heads", a), "Einsum shV,hdV->shd", comb, W[W_O], NULL);
+  *k_out = k, *v_out = v;
+  return nd(g, fmt(g, "%s.p_bias", a), "Add", nd(g, a, "Einsum shd->sd", heads, NULL), W[W_OB], NULL);
+}
+
+/* Block i of the flat circuit on the residual stream x; returns `b{i}`. With
+ * k_new (the decode circuit) its attention is decode_attn's. */
+static TNode *flat_block(G *g, int i, TNode *x, TNode **k_new, TNode **v_new) {
+  const Stored *w = g->m->layer + (size_t)i * NW;
+  TNode *W[NW] = {0};
+  for (int k = 0; k < NW; k++)
+    if (k != W_ALN_S && k != W_ALN_B && k != W_MLN_S && k != W_MLN_B) W[k] = array(g, numbered(g, WEIGHT[k].sym, i), &w[k]);
+  const char *a = fmt(g, "a%d", i), *m = fmt(g, "m%d", i);
+  TNode *n = flat_ln(g, a, x, &w[W_ALN_S], &w[W_ALN_B]);
+  TNode *attn = k_new ? decode_attn(g, i, n, W, k_new, v_new) : flat_attn(g, i, n, W);
   TNode *resid_a = nd(g, fmt(g, "b%d.resid.a", i), "Add", attn, x, NULL);
   TNode *mn = flat_ln(g, m, resid_a, &w[W_MLN_S], &w[W_MLN_B]);
   TNode *pre = nd(g, fmt(g, "%s.pre", m), "Add",
@@ -818,13 +864,102 @@ static void flat_form(G *g, Outs *out) {
   out->hidden = ARENA_ARRAY(&g->c->arena, TNode *, (size_t)L + 1);
   out->hidden[0] = identity(g, "hidden0", x);
   for (int i = 0; i < L; i++) {
-    x = flat_block(g, i, x);
+    x = flat_block(g, i, x, NULL, NULL);
     if (i + 1 < L) out->hidden[i + 1] = identity(g, fmt(g, "hidden%d", i + 1), x);
   }
   TNode *fin = flat_ln(g, "final", x, &m->lnf_scale, &m->lnf_bias);
   out->hidden[L] = identity(g, fmt(g, "hidden%d", L), fin);
   TNode *unembed = m->has_unembed ? array(g, "t.w.unembed", &m->unembed) : wte;
   out->logits = nd(g, "logits", fmt(g, "Einsum %s,vh->%s", bx(g, "sh"), bx(g, "sv")), fin, unembed, NULL);
+}
+
+/* ------------------------------------------------------------ decode form */
+
+/* The decode circuit (--decode, module-free form): the model at one new
+ * position `pos` given the keys and values of the earlier positions, for
+ * generation without recomputing the prefix. Free inputs: token [1] int64 (the
+ * new token), pos [1] int64 (its position), kv_onehot [T] (1 at pos), kv_mask
+ * [T] (1 for j <= pos), past_k and past_v [L,H,T,D] (the cache; rows j >= pos
+ * are ignored). Outputs: logits [V] at pos, new_k and new_v [L,H,D] (this
+ * position's keys and values, to store at row pos of the cache). Per-layer
+ * names are the flat form's (a{i}.q, b{i}.resid.a, m{i}.act, ...). */
+static void decode_form(G *g, TNode **logits, TNode **new_k, TNode **new_v) {
+  const Model *m = g->m;
+  int L = (int)m->cf.layers;
+  long long T = g->o->seq, H = m->cf.heads, D = m->cf.head_dim;
+  scalar(g, "ln.neg", "1", -1);
+  scalar(g, "ln.c.recip_hidden_size", "", 1.0 / (double)m->cf.hidden);
+  scalar(g, "ln.c.eps", "", m->cf.eps);
+  scalar(g, "a.c.div_head_size", "", 1.0 / sqrt((double)m->cf.head_dim));
+  TNode *token = sym(g, "token", "1"), *pos = sym(g, "pos", "1");
+  TNode *onehot = sym(g, "kv_onehot", fmt(g, "%lld", T)), *mask = sym(g, "kv_mask", fmt(g, "%lld", T));
+  const char *cache = fmt(g, "%d,%lld,%lld,%lld", L, H, T, D);
+  sym(g, "past_k", cache);
+  sym(g, "past_v", cache);
+  TNode *one = scalar(g, "one", "", 1), *neg_one = scalar(g, "neg_one", "", -1);
+  nd(g, "a.not_onehot", "Add", one, nd(g, "not_onehot.neg", "Einsum k,->k", onehot, neg_one, NULL), NULL);
+  TNode *not_mask = nd(g, "a.not_mask", "Add", one, nd(g, "not_mask.neg", "Einsum k,->k", mask, neg_one, NULL), NULL);
+  nd(g, "a.score_neg_inf_bias", "Einsum k,->k", not_mask, nd(g, "a.neg_inf", "[] Scalar -10_000.0", NULL), NULL);
+  TNode *wte = array(g, "t.w.tok_embeds", &m->wte);
+  TNode *pos_table = nd(g, "t.w.pos_embeds_idxed", fmt(g, "Index [0:%lld]", T), array(g, "t.w.pos_embeds", &m->wpe),
+                        NULL);
+  TNode *x = nd(g, "t.inp_tok_pos", "Add", nd(g, "tok_embeds", "GeneralFunction gen_index_at_0_c", wte, token, NULL),
+                nd(g, "pos_embeds", "GeneralFunction gen_index_at_0_c", pos_table, pos, NULL), NULL);
+  *new_k = nd(g, "new_k", "Concat 0", NULL);
+  *new_v = nd(g, "new_v", "Concat 0", NULL);
+  for (int i = 0; i < L; i++) {
+    TNode *k, *v;
+    x = flat_block(g, i, x, &k, &v);
+    add_kid(g, *new_k, k, NULL);
+    add_kid(g, *new_v, v, NULL);
+  }
+  TNode *fin = flat_ln(g, "final", x, &m->lnf_scale, &m->lnf_bias);
+  TNode *unembed = m->has_unembed ? array(g, "t.w.unembed", &m->unembed) : wte;
+  *logits = nd(g, "logits", "Einsum sh,vh->v", fin, unembed, NULL);
+}
+
+/* Writes OUT/<name>_decode.circ (see decode_form). */
+static bool write_decode_circuit(Comp *c, const Options *o, const Model *m) {
+  Options plain = *o;
+  plain.batch = 0;
+  G g = {c, &plain, m, "", NULL, 0, 0};
+  TNode *logits, *new_k, *new_v;
+  decode_form(&g, &logits, &new_k, &new_v);
+  check_unique_names(&g);
+  const Config *cf = &m->cf;
+  long long T = o->seq, L = cf->layers, H = cf->heads, D = cf->head_dim, V = cf->vocab;
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) {
+    fail(TOOL_IO, "out of memory");
+    return false;
+  }
+  fprintf(f, "# GPT-2 (Hugging Face GPT2LMHeadModel) at one new position, with a key/value cache: the decode\n"
+             "# circuit of %s.circ in rust_circuit's module-free form; generated by gpt2_import --decode\n", o->name);
+  fprintf(f, "# layers %lld, hidden %lld, heads %lld x %lld, mlp %lld, vocab %lld, max length T %lld, %s, "
+          "layer norm eps %g, %s unembedding\n", L, (long long)cf->hidden, H, D, (long long)cf->mlp, V, T, cf->act,
+          cf->eps, m->has_unembed ? "untied" : "tied");
+  fprintf(f, "# inputs:  token [1] int64 (the new token), pos [1] int64 (its position), kv_onehot [%lld] (1 at pos),\n"
+             "#          kv_mask [%lld] (1 for j <= pos), past_k and past_v [%lld,%lld,%lld,%lld] (keys/values of the\n"
+             "#          earlier positions per layer and head; rows >= pos are ignored)\n", T, T, L, H, T, D);
+  fprintf(f, "# outputs: logits [%lld] at pos (= row pos of the full circuit's logits), new_k and new_v\n"
+             "#          [%lld,%lld,%lld] (this position's keys/values: store them at row pos of the cache)\n", V, L, H,
+          D);
+  print_node(f, logits, 0, NULL);
+  print_node(f, new_k, 0, NULL);
+  print_node(f, new_v, 0, NULL);
+  if (fclose(f) != 0 || !text) {
+    free(text);
+    fail(TOOL_IO, "out of memory");
+    return false;
+  }
+  const char *path = arena_printf(&c->arena, "%s/%s_decode.circ", o->out_dir, o->name);
+  bool ok = tool_write_file(path, text, len);
+  free(text);
+  if (!ok) g_exit = TOOL_IO;
+  else printf("gpt2_import: decode circuit (one position, key/value cache of %lld positions): wrote %s\n", T, path);
+  return ok;
 }
 
 /* ------------------------------------------------------------ writing */
@@ -912,6 +1047,8 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->flat = true;
     } else if (!strcmp(a, "--loss")) {
       o->loss = true;
+    } else if (!strcmp(a, "--decode")) {
+      o->decode = true;
     } else if (a[0] == '-' && a[1]) {
       tool_error("unknown option '%s'", a);
       return TOOL_USAGE;
@@ -965,7 +1102,8 @@ int main(int argc, char **argv) {
   comp.tensor_dir = arena_printf(&comp.arena, "%s/store", o.out_dir);
   bool ok = tool_mkdirs(o.out_dir);
   if (!ok) g_exit = TOOL_IO;
-  ok = ok && import_weights(&comp, &o, &m) && write_circuit(&comp, &o, &m);
+  ok = ok && import_weights(&comp, &o, &m) && write_circuit(&comp, &o, &m) &&
+       (!o.decode || write_decode_circuit(&comp, &o, &m));
   if (!ok && g_exit == TOOL_OK) g_exit = diag_exit_code(&comp) == TOOL_IO ? TOOL_IO : TOOL_BAD;
   comp_free(&comp);
   return ok ? TOOL_OK : g_exit;

@@ -139,7 +139,7 @@ static void check_case(const Variant *v, int64_t M, int64_t N, int64_t K, int la
       addressed[m * C.s_r + n * C.s_c] = 1;
       if (n % step != 0 && n != N - 1) continue;
       float want;
-      circc_gemm_f32_ref(m, m + 1, 1, K, A.p, A.s_r, A.s_c, B.p + n * B.s_c, B.s_r, B.s_c, &want, 1, 1);
+      circc_gemm_f32_ref(0, 1, 1, K, A.p + m * A.s_r, A.s_r, A.s_c, B.p + n * B.s_c, B.s_r, B.s_c, &want, 1, 1);
       double absdot = 0;
       for (int64_t k = 0; k < K; k++) absdot += fabs((double)A.p[m * A.s_r + k * A.s_c] * (double)B.p[k * B.s_r + n * B.s_c]);
       double err = fabs((double)*c - (double)want), tol = 1e-5 * sqrt((double)(K > 0 ? K : 1)) * absdot;

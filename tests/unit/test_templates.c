@@ -1,0 +1,87 @@
+/* test_templates.c — the elementwise and row kernel templates generated
+ * programs include (templates/elementwise_f32.h, templates/row_f32.h), each
+ * against its reference in double (libm). GEMM has its own test_gemm.c. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+#include "elementwise_f32.h"
+#include "row_f32.h"
+
+static void near(double got, double want, double rel, double abs_tol, const char *what, double x) {
+  cr_assert(fabs(got - want) <= abs_tol + rel * fabs(want), "%s(%.9g) = %.9g, want %.9g", what, x, got, want);
+}
+
+Test(templates, exp_matches_libm_over_its_range) {
+  for (double x = -87.0; x <= 88.7; x += 0.0137) near(fn_exp((float)x), exp((float)x), 3e-7, 0, "fn_exp", x);
+  for (double x = -1; x <= 1; x += 1e-4) near(fn_exp((float)x), exp((float)x), 3e-7, 0, "fn_exp", x);
+  cr_assert_eq(fn_exp(0.0f), 1.0f);
+  cr_assert(isnan(fn_exp(NAN)));
+  cr_assert(isinf(fn_exp(INFINITY)) && fn_exp(INFINITY) > 0);
+  cr_assert(isinf(fn_exp(89.0f)));
+  cr_assert_eq(fn_exp(-INFINITY), 0.0f);
+  cr_assert_eq(fn_exp(-100.0f), 0.0f); /* below e^-87.3 flushes to 0 */
+}
+
+Test(templates, tanh_matches_libm) {
+  for (double x = -12; x <= 12; x += 0.00713) near(fn_tanh((float)x), tanh((float)x), 1e-6, 1e-7, "fn_tanh", x);
+  for (double x = -0.6; x <= 0.6; x += 1e-5) near(fn_tanh((float)x), tanh((float)x), 1e-6, 1e-9, "fn_tanh", x);
+  cr_assert_eq(fn_tanh(0.0f), 0.0f);
+  cr_assert_eq(fn_tanh(INFINITY), 1.0f);
+  cr_assert_eq(fn_tanh(-INFINITY), -1.0f);
+  cr_assert(isnan(fn_tanh(NAN)));
+}
+
+Test(templates, activations_match_their_definitions) {
+  for (double x = -10; x <= 10; x += 0.0131) {
+    float f = (float)x;
+    near(fn_sigmoid(f), 1 / (1 + exp(-(double)f)), 1e-6, 1e-7, "sigmoid", x);
+    near(fn_gelu(f), 0.5 * f * (1 + erf(f / sqrt(2.0))), 1e-6, 1e-7, "gelu", x);
+    near(fn_gelu_new(f), 0.5 * f * (1 + tanh(sqrt(2 / M_PI) * (f + 0.044715 * (double)f * f * f))), 1e-6, 1e-6,
+         "gelu_new", x);
+    near(fn_log_exp_p_1(f), log1p(exp((double)f)), 1e-6, 1e-7, "log_exp_p_1", x);
+    near(fn_gaussian_pdf(f), exp(-0.5 * (double)f * f) / sqrt(2 * M_PI), 1e-6, 1e-8, "gaussian_pdf", x);
+    near(fn_gaussian_cdf(f), 0.5 * erfc(-(double)f / sqrt(2.0)), 1e-6, 1e-8, "gaussian_cdf", x);
+    near(fn_relu(f), f > 0 ? f : 0, 0, 0, "relu", x);
+    near(fn_step(f), f > 0 ? 1 : 0, 0, 0, "step", x);
+  }
+  near(fn_gelu(1.0f), 0.8413447460685429, 1e-7, 0, "gelu", 1);
+  near(fn_gelu_new(1.0f), 0.8411919906082768, 1e-7, 0, "gelu_new", 1);
+  near(fn_logit(0.25f), log(0.25 / 0.75), 1e-7, 0, "logit", 0.25);
+  near(fn_rsqrt(4.0f), 0.5, 0, 0, "rsqrt", 4);
+}
+
+Test(templates, casts_round_like_the_target_type) {
+  cr_assert_eq(cast_i64(-2.7f), -2.0f);
+  cr_assert_eq(cast_i8(200.0f), -56.0f);
+  cr_assert_eq(cast_u8(300.0f), 44.0f);
+  cr_assert_eq(cast_bool(-0.5f), 1.0f);
+  cr_assert_eq(cast_f16(1.0f + 1.0f / 4096), 1.0f);          /* below half an f16 ulp: rounds down */
+  cr_assert_eq(cast_f16(1.0f + 3.0f / 2048), 1.0f + 2.0f / 1024); /* tie to even */
+  cr_assert(isinf(cast_f16(70000.0f)));
+  cr_assert_eq(cast_bf16(1.0f + 1.0f / 256), 1.0f); /* tie: even */
+  cr_assert_eq(cast_bf16(1.0f + 3.0f / 256), 1.0f + 1.0f / 64);
+}
+
+Test(templates, row_kernels_match_the_reference) {
+  float x[3 * 7], y[3 * 7];
+  for (int i = 0; i < 21; i++) x[i] = (float)sin(i * 1.7) * 5;
+  /* a strided row: every third element */
+  circc_softmax_row(x, 3, y, 1, 7);
+  double m = -INFINITY, sum = 0;
+  for (int j = 0; j < 7; j++) m = fmax(m, x[3 * j]);
+  for (int j = 0; j < 7; j++) sum += exp(x[3 * j] - m);
+  for (int j = 0; j < 7; j++) near(y[j], exp(x[3 * j] - m) / sum, 1e-6, 0, "softmax", j);
+  circc_log_softmax_row(x, 3, y, 2, 7);
+  for (int j = 0; j < 7; j++) near(y[2 * j], x[3 * j] - m - log(sum), 1e-6, 1e-6, "log_softmax", j);
+  cr_assert_eq(circc_max_row(x, 3, 7), (float)m);
+  float mn = x[0];
+  for (int j = 1; j < 7; j++) mn = fminf(mn, x[3 * j]);
+  cr_assert_eq(circc_min_row(x, 3, 7), mn);
+  x[6] = NAN;
+  cr_assert(isnan(circc_max_row(x, 3, 7)));
+  /* large-magnitude logits: no overflow */
+  float big[4] = {1000, 1001, -1000, 1000}, p[4];
+  circc_softmax_row(big, 1, p, 1, 4);
+  near(p[1], exp(1.0) / (2 + exp(1.0)), 1e-6, 0, "softmax", 1);
+  cr_assert_eq(p[2], 0.0f);
+}
