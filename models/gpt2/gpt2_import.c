@@ -17,6 +17,9 @@
  *            logits[...,:-1], i.e. of the next tokens
  * Inputs: tokens [T] (or [B,T]) int64; with --loss also targets [T-1] (or
  * [B,T-1]) int64, targets[s] = the token after position s (tokens[1:] for a text).
+ * With --decode also OUT/<name>_decode.circ, the module-free decode circuit
+ * for generation with a key/value cache (see decode_form): one new position
+ * per run, the keys/values of the earlier ones as inputs.
  * Exit codes: 0 ok, 1 bad checkpoint content or unsupported config, 2 usage,
  * 3 I/O (unreadable checkpoint, unwritable OUT). */
 #include <errno.h>

@@ -5,32 +5,85 @@
  *                                     (ids [...,T] → the next tokens [...,T-1],
  *                                     the `targets` of a circuit built with --loss)
  *   gpt2_npy shape IN.npy             prints the shape, e.g. "1 16"
+ *   gpt2_npy ids IN.npy               prints every value, comma-separated (token
+ *                                     ids: the form of --tokens and --print-ids)
+ *   gpt2_npy argmax IN.npy            prints the index of the largest element of
+ *                                     each row of the last axis (first on ties),
+ *                                     comma-separated (logits → greedy next tokens)
+ *   gpt2_npy from-ids ID,ID,... OUT.npy   writes the ids as an int64 [n] .npy
  * Values and dtype are unchanged. Exit codes: 0 ok, 1 a shape that does not
  * fit, 2 usage, 3 I/O. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "modeltool.h"
 
-static const char USAGE[] = "usage: gpt2_npy squeeze|next IN.npy OUT.npy | gpt2_npy shape IN.npy\n"
+static const char USAGE[] = "usage: gpt2_npy squeeze|next IN.npy OUT.npy | gpt2_npy shape|ids|argmax IN.npy\n"
+                            "       gpt2_npy from-ids ID,ID,... OUT.npy\n"
                             "  squeeze  drop the leading size-1 axis\n"
                             "  next     drop the first element of the last axis (ids -> next tokens)\n"
-                            "  shape    print the shape, axes separated by spaces\n";
+                            "  shape    print the shape, axes separated by spaces\n"
+                            "  ids      print the values, comma-separated\n"
+                            "  argmax   print the argmax of each row of the last axis, comma-separated\n"
+                            "  from-ids write comma-separated ids as an int64 [n] .npy\n";
+
+/* ids, argmax: comma-separated values or row argmaxes of t. */
+static void print_list(const Tensor *t, bool argmax) {
+  int r = t->shape.rank;
+  int64_t n = shape_numel(&t->shape), row = argmax ? (r ? t->shape.dim[r - 1] : 1) : 1;
+  for (int64_t i = 0; row && i < n / row; i++) {
+    int64_t best = 0;
+    for (int64_t j = 1; argmax && j < row; j++)
+      if (tensor_get_f64(t, i * row + j) > tensor_get_f64(t, i * row + best)) best = j;
+    if (argmax) printf(i ? ",%lld" : "%lld", (long long)best);
+    else printf(i ? ",%.17g" : "%.17g", tensor_get_f64(t, i));
+  }
+  putchar('\n');
+}
+
+/* from-ids: "1,2,3" → int64 [3] */
+static int from_ids(Comp *c, const char *list, const char *out) {
+  int64_t n = 1;
+  for (const char *p = list; *p; p++) n += *p == ',';
+  Tensor *t = tensor_new(c, DT_I64, &(Shape){1, {n}});
+  const char *p = list;
+  for (int64_t i = 0; i < n; i++) {
+    char *end;
+    long long v = strtoll(p, &end, 10);
+    if (end == p || *end != (i + 1 < n ? ',' : '\0')) {
+      tool_error("from-ids: expected comma-separated integers, found '%s'", list);
+      return 1;
+    }
+    ((int64_t *)t->data)[i] = v;
+    p = end + 1;
+  }
+  return npy_save(c, t, out) ? TOOL_OK : TOOL_IO;
+}
 
 int main(int argc, char **argv) {
   tool_name = "gpt2_npy";
   bool squeeze = argc == 4 && !strcmp(argv[1], "squeeze"), next = argc == 4 && !strcmp(argv[1], "next");
   bool shape = argc == 3 && !strcmp(argv[1], "shape");
-  if (!squeeze && !next && !shape) {
+  bool ids = argc == 3 && !strcmp(argv[1], "ids"), argmax = argc == 3 && !strcmp(argv[1], "argmax");
+  bool fromids = argc == 4 && !strcmp(argv[1], "from-ids");
+  if (!squeeze && !next && !shape && !ids && !argmax && !fromids) {
     fputs(USAGE, stderr);
     return TOOL_USAGE;
   }
   Comp c;
   comp_init(&c);
+  if (fromids) {
+    int rc = from_ids(&c, argv[2], argv[3]);
+    comp_free(&c);
+    return rc;
+  }
   Loc loc = {argv[2], 0, 0};
   Tensor *t = npy_load(&c, argv[2], loc);
   int rc = t ? TOOL_OK : TOOL_IO;
   int r = t ? t->shape.rank : 0;
-  if (t && shape) {
+  if (t && (ids || argmax)) {
+    print_list(t, argmax);
+  } else if (t && shape) {
     for (int i = 0; i < r; i++) printf(i ? " %lld" : "%lld", (long long)t->shape.dim[i]);
     putchar('\n');
   } else if (t && squeeze && (r == 0 || t->shape.dim[0] != 1)) {
@@ -40,7 +93,7 @@ int main(int argc, char **argv) {
     tool_error("%s: expected at least 2 elements along the last axis", argv[2]);
     rc = 1;
   }
-  if (rc == TOOL_OK && shape) {
+  if (rc == TOOL_OK && (shape || ids || argmax)) {
     /* printed above */
   } else if (rc == TOOL_OK && squeeze) {
     t->shape.rank--;
