@@ -1,9 +1,10 @@
 /* gemm_bench.c — GFLOP/s of templates/gemm_f32.h on the GPT-2 small shapes
- * (M x N x K, A row-major M x K, B row-major K x N unless marked B^T), with 1
- * thread and with all OpenMP threads splitting the rows as generated programs
- * do (contiguous ranges, multiples of 8 where possible). Not a test; build with
- * `cmake --build BUILD --target gemm_bench`. Prints one line per shape:
- *   gemm M=.. N=.. K=.. b=row|trans threads=T ms=.. gflops=..  (best of --reps R) */
+ * (M x N x K, A row-major M x K, B row-major K x N, or given as B^T: b=trans,
+ * as for a tied unembedding), with 1 thread and with all OpenMP threads, each
+ * computing a contiguous range of rows (of columns when M is small) as
+ * generated programs do. Not a test; build with `cmake --build BUILD --target
+ * gemm_bench`. Prints one line per shape and thread count (best of --reps R):
+ *   gemm M=.. N=.. K=.. b=row|trans threads=T ms=.. gflops=.. */
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,17 +28,26 @@ static float *alloc_floats(int64_t n) {
   return p;
 }
 
-/* One product with `threads` threads; rows split as evenly as 8-row tiles allow. */
+/* One product with `threads` threads. Rows are split as evenly as 8-row tiles
+ * allow; with fewer than 8 rows a thread, columns are split instead (multiples
+ * of 16), so every thread streams its part of B. Results are bit-identical. */
 static void run(const Shape *s, int threads, const float *A, const float *B, float *C, float **scratch) {
   int64_t b_k = s->btrans ? 1 : s->N, b_n = s->btrans ? s->K : 1;
 #pragma omp parallel num_threads(threads)
   {
     int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    int64_t tiles = (s->M + 7) / 8;
-    int64_t m0 = tiles * t / nt * 8, m1 = tiles * (t + 1) / nt * 8;
-    if (m1 > s->M) m1 = s->M;
-    if (m0 > s->M) m0 = s->M;
-    circc_gemm_f32_rows(m0, m1, s->N, s->K, A, s->K, 1, B, b_k, b_n, C, s->N, 1, scratch[t]);
+    if (s->M >= 8 * nt) {
+      int64_t tiles = (s->M + 7) / 8;
+      int64_t m0 = tiles * t / nt * 8, m1 = tiles * (t + 1) / nt * 8;
+      if (m1 > s->M) m1 = s->M;
+      circc_gemm_f32_rows(m0, m1, s->N, s->K, A, s->K, 1, B, b_k, b_n, C, s->N, 1, scratch[t]);
+    } else {
+      int64_t blocks = (s->N + 15) / 16;
+      int64_t n0 = blocks * t / nt * 16, n1 = blocks * (t + 1) / nt * 16;
+      if (n1 > s->N) n1 = s->N;
+      if (n0 < n1)
+        circc_gemm_f32_rows(0, s->M, n1 - n0, s->K, A, s->K, 1, B + n0 * b_n, b_k, b_n, C + n0, s->N, 1, scratch[t]);
+    }
   }
 }
 
@@ -66,7 +76,9 @@ int main(int argc, char **argv) {
     float *scratch[64];
     for (int t = 0; t < maxt && t < 64; t++) scratch[t] = alloc_floats(circc_gemm_scratch_floats(s->N, s->K));
     double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K;
-    for (int threads = 1; threads <= maxt && threads <= 64; threads = threads == maxt ? maxt + 1 : (threads * 2 > maxt ? maxt : threads * 2)) {
+    int counts[2] = {1, maxt < 64 ? maxt : 64};
+    for (int ci = 0; ci < (counts[1] > 1 ? 2 : 1); ci++) {
+      int threads = counts[ci];
       /* repeat until ~0.05 s per measurement, best of `reps` measurements */
       int inner = 1;
       for (;;) {

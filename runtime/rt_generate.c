@@ -20,11 +20,11 @@
  * Choosing a token from logits x (only ids < the tokenizer's vocabulary size
  * are candidates, in case the model pads its vocabulary):
  *   --greedy (or --temperature 0): the first id of largest x;
- *   else p_i = exp((x_i - max) / temperature) in double; --top-k K keeps the K
- *   largest, --top-p P then the smallest prefix (by decreasing p) whose mass is
- *   at least P of what is left (at least one token). The draw walks the
- *   candidates — in id order without --top-k/--top-p, else by decreasing p
- *   (equal p: lower id first) — and picks token i when
+ *   else p_i = exp((x_i - max) / temperature) in double; --top-k K (< V) keeps
+ *   the K largest, --top-p P (< 1) then the smallest prefix (by decreasing p)
+ *   whose mass is at least P of what is left (at least one token). The draw
+ *   walks the candidates — in id order without those two, else by decreasing
+ *   logit (equal logits: lower id first) — and picks token i when
  *   cum(before i) <= u·Σp < cum(i), u uniform in [0,1).
  * RNG (portable: the same --seed gives the same text everywhere), as
  * rt_sample.c: xoshiro256** (Blackman & Vigna 2018) whose four state words are
@@ -382,20 +382,21 @@ static void best_k(Cand *c, int64_t n, int64_t k) {
   qsort(c, (size_t)k, sizeof *c, cand_cmp);
 }
 
-/* Probabilities exp((x - max)/temp) of ids [0,n) into c (unnormalised); false
+/* The candidates {x_i, i} of logits x[0..n) into c and their maximum; false
  * if x has a NaN or +inf or no finite maximum. */
-static bool weights(const float *x, int64_t n, double temp, Cand *c) {
-  double max = -INFINITY;
+static bool logits_in(const float *x, int64_t n, Cand *c, double *max) {
+  *max = -INFINITY;
   for (int64_t i = 0; i < n; i++) {
     if (isnan(x[i]) || x[i] == INFINITY) return false;
-    if (x[i] > max) max = x[i];
+    if (x[i] > *max) *max = x[i];
+    c[i] = (Cand){x[i], i};
   }
-  if (max == -INFINITY) return false;
-  for (int64_t i = 0; i < n; i++) c[i] = (Cand){exp(((double)x[i] - max) / temp), i};
-  return true;
+  return *max > -INFINITY;
 }
 
-/* The next token from logits x[0..n), or -1 for non-finite logits. */
+/* The next token from logits x[0..n), or -1 for non-finite logits. Candidates
+ * are ranked by logit (the same order as by p, exp being monotonic), so only
+ * the kept ones need exp. */
 static int64_t choose(const rt_gen_options *o, const float *x, int64_t n, Cand *c, Rng *rng) {
   if (o->greedy || o->temperature == 0) {
     int64_t best = -1;
@@ -405,21 +406,22 @@ static int64_t choose(const rt_gen_options *o, const float *x, int64_t n, Cand *
     }
     return best >= 0 && isfinite(x[best]) ? best : -1;
   }
-  if (!weights(x, n, o->temperature, c)) return -1;
+  double max;
+  if (!logits_in(x, n, c, &max)) return -1;
   int64_t keep = n;
   if ((o->top_k > 0 && o->top_k < n) || o->top_p < 1) {
     keep = o->top_k > 0 && o->top_k < n ? o->top_k : n;
     best_k(c, n, keep);
-    if (o->top_p < 1) {
-      double total = 0, cum = 0;
-      for (int64_t i = 0; i < keep; i++) total += c[i].p;
-      int64_t j = 0;
-      while (j < keep && (cum += c[j].p) < o->top_p * total) j++;
-      keep = j < keep ? j + 1 : keep;
-    }
   }
   double sum = 0, cum = 0;
-  for (int64_t i = 0; i < keep; i++) sum += c[i].p;
+  for (int64_t i = 0; i < keep; i++) sum += c[i].p = exp((c[i].p - max) / o->temperature);
+  if (o->top_p < 1) {   /* the smallest prefix holding top_p of the mass */
+    int64_t j = 0;
+    while (j < keep && (cum += c[j].p) < o->top_p * sum) j++;
+    keep = j < keep ? j + 1 : keep;
+    sum = 0, cum = 0;
+    for (int64_t i = 0; i < keep; i++) sum += c[i].p;
+  }
   double target = uniform(rng) * sum;
   int64_t last = c[0].id;
   for (int64_t i = 0; i < keep; i++) {
@@ -468,13 +470,13 @@ static void print_quoted(const char *s, size_t n) {
 
 /* --top K: the K most likely next tokens, "prob id 'token'". */
 static bool print_top(const rt_gen_options *o, const rt_tokenizer *tok, const float *x, int64_t n, Cand *c) {
-  if (!weights(x, n, 1.0, c)) return false;
-  double sum = 0;
-  for (int64_t i = 0; i < n; i++) sum += c[i].p;
+  double max, sum = 0;
+  if (!logits_in(x, n, c, &max)) return false;
+  for (int64_t i = 0; i < n; i++) sum += exp(c[i].p - max);
   int64_t k = o->top < n ? o->top : n;
   best_k(c, n, k);
   for (int64_t i = 0; i < k; i++) {
-    printf("%.6f %lld", c[i].p / sum, (long long)c[i].id);
+    printf("%.6f %lld", exp(c[i].p - max) / sum, (long long)c[i].id);
     size_t len;
     const char *s = tok ? rt_token_bytes(tok, c[i].id, &len) : NULL;
     if (s) {
@@ -682,7 +684,10 @@ int rt_generate(const rt_model *m, const rt_gen_options *o) {
     P = encoded ? rt_encode(tok, o->text, len, encoded, (int64_t)len + 1) : -1;
     if (P < 0) gen_error("--text: %s", encoded ? rt_tokenizer_error() : "out of memory");
     else if (P == 0 && (encoded[0] = rt_tokenizer_eot(tok)) >= 0) P = 1;
-    else if (P == 0) gen_error("--text: the prompt is empty (give at least one character)"), P = -1;
+    else if (P == 0) {
+      gen_error("--text: the prompt is empty (give at least one character)");
+      P = -1;
+    }
     prompt = encoded;
   }
   if (P < 0) {

@@ -15,7 +15,7 @@
  * results below e^-87.3 ≈ 1.2e-38 flush to 0), tanh by its odd Taylor series near 0 and
  * 1 - 2/(e^2x + 1) elsewhere (relative error below 1e-6) */
 CIRCC_FN float fn_exp(float x) {
-  const float c = x > 88.72f ? 88.72f : (x < -87.3f ? -87.3f : x);
+  const float c = x > 88.72f ? 88.72f : (x < -87.3f ? -87.3f : (x == x ? x : 0.0f)); /* no NaN reaches the int conversion */
   const float n = (c * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest, no libm call */
   const float r = (c - n * 0.693145752f) - n * 1.42860677e-6f;
   const float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666667f + r * (0.0416666667f + r * (0.00833333333f + r * 0.00138888889f)))));

@@ -1,28 +1,36 @@
-/* gemm_f32.h — fp32 GEMM template for circc-generated programs (and its naive
- * reference twin in gemm_f32_ref.h):
+/* gemm_f32.h — fp32 GEMM template for circc-generated programs (naive twin:
+ * gemm_f32_ref.h):
  *     C[m*c_m + n*c_n] = sum_k A[m*a_m + k*a_k] * B[k*b_k + n*b_n]
  * for rows m in [m0,m1), all n in [0,N); C is overwritten. Strides are in
  * elements and arbitrary (row-major, transposed, gapped). Everything is
  * `static inline`, so calls whose arguments are literals get specialised.
  *
- * Determinism: every C element is the same fp32 sum whatever m0, m1, N, the
- * strides or the path taken: K is cut into blocks of CIRCC_GEMM_KC starting at
- * k = 0; inside a block the products are added by a chain of fused
- * multiply-adds from +0 in increasing k; the block sums are added to C in
- * block order (the first one stored). So callers may split rows (or columns)
- * across threads and get bit-identical results. The SIMD paths (AVX-512, AVX2)
- * give the same bits as each other; the portable path (no FMA guaranteed, or
- * CIRCC_GEMM_PORTABLE defined) uses a*b+c as the compiler contracts it.
+ * Determinism: an element of C is the same fp32 sum whatever m0, m1, N, the
+ * strides or the path taken: K is cut into blocks of CIRCC_GEMM_KC from k = 0;
+ * inside a block the products are added by a chain of fused multiply-adds from
+ * +0 in increasing k; block sums are added to C in block order (the first one
+ * stored). So callers may split rows or columns across threads and get
+ * bit-identical results. The AVX-512 and AVX2 paths give the same bits; the
+ * portable path (CIRCC_GEMM_PORTABLE, or no FMA) computes a*b+c as the
+ * compiler contracts it, the same way for every tile.
  *
- * Method: the K block of A rows is packed into mr-row micro-panels and each nr
- * columns of B into a kc x nr panel, both in `scratch`, and a register-blocked
- * micro-kernel computes mr x nr tiles. Few rows with unit-stride B rows (the
- * matrix-vector case) stream B directly; few columns swap the roles of A and B.
- * Needs C11; uses <immintrin.h> only when AVX2+FMA or AVX-512F is enabled. */
+ * Paths (SIMD builds):
+ *  - packed: per MC rows and KC block, A is packed into MR-row micro-panels
+ *    and each NR columns of B into a KC x NR panel, and an MR x NR micro-kernel
+ *    (AVX-512: 8 x 48, 24 zmm accumulators; AVX2: 6 x 16) updates C. Row-major
+ *    B is packed by the panel's first micro-tile while it computes, so the
+ *    strided reads overlap with the FMAs; transposed operands go through 8x8
+ *    register transposes.
+ *  - streaming: at most 4 rows (matrix-vector) with unit-stride rows or
+ *    columns of B: B is read once, straight from memory, no packing.
+ *  - N < NR/2 with more rows than columns: computes C^T = B^T A^T instead.
+ * Needs C11; <immintrin.h> only when AVX2+FMA or AVX-512F+FMA are enabled.
+ * Threads: each needs its own scratch. For M <= 4 (decode) split columns, not
+ * rows, so that every thread streams part of B. */
 #ifndef CIRCC_GEMM_F32_H
 #define CIRCC_GEMM_F32_H
+#include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 /* Summation block; part of the numerical contract above (all paths use it). */
 #define CIRCC_GEMM_KC 256
@@ -257,6 +265,21 @@ static inline void circc_gemm_packt(float *restrict Bp, const float *restrict Bt
   }
 }
 
+/* Software prefetch spread over a micro-kernel's k loop: `left` runs of `len`
+ * bytes, `ld` bytes apart, one 64-byte line a step. Used for the next panel of
+ * transposed B, whose many short column streams the hardware does not follow. */
+typedef struct circc_gemm_pf {
+  const char *p;
+  int64_t ld, len, off, left;
+} circc_gemm_pf;
+
+static inline void circc_gemm_pf_step(circc_gemm_pf *f) {
+  if (f->left <= 0) return;
+  _mm_prefetch(f->p + f->off, _MM_HINT_T0);
+  f->off += 64;
+  if (f->off >= f->len) f->off = 0, f->p += f->ld, f->left--;
+}
+
 /* One k step: acc[i][v] += a[i] * b[v]. */
 static inline void circc_gemm_fmas(int rows, circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV], const circc_gemm_v *b,
                                    const float *a) {
@@ -269,11 +292,17 @@ static inline void circc_gemm_fmas(int rows, circc_gemm_v acc[CIRCC_GEMM_MR][CIR
 
 static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict Ap, float *restrict Bp,
                                      const float *Bsrc, int64_t b_k, float *C, int64_t c_m,
-                                     int64_t c_n, int cols, int first) {
+                                     int64_t c_n, int cols, int first, circc_gemm_pf pf) {
   circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV], b[CIRCC_GEMM_NV];
   for (int i = 0; i < CIRCC_GEMM_MR; i++)
     for (int v = 0; v < CIRCC_GEMM_NV; v++) acc[i][v] = circc_gemm_vzero();
-  if (!Bsrc) {
+  if (!Bsrc && pf.left > 0) {
+    for (int64_t k = 0; k < kb; k++) {
+      for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vload(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL);
+      circc_gemm_pf_step(&pf);
+      circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
+    }
+  } else if (!Bsrc) {
     for (int64_t k = 0; k < kb; k++) {
       for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vload(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL);
       circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
@@ -376,20 +405,27 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
           circc_gemm_pack(Bp, CIRCC_GEMM_NR, Bsrc, b_n, b_k, cols, kb);
           Bsrc = NULL;
         }
+        int64_t tiles = (mb + CIRCC_GEMM_MR - 1) / CIRCC_GEMM_MR, next = jc + CIRCC_GEMM_NR;
         for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR) {
           const float *a = Ap + ir * kb, *src = ir == 0 ? Bsrc : NULL;
+          circc_gemm_pf pf = {NULL, 0, 0, 0, 0};
+          if (b_k == 1 && b_n != 1 && next < N) { /* this tile's share of the next panel's columns */
+            int64_t t = ir / CIRCC_GEMM_MR, c0 = next + CIRCC_GEMM_NR * t / tiles;
+            int64_t c1 = circc_gemm_min(N, next + CIRCC_GEMM_NR * (t + 1) / tiles);
+            pf = (circc_gemm_pf){(const char *)(B + pc + c0 * b_n), b_n * 4, kb * 4 + 63, 0, c1 - c0};
+          }
           float *c = Cj + (ic + ir) * c_m;
           switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
-          case 1: circc_gemm_kernel(1, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
-          case 2: circc_gemm_kernel(2, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
-          case 3: circc_gemm_kernel(3, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
-          case 4: circc_gemm_kernel(4, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
-          case 5: circc_gemm_kernel(5, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
+          case 1: circc_gemm_kernel(1, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
+          case 2: circc_gemm_kernel(2, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
+          case 3: circc_gemm_kernel(3, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
+          case 4: circc_gemm_kernel(4, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
+          case 5: circc_gemm_kernel(5, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
 #if CIRCC_GEMM_MR > 6
-          case 6: circc_gemm_kernel(6, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
-          case 7: circc_gemm_kernel(7, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
+          case 6: circc_gemm_kernel(6, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
+          case 7: circc_gemm_kernel(7, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
 #endif
-          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first); break;
+          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
           }
         }
 #else

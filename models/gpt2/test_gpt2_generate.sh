@@ -14,6 +14,7 @@
 #   with TEXT: --text TEXT encodes to the golden prompt ids, --top 5 prints five
 #     "prob id 'token'" lines, and --text TEXT --generate 50 --top-k 40 --seed 1
 #     prints TEXT and a continuation, the same for 1 and 2 threads and every run;
+#     --top-k 1, a tiny --top-p and --temperature 0 give the greedy tokens;
 #   errors: prompt + generated longer than T and ids out of range exit 3, bad
 #     options exit 2.
 # usage: test_gpt2_generate.sh CIRCC GPT2_IMPORT GPT2_NPY MODEL_DIR GOLDEN_DIR PROMPT TEXT|- LM_SPEC|- SEQ WORKDIR
@@ -24,6 +25,9 @@ set -eu
   exit 2
 }
 circc=$1 import=$2 npy=$3 model=$4 gold=$5 prompt=$6 text=$7 lm=$8 seq=$9 work=${10}
+# one thread unless a check says --threads 2 (many small steps per token: slow on a busy machine)
+OMP_NUM_THREADS=1
+export OMP_NUM_THREADS
 rm -rf "$work"
 mkdir -p "$work"
 set -x
@@ -107,7 +111,7 @@ if [ "$text" != - ]; then
   [ "$(echo "$got" | grep -c "^0\.[0-9]* [0-9]* '")" -eq 5 ]
   "$dec" --threads 1 --text "$text" --generate 50 --top-k 40 --seed 1 > "$work/sample1.txt"
   "$dec" --threads 2 --text "$text" --generate 50 --top-k 40 --seed 1 > "$work/sample2.txt"
-  "$dec" --threads 2 --text "$text" --generate 50 --top-k 40 --seed 1 > "$work/sample3.txt"
+  "$dec" --text "$text" --generate 50 --top-k 40 --seed 1 > "$work/sample3.txt"
   cat "$work/sample1.txt"
   cmp "$work/sample1.txt" "$work/sample2.txt"
   cmp "$work/sample1.txt" "$work/sample3.txt"
@@ -117,6 +121,11 @@ if [ "$text" != - ]; then
   "$dec" --text "$text" --generate 50 --top-k 40 --seed 2 > "$work/sample4.txt"
   ! cmp -s "$work/sample1.txt" "$work/sample4.txt"
   "$dec" --text "$text" --generate 20 --top-p 0.9 --temperature 0.8 --seed 3 -v > /dev/null
+  # sampling that can only pick the most likely token is greedy
+  g=$("$dec" --text "$text" --generate 20 --greedy --print-ids | tail -n 1)
+  [ "$("$dec" --text "$text" --generate 20 --top-k 1 --seed 5 --print-ids | tail -n 1)" = "$g" ]
+  [ "$("$dec" --text "$text" --generate 20 --top-p 0.00001 --seed 9 --print-ids | tail -n 1)" = "$g" ]
+  [ "$("$dec" --text "$text" --generate 20 --temperature 0 --print-ids | tail -n 1)" = "$g" ]
 else
   expect 2 "$dec" --text "x" --generate 1
   grep -q "needs a tokenizer" "$work/err.txt"
