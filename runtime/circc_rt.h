@@ -74,8 +74,9 @@ typedef struct rt_gen_options {
  * Returns 0 ok, 2 usage (not a decode program, --text without a tokenizer),
  * 3 bad input (token out of range, too long for the cache, a failed run). */
 int rt_generate(const rt_model *m, const rt_gen_options *o);
-/* Whether argv holds --text, --tokens, --generate or --top (rt_main then
- * calls rt_generate_main, which parses the language-model options). */
+/* Whether argv holds an option only generation has (--text, --tokens,
+ * --generate, --top, --greedy, ...): rt_main then calls rt_generate_main,
+ * which parses the language-model options. */
 int rt_generate_requested(int argc, char **argv);
 int rt_generate_main(const rt_model *m, int argc, char **argv);
 /* Prints the language-model options to stdout (for --help) if m has the decode interface. */

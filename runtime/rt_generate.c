@@ -4,8 +4,8 @@
  *   ./gpt2 --text "ROMEO:" --generate 100 --top-k 40 --seed 7
  *   ./gpt2 --tokens 464,3290 --generate 18 --greedy --print-ids
  *   ./gpt2 --text "Paris is the capital of" --top 10
- * work. rt_main hands the command line here when it holds --text, --tokens,
- * --generate or --top (rt_generate_requested).
+ * work. rt_main hands the command line here when it holds one of the options
+ * only generation has (rt_generate_requested).
  *
  * The program computes one new position per run, with a key/value cache:
  * inputs token [1] (or []) and pos [1] (or []) int64, kv_onehot [T] (1 at pos),
@@ -135,7 +135,9 @@ static const char *decode_iface(const rt_model *m, Iface *f) {
 
 /* ---- options ---- */
 
-static const char *const REQUESTING[] = {"--text", "--tokens", "--generate", "--top"};
+/* the options only generation has (--seed, --threads and -v are shared with rt_main's) */
+static const char *const REQUESTING[] = {"--text",  "--tokens", "--generate",  "--top",      "--greedy",
+                                         "--top-k", "--top-p",  "--temperature", "--print-ids", "--dump-logits"};
 
 int rt_generate_requested(int argc, char **argv) {
   for (int i = 1; i < argc; i++)
@@ -226,8 +228,8 @@ int rt_generate_main(const rt_model *m, int argc, char **argv) {
     for (int k = 0; k < (int)(sizeof FLAGS / sizeof FLAGS[0]); k++)
       if (strlen(FLAGS[k].name) == len && strncmp(a, FLAGS[k].name, len) == 0) f = k;
     if (f < 0) {
-      code = usage_error(a[0] == '-' ? "unknown option '%s' (with --text, --tokens, --generate or --top only the "
-                                       "language-model options apply)" : "unexpected argument '%s'", a);
+      code = usage_error(a[0] == '-' ? "unknown option '%s' (generation takes only the language-model "
+                                       "options)" : "unexpected argument '%s'", a);
       break;
     }
     const char *flag = FLAGS[f].name;

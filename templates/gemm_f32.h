@@ -296,15 +296,10 @@ static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict
   circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV], b[CIRCC_GEMM_NV];
   for (int i = 0; i < CIRCC_GEMM_MR; i++)
     for (int v = 0; v < CIRCC_GEMM_NV; v++) acc[i][v] = circc_gemm_vzero();
-  if (!Bsrc && pf.left > 0) {
+  if (!Bsrc) {
     for (int64_t k = 0; k < kb; k++) {
       for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vload(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL);
       circc_gemm_pf_step(&pf);
-      circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
-    }
-  } else if (!Bsrc) {
-    for (int64_t k = 0; k < kb; k++) {
-      for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vload(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL);
       circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
     }
   } else if (cols == CIRCC_GEMM_NR) {
@@ -313,6 +308,7 @@ static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict
         b[v] = circc_gemm_vloadu(Bsrc + k * b_k + v * CIRCC_GEMM_VL);
         circc_gemm_vstore(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL, b[v]);
       }
+      circc_gemm_pf_step(&pf);
       circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
     }
   } else { /* edge panel: masked loads, zeros past the last column */
@@ -321,6 +317,7 @@ static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict
         b[v] = circc_gemm_vloadn(Bsrc + k * b_k + v * CIRCC_GEMM_VL, cols - v * CIRCC_GEMM_VL);
         circc_gemm_vstore(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL, b[v]);
       }
+      circc_gemm_pf_step(&pf);
       circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
     }
   }
@@ -408,9 +405,16 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
         int64_t tiles = (mb + CIRCC_GEMM_MR - 1) / CIRCC_GEMM_MR, next = jc + CIRCC_GEMM_NR;
         for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR) {
           const float *a = Ap + ir * kb, *src = ir == 0 ? Bsrc : NULL;
+          /* Each tile prefetches its share of the next panel: B streams from
+           * memory while all tiles compute, not just while the first packs. */
           circc_gemm_pf pf = {NULL, 0, 0, 0, 0};
-          if (b_k == 1 && b_n != 1 && next < N) { /* this tile's share of the next panel's columns */
-            int64_t t = ir / CIRCC_GEMM_MR, c0 = next + CIRCC_GEMM_NR * t / tiles;
+          int64_t t = ir / CIRCC_GEMM_MR;
+          if (next < N && b_n == 1) { /* rows of the next panel */
+            int64_t k0 = kb * t / tiles, k1 = kb * (t + 1) / tiles;
+            pf = (circc_gemm_pf){(const char *)(B + (pc + k0) * b_k + next), b_k * 4,
+                                 circc_gemm_min(CIRCC_GEMM_NR, N - next) * 4 + 63, 0, k1 - k0};
+          } else if (next < N && b_k == 1) { /* columns of the next panel */
+            int64_t c0 = next + CIRCC_GEMM_NR * t / tiles;
             int64_t c1 = circc_gemm_min(N, next + CIRCC_GEMM_NR * (t + 1) / tiles);
             pf = (circc_gemm_pf){(const char *)(B + pc + c0 * b_n), b_n * 4, kb * 4 + 63, 0, c1 - c0};
           }
