@@ -1,10 +1,10 @@
 /* gemm_bench.c — GFLOP/s of templates/gemm_f32.h on the GPT-2 small shapes
  * (M x N x K, A row-major M x K, B row-major K x N, or given as B^T: b=trans,
  * as for a tied unembedding), with 1 thread and with all OpenMP threads, each
- * computing a contiguous range of rows (of columns when M is small) as
- * generated programs do. Not a test; build with `cmake --build BUILD --target
- * gemm_bench`. Prints one line per shape and thread count (best of --reps R):
- *   gemm M=.. N=.. K=.. b=row|trans threads=T ms=.. gflops=.. */
+ * computing a contiguous range of rows, then of columns (both are splits a
+ * generated program may make). Not a test; build with `cmake --build BUILD
+ * --target gemm_bench`. Prints one line per shape and split (best of --reps R):
+ *   gemm M=.. N=.. K=.. b=row|trans threads=T split=rows|cols ms=.. gflops=.. */
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,22 +28,22 @@ static float *alloc_floats(int64_t n) {
   return p;
 }
 
-/* One product with `threads` threads. Rows are split as evenly as 8-row tiles
- * allow; with fewer than 8 rows a thread, columns are split instead (multiples
- * of 16), so every thread streams its part of B. Results are bit-identical. */
-static void run(const Shape *s, int threads, const float *A, const float *B, float *C, float **scratch) {
+/* One product with `threads` threads, each computing a contiguous range of
+ * rows (whole 8-row tiles) or, with by_cols, of columns (whole 48-column
+ * panels), as a generated program may split it; results are bit-identical. */
+static void run(const Shape *s, int threads, int by_cols, const float *A, const float *B, float *C, float **scratch) {
   int64_t b_k = s->btrans ? 1 : s->N, b_n = s->btrans ? s->K : 1;
 #pragma omp parallel num_threads(threads)
   {
     int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    if (s->M >= 8 * nt) {
+    if (!by_cols) {
       int64_t tiles = (s->M + 7) / 8;
       int64_t m0 = tiles * t / nt * 8, m1 = tiles * (t + 1) / nt * 8;
       if (m1 > s->M) m1 = s->M;
-      circc_gemm_f32_rows(m0, m1, s->N, s->K, A, s->K, 1, B, b_k, b_n, C, s->N, 1, scratch[t]);
+      if (m0 < m1) circc_gemm_f32_rows(m0, m1, s->N, s->K, A, s->K, 1, B, b_k, b_n, C, s->N, 1, scratch[t]);
     } else {
-      int64_t blocks = (s->N + 15) / 16;
-      int64_t n0 = blocks * t / nt * 16, n1 = blocks * (t + 1) / nt * 16;
+      int64_t panels = (s->N + 47) / 48;
+      int64_t n0 = panels * t / nt * 48, n1 = panels * (t + 1) / nt * 48;
       if (n1 > s->N) n1 = s->N;
       if (n0 < n1)
         circc_gemm_f32_rows(0, s->M, n1 - n0, s->K, A, s->K, 1, B + n0 * b_n, b_k, b_n, C + n0, s->N, 1, scratch[t]);
@@ -76,26 +76,28 @@ int main(int argc, char **argv) {
     float *scratch[64];
     for (int t = 0; t < maxt && t < 64; t++) scratch[t] = alloc_floats(circc_gemm_scratch_floats(s->N, s->K));
     double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K;
-    int counts[2] = {1, maxt < 64 ? maxt : 64};
-    for (int ci = 0; ci < (counts[1] > 1 ? 2 : 1); ci++) {
-      int threads = counts[ci];
+    /* 1 thread, then all threads splitting rows, then columns */
+    int nt = maxt < 64 ? maxt : 64, runs = nt > 1 ? 3 : 1;
+    for (int ri = 0; ri < runs; ri++) {
+      int threads = ri == 0 ? 1 : nt, by_cols = ri == 2;
       /* repeat until ~0.05 s per measurement, best of `reps` measurements */
       int inner = 1;
       for (;;) {
         double t0 = now();
-        for (int r = 0; r < inner; r++) run(s, threads, A, B, C, scratch);
+        for (int r = 0; r < inner; r++) run(s, threads, by_cols, A, B, C, scratch);
         if (now() - t0 > 0.05 || inner > (1 << 20)) break;
         inner *= 2;
       }
       double best = 1e30;
       for (int r = 0; r < reps; r++) {
         double t0 = now();
-        for (int q = 0; q < inner; q++) run(s, threads, A, B, C, scratch);
+        for (int q = 0; q < inner; q++) run(s, threads, by_cols, A, B, C, scratch);
         double dt = (now() - t0) / inner;
         if (dt < best) best = dt;
       }
-      printf("gemm M=%lld N=%lld K=%lld b=%s threads=%d ms=%.4f gflops=%.1f\n", (long long)s->M, (long long)s->N,
-             (long long)s->K, s->btrans ? "trans" : "row", threads, best * 1e3, flops / best * 1e-9);
+      printf("gemm M=%lld N=%lld K=%lld b=%s threads=%d split=%s ms=%.4f gflops=%.1f\n", (long long)s->M,
+             (long long)s->N, (long long)s->K, s->btrans ? "trans" : "row", threads, by_cols ? "cols" : "rows",
+             best * 1e3, flops / best * 1e-9);
       fflush(stdout);
     }
     for (int t = 0; t < maxt && t < 64; t++) free(scratch[t]);

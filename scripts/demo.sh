@@ -1,8 +1,9 @@
 #!/bin/sh
 # Sets up, builds circc and runs the demo:
-#  1. GPT-2: a character-level GPT-2 trained on tiny shakespeare (Hugging Face
-#     checkpoint) is imported as a rust_circuit circuit, compiled by circc into a
-#     standalone OpenMP program with a KV cache, and writes Shakespeare;
+#  1. GPT-2: two small GPT-2s trained on tiny shakespeare (Hugging Face
+#     checkpoints; one with characters, one with GPT-2's BPE tokenizer) are
+#     imported as rust_circuit circuits, compiled by circc into standalone
+#     OpenMP programs with a KV cache, and write Shakespeare;
 #  2. the makemore MLP (names.txt) is compiled, checked on the whole dev set
 #     against PyTorch's loss, and samples new names.
 set -eu
@@ -19,6 +20,13 @@ echo "== GPT-2 (6 layers, 256 wide, character vocabulary, trained on tiny shakes
   --lm chars:models/gpt2/shakespeare_char_gpt2/vocab_chars.json -o build/demo/shakespeare
 echo "== ./build/demo/shakespeare --text \"ROMEO:\" --generate 240 --top-k 40 --seed 1"
 ./build/demo/shakespeare --text "ROMEO:" --generate 240 --top-k 40 --seed 1
+echo
+echo "== GPT-2 (4 layers, 128 wide, GPT-2's BPE vocabulary, trained on tiny shakespeare)"
+./build/models/gpt2_import --decode --seq 256 models/gpt2/shakespeare_gpt2 build/demo/bpe
+./build/circc --tensors build/demo/bpe/store build/demo/bpe/gpt2_decode.circ \
+  --lm gpt2-bpe:tests/data/gpt2_bpe -o build/demo/shakespeare_bpe
+echo "== ./build/demo/shakespeare_bpe --text \"JULIET:\" --generate 100 --top-k 40 --seed 1"
+./build/demo/shakespeare_bpe --text "JULIET:" --generate 100 --top-k 40 --seed 1
 echo
 
 gen=build/models/mlp

@@ -12,7 +12,7 @@ ctest --test-dir build --output-on-failure -j "$JOBS"
 
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug "-DCIRCC_SANITIZE=address;undefined" >/dev/null
 cmake --build build-asan -j "$JOBS"
-ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$JOBS" -LE slow
 
 # A short, deterministic libFuzzer run of the parser and every file reader.
 if command -v clang >/dev/null 2>&1; then

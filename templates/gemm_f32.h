@@ -23,7 +23,7 @@
  *    register transposes.
  *  - streaming: at most 4 rows (matrix-vector) with unit-stride rows or
  *    columns of B: B is read once, straight from memory, no packing.
- *  - N < NR/2 with more rows than columns: computes C^T = B^T A^T instead.
+ *  - N < NR with more rows than columns: computes C^T = B^T A^T instead.
  * Needs C11; <immintrin.h> only when AVX2+FMA or AVX-512F+FMA are enabled.
  * Threads: each needs its own scratch. For M <= 4 (decode) split columns, not
  * rows, so that every thread streams part of B. */
@@ -31,6 +31,14 @@
 #define CIRCC_GEMM_F32_H
 #include <stddef.h>
 #include <stdint.h>
+
+/* Entry points: `unused` keeps clang quiet when this text is pasted into a .c
+ * file that calls only some of them. */
+#if defined(__GNUC__)
+#define CIRCC_GEMM_API static inline __attribute__((unused))
+#else
+#define CIRCC_GEMM_API static inline
+#endif
 
 /* Summation block; part of the numerical contract above (all paths use it). */
 #define CIRCC_GEMM_KC 256
@@ -88,7 +96,7 @@ static inline void circc_gemm_vstoren(float *p, __m256 v, int n) {
 #define CIRCC_GEMM_ISA "portable"
 #define CIRCC_GEMM_VL 0  /* no intrinsics: plain C that the compiler vectorises */
 #define CIRCC_GEMM_MR 4
-#define CIRCC_GEMM_NR 16
+#define CIRCC_GEMM_NR 32 /* (16 makes gcc 12 vectorise the wrong loop) */
 #endif
 
 #define CIRCC_GEMM_MC 192 /* rows of A packed at once: MC x KC floats = 192 KiB, in L2 */
@@ -100,7 +108,7 @@ static inline int64_t circc_gemm_min(int64_t a, int64_t b) { return a < b ? a : 
 /* Floats of scratch circc_gemm_f32_rows needs (N is accepted for future use).
  * The pieces start at multiples of 16 floats, so a 64-byte aligned scratch
  * keeps the packed B panel aligned. */
-static inline int64_t circc_gemm_scratch_floats(int64_t N, int64_t K) {
+CIRCC_GEMM_API int64_t circc_gemm_scratch_floats(int64_t N, int64_t K) {
   (void)N;
   int64_t kc = (circc_gemm_min(K, CIRCC_GEMM_KC) + 15) / 16 * 16;
   int64_t packed = CIRCC_GEMM_MC * kc + kc * CIRCC_GEMM_NR + 64;
@@ -173,17 +181,7 @@ static inline void circc_gemm_pack(float *restrict dst, int64_t w, const float *
   }
 }
 
-/* ------------------------------------------------------------ micro-kernel */
-
-/* C tile (rows x cols of C at C, strides c_m, c_n) = (first ? 0 : C) + the sum
- * over k < kb of Ap[k*MR + i] * Bp[k*NR + j]. Ap and Bp are packed (Bp 64-byte
- * aligned under SIMD). If Bsrc is not NULL the B panel is read from there
- * instead (row-major: Bsrc[k*b_k + j], j < cols) and packed into Bp on the
- * way: the first tile of a panel packs it while computing, so the strided
- * reads of B overlap with arithmetic. `rows` is a literal at every call, so the row loops
- * unroll and only live accumulators remain. */
 #if CIRCC_GEMM_VL > 0
-#define CIRCC_GEMM_NV (CIRCC_GEMM_NR / CIRCC_GEMM_VL)
 /* 16 columns x 8 k of B from B^T (column j contiguous at Bt + j*ld), turned
  * into vectors along the columns: t[q*T + g] holds columns g*VL.. at k = q
  * (T = 16/VL vectors a row). Columns j >= nn are zero; k >= kn is not read. */
@@ -250,7 +248,8 @@ static inline void circc_gemm_packt(float *restrict Bp, const float *restrict Bt
       for (; k0 + 8 <= kb; k0 += 8) {
         circc_gemm_t16(p + k0, ld, 16, 8, t);
         for (int q = 0; q < 8; q++)
-          for (int g = 0; g < CIRCC_GEMM_T; g++) circc_gemm_vstore(d + (k0 + q) * CIRCC_GEMM_NR + g * CIRCC_GEMM_VL, t[q * CIRCC_GEMM_T + g]);
+          for (int g = 0; g < CIRCC_GEMM_T; g++)
+            circc_gemm_vstore(d + (k0 + q) * CIRCC_GEMM_NR + g * CIRCC_GEMM_VL, t[q * CIRCC_GEMM_T + g]);
       }
     for (; k0 < kb; k0 += 8) {
       int kn = (int)circc_gemm_min(8, kb - k0);
@@ -260,24 +259,35 @@ static inline void circc_gemm_packt(float *restrict Bp, const float *restrict Bt
         for (int q = 0; q < 8 * CIRCC_GEMM_T; q++) t[q] = circc_gemm_vzero();
       }
       for (int q = 0; q < kn; q++)
-        for (int g = 0; g < CIRCC_GEMM_T; g++) circc_gemm_vstore(d + (k0 + q) * CIRCC_GEMM_NR + g * CIRCC_GEMM_VL, t[q * CIRCC_GEMM_T + g]);
+        for (int g = 0; g < CIRCC_GEMM_T; g++)
+          circc_gemm_vstore(d + (k0 + q) * CIRCC_GEMM_NR + g * CIRCC_GEMM_VL, t[q * CIRCC_GEMM_T + g]);
     }
   }
 }
+#endif
 
+/* ------------------------------------------------------------ micro-kernel */
+
+#if CIRCC_GEMM_VL > 0
+#define CIRCC_GEMM_NV (CIRCC_GEMM_NR / CIRCC_GEMM_VL)
 /* Software prefetch spread over a micro-kernel's k loop: `left` runs of `len`
- * bytes, `ld` bytes apart, one 64-byte line a step. Used for the next panel of
- * transposed B, whose many short column streams the hardware does not follow. */
+ * bytes, `ld` bytes apart, one 64-byte line a step (addresses stay inside the
+ * runs). It fetches the next B panel while all tiles compute: short strided
+ * rows or columns are streams the hardware prefetcher does not follow. */
 typedef struct circc_gemm_pf {
-  const char *p;
-  int64_t ld, len, off, left;
+  const char *p;              /* start of the current run */
+  int64_t ld, len, off, left; /* off: bytes from the 64-byte line holding p */
 } circc_gemm_pf;
 
 static inline void circc_gemm_pf_step(circc_gemm_pf *f) {
   if (f->left <= 0) return;
-  _mm_prefetch(f->p + f->off, _MM_HINT_T0);
+  int64_t mis = (int64_t)((uintptr_t)f->p & 63);
+  _mm_prefetch(f->off == 0 ? f->p : f->p - mis + f->off, _MM_HINT_T0);
   f->off += 64;
-  if (f->off >= f->len) f->off = 0, f->p += f->ld, f->left--;
+  if (f->off > mis + f->len - 1) {
+    f->off = 0;
+    if (--f->left > 0) f->p += f->ld;
+  }
 }
 
 /* One k step: acc[i][v] += a[i] * b[v]. */
@@ -290,6 +300,13 @@ static inline void circc_gemm_fmas(int rows, circc_gemm_v acc[CIRCC_GEMM_MR][CIR
   }
 }
 
+/* C tile (rows x cols of C at C, strides c_m, c_n) = (first ? 0 : C) + the sum
+ * over k < kb of Ap[k*MR + i] * Bp[k*NR + j]. Ap and Bp are packed (Bp 64-byte
+ * aligned). If Bsrc is not NULL the B panel is read from there instead
+ * (row-major: Bsrc[k*b_k + j], j < cols) and packed into Bp on the way: the
+ * first tile of a panel packs it while computing, so the strided reads of B
+ * overlap with arithmetic. `rows` is a literal at every call, so the row loops
+ * unroll and only live accumulators remain; pf prefetches for the next panel. */
 static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict Ap, float *restrict Bp,
                                      const float *Bsrc, int64_t b_k, float *C, int64_t c_m,
                                      int64_t c_n, int cols, int first, circc_gemm_pf pf) {
@@ -353,16 +370,20 @@ static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict
   }
 }
 #else
-/* Portable: plain loops over a local tile; gcc -O3 vectorises the j loop. */
+/* Portable: plain loops that gcc and clang vectorise along j. The row loop
+ * runs to `rows`, not to MR: with a constant bound gcc unrolls the tile into
+ * MR*NR scalars and then vectorises across k, keeping the order, very slowly. */
 static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict Ap, const float *restrict Bp,
                                      float *C, int64_t c_m, int64_t c_n, int cols, int first) {
   float acc[CIRCC_GEMM_MR][CIRCC_GEMM_NR];
-  for (int i = 0; i < CIRCC_GEMM_MR; i++)
+  for (int i = 0; i < rows; i++)
     for (int j = 0; j < CIRCC_GEMM_NR; j++) acc[i][j] = 0.0f;
   for (int64_t k = 0; k < kb; k++) {
-    const float *a = Ap + k * CIRCC_GEMM_MR, *b = Bp + k * CIRCC_GEMM_NR;
-    for (int i = 0; i < CIRCC_GEMM_MR; i++)
-      for (int j = 0; j < CIRCC_GEMM_NR; j++) acc[i][j] += a[i] * b[j];
+    const float *b = Bp + k * CIRCC_GEMM_NR;
+    for (int i = 0; i < rows; i++) {
+      float ai = Ap[k * CIRCC_GEMM_MR + i];
+      for (int j = 0; j < CIRCC_GEMM_NR; j++) acc[i][j] += ai * b[j];
+    }
   }
   for (int i = 0; i < rows; i++)
     for (int j = 0; j < cols; j++) {
@@ -412,11 +433,11 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
           if (next < N && b_n == 1) { /* rows of the next panel */
             int64_t k0 = kb * t / tiles, k1 = kb * (t + 1) / tiles;
             pf = (circc_gemm_pf){(const char *)(B + (pc + k0) * b_k + next), b_k * 4,
-                                 circc_gemm_min(CIRCC_GEMM_NR, N - next) * 4 + 63, 0, k1 - k0};
+                                 circc_gemm_min(CIRCC_GEMM_NR, N - next) * 4, 0, k1 - k0};
           } else if (next < N && b_k == 1) { /* columns of the next panel */
             int64_t c0 = next + CIRCC_GEMM_NR * t / tiles;
             int64_t c1 = circc_gemm_min(N, next + CIRCC_GEMM_NR * (t + 1) / tiles);
-            pf = (circc_gemm_pf){(const char *)(B + pc + c0 * b_n), b_n * 4, kb * 4 + 63, 0, c1 - c0};
+            pf = (circc_gemm_pf){(const char *)(B + pc + c0 * b_n), b_n * 4, kb * 4, 0, c1 - c0};
           }
           float *c = Cj + (ic + ir) * c_m;
           switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
@@ -434,8 +455,8 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
         }
 #else
         circc_gemm_pack(Bp, CIRCC_GEMM_NR, B + pc * b_k + jc * b_n, b_n, b_k, cols, kb);
-        /* one call site for every tile (zero-padded rows), so the compiler's
-         * contraction of a*b+c cannot differ between full and edge tiles */
+        /* one call site for every tile, so the compiler's contraction of
+         * a*b+c cannot differ between full and edge tiles */
         for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR)
           circc_gemm_kernel((int)circc_gemm_min(CIRCC_GEMM_MR, mb - ir), kb, Ap + ir * kb, Bp, Cj + (ic + ir) * c_m,
                             c_m, c_n, cols, first);
@@ -461,7 +482,7 @@ static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K,
     for (int64_t pc = 0; pc < K; pc += CIRCC_GEMM_KC) {
       int64_t kb = circc_gemm_min(CIRCC_GEMM_KC, K - pc);
       for (int r = 0; r < rows; r++)
-        for (int64_t j = 0; j < nn + (tail ? CIRCC_GEMM_VL - tail : 0); j += CIRCC_GEMM_VL) circc_gemm_vstore(acc + r * CIRCC_GEMM_NS + j, circc_gemm_vzero());
+        for (int64_t j = 0; j < nn; j += CIRCC_GEMM_VL) circc_gemm_vstore(acc + r * CIRCC_GEMM_NS + j, circc_gemm_vzero());
       int64_t k = 0;
       for (; k + 4 <= kb; k += 4) {
         const float *b0 = B + (pc + k) * b_k + n0, *b1 = b0 + b_k, *b2 = b1 + b_k, *b3 = b2 + b_k;
@@ -497,7 +518,8 @@ static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K,
           circc_gemm_v a0 = circc_gemm_vset1(A[(m0 + r) * a_m + (pc + k) * a_k]);
           for (int64_t j = 0; j < nn; j += CIRCC_GEMM_VL) {
             circc_gemm_v v0 = j < nv ? circc_gemm_vloadu(b0 + j) : circc_gemm_vloadn(b0 + j, tail);
-            circc_gemm_vstore(acc + r * CIRCC_GEMM_NS + j, circc_gemm_vfma(a0, v0, circc_gemm_vload(acc + r * CIRCC_GEMM_NS + j)));
+            float *s = acc + r * CIRCC_GEMM_NS + j;
+            circc_gemm_vstore(s, circc_gemm_vfma(a0, v0, circc_gemm_vload(s)));
           }
         }
       }
@@ -507,9 +529,12 @@ static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K,
         const float *s = acc + r * CIRCC_GEMM_NS;
         if (c_n == 1) {
           for (int64_t j = 0; j < nv; j += CIRCC_GEMM_VL)
-            circc_gemm_vstoreu(c + j, first ? circc_gemm_vload(s + j) : circc_gemm_vadd(circc_gemm_vloadu(c + j), circc_gemm_vload(s + j)));
+            circc_gemm_vstoreu(c + j, first ? circc_gemm_vload(s + j)
+                                            : circc_gemm_vadd(circc_gemm_vloadu(c + j), circc_gemm_vload(s + j)));
           if (tail)
-            circc_gemm_vstoren(c + nv, first ? circc_gemm_vload(s + nv) : circc_gemm_vadd(circc_gemm_vloadn(c + nv, tail), circc_gemm_vload(s + nv)), tail);
+            circc_gemm_vstoren(c + nv, first ? circc_gemm_vload(s + nv)
+                                             : circc_gemm_vadd(circc_gemm_vloadn(c + nv, tail), circc_gemm_vload(s + nv)),
+                               tail);
         } else {
           for (int64_t j = 0; j < nn; j++) c[j * c_n] = first ? s[j] : c[j * c_n] + s[j];
         }
@@ -587,9 +612,9 @@ static inline void circc_gemm_run(int64_t m0, int64_t m1, int64_t N, int64_t K, 
  * n in [0,N); overwrites C. scratch: circc_gemm_scratch_floats(N, K) floats,
  * 64-byte aligned, private to the calling thread. Reads only the A rows, B and
  * C elements addressed by the formula. */
-static inline void circc_gemm_f32_rows(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t a_m,
-                                       int64_t a_k, const float *B, int64_t b_k, int64_t b_n, float *C, int64_t c_m,
-                                       int64_t c_n, float *scratch) {
+CIRCC_GEMM_API void circc_gemm_f32_rows(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t a_m,
+                                        int64_t a_k, const float *B, int64_t b_k, int64_t b_n, float *C, int64_t c_m,
+                                        int64_t c_n, float *scratch) {
   int64_t rows = m1 - m0;
   if (rows <= 0 || N <= 0) return;
   if (K <= 0) {
@@ -598,9 +623,9 @@ static inline void circc_gemm_f32_rows(int64_t m0, int64_t m1, int64_t N, int64_
     return;
   }
 #if CIRCC_GEMM_VL > 0
-  /* Few columns, many rows: compute C^T = B^T A^T so the long side runs along
-   * the micro-tile's columns (same products, same order, same bits). */
-  if (N < CIRCC_GEMM_NR / 2 && rows > N) {
+  /* Fewer columns than a micro-tile and more rows: compute C^T = B^T A^T so the
+   * long side runs along the tile's columns (same products, order and bits). */
+  if (N < CIRCC_GEMM_NR && rows > N) {
     circc_gemm_run(0, N, rows, K, B, b_n, b_k, A + m0 * a_m, a_k, a_m, C + m0 * c_m, c_n, c_m, scratch);
     return;
   }

@@ -5,6 +5,9 @@
 #define CIRCC_GEMM_F32_REF_H
 #include <stdint.h>
 
+#if defined(__GNUC__)
+__attribute__((unused)) /* clang warns on unused static inline functions in a .c file */
+#endif
 static inline void circc_gemm_f32_ref(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t a_m,
                                       int64_t a_k, const float *B, int64_t b_k, int64_t b_n, float *C, int64_t c_m,
                                       int64_t c_n) {

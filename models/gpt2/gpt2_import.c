@@ -20,6 +20,9 @@
  * With --decode also OUT/<name>_decode.circ, the module-free decode circuit
  * for generation with a key/value cache (see decode_form): one new position
  * per run, the keys/values of the earlier ones as inputs.
+ * With --random-config CONFIG.json no checkpoint is read: every weight is
+ * deterministic pseudo-random (see random_tensor), for a model of any size
+ * (e.g. gpt2_small_config.json, GPT-2 small 124M) without its download.
  * Exit codes: 0 ok, 1 bad checkpoint content or unsupported config, 2 usage,
  * 3 I/O (unreadable checkpoint, unwritable OUT). */
 #include <errno.h>
@@ -34,6 +37,7 @@
 
 static const char USAGE[] =
     "usage: gpt2_import [options] HF_DIR OUT_DIR\n"
+    "       gpt2_import [options] --random-config CONFIG.json OUT_DIR\n"
     "Imports a Hugging Face GPT-2 checkpoint (HF_DIR/config.json and model.safetensors or\n"
     "model.safetensors.index.json) as OUT_DIR/NAME.circ plus the tensor store OUT_DIR/store.\n"
     "  --seq T      compiled sequence length (default n_positions, at most 1024)\n"
@@ -48,6 +52,9 @@ static const char USAGE[] =
     "               pos [1] int64, kv_onehot [T], kv_mask [T], past_k, past_v [L,H,T,D]; outputs\n"
     "               logits [V], new_k, new_v [L,H,D] (module-free form; --batch, --loss and --flat\n"
     "               apply to NAME.circ only)\n"
+    "  --random-config CONFIG.json  no checkpoint: the model of this config.json with\n"
+    "               deterministic pseudo-random weights (layer norm scale 1, bias 0; every\n"
+    "               other tensor uniform with mean 0, std 0.02 from splitmix64 seeded by its name)\n"
     "Inputs: tokens [T] int64; outputs: logits [T,V], hidden0..hidden<L> [T,C] (as Hugging\n"
     "Face's hidden_states), loss [] with --loss.\n"
     "Compile with: circc --tensors OUT_DIR/store OUT_DIR/NAME.circ -o gpt2\n"
@@ -59,6 +66,7 @@ enum { TOOL_BAD = 1, MAX_SEQ = 1024 };
 
 typedef struct Options {
   const char *hf_dir, *out_dir, *name;
+  const char *random_cfg;   /* --random-config: config.json path, no checkpoint */
   int64_t seq, batch;       /* seq 0: default; batch 0: no batch dimension */
   bool flat, loss, decode;
 } Options;
@@ -144,9 +152,7 @@ static bool cfg_flag(const char *path, const Json *root, const char *key, bool d
   return true;
 }
 
-static bool read_config(const char *dir, Config *cf) {
-  char path[4200];
-  snprintf(path, sizeof path, "%s/config.json", dir);
+static bool read_config(const char *path, Config *cf) {
   size_t len;
   char *text = read_text(path, &len);
   if (!text) return false;
@@ -246,10 +252,45 @@ typedef struct Model {
 
 typedef struct Reader {
   Comp *c;
-  TensorFile *f;
+  TensorFile *f;       /* NULL: --random-config */
   const char *path;
   const char *prefix;  /* "transformer." or "" */
 } Reader;
+
+/* splitmix64 (Steele, Lea, Flood 2014): the 64-bit generator state += golden gamma, then mixed. */
+static uint64_t splitmix64(uint64_t *state) {
+  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/* --random-config: the tensor `name` (Hugging Face name without "transformer.",
+ * e.g. "h.0.attn.c_attn.weight", in its checkpoint shape) with deterministic
+ * values. Layer norm scales (ln_*.weight) are 1, layer norm biases 0; every
+ * other element i (row-major) is 0.02*sqrt(3)*(2u-1), u = (x >> 11) * 2^-53
+ * with x the (i+1)-th splitmix64 output from the state FNV-1a-64(name): uniform
+ * with mean 0 and std 0.02 (GPT-2's init std), exact IEEE arithmetic, so the
+ * same on every platform. */
+static const Tensor *random_tensor(Comp *c, const char *name, Shape shape) {
+  Tensor *t = tensor_new(c, DT_F32, &shape);
+  float *d = t->data;
+  int64_t n = shape_numel(&shape);
+  bool ln = !strncmp(name, "ln_", 3) || strstr(name, ".ln_");
+  if (ln) {
+    float v = strstr(name, ".weight") ? 1.0f : 0.0f;
+    for (int64_t i = 0; i < n; i++) d[i] = v;
+    return t;
+  }
+  uint64_t state = 0xcbf29ce484222325ull;
+  for (const char *p = name; *p; p++) state = (state ^ (unsigned char)*p) * 0x100000001b3ull;
+  double a = 0.02 * sqrt(3.0);
+  for (int64_t i = 0; i < n; i++) {
+    double u = (double)(splitmix64(&state) >> 11) * 0x1p-53;
+    d[i] = (float)(a * (2.0 * u - 1.0));
+  }
+  return t;
+}
 
 static const char *shape_text(char *buf, size_t cap, const Shape *s) {
   size_t n = 0;
@@ -266,6 +307,7 @@ static Shape mkshape(int rank, int64_t a, int64_t b, int64_t c) {
 
 /* The checkpoint tensor `name` (with the model prefix), checked against `want`. */
 static const Tensor *get(Reader *r, const char *name, Shape want) {
+  if (!r->f) return random_tensor(r->c, name, want);
   const char *full = arena_printf(&r->c->arena, "%s%s", r->prefix, name);
   Loc loc = {r->path, 0, 0};
   const Tensor *t = safetensors_get(r->c, r->f, full, loc);
@@ -370,12 +412,17 @@ static bool has_tensor(const TensorFile *f, const char *name) {
 /* Reads the checkpoint and writes every weight (and the causal mask) to the store. */
 static bool import_weights(Comp *c, const Options *o, Model *m) {
   Loc loc = {o->hf_dir, 0, 0};
-  Reader r = {c, safetensors_open(c, o->hf_dir, loc), o->hf_dir, ""};
-  if (!r.f) {
+  Reader r = {c, NULL, o->random_cfg, ""};
+  if (!o->random_cfg) r = (Reader){c, safetensors_open(c, o->hf_dir, loc), o->hf_dir, ""};
+  if (o->random_cfg) {
+    /* no checkpoint: get() makes every tensor */
+  } else if (!r.f) {
     g_exit = diag_exit_code(c) == TOOL_IO ? TOOL_IO : TOOL_BAD;
     return false;
   }
-  if (has_tensor(r.f, "transformer.wte.weight")) r.prefix = "transformer.";
+  if (o->random_cfg) {
+    /* no checkpoint */
+  } else if (has_tensor(r.f, "transformer.wte.weight")) r.prefix = "transformer.";
   else if (!has_tensor(r.f, "wte.weight")) {
     fail(TOOL_BAD, "%s: not a GPT-2 checkpoint: no tensor 'transformer.wte.weight' or 'wte.weight' (%d tensors)",
          o->hf_dir, safetensors_count(r.f));
@@ -1052,6 +1099,12 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->loss = true;
     } else if (!strcmp(a, "--decode")) {
       o->decode = true;
+    } else if (!strcmp(a, "--random-config")) {
+      o->random_cfg = i + 1 < argc ? argv[++i] : NULL;
+      if (!o->random_cfg || !*o->random_cfg) {
+        tool_error("--random-config expects a config.json path");
+        return TOOL_USAGE;
+      }
     } else if (a[0] == '-' && a[1]) {
       tool_error("unknown option '%s'", a);
       return TOOL_USAGE;
@@ -1062,11 +1115,16 @@ static int parse_args(int argc, char **argv, Options *o) {
       files[nfiles++] = a;
     }
   }
-  if (nfiles != 2) {
+  if (o->random_cfg && nfiles != 1) {
+    tool_error("with --random-config, expected only OUT_DIR");
+    return TOOL_USAGE;
+  }
+  if (!o->random_cfg && nfiles != 2) {
     tool_error("expected HF_DIR and OUT_DIR");
     return TOOL_USAGE;
   }
-  o->hf_dir = files[0], o->out_dir = files[1];
+  if (o->random_cfg) o->hf_dir = o->random_cfg, o->out_dir = files[0];
+  else o->hf_dir = files[0], o->out_dir = files[1];
   if (!o->name) o->name = o->flat ? "gpt2_flat" : "gpt2";
   return TOOL_OK;
 }
@@ -1080,17 +1138,20 @@ int main(int argc, char **argv) {
     return rc;
   }
   struct stat st;
-  if (stat(o.hf_dir, &st) != 0) {
+  if (o.random_cfg) {
+    /* read_config reports an unreadable CONFIG.json */
+  } else if (stat(o.hf_dir, &st) != 0) {
     tool_error("cannot open %s: %s", o.hf_dir, strerror(errno));
     return TOOL_IO;
-  }
-  if (!S_ISDIR(st.st_mode)) {
+  } else if (!S_ISDIR(st.st_mode)) {
     tool_error("%s: not a directory: expected a Hugging Face checkpoint directory (config.json, model.safetensors)",
                o.hf_dir);
     return TOOL_IO;
   }
   Model m = {0};
-  if (!read_config(o.hf_dir, &m.cf)) return g_exit;
+  char cfg_path[4200];
+  snprintf(cfg_path, sizeof cfg_path, "%s%s", o.hf_dir, o.random_cfg ? "" : "/config.json");
+  if (!read_config(cfg_path, &m.cf)) return g_exit;
   if (o.seq == 0) o.seq = m.cf.n_pos < MAX_SEQ ? m.cf.n_pos : MAX_SEQ;
   if (o.seq > m.cf.n_pos) {
     tool_error("--seq %lld exceeds the model's n_positions %lld", (long long)o.seq, (long long)m.cf.n_pos);

@@ -11,21 +11,28 @@
  *                                     each row of the last axis (first on ties),
  *                                     comma-separated (logits → greedy next tokens)
  *   gpt2_npy from-ids ID,ID,... OUT.npy   writes the ids as an int64 [n] .npy
+ *   gpt2_npy head N IN.npy OUT.npy    keeps the first N entries of the first axis
+ *                                     (logits [T,V] → the rows of a shorter prompt)
+ *   gpt2_npy finite IN.npy            exits 1 unless every element is finite
  * Values and dtype are unchanged. Exit codes: 0 ok, 1 a shape that does not
  * fit, 2 usage, 3 I/O. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "modeltool.h"
 
 static const char USAGE[] = "usage: gpt2_npy squeeze|next IN.npy OUT.npy | gpt2_npy shape|ids|argmax IN.npy\n"
-                            "       gpt2_npy from-ids ID,ID,... OUT.npy\n"
+                            "       gpt2_npy from-ids ID,ID,... OUT.npy | gpt2_npy head N IN.npy OUT.npy\n"
+                            "       gpt2_npy finite IN.npy\n"
                             "  squeeze  drop the leading size-1 axis\n"
                             "  next     drop the first element of the last axis (ids -> next tokens)\n"
                             "  shape    print the shape, axes separated by spaces\n"
                             "  ids      print the values, comma-separated\n"
                             "  argmax   print the argmax of each row of the last axis, comma-separated\n"
-                            "  from-ids write comma-separated ids as an int64 [n] .npy\n";
+                            "  from-ids write comma-separated ids as an int64 [n] .npy\n"
+                            "  head     keep the first N entries of the first axis\n"
+                            "  finite   exit 1 unless every element is finite (not NaN or infinite)\n";
 
 /* ids, argmax: comma-separated values or row argmaxes of t. */
 static void print_list(const Tensor *t, bool argmax) {
@@ -66,7 +73,8 @@ int main(int argc, char **argv) {
   bool shape = argc == 3 && !strcmp(argv[1], "shape");
   bool ids = argc == 3 && !strcmp(argv[1], "ids"), argmax = argc == 3 && !strcmp(argv[1], "argmax");
   bool fromids = argc == 4 && !strcmp(argv[1], "from-ids");
-  if (!squeeze && !next && !shape && !ids && !argmax && !fromids) {
+  bool head = argc == 5 && !strcmp(argv[1], "head"), finite = argc == 3 && !strcmp(argv[1], "finite");
+  if (!squeeze && !next && !shape && !ids && !argmax && !fromids && !head && !finite) {
     fputs(USAGE, stderr);
     return TOOL_USAGE;
   }
@@ -77,11 +85,38 @@ int main(int argc, char **argv) {
     comp_free(&c);
     return rc;
   }
+  if (head) {
+    char *end;
+    long long n = strtoll(argv[2], &end, 10);
+    Loc hloc = {argv[3], 0, 0};
+    Tensor *t = end != argv[2] && !*end && n >= 0 ? npy_load(&c, argv[3], hloc) : NULL;
+    int rc = t ? TOOL_OK : end == argv[2] || *end || n < 0 ? TOOL_USAGE : TOOL_IO;
+    if (rc == TOOL_USAGE) tool_error("head: expected a count, found '%s'", argv[2]);
+    if (t && (t->shape.rank == 0 || t->shape.dim[0] < n)) {
+      tool_error("%s: expected at least %lld entries along the first axis", argv[3], n);
+      rc = 1;
+    } else if (t) {
+      Shape s = t->shape;
+      s.dim[0] = n;
+      Tensor *o = tensor_new(&c, t->dtype, &s);
+      memcpy(o->data, t->data, o->nbytes);
+      if (!npy_save(&c, o, argv[4])) rc = TOOL_IO;
+    }
+    comp_free(&c);
+    return rc;
+  }
   Loc loc = {argv[2], 0, 0};
   Tensor *t = npy_load(&c, argv[2], loc);
   int rc = t ? TOOL_OK : TOOL_IO;
   int r = t ? t->shape.rank : 0;
-  if (t && (ids || argmax)) {
+  if (t && finite) {
+    int64_t n = shape_numel(&t->shape), bad = 0;
+    for (int64_t i = 0; i < n; i++) bad += !isfinite(tensor_get_f64(t, i));
+    if (bad) {
+      tool_error("%s: %lld of %lld elements are not finite", argv[2], (long long)bad, (long long)n);
+      rc = 1;
+    }
+  } else if (t && (ids || argmax)) {
     print_list(t, argmax);
   } else if (t && shape) {
     for (int i = 0; i < r; i++) printf(i ? " %lld" : "%lld", (long long)t->shape.dim[i]);
@@ -93,7 +128,7 @@ int main(int argc, char **argv) {
     tool_error("%s: expected at least 2 elements along the last axis", argv[2]);
     rc = 1;
   }
-  if (rc == TOOL_OK && (shape || ids || argmax)) {
+  if (rc == TOOL_OK && (shape || ids || argmax || finite)) {
     /* printed above */
   } else if (rc == TOOL_OK && squeeze) {
     t->shape.rank--;
