@@ -145,7 +145,7 @@ static Expr *expr_remap(Lower *L, const Expr *e, int rank, const int64_t *dim, c
 
 /* ------------------------------------------------------------ lowering */
 
-static Value *lower(Lower *L, const Node *n, Buf *dest);
+static Value *lower(Lower *L, const Node *n);
 
 /* Writes value v (over shape s) into buffer `b` through view `out`; returns the step. */
 static Step *emit_copy(Lower *L, const Node *n, const Value *v, View out) {
@@ -158,10 +158,10 @@ static Step *emit_copy(Lower *L, const Node *n, const Value *v, View out) {
   return s;
 }
 
-/* The value of n as a view of memory: materialises lazy values (into dest if given). */
-static View materialize(Lower *L, const Node *n, Value *v, Buf *dest) {
-  if (!v->lazy && !dest) return v->view;
-  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+/* The value of n as a view of memory: materialises lazy values. */
+static View materialize(Lower *L, const Node *n, Value *v) {
+  if (!v->lazy) return v->view;
+  Buf *b = new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
   View out = contiguous(b, &n->shape);
   Step *s = emit_copy(L, n, v, out);
   if (b->def_step < 0) b->def_step = s->id;
@@ -170,14 +170,14 @@ static View materialize(Lower *L, const Node *n, Value *v, Buf *dest) {
 }
 
 static View child_view(Lower *L, const Node *n, int i) {
-  Value *v = lower(L, n->child[i], NULL);
-  return materialize(L, n->child[i], v, NULL);
+  Value *v = lower(L, n->child[i]);
+  return materialize(L, n->child[i], v);
 }
 
 /* Child i of n as an expression over n's axes, broadcast NumPy-style. */
 static Expr *child_expr_broadcast(Lower *L, const Node *n, int i) {
   const Node *ch = n->child[i];
-  Value *v = lower(L, ch, NULL);
+  Value *v = lower(L, ch);
   Expr *e = v->lazy ? v->expr : expr_load(L, v->view);
   int map[MAX_RANK];
   for (int a = 0; a < ch->shape.rank; a++) map[a] = a + n->shape.rank - ch->shape.rank;
@@ -295,13 +295,13 @@ static void classify_gemm(Step *s) {
   *s = g;
 }
 
-static Value *lower_einsum(Lower *L, const Node *n, Buf *dest) {
+static Value *lower_einsum(Lower *L, const Node *n) {
   const EinsumSpec *e = &n->u.einsum;
   if (n->nchild == 0) return lazy(L, expr_const(L, 1.0));
   if (einsum_is_product(n)) {
     Expr *prod = expr_new(L, EX_MUL, n->nchild);
     for (int i = 0; i < n->nchild; i++) {
-      Value *v = lower(L, n->child[i], NULL);
+      Value *v = lower(L, n->child[i]);
       Expr *ce = v->lazy ? v->expr : expr_load(L, v->view);
       int map[MAX_RANK];
       for (int a = 0; a < e->in_rank[i]; a++)
@@ -333,7 +333,7 @@ static Value *lower_einsum(Lower *L, const Node *n, Buf *dest) {
   Step *s;
   View ops[2];
   for (int i = 0; i < n->nchild; i++) ops[i] = child_view(L, n, i);
-  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  Buf *b = new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
   View outv = contiguous(b, &n->shape);
   bool diag_out = false;
   for (int j = 0; j < e->out_rank; j++)
@@ -405,14 +405,14 @@ static bool rearrange_view(const Node *n, const View *in, View *out) {
 }
 
 /* Rearrange that is not a view: copy over its ids as loop dims. */
-static Value *rearrange_copy(Lower *L, const Node *n, const View *in, Buf *dest) {
+static Value *rearrange_copy(Lower *L, const Node *n, const View *in) {
   const RearrangeSpec *r = &n->u.rearrange;
   if (r->nids > MAX_RANK) {
     diag_error(L->c, n->loc, "Rearrange %s has %d axis ids; circc supports at most %d", node_label(L->c, n), r->nids,
                MAX_RANK);
     return NULL;
   }
-  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  Buf *b = new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
   View outv = contiguous(b, &n->shape);
   /* loop dims = ids in output order (output-only ids are repeats) */
   int order[MAX_RANK], nd = 0;
@@ -452,7 +452,7 @@ static Value *rearrange_copy(Lower *L, const Node *n, const View *in, Buf *dest)
   return viewed(L, outv);
 }
 
-static Value *lower_index(Lower *L, const Node *n, Buf *dest) {
+static Value *lower_index(Lower *L, const Node *n) {
   const IndexSpec *ix = &n->u.index;
   View in = child_view(L, n, 0);
   bool gather = false;
@@ -501,7 +501,7 @@ static Value *lower_index(Lower *L, const Node *n, Buf *dest) {
     memset(iv->stride, 0, sizeof iv->stride);
     iv->stride[axis] = st;
   }
-  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  Buf *b = new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
   s->x = v;
   s->ndim = v.rank;
   memcpy(s->dim, v.dim, sizeof(int64_t) * (size_t)v.rank);
@@ -511,7 +511,7 @@ static Value *lower_index(Lower *L, const Node *n, Buf *dest) {
 }
 
 /* gen_index_at_* and explicit_index_at_* as one gather (§4.10). */
-static Value *lower_gen_index(Lower *L, const Node *n, Buf *dest) {
+static Value *lower_gen_index(Lower *L, const Node *n) {
   const GenFnSpec *g = &n->u.gf;
   View x = child_view(L, n, 0), idx = child_view(L, n, 1);
   const Shape *xs = &n->child[0]->shape, *is = &n->child[1]->shape;
@@ -553,7 +553,7 @@ static Value *lower_gen_index(Lower *L, const Node *n, Buf *dest) {
   s->idx[0] = iv;
   s->idx_stride[0] = x.stride[d_axis];
   s->idx_len[0] = xs->dim[d_axis];
-  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  Buf *b = new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
   s->ndim = rank;
   memcpy(s->dim, n->shape.dim, sizeof(int64_t) * (size_t)rank);
   s->out = contiguous(b, &n->shape);
@@ -561,14 +561,14 @@ static Value *lower_gen_index(Lower *L, const Node *n, Buf *dest) {
   return viewed(L, s->out);
 }
 
-static Value *lower_row(Lower *L, const Node *n, Buf *dest) {
-  Value *cv = lower(L, n->child[0], NULL);
-  View in = materialize(L, n->child[0], cv, NULL);
+static Value *lower_row(Lower *L, const Node *n) {
+  Value *cv = lower(L, n->child[0]);
+  View in = materialize(L, n->child[0], cv);
   if (in.buf->dtype != DT_F32) { /* row kernels read float: copy an int64 input once */
     Value copy = {.lazy = true, .expr = expr_load(L, in)};
-    in = materialize(L, n->child[0], &copy, NULL);
+    in = materialize(L, n->child[0], &copy);
   }
-  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  Buf *b = new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
   Step *s = new_step(L, STEP_ROW, n);
   s->fn = n->u.gf.fn;
   s->in = in;
@@ -578,14 +578,14 @@ static Value *lower_row(Lower *L, const Node *n, Buf *dest) {
   return viewed(L, s->out);
 }
 
-static Value *lower_concat(Lower *L, const Node *n, Buf *dest) {
-  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+static Value *lower_concat(Lower *L, const Node *n) {
+  Buf *b = new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
   View out = contiguous(b, &n->shape);
   int axis = n->u.concat.axis;
   int64_t at = 0;
   for (int i = 0; i < n->nchild; i++) {
     const Node *ch = n->child[i];
-    Value *v = lower(L, ch, NULL);
+    Value *v = lower(L, ch);
     View part = out;
     part.offset += at * out.stride[axis];
     part.dim[axis] = ch->shape.dim[axis];
@@ -599,8 +599,8 @@ static Value *lower_concat(Lower *L, const Node *n, Buf *dest) {
   return viewed(L, out);
 }
 
-static Value *lower_scatter(Lower *L, const Node *n, Buf *dest) {
-  Buf *b = dest ? dest : new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+static Value *lower_scatter(Lower *L, const Node *n) {
+  Buf *b = new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
   View out = contiguous(b, &n->shape);
   Step *f = new_step(L, STEP_FILL, n);
   f->out = out;
@@ -615,13 +615,13 @@ static Value *lower_scatter(Lower *L, const Node *n, Buf *dest) {
     part.dim[a] = stop - start;
     if (part.dim[a] == 1) part.stride[a] = 0;
   }
-  Value *v = lower(L, n->child[0], NULL);
+  Value *v = lower(L, n->child[0]);
   Step *s = emit_copy(L, n->child[0], v, part);
   s->node = n;
   return viewed(L, out);
 }
 
-static Value *lower_node(Lower *L, const Node *n, Buf *dest) {
+static Value *lower_node(Lower *L, const Node *n) {
   Comp *c = L->c;
   switch (n->kind) {
   case NK_Array: {
@@ -661,20 +661,20 @@ static Value *lower_node(Lower *L, const Node *n, Buf *dest) {
     for (int i = 0; i < n->nchild; i++) e->arg[i] = child_expr_broadcast(L, n, i);
     return lazy(L, n->nchild == 1 ? e->arg[0] : e);
   }
-  case NK_Einsum: return lower_einsum(L, n, dest);
+  case NK_Einsum: return lower_einsum(L, n);
   case NK_Rearrange: {
     View in = child_view(L, n, 0), out;
     if (rearrange_view(n, &in, &out)) return viewed(L, out);
-    return rearrange_copy(L, n, &in, dest);
+    return rearrange_copy(L, n, &in);
   }
-  case NK_Index: return lower_index(L, n, dest);
-  case NK_Scatter: return lower_scatter(L, n, dest);
-  case NK_Concat: return lower_concat(L, n, dest);
+  case NK_Index: return lower_index(L, n);
+  case NK_Scatter: return lower_scatter(L, n);
+  case NK_Concat: return lower_concat(L, n);
   case NK_Tag:
-  case NK_SetSymbolicShape: return lower(L, n->child[0], dest);
+  case NK_SetSymbolicShape: return lower(L, n->child[0]);
   case NK_Cumulant:
     if (n->nchild == 0) return lazy(L, expr_const(L, 1.0));
-    if (n->nchild == 1) return lower(L, n->child[0], dest);
+    if (n->nchild == 1) return lower(L, n->child[0]);
     return lazy(L, expr_const(L, 0.0));
   case NK_GeneralFunction: {
     const GenFnSpec *g = &n->u.gf;
@@ -685,13 +685,13 @@ static Value *lower_node(Lower *L, const Node *n, Buf *dest) {
       e->arg[0] = child_expr_broadcast(L, n, 0);
       return lazy(L, e);
     }
-    case GF_LAST_AXIS: return lower_row(L, n, dest);
+    case GF_LAST_AXIS: return lower_row(L, n);
     case GF_REDUCE_LAST:
       if (g->fn == GF_LAST_DIM_SIZE) {
         const Shape *s = &n->child[0]->shape;
         return lazy(L, expr_const(L, (double)s->dim[s->rank - 1]));
       }
-      return lower_row(L, n, dest);
+      return lower_row(L, n);
     case GF_SPECIAL: break;
     }
     if (g->fn == GF_POW) {
@@ -705,7 +705,7 @@ static Value *lower_node(Lower *L, const Node *n, Buf *dest) {
       e->arg[0] = child_expr_broadcast(L, n, 0);
       return lazy(L, e);
     }
-    if (g->fn == GF_GEN_INDEX || g->fn == GF_EXPLICIT_INDEX) return lower_gen_index(L, n, dest);
+    if (g->fn == GF_GEN_INDEX || g->fn == GF_EXPLICIT_INDEX) return lower_gen_index(L, n);
     break;
   }
   default: break;
@@ -716,19 +716,14 @@ static Value *lower_node(Lower *L, const Node *n, Buf *dest) {
 
 /* Lowers n once; lazy values with several consumers (or too large to inline)
  * are materialised so their work is done once. */
-static Value *lower(Lower *L, const Node *n, Buf *dest) {
+static Value *lower(Lower *L, const Node *n) {
   Value *v = L->memo[n->id];
   if (v) return v;
-  v = lower_node(L, n, NULL);
-  if (!v) {
-    static Value zero;
-    zero = (Value){.lazy = true, .expr = expr_const(L, 0.0)};
-    return &zero;
-  }
-  if (v->lazy && expr_has_load(v->expr) && (L->uses[n->id] > 1 || expr_size(v->expr) > 48)) materialize(L, n, v, NULL);
+  v = lower_node(L, n);
+  if (!v) return lazy(L, expr_const(L, 0.0)); /* error reported; keep lowering to find more */
+  if (v->lazy && expr_has_load(v->expr) && (L->uses[n->id] > 1 || expr_size(v->expr) > 48)) materialize(L, n, v);
   else if (v->lazy && n->kind != NK_Scalar && n->kind != NK_Tag) L->k->nfused++;
   L->memo[n->id] = v;
-  (void)dest;
   return v;
 }
 
@@ -769,7 +764,7 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
   k->output_name = p->output_names;
   for (int i = 0; i < p->outputs.n && diag_error_count(c) == errors; i++) {
     const Node *n = p->outputs.node[i];
-    Value *v = lower(&L, n, NULL);
+    Value *v = lower(&L, n);
     Buf *t = v->lazy ? NULL : v->view.buf;
     View whole = t ? contiguous(t, &n->shape) : (View){0};
     if (t && t->kind == BUF_TEMP && L.uses[n->id] == 1 && t->numel == shape_numel(&n->shape) &&
