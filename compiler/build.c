@@ -137,6 +137,13 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
     }
     return write_sources(c, k, eo, bo, bo->output, cflags);
   }
+  /* an unwritable output location is an I/O error, not a compiler failure */
+  const char *slash = strrchr(bo->output, '/');
+  const char *outdir = slash ? (slash == bo->output ? "/" : arena_strndup(&c->arena, bo->output, (size_t)(slash - bo->output))) : ".";
+  if (access(outdir, W_OK) != 0) {
+    diag_error_class(c, DIAG_IO, NO_LOC, "cannot write '%s': %s", bo->output, strerror(errno));
+    return false;
+  }
   char tmpl[] = "/tmp/circc-XXXXXX";
   const char *dir = mkdtemp(tmpl);
   if (!dir) {
