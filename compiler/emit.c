@@ -412,6 +412,11 @@ static void emit_gemm(Emit *e, const Step *s) {
   const View *A = &s->op[0], *B = &s->op[1], *C = &s->out;
   double batch = loop_work(s->dim, nb);
   int64_t mb = M ? gemm_row_block((int64_t)batch, M) : 1, nblocks = M ? (M + mb - 1) / mb : 0;
+  /* few row blocks (decode, matrix-vector): split columns too, so every thread
+   * streams its share of B; the template's sums do not depend on the split */
+  int64_t cb = N;
+  if (batch * (double)nblocks < 8 && N >= 256) cb = ((N + 7) / 8 + 63) / 64 * 64;
+  int64_t cblocks = cb ? (N + cb - 1) / cb : 0;
   bool parallel = s->flops >= PARALLEL_MIN_WORK;
   out(e, "  int failed = 0;\n");
   if (parallel) out(e, "  #pragma omp parallel\n");
@@ -420,22 +425,28 @@ static void emit_gemm(Emit *e, const Step *s) {
   out(e, "    if (!scratch) {\n");
   if (parallel) out(e, "      #pragma omp atomic write\n");
   out(e, "      failed = 1;\n    }\n");
-  if (parallel) out(e, "    #pragma omp for collapse(%d) schedule(static)\n", nb + 1);
+  if (parallel) out(e, "    #pragma omp for collapse(%d) schedule(static)\n", nb + 2);
   for (int t = 0; t < nb; t++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 4 + 2 * t, "", t, t, (long long)s->dim[t], t);
   int ind = 4 + 2 * nb;
-  out(e, "%*sfor (int64_t mb = 0; mb < %lld; mb++) {\n", ind, "", (long long)nblocks);
+  out(e, "%*sfor (int64_t mb = 0; mb < %lld; mb++)\n", ind, "", (long long)nblocks);
+  out(e, "%*sfor (int64_t nb = 0; nb < %lld; nb++) {\n", ind + 2, "", (long long)cblocks);
+  ind += 2;
   out(e, "%*sconst int64_t m0 = mb * %lld, m1 = m0 + %lld < %lld ? m0 + %lld : %lld;\n", ind + 2, "", (long long)mb,
       (long long)mb, (long long)M, (long long)mb, (long long)M);
-  out(e, "%*sif (scratch)\n%*scircc_gemm_f32_rows(m0, m1, %lld, %lld, ", ind + 2, "", ind + 4, "", (long long)N, (long long)K);
+  out(e, "%*sconst int64_t n0 = nb * %lld, n1 = n0 + %lld < %lld ? n0 + %lld : %lld;\n", ind + 2, "", (long long)cb,
+      (long long)cb, (long long)N, (long long)cb, (long long)N);
+  out(e, "%*sif (scratch)\n%*scircc_gemm_f32_rows(m0, m1, n1 - n0, %lld, ", ind + 2, "", ind + 4, "", (long long)K);
   const View *v[3] = {A, B, C};
   const int64_t st[3][2] = {{A->stride[nb], A->stride[nb + 2]}, {B->stride[nb + 2], B->stride[nb + 1]},
                             {C->stride[nb], C->stride[nb + 1]}};
   for (int q = 0; q < 3; q++) {
-    /* base of this batch element; the template adds the M/N/K offsets */
+    /* base of this batch element (plus the column block for B and C); the
+     * template adds the row and K offsets */
     View base = *v[q];
     base.rank = nb;
     out(e, "&");
     emit_index(e, &base);
+    if (q > 0) out(e, " + n0 * %lld", (long long)st[q][1]);
     out(e, ", %lld, %lld, ", (long long)st[q][0], (long long)st[q][1]);
   }
   out(e, "scratch);\n%*s}\n    free(scratch);\n  }\n", ind, "");
