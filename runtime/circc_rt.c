@@ -986,3 +986,29 @@ int rt_main(const rt_model *m, int argc, char **argv) {
   fflush(stdout);
   return code;
 }
+
+/* ---- random numbers (circc_rt.h) ---- */
+
+static uint64_t splitmix64(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+void rt_rng_seed(rt_rng *r, uint64_t seed) {
+  for (int k = 0; k < 4; k++) r->s[k] = splitmix64(&seed);
+}
+
+double rt_rng_uniform(rt_rng *r) {
+  uint64_t *s = r->s, result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+  s[2] ^= s[0];
+  s[3] ^= s[1];
+  s[1] ^= s[2];
+  s[0] ^= s[3];
+  s[2] ^= t;
+  s[3] = rotl(s[3], 45);
+  return (double)(result >> 11) * 0x1.0p-53;
+}

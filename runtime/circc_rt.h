@@ -82,6 +82,16 @@ int rt_generate_main(const rt_model *m, int argc, char **argv);
 /* Prints the language-model options to stdout (for --help) if m has the decode interface. */
 void rt_generate_help(const rt_model *m);
 
+/* The runtime's random numbers (--sample, --generate): xoshiro256** seeded with
+ * the first four outputs of splitmix64 started at the seed; a uniform double
+ * in [0,1) is (next() >> 11) * 2^-53. Portable: the same seed gives the same
+ * stream everywhere. */
+typedef struct rt_rng {
+  uint64_t s[4];
+} rt_rng;
+void rt_rng_seed(rt_rng *r, uint64_t seed);
+double rt_rng_uniform(rt_rng *r);
+
 /* Formats an error message for run() to return (a static per-thread buffer). */
 const char *rt_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

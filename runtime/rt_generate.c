@@ -308,33 +308,6 @@ int rt_generate_main(const rt_model *m, int argc, char **argv) {
   return code;
 }
 
-/* ---- the RNG (as rt_sample.c) ---- */
-
-typedef struct Rng {
-  uint64_t s[4];
-} Rng;
-
-static uint64_t splitmix64(uint64_t *x) {
-  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t xoshiro256ss(Rng *r) {
-  uint64_t *s = r->s, result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-  s[2] ^= s[0];
-  s[3] ^= s[1];
-  s[1] ^= s[2];
-  s[0] ^= s[3];
-  s[2] ^= t;
-  s[3] = rotl(s[3], 45);
-  return result;
-}
-
-static double uniform(Rng *r) { return (double)(xoshiro256ss(r) >> 11) * 0x1.0p-53; }
 
 /* ---- choosing tokens ---- */
 
@@ -399,7 +372,7 @@ static bool logits_in(const float *x, int64_t n, Cand *c, double *max) {
 /* The next token from logits x[0..n), or -1 for non-finite logits. Candidates
  * are ranked by logit (the same order as by p, exp being monotonic), so only
  * the kept ones need exp. */
-static int64_t choose(const rt_gen_options *o, const float *x, int64_t n, Cand *c, Rng *rng) {
+static int64_t choose(const rt_gen_options *o, const float *x, int64_t n, Cand *c, rt_rng *rng) {
   if (o->greedy || o->temperature == 0) {
     int64_t best = -1;
     for (int64_t i = 0; i < n; i++) {
@@ -424,7 +397,7 @@ static int64_t choose(const rt_gen_options *o, const float *x, int64_t n, Cand *
     sum = 0, cum = 0;
     for (int64_t i = 0; i < keep; i++) sum += c[i].p;
   }
-  double target = uniform(rng) * sum;
+  double target = rt_rng_uniform(rng) * sum;
   int64_t last = c[0].id;
   for (int64_t i = 0; i < keep; i++) {
     if (c[i].p > 0) last = c[i].id;
@@ -608,9 +581,9 @@ static int generate(Gen *g, const rt_gen_options *o, rt_tokenizer *tok, int64_t 
     fflush(stdout);
     free(text);
   }
-  Rng rng;
+  rt_rng rng;
   uint64_t seed = o->seed;
-  for (int k = 0; k < 4; k++) rng.s[k] = splitmix64(&seed);
+  rt_rng_seed(&rng, seed);
   double gen_run0 = g->run_ms;
   t0 = now_ms();
   for (int64_t n = 0; n < o->generate; n++) {

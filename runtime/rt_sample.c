@@ -27,31 +27,6 @@
 
 enum { RC_OK = 0, RC_USAGE = 2, RC_BAD_INPUT = 3, MAX_NAME = 50, ALIGN = 64 };
 
-typedef struct Rng {
-  uint64_t s[4];
-} Rng;
-
-static uint64_t splitmix64(uint64_t *x) {
-  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t xoshiro256ss(Rng *r) {
-  uint64_t *s = r->s, result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-  s[2] ^= s[0];
-  s[3] ^= s[1];
-  s[1] ^= s[2];
-  s[0] ^= s[3];
-  s[2] ^= t;
-  s[3] = rotl(s[3], 45);
-  return result;
-}
-
-static double uniform(Rng *r) { return (double)(xoshiro256ss(r) >> 11) * 0x1.0p-53; }
 
 static void sample_error(const rt_model *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void sample_error(const rt_model *m, const char *fmt, ...) {
@@ -94,7 +69,7 @@ static void *alloc_zeroed(size_t bytes) {
 }
 
 /* Draws a token from scores x[0..n) (softmax); -1 if no finite maximum. */
-static int draw(const float *x, int n, Rng *rng) {
+static int draw(const float *x, int n, rt_rng *rng) {
   double max = -INFINITY, sum = 0, cum = 0;
   for (int i = 0; i < n; i++) {
     if (isnan(x[i]) || x[i] == INFINITY) return -1;
@@ -102,7 +77,7 @@ static int draw(const float *x, int n, Rng *rng) {
   }
   if (max == -INFINITY) return -1;
   for (int i = 0; i < n; i++) sum += exp((double)x[i] - max);
-  double target = uniform(rng) * sum;
+  double target = rt_rng_uniform(rng) * sum;
   int last = 0;
   for (int i = 0; i < n; i++) {
     double p = exp((double)x[i] - max);
@@ -147,8 +122,8 @@ int rt_sample(const rt_model *m, int count, uint64_t seed) {
   int code = ok ? RC_OK : RC_BAD_INPUT;
   if (!ok) sample_error(m, "--sample: out of memory");
 
-  Rng rng;
-  for (int k = 0; k < 4; k++) rng.s[k] = splitmix64(&seed);
+  rt_rng rng;
+  rt_rng_seed(&rng, seed);
   int64_t *ctx = ok ? in[ci] : NULL;
   const float *row = ok ? out[oi] : NULL;
   for (int n = 0; code == RC_OK && n < count; n++) {
