@@ -10,8 +10,8 @@
 
 /* ---------------------------------------------------------------- tables */
 
-static const struct { const char *name; bool evaluable; } KINDS[NK_COUNT] = {
-#define KIND(name, ev) {#name, ev},
+static const struct { const char *name; } KINDS[NK_COUNT] = {
+#define KIND(name) {#name},
 #include "nodes.def"
 #undef KIND
 };
@@ -23,7 +23,6 @@ static const struct { const char *spec; GenFnClass cls; } GENFNS[GF_COUNT] = {
 };
 
 const char *kind_name(NodeKind k) { return k < NK_COUNT ? KINDS[k].name : "?"; }
-bool kind_evaluable(NodeKind k) { return k < NK_COUNT && KINDS[k].evaluable; }
 const char *genfn_name(GenFnKind f) { return f < GF_COUNT ? GENFNS[f].spec : "?"; }
 GenFnClass genfn_class(GenFnKind f) { return GENFNS[f].cls; }
 
@@ -51,17 +50,6 @@ static const int64_t *primes(void) {
 }
 
 int64_t symbolic_prime(int k) { return k >= 0 && k < NUM_SYMBOLIC_SIZES ? primes()[k] : -1; }
-
-int symbolic_index(int64_t v) {
-  const int64_t *p = primes();
-  int lo = 0, hi = NUM_SYMBOLIC_SIZES - 1;
-  while (lo <= hi) {
-    int mid = (lo + hi) / 2;
-    if (p[mid] == v) return mid;
-    if (p[mid] < v) lo = mid + 1; else hi = mid - 1;
-  }
-  return -1;
-}
 
 bool size_is_symbolic(int64_t v) {
   if (v < 10007) return false;

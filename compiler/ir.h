@@ -17,7 +17,7 @@
 #include "tensor.h"
 
 typedef enum NodeKind {
-#define KIND(name, evaluable) NK_##name,
+#define KIND(name) NK_##name,
 #include "nodes.def"
 #undef KIND
   NK_COUNT
@@ -35,7 +35,6 @@ typedef enum GenFnClass { GF_ELEMENTWISE, GF_LAST_AXIS, GF_REDUCE_LAST, GF_SPECI
 /* ---- symbolic sizes ---- */
 #define NUM_SYMBOLIC_SIZES 256
 int64_t symbolic_prime(int k);            /* k-th symbolic size: 0 -> 10007, 255 -> 12437 */
-int symbolic_index(int64_t v);            /* k if v is the k-th prime, else -1 */
 bool size_is_symbolic(int64_t v);         /* v has a symbolic prime factor */
 /* Prints a size as rust_circuit does: 768, 0s, 2*1s, 0s*1s. Returns buf. */
 char *size_format(int64_t v, char *buf, size_t cap);
@@ -147,7 +146,6 @@ Node *ir_with_children(Comp *c, const Node *n, Node **child, int nchild);
 
 const char *kind_name(NodeKind k);        /* "Einsum", ... */
 int kind_from_name(const char *s, size_t len); /* -1 if not one of the 17 */
-bool kind_evaluable(NodeKind k);
 const char *genfn_name(GenFnKind f);
 GenFnClass genfn_class(GenFnKind f);
 /* Parses a GeneralFunction spec string (§2.5.4). false if unknown (no diagnostic). */
