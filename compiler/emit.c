@@ -529,7 +529,7 @@ static bool write_weights(const Kernels *k, FILE *w) {
   static const unsigned char zeros[64];
   for (int i = 0; i < k->nbuf; i++) {
     const Buf *b = k->buf[i];
-    if (b->kind != BUF_WEIGHT) continue;
+    if (b->kind != BUF_WEIGHT || b->offset < 0) continue;
     CHECK(b->offset >= at && b->offset - at < 64);
     if (b->offset > at && fwrite(zeros, 1, (size_t)(b->offset - at), w) != (size_t)(b->offset - at)) return false;
     for (int64_t j = 0; j < b->numel; j++) {

@@ -28,6 +28,9 @@ typedef struct Lower {
   int *uses;           /* by node id: number of consumers */
   int nids;
   Buf **weight_of;     /* weight buffer per Array node id */
+  const Tensor **tensor; /* every tensor of an Array node, and */
+  int *tensor_reads;      /* the number of edges into Array nodes holding it */
+  int ntensors;
 } Lower;
 
 static void push_buf(Lower *L, Buf *b) {
@@ -295,6 +298,217 @@ static void classify_gemm(Step *s) {
   *s = g;
 }
 
+/* ------------------------------------------------- GEMM-friendly layouts */
+
+/* A binary contraction becomes one GEMM only if its summed ids (K) merge into
+ * one dimension in both operands, and runs fastest when B is row-major
+ * ([K, N]) and the output's M and N ids merge too. gemm_layouts arranges
+ * that before the step is built: an operand whose K ids do not merge is
+ * copied into a layout where they do (weights are permuted at compile time,
+ * other operands by a copy step), weights used as a transposed B are
+ * transposed at compile time, and the output gets the layout [batch, M, N].
+ * The arithmetic is unchanged: only where values live. */
+
+enum { ROLE_BATCH, ROLE_M, ROLE_N, ROLE_K, ROLE_OTHER };
+
+static bool tensor_shared(const Lower *L, const Tensor *t);
+
+typedef struct Layout {
+  int nids;
+  int id[MAX_RANK * 2];
+  int role[MAX_RANK * 2];
+} Layout;
+
+static int layout_find(const Layout *g, int id) {
+  for (int t = 0; t < g->nids; t++)
+    if (g->id[t] == id) return t;
+  return -1;
+}
+
+/* Axes of operand i (of einsum n) in the order given by their ids `order`
+ * (every axis's id must be listed once). */
+static void axes_in_order(const EinsumSpec *e, int i, const int *order, int norder, int *axes) {
+  int na = 0;
+  for (int j = 0; j < norder; j++)
+    for (int a = 0; a < e->in_rank[i]; a++)
+      if (e->in[i][a] == order[j]) axes[na++] = a;
+}
+
+/* Sorts operand axes by decreasing stride (outer first), stable. */
+static void sort_axes_by_stride(int *axes, int n, const View *v) {
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && v->stride[axes[j]] > v->stride[axes[j - 1]]; j--) {
+      int t = axes[j];
+      axes[j] = axes[j - 1];
+      axes[j - 1] = t;
+    }
+}
+
+/* Do axes[0..n) of v (outer to inner) compose row-major (sizes 1 ignored)? */
+static bool axes_merge(const View *v, const int *axes, int n) {
+  int64_t expect = -1;
+  for (int j = n - 1; j >= 0; j--) {
+    int a = axes[j];
+    if (v->dim[a] == 1) continue;
+    if (expect >= 0 && v->stride[a] != expect) return false;
+    expect = v->stride[a] * v->dim[a];
+  }
+  return true;
+}
+
+/* Is v the contiguous layout of its dims taken in the order `axes`? */
+static bool view_is_layout(const View *v, const int *axes, int n) {
+  int64_t stride = 1;
+  for (int j = n - 1; j >= 0; j--) {
+    int a = axes[j];
+    if (v->dim[a] != 1 && v->stride[a] != stride) return false;
+    stride *= v->dim[a];
+  }
+  return true;
+}
+
+/* A copy of operand view v laid out contiguously with its axes in the order
+ * `axes` (outer to inner), returned as a view over v's own axes. Weights are
+ * permuted now, at compile time; anything else by a copy step. */
+static View relayout(Lower *L, const Node *n, const Node *child, const View *v, const int *axes) {
+  int rank = v->rank;
+  int64_t numel = 1;
+  for (int a = 0; a < rank; a++) numel *= v->dim[a];
+  View out = {.rank = rank};
+  int64_t stride = 1;
+  for (int j = rank - 1; j >= 0; j--) {
+    int a = axes[j];
+    out.dim[a] = v->dim[a];
+    out.stride[a] = v->dim[a] == 1 ? 0 : stride;
+    stride *= v->dim[a];
+  }
+  if (v->buf->kind == BUF_WEIGHT) {
+    const Tensor *src = v->buf->tensor;
+    Shape shape = {.rank = rank};
+    for (int j = 0; j < rank; j++) shape.dim[j] = v->dim[axes[j]];
+    Tensor *t = tensor_new(L->c, DT_F32, &shape);
+    float *dst = t->data;
+    int64_t idx[MAX_RANK] = {0};
+    for (int64_t e = 0; e < numel; e++) { /* e walks the new layout; idx = coordinates in it */
+      int64_t at = v->offset;
+      for (int j = 0; j < rank; j++) at += idx[j] * v->stride[axes[j]];
+      dst[e] = src->dtype == DT_F32 ? ((const float *)src->data)[at] : (float)tensor_get_f64(src, at);
+      for (int j = rank - 1; j >= 0 && ++idx[j] == shape.dim[j]; j--) idx[j] = 0;
+    }
+    out.buf = new_buf(L, BUF_WEIGHT, DT_F32, numel, child);
+    out.buf->tensor = t;
+    return out;
+  }
+  out.buf = new_buf(L, BUF_TEMP, v->buf->dtype, numel, child);
+  /* loop dims in the new layout's order, so the copy writes contiguously */
+  Step *s = new_step(L, STEP_ELEMENTWISE, n);
+  View dst = {.buf = out.buf, .rank = rank}, src = {.buf = v->buf, .offset = v->offset, .rank = rank};
+  for (int j = 0; j < rank; j++) {
+    s->dim[j] = dst.dim[j] = src.dim[j] = v->dim[axes[j]];
+    dst.stride[j] = out.stride[axes[j]];
+    src.stride[j] = v->stride[axes[j]];
+  }
+  s->ndim = rank;
+  s->out = dst;
+  s->expr = expr_load(L, src);
+  out.buf->def_step = s->id;
+  return out;
+}
+
+/* Rearranges ops[0..1] of binary einsum n for GEMM (see above) and returns
+ * the output layout as an axis order in out_axes; false: leave everything. */
+static bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
+  const EinsumSpec *e = &n->u.einsum;
+  if (n->nchild != 2 || ops[0].buf->dtype != DT_F32 || ops[1].buf->dtype != DT_F32) return false;
+  Layout g = {0};
+  for (int i = 0; i < 2; i++)
+    for (int a = 0; a < e->in_rank[i]; a++) {
+      int id = e->in[i][a];
+      for (int b = a + 1; b < e->in_rank[i]; b++)
+        if (e->in[i][b] == id) return false; /* a diagonal: the loop nest handles it */
+      if (layout_find(&g, id) < 0) g.id[g.nids++] = id;
+    }
+  for (int j = 0; j < e->out_rank; j++) {
+    for (int k = j + 1; k < e->out_rank; k++)
+      if (e->out[j] == e->out[k]) return false;
+    if (layout_find(&g, e->out[j]) < 0) return false; /* an output-only id: a broadcast */
+  }
+  double work = 2;
+  int nk = 0;
+  for (int t = 0; t < g.nids; t++) {
+    bool in0 = false, in1 = false, out = false;
+    int64_t size = 1;
+    for (int a = 0; a < e->in_rank[0]; a++)
+      if (e->in[0][a] == g.id[t]) in0 = true, size = ops[0].dim[a];
+    for (int a = 0; a < e->in_rank[1]; a++)
+      if (e->in[1][a] == g.id[t]) in1 = true, size = ops[1].dim[a];
+    for (int j = 0; j < e->out_rank; j++) out |= e->out[j] == g.id[t];
+    work *= (double)size;
+    g.role[t] = out ? (in0 && in1 ? ROLE_BATCH : in0 ? ROLE_M : ROLE_N) : (in0 && in1 ? ROLE_K : ROLE_OTHER);
+    if (g.role[t] == ROLE_OTHER) return false; /* summed in one operand only */
+    nk += g.role[t] == ROLE_K;
+  }
+  if (nk == 0 || work < 8192) return false;
+
+  /* the K order: as it merges in B if it does (weights keep their order), else in A, else A's axis order */
+  int kaxes[2][MAX_RANK], korder[MAX_RANK], nko = 0;
+  bool kmerge[2];
+  for (int i = 0; i < 2; i++) {
+    int na = 0;
+    for (int a = 0; a < e->in_rank[i]; a++)
+      if (g.role[layout_find(&g, e->in[i][a])] == ROLE_K) kaxes[i][na++] = a;
+    sort_axes_by_stride(kaxes[i], na, &ops[i]);
+    kmerge[i] = axes_merge(&ops[i], kaxes[i], na);
+  }
+  int from = kmerge[1] ? 1 : 0;
+  for (int j = 0; j < nk; j++) korder[nko++] = e->in[from][kaxes[from][j]];
+
+  for (int i = 0; i < 2; i++) {
+    /* target: A = [other ids by stride, K]; B = [batch, K, N by stride] when it
+     * is a weight (row-major B), else [other ids by stride, K] */
+    int axes[MAX_RANK], na = 0, rest[MAX_RANK], nr = 0;
+    for (int a = 0; a < e->in_rank[i]; a++)
+      if (g.role[layout_find(&g, e->in[i][a])] != ROLE_K) rest[nr++] = a;
+    sort_axes_by_stride(rest, nr, &ops[i]);
+    int kin[MAX_RANK];
+    axes_in_order(e, i, korder, nko, kin);
+    /* a weight read elsewhere too (a tied embedding) keeps its layout rather than exist twice */
+    bool row_major_b = i == 1 && ops[1].buf->kind == BUF_WEIGHT && !tensor_shared(L, ops[1].buf->tensor);
+    if (row_major_b) {
+      for (int r = 0; r < nr; r++)
+        if (g.role[layout_find(&g, e->in[i][rest[r]])] == ROLE_BATCH) axes[na++] = rest[r];
+      for (int j = 0; j < nk; j++) axes[na++] = kin[j];
+      for (int r = 0; r < nr; r++)
+        if (g.role[layout_find(&g, e->in[i][rest[r]])] != ROLE_BATCH) axes[na++] = rest[r];
+    } else {
+      for (int r = 0; r < nr; r++) axes[na++] = rest[r];
+      for (int j = 0; j < nk; j++) axes[na++] = kin[j];
+    }
+    bool k_ok = axes_merge(&ops[i], kin, nk);
+    if (row_major_b ? !view_is_layout(&ops[i], axes, na) : !k_ok) ops[i] = relayout(L, n, n->child[i], &ops[i], axes);
+  }
+
+  /* the output: [batch, M (as in A), N (as in B)], unless the plain
+   * row-major layout already merges M and N */
+  View plain = contiguous(NULL, &n->shape);
+  bool merges = true;
+  int nout = 0;
+  for (int role = ROLE_BATCH; role <= ROLE_N; role++) {
+    int src = role == ROLE_N ? 1 : 0, axes[MAX_RANK], na = 0, oaxes[MAX_RANK];
+    for (int a = 0; a < e->in_rank[src]; a++)
+      if (g.role[layout_find(&g, e->in[src][a])] == role) axes[na++] = a;
+    sort_axes_by_stride(axes, na, &ops[src]);
+    for (int j = 0; j < na; j++)
+      for (int k = 0; k < e->out_rank; k++)
+        if (e->out[k] == e->in[src][axes[j]]) oaxes[j] = out_axes[nout++] = k;
+    if (role != ROLE_BATCH) {
+      sort_axes_by_stride(oaxes, na, &plain);
+      merges &= axes_merge(&plain, oaxes, na);
+    }
+  }
+  return nout == e->out_rank && !merges;
+}
+
 static Value *lower_einsum(Lower *L, const Node *n) {
   const EinsumSpec *e = &n->u.einsum;
   if (n->nchild == 0) return lazy(L, expr_const(L, 1.0));
@@ -333,8 +547,18 @@ static Value *lower_einsum(Lower *L, const Node *n) {
   Step *s;
   View ops[2];
   for (int i = 0; i < n->nchild; i++) ops[i] = child_view(L, n, i);
+  int out_axes[MAX_RANK];
+  bool gemm_out = gemm_layouts(L, n, ops, out_axes);
   Buf *b = new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
   View outv = contiguous(b, &n->shape);
+  if (gemm_out) {
+    int64_t stride = 1;
+    for (int j = e->out_rank - 1; j >= 0; j--) {
+      int a = out_axes[j];
+      outv.stride[a] = outv.dim[a] == 1 ? 0 : stride;
+      stride *= outv.dim[a];
+    }
+  }
   bool diag_out = false;
   for (int j = 0; j < e->out_rank; j++)
     for (int t = j + 1; t < e->out_rank; t++) diag_out |= e->out[j] == e->out[t];
@@ -727,13 +951,36 @@ static Value *lower(Lower *L, const Node *n) {
   return v;
 }
 
+/* Counts consumers per node, and per tensor the edges into Array nodes holding it. */
 static void count_uses(Lower *L, const Node *n, bool *visited) {
   if (visited[n->id]) return;
   visited[n->id] = true;
   for (int i = 0; i < n->nchild; i++) {
-    L->uses[n->child[i]->id]++;
-    count_uses(L, n->child[i], visited);
+    const Node *ch = n->child[i];
+    L->uses[ch->id]++;
+    if (ch->kind == NK_Array) {
+      int t = 0;
+      while (t < L->ntensors && L->tensor[t] != ch->u.array.tensor) t++;
+      if (t == L->ntensors) {
+        if (t % 64 == 0) {
+          L->tensor = realloc(L->tensor, sizeof *L->tensor * (size_t)(t + 64));
+          L->tensor_reads = realloc(L->tensor_reads, sizeof *L->tensor_reads * (size_t)(t + 64));
+          if (!L->tensor || !L->tensor_reads) ICE("out of memory");
+        }
+        L->tensor[t] = ch->u.array.tensor;
+        L->tensor_reads[L->ntensors++] = 0;
+      }
+      L->tensor_reads[t]++;
+    }
+    count_uses(L, ch, visited);
   }
+}
+
+/* Does anything besides one consumer read tensor t? */
+static bool tensor_shared(const Lower *L, const Tensor *t) {
+  for (int i = 0; i < L->ntensors; i++)
+    if (L->tensor[i] == t) return L->tensor_reads[i] > 1;
+  return true;
 }
 
 bool lower_program(Comp *c, const Program *p, Kernels *k) {
@@ -783,6 +1030,6 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
     b->def_step = s->id;
   }
   for (int i = 0; i < k->nstep; i++) k->flops += k->step[i]->flops;
-  free(L.memo), free(L.uses), free(L.weight_of), free(visited);
+  free(L.memo), free(L.uses), free(L.weight_of), free(L.tensor), free(L.tensor_reads), free(visited);
   return diag_error_count(c) == errors;
 }

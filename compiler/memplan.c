@@ -63,11 +63,16 @@ void memplan_assign(Comp *c, Kernels *k) {
   }
   free(live);
   k->arena_bytes = peak;
-  /* weights: consecutive in the blob, 64-byte aligned */
+  /* weights: consecutive in the blob, 64-byte aligned; a weight no step reads
+   * (one that lowering replaced by a relaid-out copy) is left out */
   int64_t at = 0;
   for (int b = 0; b < k->nbuf; b++) {
     Buf *w = k->buf[b];
     if (w->kind != BUF_WEIGHT) continue;
+    if (w->last_use < 0) {
+      w->offset = -1;
+      continue;
+    }
     w->offset = align64(at);
     at = w->offset + w->numel * (int64_t)dtype_size(w->dtype);
   }

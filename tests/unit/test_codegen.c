@@ -551,6 +551,29 @@ Test(codegen, einsum_matmul_batched_transpose) {
                "    'z2' [3,5] Symbol\n");
 }
 
+/* Contractions that need a relayout to become one GEMM (lower.c gemm_layouts):
+ * summed ids that merge in neither operand (an attention output projection),
+ * weights used transposed, outputs whose N ids only merge in another layout. */
+Test(codegen, einsum_gemm_relayouts) {
+  DIFF(.random_tensors = true,
+       .text = "'out_proj_weight' Einsum htd,hod->to\n"
+               "  'z' [3,9,8] Symbol\n"
+               "  'wo' [3,20,8] Array rand\n"
+               "'out_proj_symbols' Einsum htd,hod->to\n"
+               "  'z'\n"
+               "  'wo_in' [3,20,8] Symbol\n"
+               "'transposed_weight' Einsum td,od->to\n"
+               "  'x' [16,16] Symbol\n"
+               "  'w' [20,16] Array rand\n"
+               "'heads_out' Einsum td,hcd->htc\n"
+               "  'x'\n"
+               "  'wq' [4,10,16] Array rand\n"
+               "'f16_like_slice' Einsum td,od->ot\n"
+               "  'x'\n"
+               "  'ws' Index [2:18, :]\n"
+               "    'w2' [24,16] Array rand\n");
+}
+
 Test(codegen, einsum_diagonals_and_traces) {
   DIFF(.text = "'trace' Einsum aa->\n"
                "  'sq' [4,4] Symbol\n"

@@ -1,0 +1,121 @@
+/* test_lower.c — what lowering makes of a circuit: which steps, in which
+ * layouts (values are checked against the reference evaluator in
+ * test_codegen.c). */
+#include <criterion/criterion.h>
+#include <string.h>
+#include "kernel.h"
+#include "testutil.h"
+
+static Comp *lower_text(const char *text, Kernels *k) {
+  Comp *c = tu_comp();
+  c->tensors_as_random = true;
+  NodeList tops = {0};
+  Program p;
+  cr_assert(parse_text(c, "test.circ", text, strlen(text), &tops), "%s", tu_diags(c));
+  cr_assert(resolve_program(c, &tops, &p) && simplify_run(c, p.outputs.node, p.outputs.n, NULL) &&
+                plan_einsums(c, p.outputs.node, p.outputs.n, NULL) && lower_program(c, &p, k),
+            "%s", tu_diags(c));
+  return c;
+}
+
+static int count_steps(const Kernels *k, StepKind kind) {
+  int n = 0;
+  for (int i = 0; i < k->nstep; i++) n += k->step[i]->kind == kind;
+  return n;
+}
+
+/* The GEMM step computing the node named `name`. */
+static const Step *gemm_of(Comp *c, const Kernels *k, const char *name) {
+  for (int i = 0; i < k->nstep; i++) {
+    const Step *s = k->step[i];
+    if (s->kind == STEP_GEMM && s->node->name && !strcmp(s->node->name, name)) return s;
+  }
+  cr_assert_fail("no GEMM step for %s\n%s", name, tu_diags(c));
+  return NULL;
+}
+
+Test(lower, attention_output_projection_is_one_gemm) {
+  /* K = (h, d) merges in neither operand: the weight is permuted at compile
+   * time, z is copied into [t, h, d] */
+  Kernels k;
+  Comp *c = lower_text("'o' Einsum htd,hod->to\n"
+                       "  'z' [3,9,8] Symbol\n"
+                       "  'wo' [3,20,8] Array rand\n",
+                       &k);
+  cr_assert_eq(count_steps(&k, STEP_CONTRACT), 0);
+  const Step *g = gemm_of(c, &k, "o");
+  cr_assert_eq(g->nbatch, 0);
+  cr_assert_eq(g->dim[0], 9);
+  cr_assert_eq(g->dim[1], 20);
+  cr_assert_eq(g->dim[2], 24);
+  cr_assert_eq(g->op[1].buf->kind, BUF_WEIGHT);
+  cr_assert_eq(g->op[1].stride[1], 1, "B is row-major [K, N]");
+  cr_assert_eq(g->op[0].stride[2], 1);
+  cr_assert_eq(count_steps(&k, STEP_ELEMENTWISE), 1, "one copy of z");
+  tu_free(c);
+}
+
+Test(lower, transposed_weight_becomes_row_major) {
+  Kernels k;
+  Comp *c = lower_text("'y' Einsum td,od->to\n"
+                       "  'x' [16,16] Symbol\n"
+                       "  'w' [20,16] Array rand\n",
+                       &k);
+  const Step *g = gemm_of(c, &k, "y");
+  cr_assert_eq(g->op[1].stride[1], 1);  /* b_n */
+  cr_assert_eq(g->op[1].stride[2], 20); /* b_k */
+  /* the permuted weight holds w transposed */
+  const Tensor *t = g->op[1].buf->tensor;
+  cr_assert_eq(t->shape.dim[0], 16);
+  cr_assert_eq(t->shape.dim[1], 20);
+  /* the original is no longer read, so it stays out of the weights blob */
+  memplan_assign(c, &k);
+  for (int i = 0; i < k.nbuf; i++)
+    if (k.buf[i]->kind == BUF_WEIGHT && k.buf[i] != g->op[1].buf) cr_assert_eq(k.buf[i]->offset, -1);
+  cr_assert_eq(k.weights_bytes, 16 * 20 * 4);
+  tu_free(c);
+}
+
+Test(lower, output_layout_merges_heads_into_n) {
+  /* out [h, t, c]: N = (h, c) merges only in the layout [t, h, c] */
+  Kernels k;
+  Comp *c = lower_text("'q' Einsum td,hcd->htc\n"
+                       "  'x' [16,16] Symbol\n"
+                       "  'wq' [4,10,16] Array rand\n",
+                       &k);
+  const Step *g = gemm_of(c, &k, "q");
+  cr_assert_eq(g->nbatch, 0);
+  cr_assert_eq(g->dim[1], 40);
+  cr_assert_eq(g->out.stride[1], 1);
+  cr_assert_eq(g->out.stride[0], 40);
+  tu_free(c);
+}
+
+Test(lower, mergeable_contraction_keeps_its_layout) {
+  Kernels k;
+  Comp *c = lower_text("'y' Einsum tk,kn->tn\n"
+                       "  'x' [16,16] Symbol\n"
+                       "  'b' [16,20] Symbol\n",
+                       &k);
+  cr_assert_eq(k.nstep, 1);
+  const Step *g = gemm_of(c, &k, "y");
+  cr_assert_eq(g->op[1].buf->kind, BUF_INPUT);
+  tu_free(c);
+}
+
+Test(lower, shared_weight_keeps_its_layout) {
+  /* a tied embedding: the same tensor gathered and used as a transposed B is
+   * stored once, not twice */
+  Kernels k;
+  Comp *c = lower_text("'logits' Einsum td,vd->tv\n"
+                       "  'emb' GeneralFunction gen_index_at_0_c\n"
+                       "    'wte' [40,16] Array rand\n"
+                       "    'ids' [16] Symbol\n"
+                       "  'wte'\n",
+                       &k);
+  const Step *g = gemm_of(c, &k, "logits");
+  cr_assert_eq(g->op[1].stride[2], 1, "B stays transposed (b_k = 1)");
+  memplan_assign(c, &k);
+  cr_assert_eq(k.weights_bytes, 40 * 16 * 4);
+  tu_free(c);
+}
