@@ -393,11 +393,20 @@ static void emit_gather(Emit *e, const Step *s) {
 /* Rows of C per OpenMP task: small enough that every thread gets work, a
  * multiple of the micro-tile height. The GEMM template gives every C element
  * the same summation order however rows are split, so this does not change bits. */
-static int64_t gemm_row_block(int64_t batch, int64_t M) {
-  int64_t want_tasks = 16, mb = (M * batch + want_tasks - 1) / want_tasks;
-  if (mb < 8) mb = 8;
-  mb = (mb + 7) / 8 * 8;
-  return mb > M ? M : mb;
+/* The tasks of a batched GEMM are (batch index, row block, column block).
+ * A task packs its columns of B once per row block and its rows of A once per
+ * column block, so blocks are large: all rows up to 256 (the template packs A
+ * in blocks of MC = 192 rows), columns split only as far as needed for about
+ * 8 tasks (a few per thread, for balance), in whole 48-column micro-panels.
+ * The template's sums do not depend on the split. */
+static void gemm_blocks(int64_t batch, int64_t M, int64_t N, int64_t *mb, int64_t *cb) {
+  *mb = M <= 256 ? M : 192;
+  int64_t tasks = batch * ((M + *mb - 1) / *mb);
+  *cb = N;
+  if (tasks < 8 && N >= 96) {
+    int64_t parts = (8 + tasks - 1) / tasks;
+    *cb = ((N + parts - 1) / parts + 47) / 48 * 48;
+  }
 }
 
 /* Batched GEMM through templates/gemm_f32.h: tasks are (batch index, row block). */
@@ -411,12 +420,9 @@ static void emit_gemm(Emit *e, const Step *s) {
   int64_t M = s->dim[nb], N = s->dim[nb + 1], K = s->dim[nb + 2];
   const View *A = &s->op[0], *B = &s->op[1], *C = &s->out;
   double batch = loop_work(s->dim, nb);
-  int64_t mb = M ? gemm_row_block((int64_t)batch, M) : 1, nblocks = M ? (M + mb - 1) / mb : 0;
-  /* few row blocks (decode, matrix-vector): split columns too, so every thread
-   * streams its share of B; the template's sums do not depend on the split */
-  int64_t cb = N;
-  if (batch * (double)nblocks < 8 && N >= 256) cb = ((N + 7) / 8 + 63) / 64 * 64;
-  int64_t cblocks = cb ? (N + cb - 1) / cb : 0;
+  int64_t mb, cb;
+  gemm_blocks((int64_t)batch, M, N, &mb, &cb);
+  int64_t nblocks = mb ? (M + mb - 1) / mb : 0, cblocks = cb ? (N + cb - 1) / cb : 0;
   bool parallel = s->flops >= PARALLEL_MIN_WORK;
   out(e, "  int failed = 0;\n");
   if (parallel) out(e, "  #pragma omp parallel\n");
