@@ -15,7 +15,9 @@
  * generated one — is one run at the next position; its new_k/new_v are then
  * stored at row pos of the cache (past_k/past_v are the cache itself), so no
  * prefix is ever recomputed. The logits after the last prompt token give the
- * first generated token, and so on. Prompt + generated tokens must fit in T.
+ * first generated token, and so on. Prompt + generated tokens must fit in T
+ * (which the program's input shapes give: circc -D SEQ=N for gpt2_import's
+ * symbolic decode circuit).
  *
  * Choosing a token from logits x (only ids < the tokenizer's vocabulary size
  * are candidates, in case the model pads its vocabulary):
@@ -522,7 +524,7 @@ static bool step(Gen *g, int64_t pos, int64_t token) {
   for (int64_t j = 0; j < f->T; j++) onehot[j] = j == pos, mask[j] = j <= pos;
   const char *msg = g->m->run((const void *const *)g->in, g->out, g->arena);
   if (msg) {
-    gen_error("%s", msg);
+    gen_error("the run at position %lld failed: %s", (long long)pos, msg);
     return false;
   }
   for (int kv = 0; kv < 2; kv++) {
@@ -547,10 +549,20 @@ static int generate(Gen *g, const rt_gen_options *o, rt_tokenizer *tok, int64_t 
     gen_error("out of memory");
     return RC_BAD_INPUT;
   }
-  /* with -v, one untimed run first (thread start-up); step 0 then overwrites its cache row */
-  if (o->verbose && !step(g, 0, seq[0])) {
+  /* One untimed run first, at the last position this generation runs: it
+   * starts the threads (-v's timings exclude it) and fails before any output if
+   * the program cannot run that far (e.g. compiled with a cache longer than the
+   * model's position table: circc -D SEQ=N beyond n_positions). Its cache row is
+   * cleared again, so every result is as without it. */
+  int64_t last = o->generate > 1 ? P + o->generate - 2 : P - 1;
+  if (!step(g, last, seq[0])) {
     free(dump);
     return RC_BAD_INPUT;
+  }
+  for (int kv = 0; kv < 2; kv++) {
+    float *cache = g->in[f->in[kv ? IN_PAST_V : IN_PAST_K]];
+    for (int64_t lh = 0; lh < f->L * f->H; lh++)
+      memset(cache + (lh * f->T + last) * f->D, 0, (size_t)f->D * sizeof(float));
   }
   g->run_ms = 0;
   double t0 = now_ms();
@@ -672,7 +684,7 @@ int rt_generate(const rt_model *m, const rt_gen_options *o) {
   }
   if (P > f->T || o->generate > f->T - P) {
     gen_error("the prompt (%lld token%s) and --generate %ld need %lld positions, but the program holds at most %lld "
-              "(T); import it with a larger gpt2_import --seq (at most n_positions)",
+              "(T); compile it with a larger circc -D SEQ=N (or gpt2_import --seq; at most the model's n_positions)",
               (long long)P, P == 1 ? "" : "s", o->generate, (long long)P + o->generate, (long long)f->T);
     free(encoded);
     rt_tokenizer_free(tok);

@@ -15,15 +15,15 @@ cmake --build build -j "$JOBS" --target circc model_circuits scalar_npy gpt2_imp
 mkdir -p build/demo
 
 echo "== GPT-2 (6 layers, 256 wide, character vocabulary, trained on tiny shakespeare)"
-./build/models/gpt2_import --decode --seq 256 models/gpt2/shakespeare_char_gpt2 build/demo/char
-./build/circc --tensors build/demo/char/store build/demo/char/gpt2_decode.circ \
+./build/models/gpt2_import --decode models/gpt2/shakespeare_char_gpt2 build/demo/char
+./build/circc -D SEQ=256 --tensors build/demo/char/store build/demo/char/gpt2_decode.circ \
   --lm chars:models/gpt2/shakespeare_char_gpt2/vocab_chars.json -o build/demo/shakespeare
 echo "== ./build/demo/shakespeare --text \"ROMEO:\" --generate 240 --top-k 40 --seed 1"
 ./build/demo/shakespeare --text "ROMEO:" --generate 240 --top-k 40 --seed 1
 echo
 echo "== GPT-2 (4 layers, 128 wide, GPT-2's BPE vocabulary, trained on tiny shakespeare)"
-./build/models/gpt2_import --decode --seq 256 models/gpt2/shakespeare_gpt2 build/demo/bpe
-./build/circc --tensors build/demo/bpe/store build/demo/bpe/gpt2_decode.circ \
+./build/models/gpt2_import --decode models/gpt2/shakespeare_gpt2 build/demo/bpe
+./build/circc -D SEQ=256 --tensors build/demo/bpe/store build/demo/bpe/gpt2_decode.circ \
   --lm gpt2-bpe:tests/data/gpt2_bpe -o build/demo/shakespeare_bpe
 echo "== ./build/demo/shakespeare_bpe --text \"JULIET:\" --generate 100 --top-k 40 --seed 1"
 ./build/demo/shakespeare_bpe --text "JULIET:" --generate 100 --top-k 40 --seed 1

@@ -8,15 +8,18 @@
  * and structure (§7.1–7.2): in module form the specs `ln`, `a.head` (batched
  * over heads by `a.heads`), `m`, `b`, per-layer bindings `b{i}`, `final.norm`,
  * `t.bind_w` and a top-level call binding `t.input` and `a.mask`; with --flat
- * the equivalent module-free circuit (batched per-head einsums). Outputs:
+ * the equivalent module-free circuit (batched per-head einsums). T is --seq T,
+ * or else the library's symbolic size SEQ (1s), which circc -D SEQ=N binds;
+ * then the positions are an input (see causal_mask). Outputs:
  *   logits   [T,V]   (the library's t.call; [B,T,V] with --batch B)
  *   hidden0..hidden{L} [T,C]  hidden0 = wte+wpe embeddings, hidden{i} = residual
  *            stream after block i (1-based), hidden{L} = after the final layer
  *            norm — the hidden_states Hugging Face returns
  *   loss     []      with --loss: mean cross-entropy of targets given
  *            logits[...,:-1], i.e. of the next tokens
- * Inputs: tokens [T] (or [B,T]) int64; with --loss also targets [T-1] (or
- * [B,T-1]) int64, targets[s] = the token after position s (tokens[1:] for a text).
+ * Inputs: tokens [T] (or [B,T]) int64; without --seq also positions [SEQ]
+ * int64; with --loss (needs --seq) also targets [T-1] (or [B,T-1]) int64,
+ * targets[s] = the token after position s (tokens[1:] for a text).
  * With --decode also OUT/<name>_decode.circ, the module-free decode circuit
  * for generation with a key/value cache (see decode_form): one new position
  * per run, the keys/values of the earlier ones as inputs.
@@ -40,24 +43,29 @@ static const char USAGE[] =
     "       gpt2_import [options] --random-config CONFIG.json OUT_DIR\n"
     "Imports a Hugging Face GPT-2 checkpoint (HF_DIR/config.json and model.safetensors or\n"
     "model.safetensors.index.json) as OUT_DIR/NAME.circ plus the tensor store OUT_DIR/store.\n"
-    "  --seq T      compiled sequence length (default n_positions, at most 1024)\n"
+    "  --seq T      a fixed sequence length T (at most n_positions and 1024; its constant causal\n"
+    "               mask lets the compiler skip masked work). Without --seq the length is the\n"
+    "               symbolic size SEQ, chosen when compiling: circc -D SEQ=N (N <= n_positions);\n"
+    "               NAME.circ then also takes positions [SEQ] int64 (each token's position:\n"
+    "               0..N-1 for a text), which give the position embeddings and the causal mask\n"
     "  --batch B    add a leading batch dimension B to tokens and every output\n"
     "  --loss       add the input targets [T-1] (the token after each position, i.e.\n"
     "               tokens[1:] of a text) and the output loss: mean cross-entropy of\n"
-    "               targets given logits[...,:-1]\n"
+    "               targets given logits[...,:-1] (needs --seq)\n"
     "  --flat       write the module-free circuit instead of the module form\n"
     "  --name NAME  circuit file name (default gpt2, or gpt2_flat with --flat)\n"
     "  --decode     also write OUT_DIR/NAME_decode.circ: the model at one new position with a\n"
-    "               key/value cache of T positions, for generation (circc --lm): inputs token [1],\n"
-    "               pos [1] int64, kv_onehot [T], kv_mask [T], past_k, past_v [L,H,T,D]; outputs\n"
-    "               logits [V], new_k, new_v [L,H,D] (module-free form; --batch, --loss and --flat\n"
-    "               apply to NAME.circ only)\n"
+    "               key/value cache of T positions (--seq T, else SEQ), for generation (circc --lm):\n"
+    "               inputs token [1], pos [1] int64, kv_onehot [T], kv_mask [T], past_k, past_v\n"
+    "               [L,H,T,D]; outputs logits [V], new_k, new_v [L,H,D] (module-free form; --batch,\n"
+    "               --loss and --flat apply to NAME.circ only)\n"
     "  --random-config CONFIG.json  no checkpoint: the model of this config.json with\n"
     "               deterministic pseudo-random weights (layer norm scale 1, bias 0; every\n"
     "               other tensor uniform with mean 0, std 0.02 from splitmix64 seeded by its name)\n"
-    "Inputs: tokens [T] int64; outputs: logits [T,V], hidden0..hidden<L> [T,C] (as Hugging\n"
-    "Face's hidden_states), loss [] with --loss.\n"
-    "Compile with: circc --tensors OUT_DIR/store OUT_DIR/NAME.circ -o gpt2\n"
+    "Inputs: tokens [T] int64 (and positions [T] without --seq); outputs: logits [T,V],\n"
+    "hidden0..hidden<L> [T,C] (as Hugging Face's hidden_states), loss [] with --loss.\n"
+    "Compile with: circc -D SEQ=N --tensors OUT_DIR/store OUT_DIR/NAME.circ -o gpt2\n"
+    "(-D SEQ=N picks the length; not needed for a circuit imported with --seq)\n"
     "exit codes: 0 ok, 1 bad or unsupported checkpoint, 2 usage, 3 I/O\n";
 
 enum { TOOL_BAD = 1, MAX_SEQ = 1024 };
@@ -449,8 +457,10 @@ static bool import_weights(Comp *c, const Options *o, Model *m) {
     if (!lm || !store_mapped(c, lm, lm->shape, NULL, NULL, &m->unembed)) goto failed;
     m->has_unembed = true;
   }
-  /* causal mask [T,T]: 1 where query q may attend to key k (q >= k) */
+  /* causal mask [T,T]: 1 where query q may attend to key k (q >= k); a
+   * symbolic length computes it from the positions instead (causal_mask) */
   int64_t T = o->seq;
+  if (!T) return true;
   Tensor *mask = tensor_new(c, DT_F32, &(Shape){2, {T, T}});
   for (int64_t q = 0; q < T; q++)
     for (int64_t k = 0; k <= q; k++) ((float *)mask->data)[q * T + k] = 1.0f;
@@ -484,6 +494,7 @@ typedef struct G {
   const Options *o;
   const Model *m;
   const char *B;      /* einsum/rearrange axis of the batch dimension: "B" or "" */
+  TNode *positions;   /* symbolic length: the free input `positions`, once made */
   TNode **all;
   int n, cap;
 } G;
@@ -605,13 +616,43 @@ typedef struct Outs {
   TNode *logits, **hidden, *loss;   /* hidden[0..L]; loss NULL without --loss */
 } Outs;
 
-/* Token + position embeddings `t.inp_tok_pos` [B?,T,C] of the free input `tokens`. */
+/* The sequence length in shapes: T with --seq T, else the library's symbolic
+ * size SEQ (1s), which circc -D SEQ=N binds. */
+static const char *seq_size(G *g) { return g->o->seq ? fmt(g, "%lld", (long long)g->o->seq) : "1s"; }
+
+/* Symbolic length: the free input `positions` [SEQ] int64, each token's
+ * position. A causal mask or an arange of a symbolic length cannot be built
+ * from constants (every node is equivariant under permuting a symbolic axis),
+ * so the positions come in as an input. */
+static TNode *positions(G *g) {
+  if (!g->positions) g->positions = sym(g, "positions", "1s");
+  return g->positions;
+}
+
+/* The causal mask `t.a.c.causal_mask` [T,T]: 1 where query q may attend to key
+ * k. With --seq T the constant q >= k (which the compiler exploits); with a
+ * symbolic length step(positions[q] - positions[k] + 0.5), exact for integer
+ * positions, which also serves left-padded or offset positions. */
+static TNode *causal_mask(G *g) {
+  if (g->o->seq) return array(g, "t.a.c.causal_mask", &g->m->mask);
+  TNode *p = positions(g);
+  return nd(g, "t.a.c.causal_mask", "GeneralFunction step",
+            nd(g, "causal_mask.diff", "Add", nd(g, "causal_mask.q", "Rearrange q -> q 1", p, NULL),
+               nd(g, "causal_mask.neg_k", "Einsum k,->k", p, scalar(g, "causal_mask.neg", "", -1), NULL),
+               scalar(g, "causal_mask.half", "", 0.5), NULL),
+            NULL);
+}
+
+/* Token + position embeddings `t.inp_tok_pos` [B?,T,C] of the free input
+ * `tokens`: wpe's first T rows with --seq T, else wpe gathered by `positions`. */
 static TNode *embeddings(G *g, TNode *wte) {
-  long long T = g->o->seq, Bt = g->o->batch;
-  TNode *tokens = sym(g, "tokens", Bt ? fmt(g, "%lld,%lld", Bt, T) : fmt(g, "%lld", T));
+  long long Bt = g->o->batch;
+  const char *T = seq_size(g);
+  TNode *tokens = sym(g, "tokens", Bt ? fmt(g, "%lld,%s", Bt, T) : T);
   TNode *tok = nd(g, "tok_embeds", "GeneralFunction gen_index_at_0_c", wte, tokens, NULL);
-  TNode *pos = nd(g, "t.w.pos_embeds_idxed", fmt(g, "Index [0:%lld]", T), array(g, "t.w.pos_embeds", &g->m->wpe),
-                  NULL);
+  TNode *wpe = array(g, "t.w.pos_embeds", &g->m->wpe);
+  TNode *pos = g->o->seq ? nd(g, "t.w.pos_embeds_idxed", fmt(g, "Index [0:%s]", T), wpe, NULL)
+                         : nd(g, "pos_embeds", "GeneralFunction gen_index_at_0_c", wpe, positions(g), NULL);
   return nd(g, "t.inp_tok_pos", "Add", tok, pos, NULL);
 }
 
@@ -778,7 +819,7 @@ static void module_form(G *g, Outs *out) {
   /* tied: the embedding matrix itself is the unembedding */
   arg(g, bind_w, m->has_unembed ? array(g, "t.w.unembed_arr", &m->unembed) : wte, unembed);
   TNode *inp = embeddings(g, wte);
-  TNode *mask = array(g, "t.a.c.causal_mask", &m->mask), *a_mask = find(g, "a.mask");
+  TNode *mask = causal_mask(g), *a_mask = find(g, "a.mask");
   out->logits = module(g, "logits", bind_w);   /* the library's t.call */
   arg(g, out->logits, inp, t_input);
   arg(g, out->logits, mask, a_mask);
@@ -905,7 +946,7 @@ static void flat_form(G *g, Outs *out) {
   scalar(g, "ln.c.recip_hidden_size", "", 1.0 / (double)m->cf.hidden);
   scalar(g, "ln.c.eps", "", m->cf.eps);
   scalar(g, "a.c.div_head_size", "", 1.0 / sqrt((double)m->cf.head_dim));
-  TNode *mask = array(g, "t.a.c.causal_mask", &m->mask);
+  TNode *mask = causal_mask(g);
   TNode *not_mask = nd(g, "a.not_mask", "Add", scalar(g, "one", "", 1),
                        nd(g, "not_mask.neg", "Einsum qk,->qk", mask, scalar(g, "neg_one", "", -1), NULL), NULL);
   nd(g, "a.score_neg_inf_bias", "Einsum qk,->qk", not_mask, nd(g, "a.neg_inf", "[] Scalar -10_000.0", NULL), NULL);
@@ -930,20 +971,22 @@ static void flat_form(G *g, Outs *out) {
  * generation without recomputing the prefix. Free inputs: token [1] int64 (the
  * new token), pos [1] int64 (its position), kv_onehot [T] (1 at pos), kv_mask
  * [T] (1 for j <= pos), past_k and past_v [L,H,T,D] (the cache; rows j >= pos
- * are ignored). Outputs: logits [V] at pos, new_k and new_v [L,H,D] (this
- * position's keys and values, to store at row pos of the cache). Per-layer
- * names are the flat form's (a{i}.q, b{i}.resid.a, m{i}.act, ...). */
+ * are ignored); T is the --seq length or the symbolic SEQ. Outputs: logits [V]
+ * at pos, new_k and new_v [L,H,D] (this position's keys and values, to store
+ * at row pos of the cache). Per-layer names are the flat form's (a{i}.q,
+ * b{i}.resid.a, m{i}.act, ...). */
 static void decode_form(G *g, TNode **logits, TNode **new_k, TNode **new_v) {
   const Model *m = g->m;
   int L = (int)m->cf.layers;
-  long long T = g->o->seq, H = m->cf.heads, D = m->cf.head_dim;
+  long long H = m->cf.heads, D = m->cf.head_dim;
+  const char *T = seq_size(g);
   scalar(g, "ln.neg", "1", -1);
   scalar(g, "ln.c.recip_hidden_size", "", 1.0 / (double)m->cf.hidden);
   scalar(g, "ln.c.eps", "", m->cf.eps);
   scalar(g, "a.c.div_head_size", "", 1.0 / sqrt((double)m->cf.head_dim));
   TNode *token = sym(g, "token", "1"), *pos = sym(g, "pos", "1");
-  TNode *onehot = sym(g, "kv_onehot", fmt(g, "%lld", T)), *mask = sym(g, "kv_mask", fmt(g, "%lld", T));
-  const char *cache = fmt(g, "%d,%lld,%lld,%lld", L, H, T, D);
+  TNode *onehot = sym(g, "kv_onehot", T), *mask = sym(g, "kv_mask", T);
+  const char *cache = fmt(g, "%d,%lld,%s,%lld", L, H, T, D);
   sym(g, "past_k", cache);
   sym(g, "past_v", cache);
   TNode *one = scalar(g, "one", "", 1), *neg_one = scalar(g, "neg_one", "", -1);
@@ -951,8 +994,10 @@ static void decode_form(G *g, TNode **logits, TNode **new_k, TNode **new_v) {
   TNode *not_mask = nd(g, "a.not_mask", "Add", one, nd(g, "not_mask.neg", "Einsum k,->k", mask, neg_one, NULL), NULL);
   nd(g, "a.score_neg_inf_bias", "Einsum k,->k", not_mask, nd(g, "a.neg_inf", "[] Scalar -10_000.0", NULL), NULL);
   TNode *wte = array(g, "t.w.tok_embeds", &m->wte);
-  TNode *pos_table = nd(g, "t.w.pos_embeds_idxed", fmt(g, "Index [0:%lld]", T), array(g, "t.w.pos_embeds", &m->wpe),
-                        NULL);
+  /* with a symbolic T the whole table: a T beyond n_positions fails (index out
+   * of range) at the first position past the table */
+  TNode *pos_table = array(g, "t.w.pos_embeds", &m->wpe);
+  if (g->o->seq) pos_table = nd(g, "t.w.pos_embeds_idxed", fmt(g, "Index [0:%s]", T), pos_table, NULL);
   TNode *x = nd(g, "t.inp_tok_pos", "Add", nd(g, "tok_embeds", "GeneralFunction gen_index_at_0_c", wte, token, NULL),
                 nd(g, "pos_embeds", "GeneralFunction gen_index_at_0_c", pos_table, pos, NULL), NULL);
   *new_k = nd(g, "new_k", "Concat 0", NULL);
@@ -972,12 +1017,13 @@ static void decode_form(G *g, TNode **logits, TNode **new_k, TNode **new_v) {
 static bool write_decode_circuit(Comp *c, const Options *o, const Model *m) {
   Options plain = *o;
   plain.batch = 0;
-  G g = {c, &plain, m, "", NULL, 0, 0};
+  G g = {.c = c, .o = &plain, .m = m, .B = ""};
   TNode *logits, *new_k, *new_v;
   decode_form(&g, &logits, &new_k, &new_v);
   check_unique_names(&g);
   const Config *cf = &m->cf;
-  long long T = o->seq, L = cf->layers, H = cf->heads, D = cf->head_dim, V = cf->vocab;
+  long long L = cf->layers, H = cf->heads, D = cf->head_dim, V = cf->vocab;
+  const char *T = o->seq ? seq_size(&g) : "SEQ";
   char *text = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
@@ -987,11 +1033,12 @@ static bool write_decode_circuit(Comp *c, const Options *o, const Model *m) {
   }
   fprintf(f, "# GPT-2 (Hugging Face GPT2LMHeadModel) at one new position, with a key/value cache: the decode\n"
              "# circuit of %s.circ in rust_circuit's module-free form; generated by gpt2_import --decode\n", o->name);
-  fprintf(f, "# layers %lld, hidden %lld, heads %lld x %lld, mlp %lld, vocab %lld, max length T %lld, %s, "
-          "layer norm eps %g, %s unembedding\n", L, (long long)cf->hidden, H, D, (long long)cf->mlp, V, T, cf->act,
+  fprintf(f, "# layers %lld, hidden %lld, heads %lld x %lld, mlp %lld, vocab %lld, n_positions %lld, max length %s, %s, "
+          "layer norm eps %g, %s unembedding\n", L, (long long)cf->hidden, H, D, (long long)cf->mlp, V,
+          (long long)cf->n_pos, o->seq ? T : "SEQ (symbolic size 1s: circc -D SEQ=N, N <= n_positions)", cf->act,
           cf->eps, m->has_unembed ? "untied" : "tied");
-  fprintf(f, "# inputs:  token [1] int64 (the new token), pos [1] int64 (its position), kv_onehot [%lld] (1 at pos),\n"
-             "#          kv_mask [%lld] (1 for j <= pos), past_k and past_v [%lld,%lld,%lld,%lld] (keys/values of the\n"
+  fprintf(f, "# inputs:  token [1] int64 (the new token), pos [1] int64 (its position), kv_onehot [%s] (1 at pos),\n"
+             "#          kv_mask [%s] (1 for j <= pos), past_k and past_v [%lld,%lld,%s,%lld] (keys/values of the\n"
              "#          earlier positions per layer and head; rows >= pos are ignored)\n", T, T, L, H, T, D);
   fprintf(f, "# outputs: logits [%lld] at pos (= row pos of the full circuit's logits), new_k and new_v\n"
              "#          [%lld,%lld,%lld] (this position's keys/values: store them at row pos of the cache)\n", V, L, H,
@@ -1008,14 +1055,16 @@ static bool write_decode_circuit(Comp *c, const Options *o, const Model *m) {
   bool ok = tool_write_file(path, text, len);
   free(text);
   if (!ok) g_exit = TOOL_IO;
-  else printf("gpt2_import: decode circuit (one position, key/value cache of %lld positions): wrote %s\n", T, path);
+  else
+    printf("gpt2_import: decode circuit (one position, key/value cache of %s positions%s): wrote %s\n", T,
+           o->seq ? "" : ": compile with circc -D SEQ=N", path);
   return ok;
 }
 
 /* ------------------------------------------------------------ writing */
 
 static bool write_circuit(Comp *c, const Options *o, const Model *m) {
-  G g = {c, o, m, o->batch ? "B" : "", NULL, 0, 0};
+  G g = {.c = c, .o = o, .m = m, .B = o->batch ? "B" : ""};
   Outs out = {0};
   if (o->flat) flat_form(&g, &out);
   else module_form(&g, &out);
@@ -1029,16 +1078,21 @@ static bool write_circuit(Comp *c, const Options *o, const Model *m) {
     fail(TOOL_IO, "out of memory");
     return false;
   }
-  long long T = o->seq, L = cf->layers, C = cf->hidden, V = cf->vocab;
+  long long L = cf->layers, C = cf->hidden, V = cf->vocab;
   const char *bd = o->batch ? fmt(&g, "%lld,", (long long)o->batch) : "";
+  const char *T = o->seq ? seq_size(&g) : "SEQ";
   fprintf(f, "# GPT-2 (Hugging Face GPT2LMHeadModel) in rust_circuit's %s; generated by gpt2_import\n",
           o->flat ? "module-free form" : "module form (rust_circuit_format.md §7.1-7.2)");
   fprintf(f, "# layers %lld, hidden %lld, heads %lld x %lld, mlp %lld, vocab %lld, n_positions %lld, %s, "
           "layer norm eps %g, %s unembedding\n", L, C, (long long)cf->heads, (long long)cf->head_dim,
           (long long)cf->mlp, V, (long long)cf->n_pos, cf->act, cf->eps, m->has_unembed ? "untied" : "tied");
-  fprintf(f, "# inputs:  tokens [%s%lld] int64%s\n", bd, T,
-          o->loss ? fmt(&g, ", targets [%s%lld] int64 (targets[s] = the token after position s)", bd, T - 1) : "");
-  fprintf(f, "# outputs: logits [%s%lld,%lld]; hidden0..hidden%lld [%s%lld,%lld] (Hugging Face's hidden_states: "
+  if (!o->seq)
+    fprintf(f, "# sequence length SEQ: symbolic size 1s, bound by circc -D SEQ=N (N <= n_positions)\n");
+  fprintf(f, "# inputs:  tokens [%s%s] int64%s%s\n", bd, T,
+          o->seq ? "" : ", positions [SEQ] int64 (0..SEQ-1 for a text; they set the causal mask)",
+          o->loss ? fmt(&g, ", targets [%s%lld] int64 (targets[s] = the token after position s)", bd,
+                        (long long)o->seq - 1) : "");
+  fprintf(f, "# outputs: logits [%s%s,%lld]; hidden0..hidden%lld [%s%s,%lld] (Hugging Face's hidden_states: "
           "embeddings, residual stream after each block, after the final layer norm)\n", bd, T, V, L, bd, T, C);
   if (o->loss)
     fprintf(f, "#          loss [] = mean cross-entropy of targets given logits[...,:-1]\n");
@@ -1055,7 +1109,7 @@ static bool write_circuit(Comp *c, const Options *o, const Model *m) {
   free(text);
   if (!ok) g_exit = TOOL_IO;
   else
-    printf("gpt2_import: %lld layers, hidden %lld, %lld heads, vocab %lld, T=%lld%s%s: wrote %s\n", L, C,
+    printf("gpt2_import: %lld layers, hidden %lld, %lld heads, vocab %lld, T=%s%s%s: wrote %s\n", L, C,
            (long long)cf->heads, V, T, o->batch ? fmt(&g, ", batch %lld", (long long)o->batch) : "",
            o->loss ? ", loss" : "", path);
   return ok;
@@ -1152,13 +1206,12 @@ int main(int argc, char **argv) {
   char cfg_path[4200];
   snprintf(cfg_path, sizeof cfg_path, "%s%s", o.hf_dir, o.random_cfg ? "" : "/config.json");
   if (!read_config(cfg_path, &m.cf)) return g_exit;
-  if (o.seq == 0) o.seq = m.cf.n_pos < MAX_SEQ ? m.cf.n_pos : MAX_SEQ;
   if (o.seq > m.cf.n_pos) {
     tool_error("--seq %lld exceeds the model's n_positions %lld", (long long)o.seq, (long long)m.cf.n_pos);
     return TOOL_USAGE;
   }
   if (o.loss && o.seq < 2) {
-    tool_error("--loss needs --seq 2 or more (the loss predicts token s+1 from position s)");
+    tool_error("--loss needs --seq 2 or more (the loss predicts token s+1 from position s, at a fixed length)");
     return TOOL_USAGE;
   }
   Comp comp;

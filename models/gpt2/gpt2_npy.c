@@ -13,6 +13,8 @@
  *   gpt2_npy from-ids ID,ID,... OUT.npy   writes the ids as an int64 [n] .npy
  *   gpt2_npy head N IN.npy OUT.npy    keeps the first N entries of the first axis
  *                                     (logits [T,V] → the rows of a shorter prompt)
+ *   gpt2_npy tail N IN.npy OUT.npy    keeps the last N entries of the first axis
+ *                                     (the rows after a left padding)
  *   gpt2_npy finite IN.npy            exits 1 unless every element is finite
  * Values and dtype are unchanged. Exit codes: 0 ok, 1 a shape that does not
  * fit, 2 usage, 3 I/O. */
@@ -23,7 +25,7 @@
 #include "modeltool.h"
 
 static const char USAGE[] = "usage: gpt2_npy squeeze|next IN.npy OUT.npy | gpt2_npy shape|ids|argmax IN.npy\n"
-                            "       gpt2_npy from-ids ID,ID,... OUT.npy | gpt2_npy head N IN.npy OUT.npy\n"
+                            "       gpt2_npy from-ids ID,ID,... OUT.npy | gpt2_npy head|tail N IN.npy OUT.npy\n"
                             "       gpt2_npy finite IN.npy\n"
                             "  squeeze  drop the leading size-1 axis\n"
                             "  next     drop the first element of the last axis (ids -> next tokens)\n"
@@ -32,6 +34,7 @@ static const char USAGE[] = "usage: gpt2_npy squeeze|next IN.npy OUT.npy | gpt2_
                             "  argmax   print the argmax of each row of the last axis, comma-separated\n"
                             "  from-ids write comma-separated ids as an int64 [n] .npy\n"
                             "  head     keep the first N entries of the first axis\n"
+                            "  tail     keep the last N entries of the first axis\n"
                             "  finite   exit 1 unless every element is finite (not NaN or infinite)\n";
 
 /* ids, argmax: comma-separated values or row argmaxes of t. */
@@ -73,8 +76,9 @@ int main(int argc, char **argv) {
   bool shape = argc == 3 && !strcmp(argv[1], "shape");
   bool ids = argc == 3 && !strcmp(argv[1], "ids"), argmax = argc == 3 && !strcmp(argv[1], "argmax");
   bool fromids = argc == 4 && !strcmp(argv[1], "from-ids");
-  bool head = argc == 5 && !strcmp(argv[1], "head"), finite = argc == 3 && !strcmp(argv[1], "finite");
-  if (!squeeze && !next && !shape && !ids && !argmax && !fromids && !head && !finite) {
+  bool head = argc == 5 && !strcmp(argv[1], "head"), tail = argc == 5 && !strcmp(argv[1], "tail");
+  bool finite = argc == 3 && !strcmp(argv[1], "finite");
+  if (!squeeze && !next && !shape && !ids && !argmax && !fromids && !head && !tail && !finite) {
     fputs(USAGE, stderr);
     return TOOL_USAGE;
   }
@@ -85,13 +89,13 @@ int main(int argc, char **argv) {
     comp_free(&c);
     return rc;
   }
-  if (head) {
+  if (head || tail) {
     char *end;
     long long n = strtoll(argv[2], &end, 10);
     Loc hloc = {argv[3], 0, 0};
     Tensor *t = end != argv[2] && !*end && n >= 0 ? npy_load(&c, argv[3], hloc) : NULL;
     int rc = t ? TOOL_OK : end == argv[2] || *end || n < 0 ? TOOL_USAGE : TOOL_IO;
-    if (rc == TOOL_USAGE) tool_error("head: expected a count, found '%s'", argv[2]);
+    if (rc == TOOL_USAGE) tool_error("%s: expected a count, found '%s'", argv[1], argv[2]);
     if (t && (t->shape.rank == 0 || t->shape.dim[0] < n)) {
       tool_error("%s: expected at least %lld entries along the first axis", argv[3], n);
       rc = 1;
@@ -99,7 +103,7 @@ int main(int argc, char **argv) {
       Shape s = t->shape;
       s.dim[0] = n;
       Tensor *o = tensor_new(&c, t->dtype, &s);
-      memcpy(o->data, t->data, o->nbytes);
+      memcpy(o->data, (const char *)t->data + (head ? 0 : t->nbytes - o->nbytes), o->nbytes);
       if (!npy_save(&c, o, argv[4])) rc = TOOL_IO;
     }
     comp_free(&c);
