@@ -538,14 +538,18 @@ static bool write_weights(const Kernels *k, FILE *w) {
     if (b->kind != BUF_WEIGHT || b->offset < 0) continue;
     CHECK(b->offset >= at && b->offset - at < 64);
     if (b->offset > at && fwrite(zeros, 1, (size_t)(b->offset - at), w) != (size_t)(b->offset - at)) return false;
-    for (int64_t j = 0; j < b->numel; j++) {
-      double v = tensor_get_f64(b->tensor, j);
-      if (b->dtype == DT_I64) {
-        int64_t x = (int64_t)v;
-        if (fwrite(&x, 8, 1, w) != 1) return false;
-      } else {
-        float x = (float)v;
-        if (fwrite(&x, 4, 1, w) != 1) return false;
+    if (b->dtype == DT_F32 && b->tensor->dtype == DT_F32) {
+      if (fwrite(b->tensor->data, 4, (size_t)b->numel, w) != (size_t)b->numel) return false;
+    } else { /* converted in chunks */
+      union { int64_t i[1024]; float f[1024]; } chunk;
+      for (int64_t j0 = 0; j0 < b->numel; j0 += 1024) {
+        int64_t n = b->numel - j0 < 1024 ? b->numel - j0 : 1024;
+        for (int64_t j = 0; j < n; j++) {
+          double v = tensor_get_f64(b->tensor, j0 + j);
+          if (b->dtype == DT_I64) chunk.i[j] = (int64_t)v;
+          else chunk.f[j] = (float)v;
+        }
+        if (fwrite(&chunk, dtype_size(b->dtype), (size_t)n, w) != (size_t)n) return false;
       }
     }
     at = b->offset + b->numel * (int64_t)dtype_size(b->dtype);
