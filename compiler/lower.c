@@ -5,8 +5,9 @@
  * consumer; Index / Rearrange / Tag become strided views where the strides
  * allow; everything else becomes one step: contractions (einsums with one or
  * two operands, see plan_einsum.c), row kernels (softmax, log_softmax, min,
- * max), gathers (gen_index, explicit_index, Index with tensors) and copies.
- * A node with several consumers is materialised once. */
+ * max, and the layernorm pattern as a whole), gathers (gen_index,
+ * explicit_index, Index with tensors) and copies. A node with several
+ * consumers is materialised once. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
