@@ -302,12 +302,23 @@ static void emit_contract(Emit *e, const Step *s) {
   out(e, "  }\n");
 }
 
-/* Row kernels over the last axis (templates/row_f32.h): rows are the leading
- * dims of the input view. */
+/* `&b3[8], 1` — a layernorm scale or bias row and its stride, or `NULL, 0`. */
+static void emit_row_operand(Emit *e, const View *v) {
+  if (!v->buf) {
+    out(e, "NULL, 0");
+    return;
+  }
+  out(e, "&b%d[%lld], %lld", v->buf->id, (long long)v->offset, (long long)v->stride[0]);
+}
+
+/* Row kernels over the last axis (templates/row_f32.h), layernorm included:
+ * rows are the leading dims of the input view. */
 static void emit_row(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
   decl_add(&d, s->in.buf, false);
+  for (int i = 0; i < s->nops; i++)
+    if (s->op[i].buf) decl_add(&d, s->op[i].buf, false);
   emit_decls(e, &d);
   const View *in = &s->in;
   int rows_rank = in->rank - 1;
@@ -328,6 +339,15 @@ static void emit_row(Emit *e, const Step *s) {
   ob.rank = rows_rank;
   emit_index(e, &ob);
   out(e, ";\n");
+  if (s->kind == STEP_LAYERNORM) {
+    out(e, "%*scircc_layernorm_row(x, %lld, y, %lld, %lld, %a, ", ind + 2, "", (long long)istride, (long long)ostride,
+        (long long)len, s->value);
+    emit_row_operand(e, &s->op[0]);
+    out(e, ", ");
+    emit_row_operand(e, &s->op[1]);
+    out(e, ");\n%*s}\n", ind, "");
+    return;
+  }
   switch (s->fn) {
   case GF_SOFTMAX:
   case GF_LOG_SOFTMAX:
@@ -468,6 +488,7 @@ static const char *step_kind_name(StepKind k) {
   case STEP_GATHER: return "gather";
   case STEP_FILL: return "fill";
   case STEP_GEMM: return "gemm";
+  case STEP_LAYERNORM: return "layernorm";
   }
   return "?";
 }
@@ -485,6 +506,7 @@ static void emit_step(Emit *e, const Step *s) {
   case STEP_ROW: emit_row(e, s); break;
   case STEP_GATHER: emit_gather(e, s); break;
   case STEP_GEMM: emit_gemm(e, s); break;
+  case STEP_LAYERNORM: emit_row(e, s); break;
   }
   out(e, "  return NULL;\n}\n");
 }

@@ -62,6 +62,7 @@ typedef enum StepKind {
   STEP_GATHER,      /* out[loop] = x[base(loop) + Σ_k stride_k * wrap(index_k[loop])] */
   STEP_FILL,        /* out = value (zero-init before a Scatter / repeated-id einsum) */
   STEP_GEMM,        /* batched GEMM (templates/gemm_f32.h): loop dims [batch..., M, N, K] */
+  STEP_LAYERNORM,   /* (x - mean) * rsqrt(var + eps) * scale + bias over the last axis (row_f32.h) */
 } StepKind;
 
 #define MAX_GATHER 8
@@ -85,6 +86,8 @@ typedef struct Step {
   /* ROW */
   GenFnKind fn;
   View in;                /* over (rows..., len) */
+  /* LAYERNORM: `in` as for ROW; op[0] the scale and op[1] the bias over the
+   * last axis (rank 1, buf NULL when absent), nops = 2; value = eps */
   /* GATHER: x viewed over the loop dims (stride 0 on gathered dims); index k
    * is read through idx[k] (over the loop dims) and scaled by idx_stride[k];
    * idx_len[k] is the size of the indexed axis (range check, negative wrap). */
@@ -93,7 +96,7 @@ typedef struct Step {
   View idx[MAX_GATHER];
   int64_t idx_stride[MAX_GATHER], idx_len[MAX_GATHER];
   bool check_int;         /* index read from a float buffer must be integral */
-  double value;           /* FILL */
+  double value;           /* FILL; LAYERNORM: eps */
   double flops;
 } Step;
 

@@ -306,10 +306,13 @@ static inline void circc_gemm_fmas(int rows, circc_gemm_v acc[CIRCC_GEMM_MR][CIR
  * (row-major: Bsrc[k*b_k + j], j < cols) and packed into Bp on the way: the
  * first tile of a panel packs it while computing, so the strided reads of B
  * overlap with arithmetic. `rows` is a literal at every call, so the row loops
- * unroll and only live accumulators remain; pf prefetches for the next panel. */
-static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict Ap, float *restrict Bp,
-                                     const float *Bsrc, int64_t b_k, float *C, int64_t c_m,
-                                     int64_t c_n, int cols, int first, circc_gemm_pf pf) {
+ * unroll and only live accumulators remain: always inlined, because an
+ * out-of-line clone (which gcc makes once the program has grown) may keep all
+ * MR rows of accumulators and spill them; pf prefetches for the next panel. */
+static inline __attribute__((always_inline)) void circc_gemm_kernel(int rows, int64_t kb, const float *restrict Ap,
+                                                                    float *restrict Bp, const float *Bsrc,
+                                                                    int64_t b_k, float *C, int64_t c_m, int64_t c_n,
+                                                                    int cols, int first, circc_gemm_pf pf) {
   circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV], b[CIRCC_GEMM_NV];
   for (int i = 0; i < CIRCC_GEMM_MR; i++)
     for (int v = 0; v < CIRCC_GEMM_NV; v++) acc[i][v] = circc_gemm_vzero();

@@ -1,5 +1,5 @@
 /* row_f32.h — kernels over the last axis of a tensor (rust_circuit_format.md
- * §4.9: softmax, log_softmax, min, max) for one row of `len` elements read
+ * §4.9: softmax, log_softmax, min, max; and the layernorm pattern of §7.2) for one row of `len` elements read
  * with stride `xs` and written with stride `ys`. Sums are in double, the max
  * is subtracted first; the order of operations is fixed, so results do not
  * depend on how rows are spread over threads. Needs elementwise_f32.h (fn_exp). */
@@ -46,5 +46,42 @@ static inline __attribute__((unused)) float circc_max_row(const float *x, int64_
   float r = x[0];
   for (int64_t j = 1; j < len; j++) r = fn_max(r, x[j * xs]);
   return r;
+}
+
+/* Σ_j (x[j * xs] - shift)^p for p = 1 or 2, in double: eight interleaved
+ * partial sums added in a fixed order, so the loop vectorises and the result
+ * does not depend on anything but the row. */
+static inline __attribute__((unused)) double circc_row_sum_f64(const float *restrict x, int64_t xs, int64_t len,
+                                                               double shift, int p) {
+  double s[8] = {0};
+  int64_t j = 0;
+  for (; j + 8 <= len; j += 8)
+    for (int k = 0; k < 8; k++) {
+      const double d = (double)x[(j + k) * xs] - shift;
+      s[k] += p == 2 ? d * d : d;
+    }
+  for (int k = 0; j < len; j++, k++) {
+    const double d = (double)x[j * xs] - shift;
+    s[k] += p == 2 ? d * d : d;
+  }
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* y = (x - mean) * rsqrt(var + eps) * w + b with the biased variance; w and b
+ * (strides ws, bs) may be NULL (absent). Mean and variance are two passes in
+ * double over the row (in cache), so large offsets do not cancel digits. */
+static inline __attribute__((unused)) void circc_layernorm_row(const float *restrict x, int64_t xs, float *restrict y,
+                                                               int64_t ys, int64_t len, double eps,
+                                                               const float *restrict w, int64_t ws,
+                                                               const float *restrict b, int64_t bs) {
+  const double mean = circc_row_sum_f64(x, xs, len, 0.0, 1) / (double)len;
+  const double var = circc_row_sum_f64(x, xs, len, mean, 2) / (double)len;
+  const float rs = (float)(1.0 / sqrt(var + eps));
+  for (int64_t j = 0; j < len; j++) {
+    float v = (float)((double)x[j * xs] - mean) * rs;
+    if (w) v *= w[j * ws];
+    if (b) v += b[j * bs];
+    y[j * ys] = v;
+  }
 }
 #endif

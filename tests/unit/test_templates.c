@@ -85,3 +85,32 @@ Test(templates, row_kernels_match_the_reference) {
   near(p[1], exp(1.0) / (2 + exp(1.0)), 1e-6, 0, "softmax", 1);
   cr_assert_eq(p[2], 0.0f);
 }
+
+/* layernorm of one row against the double formula; rows far from 0 (a large
+ * mean with a small spread) keep their digits; w and b are optional */
+Test(templates, layernorm_row_matches_the_reference) {
+  enum { LEN = 37 };
+  float x[2 * LEN], y[3 * LEN], w[LEN], b[2 * LEN];
+  for (int j = 0; j < LEN; j++) {
+    x[2 * j] = 1000.0f + (float)sin(j * 1.3) * 0.01f;
+    x[2 * j + 1] = 7.0f;
+    w[j] = (float)cos(j * 0.7);
+    b[2 * j] = (float)j * 0.1f;
+  }
+  for (int variant = 0; variant < 4; variant++) {
+    const float *wp = variant & 1 ? w : NULL, *bp = variant & 2 ? b : NULL;
+    circc_layernorm_row(x, 2, y, 3, LEN, 1e-5, wp, 1, bp, 2);
+    double mean = 0, var = 0;
+    for (int j = 0; j < LEN; j++) mean += x[2 * j];
+    mean /= LEN;
+    for (int j = 0; j < LEN; j++) var += (x[2 * j] - mean) * (x[2 * j] - mean);
+    var /= LEN;
+    for (int j = 0; j < LEN; j++) {
+      double want = (x[2 * j] - mean) / sqrt(var + 1e-5) * (wp ? w[j] : 1) + (bp ? b[2 * j] : 0);
+      near(y[3 * j], want, 1e-5, 1e-5, "layernorm", j);
+    }
+  }
+  /* a constant row: 0 (the variance is eps), then the bias */
+  circc_layernorm_row(x + 1, 2, y, 1, LEN, 1e-5, w, 1, b, 2);
+  for (int j = 0; j < LEN; j++) cr_assert_eq(y[j], b[2 * j]);
+}
