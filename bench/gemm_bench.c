@@ -2,15 +2,24 @@
  * (M x N x K, A row-major M x K, B row-major K x N, or given as B^T: b=trans,
  * as for a tied unembedding), with 1 thread and with all OpenMP threads, each
  * computing a contiguous range of rows, then of columns (both are splits a
- * generated program may make). Not a test; build with `cmake --build BUILD
- * --target gemm_bench`. Prints one line per shape and split (best of --reps R):
- *   gemm M=.. N=.. K=.. b=row|trans threads=T split=rows|cols ms=.. gflops=.. */
+ * generated program may make). Built with -DCIRCC_BENCH_OPENBLAS (CMake does
+ * so when it finds OpenBLAS) it also times OpenBLAS's cblas_sgemm on the same
+ * operands with 1 and all threads, right after circc's runs of each shape.
+ * Not a test; build with `cmake --build BUILD --target gemm_bench`. Prints one
+ * line per shape and run (best of --reps R):
+ *   gemm M=.. N=.. K=.. b=row|trans threads=T split=rows|cols ms=.. gflops=..
+ *   sgemm M=.. N=.. K=.. b=row|trans threads=T ms=.. gflops=..   (OpenBLAS) */
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "gemm_f32.h"
+#ifdef CIRCC_BENCH_OPENBLAS
+#include <cblas.h>
+#endif
 
 typedef struct Shape {
   int64_t M, N, K;
@@ -51,6 +60,53 @@ static void run(const Shape *s, int threads, int by_cols, const float *A, const 
   }
 }
 
+/* Best seconds per product over `reps` measurements of f(s, ctx), each
+ * repeating it until it takes ~0.05 s. */
+typedef void (*Product)(const Shape *s, void *ctx);
+static double measure(Product f, const Shape *s, void *ctx, int reps) {
+  int inner = 1;
+  for (;;) {
+    double t0 = now();
+    for (int r = 0; r < inner; r++) f(s, ctx);
+    if (now() - t0 > 0.05 || inner > (1 << 20)) break;
+    inner *= 2;
+  }
+  double best = 1e30;
+  for (int r = 0; r < reps; r++) {
+    double t0 = now();
+    for (int q = 0; q < inner; q++) f(s, ctx);
+    double dt = (now() - t0) / inner;
+    if (dt < best) best = dt;
+  }
+  return best;
+}
+
+typedef struct Operands {
+  const float *A, *B;
+  float *C, **scratch;
+  int threads, by_cols;
+} Operands;
+
+static void run_circc(const Shape *s, void *ctx) {
+  Operands *o = ctx;
+  run(s, o->threads, o->by_cols, o->A, o->B, o->C, o->scratch);
+}
+
+#ifdef CIRCC_BENCH_OPENBLAS
+static void run_openblas(const Shape *s, void *ctx) {
+  Operands *o = ctx;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, s->btrans ? CblasTrans : CblasNoTrans, (int)s->M, (int)s->N, (int)s->K,
+              1.0f, o->A, (int)s->K, o->B, s->btrans ? (int)s->K : (int)s->N, 0.0f, o->C, (int)s->N);
+}
+
+/* Lets the idle workers of the other thread pool (OpenMP's, OpenBLAS's) stop
+ * spinning before the next measurement. */
+static void settle(void) {
+  struct timespec ts = {0, 100 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+}
+#endif
+
 int main(int argc, char **argv) {
   int reps = 20, maxt = omp_get_max_threads();
   for (int i = 1; i < argc; i++) {
@@ -68,6 +124,13 @@ int main(int argc, char **argv) {
       {1, 50257, 768, 0}, {64, 50257, 768, 1},
   };
   printf("isa=%s mr=%d nr=%d kc=%d threads=%d\n", CIRCC_GEMM_ISA, CIRCC_GEMM_MR, CIRCC_GEMM_NR, CIRCC_GEMM_KC, maxt);
+#ifdef CIRCC_BENCH_OPENBLAS
+  /* openblas_get_parallel: 0 sequential, 1 pthreads, 2 OpenMP */
+  static const char *const variants[] = {"sequential", "pthread", "openmp"};
+  int par = openblas_get_parallel();
+  printf("openblas config=\"%s\" core=%s variant=%s\n", openblas_get_config(), openblas_get_corename(),
+         par >= 0 && par <= 2 ? variants[par] : "unknown");
+#endif
   for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
     const Shape *s = &shapes[si];
     float *A = alloc_floats(s->M * s->K), *B = alloc_floats(s->K * s->N), *C = alloc_floats(s->M * s->N);
@@ -76,30 +139,29 @@ int main(int argc, char **argv) {
     float *scratch[64];
     for (int t = 0; t < maxt && t < 64; t++) scratch[t] = alloc_floats(circc_gemm_scratch_floats(s->N, s->K));
     double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K;
+    const char *bname = s->btrans ? "trans" : "row";
     /* 1 thread, then all threads splitting rows, then columns */
     int nt = maxt < 64 ? maxt : 64, runs = nt > 1 ? 3 : 1;
     for (int ri = 0; ri < runs; ri++) {
-      int threads = ri == 0 ? 1 : nt, by_cols = ri == 2;
-      /* repeat until ~0.05 s per measurement, best of `reps` measurements */
-      int inner = 1;
-      for (;;) {
-        double t0 = now();
-        for (int r = 0; r < inner; r++) run(s, threads, by_cols, A, B, C, scratch);
-        if (now() - t0 > 0.05 || inner > (1 << 20)) break;
-        inner *= 2;
-      }
-      double best = 1e30;
-      for (int r = 0; r < reps; r++) {
-        double t0 = now();
-        for (int q = 0; q < inner; q++) run(s, threads, by_cols, A, B, C, scratch);
-        double dt = (now() - t0) / inner;
-        if (dt < best) best = dt;
-      }
+      Operands o = {A, B, C, scratch, ri == 0 ? 1 : nt, ri == 2};
+      double best = measure(run_circc, s, &o, reps);
       printf("gemm M=%lld N=%lld K=%lld b=%s threads=%d split=%s ms=%.4f gflops=%.1f\n", (long long)s->M,
-             (long long)s->N, (long long)s->K, s->btrans ? "trans" : "row", threads, by_cols ? "cols" : "rows",
-             best * 1e3, flops / best * 1e-9);
+             (long long)s->N, (long long)s->K, bname, o.threads, o.by_cols ? "cols" : "rows", best * 1e3,
+             flops / best * 1e-9);
       fflush(stdout);
     }
+#ifdef CIRCC_BENCH_OPENBLAS
+    for (int ri = 0; ri < (nt > 1 ? 2 : 1); ri++) {
+      Operands o = {A, B, C, scratch, ri == 0 ? 1 : nt, 0};
+      openblas_set_num_threads(o.threads);
+      settle();
+      double best = measure(run_openblas, s, &o, reps);
+      printf("sgemm M=%lld N=%lld K=%lld b=%s threads=%d ms=%.4f gflops=%.1f\n", (long long)s->M, (long long)s->N,
+             (long long)s->K, bname, o.threads, best * 1e3, flops / best * 1e-9);
+      fflush(stdout);
+    }
+    settle();
+#endif
     for (int t = 0; t < maxt && t < 64; t++) free(scratch[t]);
     free(A), free(B), free(C);
   }
