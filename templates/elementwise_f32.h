@@ -15,7 +15,9 @@
  * results below e^-87.3 ≈ 1.2e-38 flush to 0), tanh by its odd Taylor series near 0 and
  * 1 - 2/(e^2x + 1) elsewhere (relative error below 1e-6) */
 CIRCC_FN float fn_exp(float x) {
-  const float c = x > 88.72f ? 88.72f : (x < -87.3f ? -87.3f : (x == x ? x : 0.0f)); /* no NaN reaches the int conversion */
+  float c = x == x ? x : 0.0f; /* no NaN reaches the int conversion */
+  c = c > 88.72f ? 88.72f : c;
+  c = c < -87.3f ? -87.3f : c;
   const float n = (c * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest, no libm call */
   const float r = (c - n * 0.693145752f) - n * 1.42860677e-6f;
   const float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666667f + r * (0.0416666667f + r * (0.00833333333f + r * 0.00138888889f)))));
@@ -23,7 +25,9 @@ CIRCC_FN float fn_exp(float x) {
   const int32_t ni = (int32_t)n, h = ni >> 1;
   union { float f; int32_t i; } s1 = {.i = (h + 127) << 23}, s2 = {.i = (ni - h + 127) << 23};
   const float y = p * s1.f * s2.f;
-  return x != x ? x : (x > 88.72f ? INFINITY : (x < -87.3f ? 0.0f : y));
+  float z = x > 88.72f ? INFINITY : y;
+  z = x < -87.3f ? 0.0f : z;
+  return x != x ? x : z;
 }
 CIRCC_FN float fn_tanh(float x) {
   const float a = fabsf(x), x2 = x * x;
