@@ -3,6 +3,8 @@
  * against its reference in double (libm). GEMM has its own test_gemm.c. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "elementwise_f32.h"
 #include "row_f32.h"
@@ -113,4 +115,44 @@ Test(templates, layernorm_row_matches_the_reference) {
   /* a constant row: 0 (the variance is eps), then the bias */
   circc_layernorm_row(x + 1, 2, y, 1, LEN, 1e-5, w, 1, b, 2);
   for (int j = 0; j < LEN; j++) cr_assert_eq(y[j], b[2 * j]);
+}
+
+/* The point of fn_exp / fn_tanh is that loops over them vectorise (gcc 12
+ * once stopped doing so for tanh and gelu_new when the clamps were nested
+ * ternaries): compile one loop per function with AVX2 and the flags circc
+ * gives programs (build.c), and read gcc's report. */
+Test(templates, elementwise_loops_vectorise_with_gcc) {
+  if (system("command -v gcc >/dev/null 2>&1") != 0) {
+    cr_log_warn("gcc not installed; skipped");
+    return;
+  }
+  char dir[] = "/tmp/circc-vec-XXXXXX";
+  cr_assert(mkdtemp(dir));
+  static const char *const fns[] = {"fn_exp", "fn_tanh", "fn_sigmoid", "fn_gelu_new"};
+  char path[256];
+  snprintf(path, sizeof path, "%s/loops.c", dir);
+  FILE *f = fopen(path, "w");
+  cr_assert(f);
+  fprintf(f, "#include \"%s/elementwise_f32.h\"\n", CIRCC_TEMPLATE_DIR);
+  for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) /* function i's loop is on line i + 2 */
+    fprintf(f, "void loop%zu(float *restrict y, const float *restrict x, const float *restrict b, long n) { for (long i = 0; i < n; i++) y[i] = %s(x[i] + b[i]); }\n",
+            i, fns[i]);
+  fclose(f);
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "cd %s && gcc -std=c11 -O3 -mavx2 -mfma -fno-trapping-math -c loops.c -fopt-info-vec-optimized 2>report.txt", dir);
+  cr_assert(system(cmd) == 0, "%s failed", cmd);
+  snprintf(path, sizeof path, "%s/report.txt", dir);
+  f = fopen(path, "r");
+  cr_assert(f);
+  bool vectorised[sizeof fns / sizeof *fns] = {0};
+  char line[1024];
+  while (fgets(line, sizeof line, f)) {
+    int ln;
+    if (sscanf(line, "loops.c:%d:", &ln) == 1 && strstr(line, "loop vectorized") && ln >= 2 && ln < 2 + (int)(sizeof fns / sizeof *fns))
+      vectorised[ln - 2] = true;
+  }
+  fclose(f);
+  for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) cr_expect(vectorised[i], "gcc did not vectorise a loop over %s", fns[i]);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  cr_assert(system(cmd) == 0);
 }
