@@ -62,6 +62,7 @@ typedef enum StepKind {
   STEP_GATHER,      /* out[loop] = x[base(loop) + Σ_k stride_k * wrap(index_k[loop])] */
   STEP_FILL,        /* out = value (zero-init before a Scatter / repeated-id einsum) */
   STEP_GEMM,        /* batched GEMM (templates/gemm_f32.h): loop dims [batch..., M, N, K] */
+  STEP_ATTENTION,   /* fused softmax(Q·Kᵀ·F + B)·V (templates/attention_f32.h) */
 } StepKind;
 
 #define MAX_GATHER 8
@@ -94,6 +95,11 @@ typedef struct Step {
   int64_t idx_stride[MAX_GATHER], idx_len[MAX_GATHER];
   bool check_int;         /* index read from a float buffer must be integral */
   double value;           /* FILL */
+  /* ATTENTION: dims [batch..., Tq, Tk, C, D]; op[0] = Q over (batch..., q, c),
+   * op[1] = K over (batch..., k, c), x = V over (batch..., k, d), out over
+   * (batch..., q, d); idx[0..3] (nidx = 4) are the weight buffers F, B [Tq,Tk],
+   * kend [Tq] (int64) and skip [Tq]; plain: F = 1, B = 0 on the kept keys */
+  bool plain;
   double flops;
 } Step;
 
