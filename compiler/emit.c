@@ -469,7 +469,7 @@ static void emit_attention(Emit *e, const Step *s) {
   decl_add(&d, s->op[0].buf, false);
   decl_add(&d, s->op[1].buf, false);
   decl_add(&d, s->x.buf, false);
-  for (int i = 0; i < 4; i++) decl_add(&d, s->idx[i].buf, false);
+  for (int i = 0; i < s->nidx; i++) decl_add(&d, s->idx[i].buf, false);
   emit_decls(e, &d);
   int nb = s->nbatch;
   int64_t tq = s->dim[nb], tk = s->dim[nb + 1], C = s->dim[nb + 2], D = s->dim[nb + 3];
@@ -497,8 +497,10 @@ static void emit_attention(Emit *e, const Step *s) {
     emit_index(e, &base);
     out(e, ", %lld, %lld, ", (long long)v[q]->stride[nb], (long long)v[q]->stride[nb + 1]);
   }
-  out(e, "b%d, b%d, %d, b%d, b%d, scratch);\n%*s}\n    free(scratch);\n  }\n", s->idx[0].buf->id, s->idx[1].buf->id,
-      s->plain ? 1 : 0, s->idx[2].buf->id, s->idx[3].buf->id, ind, "");
+  if (s->nidx == 4) out(e, "b%d, ", s->idx[3].buf->id);
+  else out(e, "NULL, ");
+  out(e, "b%d, b%d, b%d, scratch);\n%*s}\n    free(scratch);\n  }\n", s->idx[0].buf->id, s->idx[1].buf->id,
+      s->idx[2].buf->id, ind, "");
   out(e, "  if (failed) return rt_errorf(\"out of memory for the attention scratch of '%%s'\", \"%s\");\n",
       c_escape(e->c, s->node && s->node->name ? s->node->name : "an attention"));
 }

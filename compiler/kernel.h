@@ -97,9 +97,8 @@ typedef struct Step {
   double value;           /* FILL */
   /* ATTENTION: dims [batch..., Tq, Tk, C, D]; op[0] = Q over (batch..., q, c),
    * op[1] = K over (batch..., k, c), x = V over (batch..., k, d), out over
-   * (batch..., q, d); idx[0..3] (nidx = 4) are the weight buffers F, B [Tq,Tk],
-   * kend [Tq] (int64) and skip [Tq]; plain: F = 1, B = 0 on the kept keys */
-  bool plain;
+   * (batch..., q, d); idx[] are the weight buffers B [Tq,Tk], kend [Tq] (int64),
+   * skip [Tq] and, if nidx = 4, F [Tq,Tk] (without: 1 on the kept keys) */
   double flops;
 } Step;
 

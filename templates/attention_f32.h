@@ -3,8 +3,8 @@
  *     s[q,k] = (Σ_c Q[q,c] K[k,c]) · F[q,k] + B[q,k]
  *     O[q,d] = Σ_k softmax_k(s[q,·])[k] · V[k,d]
  * without materialising s. F and B are compile-time constants ([Tq,Tk],
- * row-major; `plain` says F = 1 and B = 0 wherever keys are processed, so the
- * main loop never reads them). Per row, keys k >= kend[q] are skipped: the
+ * row-major; F = NULL means 1 on the keys processed and 0 on those skipped,
+ * with B = 0 on the processed ones, so the main loop reads neither). Per row, keys k >= kend[q] are skipped: the
  * compiler found F = 0 there and B finite, so their score is B and
  * skip[q] = max of those B. After the row's max m over the processed keys is
  * known, skip[q] - m < -87.3 means every skipped key's fn_exp is exactly 0
@@ -66,7 +66,7 @@ static inline circc_attn_scratch circc_attn_split(float *w, int64_t Tk, int64_t 
   s.s = w, w += CIRCC_ATTN_QB * CIRCC_ATTN_KB;
   s.o = w, w += CIRCC_ATTN_QB * dp;
   s.m = w, w += CIRCC_ATTN_QB;
-  s.l = w, w += CIRCC_ATTN_QB;
+  s.l = w, w += CIRCC_ATTN_QB * CIRCC_ATTN_LANES;
   s.alpha = w, w += CIRCC_ATTN_QB;
   s.row = w;
   (void)Tk;
@@ -76,7 +76,7 @@ static inline circc_attn_scratch circc_attn_split(float *w, int64_t Tk, int64_t 
 CIRCC_ATTN_API int64_t circc_attn_scratch_floats(int64_t Tk, int64_t C, int64_t D) {
   const int64_t dp = circc_attn_round(D, CIRCC_ATTN_DC), cp = circc_attn_round(C, 16);
   return CIRCC_ATTN_QB * cp + cp * CIRCC_ATTN_KB + CIRCC_ATTN_KB * dp + CIRCC_ATTN_QB * CIRCC_ATTN_KB +
-         CIRCC_ATTN_QB * dp + 3 * CIRCC_ATTN_QB + circc_attn_round(Tk, 16);
+         CIRCC_ATTN_QB * dp + (2 + CIRCC_ATTN_LANES) * CIRCC_ATTN_QB + circc_attn_round(Tk, 16);
 }
 
 /* s[r][j] = Σ_c qp[r][c] kt[c][j] for R rows (row stride cp) and all KB keys. */
@@ -140,17 +140,34 @@ static inline void circc_attn_pv(const float *restrict p, int64_t nk, const floa
   }
 }
 
+/* kt[c][j] = K[j*k_k + c*k_c] for j < nk, 0 for nk <= j < KB: by 8x8
+ * register transposes when rows are contiguous and C is a multiple of 8. */
+static inline void circc_attn_pack_kt(float *restrict kt, const float *K, int64_t k_k, int64_t k_c, int64_t nk,
+                                      int64_t C) {
+  int64_t j0 = 0;
+#if CIRCC_GEMM_VL > 0
+  if (k_c == 1 && C % 8 == 0)
+    for (; j0 + 8 <= nk; j0 += 8)
+      for (int64_t c = 0; c < C; c += 8)
+        circc_gemm_tr8(K + j0 * k_k + c, k_k, kt + c * CIRCC_ATTN_KB + j0, CIRCC_ATTN_KB);
+#endif
+  for (int64_t j = j0; j < nk; j++)
+    for (int64_t c = 0; c < C; c++) kt[c * CIRCC_ATTN_KB + j] = K[j * k_k + c * k_c];
+  for (int64_t c = 0; c < C; c++)
+    for (int64_t j = nk; j < CIRCC_ATTN_KB; j++) kt[c * CIRCC_ATTN_KB + j] = 0.0f;
+}
+
 /* One row over all Tk keys, two passes (the semantics of the unfused
  * program): scores, max, fn_exp, double sum, then the weighted sum of V. */
 static inline void circc_attn_full_row(int64_t q, int64_t Tk, int64_t C, int64_t D, const float *Q, int64_t q_q,
                                        int64_t q_c, const float *K, int64_t k_k, int64_t k_c, const float *V,
                                        int64_t v_k, int64_t v_d, float *O, int64_t o_q, int64_t o_d,
-                                       const float *F, const float *B, float *restrict row) {
+                                       const float *F, const float *B, const int64_t *kend, float *restrict row) {
   float mx = -INFINITY;
   for (int64_t k = 0; k < Tk; k++) {
     float dot = 0.0f;
     for (int64_t c = 0; c < C; c++) dot += Q[q * q_q + c * q_c] * K[k * k_k + c * k_c];
-    row[k] = dot * F[q * Tk + k] + B[q * Tk + k];
+    row[k] = dot * (F ? F[q * Tk + k] : k < kend[q] ? 1.0f : 0.0f) + B[q * Tk + k];
     mx = row[k] > mx ? row[k] : mx;
   }
   double sum = 0.0;
@@ -169,7 +186,7 @@ static inline void circc_attn_full_row(int64_t q, int64_t Tk, int64_t C, int64_t
 CIRCC_ATTN_API void circc_attn_f32_rows(int64_t q0, int64_t q1, int64_t Tk, int64_t C, int64_t D, const float *Q,
                                         int64_t q_q, int64_t q_c, const float *K, int64_t k_k, int64_t k_c,
                                         const float *V, int64_t v_k, int64_t v_d, float *O, int64_t o_q,
-                                        int64_t o_d, const float *F, const float *B, int plain,
+                                        int64_t o_d, const float *F, const float *B,
                                         const int64_t *kend, const float *skip, float *scratch) {
   const int64_t n = q1 - q0, dp = circc_attn_round(D, CIRCC_ATTN_DC), cp = circc_attn_round(C, 16);
   const int64_t ng = circc_attn_round(n, CIRCC_ATTN_R); /* rows incl. the last group's padding */
@@ -180,12 +197,11 @@ CIRCC_ATTN_API void circc_attn_f32_rows(int64_t q0, int64_t q1, int64_t Tk, int6
     for (int64_t c = 0; c < cp; c++) w.qp[i * cp + c] = i < n && c < C ? Q[(q0 + i) * q_q + c * q_c] : 0.0f;
     for (int64_t d = 0; d < dp; d++) w.o[i * dp + d] = 0.0f;
     w.m[i] = -INFINITY;
-    w.l[i] = 0.0f;
+    for (int t = 0; t < CIRCC_ATTN_LANES; t++) w.l[i * CIRCC_ATTN_LANES + t] = 0.0f;
   }
   for (int64_t kb = 0; kb < kmax; kb += CIRCC_ATTN_KB) {
     const int64_t nk = kmax - kb < CIRCC_ATTN_KB ? kmax - kb : CIRCC_ATTN_KB;
-    for (int64_t c = 0; c < C; c++)
-      for (int64_t j = 0; j < CIRCC_ATTN_KB; j++) w.kt[c * CIRCC_ATTN_KB + j] = j < nk ? K[(kb + j) * k_k + c * k_c] : 0.0f;
+    circc_attn_pack_kt(w.kt, K + kb * k_k, k_k, k_c, nk, C);
     for (int64_t j = 0; j < nk; j++)
       for (int64_t d = 0; d < dp; d++) w.vp[j * dp + d] = d < D ? V[(kb + j) * v_k + d * v_d] : 0.0f;
     for (int64_t g = 0; g < ng; g += CIRCC_ATTN_R) {
@@ -201,27 +217,25 @@ CIRCC_ATTN_API void circc_attn_f32_rows(int64_t q0, int64_t q1, int64_t Tk, int6
           continue;
         }
         const int64_t at = (q0 + i) * Tk + kb;
-        if (!plain)
+        if (F)
           for (int64_t j = 0; j < lim; j++) sr[j] = sr[j] * F[at + j] + B[at + j];
+        /* max and sum: per-lane partials, then a fixed halving tree */
         float part[CIRCC_ATTN_LANES];
-        for (int t = 0; t < CIRCC_ATTN_LANES; t++) part[t] = -INFINITY;
-        for (int64_t j0 = 0; j0 < CIRCC_ATTN_KB; j0 += CIRCC_ATTN_LANES)
-          for (int t = 0; t < CIRCC_ATTN_LANES; t++) {
-            const float v = j0 + t < lim ? sr[j0 + t] : -INFINITY;
-            part[t] = v > part[t] ? v : part[t];
-          }
-        float mx = w.m[i];
-        for (int t = 0; t < CIRCC_ATTN_LANES; t++) mx = part[t] > mx ? part[t] : mx;
+        for (int64_t j = lim; j < CIRCC_ATTN_KB; j++) sr[j] = -INFINITY;
+        for (int t = 0; t < CIRCC_ATTN_LANES; t++) part[t] = sr[t];
+        for (int64_t j0 = CIRCC_ATTN_LANES; j0 < CIRCC_ATTN_KB; j0 += CIRCC_ATTN_LANES)
+          for (int t = 0; t < CIRCC_ATTN_LANES; t++) part[t] = sr[j0 + t] > part[t] ? sr[j0 + t] : part[t];
+        for (int h = CIRCC_ATTN_LANES / 2; h > 0; h /= 2)
+          for (int t = 0; t < h; t++) part[t] = part[t + h] > part[t] ? part[t + h] : part[t];
+        const float mx = part[0] > w.m[i] ? part[0] : w.m[i];
         for (int64_t j = 0; j < CIRCC_ATTN_KB; j++) sr[j] = j < lim ? fn_exp(sr[j] - mx) : 0.0f;
-        for (int t = 0; t < CIRCC_ATTN_LANES; t++) part[t] = 0.0f;
-        for (int64_t j0 = 0; j0 < CIRCC_ATTN_KB; j0 += CIRCC_ATTN_LANES)
-          for (int t = 0; t < CIRCC_ATTN_LANES; t++) part[t] += sr[j0 + t];
-        float sum = 0.0f;
-        for (int t = 0; t < CIRCC_ATTN_LANES; t++) sum += part[t];
         /* the first block of a row: no old max, nothing to rescale */
         const float alpha = w.m[i] == -INFINITY ? 0.0f : fn_exp(w.m[i] - mx);
+        float *restrict l = w.l + i * CIRCC_ATTN_LANES; /* the row sum, still per lane */
+        for (int t = 0; t < CIRCC_ATTN_LANES; t++) l[t] *= alpha;
+        for (int64_t j0 = 0; j0 < CIRCC_ATTN_KB; j0 += CIRCC_ATTN_LANES)
+          for (int t = 0; t < CIRCC_ATTN_LANES; t++) l[t] += sr[j0 + t];
         w.alpha[i] = alpha;
-        w.l[i] = w.l[i] * alpha + sum;
         w.m[i] = mx;
       }
       for (int64_t i = g; i < g + CIRCC_ATTN_R; i++)
@@ -233,10 +247,13 @@ CIRCC_ATTN_API void circc_attn_f32_rows(int64_t q0, int64_t q1, int64_t Tk, int6
   for (int64_t i = 0; i < n; i++) {
     const int64_t q = q0 + i;
     if (skip[q] != -INFINITY && !(skip[q] - w.m[i] < -87.3f)) {
-      circc_attn_full_row(q, Tk, C, D, Q, q_q, q_c, K, k_k, k_c, V, v_k, v_d, O, o_q, o_d, F, B, w.row);
+      circc_attn_full_row(q, Tk, C, D, Q, q_q, q_c, K, k_k, k_c, V, v_k, v_d, O, o_q, o_d, F, B, kend, w.row);
       continue;
     }
-    const float inv = 1.0f / w.l[i];
+    float *restrict l = w.l + i * CIRCC_ATTN_LANES;
+    for (int h = CIRCC_ATTN_LANES / 2; h > 0; h /= 2)
+      for (int t = 0; t < h; t++) l[t] += l[t + h];
+    const float inv = 1.0f / l[0];
     for (int64_t d = 0; d < D; d++) O[q * o_q + d * o_d] = w.o[i * dp + d] * inv;
   }
 }

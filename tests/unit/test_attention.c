@@ -9,7 +9,7 @@
 
 typedef void AttnFn(int64_t q0, int64_t q1, int64_t Tk, int64_t C, int64_t D, const float *Q, int64_t q_q,
                     int64_t q_c, const float *K, int64_t k_k, int64_t k_c, const float *V, int64_t v_k, int64_t v_d,
-                    float *O, int64_t o_q, int64_t o_d, const float *F, const float *B, int plain,
+                    float *O, int64_t o_q, int64_t o_d, const float *F, const float *B,
                     const int64_t *kend, const float *skip, float *scratch);
 typedef int64_t AttnScratchFn(int64_t Tk, int64_t C, int64_t D);
 #define ATTN_DECLARE(v)                                                                                              \
@@ -18,9 +18,9 @@ typedef int64_t AttnScratchFn(int64_t Tk, int64_t C, int64_t D);
 #define ATTN_DEFINE(v)                                                                                               \
   void attn_rows_##v(int64_t q0, int64_t q1, int64_t Tk, int64_t C, int64_t D, const float *Q, int64_t q_q,        \
                      int64_t q_c, const float *K, int64_t k_k, int64_t k_c, const float *V, int64_t v_k,           \
-                     int64_t v_d, float *O, int64_t o_q, int64_t o_d, const float *F, const float *B, int plain,   \
+                     int64_t v_d, float *O, int64_t o_q, int64_t o_d, const float *F, const float *B,   \
                      const int64_t *kend, const float *skip, float *scratch) {                                     \
-    circc_attn_f32_rows(q0, q1, Tk, C, D, Q, q_q, q_c, K, k_k, k_c, V, v_k, v_d, O, o_q, o_d, F, B, plain, kend,  \
+    circc_attn_f32_rows(q0, q1, Tk, C, D, Q, q_q, q_c, K, k_k, k_c, V, v_k, v_d, O, o_q, o_d, F, B, kend,         \
                         skip, scratch);                                                                            \
   }                                                                                                                  \
   int64_t attn_scratch_##v(int64_t Tk, int64_t C, int64_t D) { return circc_attn_scratch_floats(Tk, C, D); }
@@ -118,10 +118,10 @@ static void check(const Variant *v, int kind, int64_t Tq, int64_t Tk, int64_t C,
   /* Q[q,c] at c*Tq + q (transposed), K[k,c] at k*(C+3) + c, V[k,d] at d*Tk + k, O row-major */
   for (int64_t q0 = 0; q0 < Tq; q0 += CIRCC_ATTN_QB) {
     int64_t q1 = q0 + CIRCC_ATTN_QB < Tq ? q0 + CIRCC_ATTN_QB : Tq;
-    v->rows(q0, q1, Tk, C, D, Q, 1, Tq, K, C + 3, 1, V, 1, Tk, O1, D, 1, F, B, plain, kend, skip, scratch);
+    v->rows(q0, q1, Tk, C, D, Q, 1, Tq, K, C + 3, 1, V, 1, Tk, O1, D, 1, plain ? NULL : F, B, kend, skip, scratch);
   }
   for (int64_t q = 0; q < Tq; q += 3) /* another split: 3 rows per call */
-    v->rows(q, q + 3 < Tq ? q + 3 : Tq, Tk, C, D, Q, 1, Tq, K, C + 3, 1, V, 1, Tk, O2, D, 1, F, B, plain, kend,
+    v->rows(q, q + 3 < Tq ? q + 3 : Tq, Tk, C, D, Q, 1, Tq, K, C + 3, 1, V, 1, Tk, O2, D, 1, plain ? NULL : F, B, kend,
             skip, scratch);
   cr_assert(!memcmp(O1, O2, sizeof(float) * (size_t)(Tq * D)), "%s %s Tq=%lld Tk=%lld C=%lld D=%lld: split changes bits",
             v->name, MASK_NAME[kind], (long long)Tq, (long long)Tk, (long long)C, (long long)D);
@@ -186,8 +186,8 @@ Test(attention, causal_skip_is_bit_identical_to_all_keys) {
   for (int64_t q = 0; q < T; q++) all[q] = T, none[q] = -INFINITY;
   for (int64_t q0 = 0; q0 < T; q0 += CIRCC_ATTN_QB) {
     int64_t q1 = q0 + CIRCC_ATTN_QB < T ? q0 + CIRCC_ATTN_QB : T;
-    circc_attn_f32_rows(q0, q1, T, C, D, Q, C, 1, K, C, 1, V, D, 1, O1, D, 1, F, B, 1, kend, skip, scratch);
-    circc_attn_f32_rows(q0, q1, T, C, D, Q, C, 1, K, C, 1, V, D, 1, O2, D, 1, F, B, 0, all, none, scratch);
+    circc_attn_f32_rows(q0, q1, T, C, D, Q, C, 1, K, C, 1, V, D, 1, O1, D, 1, NULL, B, kend, skip, scratch);
+    circc_attn_f32_rows(q0, q1, T, C, D, Q, C, 1, K, C, 1, V, D, 1, O2, D, 1, F, B, all, none, scratch);
   }
   cr_assert(!memcmp(O1, O2, sizeof(float) * T * D));
   free(Q), free(K), free(V), free(F), free(B), free(O1), free(O2), free(scratch);
