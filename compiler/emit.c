@@ -497,10 +497,11 @@ static void emit_attention(Emit *e, const Step *s) {
     emit_index(e, &base);
     out(e, ", %lld, %lld, ", (long long)v[q]->stride[nb], (long long)v[q]->stride[nb + 1]);
   }
-  if (s->nidx == 4) out(e, "b%d, ", s->idx[3].buf->id);
-  else out(e, "NULL, ");
-  out(e, "b%d, b%d, b%d, scratch);\n%*s}\n    free(scratch);\n  }\n", s->idx[0].buf->id, s->idx[1].buf->id,
-      s->idx[2].buf->id, ind, "");
+  for (int i = 3; i >= 2; i--) { /* F, B or NULL */
+    if (s->nidx > i) out(e, "b%d, ", s->idx[i].buf->id);
+    else out(e, "NULL, ");
+  }
+  out(e, "b%d, b%d, scratch);\n%*s}\n    free(scratch);\n  }\n", s->idx[0].buf->id, s->idx[1].buf->id, ind, "");
   out(e, "  if (failed) return rt_errorf(\"out of memory for the attention scratch of '%%s'\", \"%s\");\n",
       c_escape(e->c, s->node && s->node->name ? s->node->name : "an attention"));
 }

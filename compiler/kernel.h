@@ -97,8 +97,9 @@ typedef struct Step {
   double value;           /* FILL */
   /* ATTENTION: dims [batch..., Tq, Tk, C, D]; op[0] = Q over (batch..., q, c),
    * op[1] = K over (batch..., k, c), x = V over (batch..., k, d), out over
-   * (batch..., q, d); idx[] are the weight buffers B [Tq,Tk], kend [Tq] (int64),
-   * skip [Tq] and, if nidx = 4, F [Tq,Tk] (without: 1 on the kept keys) */
+   * (batch..., q, d); idx[] are the weight buffers kend [Tq] (int64), skip [Tq],
+   * then if nidx >= 3 B [Tq,Tk] (without: 0), if nidx = 4 F [Tq,Tk] (without:
+   * 1 on the kept keys) */
   double flops;
 } Step;
 

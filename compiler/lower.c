@@ -534,7 +534,8 @@ static bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
 typedef struct AttnConst {
   int64_t tq, tk;
   float *f, *b;       /* malloc'd copies to compare against */
-  Buf *bf, *bb, *bkend, *bskip; /* bf NULL: F is 1 on the kept keys, B 0 there */
+  Buf *bkend, *bskip, *bb, *bf; /* bf NULL: F is 1 on the kept keys, B 0 there;
+                                 * bb NULL too: no key is ever skipped */
 } AttnConst;
 
 typedef struct AttnMatch {
@@ -738,7 +739,7 @@ static AttnConst *attn_consts(Lower *L, const AttnMatch *m) {
   }
   AttnConst *a = &L->attn[L->nattn++];
   *a = (AttnConst){.tq = tq, .tk = tk, .f = f, .b = b};
-  bool plain = true;
+  bool plain = true, skips = false;
   Shape s2 = {2, {tq, tk}}, s1 = {1, {tq}};
   Tensor *tb = tensor_new(L->c, DT_F32, &s2);
   Tensor *tkend = tensor_new(L->c, DT_I64, &s1), *tskip = tensor_new(L->c, DT_F32, &s1);
@@ -750,14 +751,15 @@ static AttnConst *attn_consts(Lower *L, const AttnMatch *m) {
     float skip = -INFINITY;
     for (int64_t k = e; k < tk; k++) skip = br[k] > skip ? br[k] : skip;
     for (int64_t k = 0; k < e; k++) plain &= fr[k] == 1.0f && br[k] == 0.0f;
+    skips |= e < tk;
     ((int64_t *)tkend->data)[q] = e;
     ((float *)tskip->data)[q] = skip;
   }
   Tensor *tf = plain ? NULL : tensor_new(L->c, DT_F32, &s2);
   if (tf) memcpy(tf->data, f, sizeof(float) * (size_t)(tq * tk));
-  Tensor *t[4] = {tb, tkend, tskip, tf};
-  Buf **bufs[4] = {&a->bb, &a->bkend, &a->bskip, &a->bf};
-  for (int i = 0; i < (plain ? 3 : 4); i++) {
+  Tensor *t[4] = {tkend, tskip, tb, tf};
+  Buf **bufs[4] = {&a->bkend, &a->bskip, &a->bb, &a->bf};
+  for (int i = 0; i < (!plain ? 4 : skips ? 3 : 2); i++) {
     *bufs[i] = new_buf(L, BUF_WEIGHT, t[i]->dtype == DT_I64 ? DT_I64 : DT_F32, shape_numel(&t[i]->shape), m->p);
     (*bufs[i])->tensor = t[i];
   }
@@ -849,8 +851,8 @@ static Value *lower_attention(Lower *L, const Node *n) {
     s->out.stride[order[j]] = outv.stride[a] = n->shape.dim[a] == 1 ? 0 : stride;
     stride *= n->shape.dim[a];
   }
-  Buf *cb[4] = {ac->bb, ac->bkend, ac->bskip, ac->bf};
-  s->nidx = ac->bf ? 4 : 3;
+  Buf *cb[4] = {ac->bkend, ac->bskip, ac->bb, ac->bf};
+  s->nidx = ac->bf ? 4 : ac->bb ? 3 : 2;
   for (int i = 0; i < s->nidx; i++) s->idx[i] = (View){.buf = cb[i], .rank = 1, .dim = {cb[i]->numel}, .stride = {1}};
   double keys = 0;
   for (int64_t q = 0; q < tq; q++) keys += (double)((const int64_t *)ac->bkend->tensor->data)[q];

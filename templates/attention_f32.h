@@ -4,7 +4,8 @@
  *     O[q,d] = Σ_k softmax_k(s[q,·])[k] · V[k,d]
  * without materialising s. F and B are compile-time constants ([Tq,Tk],
  * row-major; F = NULL means 1 on the keys processed and 0 on those skipped,
- * with B = 0 on the processed ones, so the main loop reads neither). Per row, keys k >= kend[q] are skipped: the
+ * with B = 0 on the processed ones, so the main loop reads neither; B = NULL
+ * means 0, and only comes with F = NULL). Per row, keys k >= kend[q] are skipped: the
  * compiler found F = 0 there and B finite, so their score is B and
  * skip[q] = max of those B. After the row's max m over the processed keys is
  * known, skip[q] - m < -87.3 means every skipped key's fn_exp is exactly 0
@@ -167,7 +168,7 @@ static inline void circc_attn_full_row(int64_t q, int64_t Tk, int64_t C, int64_t
   for (int64_t k = 0; k < Tk; k++) {
     float dot = 0.0f;
     for (int64_t c = 0; c < C; c++) dot += Q[q * q_q + c * q_c] * K[k * k_k + c * k_c];
-    row[k] = dot * (F ? F[q * Tk + k] : k < kend[q] ? 1.0f : 0.0f) + B[q * Tk + k];
+    row[k] = dot * (F ? F[q * Tk + k] : k < kend[q] ? 1.0f : 0.0f) + (B ? B[q * Tk + k] : 0.0f);
     mx = row[k] > mx ? row[k] : mx;
   }
   double sum = 0.0;
@@ -229,8 +230,9 @@ CIRCC_ATTN_API void circc_attn_f32_rows(int64_t q0, int64_t q1, int64_t Tk, int6
           for (int t = 0; t < h; t++) part[t] = part[t + h] > part[t] ? part[t + h] : part[t];
         const float mx = part[0] > w.m[i] ? part[0] : w.m[i];
         for (int64_t j = 0; j < CIRCC_ATTN_KB; j++) sr[j] = j < lim ? fn_exp(sr[j] - mx) : 0.0f;
-        /* the first block of a row: no old max, nothing to rescale */
-        const float alpha = w.m[i] == -INFINITY ? 0.0f : fn_exp(w.m[i] - mx);
+        /* the first block of a row: no old max, nothing to rescale; an
+         * unchanged max: fn_exp(0) = 1 */
+        const float alpha = w.m[i] == -INFINITY ? 0.0f : w.m[i] == mx ? 1.0f : fn_exp(w.m[i] - mx);
         float *restrict l = w.l + i * CIRCC_ATTN_LANES; /* the row sum, still per lane */
         for (int t = 0; t < CIRCC_ATTN_LANES; t++) l[t] *= alpha;
         for (int64_t j0 = 0; j0 < CIRCC_ATTN_KB; j0 += CIRCC_ATTN_LANES)

@@ -113,15 +113,17 @@ static void check(const Variant *v, int kind, int64_t Tq, int64_t Tk, int64_t C,
   for (int64_t i = 0; i < Tk * (C + 3); i++) K[i] = 2.0f * frand();
   for (int64_t i = 0; i < Tk * D; i++) V[i] = frand();
   make_mask(kind, Tq, Tk, F, B);
-  int plain;
+  int plain, skips = 0;
   analyse(Tq, Tk, F, B, kend, skip, &plain);
+  for (int64_t q = 0; q < Tq; q++) skips |= kend[q] < Tk;
+  const float *f = plain ? NULL : F, *b = plain && !skips ? NULL : B; /* what lowering passes */
   /* Q[q,c] at c*Tq + q (transposed), K[k,c] at k*(C+3) + c, V[k,d] at d*Tk + k, O row-major */
   for (int64_t q0 = 0; q0 < Tq; q0 += CIRCC_ATTN_QB) {
     int64_t q1 = q0 + CIRCC_ATTN_QB < Tq ? q0 + CIRCC_ATTN_QB : Tq;
-    v->rows(q0, q1, Tk, C, D, Q, 1, Tq, K, C + 3, 1, V, 1, Tk, O1, D, 1, plain ? NULL : F, B, kend, skip, scratch);
+    v->rows(q0, q1, Tk, C, D, Q, 1, Tq, K, C + 3, 1, V, 1, Tk, O1, D, 1, f, b, kend, skip, scratch);
   }
   for (int64_t q = 0; q < Tq; q += 3) /* another split: 3 rows per call */
-    v->rows(q, q + 3 < Tq ? q + 3 : Tq, Tk, C, D, Q, 1, Tq, K, C + 3, 1, V, 1, Tk, O2, D, 1, plain ? NULL : F, B, kend,
+    v->rows(q, q + 3 < Tq ? q + 3 : Tq, Tk, C, D, Q, 1, Tq, K, C + 3, 1, V, 1, Tk, O2, D, 1, f, b, kend,
             skip, scratch);
   cr_assert(!memcmp(O1, O2, sizeof(float) * (size_t)(Tq * D)), "%s %s Tq=%lld Tk=%lld C=%lld D=%lld: split changes bits",
             v->name, MASK_NAME[kind], (long long)Tq, (long long)Tk, (long long)C, (long long)D);
