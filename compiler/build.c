@@ -13,9 +13,10 @@
 #include "circc.h"
 #include "kernel.h"
 
-extern const unsigned char circc_rt_h[], circc_rt_c[], rt_sample_c[], gemm_f32_h[], elementwise_f32_h[], row_f32_h[];
+extern const unsigned char circc_rt_h[], circc_rt_c[], rt_sample_c[], gemm_f32_h[], elementwise_f32_h[], row_f32_h[],
+    attention_f32_h[];
 extern const size_t circc_rt_h_len, circc_rt_c_len, rt_sample_c_len, gemm_f32_h_len, elementwise_f32_h_len,
-    row_f32_h_len;
+    row_f32_h_len, attention_f32_h_len;
 extern const unsigned char rt_bpe_c[], rt_unicode_tables_h[];
 extern const size_t rt_bpe_c_len, rt_unicode_tables_h_len;
 extern const unsigned char rt_generate_c[];
@@ -80,7 +81,7 @@ static const char *absolute(Comp *c, const char *path) {
 }
 
 static void remove_dir(const char *dir) {
-  static const char *const FILES[] = {"model.c", "weights.bin", "weights.S", "circc_rt.h", "circc_rt.c", "rt_sample.c", "rt_generate.c", "rt_bpe.c", "tokenizer.bin", "tokenizer.S", "rt_unicode_tables.h", "gemm_f32.h", "elementwise_f32.h", "row_f32.h", "Makefile", "cc.log"};
+  static const char *const FILES[] = {"model.c", "weights.bin", "weights.S", "circc_rt.h", "circc_rt.c", "rt_sample.c", "rt_generate.c", "rt_bpe.c", "tokenizer.bin", "tokenizer.S", "rt_unicode_tables.h", "gemm_f32.h", "elementwise_f32.h", "row_f32.h", "attention_f32.h", "Makefile", "cc.log"};
   char path[4200];
   for (size_t i = 0; i < sizeof FILES / sizeof *FILES; i++) {
     snprintf(path, sizeof path, "%s/%s", dir, FILES[i]);
@@ -122,6 +123,7 @@ static bool write_sources(Comp *c, const Kernels *k, const EmitOptions *eo, cons
          write_file(c, dir, "gemm_f32.h", gemm_f32_h, gemm_f32_h_len) &&
          write_file(c, dir, "elementwise_f32.h", elementwise_f32_h, elementwise_f32_h_len) &&
          write_file(c, dir, "row_f32.h", row_f32_h, row_f32_h_len) &&
+         write_file(c, dir, "attention_f32.h", attention_f32_h, attention_f32_h_len) &&
          write_file(c, dir, "Makefile", makefile, strlen(makefile));
 }
 

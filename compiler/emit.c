@@ -480,6 +480,52 @@ static void emit_gemm(Emit *e, const Step *s) {
       c_escape(e->c, s->node && s->node->name ? s->node->name : "a contraction"));
 }
 
+/* Fused attention through templates/attention_f32.h: tasks are (batch index,
+ * block of CIRCC_ATTN_QB query rows), dealt round-robin because causal rows
+ * get longer with q. Each row's result does not depend on the task split. */
+static void emit_attention(Emit *e, const Step *s) {
+  Decl d = {0};
+  decl_add(&d, s->out.buf, true);
+  decl_add(&d, s->op[0].buf, false);
+  decl_add(&d, s->op[1].buf, false);
+  decl_add(&d, s->x.buf, false);
+  for (int i = 0; i < s->nidx; i++) decl_add(&d, s->idx[i].buf, false);
+  emit_decls(e, &d);
+  int nb = s->nbatch;
+  int64_t tq = s->dim[nb], tk = s->dim[nb + 1], C = s->dim[nb + 2], D = s->dim[nb + 3];
+  bool parallel = s->flops >= PARALLEL_MIN_WORK;
+  out(e, "  int failed = 0;\n");
+  if (parallel) out(e, "  #pragma omp parallel\n");
+  out(e, "  {\n    float *scratch = (float *)aligned_alloc(64, (size_t)((circc_attn_scratch_floats(%lld, %lld, %lld) * 4 + 63) / 64 * 64));\n",
+      (long long)tk, (long long)C, (long long)D);
+  out(e, "    if (!scratch) {\n");
+  if (parallel) out(e, "      #pragma omp atomic write\n");
+  out(e, "      failed = 1;\n    }\n");
+  if (parallel) out(e, "    #pragma omp for collapse(%d) schedule(static, 1)\n", nb + 1);
+  for (int t = 0; t < nb; t++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 4 + 2 * t, "", t, t, (long long)s->dim[t], t);
+  int ind = 4 + 2 * nb;
+  out(e, "%*sfor (int64_t qb = 0; qb < (%lld + CIRCC_ATTN_QB - 1) / CIRCC_ATTN_QB; qb++) {\n", ind, "", (long long)tq);
+  out(e, "%*sconst int64_t q0 = qb * CIRCC_ATTN_QB, q1 = q0 + CIRCC_ATTN_QB < %lld ? q0 + CIRCC_ATTN_QB : %lld;\n", ind + 2, "",
+      (long long)tq, (long long)tq);
+  out(e, "%*sif (scratch)\n%*scircc_attn_f32_rows(q0, q1, %lld, %lld, %lld, ", ind + 2, "", ind + 4, "", (long long)tk,
+      (long long)C, (long long)D);
+  const View *v[4] = {&s->op[0], &s->op[1], &s->x, &s->out};
+  for (int q = 0; q < 4; q++) {
+    View base = *v[q];
+    base.rank = nb;
+    out(e, "&");
+    emit_index(e, &base);
+    out(e, ", %lld, %lld, ", (long long)v[q]->stride[nb], (long long)v[q]->stride[nb + 1]);
+  }
+  for (int i = 3; i >= 2; i--) { /* F, B or NULL */
+    if (s->nidx > i) out(e, "b%d, ", s->idx[i].buf->id);
+    else out(e, "NULL, ");
+  }
+  out(e, "b%d, b%d, scratch);\n%*s}\n    free(scratch);\n  }\n", s->idx[0].buf->id, s->idx[1].buf->id, ind, "");
+  out(e, "  if (failed) return rt_errorf(\"out of memory for the attention scratch of '%%s'\", \"%s\");\n",
+      c_escape(e->c, s->node && s->node->name ? s->node->name : "an attention"));
+}
+
 static const char *step_kind_name(StepKind k) {
   switch (k) {
   case STEP_ELEMENTWISE: return "elementwise";
@@ -489,6 +535,7 @@ static const char *step_kind_name(StepKind k) {
   case STEP_FILL: return "fill";
   case STEP_GEMM: return "gemm";
   case STEP_LAYERNORM: return "layernorm";
+  case STEP_ATTENTION: return "attention";
   }
   return "?";
 }
@@ -507,6 +554,7 @@ static void emit_step(Emit *e, const Step *s) {
   case STEP_GATHER: emit_gather(e, s); break;
   case STEP_GEMM: emit_gemm(e, s); break;
   case STEP_LAYERNORM: emit_row(e, s); break;
+  case STEP_ATTENTION: emit_attention(e, s); break;
   }
   out(e, "  return NULL;\n}\n");
 }
@@ -529,7 +577,8 @@ static const char PRELUDE[] =
     "} Ctx;\n"
     "\n"
     "#include \"elementwise_f32.h\"\n"
-    "#include \"row_f32.h\"\n";
+    "#include \"row_f32.h\"\n"
+    "#include \"attention_f32.h\"\n";
 
 
 static void emit_desc(Emit *e, const char *what, int n, Buf **bufs, const char **names) {

@@ -63,6 +63,7 @@ typedef enum StepKind {
   STEP_FILL,        /* out = value (zero-init before a Scatter / repeated-id einsum) */
   STEP_GEMM,        /* batched GEMM (templates/gemm_f32.h): loop dims [batch..., M, N, K] */
   STEP_LAYERNORM,   /* (x - mean) * rsqrt(var + eps) * scale + bias over the last axis (row_f32.h) */
+  STEP_ATTENTION,   /* fused softmax(Q·Kᵀ·F + B)·V (templates/attention_f32.h) */
 } StepKind;
 
 #define MAX_GATHER 8
@@ -97,6 +98,11 @@ typedef struct Step {
   int64_t idx_stride[MAX_GATHER], idx_len[MAX_GATHER];
   bool check_int;         /* index read from a float buffer must be integral */
   double value;           /* FILL; LAYERNORM: eps */
+  /* ATTENTION: dims [batch..., Tq, Tk, C, D]; op[0] = Q over (batch..., q, c),
+   * op[1] = K over (batch..., k, c), x = V over (batch..., k, d), out over
+   * (batch..., q, d); idx[] are the weight buffers kend [Tq] (int64), skip [Tq],
+   * then if nidx >= 3 B [Tq,Tk] (without: 0), if nidx = 4 F [Tq,Tk] (without:
+   * 1 on the kept keys) */
   double flops;
 } Step;
 

@@ -32,6 +32,8 @@ typedef struct Lower {
   const Tensor **tensor; /* every tensor of an Array node, and */
   int *tensor_reads;      /* the number of edges into Array nodes holding it */
   int ntensors;
+  struct AttnConst *attn; /* constant buffers of fused attentions (lower_attention) */
+  int nattn;
 } Lower;
 
 static void push_buf(Lower *L, Buf *b) {
@@ -510,6 +512,358 @@ static bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
   return nout == e->out_rank && !merges;
 }
 
+/* ------------------------------------------------------------ attention */
+
+/* Einsum(softmax(S), V) with S = Σ bias + Π factors · (Q·Kᵀ), every bias and
+ * factor a constant over the query and key axes only (Array or Scalar; the
+ * product and the sum optional), becomes one STEP_ATTENTION
+ * (templates/attention_f32.h) that never materialises S. Accepted exactly:
+ *  - n: a binary Einsum of P and V, no repeated ids; P's last axis (the key)
+ *    is summed with V; P's batch axes (all but query and key) appear in V and
+ *    the output; V has one more id (the value dim); the output is batch, query
+ *    and value dim;
+ *  - P = softmax(S), S = Add(constants..., Y) with Y of S's shape, or S = Y;
+ *  - Y = product Einsum (constants..., R), or Y = R;
+ *  - R = binary Einsum: batch ids in both operands, the query id in one, the
+ *    key id in the other, exactly one summed id (the head dim), in both;
+ *  - P, S, Y, R have no other consumer (their values are not needed elsewhere).
+ * Anything else keeps the ordinary lowering. The constants are evaluated at
+ * compile time into F (product) and B (sum) over [query, key]; per query row,
+ * the trailing keys with F = 0 and a finite B below -100 (a causal mask's
+ * upper triangle) are skipped, with the exactness check of the template. */
+
+typedef struct AttnConst {
+  int64_t tq, tk;
+  float *f, *b;       /* malloc'd copies to compare against */
+  Buf *bkend, *bskip, *bb, *bf; /* bf NULL: F is 1 on the kept keys, B 0 there;
+                                 * bb NULL too: no key is ever skipped */
+} AttnConst;
+
+typedef struct AttnMatch {
+  const Node *p, *v, *r;
+  int qa, ka;                  /* S axes of the query and key */
+  const Node *cst[16];         /* constants: factors first, then biases */
+  int cmap[16][MAX_RANK];      /* per constant axis: the S axis, or -1 (size 1) */
+  int nfac, ncst;
+} AttnMatch;
+
+/* A constant: Arrays and Scalars combined by elementwise nodes (planned
+ * einsums of a mask and a scale are not folded); shallow, so this stays cheap
+ * when it meets the rest of the model. */
+static bool attn_is_const(const Node *n, int depth) {
+  switch (n->kind) {
+  case NK_Scalar: return true;
+  case NK_Array: return n->u.array.tensor != NULL;
+  case NK_Einsum:
+  case NK_Add:
+  case NK_Rearrange:
+  case NK_Tag: break;
+  case NK_GeneralFunction:
+    if (genfn_class(n->u.gf.fn) != GF_ELEMENTWISE) return false;
+    break;
+  default: return false;
+  }
+  if (depth == 0 || shape_numel(&n->shape) > ((int64_t)1 << 26)) return false;
+  for (int i = 0; i < n->nchild; i++)
+    if (!attn_is_const(n->child[i], depth - 1)) return false;
+  return true;
+}
+
+/* Records constant c with its axis map if it varies over query/key axes only. */
+static bool attn_add_const(AttnMatch *m, const Node *c, const int *map) {
+  if (m->ncst == 16) return false;
+  for (int a = 0; a < c->shape.rank; a++) {
+    if (c->shape.dim[a] == 1) m->cmap[m->ncst][a] = -1;
+    else if (map[a] == m->qa || map[a] == m->ka) m->cmap[m->ncst][a] = map[a];
+    else return false;
+  }
+  m->cst[m->ncst++] = c;
+  return true;
+}
+
+static int einsum_id_pos(const int *ids, int rank, int id) {
+  int at = -1;
+  for (int a = 0; a < rank; a++)
+    if (ids[a] == id) {
+      if (at >= 0) return -2; /* repeated */
+      at = a;
+    }
+  return at;
+}
+
+/* Does n (a binary Einsum) match the pattern above? Fills m; no side effects. */
+static bool attn_match(const Lower *L, const Node *n, AttnMatch *m) {
+  const EinsumSpec *e = &n->u.einsum;
+  memset(m, 0, sizeof *m);
+  int pi = -1;
+  for (int i = 0; i < 2; i++)
+    if (n->child[i]->kind == NK_GeneralFunction && n->child[i]->u.gf.fn == GF_SOFTMAX) pi = i;
+  if (pi < 0) return false;
+  const Node *p = n->child[pi], *v = n->child[1 - pi], *s = p->child[0];
+  int rank = p->shape.rank;
+  if (rank < 2 || L->uses[p->id] != 1 || L->uses[s->id] != 1 || n->child[0] == n->child[1]) return false;
+  const int *pid = e->in[pi], *vid = e->in[1 - pi];
+  int qid = -1, nq = 0;
+  for (int a = 0; a < rank; a++) {
+    if (einsum_id_pos(pid, rank, pid[a]) != a) return false;
+    int in_v = einsum_id_pos(vid, e->in_rank[1 - pi], pid[a]), in_out = einsum_id_pos(e->out, e->out_rank, pid[a]);
+    if (in_v == -2 || in_out == -2) return false;
+    if (a == rank - 1) {
+      if (in_v < 0 || in_out >= 0) return false;
+    } else if (in_v < 0) {
+      if (in_out < 0) return false;
+      qid = pid[a], m->qa = a, nq++;
+    } else if (in_out < 0) return false; /* a batch id summed away */
+  }
+  m->ka = rank - 1;
+  if (nq != 1 || e->in_rank[1 - pi] != rank || e->out_rank != rank) return false;
+  int did = -1;
+  for (int a = 0; a < rank; a++)
+    if (einsum_id_pos(pid, rank, vid[a]) < 0) {
+      if (did >= 0 || einsum_id_pos(vid, rank, vid[a]) != a || einsum_id_pos(e->out, rank, vid[a]) < 0) return false;
+      did = vid[a];
+    }
+  if (did < 0 || einsum_id_pos(e->out, rank, qid) < 0) return false;
+  /* S = Add(constants..., Y) or Y */
+  const Node *y = s;
+  if (s->kind == NK_Add) {
+    y = NULL;
+    for (int i = 0; i < s->nchild; i++) {
+      const Node *ch = s->child[i];
+      if (!attn_is_const(ch, 4)) {
+        if (y || !shape_eq(&ch->shape, &s->shape)) return false;
+        y = ch;
+      }
+    }
+    if (!y || L->uses[y->id] != 1) return false;
+  }
+  /* Y = product Einsum (constants..., R) or R; factors are recorded first */
+  const Node *r = y;
+  int rmap[MAX_RANK]; /* R axis -> S axis */
+  for (int a = 0; a < rank; a++) rmap[a] = a;
+  if (y->kind == NK_Einsum && einsum_is_product(y)) {
+    const EinsumSpec *ye = &y->u.einsum;
+    r = NULL;
+    for (int i = 0; i < y->nchild; i++) {
+      const Node *ch = y->child[i];
+      int map[MAX_RANK];
+      for (int a = 0; a < ye->in_rank[i]; a++) map[a] = einsum_id_pos(ye->out, ye->out_rank, ye->in[i][a]);
+      if (attn_is_const(ch, 4)) {
+        if (!attn_add_const(m, ch, map)) return false;
+      } else {
+        if (r || ye->in_rank[i] != rank) return false;
+        r = ch;
+        memcpy(rmap, map, sizeof map);
+      }
+    }
+    if (!r || L->uses[r->id] != 1) return false;
+  }
+  m->nfac = m->ncst;
+  if (s->kind == NK_Add)
+    for (int i = 0; i < s->nchild; i++) {
+      const Node *ch = s->child[i];
+      int map[MAX_RANK];
+      for (int a = 0; a < ch->shape.rank; a++) map[a] = a + rank - ch->shape.rank;
+      if (ch != y && !attn_add_const(m, ch, map)) return false;
+    }
+  /* R: Q·Kᵀ over one summed id */
+  if (r->kind != NK_Einsum || r->nchild != 2 || einsum_is_product(r)) return false;
+  const EinsumSpec *re = &r->u.einsum;
+  int rq = -1, rk = -1;
+  for (int a = 0; a < rank; a++) {
+    if (rmap[a] == m->qa) rq = re->out[a];
+    if (rmap[a] == m->ka) rk = re->out[a];
+    if (einsum_id_pos(re->out, rank, re->out[a]) != a) return false;
+  }
+  int nsum = 0;
+  for (int i = 0; i < 2; i++) {
+    if (re->in_rank[i] != rank) return false; /* batch..., query or key, head dim */
+    for (int a = 0; a < rank; a++) {
+      int id = re->in[i][a], o = einsum_id_pos(re->out, rank, id);
+      if (einsum_id_pos(re->in[i], rank, id) != a) return false;
+      if (o < 0) {
+        if (einsum_id_pos(re->in[1 - i], rank, id) < 0) return false;
+        nsum += i == 0;
+      } else if (id != rq && id != rk && einsum_id_pos(re->in[1 - i], rank, id) < 0) return false;
+    }
+  }
+  bool q0 = einsum_id_pos(re->in[0], rank, rq) >= 0, k0 = einsum_id_pos(re->in[0], rank, rk) >= 0;
+  bool q1 = einsum_id_pos(re->in[1], rank, rq) >= 0, k1 = einsum_id_pos(re->in[1], rank, rk) >= 0;
+  if (nsum != 1 || q0 == q1 || k0 == k1 || q0 == k0) return false;
+  if (p->shape.dim[m->qa] == 0 || p->shape.dim[m->ka] == 0) return false;
+  m->p = p, m->v = v, m->r = r;
+  return true;
+}
+
+/* F and B at (q, k): the product and sum of the constants' values t[i]. */
+static void attn_eval(const AttnMatch *m, Tensor *const *t, int64_t q, int64_t k, double *f, double *b) {
+  *f = 1, *b = 0;
+  for (int i = 0; i < m->ncst; i++) {
+    const Node *c = m->cst[i];
+    int64_t at = 0;
+    for (int a = 0; a < c->shape.rank; a++)
+      at = at * c->shape.dim[a] + (m->cmap[i][a] == m->qa ? q : m->cmap[i][a] == m->ka ? k : 0);
+    const double x = ((const double *)t[i]->data)[at];
+    if (i < m->nfac) *f *= x;
+    else *b += x;
+  }
+}
+
+/* The constant buffers of a match: evaluated, analysed per row, shared with
+ * an earlier attention that has the same F and B (every layer of a model). */
+static AttnConst *attn_consts(Lower *L, const AttnMatch *m) {
+  int64_t tq = m->p->shape.dim[m->qa], tk = m->p->shape.dim[m->ka];
+  float *f = malloc(sizeof(float) * (size_t)(tq * tk)), *b = malloc(sizeof(float) * (size_t)(tq * tk));
+  if (!f || !b) ICE("out of memory");
+  Eval *ev = eval_new(L->c);
+  Tensor *cv[16];
+  for (int i = 0; i < m->ncst; i++)
+    if (!(cv[i] = eval_node(ev, m->cst[i]))) ICE("constant %s does not evaluate", node_label(L->c, m->cst[i]));
+  for (int64_t q = 0; q < tq; q++)
+    for (int64_t k = 0; k < tk; k++) {
+      double fv, bv;
+      attn_eval(m, cv, q, k, &fv, &bv);
+      f[q * tk + k] = (float)fv, b[q * tk + k] = (float)bv;
+    }
+  eval_free(ev);
+  for (int i = 0; i < L->nattn; i++) {
+    AttnConst *a = &L->attn[i];
+    if (a->tq == tq && a->tk == tk && !memcmp(a->f, f, sizeof(float) * (size_t)(tq * tk)) &&
+        !memcmp(a->b, b, sizeof(float) * (size_t)(tq * tk))) {
+      free(f), free(b);
+      return a;
+    }
+  }
+  if (L->nattn % 8 == 0) {
+    L->attn = realloc(L->attn, sizeof *L->attn * (size_t)(L->nattn + 8));
+    if (!L->attn) ICE("out of memory");
+  }
+  AttnConst *a = &L->attn[L->nattn++];
+  *a = (AttnConst){.tq = tq, .tk = tk, .f = f, .b = b};
+  bool plain = true, skips = false;
+  Shape s2 = {2, {tq, tk}}, s1 = {1, {tq}};
+  Tensor *tb = tensor_new(L->c, DT_F32, &s2);
+  Tensor *tkend = tensor_new(L->c, DT_I64, &s1), *tskip = tensor_new(L->c, DT_F32, &s1);
+  memcpy(tb->data, b, sizeof(float) * (size_t)(tq * tk));
+  for (int64_t q = 0; q < tq; q++) {
+    const float *fr = f + q * tk, *br = b + q * tk;
+    int64_t e = tk;
+    while (e > 0 && fr[e - 1] == 0.0f && isfinite(br[e - 1]) && br[e - 1] < -100.0f) e--;
+    float skip = -INFINITY;
+    for (int64_t k = e; k < tk; k++) skip = br[k] > skip ? br[k] : skip;
+    for (int64_t k = 0; k < e; k++) plain &= fr[k] == 1.0f && br[k] == 0.0f;
+    skips |= e < tk;
+    ((int64_t *)tkend->data)[q] = e;
+    ((float *)tskip->data)[q] = skip;
+  }
+  Tensor *tf = plain ? NULL : tensor_new(L->c, DT_F32, &s2);
+  if (tf) memcpy(tf->data, f, sizeof(float) * (size_t)(tq * tk));
+  Tensor *t[4] = {tkend, tskip, tb, tf};
+  Buf **bufs[4] = {&a->bkend, &a->bskip, &a->bb, &a->bf};
+  for (int i = 0; i < (!plain ? 4 : skips ? 3 : 2); i++) {
+    *bufs[i] = new_buf(L, BUF_WEIGHT, t[i]->dtype == DT_I64 ? DT_I64 : DT_F32, shape_numel(&t[i]->shape), m->p);
+    (*bufs[i])->tensor = t[i];
+  }
+  return a;
+}
+
+/* A view of an operand over [batch..., row id, last id] given the ids of each. */
+static View attn_view(const View *v, const int *ids, int rank, const int *want, int nwant) {
+  View r = {.buf = v->buf, .offset = v->offset, .rank = nwant};
+  for (int j = 0; j < nwant; j++) {
+    int a = einsum_id_pos(ids, rank, want[j]);
+    r.dim[j] = v->dim[a];
+    r.stride[j] = v->dim[a] == 1 ? 0 : v->stride[a];
+  }
+  return r;
+}
+
+/* Lowers n to a STEP_ATTENTION if it matches; NULL: use the ordinary lowering. */
+static Value *lower_attention(Lower *L, const Node *n) {
+  AttnMatch m;
+  if (!attn_match(L, n, &m)) return NULL;
+  const EinsumSpec *e = &n->u.einsum, *re = &m.r->u.einsum;
+  int pi = n->child[0] == m.p ? 0 : 1, rank = m.p->shape.rank, nb = rank - 2;
+  const int *pid = e->in[pi], *vid = e->in[1 - pi];
+  /* ids in the order [batch..., q, k] for n, and the same axes' ids in R */
+  int nids[MAX_RANK], rids[MAX_RANK], nbat = 0;
+  for (int a = 0; a < rank; a++)
+    if (a != m.qa && a != m.ka) nids[nbat++] = pid[a];
+  nids[nb] = pid[m.qa], nids[nb + 1] = pid[m.ka];
+  /* R's axes are S's axes permuted; find each S axis's id in R via its shape position */
+  const Node *sn = m.p->child[0], *y = sn;
+  if (sn->kind == NK_Add)
+    for (int i = 0; i < sn->nchild; i++)
+      if (!attn_is_const(sn->child[i], 4)) y = sn->child[i];
+  int s2r[MAX_RANK] = {0};
+  for (int a = 0; a < rank; a++) s2r[a] = a;
+  if (y != m.r) {
+    const EinsumSpec *ye = &y->u.einsum;
+    int ri = 0;
+    for (int i = 0; i < y->nchild; i++)
+      if (y->child[i] == m.r) ri = i;
+    for (int a = 0; a < rank; a++) s2r[einsum_id_pos(ye->out, rank, ye->in[ri][a])] = a;
+  }
+  int sb = 0;
+  for (int a = 0; a < rank; a++)
+    if (a != m.qa && a != m.ka) rids[sb++] = re->out[s2r[a]];
+  int rq = re->out[s2r[m.qa]], rk = re->out[s2r[m.ka]], qop = einsum_id_pos(re->in[0], rank, rq) >= 0 ? 0 : 1;
+  int cid = -1;
+  for (int a = 0; a < rank; a++)
+    if (einsum_id_pos(re->out, rank, re->in[0][a]) < 0) cid = re->in[0][a];
+  int did = -1;
+  for (int a = 0; a < rank; a++)
+    if (einsum_id_pos(pid, rank, vid[a]) < 0) did = vid[a];
+  View qv = child_view(L, m.r, qop), kv = child_view(L, m.r, 1 - qop), vv = child_view(L, n, 1 - pi);
+  if (qv.buf->dtype != DT_F32 || kv.buf->dtype != DT_F32 || vv.buf->dtype != DT_F32) return NULL;
+  AttnConst *ac = attn_consts(L, &m);
+  int want[MAX_RANK];
+  memcpy(want, rids, sizeof(int) * (size_t)nb);
+  Step *s = new_step(L, STEP_ATTENTION, n);
+  s->nbatch = nb;
+  s->ndim = nb + 4;
+  for (int j = 0; j < nb; j++) s->dim[j] = m.p->shape.dim[einsum_id_pos(pid, rank, nids[j])];
+  int64_t tq = ac->tq, tk = ac->tk;
+  s->dim[nb] = tq, s->dim[nb + 1] = tk;
+  want[nb] = rq, want[nb + 1] = cid;
+  s->op[0] = attn_view(&qv, re->in[qop], rank, want, nb + 2);
+  want[nb] = rk;
+  s->op[1] = attn_view(&kv, re->in[1 - qop], rank, want, nb + 2);
+  memcpy(want, nids, sizeof(int) * (size_t)nb);
+  want[nb] = nids[nb + 1], want[nb + 1] = did;
+  s->x = attn_view(&vv, vid, rank, want, nb + 2);
+  s->nops = 2;
+  s->dim[nb + 2] = s->op[0].dim[nb + 1];
+  s->dim[nb + 3] = s->x.dim[nb + 1];
+  /* the output laid out [q, batch..., d] (the step's dims are [batch..., q, d]):
+   * heads of one position are adjacent, so merging them for the output
+   * projection needs no copy; n's view of it follows n's axis order */
+  Buf *b = new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  s->out = (View){.buf = b, .rank = nb + 2};
+  int order[MAX_RANK], oid[MAX_RANK]; /* layout position -> step dim, and its id */
+  order[0] = nb, oid[0] = nids[nb];
+  for (int j = 0; j < nb; j++) order[j + 1] = j, oid[j + 1] = nids[j];
+  order[nb + 1] = nb + 1, oid[nb + 1] = did;
+  int64_t stride = 1;
+  View outv = {.buf = b, .rank = e->out_rank};
+  for (int j = nb + 1; j >= 0; j--) {
+    int a = einsum_id_pos(e->out, e->out_rank, oid[j]);
+    s->out.dim[order[j]] = outv.dim[a] = n->shape.dim[a];
+    s->out.stride[order[j]] = outv.stride[a] = n->shape.dim[a] == 1 ? 0 : stride;
+    stride *= n->shape.dim[a];
+  }
+  Buf *cb[4] = {ac->bkend, ac->bskip, ac->bb, ac->bf};
+  s->nidx = ac->bf ? 4 : ac->bb ? 3 : 2;
+  for (int i = 0; i < s->nidx; i++) s->idx[i] = (View){.buf = cb[i], .rank = 1, .dim = {cb[i]->numel}, .stride = {1}};
+  double keys = 0;
+  for (int64_t q = 0; q < tq; q++) keys += (double)((const int64_t *)ac->bkend->tensor->data)[q];
+  double batch = 1;
+  for (int j = 0; j < nb; j++) batch *= (double)s->dim[j];
+  s->flops = batch * keys * (2.0 * (double)(s->dim[nb + 2] + s->dim[nb + 3]) + 5.0);
+  b->def_step = s->id;
+  return viewed(L, outv);
+}
+
 static Value *lower_einsum(Lower *L, const Node *n) {
   const EinsumSpec *e = &n->u.einsum;
   if (n->nchild == 0) return lazy(L, expr_const(L, 1.0));
@@ -527,6 +881,10 @@ static Value *lower_einsum(Lower *L, const Node *n) {
     return lazy(L, n->nchild == 1 ? prod->arg[0] : prod);
   }
   if (n->nchild > 2) ICE("einsum with %d operands reached lowering (plan_einsums runs first)", n->nchild);
+  if (n->nchild == 2) {
+    Value *attn = lower_attention(L, n);
+    if (attn) return attn;
+  }
   /* loop dims: the output's distinct ids, then the summed ids */
   int ids[MAX_RANK * 2], nids = 0;
   int64_t size[MAX_RANK * 2];
@@ -1280,6 +1638,7 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
     b->def_step = s->id;
   }
   for (int i = 0; i < k->nstep; i++) k->flops += k->step[i]->flops;
-  free(L.memo), free(L.uses), free(L.weight_of), free(L.tensor), free(L.tensor_reads), free(visited);
+  for (int i = 0; i < L.nattn; i++) free(L.attn[i].f), free(L.attn[i].b);
+  free(L.memo), free(L.uses), free(L.weight_of), free(L.tensor), free(L.tensor_reads), free(L.attn), free(visited);
   return diag_error_count(c) == errors;
 }

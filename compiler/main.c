@@ -322,7 +322,7 @@ static const char *source_hash(Comp *c, const char *path) {
 }
 
 static void report_kernels(Comp *c, const Kernels *k) {
-  static const char *const KIND[] = {"elementwise", "contraction", "row", "gather", "fill", "gemm", "layernorm"};
+  static const char *const KIND[] = {"elementwise", "contraction", "row", "gather", "fill", "gemm", "layernorm", "attention"};
   printf("plan: %d steps, %d elementwise nodes fused into other steps, %.0f FLOPs per run\n", k->nstep, k->nfused,
          k->flops);
   for (int i = 0; i < k->nstep; i++) {

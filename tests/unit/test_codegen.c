@@ -527,6 +527,108 @@ Test(codegen, gpt2_block_module) {
        .count_layernorms = true, .layernorms = 1);
 }
 
+/* ------------------------------------------------------------------ fused attention (lower_attention) */
+
+enum { ATT_CAUSAL, ATT_RANDOM, ATT_EMPTY_ROW, ATT_NEGATIVE };
+
+/* A store with the constant mask M [T,T] (1 = keep) of `kind` and the bias
+ * (1 - M)·(-10000); their hash prefixes go to mh, bh. ATT_NEGATIVE keeps
+ * k < q with bias -10050 there, so the masked keys dominate every row and all
+ * rows fall back to all keys (the result is the mean of V over k >= q). */
+static void attention_store(char *store, int kind, int64_t T, char mh[32], char bh[32]) {
+  cr_assert(mkdtemp(store));
+  Comp *c = tu_comp();
+  c->tensor_dir = store;
+  Shape s = {2, {T, T}};
+  Tensor *m = tensor_new(c, DT_F32, &s), *b = tensor_new(c, DT_F32, &s);
+  for (int64_t q = 0; q < T; q++)
+    for (int64_t k = 0; k < T; k++) {
+      bool keep = k <= q;
+      if (kind == ATT_RANDOM) keep = (q * 5 + k * 3) % 7 != 0 && k <= q + 9;
+      if (kind == ATT_EMPTY_ROW && q == 4) keep = false;
+      if (kind == ATT_NEGATIVE) keep = k < q;
+      tensor_set_f64(m, q * T + k, keep);
+      tensor_set_f64(b, q * T + k, keep ? (kind == ATT_NEGATIVE ? -10050 : 0) : -10000);
+    }
+  const char *hm = store_write(c, m), *hb = store_write(c, b);
+  cr_assert(hm && hb, "%s", tu_diags(c));
+  snprintf(mh, 32, "%.24s", hm);
+  snprintf(bh, 32, "%.24s", hb);
+  tu_free(c);
+}
+
+/* GPT-2's attention (module form after substitution): scores, constant mask
+ * and bias, softmax, the value einsum fused with the output projection. */
+static void attention_case(int kind, int64_t T) {
+  char store[] = "/tmp/circc-cg-store-XXXXXX", mh[32], bh[32], text[2048];
+  attention_store(store, kind, T, mh, bh);
+  snprintf(text, sizeof text,
+           "'a' Einsum abc,acd,aed->be\n"
+           "  'probs' GeneralFunction softmax\n"
+           "    'scores' Add\n"
+           "      'raw' Einsum rqc,rkc,,qk->rqk\n"
+           "        'q' [3,%lld,5] Symbol\n"
+           "        'k' [3,%lld,5] Symbol\n"
+           "        'scale' [] Scalar 0.4472135955\n"
+           "        'mask' [%lld,%lld] Array %s\n"
+           "      'bias' [%lld,%lld] Array %s\n"
+           "  'v' [3,%lld,4] Symbol\n"
+           "  'wo' [3,6,4] Symbol\n",
+           (long long)T, (long long)T, (long long)T, (long long)T, mh, (long long)T, (long long)T, bh, (long long)T);
+  DIFF(.text = text, .tensor_dir = store);
+  remove_tree(store);
+}
+
+Test(codegen, attention_causal_constant_mask) { attention_case(ATT_CAUSAL, 70); }
+Test(codegen, attention_arbitrary_constant_mask) { attention_case(ATT_RANDOM, 37); }
+Test(codegen, attention_fully_masked_row) { attention_case(ATT_EMPTY_ROW, 9); }
+Test(codegen, attention_very_negative_scores_fall_back) { attention_case(ATT_NEGATIVE, 66); }
+
+/* Batch and head axes, keys before queries in the score einsum, the output in
+ * another axis order, a mask given as a product with a scalar, and forms that
+ * must not fuse (probabilities used twice, a mask that is an input). */
+Test(codegen, attention_batched_heads_and_other_forms) {
+  char store[] = "/tmp/circc-cg-store-XXXXXX", mh[32], bh[32], text[4096];
+  attention_store(store, ATT_CAUSAL, 67, mh, bh);
+  snprintf(text, sizeof text,
+           "'batched' Einsum bhqk,bhkd->qbhd\n"
+           "  'p' GeneralFunction softmax\n"
+           "    'sc' Add\n"
+           "      'bias' [67,67] Array %s\n"
+           "      'r' Einsum bhkc,bhqc,qk,->bhqk\n"
+           "        'k' [2,3,67,16] Symbol\n"
+           "        'q' [2,3,67,16] Symbol\n"
+           "        'mask' [67,67] Array %s\n"
+           "        'scale' [] Scalar 0.25\n"
+           "  'v' [2,3,67,8] Symbol\n"
+           "'no_mask' Einsum qk,kd->qd\n"
+           "  'p2' GeneralFunction softmax\n"
+           "    'r2' Einsum qc,kc->qk\n"
+           "      'q2' [20,7] Symbol\n"
+           "      'k2' [31,7] Symbol\n"
+           "  'v2' [31,5] Symbol\n"
+           "'shared_probs' Einsum qk,kd->qd\n"
+           "  'p3' GeneralFunction softmax\n"
+           "    'r3' Einsum qc,kc->qk\n"
+           "      'q2'\n"
+           "      'k2'\n"
+           "  'v2'\n"
+           "'p3_out' Einsum qk->qk\n"
+           "  'p3'\n"
+           "'input_mask' Einsum qk,kd->qd\n"
+           "  'p4' GeneralFunction softmax\n"
+           "    's4' Add\n"
+           "      'r4' Einsum qc,kc,qk->qk\n"
+           "        'q2'\n"
+           "        'k2'\n"
+           "        'm' [20,31] Symbol\n"
+           "      'b' [20,31] Symbol\n"
+           "  'v2'\n",
+           bh, mh);
+  DIFF(.text = text, .tensor_dir = store);
+  remove_tree(store);
+}
+
 /* ------------------------------------------------------------------ focused: Einsum */
 
 Test(codegen, einsum_matmul_batched_transpose) {

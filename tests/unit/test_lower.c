@@ -119,3 +119,75 @@ Test(lower, shared_weight_keeps_its_layout) {
   cr_assert_eq(k.weights_bytes, 40 * 16 * 4);
   tu_free(c);
 }
+
+/* GPT-2's attention as the importer writes it (module form, after module
+ * substitution): scores with a constant mask and bias, softmax and the value
+ * einsum fused with the output projection. */
+static const char GPT2_ATTENTION[] = "'a' Einsum abc,acd,aed->be\n"
+                                     "  'a.attn_probs' GeneralFunction softmax\n"
+                                     "    'a.attn_scores' Add\n"
+                                     "      'a.attn_scores_raw' Einsum rqc,rkc,,qk->rqk\n"
+                                     "        'a.q' [4,70,8] Symbol\n"
+                                     "        'a.k' [4,70,8] Symbol\n"
+                                     "        'scale' [] Scalar 0.35355339059327373\n"
+                                     "        'mask' [70,70] Array rand\n"
+                                     "      'bias' [70,70] Array rand\n"
+                                     "  'a.v' [4,70,8] Symbol\n"
+                                     "  'wo' [4,32,8] Array rand\n";
+
+Test(lower, gpt2_attention_is_one_step) {
+  Kernels k;
+  Comp *c = lower_text(GPT2_ATTENTION, &k);
+  cr_assert_eq(count_steps(&k, STEP_ATTENTION), 1);
+  cr_assert_eq(count_steps(&k, STEP_ROW), 0, "no softmax over a materialised score matrix");
+  const Step *s = NULL;
+  for (int i = 0; i < k.nstep; i++)
+    if (k.step[i]->kind == STEP_ATTENTION) s = k.step[i];
+  cr_assert_eq(s->nbatch, 1);
+  cr_assert_eq(s->dim[0], 4);
+  cr_assert_eq(s->dim[1], 70);
+  cr_assert_eq(s->dim[2], 70);
+  cr_assert_eq(s->dim[3], 8);
+  cr_assert_eq(s->dim[4], 8);
+  cr_assert_eq(s->nidx, 4, "random mask values: F is needed");
+  cr_assert_eq(s->out.stride[0], 8, "heads of one position adjacent: [q, h, d]");
+  cr_assert_eq(s->out.stride[1], 32);
+  cr_assert_eq(count_steps(&k, STEP_GEMM), 1, "the output projection; no copy before it");
+  cr_assert_eq(count_steps(&k, STEP_ELEMENTWISE), 1, "q·scale only");
+  tu_free(c);
+}
+
+/* Forms that must keep the ordinary lowering. */
+Test(lower, attention_needs_its_pattern) {
+  static const char *const CASES[] = {
+      /* the probabilities are an output too */
+      "'o' Einsum qk,kd->qd\n  'p' GeneralFunction softmax\n    'r' Einsum qc,kc->qk\n      'q' [20,7] Symbol\n"
+      "      'k' [31,7] Symbol\n  'v' [31,5] Symbol\n'p_out' Einsum qk->qk\n  'p'\n",
+      /* a mask that is an input */
+      "'o' Einsum qk,kd->qd\n  'p' GeneralFunction softmax\n    'r' Einsum qc,kc,qk->qk\n      'q' [20,7] Symbol\n"
+      "      'k' [31,7] Symbol\n      'm' [20,31] Symbol\n  'v' [31,5] Symbol\n",
+      /* a bias that varies over heads */
+      "'o' Einsum hqk,hkd->hqd\n  'p' GeneralFunction softmax\n    's' Add\n      'r' Einsum hqc,hkc->hqk\n"
+      "        'q' [2,20,7] Symbol\n        'k' [2,31,7] Symbol\n      'b' [2,20,31] Array rand\n  'v' [2,31,5] Symbol\n",
+      /* softmax over the query axis */
+      "'o' Einsum kq,kd->qd\n  'p' GeneralFunction softmax\n    'r' Einsum qc,kc->kq\n      'q' [20,7] Symbol\n"
+      "      'k' [31,7] Symbol\n  'v' [31,5] Symbol\n",
+  };
+  for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
+    Kernels k;
+    Comp *c = lower_text(CASES[i], &k);
+    cr_assert_eq(count_steps(&k, STEP_ATTENTION), 0, "case %zu", i);
+    cr_assert_eq(count_steps(&k, STEP_ROW), 1, "case %zu", i);
+    tu_free(c);
+  }
+}
+
+Test(lower, attention_without_mask_is_plain) {
+  Kernels k;
+  Comp *c = lower_text("'o' Einsum qk,kd->qd\n  'p' GeneralFunction softmax\n    'r' Einsum qc,kc->qk\n"
+                       "      'q' [20,7] Symbol\n      'k' [31,7] Symbol\n  'v' [31,5] Symbol\n",
+                       &k);
+  cr_assert_eq(count_steps(&k, STEP_ATTENTION), 1);
+  cr_assert_eq(k.step[k.nstep - 1]->nidx, 2, "no F, no B: nothing is ever skipped");
+  tu_free(c);
+}
