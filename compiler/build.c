@@ -80,8 +80,10 @@ static const char *absolute(Comp *c, const char *path) {
   return arena_printf(&c->arena, "%s/%s", cwd, path);
 }
 
+/* Every file a program directory can hold. */
+static const char *const FILES[] = {"model.c", "weights.bin", "weights.S", "circc_rt.h", "circc_rt.c", "rt_sample.c", "rt_generate.c", "rt_bpe.c", "tokenizer.bin", "tokenizer.S", "rt_unicode_tables.h", "gemm_f32.h", "elementwise_f32.h", "row_f32.h", "attention_f32.h", "Makefile", "cc.log"};
+
 static void remove_dir(const char *dir) {
-  static const char *const FILES[] = {"model.c", "weights.bin", "weights.S", "circc_rt.h", "circc_rt.c", "rt_sample.c", "rt_generate.c", "rt_bpe.c", "tokenizer.bin", "tokenizer.S", "rt_unicode_tables.h", "gemm_f32.h", "elementwise_f32.h", "row_f32.h", "attention_f32.h", "Makefile", "cc.log"};
   char path[4200];
   for (size_t i = 0; i < sizeof FILES / sizeof *FILES; i++) {
     snprintf(path, sizeof path, "%s/%s", dir, FILES[i]);
@@ -127,6 +129,33 @@ static bool write_sources(Comp *c, const Kernels *k, const EmitOptions *eo, cons
          write_file(c, dir, "Makefile", makefile, strlen(makefile));
 }
 
+/* --emit c: the sources go to a sibling directory first and are then moved
+ * into the output directory file by file, so a failure midway leaves the
+ * output directory as it was. */
+static bool emit_directory(Comp *c, const Kernels *k, const EmitOptions *eo, const BuildOptions *bo, const char *cflags) {
+  char *out = arena_strdup(&c->arena, bo->output);
+  for (size_t n = strlen(out); n > 1 && out[n - 1] == '/'; n--) out[n - 1] = '\0';
+  const char *tmp = arena_printf(&c->arena, "%s.tmp%d", out, (int)getpid());
+  if (mkdir(tmp, 0777) != 0) {
+    diag_error_class(c, DIAG_IO, NO_LOC, "cannot create directory '%s': %s", out, strerror(errno));
+    return false;
+  }
+  bool ok = write_sources(c, k, eo, bo, tmp, cflags);
+  if (ok && mkdir(out, 0777) != 0 && errno != EEXIST) {
+    diag_error_class(c, DIAG_IO, NO_LOC, "cannot create directory '%s': %s", out, strerror(errno));
+    ok = false;
+  }
+  for (size_t i = 0; ok && i < sizeof FILES / sizeof *FILES; i++) {
+    const char *from = arena_printf(&c->arena, "%s/%s", tmp, FILES[i]), *to = arena_printf(&c->arena, "%s/%s", out, FILES[i]);
+    if (access(from, F_OK) == 0 && rename(from, to) != 0) {
+      diag_error_class(c, DIAG_IO, NO_LOC, "cannot write '%s': %s", to, strerror(errno));
+      ok = false;
+    }
+  }
+  remove_dir(tmp);
+  return ok;
+}
+
 bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const BuildOptions *bo) {
   const char *cc = bo->cc ? bo->cc : getenv("CC") && *getenv("CC") ? getenv("CC") : "gcc";
   /* -fno-trapping-math (clang's default): programs never read floating-point
@@ -135,13 +164,7 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
   const char *cflags = arena_printf(&c->arena, "%s %s -fno-trapping-math -fopenmp -std=c11 -D_POSIX_C_SOURCE=200809L%s%s",
                                     bo->opt ? bo->opt : "-O3", bo->native ? "-march=native" : "",
                                     bo->cflags ? " " : "", bo->cflags ? bo->cflags : "");
-  if (bo->emit_c_only) {
-    if (mkdir(bo->output, 0777) != 0 && errno != EEXIST) {
-      diag_error_class(c, DIAG_IO, NO_LOC, "cannot create directory '%s': %s", bo->output, strerror(errno));
-      return false;
-    }
-    return write_sources(c, k, eo, bo, bo->output, cflags);
-  }
+  if (bo->emit_c_only) return emit_directory(c, k, eo, bo, cflags);
   /* an unwritable output location is an I/O error, not a compiler failure */
   const char *slash = strrchr(bo->output, '/');
   const char *outdir = slash ? (slash == bo->output ? "/" : arena_strndup(&c->arena, bo->output, (size_t)(slash - bo->output))) : ".";
@@ -149,8 +172,8 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
     diag_error_class(c, DIAG_IO, NO_LOC, "cannot write '%s': %s", bo->output, strerror(errno));
     return false;
   }
-  char tmpl[] = "/tmp/circc-XXXXXX";
-  const char *dir = mkdtemp(tmpl);
+  const char *tmpdir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+  const char *dir = mkdtemp(arena_printf(&c->arena, "%s/circc-XXXXXX", tmpdir));
   if (!dir) {
     diag_error_class(c, DIAG_IO, NO_LOC, "cannot create a temporary directory: %s", strerror(errno));
     return false;
