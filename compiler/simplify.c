@@ -355,6 +355,7 @@ static const Rule RULES[] = {
     {"einsum_remove_one", NK_Einsum, rule_einsum_remove_one},
     {"einsum_of_permute_merge", NK_Einsum, rule_einsum_of_permute_merge},
     {"einsum_flatten", NK_Einsum, rule_einsum_flatten},
+    {"einsum_drop_size1_sum", NK_Einsum, rule_einsum_drop_size1_sum},
     {"rearrange_elim_identity", NK_Rearrange, rule_rearrange_elim_identity},
     {"rearrange_merge_scalar", NK_Rearrange, rule_rearrange_merge_scalar},
     {"rearrange_fuse", NK_Rearrange, rule_rearrange_fuse},

@@ -49,6 +49,7 @@ Node *rule_einsum_flatten(Simp *s, Node *n);
 Node *rule_einsum_of_permute_merge(Simp *s, Node *n);
 Node *rule_einsum_merge_scalars(Simp *s, Node *n);
 Node *rule_einsum_remove_one(Simp *s, Node *n);
+Node *rule_einsum_drop_size1_sum(Simp *s, Node *n);
 Node *rule_permute_of_einsum_merge(Simp *s, Node *n);   /* a Rearrange rule */
 
 /* ---- rules: simplify_add.c ---- */

@@ -1,8 +1,8 @@
 /* simplify_einsum.c — Einsum rules of the simplifier (rust_circuit_format.md
  * §6.1): zero and identity elimination, folding Einsums of Scalars, merging
  * and dropping rank-0 Scalar factors, flattening nested Einsums into one
- * n-ary contraction for the planner, and absorbing pure permutations on
- * either side. Each rule returns a node of the same shape, or NULL. */
+ * n-ary contraction for the planner, dropping summed ids of size 1, and
+ * absorbing pure permutations on either side. Each rule returns a node of the same shape, or NULL. */
 #include <string.h>
 #include "simplify.h"
 
@@ -218,6 +218,55 @@ Node *rule_einsum_merge_scalars(Simp *s, Node *n) {
   if (count < 2) return NULL;
   Shape rank0 = {0};
   return einsum_select(s, n, drop, first, simp_scalar(s, n->child[first], v, &rank0));
+}
+
+/* Einsum(x, y; sa,sb->ab) with |s| = 1 -> Einsum(Rearrange(x; s a -> a), Rearrange(y; s b -> b); a,b->ab)
+ * (a summed id of size 1 sums nothing: without it the einsum is a plain
+ * product, which lowering fuses; the Rearranges are views. Scalars just lose
+ * the axis.) */
+Node *rule_einsum_drop_size1_sum(Simp *s, Node *n) {
+  const EinsumSpec *e = &n->u.einsum;
+  Arena *a = &simp_comp(s)->arena;
+  bool drop_id[256] = {0}, in_out[256] = {0}, any = false;
+  for (int k = 0; k < e->out_rank; k++) in_out[e->out[k]] = true;
+  for (int i = 0; i < n->nchild; i++)
+    for (int k = 0; k < e->in_rank[i]; k++)
+      if (!in_out[e->in[i][k]] && n->child[i]->shape.dim[k] == 1) drop_id[e->in[i][k]] = any = true;
+  if (!any) return NULL;
+  Node **ch = ARENA_ARRAY(a, Node *, n->nchild + 1);
+  int **in = ARENA_ARRAY(a, int *, n->nchild + 1), *rank = ARENA_ARRAY(a, int, n->nchild + 1);
+  for (int i = 0; i < n->nchild; i++) {
+    Node *c = n->child[i];
+    ch[i] = c, in[i] = e->in[i], rank[i] = e->in_rank[i];
+    Shape kept = {0};
+    int *ids = ARENA_ARRAY(a, int, e->in_rank[i] + 1);
+    for (int k = 0; k < e->in_rank[i]; k++)
+      if (!drop_id[e->in[i][k]]) ids[kept.rank] = e->in[i][k], kept.dim[kept.rank++] = c->shape.dim[k];
+    if (kept.rank == e->in_rank[i]) continue;
+    in[i] = ids, rank[i] = kept.rank;
+    if (c->kind == NK_Scalar) {
+      ch[i] = simp_scalar(s, c, c->u.scalar.value, &kept);
+      continue;
+    }
+    /* Rearrange(c; a:1 b -> b): the dropped axes become () groups */
+    Node p = {.kind = NK_Rearrange, .nchild = 1, .child = &ch[i]};
+    RearrangeSpec *r = &p.u.rearrange;
+    r->nids = r->nin = c->shape.rank, r->nout = kept.rank;
+    r->size = ARENA_ARRAY(a, int64_t, r->nids + 1);
+    r->in_len = ARENA_ARRAY(a, int, r->nin + 1);
+    r->in_ids = ARENA_ARRAY(a, int *, r->nin + 1);
+    r->out_len = ARENA_ARRAY(a, int, r->nout + 1);
+    r->out_ids = ARENA_ARRAY(a, int *, r->nout + 1);
+    for (int k = 0, o = 0; k < c->shape.rank; k++) { /* id k is input axis k */
+      r->size[k] = c->shape.dim[k];
+      r->in_ids[k] = ARENA_NEW(a, int);
+      r->in_ids[k][0] = k;
+      r->in_len[k] = !drop_id[e->in[i][k]];
+      if (r->in_len[k]) r->out_len[o] = 1, r->out_ids[o++] = r->in_ids[k];
+    }
+    ch[i] = simp_make(s, c, p);
+  }
+  return make_einsum(s, n, ch, n->nchild, in, rank, e->out, e->out_rank);
 }
 
 /* Einsum(x, Scalar[] 1; ab,->ab) -> Einsum(x; ab->ab) */

@@ -51,8 +51,8 @@ int rt_main(const rt_model *m, int argc, char **argv);
 int rt_sample(const rt_model *m, int count, uint64_t seed);
 
 /* rt_generate.c — text generation with a key/value cache for programs built
- * from a decode circuit (inputs token, pos, kv_onehot, kv_mask, past_k,
- * past_v; outputs logits, new_k, new_v: gpt2_import --decode) and, for text,
+ * from a decode circuit (inputs token, pos, kv_mask, past_k, past_v;
+ * outputs logits, new_k, new_v: gpt2_import --decode) and, for text,
  * a tokenizer (circc --lm). Semantics, sampling rule and RNG: rt_generate.c. */
 typedef struct rt_gen_options {
   const char *text;              /* --text: the prompt as text, or NULL */

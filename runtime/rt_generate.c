@@ -8,10 +8,10 @@
  * only generation has (rt_generate_requested).
  *
  * The program computes one new position per run, with a key/value cache:
- * inputs token [1] (or []) and pos [1] (or []) int64, kv_onehot [T] (1 at pos),
- * kv_mask [T] (1 for j <= pos), past_k and past_v [L,H,T,D] float32; outputs
- * logits [V] (or [1,V]), new_k and new_v [L,H,D]. T is the longest sequence the
- * program handles. Every token — prompt tokens one at a time, then each
+ * inputs token [1] (or []) and pos [1] (or []) int64, kv_mask [T] (1 for
+ * j < pos), past_k and past_v [L,H,T,D] float32; outputs logits [V] (or
+ * [1,V]), new_k and new_v [L,H,D]. T is the longest sequence the program
+ * handles. Every token — prompt tokens one at a time, then each
  * generated one — is one run at the next position; its new_k/new_v are then
  * stored at row pos of the cache (past_k/past_v are the cache itself), so no
  * prefix is ever recomputed. The logits after the last prompt token give the
@@ -86,9 +86,9 @@ static int usage_error(const char *fmt, ...) {
 
 /* ---- the program's decode interface ---- */
 
-enum { IN_TOKEN, IN_POS, IN_ONEHOT, IN_MASK, IN_PAST_K, IN_PAST_V, NIN };
+enum { IN_TOKEN, IN_POS, IN_MASK, IN_PAST_K, IN_PAST_V, NIN };
 enum { OUT_LOGITS, OUT_K, OUT_V, NOUT };
-static const char *const IN_NAME[NIN] = {"token", "pos", "kv_onehot", "kv_mask", "past_k", "past_v"};
+static const char *const IN_NAME[NIN] = {"token", "pos", "kv_mask", "past_k", "past_v"};
 static const char *const OUT_NAME[NOUT] = {"logits", "new_k", "new_v"};
 
 /* Where the decode tensors are and their sizes. */
@@ -113,7 +113,7 @@ static const char *decode_iface(const rt_model *m, Iface *f) {
     if ((f->out[k] = find_desc(m->outputs, m->noutputs, OUT_NAME[k])) < 0)
       return snprintf(why, sizeof why, "no output '%s'", OUT_NAME[k]), why;
   const rt_tensor_desc *tok = &m->inputs[f->in[IN_TOKEN]], *pos = &m->inputs[f->in[IN_POS]];
-  const rt_tensor_desc *oh = &m->inputs[f->in[IN_ONEHOT]], *mask = &m->inputs[f->in[IN_MASK]];
+  const rt_tensor_desc *mask = &m->inputs[f->in[IN_MASK]];
   const rt_tensor_desc *pk = &m->inputs[f->in[IN_PAST_K]], *pv = &m->inputs[f->in[IN_PAST_V]];
   const rt_tensor_desc *lg = &m->outputs[f->out[OUT_LOGITS]];
   const rt_tensor_desc *nk = &m->outputs[f->out[OUT_K]], *nv = &m->outputs[f->out[OUT_V]];
@@ -123,9 +123,8 @@ static const char *decode_iface(const rt_model *m, Iface *f) {
   f->L = pk->shape[0], f->H = pk->shape[1], f->T = pk->shape[2], f->D = pk->shape[3];
   for (int k = 0; k < 4; k++)
     if (pv->rank != 4 || pv->dtype != RT_F32 || pv->shape[k] != pk->shape[k]) return "past_v must have past_k's shape";
-  if (oh->rank != 1 || oh->shape[0] != f->T || oh->dtype != RT_F32 || mask->rank != 1 || mask->shape[0] != f->T ||
-      mask->dtype != RT_F32)
-    return "kv_onehot and kv_mask must be float32 [T] (T = past_k's third dimension)";
+  if (mask->rank != 1 || mask->shape[0] != f->T || mask->dtype != RT_F32)
+    return "kv_mask must be float32 [T] (T = past_k's third dimension)";
   if (nk->dtype != RT_F32 || nk->numel != f->L * f->H * f->D || nv->dtype != RT_F32 || nv->numel != nk->numel)
     return "new_k and new_v must be float32 [L,H,D]";
   if (lg->dtype != RT_F32 || lg->rank < 1 || lg->numel != lg->shape[lg->rank - 1] || lg->numel < 1)
@@ -520,8 +519,8 @@ static bool step(Gen *g, int64_t pos, int64_t token) {
   double t0 = now_ms();
   *(int64_t *)g->in[f->in[IN_TOKEN]] = token;
   *(int64_t *)g->in[f->in[IN_POS]] = pos;
-  float *onehot = g->in[f->in[IN_ONEHOT]], *mask = g->in[f->in[IN_MASK]];
-  for (int64_t j = 0; j < f->T; j++) onehot[j] = j == pos, mask[j] = j <= pos;
+  float *mask = g->in[f->in[IN_MASK]];
+  for (int64_t j = 0; j < f->T; j++) mask[j] = j < pos;
   const char *msg = g->m->run((const void *const *)g->in, g->out, g->arena);
   if (msg) {
     gen_error("the run at position %lld failed: %s", (long long)pos, msg);

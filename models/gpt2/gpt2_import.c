@@ -56,7 +56,7 @@ static const char USAGE[] =
     "  --name NAME  circuit file name (default gpt2, or gpt2_flat with --flat)\n"
     "  --decode     also write OUT_DIR/NAME_decode.circ: the model at one new position with a\n"
     "               key/value cache of T positions (--seq T, else SEQ), for generation (circc --lm):\n"
-    "               inputs token [1], pos [1] int64, kv_onehot [T], kv_mask [T], past_k, past_v\n"
+    "               inputs token [1], pos [1] int64, kv_mask [T] (1 for j < pos), past_k, past_v\n"
     "               [L,H,T,D]; outputs logits [V], new_k, new_v [L,H,D] (module-free form; --batch,\n"
     "               --loss and --flat apply to NAME.circ only)\n"
     "  --random-config CONFIG.json  no checkpoint: the model of this config.json with\n"
@@ -884,32 +884,34 @@ static TNode *flat_attn(G *g, int i, TNode *n, TNode *const *W) {
 
 /* Attention of layer i of the decode circuit at one new position (n [1,C]):
  * this position's keys and values k_new, v_new [1,H,D] (returned through
- * k_out, v_out) replace row `pos` of the cache, K_eff = past_k[i]·(1−onehot) +
- * onehot ⊗ k_new (V_eff the same), and the scores take kv_mask (1 for j ≤ pos)
- * with the −10000 convention — so the result is row `pos` of the full causal
- * attention of flat_attn. */
+ * k_out, v_out) are not written into the cache: the scores of the cached keys
+ * (past_k[i] [H,T,D], kv_mask 1 for j < pos, the −10000 convention) and the
+ * new key's score are joined by Concat into [H,T+1], one softmax, then the
+ * values are probs[:, :T]·past_v[i] + probs[:, T]·v_new. So no [H,T,D] tensor
+ * is built, and the result is row `pos` of the full causal attention of
+ * flat_attn (the masked cache rows get probability exactly 0 there too). */
 static TNode *decode_attn(G *g, int i, TNode *n, TNode *const *W, TNode **k_out, TNode **v_out) {
   const char *a = fmt(g, "a%d", i);
-  TNode *onehot = find(g, "kv_onehot"), *keep = find(g, "a.not_onehot");
+  TNode *div = find(g, "a.c.div_head_size");
   TNode *q = nd(g, fmt(g, "%s.q_p_bias", a), "Add", nd(g, fmt(g, "%s.q", a), "Einsum sd,hcd->shc", n, W[W_Q], NULL),
                 W[W_QB], NULL);
   TNode *k = nd(g, fmt(g, "%s.k_p_bias", a), "Add", nd(g, fmt(g, "%s.k", a), "Einsum sd,hcd->shc", n, W[W_K], NULL),
                 W[W_KB], NULL);
   TNode *v = nd(g, fmt(g, "%s.v_p_bias", a), "Add", nd(g, fmt(g, "%s.v", a), "Einsum sd,hVd->shV", n, W[W_V], NULL),
                 W[W_VB], NULL);
-  TNode *k_eff = nd(g, fmt(g, "%s.k_eff", a), "Add",
-                    nd(g, fmt(g, "%s.k_past", a), "Einsum hkc,k->hkc",
-                       nd(g, fmt(g, "%s.past_k", a), fmt(g, "Index [%d]", i), find(g, "past_k"), NULL), keep, NULL),
-                    nd(g, fmt(g, "%s.k_new", a), "Einsum k,shc->hkc", onehot, k, NULL), NULL);
-  TNode *v_eff = nd(g, fmt(g, "%s.v_eff", a), "Add",
-                    nd(g, fmt(g, "%s.v_past", a), "Einsum hkV,k->hkV",
-                       nd(g, fmt(g, "%s.past_v", a), fmt(g, "Index [%d]", i), find(g, "past_v"), NULL), keep, NULL),
-                    nd(g, fmt(g, "%s.v_new", a), "Einsum k,shV->hkV", onehot, v, NULL), NULL);
-  TNode *raw = nd(g, fmt(g, "%s.attn_scores_raw", a), "Einsum shc,hkc,,k->shk", q, k_eff,
-                  find(g, "a.c.div_head_size"), find(g, "kv_mask"), NULL);
+  TNode *past_k = nd(g, fmt(g, "%s.past_k", a), fmt(g, "Index [%d]", i), find(g, "past_k"), NULL);
+  TNode *past_v = nd(g, fmt(g, "%s.past_v", a), fmt(g, "Index [%d]", i), find(g, "past_v"), NULL);
+  TNode *past_raw = nd(g, fmt(g, "%s.past_scores_raw", a), "Einsum shc,hkc,,k->hk", q, past_k, div,
+                       find(g, "kv_mask"), NULL);
+  TNode *past = nd(g, fmt(g, "%s.past_scores", a), "Add", past_raw, find(g, "a.score_neg_inf_bias"), NULL);
+  TNode *own = nd(g, fmt(g, "%s.new_score", a), "Einsum shc,shc,->hs", q, k, div, NULL);
   TNode *probs = nd(g, fmt(g, "%s.attn_probs", a), "GeneralFunction softmax",
-                    nd(g, fmt(g, "%s.attn_scores", a), "Add", raw, find(g, "a.score_neg_inf_bias"), NULL), NULL);
-  TNode *comb = nd(g, fmt(g, "%s.comb_v", a), "Einsum shk,hkV->shV", probs, v_eff, NULL);
+                    nd(g, fmt(g, "%s.attn_scores", a), "Concat 1", past, own, NULL), NULL);
+  TNode *p_past = nd(g, fmt(g, "%s.past_probs", a), "Index [:,:-1]", probs, NULL);
+  TNode *p_new = nd(g, fmt(g, "%s.new_prob", a), "Index [:,-1]", probs, NULL);
+  TNode *comb = nd(g, fmt(g, "%s.comb_v", a), "Add", nd(g, fmt(g, "%s.past_comb_v", a), "Einsum hk,hkV->hV", p_past,
+                                                         past_v, NULL),
+                   nd(g, fmt(g, "%s.new_comb_v", a), "Einsum h,shV->shV", p_new, v, NULL), NULL);
   TNode *heads = nd(g, fmt(g, "%s.heads", a), "Einsum shV,hdV->shd", comb, W[W_O], NULL);
   *k_out = k, *v_out = v;
   return nd(g, fmt(g, "%s.p_bias", a), "Add", nd(g, a, "Einsum shd->sd", heads, NULL), W[W_OB], NULL);
@@ -969,9 +971,9 @@ static void flat_form(G *g, Outs *out) {
 /* The decode circuit (--decode, module-free form): the model at one new
  * position `pos` given the keys and values of the earlier positions, for
  * generation without recomputing the prefix. Free inputs: token [1] int64 (the
- * new token), pos [1] int64 (its position), kv_onehot [T] (1 at pos), kv_mask
- * [T] (1 for j <= pos), past_k and past_v [L,H,T,D] (the cache; rows j >= pos
- * are ignored); T is the --seq length or the symbolic SEQ. Outputs: logits [V]
+ * new token), pos [1] int64 (its position), kv_mask [T] (1 for j < pos),
+ * past_k and past_v [L,H,T,D] (the cache; rows j >= pos are ignored); T is the
+ * --seq length or the symbolic SEQ. Outputs: logits [V]
  * at pos, new_k and new_v [L,H,D] (this position's keys and values, to store
  * at row pos of the cache). Per-layer names are the flat form's (a{i}.q,
  * b{i}.resid.a, m{i}.act, ...). */
@@ -985,13 +987,12 @@ static void decode_form(G *g, TNode **logits, TNode **new_k, TNode **new_v) {
   scalar(g, "ln.c.eps", "", m->cf.eps);
   scalar(g, "a.c.div_head_size", "", 1.0 / sqrt((double)m->cf.head_dim));
   TNode *token = sym(g, "token", "1"), *pos = sym(g, "pos", "1");
-  TNode *onehot = sym(g, "kv_onehot", T), *mask = sym(g, "kv_mask", T);
+  TNode *mask = sym(g, "kv_mask", T);
   const char *cache = fmt(g, "%d,%lld,%s,%lld", L, H, T, D);
   sym(g, "past_k", cache);
   sym(g, "past_v", cache);
-  TNode *one = scalar(g, "one", "", 1), *neg_one = scalar(g, "neg_one", "", -1);
-  nd(g, "a.not_onehot", "Add", one, nd(g, "not_onehot.neg", "Einsum k,->k", onehot, neg_one, NULL), NULL);
-  TNode *not_mask = nd(g, "a.not_mask", "Add", one, nd(g, "not_mask.neg", "Einsum k,->k", mask, neg_one, NULL), NULL);
+  TNode *not_mask = nd(g, "a.not_mask", "Add", scalar(g, "one", "", 1),
+                       nd(g, "not_mask.neg", "Einsum k,->k", mask, scalar(g, "neg_one", "", -1), NULL), NULL);
   nd(g, "a.score_neg_inf_bias", "Einsum k,->k", not_mask, nd(g, "a.neg_inf", "[] Scalar -10_000.0", NULL), NULL);
   TNode *wte = array(g, "t.w.tok_embeds", &m->wte);
   /* with a symbolic T the whole table: a T beyond n_positions fails (index out
@@ -1037,9 +1038,9 @@ static bool write_decode_circuit(Comp *c, const Options *o, const Model *m) {
           "layer norm eps %g, %s unembedding\n", L, (long long)cf->hidden, H, D, (long long)cf->mlp, V,
           (long long)cf->n_pos, o->seq ? T : "SEQ (symbolic size 1s: circc -D SEQ=N, N <= n_positions)", cf->act,
           cf->eps, m->has_unembed ? "untied" : "tied");
-  fprintf(f, "# inputs:  token [1] int64 (the new token), pos [1] int64 (its position), kv_onehot [%s] (1 at pos),\n"
-             "#          kv_mask [%s] (1 for j <= pos), past_k and past_v [%lld,%lld,%s,%lld] (keys/values of the\n"
-             "#          earlier positions per layer and head; rows >= pos are ignored)\n", T, T, L, H, T, D);
+  fprintf(f, "# inputs:  token [1] int64 (the new token), pos [1] int64 (its position), kv_mask [%s] (1 for\n"
+             "#          j < pos), past_k and past_v [%lld,%lld,%s,%lld] (keys/values of the earlier positions per\n"
+             "#          layer and head; rows >= pos are ignored)\n", T, L, H, T, D);
   fprintf(f, "# outputs: logits [%lld] at pos (= row pos of the full circuit's logits), new_k and new_v\n"
              "#          [%lld,%lld,%lld] (this position's keys/values: store them at row pos of the cache)\n", V, L, H,
           D);

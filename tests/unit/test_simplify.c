@@ -236,6 +236,32 @@ Test(simplify, einsum_remove_one) {
   done(&r);
 }
 
+Test(simplify, einsum_drop_size1_sum) {
+  /* the decode circuit's k_new: an outer product written with a summed id s of size 1 */
+  Run r = run_text("'e' Einsum k,shc->hkc\n  'o' [5] Symbol " U1 "\n  'x' [1,2,3] Symbol " U2 "\n", 1e-12);
+  cr_assert_eq(fired(&r, "einsum_drop_size1_sum"), 1);
+  cr_assert(is_named(r.after, NK_Einsum, "e"));
+  cr_assert_eq(r.after->u.einsum.in_rank[1], 2);
+  cr_assert_eq(r.after->child[1]->kind, NK_Rearrange);
+  cr_assert_str_eq(shape_str(r.c, &r.after->child[1]->shape), "[2,3]");
+  done(&r);
+  /* a Scalar loses the axis; a diagonal of size 1 goes too; an output id of size 1 stays */
+  r = run_text("'e' Einsum ss,sa,t,sb->tb\n"
+               "  'x' [1,1] Symbol " U1 "\n"
+               "  'y' [1,4] Symbol " U2 "\n"
+               "  'z' [1] Symbol " U3 "\n"
+               "  'c' [1,2] Scalar 3\n",
+               1e-12);
+  cr_assert_eq(fired(&r, "einsum_drop_size1_sum"), 1);
+  const EinsumSpec *e = &r.after->u.einsum;
+  cr_assert_eq(e->in_rank[0], 0);
+  cr_assert_eq(e->in_rank[1], 1);
+  cr_assert_eq(e->in_rank[2], 1);
+  cr_assert_eq(e->in_rank[3], 1);
+  cr_assert_eq(r.after->child[3]->kind, NK_Scalar);
+  done(&r);
+}
+
 Test(simplify, einsum_scalar_to_rank0) {
   Run r = run_text("'e' Einsum ab,ab,c->a\n"
                    "  'x' [2,3] Symbol " U1 "\n"
