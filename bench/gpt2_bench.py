@@ -310,14 +310,13 @@ def write_inputs(work, c, tokens_all):
         np.save(os.path.join(d, "tokens.npy"), ids if c.B > 1 else ids[0])
         return ["--input", f"tokens=@{d}/tokens.npy"]
     p = c.past
-    onehot, mask = np.zeros(DECODE_T, np.float32), np.zeros(DECODE_T, np.float32)
-    onehot[p], mask[:p + 1] = 1, 1
+    mask = np.zeros(DECODE_T, np.float32)
+    mask[:p] = 1  # the cached keys the new token attends to (j < pos)
     np.save(os.path.join(d, "token.npy"), tokens_all[p:p + 1])
     np.save(os.path.join(d, "pos.npy"), np.array([p], np.int64))
-    np.save(os.path.join(d, "kv_onehot.npy"), onehot)
     np.save(os.path.join(d, "kv_mask.npy"), mask)
     return sum((["--input", f"{n}=@{d}/{n}.npy"] for n in
-                ("token", "pos", "kv_onehot", "kv_mask", "past_k", "past_v")), [])
+                ("token", "pos", "kv_mask", "past_k", "past_v")), [])
 
 
 def decode_cache(model, tokens_all, past):
