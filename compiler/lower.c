@@ -534,6 +534,8 @@ static bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
 
 typedef struct AttnConst {
   int64_t tq, tk;
+  const Node *cst[16];  /* the constants they came from (cf. AttnMatch) */
+  int cmap[16][MAX_RANK], nfac, ncst, qa, ka;
   float *f, *b;       /* malloc'd copies to compare against */
   Buf *bkend, *bskip, *bb, *bf; /* bf NULL: F is 1 on the kept keys, B 0 there;
                                  * bb NULL too: no key is ever skipped */
@@ -713,6 +715,15 @@ static void attn_eval(const AttnMatch *m, Tensor *const *t, int64_t q, int64_t k
  * an earlier attention that has the same F and B (every layer of a model). */
 static AttnConst *attn_consts(Lower *L, const AttnMatch *m) {
   int64_t tq = m->p->shape.dim[m->qa], tk = m->p->shape.dim[m->ka];
+  /* the same constant nodes (after CSE: every layer of a model) give the same
+   * F and B: no evaluation, which at T = 1024 holds [T,T] doubles per layer */
+  for (int i = 0; i < L->nattn; i++) {
+    AttnConst *a = &L->attn[i];
+    if (a->tq == tq && a->tk == tk && a->ncst == m->ncst && a->nfac == m->nfac && a->qa == m->qa &&
+        a->ka == m->ka && !memcmp(a->cst, m->cst, sizeof(const Node *) * (size_t)m->ncst) &&
+        !memcmp(a->cmap, m->cmap, sizeof a->cmap[0] * (size_t)m->ncst))
+      return a;
+  }
   float *f = malloc(sizeof(float) * (size_t)(tq * tk)), *b = malloc(sizeof(float) * (size_t)(tq * tk));
   if (!f || !b) ICE("out of memory");
   Eval *ev = eval_new(L->c);
@@ -739,7 +750,9 @@ static AttnConst *attn_consts(Lower *L, const AttnMatch *m) {
     if (!L->attn) ICE("out of memory");
   }
   AttnConst *a = &L->attn[L->nattn++];
-  *a = (AttnConst){.tq = tq, .tk = tk, .f = f, .b = b};
+  *a = (AttnConst){.tq = tq, .tk = tk, .nfac = m->nfac, .ncst = m->ncst, .qa = m->qa, .ka = m->ka, .f = f, .b = b};
+  memcpy(a->cst, m->cst, sizeof(const Node *) * (size_t)m->ncst);
+  memcpy(a->cmap, m->cmap, sizeof a->cmap[0] * (size_t)m->ncst);
   bool plain = true, skips = false;
   Shape s2 = {2, {tq, tk}}, s1 = {1, {tq}};
   Tensor *tb = tensor_new(L->c, DT_F32, &s2);
