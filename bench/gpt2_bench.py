@@ -2,7 +2,7 @@
 """gpt2_bench.py — GPT-2 small (124M) benchmark of circc against PyTorch (not a test).
 
 Run by `cmake --build BUILD --target bench_gpt2` with Debian's /usr/bin/python3
-(python3-torch, python3-numpy; scripts/setup_bench.sh installs them). Steps:
+(python3-torch, python3-numpy; scripts/setup.sh --bench installs them). Steps:
   1. writes deterministic random GPT-2 small weights in Hugging Face's layout
      (WORK/hf: config.json + model.safetensors, written by hand: no safetensors
      package) and imports them with gpt2_import, so both sides share weights;

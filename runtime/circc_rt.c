@@ -186,7 +186,7 @@ static int parse_binding(const Run *r, const char *flag, const char *arg, const 
   return -1;
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out) {
+bool rt_parse_long(const char *s, long lo, long hi, long *out) {
   char *end;
   errno = 0;
   long v = strtol(s, &end, 10);
@@ -248,14 +248,14 @@ static int parse_args(Run *r, int argc, char **argv) {
       if (!parse_tol(val, flag[2] == 'r' ? &r->rtol : &r->atol))
         return usage_error(r, "%s expects a non-negative number, found '%s'", flag, val);
     } else if (!strcmp(flag, "--bench")) {
-      if (!parse_long(val, 1, MAX_BENCH, &r->bench))
+      if (!rt_parse_long(val, 1, MAX_BENCH, &r->bench))
         return usage_error(r, "--bench expects a number of runs from 1 to %d, found '%s'", MAX_BENCH, val);
     } else if (!strcmp(flag, "--threads")) {
-      if (!parse_long(val, 1, MAX_THREADS, &n))
+      if (!rt_parse_long(val, 1, MAX_THREADS, &n))
         return usage_error(r, "--threads expects a number from 1 to %d, found '%s'", MAX_THREADS, val);
       r->threads = (int)n;
     } else if (!strcmp(flag, "--sample")) {
-      if (!parse_long(val, 1, MAX_SAMPLE, &r->sample))
+      if (!rt_parse_long(val, 1, MAX_SAMPLE, &r->sample))
         return usage_error(r, "--sample expects a number of names from 1 to %d, found '%s'", MAX_SAMPLE, val);
     } else if (!strcmp(flag, "--seed")) {
       char *end;
@@ -287,7 +287,7 @@ static int set_threads(int requested) {
   if (!n && env) {
     size_t len = strcspn(env, ",");
     snprintf(head, sizeof head, "%.*s", (int)(len < sizeof head ? len : sizeof head - 1), env);
-    if (parse_long(head, 1, MAX_THREADS, &v)) n = (int)v;
+    if (rt_parse_long(head, 1, MAX_THREADS, &v)) n = (int)v;
   }
   if (!n) n = omp_get_num_procs();
   omp_set_num_threads(n);

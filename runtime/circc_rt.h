@@ -95,6 +95,9 @@ double rt_rng_uniform(rt_rng *r);
 /* Formats an error message for run() to return (a static per-thread buffer). */
 const char *rt_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* A whole decimal argument s in [lo, hi] (command-line parsing). */
+_Bool rt_parse_long(const char *s, long lo, long hi, long *out);
+
 /* rt_bpe.c — text <-> token ids: GPT-2's byte-level BPE or a character
  * vocabulary, from a binary table (format: rt_bpe.c) that is used in place,
  * never copied: the blob must outlive the tokenizer. An rt_tokenizer is

@@ -171,15 +171,6 @@ void rt_generate_help(const rt_model *m) {
         stdout);
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (end == s || *end || errno || v < lo || v > hi) return false;
-  *out = v;
-  return true;
-}
-
 static bool parse_double(const char *s, double *out) {
   char *end;
   errno = 0;
@@ -261,7 +252,7 @@ int rt_generate_main(const rt_model *m, int argc, char **argv) {
         code = usage_error("--tokens expects comma-separated non-negative ids like 464,3290, found '%s'", val);
       o.tokens = ids;
     } else if (!strcmp(flag, "--generate")) {
-      if (!parse_long(val, 0, 1L << 30, &n)) code = usage_error("--generate expects a number of tokens, found '%s'", val);
+      if (!rt_parse_long(val, 0, 1L << 30, &n)) code = usage_error("--generate expects a number of tokens, found '%s'", val);
       o.generate = n;
     } else if (!strcmp(flag, "--greedy")) {
       o.greedy = 1;
@@ -271,7 +262,7 @@ int rt_generate_main(const rt_model *m, int argc, char **argv) {
         code = usage_error("--temperature expects a number >= 0, found '%s'", val);
     } else if (!strcmp(flag, "--top-k")) {
       sampling_opt = true;
-      if (!parse_long(val, 1, 1L << 30, &n)) code = usage_error("--top-k expects a number >= 1, found '%s'", val);
+      if (!rt_parse_long(val, 1, 1L << 30, &n)) code = usage_error("--top-k expects a number >= 1, found '%s'", val);
       o.top_k = n;
     } else if (!strcmp(flag, "--top-p")) {
       sampling_opt = true;
@@ -285,12 +276,12 @@ int rt_generate_main(const rt_model *m, int argc, char **argv) {
         code = usage_error("--seed expects an integer from 0 to 2^64-1, found '%s'", val);
       o.seed = (uint64_t)s, has_seed = true;
     } else if (!strcmp(flag, "--top")) {
-      if (!parse_long(val, 1, 1L << 30, &n)) code = usage_error("--top expects a number >= 1, found '%s'", val);
+      if (!rt_parse_long(val, 1, 1L << 30, &n)) code = usage_error("--top expects a number >= 1, found '%s'", val);
       o.top = n;
     } else if (!strcmp(flag, "--print-ids")) {
       o.print_ids = 1;
     } else if (!strcmp(flag, "--threads")) {
-      if (!parse_long(val, 1, MAX_THREADS, &n))
+      if (!rt_parse_long(val, 1, MAX_THREADS, &n))
         code = usage_error("--threads expects a number from 1 to %d, found '%s'", MAX_THREADS, val);
       o.threads = (int)n;
     } else if (!strcmp(flag, "--dump-logits")) {

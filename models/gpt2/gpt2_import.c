@@ -1014,6 +1014,20 @@ static void decode_form(G *g, TNode **logits, TNode **new_k, TNode **new_v) {
   *logits = nd(g, "logits", "Einsum sh,vh->v", fin, unembed, NULL);
 }
 
+/* Closes the memstream f (open_memstream(text, len): both are set by the
+ * close) and writes the text to path; false (exit code set) on failure. */
+static bool finish_circuit(FILE *f, char **text, const size_t *len, const char *path) {
+  if (fclose(f) != 0 || !*text) {
+    free(*text);
+    fail(TOOL_IO, "out of memory");
+    return false;
+  }
+  bool ok = tool_write_file(path, *text, *len);
+  free(*text);
+  if (!ok) g_exit = TOOL_IO;
+  return ok;
+}
+
 /* Writes OUT/<name>_decode.circ (see decode_form). */
 static bool write_decode_circuit(Comp *c, const Options *o, const Model *m) {
   Options plain = *o;
@@ -1047,16 +1061,9 @@ static bool write_decode_circuit(Comp *c, const Options *o, const Model *m) {
   print_node(f, logits, 0, NULL);
   print_node(f, new_k, 0, NULL);
   print_node(f, new_v, 0, NULL);
-  if (fclose(f) != 0 || !text) {
-    free(text);
-    fail(TOOL_IO, "out of memory");
-    return false;
-  }
   const char *path = arena_printf(&c->arena, "%s/%s_decode.circ", o->out_dir, o->name);
-  bool ok = tool_write_file(path, text, len);
-  free(text);
-  if (!ok) g_exit = TOOL_IO;
-  else
+  bool ok = finish_circuit(f, &text, &len, path);
+  if (ok)
     printf("gpt2_import: decode circuit (one position, key/value cache of %s positions%s): wrote %s\n", T,
            o->seq ? "" : ": compile with circc -D SEQ=N", path);
   return ok;
@@ -1100,16 +1107,9 @@ static bool write_circuit(Comp *c, const Options *o, const Model *m) {
   print_node(f, out.logits, 0, NULL);
   for (int i = 0; i <= L; i++) print_node(f, out.hidden[i], 0, NULL);
   if (out.loss) print_node(f, out.loss, 0, NULL);
-  if (fclose(f) != 0 || !text) {
-    free(text);
-    fail(TOOL_IO, "out of memory");
-    return false;
-  }
   const char *path = arena_printf(&c->arena, "%s/%s.circ", o->out_dir, o->name);
-  bool ok = tool_write_file(path, text, len);
-  free(text);
-  if (!ok) g_exit = TOOL_IO;
-  else
+  bool ok = finish_circuit(f, &text, &len, path);
+  if (ok)
     printf("gpt2_import: %lld layers, hidden %lld, %lld heads, vocab %lld, T=%s%s%s: wrote %s\n", L, C,
            (long long)cf->heads, V, T, o->batch ? fmt(&g, ", batch %lld", (long long)o->batch) : "",
            o->loss ? ", loss" : "", path);

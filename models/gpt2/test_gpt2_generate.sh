@@ -37,20 +37,8 @@ ids=$("$npy" ids "$gold/${prompt}_input_ids.npy")
 "$npy" squeeze "$gold/${prompt}_input_ids.npy" "$work/ids.npy"
 "$npy" squeeze "$gold/${prompt}_logits.npy" "$work/logits.npy"
 
-# expect CODE CMD...: CMD exits with CODE
-expect() {
-  code=$1
-  shift
-  set +e
-  "$@" > "$work/out.txt" 2> "$work/err.txt"
-  got=$?
-  set -e
-  cat "$work/err.txt"
-  if [ $got -ne "$code" ]; then
-    echo "FAIL: $*: expected exit $code, got $got" >&2
-    exit 1
-  fi
-}
+# expect CODE CMD...: CMD exits with CODE (out.txt, err.txt in $work)
+. "$(dirname "$0")/expect.sh"
 
 # the full circuit for the prompt's length, and the decode circuit for T = SEQ
 "$import" --seq "$P" --name full "$model" "$work"

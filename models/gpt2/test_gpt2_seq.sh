@@ -44,20 +44,8 @@ range() {
   while [ "$i" -lt "$2" ]; do s=$s${s:+,}$i; i=$((i + 1)); done
   echo "$s"
 }
-# expect CODE CMD...: CMD exits with CODE
-expect() {
-  code=$1
-  shift
-  set +e
-  "$@" > "$work/out.txt" 2> "$work/err.txt"
-  got=$?
-  set -e
-  cat "$work/err.txt"
-  if [ $got -ne "$code" ]; then
-    echo "FAIL: $*: expected exit $code, got $got" >&2
-    exit 1
-  fi
-}
+# expect CODE CMD...: CMD exits with CODE (out.txt, err.txt in $work)
+. "$(dirname "$0")/expect.sh"
 
 "$import" --decode --name gpt2 "$model" "$work/module"
 "$import" --flat --name gpt2 "$model" "$work/flat"
