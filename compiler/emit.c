@@ -413,6 +413,18 @@ static void emit_gather(Emit *e, const Step *s) {
 /* Rows of C per OpenMP task: small enough that every thread gets work, a
  * multiple of the micro-tile height. The GEMM template gives every C element
  * the same summation order however rows are split, so this does not change bits. */
+/* Opens the block of a step that needs per-thread scratch (`floats` floats,
+ * 64-byte aligned; a failed allocation sets `failed`), in a parallel region
+ * if `parallel`. */
+static void emit_scratch_open(Emit *e, bool parallel, const char *floats) {
+  out(e, "  int failed = 0;\n");
+  if (parallel) out(e, "  #pragma omp parallel\n");
+  out(e, "  {\n    float *scratch = (float *)aligned_alloc(64, (size_t)((%s * 4 + 63) / 64 * 64));\n", floats);
+  out(e, "    if (!scratch) {\n");
+  if (parallel) out(e, "      #pragma omp atomic write\n");
+  out(e, "      failed = 1;\n    }\n");
+}
+
 /* The tasks of a batched GEMM are (batch index, row block, column block).
  * A task packs its columns of B once per row block and its rows of A once per
  * column block, so blocks are large: all rows up to 256 (the template packs A
@@ -444,13 +456,7 @@ static void emit_gemm(Emit *e, const Step *s) {
   gemm_blocks((int64_t)batch, M, N, &mb, &cb);
   int64_t nblocks = mb ? (M + mb - 1) / mb : 0, cblocks = cb ? (N + cb - 1) / cb : 0;
   bool parallel = s->flops >= PARALLEL_MIN_WORK;
-  out(e, "  int failed = 0;\n");
-  if (parallel) out(e, "  #pragma omp parallel\n");
-  out(e, "  {\n    float *scratch = (float *)aligned_alloc(64, (size_t)((circc_gemm_scratch_floats(%lld, %lld) * 4 + 63) / 64 * 64));\n",
-      (long long)N, (long long)K);
-  out(e, "    if (!scratch) {\n");
-  if (parallel) out(e, "      #pragma omp atomic write\n");
-  out(e, "      failed = 1;\n    }\n");
+  emit_scratch_open(e, parallel, arena_printf(&e->c->arena, "circc_gemm_scratch_floats(%lld, %lld)", (long long)N, (long long)K));
   if (parallel) out(e, "    #pragma omp for collapse(%d) schedule(static)\n", nb + 2);
   for (int t = 0; t < nb; t++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 4 + 2 * t, "", t, t, (long long)s->dim[t], t);
   int ind = 4 + 2 * nb;
@@ -494,13 +500,8 @@ static void emit_attention(Emit *e, const Step *s) {
   int nb = s->nbatch;
   int64_t tq = s->dim[nb], tk = s->dim[nb + 1], C = s->dim[nb + 2], D = s->dim[nb + 3];
   bool parallel = s->flops >= PARALLEL_MIN_WORK;
-  out(e, "  int failed = 0;\n");
-  if (parallel) out(e, "  #pragma omp parallel\n");
-  out(e, "  {\n    float *scratch = (float *)aligned_alloc(64, (size_t)((circc_attn_scratch_floats(%lld, %lld, %lld) * 4 + 63) / 64 * 64));\n",
-      (long long)tk, (long long)C, (long long)D);
-  out(e, "    if (!scratch) {\n");
-  if (parallel) out(e, "      #pragma omp atomic write\n");
-  out(e, "      failed = 1;\n    }\n");
+  emit_scratch_open(e, parallel,
+                    arena_printf(&e->c->arena, "circc_attn_scratch_floats(%lld, %lld, %lld)", (long long)tk, (long long)C, (long long)D));
   if (parallel) out(e, "    #pragma omp for collapse(%d) schedule(static, 1)\n", nb + 1);
   for (int t = 0; t < nb; t++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 4 + 2 * t, "", t, t, (long long)s->dim[t], t);
   int ind = 4 + 2 * nb;
