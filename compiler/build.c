@@ -175,7 +175,8 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
   const char *tmpdir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
   const char *dir = mkdtemp(arena_printf(&c->arena, "%s/circc-XXXXXX", tmpdir));
   if (!dir) {
-    diag_error_class(c, DIAG_IO, NO_LOC, "cannot create a temporary directory: %s", strerror(errno));
+    diag_error_class(c, DIAG_IO, NO_LOC, "cannot create a temporary directory in '%s' (TMPDIR): %s", tmpdir,
+                     strerror(errno));
     return false;
   }
   dir = arena_strdup(&c->arena, dir);

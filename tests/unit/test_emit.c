@@ -93,3 +93,24 @@ Test(emit, program_directory_compiles_warning_free_with_gcc_and_clang) {
     tu_free(c);
   }
 }
+
+Test(emit, program_sources_go_to_tmpdir) {
+  /* circc builds in $TMPDIR: an unusable one is a located I/O error, not a
+   * silent fallback to /tmp */
+  Comp *c = tu_comp();
+  Kernels k;
+  cr_assert(pipeline(c, tu_data("circ/e1_sharing.circ"), NULL, &k), "%s", tu_diags(c));
+  const char *old = getenv("TMPDIR");
+  char *saved = old ? strdup(old) : NULL;
+  setenv("TMPDIR", "/nonexistent-circc-tmpdir", 1);
+  EmitOptions eo = {.name = "prog", .command_line = "circc test", .source_hash = "0"};
+  BuildOptions bo = {.output = "/tmp/circc-tmpdir-test-prog"};
+  bool ok = build_program(c, &k, &eo, &bo);
+  if (saved) setenv("TMPDIR", saved, 1);
+  else unsetenv("TMPDIR");
+  free(saved);
+  cr_assert(!ok);
+  cr_assert(strstr(tu_diags(c), "/nonexistent-circc-tmpdir"), "%s", tu_diags(c));
+  cr_assert(access("/tmp/circc-tmpdir-test-prog", F_OK) != 0, "no program may be written");
+  tu_free(c);
+}
