@@ -410,9 +410,6 @@ static void emit_gather(Emit *e, const Step *s) {
   out(e, "];\n%*s}\n", ind, "");
 }
 
-/* Rows of C per OpenMP task: small enough that every thread gets work, a
- * multiple of the micro-tile height. The GEMM template gives every C element
- * the same summation order however rows are split, so this does not change bits. */
 /* Opens the block of a step that needs per-thread scratch (`floats` floats,
  * 64-byte aligned; a failed allocation sets `failed`), in a parallel region
  * if `parallel`. */
@@ -441,8 +438,60 @@ static void gemm_blocks(int64_t batch, int64_t M, int64_t N, int64_t *mb, int64_
   }
 }
 
+/* The address of view v's element at the batch loop indices (v's first nb
+ * dims) plus n0 times `n_stride` when that is not 0. */
+static void emit_base(Emit *e, const View *v, int nb, int64_t n_stride) {
+  View base = *v;
+  base.rank = nb;
+  out(e, "&");
+  emit_index(e, &base);
+  if (n_stride) out(e, " + n0 * %lld", (long long)n_stride);
+}
+
+/* A one-row GEMM with A and B's columns contiguous along K (step_is_gemv):
+ * tasks are (batch index, column block), each a circc_gemv_f32 call that
+ * streams its own contiguous part of B; no scratch. */
+static void emit_gemv(Emit *e, const Step *s) {
+  Decl d = {0};
+  decl_add(&d, s->out.buf, true);
+  decl_add(&d, s->op[0].buf, false);
+  decl_add(&d, s->op[1].buf, false);
+  if (s->x.buf) decl_add(&d, s->x.buf, false);
+  emit_decls(e, &d);
+  int nb = s->nbatch;
+  int64_t N = s->dim[nb + 1], K = s->dim[nb + 2];
+  int64_t mb, cb;
+  gemm_blocks((int64_t)loop_work(s->dim, nb), 1, N, &mb, &cb);
+  int64_t cblocks = cb ? (N + cb - 1) / cb : 0;
+  if (s->flops >= PARALLEL_MIN_WORK) out(e, "  #pragma omp parallel for collapse(%d) schedule(static)\n", nb + 1);
+  for (int t = 0; t < nb; t++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 2 + 2 * t, "", t, t, (long long)s->dim[t], t);
+  int ind = 2 + 2 * nb;
+  out(e, "%*sfor (int64_t nb = 0; nb < %lld; nb++) {\n", ind, "", (long long)cblocks);
+  out(e, "%*sconst int64_t n0 = nb * %lld, n1 = n0 + %lld < %lld ? n0 + %lld : %lld;\n", ind + 2, "", (long long)cb,
+      (long long)cb, (long long)N, (long long)cb, (long long)N);
+  int64_t b_n = s->op[1].stride[nb + 1], c_n = s->out.stride[nb + 1];
+  out(e, "%*scircc_gemv_f32(n1 - n0, %lld, ", ind + 2, "", (long long)K);
+  emit_base(e, &s->op[0], nb, 0);
+  out(e, ", ");
+  emit_base(e, &s->op[1], nb, b_n);
+  out(e, ", %lld, ", (long long)b_n);
+  emit_base(e, &s->out, nb, c_n);
+  out(e, ", %lld, ", (long long)c_n);
+  if (s->x.buf) {
+    emit_base(e, &s->x, nb, s->x.stride[nb + 1]);
+    out(e, ", %lld);\n", (long long)s->x.stride[nb + 1]);
+  } else {
+    out(e, "NULL, 0);\n");
+  }
+  out(e, "%*s}\n", ind, "");
+}
+
 /* Batched GEMM through templates/gemm_f32.h: tasks are (batch index, row block). */
 static void emit_gemm(Emit *e, const Step *s) {
+  if (step_is_gemv(s)) {
+    emit_gemv(e, s);
+    return;
+  }
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
   decl_add(&d, s->op[0].buf, false);
@@ -474,11 +523,7 @@ static void emit_gemm(Emit *e, const Step *s) {
   for (int q = 0; q < 3; q++) {
     /* base of this batch element (plus the column block for B and C); the
      * template adds the row and K offsets */
-    View base = *v[q];
-    base.rank = nb;
-    out(e, "&");
-    emit_index(e, &base);
-    if (q > 0) out(e, " + n0 * %lld", (long long)st[q][1]);
+    emit_base(e, v[q], nb, q > 0 ? st[q][1] : 0);
     out(e, ", %lld, %lld, ", (long long)st[q][0], (long long)st[q][1]);
   }
   out(e, "scratch);\n%*s}\n    free(scratch);\n  }\n", ind, "");

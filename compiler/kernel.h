@@ -82,7 +82,10 @@ typedef struct Step {
   int nops;
   View op[2];
   /* GEMM: the same fields with ndim = nbatch + 3 and loop dims [batch..., M, N, K];
-   * op[0] is A (no N stride), op[1] is B (no M stride), out is C (no K stride). */
+   * op[0] is A (no N stride), op[1] is B (no M stride), out is C (no K stride);
+   * x (buf NULL: none), only on a step_is_gemv step: a column mask over
+   * [batch..., N] that the consumer multiplies C by, so columns where it is 0
+   * are written 0 without being computed. */
   int nbatch;
   /* ROW */
   GenFnKind fn;
@@ -105,6 +108,15 @@ typedef struct Step {
    * 1 on the kept keys) */
   double flops;
 } Step;
+
+/* A GEMM step with one row whose A and B are contiguous along K runs as the
+ * matrix-vector kernel circc_gemv_f32 (emit.c; lower.c lays decode weights
+ * out for it and may give it a column mask). */
+static inline bool step_is_gemv(const Step *s) {
+  int nb = s->nbatch;
+  return s->kind == STEP_GEMM && s->dim[nb] == 1 &&
+         (s->dim[nb + 2] == 1 || (s->op[0].stride[nb + 2] == 1 && s->op[1].stride[nb + 2] == 1));
+}
 
 /* The lowered program: steps in execution order over buffers. */
 typedef struct Kernels {

@@ -309,7 +309,9 @@ static void classify_gemm(Step *s) {
  * that before the step is built: an operand whose K ids do not merge is
  * copied into a layout where they do (weights are permuted at compile time,
  * other operands by a copy step), weights used as a transposed B are
- * transposed at compile time, and the output gets the layout [batch, M, N].
+ * transposed at compile time (with one row, M = 1, weights go the other way:
+ * stored by columns, [N, K], which circc_gemv_f32 streams), and the output
+ * gets the layout [batch, M, N].
  * The arithmetic is unchanged: only where values live. */
 
 enum { ROLE_BATCH, ROLE_M, ROLE_N, ROLE_K, ROLE_OTHER };
@@ -438,6 +440,7 @@ static bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
   }
   double work = 2;
   int nk = 0;
+  int64_t rows = 1; /* M */
   for (int t = 0; t < g.nids; t++) {
     bool in0 = false, in1 = false, out = false;
     int64_t size = 1;
@@ -449,6 +452,7 @@ static bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
     work *= (double)size;
     g.role[t] = out ? (in0 && in1 ? ROLE_BATCH : in0 ? ROLE_M : ROLE_N) : (in0 && in1 ? ROLE_K : ROLE_OTHER);
     if (g.role[t] == ROLE_OTHER) return false; /* summed in one operand only */
+    if (g.role[t] == ROLE_M) rows *= size;
     nk += g.role[t] == ROLE_K;
   }
   if (nk == 0 || work < 8192) return false;
@@ -475,8 +479,11 @@ static bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
     sort_axes_by_stride(rest, nr, &ops[i]);
     int kin[MAX_RANK];
     axes_in_order(e, i, korder, nko, kin);
-    /* a weight read elsewhere too (a tied embedding) keeps its layout rather than exist twice */
-    bool row_major_b = i == 1 && ops[1].buf->kind == BUF_WEIGHT && !tensor_shared(L, ops[1].buf->tensor);
+    /* a weight read elsewhere too (a tied embedding) keeps its layout rather
+     * than exist twice; with one row (decode) B is stored by columns instead,
+     * for circc_gemv_f32 */
+    bool weight_b = i == 1 && ops[1].buf->kind == BUF_WEIGHT && !tensor_shared(L, ops[1].buf->tensor);
+    bool row_major_b = weight_b && rows > 1;
     if (row_major_b) {
       for (int r = 0; r < nr; r++)
         if (g.role[layout_find(&g, e->in[i][rest[r]])] == ROLE_BATCH) axes[na++] = rest[r];
@@ -488,7 +495,7 @@ static bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
       for (int j = 0; j < nk; j++) axes[na++] = kin[j];
     }
     bool k_ok = axes_merge(&ops[i], kin, nk);
-    if (row_major_b ? !view_is_layout(&ops[i], axes, na) : !k_ok) ops[i] = relayout(L, n, n->child[i], &ops[i], axes);
+    if (weight_b ? !view_is_layout(&ops[i], axes, na) : !k_ok) ops[i] = relayout(L, n, n->child[i], &ops[i], axes);
   }
 
   /* the output: [batch, M (as in A), N (as in B)], unless the plain
@@ -877,10 +884,49 @@ static Value *lower_attention(Lower *L, const Node *n) {
   return viewed(L, outv);
 }
 
+/* A product (n) of a one-row GEMM's result that nothing else reads and a
+ * vector along that GEMM's columns (a run-time mask such as a decode step's
+ * kv_mask) lets the GEMM skip the columns where the vector is 0: it writes 0
+ * there, and this product is 0 there as it is for every finite value the GEMM
+ * would have computed. Only a vector over the one id that forms the GEMM's N,
+ * computed before the GEMM runs. */
+static void gemv_column_mask(Lower *L, const Node *n) {
+  const EinsumSpec *e = &n->u.einsum;
+  for (int i = 0; i < n->nchild; i++) {
+    const Value *gv = lower(L, n->child[i]);
+    Buf *cb = gv->lazy ? NULL : gv->view.buf;
+    if (!cb || cb->def_step < 0 || L->uses[n->child[i]->id] != 1) continue;
+    Step *g = L->k->step[cb->def_step];
+    if (!step_is_gemv(g) || g->x.buf || g->node != n->child[i]) continue;
+    int nb = g->nbatch;
+    for (int j = 0; j < n->nchild; j++) {
+      const Value *mv = lower(L, n->child[j]);
+      if (j == i || mv->lazy || mv->view.buf->dtype != DT_F32) continue;
+      const Buf *mb = mv->view.buf;
+      if (mb->kind == BUF_TEMP && (mb->def_step < 0 || mb->def_step >= g->id)) continue;
+      int axis = -1, naxes = 0;
+      for (int a = 0; a < e->in_rank[j]; a++)
+        if (n->child[j]->shape.dim[a] != 1) axis = a, naxes++;
+      if (naxes != 1) continue;
+      int ga = -1; /* the GEMM result's axis with the mask's id */
+      for (int a = 0; a < e->in_rank[i]; a++)
+        if (e->in[i][a] == e->in[j][axis]) ga = a;
+      if (ga < 0 || g->dim[nb + 1] != n->child[i]->shape.dim[ga] || g->out.stride[nb + 1] != gv->view.stride[ga])
+        continue;
+      View m = {.buf = mv->view.buf, .offset = mv->view.offset, .rank = g->ndim};
+      memcpy(m.dim, g->dim, sizeof(int64_t) * (size_t)g->ndim);
+      m.stride[nb + 1] = mv->view.stride[axis];
+      g->x = m;
+      return;
+    }
+  }
+}
+
 static Value *lower_einsum(Lower *L, const Node *n) {
   const EinsumSpec *e = &n->u.einsum;
   if (n->nchild == 0) return lazy(L, expr_const(L, 1.0));
   if (einsum_is_product(n)) {
+    gemv_column_mask(L, n);
     Expr *prod = expr_new(L, EX_MUL, n->nchild);
     for (int i = 0; i < n->nchild; i++) {
       Value *v = lower(L, n->child[i]);

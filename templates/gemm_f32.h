@@ -24,6 +24,8 @@
  *  - streaming: at most 4 rows (matrix-vector) with unit-stride rows or
  *    columns of B: B is read once, straight from memory, no packing.
  *  - N < NR with more rows than columns: computes C^T = B^T A^T instead.
+ * circc_gemv_f32 is a separate entry for one row against B stored by columns
+ * (decode steps), with its own summation order (see there).
  * Needs C11; <immintrin.h> only when AVX2+FMA or AVX-512F+FMA are enabled.
  * Threads: each needs its own scratch. For M <= 4 (decode) split columns, not
  * rows, so that every thread streams part of B. */
@@ -472,9 +474,33 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
 /* ------------------------------------------------------- streaming driver */
 
 #if CIRCC_GEMM_VL > 0
+/* Is one of the four A elements at a, a + a_k, ... 0? */
+static inline int circc_gemm_has_zero4(const float *a, int64_t a_k) {
+  return a[0] == 0.0f || a[a_k] == 0.0f || a[2 * a_k] == 0.0f || a[3 * a_k] == 0.0f;
+}
+
+/* The streaming path's update for one k: acc row r += a[r*a_m] * b (nn floats). */
+static inline void circc_gemm_stream_k(int rows, int64_t m0, int64_t nn, const float *a, int64_t a_m, const float *b,
+                                       float *acc) {
+  int64_t nv = nn / CIRCC_GEMM_VL * CIRCC_GEMM_VL;
+  int tail = (int)(nn - nv);
+  for (int r = 0; r < rows; r++) {
+    circc_gemm_v a0 = circc_gemm_vset1(a[(m0 + r) * a_m]);
+    for (int64_t j = 0; j < nn; j += CIRCC_GEMM_VL) {
+      circc_gemm_v v0 = j < nv ? circc_gemm_vloadu(b + j) : circc_gemm_vloadn(b + j, tail);
+      float *s = acc + r * CIRCC_GEMM_NS + j;
+      circc_gemm_vstore(s, circc_gemm_vfma(a0, v0, circc_gemm_vload(s)));
+    }
+  }
+}
+
 /* rows (<= SR, a literal at each call) rows of C with unit-stride B rows:
  * B is read once, row after row, and the block sums live in `acc` (scratch,
- * rows x NS floats, L1-resident). Four k per pass keep the chain order. */
+ * rows x NS floats, L1-resident). Four k per pass keep the chain order.
+ * With one row, the rows of B whose coefficient is 0 are not read: attention probabilities over masked keys are exactly 0, so a
+ * decode step reads only the keys it attends to. The bits do not change for
+ * finite B (x + 0 = x, and no partial sum is -0); an inf or NaN in a skipped
+ * row counts as 0 (IEEE would give NaN). */
 static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K, const float *A, int64_t a_m,
                                      int64_t a_k, const float *B, int64_t b_k, float *C, int64_t c_m,
                                      int64_t c_n, float *acc) {
@@ -486,8 +512,13 @@ static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K,
       int64_t kb = circc_gemm_min(CIRCC_GEMM_KC, K - pc);
       for (int r = 0; r < rows; r++)
         for (int64_t j = 0; j < nn; j += CIRCC_GEMM_VL) circc_gemm_vstore(acc + r * CIRCC_GEMM_NS + j, circc_gemm_vzero());
-      int64_t k = 0;
-      for (; k + 4 <= kb; k += 4) {
+      for (int64_t k = 0; k < kb;) {
+        if (k + 4 > kb || (rows == 1 && circc_gemm_has_zero4(A + m0 * a_m + (pc + k) * a_k, a_k))) {
+          if (rows > 1 || A[m0 * a_m + (pc + k) * a_k] != 0.0f)
+            circc_gemm_stream_k(rows, m0, nn, A + (pc + k) * a_k, a_m, B + (pc + k) * b_k + n0, acc);
+          k++;
+          continue;
+        }
         const float *b0 = B + (pc + k) * b_k + n0, *b1 = b0 + b_k, *b2 = b1 + b_k, *b3 = b2 + b_k;
         circc_gemm_v a[CIRCC_GEMM_SR][4];
         for (int r = 0; r < CIRCC_GEMM_SR; r++) {
@@ -514,17 +545,7 @@ static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K,
             circc_gemm_vstore(s, x);
           }
         }
-      }
-      for (; k < kb; k++) {
-        const float *b0 = B + (pc + k) * b_k + n0;
-        for (int r = 0; r < rows; r++) {
-          circc_gemm_v a0 = circc_gemm_vset1(A[(m0 + r) * a_m + (pc + k) * a_k]);
-          for (int64_t j = 0; j < nn; j += CIRCC_GEMM_VL) {
-            circc_gemm_v v0 = j < nv ? circc_gemm_vloadu(b0 + j) : circc_gemm_vloadn(b0 + j, tail);
-            float *s = acc + r * CIRCC_GEMM_NS + j;
-            circc_gemm_vstore(s, circc_gemm_vfma(a0, v0, circc_gemm_vload(s)));
-          }
-        }
+        k += 4;
       }
       int first = pc == 0;
       for (int r = 0; r < rows; r++) {
@@ -582,6 +603,76 @@ static inline void circc_gemm_stream_t(int rows, int64_t m0, int64_t N, int64_t 
   }
 }
 #endif
+
+/* ------------------------------------------------------- matrix-vector */
+
+/* Dot product of K contiguous floats in the GEMV order: 32 partial sums, lane
+ * j taking k = j (mod 32) by a chain of fused multiply-adds from +0 in
+ * increasing k (lanes past K add 0), then added pairwise as (j, j+16),
+ * (j, j+8), (j, j+4), (j, j+2), (j, j+1). */
+#if CIRCC_GEMM_VL == 16
+static inline float circc_gemv_dot(const float *a, const float *b, int64_t K) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), _mm512_loadu_ps(b + k + 16), s1);
+  }
+  if (k < K) {
+    int r = (int)(K - k);
+    s0 = _mm512_fmadd_ps(circc_gemm_vloadn(a + k, r), circc_gemm_vloadn(b + k, r), s0);
+    s1 = _mm512_fmadd_ps(circc_gemm_vloadn(a + k + 16, r - 16), circc_gemm_vloadn(b + k + 16, r - 16), s1);
+  }
+  __m512 t = _mm512_add_ps(s0, s1);
+  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(t), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1)));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+}
+#elif CIRCC_GEMM_VL == 8
+static inline float circc_gemv_dot(const float *a, const float *b, int64_t K) {
+  __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32)
+    for (int g = 0; g < 4; g++) s[g] = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8 * g), _mm256_loadu_ps(b + k + 8 * g), s[g]);
+  if (k < K) {
+    int r = (int)(K - k);
+    for (int g = 0; g < 4; g++)
+      s[g] = _mm256_fmadd_ps(circc_gemm_vloadn(a + k + 8 * g, r - 8 * g), circc_gemm_vloadn(b + k + 8 * g, r - 8 * g), s[g]);
+  }
+  __m256 h = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+}
+#else
+static inline float circc_gemv_dot(const float *a, const float *b, int64_t K) {
+  float s[32] = {0};
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32)
+    for (int j = 0; j < 32; j++) s[j] += a[k + j] * b[k + j];
+  for (int j = 0; k + j < K; j++) s[j] += a[k + j] * b[k + j];
+  for (int w = 16; w >= 1; w /= 2)
+    for (int j = 0; j < w; j++) s[j] += s[j + w];
+  return s[0];
+}
+#endif
+
+/* One row of A times B given by columns: y[n*c_n] = sum_k a[k] * B[n*b_n + k]
+ * for n in [0,N), with a and every column of B contiguous (b_k = 1). A range
+ * of columns is one contiguous block of B, so threads that split the columns
+ * each stream their own block: decode steps, whose weights are laid out this
+ * way at compile time, read them at memory bandwidth. mask (NULL: none): a
+ * column whose mask[n*mask_n] is 0 is written 0 and not read, because its
+ * value is multiplied by that 0 afterwards (0·x = 0 for finite x; an inf or
+ * NaN in such a column counts as 0, where IEEE would give NaN). Sums follow
+ * circc_gemv_dot, not the GEMM's order: the AVX-512 and AVX2 builds agree bit
+ * for bit, and no column depends on how columns are split. */
+CIRCC_GEMM_API void circc_gemv_f32(int64_t N, int64_t K, const float *a, const float *B, int64_t b_n, float *y,
+                                   int64_t c_n, const float *mask, int64_t mask_n) {
+  for (int64_t n = 0; n < N; n++)
+    y[n * c_n] = mask && mask[n * mask_n] == 0.0f ? 0.0f : circc_gemv_dot(a, B + n * b_n, K);
+}
 
 /* ------------------------------------------------------------------- entry */
 

@@ -686,6 +686,40 @@ Test(codegen, einsum_gemm_relayouts) {
                "    'w2' [24,16] Array rand\n");
 }
 
+/* One-row contractions (decode steps) run as circc_gemv_f32: weights stored by
+ * columns, and a run-time 0/1 mask over the keys (random here) lets the
+ * scores skip masked keys and the value product skip their zero
+ * probabilities (with -march=native: the SIMD paths); a mask that is also a
+ * plain value; an all-zero constant mask. */
+Test(codegen, decode_one_row_products) {
+  DIFF(.random_tensors = true, .range = {{"kv_mask", 0, 2, true}}, .native = true,
+       .text = "'proj' Einsum sd,do->so\n"
+               "  'x' [1,256] Symbol\n"
+               "  'w' [256,300] Array rand\n"
+               "'attn' Einsum hk,hkv->hv\n"
+               "  'probs' GeneralFunction softmax\n"
+               "    'scores' Add\n"
+               "      'raw' Einsum hc,hkc,,k->hk\n"
+               "        'q' [4,64] Symbol\n"
+               "        'past_k' [4,300,64] Symbol\n"
+               "        'scale' [] Scalar 0.125\n"
+               "        'kv_mask' [300] Symbol\n"
+               "      'bias' Einsum k,->k\n"
+               "        'not_mask' Add\n"
+               "          'one' [] Scalar 1\n"
+               "          'neg_mask' Einsum k,->k\n"
+               "            'kv_mask'\n"
+               "            'neg_one' [] Scalar -1\n"
+               "        'big' [] Scalar -10000\n"
+               "  'past_v' [4,300,64] Symbol\n"
+               "'masked_sum' Einsum k->\n"
+               "  'kv_mask'\n"
+               "'all_masked' Einsum hc,hkc,k->hk\n"
+               "  'q'\n"
+               "  'past_k'\n"
+               "  'zeros' [300] Scalar 0\n");
+}
+
 Test(codegen, einsum_diagonals_and_traces) {
   DIFF(.text = "'trace' Einsum aa->\n"
                "  'sq' [4,4] Symbol\n"

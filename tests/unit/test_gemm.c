@@ -2,7 +2,9 @@
  * sampled and GPT-2 shapes under every stride layout (row-major, transposed,
  * gapped, general) with an error bound of 1e-5·sqrt(K)·Σ|a||b|, untouched
  * memory outside the addressed C elements, bit-identical results for any split
- * of rows or columns, and K = 0. The header is compiled three times: this
+ * of rows or columns, and K = 0; circc_gemv_f32 (one row against B stored by
+ * columns) the same way, plus its column mask, and the zero-coefficient rows
+ * the one-row streaming path skips. The header is compiled three times: this
  * file natively (-march=native), and again as variant translation units with
  * GEMM_TEST_VARIANT defined (tests/CMakeLists.txt): `avx2` (-mavx2 -mfma) and
  * `portable` (CIRCC_GEMM_PORTABLE, the plain-C micro-kernel). */
@@ -13,17 +15,24 @@ typedef void GemmFn(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A
                     const float *B, int64_t b_k, int64_t b_n, float *C, int64_t c_m, int64_t c_n, float *scratch);
 typedef int64_t GemmScratchFn(int64_t N, int64_t K);
 typedef const char *GemmIsaFn(void);
+typedef void GemvFn(int64_t N, int64_t K, const float *a, const float *B, int64_t b_n, float *y, int64_t c_n,
+                    const float *mask, int64_t mask_n);
 #define GEMM_DECLARE(v)                                                                                              \
   GemmFn gemm_rows_##v;                                                                                              \
   GemmScratchFn gemm_scratch_##v;                                                                                    \
-  GemmIsaFn gemm_isa_##v;
+  GemmIsaFn gemm_isa_##v;                                                                                            \
+  GemvFn gemv_##v;
 #define GEMM_DEFINE(v)                                                                                               \
   void gemm_rows_##v(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t a_m, int64_t a_k,       \
                      const float *B, int64_t b_k, int64_t b_n, float *C, int64_t c_m, int64_t c_n, float *scratch) { \
     circc_gemm_f32_rows(m0, m1, N, K, A, a_m, a_k, B, b_k, b_n, C, c_m, c_n, scratch);                               \
   }                                                                                                                  \
   int64_t gemm_scratch_##v(int64_t N, int64_t K) { return circc_gemm_scratch_floats(N, K); }                         \
-  const char *gemm_isa_##v(void) { return CIRCC_GEMM_ISA; }
+  const char *gemm_isa_##v(void) { return CIRCC_GEMM_ISA; }                                                          \
+  void gemv_##v(int64_t N, int64_t K, const float *a, const float *B, int64_t b_n, float *y, int64_t c_n,          \
+                const float *mask, int64_t mask_n) {                                                                 \
+    circc_gemv_f32(N, K, a, B, b_n, y, c_n, mask, mask_n);                                                           \
+  }
 GEMM_DECLARE(native)
 GEMM_DECLARE(avx2)
 GEMM_DECLARE(portable)
@@ -51,11 +60,13 @@ typedef struct Variant {
   GemmFn *rows;
   GemmScratchFn *scratch;
   GemmIsaFn *isa;
+  GemvFn *gemv;
 } Variant;
 
-static const Variant NATIVE = {"native", gemm_rows_native, gemm_scratch_native, gemm_isa_native};
-static const Variant AVX2 = {"avx2", gemm_rows_avx2, gemm_scratch_avx2, gemm_isa_avx2};
-static const Variant PORTABLE = {"portable", gemm_rows_portable, gemm_scratch_portable, gemm_isa_portable};
+static const Variant NATIVE = {"native", gemm_rows_native, gemm_scratch_native, gemm_isa_native, gemv_native};
+static const Variant AVX2 = {"avx2", gemm_rows_avx2, gemm_scratch_avx2, gemm_isa_avx2, gemv_avx2};
+static const Variant PORTABLE = {"portable", gemm_rows_portable, gemm_scratch_portable, gemm_isa_portable,
+                                 gemv_portable};
 
 static int have_avx2(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -238,6 +249,122 @@ static void split(const Variant *v) {
     for (int la = 0; la < NLAYOUT; la++)
       for (int lb = 0; lb < NLAYOUT; lb++) split_one(v, shp[s][0], shp[s][1], shp[s][2], la, lb, (la + lb) % NLAYOUT);
   for (int lb = ROW; lb <= TRANS; lb++) split_one(v, 64, 768, 768, ROW, lb, ROW); /* a GPT-2 shape */
+}
+
+/* ------------------------------------------------------------ circc_gemv_f32 */
+
+/* y = a·B for B stored by columns (column n at B + n*b_n, b_n = K + gap), y
+ * with stride c_n, and a mask that zeroes every third column when `masked`;
+ * the masked columns and the gaps hold NaN, which must not reach y. Checks
+ * every column against the reference (same bound as check_case; masked ones
+ * exactly 0), y's gaps untouched, and that splitting the columns into three
+ * calls gives the same bits. */
+static void gemv_case(const Variant *v, int64_t N, int64_t K, int64_t gap, bool masked) {
+  int64_t b_n = K + gap, c_n = 2;
+  float *a = malloc((size_t)(K > 0 ? K : 1) * sizeof(float));
+  float *B = malloc((size_t)(N * b_n > 0 ? N * b_n : 1) * sizeof(float));
+  float *mask = malloc((size_t)(N > 0 ? N : 1) * sizeof(float));
+  float *y = malloc((size_t)(N > 0 ? N * c_n : 1) * sizeof(float)), *y2 = malloc((size_t)(N > 0 ? N * c_n : 1) * sizeof(float));
+  cr_assert(a && B && mask && y && y2);
+  for (int64_t k = 0; k < K; k++) a[k] = frand();
+  for (int64_t n = 0; n < N; n++) {
+    mask[n] = masked && n % 3 == 1 ? 0.0f : frand();
+    for (int64_t k = 0; k < b_n; k++) B[n * b_n + k] = k < K && mask[n] != 0.0f ? frand() : NAN;
+  }
+  for (int64_t i = 0; i < N * c_n; i++) y[i] = y2[i] = SENTINEL;
+  v->gemv(N, K, a, B, b_n, y, c_n, masked ? mask : NULL, 1);
+  for (int64_t n = 0; n < N; n++) {
+    cr_expect(memcmp(&y[n * c_n + 1], &SENTINEL, sizeof(float)) == 0, "%s gemv %lldx%lld: wrote a gap", v->name,
+              (long long)N, (long long)K);
+    if (mask[n] == 0.0f) {
+      cr_expect(y[n * c_n] == 0.0f, "%s gemv %lldx%lld: masked column %lld = %g", v->name, (long long)N, (long long)K,
+                (long long)n, y[n * c_n]);
+      continue;
+    }
+    float want;
+    circc_gemm_f32_ref(0, 1, 1, K, a, 0, 1, B + n * b_n, 1, 0, &want, 1, 1);
+    double absdot = 0;
+    for (int64_t k = 0; k < K; k++) absdot += fabs((double)a[k] * (double)B[n * b_n + k]);
+    double err = fabs((double)y[n * c_n] - (double)want), tol = 1e-5 * sqrt((double)(K > 0 ? K : 1)) * absdot;
+    cr_expect(err <= tol, "%s gemv %lldx%lld column %lld: got %.9g want %.9g", v->name, (long long)N, (long long)K,
+              (long long)n, y[n * c_n], want);
+  }
+  int64_t c = N / 3, d = N - N / 4;
+  int64_t cut[4] = {0, c, d, N};
+  for (int p = 0; p < 3; p++)
+    v->gemv(cut[p + 1] - cut[p], K, a, B + cut[p] * b_n, b_n, y2 + cut[p] * c_n, c_n, masked ? mask + cut[p] : NULL, 1);
+  cr_expect(memcmp(y, y2, (size_t)(N * c_n) * sizeof(float)) == 0, "%s gemv %lldx%lld: a column split changes bits",
+            v->name, (long long)N, (long long)K);
+  free(a), free(B), free(mask), free(y), free(y2);
+}
+
+static void gemv_shapes(const Variant *v) {
+  rng_state = 2024;
+  static const int64_t K[] = {0, 1, 5, 15, 16, 17, 31, 32, 33, 47, 64, 100, 768, 3072};
+  for (size_t i = 0; i < sizeof K / sizeof K[0]; i++)
+    for (int masked = 0; masked < 2; masked++) gemv_case(v, 37, K[i], (int64_t)(i % 3), masked);
+  gemv_case(v, 2304, 768, 0, false); /* GPT-2 shapes */
+  gemv_case(v, 1024, 64, 0, true);
+}
+
+Test(gemm, gemv_native, .timeout = 60) { gemv_shapes(&NATIVE); }
+Test(gemm, gemv_portable, .timeout = 60) { gemv_shapes(&PORTABLE); }
+Test(gemm, gemv_avx2, .timeout = 60) {
+  if (!have_avx2()) cr_skip_test("no AVX2+FMA");
+  gemv_shapes(&AVX2);
+}
+
+/* The GEMV order is fixed by lanes of 32, so the AVX-512 and AVX2 builds agree. */
+Test(gemm, gemv_simd_paths_agree) {
+  if (!have_avx2() || strcmp(gemm_isa_native(), "portable") == 0) cr_skip_test("one SIMD path only");
+  rng_state = 5;
+  static const int64_t K[] = {1, 17, 33, 64, 100, 768, 3071};
+  for (size_t i = 0; i < sizeof K / sizeof K[0]; i++) {
+    int64_t N = 40;
+    float *a = malloc((size_t)K[i] * sizeof(float)), *B = malloc((size_t)(N * K[i]) * sizeof(float));
+    float y0[40], y1[40];
+    cr_assert(a && B);
+    for (int64_t k = 0; k < K[i]; k++) a[k] = frand();
+    for (int64_t j = 0; j < N * K[i]; j++) B[j] = frand();
+    gemv_native(N, K[i], a, B, K[i], y0, 1, NULL, 0);
+    gemv_avx2(N, K[i], a, B, K[i], y1, 1, NULL, 0);
+    cr_expect(memcmp(y0, y1, sizeof y0) == 0, "K = %lld: %s and avx2 differ", (long long)K[i], gemm_isa_native());
+    free(a), free(B);
+  }
+}
+
+/* One row with row-major B (the decode step's probabilities times values): rows
+ * of B whose coefficient is 0 are not read, NaN there does not reach C, and C
+ * has the bits it has when those rows hold finite values. */
+static void zero_rows(const Variant *v) {
+  rng_state = 31;
+  static const int64_t shp[][2] = {{64, 1024}, {100, 37}, {5, 300}};
+  for (size_t s = 0; s < sizeof shp / sizeof shp[0]; s++) {
+    int64_t N = shp[s][0], K = shp[s][1];
+    float *A = malloc((size_t)K * sizeof(float)), *B = malloc((size_t)(K * N) * sizeof(float));
+    float *C0 = malloc((size_t)N * sizeof(float)), *C1 = malloc((size_t)N * sizeof(float));
+    float *scratch = scratch_new(v, N, K);
+    cr_assert(A && B && C0 && C1);
+    for (int64_t k = 0; k < K; k++) A[k] = k % 5 == 2 || k >= K / 2 ? 0.0f : frand(); /* scattered and a tail */
+    for (int64_t i = 0; i < K * N; i++) B[i] = frand();
+    v->rows(0, 1, N, K, A, K, 1, B, N, 1, C0, N, 1, scratch);
+    for (int64_t k = 0; k < K; k++)
+      if (A[k] == 0.0f)
+        for (int64_t n = 0; n < N; n++) B[k * N + n] = NAN;
+    v->rows(0, 1, N, K, A, K, 1, B, N, 1, C1, N, 1, scratch);
+    if (strcmp(v->isa(), "portable") != 0)
+      cr_expect(memcmp(C0, C1, (size_t)N * sizeof(float)) == 0, "%s %lldx%lld: skipped rows change C", v->name,
+                (long long)N, (long long)K);
+    else /* the plain-C path keeps IEEE: NaN rows reach C */
+      cr_expect(C1[0] != C1[0], "portable: NaN rows should reach C");
+    free(A), free(B), free(C0), free(C1), free(scratch);
+  }
+}
+
+Test(gemm, one_row_skips_zero_coefficients_native) { zero_rows(&NATIVE); }
+Test(gemm, one_row_skips_zero_coefficients_avx2) {
+  if (!have_avx2()) cr_skip_test("no AVX2+FMA");
+  zero_rows(&AVX2);
 }
 
 Test(gemm, isa_names) {

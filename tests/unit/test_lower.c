@@ -191,3 +191,70 @@ Test(lower, attention_without_mask_is_plain) {
   cr_assert_eq(k.step[k.nstep - 1]->nidx, 2, "no F, no B: nothing is ever skipped");
   tu_free(c);
 }
+
+/* ------------------------------------------------------------ one-row GEMMs */
+
+static const Step *only_gemm(Comp *c, const Kernels *k) {
+  cr_assert_eq(count_steps(k, STEP_GEMM), 1, "%s", tu_diags(c));
+  for (int i = 0; i < k->nstep; i++)
+    if (k->step[i]->kind == STEP_GEMM) return k->step[i];
+  return NULL;
+}
+
+Test(lower, one_row_weight_is_stored_by_columns) {
+  /* a decode step's projection: w [d, o] becomes [o, d], each column contiguous */
+  Kernels k;
+  Comp *c = lower_text("'y' Einsum sd,do->so\n"
+                       "  'x' [1,64] Symbol\n"
+                       "  'w' [64,300] Array rand\n",
+                       &k);
+  const Step *g = gemm_of(c, &k, "y");
+  cr_assert(step_is_gemv(g));
+  cr_assert_eq(g->op[1].stride[2], 1, "b_k = 1");
+  cr_assert_eq(g->op[1].stride[1], 64, "b_n = K");
+  cr_assert_eq(g->op[1].buf->tensor->shape.dim[0], 300);
+  cr_assert_null(g->x.buf, "no mask");
+  memplan_assign(c, &k);
+  cr_assert_eq(k.weights_bytes, 64 * 300 * 4, "the original layout is not stored too");
+  tu_free(c);
+}
+
+Test(lower, decode_scores_take_the_mask) {
+  /* q·Kᵀ times a run-time mask over the keys: the GEMV skips masked keys */
+  Kernels k;
+  Comp *c = lower_text("'s' Einsum hc,hkc,k->hk\n"
+                       "  'q' [4,64] Symbol\n"
+                       "  'past_k' [4,300,64] Symbol\n"
+                       "  'kv_mask' [300] Symbol\n",
+                       &k);
+  const Step *g = only_gemm(c, &k);
+  cr_assert(step_is_gemv(g));
+  cr_assert_eq(g->nbatch, 1);
+  cr_assert_not_null(g->x.buf);
+  cr_assert_eq(g->x.buf->kind, BUF_INPUT);
+  cr_assert_eq(g->x.stride[0], 0, "one mask for every head");
+  cr_assert_eq(g->x.stride[2], 1, "along N, the keys");
+  tu_free(c);
+}
+
+/* Where a zero in the vector does not make the GEMM's value irrelevant, or the
+ * vector is not along N alone, the GEMV computes every column. */
+Test(lower, column_mask_needs_its_pattern) {
+  static const char *const CASES[] = {
+      /* the unmasked scores are an output too */
+      "'s' Einsum hk,k->hk\n  'r' Einsum hc,hkc->hk\n    'q' [4,64] Symbol\n    'past_k' [4,300,64] Symbol\n"
+      "  'm' [300] Symbol\n'r_out' Einsum hk->hk\n  'r'\n",
+      /* the vector varies over heads and keys */
+      "'s' Einsum hc,hkc,hk->hk\n  'q' [4,64] Symbol\n  'past_k' [4,300,64] Symbol\n  'm' [4,300] Symbol\n",
+      /* added, not multiplied */
+      "'s' Add\n  'r' Einsum hc,hkc->hk\n    'q' [4,64] Symbol\n    'past_k' [4,300,64] Symbol\n  'm' [300] Symbol\n",
+  };
+  for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
+    Kernels k;
+    Comp *c = lower_text(CASES[i], &k);
+    const Step *g = only_gemm(c, &k);
+    cr_assert(step_is_gemv(g), "case %zu", i);
+    cr_assert_null(g->x.buf, "case %zu", i);
+    tu_free(c);
+  }
+}
