@@ -486,6 +486,36 @@ static void emit_gemv(Emit *e, const Step *s) {
   out(e, "%*s}\n", ind, "");
 }
 
+/* GEMM s's epilogue over the block of C a task wrote (rows [m0,m1), columns
+ * [n0,n1) of batch element i0..): the fused step's loop indices i0.. are
+ * derived from the GEMM's, which are first copied to g0.. */
+static void emit_epilogue(Emit *e, const Step *s, int ind) {
+  const Step *f = s->epilogue;
+  int nb = s->nbatch;
+  out(e, "%*s{\n", ind, "");
+  for (int j = 0; j < nb; j++)
+    for (int d = 0; d < f->ndim; d++)
+      if (s->epi_src[d] == j) {
+        out(e, "%*sconst int64_t g%d = i%d;\n", ind + 2, "", j, j);
+        break;
+      }
+  out(e, "%*sfor (int64_t g%d = m0; g%d < m1; g%d++)\n", ind + 2, "", nb, nb, nb);
+  out(e, "%*sfor (int64_t g%d = n0; g%d < n1; g%d++) {\n", ind + 4, "", nb + 1, nb + 1, nb + 1);
+  for (int d = 0; d < f->ndim; d++) {
+    int j = s->epi_src[d];
+    if (j < 0) continue;
+    out(e, "%*sconst int64_t i%d = g%d", ind + 6, "", d, j);
+    if (s->epi_div[d] != 1) out(e, " / %lld", (long long)s->epi_div[d]);
+    if (s->epi_div[d] * f->dim[d] != s->dim[j]) out(e, " %% %lld", (long long)f->dim[d]);
+    out(e, ";\n");
+  }
+  out(e, "%*s", ind + 6, "");
+  emit_index(e, &f->out);
+  out(e, " = ");
+  emit_expr(e, f->expr);
+  out(e, ";\n%*s}\n%*s}\n", ind + 4, "", ind, "");
+}
+
 /* Batched GEMM through templates/gemm_f32.h: tasks are (batch index, row block). */
 static void emit_gemm(Emit *e, const Step *s) {
   if (step_is_gemv(s)) {
@@ -496,6 +526,10 @@ static void emit_gemm(Emit *e, const Step *s) {
   decl_add(&d, s->out.buf, true);
   decl_add(&d, s->op[0].buf, false);
   decl_add(&d, s->op[1].buf, false);
+  if (s->epilogue) {
+    decl_add(&d, s->epilogue->out.buf, true);
+    decl_expr(&d, s->epilogue->expr);
+  }
   emit_decls(e, &d);
   int nb = s->nbatch;
   int64_t M = s->dim[nb], N = s->dim[nb + 1], K = s->dim[nb + 2];
@@ -516,7 +550,7 @@ static void emit_gemm(Emit *e, const Step *s) {
       (long long)mb, (long long)M, (long long)mb, (long long)M);
   out(e, "%*sconst int64_t n0 = nb * %lld, n1 = n0 + %lld < %lld ? n0 + %lld : %lld;\n", ind + 2, "", (long long)cb,
       (long long)cb, (long long)N, (long long)cb, (long long)N);
-  out(e, "%*sif (scratch)\n%*scircc_gemm_f32_rows(m0, m1, n1 - n0, %lld, ", ind + 2, "", ind + 4, "", (long long)K);
+  out(e, "%*sif (scratch) {\n%*scircc_gemm_f32_rows(m0, m1, n1 - n0, %lld, ", ind + 2, "", ind + 4, "", (long long)K);
   const View *v[3] = {A, B, C};
   const int64_t st[3][2] = {{A->stride[nb], A->stride[nb + 2]}, {B->stride[nb + 2], B->stride[nb + 1]},
                             {C->stride[nb], C->stride[nb + 1]}};
@@ -526,7 +560,9 @@ static void emit_gemm(Emit *e, const Step *s) {
     emit_base(e, v[q], nb, q > 0 ? st[q][1] : 0);
     out(e, ", %lld, %lld, ", (long long)st[q][0], (long long)st[q][1]);
   }
-  out(e, "scratch);\n%*s}\n    free(scratch);\n  }\n", ind, "");
+  out(e, "scratch);\n");
+  if (s->epilogue) emit_epilogue(e, s, ind + 4);
+  out(e, "%*s}\n%*s}\n    free(scratch);\n  }\n", ind + 2, "", ind, "");
   out(e, "  if (failed) return rt_errorf(\"out of memory for the GEMM scratch of '%%s'\", \"%s\");\n",
       c_escape(e->c, s->node && s->node->name ? s->node->name : "a contraction"));
 }

@@ -1618,6 +1618,153 @@ static Value *lower(Lower *L, const Node *n) {
   return v;
 }
 
+/* ------------------------------------------------------------ epilogues */
+
+/* A GEMM result that exactly one elementwise step reads (a bias, a residual
+ * add, an activation, a copy into another layout: any expression) is finished
+ * inside the GEMM: each GEMM task runs that step's expression over the block
+ * of C it has just written, while the block is in cache, and the step leaves
+ * the program (Step.epilogue). Each element of the step's loop space must read
+ * a different element of C, so its dims regroup into the GEMM's [batch..., M,
+ * N] (several may make up one merged GEMM dim); its other operands must be
+ * ready before the GEMM runs, and it must be the only writer of its output.
+ * Arithmetic and order are unchanged. */
+
+static bool expr_reads(const Expr *x, const Buf *b) {
+  if (x->kind == EX_LOAD && x->view.buf == b) return true;
+  for (int i = 0; i < x->nargs; i++)
+    if (expr_reads(x->arg[i], b)) return true;
+  return false;
+}
+
+static bool step_reads(const Step *s, const Buf *b) {
+  if (s->expr && expr_reads(s->expr, b)) return true;
+  if (s->epilogue && expr_reads(s->epilogue->expr, b)) return true;
+  for (int j = 0; j < s->nops; j++)
+    if (s->op[j].buf == b) return true;
+  for (int j = 0; j < s->nidx; j++)
+    if (s->idx[j].buf == b) return true;
+  return s->in.buf == b || s->x.buf == b;
+}
+
+static bool step_writes(const Step *s, const Buf *b) {
+  return s->out.buf == b || (s->epilogue && s->epilogue->out.buf == b);
+}
+
+static void sort_desc(int *ids, int n, const int64_t *stride) {
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && stride[ids[j]] > stride[ids[j - 1]]; j--) {
+      int t = ids[j];
+      ids[j] = ids[j - 1];
+      ids[j - 1] = t;
+    }
+}
+
+/* Where step e's loop dims come from when it reads C through view c: both
+ * sides sorted by C's strides, e's dims are taken in order until their sizes
+ * multiply to the GEMM dim's and must compose into its stride; e's dim d is
+ * then (GEMM index epi_src[d] / epi_div[d]) % e->dim[d]. */
+static bool epi_map(Step *g, const Step *e, const View *c) {
+  int ed[MAX_RANK * 2], ne = 0, gd[MAX_RANK * 2], ng = 0;
+  for (int i = 0; i < e->ndim; i++) {
+    g->epi_src[i] = -1; /* size 1: always 0 */
+    if (e->dim[i] == 1) continue;
+    if (c->stride[i] == 0) return false; /* e repeats C's elements */
+    ed[ne++] = i;
+  }
+  for (int j = 0; j < g->nbatch + 2; j++)
+    if (g->dim[j] != 1) gd[ng++] = j;
+  sort_desc(ed, ne, c->stride);
+  sort_desc(gd, ng, g->out.stride);
+  int p = 0;
+  for (int q = 0; q < ng; q++) {
+    int j = gd[q], first = p;
+    int64_t size = 1;
+    while (size < g->dim[j] && p < ne) size *= e->dim[ed[p++]];
+    if (size != g->dim[j] || c->stride[ed[p - 1]] != g->out.stride[j]) return false;
+    int64_t div = 1;
+    for (int t = p - 1; t >= first; t--) {
+      if (t > first && c->stride[ed[t - 1]] != c->stride[ed[t]] * e->dim[ed[t]]) return false;
+      g->epi_src[ed[t]] = j, g->epi_div[ed[t]] = div;
+      div *= e->dim[ed[t]];
+    }
+  }
+  return p == ne;
+}
+
+/* Are e's loads of C all one view (returned), and its other operands ready
+ * before step gi and not written again until e (step ei)? */
+static bool epi_operands(const Kernels *k, const Expr *x, const Buf *c, int gi, int ei, const View **cv) {
+  if (x->kind == EX_LOAD) {
+    const Buf *b = x->view.buf;
+    if (b == c) {
+      if (*cv && !view_eq(*cv, &x->view)) return false;
+      *cv = &x->view;
+    } else if (b->kind == BUF_TEMP || b->kind == BUF_OUTPUT) {
+      if (b->def_step < 0 || b->def_step >= gi) return false;
+      for (int i = gi + 1; i < ei; i++)
+        if (step_writes(k->step[i], b)) return false;
+    }
+  }
+  for (int i = 0; i < x->nargs; i++)
+    if (!epi_operands(k, x->arg[i], c, gi, ei, cv)) return false;
+  return true;
+}
+
+/* Makes step ei GEMM gi's epilogue if it can. */
+static bool fuse_epilogue(Kernels *k, int gi, int ei) {
+  Step *g = k->step[gi], *e = k->step[ei];
+  const Buf *c = g->out.buf, *o = e->out.buf;
+  const View *cv = NULL;
+  if (e->kind != STEP_ELEMENTWISE || o == c || expr_reads(e->expr, o) || !epi_operands(k, e->expr, c, gi, ei, &cv) ||
+      !cv)
+    return false;
+  for (int i = 0; i < k->nstep; i++)
+    if (i != ei && step_writes(k->step[i], o)) return false;
+  if (!epi_map(g, e, cv)) return false;
+  g->epilogue = e;
+  g->flops += e->flops;
+  return true;
+}
+
+/* Fuses epilogues into GEMMs, then drops the fused steps and renumbers. */
+static void fuse_epilogues(Kernels *k) {
+  bool *gone = calloc((size_t)k->nstep + 1, sizeof(bool));
+  int *new_id = calloc((size_t)k->nstep + 1, sizeof(int));
+  if (!gone || !new_id) ICE("out of memory");
+  for (int gi = 0; gi < k->nstep; gi++) {
+    Step *g = k->step[gi];
+    if (g->kind != STEP_GEMM || step_is_gemv(g) || g->out.buf->kind != BUF_TEMP) continue;
+    int reader = -1, readers = 0;
+    bool other_writer = false;
+    for (int i = 0; i < k->nstep; i++) {
+      if (gone[i] || i == gi) continue;
+      if (step_reads(k->step[i], g->out.buf)) readers++, reader = i;
+      other_writer |= step_writes(k->step[i], g->out.buf);
+    }
+    if (readers == 1 && !other_writer && reader > gi && fuse_epilogue(k, gi, reader)) gone[reader] = true;
+  }
+  int n = 0;
+  for (int i = 0; i < k->nstep; i++) {
+    new_id[i] = n;
+    if (!gone[i]) k->step[n] = k->step[i], k->step[n]->id = n, n++;
+  }
+  for (int b = 0; b < k->nbuf; b++) {
+    Buf *t = k->buf[b];
+    if (t->def_step < 0) continue;
+    if (!gone[t->def_step]) {
+      t->def_step = new_id[t->def_step];
+      continue;
+    }
+    t->def_step = -1; /* an epilogue's output: written by its GEMM now */
+    for (int i = 0; i < n; i++)
+      if (k->step[i]->epilogue && k->step[i]->epilogue->out.buf == t) t->def_step = i;
+    if (t->def_step < 0) ICE("a fused step's output lost its writer");
+  }
+  k->nstep = n;
+  free(gone), free(new_id);
+}
+
 /* Counts consumers per node, and per tensor the edges into Array nodes holding it. */
 static void count_uses(Lower *L, const Node *n, bool *visited) {
   if (visited[n->id]) return;
@@ -1696,6 +1843,7 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
     Step *s = emit_copy(&L, n, v, contiguous(b, &n->shape));
     b->def_step = s->id;
   }
+  fuse_epilogues(k);
   for (int i = 0; i < k->nstep; i++) k->flops += k->step[i]->flops;
   for (int i = 0; i < L.nattn; i++) free(L.attn[i].f), free(L.attn[i].b);
   free(L.memo), free(L.uses), free(L.weight_of), free(L.tensor), free(L.tensor_reads), free(L.attn), free(visited);

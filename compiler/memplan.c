@@ -30,6 +30,10 @@ void memplan_assign(Comp *c, Kernels *k) {
     for (int j = 0; j < s->nidx; j++) note_read(&s->idx[j], i);
     /* a buffer written by several steps (Concat, Scatter) lives through all of them */
     note_read(&s->out, i);
+    if (s->epilogue) { /* runs inside step i */
+      note_expr(s->epilogue->expr, i);
+      note_read(&s->epilogue->out, i);
+    }
   }
   /* live temporaries sorted by offset: [off, off+size) */
   int cap = k->nbuf + 1, nlive = 0;

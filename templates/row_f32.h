@@ -60,7 +60,7 @@ static inline __attribute__((unused)) double circc_row_sum_f64(const float *rest
       const double d = (double)x[(j + k) * xs] - shift;
       s[k] += p == 2 ? d * d : d;
     }
-  for (int k = 0; j < len; j++, k++) {
+  for (int k = 0; k < 8 && j < len; j++, k++) { /* fewer than 8 left; k < 8 tells gcc so */
     const double d = (double)x[j * xs] - shift;
     s[k] += p == 2 ? d * d : d;
   }

@@ -720,6 +720,42 @@ Test(codegen, decode_one_row_products) {
                "  'zeros' [300] Scalar 0\n");
 }
 
+/* GEMM epilogues (lower.c fuse_epilogues): bias and activation, a residual
+ * into an output, an output written in another layout (N split over two of
+ * its axes), a batched GEMM, an epilogue reading an earlier GEMM's result,
+ * and a GEMM whose result is an output itself (no epilogue); with the SIMD
+ * paths and across the OpenMP threshold. */
+Test(codegen, gemm_epilogues) {
+  DIFF(.random_tensors = true, .native = true,
+       .text = "'mlp_out' Add\n"
+               "  'down' Einsum sh,oh->so\n"
+               "    'act' GeneralFunction gelu\n"
+               "      'pre' Add\n"
+               "        'up' Einsum si,hi->sh\n"
+               "          'x' [70,64] Symbol\n"
+               "          'w_in' [200,64] Array rand\n"
+               "        'b_in' [200] Array rand\n"
+               "    'w_out' [64,200] Array rand\n"
+               "  'x'\n"
+               "'heads' Add\n"
+               "  'q' Einsum sd,hcd->hsc\n"
+               "    'x'\n"
+               "    'wq' [4,24,64] Array rand\n"
+               "  'bq' [4,1,24] Array rand\n"
+               "'batched' GeneralFunction tanh\n"
+               "  'bmm' Einsum bij,bjk->bik\n"
+               "    'p' [3,50,40] Symbol\n"
+               "    'r' [3,40,60] Symbol\n"
+               "'chained' Einsum sh,sh->sh\n"
+               "  'up2' Einsum si,hi->sh\n"
+               "    'x'\n"
+               "    'w2' [200,64] Array rand\n"
+               "  'act'\n"
+               "'plain' Einsum si,hi->sh\n"
+               "  'x'\n"
+               "  'w3' [90,64] Array rand\n");
+}
+
 Test(codegen, einsum_diagonals_and_traces) {
   DIFF(.text = "'trace' Einsum aa->\n"
                "  'sq' [4,4] Symbol\n"

@@ -258,3 +258,76 @@ Test(lower, column_mask_needs_its_pattern) {
     tu_free(c);
   }
 }
+
+/* ------------------------------------------------------------ epilogues */
+
+static int count_epilogues(const Kernels *k) {
+  int n = 0;
+  for (int i = 0; i < k->nstep; i++) n += k->step[i]->epilogue != NULL;
+  return n;
+}
+
+Test(lower, mlp_bias_activation_and_residual_are_epilogues) {
+  /* GPT-2's MLP: (x·W_in + b_in) → gelu, then ·W_out + b_out + x */
+  Kernels k;
+  Comp *c = lower_text("'out' Add\n"
+                       "  'mlp' Add\n"
+                       "    'down' Einsum sh,oh->so\n"
+                       "      'act' GeneralFunction gelu\n"
+                       "        'pre' Add\n"
+                       "          'up' Einsum si,hi->sh\n"
+                       "            'x' [32,48] Symbol\n"
+                       "            'w_in' [96,48] Array rand\n"
+                       "          'b_in' [96] Array rand\n"
+                       "      'w_out' [48,96] Array rand\n"
+                       "    'b_out' [48] Array rand\n"
+                       "  'x'\n",
+                       &k);
+  cr_assert_eq(count_steps(&k, STEP_GEMM), 2);
+  cr_assert_eq(count_steps(&k, STEP_ELEMENTWISE), 0, "%d steps", k.nstep);
+  cr_assert_eq(count_epilogues(&k), 2);
+  cr_assert_eq(k.step[1]->epilogue->out.buf->kind, BUF_OUTPUT, "the residual add writes the output");
+  memplan_assign(c, &k);
+  tu_free(c);
+}
+
+Test(lower, epilogue_into_another_layout) {
+  /* q = x·W as [s, (h c)], its bias add writes [h, s, c]: N splits into h and c */
+  Kernels k;
+  Comp *c = lower_text("'q_b' Add\n"
+                       "  'q' Einsum sd,hcd->hsc\n"
+                       "    'x' [40,32] Symbol\n"
+                       "    'w' [4,8,32] Array rand\n"
+                       "  'b' [4,1,8] Array rand\n",
+                       &k);
+  cr_assert_eq(k.nstep, 1);
+  const Step *g = k.step[0];
+  cr_assert_not_null(g->epilogue);
+  cr_assert_eq(g->nbatch, 0);
+  int h = 0, s = 1, cc = 2; /* the fused step's loop dims are q_b's axes */
+  cr_assert_eq(g->epi_src[h], 1);
+  cr_assert_eq(g->epi_div[h], 8);
+  cr_assert_eq(g->epi_src[s], 0);
+  cr_assert_eq(g->epi_src[cc], 1);
+  cr_assert_eq(g->epi_div[cc], 1);
+  tu_free(c);
+}
+
+/* Elementwise steps that must stay steps of their own. */
+Test(lower, epilogue_needs_a_sole_reader) {
+  static const char *const CASES[] = {
+      /* the GEMM result is an output too: two readers */
+      "'y' Add\n  'p' Einsum ij,jk->ik\n    'a' [40,30] Symbol\n    'b' [30,50] Symbol\n  'c' [50] Symbol\n"
+      "'p2' Einsum ik->ik\n  'p'\n",
+      /* the elementwise step reads each GEMM element twice (a broadcast over a new axis) */
+      "'y' Einsum ik,r->rik\n  'p' Einsum ij,jk->ik\n    'a' [40,30] Symbol\n    'b' [30,50] Symbol\n"
+      "  'r' [3] Symbol\n",
+  };
+  for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
+    Kernels k;
+    Comp *c = lower_text(CASES[i], &k);
+    cr_assert_eq(count_epilogues(&k), 0, "case %zu", i);
+    cr_assert_geq(count_steps(&k, STEP_ELEMENTWISE), 1, "case %zu", i);
+    tu_free(c);
+  }
+}
