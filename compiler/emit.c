@@ -486,34 +486,72 @@ static void emit_gemv(Emit *e, const Step *s) {
   out(e, "%*s}\n", ind, "");
 }
 
-/* GEMM s's epilogue over the block of C a task wrote (rows [m0,m1), columns
- * [n0,n1) of batch element i0..): the fused step's loop indices i0.. are
- * derived from the GEMM's, which are first copied to g0.. */
-static void emit_epilogue(Emit *e, const Step *s, int ind) {
+/* `const int64_t i3 = g1 / 64 % 12;` — fused loop dim d from GEMM index g<j>. */
+static void emit_epi_index(Emit *e, const Step *s, int d, int ind) {
   const Step *f = s->epilogue;
-  int nb = s->nbatch;
-  out(e, "%*s{\n", ind, "");
+  int j = s->epi_src[d];
+  out(e, "%*sconst int64_t i%d = g%d", ind, "", d, j);
+  if (s->epi_div[d] != 1) out(e, " / %lld", (long long)s->epi_div[d]);
+  if (s->epi_div[d] * f->dim[d] != s->dim[j]) out(e, " %% %lld", (long long)f->dim[d]);
+  out(e, ";\n");
+}
+
+/* Is GEMM loop dim j (a batch dim) one that s's epilogue needs? */
+static bool epi_uses(const Step *s, int j) {
+  for (int d = 0; d < s->epilogue->ndim; d++)
+    if (s->epi_src[d] == j) return true;
+  return false;
+}
+
+/* GEMM s's epilogue as a function of its own, which each task calls on the
+ * block of C it wrote (rows [m0,m1), columns [n0,n1) of batch element
+ * g0..): the fused step's loop indices i0.. are derived from the GEMM's. The
+ * innermost fused dim of the columns is the inner loop, in runs that stay
+ * inside its range, so the loop vectorises even when the columns split over
+ * several fused dims. A separate function keeps the GEMM's own code as it is
+ * without an epilogue. */
+static void emit_epilogue(Emit *e, const Step *s) {
+  const Step *f = s->epilogue;
+  const Node *n = f->node;
+  int nb = s->nbatch, gn = nb + 1, inner = -1;
+  for (int d = 0; d < f->ndim; d++)
+    if (s->epi_src[d] == gn && s->epi_div[d] == 1) inner = d;
+  out(e, "\n/* step %d's epilogue: %s %s %s", s->id, comment_safe(e->c, n ? n->name : NULL), n ? kind_name(n->kind) : "",
+      n ? shape_str(e->c, &n->shape) : "");
+  if (n && n->kind == NK_GeneralFunction) out(e, " %s", comment_safe(e->c, n->u.gf.text));
+  out(e, " */\n__attribute__((noinline)) static void step_%d_epilogue(const Ctx *ctx, ", s->id);
   for (int j = 0; j < nb; j++)
-    for (int d = 0; d < f->ndim; d++)
-      if (s->epi_src[d] == j) {
-        out(e, "%*sconst int64_t g%d = i%d;\n", ind + 2, "", j, j);
-        break;
-      }
-  out(e, "%*sfor (int64_t g%d = m0; g%d < m1; g%d++)\n", ind + 2, "", nb, nb, nb);
-  out(e, "%*sfor (int64_t g%d = n0; g%d < n1; g%d++) {\n", ind + 4, "", nb + 1, nb + 1, nb + 1);
-  for (int d = 0; d < f->ndim; d++) {
-    int j = s->epi_src[d];
-    if (j < 0) continue;
-    out(e, "%*sconst int64_t i%d = g%d", ind + 6, "", d, j);
-    if (s->epi_div[d] != 1) out(e, " / %lld", (long long)s->epi_div[d]);
-    if (s->epi_div[d] * f->dim[d] != s->dim[j]) out(e, " %% %lld", (long long)f->dim[d]);
-    out(e, ";\n");
+    if (epi_uses(s, j)) out(e, "int64_t g%d, ", j);
+  out(e, "int64_t m0, int64_t m1, int64_t n0, int64_t n1) {\n");
+  Decl d = {0};
+  decl_add(&d, f->out.buf, true);
+  decl_expr(&d, f->expr);
+  emit_decls(e, &d);
+  out(e, "  for (int64_t g%d = m0; g%d < m1; g%d++) {\n", nb, nb, nb);
+  for (int k = 0; k < f->ndim; k++)
+    if (s->epi_src[k] >= 0 && s->epi_src[k] < gn) emit_epi_index(e, s, k, 4);
+  int body = 6;
+  if (inner < 0 || f->dim[inner] == s->dim[gn]) { /* the columns are one fused dim (or none) */
+    const char *var = arena_printf(&e->c->arena, inner < 0 ? "g%d" : "i%d", inner < 0 ? gn : inner);
+    out(e, "    for (int64_t %s = n0; %s < n1; %s++) {\n", var, var, var);
+  } else {
+    long long len = (long long)f->dim[inner];
+    out(e, "    for (int64_t g%d = n0; g%d < n1;) {\n", gn, gn);
+    for (int k = 0; k < f->ndim; k++)
+      if (s->epi_src[k] == gn && k != inner) emit_epi_index(e, s, k, 6);
+    out(e, "      const int64_t lo = g%d %% %lld, hi = lo + (n1 - g%d) < %lld ? lo + (n1 - g%d) : %lld;\n", gn, len, gn,
+        len, gn, len);
+    out(e, "      g%d += hi - lo;\n", gn);
+    out(e, "      for (int64_t i%d = lo; i%d < hi; i%d++) {\n", inner, inner, inner);
+    body += 2;
   }
-  out(e, "%*s", ind + 6, "");
+  out(e, "%*s", body, "");
   emit_index(e, &f->out);
   out(e, " = ");
   emit_expr(e, f->expr);
-  out(e, ";\n%*s}\n%*s}\n", ind + 4, "", ind, "");
+  out(e, ";\n");
+  for (int in = body - 2; in >= 2; in -= 2) out(e, "%*s}\n", in, "");
+  out(e, "}\n");
 }
 
 /* Batched GEMM through templates/gemm_f32.h: tasks are (batch index, row block). */
@@ -526,10 +564,6 @@ static void emit_gemm(Emit *e, const Step *s) {
   decl_add(&d, s->out.buf, true);
   decl_add(&d, s->op[0].buf, false);
   decl_add(&d, s->op[1].buf, false);
-  if (s->epilogue) {
-    decl_add(&d, s->epilogue->out.buf, true);
-    decl_expr(&d, s->epilogue->expr);
-  }
   emit_decls(e, &d);
   int nb = s->nbatch;
   int64_t M = s->dim[nb], N = s->dim[nb + 1], K = s->dim[nb + 2];
@@ -561,7 +595,12 @@ static void emit_gemm(Emit *e, const Step *s) {
     out(e, ", %lld, %lld, ", (long long)st[q][0], (long long)st[q][1]);
   }
   out(e, "scratch);\n");
-  if (s->epilogue) emit_epilogue(e, s, ind + 4);
+  if (s->epilogue) {
+    out(e, "%*sstep_%d_epilogue(ctx, ", ind + 4, "", s->id);
+    for (int j = 0; j < nb; j++)
+      if (epi_uses(s, j)) out(e, "i%d, ", j);
+    out(e, "m0, m1, n0, n1);\n");
+  }
   out(e, "%*s}\n%*s}\n    free(scratch);\n  }\n", ind + 2, "", ind, "");
   out(e, "  if (failed) return rt_errorf(\"out of memory for the GEMM scratch of '%%s'\", \"%s\");\n",
       c_escape(e->c, s->node && s->node->name ? s->node->name : "a contraction"));
@@ -624,6 +663,7 @@ static const char *step_kind_name(StepKind k) {
 
 static void emit_step(Emit *e, const Step *s) {
   const Node *n = s->node;
+  if (s->epilogue) emit_epilogue(e, s);
   out(e, "\n/* step %d (%s): %s %s %s", s->id, step_kind_name(s->kind), comment_safe(e->c, n ? n->name : NULL),
       n ? kind_name(n->kind) : "", n ? shape_str(e->c, &n->shape) : "");
   if (n && n->kind == NK_GeneralFunction) out(e, " %s", comment_safe(e->c, n->u.gf.text));
