@@ -424,12 +424,12 @@ static void emit_scratch_open(Emit *e, bool parallel, const char *floats) {
 
 /* The tasks of a batched GEMM are (batch index, row block, column block).
  * A task packs its columns of B once per row block and its rows of A once per
- * column block, so blocks are large: all rows up to 256 (the template packs A
- * in blocks of MC = 192 rows), columns split only as far as needed for about
+ * column block, so blocks are large: up to 256 rows (the template packs A
+ * in blocks of MC = 256 rows), columns split only as far as needed for about
  * 8 tasks (a few per thread, for balance), in whole 48-column micro-panels.
  * The template's sums do not depend on the split. */
 static void gemm_blocks(int64_t batch, int64_t M, int64_t N, int64_t *mb, int64_t *cb) {
-  *mb = M <= 256 ? M : 192;
+  *mb = M <= 256 ? M : 256; /* one block of A per task: the template's MC */
   int64_t tasks = batch * ((M + *mb - 1) / *mb);
   *cb = N;
   if (tasks < 8 && N >= 96) {

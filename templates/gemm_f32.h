@@ -101,7 +101,9 @@ static inline void circc_gemm_vstoren(float *p, __m256 v, int n) {
 #define CIRCC_GEMM_NR 32 /* (16 makes gcc 12 vectorise the wrong loop) */
 #endif
 
-#define CIRCC_GEMM_MC 192 /* rows of A packed at once: MC x KC floats = 192 KiB, in L2 */
+#define CIRCC_GEMM_MC 256 /* rows of A packed at once: MC x KC floats = 256 KiB, in L2 */
+/* the packed A block: MC rows rounded up to whole MR-row micro-panels */
+#define CIRCC_GEMM_MCP ((CIRCC_GEMM_MC + CIRCC_GEMM_MR - 1) / CIRCC_GEMM_MR * CIRCC_GEMM_MR)
 #define CIRCC_GEMM_NS 2048 /* streaming path: columns per accumulator strip (8 KiB a row) */
 #define CIRCC_GEMM_SR 4   /* streaming path: at most this many rows, B read once for all */
 
@@ -113,7 +115,7 @@ static inline int64_t circc_gemm_min(int64_t a, int64_t b) { return a < b ? a : 
 CIRCC_GEMM_API int64_t circc_gemm_scratch_floats(int64_t N, int64_t K) {
   (void)N;
   int64_t kc = (circc_gemm_min(K, CIRCC_GEMM_KC) + 15) / 16 * 16;
-  int64_t packed = CIRCC_GEMM_MC * kc + kc * CIRCC_GEMM_NR + 64;
+  int64_t packed = CIRCC_GEMM_MCP * kc + kc * CIRCC_GEMM_NR + 64;
   int64_t stream = CIRCC_GEMM_SR * CIRCC_GEMM_NS;
   return packed > stream ? packed : stream;
 }
@@ -405,7 +407,7 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
                                      int64_t a_k, const float *B, int64_t b_k, int64_t b_n, float *C, int64_t c_m,
                                      int64_t c_n, float *scratch) {
   int64_t kcmax = (circc_gemm_min(K, CIRCC_GEMM_KC) + 15) / 16 * 16;
-  float *Ap = scratch, *Bp = scratch + CIRCC_GEMM_MC * kcmax;
+  float *Ap = scratch, *Bp = scratch + CIRCC_GEMM_MCP * kcmax;
   for (int64_t ic = m0; ic < m1; ic += CIRCC_GEMM_MC) {
     int64_t mb = circc_gemm_min(CIRCC_GEMM_MC, m1 - ic);
     for (int64_t pc = 0; pc < K; pc += CIRCC_GEMM_KC) {
