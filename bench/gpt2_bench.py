@@ -13,10 +13,12 @@ Run by `cmake --build BUILD --target bench_gpt2` with Debian's /usr/bin/python3
      GPT-2 (rtol = atol = 1e-3) and stops with exit code 1 if not;
   4. runs the GEMM benchmark (gemm_bench: circc's GEMM template vs OpenBLAS
      sgemm on the GPT-2 shapes), if given;
-  5. times every case in --rounds rounds of [peak probe, circc program,
-     PyTorch], interleaved; the prefill T=256 case also runs both with 1 thread
-     for the scaling row. Medians over rounds; ratios are per round (same
-     conditions), then their median. Before each round it waits (--quiet-wait
+  5. times every case in --rounds rounds of [circc program, PyTorch, peak
+     probe] after one probe, interleaved; the prefill T=256 case also runs both
+     with 1 thread for the scaling row. A round's peak and bandwidth are the
+     mean of the probes right before and after it (the shared host's memory
+     bandwidth drifts by 2x within minutes). Medians over rounds; ratios are
+     per round (same conditions), then their median. Before each round it waits (--quiet-wait
      seconds in all) for the other jobs on the machine to go quiet, and it
      reports the CPU they used during the rounds.
 It prints the table and writes it, with the machine, into its own section of
@@ -444,22 +446,33 @@ def wait_quiet(args):
         args.quiet_budget -= 1
 
 
+def bracket(a, b):
+    """The machine during a round: the mean of the probes right before and after it."""
+    return {"fma": {t: (a["fma"][t] + b["fma"][t]) / 2 for t in a["fma"]}, "read": (a["read"] + b["read"]) / 2,
+            "isa": a["isa"]}
+
+
 def bench_cases(args, cases, model, tokens_all):
     meter = CpuMeter()
     for c in cases:
         cache = decode_cache(model, tokens_all, c.past) if c.kind == "decode" else None
+        wait_quiet(args)
+        before = probe(args)
         for r in range(args.rounds):
             wait_quiet(args)
             meter.start()
-            p = probe(args)
-            c.res.setdefault("probe", []).append(p)
-            line = [f"round {r + 1}: peak {p['fma'][args.threads]:.0f} GFLOP/s, read {p['read']:.1f} GB/s"]
+            line = []
             for t in c.threads:
                 ms, tms = time_circc(c, t), time_torch(model, c, t, tokens_all, cache)
                 c.res.setdefault(("circc", t), []).append(ms)
                 c.res.setdefault(("torch", t), []).append(tms)
                 line.append(f"{t} thr: circc {ms:.2f} ms, PyTorch {tms:.2f} ms")
             c.res.setdefault("others", []).append(meter.others())
+            after = probe(args)
+            p = bracket(before, after)
+            before = after
+            c.res.setdefault("probe", []).append(p)
+            line.insert(0, f"round {r + 1}: peak {p['fma'][args.threads]:.0f} GFLOP/s, read {p['read']:.1f} GB/s")
             line.append(f"other jobs {c.res['others'][-1]:.2f} cores")
             log(f"== {c.label}, " + "; ".join(line))
 
@@ -610,7 +623,7 @@ def main():
     ap.add_argument("--work", required=True, help="scratch dir (weights, imports, programs: ~3 GB)")
     ap.add_argument("--results", help="markdown file to update (default: no file)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies the runs per round of every case")
     ap.add_argument("--quiet-wait", type=float, default=120,
                     help="seconds the run may spend in all waiting for the other jobs to go quiet (default 120)")
@@ -652,8 +665,10 @@ def main():
     body += machine(args, probes)
     body += [f"- method: the same deterministic random weights (seed {SEED}) and tokens for both; circc's logits "
              "checked against PyTorch's (rtol = atol = 1e-3) before timing; per case "
-             f"{args.rounds} rounds of [peak probe, circc program `--bench N`, PyTorch N runs after a warm-up]; "
-             "ms = median over rounds of each round's median; ratios are taken per round, then the median. "
+             f"{args.rounds} rounds of [circc program `--bench N`, PyTorch N runs after a warm-up, peak probe] "
+             "after a first probe; a round's peak FLOP/s and DRAM bandwidth are the mean of the probes just before "
+             "and after it; ms = median over rounds of each round's median; ratios are taken per round, then the "
+             "median. "
              "Before each round the harness waits (at most "
              f"{args.quiet_wait:.0f} s in all) for a second in which other jobs use < 0.5 core; "
              "`other jobs` = the median over rounds of the CPU other processes used during the round. "

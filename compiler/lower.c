@@ -339,16 +339,6 @@ static void axes_in_order(const EinsumSpec *e, int i, const int *order, int nord
       if (e->in[i][a] == order[j]) axes[na++] = a;
 }
 
-/* Sorts operand axes by decreasing stride (outer first), stable. */
-static void sort_axes_by_stride(int *axes, int n, const View *v) {
-  for (int i = 1; i < n; i++)
-    for (int j = i; j > 0 && v->stride[axes[j]] > v->stride[axes[j - 1]]; j--) {
-      int t = axes[j];
-      axes[j] = axes[j - 1];
-      axes[j - 1] = t;
-    }
-}
-
 /* Do axes[0..n) of v (outer to inner) compose row-major (sizes 1 ignored)? */
 static bool axes_merge(const View *v, const int *axes, int n) {
   int64_t expect = -1;
@@ -464,7 +454,7 @@ static bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
     int na = 0;
     for (int a = 0; a < e->in_rank[i]; a++)
       if (g.role[layout_find(&g, e->in[i][a])] == ROLE_K) kaxes[i][na++] = a;
-    sort_axes_by_stride(kaxes[i], na, &ops[i]);
+    sort_by_stride(kaxes[i], na, &ops[i]);
     kmerge[i] = axes_merge(&ops[i], kaxes[i], na);
   }
   int from = kmerge[1] ? 1 : 0;
@@ -476,7 +466,7 @@ static bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
     int axes[MAX_RANK], na = 0, rest[MAX_RANK], nr = 0;
     for (int a = 0; a < e->in_rank[i]; a++)
       if (g.role[layout_find(&g, e->in[i][a])] != ROLE_K) rest[nr++] = a;
-    sort_axes_by_stride(rest, nr, &ops[i]);
+    sort_by_stride(rest, nr, &ops[i]);
     int kin[MAX_RANK];
     axes_in_order(e, i, korder, nko, kin);
     /* a weight read elsewhere too (a tied embedding) keeps its layout rather
@@ -507,12 +497,12 @@ static bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
     int src = role == ROLE_N ? 1 : 0, axes[MAX_RANK], na = 0, oaxes[MAX_RANK];
     for (int a = 0; a < e->in_rank[src]; a++)
       if (g.role[layout_find(&g, e->in[src][a])] == role) axes[na++] = a;
-    sort_axes_by_stride(axes, na, &ops[src]);
+    sort_by_stride(axes, na, &ops[src]);
     for (int j = 0; j < na; j++)
       for (int k = 0; k < e->out_rank; k++)
         if (e->out[k] == e->in[src][axes[j]]) oaxes[j] = out_axes[nout++] = k;
     if (role != ROLE_BATCH) {
-      sort_axes_by_stride(oaxes, na, &plain);
+      sort_by_stride(oaxes, na, &plain);
       merges &= axes_merge(&plain, oaxes, na);
     }
   }
@@ -1651,15 +1641,6 @@ static bool step_writes(const Step *s, const Buf *b) {
   return s->out.buf == b || (s->epilogue && s->epilogue->out.buf == b);
 }
 
-static void sort_desc(int *ids, int n, const int64_t *stride) {
-  for (int i = 1; i < n; i++)
-    for (int j = i; j > 0 && stride[ids[j]] > stride[ids[j - 1]]; j--) {
-      int t = ids[j];
-      ids[j] = ids[j - 1];
-      ids[j - 1] = t;
-    }
-}
-
 /* Where step e's loop dims come from when it reads C through view c: both
  * sides sorted by C's strides, e's dims are taken in order until their sizes
  * multiply to the GEMM dim's and must compose into its stride; e's dim d is
@@ -1674,8 +1655,8 @@ static bool epi_map(Step *g, const Step *e, const View *c) {
   }
   for (int j = 0; j < g->nbatch + 2; j++)
     if (g->dim[j] != 1) gd[ng++] = j;
-  sort_desc(ed, ne, c->stride);
-  sort_desc(gd, ng, g->out.stride);
+  sort_by_stride(ed, ne, c);
+  sort_by_stride(gd, ng, &g->out);
   int p = 0;
   for (int q = 0; q < ng; q++) {
     int j = gd[q], first = p;
@@ -1714,7 +1695,8 @@ static bool epi_operands(const Kernels *k, const Expr *x, const Buf *c, int gi, 
 /* Makes step ei GEMM gi's epilogue if it can. */
 static bool fuse_epilogue(Kernels *k, int gi, int ei) {
   Step *g = k->step[gi], *e = k->step[ei];
-  const Buf *c = g->out.buf, *o = e->out.buf;
+  const Buf *c = g->out.buf;
+  Buf *o = e->out.buf;
   const View *cv = NULL;
   if (e->kind != STEP_ELEMENTWISE || o == c || expr_reads(e->expr, o) || !epi_operands(k, e->expr, c, gi, ei, &cv) ||
       !cv)
@@ -1724,6 +1706,7 @@ static bool fuse_epilogue(Kernels *k, int gi, int ei) {
   if (!epi_map(g, e, cv)) return false;
   g->epilogue = e;
   g->flops += e->flops;
+  o->def_step = gi;
   return true;
 }
 
@@ -1752,14 +1735,8 @@ static void fuse_epilogues(Kernels *k) {
   for (int b = 0; b < k->nbuf; b++) {
     Buf *t = k->buf[b];
     if (t->def_step < 0) continue;
-    if (!gone[t->def_step]) {
-      t->def_step = new_id[t->def_step];
-      continue;
-    }
-    t->def_step = -1; /* an epilogue's output: written by its GEMM now */
-    for (int i = 0; i < n; i++)
-      if (k->step[i]->epilogue && k->step[i]->epilogue->out.buf == t) t->def_step = i;
-    if (t->def_step < 0) ICE("a fused step's output lost its writer");
+    if (gone[t->def_step]) ICE("a buffer written by a fused step");
+    t->def_step = new_id[t->def_step];
   }
   k->nstep = n;
   free(gone), free(new_id);
