@@ -114,3 +114,58 @@ Test(emit, program_sources_go_to_tmpdir) {
   cr_assert(access("/tmp/circc-tmpdir-test-prog", F_OK) != 0, "no program may be written");
   tu_free(c);
 }
+
+/* gcc must compile the last step of a long program like the first: called
+ * from a chain of `if (err) return err;` its static estimate made later steps
+ * ever less likely and compiled their loops as cold code, unvectorised (the
+ * steps are called through a table now). 150 softmax steps, then a tanh loop
+ * that must be reported vectorised. */
+Test(emit, late_steps_are_optimised_like_early_ones) {
+  if (!have("gcc")) {
+    cr_log_warn("gcc not installed; skipped");
+    return;
+  }
+  char dir[] = "/tmp/circc-late-XXXXXX";
+  cr_assert(mkdtemp(dir));
+  Comp *c = tu_comp();
+  char *circ = arena_printf(&c->arena, "%s/chain.circ", dir);
+  FILE *f = fopen(circ, "w");
+  cr_assert(f);
+  fprintf(f, "'s0' GeneralFunction softmax\n  'x' [256] Symbol\n");
+  for (int i = 1; i < 150; i++) fprintf(f, "'s%d' GeneralFunction softmax\n  's%d'\n", i, i - 1);
+  fprintf(f, "'last' GeneralFunction tanh\n  's149'\n");
+  fclose(f);
+  Kernels k;
+  cr_assert(pipeline(c, circ, NULL, &k), "%s", tu_diags(c));
+  EmitOptions eo = {.name = "prog", .command_line = "circc test", .source_hash = "0"};
+  BuildOptions bo = {.output = arena_printf(&c->arena, "%s/prog.d", dir), .emit_c_only = true};
+  cr_assert(build_program(c, &k, &eo, &bo), "%s", tu_diags(c));
+  char *cmd = arena_printf(&c->arena,
+                           "cd %s/prog.d && gcc -std=c11 -O3 -mavx2 -mfma -fno-trapping-math -fopenmp -c model.c "
+                           "-fopt-info-vec-optimized 2>report.txt",
+                           dir);
+  cr_assert(system(cmd) == 0, "%s failed", cmd);
+  /* the line of the last step's loop body: the one that calls fn_tanh */
+  f = fopen(arena_printf(&c->arena, "%s/prog.d/model.c", dir), "r");
+  cr_assert(f);
+  char line[1024];
+  int n = 0, tanh_line = 0;
+  while (fgets(line, sizeof line, f)) {
+    n++;
+    if (strstr(line, "= fn_tanh(")) tanh_line = n;
+  }
+  fclose(f);
+  cr_assert(tanh_line > 0, "no fn_tanh loop in the program");
+  f = fopen(arena_printf(&c->arena, "%s/prog.d/report.txt", dir), "r");
+  cr_assert(f);
+  bool vectorised = false;
+  while (fgets(line, sizeof line, f)) {
+    int ln;
+    if (sscanf(line, "model.c:%d:", &ln) == 1 && strstr(line, "loop vectorized") && ln >= tanh_line - 2 && ln <= tanh_line)
+      vectorised = true;
+  }
+  fclose(f);
+  cr_expect(vectorised, "gcc did not vectorise the last step's loop (model.c:%d)", tanh_line);
+  cr_assert(system(arena_printf(&c->arena, "rm -rf %s", dir)) == 0);
+  tu_free(c);
+}
