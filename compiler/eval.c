@@ -197,10 +197,57 @@ static Tensor *eval_pow(Eval *e, const Node *n, Tensor **in) {
 
 /* ---- Einsum ---- */
 
-/* For every assignment of values to all ids (an odometer over the ids), add the
- * product of the operands' selected elements to the output element the output
- * ids select. A repeated id within an operand selects its diagonal; a repeated
- * output id writes only diagonal positions, leaving the rest zero. */
+/* An operand of the einsum odometer: data and the stride of every id in it
+ * (0 for ids it does not have; a repeated id's strides add up, which selects
+ * the diagonal). */
+typedef struct EinOp {
+  const double *p;
+  int64_t *stride; /* by id */
+} EinOp;
+
+static int64_t *id_strides(int nids, const int *ids, int rank, const int64_t *dim) {
+  int64_t *st = calloc((size_t)nids + 1, sizeof(int64_t)), step = 1;
+  if (!st) ICE("out of memory");
+  for (int p = rank - 1; p >= 0; p--) st[ids[p]] += step, step *= dim[p];
+  return st;
+}
+
+/* For every assignment of values to the ids loop[0..nloop) (an odometer, the
+ * last id fastest), add the product of the operands' selected elements to the
+ * element of `out` its strides select. */
+static void ein_sum(int nops, const EinOp *op, double *out, const int64_t *out_stride, const int *loop, int nloop,
+                    const int64_t *size) {
+  for (int l = 0; l < nloop; l++)
+    if (size[loop[l]] == 0) return;
+  int64_t *val = calloc((size_t)nloop + 1, sizeof(int64_t)), off[2] = {0, 0}, o = 0;
+  if (!val) ICE("out of memory");
+  for (;;) {
+    double prod = 1;
+    for (int i = 0; i < nops; i++) prod *= op[i].p[off[i]];
+    out[o] += prod;
+    int l = nloop - 1;
+    for (; l >= 0; l--) {
+      int id = loop[l];
+      for (int i = 0; i < nops; i++) off[i] += op[i].stride[id];
+      o += out_stride[id];
+      if (++val[l] < size[id]) break;
+      for (int i = 0; i < nops; i++) off[i] -= op[i].stride[id] * size[id];
+      o -= out_stride[id] * size[id];
+      val[l] = 0;
+    }
+    if (l < 0) break;
+  }
+  free(val);
+}
+
+/* Einsum as the spec defines it: Σ over all ids not in the output of the
+ * product of the operands (a repeated operand id selects a diagonal, a
+ * repeated output id writes only the diagonal and leaves the rest 0). With
+ * more than two operands the sum is taken pairwise, left to right, each step
+ * summing out the ids that neither a later operand nor the output has: the
+ * same sum associated differently (in double), and the three-operand einsums
+ * of a GPT-2 block cost a matrix product each instead of their full product of
+ * sizes. */
 static Tensor *eval_einsum(Eval *e, const Node *n, Tensor **in) {
   const EinsumSpec *s = &n->u.einsum;
   int nids = 0;
@@ -208,41 +255,70 @@ static Tensor *eval_einsum(Eval *e, const Node *n, Tensor **in) {
     for (int p = 0; p < s->in_rank[i]; p++)
       if (s->in[i][p] >= nids) nids = s->in[i][p] + 1;
   int64_t *size = malloc(sizeof(int64_t) * (size_t)(nids + 1));
-  int64_t *val = calloc((size_t)nids + 1, sizeof(int64_t)), coord[MAX_RANK];
-  if (!size || !val) ICE("out of memory");
+  int *loop = malloc(sizeof(int) * (size_t)(nids + 1)), *keep = malloc(sizeof(int) * (size_t)(nids + 1));
+  int64_t *keep_dim = malloc(sizeof(int64_t) * (size_t)(nids + 1));
+  bool *used = malloc((size_t)nids + 1);
+  if (!size || !loop || !keep || !keep_dim || !used) ICE("out of memory");
   for (int id = 0; id < nids; id++) size[id] = -1;
-  int64_t total = 1;
   for (int i = 0; i < n->nchild; i++) {
     CHECK(s->in_rank[i] == in[i]->shape.rank);
     for (int p = 0; p < s->in_rank[i]; p++) {
       int id = s->in[i][p];
       CHECK(size[id] < 0 || size[id] == in[i]->shape.dim[p]);
-      if (size[id] < 0) total *= size[id] = in[i]->shape.dim[p];
+      size[id] = in[i]->shape.dim[p];
     }
   }
   CHECK(s->out_rank == n->shape.rank);
   for (int q = 0; q < s->out_rank; q++) CHECK(s->out[q] < nids && size[s->out[q]] == n->shape.dim[q]);
 
   Tensor *out = new_value(e, n);
-  double *o = f64(out);
-  while (total > 0) {
-    double prod = 1;
-    for (int i = 0; i < n->nchild; i++) {
-      for (int p = 0; p < s->in_rank[i]; p++) coord[p] = val[s->in[i][p]];
-      prod *= f64(in[i])[offset_of(&in[i]->shape, coord)];
+  if (n->nchild == 0) { /* the empty product */
+    f64(out)[0] = 1;
+  } else {
+    /* acc: the product of operands 0..i-1 with the ids not needed later summed out */
+    EinOp acc = {f64(in[0]), id_strides(nids, s->in[0], s->in_rank[0], in[0]->shape.dim)};
+    double *owned = NULL;
+    memset(used, 0, (size_t)nids + 1);
+    for (int p = 0; p < s->in_rank[0]; p++) used[s->in[0][p]] = true;
+    for (int i = n->nchild > 1 ? 1 : 0; i < n->nchild; i++) {
+      bool last = i == n->nchild - 1;
+      EinOp op[2] = {acc, {0}};
+      int nops = 1;
+      if (i > 0) {
+        op[nops++] = (EinOp){f64(in[i]), id_strides(nids, s->in[i], s->in_rank[i], in[i]->shape.dim)};
+        for (int p = 0; p < s->in_rank[i]; p++) used[s->in[i][p]] = true;
+      }
+      int nloop = 0, nkeep = 0;
+      for (int id = 0; id < nids; id++)
+        if (used[id]) loop[nloop++] = id;
+      double *dst;
+      int64_t *dst_stride;
+      if (last) {
+        dst = f64(out);
+        dst_stride = id_strides(nids, s->out, s->out_rank, n->shape.dim);
+      } else { /* keep the ids the output or a later operand has */
+        int64_t numel = 1;
+        for (int l = 0; l < nloop; l++) {
+          bool need = false;
+          for (int q = 0; q < s->out_rank; q++) need |= s->out[q] == loop[l];
+          for (int j = i + 1; j < n->nchild; j++)
+            for (int p = 0; p < s->in_rank[j]; p++) need |= s->in[j][p] == loop[l];
+          if (need) keep[nkeep] = loop[l], keep_dim[nkeep++] = size[loop[l]], numel *= size[loop[l]];
+          else used[loop[l]] = false;
+        }
+        dst = calloc((size_t)(numel > 0 ? numel : 1), sizeof(double));
+        if (!dst) ICE("out of memory");
+        dst_stride = id_strides(nids, keep, nkeep, keep_dim);
+      }
+      ein_sum(nops, op, dst, dst_stride, loop, nloop, size);
+      free(acc.stride), free(owned);
+      if (i > 0) free(op[1].stride);
+      acc = (EinOp){dst, dst_stride};
+      owned = last ? NULL : dst;
     }
-    for (int q = 0; q < s->out_rank; q++) coord[q] = val[s->out[q]];
-    o[offset_of(&n->shape, coord)] += prod;
-    int id = nids - 1; /* next assignment; unused ids (size -1) stay 0 */
-    for (; id >= 0; id--) {
-      if (size[id] < 0) continue;
-      if (++val[id] < size[id]) break;
-      val[id] = 0;
-    }
-    if (id < 0) break;
+    free(acc.stride);
   }
-  free(size);
-  free(val);
+  free(size), free(loop), free(keep), free(keep_dim), free(used);
   return out;
 }
 

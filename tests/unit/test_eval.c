@@ -322,6 +322,33 @@ Test(eval, einsum_attention_scores) {
   expect(ev(C, ein(C, "qc,kc,,qk->qk", KIDS(q, k, scale, mask))), SH(3, 2), want, 1e-14);
 }
 
+/* More than two operands are summed pairwise (eval.c): ids summed early
+ * (b after the first pair), late (d only in the last operand), a diagonal
+ * inside an operand (cc), an id shared by all three (a) and a repeated output
+ * id (aa) — against the definition, one loop over every id. */
+Test(eval, einsum_many_operands_pairwise) {
+  Node *x = arr_fn(C, SH(2, 3), wavy), *y = arr_fn(C, SH(3, 2, 4, 4), iota), *z = arr_fn(C, SH(2, 4, 5), wavy);
+  const Tensor *tx = x->u.array.tensor, *ty = y->u.array.tensor, *tz = z->u.array.tensor;
+  double want[2 * 2 * 4] = {0};
+  for (int a = 0; a < 2; a++)
+    for (int b = 0; b < 3; b++)
+      for (int cc = 0; cc < 4; cc++)
+        for (int d = 0; d < 5; d++)
+          want[(a * 2 + a) * 4 + cc] += tensor_get_f64(tx, a * 3 + b) * tensor_get_f64(ty, ((b * 2 + a) * 4 + cc) * 4 + cc) *
+                                        tensor_get_f64(tz, (a * 4 + cc) * 5 + d);
+  expect(ev(C, ein(C, "ab,bacc,acd->aac", KIDS(x, y, z))), SH(2, 2, 4), want, 1e-12);
+  /* a chain: each pair keeps the id only the next operand has */
+  Node *p = arr_fn(C, SH(3, 4), wavy), *q = arr_fn(C, SH(4, 2), iota);
+  const Tensor *tp = p->u.array.tensor, *tq = q->u.array.tensor;
+  double chain[2 * 2] = {0};
+  for (int a = 0; a < 2; a++)
+    for (int b = 0; b < 3; b++)
+      for (int cc = 0; cc < 4; cc++)
+        for (int d = 0; d < 2; d++)
+          chain[a * 2 + d] += tensor_get_f64(tx, a * 3 + b) * tensor_get_f64(tp, b * 4 + cc) * tensor_get_f64(tq, cc * 2 + d);
+  expect(ev(C, ein(C, "ab,bc,cd->ad", KIDS(x, p, q))), SH(2, 2), chain, 1e-12);
+}
+
 /* -------------------------------------------------------------- Rearrange */
 
 Test(eval, rearrange_e10_cases) {
