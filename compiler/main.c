@@ -321,16 +321,27 @@ static const char *source_hash(Comp *c, const char *path) {
   return "";
 }
 
+/* ` -> buffer 7 @arena+64` or ` -> buffer 9 (output 0)` */
+static void report_buffer(const Buf *b) {
+  printf(" -> buffer %d", b->id);
+  if (b->kind == BUF_TEMP) printf(" @arena+%lld", (long long)b->offset);
+  else if (b->kind == BUF_OUTPUT) printf(" (output %d)", b->index);
+}
+
 static void report_kernels(Comp *c, const Kernels *k) {
   static const char *const KIND[] = {"elementwise", "contraction", "row", "gather", "fill", "gemm", "layernorm", "attention"};
   printf("plan: %d steps, %d elementwise nodes fused into other steps, %.0f FLOPs per run\n", k->nstep, k->nfused,
          k->flops);
   for (int i = 0; i < k->nstep; i++) {
     const Step *s = k->step[i];
-    printf("  step %3d %-11s %s %s -> buffer %d", i, KIND[s->kind], s->node ? node_label(c, s->node) : "",
-           s->node ? shape_str(c, &s->node->shape) : "", s->out.buf->id);
-    if (s->out.buf->kind == BUF_TEMP) printf(" @arena+%lld", (long long)s->out.buf->offset);
-    else if (s->out.buf->kind == BUF_OUTPUT) printf(" (output %d)", s->out.buf->index);
+    printf("  step %3d %-11s %s %s", i, KIND[s->kind], s->node ? node_label(c, s->node) : "",
+           s->node ? shape_str(c, &s->node->shape) : "");
+    report_buffer(s->out.buf);
+    if (step_is_gemv(s)) printf(", matrix-vector%s", s->x.buf ? ", skips masked columns" : "");
+    if (s->epilogue) {
+      printf(", epilogue %s", s->epilogue->node ? node_label(c, s->epilogue->node) : "");
+      report_buffer(s->epilogue->out.buf);
+    }
     printf("\n");
   }
   printf("memplan: arena %lld bytes, weights %lld bytes\n", (long long)k->arena_bytes, (long long)k->weights_bytes);

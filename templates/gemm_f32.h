@@ -499,10 +499,11 @@ static inline void circc_gemm_stream_k(int rows, int64_t m0, int64_t nn, const f
 /* rows (<= SR, a literal at each call) rows of C with unit-stride B rows:
  * B is read once, row after row, and the block sums live in `acc` (scratch,
  * rows x NS floats, L1-resident). Four k per pass keep the chain order.
- * With one row, the rows of B whose coefficient is 0 are not read: attention probabilities over masked keys are exactly 0, so a
- * decode step reads only the keys it attends to. The bits do not change for
- * finite B (x + 0 = x, and no partial sum is -0); an inf or NaN in a skipped
- * row counts as 0 (IEEE would give NaN). */
+ * With one row, the rows of B whose coefficient is 0 are not read: attention
+ * probabilities of masked keys are exactly 0, so a decode step reads only the
+ * keys it attends to. The bits do not change for finite B (x + 0 = x, and no
+ * partial sum is -0); an inf or NaN in a skipped row counts as 0 (IEEE would
+ * give NaN). */
 static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K, const float *A, int64_t a_m,
                                      int64_t a_k, const float *B, int64_t b_k, float *C, int64_t c_m,
                                      int64_t c_n, float *acc) {
