@@ -18,7 +18,7 @@ ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "
 if command -v clang >/dev/null 2>&1; then
   CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCIRCC_FUZZ=ON >/dev/null
   cmake --build build-fuzz -j "$JOBS" --target fuzz_parse fuzz_pt fuzz_npy fuzz_safetensors fuzz_json fuzz_tokenizer
-  for f in parse:tests/data/circ pt:tests/data/pt npy:tests/data/npy safetensors:tests/data/hf json:tests/data/hf \
+  for f in parse:tests/data/circ pt:tests/data/pt npy:tests/data/npy safetensors:models/gpt2/tiny_random_gpt2 json:models/gpt2/tiny_random_gpt2 \
            tokenizer:tests/data/circ; do
     name=${f%%:*} seeds=${f#*:}
     corpus=$(mktemp -d)

@@ -204,7 +204,7 @@ Test(json, malformed) {
 }
 
 Test(json, hf_config) {
-  FILE *f = fopen(tu_data("hf/tiny_random_gpt2_config.json"), "rb");
+  FILE *f = fopen(tu_model("gpt2/tiny_random_gpt2/config.json"), "rb");
   cr_assert_not_null(f);
   char buf[4096];
   size_t n = fread(buf, 1, sizeof buf, f);

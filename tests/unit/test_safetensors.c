@@ -301,7 +301,7 @@ Test(safetensors, malformed) {
 
 Test(safetensors, missing_tensor_suggestions) {
   Comp *c = tu_comp();
-  TensorFile *f = safetensors_open(c, tu_data("hf/tiny_random_gpt2.safetensors"), NO_LOC);
+  TensorFile *f = safetensors_open(c, tu_model("gpt2/tiny_random_gpt2/model.safetensors"), NO_LOC);
   cr_assert_not_null(f, "%s", tu_diags(c));
   cr_assert_null(safetensors_get(c, f, "transformer.wte.weigth", NO_LOC));
   cr_assert(strstr(tu_diags(c), "no tensor named 'transformer.wte.weigth' (64 tensors); did you mean "
@@ -314,7 +314,7 @@ Test(safetensors, missing_tensor_suggestions) {
 /* hf-internal-testing/tiny-random-gpt2, values read with Python struct */
 Test(safetensors, real_checkpoint) {
   Comp *c = tu_comp();
-  TensorFile *f = safetensors_open(c, tu_data("hf/tiny_random_gpt2.safetensors"), NO_LOC);
+  TensorFile *f = safetensors_open(c, tu_model("gpt2/tiny_random_gpt2/model.safetensors"), NO_LOC);
   cr_assert_not_null(f, "%s", tu_diags(c));
   cr_assert_eq(safetensors_count(f), 64);
   cr_assert_str_eq(safetensors_name(f, 0), "transformer.h.0.attn.c_attn.bias");

@@ -26,10 +26,14 @@ void tu_free(Comp *c) {
   free(t);
 }
 
-const char *tu_data(const char *rel) {
+static const char *joined(const char *dir, const char *rel) {
   static char buf[4][1024];
   static int k;
   k = (k + 1) % 4;
-  snprintf(buf[k], sizeof buf[k], "%s/%s", CIRCC_TEST_DATA, rel);
+  snprintf(buf[k], sizeof buf[k], "%s/%s", dir, rel);
   return buf[k];
 }
+
+const char *tu_data(const char *rel) { return joined(CIRCC_TEST_DATA, rel); }
+
+const char *tu_model(const char *rel) { return joined(CIRCC_MODELS_DIR, rel); }

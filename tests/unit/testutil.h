@@ -7,6 +7,7 @@
 Comp *tu_comp(void);
 const char *tu_diags(Comp *c);   /* everything printed to c->err so far */
 void tu_free(Comp *c);
-/* Path of a file under tests/data. */
+/* Path of a file under tests/data; of one under models/ (the bundled models). */
 const char *tu_data(const char *rel);
+const char *tu_model(const char *rel);
 #endif
