@@ -893,7 +893,7 @@ static void gemv_column_mask(Lower *L, const Node *n) {
       const Value *mv = lower(L, n->child[j]);
       if (j == i || mv->lazy || mv->view.buf->dtype != DT_F32) continue;
       const Buf *mb = mv->view.buf;
-      if (mb->kind == BUF_TEMP && (mb->def_step < 0 || mb->def_step >= g->id)) continue;
+      if (mb->kind != BUF_INPUT && mb->kind != BUF_WEIGHT && (mb->def_step < 0 || mb->def_step >= g->id)) continue;
       int axis = -1, naxes = 0;
       for (int a = 0; a < e->in_rank[j]; a++)
         if (n->child[j]->shape.dim[a] != 1) axis = a, naxes++;
