@@ -554,7 +554,8 @@ static void emit_epilogue(Emit *e, const Step *s) {
   out(e, "}\n");
 }
 
-/* Batched GEMM through templates/gemm_f32.h: tasks are (batch index, row block). */
+/* Batched GEMM through templates/gemm_f32.h: tasks are (batch index, row block,
+ * column block), each followed by the epilogue, if any, on its block. */
 static void emit_gemm(Emit *e, const Step *s) {
   if (step_is_gemv(s)) {
     emit_gemv(e, s);

@@ -125,6 +125,25 @@ static inline bool step_is_gemv(const Step *s) {
          (s->dim[nb + 2] == 1 || (s->op[0].stride[nb + 2] == 1 && s->op[1].stride[nb + 2] == 1));
 }
 
+/* Calls f(v, arg) for every view step s reads: its expression's loads, its
+ * operands, index and row views, its epilogue's loads. Memory planning and
+ * epilogue fusion both ask what a step reads; this is the one answer. */
+typedef void ViewFn(const View *v, void *arg);
+
+static inline void expr_each_load(const Expr *e, ViewFn *f, void *arg) {
+  if (e->kind == EX_LOAD) f(&e->view, arg);
+  for (int i = 0; i < e->nargs; i++) expr_each_load(e->arg[i], f, arg);
+}
+
+static inline void step_each_read(const Step *s, ViewFn *f, void *arg) {
+  if (s->expr) expr_each_load(s->expr, f, arg);
+  if (s->epilogue) expr_each_load(s->epilogue->expr, f, arg);
+  for (int j = 0; j < s->nops; j++) f(&s->op[j], arg);
+  for (int j = 0; j < s->nidx; j++) f(&s->idx[j], arg);
+  f(&s->in, arg);
+  f(&s->x, arg);
+}
+
 /* The lowered program: steps in execution order over buffers. */
 typedef struct Kernels {
   Buf **buf;

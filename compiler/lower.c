@@ -1620,21 +1620,26 @@ static Value *lower(Lower *L, const Node *n) {
  * ready before the GEMM runs, and it must be the only writer of its output.
  * Arithmetic and order are unchanged. */
 
+typedef struct BufSearch {
+  const Buf *buf;
+  bool found;
+} BufSearch;
+
+static void find_buf(const View *v, void *arg) {
+  BufSearch *q = arg;
+  q->found |= v->buf == q->buf;
+}
+
 static bool expr_reads(const Expr *x, const Buf *b) {
-  if (x->kind == EX_LOAD && x->view.buf == b) return true;
-  for (int i = 0; i < x->nargs; i++)
-    if (expr_reads(x->arg[i], b)) return true;
-  return false;
+  BufSearch q = {b, false};
+  expr_each_load(x, find_buf, &q);
+  return q.found;
 }
 
 static bool step_reads(const Step *s, const Buf *b) {
-  if (s->expr && expr_reads(s->expr, b)) return true;
-  if (s->epilogue && expr_reads(s->epilogue->expr, b)) return true;
-  for (int j = 0; j < s->nops; j++)
-    if (s->op[j].buf == b) return true;
-  for (int j = 0; j < s->nidx; j++)
-    if (s->idx[j].buf == b) return true;
-  return s->in.buf == b || s->x.buf == b;
+  BufSearch q = {b, false};
+  step_each_read(s, find_buf, &q);
+  return q.found;
 }
 
 static bool step_writes(const Step *s, const Buf *b) {

@@ -13,27 +13,18 @@ static void note_read(const View *v, int step) {
   if (v->buf && v->buf->last_use < step) v->buf->last_use = step;
 }
 
-static void note_expr(const Expr *e, int step) {
-  if (e->kind == EX_LOAD) note_read(&e->view, step);
-  for (int i = 0; i < e->nargs; i++) note_expr(e->arg[i], step);
-}
+static void note_read_at(const View *v, void *step) { note_read(v, *(const int *)step); }
 
 static int64_t align64(int64_t v) { return (v + 63) & ~(int64_t)63; }
 
 void memplan_assign(Comp *c, Kernels *k) {
   for (int i = 0; i < k->nstep; i++) {
     const Step *s = k->step[i];
-    if (s->expr) note_expr(s->expr, i);
-    for (int j = 0; j < s->nops; j++) note_read(&s->op[j], i);
-    note_read(&s->in, i);
-    note_read(&s->x, i);
-    for (int j = 0; j < s->nidx; j++) note_read(&s->idx[j], i);
-    /* a buffer written by several steps (Concat, Scatter) lives through all of them */
+    step_each_read(s, note_read_at, &i);
+    /* a buffer written by several steps (Concat, Scatter) lives through all of
+     * them; an epilogue writes inside step i */
     note_read(&s->out, i);
-    if (s->epilogue) { /* runs inside step i */
-      note_expr(s->epilogue->expr, i);
-      note_read(&s->epilogue->out, i);
-    }
+    if (s->epilogue) note_read(&s->epilogue->out, i);
   }
   /* live temporaries sorted by offset: [off, off+size) */
   int cap = k->nbuf + 1, nlive = 0;
