@@ -34,6 +34,16 @@ static const Step *gemm_of(Comp *c, const Kernels *k, const char *name) {
   return NULL;
 }
 
+/* Lowers each circuit of cases[0..n) and hands its kernel graph to check. */
+static void lower_each(const char *const *cases, size_t n, void (*check)(Comp *c, const Kernels *k, size_t i)) {
+  for (size_t i = 0; i < n; i++) {
+    Kernels k;
+    Comp *c = lower_text(cases[i], &k);
+    check(c, &k, i);
+    tu_free(c);
+  }
+}
+
 Test(lower, attention_output_projection_is_one_gemm) {
   /* K = (h, d) merges in neither operand: the weight is permuted at compile
    * time, z is copied into [t, h, d] */
@@ -157,6 +167,12 @@ Test(lower, gpt2_attention_is_one_step) {
   tu_free(c);
 }
 
+static void plain_attention(Comp *c, const Kernels *k, size_t i) {
+  (void)c;
+  cr_assert_eq(count_steps(k, STEP_ATTENTION), 0, "case %zu", i);
+  cr_assert_eq(count_steps(k, STEP_ROW), 1, "case %zu", i);
+}
+
 /* Forms that must keep the ordinary lowering. */
 Test(lower, attention_needs_its_pattern) {
   static const char *const CASES[] = {
@@ -173,13 +189,7 @@ Test(lower, attention_needs_its_pattern) {
       "'o' Einsum kq,kd->qd\n  'p' GeneralFunction softmax\n    'r' Einsum qc,kc->kq\n      'q' [20,7] Symbol\n"
       "      'k' [31,7] Symbol\n  'v' [31,5] Symbol\n",
   };
-  for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
-    Kernels k;
-    Comp *c = lower_text(CASES[i], &k);
-    cr_assert_eq(count_steps(&k, STEP_ATTENTION), 0, "case %zu", i);
-    cr_assert_eq(count_steps(&k, STEP_ROW), 1, "case %zu", i);
-    tu_free(c);
-  }
+  lower_each(CASES, sizeof CASES / sizeof *CASES, plain_attention);
 }
 
 Test(lower, attention_without_mask_is_plain) {
@@ -237,6 +247,12 @@ Test(lower, decode_scores_take_the_mask) {
   tu_free(c);
 }
 
+static void unmasked_gemv(Comp *c, const Kernels *k, size_t i) {
+  const Step *g = only_gemm(c, k);
+  cr_assert(step_is_gemv(g), "case %zu", i);
+  cr_assert_null(g->x.buf, "case %zu", i);
+}
+
 /* Where a zero in the vector does not make the GEMM's value irrelevant, or the
  * vector is not along N alone, the GEMV computes every column. */
 Test(lower, column_mask_needs_its_pattern) {
@@ -249,14 +265,7 @@ Test(lower, column_mask_needs_its_pattern) {
       /* added, not multiplied */
       "'s' Add\n  'r' Einsum hc,hkc->hk\n    'q' [4,64] Symbol\n    'past_k' [4,300,64] Symbol\n  'm' [300] Symbol\n",
   };
-  for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
-    Kernels k;
-    Comp *c = lower_text(CASES[i], &k);
-    const Step *g = only_gemm(c, &k);
-    cr_assert(step_is_gemv(g), "case %zu", i);
-    cr_assert_null(g->x.buf, "case %zu", i);
-    tu_free(c);
-  }
+  lower_each(CASES, sizeof CASES / sizeof *CASES, unmasked_gemv);
 }
 
 /* ------------------------------------------------------------ epilogues */
@@ -313,6 +322,12 @@ Test(lower, epilogue_into_another_layout) {
   tu_free(c);
 }
 
+static void no_epilogue(Comp *c, const Kernels *k, size_t i) {
+  (void)c;
+  cr_assert_eq(count_epilogues(k), 0, "case %zu", i);
+  cr_assert_geq(count_steps(k, STEP_ELEMENTWISE), 1, "case %zu", i);
+}
+
 /* Elementwise steps that must stay steps of their own. */
 Test(lower, epilogue_needs_a_sole_reader) {
   static const char *const CASES[] = {
@@ -323,11 +338,5 @@ Test(lower, epilogue_needs_a_sole_reader) {
       "'y' Einsum ik,r->rik\n  'p' Einsum ij,jk->ik\n    'a' [40,30] Symbol\n    'b' [30,50] Symbol\n"
       "  'r' [3] Symbol\n",
   };
-  for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
-    Kernels k;
-    Comp *c = lower_text(CASES[i], &k);
-    cr_assert_eq(count_epilogues(&k), 0, "case %zu", i);
-    cr_assert_geq(count_steps(&k, STEP_ELEMENTWISE), 1, "case %zu", i);
-    tu_free(c);
-  }
+  lower_each(CASES, sizeof CASES / sizeof *CASES, no_epilogue);
 }
