@@ -448,9 +448,17 @@ static void emit_base(Emit *e, const View *v, int nb, int64_t n_stride) {
   if (n_stride) out(e, " + n0 * %lld", (long long)n_stride);
 }
 
+/* Is GEMM loop dim j (a batch dim) one that s's epilogue needs? */
+static bool epi_uses(const Step *s, int j) {
+  for (int d = 0; d < s->epilogue->ndim; d++)
+    if (s->epi_src[d] == j) return true;
+  return false;
+}
+
 /* A one-row GEMM with A and B's columns contiguous along K (step_is_gemv):
  * tasks are (batch index, column block), each a circc_gemv_f32 call that
- * streams its own contiguous part of B; no scratch. */
+ * streams its own contiguous part of B (no scratch), then the epilogue, if
+ * any, on those columns. */
 static void emit_gemv(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
@@ -483,6 +491,12 @@ static void emit_gemv(Emit *e, const Step *s) {
   } else {
     out(e, "NULL, 0);\n");
   }
+  if (s->epilogue) {
+    out(e, "%*sstep_%d_epilogue(ctx, ", ind + 2, "", s->id);
+    for (int j = 0; j < nb; j++)
+      if (epi_uses(s, j)) out(e, "i%d, ", j);
+    out(e, "0, 1, n0, n1);\n");
+  }
   out(e, "%*s}\n", ind, "");
 }
 
@@ -494,13 +508,6 @@ static void emit_epi_index(Emit *e, const Step *s, int d, int ind) {
   if (s->epi_div[d] != 1) out(e, " / %lld", (long long)s->epi_div[d]);
   if (s->epi_div[d] * f->dim[d] != s->dim[j]) out(e, " %% %lld", (long long)f->dim[d]);
   out(e, ";\n");
-}
-
-/* Is GEMM loop dim j (a batch dim) one that s's epilogue needs? */
-static bool epi_uses(const Step *s, int j) {
-  for (int d = 0; d < s->epilogue->ndim; d++)
-    if (s->epi_src[d] == j) return true;
-  return false;
 }
 
 /* GEMM s's epilogue as a function of its own, which each task calls on the

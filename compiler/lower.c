@@ -1722,7 +1722,7 @@ static void fuse_epilogues(Kernels *k) {
   if (!gone || !new_id) ICE("out of memory");
   for (int gi = 0; gi < k->nstep; gi++) {
     Step *g = k->step[gi];
-    if (g->kind != STEP_GEMM || step_is_gemv(g) || g->out.buf->kind != BUF_TEMP) continue;
+    if (g->kind != STEP_GEMM || g->out.buf->kind != BUF_TEMP) continue;
     int reader = -1, readers = 0;
     bool other_writer = false;
     for (int i = 0; i < k->nstep; i++) {

@@ -516,6 +516,10 @@ static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K,
       for (int r = 0; r < rows; r++)
         for (int64_t j = 0; j < nn; j += CIRCC_GEMM_VL) circc_gemm_vstore(acc + r * CIRCC_GEMM_NS + j, circc_gemm_vzero());
       for (int64_t k = 0; k < kb;) {
+        if (rows == 1 && A[m0 * a_m + (pc + k) * a_k] == 0.0f) { /* runs of masked keys: one test each */
+          k++;
+          continue;
+        }
         if (k + 4 > kb || (rows == 1 && circc_gemm_has_zero4(A + m0 * a_m + (pc + k) * a_k, a_k))) {
           if (rows > 1 || A[m0 * a_m + (pc + k) * a_k] != 0.0f)
             circc_gemm_stream_k(rows, m0, nn, A + (pc + k) * a_k, a_m, B + (pc + k) * b_k + n0, acc);
@@ -673,8 +677,13 @@ static inline float circc_gemv_dot(const float *a, const float *b, int64_t K) {
  * for bit, and no column depends on how columns are split. */
 CIRCC_GEMM_API void circc_gemv_f32(int64_t N, int64_t K, const float *a, const float *B, int64_t b_n, float *y,
                                    int64_t c_n, const float *mask, int64_t mask_n) {
-  for (int64_t n = 0; n < N; n++)
-    y[n * c_n] = mask && mask[n * mask_n] == 0.0f ? 0.0f : circc_gemv_dot(a, B + n * b_n, K);
+  for (int64_t n0 = 0; n0 < N; n0 += 16) { /* a decode cache is mostly masked: one test per 16 columns */
+    const int64_t n1 = n0 + 16 < N ? n0 + 16 : N;
+    int off = mask && n1 - n0 == 16;
+    for (int j = 0; off && j < 16; j++) off = mask[(n0 + j) * mask_n] == 0.0f;
+    for (int64_t n = n0; n < n1; n++)
+      y[n * c_n] = off || (mask && mask[n * mask_n] == 0.0f) ? 0.0f : circc_gemv_dot(a, B + n * b_n, K);
+  }
 }
 
 /* ------------------------------------------------------------------- entry */

@@ -8,46 +8,6 @@
 #include <math.h>
 #include <stdint.h>
 
-static inline __attribute__((unused)) float circc_row_max_of(const float *x, int64_t xs, int64_t len) {
-  float m = -INFINITY;
-  for (int64_t j = 0; j < len; j++) {
-    const float v = x[j * xs];
-    m = v > m ? v : m;
-  }
-  return m;
-}
-
-static inline __attribute__((unused)) void circc_softmax_row(const float *restrict x, int64_t xs, float *restrict y,
-                                                             int64_t ys, int64_t len) {
-  const float m = circc_row_max_of(x, xs, len);
-  double sum = 0.0;
-  for (int64_t j = 0; j < len; j++) sum += y[j * ys] = fn_exp(x[j * xs] - m);
-  const float inv = (float)(1.0 / sum);
-  for (int64_t j = 0; j < len; j++) y[j * ys] *= inv;
-}
-
-static inline __attribute__((unused)) void circc_log_softmax_row(const float *restrict x, int64_t xs,
-                                                                 float *restrict y, int64_t ys, int64_t len) {
-  const float m = circc_row_max_of(x, xs, len);
-  double sum = 0.0;
-  for (int64_t j = 0; j < len; j++) sum += fn_exp(x[j * xs] - m);
-  const float lse = m + (float)log(sum);
-  for (int64_t j = 0; j < len; j++) y[j * ys] = x[j * xs] - lse;
-}
-
-/* min / max propagate NaN like torch.min/max */
-static inline __attribute__((unused)) float circc_min_row(const float *x, int64_t xs, int64_t len) {
-  float r = x[0];
-  for (int64_t j = 1; j < len; j++) r = fn_min(r, x[j * xs]);
-  return r;
-}
-
-static inline __attribute__((unused)) float circc_max_row(const float *x, int64_t xs, int64_t len) {
-  float r = x[0];
-  for (int64_t j = 1; j < len; j++) r = fn_max(r, x[j * xs]);
-  return r;
-}
-
 /* Σ_j (x[j * xs] - shift)^p for p = 1 or 2, in double: eight interleaved
  * partial sums added in a fixed order, so the loop vectorises and the result
  * does not depend on anything but the row. */
@@ -65,6 +25,52 @@ static inline __attribute__((unused)) double circc_row_sum_f64(const float *rest
     s[k] += p == 2 ? d * d : d;
   }
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* The largest element, NaN ignored (-inf when there is none), in 16 lanes so
+ * the loop vectorises; the maximum does not depend on the order. */
+static inline __attribute__((unused)) float circc_row_max_of(const float *x, int64_t xs, int64_t len) {
+  float m[16];
+  for (int k = 0; k < 16; k++) m[k] = -INFINITY;
+  int64_t j = 0;
+  for (; j + 16 <= len; j += 16)
+    for (int k = 0; k < 16; k++) {
+      const float v = x[(j + k) * xs];
+      m[k] = v > m[k] ? v : m[k];
+    }
+  for (int k = 0; k < 16 && j < len; j++, k++) m[k] = x[j * xs] > m[k] ? x[j * xs] : m[k];
+  for (int h = 8; h > 0; h /= 2)
+    for (int k = 0; k < h; k++) m[k] = m[k + h] > m[k] ? m[k + h] : m[k];
+  return m[0];
+}
+
+static inline __attribute__((unused)) void circc_softmax_row(const float *restrict x, int64_t xs, float *restrict y,
+                                                             int64_t ys, int64_t len) {
+  const float m = circc_row_max_of(x, xs, len);
+  for (int64_t j = 0; j < len; j++) y[j * ys] = fn_exp(x[j * xs] - m);
+  const float inv = (float)(1.0 / circc_row_sum_f64(y, ys, len, 0.0, 1));
+  for (int64_t j = 0; j < len; j++) y[j * ys] *= inv;
+}
+
+static inline __attribute__((unused)) void circc_log_softmax_row(const float *restrict x, int64_t xs,
+                                                                 float *restrict y, int64_t ys, int64_t len) {
+  const float m = circc_row_max_of(x, xs, len);
+  for (int64_t j = 0; j < len; j++) y[j * ys] = fn_exp(x[j * xs] - m); /* y holds the exps for a moment */
+  const float lse = m + (float)log(circc_row_sum_f64(y, ys, len, 0.0, 1));
+  for (int64_t j = 0; j < len; j++) y[j * ys] = x[j * xs] - lse;
+}
+
+/* min / max propagate NaN like torch.min/max */
+static inline __attribute__((unused)) float circc_min_row(const float *x, int64_t xs, int64_t len) {
+  float r = x[0];
+  for (int64_t j = 1; j < len; j++) r = fn_min(r, x[j * xs]);
+  return r;
+}
+
+static inline __attribute__((unused)) float circc_max_row(const float *x, int64_t xs, int64_t len) {
+  float r = x[0];
+  for (int64_t j = 1; j < len; j++) r = fn_max(r, x[j * xs]);
+  return r;
 }
 
 /* y = (x - mean) * rsqrt(var + eps) * w + b with the biased variance; w and b

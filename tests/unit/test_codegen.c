@@ -717,7 +717,22 @@ Test(codegen, decode_one_row_products) {
                "'all_masked' Einsum hc,hkc,k->hk\n"
                "  'q'\n"
                "  'past_k'\n"
-               "  'zeros' [300] Scalar 0\n");
+               "  'zeros' [300] Scalar 0\n"
+               "'heads' Add\n" /* epilogues of one-row GEMMs: bias into another layout, gelu, residual */
+               "  'hq' Einsum sd,hcd->hsc\n"
+               "    'x'\n"
+               "    'wq' [4,24,256] Array rand\n"
+               "  'bq' [4,1,24] Array rand\n"
+               "'mlp_out' Add\n"
+               "  'down' Einsum sh,oh->so\n"
+               "    'act' GeneralFunction gelu_new\n"
+               "      'pre' Add\n"
+               "        'up' Einsum sd,hd->sh\n"
+               "          'x'\n"
+               "          'w_in' [1000,256] Array rand\n"
+               "        'b_in' [1000] Array rand\n"
+               "    'w_out' [256,1000] Array rand\n"
+               "  'x'\n");
 }
 
 /* GEMM epilogues (lower.c fuse_epilogues): bias and activation, a residual

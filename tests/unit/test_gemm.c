@@ -254,8 +254,9 @@ static void split(const Variant *v) {
 /* ------------------------------------------------------------ circc_gemv_f32 */
 
 /* y = a·B for B stored by columns (column n at B + n*b_n, b_n = K + gap), y
- * with stride c_n, and a mask that zeroes every third column when `masked`;
- * the masked columns and the gaps hold NaN, which must not reach y. Checks
+ * with stride c_n, and a mask that zeroes every third column and runs of
+ * them (columns 16..39 and the last 300: a decode cache) when `masked`; the
+ * masked columns and the gaps hold NaN, which must not reach y. Checks
  * every column against the reference (same bound as check_case; masked ones
  * exactly 0), y's gaps untouched, and that splitting the columns into three
  * calls gives the same bits. */
@@ -268,7 +269,7 @@ static void gemv_case(const Variant *v, int64_t N, int64_t K, int64_t gap, bool 
   cr_assert(a && B && mask && y && y2);
   for (int64_t k = 0; k < K; k++) a[k] = frand();
   for (int64_t n = 0; n < N; n++) {
-    mask[n] = masked && n % 3 == 1 ? 0.0f : frand();
+    mask[n] = masked && (n % 3 == 1 || (n >= 16 && n < 40) || n >= N - 300) ? 0.0f : frand();
     for (int64_t k = 0; k < b_n; k++) B[n * b_n + k] = k < K && mask[n] != 0.0f ? frand() : NAN;
   }
   for (int64_t i = 0; i < N * c_n; i++) y[i] = y2[i] = SENTINEL;

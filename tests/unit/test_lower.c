@@ -322,6 +322,31 @@ Test(lower, epilogue_into_another_layout) {
   tu_free(c);
 }
 
+Test(lower, one_row_gemms_take_epilogues_too) {
+  /* a decode step's MLP: the GEMVs finish their columns with bias and gelu,
+   * and with bias and residual into the output */
+  Kernels k;
+  Comp *c = lower_text("'out' Add\n"
+                       "  'down' Einsum sh,oh->so\n"
+                       "    'act' GeneralFunction gelu_new\n"
+                       "      'pre' Add\n"
+                       "        'up' Einsum si,hi->sh\n"
+                       "          'x' [1,48] Symbol\n"
+                       "          'w_in' [96,48] Array rand\n"
+                       "        'b_in' [96] Array rand\n"
+                       "    'w_out' [48,96] Array rand\n"
+                       "  'b_out' [48] Array rand\n"
+                       "  'x'\n",
+                       &k);
+  cr_assert_eq(k.nstep, 2, "%d steps", k.nstep);
+  for (int i = 0; i < 2; i++) {
+    cr_assert(step_is_gemv(k.step[i]), "step %d", i);
+    cr_assert_not_null(k.step[i]->epilogue, "step %d", i);
+  }
+  cr_assert_eq(k.step[1]->epilogue->out.buf->kind, BUF_OUTPUT);
+  tu_free(c);
+}
+
 static void no_epilogue(Comp *c, const Kernels *k, size_t i) {
   (void)c;
   cr_assert_eq(count_epilogues(k), 0, "case %zu", i);
