@@ -13,12 +13,12 @@ Run by `cmake --build BUILD --target bench_gpt2` with Debian's /usr/bin/python3
      GPT-2 (rtol = atol = 1e-3) and stops with exit code 1 if not;
   4. runs the GEMM benchmark (gemm_bench: circc's GEMM template vs OpenBLAS
      sgemm on the GPT-2 shapes), if given;
-  5. times every case in --rounds rounds of [circc program, PyTorch, peak
-     probe] after one probe, interleaved; the prefill T=256 case also runs both
-     with 1 thread for the scaling row. A round's peak and bandwidth are the
-     mean of the probes right before and after it (the shared host's memory
-     bandwidth drifts by 2x within minutes). Medians over rounds; ratios are
-     per round (same conditions), then their median. Before each round it waits (--quiet-wait
+  5. times every case in --rounds rounds of [peak probe, circc program, peak
+     probe, PyTorch]; the prefill T=256 case also runs both with 1 thread for
+     the scaling row. A round's peak and bandwidth are the mean of the two
+     probes around its circc runs (the shared host's memory bandwidth drifts
+     by 2x within seconds). Medians over rounds; ratios are per round (same
+     conditions), then their median. Before each round it waits (--quiet-wait
      seconds in all) for the other jobs on the machine to go quiet, and it
      reports the CPU they used during the rounds.
 It prints the table and writes it, with the machine, into its own section of
@@ -447,7 +447,7 @@ def wait_quiet(args):
 
 
 def bracket(a, b):
-    """The machine during a round: the mean of the probes right before and after it."""
+    """The machine during a round's circc runs: the mean of the probes right before and after them."""
     return {"fma": {t: (a["fma"][t] + b["fma"][t]) / 2 for t in a["fma"]}, "read": (a["read"] + b["read"]) / 2,
             "isa": a["isa"]}
 
@@ -456,21 +456,22 @@ def bench_cases(args, cases, model, tokens_all):
     meter = CpuMeter()
     for c in cases:
         cache = decode_cache(model, tokens_all, c.past) if c.kind == "decode" else None
-        wait_quiet(args)
-        before = probe(args)
         for r in range(args.rounds):
             wait_quiet(args)
             meter.start()
+            # the probes bracket the circc runs alone, so that the machine they
+            # measure is the one the program ran on; PyTorch runs after them
+            before = probe(args)
+            ms = {t: time_circc(c, t) for t in c.threads}
+            after = probe(args)
+            tms = {t: time_torch(model, c, t, tokens_all, cache) for t in c.threads}
             line = []
             for t in c.threads:
-                ms, tms = time_circc(c, t), time_torch(model, c, t, tokens_all, cache)
-                c.res.setdefault(("circc", t), []).append(ms)
-                c.res.setdefault(("torch", t), []).append(tms)
-                line.append(f"{t} thr: circc {ms:.2f} ms, PyTorch {tms:.2f} ms")
+                c.res.setdefault(("circc", t), []).append(ms[t])
+                c.res.setdefault(("torch", t), []).append(tms[t])
+                line.append(f"{t} thr: circc {ms[t]:.2f} ms, PyTorch {tms[t]:.2f} ms")
             c.res.setdefault("others", []).append(meter.others())
-            after = probe(args)
             p = bracket(before, after)
-            before = after
             c.res.setdefault("probe", []).append(p)
             line.insert(0, f"round {r + 1}: peak {p['fma'][args.threads]:.0f} GFLOP/s, read {p['read']:.1f} GB/s")
             line.append(f"other jobs {c.res['others'][-1]:.2f} cores")
@@ -665,9 +666,9 @@ def main():
     body += machine(args, probes)
     body += [f"- method: the same deterministic random weights (seed {SEED}) and tokens for both; circc's logits "
              "checked against PyTorch's (rtol = atol = 1e-3) before timing; per case "
-             f"{args.rounds} rounds of [circc program `--bench N`, PyTorch N runs after a warm-up, peak probe] "
-             "after a first probe; a round's peak FLOP/s and DRAM bandwidth are the mean of the probes just before "
-             "and after it; ms = median over rounds of each round's median; ratios are taken per round, then the "
+             f"{args.rounds} rounds of [peak probe, circc program `--bench N`, peak probe, PyTorch N runs after a "
+             "warm-up]; a round's peak FLOP/s and DRAM bandwidth are the mean of the two probes around its circc "
+             "runs; ms = median over rounds of each round's median; ratios are taken per round, then the "
              "median. "
              "Before each round the harness waits (at most "
              f"{args.quiet_wait:.0f} s in all) for a second in which other jobs use < 0.5 core; "
