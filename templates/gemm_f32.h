@@ -618,6 +618,15 @@ static inline void circc_gemm_stream_t(int rows, int64_t m0, int64_t N, int64_t 
  * increasing k (lanes past K add 0), then added pairwise as (j, j+16),
  * (j, j+8), (j, j+4), (j, j+2), (j, j+1). */
 #if CIRCC_GEMM_VL == 16
+/* the lanes of s0 (k = 0..15 mod 32) and s1 (16..31) added in that order */
+static inline float circc_gemv_sum(__m512 s0, __m512 s1) {
+  __m512 t = _mm512_add_ps(s0, s1);
+  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(t), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1)));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+}
+
 static inline float circc_gemv_dot(const float *a, const float *b, int64_t K) {
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   int64_t k = 0;
@@ -630,11 +639,32 @@ static inline float circc_gemv_dot(const float *a, const float *b, int64_t K) {
     s0 = _mm512_fmadd_ps(circc_gemm_vloadn(a + k, r), circc_gemm_vloadn(b + k, r), s0);
     s1 = _mm512_fmadd_ps(circc_gemm_vloadn(a + k + 16, r - 16), circc_gemm_vloadn(b + k + 16, r - 16), s1);
   }
-  __m512 t = _mm512_add_ps(s0, s1);
-  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(t), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1)));
-  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+  return circc_gemv_sum(s0, s1);
+}
+
+/* circc_gemv_dot of four columns (b + j*b_n) at once, written to y[j*c_n]:
+ * the same operations per column (same bits); four independent chains keep
+ * more loads in flight than one. */
+static inline void circc_gemv_dot4(const float *a, const float *b, int64_t b_n, int64_t K, float *y, int64_t c_n) {
+  __m512 s[8];
+  for (int j = 0; j < 8; j++) s[j] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    const __m512 a0 = _mm512_loadu_ps(a + k), a1 = _mm512_loadu_ps(a + k + 16);
+    for (int j = 0; j < 4; j++) {
+      s[2 * j] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(b + j * b_n + k), s[2 * j]);
+      s[2 * j + 1] = _mm512_fmadd_ps(a1, _mm512_loadu_ps(b + j * b_n + k + 16), s[2 * j + 1]);
+    }
+  }
+  if (k < K) {
+    int r = (int)(K - k);
+    const __m512 a0 = circc_gemm_vloadn(a + k, r), a1 = circc_gemm_vloadn(a + k + 16, r - 16);
+    for (int j = 0; j < 4; j++) {
+      s[2 * j] = _mm512_fmadd_ps(a0, circc_gemm_vloadn(b + j * b_n + k, r), s[2 * j]);
+      s[2 * j + 1] = _mm512_fmadd_ps(a1, circc_gemm_vloadn(b + j * b_n + k + 16, r - 16), s[2 * j + 1]);
+    }
+  }
+  for (int j = 0; j < 4; j++) y[j * c_n] = circc_gemv_sum(s[2 * j], s[2 * j + 1]);
 }
 #elif CIRCC_GEMM_VL == 8
 static inline float circc_gemv_dot(const float *a, const float *b, int64_t K) {
@@ -664,6 +694,11 @@ static inline float circc_gemv_dot(const float *a, const float *b, int64_t K) {
   return s[0];
 }
 #endif
+#if CIRCC_GEMM_VL != 16
+static inline void circc_gemv_dot4(const float *a, const float *b, int64_t b_n, int64_t K, float *y, int64_t c_n) {
+  for (int j = 0; j < 4; j++) y[j * c_n] = circc_gemv_dot(a, b + j * b_n, K);
+}
+#endif
 
 /* One row of A times B given by columns: y[n*c_n] = sum_k a[k] * B[n*b_n + k]
  * for n in [0,N), with a and every column of B contiguous (b_k = 1). A range
@@ -681,8 +716,17 @@ CIRCC_GEMM_API void circc_gemv_f32(int64_t N, int64_t K, const float *a, const f
     const int64_t n1 = n0 + 16 < N ? n0 + 16 : N;
     int off = mask && n1 - n0 == 16;
     for (int j = 0; off && j < 16; j++) off = mask[(n0 + j) * mask_n] == 0.0f;
-    for (int64_t n = n0; n < n1; n++)
-      y[n * c_n] = off || (mask && mask[n * mask_n] == 0.0f) ? 0.0f : circc_gemv_dot(a, B + n * b_n, K);
+    for (int64_t n = n0; n < n1;) {
+      int live4 = !off && n + 4 <= n1;
+      for (int j = 0; mask && live4 && j < 4; j++) live4 = mask[(n + j) * mask_n] != 0.0f;
+      if (live4) {
+        circc_gemv_dot4(a, B + n * b_n, b_n, K, y + n * c_n, c_n);
+        n += 4;
+      } else {
+        y[n * c_n] = off || (mask && mask[n * mask_n] == 0.0f) ? 0.0f : circc_gemv_dot(a, B + n * b_n, K);
+        n++;
+      }
+    }
   }
 }
 
