@@ -616,20 +616,40 @@ static void emit_gemm(Emit *e, const Step *s) {
 
 /* Fused attention through templates/attention_f32.h: tasks are (batch index,
  * block of CIRCC_ATTN_QB query rows), dealt round-robin because causal rows
- * get longer with q. Each row's result does not depend on the task split. */
+ * get longer with q. Each row's result does not depend on the task split. A
+ * run-time mask (no kend/skip buffers) has each row's skipped keys found
+ * first, once for all batch elements. */
 static void emit_attention(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
   decl_add(&d, s->op[0].buf, false);
   decl_add(&d, s->op[1].buf, false);
   decl_add(&d, s->x.buf, false);
-  for (int i = 0; i < s->nidx; i++) decl_add(&d, s->idx[i].buf, false);
+  for (int i = 0; i < s->nidx; i++)
+    if (s->idx[i].buf) decl_add(&d, s->idx[i].buf, false);
   emit_decls(e, &d);
   int nb = s->nbatch;
   int64_t tq = s->dim[nb], tk = s->dim[nb + 1], C = s->dim[nb + 2], D = s->dim[nb + 3];
-  bool parallel = s->flops >= PARALLEL_MIN_WORK;
+  const Buf *bb = s->idx[2].buf, *bf = s->idx[3].buf;
+  const char *name = c_escape(e->c, s->node && s->node->name ? s->node->name : "an attention");
+  bool runtime = !s->idx[0].buf, parallel = s->flops >= PARALLEL_MIN_WORK;
+  const char *F = bf ? arena_printf(&e->c->arena, "b%d", bf->id) : "NULL";
+  const char *B = bb ? arena_printf(&e->c->arena, "b%d", bb->id) : "NULL";
+  if (runtime) {
+    out(e, "  int64_t *kend = (int64_t *)malloc(sizeof(int64_t) * %lld);\n", (long long)tq);
+    out(e, "  float *skip = (float *)malloc(sizeof(float) * %lld);\n", (long long)tq);
+    out(e, "  if (!kend || !skip) {\n    free(kend), free(skip);\n");
+    out(e, "    return rt_errorf(\"out of memory for the attention mask of '%%s'\", \"%s\");\n  }\n", name);
+  }
   emit_scratch_open(e, parallel,
                     arena_printf(&e->c->arena, "circc_attn_scratch_floats(%lld, %lld, %lld)", (long long)tk, (long long)C, (long long)D));
+  if (runtime) {
+    if (parallel) out(e, "    #pragma omp for schedule(static)\n");
+    out(e, "    for (int64_t q = 0; q < %lld; q++)\n", (long long)tq);
+    out(e, "      kend[q] = circc_attn_row_end(%s%s, %s%s, %lld, &skip[q]);\n", F,
+        bf ? arena_printf(&e->c->arena, " + q * %lld", (long long)tk) : "", B,
+        bb ? arena_printf(&e->c->arena, " + q * %lld", (long long)tk) : "", (long long)tk);
+  }
   if (parallel) out(e, "    #pragma omp for collapse(%d) schedule(static, 1)\n", nb + 1);
   for (int t = 0; t < nb; t++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 4 + 2 * t, "", t, t, (long long)s->dim[t], t);
   int ind = 4 + 2 * nb;
@@ -646,13 +666,13 @@ static void emit_attention(Emit *e, const Step *s) {
     emit_index(e, &base);
     out(e, ", %lld, %lld, ", (long long)v[q]->stride[nb], (long long)v[q]->stride[nb + 1]);
   }
-  for (int i = 3; i >= 2; i--) { /* F, B or NULL */
-    if (s->nidx > i) out(e, "b%d, ", s->idx[i].buf->id);
-    else out(e, "NULL, ");
-  }
-  out(e, "b%d, b%d, scratch);\n%*s}\n    free(scratch);\n  }\n", s->idx[0].buf->id, s->idx[1].buf->id, ind, "");
-  out(e, "  if (failed) return rt_errorf(\"out of memory for the attention scratch of '%%s'\", \"%s\");\n",
-      c_escape(e->c, s->node && s->node->name ? s->node->name : "an attention"));
+  /* B applies to every key unless constant-mask lowering found it 0 on the kept ones (no F) */
+  out(e, "%s, %s, %d, ", F, B, bb && (bf || runtime));
+  if (runtime) out(e, "kend, skip, ");
+  else out(e, "b%d, b%d, ", s->idx[0].buf->id, s->idx[1].buf->id);
+  out(e, "scratch);\n%*s}\n    free(scratch);\n  }\n", ind, "");
+  if (runtime) out(e, "  free(kend), free(skip);\n");
+  out(e, "  if (failed) return rt_errorf(\"out of memory for the attention scratch of '%%s'\", \"%s\");\n", name);
 }
 
 static const char *step_kind_name(StepKind k) {

@@ -110,9 +110,9 @@ typedef struct Step {
   double value;           /* FILL; LAYERNORM: eps */
   /* ATTENTION: dims [batch..., Tq, Tk, C, D]; op[0] = Q over (batch..., q, c),
    * op[1] = K over (batch..., k, c), x = V over (batch..., k, d), out over
-   * (batch..., q, d); idx[] are the weight buffers kend [Tq] (int64), skip [Tq],
-   * then if nidx >= 3 B [Tq,Tk] (without: 0), if nidx = 4 F [Tq,Tk] (without:
-   * 1 on the kept keys) */
+   * (batch..., q, d); nidx = 4: idx[] are kend [Tq] (int64) and skip [Tq],
+   * weights, or buf NULL: found at run time from F and B (a run-time mask);
+   * then B [Tq,Tk] (buf NULL: 0) and F [Tq,Tk] (buf NULL: 1 on the kept keys) */
   double flops;
 } Step;
 

@@ -512,38 +512,46 @@ static bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
 /* ------------------------------------------------------------ attention */
 
 /* Einsum(softmax(S), V) with S = Σ bias + Π factors · (Q·Kᵀ), every bias and
- * factor a constant over the query and key axes only (Array or Scalar; the
- * product and the sum optional), becomes one STEP_ATTENTION
- * (templates/attention_f32.h) that never materialises S. Accepted exactly:
+ * factor varying over the query and key axes only (the product and the sum
+ * optional), becomes one STEP_ATTENTION (templates/attention_f32.h) that
+ * never materialises S. Accepted exactly:
  *  - n: a binary Einsum of P and V, no repeated ids; P's last axis (the key)
  *    is summed with V; P's batch axes (all but query and key) appear in V and
  *    the output; V has one more id (the value dim); the output is batch, query
  *    and value dim;
- *  - P = softmax(S), S = Add(constants..., Y) with Y of S's shape, or S = Y;
- *  - Y = product Einsum (constants..., R), or Y = R;
+ *  - P = softmax(S), S = Add(biases..., Y) with Y of S's shape, or S = Y;
+ *  - Y = product Einsum (factors..., R), or Y = R;
  *  - R = binary Einsum: batch ids in both operands, the query id in one, the
  *    key id in the other, exactly one summed id (the head dim), in both;
+ *    Y is the one term of S that is R or such a product with R;
  *  - P, S, Y, R have no other consumer (their values are not needed elsewhere).
- * Anything else keeps the ordinary lowering. The constants are evaluated at
- * compile time into F (product) and B (sum) over [query, key]; per query row,
- * the trailing keys with F = 0 and a finite B below -100 (a causal mask's
- * upper triangle) are skipped, with the exactness check of the template. */
+ * Anything else keeps the ordinary lowering. When the biases and factors are
+ * all constants (Arrays and Scalars) they are evaluated at compile time into F
+ * (product) and B (sum) over [query, key]; per query row, the trailing keys
+ * with F = 0 and a finite B below -100 (a causal mask's upper triangle) are
+ * skipped, with the exactness check of the template. Otherwise (a mask made
+ * from run-time positions, or an input) one elementwise step computes F and
+ * B, shared by every attention with the same terms, and the attention step
+ * finds each row's skipped keys at run time by the same rule. */
 
 typedef struct AttnConst {
   int64_t tq, tk;
-  const Node *cst[16];  /* the constants they came from (cf. AttnMatch) */
+  const Node *cst[16];  /* the terms they came from (cf. AttnMatch) */
   int cmap[16][MAX_RANK], nfac, ncst, qa, ka;
-  float *f, *b;       /* malloc'd copies to compare against */
-  Buf *bkend, *bskip, *bb, *bf; /* bf NULL: F is 1 on the kept keys, B 0 there;
-                                 * bb NULL too: no key is ever skipped */
+  float *f, *b;       /* constant terms: malloc'd copies to compare against */
+  Buf *bkend, *bskip, *bb, *bf; /* constant terms: bf NULL: F is 1 on the kept keys,
+                                 * B 0 there; bb NULL too: no key is ever skipped.
+                                 * run-time terms: bkend, bskip NULL; bf, bb NULL
+                                 * when there is no factor, no bias */
 } AttnConst;
 
 typedef struct AttnMatch {
-  const Node *p, *v, *r;
+  const Node *p, *v, *y, *r;
   int qa, ka;                  /* S axes of the query and key */
-  const Node *cst[16];         /* constants: factors first, then biases */
-  int cmap[16][MAX_RANK];      /* per constant axis: the S axis, or -1 (size 1) */
+  const Node *cst[16];         /* terms: factors first, then biases */
+  int cmap[16][MAX_RANK];      /* per term axis: the S axis, or -1 (size 1) */
   int nfac, ncst;
+  bool runtime;                /* some term is not a constant */
 } AttnMatch;
 
 /* A constant: Arrays and Scalars combined by elementwise nodes (planned
@@ -568,9 +576,10 @@ static bool attn_is_const(const Node *n, int depth) {
   return true;
 }
 
-/* Records constant c with its axis map if it varies over query/key axes only. */
+/* Records term c with its axis map if it varies over query/key axes only. */
 static bool attn_add_const(AttnMatch *m, const Node *c, const int *map) {
   if (m->ncst == 16) return false;
+  m->runtime |= !attn_is_const(c, 4);
   for (int a = 0; a < c->shape.rank; a++) {
     if (c->shape.dim[a] == 1) m->cmap[m->ncst][a] = -1;
     else if (map[a] == m->qa || map[a] == m->ka) m->cmap[m->ncst][a] = map[a];
@@ -588,6 +597,20 @@ static int einsum_id_pos(const int *ids, int rank, int id) {
       at = a;
     }
   return at;
+}
+
+/* R: a binary Einsum with a summed id, of the given rank (checked in full below). */
+static bool attn_is_qk(const Node *n, int rank) {
+  return n->kind == NK_Einsum && n->nchild == 2 && n->shape.rank == rank && !einsum_is_product(n);
+}
+
+/* Y: R, or a product Einsum with exactly one R among its operands. */
+static bool attn_is_scores(const Node *n, int rank) {
+  if (attn_is_qk(n, rank)) return true;
+  if (n->kind != NK_Einsum || !einsum_is_product(n)) return false;
+  int nr = 0;
+  for (int i = 0; i < n->nchild; i++) nr += attn_is_qk(n->child[i], rank);
+  return nr == 1;
 }
 
 /* Does n (a binary Einsum) match the pattern above? Fills m; no side effects. */
@@ -623,39 +646,39 @@ static bool attn_match(const Lower *L, const Node *n, AttnMatch *m) {
       did = vid[a];
     }
   if (did < 0 || einsum_id_pos(e->out, rank, qid) < 0) return false;
-  /* S = Add(constants..., Y) or Y */
+  /* S = Add(biases..., Y) or Y */
   const Node *y = s;
   if (s->kind == NK_Add) {
     y = NULL;
     for (int i = 0; i < s->nchild; i++) {
       const Node *ch = s->child[i];
-      if (!attn_is_const(ch, 4)) {
-        if (y || !shape_eq(&ch->shape, &s->shape)) return false;
+      if (attn_is_scores(ch, rank) && shape_eq(&ch->shape, &s->shape)) {
+        if (y) return false;
         y = ch;
       }
     }
     if (!y || L->uses[y->id] != 1) return false;
   }
-  /* Y = product Einsum (constants..., R) or R; factors are recorded first */
+  /* Y = product Einsum (factors..., R) or R; factors are recorded first */
   const Node *r = y;
   int rmap[MAX_RANK]; /* R axis -> S axis */
   for (int a = 0; a < rank; a++) rmap[a] = a;
-  if (y->kind == NK_Einsum && einsum_is_product(y)) {
+  if (!attn_is_scores(y, rank)) return false;
+  if (!attn_is_qk(y, rank)) {
     const EinsumSpec *ye = &y->u.einsum;
     r = NULL;
     for (int i = 0; i < y->nchild; i++) {
       const Node *ch = y->child[i];
       int map[MAX_RANK];
       for (int a = 0; a < ye->in_rank[i]; a++) map[a] = einsum_id_pos(ye->out, ye->out_rank, ye->in[i][a]);
-      if (attn_is_const(ch, 4)) {
+      if (!attn_is_qk(ch, rank)) {
         if (!attn_add_const(m, ch, map)) return false;
       } else {
-        if (r || ye->in_rank[i] != rank) return false;
         r = ch;
         memcpy(rmap, map, sizeof map);
       }
     }
-    if (!r || L->uses[r->id] != 1) return false;
+    if (L->uses[r->id] != 1) return false;
   }
   m->nfac = m->ncst;
   if (s->kind == NK_Add)
@@ -690,7 +713,7 @@ static bool attn_match(const Lower *L, const Node *n, AttnMatch *m) {
   bool q1 = einsum_id_pos(re->in[1], rank, rq) >= 0, k1 = einsum_id_pos(re->in[1], rank, rk) >= 0;
   if (nsum != 1 || q0 == q1 || k0 == k1 || q0 == k0) return false;
   if (p->shape.dim[m->qa] == 0 || p->shape.dim[m->ka] == 0) return false;
-  m->p = p, m->v = v, m->r = r;
+  m->p = p, m->v = v, m->y = y, m->r = r;
   return true;
 }
 
@@ -708,11 +731,54 @@ static void attn_eval(const AttnMatch *m, Tensor *const *t, int64_t q, int64_t k
   }
 }
 
-/* The constant buffers of a match: evaluated, analysed per row, shared with
- * an earlier attention that has the same F and B (every layer of a model). */
+static AttnConst *attn_new(Lower *L, const AttnMatch *m, int64_t tq, int64_t tk) {
+  if (L->nattn % 8 == 0) {
+    L->attn = realloc(L->attn, sizeof *L->attn * (size_t)(L->nattn + 8));
+    if (!L->attn) ICE("out of memory");
+  }
+  AttnConst *a = &L->attn[L->nattn++];
+  *a = (AttnConst){.tq = tq, .tk = tk, .nfac = m->nfac, .ncst = m->ncst, .qa = m->qa, .ka = m->ka};
+  memcpy(a->cst, m->cst, sizeof(const Node *) * (size_t)m->ncst);
+  memcpy(a->cmap, m->cmap, sizeof a->cmap[0] * (size_t)m->ncst);
+  return a;
+}
+
+/* A [tq, tk] buffer holding the product (terms [i0, i1) are factors) or the
+ * sum of terms i0..i1-1, computed by one elementwise step; NULL if there are
+ * none. */
+static Buf *attn_term_buf(Lower *L, const AttnMatch *m, int i0, int i1, ExprKind op, int64_t tq, int64_t tk) {
+  if (i0 == i1) return NULL;
+  const int64_t dim[2] = {tq, tk};
+  Expr *x = expr_new(L, op, i1 - i0);
+  for (int i = i0; i < i1; i++) {
+    const Node *c = m->cst[i];
+    Value *v = lower(L, c);
+    int map[MAX_RANK];
+    for (int a = 0; a < c->shape.rank; a++) map[a] = m->cmap[i][a] == m->ka ? 1 : 0; /* size-1 axes: unused */
+    x->arg[i - i0] = expr_remap(L, v->lazy ? v->expr : expr_load(L, v->view), 2, dim, map);
+  }
+  if (i1 - i0 == 1) x = x->arg[0];
+  const View *w = &x->view; /* one term already in memory as [tq, tk]: read it there */
+  if (x->kind == EX_LOAD && w->buf->dtype == DT_F32 && w->offset == 0 && w->stride[0] == tk && w->stride[1] == 1)
+    return w->buf;
+  Shape sh = {2, {tq, tk}};
+  Buf *b = new_buf(L, BUF_TEMP, DT_F32, tq * tk, m->p);
+  Step *s = new_step(L, STEP_ELEMENTWISE, m->cst[i0]);
+  s->out = contiguous(b, &sh);
+  s->ndim = 2;
+  memcpy(s->dim, dim, sizeof dim);
+  s->expr = x;
+  s->flops = (double)(tq * tk) * (expr_size(x) - 1);
+  b->def_step = s->id;
+  return b;
+}
+
+/* The F and B buffers of a match: constants evaluated and analysed per row,
+ * or computed by steps from run-time terms; shared with an earlier attention
+ * that has the same terms (every layer of a model). */
 static AttnConst *attn_consts(Lower *L, const AttnMatch *m) {
   int64_t tq = m->p->shape.dim[m->qa], tk = m->p->shape.dim[m->ka];
-  /* the same constant nodes (after CSE: every layer of a model) give the same
+  /* the same term nodes (after CSE: every layer of a model) give the same
    * F and B: no evaluation, which at T = 1024 holds [T,T] doubles per layer */
   for (int i = 0; i < L->nattn; i++) {
     AttnConst *a = &L->attn[i];
@@ -720,6 +786,12 @@ static AttnConst *attn_consts(Lower *L, const AttnMatch *m) {
         a->ka == m->ka && !memcmp(a->cst, m->cst, sizeof(const Node *) * (size_t)m->ncst) &&
         !memcmp(a->cmap, m->cmap, sizeof a->cmap[0] * (size_t)m->ncst))
       return a;
+  }
+  if (m->runtime) {
+    Buf *bf = attn_term_buf(L, m, 0, m->nfac, EX_MUL, tq, tk), *bb = attn_term_buf(L, m, m->nfac, m->ncst, EX_ADD, tq, tk);
+    AttnConst *a = attn_new(L, m, tq, tk);
+    a->bf = bf, a->bb = bb;
+    return a;
   }
   float *f = malloc(sizeof(float) * (size_t)(tq * tk)), *b = malloc(sizeof(float) * (size_t)(tq * tk));
   if (!f || !b) ICE("out of memory");
@@ -736,20 +808,14 @@ static AttnConst *attn_consts(Lower *L, const AttnMatch *m) {
   eval_free(ev);
   for (int i = 0; i < L->nattn; i++) {
     AttnConst *a = &L->attn[i];
-    if (a->tq == tq && a->tk == tk && !memcmp(a->f, f, sizeof(float) * (size_t)(tq * tk)) &&
+    if (a->f && a->tq == tq && a->tk == tk && !memcmp(a->f, f, sizeof(float) * (size_t)(tq * tk)) &&
         !memcmp(a->b, b, sizeof(float) * (size_t)(tq * tk))) {
       free(f), free(b);
       return a;
     }
   }
-  if (L->nattn % 8 == 0) {
-    L->attn = realloc(L->attn, sizeof *L->attn * (size_t)(L->nattn + 8));
-    if (!L->attn) ICE("out of memory");
-  }
-  AttnConst *a = &L->attn[L->nattn++];
-  *a = (AttnConst){.tq = tq, .tk = tk, .nfac = m->nfac, .ncst = m->ncst, .qa = m->qa, .ka = m->ka, .f = f, .b = b};
-  memcpy(a->cst, m->cst, sizeof(const Node *) * (size_t)m->ncst);
-  memcpy(a->cmap, m->cmap, sizeof a->cmap[0] * (size_t)m->ncst);
+  AttnConst *a = attn_new(L, m, tq, tk);
+  a->f = f, a->b = b;
   bool plain = true, skips = false;
   Shape s2 = {2, {tq, tk}}, s1 = {1, {tq}};
   Tensor *tb = tensor_new(L->c, DT_F32, &s2);
@@ -758,7 +824,7 @@ static AttnConst *attn_consts(Lower *L, const AttnMatch *m) {
   for (int64_t q = 0; q < tq; q++) {
     const float *fr = f + q * tk, *br = b + q * tk;
     int64_t e = tk;
-    while (e > 0 && fr[e - 1] == 0.0f && isfinite(br[e - 1]) && br[e - 1] < -100.0f) e--;
+    while (e > 0 && fr[e - 1] == 0.0f && isfinite(br[e - 1]) && br[e - 1] < -100.0f) e--; /* circc_attn_row_end's rule */
     float skip = -INFINITY;
     for (int64_t k = e; k < tk; k++) skip = br[k] > skip ? br[k] : skip;
     for (int64_t k = 0; k < e; k++) plain &= fr[k] == 1.0f && br[k] == 0.0f;
@@ -801,10 +867,7 @@ static Value *lower_attention(Lower *L, const Node *n) {
     if (a != m.qa && a != m.ka) nids[nbat++] = pid[a];
   nids[nb] = pid[m.qa], nids[nb + 1] = pid[m.ka];
   /* R's axes are S's axes permuted; find each S axis's id in R via its shape position */
-  const Node *sn = m.p->child[0], *y = sn;
-  if (sn->kind == NK_Add)
-    for (int i = 0; i < sn->nchild; i++)
-      if (!attn_is_const(sn->child[i], 4)) y = sn->child[i];
+  const Node *y = m.y;
   int s2r[MAX_RANK] = {0};
   for (int a = 0; a < rank; a++) s2r[a] = a;
   if (y != m.r) {
@@ -863,10 +926,14 @@ static Value *lower_attention(Lower *L, const Node *n) {
     stride *= n->shape.dim[a];
   }
   Buf *cb[4] = {ac->bkend, ac->bskip, ac->bb, ac->bf};
-  s->nidx = ac->bf ? 4 : ac->bb ? 3 : 2;
-  for (int i = 0; i < s->nidx; i++) s->idx[i] = (View){.buf = cb[i], .rank = 1, .dim = {cb[i]->numel}, .stride = {1}};
-  double keys = 0;
-  for (int64_t q = 0; q < tq; q++) keys += (double)((const int64_t *)ac->bkend->tensor->data)[q];
+  s->nidx = 4;
+  for (int i = 0; i < 4; i++)
+    if (cb[i]) s->idx[i] = (View){.buf = cb[i], .rank = 1, .dim = {cb[i]->numel}, .stride = {1}};
+  double keys = (double)tq * (double)tk; /* run-time masks: at most */
+  if (ac->bkend) {
+    const int64_t *kend = ac->bkend->tensor->data;
+    for (int64_t q = 0; q < tq; q++) keys -= (double)(tk - kend[q]);
+  }
   double batch = 1;
   for (int j = 0; j < nb; j++) batch *= (double)s->dim[j];
   s->flops = batch * keys * (2.0 * (double)(s->dim[nb + 2] + s->dim[nb + 3]) + 5.0);

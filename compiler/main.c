@@ -338,6 +338,7 @@ static void report_kernels(Comp *c, const Kernels *k) {
            s->node ? shape_str(c, &s->node->shape) : "");
     report_buffer(s->out.buf);
     if (step_is_gemv(s)) printf(", matrix-vector%s", s->x.buf ? ", skips masked columns" : "");
+    if (s->kind == STEP_ATTENTION && !s->idx[0].buf) printf(", mask computed at run time");
     if (s->epilogue) {
       printf(", epilogue %s", s->epilogue->node ? node_label(c, s->epilogue->node) : "");
       report_buffer(s->epilogue->out.buf);

@@ -2,13 +2,16 @@
  * rows q in [q0,q1) of one batch element,
  *     s[q,k] = (Σ_c Q[q,c] K[k,c]) · F[q,k] + B[q,k]
  *     O[q,d] = Σ_k softmax_k(s[q,·])[k] · V[k,d]
- * without materialising s. F and B are compile-time constants ([Tq,Tk],
- * row-major; F = NULL means 1 on the keys processed and 0 on those skipped,
- * with B = 0 on the processed ones, so the main loop reads neither; B = NULL
- * means 0, and only comes with F = NULL). Per row, keys k >= kend[q] are skipped: the
- * compiler found F = 0 there and B finite, so their score is B and
- * skip[q] = max of those B. After the row's max m over the processed keys is
- * known, skip[q] - m < -87.3 means every skipped key's fn_exp is exactly 0
+ * without materialising s. F and B are [Tq,Tk], row-major: constants, or
+ * computed at run time from a mask the program gets as input. F = NULL means
+ * 1 on the keys processed and 0 on those skipped; B = NULL means 0. b_all:
+ * B applies to every key; 0: B is 0 on the processed keys (lowering found so
+ * for a constant causal mask), so with F = NULL the main loop reads neither.
+ * Per row, keys k >= kend[q] are skipped: F = 0 there and B finite
+ * (circc_attn_row_end; the compiler applies the same rule to constant masks),
+ * so their score is B and skip[q] = max of those B. After the row's max m
+ * over the processed keys is known, skip[q] - m < -87.3 means every skipped
+ * key's fn_exp is exactly 0
  * (elementwise_f32.h flushes there), so skipping changes nothing; otherwise
  * (e.g. a fully masked row, or very negative scores) the row is recomputed
  * over all keys by the two-pass reference path. (Non-finite q·k at a skipped
@@ -158,6 +161,20 @@ static inline void circc_attn_pack_kt(float *restrict kt, const float *K, int64_
     for (int64_t j = nk; j < CIRCC_ATTN_KB; j++) kt[c * CIRCC_ATTN_KB + j] = 0.0f;
 }
 
+/* Where row q's skipped keys start, from its rows f and b of F and B (NULL:
+ * F = 1, B = 0): the keys from there on have F = 0 and a finite B below -100
+ * (the excluded tail of a mask), so their score is B whatever Q·K is; *skip is
+ * their largest B (-inf: none). */
+CIRCC_ATTN_API int64_t circc_attn_row_end(const float *f, const float *b, int64_t Tk, float *skip) {
+  int64_t e = Tk;
+  if (f && b)
+    while (e > 0 && f[e - 1] == 0.0f && b[e - 1] < -100.0f && b[e - 1] > -INFINITY) e--;
+  float m = -INFINITY;
+  for (int64_t k = e; k < Tk; k++) m = b[k] > m ? b[k] : m;
+  *skip = m;
+  return e;
+}
+
 /* One row over all Tk keys, two passes (the semantics of the unfused
  * program): scores, max, fn_exp, double sum, then the weighted sum of V. */
 static inline void circc_attn_full_row(int64_t q, int64_t Tk, int64_t C, int64_t D, const float *Q, int64_t q_q,
@@ -187,7 +204,7 @@ static inline void circc_attn_full_row(int64_t q, int64_t Tk, int64_t C, int64_t
 CIRCC_ATTN_API void circc_attn_f32_rows(int64_t q0, int64_t q1, int64_t Tk, int64_t C, int64_t D, const float *Q,
                                         int64_t q_q, int64_t q_c, const float *K, int64_t k_k, int64_t k_c,
                                         const float *V, int64_t v_k, int64_t v_d, float *O, int64_t o_q,
-                                        int64_t o_d, const float *F, const float *B,
+                                        int64_t o_d, const float *F, const float *B, int b_all,
                                         const int64_t *kend, const float *skip, float *scratch) {
   const int64_t n = q1 - q0, dp = circc_attn_round(D, CIRCC_ATTN_DC), cp = circc_attn_round(C, 16);
   const int64_t ng = circc_attn_round(n, CIRCC_ATTN_R); /* rows incl. the last group's padding */
@@ -218,8 +235,12 @@ CIRCC_ATTN_API void circc_attn_f32_rows(int64_t q0, int64_t q1, int64_t Tk, int6
           continue;
         }
         const int64_t at = (q0 + i) * Tk + kb;
-        if (F)
+        if (F && b_all)
           for (int64_t j = 0; j < lim; j++) sr[j] = sr[j] * F[at + j] + B[at + j];
+        else if (F)
+          for (int64_t j = 0; j < lim; j++) sr[j] *= F[at + j];
+        else if (b_all)
+          for (int64_t j = 0; j < lim; j++) sr[j] += B[at + j];
         /* max and sum: per-lane partials, then a fixed halving tree */
         float part[CIRCC_ATTN_LANES];
         for (int64_t j = lim; j < CIRCC_ATTN_KB; j++) sr[j] = -INFINITY;

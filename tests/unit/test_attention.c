@@ -1,6 +1,7 @@
 /* test_attention.c — templates/attention_f32.h against a naive reference in
- * double: causal, full, banded and arbitrary constant masks, a fully masked
- * row and very negative scores (the two-pass fallback), odd sizes (T not a
+ * double: causal, full, banded and arbitrary masks, as constants (reduced as
+ * lowering does) and as run-time F and B (factor and bias, or bias only), a
+ * fully masked row and very negative scores (the two-pass fallback), odd sizes (T not a
  * multiple of the key block, head dims not a multiple of the vector width),
  * strided operands; results must not depend on how rows are split into calls.
  * Built like test_gemm.c: natively, and as `avx2` and `portable` variant
@@ -9,7 +10,7 @@
 
 typedef void AttnFn(int64_t q0, int64_t q1, int64_t Tk, int64_t C, int64_t D, const float *Q, int64_t q_q,
                     int64_t q_c, const float *K, int64_t k_k, int64_t k_c, const float *V, int64_t v_k, int64_t v_d,
-                    float *O, int64_t o_q, int64_t o_d, const float *F, const float *B,
+                    float *O, int64_t o_q, int64_t o_d, const float *F, const float *B, int b_all,
                     const int64_t *kend, const float *skip, float *scratch);
 typedef int64_t AttnScratchFn(int64_t Tk, int64_t C, int64_t D);
 #define ATTN_DECLARE(v)                                                                                              \
@@ -19,9 +20,9 @@ typedef int64_t AttnScratchFn(int64_t Tk, int64_t C, int64_t D);
   void attn_rows_##v(int64_t q0, int64_t q1, int64_t Tk, int64_t C, int64_t D, const float *Q, int64_t q_q,        \
                      int64_t q_c, const float *K, int64_t k_k, int64_t k_c, const float *V, int64_t v_k,           \
                      int64_t v_d, float *O, int64_t o_q, int64_t o_d, const float *F, const float *B,   \
-                     const int64_t *kend, const float *skip, float *scratch) {                                     \
-    circc_attn_f32_rows(q0, q1, Tk, C, D, Q, q_q, q_c, K, k_k, k_c, V, v_k, v_d, O, o_q, o_d, F, B, kend,         \
-                        skip, scratch);                                                                            \
+                     int b_all, const int64_t *kend, const float *skip, float *scratch) {                          \
+    circc_attn_f32_rows(q0, q1, Tk, C, D, Q, q_q, q_c, K, k_k, k_c, V, v_k, v_d, O, o_q, o_d, F, B, b_all,        \
+                        kend, skip, scratch);                                                                      \
   }                                                                                                                  \
   int64_t attn_scratch_##v(int64_t Tk, int64_t C, int64_t D) { return circc_attn_scratch_floats(Tk, C, D); }
 ATTN_DECLARE(native)
@@ -68,17 +69,14 @@ static float frand(void) {
 enum { CAUSAL, FULL, BAND, RANDOM_MASK, EMPTY_ROW, VERY_NEGATIVE };
 static const char *MASK_NAME[] = {"causal", "full", "band", "random", "empty-row", "very-negative"};
 
-/* The compile-time analysis lowering does: per row, keys from kend on have
- * F = 0 and a finite B below -100; skip = their largest B. */
+/* Per row, where the skipped keys start and their largest B
+ * (circc_attn_row_end, the rule lowering applies to constant masks); plain:
+ * F = 1 and B = 0 on every kept key. */
 static void analyse(int64_t Tq, int64_t Tk, const float *F, const float *B, int64_t *kend, float *skip, int *plain) {
   *plain = 1;
   for (int64_t q = 0; q < Tq; q++) {
-    int64_t e = Tk;
-    while (e > 0 && F[q * Tk + e - 1] == 0.0f && isfinite(B[q * Tk + e - 1]) && B[q * Tk + e - 1] < -100.0f) e--;
-    kend[q] = e;
-    skip[q] = -INFINITY;
-    for (int64_t k = e; k < Tk; k++) skip[q] = fmaxf(skip[q], B[q * Tk + k]);
-    for (int64_t k = 0; k < e; k++) *plain &= F[q * Tk + k] == 1.0f && B[q * Tk + k] == 0.0f;
+    kend[q] = circc_attn_row_end(F ? F + q * Tk : NULL, B + q * Tk, Tk, &skip[q]);
+    for (int64_t k = 0; k < kend[q]; k++) *plain &= (!F || F[q * Tk + k] == 1.0f) && B[q * Tk + k] == 0.0f;
   }
 }
 
@@ -100,8 +98,13 @@ static void make_mask(int kind, int64_t Tq, int64_t Tk, float *F, float *B) {
     }
 }
 
+/* How F and B reach the kernel: constants reduced as lowering does (F and B
+ * dropped when plain), run-time F and B as they are, or a run-time bias alone
+ * (F = NULL: the reference's F is 1 everywhere). */
+enum { AS_CONST, AS_RUNTIME, AS_BIAS };
+
 /* One case: layouts are transposed (Q, V) or gapped (K) to exercise strides. */
-static void check(const Variant *v, int kind, int64_t Tq, int64_t Tk, int64_t C, int64_t D) {
+static void check(const Variant *v, int kind, int how, int64_t Tq, int64_t Tk, int64_t C, int64_t D) {
   float *Q = malloc(sizeof(float) * (size_t)(Tq * C + 1)), *K = malloc(sizeof(float) * (size_t)(Tk * (C + 3) + 1));
   float *V = malloc(sizeof(float) * (size_t)(Tk * D + 1)), *F = malloc(sizeof(float) * (size_t)(Tq * Tk + 1));
   float *B = malloc(sizeof(float) * (size_t)(Tq * Tk + 1)), *skip = malloc(sizeof(float) * (size_t)(Tq + 1));
@@ -113,20 +116,25 @@ static void check(const Variant *v, int kind, int64_t Tq, int64_t Tk, int64_t C,
   for (int64_t i = 0; i < Tk * (C + 3); i++) K[i] = 2.0f * frand();
   for (int64_t i = 0; i < Tk * D; i++) V[i] = frand();
   make_mask(kind, Tq, Tk, F, B);
+  if (how == AS_BIAS)
+    for (int64_t i = 0; i < Tq * Tk; i++) F[i] = 1.0f;
   int plain, skips = 0;
-  analyse(Tq, Tk, F, B, kend, skip, &plain);
+  analyse(Tq, Tk, how == AS_BIAS ? NULL : F, B, kend, skip, &plain);
   for (int64_t q = 0; q < Tq; q++) skips |= kend[q] < Tk;
-  const float *f = plain ? NULL : F, *b = plain && !skips ? NULL : B; /* what lowering passes */
+  const float *f = F, *b = B; /* what lowering passes */
+  int b_all = 1;
+  if (how == AS_CONST && plain) f = NULL, b = skips ? B : NULL, b_all = 0;
+  if (how == AS_BIAS) f = NULL;
   /* Q[q,c] at c*Tq + q (transposed), K[k,c] at k*(C+3) + c, V[k,d] at d*Tk + k, O row-major */
   for (int64_t q0 = 0; q0 < Tq; q0 += CIRCC_ATTN_QB) {
     int64_t q1 = q0 + CIRCC_ATTN_QB < Tq ? q0 + CIRCC_ATTN_QB : Tq;
-    v->rows(q0, q1, Tk, C, D, Q, 1, Tq, K, C + 3, 1, V, 1, Tk, O1, D, 1, f, b, kend, skip, scratch);
+    v->rows(q0, q1, Tk, C, D, Q, 1, Tq, K, C + 3, 1, V, 1, Tk, O1, D, 1, f, b, b_all, kend, skip, scratch);
   }
   for (int64_t q = 0; q < Tq; q += 3) /* another split: 3 rows per call */
-    v->rows(q, q + 3 < Tq ? q + 3 : Tq, Tk, C, D, Q, 1, Tq, K, C + 3, 1, V, 1, Tk, O2, D, 1, f, b, kend,
+    v->rows(q, q + 3 < Tq ? q + 3 : Tq, Tk, C, D, Q, 1, Tq, K, C + 3, 1, V, 1, Tk, O2, D, 1, f, b, b_all, kend,
             skip, scratch);
-  cr_assert(!memcmp(O1, O2, sizeof(float) * (size_t)(Tq * D)), "%s %s Tq=%lld Tk=%lld C=%lld D=%lld: split changes bits",
-            v->name, MASK_NAME[kind], (long long)Tq, (long long)Tk, (long long)C, (long long)D);
+  cr_assert(!memcmp(O1, O2, sizeof(float) * (size_t)(Tq * D)), "%s %s/%d Tq=%lld Tk=%lld C=%lld D=%lld: split changes bits",
+            v->name, MASK_NAME[kind], how, (long long)Tq, (long long)Tk, (long long)C, (long long)D);
   for (int64_t q = 0; q < Tq; q++) {
     double mx = -INFINITY, sum = 0, serr = 0; /* serr: fp32 rounding of the scores, about eps·magnitude */
     for (int64_t k = 0; k < Tk; k++) {
@@ -142,8 +150,8 @@ static void check(const Variant *v, int kind, int64_t Tq, int64_t Tk, int64_t C,
       double want = 0, mag = 0;
       for (int64_t k = 0; k < Tk; k++) want += s[k] / sum * V[d * Tk + k], mag += s[k] / sum * fabs(V[d * Tk + k]);
       double got = O1[q * D + d];
-      cr_assert(fabs(got - want) <= (2 * serr + 1e-5) * mag + 1e-6, "%s %s Tq=%lld Tk=%lld C=%lld D=%lld: O[%lld,%lld] = %.9g, want %.9g",
-                v->name, MASK_NAME[kind], (long long)Tq, (long long)Tk, (long long)C, (long long)D, (long long)q,
+      cr_assert(fabs(got - want) <= (2 * serr + 1e-5) * mag + 1e-6, "%s %s/%d Tq=%lld Tk=%lld C=%lld D=%lld: O[%lld,%lld] = %.9g, want %.9g",
+                v->name, MASK_NAME[kind], how, (long long)Tq, (long long)Tk, (long long)C, (long long)D, (long long)q,
                 (long long)d, got, want);
     }
   }
@@ -155,11 +163,12 @@ static void sweep(int kind) {
   static const int64_t HD[][2] = {{1, 1}, {3, 5}, {8, 8}, {17, 33}, {64, 64}};
   for (size_t vi = 0; vi < sizeof VARIANTS / sizeof *VARIANTS; vi++) {
     if (!have(&VARIANTS[vi])) continue;
-    for (size_t t = 0; t < sizeof T / sizeof *T; t++)
-      for (size_t h = 0; h < sizeof HD / sizeof *HD; h++) {
-        check(&VARIANTS[vi], kind, T[t], T[t], HD[h][0], HD[h][1]);
-        if (kind == FULL || kind == RANDOM_MASK) check(&VARIANTS[vi], kind, T[t], T[t] + 7, HD[h][0], HD[h][1]);
-      }
+    for (int how = AS_CONST; how <= AS_BIAS; how++)
+      for (size_t t = 0; t < sizeof T / sizeof *T; t++)
+        for (size_t h = 0; h < sizeof HD / sizeof *HD; h++) {
+          check(&VARIANTS[vi], kind, how, T[t], T[t], HD[h][0], HD[h][1]);
+          if (kind == FULL || kind == RANDOM_MASK) check(&VARIANTS[vi], kind, how, T[t], T[t] + 7, HD[h][0], HD[h][1]);
+        }
   }
 }
 
@@ -188,8 +197,8 @@ Test(attention, causal_skip_is_bit_identical_to_all_keys) {
   for (int64_t q = 0; q < T; q++) all[q] = T, none[q] = -INFINITY;
   for (int64_t q0 = 0; q0 < T; q0 += CIRCC_ATTN_QB) {
     int64_t q1 = q0 + CIRCC_ATTN_QB < T ? q0 + CIRCC_ATTN_QB : T;
-    circc_attn_f32_rows(q0, q1, T, C, D, Q, C, 1, K, C, 1, V, D, 1, O1, D, 1, NULL, B, kend, skip, scratch);
-    circc_attn_f32_rows(q0, q1, T, C, D, Q, C, 1, K, C, 1, V, D, 1, O2, D, 1, F, B, all, none, scratch);
+    circc_attn_f32_rows(q0, q1, T, C, D, Q, C, 1, K, C, 1, V, D, 1, O1, D, 1, NULL, B, 0, kend, skip, scratch);
+    circc_attn_f32_rows(q0, q1, T, C, D, Q, C, 1, K, C, 1, V, D, 1, O2, D, 1, F, B, 1, all, none, scratch);
   }
   cr_assert(!memcmp(O1, O2, sizeof(float) * T * D));
   free(Q), free(K), free(V), free(F), free(B), free(O1), free(O2), free(scratch);

@@ -585,8 +585,9 @@ Test(codegen, attention_fully_masked_row) { attention_case(ATT_EMPTY_ROW, 9); }
 Test(codegen, attention_very_negative_scores_fall_back) { attention_case(ATT_NEGATIVE, 66); }
 
 /* Batch and head axes, keys before queries in the score einsum, the output in
- * another axis order, a mask given as a product with a scalar, and forms that
- * must not fuse (probabilities used twice, a mask that is an input). */
+ * another axis order, a mask given as a product with a scalar, a mask and a
+ * bias that are inputs (computed F and B, random values), and forms that
+ * must not fuse (no mask, probabilities used twice). */
 Test(codegen, attention_batched_heads_and_other_forms) {
   char store[] = "/tmp/circc-cg-store-XXXXXX", mh[32], bh[32], text[4096];
   attention_store(store, ATT_CAUSAL, 67, mh, bh);
@@ -627,6 +628,60 @@ Test(codegen, attention_batched_heads_and_other_forms) {
            bh, mh);
   DIFF(.text = text, .tensor_dir = store);
   remove_tree(store);
+}
+
+/* Masks computed at run time: GPT-2's causal mask from a `positions` input
+ * (random positions: arbitrary masked tails, several query blocks), the same
+ * with kept scores far below the masked ones (every row falls back to all
+ * keys), and the bias alone (no factor: nothing is skipped). */
+Test(codegen, attention_run_time_masks) {
+  DIFF(.range = {{"positions", 0, 70, true}},
+       .text = "'causal' Einsum hqk,hkd->qhd\n"
+               "  'p' GeneralFunction softmax\n"
+               "    's' Add\n"
+               "      'y' Einsum hqk,,qk->hqk\n"
+               "        'r' Einsum hqc,hkc->hqk\n"
+               "          'q' [3,70,5] Symbol\n"
+               "          'k' [3,70,5] Symbol\n"
+               "        'scale' [] Scalar 0.4472135955\n"
+               "        'mask' GeneralFunction step\n"
+               "          'diff' Add\n"
+               "            'pq' Rearrange q -> q 1\n"
+               "              'positions' [70] Symbol\n"
+               "            'nk' Einsum k,->k\n"
+               "              'positions'\n"
+               "              'neg' [] Scalar -1\n"
+               "            'half' [] Scalar 0.5\n"
+               "      'bias' Einsum qk,->qk\n"
+               "        'not' Add\n"
+               "          'one' [] Scalar 1\n"
+               "          'negm' Einsum qk,->qk\n"
+               "            'mask'\n"
+               "            'neg'\n"
+               "        'big' [] Scalar -10000\n"
+               "  'v' [3,70,4] Symbol\n"
+               "'fallback' Einsum hqk,hkd->qhd\n"
+               "  'p2' GeneralFunction softmax\n"
+               "    's2' Add\n"
+               "      'y2' Einsum hqk,,qk->hqk\n"
+               "        'r2' Einsum hqc,hkc->hqk\n"
+               "          'q2' [3,70,5] Symbol\n"
+               "          'k2' [3,70,5] Symbol\n"
+               "        'scale'\n"
+               "        'mask'\n"
+               "      'bias'\n"
+               "      'kept_low' Einsum qk,->qk\n"
+               "        'mask'\n"
+               "        'low' [] Scalar -10050\n"
+               "  'v'\n"
+               "'bias_only' Einsum hqk,hkd->qhd\n"
+               "  'p3' GeneralFunction softmax\n"
+               "    's3' Add\n"
+               "      'r3' Einsum hqc,hkc->hqk\n"
+               "        'q3' [3,70,5] Symbol\n"
+               "        'k3' [3,70,5] Symbol\n"
+               "      'bias'\n"
+               "  'v'\n");
 }
 
 /* ------------------------------------------------------------------ focused: Einsum */

@@ -159,7 +159,8 @@ Test(lower, gpt2_attention_is_one_step) {
   cr_assert_eq(s->dim[2], 70);
   cr_assert_eq(s->dim[3], 8);
   cr_assert_eq(s->dim[4], 8);
-  cr_assert_eq(s->nidx, 4, "random mask values: F is needed");
+  cr_assert_not_null(s->idx[0].buf, "a constant mask: kend is known");
+  cr_assert_not_null(s->idx[3].buf, "random mask values: F is needed");
   cr_assert_eq(s->out.stride[0], 8, "heads of one position adjacent: [q, h, d]");
   cr_assert_eq(s->out.stride[1], 32);
   cr_assert_eq(count_steps(&k, STEP_GEMM), 1, "the output projection; no copy before it");
@@ -179,9 +180,9 @@ Test(lower, attention_needs_its_pattern) {
       /* the probabilities are an output too */
       "'o' Einsum qk,kd->qd\n  'p' GeneralFunction softmax\n    'r' Einsum qc,kc->qk\n      'q' [20,7] Symbol\n"
       "      'k' [31,7] Symbol\n  'v' [31,5] Symbol\n'p_out' Einsum qk->qk\n  'p'\n",
-      /* a mask that is an input */
-      "'o' Einsum qk,kd->qd\n  'p' GeneralFunction softmax\n    'r' Einsum qc,kc,qk->qk\n      'q' [20,7] Symbol\n"
-      "      'k' [31,7] Symbol\n      'm' [20,31] Symbol\n  'v' [31,5] Symbol\n",
+      /* a run-time bias that varies over heads */
+      "'o' Einsum hqk,hkd->hqd\n  'p' GeneralFunction softmax\n    's' Add\n      'r' Einsum hqc,hkc->hqk\n"
+      "        'q' [2,20,7] Symbol\n        'k' [2,31,7] Symbol\n      'b' [2,20,31] Symbol\n  'v' [2,31,5] Symbol\n",
       /* a bias that varies over heads */
       "'o' Einsum hqk,hkd->hqd\n  'p' GeneralFunction softmax\n    's' Add\n      'r' Einsum hqc,hkc->hqk\n"
       "        'q' [2,20,7] Symbol\n        'k' [2,31,7] Symbol\n      'b' [2,20,31] Array rand\n  'v' [2,31,5] Symbol\n",
@@ -198,7 +199,85 @@ Test(lower, attention_without_mask_is_plain) {
                        "      'q' [20,7] Symbol\n      'k' [31,7] Symbol\n  'v' [31,5] Symbol\n",
                        &k);
   cr_assert_eq(count_steps(&k, STEP_ATTENTION), 1);
-  cr_assert_eq(k.step[k.nstep - 1]->nidx, 2, "no F, no B: nothing is ever skipped");
+  const Step *s = k.step[k.nstep - 1];
+  cr_assert_not_null(s->idx[0].buf);
+  cr_assert_null(s->idx[2].buf, "no B");
+  cr_assert_null(s->idx[3].buf, "no F: nothing is ever skipped");
+  tu_free(c);
+}
+
+/* GPT-2 with a symbolic length: the causal mask is made from the `positions`
+ * input. Two layers' attentions share one step computing F (scale · mask) and
+ * one computing B; the skipped keys are found at run time. */
+Test(lower, run_time_mask_is_fused) {
+  Kernels k;
+  Comp *c = lower_text("'out' Add\n"
+                       "  'l0' Einsum hqk,hkd->qhd\n"
+                       "    'p0' GeneralFunction softmax\n"
+                       "      's0' Add\n"
+                       "        'y0' Einsum hqk,,qk->hqk\n"
+                       "          'r0' Einsum hqc,hkc->hqk\n"
+                       "            'q0' [2,20,8] Symbol\n"
+                       "            'k0' [2,20,8] Symbol\n"
+                       "          'scale' [] Scalar 0.35\n"
+                       "          'mask' GeneralFunction step\n"
+                       "            'diff' Add\n"
+                       "              'pq' Rearrange q -> q 1\n"
+                       "                'positions' [20] Symbol\n"
+                       "              'nk' Einsum k,->k\n"
+                       "                'positions'\n"
+                       "                'neg' [] Scalar -1\n"
+                       "              'half' [] Scalar 0.5\n"
+                       "        'bias' Einsum qk,->qk\n"
+                       "          'not' Add\n"
+                       "            'one' [] Scalar 1\n"
+                       "            'negm' Einsum qk,->qk\n"
+                       "              'mask'\n"
+                       "              'neg'\n"
+                       "          'big' [] Scalar -10000\n"
+                       "    'v0' [2,20,8] Symbol\n"
+                       "  'l1' Einsum hqk,hkd->qhd\n"
+                       "    'p1' GeneralFunction softmax\n"
+                       "      's1' Add\n"
+                       "        'y1' Einsum hqk,,qk->hqk\n"
+                       "          'r1' Einsum hqc,hkc->hqk\n"
+                       "            'q1' [2,20,8] Symbol\n"
+                       "            'k1' [2,20,8] Symbol\n"
+                       "          'scale'\n"
+                       "          'mask'\n"
+                       "        'bias'\n"
+                       "    'v1' [2,20,8] Symbol\n",
+                       &k);
+  cr_assert_eq(count_steps(&k, STEP_ATTENTION), 2, "%s", tu_diags(c));
+  cr_assert_eq(count_steps(&k, STEP_ROW), 0, "no softmax over a materialised score matrix");
+  const Step *a[2];
+  int n = 0;
+  for (int i = 0; i < k.nstep; i++)
+    if (k.step[i]->kind == STEP_ATTENTION) a[n++] = k.step[i];
+  for (int j = 0; j < 2; j++) {
+    cr_assert_null(a[j]->idx[0].buf, "kend found at run time");
+    cr_assert_null(a[j]->idx[1].buf);
+    cr_assert_not_null(a[j]->idx[2].buf, "B");
+    cr_assert_not_null(a[j]->idx[3].buf, "F");
+    cr_assert_eq(a[j]->idx[3].buf->kind, BUF_TEMP);
+  }
+  cr_assert_eq(a[0]->idx[2].buf, a[1]->idx[2].buf, "one B for both layers");
+  cr_assert_eq(a[0]->idx[3].buf, a[1]->idx[3].buf, "one F for both layers");
+  memplan_assign(c, &k);
+  tu_free(c);
+}
+
+Test(lower, input_mask_is_fused) {
+  /* the mask an input, inside the scores einsum: F only */
+  Kernels k;
+  Comp *c = lower_text("'o' Einsum qk,kd->qd\n  'p' GeneralFunction softmax\n    'r' Einsum qc,kc,qk->qk\n"
+                       "      'q' [20,7] Symbol\n      'k' [31,7] Symbol\n      'm' [20,31] Symbol\n  'v' [31,5] Symbol\n",
+                       &k);
+  cr_assert_eq(count_steps(&k, STEP_ATTENTION), 1, "%s", tu_diags(c));
+  const Step *s = k.step[k.nstep - 1];
+  cr_assert_null(s->idx[0].buf);
+  cr_assert_null(s->idx[2].buf, "no B");
+  cr_assert_not_null(s->idx[3].buf, "F");
   tu_free(c);
 }
 
