@@ -32,7 +32,7 @@ typedef struct Lower {
   const Tensor **tensor; /* every tensor of an Array node, and */
   int *tensor_reads;      /* the number of edges into Array nodes holding it */
   int ntensors;
-  struct AttnConst *attn; /* constant buffers of fused attentions (lower_attention) */
+  struct AttnMask *attn; /* F and B of fused attentions (lower_attention) */
   int nattn;
 } Lower;
 
@@ -534,23 +534,23 @@ static bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
  * B, shared by every attention with the same terms, and the attention step
  * finds each row's skipped keys at run time by the same rule. */
 
-typedef struct AttnConst {
+typedef struct AttnMask {
   int64_t tq, tk;
-  const Node *cst[16];  /* the terms they came from (cf. AttnMatch) */
-  int cmap[16][MAX_RANK], nfac, ncst, qa, ka;
+  const Node *term[16];  /* the terms they came from (cf. AttnMatch) */
+  int cmap[16][MAX_RANK], nfac, nterm, qa, ka;
   float *f, *b;       /* constant terms: malloc'd copies to compare against */
   Buf *bkend, *bskip, *bb, *bf; /* constant terms: bf NULL: F is 1 on the kept keys,
                                  * B 0 there; bb NULL too: no key is ever skipped.
                                  * run-time terms: bkend, bskip NULL; bf, bb NULL
                                  * when there is no factor, no bias */
-} AttnConst;
+} AttnMask;
 
 typedef struct AttnMatch {
   const Node *p, *v, *y, *r;
   int qa, ka;                  /* S axes of the query and key */
-  const Node *cst[16];         /* terms: factors first, then biases */
+  const Node *term[16];        /* terms: factors first, then biases */
   int cmap[16][MAX_RANK];      /* per term axis: the S axis, or -1 (size 1) */
-  int nfac, ncst;
+  int nfac, nterm;
   bool runtime;                /* some term is not a constant */
 } AttnMatch;
 
@@ -577,15 +577,15 @@ static bool attn_is_const(const Node *n, int depth) {
 }
 
 /* Records term c with its axis map if it varies over query/key axes only. */
-static bool attn_add_const(AttnMatch *m, const Node *c, const int *map) {
-  if (m->ncst == 16) return false;
+static bool attn_add_term(AttnMatch *m, const Node *c, const int *map) {
+  if (m->nterm == 16) return false;
   m->runtime |= !attn_is_const(c, 4);
   for (int a = 0; a < c->shape.rank; a++) {
-    if (c->shape.dim[a] == 1) m->cmap[m->ncst][a] = -1;
-    else if (map[a] == m->qa || map[a] == m->ka) m->cmap[m->ncst][a] = map[a];
+    if (c->shape.dim[a] == 1) m->cmap[m->nterm][a] = -1;
+    else if (map[a] == m->qa || map[a] == m->ka) m->cmap[m->nterm][a] = map[a];
     else return false;
   }
-  m->cst[m->ncst++] = c;
+  m->term[m->nterm++] = c;
   return true;
 }
 
@@ -672,7 +672,7 @@ static bool attn_match(const Lower *L, const Node *n, AttnMatch *m) {
       int map[MAX_RANK];
       for (int a = 0; a < ye->in_rank[i]; a++) map[a] = einsum_id_pos(ye->out, ye->out_rank, ye->in[i][a]);
       if (!attn_is_qk(ch, rank)) {
-        if (!attn_add_const(m, ch, map)) return false;
+        if (!attn_add_term(m, ch, map)) return false;
       } else {
         r = ch;
         memcpy(rmap, map, sizeof map);
@@ -680,13 +680,13 @@ static bool attn_match(const Lower *L, const Node *n, AttnMatch *m) {
     }
     if (L->uses[r->id] != 1) return false;
   }
-  m->nfac = m->ncst;
+  m->nfac = m->nterm;
   if (s->kind == NK_Add)
     for (int i = 0; i < s->nchild; i++) {
       const Node *ch = s->child[i];
       int map[MAX_RANK];
       for (int a = 0; a < ch->shape.rank; a++) map[a] = a + rank - ch->shape.rank;
-      if (ch != y && !attn_add_const(m, ch, map)) return false;
+      if (ch != y && !attn_add_term(m, ch, map)) return false;
     }
   /* R: Q·Kᵀ over one summed id */
   if (r->kind != NK_Einsum || r->nchild != 2 || einsum_is_product(r)) return false;
@@ -720,8 +720,8 @@ static bool attn_match(const Lower *L, const Node *n, AttnMatch *m) {
 /* F and B at (q, k): the product and sum of the constants' values t[i]. */
 static void attn_eval(const AttnMatch *m, Tensor *const *t, int64_t q, int64_t k, double *f, double *b) {
   *f = 1, *b = 0;
-  for (int i = 0; i < m->ncst; i++) {
-    const Node *c = m->cst[i];
+  for (int i = 0; i < m->nterm; i++) {
+    const Node *c = m->term[i];
     int64_t at = 0;
     for (int a = 0; a < c->shape.rank; a++)
       at = at * c->shape.dim[a] + (m->cmap[i][a] == m->qa ? q : m->cmap[i][a] == m->ka ? k : 0);
@@ -731,15 +731,15 @@ static void attn_eval(const AttnMatch *m, Tensor *const *t, int64_t q, int64_t k
   }
 }
 
-static AttnConst *attn_new(Lower *L, const AttnMatch *m, int64_t tq, int64_t tk) {
+static AttnMask *attn_new(Lower *L, const AttnMatch *m, int64_t tq, int64_t tk) {
   if (L->nattn % 8 == 0) {
     L->attn = realloc(L->attn, sizeof *L->attn * (size_t)(L->nattn + 8));
     if (!L->attn) ICE("out of memory");
   }
-  AttnConst *a = &L->attn[L->nattn++];
-  *a = (AttnConst){.tq = tq, .tk = tk, .nfac = m->nfac, .ncst = m->ncst, .qa = m->qa, .ka = m->ka};
-  memcpy(a->cst, m->cst, sizeof(const Node *) * (size_t)m->ncst);
-  memcpy(a->cmap, m->cmap, sizeof a->cmap[0] * (size_t)m->ncst);
+  AttnMask *a = &L->attn[L->nattn++];
+  *a = (AttnMask){.tq = tq, .tk = tk, .nfac = m->nfac, .nterm = m->nterm, .qa = m->qa, .ka = m->ka};
+  memcpy(a->term, m->term, sizeof(const Node *) * (size_t)m->nterm);
+  memcpy(a->cmap, m->cmap, sizeof a->cmap[0] * (size_t)m->nterm);
   return a;
 }
 
@@ -751,7 +751,7 @@ static Buf *attn_term_buf(Lower *L, const AttnMatch *m, int i0, int i1, ExprKind
   const int64_t dim[2] = {tq, tk};
   Expr *x = expr_new(L, op, i1 - i0);
   for (int i = i0; i < i1; i++) {
-    const Node *c = m->cst[i];
+    const Node *c = m->term[i];
     Value *v = lower(L, c);
     int map[MAX_RANK];
     for (int a = 0; a < c->shape.rank; a++) map[a] = m->cmap[i][a] == m->ka ? 1 : 0; /* size-1 axes: unused */
@@ -763,7 +763,7 @@ static Buf *attn_term_buf(Lower *L, const AttnMatch *m, int i0, int i1, ExprKind
     return w->buf;
   Shape sh = {2, {tq, tk}};
   Buf *b = new_buf(L, BUF_TEMP, DT_F32, tq * tk, m->p);
-  Step *s = new_step(L, STEP_ELEMENTWISE, m->cst[i0]);
+  Step *s = new_step(L, STEP_ELEMENTWISE, m->term[i0]);
   s->out = contiguous(b, &sh);
   s->ndim = 2;
   memcpy(s->dim, dim, sizeof dim);
@@ -776,20 +776,20 @@ static Buf *attn_term_buf(Lower *L, const AttnMatch *m, int i0, int i1, ExprKind
 /* The F and B buffers of a match: constants evaluated and analysed per row,
  * or computed by steps from run-time terms; shared with an earlier attention
  * that has the same terms (every layer of a model). */
-static AttnConst *attn_consts(Lower *L, const AttnMatch *m) {
+static AttnMask *attn_mask(Lower *L, const AttnMatch *m) {
   int64_t tq = m->p->shape.dim[m->qa], tk = m->p->shape.dim[m->ka];
   /* the same term nodes (after CSE: every layer of a model) give the same
    * F and B: no evaluation, which at T = 1024 holds [T,T] doubles per layer */
   for (int i = 0; i < L->nattn; i++) {
-    AttnConst *a = &L->attn[i];
-    if (a->tq == tq && a->tk == tk && a->ncst == m->ncst && a->nfac == m->nfac && a->qa == m->qa &&
-        a->ka == m->ka && !memcmp(a->cst, m->cst, sizeof(const Node *) * (size_t)m->ncst) &&
-        !memcmp(a->cmap, m->cmap, sizeof a->cmap[0] * (size_t)m->ncst))
+    AttnMask *a = &L->attn[i];
+    if (a->tq == tq && a->tk == tk && a->nterm == m->nterm && a->nfac == m->nfac && a->qa == m->qa &&
+        a->ka == m->ka && !memcmp(a->term, m->term, sizeof(const Node *) * (size_t)m->nterm) &&
+        !memcmp(a->cmap, m->cmap, sizeof a->cmap[0] * (size_t)m->nterm))
       return a;
   }
   if (m->runtime) {
-    Buf *bf = attn_term_buf(L, m, 0, m->nfac, EX_MUL, tq, tk), *bb = attn_term_buf(L, m, m->nfac, m->ncst, EX_ADD, tq, tk);
-    AttnConst *a = attn_new(L, m, tq, tk);
+    Buf *bf = attn_term_buf(L, m, 0, m->nfac, EX_MUL, tq, tk), *bb = attn_term_buf(L, m, m->nfac, m->nterm, EX_ADD, tq, tk);
+    AttnMask *a = attn_new(L, m, tq, tk);
     a->bf = bf, a->bb = bb;
     return a;
   }
@@ -797,8 +797,8 @@ static AttnConst *attn_consts(Lower *L, const AttnMatch *m) {
   if (!f || !b) ICE("out of memory");
   Eval *ev = eval_new(L->c);
   Tensor *cv[16];
-  for (int i = 0; i < m->ncst; i++)
-    if (!(cv[i] = eval_node(ev, m->cst[i]))) ICE("constant %s does not evaluate", node_label(L->c, m->cst[i]));
+  for (int i = 0; i < m->nterm; i++)
+    if (!(cv[i] = eval_node(ev, m->term[i]))) ICE("constant %s does not evaluate", node_label(L->c, m->term[i]));
   for (int64_t q = 0; q < tq; q++)
     for (int64_t k = 0; k < tk; k++) {
       double fv, bv;
@@ -807,14 +807,14 @@ static AttnConst *attn_consts(Lower *L, const AttnMatch *m) {
     }
   eval_free(ev);
   for (int i = 0; i < L->nattn; i++) {
-    AttnConst *a = &L->attn[i];
+    AttnMask *a = &L->attn[i];
     if (a->f && a->tq == tq && a->tk == tk && !memcmp(a->f, f, sizeof(float) * (size_t)(tq * tk)) &&
         !memcmp(a->b, b, sizeof(float) * (size_t)(tq * tk))) {
       free(f), free(b);
       return a;
     }
   }
-  AttnConst *a = attn_new(L, m, tq, tk);
+  AttnMask *a = attn_new(L, m, tq, tk);
   a->f = f, a->b = b;
   bool plain = true, skips = false;
   Shape s2 = {2, {tq, tk}}, s1 = {1, {tq}};
@@ -889,7 +889,7 @@ static Value *lower_attention(Lower *L, const Node *n) {
     if (einsum_id_pos(pid, rank, vid[a]) < 0) did = vid[a];
   View qv = child_view(L, m.r, qop), kv = child_view(L, m.r, 1 - qop), vv = child_view(L, n, 1 - pi);
   if (qv.buf->dtype != DT_F32 || kv.buf->dtype != DT_F32 || vv.buf->dtype != DT_F32) return NULL;
-  AttnConst *ac = attn_consts(L, &m);
+  AttnMask *ac = attn_mask(L, &m);
   int want[MAX_RANK];
   memcpy(want, rids, sizeof(int) * (size_t)nb);
   Step *s = new_step(L, STEP_ATTENTION, n);

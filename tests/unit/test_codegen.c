@@ -792,9 +792,10 @@ Test(codegen, decode_one_row_products) {
 
 /* GEMM epilogues (lower.c fuse_epilogues): bias and activation, a residual
  * into an output, an output written in another layout (N split over two of
- * its axes), a batched GEMM, an epilogue reading an earlier GEMM's result,
- * and a GEMM whose result is an output itself (no epilogue); with the SIMD
- * paths and across the OpenMP threshold. */
+ * its axes), a batched GEMM (also over two batch dims and two row blocks),
+ * an epilogue reading an earlier GEMM's result, and a GEMM whose result is
+ * an output itself (no epilogue); with the SIMD paths and across the OpenMP
+ * threshold. */
 Test(codegen, gemm_epilogues) {
   DIFF(.random_tensors = true, .native = true,
        .text = "'mlp_out' Add\n"
@@ -823,7 +824,11 @@ Test(codegen, gemm_epilogues) {
                "  'act'\n"
                "'plain' Einsum si,hi->sh\n"
                "  'x'\n"
-               "  'w3' [90,64] Array rand\n");
+               "  'w3' [90,64] Array rand\n"
+               "'two_batch_dims' GeneralFunction relu\n" /* work units over 2 batch dims and 2 row blocks */
+               "  'bmm2' Einsum abij,abjk->abik\n"
+               "    'p2' [2,3,300,20] Symbol\n"
+               "    'r2' [2,3,20,50] Symbol\n");
 }
 
 Test(codegen, einsum_diagonals_and_traces) {
