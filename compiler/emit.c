@@ -615,8 +615,10 @@ static void emit_gemm(Emit *e, const Step *s) {
 }
 
 /* Fused attention through templates/attention_f32.h: tasks are (batch index,
- * block of CIRCC_ATTN_QB query rows), dealt round-robin because causal rows
- * get longer with q. Each row's result does not depend on the task split. A
+ * block of CIRCC_ATTN_QB query rows), handed out one at a time, last blocks
+ * first: causal rows get longer with q, so the longest tasks go first and the
+ * short ones fill in (round-robin left one thread 50% more work). Each row's
+ * result does not depend on the task split. A
  * run-time mask (no kend/skip buffers) has each row's skipped keys found
  * first, once for all batch elements. */
 static void emit_attention(Emit *e, const Step *s) {
@@ -650,10 +652,11 @@ static void emit_attention(Emit *e, const Step *s) {
         bf ? arena_printf(&e->c->arena, " + q * %lld", (long long)tk) : "", B,
         bb ? arena_printf(&e->c->arena, " + q * %lld", (long long)tk) : "", (long long)tk);
   }
-  if (parallel) out(e, "    #pragma omp for collapse(%d) schedule(static, 1)\n", nb + 1);
-  for (int t = 0; t < nb; t++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 4 + 2 * t, "", t, t, (long long)s->dim[t], t);
+  if (parallel) out(e, "    #pragma omp for collapse(%d) schedule(dynamic, 1)\n", nb + 1);
+  out(e, "    for (int64_t qb = (%lld + CIRCC_ATTN_QB - 1) / CIRCC_ATTN_QB - 1; qb >= 0; qb--)\n", (long long)tq);
+  for (int t = 0; t < nb; t++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)%s\n", 6 + 2 * t, "", t, t, (long long)s->dim[t], t, t == nb - 1 ? " {" : "");
   int ind = 4 + 2 * nb;
-  out(e, "%*sfor (int64_t qb = 0; qb < (%lld + CIRCC_ATTN_QB - 1) / CIRCC_ATTN_QB; qb++) {\n", ind, "", (long long)tq);
+  if (nb == 0) out(e, "    {\n");
   out(e, "%*sconst int64_t q0 = qb * CIRCC_ATTN_QB, q1 = q0 + CIRCC_ATTN_QB < %lld ? q0 + CIRCC_ATTN_QB : %lld;\n", ind + 2, "",
       (long long)tq, (long long)tq);
   out(e, "%*sif (scratch)\n%*scircc_attn_f32_rows(q0, q1, %lld, %lld, %lld, ", ind + 2, "", ind + 4, "", (long long)tk,
