@@ -212,19 +212,104 @@ static int64_t *id_strides(int nids, const int *ids, int rank, const int64_t *di
   return st;
 }
 
-/* For every assignment of values to the ids loop[0..nloop) (an odometer, the
- * last id fastest), add the product of the operands' selected elements to the
- * element of `out` its strides select. */
-static void ein_sum(int nops, const EinOp *op, double *out, const int64_t *out_stride, const int *loop, int nloop,
+/* The offsets, by strides st, of every assignment of values to ids[0..n)
+ * (the first id slowest): count = the product of their sizes. */
+static int64_t *ein_offsets(const int *ids, int n, const int64_t *size, const int64_t *st, int64_t count) {
+  int64_t *off = malloc(sizeof(int64_t) * (size_t)(count > 0 ? count : 1));
+  if (!off) ICE("out of memory");
+  off[0] = 0;
+  int64_t len = 1;
+  for (int j = 0; j < n; j++) { /* expand in place, from the back */
+    int64_t sz = size[ids[j]], stride = st[ids[j]];
+    for (int64_t e = len - 1; e >= 0; e--)
+      for (int64_t v = sz - 1; v >= 0; v--) off[e * sz + v] = off[e] + v * stride;
+    len *= sz;
+  }
+  return off;
+}
+
+/* Two operands as a batched matrix product: every id is a batch id (kept, in
+ * both), a row id (kept, first operand only), a column id (kept, second only)
+ * or summed (K: in either or both; one without it is constant along it). The
+ * operands are copied into dense [batch, rows, K] and [batch, K, cols] arrays
+ * (a repeated id's strides add up, so diagonals come out right) and summed in
+ * increasing K by a loop that walks the columns with unit stride. */
+static void ein_gemm(const EinOp *op, double *out, const int64_t *out_stride, const int *loop, int nloop,
+                     const int64_t *size) {
+  int *role = malloc(sizeof(int) * (size_t)(4 * nloop + 4)), *aid = role + nloop + 1, *bid = aid + nloop + 1;
+  int *cid = bid + nloop + 1, na = 0, nbb = 0, nc = 0;
+  if (!role) ICE("out of memory");
+  int64_t len[4] = {1, 1, 1, 1}; /* batch, rows, cols, K */
+  for (int l = 0; l < nloop; l++) {
+    int id = loop[l];
+    role[l] = out_stride[id] == 0 ? 3 : op[0].stride[id] && op[1].stride[id] ? 0 : op[0].stride[id] ? 1 : 2;
+    len[role[l]] *= size[id];
+  }
+  static const int A_ORDER[] = {0, 1, 3}, B_ORDER[] = {0, 3, 2}, C_ORDER[] = {0, 1, 2};
+  for (int j = 0; j < 3; j++)
+    for (int l = 0; l < nloop; l++) {
+      if (role[l] == A_ORDER[j]) aid[na++] = loop[l];
+      if (role[l] == B_ORDER[j]) bid[nbb++] = loop[l];
+      if (role[l] == C_ORDER[j]) cid[nc++] = loop[l];
+    }
+  const int64_t B = len[0], M = len[1], N = len[2], K = len[3];
+  int64_t *ao = ein_offsets(aid, na, size, op[0].stride, B * M * K), *bo = ein_offsets(bid, nbb, size, op[1].stride, B * K * N);
+  int64_t *co = ein_offsets(cid, nc, size, out_stride, B * M * N);
+  free(role); /* aid, bid and cid live in it */
+  double *a = malloc(sizeof(double) * (size_t)(B * M * K + 1)), *b = malloc(sizeof(double) * (size_t)(B * K * N + 1));
+  double *c = calloc((size_t)(B * M * N + 1), sizeof(double));
+  if (!a || !b || !c) ICE("out of memory");
+  for (int64_t e = 0; e < B * M * K; e++) a[e] = op[0].p[ao[e]];
+  for (int64_t e = 0; e < B * K * N; e++) b[e] = op[1].p[bo[e]];
+  for (int64_t bi = 0; bi < B; bi++)
+    for (int64_t m = 0; m < M; m++) {
+      double *restrict cr = c + (bi * M + m) * N;
+      for (int64_t k = 0; k < K; k++) {
+        const double x = a[(bi * M + m) * K + k], *restrict br = b + (bi * K + k) * N;
+        for (int64_t j = 0; j < N; j++) cr[j] += x * br[j];
+      }
+    }
+  for (int64_t e = 0; e < B * M * N; e++) out[co[e]] += c[e];
+  free(ao), free(bo), free(co), free(a), free(b), free(c);
+}
+
+/* For every assignment of values to the ids loop[0..nloop), add the product
+ * of the (one or two) operands' selected elements to the element of `out`
+ * its strides select: an odometer over all ids but one, and a plain loop over
+ * that one, chosen to walk the output and the operands by unit strides where
+ * it can (an output id first, so that the loop is an axpy, not a dot). */
+static void ein_sum(int nops, const EinOp *op, double *out, const int64_t *out_stride, int *loop, int nloop,
                     const int64_t *size) {
   for (int l = 0; l < nloop; l++)
     if (size[loop[l]] == 0) return;
+  if (nops == 2) {
+    ein_gemm(op, out, out_stride, loop, nloop, size);
+    return;
+  }
+  if (nloop == 0) {
+    out[0] += op[0].p[0] * (nops > 1 ? op[1].p[0] : 1.0);
+    return;
+  }
+  int best = nloop - 1, best_score = -1;
+  for (int l = 0; l < nloop; l++) {
+    int id = loop[l], score = (out_stride[id] != 0) * 8 + (out_stride[id] == 1) * 4;
+    for (int i = 0; i < nops; i++) score += (op[i].stride[id] == 1) * 2;
+    if (score > best_score) best = l, best_score = score;
+  }
+  int inner = loop[best];
+  for (int l = best; l + 1 < nloop; l++) loop[l] = loop[l + 1];
+  loop[--nloop] = inner;
+  const int64_t n = size[inner], so = out_stride[inner], s0 = op[0].stride[inner];
+  const int64_t s1 = nops > 1 ? op[1].stride[inner] : 0;
+  const double *restrict p0 = op[0].p, *restrict p1 = nops > 1 ? op[1].p : NULL;
+  double *restrict po = out; /* a fresh buffer: no operand aliases it */
   int64_t *val = calloc((size_t)nloop + 1, sizeof(int64_t)), off[2] = {0, 0}, o = 0;
   if (!val) ICE("out of memory");
   for (;;) {
-    double prod = 1;
-    for (int i = 0; i < nops; i++) prod *= op[i].p[off[i]];
-    out[o] += prod;
+    if (p1)
+      for (int64_t v = 0; v < n; v++) po[o + v * so] += p0[off[0] + v * s0] * p1[off[1] + v * s1];
+    else
+      for (int64_t v = 0; v < n; v++) po[o + v * so] += p0[off[0] + v * s0];
     int l = nloop - 1;
     for (; l >= 0; l--) {
       int id = loop[l];

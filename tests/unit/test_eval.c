@@ -281,6 +281,27 @@ Test(eval, einsum_matmul_batched_outer_transpose) {
   expect(ev(C, ein(C, "abc->bca", KIDS(x))), SH(3, 4, 2), tr, 0);
 }
 
+/* Two operands run as a batched matrix product (eval.c ein_gemm): batch (b),
+ * row (a, f), column (e) and summed (c, d) ids, each role with ids in an
+ * order of its own in each operand and the output. */
+Test(eval, einsum_binary_as_matrix_product) {
+  Node *x = arr_fn(C, SH(2, 3, 4, 5, 2), wavy), *y = arr_fn(C, SH(5, 3, 4, 6), iota);
+  const Tensor *tx = x->u.array.tensor, *ty = y->u.array.tensor;
+  double want[6 * 2 * 3 * 2]; /* e, a, b, f */
+  for (int e = 0; e < 6; e++)
+    for (int a = 0; a < 2; a++)
+      for (int b = 0; b < 3; b++)
+        for (int f = 0; f < 2; f++) {
+          double sum = 0;
+          for (int cc = 0; cc < 4; cc++)
+            for (int d = 0; d < 5; d++)
+              sum += tensor_get_f64(tx, (((a * 3 + b) * 4 + cc) * 5 + d) * 2 + f) *
+                     tensor_get_f64(ty, ((d * 3 + b) * 4 + cc) * 6 + e);
+          want[((e * 2 + a) * 3 + b) * 2 + f] = sum;
+        }
+  expect(ev(C, ein(C, "abcdf,dbce->eabf", KIDS(x, y))), SH(6, 2, 3, 2), want, 1e-13);
+}
+
 Test(eval, einsum_diagonals) {
   Node *m = arr(C, SH(3, 3), V(1, 2, 3, 4, 5, 6, 7, 8, 9));
   expect(ev(C, ein(C, "aa->", KIDS(m))), SH0, V(15), 0);
