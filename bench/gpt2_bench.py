@@ -13,9 +13,9 @@ Run by `cmake --build BUILD --target bench_gpt2` with Debian's /usr/bin/python3
      GPT-2 (rtol = atol = 1e-3) and stops with exit code 1 if not;
   4. runs the GEMM benchmark (gemm_bench: circc's GEMM template vs OpenBLAS
      sgemm on the GPT-2 shapes), if given;
-  5. times every case in --rounds rounds of [peak probe, circc program, peak
-     probe, PyTorch]; the prefill T=256 case also runs both with 1 thread for
-     the scaling row. A round's peak and bandwidth are the mean of the two
+  5. times every case in --rounds rounds (decode: twice as many) of [peak
+     probe, circc program, peak probe, PyTorch]; the prefill T=256 case also
+     runs both with 1 thread for the scaling row. A round's peak and bandwidth are the mean of the two
      probes around its circc runs (the shared host's memory bandwidth drifts
      by 2x within seconds). Medians over rounds; ratios are per round (same
      conditions), then their median. Before each round it waits (--quiet-wait
@@ -251,6 +251,7 @@ class Case:
         self.key, self.label, self.kind, self.B, self.T, self.past = key, label, kind, B, T, past
         self.threads, self.runs, self.torch_runs = threads, runs, torch_runs or runs
         self.prog = self.inputs = None
+        self.compile_s = self.compile_rss = None  # set for the case that built its program
         self.res = {}  # (what, threads) -> list over rounds
 
     def flops(self):
@@ -279,6 +280,27 @@ def run(cmd, **kw):
     return p.stdout
 
 
+# Runs argv[1:] and prints its peak resident memory. A child of this process
+# would count the memory the fork copied (PyTorch's) in its peak: a fresh
+# interpreter starts it instead.
+MEASURE = ("import os, subprocess, sys\n"
+           "p = subprocess.Popen(sys.argv[1:])\n"
+           "_, status, usage = os.wait4(p.pid, 0)\n"
+           "print(f'maxrss_kib {usage.ru_maxrss}', flush=True)\n"
+           "sys.exit(os.waitstatus_to_exitcode(status))\n")
+
+
+def run_measured(cmd):
+    """run(cmd), and its wall time in s and peak resident memory in bytes (the
+    process and the children it waited for: circc and its C compiler)."""
+    t0 = time.time()
+    out = run([sys.executable, "-c", MEASURE] + cmd)
+    m = re.search(r"^maxrss_kib (\d+)$", out, re.M)
+    if not m:
+        die(f"{' '.join(cmd)}: no peak memory in:\n{out}")
+    return time.time() - t0, int(m.group(1)) * 1024
+
+
 def build_programs(args, cases, tokens_all):
     out = os.path.join(args.work, "import")
     hf = os.path.join(args.work, "hf")
@@ -297,8 +319,10 @@ def build_programs(args, cases, tokens_all):
             t0 = time.time()
             run([args.gpt2_import] + imp + [hf, out])
             t1 = time.time()
-            run([args.circc, "--tensors", os.path.join(out, "store"), circ, "--output", "logits", "-o", c.prog])
-            log(f"== {c.label}: imported in {t1 - t0:.1f} s, compiled in {time.time() - t1:.1f} s -> {c.prog}")
+            c.compile_s, c.compile_rss = run_measured(
+                [args.circc, "--tensors", os.path.join(out, "store"), circ, "--output", "logits", "-o", c.prog])
+            log(f"== {c.label}: imported in {t1 - t0:.1f} s, compiled in {c.compile_s:.1f} s "
+                f"(peak memory {c.compile_rss / 1e6:.0f} MB) -> {c.prog}")
         c.inputs = write_inputs(args.work, c, tokens_all)
 
 
@@ -452,11 +476,17 @@ def bracket(a, b):
             "isa": a["isa"]}
 
 
+def rounds(args, c):
+    """Decode runs twice the rounds: a round is short, and the bandwidth it is
+    compared with moves more between probes than the FMA peak does."""
+    return args.rounds * (2 if c.kind == "decode" else 1)
+
+
 def bench_cases(args, cases, model, tokens_all):
     meter = CpuMeter()
     for c in cases:
         cache = decode_cache(model, tokens_all, c.past) if c.kind == "decode" else None
-        for r in range(args.rounds):
+        for r in range(rounds(args, c)):
             wait_quiet(args)
             meter.start()
             # the probes bracket the circc runs alone, so that the machine they
@@ -528,6 +558,20 @@ def report_rows(args, cases):
                         f"{tms:.2f} | {speed:.2f}× | {bound or '–'} | "
                         + ("; ".join(f"{a}: {b}" for a, b in targets) or "–") + " |")
     return rows, heads
+
+
+def compile_heads(cases):
+    """Headline rows for circc's compile time and peak memory (worst over the programs built)."""
+    built = [c for c in cases if c.compile_s is not None]
+    if not built:
+        return []
+    slow = max(built, key=lambda c: c.compile_s)
+    big = max(built, key=lambda c: c.compile_rss)
+    weights = 4 * ALL_PARAMS
+    return [(f"circc compile time, slowest program ({slow.label}; emission + C compiler)", f"{slow.compile_s:.1f} s",
+             "< 30 s", verdict(slow.compile_s, 30, False)),
+            (f"circc peak memory / weights ({weights / 1e6:.0f} MB), largest ({big.label})",
+             f"{big.compile_rss / weights:.2f}×", "< 2×", verdict(big.compile_rss / weights, 2, False))]
 
 
 def gemm_section(out):
@@ -659,15 +703,15 @@ def main():
     bench_cases(args, cases, model, tokens_all)
 
     rows, heads = report_rows(args, cases)
-    heads += gemm_heads
+    heads += compile_heads(cases) + gemm_heads
     probes = [p for c in cases for p in c.res["probe"]]
     body = ["## GPT-2 small (124M): circc vs PyTorch", "",
             "Generated by `bench/gpt2_bench.py` (`cmake --build BUILD --target bench_gpt2`); rerun to refresh.", ""]
     body += machine(args, probes)
     body += [f"- method: the same deterministic random weights (seed {SEED}) and tokens for both; circc's logits "
              "checked against PyTorch's (rtol = atol = 1e-3) before timing; per case "
-             f"{args.rounds} rounds of [peak probe, circc program `--bench N`, peak probe, PyTorch N runs after a "
-             "warm-up]; a round's peak FLOP/s and DRAM bandwidth are the mean of the two probes around its circc "
+             f"{args.rounds} rounds (decode: {2 * args.rounds}) of [peak probe, circc program `--bench N`, peak "
+             "probe, PyTorch N runs after a warm-up]; a round's peak FLOP/s and DRAM bandwidth are the mean of the two probes around its circc "
              "runs; ms = median over rounds of each round's median; ratios are taken per round, then the "
              "median. "
              "Before each round the harness waits (at most "
@@ -675,7 +719,9 @@ def main():
              "`other jobs` = the median over rounds of the CPU other processes used during the round. "
              "GFLOP/s count 2 × 123.5M matmul parameters per token plus causal attention. Decode: one program "
              f"with a {DECODE_T}-position cache (as generation uses), the new token at position 64 / 1000; its "
-             "bandwidth bound = (all weights + the past keys/values, in bytes) / the probe's DRAM read GB/s.",
+             "bandwidth bound = (all weights + the past keys/values, in bytes) / the probe's DRAM read GB/s. "
+             "Compile: the wall time of `circc ... -o PROGRAM` (C emission and the C compiler) and its peak "
+             "resident memory (circc and the compiler processes it waits for) against the fp32 weights.",
              f"- total harness time: {(time.time() - t_start) / 60:.1f} min", "",
              "| case | threads | other jobs (cores) | circc ms | tokens/s | GFLOP/s | % of peak | PyTorch ms | speed-up vs PyTorch "
              "| bandwidth bound | targets |",
