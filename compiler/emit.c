@@ -614,13 +614,13 @@ static void emit_gemm(Emit *e, const Step *s) {
       c_escape(e->c, s->node && s->node->name ? s->node->name : "a contraction"));
 }
 
-/* Fused attention through templates/attention_f32.h: tasks are (batch index,
- * block of CIRCC_ATTN_QB query rows), handed out one at a time, last blocks
- * first: causal rows get longer with q, so the longest tasks go first and the
- * short ones fill in (round-robin left one thread 50% more work). Each row's
- * result does not depend on the task split. A
- * run-time mask (no kend/skip buffers) has each row's skipped keys found
- * first, once for all batch elements. */
+/* Fused attention through templates/attention_f32.h: tasks are (block of
+ * CIRCC_ATTN_QB query rows, batch index), handed out one at a time, last
+ * blocks first: causal rows get longer with q, so the longest tasks go first
+ * and the short ones fill in (round-robin left one thread 50% more work).
+ * Each row's result does not depend on the task split. With a run-time mask
+ * (no kend/skip buffers) each row's skipped keys are found first, once for
+ * all batch elements. */
 static void emit_attention(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
