@@ -207,8 +207,9 @@ Test(lower, attention_without_mask_is_plain) {
 }
 
 /* GPT-2 with a symbolic length: the causal mask is made from the `positions`
- * input. Two layers' attentions share one step computing F (scale · mask) and
- * one computing B; the skipped keys are found at run time. */
+ * input. Two layers' attentions share F (the mask's own buffer: the planner
+ * moves the scale onto q) and B (one step); the skipped keys are found at run
+ * time. */
 Test(lower, run_time_mask_is_fused) {
   Kernels k;
   Comp *c = lower_text("'out' Add\n"
