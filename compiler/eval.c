@@ -2,8 +2,10 @@
  * optimisation is tested against. Each node's value is a DT_F64 tensor of
  * node->shape, computed once per node pointer. Deliberately naive: row-major
  * odometer loops over output coordinates and double accumulation, so that each
- * kind's code reads like its definition. Assumes nodes come from ir_make
- * (parameters validated, shapes computed); data-dependent problems are diag_errors. */
+ * kind's code reads like its definition; only Einsum, the bulk of a model's
+ * work, is summed pair by pair as batched matrix products (still in double).
+ * Assumes nodes come from ir_make (parameters validated, shapes computed);
+ * data-dependent problems are diag_errors. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -273,50 +275,39 @@ static void ein_gemm(const EinOp *op, double *out, const int64_t *out_stride, co
   free(ao), free(bo), free(co), free(a), free(b), free(c);
 }
 
-/* For every assignment of values to the ids loop[0..nloop), add the product
- * of the (one or two) operands' selected elements to the element of `out`
- * its strides select: an odometer over all ids but one, and a plain loop over
- * that one, chosen to walk the output and the operands by unit strides where
- * it can (an output id first, so that the loop is an axpy, not a dot). */
-static void ein_sum(int nops, const EinOp *op, double *out, const int64_t *out_stride, int *loop, int nloop,
+/* For every assignment of values to the ids loop[0..nloop), add the selected
+ * element of the operand to the element of `out` its strides select (one
+ * operand: two go to ein_gemm): an odometer over all ids but one, and a plain
+ * loop over that one, chosen to walk `out` and the operand by unit strides
+ * where it can (an output id first, so that the loop is not a reduction). */
+static void ein_sum(const EinOp *op, double *out, const int64_t *out_stride, int *loop, int nloop,
                     const int64_t *size) {
-  for (int l = 0; l < nloop; l++)
-    if (size[loop[l]] == 0) return;
-  if (nops == 2) {
-    ein_gemm(op, out, out_stride, loop, nloop, size);
-    return;
-  }
   if (nloop == 0) {
-    out[0] += op[0].p[0] * (nops > 1 ? op[1].p[0] : 1.0);
+    out[0] += op->p[0];
     return;
   }
   int best = nloop - 1, best_score = -1;
   for (int l = 0; l < nloop; l++) {
-    int id = loop[l], score = (out_stride[id] != 0) * 8 + (out_stride[id] == 1) * 4;
-    for (int i = 0; i < nops; i++) score += (op[i].stride[id] == 1) * 2;
+    int id = loop[l], score = (out_stride[id] != 0) * 8 + (out_stride[id] == 1) * 4 + (op->stride[id] == 1) * 2;
     if (score > best_score) best = l, best_score = score;
   }
   int inner = loop[best];
   for (int l = best; l + 1 < nloop; l++) loop[l] = loop[l + 1];
   loop[--nloop] = inner;
-  const int64_t n = size[inner], so = out_stride[inner], s0 = op[0].stride[inner];
-  const int64_t s1 = nops > 1 ? op[1].stride[inner] : 0;
-  const double *restrict p0 = op[0].p, *restrict p1 = nops > 1 ? op[1].p : NULL;
-  double *restrict po = out; /* a fresh buffer: no operand aliases it */
-  int64_t *val = calloc((size_t)nloop + 1, sizeof(int64_t)), off[2] = {0, 0}, o = 0;
+  const int64_t n = size[inner], so = out_stride[inner], sp = op->stride[inner];
+  const double *restrict p = op->p;
+  double *restrict po = out; /* a fresh buffer: the operand does not alias it */
+  int64_t *val = calloc((size_t)nloop + 1, sizeof(int64_t)), off = 0, o = 0;
   if (!val) ICE("out of memory");
   for (;;) {
-    if (p1)
-      for (int64_t v = 0; v < n; v++) po[o + v * so] += p0[off[0] + v * s0] * p1[off[1] + v * s1];
-    else
-      for (int64_t v = 0; v < n; v++) po[o + v * so] += p0[off[0] + v * s0];
+    for (int64_t v = 0; v < n; v++) po[o + v * so] += p[off + v * sp];
     int l = nloop - 1;
     for (; l >= 0; l--) {
       int id = loop[l];
-      for (int i = 0; i < nops; i++) off[i] += op[i].stride[id];
+      off += op->stride[id];
       o += out_stride[id];
       if (++val[l] < size[id]) break;
-      for (int i = 0; i < nops; i++) off[i] -= op[i].stride[id] * size[id];
+      off -= op->stride[id] * size[id];
       o -= out_stride[id] * size[id];
       val[l] = 0;
     }
@@ -332,7 +323,7 @@ static void ein_sum(int nops, const EinOp *op, double *out, const int64_t *out_s
  * summing out the ids that neither a later operand nor the output has: the
  * same sum associated differently (in double), and the three-operand einsums
  * of a GPT-2 block cost a matrix product each instead of their full product of
- * sizes. */
+ * sizes. Each pair is summed as a batched matrix product (ein_gemm). */
 static Tensor *eval_einsum(Eval *e, const Node *n, Tensor **in) {
   const EinsumSpec *s = &n->u.einsum;
   int nids = 0;
@@ -395,7 +386,10 @@ static Tensor *eval_einsum(Eval *e, const Node *n, Tensor **in) {
         if (!dst) ICE("out of memory");
         dst_stride = id_strides(nids, keep, nkeep, keep_dim);
       }
-      ein_sum(nops, op, dst, dst_stride, loop, nloop, size);
+      bool empty = false; /* an id of size 0: nothing to add */
+      for (int l = 0; l < nloop; l++) empty |= size[loop[l]] == 0;
+      if (!empty && nops == 2) ein_gemm(op, dst, dst_stride, loop, nloop, size);
+      else if (!empty) ein_sum(&op[0], dst, dst_stride, loop, nloop, size);
       free(acc.stride), free(owned);
       if (i > 0) free(op[1].stride);
       acc = (EinOp){dst, dst_stride};

@@ -87,8 +87,8 @@ typedef struct Step {
    * [batch..., N] that the consumer multiplies C by, so columns where it is 0
    * are written 0 without being computed. */
   int nbatch;
-  /* GEMM (not gemv): epilogue (NULL: none), an elementwise step that reads C
-   * and left the program; each task runs it over the block of C it wrote.
+  /* GEMM (one-row ones too): epilogue (NULL: none), an elementwise step that
+   * reads C and left the program; each task runs it over the block of C it wrote.
    * Its loop dim d is (GEMM loop index epi_src[d] / epi_div[d]) % its size
    * (epi_src -1: size 1). */
   struct Step *epilogue;
