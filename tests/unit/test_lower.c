@@ -2,6 +2,7 @@
  * layouts (values are checked against the reference evaluator in
  * test_codegen.c). */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 #include "kernel.h"
 #include "testutil.h"
@@ -356,22 +357,29 @@ static int count_epilogues(const Kernels *k) {
   return n;
 }
 
+/* GPT-2's MLP on `rows` positions: (x·W_in + b_in) → gelu, then ·W_out + b_out + x */
+static Comp *lower_mlp(int rows, const char *gelu, Kernels *k) {
+  char text[512];
+  snprintf(text, sizeof text,
+           "'out' Add\n"
+           "  'mlp' Add\n"
+           "    'down' Einsum sh,oh->so\n"
+           "      'act' GeneralFunction %s\n"
+           "        'pre' Add\n"
+           "          'up' Einsum si,hi->sh\n"
+           "            'x' [%d,48] Symbol\n"
+           "            'w_in' [96,48] Array rand\n"
+           "          'b_in' [96] Array rand\n"
+           "      'w_out' [48,96] Array rand\n"
+           "    'b_out' [48] Array rand\n"
+           "  'x'\n",
+           gelu, rows);
+  return lower_text(text, k);
+}
+
 Test(lower, mlp_bias_activation_and_residual_are_epilogues) {
-  /* GPT-2's MLP: (x·W_in + b_in) → gelu, then ·W_out + b_out + x */
   Kernels k;
-  Comp *c = lower_text("'out' Add\n"
-                       "  'mlp' Add\n"
-                       "    'down' Einsum sh,oh->so\n"
-                       "      'act' GeneralFunction gelu\n"
-                       "        'pre' Add\n"
-                       "          'up' Einsum si,hi->sh\n"
-                       "            'x' [32,48] Symbol\n"
-                       "            'w_in' [96,48] Array rand\n"
-                       "          'b_in' [96] Array rand\n"
-                       "      'w_out' [48,96] Array rand\n"
-                       "    'b_out' [48] Array rand\n"
-                       "  'x'\n",
-                       &k);
+  Comp *c = lower_mlp(32, "gelu", &k);
   cr_assert_eq(count_steps(&k, STEP_GEMM), 2);
   cr_assert_eq(count_steps(&k, STEP_ELEMENTWISE), 0, "%d steps", k.nstep);
   cr_assert_eq(count_epilogues(&k), 2);
@@ -406,18 +414,7 @@ Test(lower, one_row_gemms_take_epilogues_too) {
   /* a decode step's MLP: the GEMVs finish their columns with bias and gelu,
    * and with bias and residual into the output */
   Kernels k;
-  Comp *c = lower_text("'out' Add\n"
-                       "  'down' Einsum sh,oh->so\n"
-                       "    'act' GeneralFunction gelu_new\n"
-                       "      'pre' Add\n"
-                       "        'up' Einsum si,hi->sh\n"
-                       "          'x' [1,48] Symbol\n"
-                       "          'w_in' [96,48] Array rand\n"
-                       "        'b_in' [96] Array rand\n"
-                       "    'w_out' [48,96] Array rand\n"
-                       "  'b_out' [48] Array rand\n"
-                       "  'x'\n",
-                       &k);
+  Comp *c = lower_mlp(1, "gelu_new", &k);
   cr_assert_eq(k.nstep, 2, "%d steps", k.nstep);
   for (int i = 0; i < 2; i++) {
     cr_assert(step_is_gemv(k.step[i]), "step %d", i);
