@@ -28,6 +28,7 @@ struct Comp {
   int nerrors, nwarnings;
   int worst_class;             /* DiagClass of the worst error so far, 0 if none */
   int max_errors;              /* stop printing after this many (0 = unlimited) */
+  int muted;                   /* > 0: diagnostics are neither printed nor counted (verify.c re-derives nodes) */
   SourceFile *sources;
   int nsources, cap_sources;
 

@@ -55,6 +55,7 @@ static void record_error(Comp *c, DiagClass cls) {
 }
 
 void diag_error(Comp *c, Loc loc, const char *fmt, ...) {
+  if (c->muted) return;
   record_error(c, DIAG_CIRCUIT);
   if (c->max_errors && c->nerrors > c->max_errors) return;
   va_list ap;
@@ -64,6 +65,7 @@ void diag_error(Comp *c, Loc loc, const char *fmt, ...) {
 }
 
 void diag_error_class(Comp *c, DiagClass cls, Loc loc, const char *fmt, ...) {
+  if (c->muted) return;
   record_error(c, cls);
   if (c->max_errors && c->nerrors > c->max_errors) return;
   va_list ap;
@@ -73,6 +75,7 @@ void diag_error_class(Comp *c, DiagClass cls, Loc loc, const char *fmt, ...) {
 }
 
 void diag_warn(Comp *c, Loc loc, const char *fmt, ...) {
+  if (c->muted) return;
   c->nwarnings++;
   va_list ap;
   va_start(ap, fmt);
@@ -81,7 +84,7 @@ void diag_warn(Comp *c, Loc loc, const char *fmt, ...) {
 }
 
 void diag_note(Comp *c, Loc loc, const char *fmt, ...) {
-  if (c->max_errors && c->nerrors > c->max_errors) return;
+  if (c->muted || (c->max_errors && c->nerrors > c->max_errors)) return;
   va_list ap;
   va_start(ap, fmt);
   vreport(c, "note", "36", loc, fmt, ap);

@@ -3,11 +3,12 @@
  * hash) written once and referenced by its identifier afterwards, Module
  * arguments with `! symbol [flags]`. Unlike the reference printer it writes the
  * shape on every definition line, since circc dumps are for reading.
- * parse_text reads the output back to the same circuits (given the same store). */
+ * parse_text reads the output back to the same circuits (given the same store).
+ * Also the kernel graph as a listing (dump_kernels), for --dump and --report. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "circc.h"
+#include "driver.h"
 
 /* A distinct node: identity is the structural hash, as in rust_circuit. */
 typedef struct DNode {
@@ -383,4 +384,54 @@ void dump_circuits(Comp *c, FILE *f, Node *const *nodes, int n) {
   free(d.d);
   free(d.slot);
   free(d.names);
+}
+
+/* ------------------------------------------------------------ kernel graph */
+
+static void put_buffer(FILE *f, const Buf *b, bool planned) {
+  fprintf(f, "buffer %d", b->id);
+  if (b->kind == BUF_TEMP && planned) fprintf(f, " @arena+%lld", (long long)b->offset);
+  else if (b->kind == BUF_OUTPUT) fprintf(f, " (output %d)", b->index);
+  else if (b->kind == BUF_INPUT) fprintf(f, " (input %d)", b->index);
+  else if (b->kind == BUF_WEIGHT) fputs(" (weight)", f);
+}
+
+typedef struct Reads {
+  int n, id[32];
+  bool more;   /* more distinct buffers than id[] holds: the listing says "..." */
+} Reads;
+
+static void note_read(const View *v, void *arg) {
+  Reads *r = arg;
+  if (!v->buf) return;
+  for (int i = 0; i < r->n; i++)
+    if (r->id[i] == v->buf->id) return;
+  if (r->n < 32) r->id[r->n++] = v->buf->id;
+  else r->more = true;
+}
+
+void dump_kernels(Comp *c, FILE *f, const Kernels *k, bool planned) {
+  static const char *const KIND[] = {"elementwise", "contraction", "row", "gather", "fill", "gemm", "layernorm", "attention"};
+  fprintf(f, "plan: %d steps, %d elementwise nodes fused into other steps, %.0f FLOPs per run\n", k->nstep, k->nfused,
+          k->flops);
+  for (int i = 0; i < k->nstep; i++) {
+    const Step *s = k->step[i];
+    fprintf(f, "  step %3d %-11s %s %s", i, KIND[s->kind], s->node ? node_label(c, s->node) : "",
+            s->node ? shape_str(c, &s->node->shape) : "");
+    Reads r = {0};
+    step_each_read(s, note_read, &r);
+    for (int j = 0; j < r.n; j++) fprintf(f, "%s%d", j ? ", " : " reads ", r.id[j]);
+    if (r.more) fputs(", ...", f);
+    fputs(" -> ", f);
+    put_buffer(f, s->out.buf, planned);
+    if (step_is_gemv(s)) fprintf(f, ", matrix-vector%s", s->x.buf ? ", skips masked columns" : "");
+    if (s->kind == STEP_ATTENTION && !s->idx[0].buf) fputs(", mask computed at run time", f);
+    if (s->epilogue) {
+      fprintf(f, ", epilogue %s -> ", s->epilogue->node ? node_label(c, s->epilogue->node) : "");
+      put_buffer(f, s->epilogue->out.buf, planned);
+    }
+    fputc('\n', f);
+  }
+  if (planned)
+    fprintf(f, "memplan: arena %lld bytes, weights %lld bytes\n", (long long)k->arena_bytes, (long long)k->weights_bytes);
 }

@@ -1,11 +1,11 @@
-/* main.c — the circc command line: parses arguments, runs the pipeline
- * stages in order (parse → resolve → eval / dump), and maps the diagnostics to
- * exit codes (0 ok, 1 circuit error, 2 usage, 3 I/O, 70 internal). */
+/* main.c — the circc command line: parses the arguments into driver options,
+ * hands them to the driver (driver.c runs the pipeline), and maps the
+ * diagnostics to exit codes (0 ok, 1 circuit error, 2 usage, 3 I/O, 4 C
+ * compiler, 70 internal). */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "circc.h"
-#include "kernel.h"
+#include "driver.h"
 
 static const char USAGE[] =
     "usage: circc [options] INPUT.circ -o OUTPUT     compile a circuit to a standalone program\n"
@@ -24,7 +24,10 @@ static const char USAGE[] =
     "                         tensors_as_random); seeded, so runs are reproducible\n"
     "  --seed N               seed for random tensors (default 24301)\n"
     "  --allow-unused-inputs  do not require module arguments to occur in the spec\n"
-    "  --dump parse|resolve|simplify   print the circuits after that stage in rust_circuit text\n"
+    "  --dump STAGE[,STAGE]   print the IR after each STAGE (repeatable): load (the text), parse,\n"
+    "                         tensors, resolve, simplify, plan (rust_circuit text), lower, fuse,\n"
+    "                         memplan (the kernel graph), emit (the generated C)\n"
+    "  --verify-each          check the IR's invariants after every stage (an error is exit 70)\n"
     "  --color auto|always|never   colored diagnostics (default auto; NO_COLOR respected)\n"
     "compile options:\n"
     "  -o PATH                output executable (or directory with --emit c)\n"
@@ -50,23 +53,16 @@ static const char USAGE[] =
     "\n"
     "exit codes: 0 ok, 1 circuit error (parse, shape, missing tensor, unbound symbol),\n"
     "            2 usage error, 3 I/O error, 4 the C compiler failed, 70 internal error\n"
-    "environment: TENSORS_CACHE_DIR, CC, NO_COLOR\n";
-
-typedef struct Binding {
-  const char *name, *path;
-} Binding;
+    "environment: TENSORS_CACHE_DIR, CC, NO_COLOR, CIRCC_VERIFY_EACH (1: as --verify-each; the tests set it)\n";
 
 typedef struct Options {
-  bool eval, store, print, report;
-  BuildOptions build;
-  const char *vocab;
-  const char *lm;     /* --lm SPEC: tokenizer_build's spec */
-  const char *emit;
-  const char **files; /* circc store */
+  bool eval, store;
+  DriverOptions driver;
+  const char *input;
+  const char **files;   /* circc store */
   int nfiles;
-  const char *input, *output, *dump;
-  Binding *inputs, *outputs;
-  int ninputs, noutputs;
+  const char **outputs; /* --output NAME, or the NAMEs of eval's --output NAME=@FILE */
+  Binding *inputs, *eval_outputs;
 } Options;
 
 static void usage_error(Comp *c, const char *fmt, const char *arg) {
@@ -89,9 +85,30 @@ static bool parse_binding(Comp *c, const char *flag, const char *arg, Binding *b
   return true;
 }
 
+/* --dump STAGE[,STAGE...] */
+static bool parse_dump(Comp *c, const char *arg, unsigned *mask) {
+  const char *p = arg;
+  while (*p) {
+    size_t len = strcspn(p, ",");
+    char *name = arena_strndup(&c->arena, p, len);
+    int s = stage_from_name(name);
+    if (s < 0) {
+      usage_error(c, "--dump expects stages among load, parse, tensors, resolve, simplify, plan, lower, fuse, "
+                     "memplan, emit; found '%s'", name);
+      return false;
+    }
+    *mask |= 1u << s;
+    p += len + (p[len] == ',');
+  }
+  return true;
+}
+
 static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
+  DriverOptions *d = &o->driver;
+  BuildOptions *b = &d->build;
   o->inputs = ARENA_ARRAY(&c->arena, Binding, argc);
-  o->outputs = ARENA_ARRAY(&c->arena, Binding, argc);
+  o->eval_outputs = ARENA_ARRAY(&c->arena, Binding, argc);
+  o->outputs = ARENA_ARRAY(&c->arena, const char *, argc);
   c->defines = ARENA_ARRAY(&c->arena, SizeDefine, argc);
   const char *color = getenv("NO_COLOR") ? "never" : "auto";
   int i = 1;
@@ -132,62 +149,61 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
       c->check_all_inputs_used = false;
     } else if (!strcmp(a, "--dump")) {
       NEEDS_VALUE();
-      if (strcmp(val, "parse") && strcmp(val, "resolve") && strcmp(val, "simplify")) {
-        usage_error(c, "--dump expects parse, resolve or simplify, found '%s'", val);
-        return false;
-      }
-      o->dump = val;
+      if (!parse_dump(c, val, &d->dump)) return false;
+    } else if (!strcmp(a, "--verify-each")) {
+      d->verify_each = true;
     } else if (!strcmp(a, "--color")) {
       NEEDS_VALUE();
       color = val;
     } else if (!strcmp(a, "-o")) {
       NEEDS_VALUE();
-      o->output = val;
+      b->output = val;
     } else if (!o->eval && !strcmp(a, "--output")) {
       NEEDS_VALUE();
-      o->outputs[o->noutputs++] = (Binding){val, NULL};
+      o->outputs[d->noutputs++] = val;
     } else if (!strcmp(a, "--emit")) {
       NEEDS_VALUE();
       if (strcmp(val, "exe") && strcmp(val, "c")) {
         usage_error(c, "--emit expects exe or c, found '%s'", val);
         return false;
       }
-      o->build.emit_c_only = !strcmp(val, "c");
+      b->emit_c_only = !strcmp(val, "c");
     } else if (!strcmp(a, "--vocab")) {
       NEEDS_VALUE();
-      o->vocab = val;
+      d->emit.vocab = val;
     } else if (!strcmp(a, "--lm")) {
       NEEDS_VALUE();
-      o->lm = val;
+      d->lm = val;
     } else if (!strcmp(a, "--report")) {
-      o->report = true;
+      d->report = stdout;
     } else if (!strcmp(a, "--cc")) {
       NEEDS_VALUE();
-      o->build.cc = val;
+      b->cc = val;
     } else if (!strcmp(a, "--cflags")) {
       NEEDS_VALUE();
-      o->build.cflags = o->build.cflags ? arena_printf(&c->arena, "%s %s", o->build.cflags, val) : val;
+      b->cflags = b->cflags ? arena_printf(&c->arena, "%s %s", b->cflags, val) : val;
     } else if (!strcmp(a, "-O0") || !strcmp(a, "-O1") || !strcmp(a, "-O2") || !strcmp(a, "-O3")) {
-      o->build.opt = a;
+      b->opt = a;
     } else if (!strcmp(a, "-g")) {
-      o->build.cflags = o->build.cflags ? arena_printf(&c->arena, "%s -g", o->build.cflags) : "-g";
+      b->cflags = b->cflags ? arena_printf(&c->arena, "%s -g", b->cflags) : "-g";
     } else if (!strcmp(a, "--march")) {
       NEEDS_VALUE();
       if (strcmp(val, "native") && strcmp(val, "portable")) {
         usage_error(c, "--march expects native or portable, found '%s'", val);
         return false;
       }
-      o->build.native = !strcmp(val, "native");
+      b->native = !strcmp(val, "native");
     } else if (!strcmp(a, "--save-temps")) {
-      o->build.keep_temps = true;
+      b->keep_temps = true;
     } else if (o->eval && !strcmp(a, "--input")) {
       NEEDS_VALUE();
-      if (!parse_binding(c, a, val, &o->inputs[o->ninputs++])) return false;
+      if (!parse_binding(c, a, val, &o->inputs[d->neval_inputs++])) return false;
     } else if (o->eval && !strcmp(a, "--output")) {
       NEEDS_VALUE();
-      if (!parse_binding(c, a, val, &o->outputs[o->noutputs++])) return false;
+      if (!parse_binding(c, a, val, &o->eval_outputs[d->neval_outputs])) return false;
+      o->outputs[d->noutputs++] = o->eval_outputs[d->neval_outputs++].name;
     } else if (o->eval && !strcmp(a, "--print")) {
-      o->print = true;
+      d->eval_print = true;
     } else if (a[0] == '-' && a[1]) {
       usage_error(c, "unknown option '%s'", a);
       return false;
@@ -211,170 +227,24 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
     usage_error(c, "no input file%s", "");
     return false;
   }
+  const char *verify = getenv("CIRCC_VERIFY_EACH");
+  if (verify && !strcmp(verify, "1")) d->verify_each = true;
+  d->path = o->input;
+  d->outputs = o->outputs;
+  d->evaluate = o->eval;
+  d->eval_inputs = o->inputs;
+  d->eval_outputs = o->eval_outputs;
   return true;
 }
 
-/* Prints t (shape of node n) with numpy-like nesting. */
-static void print_values(FILE *f, const Tensor *t, int dim, int64_t *offset) {
-  if (dim == t->shape.rank) {
-    fprintf(f, "%.9g", tensor_get_f64(t, (*offset)++));
-    return;
-  }
-  fputc('[', f);
-  for (int64_t i = 0; i < t->shape.dim[dim]; i++) {
-    if (i) fputs(dim + 1 == t->shape.rank ? ", " : ",\n ", f);
-    print_values(f, t, dim + 1, offset);
-  }
-  fputc(']', f);
-}
-
-/* Converts an evaluated (f64) value to the output node's dtype for saving. */
-static Tensor *to_dtype(Comp *c, const Tensor *v, DType dt) {
-  if (dt == DT_UNKNOWN || dt == DT_F16 || dt == DT_BF16) dt = DT_F32;
-  Tensor *t = tensor_new(c, dt, &v->shape);
-  int64_t n = shape_numel(&v->shape);
-  for (int64_t i = 0; i < n; i++) tensor_set_f64(t, i, tensor_get_f64(v, i));
-  return t;
-}
-
-static int run_eval(Comp *c, const Options *o, const Program *p) {
-  Eval *e = eval_new(c);
-  Loc cli = {"command line", 0, 0};
-  for (int i = 0; i < o->ninputs; i++) {
-    const Binding *b = &o->inputs[i];
-    const Node *sym = NULL;
-    for (int j = 0; j < p->inputs.n; j++)
-      if (p->inputs.node[j]->name && !strcmp(p->inputs.node[j]->name, b->name)) sym = p->inputs.node[j];
-    if (!sym && o->noutputs) {
-      diag_warn(c, NO_LOC, "--input %s: not used by the selected outputs; ignored", b->name);
-      continue;
-    }
-    if (!sym) {
-      diag_error_class(c, DIAG_USAGE, NO_LOC, "--input %s: the circuit has no free symbol named '%s'", b->name, b->name);
-      for (int j = 0; j < p->inputs.n; j++)
-        diag_note(c, p->inputs.node[j]->loc, "free symbol %s %s", node_label(c, p->inputs.node[j]),
-                  shape_str(c, &p->inputs.node[j]->shape));
-      continue;
-    }
-    Tensor *t = npy_load(c, b->path, cli);
-    if (!t) continue;
-    if (!shape_eq(&t->shape, &sym->shape)) {
-      diag_error_class(c, DIAG_IO, NO_LOC, "--input %s: %s has shape %s but symbol '%s' needs %s", b->name, b->path,
-                       shape_str(c, &t->shape), b->name, shape_str(c, &sym->shape));
-      continue;
-    }
-    eval_bind(e, sym, t);
-  }
-  for (int i = 0; i < o->noutputs; i++) {
-    bool found = false;
-    for (int j = 0; j < p->outputs.n; j++) found |= !strcmp(p->output_names[j], o->outputs[i].name);
-    if (!found) diag_error_class(c, DIAG_USAGE, NO_LOC, "--output %s: no top-level circuit has that name", o->outputs[i].name);
-  }
-  if (diag_error_count(c)) {
-    eval_free(e);
-    return diag_exit_code(c);
-  }
-  /* evaluate everything first, so an error leaves no output file behind */
-  Tensor **value = ARENA_ARRAY(&c->arena, Tensor *, p->outputs.n);
-  const Binding **dest = ARENA_ARRAY(&c->arena, const Binding *, p->outputs.n);
-  for (int j = 0; j < p->outputs.n; j++) {
-    for (int i = 0; i < o->noutputs; i++)
-      if (!strcmp(p->output_names[j], o->outputs[i].name)) dest[j] = &o->outputs[i];
-    if (dest[j] || o->print || o->noutputs == 0) value[j] = eval_node(e, p->outputs.node[j]);
-  }
-  for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++) {
-    const Node *n = p->outputs.node[j];
-    if (dest[j]) npy_save(c, to_dtype(c, value[j], n->dtype), dest[j]->path);
-    if (value[j] && (o->print || o->noutputs == 0)) {
-      printf("%s %s %s\n", p->output_names[j], shape_str(c, &n->shape), dtype_name(n->dtype == DT_UNKNOWN ? DT_F32 : n->dtype));
-      int64_t off = 0;
-      print_values(stdout, value[j], 0, &off);
-      fputc('\n', stdout);
-    }
-  }
-  eval_free(e);
-  return diag_exit_code(c);
-}
-
-/* circc store: writes each .npy into the store under its rust_circuit hash, so a
- * circuit can refer to it as `Array <first 24 hex chars>`. */
-static int run_store(Comp *c, const Options *o) {
-  for (int i = 0; i < o->nfiles; i++) {
-    Loc loc = {o->files[i], 0, 0};
-    Tensor *t = npy_load(c, o->files[i], loc);
-    const char *hash = t ? store_write(c, t) : NULL;
-    if (hash) printf("%s  %s\n", hash, o->files[i]);
-  }
-  return diag_exit_code(c);
-}
-
-/* BLAKE3 of the circuit text, so --info can tell which circuit a program came from. */
-static const char *source_hash(Comp *c, const char *path) {
-  for (int i = 0; i < c->nsources; i++)
-    if (!strcmp(c->sources[i].name, path)) {
-      uint8_t h[32];
-      blake3_hash(c->sources[i].text, c->sources[i].len, h);
-      char *hex = arena_alloc(&c->arena, 65);
-      for (int j = 0; j < 32; j++) snprintf(hex + 2 * j, 3, "%02x", h[j]);
-      return hex;
-    }
-  return "";
-}
-
-/* ` -> buffer 7 @arena+64` or ` -> buffer 9 (output 0)` */
-static void report_buffer(const Buf *b) {
-  printf(" -> buffer %d", b->id);
-  if (b->kind == BUF_TEMP) printf(" @arena+%lld", (long long)b->offset);
-  else if (b->kind == BUF_OUTPUT) printf(" (output %d)", b->index);
-}
-
-static void report_kernels(Comp *c, const Kernels *k) {
-  static const char *const KIND[] = {"elementwise", "contraction", "row", "gather", "fill", "gemm", "layernorm", "attention"};
-  printf("plan: %d steps, %d elementwise nodes fused into other steps, %.0f FLOPs per run\n", k->nstep, k->nfused,
-         k->flops);
-  for (int i = 0; i < k->nstep; i++) {
-    const Step *s = k->step[i];
-    printf("  step %3d %-11s %s %s", i, KIND[s->kind], s->node ? node_label(c, s->node) : "",
-           s->node ? shape_str(c, &s->node->shape) : "");
-    report_buffer(s->out.buf);
-    if (step_is_gemv(s)) printf(", matrix-vector%s", s->x.buf ? ", skips masked columns" : "");
-    if (s->kind == STEP_ATTENTION && !s->idx[0].buf) printf(", mask computed at run time");
-    if (s->epilogue) {
-      printf(", epilogue %s", s->epilogue->node ? node_label(c, s->epilogue->node) : "");
-      report_buffer(s->epilogue->out.buf);
-    }
-    printf("\n");
-  }
-  printf("memplan: arena %lld bytes, weights %lld bytes\n", (long long)k->arena_bytes, (long long)k->weights_bytes);
-}
-
-/* The compiler pipeline after resolve, one stage per line (style.md lesson 1). */
-static void compile(Comp *c, const Options *o, Program *p, int argc, char **argv) {
-  SimplifyStats stats = {0};
-  Kernels k;
-  if (!simplify_run(c, p->outputs.node, p->outputs.n, &stats)) return;
-  if (o->dump && !strcmp(o->dump, "simplify")) dump_circuits(c, stdout, p->outputs.node, p->outputs.n);
-  if (o->report)
-    for (int i = 0; i < stats.nrules; i++)
-      if (stats.fired[i]) printf("simplify: %-32s fired %d times\n", stats.rule_name[i], stats.fired[i]);
-  if (!plan_einsums(c, p->outputs.node, p->outputs.n, o->report ? stdout : NULL)) return;
-  if (!lower_program(c, p, &k)) return;
-  memplan_assign(c, &k);
-  if (o->report) report_kernels(c, &k);
-  if (!o->output) return;
-  /* the command line goes into the program's header and --info */
-  char *cmd = arena_strdup(&c->arena, "circc");
-  for (int i = 1; i < argc; i++) cmd = arena_printf(&c->arena, "%s %s", cmd, argv[i]);
-  const char *base = strrchr(o->output, '/') ? strrchr(o->output, '/') + 1 : o->output;
-  EmitOptions eo = {.name = base, .command_line = cmd, .source_hash = source_hash(c, o->input), .vocab = o->vocab};
-  if (o->lm) {   /* the tokenizer table is linked into the program (tokenizer.bin) */
-    void *blob;
-    if (!tokenizer_build(c, o->lm, &blob, &eo.tokenizer_len)) return;
-    eo.tokenizer = blob;
-  }
-  BuildOptions bo = o->build;
-  bo.output = o->output;
-  build_program(c, &k, &eo, &bo);
+/* How far the pipeline runs: a build with -o, the kernel plan for --report,
+ * else as far as the latest --dump stage, at least resolve (every shape checked). */
+static Stage last_stage(const Options *o) {
+  if (o->driver.build.output) return STAGE_EMIT;
+  Stage last = o->driver.report ? STAGE_MEMPLAN : STAGE_RESOLVE;
+  for (int s = STAGE_COUNT - 1; s > (int)last; s--)
+    if (o->driver.dump & 1u << s) return (Stage)s;
+  return last;
 }
 
 int main(int argc, char **argv) {
@@ -383,7 +253,7 @@ int main(int argc, char **argv) {
   comp_init(c);
   c->rng_state = 24301;
   c->max_errors = 50; /* the count is still reported */
-  Options o = {.build = {.native = true}};
+  Options o = {.driver = {.build = {.native = true}}};
   int code;
   if (!parse_args(c, argc, argv, &o)) {
     code = diag_exit_code(c);
@@ -391,23 +261,18 @@ int main(int argc, char **argv) {
     return code;
   }
   if (o.store) {
-    code = run_store(c, &o);
-    comp_free(c);
-    return code;
-  }
-  NodeList tops = {0}, chosen = {0};
-  Program prog;
-  if (parse_file(c, o.input, &tops) && o.dump && !strcmp(o.dump, "parse")) dump_circuits(c, stdout, tops.node, tops.n);
-  /* --output NAME restricts the program to those circuits (e.g. a file of library specs plus one model) */
-  for (int i = 0; i < tops.n; i++) {
-    bool want = o.noutputs == 0;
-    for (int j = 0; j < o.noutputs; j++) want |= tops.node[i]->name && !strcmp(tops.node[i]->name, o.outputs[j].name);
-    if (want) nodelist_push(c, &chosen, tops.node[i]);
-  }
-  if (!diag_error_count(c) && resolve_program(c, &chosen, &prog)) {
-    if (o.dump && !strcmp(o.dump, "resolve")) dump_circuits(c, stdout, prog.outputs.node, prog.outputs.n);
-    if (o.eval) run_eval(c, &o, &prog);
-    else if (o.output || o.report || (o.dump && !strcmp(o.dump, "simplify"))) compile(c, &o, &prog, argc, argv);
+    driver_store(c, o.files, o.nfiles);
+  } else {
+    /* the command line goes into the program's header and --info */
+    char *cmd = arena_strdup(&c->arena, "circc");
+    for (int i = 1; i < argc; i++) cmd = arena_printf(&c->arena, "%s %s", cmd, argv[i]);
+    const char *out = o.driver.build.output;
+    o.driver.emit = (EmitOptions){.name = out ? (strrchr(out, '/') ? strrchr(out, '/') + 1 : out) : "model",
+                                  .command_line = cmd,
+                                  .vocab = o.driver.emit.vocab};
+    o.driver.last = last_stage(&o);
+    Compilation cm = {0};
+    driver_run(c, &o.driver, &cm);
   }
   code = diag_exit_code(c);
   if (diag_error_count(c) > 1) fprintf(stderr, "circc: error: %d errors; nothing written\n", diag_error_count(c));

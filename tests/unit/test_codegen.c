@@ -31,7 +31,6 @@
 #include "randcirc.h"
 #include "testutil.h"
 
-#include "randcirc.c" /* the CMake glob builds test_*.c + testutil.c only */
 
 extern char **environ;
 
@@ -250,41 +249,37 @@ static int diff_child(const Opts *o, FILE *rep, const char *dir) {
   c->defines = (SizeDefine *)o->defines;
   while (c->ndefines < 4 && o->defines[c->ndefines].name) c->ndefines++;
 
-  /* the pipeline of main.c, stage by stage */
-  NodeList tops = {0}, chosen = {0};
-  bool ok = o->file ? parse_file(c, tu_data(o->file), &tops)
-                    : parse_text(c, "test.circ", o->text, strlen(o->text), &tops);
-  if (!ok) return child_fail(ch, "parse");
-  for (int i = 0; i < tops.n; i++) {
-    bool want = !o->only[0];
-    for (int j = 0; j < 8 && o->only[j]; j++) want |= tops.node[i]->name && !strcmp(tops.node[i]->name, o->only[j]);
-    if (want) nodelist_push(c, &chosen, tops.node[i]);
-  }
-  Program p;
-  if (!resolve_program(c, &chosen, &p)) return child_fail(ch, "resolve");
+  /* the pipeline users run (driver.c): up to resolve, where the evaluator takes
+   * its copy of the outputs (it sees the unsimplified circuit), then on to the build */
+  char *prog = arena_printf(&c->arena, "%s/prog", ch->dir);
+  int nonly = 0;
+  while (nonly < 8 && o->only[nonly]) nonly++;
+  DriverOptions d = {.path = o->file ? tu_data(o->file) : NULL, .text = o->text, .text_len = o->text ? strlen(o->text) : 0,
+                     .text_name = "test.circ", .outputs = o->only, .noutputs = nonly, .last = STAGE_RESOLVE,
+                     .verify_each = true,
+                     .emit = {.name = "prog", .command_line = "test_codegen"},
+                     .build = {.output = prog, .opt = o->opt ? o->opt : "-O1", .native = o->native}};
+#if defined(__SANITIZE_ADDRESS__)
+  /* a sanitizer build of the tests checks the generated programs too */
+  d.build.cflags = "-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer";
+#endif
+  Compilation cm = {0};
+  if (!driver_run(c, &d, &cm)) return child_fail(ch, stage_name(cm.next));
+  Program p = cm.program;
   int nout = p.outputs.n;
-  Node **orig = calloc((size_t)nout + 1, sizeof *orig); /* the evaluator sees the unsimplified circuit */
+  Node **orig = calloc((size_t)nout + 1, sizeof *orig);
   memcpy(orig, p.outputs.node, sizeof *orig * (size_t)nout);
-  SimplifyStats stats = {0};
-  Kernels k;
-  if (!simplify_run(c, p.outputs.node, p.outputs.n, &stats)) return child_fail(ch, "simplify");
-  if (!plan_einsums(c, p.outputs.node, p.outputs.n, NULL)) return child_fail(ch, "plan_einsums");
-  if (!lower_program(c, &p, &k)) return child_fail(ch, "lower");
+  d.last = STAGE_MEMPLAN;
+  if (!driver_run(c, &d, &cm)) return child_fail(ch, stage_name(cm.next));
+  Kernels k = cm.kernels;
   int nln = 0;
   for (int i = 0; i < k.nstep; i++) nln += k.step[i]->kind == STEP_LAYERNORM;
   if (o->count_layernorms && nln != o->layernorms) {
     fprintf(rep, "%d layernorm steps, want %d\n", nln, o->layernorms);
     return ST_ERROR;
   }
-  memplan_assign(c, &k);
-  char *prog = arena_printf(&c->arena, "%s/prog", ch->dir);
-  EmitOptions eo = {.name = "prog", .command_line = "test_codegen", .source_hash = ""};
-  BuildOptions bo = {.output = prog, .opt = o->opt ? o->opt : "-O1", .native = o->native};
-#if defined(__SANITIZE_ADDRESS__)
-  /* a sanitizer build of the tests checks the generated programs too */
-  bo.cflags = "-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer";
-#endif
-  if (!build_program(c, &k, &eo, &bo)) return child_fail(ch, "build");
+  d.last = STAGE_EMIT;
+  if (!driver_run(c, &d, &cm)) return child_fail(ch, stage_name(cm.next));
 
   /* inputs: random values of each input's dtype (valid ids for index inputs), or files */
   uint64_t rs = (o->seed ? o->seed : 24301) ^ 0xc0dec0de;

@@ -7,15 +7,13 @@
 #include "kernel.h"
 #include "testutil.h"
 
+/* The pipeline (driver.c) on `text` with random tensors, up to the planned kernel graph. */
 static Comp *lower_text(const char *text, Kernels *k) {
   Comp *c = tu_comp();
   c->tensors_as_random = true;
-  NodeList tops = {0};
-  Program p;
-  cr_assert(parse_text(c, "test.circ", text, strlen(text), &tops), "%s", tu_diags(c));
-  cr_assert(resolve_program(c, &tops, &p) && simplify_run(c, p.outputs.node, p.outputs.n, NULL) &&
-                plan_einsums(c, p.outputs.node, p.outputs.n, NULL) && lower_program(c, &p, k),
-            "%s", tu_diags(c));
+  Compilation cm = {0};
+  cr_assert(tu_run(c, text, STAGE_MEMPLAN, &cm), "%s", tu_diags(c));
+  *k = cm.kernels;
   return c;
 }
 
@@ -80,7 +78,6 @@ Test(lower, transposed_weight_becomes_row_major) {
   cr_assert_eq(t->shape.dim[0], 16);
   cr_assert_eq(t->shape.dim[1], 20);
   /* the original is no longer read, so it stays out of the weights blob */
-  memplan_assign(c, &k);
   for (int i = 0; i < k.nbuf; i++)
     if (k.buf[i]->kind == BUF_WEIGHT && k.buf[i] != g->op[1].buf) cr_assert_eq(k.buf[i]->offset, -1);
   cr_assert_eq(k.weights_bytes, 16 * 20 * 4);
@@ -126,7 +123,6 @@ Test(lower, shared_weight_keeps_its_layout) {
                        &k);
   const Step *g = gemm_of(c, &k, "logits");
   cr_assert_eq(g->op[1].stride[2], 1, "B stays transposed (b_k = 1)");
-  memplan_assign(c, &k);
   cr_assert_eq(k.weights_bytes, 40 * 16 * 4);
   tu_free(c);
 }
@@ -265,7 +261,6 @@ Test(lower, run_time_mask_is_fused) {
   }
   cr_assert_eq(a[0]->idx[2].buf, a[1]->idx[2].buf, "one B for both layers");
   cr_assert_eq(a[0]->idx[3].buf, a[1]->idx[3].buf, "one F for both layers");
-  memplan_assign(c, &k);
   tu_free(c);
 }
 
@@ -305,7 +300,6 @@ Test(lower, one_row_weight_is_stored_by_columns) {
   cr_assert_eq(g->op[1].stride[1], 64, "b_n = K");
   cr_assert_eq(g->op[1].buf->tensor->shape.dim[0], 300);
   cr_assert_null(g->x.buf, "no mask");
-  memplan_assign(c, &k);
   cr_assert_eq(k.weights_bytes, 64 * 300 * 4, "the original layout is not stored too");
   tu_free(c);
 }
@@ -384,7 +378,6 @@ Test(lower, mlp_bias_activation_and_residual_are_epilogues) {
   cr_assert_eq(count_steps(&k, STEP_ELEMENTWISE), 0, "%d steps", k.nstep);
   cr_assert_eq(count_epilogues(&k), 2);
   cr_assert_eq(k.step[1]->epilogue->out.buf->kind, BUF_OUTPUT, "the residual add writes the output");
-  memplan_assign(c, &k);
   tu_free(c);
 }
 

@@ -37,3 +37,14 @@ static const char *joined(const char *dir, const char *rel) {
 const char *tu_data(const char *rel) { return joined(CIRCC_TEST_DATA, rel); }
 
 const char *tu_model(const char *rel) { return joined(CIRCC_MODELS_DIR, rel); }
+
+bool tu_run(Comp *c, const char *text, Stage last, Compilation *cm) {
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "test.circ", .last = last,
+                     .verify_each = true};
+  return driver_run(c, &o, cm);
+}
+
+bool tu_run_file(Comp *c, const char *path, const char *output, Stage last, Compilation *cm) {
+  DriverOptions o = {.path = path, .outputs = &output, .noutputs = output != NULL, .last = last, .verify_each = true};
+  return driver_run(c, &o, cm);
+}

@@ -1,7 +1,7 @@
 /* testutil.h — helpers shared by the Criterion unit tests. */
 #ifndef CIRCC_TESTUTIL_H
 #define CIRCC_TESTUTIL_H
-#include "circc.h"
+#include "driver.h"
 
 /* A Comp whose diagnostics go to a memory buffer (read with tu_diags). */
 Comp *tu_comp(void);
@@ -10,4 +10,12 @@ void tu_free(Comp *c);
 /* Path of a file under tests/data; of one under models/ (the bundled models). */
 const char *tu_data(const char *rel);
 const char *tu_model(const char *rel);
+
+/* The pipeline users run (driver_run with --verify-each), from circuit text
+ * or a file, up to and including stage `last`; `outputs` (NULL: all) picks
+ * top-level circuits as --output does. cm receives what the stages made (zero it
+ * first; a later call continues from where it stopped). false after a
+ * diagnostic (tu_diags says which). */
+bool tu_run(Comp *c, const char *text, Stage last, Compilation *cm);
+bool tu_run_file(Comp *c, const char *path, const char *output, Stage last, Compilation *cm);
 #endif

@@ -1,0 +1,260 @@
+/* driver.c — the pipeline, one stage per line (design.md §1). Each stage
+ * reads what the earlier ones left in the Compilation; after each the driver
+ * may dump the IR (--dump STAGE) and check its invariants (--verify-each). */
+#include <stdlib.h>
+#include <string.h>
+#include "driver.h"
+
+static const char *const STAGE_NAMES[STAGE_COUNT] = {
+    [STAGE_LOAD] = "load",         [STAGE_PARSE] = "parse",     [STAGE_TENSORS] = "tensors",
+    [STAGE_RESOLVE] = "resolve",   [STAGE_SIMPLIFY] = "simplify", [STAGE_PLAN] = "plan",
+    [STAGE_LOWER] = "lower",       [STAGE_FUSE] = "fuse",       [STAGE_MEMPLAN] = "memplan",
+    [STAGE_EMIT] = "emit",
+};
+
+const char *stage_name(Stage s) { return s < STAGE_COUNT ? STAGE_NAMES[s] : "?"; }
+
+int stage_from_name(const char *name) {
+  for (int s = 0; s < STAGE_COUNT; s++)
+    if (!strcmp(STAGE_NAMES[s], name)) return s;
+  return -1;
+}
+
+/* The top-level circuits the options choose (--output NAME), in file order. */
+static void choose_outputs(Comp *c, const DriverOptions *o, NodeList *all, NodeList *chosen) {
+  for (int i = 0; i < all->n; i++) {
+    bool want = o->noutputs == 0;
+    for (int j = 0; j < o->noutputs; j++) want |= all->node[i]->name && !strcmp(all->node[i]->name, o->outputs[j]);
+    if (want) nodelist_push(c, chosen, all->node[i]);
+  }
+}
+
+/* BLAKE3 of the circuit text, so a program's --info can tell which circuit it came from. */
+static const char *source_hash(Comp *c, const SourceFile *src) {
+  uint8_t h[32];
+  blake3_hash(src->text, src->len, h);
+  char *hex = arena_alloc(&c->arena, 65);
+  for (int j = 0; j < 32; j++) snprintf(hex + 2 * j, 3, "%02x", h[j]);
+  return hex;
+}
+
+static void report_simplify(const DriverOptions *o, const SimplifyStats *st) {
+  if (!o->report) return;
+  for (int i = 0; i < st->nrules; i++)
+    if (st->fired[i]) fprintf(o->report, "simplify: %-32s fired %d times\n", st->rule_name[i], st->fired[i]);
+}
+
+/* emit: the program's C and weights. --dump emit prints the C (the weights go
+ * nowhere); with build.output, build_program writes the sources and runs the C
+ * compiler. */
+static bool emit(Comp *c, const DriverOptions *o, Compilation *cm) {
+  EmitOptions eo = o->emit;
+  eo.source_hash = source_hash(c, cm->source);
+  if (o->lm) {
+    void *blob;
+    if (!tokenizer_build(c, o->lm, &blob, &eo.tokenizer_len)) return false;
+    eo.tokenizer = blob;
+  }
+  if (o->dump & 1u << STAGE_EMIT) {
+    FILE *sink = fopen("/dev/null", "wb");
+    if (!sink) {
+      diag_error_class(c, DIAG_IO, NO_LOC, "cannot open /dev/null for the weights of --dump emit");
+      return false;
+    }
+    bool ok = emit_program(c, &cm->kernels, &eo, o->dump_to ? o->dump_to : stdout, sink);
+    fclose(sink);
+    if (!ok) return false;
+  }
+  return !o->build.output || build_program(c, &cm->kernels, &eo, &o->build);
+}
+
+/* Prints the IR after stage s: rust_circuit text for DAG stages, the kernel
+ * listing for kernel stages (emit prints its C itself). */
+static void dump(Comp *c, const DriverOptions *o, const Compilation *cm, Stage s) {
+  FILE *f = o->dump_to ? o->dump_to : stdout;
+  switch (s) {
+  case STAGE_LOAD: fwrite(cm->source->text, 1, cm->source->len, f); break;
+  case STAGE_PARSE:
+  case STAGE_TENSORS: dump_circuits(c, f, cm->tops.node, cm->tops.n); break;
+  case STAGE_RESOLVE:
+  case STAGE_SIMPLIFY:
+  case STAGE_PLAN: dump_circuits(c, f, cm->program.outputs.node, cm->program.outputs.n); break;
+  case STAGE_LOWER:
+  case STAGE_FUSE:
+  case STAGE_MEMPLAN: dump_kernels(c, f, &cm->kernels, s == STAGE_MEMPLAN); break;
+  case STAGE_EMIT:
+  case STAGE_COUNT: break;
+  }
+}
+
+static bool verify(Comp *c, const Compilation *cm, Stage s) {
+  const char *name = stage_name(s);
+  const NodeList *l = s <= STAGE_TENSORS ? &cm->tops : &cm->program.outputs;
+  switch (s) {
+  case STAGE_LOAD:
+  case STAGE_EMIT:
+  case STAGE_COUNT: return true;
+  case STAGE_PARSE: return verify_circuits(c, l->node, l->n, false, name);
+  case STAGE_TENSORS:
+  case STAGE_RESOLVE:
+  case STAGE_SIMPLIFY:
+  case STAGE_PLAN: return verify_circuits(c, l->node, l->n, true, name);
+  case STAGE_LOWER:
+  case STAGE_FUSE:
+  case STAGE_MEMPLAN: return verify_kernels(c, &cm->kernels, s == STAGE_MEMPLAN, name);
+  }
+  return true;
+}
+
+static bool evaluate(Comp *c, const DriverOptions *o, const Program *p);
+
+/* One stage. The pipeline is the order of the cases. */
+static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s) {
+  Program *p = &cm->program;
+  Node **roots = p->outputs.node;
+  switch (s) {
+  case STAGE_LOAD:
+    cm->source = o->path ? load_source(c, o->path) : load_text(c, o->text_name, o->text, o->text_len);
+    return cm->source != NULL;
+  case STAGE_PARSE: {
+    NodeList all = {0};
+    bool ok = parse_text(c, cm->source->name, cm->source->text, cm->source->len, NULL, &all);
+    choose_outputs(c, o, &all, &cm->tops);
+    return ok;
+  }
+  case STAGE_TENSORS: return load_tensors(c, cm->tops.node, cm->tops.n);
+  case STAGE_RESOLVE:
+    return resolve_program(c, &cm->tops, p);
+  case STAGE_SIMPLIFY:
+    if (!simplify_run(c, roots, p->outputs.n, &cm->simplify)) return false;
+    report_simplify(o, &cm->simplify);
+    return true;
+  case STAGE_PLAN: return plan_einsums(c, roots, p->outputs.n, o->report);
+  case STAGE_LOWER: return lower_program(c, p, &cm->kernels);
+  case STAGE_FUSE: return fuse_epilogues(c, &cm->kernels);
+  case STAGE_MEMPLAN:
+    memplan_assign(c, &cm->kernels);
+    if (o->report) dump_kernels(c, o->report, &cm->kernels, true);
+    return true;
+  case STAGE_EMIT: return emit(c, o, cm);
+  case STAGE_COUNT: break;
+  }
+  return true;
+}
+
+bool driver_run(Comp *c, const DriverOptions *o, Compilation *cm) {
+  Stage last = o->evaluate ? STAGE_RESOLVE : o->last;
+  for (; cm->next <= last; cm->next++) {
+    Stage s = cm->next;
+    if (diag_error_count(c) || !run_stage(c, o, cm, s)) return false;
+    if (o->verify_each && !verify(c, cm, s)) return false;
+    if (o->dump & 1u << s) dump(c, o, cm, s);
+  }
+  if (o->evaluate && !diag_error_count(c)) evaluate(c, o, &cm->program);
+  return !diag_error_count(c);
+}
+
+/* ------------------------------------------------------------ circc eval */
+
+/* Prints t with numpy-like nesting. */
+static void print_values(FILE *f, const Tensor *t, int dim, int64_t *offset) {
+  if (dim == t->shape.rank) {
+    fprintf(f, "%.9g", tensor_get_f64(t, (*offset)++));
+    return;
+  }
+  fputc('[', f);
+  for (int64_t i = 0; i < t->shape.dim[dim]; i++) {
+    if (i) fputs(dim + 1 == t->shape.rank ? ", " : ",\n ", f);
+    print_values(f, t, dim + 1, offset);
+  }
+  fputc(']', f);
+}
+
+/* Converts an evaluated (f64) value to the output node's dtype for saving. */
+static Tensor *to_dtype(Comp *c, const Tensor *v, DType dt) {
+  if (dt == DT_UNKNOWN || dt == DT_F16 || dt == DT_BF16) dt = DT_F32;
+  Tensor *t = tensor_new(c, dt, &v->shape);
+  int64_t n = shape_numel(&v->shape);
+  for (int64_t i = 0; i < n; i++) tensor_set_f64(t, i, tensor_get_f64(v, i));
+  return t;
+}
+
+/* Binds each --input to its free Symbol; false after a diagnostic. */
+static void bind_inputs(Comp *c, const DriverOptions *o, const Program *p, Eval *e) {
+  Loc cli = {"command line", 0, 0};
+  for (int i = 0; i < o->neval_inputs; i++) {
+    const Binding *b = &o->eval_inputs[i];
+    const Node *sym = NULL;
+    for (int j = 0; j < p->inputs.n; j++)
+      if (p->inputs.node[j]->name && !strcmp(p->inputs.node[j]->name, b->name)) sym = p->inputs.node[j];
+    if (!sym && o->neval_outputs) {
+      diag_warn(c, NO_LOC, "--input %s: not used by the selected outputs; ignored", b->name);
+      continue;
+    }
+    if (!sym) {
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "--input %s: the circuit has no free symbol named '%s'", b->name, b->name);
+      for (int j = 0; j < p->inputs.n; j++)
+        diag_note(c, p->inputs.node[j]->loc, "free symbol %s %s", node_label(c, p->inputs.node[j]),
+                  shape_str(c, &p->inputs.node[j]->shape));
+      continue;
+    }
+    Tensor *t = npy_load(c, b->path, cli);
+    if (!t) continue;
+    if (!shape_eq(&t->shape, &sym->shape)) {
+      diag_error_class(c, DIAG_IO, NO_LOC, "--input %s: %s has shape %s but symbol '%s' needs %s", b->name, b->path,
+                       shape_str(c, &t->shape), b->name, shape_str(c, &sym->shape));
+      continue;
+    }
+    eval_bind(e, sym, t);
+  }
+}
+
+/* The reference evaluator on the resolved program: --output files and/or the
+ * values printed. Everything is evaluated first, so an error leaves no file. */
+static bool evaluate(Comp *c, const DriverOptions *o, const Program *p) {
+  Eval *e = eval_new(c);
+  bind_inputs(c, o, p, e);
+  for (int i = 0; i < o->neval_outputs; i++) {
+    bool found = false;
+    for (int j = 0; j < p->outputs.n; j++) found |= !strcmp(p->output_names[j], o->eval_outputs[i].name);
+    if (!found)
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "--output %s: no top-level circuit has that name", o->eval_outputs[i].name);
+  }
+  if (diag_error_count(c)) {
+    eval_free(e);
+    return false;
+  }
+  bool print = o->eval_print || o->neval_outputs == 0;
+  Tensor **value = ARENA_ARRAY(&c->arena, Tensor *, p->outputs.n);
+  const Binding **dest = ARENA_ARRAY(&c->arena, const Binding *, p->outputs.n);
+  for (int j = 0; j < p->outputs.n; j++) {
+    for (int i = 0; i < o->neval_outputs; i++)
+      if (!strcmp(p->output_names[j], o->eval_outputs[i].name)) dest[j] = &o->eval_outputs[i];
+    if (dest[j] || print) value[j] = eval_node(e, p->outputs.node[j]);
+  }
+  for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++) {
+    const Node *n = p->outputs.node[j];
+    if (dest[j]) npy_save(c, to_dtype(c, value[j], n->dtype), dest[j]->path);
+    if (value[j] && print) {
+      printf("%s %s %s\n", p->output_names[j], shape_str(c, &n->shape),
+             dtype_name(n->dtype == DT_UNKNOWN ? DT_F32 : n->dtype));
+      int64_t off = 0;
+      print_values(stdout, value[j], 0, &off);
+      fputc('\n', stdout);
+    }
+  }
+  eval_free(e);
+  return !diag_error_count(c);
+}
+
+/* ------------------------------------------------------------ circc store */
+
+bool driver_store(Comp *c, const char *const *files, int n) {
+  for (int i = 0; i < n; i++) {
+    Loc loc = {files[i], 0, 0};
+    Tensor *t = npy_load(c, files[i], loc);
+    const char *hash = t ? store_write(c, t) : NULL;
+    if (hash) printf("%s  %s\n", hash, files[i]);
+  }
+  return !diag_error_count(c);
+}

@@ -1,0 +1,89 @@
+/* driver.h — the pipeline (design.md §1): every stage in order, one call each,
+ * with --dump after any stage and --verify-each between stages. main.c and every
+ * test that runs more than one stage go through driver_run, so tests run the
+ * pipeline users run. */
+#ifndef CIRCC_DRIVER_H
+#define CIRCC_DRIVER_H
+#include "circc.h"
+#include "kernel.h"
+
+/* The stages, in pipeline order. */
+typedef enum Stage {
+  STAGE_LOAD,     /* read the circuit text */
+  STAGE_PARSE,    /* text → DAG */
+  STAGE_TENSORS,  /* fill Arrays from the tensor store (or random) */
+  STAGE_RESOLVE,  /* substitute modules, bind sizes, check shapes, collect inputs */
+  STAGE_SIMPLIFY, /* rewrite rules, CSE, constant folding */
+  STAGE_PLAN,     /* einsum contraction order */
+  STAGE_LOWER,    /* DAG → kernel graph (core lowering and the idioms) */
+  STAGE_FUSE,     /* GEMM epilogues */
+  STAGE_MEMPLAN,  /* arena offsets */
+  STAGE_EMIT,     /* C program and weights; with BuildOptions.output also the build */
+  STAGE_COUNT
+} Stage;
+const char *stage_name(Stage s);
+int stage_from_name(const char *name); /* -1 if unknown */
+
+/* `circc eval`'s NAME=@FILE.npy bindings. */
+typedef struct Binding {
+  const char *name, *path;
+} Binding;
+
+typedef struct DriverOptions {
+  const char *path;             /* circuit file, or NULL: */
+  const char *text;             /* ... the circuit text itself (tests), named text_name */
+  size_t text_len;
+  const char *text_name;
+  const char *const *outputs;   /* keep only these top-level circuits (NULL/0: all) */
+  int noutputs;
+  Stage last;                   /* run up to and including this stage */
+  unsigned dump;                /* bit 1u << s: print the IR after stage s */
+  FILE *dump_to;                /* stdout if NULL */
+  bool verify_each;             /* check IR invariants after every stage (verify.c) */
+  FILE *report;                 /* --report: simplifications, contraction paths, steps (NULL: none) */
+  /* STAGE_EMIT */
+  EmitOptions emit;             /* name and command line; source hash and tokenizer filled by the driver */
+  const char *lm;               /* --lm spec: tokenizer table linked into the program */
+  BuildOptions build;           /* build.output NULL: emit only (for --dump emit) */
+  /* `circc eval`: after resolve, evaluate instead of compiling */
+  bool evaluate;
+  const Binding *eval_inputs, *eval_outputs;
+  int neval_inputs, neval_outputs;
+  bool eval_print;              /* print every output's values */
+} DriverOptions;
+
+/* What the stages produced so far. Zero-initialise; driver_run continues from
+ * `next`, so a test may stop after a stage, look (or keep a copy), and go on. */
+typedef struct Compilation {
+  Stage next;                   /* the first stage not yet run (STAGE_LOAD when zeroed) */
+  const SourceFile *source;     /* after load */
+  NodeList tops;                /* parsed top-level circuits (those chosen by `outputs`) */
+  Program program;              /* after resolve: outputs are rewritten in place by later DAG stages */
+  SimplifyStats simplify;
+  Kernels kernels;
+} Compilation;
+
+/* Runs the stages from cm->next up to o->last. false after a diagnostic
+ * (diag_exit_code tells the class); stages after a failed one do not run. */
+bool driver_run(Comp *c, const DriverOptions *o, Compilation *cm);
+
+/* circc store: writes each .npy into the tensor store under its rust_circuit
+ * hash and prints `hash  file`. false after a diagnostic. */
+bool driver_store(Comp *c, const char *const *files, int n);
+
+/* dump.c — the kernel graph as a readable listing (--dump lower|fuse|memplan and
+ * --report): one line per step with its kind, node, shape, output buffer and the
+ * buffers it reads. `planned`: arena offsets are known (after memplan). */
+void dump_kernels(Comp *c, FILE *f, const Kernels *k, bool planned);
+
+/* verify.c — IR invariants, checked between stages by --verify-each. A broken
+ * invariant is an internal error (exit 70) naming the stage after which it broke.
+ * Circuits: no NULL or cyclic child reference, every node's shape, dtype and hash
+ * what ir_make computes from its children and parameters, Arrays loaded
+ * (`tensors_loaded`) with their declared shape. Kernels: every view inside its
+ * buffer, temporaries written before they are read, inputs/outputs complete;
+ * `planned`: every temporary has an aligned arena slot inside the arena, and no
+ * two temporaries that are live at the same step overlap. */
+bool verify_circuits(Comp *c, Node *const *roots, int n, bool tensors_loaded, const char *stage);
+bool verify_kernels(Comp *c, const Kernels *k, bool planned, const char *stage);
+#endif
