@@ -130,6 +130,7 @@ static int generate_requested(int argc, char **argv) {
 }
 
 static void generate_help(const rt_model *m, const char *prog) {
+  (void)prog;
   Iface f;
   if (decode_iface(m, &f)) return;
   printf("\nlanguage model (max length T = %lld tokens, vocabulary %lld%s):\n", (long long)f.T, (long long)f.V,

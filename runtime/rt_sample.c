@@ -142,6 +142,7 @@ static const char *const REQUESTING[] = {"--sample"};
 static int sample_requested(int argc, char **argv) { return rt_has_option(argc, argv, REQUESTING, 1); }
 
 static void sample_help(const rt_model *m, const char *prog) {
+  (void)m, (void)prog;   /* the same for every program */
   fputs("\nsampling:\n"
         "  --sample N               print N names sampled character by character (programs\n"
         "                           compiled with circc --vocab); no other input is needed\n"
