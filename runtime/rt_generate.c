@@ -121,7 +121,7 @@ static const char *decode_iface(const rt_model *m, Iface *f) {
 
 /* ---- options ---- */
 
-/* the options only generation has (--seed, --threads and -v are shared with rt_main's) */
+/* the options only generation has (--seed, --threads and -v are other modes' too) */
 static const char *const REQUESTING[] = {"--text",  "--tokens", "--generate",  "--top",      "--greedy",
                                          "--top-k", "--top-p",  "--temperature", "--print-ids", "--dump-logits"};
 
