@@ -1,7 +1,9 @@
-/* circc_rt.h — the runtime every circc-generated program links: the program's
- * command line (--input/--output/--check/--bench/--info/--threads), .npy I/O,
- * timing and thread control. The generated model code fills an rt_model and
- * calls rt_main. Only the rt_ prefix is public. Needs libc, libm, OpenMP. */
+/* circc_rt.h — the runtime every circc-generated program links (its files:
+ * runtime/MANIFEST): the program's command line, in modes (rt_modes.h: run,
+ * check, bench and info; --sample; text generation) over a common core
+ * (rt_core.h: messages, .npy I/O, random numbers, memory, timing, threads).
+ * The generated model code fills an rt_model and calls rt_main. Only the rt_
+ * prefix is public. Needs libc, libm, OpenMP. */
 #ifndef CIRCC_RT_H
 #define CIRCC_RT_H
 #include <stddef.h>
@@ -22,7 +24,7 @@ typedef struct rt_model {
   const char *name;              /* program name for messages */
   const char *circc_version;
   const char *command_line;      /* the circc command that produced it */
-  const char *source_hash;       /* hash of the circuit text + weights */
+  const char *source_hash;       /* BLAKE3 of the circuit file's text (not of the weights), hex */
   int ninputs, noutputs;
   const rt_tensor_desc *inputs, *outputs;
   size_t arena_bytes;            /* scratch memory for one run (64-byte aligned) */
@@ -40,65 +42,16 @@ typedef struct rt_model {
   size_t tokenizer_len;
 } rt_model;
 
-/* The program's main: parses argv, loads inputs, runs, writes/checks outputs.
- * Exit codes: 0 ok, 1 --check mismatch, 2 usage, 3 bad input (file, shape, dtype, values). */
+/* The program's main: runs the mode argv asks for (rt_modes.h), by default
+ * loading inputs, running, and writing/checking outputs. Exit codes: 0 ok,
+ * 1 --check mismatch, 2 usage, 3 bad input (file, shape, dtype, values). */
 int rt_main(const rt_model *m, int argc, char **argv);
-
-/* rt_sample.c — --sample N --seed S: prints `count` names (one per line) drawn
- * character by character from a model compiled with --vocab (xoshiro256**
- * seeded through splitmix64 from `seed`). Returns 0 ok, 2 usage (no vocab,
- * no context input or distribution output), 3 bad input (run failed). */
-int rt_sample(const rt_model *m, int count, uint64_t seed);
-
-/* rt_generate.c — text generation with a key/value cache for programs built
- * from a decode circuit (inputs token, pos, kv_mask, past_k, past_v;
- * outputs logits, new_k, new_v: gpt2_import --decode) and, for text,
- * a tokenizer (circc --lm). Semantics, sampling rule and RNG: rt_generate.c. */
-typedef struct rt_gen_options {
-  const char *text;              /* --text: the prompt as text, or NULL */
-  const int64_t *tokens;         /* --tokens: the prompt as ids (ntokens of them) */
-  int64_t ntokens;
-  long generate;                 /* --generate N: tokens to generate */
-  int greedy;                    /* --greedy: argmax instead of sampling */
-  double temperature;            /* --temperature (1; 0 = greedy) */
-  long top_k;                    /* --top-k (0: off) */
-  double top_p;                  /* --top-p (1: off) */
-  uint64_t seed;                 /* --seed */
-  long top;                      /* --top K: print the K most likely next tokens (0: off) */
-  int print_ids;                 /* --print-ids */
-  int verbose;                   /* -v: ms per token on stderr */
-  int threads;                   /* --threads (0: OpenMP's default) */
-  const char *dump_logits;       /* --dump-logits FILE.npy: the prompt positions' logits, or NULL */
-} rt_gen_options;
-/* Runs the prompt through the program one position at a time, then generates.
- * Returns 0 ok, 2 usage (not a decode program, --text without a tokenizer),
- * 3 bad input (token out of range, too long for the cache, a failed run). */
-int rt_generate(const rt_model *m, const rt_gen_options *o);
-/* Whether argv holds an option only generation has (--text, --tokens,
- * --generate, --top, --greedy, ...): rt_main then calls rt_generate_main,
- * which parses the language-model options. */
-int rt_generate_requested(int argc, char **argv);
-int rt_generate_main(const rt_model *m, int argc, char **argv);
-/* Prints the language-model options to stdout (for --help) if m has the decode interface. */
-void rt_generate_help(const rt_model *m);
-
-/* The runtime's random numbers (--sample, --generate): xoshiro256** seeded with
- * the first four outputs of splitmix64 started at the seed; a uniform double
- * in [0,1) is (next() >> 11) * 2^-53. Portable: the same seed gives the same
- * stream everywhere. */
-typedef struct rt_rng {
-  uint64_t s[4];
-} rt_rng;
-void rt_rng_seed(rt_rng *r, uint64_t seed);
-double rt_rng_uniform(rt_rng *r);
 
 /* Formats an error message for run() to return (a static per-thread buffer). */
 const char *rt_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* A whole decimal argument s in [lo, hi] (command-line parsing). */
-_Bool rt_parse_long(const char *s, long lo, long hi, long *out);
-
-/* rt_bpe.c — text <-> token ids: GPT-2's byte-level BPE or a character
+/* rt_bpe.c (the generate mode's tokenizer; public for the tests and fuzzer that
+ * use it) — text <-> token ids: GPT-2's byte-level BPE or a character
  * vocabulary, from a binary table (format: rt_bpe.c) that is used in place,
  * never copied: the blob must outlive the tokenizer. An rt_tokenizer is
  * read-only after open, so threads may share it. Every failure returns

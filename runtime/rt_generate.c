@@ -4,8 +4,8 @@
  *   ./gpt2 --text "ROMEO:" --generate 100 --top-k 40 --seed 7
  *   ./gpt2 --tokens 464,3290 --generate 18 --greedy --print-ids
  *   ./gpt2 --text "Paris is the capital of" --top 10
- * work. rt_main hands the command line here when it holds one of the options
- * only generation has (rt_generate_requested).
+ * work. This is the generate mode (rt_modes.h): rt_main runs it when the
+ * command line holds one of the options only generation has (REQUESTING).
  *
  * The program computes one new position per run, with a key/value cache:
  * inputs token [1] (or []) and pos [1] (or []) int64, kv_mask [T] (1 for
@@ -28,10 +28,9 @@
  *   walks the candidates — in id order without those two, else by decreasing
  *   logit (equal logits: lower id first) — and picks token i when
  *   cum(before i) <= u·Σp < cum(i), u uniform in [0,1).
- * RNG (portable: the same --seed gives the same text everywhere), as
- * rt_sample.c: xoshiro256** (Blackman & Vigna 2018) whose four state words are
- * the first four outputs of splitmix64 started at the seed; u = (next() >> 11)
- * · 2⁻⁵³, one u per sampled token.
+ * RNG: rt_core's rt_rng (xoshiro256** seeded through splitmix64 from --seed;
+ * portable: the same --seed gives the same text everywhere), one u per sampled
+ * token.
  *
  * Output (stdout): the prompt's text, then each generated token's bytes as
  * soon as it is chosen (flushed), then a newline; --print-ids adds a line with
@@ -41,48 +40,34 @@
  * -v prints ms per token (prompt and generation) on stderr.
  * Exit codes: 0 ok, 2 usage, 3 bad input (unknown character, token id out of
  * range, prompt + generated tokens longer than T, a failed run). */
-#ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L   /* clock_gettime */
-#endif
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include "circc_rt.h"
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "rt_core.h"
+#include "rt_modes.h"
 
-enum { RC_OK = 0, RC_USAGE = 2, RC_BAD_INPUT = 3, ALIGN = 64, MAX_THREADS = 4096 };
+static const char *g_prog = "model";   /* for messages */
 
-/* ---- errors ---- */
-
-static const char *g_prog = "model";
-
-static void gen_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void gen_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "%s: error: ", g_prog);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-}
-
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-  char msg[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  gen_error("%s (see %s --help)", msg, g_prog);
-  return RC_USAGE;
-}
+/* What the command line asks for. */
+typedef struct GenOptions {
+  const char *text;              /* --text: the prompt as text, or NULL */
+  const int64_t *tokens;         /* --tokens: the prompt as ids (ntokens of them) */
+  int64_t ntokens;
+  long generate;                 /* --generate N: tokens to generate */
+  int greedy;                    /* --greedy: argmax instead of sampling */
+  double temperature;            /* --temperature (1; 0 = greedy) */
+  long top_k;                    /* --top-k (0: off) */
+  double top_p;                  /* --top-p (1: off) */
+  uint64_t seed;                 /* --seed */
+  long top;                      /* --top K: print the K most likely next tokens (0: off) */
+  int print_ids;                 /* --print-ids */
+  int verbose;                   /* -v: ms per token on stderr */
+  int threads;                   /* --threads (0: OpenMP's default) */
+  const char *dump_logits;       /* --dump-logits FILE.npy: the prompt positions' logits, or NULL */
+} GenOptions;
 
 /* ---- the program's decode interface ---- */
 
@@ -136,20 +121,16 @@ static const char *decode_iface(const rt_model *m, Iface *f) {
 
 /* ---- options ---- */
 
-/* the options only generation has (--seed, --threads and -v are shared with rt_main's) */
+/* the options only generation has (--seed, --threads and -v are other modes' too) */
 static const char *const REQUESTING[] = {"--text",  "--tokens", "--generate",  "--top",      "--greedy",
                                          "--top-k", "--top-p",  "--temperature", "--print-ids", "--dump-logits"};
 
-int rt_generate_requested(int argc, char **argv) {
-  for (int i = 1; i < argc; i++)
-    for (size_t k = 0; k < sizeof REQUESTING / sizeof *REQUESTING; k++) {
-      size_t n = strlen(REQUESTING[k]);
-      if (!strncmp(argv[i], REQUESTING[k], n) && (argv[i][n] == '\0' || argv[i][n] == '=')) return 1;
-    }
-  return 0;
+static int generate_requested(int argc, char **argv) {
+  return rt_has_option(argc, argv, REQUESTING, (int)(sizeof REQUESTING / sizeof *REQUESTING));
 }
 
-void rt_generate_help(const rt_model *m) {
+static void generate_help(const rt_model *m, const char *prog) {
+  (void)prog;
   Iface f;
   if (decode_iface(m, &f)) return;
   printf("\nlanguage model (max length T = %lld tokens, vocabulary %lld%s):\n", (long long)f.T, (long long)f.V,
@@ -169,15 +150,6 @@ void rt_generate_help(const rt_model *m) {
         "  --threads N, -v          OpenMP threads; -v prints ms per token on stderr\n"
         "  prompt + generated tokens must fit in T (exit 3 otherwise)\n",
         stdout);
-}
-
-static bool parse_double(const char *s, double *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (end == s || *end || errno || !isfinite(v)) return false;
-  *out = v;
-  return true;
 }
 
 /* "464,3290" (spaces allowed around ids) into a malloc'd array; -1 if malformed. */
@@ -202,87 +174,72 @@ static int64_t parse_ids(const char *s, int64_t **ids) {
   return n;
 }
 
-int rt_generate_main(const rt_model *m, int argc, char **argv) {
-  static const struct { const char *name; bool takes_value; } FLAGS[] = {
+static int generate_text(const rt_model *m, const GenOptions *o);
+
+static int generate_main(const rt_model *m, int argc, char **argv) {
+  static const rt_option OPTIONS[] = {
       {"--text", true},   {"--tokens", true},    {"--generate", true}, {"--greedy", false}, {"--temperature", true},
       {"--top-k", true},  {"--top-p", true},     {"--seed", true},     {"--top", true},     {"--print-ids", false},
       {"--threads", true}, {"--dump-logits", true}, {"-v", false},     {"-h", false},       {"--help", false},
   };
-  g_prog = m->name ? m->name : argc > 0 ? argv[0] : "model";
-  rt_gen_options o = {.temperature = 1, .top_p = 1};
+  g_prog = rt_prog(m, argc, argv);
+  GenOptions o = {.temperature = 1, .top_p = 1};
   bool sampling_opt = false, has_seed = false;
   int64_t *ids = NULL;
   int code = -1;
   for (int i = 1; i < argc && code < 0; i++) {
-    const char *a = argv[i], *val = NULL;
-    size_t len = strncmp(a, "--", 2) == 0 ? strcspn(a, "=") : strlen(a);
-    int f = -1;
-    for (int k = 0; k < (int)(sizeof FLAGS / sizeof FLAGS[0]); k++)
-      if (strlen(FLAGS[k].name) == len && strncmp(a, FLAGS[k].name, len) == 0) f = k;
+    const char *val;
+    int f = rt_next_option(g_prog, OPTIONS, (int)(sizeof OPTIONS / sizeof *OPTIONS),
+                           " (generation takes only the language-model options)", argc, argv, &i, &val);
     if (f < 0) {
-      code = usage_error(a[0] == '-' ? "unknown option '%s' (generation takes only the language-model "
-                                       "options)" : "unexpected argument '%s'", a);
+      code = RT_EXIT_USAGE;
       break;
     }
-    const char *flag = FLAGS[f].name;
-    if (a[len]) val = a + len + 1;
-    if (FLAGS[f].takes_value && !val) {
-      if (i + 1 >= argc) {
-        code = usage_error("option %s needs a value", flag);
-        break;
-      }
-      val = argv[++i];
-    } else if (!FLAGS[f].takes_value && val) {
-      code = usage_error("option %s takes no value, found '%s'", flag, a);
-      break;
-    }
+    const char *flag = OPTIONS[f].name;
     long n = 0;
     if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) {
       printf("usage: %s (--text STR | --tokens ID,...) [--generate N] [--greedy | --temperature F --top-k K\n"
              "       --top-p P --seed S] [--top K] [--print-ids] [--threads N] [-v]\n",
              g_prog);
-      rt_generate_help(m);
-      code = RC_OK;
+      generate_help(m, g_prog);
+      code = RT_EXIT_OK;
     } else if (!strcmp(flag, "--text")) {
-      if (o.text || ids) code = usage_error("give one prompt: --text or --tokens, once");
+      if (o.text || ids) code = rt_usage_error(g_prog, "give one prompt: --text or --tokens, once");
       o.text = val;
     } else if (!strcmp(flag, "--tokens")) {
-      if (o.text || ids) code = usage_error("give one prompt: --text or --tokens, once");
+      if (o.text || ids) code = rt_usage_error(g_prog, "give one prompt: --text or --tokens, once");
       else if ((o.ntokens = parse_ids(val, &ids)) < 0)
-        code = usage_error("--tokens expects comma-separated non-negative ids like 464,3290, found '%s'", val);
+        code = rt_usage_error(g_prog, "--tokens expects comma-separated non-negative ids like 464,3290, found '%s'", val);
       o.tokens = ids;
     } else if (!strcmp(flag, "--generate")) {
-      if (!rt_parse_long(val, 0, 1L << 30, &n)) code = usage_error("--generate expects a number of tokens, found '%s'", val);
+      if (!rt_parse_long(val, 0, 1L << 30, &n)) code = rt_usage_error(g_prog, "--generate expects a number of tokens, found '%s'", val);
       o.generate = n;
     } else if (!strcmp(flag, "--greedy")) {
       o.greedy = 1;
     } else if (!strcmp(flag, "--temperature")) {
       sampling_opt = true;
-      if (!parse_double(val, &o.temperature) || o.temperature < 0)
-        code = usage_error("--temperature expects a number >= 0, found '%s'", val);
+      if (!rt_parse_double(val, &o.temperature) || o.temperature < 0)
+        code = rt_usage_error(g_prog, "--temperature expects a number >= 0, found '%s'", val);
     } else if (!strcmp(flag, "--top-k")) {
       sampling_opt = true;
-      if (!rt_parse_long(val, 1, 1L << 30, &n)) code = usage_error("--top-k expects a number >= 1, found '%s'", val);
+      if (!rt_parse_long(val, 1, 1L << 30, &n)) code = rt_usage_error(g_prog, "--top-k expects a number >= 1, found '%s'", val);
       o.top_k = n;
     } else if (!strcmp(flag, "--top-p")) {
       sampling_opt = true;
-      if (!parse_double(val, &o.top_p) || !(o.top_p > 0 && o.top_p <= 1))
-        code = usage_error("--top-p expects a number in (0, 1], found '%s'", val);
+      if (!rt_parse_double(val, &o.top_p) || !(o.top_p > 0 && o.top_p <= 1))
+        code = rt_usage_error(g_prog, "--top-p expects a number in (0, 1], found '%s'", val);
     } else if (!strcmp(flag, "--seed")) {
-      char *end;
-      errno = 0;
-      unsigned long long s = strtoull(val, &end, 10);
-      if (end == val || *end || errno || val[0] == '-')
-        code = usage_error("--seed expects an integer from 0 to 2^64-1, found '%s'", val);
-      o.seed = (uint64_t)s, has_seed = true;
+      if (!rt_parse_seed(val, &o.seed))
+        code = rt_usage_error(g_prog, "--seed expects an integer from 0 to 2^64-1, found '%s'", val);
+      has_seed = true;
     } else if (!strcmp(flag, "--top")) {
-      if (!rt_parse_long(val, 1, 1L << 30, &n)) code = usage_error("--top expects a number >= 1, found '%s'", val);
+      if (!rt_parse_long(val, 1, 1L << 30, &n)) code = rt_usage_error(g_prog, "--top expects a number >= 1, found '%s'", val);
       o.top = n;
     } else if (!strcmp(flag, "--print-ids")) {
       o.print_ids = 1;
     } else if (!strcmp(flag, "--threads")) {
-      if (!rt_parse_long(val, 1, MAX_THREADS, &n))
-        code = usage_error("--threads expects a number from 1 to %d, found '%s'", MAX_THREADS, val);
+      if (!rt_parse_long(val, 1, RT_MAX_THREADS, &n))
+        code = rt_usage_error(g_prog, "--threads expects a number from 1 to %d, found '%s'", RT_MAX_THREADS, val);
       o.threads = (int)n;
     } else if (!strcmp(flag, "--dump-logits")) {
       o.dump_logits = val;
@@ -290,12 +247,12 @@ int rt_generate_main(const rt_model *m, int argc, char **argv) {
       o.verbose = 1;   /* -v */
     }
   }
-  if (code < 0 && !o.text && !ids) code = usage_error("no prompt: give --text STR or --tokens ID,ID,...");
+  if (code < 0 && !o.text && !ids) code = rt_usage_error(g_prog, "no prompt: give --text STR or --tokens ID,ID,...");
   else if (code < 0 && !o.generate && !o.top && !o.dump_logits)
-    code = usage_error("nothing to do: give --generate N or --top K");
+    code = rt_usage_error(g_prog, "nothing to do: give --generate N or --top K");
   else if (code < 0 && o.greedy && (sampling_opt || has_seed))
-    code = usage_error("--greedy cannot be combined with --temperature, --top-k, --top-p or --seed");
-  if (code < 0) code = rt_generate(m, &o);
+    code = rt_usage_error(g_prog, "--greedy cannot be combined with --temperature, --top-k, --top-p or --seed");
+  if (code < 0) code = generate_text(m, &o);
   free(ids);
   return code;
 }
@@ -364,7 +321,7 @@ static bool logits_in(const float *x, int64_t n, Cand *c, double *max) {
 /* The next token from logits x[0..n), or -1 for non-finite logits. Candidates
  * are ranked by logit (the same order as by p, exp being monotonic), so only
  * the kept ones need exp. */
-static int64_t choose(const rt_gen_options *o, const float *x, int64_t n, Cand *c, rt_rng *rng) {
+static int64_t choose(const GenOptions *o, const float *x, int64_t n, Cand *c, rt_rng *rng) {
   if (o->greedy || o->temperature == 0) {
     int64_t best = -1;
     for (int64_t i = 0; i < n; i++) {
@@ -436,7 +393,7 @@ static void print_quoted(const char *s, size_t n) {
 }
 
 /* --top K: the K most likely next tokens, "prob id 'token'". */
-static bool print_top(const rt_gen_options *o, const rt_tokenizer *tok, const float *x, int64_t n, Cand *c) {
+static bool print_top(const GenOptions *o, const rt_tokenizer *tok, const float *x, int64_t n, Cand *c) {
   double max, sum = 0;
   if (!logits_in(x, n, c, &max)) return false;
   for (int64_t i = 0; i < n; i++) sum += exp(c[i].p - max);
@@ -460,23 +417,11 @@ static void print_ids(const int64_t *ids, int64_t n) {
   putchar('\n');
 }
 
-/* Writes rows [n,V] float32 as a version 1.0 .npy (little-endian). */
+/* Writes rows [n,V] float32 as a .npy file. */
 static bool write_logits(const char *path, const float *rows, int64_t n, int64_t V) {
-  char hdr[128];
-  int len = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (%lld, %lld), }",
-                     (long long)n, (long long)V);
-  len += snprintf(hdr + len, sizeof hdr - (size_t)len, "%*s\n", 63 - (10 + len) % 64, "");
-  unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(len & 0xff), (unsigned char)(len >> 8)};
-  FILE *f = fopen(path, "wb");
-  bool ok = f && fwrite(pre, 1, sizeof pre, f) == sizeof pre && fwrite(hdr, 1, (size_t)len, f) == (size_t)len;
-  for (int64_t i = 0; ok && i < n * V; i++) {
-    uint32_t u;
-    memcpy(&u, &rows[i], 4);
-    unsigned char b[4] = {(unsigned char)u, (unsigned char)(u >> 8), (unsigned char)(u >> 16), (unsigned char)(u >> 24)};
-    ok = fwrite(b, 1, 4, f) == 4;
-  }
-  if (f && fclose(f) != 0) ok = false;
-  if (!ok) gen_error("--dump-logits: cannot write %s: %s", path, strerror(errno));
+  const int64_t shape[2] = {n, V};
+  bool ok = rt_npy_write(path, RT_F32, 2, shape, rows);
+  if (!ok) rt_error(g_prog, "--dump-logits: cannot write %s: %s", path, strerror(errno));
   return ok;
 }
 
@@ -490,31 +435,18 @@ typedef struct Gen {
   double run_ms;                /* time inside step(), summed */
 } Gen;
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static void *alloc_zeroed(size_t bytes) {
-  size_t n = (bytes + ALIGN - 1) / ALIGN * ALIGN;
-  void *p = aligned_alloc(ALIGN, n ? n : ALIGN);
-  if (p) memset(p, 0, n ? n : ALIGN);
-  return p;
-}
-
 /* Runs the program for `token` at position pos and stores its keys and values
  * at row pos of the cache. The logits are then in g->out[logits]. */
 static bool step(Gen *g, int64_t pos, int64_t token) {
   const Iface *f = &g->f;
-  double t0 = now_ms();
+  double t0 = rt_now_ms();
   *(int64_t *)g->in[f->in[IN_TOKEN]] = token;
   *(int64_t *)g->in[f->in[IN_POS]] = pos;
   float *mask = g->in[f->in[IN_MASK]];
   for (int64_t j = 0; j < f->T; j++) mask[j] = j < pos;
   const char *msg = g->m->run((const void *const *)g->in, g->out, g->arena);
   if (msg) {
-    gen_error("the run at position %lld failed: %s", (long long)pos, msg);
+    rt_error(g_prog, "the run at position %lld failed: %s", (long long)pos, msg);
     return false;
   }
   for (int kv = 0; kv < 2; kv++) {
@@ -523,21 +455,19 @@ static bool step(Gen *g, int64_t pos, int64_t token) {
     for (int64_t lh = 0; lh < f->L * f->H; lh++)
       memcpy(cache + (lh * f->T + pos) * f->D, row + lh * f->D, (size_t)f->D * sizeof(float));
   }
-  g->run_ms += now_ms() - t0;
+  g->run_ms += rt_now_ms() - t0;
   return true;
 }
 
-static size_t dtype_bytes(rt_dtype t) { return t == RT_F32 ? 4 : 8; }
-
-static int generate(Gen *g, const rt_gen_options *o, rt_tokenizer *tok, int64_t *seq, int64_t P, Cand *cand) {
+static int generate(Gen *g, const GenOptions *o, rt_tokenizer *tok, int64_t *seq, int64_t P, Cand *cand) {
   const Iface *f = &g->f;
   const float *logits = g->out[f->out[OUT_LOGITS]];
   /* ids the tokenizer cannot decode (a padded vocabulary) are never chosen */
   int64_t nchoice = tok && rt_tokenizer_vocab_size(tok) < f->V ? rt_tokenizer_vocab_size(tok) : f->V;
   float *dump = o->dump_logits ? malloc((size_t)(P * f->V) * sizeof *dump) : NULL;
   if (o->dump_logits && !dump) {
-    gen_error("out of memory");
-    return RC_BAD_INPUT;
+    rt_error(g_prog, "out of memory");
+    return RT_EXIT_BAD_INPUT;
   }
   /* One untimed run first, at the last position this generation runs: it
    * starts the threads (-v's timings exclude it) and fails before any output if
@@ -547,7 +477,7 @@ static int generate(Gen *g, const rt_gen_options *o, rt_tokenizer *tok, int64_t 
   int64_t last = o->generate > 1 ? P + o->generate - 2 : P - 1;
   if (!step(g, last, seq[0])) {
     free(dump);
-    return RC_BAD_INPUT;
+    return RT_EXIT_BAD_INPUT;
   }
   for (int kv = 0; kv < 2; kv++) {
     float *cache = g->in[f->in[kv ? IN_PAST_V : IN_PAST_K]];
@@ -555,29 +485,29 @@ static int generate(Gen *g, const rt_gen_options *o, rt_tokenizer *tok, int64_t 
       memset(cache + (lh * f->T + last) * f->D, 0, (size_t)f->D * sizeof(float));
   }
   g->run_ms = 0;
-  double t0 = now_ms();
+  double t0 = rt_now_ms();
   for (int64_t i = 0; i < P; i++) {
     if (!step(g, i, seq[i])) {
       free(dump);
-      return RC_BAD_INPUT;
+      return RT_EXIT_BAD_INPUT;
     }
     if (dump) memcpy(dump + i * f->V, logits, (size_t)f->V * sizeof *dump);
   }
-  double prompt_ms = now_ms() - t0;
+  double prompt_ms = rt_now_ms() - t0;
   bool ok = !dump || write_logits(o->dump_logits, dump, P, f->V);
   free(dump);
-  if (!ok) return RC_BAD_INPUT;
+  if (!ok) return RT_EXIT_BAD_INPUT;
   if (o->top && !print_top(o, tok, logits, nchoice, cand)) {
-    gen_error("the logits after the prompt have no finite maximum (NaN, +inf or all -inf)");
-    return RC_BAD_INPUT;
+    rt_error(g_prog, "the logits after the prompt have no finite maximum (NaN, +inf or all -inf)");
+    return RT_EXIT_BAD_INPUT;
   }
   if (tok && o->generate) {   /* the prompt's text */
     size_t len = rt_decode(tok, seq, P, NULL, 0);
     char *text = len == RT_DECODE_ERROR ? NULL : malloc(len + 1);
     if (!text || rt_decode(tok, seq, P, text, len + 1) != len) {
       free(text);
-      gen_error("cannot decode the prompt: %s", len == RT_DECODE_ERROR ? rt_tokenizer_error() : "out of memory");
-      return RC_BAD_INPUT;
+      rt_error(g_prog, "cannot decode the prompt: %s", len == RT_DECODE_ERROR ? rt_tokenizer_error() : "out of memory");
+      return RT_EXIT_BAD_INPUT;
     }
     fwrite(text, 1, len, stdout);
     fflush(stdout);
@@ -587,12 +517,12 @@ static int generate(Gen *g, const rt_gen_options *o, rt_tokenizer *tok, int64_t 
   uint64_t seed = o->seed;
   rt_rng_seed(&rng, seed);
   double gen_run0 = g->run_ms;
-  t0 = now_ms();
+  t0 = rt_now_ms();
   for (int64_t n = 0; n < o->generate; n++) {
     int64_t id = choose(o, logits, nchoice, cand, &rng);
     if (id < 0) {
-      gen_error("the logits at position %lld have no finite maximum (NaN, +inf or all -inf)", (long long)(P + n - 1));
-      return RC_BAD_INPUT;
+      rt_error(g_prog, "the logits at position %lld have no finite maximum (NaN, +inf or all -inf)", (long long)(P + n - 1));
+      return RT_EXIT_BAD_INPUT;
     }
     seq[P + n] = id;
     size_t len;
@@ -601,16 +531,13 @@ static int generate(Gen *g, const rt_gen_options *o, rt_tokenizer *tok, int64_t 
       fwrite(s, 1, len, stdout);
       fflush(stdout);
     }
-    if (n + 1 < o->generate && !step(g, P + n, id)) return RC_BAD_INPUT;
+    if (n + 1 < o->generate && !step(g, P + n, id)) return RT_EXIT_BAD_INPUT;
   }
-  double gen_ms = now_ms() - t0;
+  double gen_ms = rt_now_ms() - t0;
   if (tok && o->generate) putchar('\n');
   if (o->print_ids || (!tok && o->generate)) print_ids(seq, P + o->generate);
   if (o->verbose) {
-    int threads = 1;
-#ifdef _OPENMP
-    threads = omp_get_max_threads();
-#endif
+    int threads = rt_threads();
     fprintf(stderr, "%s: %d thread%s; prompt: %lld token%s in %.3f ms (%.4g ms/token)", g_prog, threads,
             threads == 1 ? "" : "s", (long long)P, P == 1 ? "" : "s", prompt_ms, prompt_ms / (double)P);
     if (o->generate)
@@ -619,38 +546,33 @@ static int generate(Gen *g, const rt_gen_options *o, rt_tokenizer *tok, int64_t 
               o->generate > 1 ? (g->run_ms - gen_run0) / (double)(o->generate - 1) : 0.0);
     fputc('\n', stderr);
   }
-  return RC_OK;
+  return RT_EXIT_OK;
 }
 
-int rt_generate(const rt_model *m, const rt_gen_options *o) {
-  g_prog = m->name ? m->name : g_prog;
+static int generate_text(const rt_model *m, const GenOptions *o) {
   Gen g = {.m = m};
   const char *why = decode_iface(m, &g.f);
   if (why) {
-    gen_error("this program cannot generate text: %s; it needs the decode circuit of a language model "
+    rt_error(g_prog, "this program cannot generate text: %s; it needs the decode circuit of a language model "
               "(gpt2_import --decode, then circc --lm gpt2-bpe:DIR or chars:FILE.json)", why);
-    return RC_USAGE;
+    return RT_EXIT_USAGE;
   }
   const Iface *f = &g.f;
   rt_tokenizer *tok = NULL;
   if (m->tokenizer && m->tokenizer_len && !(tok = rt_tokenizer_open(m->tokenizer, m->tokenizer_len))) {
-    gen_error("the program's tokenizer table is unusable: %s", rt_tokenizer_error());
-    return RC_BAD_INPUT;
+    rt_error(g_prog, "the program's tokenizer table is unusable: %s", rt_tokenizer_error());
+    return RT_EXIT_BAD_INPUT;
   }
   if (o->text && !tok) {
-    gen_error("--text needs a tokenizer, and this program has none (compile it with circc --lm); use --tokens");
-    return RC_USAGE;
+    rt_error(g_prog, "--text needs a tokenizer, and this program has none (compile it with circc --lm); use --tokens");
+    return RT_EXIT_USAGE;
   }
   if (o->top_k > f->V) {
-    gen_error("--top-k %ld exceeds the vocabulary size %lld", o->top_k, (long long)f->V);
+    rt_error(g_prog, "--top-k %ld exceeds the vocabulary size %lld", o->top_k, (long long)f->V);
     rt_tokenizer_free(tok);
-    return RC_USAGE;
+    return RT_EXIT_USAGE;
   }
-  if (o->threads > 0) {
-#ifdef _OPENMP
-    omp_set_num_threads(o->threads);
-#endif
-  }
+  if (o->threads > 0) rt_set_threads(o->threads);
   /* the prompt: the text's tokens (<|endoftext|> for an empty text, as GPT-2
    * starts unconditional samples), or the ids */
   const int64_t *prompt = o->tokens;
@@ -659,10 +581,10 @@ int rt_generate(const rt_model *m, const rt_gen_options *o) {
     size_t len = strlen(o->text);
     encoded = malloc((len + 1) * sizeof *encoded);
     P = encoded ? rt_encode(tok, o->text, len, encoded, (int64_t)len + 1) : -1;
-    if (P < 0) gen_error("--text: %s", encoded ? rt_tokenizer_error() : "out of memory");
+    if (P < 0) rt_error(g_prog, "--text: %s", encoded ? rt_tokenizer_error() : "out of memory");
     else if (P == 0 && (encoded[0] = rt_tokenizer_eot(tok)) >= 0) P = 1;
     else if (P == 0) {
-      gen_error("--text: the prompt is empty (give at least one character)");
+      rt_error(g_prog, "--text: the prompt is empty (give at least one character)");
       P = -1;
     }
     prompt = encoded;
@@ -670,53 +592,44 @@ int rt_generate(const rt_model *m, const rt_gen_options *o) {
   if (P < 0) {
     free(encoded);
     rt_tokenizer_free(tok);
-    return RC_BAD_INPUT;
+    return RT_EXIT_BAD_INPUT;
   }
   if (P > f->T || o->generate > f->T - P) {
-    gen_error("the prompt (%lld token%s) and --generate %ld need %lld positions, but the program holds at most %lld "
+    rt_error(g_prog, "the prompt (%lld token%s) and --generate %ld need %lld positions, but the program holds at most %lld "
               "(T); compile it with a larger circc -D SEQ=N (or gpt2_import --seq; at most the model's n_positions)",
               (long long)P, P == 1 ? "" : "s", o->generate, (long long)P + o->generate, (long long)f->T);
     free(encoded);
     rt_tokenizer_free(tok);
-    return RC_BAD_INPUT;
+    return RT_EXIT_BAD_INPUT;
   }
   int64_t *seq = malloc((size_t)(P + o->generate) * sizeof *seq);
   Cand *cand = malloc((size_t)f->V * sizeof *cand);
-  g.in = calloc((size_t)m->ninputs + 1, sizeof *g.in);
-  g.out = calloc((size_t)m->noutputs + 1, sizeof *g.out);
-  g.arena = alloc_zeroed(m->arena_bytes);
-  bool ok = seq && cand && g.in && g.out && g.arena;
-  for (int i = 0; ok && i < m->ninputs; i++)
-    ok = (g.in[i] = alloc_zeroed((size_t)m->inputs[i].numel * dtype_bytes(m->inputs[i].dtype))) != NULL;
-  for (int i = 0; ok && i < m->noutputs; i++)
-    ok = (g.out[i] = alloc_zeroed((size_t)m->outputs[i].numel * dtype_bytes(m->outputs[i].dtype))) != NULL;
-  int code = RC_OK;
+  bool ok = rt_alloc_buffers(m, &g.in, &g.out, &g.arena) && seq && cand;
+  int code = RT_EXIT_OK;
   if (!ok) {
-    gen_error("out of memory");
-    code = RC_BAD_INPUT;
+    rt_error(g_prog, "out of memory");
+    code = RT_EXIT_BAD_INPUT;
   } else {
     memcpy(seq, prompt, (size_t)P * sizeof *seq);
   }
   free(encoded);
   int64_t ntok = tok ? rt_tokenizer_vocab_size(tok) : f->V;
-  for (int64_t i = 0; code == RC_OK && i < P; i++)
+  for (int64_t i = 0; code == RT_EXIT_OK && i < P; i++)
     if (seq[i] < 0 || seq[i] >= f->V || seq[i] >= ntok) {
-      gen_error("token id %lld (prompt position %lld) is out of range: the vocabulary has %lld ids",
+      rt_error(g_prog, "token id %lld (prompt position %lld) is out of range: the vocabulary has %lld ids",
                 (long long)seq[i], (long long)i, (long long)(f->V < ntok ? f->V : ntok));
-      code = RC_BAD_INPUT;
+      code = RT_EXIT_BAD_INPUT;
     }
-  if (code == RC_OK) code = generate(&g, o, tok, seq, P, cand);
-  if (fflush(stdout) != 0 && code == RC_OK) {
-    gen_error("cannot write to standard output");
-    code = RC_BAD_INPUT;
+  if (code == RT_EXIT_OK) code = generate(&g, o, tok, seq, P, cand);
+  if (fflush(stdout) != 0 && code == RT_EXIT_OK) {
+    rt_error(g_prog, "cannot write to standard output");
+    code = RT_EXIT_BAD_INPUT;
   }
-  for (int i = 0; g.in && i < m->ninputs; i++) free(g.in[i]);
-  for (int i = 0; g.out && i < m->noutputs; i++) free(g.out[i]);
-  free(g.in);
-  free(g.out);
-  free(g.arena);
+  rt_free_buffers(m, g.in, g.out, g.arena);
   free(seq);
   free(cand);
   rt_tokenizer_free(tok);
   return code;
 }
+
+const rt_mode rt_mode_generate = {"generate", generate_requested, generate_main, generate_help};

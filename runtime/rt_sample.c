@@ -1,6 +1,7 @@
-/* rt_sample.c — `--sample N --seed S` for character models compiled with
- * `circc --vocab CHARS` (the bigram and MLP name models): prints N names, one
- * per line, each drawn character by character from the model.
+/* rt_sample.c — the sample mode (rt_modes.h): `--sample N --seed S` for
+ * character models compiled with `circc --vocab CHARS` (the bigram and MLP
+ * name models) prints N names, one per line, each drawn character by character
+ * from the model.
  *
  * The model's first int64 input of shape [B] or [B,C] is the context: row 0
  * holds the last C token ids (initially all '.', the end token), every other
@@ -9,34 +10,24 @@
  * dim is strlen(vocab)), passed through a softmax — which leaves log-probs
  * unchanged, so either works. A name ends at '.' or after MAX_NAME characters.
  *
- * RNG (portable, so a seed gives the same names everywhere): xoshiro256**
- * (Blackman & Vigna 2018) whose four state words are the first four outputs of
- * splitmix64 started at S; a uniform double in [0,1) is (next() >> 11) · 2⁻⁵³.
- * Token i is chosen for the uniform u when cum(i-1) <= u · Σp < cum(i), with
- * p and its running sum cum in double precision, in token order.
+ * RNG: rt_core's rt_rng (xoshiro256** seeded through splitmix64 from S; portable,
+ * so a seed gives the same names everywhere), one uniform u per character.
+ * Token i is chosen when cum(i-1) <= u · Σp < cum(i), with p and its running
+ * sum cum in double precision, in token order.
  * Returns 0 ok, 2 usage (no vocabulary, no context input or distribution
  * output, bad N), 3 bad input (the model rejected a run, non-finite or empty
  * distribution, out of memory, stdout failed). */
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "circc_rt.h"
+#include "rt_core.h"
+#include "rt_modes.h"
 
-enum { RC_OK = 0, RC_USAGE = 2, RC_BAD_INPUT = 3, MAX_NAME = 50, ALIGN = 64 };
+enum { MAX_NAME = 50, MAX_SAMPLE = 1000000 };
 
-
-static void sample_error(const rt_model *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sample_error(const rt_model *m, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "%s: error: ", m->name ? m->name : "model");
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-}
+static const char *prog_of(const rt_model *m) { return m->name ? m->name : "model"; }
 
 /* The first int64 input of rank 1 or 2 with a non-empty row, or -1. */
 static int context_input(const rt_model *m) {
@@ -58,14 +49,6 @@ static int distribution_output(const rt_model *m, int64_t nvocab) {
     if (by_dim < 0) by_dim = i;
   }
   return by_dim;
-}
-
-/* 64-byte aligned, zeroed, at least one alignment unit. */
-static void *alloc_zeroed(size_t bytes) {
-  size_t n = (bytes + ALIGN - 1) / ALIGN * ALIGN;
-  void *p = aligned_alloc(ALIGN, n ? n : ALIGN);
-  if (p) memset(p, 0, n ? n : ALIGN);
-  return p;
 }
 
 /* Draws a token from scores x[0..n) (softmax); -1 if no finite maximum. */
@@ -90,58 +73,53 @@ static int draw(const float *x, int n, rt_rng *rng) {
 
 int rt_sample(const rt_model *m, int count, uint64_t seed) {
   if (!m->vocab || strlen(m->vocab) < 2) {
-    sample_error(m, "--sample needs a program compiled with a character vocabulary (circc --vocab CHARS)");
-    return RC_USAGE;
+    rt_error(prog_of(m), "--sample needs a program compiled with a character vocabulary (circc --vocab CHARS)");
+    return RT_EXIT_USAGE;
   }
   if (count < 0) {
-    sample_error(m, "--sample expects a non-negative number of names");
-    return RC_USAGE;
+    rt_error(prog_of(m), "--sample expects a non-negative number of names");
+    return RT_EXIT_USAGE;
   }
   int nvocab = (int)strlen(m->vocab);
   int ci = context_input(m), oi = distribution_output(m, nvocab);
   if (ci < 0) {
-    sample_error(m, "--sample: the program has no int64 input of shape [B] or [B,C] to hold the context");
-    return RC_USAGE;
+    rt_error(prog_of(m), "--sample: the program has no int64 input of shape [B] or [B,C] to hold the context");
+    return RT_EXIT_USAGE;
   }
   if (oi < 0) {
-    sample_error(m, "--sample: no float32 output 'log_probs' or 'logits' whose last dim is the vocabulary size (%s)",
+    rt_error(prog_of(m), "--sample: no float32 output 'log_probs' or 'logits' whose last dim is the vocabulary size (%s)",
                  m->vocab);
-    return RC_USAGE;
+    return RT_EXIT_USAGE;
   }
   const char *dot = strchr(m->vocab, '.');
   int64_t end = dot ? dot - m->vocab : 0;
   int64_t nctx = m->inputs[ci].rank == 2 ? m->inputs[ci].shape[1] : 1;
 
-  void **in = calloc((size_t)m->ninputs + 1, sizeof *in), **out = calloc((size_t)m->noutputs + 1, sizeof *out);
-  void *arena = alloc_zeroed(m->arena_bytes);
-  bool ok = in && out && arena;
-  for (int i = 0; ok && i < m->ninputs; i++)
-    ok = (in[i] = alloc_zeroed((size_t)m->inputs[i].numel * (m->inputs[i].dtype == RT_F32 ? 4 : 8))) != NULL;
-  for (int i = 0; ok && i < m->noutputs; i++)
-    ok = (out[i] = alloc_zeroed((size_t)m->outputs[i].numel * (m->outputs[i].dtype == RT_F32 ? 4 : 8))) != NULL;
-  int code = ok ? RC_OK : RC_BAD_INPUT;
-  if (!ok) sample_error(m, "--sample: out of memory");
+  void **in, **out, *arena;
+  bool ok = rt_alloc_buffers(m, &in, &out, &arena);
+  int code = ok ? RT_EXIT_OK : RT_EXIT_BAD_INPUT;
+  if (!ok) rt_error(prog_of(m), "--sample: out of memory");
 
   rt_rng rng;
   rt_rng_seed(&rng, seed);
   int64_t *ctx = ok ? in[ci] : NULL;
   const float *row = ok ? out[oi] : NULL;
-  for (int n = 0; code == RC_OK && n < count; n++) {
+  for (int n = 0; code == RT_EXIT_OK && n < count; n++) {
     char name[MAX_NAME + 1];
     int len = 0;
     for (int64_t k = 0; k < nctx; k++) ctx[k] = end;
     while (len < MAX_NAME) {
       const char *msg = m->run((const void *const *)in, out, arena);
       if (msg) {
-        sample_error(m, "%s", msg);
-        code = RC_BAD_INPUT;
+        rt_error(prog_of(m), "%s", msg);
+        code = RT_EXIT_BAD_INPUT;
         break;
       }
       int t = draw(row, nvocab, &rng);
       if (t < 0) {
-        sample_error(m, "--sample: output '%s' row 0 has no finite maximum (NaN, +inf or all -inf)",
+        rt_error(prog_of(m), "--sample: output '%s' row 0 has no finite maximum (NaN, +inf or all -inf)",
                      m->outputs[oi].name);
-        code = RC_BAD_INPUT;
+        code = RT_EXIT_BAD_INPUT;
         break;
       }
       if (t == end) break;
@@ -149,16 +127,73 @@ int rt_sample(const rt_model *m, int count, uint64_t seed) {
       memmove(ctx, ctx + 1, (size_t)(nctx - 1) * sizeof *ctx);
       ctx[nctx - 1] = t;
     }
-    if (code == RC_OK) printf("%.*s\n", len, name);
+    if (code == RT_EXIT_OK) printf("%.*s\n", len, name);
   }
-  if (fflush(stdout) != 0 && code == RC_OK) {
-    sample_error(m, "--sample: cannot write to standard output");
-    code = RC_BAD_INPUT;
+  if (fflush(stdout) != 0 && code == RT_EXIT_OK) {
+    rt_error(prog_of(m), "--sample: cannot write to standard output");
+    code = RT_EXIT_BAD_INPUT;
   }
-  for (int i = 0; in && i < m->ninputs; i++) free(in[i]);
-  for (int i = 0; out && i < m->noutputs; i++) free(out[i]);
-  free(in);
-  free(out);
-  free(arena);
+  rt_free_buffers(m, in, out, arena);
   return code;
 }
+
+static const char *const REQUESTING[] = {"--sample"};
+
+static int sample_requested(int argc, char **argv) { return rt_has_option(argc, argv, REQUESTING, 1); }
+
+static void sample_help(const rt_model *m, const char *prog) {
+  (void)m, (void)prog;   /* the same for every program */
+  fputs("\nsampling:\n"
+        "  --sample N               print N names sampled character by character (programs\n"
+        "                           compiled with circc --vocab); no other input is needed\n"
+        "  --seed S                 random stream of --sample (default 0; same S, same names)\n",
+        stdout);
+}
+
+/* --sample N [--seed S] [--threads N] [-v] [--info]. The generic mode's
+ * options are accepted as they always were: those that act on inputs and
+ * tolerances are ignored, while --output, --check and --bench conflict. */
+static int sample_main(const rt_model *m, int argc, char **argv) {
+  static const rt_option OPTIONS[] = {
+      {"--sample", true}, {"--seed", true},  {"--threads", true}, {"--info", false},  {"-v", false},
+      {"-h", false},      {"--help", false}, {"--input", true},   {"--rtol", true},   {"--atol", true},
+      {"--output", true}, {"--check", true}, {"--bench", true},
+  };
+  const char *prog = rt_prog(m, argc, argv);
+  long count = 0, n;
+  uint64_t seed = 0;
+  int threads = 0;
+  bool info = false, verbose = false, conflict = false;
+  for (int i = 1; i < argc; i++) {
+    const char *val;
+    int f = rt_next_option(prog, OPTIONS, (int)(sizeof OPTIONS / sizeof *OPTIONS), "", argc, argv, &i, &val);
+    if (f < 0) return RT_EXIT_USAGE;
+    const char *flag = OPTIONS[f].name;
+    if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) {
+      return RT_MODE_HELP;
+    } else if (!strcmp(flag, "--sample")) {
+      if (!rt_parse_long(val, 1, MAX_SAMPLE, &count))
+        return rt_usage_error(prog, "--sample expects a number of names from 1 to %d, found '%s'", MAX_SAMPLE, val);
+    } else if (!strcmp(flag, "--seed")) {
+      if (!rt_parse_seed(val, &seed))
+        return rt_usage_error(prog, "--seed expects an integer from 0 to 2^64-1, found '%s'", val);
+    } else if (!strcmp(flag, "--threads")) {
+      if (!rt_parse_long(val, 1, RT_MAX_THREADS, &n))
+        return rt_usage_error(prog, "--threads expects a number from 1 to %d, found '%s'", RT_MAX_THREADS, val);
+      threads = (int)n;
+    } else if (!strcmp(flag, "--info")) {
+      info = true;
+    } else if (!strcmp(flag, "-v")) {
+      verbose = true;
+    } else {
+      conflict |= !strcmp(flag, "--output") || !strcmp(flag, "--check") || !strcmp(flag, "--bench");
+    }
+  }
+  if (conflict) return rt_usage_error(prog, "--sample cannot be combined with --output, --check or --bench");
+  threads = rt_set_threads(threads);
+  if (verbose) fprintf(stderr, "%s: %d thread%s\n", prog, threads, threads == 1 ? "" : "s");
+  if (info) rt_print_info(m, prog, threads);
+  return rt_sample(m, (int)count, seed);
+}
+
+const rt_mode rt_mode_sample = {"sample", sample_requested, sample_main, sample_help};

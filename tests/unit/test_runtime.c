@@ -1,4 +1,4 @@
-/* test_runtime.c — the generated programs' runtime (runtime/circc_rt.c) driven
+/* test_runtime.c — the generated programs' runtime (runtime/MANIFEST) driven
  * through rt_main with a hand-written model: y = 2*x + B[ids] over [2,3] f32,
  * arg = argmax of each row of y (i64), big = 100 values. Covers every flag,
  * every bad-input case (exit 3 with expected vs found), usage errors (exit 2),
@@ -596,6 +596,7 @@ Test(runtime, help) {
     HAS(out, "--bench N");
     HAS(out, "--threads N");
     HAS(out, "exit codes: 0 ok, 1 --check mismatch, 2 usage error,\n            3 bad input");
+    HAS(out, "\nsampling:\n  --sample N");   /* every mode's help */
     cr_assert_str_eq(err, "");
   }
   cr_assert_eq(nruns, 0);

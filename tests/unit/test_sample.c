@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "circc_rt.h"
+#include "rt_modes.h"
 
 #define VOCAB ".abcdefghijklmnopqrstuvwxyz"
 enum { V = 27, B = 4, C = 3 };
