@@ -337,11 +337,12 @@ static void report_kernels(Comp *c, const Kernels *k) {
     printf("  step %3d %-11s %s %s", i, KIND[s->kind], s->node ? node_label(c, s->node) : "",
            s->node ? shape_str(c, &s->node->shape) : "");
     report_buffer(s->out.buf);
-    if (step_is_gemv(s)) printf(", matrix-vector%s", s->x.buf ? ", skips masked columns" : "");
-    if (s->kind == STEP_ATTENTION && !s->idx[0].buf) printf(", mask computed at run time");
-    if (s->epilogue) {
-      printf(", epilogue %s", s->epilogue->node ? node_label(c, s->epilogue->node) : "");
-      report_buffer(s->epilogue->out.buf);
+    if (step_is_gemv(s)) printf(", matrix-vector%s", s->u.gemm.mask.buf ? ", skips masked columns" : "");
+    if (s->kind == STEP_ATTENTION && !s->u.attn.kend.buf) printf(", mask computed at run time");
+    const Step *e = step_epilogue(s);
+    if (e) {
+      printf(", epilogue %s", e->node ? node_label(c, e->node) : "");
+      report_buffer(e->out.buf);
     }
     printf("\n");
   }
@@ -359,7 +360,8 @@ static void compile(Comp *c, const Options *o, Program *p, int argc, char **argv
       if (stats.fired[i]) printf("simplify: %-32s fired %d times\n", stats.rule_name[i], stats.fired[i]);
   if (!plan_einsums(c, p->outputs.node, p->outputs.n, o->report ? stdout : NULL)) return;
   if (!lower_program(c, p, &k)) return;
-  memplan_assign(c, &k);
+  if (!fuse_epilogues(c, &k)) return;
+  memplan_assign(&k);
   if (o->report) report_kernels(c, &k);
   if (!o->output) return;
   /* the command line goes into the program's header and --info */

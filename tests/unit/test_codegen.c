@@ -270,13 +270,14 @@ static int diff_child(const Opts *o, FILE *rep, const char *dir) {
   if (!simplify_run(c, p.outputs.node, p.outputs.n, &stats)) return child_fail(ch, "simplify");
   if (!plan_einsums(c, p.outputs.node, p.outputs.n, NULL)) return child_fail(ch, "plan_einsums");
   if (!lower_program(c, &p, &k)) return child_fail(ch, "lower");
+  if (!fuse_epilogues(c, &k)) return child_fail(ch, "fuse");
   int nln = 0;
   for (int i = 0; i < k.nstep; i++) nln += k.step[i]->kind == STEP_LAYERNORM;
   if (o->count_layernorms && nln != o->layernorms) {
     fprintf(rep, "%d layernorm steps, want %d\n", nln, o->layernorms);
     return ST_ERROR;
   }
-  memplan_assign(c, &k);
+  memplan_assign(&k);
   char *prog = arena_printf(&c->arena, "%s/prog", ch->dir);
   EmitOptions eo = {.name = "prog", .command_line = "test_codegen", .source_hash = ""};
   BuildOptions bo = {.output = prog, .opt = o->opt ? o->opt : "-O1", .native = o->native};
@@ -718,7 +719,7 @@ Test(codegen, einsum_matmul_batched_transpose) {
                "    'z2' [3,5] Symbol\n");
 }
 
-/* Contractions that need a relayout to become one GEMM (lower.c gemm_layouts):
+/* Contractions that need a relayout to become one GEMM (lower_gemm.c gemm_layouts):
  * summed ids that merge in neither operand (an attention output projection),
  * weights used transposed, outputs whose N ids only merge in another layout. */
 Test(codegen, einsum_gemm_relayouts) {
@@ -790,7 +791,7 @@ Test(codegen, decode_one_row_products) {
                "  'x'\n");
 }
 
-/* GEMM epilogues (lower.c fuse_epilogues): bias and activation, a residual
+/* GEMM epilogues (fuse.c fuse_epilogues): bias and activation, a residual
  * into an output, an output written in another layout (N split over two of
  * its axes), a batched GEMM (also over two batch dims and two row blocks),
  * an epilogue reading an earlier GEMM's result, and a GEMM whose result is

@@ -21,7 +21,7 @@ static bool pipeline(Comp *c, const char *path, const char *output, Kernels *k) 
     if (!output || (tops.node[i]->name && !strcmp(tops.node[i]->name, output))) nodelist_push(c, &chosen, tops.node[i]);
   return resolve_program(c, &chosen, &p) && simplify_run(c, p.outputs.node, p.outputs.n, NULL) &&
          plan_einsums(c, p.outputs.node, p.outputs.n, NULL) && lower_program(c, &p, k) &&
-         (memplan_assign(c, k), true);
+         fuse_epilogues(c, k) && (memplan_assign(k), true);
 }
 
 static char *emit_to_memory(const char *path, const char *output, size_t *len, char **blob, size_t *blob_len) {
