@@ -2,7 +2,6 @@
  * an elementwise step that is a GEMM result's only reader runs inside the
  * GEMM, on each block of C while it is in cache, and leaves the program.
  * Steps are renumbered; the program's total FLOPs are unchanged. */
-#include <string.h>
 #include "circc.h"
 #include "kernel.h"
 
@@ -10,11 +9,11 @@
  * add, an activation, a copy into another layout: any expression) is finished
  * inside the GEMM: each GEMM task runs that step's expression over the block
  * of C it has just written, while the block is in cache, and the step leaves
- * the program (Step.u.gemm.epilogue). Each element of the step's loop space must read
- * a different element of C, so its dims regroup into the GEMM's [batch..., M,
- * N] (several may make up one merged GEMM dim); its other operands must be
- * ready before the GEMM runs, and it must be the only writer of its output.
- * Arithmetic and order are unchanged. */
+ * the program (Step.u.gemm.epilogue). Each element of the step's loop space
+ * must read a different element of C, so its dims regroup into the GEMM's
+ * [batch..., M, N] (several may make up one merged GEMM dim); its other
+ * operands must be ready before the GEMM runs, and it must be the only writer
+ * of its output. Arithmetic and order are unchanged. */
 
 typedef struct BufSearch {
   const Buf *buf;
@@ -100,9 +99,9 @@ static bool fuse_epilogue(Kernels *k, int gi, int ei) {
   const Buf *c = g->out.buf;
   Buf *o = e->out.buf;
   const View *cv = NULL;
-  if (e->kind != STEP_ELEMENTWISE || o == c || expr_reads(e->u.elementwise.expr, o) || !epi_operands(k, e->u.elementwise.expr, c, gi, ei, &cv) ||
-      !cv)
-    return false;
+  if (e->kind != STEP_ELEMENTWISE) return false;
+  const Expr *x = e->u.elementwise.expr;
+  if (o == c || expr_reads(x, o) || !epi_operands(k, x, c, gi, ei, &cv) || !cv) return false;
   for (int i = 0; i < k->nstep; i++)
     if (i != ei && step_writes(k->step[i], o)) return false;
   if (!epi_map(g, e, cv)) return false;
@@ -112,6 +111,7 @@ static bool fuse_epilogue(Kernels *k, int gi, int ei) {
   return true;
 }
 
+/* Fuses epilogues into GEMMs, then drops the fused steps and renumbers. */
 bool fuse_epilogues(Comp *c, Kernels *k) {
   bool *gone = ARENA_ARRAY(&c->arena, bool, k->nstep + 1);
   int *new_id = ARENA_ARRAY(&c->arena, int, k->nstep + 1);

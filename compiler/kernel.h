@@ -95,7 +95,7 @@ typedef struct Step {
   StepKind kind;
   int id;
   const Node *node;       /* circuit node computed (comments, run-time messages) */
-  View out;               /* over the loop dims */
+  View out;               /* over the loop dims (ROW, LAYERNORM: the node's shape; ATTENTION: see attn) */
   int ndim;               /* loop dims (ROW, LAYERNORM: none; their rows are in's) */
   int64_t dim[MAX_RANK * 2];
   double flops;

@@ -7,6 +7,8 @@
 #include <string.h>
 #include "lower_internal.h"
 
+/* --------------------------------------------------- GEMM classification */
+
 /* Merges loop dims ids[0..n) (ordered outer to inner) into one dim of every
  * view in v[0..nv): possible when each view's strides compose row-major. */
 static bool mergeable(const Step *s, const int *ids, int n, View *const *v, int nv) {
@@ -292,6 +294,7 @@ bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes) {
   return nout == e->out_rank && !merges;
 }
 
+/* --------------------------------------------- one-row GEMM column masks */
 
 /* A product (n) of a one-row GEMM's result that nothing else reads and a
  * vector along that GEMM's columns (a run-time mask such as a decode step's

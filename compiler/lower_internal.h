@@ -44,8 +44,9 @@ Expr *expr_remap(Lower *L, const Expr *e, int rank, const int64_t *dim, const in
 bool einsum_is_product(const Node *n);             /* every id kept, none repeated */
 
 /* lower_gemm.c */
-/* Rearranges the operands ops[0..1] of binary einsum n so it can run as one
- * GEMM; false: leave the output row-major, else its layout as an axis order. */
+/* Rearranges the operands ops[0..1] of binary einsum n (copied or permuted)
+ * so that it runs as one GEMM; true: lay the output out in the axis order
+ * out_axes, false: row-major. */
 bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes);
 void classify_gemm(Step *s);                       /* a CONTRACT step becomes a GEMM if it is one */
 void gemv_column_mask(Lower *L, const Node *n);    /* n, a product, may mask a GEMV it reads */

@@ -528,7 +528,7 @@ Test(codegen, gpt2_block_module) {
        .count_layernorms = true, .layernorms = 1);
 }
 
-/* ------------------------------------------------------------------ fused attention (lower_attention) */
+/* ------------------------------------------------------------------ fused attention (idiom_attention.c) */
 
 enum { ATT_CAUSAL, ATT_RANDOM, ATT_EMPTY_ROW, ATT_NEGATIVE };
 
@@ -1342,10 +1342,10 @@ Test(codegen, nonfinite_values) {
 
 /* ------------------------------------------------------------------ focused: layernorm */
 
-/* Layernorms in the forms lower.c turns into one row step (rust_circuit_format.md
- * §7.2): with and without scale and bias, operands in another order, batched
- * rows, x an expression; 'ln_rowbias' adds a bias over the rows, so only its
- * product is a layernorm step. */
+/* Layernorms in the forms idiom_layernorm.c turns into one row step
+ * (rust_circuit_format.md §7.2): with and without scale and bias, operands in
+ * another order, batched rows, x an expression; 'ln_rowbias' adds a bias over
+ * the rows, so only its product is a layernorm step. */
 static const char LN_TEXT[] =
     "'ln_full' Add\n"
     "  'b' [7] Symbol\n"
