@@ -190,6 +190,7 @@ static inline void expr_each_load(const Expr *e, ViewFn *f, void *arg) {
   for (int i = 0; i < e->nargs; i++) expr_each_load(e->arg[i], f, arg);
 }
 
+/* f(v, arg) unless v is absent. */
 static inline void view_read(const View *v, ViewFn *f, void *arg) {
   if (v->buf) f(v, arg);
 }

@@ -7,16 +7,23 @@
 #include "kernel.h"
 #include "testutil.h"
 
-static Comp *lower_text(const char *text, Kernels *k) {
+/* The kernel graph of `text` as lower_program leaves it. */
+static Comp *lower_unfused(const char *text, Kernels *k) {
   Comp *c = tu_comp();
   c->tensors_as_random = true;
   NodeList tops = {0};
   Program p;
   cr_assert(parse_text(c, "test.circ", text, strlen(text), &tops), "%s", tu_diags(c));
   cr_assert(resolve_program(c, &tops, &p) && simplify_run(c, p.outputs.node, p.outputs.n, NULL) &&
-                plan_einsums(c, p.outputs.node, p.outputs.n, NULL) && lower_program(c, &p, k) &&
-                fuse_epilogues(c, k),
+                plan_einsums(c, p.outputs.node, p.outputs.n, NULL) && lower_program(c, &p, k),
             "%s", tu_diags(c));
+  return c;
+}
+
+/* ... and after epilogue fusion, as memplan and emit see it. */
+static Comp *lower_text(const char *text, Kernels *k) {
+  Comp *c = lower_unfused(text, k);
+  cr_assert(fuse_epilogues(c, k));
   return c;
 }
 
@@ -408,6 +415,29 @@ Test(lower, epilogue_into_another_layout) {
   cr_assert_eq(g->u.gemm.epi_src[s], 0);
   cr_assert_eq(g->u.gemm.epi_src[cc], 1);
   cr_assert_eq(g->u.gemm.epi_div[cc], 1);
+  tu_free(c);
+}
+
+Test(lower, epilogues_are_fused_by_their_own_pass) {
+  /* lower_program leaves the bias add a step of its own; fuse_epilogues moves
+   * it into the GEMM, renumbers the steps and keeps the FLOPs */
+  Kernels k;
+  Comp *c = lower_unfused("'y_b' Add\n"
+                          "  'y' Einsum sk,nk->sn\n"
+                          "    'x' [32,48] Symbol\n"
+                          "    'w' [64,48] Array rand\n"
+                          "  'b' [64] Array rand\n",
+                          &k);
+  cr_assert_eq(k.nstep, 2);
+  cr_assert_eq(count_steps(&k, STEP_GEMM), 1);
+  cr_assert_eq(count_epilogues(&k), 0);
+  double flops = k.flops, gemm_and_add = k.step[0]->flops + k.step[1]->flops;
+  cr_assert(fuse_epilogues(c, &k));
+  cr_assert_eq(k.nstep, 1);
+  cr_assert_not_null(step_epilogue(k.step[0]));
+  cr_assert_eq(k.step[0]->flops, gemm_and_add);
+  cr_assert_eq(k.flops, flops);
+  cr_assert_eq(k.output[0]->def_step, 0, "the output is written by the GEMM");
   tu_free(c);
 }
 
