@@ -59,13 +59,20 @@ bool plan_einsums(Comp *c, Node **roots, int n, FILE *report);
 double einsum_flops(const Node *n);
 
 /* lower.c — resolved circuit → kernel graph (kernel.h): buffers, views, fused
- * elementwise expressions and steps in execution order. */
+ * elementwise expressions and steps in execution order; idioms (layernorm,
+ * attention) as one step each. false after diag_error. */
 struct Kernels;
 bool lower_program(Comp *c, const Program *p, struct Kernels *k);
 
+/* fuse.c — GEMM epilogues: an elementwise step that alone reads a GEMM's
+ * result runs inside that GEMM and leaves the program; steps are renumbered,
+ * the total FLOPs unchanged. Runs after lower_program, before memplan_assign.
+ * Cannot fail (true). */
+bool fuse_epilogues(Comp *c, struct Kernels *k);
+
 /* memplan.c — liveness of temporary buffers and their offsets in one
  * 64-byte-aligned arena (best fit); sets k->arena_bytes. */
-void memplan_assign(Comp *c, struct Kernels *k);
+void memplan_assign(struct Kernels *k);
 
 /* emit.c — writes the generated C program for the kernel graph: the model
  * source (every size a literal, OpenMP on outer loops, comments naming the

@@ -133,7 +133,7 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
   case STAGE_LOWER: return lower_program(c, p, &cm->kernels);
   case STAGE_FUSE: return fuse_epilogues(c, &cm->kernels);
   case STAGE_MEMPLAN:
-    memplan_assign(c, &cm->kernels);
+    memplan_assign(&cm->kernels);
     if (o->report) dump_kernels(c, o->report, &cm->kernels, true);
     return true;
   case STAGE_EMIT: return emit(c, o, cm);

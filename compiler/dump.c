@@ -424,11 +424,12 @@ void dump_kernels(Comp *c, FILE *f, const Kernels *k, bool planned) {
     if (r.more) fputs(", ...", f);
     fputs(" -> ", f);
     put_buffer(f, s->out.buf, planned);
-    if (step_is_gemv(s)) fprintf(f, ", matrix-vector%s", s->x.buf ? ", skips masked columns" : "");
-    if (s->kind == STEP_ATTENTION && !s->idx[0].buf) fputs(", mask computed at run time", f);
-    if (s->epilogue) {
-      fprintf(f, ", epilogue %s -> ", s->epilogue->node ? node_label(c, s->epilogue->node) : "");
-      put_buffer(f, s->epilogue->out.buf, planned);
+    if (step_is_gemv(s)) fprintf(f, ", matrix-vector%s", s->u.gemm.mask.buf ? ", skips masked columns" : "");
+    if (s->kind == STEP_ATTENTION && !s->u.attn.kend.buf) fputs(", mask computed at run time", f);
+    const Step *e = step_epilogue(s);
+    if (e) {
+      fprintf(f, ", epilogue %s -> ", e->node ? node_label(c, e->node) : "");
+      put_buffer(f, e->out.buf, planned);
     }
     fputc('\n', f);
   }

@@ -193,7 +193,7 @@ static void parallel_for(Emit *e, const int64_t *dim, int n, double work, int in
 static void emit_elementwise(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
-  decl_expr(&d, s->expr);
+  decl_expr(&d, s->u.elementwise.expr);
   emit_decls(e, &d);
   double n = loop_work(s->dim, s->ndim);
   parallel_for(e, s->dim, s->ndim, n, 2);
@@ -201,7 +201,7 @@ static void emit_elementwise(Emit *e, const Step *s) {
   out(e, "%*s", 2 + 2 * s->ndim, "");
   emit_index(e, &s->out);
   out(e, " = ");
-  emit_expr(e, s->expr);
+  emit_expr(e, s->u.elementwise.expr);
   out(e, ";\n");
 }
 
@@ -214,7 +214,7 @@ static void emit_fill(Emit *e, const Step *s) {
   out(e, "%*s", 2 + 2 * s->ndim, "");
   emit_index(e, &s->out);
   out(e, " = ");
-  emit_float(e, s->value);
+  emit_float(e, s->u.fill.value);
   out(e, ";\n");
 }
 
@@ -243,60 +243,62 @@ static void emit_linear(Emit *e, const int64_t *dim, int from, int to) {
  * in double when the slice fits (long sums in float lose digits). Every output
  * element sums in the same order whatever the thread count. */
 static void emit_contract(Emit *e, const Step *s) {
+  const View *op = s->u.contract.op;
+  int nops = s->u.contract.nops, nout = s->u.contract.nout;
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
-  for (int i = 0; i < s->nops; i++) decl_add(&d, s->op[i].buf, false);
+  for (int i = 0; i < nops; i++) decl_add(&d, op[i].buf, false);
   emit_decls(e, &d);
-  if (s->nout == 0) {
+  if (nout == 0) {
     out(e, "  double acc = 0.0;\n");
     open_loops(e, s->dim, 0, s->ndim, 2);
     out(e, "%*sacc += (double)", 2 + 2 * s->ndim, "");
-    emit_index(e, &s->op[0]);
-    if (s->nops > 1) { out(e, " * (double)"); emit_index(e, &s->op[1]); }
+    emit_index(e, &op[0]);
+    if (nops > 1) { out(e, " * (double)"); emit_index(e, &op[1]); }
     out(e, ";\n  ");
     emit_index(e, &s->out);
     out(e, " = (float)acc;\n");
     return;
   }
-  double slice = loop_work(s->dim + 1, s->nout - 1);
+  double slice = loop_work(s->dim + 1, nout - 1);
   bool dbl = slice <= MAX_DOUBLE_SLICE;
   parallel_for(e, s->dim, 1, s->flops, 2);
   open_loops(e, s->dim, 0, 1, 2);
   out(e, "  {\n");
   if (dbl) out(e, "    double acc[%lld] = {0};\n", (long long)slice);
   else {
-    open_loops(e, s->dim, 1, s->nout, 4);
-    out(e, "%*s", 4 + 2 * (s->nout - 1), "");
+    open_loops(e, s->dim, 1, nout, 4);
+    out(e, "%*s", 4 + 2 * (nout - 1), "");
     emit_index(e, &s->out);
     out(e, " = 0.0f;\n");
   }
   /* summed ids outside, output ids 1.. inside */
   int depth = 0;
-  for (int t = s->nout; t < s->ndim; t++, depth++)
+  for (int t = nout; t < s->ndim; t++, depth++)
     out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 4 + 2 * depth, "", t, t, (long long)s->dim[t], t);
-  for (int t = 1; t < s->nout; t++, depth++)
+  for (int t = 1; t < nout; t++, depth++)
     out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 4 + 2 * depth, "", t, t, (long long)s->dim[t], t);
   out(e, "%*s", 4 + 2 * depth, "");
   if (dbl) {
     out(e, "acc[");
-    emit_linear(e, s->dim, 1, s->nout);
+    emit_linear(e, s->dim, 1, nout);
     out(e, "] += (double)");
   } else {
     emit_index(e, &s->out);
-    out(e, " += %s", s->op[0].buf->dtype == DT_I64 ? "(float)" : "");
+    out(e, " += %s", op[0].buf->dtype == DT_I64 ? "(float)" : "");
   }
-  emit_index(e, &s->op[0]);
-  if (s->nops > 1) {
-    out(e, " * %s", dbl ? "(double)" : s->op[1].buf->dtype == DT_I64 ? "(float)" : "");
-    emit_index(e, &s->op[1]);
+  emit_index(e, &op[0]);
+  if (nops > 1) {
+    out(e, " * %s", dbl ? "(double)" : op[1].buf->dtype == DT_I64 ? "(float)" : "");
+    emit_index(e, &op[1]);
   }
   out(e, ";\n");
   if (dbl) {
-    open_loops(e, s->dim, 1, s->nout, 4);
-    out(e, "%*s", 4 + 2 * (s->nout - 1), "");
+    open_loops(e, s->dim, 1, nout, 4);
+    out(e, "%*s", 4 + 2 * (nout - 1), "");
     emit_index(e, &s->out);
     out(e, " = (float)acc[");
-    emit_linear(e, s->dim, 1, s->nout);
+    emit_linear(e, s->dim, 1, nout);
     out(e, "];\n");
   }
   out(e, "  }\n");
@@ -314,13 +316,14 @@ static void emit_row_operand(Emit *e, const View *v) {
 /* Row kernels over the last axis (templates/row_f32.h), layernorm included:
  * rows are the leading dims of the input view. */
 static void emit_row(Emit *e, const Step *s) {
+  bool layernorm = s->kind == STEP_LAYERNORM;
+  const View *in = layernorm ? &s->u.layernorm.in : &s->u.row.in;
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
-  decl_add(&d, s->in.buf, false);
-  for (int i = 0; i < s->nops; i++)
-    if (s->op[i].buf) decl_add(&d, s->op[i].buf, false);
+  decl_add(&d, in->buf, false);
+  if (layernorm && s->u.layernorm.scale.buf) decl_add(&d, s->u.layernorm.scale.buf, false);
+  if (layernorm && s->u.layernorm.bias.buf) decl_add(&d, s->u.layernorm.bias.buf, false);
   emit_decls(e, &d);
-  const View *in = &s->in;
   int rows_rank = in->rank - 1;
   int64_t len = in->dim[in->rank - 1], istride = in->stride[in->rank - 1];
   int64_t ostride = s->out.rank > rows_rank ? s->out.stride[rows_rank] : 0;
@@ -339,41 +342,45 @@ static void emit_row(Emit *e, const Step *s) {
   ob.rank = rows_rank;
   emit_index(e, &ob);
   out(e, ";\n");
-  if (s->kind == STEP_LAYERNORM) {
+  if (layernorm) {
     out(e, "%*scircc_layernorm_row(x, %lld, y, %lld, %lld, %a, ", ind + 2, "", (long long)istride, (long long)ostride,
-        (long long)len, s->value);
-    emit_row_operand(e, &s->op[0]);
+        (long long)len, s->u.layernorm.eps);
+    emit_row_operand(e, &s->u.layernorm.scale);
     out(e, ", ");
-    emit_row_operand(e, &s->op[1]);
+    emit_row_operand(e, &s->u.layernorm.bias);
     out(e, ");\n%*s}\n", ind, "");
     return;
   }
-  switch (s->fn) {
+  GenFnKind fn = s->u.row.fn;
+  switch (fn) {
   case GF_SOFTMAX:
   case GF_LOG_SOFTMAX:
-    out(e, "%*scircc_%s_row(x, %lld, y, %lld, %lld);\n", ind + 2, "", s->fn == GF_SOFTMAX ? "softmax" : "log_softmax",
+    out(e, "%*scircc_%s_row(x, %lld, y, %lld, %lld);\n", ind + 2, "", fn == GF_SOFTMAX ? "softmax" : "log_softmax",
         (long long)istride, (long long)ostride, (long long)len);
     break;
   case GF_MIN:
   case GF_MAX:
-    out(e, "%*sy[0] = circc_%s_row(x, %lld, %lld);\n", ind + 2, "", s->fn == GF_MIN ? "min" : "max", (long long)istride,
+    out(e, "%*sy[0] = circc_%s_row(x, %lld, %lld);\n", ind + 2, "", fn == GF_MIN ? "min" : "max", (long long)istride,
         (long long)len);
     break;
-  default: ICE("row kernel for %s", genfn_name(s->fn));
+  default: ICE("row kernel for %s", genfn_name(fn));
   }
   out(e, "%*s}\n", ind, "");
 }
 
 /* Gathers: check every index first (bad ids are input errors, exit 3), then copy. */
 static void emit_gather(Emit *e, const Step *s) {
+  const View *x = &s->u.gather.x, *idx = s->u.gather.idx;
+  const int64_t *idx_len = s->u.gather.idx_len;
+  int nidx = s->u.gather.nidx;
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
-  decl_add(&d, s->x.buf, false);
-  for (int k = 0; k < s->nidx; k++) decl_add(&d, s->idx[k].buf, false);
+  decl_add(&d, x->buf, false);
+  for (int k = 0; k < nidx; k++) decl_add(&d, idx[k].buf, false);
   emit_decls(e, &d);
   const char *what = c_escape(e->c, s->node->name ? s->node->name : "(unnamed)");
-  for (int k = 0; k < s->nidx; k++) {
-    const View *iv = &s->idx[k];
+  for (int k = 0; k < nidx; k++) {
+    const View *iv = &idx[k];
     /* loop only over the dims the index varies along */
     View only = *iv;
     int64_t dims[MAX_RANK];
@@ -384,29 +391,29 @@ static void emit_gather(Emit *e, const Step *s) {
     out(e, "%*sconst %s v = ", ind, "", iv->buf->dtype == DT_I64 ? "int64_t" : "float");
     emit_index(e, &only);
     out(e, ";\n");
-    if (iv->buf->dtype != DT_I64 && s->check_int)
+    if (iv->buf->dtype != DT_I64 && s->u.gather.check_int)
       out(e, "%*sif (v != floorf(v)) return rt_errorf(\"'%%s': index value %%g is not an integer\", \"%s\", (double)v);\n", ind, "", what);
     out(e, "%*sif (!(v >= -%lld && v < %lld)) return rt_errorf(\"'%%s': index %%lld is out of range for an axis of size %lld\", \"%s\", (long long)v);\n",
-        ind, "", (long long)s->idx_len[k], (long long)s->idx_len[k], (long long)s->idx_len[k], what);
+        ind, "", (long long)idx_len[k], (long long)idx_len[k], (long long)idx_len[k], what);
     out(e, "%*s}\n", 2 + 2 * iv->rank, "");
   }
   parallel_for(e, s->dim, s->ndim, loop_work(s->dim, s->ndim), 2);
   open_loops(e, s->dim, 0, s->ndim, 2);
   int ind = 2 + 2 * s->ndim;
   out(e, "%*s{\n", ind, "");
-  for (int k = 0; k < s->nidx; k++) {
+  for (int k = 0; k < nidx; k++) {
     out(e, "%*sint64_t j%d = (int64_t)", ind + 2, "", k);
-    emit_index(e, &s->idx[k]);
-    out(e, ";\n%*sif (j%d < 0) j%d += %lld;\n", ind + 2, "", k, k, (long long)s->idx_len[k]);
+    emit_index(e, &idx[k]);
+    out(e, ";\n%*sif (j%d < 0) j%d += %lld;\n", ind + 2, "", k, k, (long long)idx_len[k]);
   }
   out(e, "%*s", ind + 2, "");
   emit_index(e, &s->out);
-  out(e, " = %s", s->x.buf->dtype == DT_I64 ? "(float)" : "");
+  out(e, " = %s", x->buf->dtype == DT_I64 ? "(float)" : "");
   /* x's element: its view offset plus the gathered positions */
-  out(e, "b%d[%lld", s->x.buf->id, (long long)s->x.offset);
-  for (int t = 0; t < s->x.rank; t++)
-    if (s->x.stride[t] && s->x.dim[t] != 1) out(e, " + i%d * %lld", t, (long long)s->x.stride[t]);
-  for (int k = 0; k < s->nidx; k++) out(e, " + j%d * %lld", k, (long long)s->idx_stride[k]);
+  out(e, "b%d[%lld", x->buf->id, (long long)x->offset);
+  for (int t = 0; t < x->rank; t++)
+    if (x->stride[t] && x->dim[t] != 1) out(e, " + i%d * %lld", t, (long long)x->stride[t]);
+  for (int k = 0; k < nidx; k++) out(e, " + j%d * %lld", k, (long long)s->u.gather.idx_stride[k]);
   out(e, "];\n%*s}\n", ind, "");
 }
 
@@ -442,8 +449,8 @@ static void emit_base(Emit *e, const View *v, int nb, int64_t n_stride) {
 
 /* Is GEMM loop dim j (a batch dim) one that s's epilogue needs? */
 static bool epi_uses(const Step *s, int j) {
-  for (int d = 0; d < s->epilogue->ndim; d++)
-    if (s->epi_src[d] == j) return true;
+  for (int d = 0; d < s->u.gemm.epilogue->ndim; d++)
+    if (s->u.gemm.epi_src[d] == j) return true;
   return false;
 }
 
@@ -454,11 +461,11 @@ static bool epi_uses(const Step *s, int j) {
 static void emit_gemv(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
-  decl_add(&d, s->op[0].buf, false);
-  decl_add(&d, s->op[1].buf, false);
-  if (s->x.buf) decl_add(&d, s->x.buf, false);
+  decl_add(&d, s->u.gemm.a.buf, false);
+  decl_add(&d, s->u.gemm.b.buf, false);
+  if (s->u.gemm.mask.buf) decl_add(&d, s->u.gemm.mask.buf, false);
   emit_decls(e, &d);
-  int nb = s->nbatch;
+  int nb = s->u.gemm.nbatch;
   int64_t N = s->dim[nb + 1], K = s->dim[nb + 2];
   int64_t cb = gemv_block((int64_t)loop_work(s->dim, nb), N);
   int64_t cblocks = cb ? (N + cb - 1) / cb : 0;
@@ -468,21 +475,21 @@ static void emit_gemv(Emit *e, const Step *s) {
   out(e, "%*sfor (int64_t nb = 0; nb < %lld; nb++) {\n", ind, "", (long long)cblocks);
   out(e, "%*sconst int64_t n0 = nb * %lld, n1 = n0 + %lld < %lld ? n0 + %lld : %lld;\n", ind + 2, "", (long long)cb,
       (long long)cb, (long long)N, (long long)cb, (long long)N);
-  int64_t b_n = s->op[1].stride[nb + 1], c_n = s->out.stride[nb + 1];
+  int64_t b_n = s->u.gemm.b.stride[nb + 1], c_n = s->out.stride[nb + 1];
   out(e, "%*scircc_gemv_f32(n1 - n0, %lld, ", ind + 2, "", (long long)K);
-  emit_base(e, &s->op[0], nb, 0);
+  emit_base(e, &s->u.gemm.a, nb, 0);
   out(e, ", ");
-  emit_base(e, &s->op[1], nb, b_n);
+  emit_base(e, &s->u.gemm.b, nb, b_n);
   out(e, ", %lld, ", (long long)b_n);
   emit_base(e, &s->out, nb, c_n);
   out(e, ", %lld, ", (long long)c_n);
-  if (s->x.buf) {
-    emit_base(e, &s->x, nb, s->x.stride[nb + 1]);
-    out(e, ", %lld);\n", (long long)s->x.stride[nb + 1]);
+  if (s->u.gemm.mask.buf) {
+    emit_base(e, &s->u.gemm.mask, nb, s->u.gemm.mask.stride[nb + 1]);
+    out(e, ", %lld);\n", (long long)s->u.gemm.mask.stride[nb + 1]);
   } else {
     out(e, "NULL, 0);\n");
   }
-  if (s->epilogue) {
+  if (s->u.gemm.epilogue) {
     out(e, "%*sstep_%d_epilogue(ctx, ", ind + 2, "", s->id);
     for (int j = 0; j < nb; j++)
       if (epi_uses(s, j)) out(e, "i%d, ", j);
@@ -493,11 +500,11 @@ static void emit_gemv(Emit *e, const Step *s) {
 
 /* `const int64_t i3 = g1 / 64 % 12;` — fused loop dim d from GEMM index g<j>. */
 static void emit_epi_index(Emit *e, const Step *s, int d, int ind) {
-  const Step *f = s->epilogue;
-  int j = s->epi_src[d];
+  const Step *f = s->u.gemm.epilogue;
+  int j = s->u.gemm.epi_src[d];
   out(e, "%*sconst int64_t i%d = g%d", ind, "", d, j);
-  if (s->epi_div[d] != 1) out(e, " / %lld", (long long)s->epi_div[d]);
-  if (s->epi_div[d] * f->dim[d] != s->dim[j]) out(e, " %% %lld", (long long)f->dim[d]);
+  if (s->u.gemm.epi_div[d] != 1) out(e, " / %lld", (long long)s->u.gemm.epi_div[d]);
+  if (s->u.gemm.epi_div[d] * f->dim[d] != s->dim[j]) out(e, " %% %lld", (long long)f->dim[d]);
   out(e, ";\n");
 }
 
@@ -509,11 +516,11 @@ static void emit_epi_index(Emit *e, const Step *s, int d, int ind) {
  * several fused dims. A separate function keeps the GEMM's own code as it is
  * without an epilogue. */
 static void emit_epilogue(Emit *e, const Step *s) {
-  const Step *f = s->epilogue;
+  const Step *f = s->u.gemm.epilogue;
   const Node *n = f->node;
-  int nb = s->nbatch, gn = nb + 1, inner = -1;
+  int nb = s->u.gemm.nbatch, gn = nb + 1, inner = -1;
   for (int d = 0; d < f->ndim; d++)
-    if (s->epi_src[d] == gn && s->epi_div[d] == 1) inner = d;
+    if (s->u.gemm.epi_src[d] == gn && s->u.gemm.epi_div[d] == 1) inner = d;
   out(e, "\n/* step %d's epilogue: %s %s %s", s->id, comment_safe(e->c, n ? n->name : NULL), n ? kind_name(n->kind) : "",
       n ? shape_str(e->c, &n->shape) : "");
   if (n && n->kind == NK_GeneralFunction) out(e, " %s", comment_safe(e->c, n->u.gf.text));
@@ -523,11 +530,11 @@ static void emit_epilogue(Emit *e, const Step *s) {
   out(e, "int64_t m0, int64_t m1, int64_t n0, int64_t n1) {\n");
   Decl d = {0};
   decl_add(&d, f->out.buf, true);
-  decl_expr(&d, f->expr);
+  decl_expr(&d, f->u.elementwise.expr);
   emit_decls(e, &d);
   out(e, "  for (int64_t g%d = m0; g%d < m1; g%d++) {\n", nb, nb, nb);
   for (int k = 0; k < f->ndim; k++)
-    if (s->epi_src[k] >= 0 && s->epi_src[k] < gn) emit_epi_index(e, s, k, 4);
+    if (s->u.gemm.epi_src[k] >= 0 && s->u.gemm.epi_src[k] < gn) emit_epi_index(e, s, k, 4);
   int body = 6;
   if (inner < 0 || f->dim[inner] == s->dim[gn]) { /* the columns are one fused dim (or none) */
     const char *var = arena_printf(&e->c->arena, inner < 0 ? "g%d" : "i%d", inner < 0 ? gn : inner);
@@ -536,7 +543,7 @@ static void emit_epilogue(Emit *e, const Step *s) {
     long long len = (long long)f->dim[inner];
     out(e, "    for (int64_t g%d = n0; g%d < n1;) {\n", gn, gn);
     for (int k = 0; k < f->ndim; k++)
-      if (s->epi_src[k] == gn && k != inner) emit_epi_index(e, s, k, 6);
+      if (s->u.gemm.epi_src[k] == gn && k != inner) emit_epi_index(e, s, k, 6);
     out(e, "      const int64_t lo = g%d %% %lld, hi = lo + (n1 - g%d) < %lld ? lo + (n1 - g%d) : %lld;\n", gn, len, gn,
         len, gn, len);
     out(e, "      g%d += hi - lo;\n", gn);
@@ -546,7 +553,7 @@ static void emit_epilogue(Emit *e, const Step *s) {
   out(e, "%*s", body, "");
   emit_index(e, &f->out);
   out(e, " = ");
-  emit_expr(e, f->expr);
+  emit_expr(e, f->u.elementwise.expr);
   out(e, ";\n");
   for (int in = body - 2; in >= 2; in -= 2) out(e, "%*s}\n", in, "");
   out(e, "}\n");
@@ -566,12 +573,12 @@ static void emit_gemm(Emit *e, const Step *s) {
   }
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
-  decl_add(&d, s->op[0].buf, false);
-  decl_add(&d, s->op[1].buf, false);
+  decl_add(&d, s->u.gemm.a.buf, false);
+  decl_add(&d, s->u.gemm.b.buf, false);
   emit_decls(e, &d);
-  int nb = s->nbatch;
+  int nb = s->u.gemm.nbatch;
   int64_t M = s->dim[nb], N = s->dim[nb + 1], K = s->dim[nb + 2];
-  const View *A = &s->op[0], *B = &s->op[1], *C = &s->out;
+  const View *A = &s->u.gemm.a, *B = &s->u.gemm.b, *C = &s->out;
   int64_t mb = M <= 256 ? M : 256; /* one block of A per task: the template's MC */
   int64_t rblocks = (M + mb - 1) / mb, tasks = (int64_t)loop_work(s->dim, nb) * rblocks, panels = (N + 47) / 48;
   bool parallel = s->flops >= PARALLEL_MIN_WORK;
@@ -603,7 +610,7 @@ static void emit_gemm(Emit *e, const Step *s) {
     out(e, ", %lld, %lld, ", (long long)st[q][0], (long long)st[q][1]);
   }
   out(e, "scratch);\n");
-  if (s->epilogue) {
+  if (s->u.gemm.epilogue) {
     out(e, "        step_%d_epilogue(ctx, ", s->id);
     for (int j = 0; j < nb; j++)
       if (epi_uses(s, j)) out(e, "i%d, ", j);
@@ -624,17 +631,18 @@ static void emit_gemm(Emit *e, const Step *s) {
 static void emit_attention(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
-  decl_add(&d, s->op[0].buf, false);
-  decl_add(&d, s->op[1].buf, false);
-  decl_add(&d, s->x.buf, false);
-  for (int i = 0; i < s->nidx; i++)
-    if (s->idx[i].buf) decl_add(&d, s->idx[i].buf, false);
+  decl_add(&d, s->u.attn.q.buf, false);
+  decl_add(&d, s->u.attn.k.buf, false);
+  decl_add(&d, s->u.attn.v.buf, false);
+  const View *mask[4] = {&s->u.attn.kend, &s->u.attn.skip, &s->u.attn.bias, &s->u.attn.factor};
+  for (int i = 0; i < 4; i++)
+    if (mask[i]->buf) decl_add(&d, mask[i]->buf, false);
   emit_decls(e, &d);
-  int nb = s->nbatch;
+  int nb = s->u.attn.nbatch;
   int64_t tq = s->dim[nb], tk = s->dim[nb + 1], C = s->dim[nb + 2], D = s->dim[nb + 3];
-  const Buf *bb = s->idx[2].buf, *bf = s->idx[3].buf;
+  const Buf *bb = s->u.attn.bias.buf, *bf = s->u.attn.factor.buf;
   const char *name = c_escape(e->c, s->node && s->node->name ? s->node->name : "an attention");
-  bool runtime = !s->idx[0].buf, parallel = s->flops >= PARALLEL_MIN_WORK;
+  bool runtime = !s->u.attn.kend.buf, parallel = s->flops >= PARALLEL_MIN_WORK;
   const char *F = bf ? arena_printf(&e->c->arena, "b%d", bf->id) : "NULL";
   const char *B = bb ? arena_printf(&e->c->arena, "b%d", bb->id) : "NULL";
   if (runtime) {
@@ -661,7 +669,7 @@ static void emit_attention(Emit *e, const Step *s) {
       (long long)tq, (long long)tq);
   out(e, "%*sif (scratch)\n%*scircc_attn_f32_rows(q0, q1, %lld, %lld, %lld, ", ind + 2, "", ind + 4, "", (long long)tk,
       (long long)C, (long long)D);
-  const View *v[4] = {&s->op[0], &s->op[1], &s->x, &s->out};
+  const View *v[4] = {&s->u.attn.q, &s->u.attn.k, &s->u.attn.v, &s->out};
   for (int q = 0; q < 4; q++) {
     View base = *v[q];
     base.rank = nb;
@@ -672,7 +680,7 @@ static void emit_attention(Emit *e, const Step *s) {
   /* B applies to every key unless constant-mask lowering found it 0 on the kept ones (no F) */
   out(e, "%s, %s, %d, ", F, B, bb && (bf || runtime));
   if (runtime) out(e, "kend, skip, ");
-  else out(e, "b%d, b%d, ", s->idx[0].buf->id, s->idx[1].buf->id);
+  else out(e, "b%d, b%d, ", s->u.attn.kend.buf->id, s->u.attn.skip.buf->id);
   out(e, "scratch);\n%*s}\n    free(scratch);\n  }\n", ind, "");
   if (runtime) out(e, "  free(kend), free(skip);\n");
   out(e, "  if (failed) return rt_errorf(\"out of memory for the attention scratch of '%%s'\", \"%s\");\n", name);
@@ -694,7 +702,7 @@ static const char *step_kind_name(StepKind k) {
 
 static void emit_step(Emit *e, const Step *s) {
   const Node *n = s->node;
-  if (s->epilogue) emit_epilogue(e, s);
+  if (step_epilogue(s)) emit_epilogue(e, s);
   out(e, "\n/* step %d (%s): %s %s %s", s->id, step_kind_name(s->kind), comment_safe(e->c, n ? n->name : NULL),
       n ? kind_name(n->kind) : "", n ? shape_str(e->c, &n->shape) : "");
   if (n && n->kind == NK_GeneralFunction) out(e, " %s", comment_safe(e->c, n->u.gf.text));

@@ -1,7 +1,9 @@
-/* kernel.h — the kernel graph shared by lower, memplan and emit: buffers,
- * strided views into them, and the steps of the generated program in
- * execution order. Steps refer to circuit nodes only for comments and
- * diagnostics; they never modify the circuit. */
+/* kernel.h — the kernel graph that lower builds and fuse, memplan and emit
+ * read: buffers, strided views into them, and the steps of the generated
+ * program in execution order. Buffers and steps point at the circuit nodes
+ * they hold or compute, for comments and run-time messages, the shapes of
+ * inputs and outputs, and lowering's own bookkeeping; they never modify the
+ * circuit. */
 #ifndef CIRCC_KERNEL_H
 #define CIRCC_KERNEL_H
 #include "ir.h"
@@ -22,7 +24,7 @@ typedef struct Buf {
   int index;          /* input/output index */
   int def_step;       /* step that writes it (-1: weights and inputs) */
   int last_use;       /* last step that reads it (memplan) */
-  const Node *node;   /* for comments */
+  const Node *node;   /* the node it holds: comments; inputs and outputs: their shape (and a Symbol's identity) */
   const Tensor *tensor; /* BUF_WEIGHT: the data (converted to dtype in the blob) */
 } Buf;
 
@@ -34,6 +36,25 @@ typedef struct View {
   int64_t dim[MAX_RANK];
   int64_t stride[MAX_RANK];
 } View;
+
+/* Do a and b address the same elements (strides of size-1 dims aside)? */
+static inline bool view_eq(const View *a, const View *b) {
+  if (a->buf != b->buf || a->offset != b->offset || a->rank != b->rank) return false;
+  for (int d = 0; d < a->rank; d++)
+    if (a->dim[d] != b->dim[d] || (a->dim[d] != 1 && a->stride[d] != b->stride[d])) return false;
+  return true;
+}
+
+/* Orders dims ids[0..n) by decreasing stride in view v (outer first), the
+ * row-major order in which they could merge. */
+static inline void sort_by_stride(int *ids, int n, const View *v) {
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && v->stride[ids[j]] > v->stride[ids[j - 1]]; j--) {
+      int t = ids[j];
+      ids[j] = ids[j - 1];
+      ids[j - 1] = t;
+    }
+}
 
 typedef enum ExprKind {
   EX_LOAD,    /* view[leaf] at the loop coordinates */
@@ -56,78 +77,112 @@ typedef struct Expr {
 } Expr;
 
 typedef enum StepKind {
-  STEP_ELEMENTWISE, /* out[loop] = expr over `ndim` loop dims */
-  STEP_CONTRACT,    /* out[out ids] (+)= Π operands over all ids; sum over ids not in out */
-  STEP_ROW,         /* softmax / log_softmax / min / max over the last axis */
-  STEP_GATHER,      /* out[loop] = x[base(loop) + Σ_k stride_k * wrap(index_k[loop])] */
-  STEP_FILL,        /* out = value (zero-init before a Scatter / repeated-id einsum) */
-  STEP_GEMM,        /* batched GEMM (templates/gemm_f32.h): loop dims [batch..., M, N, K] */
-  STEP_LAYERNORM,   /* (x - mean) * rsqrt(var + eps) * scale + bias over the last axis (row_f32.h) */
-  STEP_ATTENTION,   /* fused softmax(Q·Kᵀ·F + B)·V (templates/attention_f32.h) */
+  STEP_ELEMENTWISE, /* u.elementwise: out[loop] = expr over `ndim` loop dims */
+  STEP_CONTRACT,    /* u.contract: out[out ids] (+)= Π operands over all ids; sum over ids not in out */
+  STEP_ROW,         /* u.row: softmax / log_softmax / min / max over the last axis */
+  STEP_GATHER,      /* u.gather: out[loop] = x[base(loop) + Σ_k stride_k * wrap(index_k[loop])] */
+  STEP_FILL,        /* u.fill: out = value (zero-init before a Scatter / repeated-id einsum) */
+  STEP_GEMM,        /* u.gemm: batched GEMM (templates/gemm_f32.h): loop dims [batch..., M, N, K] */
+  STEP_LAYERNORM,   /* u.layernorm: (x - mean) * rsqrt(var + eps) * scale + bias over the last axis (row_f32.h) */
+  STEP_ATTENTION,   /* u.attn: fused softmax(Q·Kᵀ·F + B)·V (templates/attention_f32.h) */
 } StepKind;
 
 #define MAX_GATHER 8
 
+/* One step of the program: what every kind has, then its own payload in the
+ * union member named after its kind. A view whose buf is NULL is absent. */
 typedef struct Step {
   StepKind kind;
   int id;
-  const Node *node;       /* circuit node computed (for comments) */
-  View out;               /* over the loop dims */
-  int ndim;               /* loop dims (ELEMENTWISE, GATHER: out.rank; CONTRACT: all ids) */
+  const Node *node;       /* circuit node computed (comments, run-time messages) */
+  View out;               /* over the loop dims (ROW, LAYERNORM: the node's shape; ATTENTION: see attn) */
+  int ndim;               /* loop dims (ROW, LAYERNORM: none; their rows are in's) */
   int64_t dim[MAX_RANK * 2];
-  Expr *expr;             /* ELEMENTWISE */
-  /* CONTRACT: loop dims 0..nout-1 are output ids, the rest are summed;
-   * operand views are over all ndim dims (stride 0 where an id is absent). */
-  int nout;
-  int nops;
-  View op[2];
-  /* GEMM: the same fields with ndim = nbatch + 3 and loop dims [batch..., M, N, K];
-   * op[0] is A (no N stride), op[1] is B (no M stride), out is C (no K stride);
-   * x (buf NULL: none), only on a step_is_gemv step: a column mask over
-   * [batch..., N] that the consumer multiplies C by, so columns where it is 0
-   * are written 0 without being computed. */
-  int nbatch;
-  /* GEMM (one-row ones too): epilogue (NULL: none), an elementwise step that
-   * reads C and left the program; each task runs it over the block of C it wrote.
-   * Its loop dim d is (GEMM loop index epi_src[d] / epi_div[d]) % its size
-   * (epi_src -1: size 1). */
-  struct Step *epilogue;
-  int epi_src[MAX_RANK * 2];
-  int64_t epi_div[MAX_RANK * 2];
-  /* ROW */
-  GenFnKind fn;
-  View in;                /* over (rows..., len) */
-  /* LAYERNORM: `in` as for ROW; op[0] the scale and op[1] the bias over the
-   * last axis (rank 1, buf NULL when absent), nops = 2; value = eps */
-  /* GATHER: x viewed over the loop dims (stride 0 on gathered dims); index k
-   * is read through idx[k] (over the loop dims) and scaled by idx_stride[k];
-   * idx_len[k] is the size of the indexed axis (range check, negative wrap). */
-  View x;
-  int nidx;
-  View idx[MAX_GATHER];
-  int64_t idx_stride[MAX_GATHER], idx_len[MAX_GATHER];
-  bool check_int;         /* index read from a float buffer must be integral */
-  double value;           /* FILL; LAYERNORM: eps */
-  /* ATTENTION: dims [batch..., Tq, Tk, C, D]; op[0] = Q over (batch..., q, c),
-   * op[1] = K over (batch..., k, c), x = V over (batch..., k, d), out over
-   * (batch..., q, d); nidx = 4: idx[] are kend [Tq] (int64) and skip [Tq],
-   * weights, or buf NULL: found at run time from F and B (a run-time mask);
-   * then B [Tq,Tk] (buf NULL: 0) and F [Tq,Tk] (buf NULL: 1 on the kept keys) */
   double flops;
+  union {
+    struct {
+      Expr *expr;
+    } elementwise;
+    /* loop dims 0..nout-1 are output ids, the rest are summed; op[0..nops)
+     * are over all ndim dims (stride 0 where an id is absent) */
+    struct {
+      int nout, nops;
+      View op[2];
+    } contract;
+    struct {
+      GenFnKind fn;
+      View in;            /* over (rows..., len) */
+    } row;
+    /* x viewed over the loop dims (stride 0 on gathered dims); index k is
+     * read through idx[k] (over the loop dims) and scaled by idx_stride[k];
+     * idx_len[k] is the size of the indexed axis (range check, negative wrap) */
+    struct {
+      View x;
+      int nidx;
+      View idx[MAX_GATHER];
+      int64_t idx_stride[MAX_GATHER], idx_len[MAX_GATHER];
+      bool check_int;     /* index read from a float buffer must be integral */
+    } gather;
+    struct {
+      double value;
+    } fill;
+    /* ndim = nbatch + 3, loop dims [batch..., M, N, K]; out is C (no K stride) */
+    struct {
+      int nbatch;
+      View a;             /* A: no N stride */
+      View b;             /* B: no M stride */
+      /* only on a step_is_gemv step: a column mask over [batch..., N] that the
+       * consumer multiplies C by, so columns where it is 0 are written 0
+       * without being computed */
+      View mask;
+      /* an elementwise step that reads C and left the program (fuse.c), or
+       * NULL; each task runs it over the block of C it wrote. Its loop dim d
+       * is (GEMM loop index epi_src[d] / epi_div[d]) % its size (epi_src -1:
+       * size 1). */
+      struct Step *epilogue;
+      int epi_src[MAX_RANK * 2];
+      int64_t epi_div[MAX_RANK * 2];
+    } gemm;
+    /* scale and bias are rows of len elements (rank 1) */
+    struct {
+      View in;            /* over (rows..., len) */
+      View scale, bias;
+      double eps;
+    } layernorm;
+    /* ndim = nbatch + 4, loop dims [batch..., Tq, Tk, C, D]; out over (batch..., q, d) */
+    struct {
+      int nbatch;
+      View q;             /* over (batch..., q, c) */
+      View k;             /* over (batch..., k, c) */
+      View v;             /* over (batch..., k, d) */
+      /* kend [Tq] (int64) and skip [Tq]: the kept keys of each query row,
+       * weights, or buf NULL: found at run time from factor and bias (a
+       * run-time mask); bias B [Tq,Tk] (buf NULL: 0) and factor F [Tq,Tk]
+       * (buf NULL: 1 on the kept keys) */
+      View kend, skip, bias, factor;
+    } attn;
+  } u;
 } Step;
 
 /* A GEMM step with one row whose A and B are contiguous along K runs as the
- * matrix-vector kernel circc_gemv_f32 (emit.c; lower.c lays decode weights
- * out for it and may give it a column mask). */
+ * matrix-vector kernel circc_gemv_f32 (emit.c; lower_gemm.c lays decode
+ * weights out for it and may give it a column mask). */
 static inline bool step_is_gemv(const Step *s) {
-  int nb = s->nbatch;
-  return s->kind == STEP_GEMM && s->dim[nb] == 1 &&
-         (s->dim[nb + 2] == 1 || (s->op[0].stride[nb + 2] == 1 && s->op[1].stride[nb + 2] == 1));
+  if (s->kind != STEP_GEMM) return false;
+  int nb = s->u.gemm.nbatch;
+  return s->dim[nb] == 1 &&
+         (s->dim[nb + 2] == 1 || (s->u.gemm.a.stride[nb + 2] == 1 && s->u.gemm.b.stride[nb + 2] == 1));
+}
+
+/* The epilogue GEMM step s runs, or NULL (every other kind). */
+static inline const Step *step_epilogue(const Step *s) {
+  return s->kind == STEP_GEMM ? s->u.gemm.epilogue : NULL;
 }
 
 /* Calls f(v, arg) for every view step s reads: its expression's loads, its
- * operands, index and row views, its epilogue's loads. Memory planning and
- * epilogue fusion both ask what a step reads; this is the one answer. */
+ * operands, index and row views, its epilogue's loads (absent views are
+ * skipped). Memory planning and epilogue fusion both ask what a step reads;
+ * this is the one answer. */
 typedef void ViewFn(const View *v, void *arg);
 
 static inline void expr_each_load(const Expr *e, ViewFn *f, void *arg) {
@@ -135,13 +190,41 @@ static inline void expr_each_load(const Expr *e, ViewFn *f, void *arg) {
   for (int i = 0; i < e->nargs; i++) expr_each_load(e->arg[i], f, arg);
 }
 
+/* f(v, arg) unless v is absent. */
+static inline void view_read(const View *v, ViewFn *f, void *arg) {
+  if (v->buf) f(v, arg);
+}
+
 static inline void step_each_read(const Step *s, ViewFn *f, void *arg) {
-  if (s->expr) expr_each_load(s->expr, f, arg);
-  if (s->epilogue) expr_each_load(s->epilogue->expr, f, arg);
-  for (int j = 0; j < s->nops; j++) f(&s->op[j], arg);
-  for (int j = 0; j < s->nidx; j++) f(&s->idx[j], arg);
-  f(&s->in, arg);
-  f(&s->x, arg);
+  switch (s->kind) {
+  case STEP_ELEMENTWISE: expr_each_load(s->u.elementwise.expr, f, arg); break;
+  case STEP_CONTRACT:
+    for (int j = 0; j < s->u.contract.nops; j++) view_read(&s->u.contract.op[j], f, arg);
+    break;
+  case STEP_ROW: view_read(&s->u.row.in, f, arg); break;
+  case STEP_GATHER:
+    view_read(&s->u.gather.x, f, arg);
+    for (int j = 0; j < s->u.gather.nidx; j++) view_read(&s->u.gather.idx[j], f, arg);
+    break;
+  case STEP_FILL: break;
+  case STEP_GEMM:
+    view_read(&s->u.gemm.a, f, arg);
+    view_read(&s->u.gemm.b, f, arg);
+    view_read(&s->u.gemm.mask, f, arg);
+    if (s->u.gemm.epilogue) expr_each_load(s->u.gemm.epilogue->u.elementwise.expr, f, arg);
+    break;
+  case STEP_LAYERNORM:
+    view_read(&s->u.layernorm.in, f, arg);
+    view_read(&s->u.layernorm.scale, f, arg);
+    view_read(&s->u.layernorm.bias, f, arg);
+    break;
+  case STEP_ATTENTION: {
+    const View *v[7] = {&s->u.attn.q,    &s->u.attn.k,    &s->u.attn.v,     &s->u.attn.kend,
+                        &s->u.attn.skip, &s->u.attn.bias, &s->u.attn.factor};
+    for (int j = 0; j < 7; j++) view_read(v[j], f, arg);
+    break;
+  }
+  }
 }
 
 /* The lowered program: steps in execution order over buffers. */

@@ -17,14 +17,14 @@ static void note_read_at(const View *v, void *step) { note_read(v, *(const int *
 
 static int64_t align64(int64_t v) { return (v + 63) & ~(int64_t)63; }
 
-void memplan_assign(Comp *c, Kernels *k) {
+void memplan_assign(Kernels *k) {
   for (int i = 0; i < k->nstep; i++) {
-    const Step *s = k->step[i];
+    const Step *s = k->step[i], *e = step_epilogue(s);
     step_each_read(s, note_read_at, &i);
     /* a buffer written by several steps (Concat, Scatter) lives through all of
      * them; an epilogue writes inside step i */
     note_read(&s->out, i);
-    if (s->epilogue) note_read(&s->epilogue->out, i);
+    if (e) note_read(&e->out, i);
   }
   /* live temporaries sorted by offset: [off, off+size) */
   int cap = k->nbuf + 1, nlive = 0;
@@ -72,5 +72,4 @@ void memplan_assign(Comp *c, Kernels *k) {
     at = w->offset + w->numel * (int64_t)dtype_size(w->dtype);
   }
   k->weights_bytes = at;
-  (void)c;
 }

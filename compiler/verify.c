@@ -217,7 +217,7 @@ bool verify_kernels(Comp *c, const Kernels *k, bool planned, const char *stage) 
     vc.step = i;
     if (!s || !s->out.buf) return broken(c, stage, NO_LOC, "step %d has no output", i);
     check_view(&s->out, &vc, false);
-    if (s->epilogue) check_view(&s->epilogue->out, &vc, false);
+    if (step_epilogue(s)) check_view(&step_epilogue(s)->out, &vc, false);
     step_each_read(s, check_read, &vc);
   }
   if (!vc.ok) return false;

@@ -522,7 +522,7 @@ Test(codegen, gpt2_block_module) {
        .count_layernorms = true, .layernorms = 1);
 }
 
-/* ------------------------------------------------------------------ fused attention (lower_attention) */
+/* ------------------------------------------------------------------ fused attention (idiom_attention.c) */
 
 enum { ATT_CAUSAL, ATT_RANDOM, ATT_EMPTY_ROW, ATT_NEGATIVE };
 
@@ -713,7 +713,7 @@ Test(codegen, einsum_matmul_batched_transpose) {
                "    'z2' [3,5] Symbol\n");
 }
 
-/* Contractions that need a relayout to become one GEMM (lower.c gemm_layouts):
+/* Contractions that need a relayout to become one GEMM (lower_gemm.c gemm_layouts):
  * summed ids that merge in neither operand (an attention output projection),
  * weights used transposed, outputs whose N ids only merge in another layout. */
 Test(codegen, einsum_gemm_relayouts) {
@@ -785,7 +785,7 @@ Test(codegen, decode_one_row_products) {
                "  'x'\n");
 }
 
-/* GEMM epilogues (lower.c fuse_epilogues): bias and activation, a residual
+/* GEMM epilogues (fuse.c fuse_epilogues): bias and activation, a residual
  * into an output, an output written in another layout (N split over two of
  * its axes), a batched GEMM (also over two batch dims and two row blocks),
  * an epilogue reading an earlier GEMM's result, and a GEMM whose result is
@@ -1336,10 +1336,10 @@ Test(codegen, nonfinite_values) {
 
 /* ------------------------------------------------------------------ focused: layernorm */
 
-/* Layernorms in the forms lower.c turns into one row step (rust_circuit_format.md
- * §7.2): with and without scale and bias, operands in another order, batched
- * rows, x an expression; 'ln_rowbias' adds a bias over the rows, so only its
- * product is a layernorm step. */
+/* Layernorms in the forms idiom_layernorm.c turns into one row step
+ * (rust_circuit_format.md §7.2): with and without scale and bias, operands in
+ * another order, batched rows, x an expression; 'ln_rowbias' adds a bias over
+ * the rows, so only its product is a layernorm step. */
 static const char LN_TEXT[] =
     "'ln_full' Add\n"
     "  'b' [7] Symbol\n"

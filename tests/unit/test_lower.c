@@ -7,15 +7,21 @@
 #include "kernel.h"
 #include "testutil.h"
 
-/* The pipeline (driver.c) on `text` with random tensors, up to the planned kernel graph. */
-static Comp *lower_text(const char *text, Kernels *k) {
+/* The pipeline (driver.c) on `text` with random tensors, up to stage `last`. */
+static Comp *run_to(const char *text, Stage last, Kernels *k) {
   Comp *c = tu_comp();
   c->tensors_as_random = true;
   Compilation cm = {0};
-  cr_assert(tu_run(c, text, STAGE_MEMPLAN, &cm), "%s", tu_diags(c));
+  cr_assert(tu_run(c, text, last, &cm), "%s", tu_diags(c));
   *k = cm.kernels;
   return c;
 }
+
+/* The kernel graph of `text` as lower_program leaves it. */
+static Comp *lower_unfused(const char *text, Kernels *k) { return run_to(text, STAGE_LOWER, k); }
+
+/* ... and after epilogue fusion and memory planning, as emit sees it. */
+static Comp *lower_text(const char *text, Kernels *k) { return run_to(text, STAGE_MEMPLAN, k); }
 
 static int count_steps(const Kernels *k, StepKind kind) {
   int n = 0;
@@ -53,13 +59,13 @@ Test(lower, attention_output_projection_is_one_gemm) {
                        &k);
   cr_assert_eq(count_steps(&k, STEP_CONTRACT), 0);
   const Step *g = gemm_of(c, &k, "o");
-  cr_assert_eq(g->nbatch, 0);
+  cr_assert_eq(g->u.gemm.nbatch, 0);
   cr_assert_eq(g->dim[0], 9);
   cr_assert_eq(g->dim[1], 20);
   cr_assert_eq(g->dim[2], 24);
-  cr_assert_eq(g->op[1].buf->kind, BUF_WEIGHT);
-  cr_assert_eq(g->op[1].stride[1], 1, "B is row-major [K, N]");
-  cr_assert_eq(g->op[0].stride[2], 1);
+  cr_assert_eq(g->u.gemm.b.buf->kind, BUF_WEIGHT);
+  cr_assert_eq(g->u.gemm.b.stride[1], 1, "B is row-major [K, N]");
+  cr_assert_eq(g->u.gemm.a.stride[2], 1);
   cr_assert_eq(count_steps(&k, STEP_ELEMENTWISE), 1, "one copy of z");
   tu_free(c);
 }
@@ -71,15 +77,15 @@ Test(lower, transposed_weight_becomes_row_major) {
                        "  'w' [20,16] Array rand\n",
                        &k);
   const Step *g = gemm_of(c, &k, "y");
-  cr_assert_eq(g->op[1].stride[1], 1);  /* b_n */
-  cr_assert_eq(g->op[1].stride[2], 20); /* b_k */
+  cr_assert_eq(g->u.gemm.b.stride[1], 1);  /* b_n */
+  cr_assert_eq(g->u.gemm.b.stride[2], 20); /* b_k */
   /* the permuted weight holds w transposed */
-  const Tensor *t = g->op[1].buf->tensor;
+  const Tensor *t = g->u.gemm.b.buf->tensor;
   cr_assert_eq(t->shape.dim[0], 16);
   cr_assert_eq(t->shape.dim[1], 20);
   /* the original is no longer read, so it stays out of the weights blob */
   for (int i = 0; i < k.nbuf; i++)
-    if (k.buf[i]->kind == BUF_WEIGHT && k.buf[i] != g->op[1].buf) cr_assert_eq(k.buf[i]->offset, -1);
+    if (k.buf[i]->kind == BUF_WEIGHT && k.buf[i] != g->u.gemm.b.buf) cr_assert_eq(k.buf[i]->offset, -1);
   cr_assert_eq(k.weights_bytes, 16 * 20 * 4);
   tu_free(c);
 }
@@ -92,7 +98,7 @@ Test(lower, output_layout_merges_heads_into_n) {
                        "  'wq' [4,10,16] Array rand\n",
                        &k);
   const Step *g = gemm_of(c, &k, "q");
-  cr_assert_eq(g->nbatch, 0);
+  cr_assert_eq(g->u.gemm.nbatch, 0);
   cr_assert_eq(g->dim[1], 40);
   cr_assert_eq(g->out.stride[1], 1);
   cr_assert_eq(g->out.stride[0], 40);
@@ -107,7 +113,7 @@ Test(lower, mergeable_contraction_keeps_its_layout) {
                        &k);
   cr_assert_eq(k.nstep, 1);
   const Step *g = gemm_of(c, &k, "y");
-  cr_assert_eq(g->op[1].buf->kind, BUF_INPUT);
+  cr_assert_eq(g->u.gemm.b.buf->kind, BUF_INPUT);
   tu_free(c);
 }
 
@@ -122,7 +128,7 @@ Test(lower, shared_weight_keeps_its_layout) {
                        "  'wte'\n",
                        &k);
   const Step *g = gemm_of(c, &k, "logits");
-  cr_assert_eq(g->op[1].stride[2], 1, "B stays transposed (b_k = 1)");
+  cr_assert_eq(g->u.gemm.b.stride[2], 1, "B stays transposed (b_k = 1)");
   cr_assert_eq(k.weights_bytes, 40 * 16 * 4);
   tu_free(c);
 }
@@ -150,14 +156,14 @@ Test(lower, gpt2_attention_is_one_step) {
   const Step *s = NULL;
   for (int i = 0; i < k.nstep; i++)
     if (k.step[i]->kind == STEP_ATTENTION) s = k.step[i];
-  cr_assert_eq(s->nbatch, 1);
+  cr_assert_eq(s->u.attn.nbatch, 1);
   cr_assert_eq(s->dim[0], 4);
   cr_assert_eq(s->dim[1], 70);
   cr_assert_eq(s->dim[2], 70);
   cr_assert_eq(s->dim[3], 8);
   cr_assert_eq(s->dim[4], 8);
-  cr_assert_not_null(s->idx[0].buf, "a constant mask: kend is known");
-  cr_assert_not_null(s->idx[3].buf, "random mask values: F is needed");
+  cr_assert_not_null(s->u.attn.kend.buf, "a constant mask: kend is known");
+  cr_assert_not_null(s->u.attn.factor.buf, "random mask values: F is needed");
   cr_assert_eq(s->out.stride[0], 8, "heads of one position adjacent: [q, h, d]");
   cr_assert_eq(s->out.stride[1], 32);
   cr_assert_eq(count_steps(&k, STEP_GEMM), 1, "the output projection; no copy before it");
@@ -197,9 +203,9 @@ Test(lower, attention_without_mask_is_plain) {
                        &k);
   cr_assert_eq(count_steps(&k, STEP_ATTENTION), 1);
   const Step *s = k.step[k.nstep - 1];
-  cr_assert_not_null(s->idx[0].buf);
-  cr_assert_null(s->idx[2].buf, "no B");
-  cr_assert_null(s->idx[3].buf, "no F: nothing is ever skipped");
+  cr_assert_not_null(s->u.attn.kend.buf);
+  cr_assert_null(s->u.attn.bias.buf, "no B");
+  cr_assert_null(s->u.attn.factor.buf, "no F: nothing is ever skipped");
   tu_free(c);
 }
 
@@ -253,14 +259,14 @@ Test(lower, run_time_mask_is_fused) {
   for (int i = 0; i < k.nstep; i++)
     if (k.step[i]->kind == STEP_ATTENTION) a[n++] = k.step[i];
   for (int j = 0; j < 2; j++) {
-    cr_assert_null(a[j]->idx[0].buf, "kend found at run time");
-    cr_assert_null(a[j]->idx[1].buf);
-    cr_assert_not_null(a[j]->idx[2].buf, "B");
-    cr_assert_not_null(a[j]->idx[3].buf, "F");
-    cr_assert_eq(a[j]->idx[3].buf->kind, BUF_TEMP);
+    cr_assert_null(a[j]->u.attn.kend.buf, "kend found at run time");
+    cr_assert_null(a[j]->u.attn.skip.buf);
+    cr_assert_not_null(a[j]->u.attn.bias.buf, "B");
+    cr_assert_not_null(a[j]->u.attn.factor.buf, "F");
+    cr_assert_eq(a[j]->u.attn.factor.buf->kind, BUF_TEMP);
   }
-  cr_assert_eq(a[0]->idx[2].buf, a[1]->idx[2].buf, "one B for both layers");
-  cr_assert_eq(a[0]->idx[3].buf, a[1]->idx[3].buf, "one F for both layers");
+  cr_assert_eq(a[0]->u.attn.bias.buf, a[1]->u.attn.bias.buf, "one B for both layers");
+  cr_assert_eq(a[0]->u.attn.factor.buf, a[1]->u.attn.factor.buf, "one F for both layers");
   tu_free(c);
 }
 
@@ -272,9 +278,9 @@ Test(lower, input_mask_is_fused) {
                        &k);
   cr_assert_eq(count_steps(&k, STEP_ATTENTION), 1, "%s", tu_diags(c));
   const Step *s = k.step[k.nstep - 1];
-  cr_assert_null(s->idx[0].buf);
-  cr_assert_null(s->idx[2].buf, "no B");
-  cr_assert_not_null(s->idx[3].buf, "F");
+  cr_assert_null(s->u.attn.kend.buf);
+  cr_assert_null(s->u.attn.bias.buf, "no B");
+  cr_assert_not_null(s->u.attn.factor.buf, "F");
   tu_free(c);
 }
 
@@ -296,10 +302,10 @@ Test(lower, one_row_weight_is_stored_by_columns) {
                        &k);
   const Step *g = gemm_of(c, &k, "y");
   cr_assert(step_is_gemv(g));
-  cr_assert_eq(g->op[1].stride[2], 1, "b_k = 1");
-  cr_assert_eq(g->op[1].stride[1], 64, "b_n = K");
-  cr_assert_eq(g->op[1].buf->tensor->shape.dim[0], 300);
-  cr_assert_null(g->x.buf, "no mask");
+  cr_assert_eq(g->u.gemm.b.stride[2], 1, "b_k = 1");
+  cr_assert_eq(g->u.gemm.b.stride[1], 64, "b_n = K");
+  cr_assert_eq(g->u.gemm.b.buf->tensor->shape.dim[0], 300);
+  cr_assert_null(g->u.gemm.mask.buf, "no mask");
   cr_assert_eq(k.weights_bytes, 64 * 300 * 4, "the original layout is not stored too");
   tu_free(c);
 }
@@ -314,18 +320,18 @@ Test(lower, decode_scores_take_the_mask) {
                        &k);
   const Step *g = only_gemm(c, &k);
   cr_assert(step_is_gemv(g));
-  cr_assert_eq(g->nbatch, 1);
-  cr_assert_not_null(g->x.buf);
-  cr_assert_eq(g->x.buf->kind, BUF_INPUT);
-  cr_assert_eq(g->x.stride[0], 0, "one mask for every head");
-  cr_assert_eq(g->x.stride[2], 1, "along N, the keys");
+  cr_assert_eq(g->u.gemm.nbatch, 1);
+  cr_assert_not_null(g->u.gemm.mask.buf);
+  cr_assert_eq(g->u.gemm.mask.buf->kind, BUF_INPUT);
+  cr_assert_eq(g->u.gemm.mask.stride[0], 0, "one mask for every head");
+  cr_assert_eq(g->u.gemm.mask.stride[2], 1, "along N, the keys");
   tu_free(c);
 }
 
 static void unmasked_gemv(Comp *c, const Kernels *k, size_t i) {
   const Step *g = only_gemm(c, k);
   cr_assert(step_is_gemv(g), "case %zu", i);
-  cr_assert_null(g->x.buf, "case %zu", i);
+  cr_assert_null(g->u.gemm.mask.buf, "case %zu", i);
 }
 
 /* Where a zero in the vector does not make the GEMM's value irrelevant, or the
@@ -347,7 +353,7 @@ Test(lower, column_mask_needs_its_pattern) {
 
 static int count_epilogues(const Kernels *k) {
   int n = 0;
-  for (int i = 0; i < k->nstep; i++) n += k->step[i]->epilogue != NULL;
+  for (int i = 0; i < k->nstep; i++) n += step_epilogue(k->step[i]) != NULL;
   return n;
 }
 
@@ -377,7 +383,7 @@ Test(lower, mlp_bias_activation_and_residual_are_epilogues) {
   cr_assert_eq(count_steps(&k, STEP_GEMM), 2);
   cr_assert_eq(count_steps(&k, STEP_ELEMENTWISE), 0, "%d steps", k.nstep);
   cr_assert_eq(count_epilogues(&k), 2);
-  cr_assert_eq(k.step[1]->epilogue->out.buf->kind, BUF_OUTPUT, "the residual add writes the output");
+  cr_assert_eq(step_epilogue(k.step[1])->out.buf->kind, BUF_OUTPUT, "the residual add writes the output");
   tu_free(c);
 }
 
@@ -392,14 +398,37 @@ Test(lower, epilogue_into_another_layout) {
                        &k);
   cr_assert_eq(k.nstep, 1);
   const Step *g = k.step[0];
-  cr_assert_not_null(g->epilogue);
-  cr_assert_eq(g->nbatch, 0);
+  cr_assert_not_null(g->u.gemm.epilogue);
+  cr_assert_eq(g->u.gemm.nbatch, 0);
   int h = 0, s = 1, cc = 2; /* the fused step's loop dims are q_b's axes */
-  cr_assert_eq(g->epi_src[h], 1);
-  cr_assert_eq(g->epi_div[h], 8);
-  cr_assert_eq(g->epi_src[s], 0);
-  cr_assert_eq(g->epi_src[cc], 1);
-  cr_assert_eq(g->epi_div[cc], 1);
+  cr_assert_eq(g->u.gemm.epi_src[h], 1);
+  cr_assert_eq(g->u.gemm.epi_div[h], 8);
+  cr_assert_eq(g->u.gemm.epi_src[s], 0);
+  cr_assert_eq(g->u.gemm.epi_src[cc], 1);
+  cr_assert_eq(g->u.gemm.epi_div[cc], 1);
+  tu_free(c);
+}
+
+Test(lower, epilogues_are_fused_by_their_own_pass) {
+  /* lower_program leaves the bias add a step of its own; fuse_epilogues moves
+   * it into the GEMM, renumbers the steps and keeps the FLOPs */
+  Kernels k;
+  Comp *c = lower_unfused("'y_b' Add\n"
+                          "  'y' Einsum sk,nk->sn\n"
+                          "    'x' [32,48] Symbol\n"
+                          "    'w' [64,48] Array rand\n"
+                          "  'b' [64] Array rand\n",
+                          &k);
+  cr_assert_eq(k.nstep, 2);
+  cr_assert_eq(count_steps(&k, STEP_GEMM), 1);
+  cr_assert_eq(count_epilogues(&k), 0);
+  double flops = k.flops, gemm_and_add = k.step[0]->flops + k.step[1]->flops;
+  cr_assert(fuse_epilogues(c, &k));
+  cr_assert_eq(k.nstep, 1);
+  cr_assert_not_null(step_epilogue(k.step[0]));
+  cr_assert_eq(k.step[0]->flops, gemm_and_add);
+  cr_assert_eq(k.flops, flops);
+  cr_assert_eq(k.output[0]->def_step, 0, "the output is written by the GEMM");
   tu_free(c);
 }
 
@@ -411,9 +440,9 @@ Test(lower, one_row_gemms_take_epilogues_too) {
   cr_assert_eq(k.nstep, 2, "%d steps", k.nstep);
   for (int i = 0; i < 2; i++) {
     cr_assert(step_is_gemv(k.step[i]), "step %d", i);
-    cr_assert_not_null(k.step[i]->epilogue, "step %d", i);
+    cr_assert_not_null(step_epilogue(k.step[i]), "step %d", i);
   }
-  cr_assert_eq(k.step[1]->epilogue->out.buf->kind, BUF_OUTPUT);
+  cr_assert_eq(step_epilogue(k.step[1])->out.buf->kind, BUF_OUTPUT);
   tu_free(c);
 }
 
