@@ -6,12 +6,32 @@
 #include "ir.h"
 #include "tensor.h"
 
-/* parse.c — text (rust_circuit_format.md §1–2) → DAG. Loads Array and index
- * tensors through the store (or random ones). Appends top-level circuits to
+/* load.c — the front end's I/O. load_source reads a circuit file and registers
+ * its text for diagnostics (DIAG_IO error if unreadable; NULL then).
+ * load_tensors fills every Array and index tensor reachable from roots that the
+ * parser left unloaded: from the tensor store, or N(0,1) from the RNG draws the
+ * parser reserved (so the values are those of the file order), checks them
+ * against the declared shapes and re-derives the nodes above them in place.
+ * false after diag_error (located at the hash prefix or declared shape). */
+SourceFile *load_source(Comp *c, const char *path);
+bool load_tensors(Comp *c, Node *const *roots, int n);
+
+/* parse.c — text (rust_circuit_format.md §1–2) → DAG, without I/O: Arrays
+ * record their hash prefix (or `rand`) and declared shape, index tensors their
+ * prefix and length; load_tensors fills the tensors. `refs` (may be NULL) are
+ * reference circuits (rust_circuit's Parser(reference_circuits=…)): the text
+ * may mention them by bare quoted name without defining them; a line naming one
+ * takes no other information and no children. Appends top-level circuits to
  * `out` in file order (a repeated reference at top level is appended again).
- * Returns false if any error was reported; `out` then holds what parsed. */
-bool parse_file(Comp *c, const char *path, NodeList *out);
-bool parse_text(Comp *c, const char *filename, const char *text, size_t len, NodeList *out);
+ * Returns false if any error was reported; `out` then holds what parsed.
+ * `text` is registered for diagnostics unless it is a loaded source's. */
+typedef struct RefCircuits {
+  const char **name;
+  Node **node;
+  int n;
+} RefCircuits;
+bool parse_text(Comp *c, const char *filename, const char *text, size_t len, const RefCircuits *refs,
+                NodeList *out);
 
 /* dump.c — prints circuits in rust_circuit's bijection text format, parseable by parse_text. */
 void dump_circuits(Comp *c, FILE *f, Node *const *nodes, int n);

@@ -44,5 +44,10 @@ struct Comp {
 
 void comp_init(Comp *c);       /* defaults: stderr, check_all_inputs_used, seed 0x5eed */
 void comp_free(Comp *c);       /* frees the arena and every loaded tensor mapping */
-double comp_randn(Comp *c);    /* N(0,1), deterministic given rng_state (xoshiro/splitmix + Box–Muller) */
+/* The Comp's random numbers (rng_state): splitmix64 draws; comp_rng_normal is N(0,1) by
+ * Box–Muller from exactly two draws, so a consumer can reserve n normals with
+ * comp_rng_skip(state, 2n) now and draw them later from a copy of the state. */
+uint64_t comp_rng_u64(uint64_t *state);
+void comp_rng_skip(uint64_t *state, uint64_t draws);
+double comp_rng_normal(uint64_t *state);
 #endif

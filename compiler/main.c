@@ -397,7 +397,10 @@ int main(int argc, char **argv) {
   }
   NodeList tops = {0}, chosen = {0};
   Program prog;
-  if (parse_file(c, o.input, &tops) && o.dump && !strcmp(o.dump, "parse")) dump_circuits(c, stdout, tops.node, tops.n);
+  SourceFile *src = load_source(c, o.input);
+  if (src && parse_text(c, src->name, src->text, src->len, NULL, &tops) && load_tensors(c, tops.node, tops.n) &&
+      o.dump && !strcmp(o.dump, "parse"))
+    dump_circuits(c, stdout, tops.node, tops.n);
   /* --output NAME restricts the program to those circuits (e.g. a file of library specs plus one model) */
   for (int i = 0; i < tops.n; i++) {
     bool want = o.noutputs == 0;

@@ -16,7 +16,7 @@
 static bool pipeline(Comp *c, const char *path, const char *output, Kernels *k) {
   NodeList tops = {0}, chosen = {0};
   Program p;
-  if (!parse_file(c, path, &tops)) return false;
+  if (!tu_parse_file(c, path, &tops)) return false;
   for (int i = 0; i < tops.n; i++)
     if (!output || (tops.node[i]->name && !strcmp(tops.node[i]->name, output))) nodelist_push(c, &chosen, tops.node[i]);
   return resolve_program(c, &chosen, &p) && simplify_run(c, p.outputs.node, p.outputs.n, NULL) &&
