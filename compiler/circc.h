@@ -42,8 +42,20 @@ void dump_circuits(Comp *c, FILE *f, Node *const *nodes, int n);
  * shared). false after diag_error. */
 bool modules_substitute_all(Comp *c, Node **roots, int n);
 /* Substitutes symbolic sizes everywhere (map[k] = size of the k-th prime or -1),
- * giving free Symbols their concrete shapes. Used by resolve for -D. */
+ * giving free Symbols their concrete shapes: the substitution sizes_bind uses. */
 bool modules_bind_sizes(Comp *c, Node **roots, int n, const int64_t *map);
+
+/* sizes.c — the one owner of symbolic-size names (the library's HIDDEN = 0s,
+ * SEQ = 1s, ...; rust_circuit_format.md §7.1), of -D NAME=N and of binding the
+ * sizes left after module substitution. resolve_program calls, in order:
+ * sizes_from_defines (c->defines → map[k] = size of the k-th symbolic size or
+ * -1; DIAG_USAGE errors for unknown names and non-positive sizes), module
+ * substitution, then sizes_bind (adds the sizes module calls pinned on free
+ * symbols to map and substitutes every bound size in roots, in place).
+ * size_name(k) is the library's name of the k-th size, NULL if it has none. */
+const char *size_name(int k);
+bool sizes_from_defines(Comp *c, int64_t *map);
+bool sizes_bind(Comp *c, Node **roots, int n, int64_t *map);
 
 /* resolve.c — the concrete program: substitute modules, bind -D sizes, check
  * that no symbolic size remains, reject kinds that cannot be evaluated, and

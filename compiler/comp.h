@@ -15,7 +15,7 @@ typedef struct SourceFile {
 } SourceFile;
 
 /* -D NAME=N: binds a symbolic size. NAME is either `Ks` (e.g. 1s) or one of
- * the library's size names (HIDDEN, SEQ, ...; rust_circuit_format.md §7.1). */
+ * the library's size names (HIDDEN, SEQ, ...); sizes.c checks and applies it. */
 typedef struct SizeDefine {
   const char *name;
   int64_t value;

@@ -80,14 +80,6 @@ char *size_format(int64_t v, char *buf, size_t cap) {
   return buf;
 }
 
-int symbolic_size_by_name(const char *name) {
-  static const char *const NAMES[] = {"HIDDEN", "SEQ", "SEQ_Q", "SEQ_K", "HEADS", "MLP_PROJ",
-      "BILINEAR_MLP_PROJ", "QK_DIM", "V_DIM", "LOG_LIKELYHOOD_CLASSES", "VOCAB_SIZE", "HALF_ROTARY_DIM"};
-  for (int i = 0; i < (int)(sizeof NAMES / sizeof *NAMES); i++)
-    if (strcmp(NAMES[i], name) == 0) return i;
-  return -1;
-}
-
 /* ------------------------------------------------------ general functions */
 
 static bool parse_int(const char **p, int *out) {
@@ -863,3 +855,10 @@ Node *ir_with_children(Comp *c, const Node *n, Node **child, int nchild) {
   if (n->kind == NK_Rearrange) proto.u.rearrange.size = n->u.rearrange.written_size;
   return ir_make(c, &proto);
 }
+
+bool symbol_same_id(const Node *a, const Node *b) {
+  return a == b || (!strcmp(a->u.symbol.uuid, b->u.symbol.uuid) &&
+                    ((!a->name && !b->name) || (a->name && b->name && !strcmp(a->name, b->name))));
+}
+
+bool symbol_same(const Node *a, const Node *b) { return symbol_same_id(a, b) && shape_eq(&a->shape, &b->shape); }

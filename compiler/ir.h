@@ -43,8 +43,6 @@ char *size_format(int64_t v, char *buf, size_t cap);
  * false on conflict; ir_apply_size_map substitutes the bound primes of v. */
 bool ir_bind_symbolic(int64_t sym, int64_t actual, int64_t *map);
 int64_t ir_apply_size_map(int64_t v, const int64_t *map);
-/* The library's names for symbolic sizes (HIDDEN=0s, SEQ=1s, ...; §7.1); -1 if unknown. */
-int symbolic_size_by_name(const char *name);
 
 /* ---- per-kind parameters ---- */
 
@@ -175,6 +173,11 @@ bool index_entry_bounds(const IndexEntry *e, int64_t len, int64_t *start, int64_
 const char *node_label(Comp *c, const Node *n);
 /* Shape as rust_circuit prints it: [2,0s,3]. Arena string. */
 const char *shape_str(Comp *c, const Shape *s);
+
+/* One symbol may be written twice (§5.1): uuid and name identify it
+ * (symbol_same_id); symbol_same also requires the same shape. */
+bool symbol_same_id(const Node *a, const Node *b);
+bool symbol_same(const Node *a, const Node *b);
 
 /* Symbols bound by a Module node: arg i binds u.module.arg[i].symbol to child[i+1]. */
 static inline int module_nargs(const Node *m) { return m->nchild - 1; }

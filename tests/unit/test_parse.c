@@ -1031,6 +1031,73 @@ Test(parse, dump_binding_to_symbol_named_with_hash) {
   tu_free(c);
 }
 
+/* ------------------------------------------------ reference circuits */
+
+/* A library as rust_circuit's Parser(reference_circuits=…) gets it: 'ln.input'
+ * (a Symbol) and 'ln' (a spec over it), parsed on their own. */
+static RefCircuits library(Comp *c) {
+  static const char *names[] = {"ln.input", "ln"};
+  const char *text = "'ln' GeneralFunction gelu\n"
+                     "  'ln.input' [0s] Symbol 981b4d2a-711b-4a9d-a11c-d859c311e80c\n"
+                     "'ln.input'\n";
+  NodeList l = parse_ok(c, text);
+  cr_assert_eq(l.n, 2);
+  Node **node = ARENA_ARRAY(&c->arena, Node *, 2);
+  node[0] = l.node[1];
+  node[1] = l.node[0];
+  return (RefCircuits){names, node, 2};
+}
+
+Test(parse, reference_circuit_by_bare_name) {
+  Comp *c = comp_random();
+  RefCircuits refs = library(c);
+  const char *text = "'y' Add\n  'ln'\n  'x' [0s] Scalar 1\n'ln'\n";
+  NodeList l = {0};
+  cr_assert(parse_text(c, "t.circ", text, strlen(text), &refs, &l), "%s", tu_diags(c));
+  cr_assert_eq(l.n, 2); /* the library is not an output; a top-level mention is */
+  cr_assert_eq(l.node[0]->child[0], refs.node[1]);
+  cr_assert_eq(l.node[1], refs.node[1]);
+  tu_free(c);
+}
+
+Test(parse, reference_circuit_in_a_module) {
+  Comp *c = comp_random();
+  RefCircuits refs = library(c);
+  const char *text = "'call' Module\n  'ln'\n  'v' [3] Scalar 2 ! 'ln.input'\n";
+  NodeList l = {0};
+  cr_assert(parse_text(c, "t.circ", text, strlen(text), &refs, &l), "%s", tu_diags(c));
+  cr_assert_eq(l.n, 1);
+  Node *m = l.node[0];
+  cr_assert_eq(m->child[0], refs.node[1]);
+  cr_assert_eq(m->u.module.arg[0].symbol, refs.node[0]);
+  SHAPE(m, 3);
+  tu_free(c);
+}
+
+Test(parse, reference_circuit_errors) {
+  Comp *c = comp_random();
+  RefCircuits refs = library(c);
+  const char *cases[][2] = {
+      {"'t' Add\n  'nope'\n", "t.circ:2:3: error: 'nope' is not defined"},
+      {"'t' Add\n  'ln' [0s]\n", "t.circ:2:8: error: 'ln' is a reference circuit: a line naming it takes no other"},
+      {"'ln'\n  'x' [2] Scalar 1\n", "t.circ:2:3: error: 'ln' is a reference circuit, so it cannot have children"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    NodeList l = {0};
+    cr_assert_not(parse_text(c, "t.circ", cases[i][0], strlen(cases[i][0]), &refs, &l));
+    cr_assert(strstr(tu_diags(c), cases[i][1]), "%s", tu_diags(c));
+  }
+  tu_free(c);
+  /* without references (NULL) a library name is undefined, as before */
+  Comp *c2 = comp_random();
+  NodeList l = {0};
+  const char *text = "'t' Add\n  'ln'\n";
+  cr_assert_not(parse_text(c2, "t.circ", text, strlen(text), NULL, &l));
+  cr_assert(strstr(tu_diags(c2), "t.circ:2:3: error: 'ln' is not defined: the first line that mentions an "
+                                 "identifier must define it with a kind"), "%s", tu_diags(c2));
+  tu_free(c2);
+}
+
 /* ------------------------------------------------------- files */
 
 Test(parse, parse_file_missing_is_io_error) {
