@@ -252,8 +252,9 @@ static int diff_child(const Opts *o, FILE *rep, const char *dir) {
 
   /* the pipeline of main.c, stage by stage */
   NodeList tops = {0}, chosen = {0};
-  bool ok = o->file ? tu_parse_file(c, tu_data(o->file), &tops)
-                    : parse_text(c, "test.circ", o->text, strlen(o->text), NULL, &tops) && load_tensors(c, tops.node, tops.n);
+  bool ok =
+      o->file ? tu_parse_file(c, tu_data(o->file), &tops)
+              : parse_text(c, "test.circ", o->text, strlen(o->text), NULL, &tops) && load_tensors(c, tops.node, tops.n);
   if (!ok) return child_fail(ch, "parse");
   for (int i = 0; i < tops.n; i++) {
     bool want = !o->only[0];

@@ -12,7 +12,8 @@ static Comp *lower_text(const char *text, Kernels *k) {
   c->tensors_as_random = true;
   NodeList tops = {0};
   Program p;
-  cr_assert(parse_text(c, "test.circ", text, strlen(text), NULL, &tops) && load_tensors(c, tops.node, tops.n), "%s", tu_diags(c));
+  cr_assert(parse_text(c, "test.circ", text, strlen(text), NULL, &tops) && load_tensors(c, tops.node, tops.n), "%s",
+            tu_diags(c));
   cr_assert(resolve_program(c, &tops, &p) && simplify_run(c, p.outputs.node, p.outputs.n, NULL) &&
                 plan_einsums(c, p.outputs.node, p.outputs.n, NULL) && lower_program(c, &p, k),
             "%s", tu_diags(c));

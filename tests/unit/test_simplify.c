@@ -25,7 +25,8 @@ typedef struct Run {
 
 static Node *parse1(Comp *c, const char *text) {
   NodeList l = {0};
-  cr_assert(parse_text(c, "t.circ", text, strlen(text), NULL, &l) && load_tensors(c, l.node, l.n), "parse failed:\n%s", tu_diags(c));
+  cr_assert(parse_text(c, "t.circ", text, strlen(text), NULL, &l) && load_tensors(c, l.node, l.n), "parse failed:\n%s",
+            tu_diags(c));
   cr_assert(l.n >= 1);
   return l.node[0];
 }
