@@ -6,6 +6,10 @@
 #include "ir.h"
 #include "tensor.h"
 
+/* The front end, in order: load_source → parse_text → load_tensors, then
+ * resolve_program (which runs module substitution and sizes). library.h builds
+ * rust_circuit's module library as circuit text, parsed as reference circuits. */
+
 /* load.c — the front end's I/O. load_source reads a circuit file and registers
  * its text for diagnostics (DIAG_IO error if unreadable; NULL then).
  * load_tensors fills every Array and index tensor reachable from roots that the

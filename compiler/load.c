@@ -64,7 +64,15 @@ static bool fill_index(Comp *c, Node *n, bool *filled) {
   for (int k = 0; k < n->u.index.n; k++) {
     IndexEntry *e = &n->u.index.e[k];
     if (e->kind != IDX_TENSOR || e->tensor || !e->prefix) continue;
-    if (!(e->tensor = store_load(c, e->prefix, e->loc))) return false;
+    Tensor *t = store_load(c, e->prefix, e->loc);
+    if (!t) return false;
+    /* the parser sized the entry by its written length: it must be the tensor's */
+    if (t->shape.rank == 1 && t->shape.dim[0] != e->len) {
+      diag_error(c, e->loc, "index tensor t%s has %lld entries but is written as [%lld]", e->prefix,
+                 (long long)t->shape.dim[0], (long long)e->len);
+      return false;
+    }
+    e->tensor = t;
     *filled = true;
   }
   return true;

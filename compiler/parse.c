@@ -1,4 +1,7 @@
 /* parse.c — rust_circuit's text format (rust_circuit_format.md §1–2) → DAG.
+ * No I/O: an Array records its hash prefix (or its share of the RNG for
+ * `rand`) and its declared shape, an index tensor its prefix and length;
+ * load.c reads the tensors afterwards.
  *
  * Two phases. (1) A line-by-line pass turns every node line into a PNode: its
  * identity, declared info and parsed parameters, plus child edges; nothing is

@@ -282,6 +282,13 @@ Test(parse, e2_array_hash_and_tensor_index) {
   cr_assert_not(parse_text(c, "t.circ", bad, strlen(bad), NULL, &l2) && load_tensors(c, l2.node, l2.n));
   cr_assert(strstr(tu_diags(c), "t.circ:1:5: error: Array 'a': declared shape [4] but computed [5]"), "%s",
             tu_diags(c));
+  /* an index tensor's written length sizes the Index before loading: it must be the tensor's */
+  snprintf(bad, sizeof bad, "'i' Index [t%.10s [5]]\n  'x' [10] Scalar 1\n", st.i64_hash);
+  NodeList l3 = {0};
+  cr_assert(parse_text(c, "t.circ", bad, strlen(bad), NULL, &l3), "%s", tu_diags(c));
+  cr_assert_not(load_tensors(c, l3.node, l3.n));
+  cr_assert(strstr(tu_diags(c), "t.circ:1:12: error: index tensor t"), "%s", tu_diags(c));
+  cr_assert(strstr(tu_diags(c), " has 6 entries but is written as [5]"), "%s", tu_diags(c));
   store_remove(&st);
   tu_free(c);
 }
@@ -1028,6 +1035,23 @@ Test(parse, dump_binding_to_symbol_named_with_hash) {
   cr_assert_str_eq(d, "0 'a#b' [] Symbol\n'm' [] Module\n  'body' [] Einsum ->\n    0 'a#b'\n  'v' [] Scalar 1 ! 0\n");
   free(d);
   round_trip(c, text);
+  tu_free(c);
+}
+
+/* The parser reserves a random Array's draws where it meets it, load_tensors
+ * draws them later: the values are those of drawing in file order (a `Symbol
+ * rand` between them takes its two draws in between). */
+Test(parse, random_arrays_draw_in_file_order) {
+  Comp *c = tu_comp();
+  NodeList l = parse_ok(c, "'a' [2] Array rand\n's' [] Symbol rand\n'b' [3] Array rand\n");
+  uint64_t state = 0x5eed; /* comp_init's seed */
+  float want[5];
+  for (int i = 0; i < 2; i++) want[i] = (float)comp_rng_normal(&state);
+  comp_rng_u64(&state); /* the Symbol's UUID */
+  comp_rng_u64(&state);
+  for (int i = 2; i < 5; i++) want[i] = (float)comp_rng_normal(&state);
+  const float *a = l.node[0]->u.array.tensor->data, *b = l.node[2]->u.array.tensor->data;
+  for (int i = 0; i < 5; i++) cr_assert_eq(i < 2 ? a[i] : b[i - 2], want[i], "element %d", i);
   tu_free(c);
 }
 
