@@ -34,7 +34,7 @@ struct Comp {
   /* options */
   const char *tensor_dir;      /* store root; NULL = $TENSORS_CACHE_DIR or ~/tensors_by_hash_cache */
   bool tensors_as_random;      /* every Array becomes N(0,1) of its declared shape (rust_circuit's tensors_as_random) */
-  uint64_t rng_state;          /* for `Array rand` and tensors_as_random; seeded deterministically */
+  uint64_t rng_state;          /* for `Array rand`, tensors_as_random and `Symbol rand`; seeded deterministically */
   bool check_all_inputs_used;  /* module args must occur free in the spec (parser default: true) */
   SizeDefine *defines;
   int ndefines;

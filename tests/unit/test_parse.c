@@ -1095,6 +1095,14 @@ Test(parse, reference_circuit_in_a_module) {
   cr_assert_eq(m->child[0], refs.node[1]);
   cr_assert_eq(m->u.module.arg[0].symbol, refs.node[0]);
   SHAPE(m, 3);
+  /* inside a spec the file defines */
+  const char *text2 = "'call2' Module\n  'spec' Add\n    'ln'\n    'ln.input'\n  'w' [4] Scalar 2 ! 'ln.input'\n";
+  NodeList l2 = {0};
+  cr_assert(parse_text(c, "t2.circ", text2, strlen(text2), &refs, &l2), "%s", tu_diags(c));
+  Node *spec = l2.node[0]->child[0];
+  cr_assert_eq(spec->child[0], refs.node[1]);
+  cr_assert_eq(spec->child[1], refs.node[0]);
+  SHAPE(l2.node[0], 4);
   tu_free(c);
 }
 
