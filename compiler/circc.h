@@ -6,12 +6,36 @@
 #include "ir.h"
 #include "tensor.h"
 
-/* parse.c — text (rust_circuit_format.md §1–2) → DAG. Loads Array and index
- * tensors through the store (or random ones). Appends top-level circuits to
+/* The front end, in order: load_source → parse_text → load_tensors, then
+ * resolve_program (which runs module substitution and sizes). library.h builds
+ * rust_circuit's module library as circuit text, parsed as reference circuits. */
+
+/* load.c — the front end's I/O. load_source reads a circuit file and registers
+ * its text for diagnostics (DIAG_IO error if unreadable; NULL then).
+ * load_tensors fills every Array and index tensor reachable from roots that the
+ * parser left unloaded: from the tensor store, or N(0,1) from the RNG draws the
+ * parser reserved (so the values are those of the file order), checks them
+ * against the declared shapes and re-derives the nodes above them in place.
+ * false after diag_error (located at the hash prefix or declared shape). */
+SourceFile *load_source(Comp *c, const char *path);
+bool load_tensors(Comp *c, Node *const *roots, int n);
+
+/* parse.c — text (rust_circuit_format.md §1–2) → DAG, without I/O: Arrays
+ * record their hash prefix (or `rand`) and declared shape, index tensors their
+ * prefix and length; load_tensors fills the tensors. `refs` (may be NULL) are
+ * reference circuits (rust_circuit's Parser(reference_circuits=…)): the text
+ * may mention them by bare quoted name without defining them; a line naming one
+ * takes no other information and no children. Appends top-level circuits to
  * `out` in file order (a repeated reference at top level is appended again).
- * Returns false if any error was reported; `out` then holds what parsed. */
-bool parse_file(Comp *c, const char *path, NodeList *out);
-bool parse_text(Comp *c, const char *filename, const char *text, size_t len, NodeList *out);
+ * Returns false if any error was reported; `out` then holds what parsed.
+ * `text` is registered for diagnostics unless it is a loaded source's. */
+typedef struct RefCircuits {
+  const char **name;
+  Node **node;
+  int n;
+} RefCircuits;
+bool parse_text(Comp *c, const char *filename, const char *text, size_t len, const RefCircuits *refs,
+                NodeList *out);
 
 /* dump.c — prints circuits in rust_circuit's bijection text format, parseable by parse_text. */
 void dump_circuits(Comp *c, FILE *f, Node *const *nodes, int n);
@@ -22,8 +46,20 @@ void dump_circuits(Comp *c, FILE *f, Node *const *nodes, int n);
  * shared). false after diag_error. */
 bool modules_substitute_all(Comp *c, Node **roots, int n);
 /* Substitutes symbolic sizes everywhere (map[k] = size of the k-th prime or -1),
- * giving free Symbols their concrete shapes. Used by resolve for -D. */
+ * giving free Symbols their concrete shapes: the substitution sizes_bind uses. */
 bool modules_bind_sizes(Comp *c, Node **roots, int n, const int64_t *map);
+
+/* sizes.c — the one owner of symbolic-size names (the library's HIDDEN = 0s,
+ * SEQ = 1s, ...; rust_circuit_format.md §7.1), of -D NAME=N and of binding the
+ * sizes left after module substitution. resolve_program calls, in order:
+ * sizes_from_defines (c->defines → map[k] = size of the k-th symbolic size or
+ * -1; DIAG_USAGE errors for unknown names and non-positive sizes), module
+ * substitution, then sizes_bind (adds the sizes module calls pinned on free
+ * symbols to map and substitutes every bound size in roots, in place).
+ * size_name(k) is the library's name of the k-th size, NULL if it has none. */
+const char *size_name(int k);
+bool sizes_from_defines(Comp *c, int64_t *map);
+bool sizes_bind(Comp *c, Node **roots, int n, int64_t *map);
 
 /* resolve.c — the concrete program: substitute modules, bind -D sizes, check
  * that no symbolic size remains, reject kinds that cannot be evaluated, and

@@ -15,7 +15,7 @@ typedef struct SourceFile {
 } SourceFile;
 
 /* -D NAME=N: binds a symbolic size. NAME is either `Ks` (e.g. 1s) or one of
- * the library's size names (HIDDEN, SEQ, ...; rust_circuit_format.md §7.1). */
+ * the library's size names (HIDDEN, SEQ, ...); sizes.c checks and applies it. */
 typedef struct SizeDefine {
   const char *name;
   int64_t value;
@@ -35,7 +35,7 @@ struct Comp {
   /* options */
   const char *tensor_dir;      /* store root; NULL = $TENSORS_CACHE_DIR or ~/tensors_by_hash_cache */
   bool tensors_as_random;      /* every Array becomes N(0,1) of its declared shape (rust_circuit's tensors_as_random) */
-  uint64_t rng_state;          /* for `Array rand` and tensors_as_random; seeded deterministically */
+  uint64_t rng_state;          /* for `Array rand`, tensors_as_random and `Symbol rand`; seeded deterministically */
   bool check_all_inputs_used;  /* module args must occur free in the spec (parser default: true) */
   SizeDefine *defines;
   int ndefines;
@@ -45,5 +45,10 @@ struct Comp {
 
 void comp_init(Comp *c);       /* defaults: stderr, check_all_inputs_used, seed 0x5eed */
 void comp_free(Comp *c);       /* frees the arena and every loaded tensor mapping */
-double comp_randn(Comp *c);    /* N(0,1), deterministic given rng_state (xoshiro/splitmix + Box–Muller) */
+/* The Comp's random numbers (rng_state): splitmix64 draws; comp_rng_normal is N(0,1) by
+ * Box–Muller from exactly two draws, so a consumer can reserve n normals with
+ * comp_rng_skip(state, 2n) now and draw them later from a copy of the state. */
+uint64_t comp_rng_u64(uint64_t *state);
+void comp_rng_skip(uint64_t *state, uint64_t draws);
+double comp_rng_normal(uint64_t *state);
 #endif

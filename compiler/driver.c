@@ -114,7 +114,13 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
   Node **roots = p->outputs.node;
   switch (s) {
   case STAGE_LOAD:
-    cm->source = o->path ? load_source(c, o->path) : load_text(c, o->text_name, o->text, o->text_len);
+    if (o->path) {
+      cm->source = load_source(c, o->path);
+    } else {  /* text given in memory (tests): parse_text registers it for diagnostics */
+      SourceFile *src = ARENA_NEW(&c->arena, SourceFile);
+      *src = (SourceFile){o->text_name, o->text, o->text_len};
+      cm->source = src;
+    }
     return cm->source != NULL;
   case STAGE_PARSE: {
     NodeList all = {0};

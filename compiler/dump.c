@@ -230,6 +230,7 @@ static void put_index(FILE *f, const IndexSpec *ix) {
       if (e->prefix) fprintf(f, "t%s", e->prefix);
       else fprintf(f, "t%.10s", e->tensor ? e->tensor->hash_hex : "");
       if (e->tensor && e->tensor->shape.rank == 1) fprintf(f, " [%lld]", (long long)e->tensor->shape.dim[0]);
+      else if (!e->tensor) fprintf(f, " [%lld]", (long long)e->len); /* not loaded yet */
       break;
     }
   }

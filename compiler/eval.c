@@ -11,11 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "circc.h"
-
-typedef struct Memo {
-  const Node *node;      /* NULL = empty slot */
-  Tensor *value;         /* NULL if evaluating the node failed (reported once) */
-} Memo;
+#include "ptrmap.h"
 
 typedef struct Binding {
   const Node *symbol;
@@ -24,8 +20,7 @@ typedef struct Binding {
 
 struct Eval {
   Comp *c;
-  Memo *memo;            /* open addressing on the node pointer, power-of-two capacity */
-  size_t memo_cap, memo_len;
+  PtrMap memo;           /* node → its value (ptr; NULL if evaluating it failed, reported once) */
   Binding *bind;
   int nbind, cap_bind;
 };
@@ -39,7 +34,7 @@ Eval *eval_new(Comp *c) {
 
 void eval_free(Eval *e) {
   if (!e) return;
-  free(e->memo);
+  ptrmap_free(&e->memo);
   free(e->bind);
   free(e);
 }
@@ -57,30 +52,6 @@ void eval_bind(Eval *e, const Node *symbol, const Tensor *value) {
     if (!e->bind) ICE("out of memory");
   }
   e->bind[e->nbind++] = (Binding){symbol, value};
-}
-
-/* ---- memo table ---- */
-
-static size_t memo_slot(const Memo *memo, size_t cap, const Node *n) {
-  size_t i = (size_t)(((uintptr_t)n >> 4) * 0x9e3779b97f4a7c15ull) & (cap - 1);
-  while (memo[i].node && memo[i].node != n) i = (i + 1) & (cap - 1);
-  return i;
-}
-
-static void memo_put(Eval *e, const Node *n, Tensor *value) {
-  if (2 * (e->memo_len + 1) > e->memo_cap) {
-    size_t cap = e->memo_cap ? 2 * e->memo_cap : 64;
-    Memo *m = calloc(cap, sizeof *m);
-    if (!m) ICE("out of memory");
-    for (size_t i = 0; i < e->memo_cap; i++)
-      if (e->memo[i].node) m[memo_slot(m, cap, e->memo[i].node)] = e->memo[i];
-    free(e->memo);
-    e->memo = m;
-    e->memo_cap = cap;
-  }
-  size_t i = memo_slot(e->memo, e->memo_cap, n);
-  if (!e->memo[i].node) e->memo_len++;
-  e->memo[i] = (Memo){n, value};
 }
 
 /* ---- row-major coordinates ---- */
@@ -139,9 +110,7 @@ static Tensor *eval_symbol(Eval *e, const Node *n) {
    * twice with different idents is one input */
   for (int i = 0; i < e->nbind && !b; i++) {
     const Node *s = e->bind[i].symbol;
-    if (s == n || (!strcmp(s->u.symbol.uuid, n->u.symbol.uuid) && shape_eq(&s->shape, &n->shape) &&
-                   ((!s->name && !n->name) || (s->name && n->name && !strcmp(s->name, n->name)))))
-      b = &e->bind[i];
+    if (symbol_same(s, n)) b = &e->bind[i];
   }
   if (!b && n->name) {
     diag_error(e->c, n->loc, "symbol '%s' %s is not bound; pass it with --input %s=@file.npy", n->name, shape,
@@ -871,12 +840,10 @@ static Tensor *compute(Eval *e, const Node *n) {
 }
 
 Tensor *eval_node(Eval *e, const Node *n) {
-  if (e->memo_cap) {
-    const Memo *m = &e->memo[memo_slot(e->memo, e->memo_cap, n)];
-    if (m->node) return m->value;
-  }
+  const PtrMapEntry *m = ptrmap_find(&e->memo, n);
+  if (m) return m->ptr;
   Tensor *v = compute(e, n);
   CHECK(!v || (v->dtype == DT_F64 && shape_eq(&v->shape, &n->shape)));
-  memo_put(e, n, v);
+  ptrmap_get(&e->memo, n)->ptr = v;
   return v;
 }

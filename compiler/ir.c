@@ -80,14 +80,6 @@ char *size_format(int64_t v, char *buf, size_t cap) {
   return buf;
 }
 
-int symbolic_size_by_name(const char *name) {
-  static const char *const NAMES[] = {"HIDDEN", "SEQ", "SEQ_Q", "SEQ_K", "HEADS", "MLP_PROJ",
-      "BILINEAR_MLP_PROJ", "QK_DIM", "V_DIM", "LOG_LIKELYHOOD_CLASSES", "VOCAB_SIZE", "HALF_ROTARY_DIM"};
-  for (int i = 0; i < (int)(sizeof NAMES / sizeof *NAMES); i++)
-    if (strcmp(NAMES[i], name) == 0) return i;
-  return -1;
-}
-
 /* ------------------------------------------------------ general functions */
 
 static bool parse_int(const char **p, int *out) {
@@ -259,9 +251,14 @@ static uint64_t node_hash(const Node *n) {
     h = mix_ints(h, n->u.einsum.out, n->u.einsum.out_rank);
     break;
   case NK_Array:
-    /* identity of the tensor: its hash when known, else its address */
-    h = n->u.array.tensor && n->u.array.tensor->hash_hex[0] ? mix_str(h, n->u.array.tensor->hash_hex)
-                                                           : mix(h, (uint64_t)(uintptr_t)n->u.array.tensor);
+    /* identity of the tensor: its hash when known, else its address; before
+     * loading, where it comes from (its RNG seed or its hash prefix) */
+    if (!n->u.array.tensor)
+      h = n->u.array.random ? mix(h, n->u.array.rng_seed) : mix_str(h, n->u.array.hash_prefix);
+    else if (n->u.array.tensor->hash_hex[0])
+      h = mix_str(h, n->u.array.tensor->hash_hex);
+    else
+      h = mix(h, (uint64_t)(uintptr_t)n->u.array.tensor);
     break;
   case NK_Symbol: h = mix_str(h, n->u.symbol.uuid); break;
   case NK_Scalar: {
@@ -285,7 +282,7 @@ static uint64_t node_hash(const Node *n) {
       h = mix(h, (uint64_t)e->i);
       h = mix(h, (uint64_t)(e->has_start ? e->start : INT64_MIN));
       h = mix(h, (uint64_t)(e->has_stop ? e->stop : INT64_MIN));
-      h = mix(h, (uint64_t)(uintptr_t)e->tensor);
+      h = e->tensor || !e->prefix ? mix(h, (uint64_t)(uintptr_t)e->tensor) : mix_str(h, e->prefix);
     }
     break;
   case NK_GeneralFunction: h = mix_str(h, n->u.gf.text); break;
@@ -483,6 +480,10 @@ static bool check_index(Make *m, const Shape *src, bool slices_only, Shape *out)
       return FAIL(m, "Scatter %s: entry %d must be a slice", m->what, k);
     if (e->kind == IDX_TENSOR) {
       const Tensor *t = e->tensor;
+      if (!t && e->prefix && e->len >= 0) { /* not loaded yet */
+        out->dim[out->rank++] = e->len;
+        continue;
+      }
       if (!t || t->shape.rank != 1 || (t->dtype != DT_I64 && t->dtype != DT_I32))
         return FAIL(m, "Index %s: index tensor at entry %d must be 1-D int64", m->what, k);
       out->dim[out->rank++] = t->shape.dim[0];
@@ -689,11 +690,10 @@ static bool make_shape(Make *m) {
   case NK_Array: {
     if (!want_children(m, 0, 0)) return false;
     const Tensor *t = n->u.array.tensor;
-    if (!t) ICE("Array node without a tensor");
-    n->shape = t->shape;
-    for (int k = 0; k < t->shape.rank; k++)
-      if (size_is_symbolic(t->shape.dim[k]))
-        return FAIL(m, "Array %s: arrays cannot have symbolic sizes (shape %s)", m->what, shp(m, &t->shape));
+    if (t) n->shape = t->shape; /* else not loaded yet: the declared shape */
+    for (int k = 0; k < n->shape.rank; k++)
+      if (size_is_symbolic(n->shape.dim[k]))
+        return FAIL(m, "Array %s: arrays cannot have symbolic sizes (shape %s)", m->what, shp(m, &n->shape));
     return true;
   }
   case NK_Symbol:
@@ -805,6 +805,29 @@ static DType derive_dtype(const Node *n) {
   return any;
 }
 
+/* Validates n (a copy of its prototype) and computes its shape, dtype and hash. */
+static bool make(Comp *c, Node *n) {
+  Make m = {c, n, n->name ? arena_printf(&c->arena, "'%s'", n->name) : "(unnamed)"};
+  if (n->kind >= NK_COUNT) ICE("bad node kind %d", (int)n->kind);
+  if (!make_shape(&m)) return false;
+  int64_t numel = 1;
+  for (int k = 0; k < n->shape.rank; k++) {
+    if (n->shape.dim[k] < 0) {
+      diag_error(c, n->loc, "%s %s: negative size in shape %s", kind_name(n->kind), m.what, shp(&m, &n->shape));
+      return false;
+    }
+    /* symbolic sizes are large primes whose products may overflow; only real shapes must fit */
+    if (!size_is_symbolic(n->shape.dim[k]) && __builtin_mul_overflow(numel, n->shape.dim[k], &numel)) {
+      diag_error(c, n->loc, "%s %s: shape %s has more than 2^63 elements", kind_name(n->kind), m.what,
+                 shp(&m, &n->shape));
+      return false;
+    }
+  }
+  n->dtype = derive_dtype(n);
+  n->hash = node_hash(n);
+  return true;
+}
+
 Node *ir_make(Comp *c, const Node *proto) {
   for (int i = 0; i < proto->nchild; i++)
     if (!proto->child[i]) return NULL;
@@ -815,25 +838,14 @@ Node *ir_make(Comp *c, const Node *proto) {
     n->child = ARENA_ARRAY(&c->arena, Node *, n->nchild);
     memcpy(n->child, proto->child, sizeof(Node *) * (size_t)n->nchild);
   }
-  Make m = {c, n, n->name ? arena_printf(&c->arena, "'%s'", n->name) : "(unnamed)"};
-  if (n->kind >= NK_COUNT) ICE("bad node kind %d", (int)n->kind);
-  if (!make_shape(&m)) return NULL;
-  int64_t numel = 1;
-  for (int k = 0; k < n->shape.rank; k++) {
-    if (n->shape.dim[k] < 0) {
-      diag_error(c, n->loc, "%s %s: negative size in shape %s", kind_name(n->kind), m.what, shp(&m, &n->shape));
-      return NULL;
-    }
-    /* symbolic sizes are large primes whose products may overflow; only real shapes must fit */
-    if (!size_is_symbolic(n->shape.dim[k]) && __builtin_mul_overflow(numel, n->shape.dim[k], &numel)) {
-      diag_error(c, n->loc, "%s %s: shape %s has more than 2^63 elements", kind_name(n->kind), m.what,
-                 shp(&m, &n->shape));
-      return NULL;
-    }
-  }
-  n->dtype = derive_dtype(n);
-  n->hash = node_hash(n);
-  return n;
+  return make(c, n) ? n : NULL;
+}
+
+bool ir_remake(Comp *c, Node *n) {
+  Node m = *n;
+  if (!make(c, &m)) return false;
+  *n = m;
+  return true;
 }
 
 Node *ir_with_children(Comp *c, const Node *n, Node **child, int nchild) {
@@ -843,3 +855,10 @@ Node *ir_with_children(Comp *c, const Node *n, Node **child, int nchild) {
   if (n->kind == NK_Rearrange) proto.u.rearrange.size = n->u.rearrange.written_size;
   return ir_make(c, &proto);
 }
+
+bool symbol_same_id(const Node *a, const Node *b) {
+  return a == b || (!strcmp(a->u.symbol.uuid, b->u.symbol.uuid) &&
+                    ((!a->name && !b->name) || (a->name && b->name && !strcmp(a->name, b->name))));
+}
+
+bool symbol_same(const Node *a, const Node *b) { return symbol_same_id(a, b) && shape_eq(&a->shape, &b->shape); }

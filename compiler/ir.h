@@ -43,8 +43,6 @@ char *size_format(int64_t v, char *buf, size_t cap);
  * false on conflict; ir_apply_size_map substitutes the bound primes of v. */
 bool ir_bind_symbolic(int64_t sym, int64_t actual, int64_t *map);
 int64_t ir_apply_size_map(int64_t v, const int64_t *map);
-/* The library's names for symbolic sizes (HIDDEN=0s, SEQ=1s, ...; §7.1); -1 if unknown. */
-int symbolic_size_by_name(const char *name);
 
 /* ---- per-kind parameters ---- */
 
@@ -75,8 +73,10 @@ typedef struct IndexEntry {
   int64_t i;                 /* IDX_INT; negative counts from the end */
   bool has_start, has_stop;  /* IDX_SLICE; absent bound = 0 / end */
   int64_t start, stop;       /* may be negative (from the end) */
-  Tensor *tensor;            /* IDX_TENSOR: 1-D int64 */
+  Tensor *tensor;            /* IDX_TENSOR: 1-D int64; NULL until load_tensors fills it */
   const char *prefix;        /* IDX_TENSOR: hash prefix as written (t<hex>) */
+  int64_t len;               /* IDX_TENSOR: length as written ([len]), the entry's size until loaded */
+  Loc loc;                   /* IDX_TENSOR: where t<hex> is written, for load errors */
 } IndexEntry;
 
 typedef struct IndexSpec {   /* Index and Scatter */
@@ -113,7 +113,16 @@ struct Node {
   uint64_t hash;             /* structural hash: kind, params, children hashes, name */
   union {
     EinsumSpec einsum;
-    struct { Tensor *tensor; const char *hash_prefix; bool random; } array; /* hash_prefix NULL for rand */
+    /* The parser records where an Array's tensor comes from and load_tensors
+     * (load.c) fills `tensor`; until then shape is the declared one, dtype float32. */
+    struct {
+      Tensor *tensor;
+      const char *hash_prefix;   /* store key as written; NULL for rand */
+      bool random;               /* `rand` or tensors_as_random: N(0,1) float32 */
+      uint64_t rng_seed;         /* random: the Comp's RNG state where the parser met it (file order) */
+      Loc prefix_loc, shape_loc; /* where the prefix and the declared shape are written */
+      const char *label;         /* the identifier as written, for load errors */
+    } array;
     struct { char uuid[37]; } symbol;       /* lowercase hyphenated; "" = nil uuid */
     struct { double value; } scalar;
     RearrangeSpec rearrange;
@@ -138,8 +147,13 @@ void nodelist_push(Comp *c, NodeList *l, Node *n);
  * SetSymbolicShape, and Array without a tensor) and ignored otherwise.
  * Validates everything §2.5 and §4 require, computes shape/dtype/hash.
  * Returns NULL after diag_error() if invalid, or if any child is NULL (then silently:
- * the child's error was already reported). Arrays and index tensors must already be loaded. */
+ * the child's error was already reported). Arrays and index tensors not yet
+ * loaded count with their declared shape / length. */
 Node *ir_make(Comp *c, const Node *proto);
+/* Re-derives n's shape, dtype and hash in place (same id, same address) after
+ * load_tensors filled its tensors or its children's: the one sanctioned edit of
+ * a built node, made before any later stage sees it. false after diag_error. */
+bool ir_remake(Comp *c, Node *n);
 
 /* A copy of n with new children (same params), re-validated: used by rewrites. */
 Node *ir_with_children(Comp *c, const Node *n, Node **child, int nchild);
@@ -159,6 +173,11 @@ bool index_entry_bounds(const IndexEntry *e, int64_t len, int64_t *start, int64_
 const char *node_label(Comp *c, const Node *n);
 /* Shape as rust_circuit prints it: [2,0s,3]. Arena string. */
 const char *shape_str(Comp *c, const Shape *s);
+
+/* One symbol may be written twice (§5.1): uuid and name identify it
+ * (symbol_same_id); symbol_same also requires the same shape. */
+bool symbol_same_id(const Node *a, const Node *b);
+bool symbol_same(const Node *a, const Node *b);
 
 /* Symbols bound by a Module node: arg i binds u.module.arg[i].symbol to child[i+1]. */
 static inline int module_nargs(const Node *m) { return m->nchild - 1; }

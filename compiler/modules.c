@@ -12,49 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "circc.h"
-
-/* ------------------------------------------------ pointer -> value map */
-
-typedef struct MapEntry {
-  const Node *key;
-  Node *node;
-  int batch;
-} MapEntry;
-
-typedef struct PtrMap {
-  MapEntry *slot;
-  size_t cap, count;
-} PtrMap;
-
-static size_t ptr_hash(const Node *p) { return (size_t)(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull); }
-
-static MapEntry *map_find(PtrMap *m, const Node *key) {
-  if (!m->cap) return NULL;
-  for (size_t i = ptr_hash(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
-    if (m->slot[i].key == key) return &m->slot[i];
-    if (!m->slot[i].key) return NULL;
-  }
-}
-
-static void map_put(PtrMap *m, const Node *key, Node *node, int batch) {
-  if (2 * (m->count + 1) > m->cap) {
-    PtrMap bigger = {calloc(m->cap ? 2 * m->cap : 64, sizeof(MapEntry)), m->cap ? 2 * m->cap : 64, 0};
-    if (!bigger.slot) ICE("out of memory");
-    for (size_t i = 0; i < m->cap; i++)
-      if (m->slot[i].key) map_put(&bigger, m->slot[i].key, m->slot[i].node, m->slot[i].batch);
-    free(m->slot);
-    *m = bigger;
-  }
-  size_t i = ptr_hash(key) & (m->cap - 1);
-  while (m->slot[i].key && m->slot[i].key != key) i = (i + 1) & (m->cap - 1);
-  if (!m->slot[i].key) m->count++;
-  m->slot[i] = (MapEntry){key, node, batch};
-}
-
-static void map_free(PtrMap *m) {
-  free(m->slot);
-  *m = (PtrMap){0};
-}
+#include "ptrmap.h"
 
 /* ------------------------------------------------------- one module call */
 
@@ -141,11 +99,8 @@ static Node *broadcast_batch(Call *k, Node *v, int r, int want, int ones, const 
 static int bound_arg(Call *k, const Node *x) {
   for (int i = k->nargs - 1; i >= 0; i--) {
     const Node *s = k->sym[i];
-    if (s == x) return i;
-    bool same_id = strcmp(s->u.symbol.uuid, x->u.symbol.uuid) == 0 &&
-                   ((!s->name && !x->name) || (s->name && x->name && strcmp(s->name, x->name) == 0));
-    if (same_id && shape_eq(&s->shape, &x->shape)) return i;
-    if (same_id) {
+    if (symbol_same(s, x)) return i;
+    if (symbol_same_id(s, x)) {
       diag_error(k->c, x->loc, "symbol %s has shape %s here but %s where module %s binds it", node_label(k->c, x),
                  shape_str(k->c, &x->shape), shape_str(k->c, &s->shape), node_label(k->c, k->module));
       return -2;
@@ -350,8 +305,8 @@ static bool params_change(const Call *k, const Node *x) {
 }
 
 static Val walk(Call *k, Node *x) {
-  MapEntry *m = map_find(&k->memo, x);
-  if (m) return (Val){m->node, m->batch};
+  const PtrMapEntry *m = ptrmap_find(&k->memo, x);
+  if (m) return (Val){m->ptr, m->num};
   Val out;
   if (x->kind == NK_Module) ICE("module substitution met a Module inside a module-free body");
   if (x->nchild == 0) {
@@ -371,7 +326,9 @@ static Val walk(Call *k, Node *x) {
     out = (Val){changed ? expand(k, x, ch, r, br) : x, changed ? br : 0};
     if (!out.node) return FAILED;
   }
-  map_put(&k->memo, x, out.node, out.batch);
+  PtrMapEntry *put = ptrmap_get(&k->memo, x);
+  put->ptr = out.node;
+  put->num = out.batch;
   return out;
 }
 
@@ -417,7 +374,7 @@ static Node *substitute_module(Subst *s, Node *mod, Node *spec, Node **args) {
     }
   }
   Val body = walk(&k, spec);
-  map_free(&k.memo);
+  ptrmap_free(&k.memo);
   if (!body.node) return NULL;
   if (c->check_all_inputs_used)
     for (int i = 0; i < nargs; i++)
@@ -444,8 +401,8 @@ static Node *substitute_module(Subst *s, Node *mod, Node *spec, Node **args) {
 }
 
 static Node *subst(Subst *s, Node *x) {
-  MapEntry *m = map_find(&s->done, x);
-  if (m) return m->node;
+  const PtrMapEntry *m = ptrmap_find(&s->done, x);
+  if (m) return m->ptr;
   Node **ch = x->nchild ? ARENA_ARRAY(&s->c->arena, Node *, x->nchild) : NULL;
   bool changed = false;
   for (int i = 0; i < x->nchild; i++) {
@@ -456,7 +413,7 @@ static Node *subst(Subst *s, Node *x) {
   if (x->kind == NK_Module) out = substitute_module(s, x, ch[0], ch + 1);
   else if (changed) out = ir_with_children(s->c, x, ch, x->nchild);
   if (!out) return NULL;
-  map_put(&s->done, x, out, 0);
+  ptrmap_get(&s->done, x)->ptr = out;
   return out;
 }
 
@@ -468,7 +425,7 @@ bool modules_substitute_all(Comp *c, Node **roots, int n) {
     if (r) roots[i] = r;
     else ok = false;
   }
-  map_free(&s.done);
+  ptrmap_free(&s.done);
   return ok;
 }
 
@@ -481,6 +438,6 @@ bool modules_bind_sizes(Comp *c, Node **roots, int n, const int64_t *map) {
     if (v.node) roots[i] = v.node;
     else ok = false;
   }
-  map_free(&k.memo);
+  ptrmap_free(&k.memo);
   return ok;
 }

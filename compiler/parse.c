@@ -1,4 +1,7 @@
 /* parse.c — rust_circuit's text format (rust_circuit_format.md §1–2) → DAG.
+ * No I/O: an Array records its hash prefix (or its share of the RNG for
+ * `rand`) and its declared shape, an index tensor its prefix and length;
+ * load.c reads the tensors afterwards.
  *
  * Two phases. (1) A line-by-line pass turns every node line into a PNode: its
  * identity, declared info and parsed parameters, plus child edges; nothing is
@@ -6,14 +9,14 @@
  * builds nodes bottom-up with ir_make and detects cycles. Every problem is
  * reported as file:line:col and parsing continues: a bad line is skipped with
  * its children, and nodes above a failed node are silently left unbuilt. */
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "circc.h"
 
-/* Random Arrays are materialised at parse time; refuse absurd sizes instead of
- * dying in calloc. Fuzz builds use a small limit so runs stay fast. */
+/* Random Arrays are materialised by load_tensors; refuse absurd sizes here, where
+ * the shape is written, instead of dying in calloc there. Fuzz builds use a small
+ * limit so runs stay fast. */
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
 #define MAX_RANDOM_NUMEL ((int64_t)1 << 16)
 #else
@@ -152,6 +155,7 @@ typedef struct PNode {
   int kind;              /* NodeKind, -1 if the defining line failed before the kind */
   bool bad;              /* definition invalid or a child line failed: never built */
   bool cyclic;           /* on a reported cycle */
+  bool external;         /* a reference circuit (RefCircuits): built already, mentioned by bare name */
   bool has_shape;        /* a [shape] was declared */
   Loc shape_loc, extra_loc;
   const char *extra;     /* trimmed extra text, compared when a reference restates it */
@@ -196,6 +200,8 @@ typedef struct Parser {
   PNode *pn;
   int npn, cappn;
   StrMap ids;            /* identifier key → PNode */
+  const RefCircuits *refs;
+  StrMap ref_names;      /* reference circuit name → index in refs */
   Edge *edge;
   int nedge, capedge;
   Frame *stk;
@@ -602,7 +608,7 @@ static bool parse_index(Parser *p, PNode *n, const char *s, const char *e) {
       if (rc == 0) {
         en->kind = IDX_INT;
       } else {
-        /* t<hex> [len]: the [len] part is informational */
+        /* t<hex> [len]: the length gives the entry's size until load_tensors reads the tensor */
         const char *h = x + 1, *he = h;
         while (he < y && *he != '[' && !space_len(he, y)) he++;
         const char *rest = skip_space(he, y);
@@ -611,8 +617,20 @@ static bool parse_index(Parser *p, PNode *n, const char *s, const char *e) {
           return false;
         }
         en->kind = IDX_TENSOR;
+        en->loc = at(p, x);
         if (!parse_hex_prefix(p, h, he, "an index tensor hash prefix after 't'", &en->prefix)) return false;
-        if (!(en->tensor = store_load(p->c, en->prefix, at(p, x)))) return false;
+        Shape len;
+        const char *q = rest;
+        if (rest == y) {
+          ERR(p, he, "index tensor t%s needs its length, e.g. t%s [6]", en->prefix, en->prefix);
+          return false;
+        }
+        if (!parse_shape(p, &q, y, &len)) return false;
+        if (len.rank != 1 || size_is_symbolic(len.dim[0]) || skip_space(q, y) != y) {
+          ERR(p, rest, "expected the index tensor's length like [6], found %s", found(p, rest, y));
+          return false;
+        }
+        en->len = len.dim[0];
       }
     } else if (colon) {
       const char *c2 = memchr(colon + 1, ':', (size_t)(y - colon - 1));
@@ -667,13 +685,6 @@ static bool parse_scalar(Parser *p, PNode *n, const char *s, const char *e) {
   return ok;
 }
 
-static uint64_t rng_u64(Comp *c) {
-  uint64_t z = (c->rng_state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 /* A UUID, hyphenated (8-4-4-4-12) or 32 plain hex digits, any case → lowercase
  * hyphenated. `nil_empty`: the nil UUID is stored as "" (Symbols print it so). */
 static bool parse_uuid(Parser *p, const char *s, const char *e, char out[37], bool nil_empty) {
@@ -703,7 +714,7 @@ static bool parse_uuid(Parser *p, const char *s, const char *e, char out[37], bo
 static void random_uuid(Comp *c, char out[37]) {
   uint8_t b[16];
   for (int i = 0; i < 16; i += 8) {
-    uint64_t v = rng_u64(c);
+    uint64_t v = comp_rng_u64(&c->rng_state);
     memcpy(b + i, &v, 8);
   }
   b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
@@ -713,19 +724,29 @@ static void random_uuid(Comp *c, char out[37]) {
   snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
 }
 
-/* Array: a hash prefix loaded from the store, or `rand` / tensors_as_random:
- * an N(0,1) float32 tensor of the declared shape. */
+/* Array: a hash prefix of a tensor in the store, or `rand` / tensors_as_random:
+ * an N(0,1) float32 tensor of the declared shape. Records where load_tensors
+ * gets the tensor; a random one reserves its draws now, so the values depend
+ * on the file order as when the parser drew them itself. */
 static bool parse_array(Parser *p, PNode *n, const char *s, const char *e, const char *kind_at) {
   bool rand = e - s == 4 && memcmp(s, "rand", 4) == 0;
   const char *prefix = NULL;
   if (!rand && s < e && !parse_hex_prefix(p, s, e, "a tensor hash prefix or 'rand'", &prefix)) return false;
+  n->proto.u.array.prefix_loc = at(p, s);
+  n->proto.u.array.shape_loc = n->shape_loc;
+  n->proto.u.array.label = n->label;
   if (!rand && !p->c->tensors_as_random) {
     if (!prefix) {
       ERR(p, kind_at, "Array needs a tensor: a hash prefix like 50dba7b000ecd7c013961b6c, or 'rand' with a shape");
       return false;
     }
+    if (!n->has_shape) {
+      ERR(p, kind_at, "Array needs a shape: write it before the kind, e.g. [2,3] Array %s (the tensor is read "
+                      "after parsing)", prefix);
+      return false;
+    }
     n->proto.u.array.hash_prefix = prefix;
-    return (n->proto.u.array.tensor = store_load(p->c, prefix, at(p, s))) != NULL;
+    return true;
   }
   if (!n->has_shape) {
     ERR(p, kind_at, "a random Array needs a shape: write it before the kind, e.g. [2,3] Array rand");
@@ -745,10 +766,8 @@ static bool parse_array(Parser *p, PNode *n, const char *s, const char *e, const
       return false;
     }
   }
-  Tensor *t = tensor_new(p->c, DT_F32, sh);
-  float *f = t->data;
-  for (int64_t i = 0; i < numel; i++) f[i] = (float)comp_randn(p->c);
-  n->proto.u.array.tensor = t;
+  n->proto.u.array.rng_seed = p->c->rng_state;
+  comp_rng_skip(&p->c->rng_state, 2 * (uint64_t)numel); /* comp_rng_normal takes two draws */
   n->proto.u.array.hash_prefix = prefix;
   n->proto.u.array.random = true;
   return true;
@@ -919,6 +938,20 @@ static int new_pnode(Parser *p, const Ident *id, Loc loc) {
   return p->npn++;
 }
 
+/* The first mention of a quoted name that the file does not define but the
+ * reference circuits do: a PNode built already. -1 if it is no reference. */
+static int new_external(Parser *p, const Ident *id, Loc loc) {
+  int k = map_get(&p->ref_names, id->str, id->keylen - 1);
+  if (k < 0) return -1;
+  int idx = new_pnode(p, id, loc);
+  PNode *n = &p->pn[idx];
+  n->external = true;
+  n->built = p->refs->node[k];
+  n->kind = (int)n->built->kind;
+  n->state = 2;
+  return idx;
+}
+
 /* The outcome of reading one node line. */
 typedef struct NodeLine {
   int pn;                /* PNode, -1 if the line names none */
@@ -981,6 +1014,7 @@ static NodeLine parse_node_line(Parser *p, const char *s, const char *e) {
     return r;
   }
   int idx = map_get(&p->ids, id.key, id.keylen);
+  if (idx < 0 && id.str) idx = new_external(p, &id, loc);
   bool is_new = idx < 0;
   /* Once the identifier is known, a failed line marks a new node as bad so that
    * later references to it fail silently instead of repeating the error. */
@@ -1056,6 +1090,13 @@ static NodeLine parse_node_line(Parser *p, const char *s, const char *e) {
     r.pn = idx;
     r.is_ref = true;
     if (d->bad) return r; /* its definition failed and was reported */
+    if (d->external) {
+      const char *info = name ? name_at : ad ? ad_at : has_shape ? shape_at : kind >= 0 ? kind_at
+                       : extra < extra_end ? extra : NULL;
+      if (info) ERR(p, info, "%s is a reference circuit: a line naming it takes no other information", d->label);
+      r.ok = !info;
+      return r;
+    }
     check_restated(p, idx, name, name_at, ad, ad_at, has_shape ? &shape : NULL, shape_at, kind, kind_at, extra,
                    extra_end);
     r.ok = true;
@@ -1140,7 +1181,9 @@ static void attach(Parser *p, const NodeLine *r, const char *s) {
   if (f->dead) return;
   PNode *par = &p->pn[f->pn];
   if (f->is_ref) {
-    if (!f->reported)
+    if (!f->reported && par->external)
+      ERR(p, s, "%s is a reference circuit, so it cannot have children", par->label);
+    else if (!f->reported)
       ERR(p, s, "%s repeats the node defined at line %d, so it cannot have children (only the first line of "
                 "a node may)", par->label, par->line);
     f->reported = true;
@@ -1364,9 +1407,20 @@ static void build_all(Parser *p) {
 
 /* ------------------------------------------------------------- entry points */
 
-static bool parse_buffer(Comp *c, const char *file, const char *text, size_t len, NodeList *out) {
+bool parse_text(Comp *c, const char *filename, const char *text, size_t len, const RefCircuits *refs,
+                NodeList *out) {
+  const SourceFile *src = NULL;
+  for (int i = 0; i < c->nsources && !src; i++)
+    if (c->sources[i].text == text && c->sources[i].len == len) src = &c->sources[i];
+  const char *file = src ? src->name : arena_strdup(&c->arena, filename ? filename : "<input>");
+  if (!src) {
+    char *copy = arena_strndup(&c->arena, text, len); /* diagnostics quote it later */
+    diag_add_source(c, file, copy, len);
+    text = copy;
+  }
   int errors = diag_error_count(c);
-  Parser p = {.c = c, .file = file, .base = -1, .skip = -1};
+  Parser p = {.c = c, .file = file, .base = -1, .skip = -1, .refs = refs};
+  for (int i = 0; refs && i < refs->n; i++) map_put(&p.ref_names, refs->name[i], strlen(refs->name[i]), i);
   const char *s = text, *end = text + len;
   while (s < end) {
     const char *nl = memchr(s, '\n', (size_t)(end - s)), *le = nl ? nl : end;
@@ -1385,47 +1439,11 @@ static bool parse_buffer(Comp *c, const char *file, const char *text, size_t len
   for (int i = 0; i < p.ntop; i++)
     if (p.pn[p.top[i]].built) nodelist_push(c, out, p.pn[p.top[i]].built);
   map_free(&p.ids);
+  map_free(&p.ref_names);
   free(p.pn);
   free(p.edge);
   free(p.stk);
   free(p.top);
   free(p.rs);
   return diag_error_count(c) == errors;
-}
-
-bool parse_text(Comp *c, const char *filename, const char *text, size_t len, NodeList *out) {
-  const char *file = arena_strdup(&c->arena, filename ? filename : "<input>");
-  char *copy = arena_strndup(&c->arena, text, len); /* diagnostics quote it later */
-  diag_add_source(c, file, copy, len);
-  return parse_buffer(c, file, copy, len, out);
-}
-
-bool parse_file(Comp *c, const char *path, NodeList *out) {
-  const char *file = arena_strdup(&c->arena, path);
-  FILE *f = fopen(path, "rb");
-  char *text = NULL;
-  size_t len = 0, cap = 0;
-  if (f) {
-    for (;;) {
-      if (len + 65536 > cap) {
-        cap = 2 * cap + 65536;
-        text = xrealloc(text, cap);
-      }
-      size_t got = fread(text + len, 1, cap - len, f);
-      len += got;
-      if (got == 0) break;
-    }
-  }
-  if (!f || ferror(f)) {
-    int err = errno;
-    diag_error_class(c, DIAG_IO, (Loc){file, 0, 0}, "cannot read circuit file: %s", strerror(err));
-    if (f) fclose(f);
-    free(text);
-    return false;
-  }
-  fclose(f);
-  char *copy = arena_strndup(&c->arena, text, len);
-  free(text);
-  diag_add_source(c, file, copy, len);
-  return parse_buffer(c, file, copy, len, out);
 }

@@ -16,37 +16,6 @@ typedef struct Resolve {
   Program *prog;
 } Resolve;
 
-static const char *size_names[] = {"HIDDEN", "SEQ", "SEQ_Q", "SEQ_K", "HEADS", "MLP_PROJ", "BILINEAR_MLP_PROJ",
-                                   "QK_DIM", "V_DIM", "LOG_LIKELYHOOD_CLASSES", "VOCAB_SIZE", "HALF_ROTARY_DIM"};
-
-/* -D NAME=N → map; NAME is `Ks` or a library size name. */
-static bool defines_to_map(Comp *c, int64_t *map) {
-  bool ok = true;
-  for (int k = 0; k < NUM_SYMBOLIC_SIZES; k++) map[k] = -1;
-  for (int i = 0; i < c->ndefines; i++) {
-    const SizeDefine *d = &c->defines[i];
-    int k = symbolic_size_by_name(d->name);
-    if (k < 0) {
-      char *end;
-      long v = strtol(d->name, &end, 10);
-      if (end != d->name && strcmp(end, "s") == 0 && v >= 0 && v < NUM_SYMBOLIC_SIZES) k = (int)v;
-    }
-    if (k < 0) {
-      diag_error_class(c, DIAG_USAGE, NO_LOC,
-                       "-D %s: unknown symbolic size (use Ks for the K-th size, e.g. -D 1s=%lld, or a name "
-                       "such as SEQ or HIDDEN)",
-                       d->name, (long long)d->value);
-      ok = false;
-    } else if (d->value <= 0) {
-      diag_error_class(c, DIAG_USAGE, NO_LOC, "-D %s=%lld: sizes must be positive", d->name, (long long)d->value);
-      ok = false;
-    } else {
-      map[k] = d->value;
-    }
-  }
-  return ok;
-}
-
 static void report_symbolic(Resolve *r, const Node *n) {
   for (int d = 0; d < n->shape.rank; d++) {
     int64_t v = n->shape.dim[d];
@@ -56,9 +25,9 @@ static void report_symbolic(Resolve *r, const Node *n) {
       if (p > v) break;
       if (v % p || r->reported[k]) continue;
       r->reported[k] = true;
-      if (k < (int)(sizeof size_names / sizeof *size_names))
+      if (size_name(k))
         diag_error(r->c, n->loc, "%s has shape %s: symbolic size %ds (%s) is not bound by any module; bind it with -D %s=N",
-                   node_label(r->c, n), shape_str(r->c, &n->shape), k, size_names[k], size_names[k]);
+                   node_label(r->c, n), shape_str(r->c, &n->shape), k, size_name(k), size_name(k));
       else
         diag_error(r->c, n->loc, "%s has shape %s: symbolic size %ds is not bound by any module; bind it with -D %ds=N",
                    node_label(r->c, n), shape_str(r->c, &n->shape), k, k);
@@ -118,28 +87,6 @@ static void check_node(Resolve *r, Node *n) {
   }
 }
 
-/* SetSymbolicShape(x) with a concrete size where x's is symbolic binds that size. */
-static void collect_pins(Resolve *r, Node *n, int64_t *map) {
-  if (n->id < r->nseen && r->seen[n->id]) return;
-  if (n->id < r->nseen) r->seen[n->id] = true;
-  for (int i = 0; i < n->nchild; i++) collect_pins(r, n->child[i], map);
-  if (n->kind != NK_SetSymbolicShape) return;
-  const Shape *in = &n->child[0]->shape;
-  for (int d = 0; d < in->rank; d++) {
-    if (!size_is_symbolic(in->dim[d]) || size_is_symbolic(n->shape.dim[d])) continue;
-    int64_t before[NUM_SYMBOLIC_SIZES];
-    memcpy(before, map, sizeof before);
-    if (!ir_bind_symbolic(in->dim[d], n->shape.dim[d], map)) {
-      char a[64];
-      diag_error(r->c, n->child[0]->loc,
-                 "%s: its size %s is %lld where a module binds it, but %lld elsewhere (or by -D)",
-                 node_label(r->c, n->child[0]), size_format(in->dim[d], a, sizeof a), (long long)n->shape.dim[d],
-                 (long long)ir_apply_size_map(in->dim[d], before));
-      return;
-    }
-  }
-}
-
 bool resolve_program(Comp *c, const NodeList *tops, Program *out) {
   memset(out, 0, sizeof *out);
   int errors = diag_error_count(c);
@@ -147,19 +94,8 @@ bool resolve_program(Comp *c, const NodeList *tops, Program *out) {
   Node **roots = ARENA_ARRAY(&c->arena, Node *, n ? n : 1);
   if (n) memcpy(roots, tops->node, sizeof(Node *) * (size_t)n);
   int64_t map[NUM_SYMBOLIC_SIZES];
-  if (!defines_to_map(c, map)) return false;
-  if (!modules_substitute_all(c, roots, n)) return false;
-  /* Module calls pinned the sizes of free symbols with SetSymbolicShape; those
-   * pins and -D together give the sizes the free symbols take. */
-  Resolve pins = {.c = c, .nseen = c->next_node_id};
-  pins.seen = calloc((size_t)pins.nseen + 1, 1);
-  if (!pins.seen) ICE("out of memory");
-  for (int i = 0; i < n; i++) collect_pins(&pins, roots[i], map);
-  free(pins.seen);
-  if (diag_error_count(c) != errors) return false;
-  bool any = false;
-  for (int k = 0; k < NUM_SYMBOLIC_SIZES; k++) any |= map[k] >= 0;
-  if (any && !modules_bind_sizes(c, roots, n, map)) return false;
+  if (!sizes_from_defines(c, map) || !modules_substitute_all(c, roots, n) || !sizes_bind(c, roots, n, map))
+    return false;
 
   Resolve r = {.c = c, .prog = out, .nseen = c->next_node_id};
   r.seen = calloc((size_t)r.nseen + 1, 1);
@@ -184,7 +120,7 @@ bool resolve_program(Comp *c, const NodeList *tops, Program *out) {
       const Node *b = out->inputs.node[j];
       if (!a->name || !b->name || strcmp(a->name, b->name) != 0) continue;
       dup = j;
-      if (strcmp(a->u.symbol.uuid, b->u.symbol.uuid) != 0 || !shape_eq(&a->shape, &b->shape))
+      if (!symbol_same(a, b))
         diag_error(c, a->loc, "two different free symbols are named '%s' (shapes %s and %s); inputs need unique names",
                    a->name, shape_str(c, &a->shape), shape_str(c, &b->shape));
     }

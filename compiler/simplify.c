@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "simplify.h"
+#include "ptrmap.h"
 
 enum {
   MAX_REWRITES_PER_NODE = 64,    /* more means two rules undo each other: an ICE */
@@ -21,52 +22,6 @@ enum {
   FOLD_MAX_NUMEL = 1 << 16,      /* constant folding: largest result materialised */
 };
 static const double FOLD_MAX_COST = (double)(1 << 24); /* element-steps the evaluator may spend on one fold */
-
-/* ---------------------------------------------------- pointer-keyed maps */
-
-typedef struct Slot {
-  const Node *key;
-  Node *to;          /* memo: the simplified / canonical node */
-  int uses;          /* references in the DAG the pass started from */
-  bool claimed;      /* spliced into its parent this pass */
-  double cost;       /* fold: evaluation cost of the node's subgraph; < 0: not constant */
-} Slot;
-
-typedef struct PtrMap {
-  Slot *slot;
-  size_t cap, count;
-} PtrMap;
-
-static size_t ptr_hash(const Node *p) { return (size_t)(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull); }
-
-/* The slot of key; NULL if absent and !create (created slots are zeroed). */
-static Slot *map_get(PtrMap *m, const Node *key, bool create) {
-  if (create && 2 * (m->count + 1) > m->cap) {
-    PtrMap big = {calloc(m->cap ? 2 * m->cap : 256, sizeof(Slot)), m->cap ? 2 * m->cap : 256, m->count};
-    if (!big.slot) ICE("out of memory");
-    for (size_t i = 0; i < m->cap; i++)
-      if (m->slot[i].key) {
-        size_t j = ptr_hash(m->slot[i].key) & (big.cap - 1);
-        while (big.slot[j].key) j = (j + 1) & (big.cap - 1);
-        big.slot[j] = m->slot[i];
-      }
-    free(m->slot);
-    *m = big;
-  }
-  if (!m->cap) return NULL;
-  size_t i = ptr_hash(key) & (m->cap - 1);
-  for (; m->slot[i].key; i = (i + 1) & (m->cap - 1))
-    if (m->slot[i].key == key) return &m->slot[i];
-  if (!create) return NULL;
-  m->count++;
-  m->slot[i] = (Slot){.key = key};
-  return &m->slot[i];
-}
-
-static void map_free(PtrMap *m) {
-  free(m->slot);
-  *m = (PtrMap){0};
-}
 
 /* ------------------------------------------------------------ the state */
 
@@ -88,11 +43,11 @@ struct Simp {
 Comp *simp_comp(Simp *s) { return s->c; }
 
 bool simp_single_use(Simp *s, const Node *n) {
-  const Slot *u = map_get(&s->uses, n, false);
-  return u && u->uses == 1 && !u->claimed;
+  const PtrMapEntry *u = ptrmap_find(&s->uses, n);
+  return u && u->num == 1 && !u->flag;
 }
 
-void simp_claim(Simp *s, const Node *n) { map_get(&s->uses, n, true)->claimed = true; }
+void simp_claim(Simp *s, const Node *n) { ptrmap_get(&s->uses, n)->flag = true; }
 
 Node *simp_make(Simp *s, const Node *like, Node proto) {
   proto.loc = like->loc;
@@ -268,8 +223,8 @@ static Node *rule_genfn_of_scalar(Simp *s, Node *n) {
 /* Work to evaluate n's subgraph (element steps, shared nodes counted per use),
  * or -1 if it depends on a Symbol or contains a kind the evaluator rejects. */
 static double const_cost(Simp *s, const Node *n) {
-  Slot *m = map_get(&s->cost, n, false);
-  if (m) return m->cost;
+  const PtrMapEntry *m = ptrmap_find(&s->cost, n);
+  if (m) return m->real;
   double cost = (double)shape_numel(&n->shape);
   switch (n->kind) {
   case NK_Symbol: case NK_Module: case NK_DiscreteVar: case NK_StoredCumulantVar: case NK_Conv:
@@ -296,7 +251,7 @@ static double const_cost(Simp *s, const Node *n) {
     double c = const_cost(s, n->child[i]);
     cost = c < 0 ? -1 : cost + c;
   }
-  map_get(&s->cost, n, true)->cost = cost;
+  ptrmap_get(&s->cost, n)->real = cost;
   return cost;
 }
 
@@ -399,8 +354,8 @@ static Node *with_simplified_children(Simp *s, Node *x) {
 }
 
 static Node *simp_node(Simp *s, Node *x) {
-  Slot *m = map_get(&s->memo, x, false);
-  if (m) return m->to;
+  const PtrMapEntry *m = ptrmap_find(&s->memo, x);
+  if (m) return m->ptr;
   Node *n = with_simplified_children(s, x);
   for (int iter = 0;; iter++) {
     Node *r = NULL;
@@ -417,20 +372,20 @@ static Node *simp_node(Simp *s, Node *x) {
     s->fired_pass++;
     n = with_simplified_children(s, r);
   }
-  map_get(&s->memo, x, true)->to = n;
-  map_get(&s->memo, n, true)->to = n;
+  ptrmap_get(&s->memo, x)->ptr = n;
+  ptrmap_get(&s->memo, n)->ptr = n;
   if (n != x) { /* the result inherits x's users (conservatively, if it had users of its own) */
-    Slot *u = map_get(&s->uses, x, false);
+    const PtrMapEntry *u = ptrmap_find(&s->uses, x);
     if (u) {
-      int uses = u->uses;
-      map_get(&s->uses, n, true)->uses += uses;
+      int uses = u->num;
+      ptrmap_get(&s->uses, n)->num += uses;
     }
   }
   return n;
 }
 
 static void count_uses(Simp *s, const Node *n) {
-  if (map_get(&s->uses, n, true)->uses++ > 0) return;
+  if (ptrmap_get(&s->uses, n)->num++ > 0) return;
   for (int i = 0; i < n->nchild; i++) count_uses(s, n->child[i]);
 }
 
@@ -438,8 +393,8 @@ static void count_uses(Simp *s, const Node *n) {
 static long run_passes(Simp *s, Node **roots, int n) {
   long total = 0;
   for (int pass = 0; pass < MAX_PASSES; pass++) {
-    map_free(&s->memo);
-    map_free(&s->uses);
+    ptrmap_free(&s->memo);
+    ptrmap_free(&s->uses);
     for (int i = 0; i < n; i++) count_uses(s, roots[i]);
     s->fired_pass = 0;
     for (int i = 0; i < n; i++) roots[i] = simp_node(s, roots[i]);
@@ -617,8 +572,8 @@ static Node *cse_insert(Cse *k, Node *n) {
 }
 
 static Node *cse_node(Cse *k, Node *x) {
-  Slot *m = map_get(&k->done, x, false);
-  if (m) return m->to;
+  const PtrMapEntry *m = ptrmap_find(&k->done, x);
+  if (m) return m->ptr;
   Node **ch = NULL;
   for (int i = 0; i < x->nchild; i++) {
     Node *c = cse_node(k, x->child[i]);
@@ -632,7 +587,7 @@ static Node *cse_node(Cse *k, Node *x) {
   Node *n = ch ? rebuild(k->c, x, ch) : x;
   Node *canon = cse_insert(k, n);
   if (canon != n) k->merged++;
-  map_get(&k->done, x, true)->to = canon;
+  ptrmap_get(&k->done, x)->ptr = canon;
   return canon;
 }
 
@@ -640,7 +595,7 @@ static Node *cse_node(Cse *k, Node *x) {
 static int cse_run(Comp *c, Node **roots, int n) {
   Cse k = {.c = c};
   for (int i = 0; i < n; i++) roots[i] = cse_node(&k, roots[i]);
-  map_free(&k.done);
+  ptrmap_free(&k.done);
   free(k.tab);
   return k.merged;
 }
@@ -658,9 +613,9 @@ bool simplify_run(Comp *c, Node **roots, int n, SimplifyStats *stats) {
     s.fired[CSE_RULE] += merged;
     if (!merged) break;
   }
-  map_free(&s.memo);
-  map_free(&s.uses);
-  map_free(&s.cost);
+  ptrmap_free(&s.memo);
+  ptrmap_free(&s.uses);
+  ptrmap_free(&s.cost);
   if (stats) {
     stats->nrules = NRULES;
     stats->rule_name = ARENA_ARRAY(&c->arena, const char *, NRULES);

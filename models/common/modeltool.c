@@ -1,5 +1,6 @@
 /* modeltool.c — helpers shared by the model build tools (see modeltool.h). */
 #include "modeltool.h"
+#include "library.h"
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -53,18 +54,7 @@ void tool_uuid(const char *name, char out[37]) {
   }
 }
 
-void tool_scalar(double v, char *buf, size_t cap) {
-  char e[64];
-  int p = 1;
-  for (; p < 17; p++) {   /* fewest significant digits that read back as v */
-    snprintf(e, sizeof e, "%.*e", p - 1, v);
-    if (strtod(e, NULL) == v) break;
-  }
-  snprintf(e, sizeof e, "%.*e", p - 1, v);
-  int exp10 = atoi(strchr(e, 'e') + 1);
-  int decimals = p - 1 - exp10;
-  snprintf(buf, cap, "%.*f", decimals > 0 ? decimals : 0, v);
-}
+void tool_scalar(double v, char *buf, size_t cap) { lib_scalar_text(v, buf, cap); }
 
 bool tool_write_file(const char *path, const char *text, size_t len) {
   char tmp[4200];

@@ -36,6 +36,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "json.h"
+#include "library.h"
 #include "modeltool.h"
 
 static const char USAGE[] =
@@ -229,21 +230,13 @@ static bool read_config(const char *path, Config *cf) {
 
 /* ------------------------------------------------------------ weights */
 
-/* The 16 per-layer weights in rust_circuit's layout (§7.6) and the shapes of the
- * symbols the block spec binds them to. */
+/* The 16 per-layer weights, in the order of the library's block weight
+ * symbols (LIB_BLOCK_WEIGHT) and rust_circuit's layout (§7.6). */
 enum {
   W_Q, W_QB, W_K, W_KB, W_V, W_VB, W_O, W_OB, W_ALN_S, W_ALN_B,
   W_IN, W_INB, W_OUT, W_OUTB, W_MLN_S, W_MLN_B, NW
 };
-static const struct {
-  const char *sym;     /* the block's symbol; layer i's is the same with i after the first component */
-  const char *shape;   /* its symbolic shape */
-} WEIGHT[NW] = {
-    {"a.w.q", "4s,7s,0s"},   {"a.w.q_bias", "4s,7s"},  {"a.w.k", "4s,7s,0s"},       {"a.w.k_bias", "4s,7s"},
-    {"a.w.v", "4s,8s,0s"},   {"a.w.v_bias", "4s,8s"},  {"a.w.o", "4s,0s,8s"},       {"a.w.o_bias", "0s"},
-    {"a.ln.w.scale", "0s"},  {"a.ln.w.bias", "0s"},    {"m.w.proj_in", "5s,0s"},    {"m.w.in_bias", "5s"},
-    {"m.w.proj_out", "0s,5s"}, {"m.w.out_bias", "0s"}, {"m.ln.w.scale", "0s"},      {"m.ln.w.bias", "0s"},
-};
+_Static_assert((int)NW == (int)LIB_BLOCK_WEIGHTS, "one imported tensor per block weight symbol");
 
 /* Where each imported tensor lives: its store hash prefix and concrete shape. */
 typedef struct Stored {
@@ -473,159 +466,46 @@ failed:
 
 /* ------------------------------------------------------------ circuit graph */
 
-/* The circuit is built as a small graph of text nodes, then printed in
- * rust_circuit's bijection format: a node's first occurrence (pre-order) is its
- * definition, later ones are references by name. */
-typedef struct TNode TNode;
-typedef struct Edge {
-  TNode *node;
-  const char *bind;   /* module argument: the symbol it binds ("! 'sym'"), else NULL */
-} Edge;
-struct TNode {
-  const char *name;   /* unique in the file */
-  const char *head;   /* "[shape] Kind extra" or "Kind extra" */
-  Edge *kid;
-  int nkid, cap;
-  bool printed;
-};
-
+/* The circuit is built with the library's text graph (compiler/library.h). */
 typedef struct G {
-  Comp *c;
+  Library lib;
   const Options *o;
   const Model *m;
   const char *B;      /* einsum/rearrange axis of the batch dimension: "B" or "" */
-  TNode *positions;   /* symbolic length: the free input `positions`, once made */
-  TNode **all;
-  int n, cap;
+  LibNode *positions; /* symbolic length: the free input `positions`, once made */
 } G;
 
-static const char *fmt(G *g, const char *f, ...) __attribute__((format(printf, 2, 3)));
-static const char *fmt(G *g, const char *f, ...) {
-  va_list ap;
-  va_start(ap, f);
-  int n = vsnprintf(NULL, 0, f, ap);
-  va_end(ap);
-  char *s = arena_alloc(&g->c->arena, (size_t)n + 1);
-  va_start(ap, f);
-  vsnprintf(s, (size_t)n + 1, f, ap);
-  va_end(ap);
-  return s;
-}
-
-static void add_kid(G *g, TNode *t, TNode *k, const char *bind) {
-  if (t->nkid == t->cap) {
-    t->cap = t->cap ? 2 * t->cap : 4;
-    Edge *nk = ARENA_ARRAY(&g->c->arena, Edge, t->cap);
-    if (t->nkid) memcpy(nk, t->kid, (size_t)t->nkid * sizeof *nk);
-    t->kid = nk;
-  }
-  t->kid[t->nkid++] = (Edge){k, bind};
-}
-
-/* A node with NULL-terminated children. */
-static TNode *nd(G *g, const char *name, const char *head, ...) {
-  TNode *t = ARENA_NEW(&g->c->arena, TNode);
-  t->name = name, t->head = head;
-  va_list ap;
-  va_start(ap, head);
-  for (TNode *k; (k = va_arg(ap, TNode *));) add_kid(g, t, k, NULL);
-  va_end(ap);
-  if (g->n == g->cap) {
-    g->cap = g->cap ? 2 * g->cap : 256;
-    TNode **na = ARENA_ARRAY(&g->c->arena, TNode *, g->cap);
-    if (g->n) memcpy(na, g->all, (size_t)g->n * sizeof *na);
-    g->all = na;
-  }
-  g->all[g->n++] = t;
-  return t;
-}
-
-/* A Module node: the spec, then arguments added with arg(). */
-static TNode *module(G *g, const char *name, TNode *spec) { return nd(g, name, "Module", spec, NULL); }
-static void arg(G *g, TNode *mod, TNode *value, const TNode *sym) { add_kid(g, mod, value, sym->name); }
-
-/* Symbols of the library whose UUIDs module_library.py fixes (§9 E8, E9); others
- * get a reproducible UUID derived from their name. */
-static TNode *sym(G *g, const char *name, const char *shape) {
-  static const char *const KNOWN[][2] = {
-      {"ln.input", "981b4d2a-711b-4a9d-a11c-d859c311e80c"},  {"ln.w.bias", "621c7792-0177-45ab-87c5-7ff1c3bec487"},
-      {"ln.w.scale", "0fa341c3-34b3-4699-847f-08674808b28a"}, {"ll.input", "b9d111e5-b793-4f63-84a0-2f8590b9f39c"},
-      {"ll.label", "74c503b9-fe2c-4f8b-9350-7351a292c351"},
-  };
-  char uuid[37];
-  tool_uuid(name, uuid);
-  const char *u = uuid;
-  for (size_t i = 0; i < sizeof KNOWN / sizeof *KNOWN; i++)
-    if (!strcmp(KNOWN[i][0], name)) u = KNOWN[i][1];
-  return nd(g, name, fmt(g, "[%s] Symbol %s", shape, u), NULL);
-}
-
-static TNode *array(G *g, const char *name, const Stored *s) {
+static LibNode *array(G *g, const char *name, const Stored *s) {
   char sh[256];
-  return nd(g, name, fmt(g, "[%s] Array %s", shape_text(sh, sizeof sh, &s->shape), s->hash), NULL);
-}
-
-static TNode *scalar(G *g, const char *name, const char *shape, double v) {
-  char num[64];
-  tool_scalar(v, num, sizeof num);
-  return nd(g, name, fmt(g, "[%s] Scalar %s", shape, num), NULL);
-}
-
-/* The node named `name` built so far (library symbols are looked up by name). */
-static TNode *find(G *g, const char *name) {
-  for (int i = g->n - 1; i >= 0; i--)
-    if (!strcmp(g->all[i]->name, name)) return g->all[i];
-  ICE("no node named '%s'", name);
+  return lib_node(&g->lib, name, lib_fmt(&g->lib, "[%s] Array %s", shape_text(sh, sizeof sh, &s->shape), s->hash),
+                  NULL);
 }
 
 /* layer i's name for the block symbol `s`: the index after the first component
  * (a.w.q → a3.w.q, m.ln.w.scale → m3.ln.w.scale) */
 static const char *numbered(G *g, const char *s, int i) {
   const char *dot = strchr(s, '.');
-  return fmt(g, "%.*s%d%s", (int)(dot - s), s, i, dot);
+  return lib_fmt(&g->lib, "%.*s%d%s", (int)(dot - s), s, i, dot);
 }
 
 /* "<batch axis><axes>": einsum and rearrange axes with the optional batch axis in front */
-static const char *bx(G *g, const char *axes) { return fmt(g, "%s%s", g->B, axes); }
-
-static void print_node(FILE *f, TNode *t, int depth, const char *bind) {
-  fprintf(f, "%*s'%s'", 2 * depth, "", t->name);
-  if (!t->printed) fprintf(f, " %s", t->head);
-  if (bind) fprintf(f, " ! '%s'", bind);
-  fputc('\n', f);
-  if (t->printed) return;
-  t->printed = true;
-  for (int i = 0; i < t->nkid; i++) print_node(f, t->kid[i].node, depth + 1, t->kid[i].bind);
-}
-
-static int by_name(const void *a, const void *b) {
-  return strcmp((*(TNode *const *)a)->name, (*(TNode *const *)b)->name);
-}
-
-/* Names are the identifiers of the text format: each must name one node. */
-static void check_unique_names(G *g) {
-  TNode **v = ARENA_ARRAY(&g->c->arena, TNode *, g->n ? g->n : 1);
-  if (g->n) memcpy(v, g->all, (size_t)g->n * sizeof *v);
-  qsort(v, (size_t)g->n, sizeof *v, by_name);
-  for (int i = 1; i < g->n; i++)
-    if (!strcmp(v[i - 1]->name, v[i]->name)) ICE("duplicate circuit name '%s'", v[i]->name);
-}
+static const char *bx(G *g, const char *axes) { return lib_fmt(&g->lib, "%s%s", g->B, axes); }
 
 /* The model's outputs. */
 typedef struct Outs {
-  TNode *logits, **hidden, *loss;   /* hidden[0..L]; loss NULL without --loss */
+  LibNode *logits, **hidden, *loss;   /* hidden[0..L]; loss NULL without --loss */
 } Outs;
 
 /* The sequence length in shapes: T with --seq T, else the library's symbolic
  * size SEQ (1s), which circc -D SEQ=N binds. */
-static const char *seq_size(G *g) { return g->o->seq ? fmt(g, "%lld", (long long)g->o->seq) : "1s"; }
+static const char *seq_size(G *g) { return g->o->seq ? lib_fmt(&g->lib, "%lld", (long long)g->o->seq) : "1s"; }
 
 /* Symbolic length: the free input `positions` [SEQ] int64, each token's
  * position. A causal mask or an arange of a symbolic length cannot be built
  * from constants (every node is equivariant under permuting a symbolic axis),
  * so the positions come in as an input. */
-static TNode *positions(G *g) {
-  if (!g->positions) g->positions = sym(g, "positions", "1s");
+static LibNode *positions(G *g) {
+  if (!g->positions) g->positions = lib_symbol(&g->lib, "positions", "1s");
   return g->positions;
 }
 
@@ -633,208 +513,117 @@ static TNode *positions(G *g) {
  * k. With --seq T the constant q >= k (which the compiler exploits); with a
  * symbolic length step(positions[q] - positions[k] + 0.5), exact for integer
  * positions, which also serves left-padded or offset positions. */
-static TNode *causal_mask(G *g) {
+static LibNode *causal_mask(G *g) {
   if (g->o->seq) return array(g, "t.a.c.causal_mask", &g->m->mask);
-  TNode *p = positions(g);
-  return nd(g, "t.a.c.causal_mask", "GeneralFunction step",
-            nd(g, "causal_mask.diff", "Add", nd(g, "causal_mask.q", "Rearrange q -> q 1", p, NULL),
-               nd(g, "causal_mask.neg_k", "Einsum k,->k", p, scalar(g, "causal_mask.neg", "", -1), NULL),
-               scalar(g, "causal_mask.half", "", 0.5), NULL),
-            NULL);
+  LibNode *p = positions(g);
+  return lib_node(&g->lib, "t.a.c.causal_mask", "GeneralFunction step",
+                  lib_node(&g->lib, "causal_mask.diff", "Add",
+                           lib_node(&g->lib, "causal_mask.q", "Rearrange q -> q 1", p, NULL),
+                           lib_node(&g->lib, "causal_mask.neg_k", "Einsum k,->k", p,
+                                    lib_scalar(&g->lib, "causal_mask.neg", "", -1), NULL),
+                           lib_scalar(&g->lib, "causal_mask.half", "", 0.5), NULL),
+                  NULL);
 }
 
 /* Token + position embeddings `t.inp_tok_pos` [B?,T,C] of the free input
  * `tokens`: wpe's first T rows with --seq T, else wpe gathered by `positions`. */
-static TNode *embeddings(G *g, TNode *wte) {
+static LibNode *embeddings(G *g, LibNode *wte) {
   long long Bt = g->o->batch;
   const char *T = seq_size(g);
-  TNode *tokens = sym(g, "tokens", Bt ? fmt(g, "%lld,%s", Bt, T) : T);
-  TNode *tok = nd(g, "tok_embeds", "GeneralFunction gen_index_at_0_c", wte, tokens, NULL);
-  TNode *wpe = array(g, "t.w.pos_embeds", &g->m->wpe);
-  TNode *pos = g->o->seq ? nd(g, "t.w.pos_embeds_idxed", fmt(g, "Index [0:%s]", T), wpe, NULL)
-                         : nd(g, "pos_embeds", "GeneralFunction gen_index_at_0_c", wpe, positions(g), NULL);
-  return nd(g, "t.inp_tok_pos", "Add", tok, pos, NULL);
+  LibNode *tokens = lib_symbol(&g->lib, "tokens", Bt ? lib_fmt(&g->lib, "%lld,%s", Bt, T) : T);
+  LibNode *tok = lib_node(&g->lib, "tok_embeds", "GeneralFunction gen_index_at_0_c", wte, tokens, NULL);
+  LibNode *wpe = array(g, "t.w.pos_embeds", &g->m->wpe);
+  LibNode *pos = g->o->seq ? lib_node(&g->lib, "t.w.pos_embeds_idxed", lib_fmt(&g->lib, "Index [0:%s]", T), wpe, NULL)
+                         : lib_node(&g->lib, "pos_embeds", "GeneralFunction gen_index_at_0_c", wpe, positions(g), NULL);
+  return lib_node(&g->lib, "t.inp_tok_pos", "Add", tok, pos, NULL);
 }
 
 /* `hidden{i}`: an identity over x, so the output carries that name. */
-static TNode *identity(G *g, const char *name, TNode *x) {
+static LibNode *identity(G *g, const char *name, LibNode *x) {
   const char *ax = g->o->batch ? "b s h" : "s h";
-  return nd(g, name, fmt(g, "Rearrange %s -> %s", ax, ax), x, NULL);
+  return lib_node(&g->lib, name, lib_fmt(&g->lib, "Rearrange %s -> %s", ax, ax), x, NULL);
 }
 
 /* --loss: `loss` = -mean over positions s < T-1 of log_softmax(logits[s])[targets[s]]
  * (targets[s] = the token after position s, i.e. tokens[1:] for a text), via the
  * library's log-likelihood `ll` (§9 E9) batched over [B?,T-1]. */
-static TNode *loss_output(G *g, TNode *logits) {
+static LibNode *loss_output(G *g, LibNode *logits) {
   long long T = g->o->seq, Bt = g->o->batch;
-  TNode *targets = sym(g, "targets", Bt ? fmt(g, "%lld,%lld", Bt, T - 1) : fmt(g, "%lld", T - 1));
-  TNode *lg = nd(g, "loss.logits", fmt(g, "Index [%s0:%lld]", Bt ? ":," : "", T - 1), logits, NULL);
-  TNode *ll;
+  LibNode *targets =
+      lib_symbol(&g->lib, "targets", Bt ? lib_fmt(&g->lib, "%lld,%lld", Bt, T - 1) : lib_fmt(&g->lib, "%lld", T - 1));
+  LibNode *lg =
+      lib_node(&g->lib, "loss.logits", lib_fmt(&g->lib, "Index [%s0:%lld]", Bt ? ":," : "", T - 1), logits, NULL);
+  LibNode *ll;
   if (g->o->flat) {
-    ll = nd(g, "ll", "GeneralFunction gen_index_at_0_batch_x_c",
-            nd(g, "log_probs", "GeneralFunction log_softmax", lg, NULL), targets, NULL);
+    ll = lib_node(&g->lib, "ll", "GeneralFunction gen_index_at_0_batch_x_c",
+            lib_node(&g->lib, "log_probs", "GeneralFunction log_softmax", lg, NULL), targets, NULL);
   } else {
-    TNode *in = sym(g, "ll.input", "9s"), *label = sym(g, "ll.label", "");
-    TNode *spec = nd(g, "ll", "GeneralFunction gen_index_at_0_batch_x_c",
-                     nd(g, "log_probs", "GeneralFunction log_softmax", in, NULL), label, NULL);
-    ll = module(g, "ll.call", spec);
-    arg(g, ll, lg, in);
-    arg(g, ll, targets, label);
+    LibNode *in = lib_symbol(&g->lib, "ll.input", "9s"), *label = lib_symbol(&g->lib, "ll.label", "");
+    LibNode *spec = lib_node(&g->lib, "ll", "GeneralFunction gen_index_at_0_batch_x_c",
+                     lib_node(&g->lib, "log_probs", "GeneralFunction log_softmax", in, NULL), label, NULL);
+    ll = lib_module(&g->lib, "ll.call", spec);
+    lib_arg(&g->lib, ll, lg, in);
+    lib_arg(&g->lib, ll, targets, label);
   }
-  return nd(g, "loss", fmt(g, "Einsum %s,->", Bt ? "ab" : "a"), ll,
-            scalar(g, "loss.c.neg_recip_n", "", -1.0 / (double)((Bt ? Bt : 1) * (T - 1))), NULL);
+  return lib_node(&g->lib, "loss", lib_fmt(&g->lib, "Einsum %s,->", Bt ? "ab" : "a"), ll,
+            lib_scalar(&g->lib, "loss.c.neg_recip_n", "", -1.0 / (double)((Bt ? Bt : 1) * (T - 1))), NULL);
 }
 
 /* ------------------------------------------------------------ module form */
 
-/* Layernorm spec `ln` (§7.2, §9 E8). */
-static TNode *ln_spec(G *g, double eps) {
-  TNode *in = sym(g, "ln.input", "0s");
-  TNode *recip = nd(g, "ln.c.recip_hidden_size", "GeneralFunction reciprocal",
-                    nd(g, "ln.c.hidden_size", "GeneralFunction last_dim_size", in, NULL), NULL);
-  TNode *neg_mean = nd(g, "ln.neg_mean", "Einsum h,z,->z", in, scalar(g, "ln.neg", "1", -1), recip, NULL);
-  TNode *ms = nd(g, "ln.mean_subbed", "Add", in, neg_mean, NULL);
-  TNode *var = nd(g, "ln.var", "Einsum h,h,->", ms, ms, recip, NULL);
-  TNode *rsqrt = nd(g, "ln.rsqrt", "GeneralFunction rsqrt",
-                    nd(g, "ln.var_p_eps", "Add", scalar(g, "ln.c.eps", "", eps), var, NULL), NULL);
-  TNode *y = nd(g, "ln.y", "Einsum h,->h", ms, rsqrt, NULL);
-  return nd(g, "ln", "Add", sym(g, "ln.w.bias", "0s"),
-            nd(g, "ln.y_scaled", "Einsum h,h->h", y, sym(g, "ln.w.scale", "0s"), NULL), NULL);
-}
-
-/* `{p}.norm` (get_norm_bind): the layernorm of the free symbol `{p}.norm.input`
- * with the weights `{p}.ln.w.*`. */
-static TNode *norm_bind(G *g, TNode *ln, const char *p) {
-  TNode *norm = module(g, fmt(g, "%s.norm", p), ln);
-  arg(g, norm, sym(g, fmt(g, "%s.norm.input", p), "1s,0s"), find(g, "ln.input"));
-  arg(g, norm, sym(g, fmt(g, "%s.ln.w.bias", p), "0s"), find(g, "ln.w.bias"));
-  arg(g, norm, sym(g, fmt(g, "%s.ln.w.scale", p), "0s"), find(g, "ln.w.scale"));
-  return norm;
-}
-
-/* Attention (§7.2): one head `a.head`, `a.head.on_inp`, `a.heads` batching it
- * over heads by binding the per-head weight symbols to [HEADS,...] symbols,
- * `a` summing the heads, `a.p_bias`. Free: a.input, a.mask, a.w.*. */
-static TNode *attn_spec(G *g) {
-  TNode *q_in = sym(g, "a.q.input", "2s,0s"), *wq = sym(g, "a.w.q_h", "7s,0s");
-  TNode *qb = sym(g, "a.w.q_bias_h", "7s");
-  TNode *q = nd(g, "a.q_p_bias", "Add", nd(g, "a.q", "Einsum qd,cd->qc", q_in, wq, NULL), qb, NULL);
-  TNode *k_in = sym(g, "a.k.input", "3s,0s"), *wk = sym(g, "a.w.k_h", "7s,0s");
-  TNode *kb = sym(g, "a.w.k_bias_h", "7s");
-  TNode *k = nd(g, "a.k_p_bias", "Add", nd(g, "a.k", "Einsum kd,cd->kc", k_in, wk, NULL), kb, NULL);
-  TNode *div = nd(g, "a.c.div_head_size", "GeneralFunction rsqrt",
-                  nd(g, "a.c.head_size", "GeneralFunction last_dim_size",
-                     nd(g, "a.c.w_k_sum", "Einsum jk->j", wk, NULL), NULL),
-                  NULL);
-  TNode *mask = sym(g, "a.mask", "2s,3s");
-  TNode *raw = nd(g, "a.attn_scores_raw", "Einsum qc,kc,,qk->qk", q, k, div, mask, NULL);
-  TNode *nm_in = sym(g, "not_mask.input", "");
-  TNode *not_mask = nd(g, "not_mask", "Add", scalar(g, "one", "", 1),
-                       nd(g, "not_mask.neg", "Einsum ,->", nm_in, scalar(g, "neg_one", "", -1), NULL), NULL);
-  TNode *a_not_mask = module(g, "a.not_mask", not_mask);
-  arg(g, a_not_mask, mask, nm_in);
-  TNode *neg_bias = nd(g, "a.score_neg_inf_bias", "Einsum qk,->qk", a_not_mask,
-                       nd(g, "a.neg_inf", "[] Scalar -10_000.0", NULL), NULL);
-  TNode *probs = nd(g, "a.attn_probs", "GeneralFunction softmax",
-                    nd(g, "a.attn_scores", "Add", raw, neg_bias, NULL), NULL);
-  TNode *v_in = sym(g, "a.v.input", "3s,0s"), *wv = sym(g, "a.w.v_h", "8s,0s");
-  TNode *vb = sym(g, "a.w.v_bias_h", "8s");
-  TNode *v = nd(g, "a.v_p_bias", "Add", nd(g, "a.v", "Einsum kd,Vd->kV", v_in, wv, NULL), vb, NULL);
-  TNode *wo = sym(g, "a.w.o_h", "0s,8s");
-  TNode *head = nd(g, "a.head", "Einsum sV,dV->sd", nd(g, "a.comb_v", "Einsum qk,kV->qV", probs, v, NULL), wo, NULL);
-  TNode *on_inp = module(g, "a.head.on_inp", head);
-  TNode *a_input = sym(g, "a.input", "1s,0s");
-  arg(g, on_inp, a_input, q_in);
-  arg(g, on_inp, a_input, k_in);
-  arg(g, on_inp, a_input, v_in);
-  TNode *heads = module(g, "a.heads", on_inp);
-  TNode *per_head[] = {wq, qb, wk, kb, wv, vb, wo};
-  for (int w = W_Q; w <= W_O; w++) arg(g, heads, sym(g, WEIGHT[w].sym, WEIGHT[w].shape), per_head[w]);
-  return nd(g, "a.p_bias", "Add", nd(g, "a", "Einsum hsd->sd", heads, NULL), sym(g, "a.w.o_bias", "0s"), NULL);
-}
-
-/* Pointwise MLP `m` with output bias (get_pointwise_mlp). Free: m.input, m.w.*. */
-static TNode *mlp_spec(G *g) {
-  TNode *pre = nd(g, "m.pre", "Add",
-                  nd(g, "m.pre_mul", "Einsum i,hi->h", sym(g, "m.input", "0s"), sym(g, "m.w.proj_in", "5s,0s"), NULL),
-                  sym(g, "m.w.in_bias", "5s"), NULL);
-  TNode *m = nd(g, "m", "Einsum h,oh->o", nd(g, "m.act", fmt(g, "GeneralFunction %s", g->m->cf.act), pre, NULL),
-                sym(g, "m.w.proj_out", "0s,5s"), NULL);
-  return nd(g, "m.p_bias", "Add", m, sym(g, "m.w.out_bias", "0s"), NULL);
-}
-
-/* `{p}.norm_call`: the body (free symbol `{p}.input`) applied to `{p}.norm`. */
-static TNode *norm_call(G *g, TNode *ln, const char *p, TNode *body) {
-  TNode *call = module(g, fmt(g, "%s.norm_call", p), body);
-  arg(g, call, norm_bind(g, ln, p), find(g, fmt(g, "%s.input", p)));
-  return call;
-}
-
-/* The block `b` (pre-norm, sequential residual). Free: b.input, a.mask, the block's weights. */
-static TNode *block_spec(G *g, TNode *ln) {
-  TNode *a_call = norm_call(g, ln, "a", attn_spec(g));
-  TNode *m_call = norm_call(g, ln, "m", mlp_spec(g));
-  TNode *b_input = sym(g, "b.input", "1s,0s");
-  TNode *ba = module(g, "b.a", a_call);
-  arg(g, ba, b_input, find(g, "a.norm.input"));
-  TNode *resid_a = nd(g, "b.resid.a", "Add", ba, b_input, NULL);
-  TNode *bm = module(g, "b.m", m_call);
-  arg(g, bm, resid_a, find(g, "m.norm.input"));
-  return nd(g, "b", "Add", bm, resid_a, NULL);
-}
-
 static void module_form(G *g, Outs *out) {
   const Model *m = g->m;
   int L = (int)m->cf.layers;
-  TNode *ln = ln_spec(g, m->cf.eps);
-  TNode *b = block_spec(g, ln), *b_input = find(g, "b.input");
+  LibNode *ln = lib_ln_spec(&g->lib, m->cf.eps);
+  LibNode *b = lib_block_spec(&g->lib, ln, m->cf.act), *b_input = lib_find(&g->lib, "b.input");
   /* b{i} binds the block's weight symbols to layer i's; b{i}.call binds b.input */
-  TNode *t_input = sym(g, "t.input", "1s,0s");
-  TNode **wsym = ARENA_ARRAY(&g->c->arena, TNode *, (size_t)L * NW);
-  TNode **calls = ARENA_ARRAY(&g->c->arena, TNode *, (size_t)L);
-  TNode *prev = t_input;
+  LibNode *t_input = lib_symbol(&g->lib, "t.input", "1s,0s");
+  LibNode **wsym = ARENA_ARRAY(&g->lib.c->arena, LibNode *, (size_t)L * NW);
+  LibNode **calls = ARENA_ARRAY(&g->lib.c->arena, LibNode *, (size_t)L);
+  LibNode *prev = t_input;
   for (int i = 0; i < L; i++) {
-    TNode *bi = module(g, fmt(g, "b%d", i), b);
+    LibNode *bi = lib_module(&g->lib, lib_fmt(&g->lib, "b%d", i), b);
     for (int w = 0; w < NW; w++) {
-      wsym[i * NW + w] = sym(g, numbered(g, WEIGHT[w].sym, i), WEIGHT[w].shape);
-      arg(g, bi, wsym[i * NW + w], find(g, WEIGHT[w].sym));
+      wsym[i * NW + w] = lib_symbol(&g->lib, numbered(g, LIB_BLOCK_WEIGHT[w].name, i), LIB_BLOCK_WEIGHT[w].shape);
+      lib_arg(&g->lib, bi, wsym[i * NW + w], lib_find(&g->lib, LIB_BLOCK_WEIGHT[w].name));
     }
-    calls[i] = module(g, fmt(g, "b%d.call", i), bi);
-    arg(g, calls[i], prev, b_input);
+    calls[i] = lib_module(&g->lib, lib_fmt(&g->lib, "b%d.call", i), bi);
+    lib_arg(&g->lib, calls[i], prev, b_input);
     prev = calls[i];
   }
-  TNode *final_call = module(g, "final.call", norm_bind(g, ln, "final"));
-  arg(g, final_call, prev, find(g, "final.norm.input"));
-  TNode *unembed = sym(g, "t.w.unembed", "10s,0s");
-  TNode *t_logits = nd(g, "t.logits", "Einsum sh,vh->sv", final_call, unembed, NULL);
+  LibNode *final_call = lib_module(&g->lib, "final.call", lib_norm_bind(&g->lib, ln, "final"));
+  lib_arg(&g->lib, final_call, prev, lib_find(&g->lib, "final.norm.input"));
+  LibNode *unembed = lib_symbol(&g->lib, "t.w.unembed", "10s,0s");
+  LibNode *t_logits = lib_node(&g->lib, "t.logits", "Einsum sh,vh->sv", final_call, unembed, NULL);
   /* weight Arrays: t.bind_w binds all of them, hidden{i}.bind_w those its spec uses */
-  TNode **warr = ARENA_ARRAY(&g->c->arena, TNode *, (size_t)L * NW);
-  for (int i = 0; i < L * NW; i++) warr[i] = array(g, fmt(g, "%s_arr", wsym[i]->name), &m->layer[i]);
-  TNode *fln_s = array(g, "final.ln.w.scale_arr", &m->lnf_scale), *fln_b = array(g, "final.ln.w.bias_arr", &m->lnf_bias);
-  TNode *wte = array(g, "t.w.tok_embeds", &m->wte);
-  TNode *bind_w = module(g, "t.bind_w", t_logits);
-  for (int i = 0; i < L * NW; i++) arg(g, bind_w, warr[i], wsym[i]);
-  arg(g, bind_w, fln_s, find(g, "final.ln.w.scale"));
-  arg(g, bind_w, fln_b, find(g, "final.ln.w.bias"));
+  LibNode **warr = ARENA_ARRAY(&g->lib.c->arena, LibNode *, (size_t)L * NW);
+  for (int i = 0; i < L * NW; i++) warr[i] = array(g, lib_fmt(&g->lib, "%s_arr", lib_name(wsym[i])), &m->layer[i]);
+  LibNode *fln_s = array(g, "final.ln.w.scale_arr", &m->lnf_scale),
+          *fln_b = array(g, "final.ln.w.bias_arr", &m->lnf_bias);
+  LibNode *wte = array(g, "t.w.tok_embeds", &m->wte);
+  LibNode *bind_w = lib_module(&g->lib, "t.bind_w", t_logits);
+  for (int i = 0; i < L * NW; i++) lib_arg(&g->lib, bind_w, warr[i], wsym[i]);
+  lib_arg(&g->lib, bind_w, fln_s, lib_find(&g->lib, "final.ln.w.scale"));
+  lib_arg(&g->lib, bind_w, fln_b, lib_find(&g->lib, "final.ln.w.bias"));
   /* tied: the embedding matrix itself is the unembedding */
-  arg(g, bind_w, m->has_unembed ? array(g, "t.w.unembed_arr", &m->unembed) : wte, unembed);
-  TNode *inp = embeddings(g, wte);
-  TNode *mask = causal_mask(g), *a_mask = find(g, "a.mask");
-  out->logits = module(g, "logits", bind_w);   /* the library's t.call */
-  arg(g, out->logits, inp, t_input);
-  arg(g, out->logits, mask, a_mask);
-  out->hidden = ARENA_ARRAY(&g->c->arena, TNode *, (size_t)L + 1);
+  lib_arg(&g->lib, bind_w, m->has_unembed ? array(g, "t.w.unembed_arr", &m->unembed) : wte, unembed);
+  LibNode *inp = embeddings(g, wte);
+  LibNode *mask = causal_mask(g), *a_mask = lib_find(&g->lib, "a.mask");
+  out->logits = lib_module(&g->lib, "logits", bind_w);   /* the library's t.call */
+  lib_arg(&g->lib, out->logits, inp, t_input);
+  lib_arg(&g->lib, out->logits, mask, a_mask);
+  out->hidden = ARENA_ARRAY(&g->lib.c->arena, LibNode *, (size_t)L + 1);
   out->hidden[0] = identity(g, "hidden0", inp);
   for (int i = 1; i <= L; i++) {
-    TNode *bw = module(g, fmt(g, "hidden%d.bind_w", i), i < L ? calls[i - 1] : final_call);
-    for (int k = 0; k < i * NW; k++) arg(g, bw, warr[k], wsym[k]);
+    LibNode *bw = lib_module(&g->lib, lib_fmt(&g->lib, "hidden%d.bind_w", i), i < L ? calls[i - 1] : final_call);
+    for (int k = 0; k < i * NW; k++) lib_arg(&g->lib, bw, warr[k], wsym[k]);
     if (i == L) {
-      arg(g, bw, fln_s, find(g, "final.ln.w.scale"));
-      arg(g, bw, fln_b, find(g, "final.ln.w.bias"));
+      lib_arg(&g->lib, bw, fln_s, lib_find(&g->lib, "final.ln.w.scale"));
+      lib_arg(&g->lib, bw, fln_b, lib_find(&g->lib, "final.ln.w.bias"));
     }
-    out->hidden[i] = module(g, fmt(g, "hidden%d", i), bw);
-    arg(g, out->hidden[i], inp, t_input);
-    arg(g, out->hidden[i], mask, a_mask);
+    out->hidden[i] = lib_module(&g->lib, lib_fmt(&g->lib, "hidden%d", i), bw);
+    lib_arg(&g->lib, out->hidden[i], inp, t_input);
+    lib_arg(&g->lib, out->hidden[i], mask, a_mask);
   }
 }
 
@@ -842,44 +631,55 @@ static void module_form(G *g, Outs *out) {
 
 /* Layer norm of x [B?,T,C], named `{p}.norm` as after substitution; the
  * constants are shared by every layer norm. */
-static TNode *flat_ln(G *g, const char *p, TNode *x, const Stored *scale, const Stored *bias) {
-  TNode *neg = find(g, "ln.neg"), *recip = find(g, "ln.c.recip_hidden_size");
-  TNode *ms = nd(g, fmt(g, "%s.ln.mean_subbed", p), "Add", x,
-                 nd(g, fmt(g, "%s.ln.neg_mean", p), fmt(g, "Einsum %s,z,->%s", bx(g, "sh"), bx(g, "sz")), x, neg,
-                    recip, NULL),
-                 NULL);
-  TNode *var = nd(g, fmt(g, "%s.ln.var", p), fmt(g, "Einsum %s,%s,->%s", bx(g, "sh"), bx(g, "sh"), bx(g, "s")), ms,
-                  ms, recip, NULL);
-  TNode *rsqrt = nd(g, fmt(g, "%s.ln.rsqrt", p), "GeneralFunction rsqrt",
-                    nd(g, fmt(g, "%s.ln.var_p_eps", p), "Add", find(g, "ln.c.eps"), var, NULL), NULL);
-  TNode *y = nd(g, fmt(g, "%s.ln.y", p), fmt(g, "Einsum %s,%s->%s", bx(g, "sh"), bx(g, "s"), bx(g, "sh")), ms, rsqrt,
-                NULL);
-  TNode *ys = nd(g, fmt(g, "%s.ln.y_scaled", p), fmt(g, "Einsum %s,h->%s", bx(g, "sh"), bx(g, "sh")), y,
-                 array(g, fmt(g, "%s.ln.w.scale", p), scale), NULL);
-  return nd(g, fmt(g, "%s.norm", p), "Add", array(g, fmt(g, "%s.ln.w.bias", p), bias), ys, NULL);
+static LibNode *flat_ln(G *g, const char *p, LibNode *x, const Stored *scale, const Stored *bias) {
+  LibNode *neg = lib_find(&g->lib, "ln.neg"), *recip = lib_find(&g->lib, "ln.c.recip_hidden_size");
+  LibNode *ms = lib_node(&g->lib, lib_fmt(&g->lib, "%s.ln.mean_subbed", p), "Add", x,
+                         lib_node(&g->lib, lib_fmt(&g->lib, "%s.ln.neg_mean", p),
+                                  lib_fmt(&g->lib, "Einsum %s,z,->%s", bx(g, "sh"), bx(g, "sz")), x, neg, recip, NULL),
+                         NULL);
+  LibNode *var =
+      lib_node(&g->lib, lib_fmt(&g->lib, "%s.ln.var", p),
+               lib_fmt(&g->lib, "Einsum %s,%s,->%s", bx(g, "sh"), bx(g, "sh"), bx(g, "s")), ms, ms, recip, NULL);
+  LibNode *rsqrt = lib_node(
+      &g->lib, lib_fmt(&g->lib, "%s.ln.rsqrt", p), "GeneralFunction rsqrt",
+      lib_node(&g->lib, lib_fmt(&g->lib, "%s.ln.var_p_eps", p), "Add", lib_find(&g->lib, "ln.c.eps"), var, NULL), NULL);
+  LibNode *y = lib_node(&g->lib, lib_fmt(&g->lib, "%s.ln.y", p),
+                        lib_fmt(&g->lib, "Einsum %s,%s->%s", bx(g, "sh"), bx(g, "s"), bx(g, "sh")), ms, rsqrt, NULL);
+  LibNode *ys = lib_node(&g->lib, lib_fmt(&g->lib, "%s.ln.y_scaled", p),
+                         lib_fmt(&g->lib, "Einsum %s,h->%s", bx(g, "sh"), bx(g, "sh")), y,
+                         array(g, lib_fmt(&g->lib, "%s.ln.w.scale", p), scale), NULL);
+  return lib_node(&g->lib, lib_fmt(&g->lib, "%s.norm", p), "Add", array(g, lib_fmt(&g->lib, "%s.ln.w.bias", p), bias),
+                  ys, NULL);
 }
 
 /* Attention of layer i of the flat circuit on the normalized input n [B?,T,C]
  * (weights W): causal self-attention with the mask t.a.c.causal_mask. */
-static TNode *flat_attn(G *g, int i, TNode *n, TNode *const *W) {
-  const char *a = fmt(g, "a%d", i);
-  const char *proj = fmt(g, "Einsum %s,hcd->%s", bx(g, "sd"), bx(g, "shc"));
-  TNode *q = nd(g, fmt(g, "%s.q_p_bias", a), "Add", nd(g, fmt(g, "%s.q", a), proj, n, W[W_Q], NULL), W[W_QB], NULL);
-  TNode *k = nd(g, fmt(g, "%s.k_p_bias", a), "Add", nd(g, fmt(g, "%s.k", a), proj, n, W[W_K], NULL), W[W_KB], NULL);
-  TNode *raw = nd(g, fmt(g, "%s.attn_scores_raw", a),
-                  fmt(g, "Einsum %s,%s,,qk->%s", bx(g, "qhc"), bx(g, "khc"), bx(g, "hqk")), q, k,
-                  find(g, "a.c.div_head_size"), find(g, "t.a.c.causal_mask"), NULL);
-  TNode *probs = nd(g, fmt(g, "%s.attn_probs", a), "GeneralFunction softmax",
-                    nd(g, fmt(g, "%s.attn_scores", a), "Add", raw, find(g, "a.score_neg_inf_bias"), NULL), NULL);
-  TNode *v = nd(g, fmt(g, "%s.v_p_bias", a), "Add",
-                nd(g, fmt(g, "%s.v", a), fmt(g, "Einsum %s,hVd->%s", bx(g, "sd"), bx(g, "shV")), n, W[W_V], NULL),
-                W[W_VB], NULL);
-  TNode *comb = nd(g, fmt(g, "%s.comb_v", a), fmt(g, "Einsum %s,%s->%s", bx(g, "hqk"), bx(g, "khV"), bx(g, "hqV")),
-                   probs, v, NULL);
-  TNode *heads = nd(g, fmt(g, "%s.heads", a), fmt(g, "Einsum %s,hdV->%s", bx(g, "hsV"), bx(g, "hsd")), comb, W[W_O],
-                    NULL);
-  return nd(g, fmt(g, "%s.p_bias", a), "Add", nd(g, a, fmt(g, "Einsum %s->%s", bx(g, "hsd"), bx(g, "sd")), heads, NULL),
-            W[W_OB], NULL);
+static LibNode *flat_attn(G *g, int i, LibNode *n, LibNode *const *W) {
+  const char *a = lib_fmt(&g->lib, "a%d", i);
+  const char *proj = lib_fmt(&g->lib, "Einsum %s,hcd->%s", bx(g, "sd"), bx(g, "shc"));
+  LibNode *q = lib_node(&g->lib, lib_fmt(&g->lib, "%s.q_p_bias", a), "Add",
+                        lib_node(&g->lib, lib_fmt(&g->lib, "%s.q", a), proj, n, W[W_Q], NULL), W[W_QB], NULL);
+  LibNode *k = lib_node(&g->lib, lib_fmt(&g->lib, "%s.k_p_bias", a), "Add",
+                        lib_node(&g->lib, lib_fmt(&g->lib, "%s.k", a), proj, n, W[W_K], NULL), W[W_KB], NULL);
+  LibNode *raw = lib_node(&g->lib, lib_fmt(&g->lib, "%s.attn_scores_raw", a),
+                  lib_fmt(&g->lib, "Einsum %s,%s,,qk->%s", bx(g, "qhc"), bx(g, "khc"), bx(g, "hqk")), q, k,
+                  lib_find(&g->lib, "a.c.div_head_size"), lib_find(&g->lib, "t.a.c.causal_mask"), NULL);
+  LibNode *probs = lib_node(&g->lib, lib_fmt(&g->lib, "%s.attn_probs", a), "GeneralFunction softmax",
+                            lib_node(&g->lib, lib_fmt(&g->lib, "%s.attn_scores", a), "Add", raw,
+                                     lib_find(&g->lib, "a.score_neg_inf_bias"), NULL),
+                            NULL);
+  LibNode *v = lib_node(&g->lib, lib_fmt(&g->lib, "%s.v_p_bias", a), "Add",
+                        lib_node(&g->lib, lib_fmt(&g->lib, "%s.v", a),
+                                 lib_fmt(&g->lib, "Einsum %s,hVd->%s", bx(g, "sd"), bx(g, "shV")), n, W[W_V], NULL),
+                        W[W_VB], NULL);
+  LibNode *comb =
+      lib_node(&g->lib, lib_fmt(&g->lib, "%s.comb_v", a),
+               lib_fmt(&g->lib, "Einsum %s,%s->%s", bx(g, "hqk"), bx(g, "khV"), bx(g, "hqV")), probs, v, NULL);
+  LibNode *heads = lib_node(&g->lib, lib_fmt(&g->lib, "%s.heads", a),
+                            lib_fmt(&g->lib, "Einsum %s,hdV->%s", bx(g, "hsV"), bx(g, "hsd")), comb, W[W_O], NULL);
+  return lib_node(&g->lib, lib_fmt(&g->lib, "%s.p_bias", a), "Add",
+                  lib_node(&g->lib, a, lib_fmt(&g->lib, "Einsum %s->%s", bx(g, "hsd"), bx(g, "sd")), heads, NULL),
+                  W[W_OB], NULL);
 }
 
 /* Attention of layer i of the decode circuit at one new position (n [1,C]):
@@ -890,80 +690,94 @@ static TNode *flat_attn(G *g, int i, TNode *n, TNode *const *W) {
  * values are probs[:, :T]·past_v[i] + probs[:, T]·v_new. So no [H,T,D] tensor
  * is built, and the result is row `pos` of the full causal attention of
  * flat_attn (the masked cache rows get probability exactly 0 there too). */
-static TNode *decode_attn(G *g, int i, TNode *n, TNode *const *W, TNode **k_out, TNode **v_out) {
-  const char *a = fmt(g, "a%d", i);
-  TNode *div = find(g, "a.c.div_head_size");
-  TNode *q = nd(g, fmt(g, "%s.q_p_bias", a), "Add", nd(g, fmt(g, "%s.q", a), "Einsum sd,hcd->shc", n, W[W_Q], NULL),
-                W[W_QB], NULL);
-  TNode *k = nd(g, fmt(g, "%s.k_p_bias", a), "Add", nd(g, fmt(g, "%s.k", a), "Einsum sd,hcd->shc", n, W[W_K], NULL),
-                W[W_KB], NULL);
-  TNode *v = nd(g, fmt(g, "%s.v_p_bias", a), "Add", nd(g, fmt(g, "%s.v", a), "Einsum sd,hVd->shV", n, W[W_V], NULL),
-                W[W_VB], NULL);
-  TNode *past_k = nd(g, fmt(g, "%s.past_k", a), fmt(g, "Index [%d]", i), find(g, "past_k"), NULL);
-  TNode *past_v = nd(g, fmt(g, "%s.past_v", a), fmt(g, "Index [%d]", i), find(g, "past_v"), NULL);
-  TNode *past_raw = nd(g, fmt(g, "%s.past_scores_raw", a), "Einsum shc,hkc,,k->hk", q, past_k, div,
-                       find(g, "kv_mask"), NULL);
-  TNode *past = nd(g, fmt(g, "%s.past_scores", a), "Add", past_raw, find(g, "a.score_neg_inf_bias"), NULL);
-  TNode *own = nd(g, fmt(g, "%s.new_score", a), "Einsum shc,shc,->hs", q, k, div, NULL);
-  TNode *probs = nd(g, fmt(g, "%s.attn_probs", a), "GeneralFunction softmax",
-                    nd(g, fmt(g, "%s.attn_scores", a), "Concat 1", past, own, NULL), NULL);
-  TNode *p_past = nd(g, fmt(g, "%s.past_probs", a), "Index [:,:-1]", probs, NULL);
-  TNode *p_new = nd(g, fmt(g, "%s.new_prob", a), "Index [:,-1]", probs, NULL);
-  TNode *comb = nd(g, fmt(g, "%s.comb_v", a), "Add", nd(g, fmt(g, "%s.past_comb_v", a), "Einsum hk,hkV->hV", p_past,
-                                                         past_v, NULL),
-                   nd(g, fmt(g, "%s.new_comb_v", a), "Einsum h,shV->shV", p_new, v, NULL), NULL);
-  TNode *heads = nd(g, fmt(g, "%s.heads", a), "Einsum shV,hdV->shd", comb, W[W_O], NULL);
+static LibNode *decode_attn(G *g, int i, LibNode *n, LibNode *const *W, LibNode **k_out, LibNode **v_out) {
+  const char *a = lib_fmt(&g->lib, "a%d", i);
+  LibNode *div = lib_find(&g->lib, "a.c.div_head_size");
+  LibNode *q =
+      lib_node(&g->lib, lib_fmt(&g->lib, "%s.q_p_bias", a), "Add",
+               lib_node(&g->lib, lib_fmt(&g->lib, "%s.q", a), "Einsum sd,hcd->shc", n, W[W_Q], NULL), W[W_QB], NULL);
+  LibNode *k =
+      lib_node(&g->lib, lib_fmt(&g->lib, "%s.k_p_bias", a), "Add",
+               lib_node(&g->lib, lib_fmt(&g->lib, "%s.k", a), "Einsum sd,hcd->shc", n, W[W_K], NULL), W[W_KB], NULL);
+  LibNode *v =
+      lib_node(&g->lib, lib_fmt(&g->lib, "%s.v_p_bias", a), "Add",
+               lib_node(&g->lib, lib_fmt(&g->lib, "%s.v", a), "Einsum sd,hVd->shV", n, W[W_V], NULL), W[W_VB], NULL);
+  LibNode *past_k = lib_node(&g->lib, lib_fmt(&g->lib, "%s.past_k", a), lib_fmt(&g->lib, "Index [%d]", i),
+                             lib_find(&g->lib, "past_k"), NULL);
+  LibNode *past_v = lib_node(&g->lib, lib_fmt(&g->lib, "%s.past_v", a), lib_fmt(&g->lib, "Index [%d]", i),
+                             lib_find(&g->lib, "past_v"), NULL);
+  LibNode *past_raw = lib_node(&g->lib, lib_fmt(&g->lib, "%s.past_scores_raw", a), "Einsum shc,hkc,,k->hk", q, past_k,
+                               div, lib_find(&g->lib, "kv_mask"), NULL);
+  LibNode *past = lib_node(&g->lib, lib_fmt(&g->lib, "%s.past_scores", a), "Add", past_raw,
+                           lib_find(&g->lib, "a.score_neg_inf_bias"), NULL);
+  LibNode *own = lib_node(&g->lib, lib_fmt(&g->lib, "%s.new_score", a), "Einsum shc,shc,->hs", q, k, div, NULL);
+  LibNode *probs = lib_node(&g->lib, lib_fmt(&g->lib, "%s.attn_probs", a), "GeneralFunction softmax",
+                    lib_node(&g->lib, lib_fmt(&g->lib, "%s.attn_scores", a), "Concat 1", past, own, NULL), NULL);
+  LibNode *p_past = lib_node(&g->lib, lib_fmt(&g->lib, "%s.past_probs", a), "Index [:,:-1]", probs, NULL);
+  LibNode *p_new = lib_node(&g->lib, lib_fmt(&g->lib, "%s.new_prob", a), "Index [:,-1]", probs, NULL);
+  LibNode *comb =
+      lib_node(&g->lib, lib_fmt(&g->lib, "%s.comb_v", a), "Add",
+               lib_node(&g->lib, lib_fmt(&g->lib, "%s.past_comb_v", a), "Einsum hk,hkV->hV", p_past, past_v, NULL),
+               lib_node(&g->lib, lib_fmt(&g->lib, "%s.new_comb_v", a), "Einsum h,shV->shV", p_new, v, NULL), NULL);
+  LibNode *heads = lib_node(&g->lib, lib_fmt(&g->lib, "%s.heads", a), "Einsum shV,hdV->shd", comb, W[W_O], NULL);
   *k_out = k, *v_out = v;
-  return nd(g, fmt(g, "%s.p_bias", a), "Add", nd(g, a, "Einsum shd->sd", heads, NULL), W[W_OB], NULL);
+  return lib_node(&g->lib, lib_fmt(&g->lib, "%s.p_bias", a), "Add", lib_node(&g->lib, a, "Einsum shd->sd", heads, NULL),
+                  W[W_OB], NULL);
 }
 
 /* Block i of the flat circuit on the residual stream x; returns `b{i}`. With
  * k_new (the decode circuit) its attention is decode_attn's. */
-static TNode *flat_block(G *g, int i, TNode *x, TNode **k_new, TNode **v_new) {
+static LibNode *flat_block(G *g, int i, LibNode *x, LibNode **k_new, LibNode **v_new) {
   const Stored *w = g->m->layer + (size_t)i * NW;
-  TNode *W[NW] = {0};
+  LibNode *W[NW] = {0};
   for (int k = 0; k < NW; k++)
-    if (k != W_ALN_S && k != W_ALN_B && k != W_MLN_S && k != W_MLN_B) W[k] = array(g, numbered(g, WEIGHT[k].sym, i), &w[k]);
-  const char *a = fmt(g, "a%d", i), *m = fmt(g, "m%d", i);
-  TNode *n = flat_ln(g, a, x, &w[W_ALN_S], &w[W_ALN_B]);
-  TNode *attn = k_new ? decode_attn(g, i, n, W, k_new, v_new) : flat_attn(g, i, n, W);
-  TNode *resid_a = nd(g, fmt(g, "b%d.resid.a", i), "Add", attn, x, NULL);
-  TNode *mn = flat_ln(g, m, resid_a, &w[W_MLN_S], &w[W_MLN_B]);
-  TNode *pre = nd(g, fmt(g, "%s.pre", m), "Add",
-                  nd(g, fmt(g, "%s.pre_mul", m), fmt(g, "Einsum %s,hi->%s", bx(g, "si"), bx(g, "sh")), mn, W[W_IN],
-                     NULL),
-                  W[W_INB], NULL);
-  TNode *act = nd(g, fmt(g, "%s.act", m), fmt(g, "GeneralFunction %s", g->m->cf.act), pre, NULL);
-  TNode *mlp = nd(g, fmt(g, "%s.p_bias", m), "Add",
-                  nd(g, m, fmt(g, "Einsum %s,oh->%s", bx(g, "sh"), bx(g, "so")), act, W[W_OUT], NULL), W[W_OUTB],
-                  NULL);
-  return nd(g, fmt(g, "b%d", i), "Add", mlp, resid_a, NULL);
+    if (k != W_ALN_S && k != W_ALN_B && k != W_MLN_S && k != W_MLN_B)
+      W[k] = array(g, numbered(g, LIB_BLOCK_WEIGHT[k].name, i), &w[k]);
+  const char *a = lib_fmt(&g->lib, "a%d", i), *m = lib_fmt(&g->lib, "m%d", i);
+  LibNode *n = flat_ln(g, a, x, &w[W_ALN_S], &w[W_ALN_B]);
+  LibNode *attn = k_new ? decode_attn(g, i, n, W, k_new, v_new) : flat_attn(g, i, n, W);
+  LibNode *resid_a = lib_node(&g->lib, lib_fmt(&g->lib, "b%d.resid.a", i), "Add", attn, x, NULL);
+  LibNode *mn = flat_ln(g, m, resid_a, &w[W_MLN_S], &w[W_MLN_B]);
+  LibNode *pre = lib_node(&g->lib, lib_fmt(&g->lib, "%s.pre", m), "Add",
+                          lib_node(&g->lib, lib_fmt(&g->lib, "%s.pre_mul", m),
+                                   lib_fmt(&g->lib, "Einsum %s,hi->%s", bx(g, "si"), bx(g, "sh")), mn, W[W_IN], NULL),
+                          W[W_INB], NULL);
+  LibNode *act =
+      lib_node(&g->lib, lib_fmt(&g->lib, "%s.act", m), lib_fmt(&g->lib, "GeneralFunction %s", g->m->cf.act), pre, NULL);
+  LibNode *mlp = lib_node(
+      &g->lib, lib_fmt(&g->lib, "%s.p_bias", m), "Add",
+      lib_node(&g->lib, m, lib_fmt(&g->lib, "Einsum %s,oh->%s", bx(g, "sh"), bx(g, "so")), act, W[W_OUT], NULL),
+      W[W_OUTB], NULL);
+  return lib_node(&g->lib, lib_fmt(&g->lib, "b%d", i), "Add", mlp, resid_a, NULL);
 }
 
 static void flat_form(G *g, Outs *out) {
   const Model *m = g->m;
   int L = (int)m->cf.layers;
   /* constants shared by all layers */
-  scalar(g, "ln.neg", "1", -1);
-  scalar(g, "ln.c.recip_hidden_size", "", 1.0 / (double)m->cf.hidden);
-  scalar(g, "ln.c.eps", "", m->cf.eps);
-  scalar(g, "a.c.div_head_size", "", 1.0 / sqrt((double)m->cf.head_dim));
-  TNode *mask = causal_mask(g);
-  TNode *not_mask = nd(g, "a.not_mask", "Add", scalar(g, "one", "", 1),
-                       nd(g, "not_mask.neg", "Einsum qk,->qk", mask, scalar(g, "neg_one", "", -1), NULL), NULL);
-  nd(g, "a.score_neg_inf_bias", "Einsum qk,->qk", not_mask, nd(g, "a.neg_inf", "[] Scalar -10_000.0", NULL), NULL);
-  TNode *wte = array(g, "t.w.tok_embeds", &m->wte);
-  TNode *x = embeddings(g, wte);
-  out->hidden = ARENA_ARRAY(&g->c->arena, TNode *, (size_t)L + 1);
+  lib_scalar(&g->lib, "ln.neg", "1", -1);
+  lib_scalar(&g->lib, "ln.c.recip_hidden_size", "", 1.0 / (double)m->cf.hidden);
+  lib_scalar(&g->lib, "ln.c.eps", "", m->cf.eps);
+  lib_scalar(&g->lib, "a.c.div_head_size", "", 1.0 / sqrt((double)m->cf.head_dim));
+  LibNode *mask = causal_mask(g);
+  LibNode *not_mask = lib_node(
+      &g->lib, "a.not_mask", "Add", lib_scalar(&g->lib, "one", "", 1),
+      lib_node(&g->lib, "not_mask.neg", "Einsum qk,->qk", mask, lib_scalar(&g->lib, "neg_one", "", -1), NULL), NULL);
+  lib_node(&g->lib, "a.score_neg_inf_bias", "Einsum qk,->qk", not_mask,
+           lib_node(&g->lib, "a.neg_inf", "[] Scalar -10_000.0", NULL), NULL);
+  LibNode *wte = array(g, "t.w.tok_embeds", &m->wte);
+  LibNode *x = embeddings(g, wte);
+  out->hidden = ARENA_ARRAY(&g->lib.c->arena, LibNode *, (size_t)L + 1);
   out->hidden[0] = identity(g, "hidden0", x);
   for (int i = 0; i < L; i++) {
     x = flat_block(g, i, x, NULL, NULL);
-    if (i + 1 < L) out->hidden[i + 1] = identity(g, fmt(g, "hidden%d", i + 1), x);
+    if (i + 1 < L) out->hidden[i + 1] = identity(g, lib_fmt(&g->lib, "hidden%d", i + 1), x);
   }
-  TNode *fin = flat_ln(g, "final", x, &m->lnf_scale, &m->lnf_bias);
-  out->hidden[L] = identity(g, fmt(g, "hidden%d", L), fin);
-  TNode *unembed = m->has_unembed ? array(g, "t.w.unembed", &m->unembed) : wte;
-  out->logits = nd(g, "logits", fmt(g, "Einsum %s,vh->%s", bx(g, "sh"), bx(g, "sv")), fin, unembed, NULL);
+  LibNode *fin = flat_ln(g, "final", x, &m->lnf_scale, &m->lnf_bias);
+  out->hidden[L] = identity(g, lib_fmt(&g->lib, "hidden%d", L), fin);
+  LibNode *unembed = m->has_unembed ? array(g, "t.w.unembed", &m->unembed) : wte;
+  out->logits =
+      lib_node(&g->lib, "logits", lib_fmt(&g->lib, "Einsum %s,vh->%s", bx(g, "sh"), bx(g, "sv")), fin, unembed, NULL);
 }
 
 /* ------------------------------------------------------------ decode form */
@@ -977,41 +791,46 @@ static void flat_form(G *g, Outs *out) {
  * at pos, new_k and new_v [L,H,D] (this position's keys and values, to store
  * at row pos of the cache). Per-layer names are the flat form's (a{i}.q,
  * b{i}.resid.a, m{i}.act, ...). */
-static void decode_form(G *g, TNode **logits, TNode **new_k, TNode **new_v) {
+static void decode_form(G *g, LibNode **logits, LibNode **new_k, LibNode **new_v) {
   const Model *m = g->m;
   int L = (int)m->cf.layers;
   long long H = m->cf.heads, D = m->cf.head_dim;
   const char *T = seq_size(g);
-  scalar(g, "ln.neg", "1", -1);
-  scalar(g, "ln.c.recip_hidden_size", "", 1.0 / (double)m->cf.hidden);
-  scalar(g, "ln.c.eps", "", m->cf.eps);
-  scalar(g, "a.c.div_head_size", "", 1.0 / sqrt((double)m->cf.head_dim));
-  TNode *token = sym(g, "token", "1"), *pos = sym(g, "pos", "1");
-  TNode *mask = sym(g, "kv_mask", T);
-  const char *cache = fmt(g, "%d,%lld,%s,%lld", L, H, T, D);
-  sym(g, "past_k", cache);
-  sym(g, "past_v", cache);
-  TNode *not_mask = nd(g, "a.not_mask", "Add", scalar(g, "one", "", 1),
-                       nd(g, "not_mask.neg", "Einsum k,->k", mask, scalar(g, "neg_one", "", -1), NULL), NULL);
-  nd(g, "a.score_neg_inf_bias", "Einsum k,->k", not_mask, nd(g, "a.neg_inf", "[] Scalar -10_000.0", NULL), NULL);
-  TNode *wte = array(g, "t.w.tok_embeds", &m->wte);
+  lib_scalar(&g->lib, "ln.neg", "1", -1);
+  lib_scalar(&g->lib, "ln.c.recip_hidden_size", "", 1.0 / (double)m->cf.hidden);
+  lib_scalar(&g->lib, "ln.c.eps", "", m->cf.eps);
+  lib_scalar(&g->lib, "a.c.div_head_size", "", 1.0 / sqrt((double)m->cf.head_dim));
+  LibNode *token = lib_symbol(&g->lib, "token", "1"), *pos = lib_symbol(&g->lib, "pos", "1");
+  LibNode *mask = lib_symbol(&g->lib, "kv_mask", T);
+  const char *cache = lib_fmt(&g->lib, "%d,%lld,%s,%lld", L, H, T, D);
+  lib_symbol(&g->lib, "past_k", cache);
+  lib_symbol(&g->lib, "past_v", cache);
+  LibNode *not_mask = lib_node(
+      &g->lib, "a.not_mask", "Add", lib_scalar(&g->lib, "one", "", 1),
+      lib_node(&g->lib, "not_mask.neg", "Einsum k,->k", mask, lib_scalar(&g->lib, "neg_one", "", -1), NULL), NULL);
+  lib_node(&g->lib, "a.score_neg_inf_bias", "Einsum k,->k", not_mask,
+           lib_node(&g->lib, "a.neg_inf", "[] Scalar -10_000.0", NULL), NULL);
+  LibNode *wte = array(g, "t.w.tok_embeds", &m->wte);
   /* with a symbolic T the whole table: a T beyond n_positions fails (index out
    * of range) at the first position past the table */
-  TNode *pos_table = array(g, "t.w.pos_embeds", &m->wpe);
-  if (g->o->seq) pos_table = nd(g, "t.w.pos_embeds_idxed", fmt(g, "Index [0:%s]", T), pos_table, NULL);
-  TNode *x = nd(g, "t.inp_tok_pos", "Add", nd(g, "tok_embeds", "GeneralFunction gen_index_at_0_c", wte, token, NULL),
-                nd(g, "pos_embeds", "GeneralFunction gen_index_at_0_c", pos_table, pos, NULL), NULL);
-  *new_k = nd(g, "new_k", "Concat 0", NULL);
-  *new_v = nd(g, "new_v", "Concat 0", NULL);
+  LibNode *pos_table = array(g, "t.w.pos_embeds", &m->wpe);
+  if (g->o->seq)
+    pos_table = lib_node(&g->lib, "t.w.pos_embeds_idxed", lib_fmt(&g->lib, "Index [0:%s]", T), pos_table, NULL);
+  LibNode *x =
+      lib_node(&g->lib, "t.inp_tok_pos", "Add",
+               lib_node(&g->lib, "tok_embeds", "GeneralFunction gen_index_at_0_c", wte, token, NULL),
+               lib_node(&g->lib, "pos_embeds", "GeneralFunction gen_index_at_0_c", pos_table, pos, NULL), NULL);
+  *new_k = lib_node(&g->lib, "new_k", "Concat 0", NULL);
+  *new_v = lib_node(&g->lib, "new_v", "Concat 0", NULL);
   for (int i = 0; i < L; i++) {
-    TNode *k, *v;
+    LibNode *k, *v;
     x = flat_block(g, i, x, &k, &v);
-    add_kid(g, *new_k, k, NULL);
-    add_kid(g, *new_v, v, NULL);
+    lib_add_child(&g->lib, *new_k, k);
+    lib_add_child(&g->lib, *new_v, v);
   }
-  TNode *fin = flat_ln(g, "final", x, &m->lnf_scale, &m->lnf_bias);
-  TNode *unembed = m->has_unembed ? array(g, "t.w.unembed", &m->unembed) : wte;
-  *logits = nd(g, "logits", "Einsum sh,vh->v", fin, unembed, NULL);
+  LibNode *fin = flat_ln(g, "final", x, &m->lnf_scale, &m->lnf_bias);
+  LibNode *unembed = m->has_unembed ? array(g, "t.w.unembed", &m->unembed) : wte;
+  *logits = lib_node(&g->lib, "logits", "Einsum sh,vh->v", fin, unembed, NULL);
 }
 
 /* Closes the memstream f (open_memstream(text, len): both are set by the
@@ -1032,10 +851,10 @@ static bool finish_circuit(FILE *f, char **text, const size_t *len, const char *
 static bool write_decode_circuit(Comp *c, const Options *o, const Model *m) {
   Options plain = *o;
   plain.batch = 0;
-  G g = {.c = c, .o = &plain, .m = m, .B = ""};
-  TNode *logits, *new_k, *new_v;
+  G g = {.lib = {.c = c, .uuid = tool_uuid}, .o = &plain, .m = m, .B = ""};
+  LibNode *logits, *new_k, *new_v;
   decode_form(&g, &logits, &new_k, &new_v);
-  check_unique_names(&g);
+  lib_check_unique_names(&g.lib);
   const Config *cf = &m->cf;
   long long L = cf->layers, H = cf->heads, D = cf->head_dim, V = cf->vocab;
   const char *T = o->seq ? seq_size(&g) : "SEQ";
@@ -1048,19 +867,21 @@ static bool write_decode_circuit(Comp *c, const Options *o, const Model *m) {
   }
   fprintf(f, "# GPT-2 (Hugging Face GPT2LMHeadModel) at one new position, with a key/value cache: the decode\n"
              "# circuit of %s.circ in rust_circuit's module-free form; generated by gpt2_import --decode\n", o->name);
-  fprintf(f, "# layers %lld, hidden %lld, heads %lld x %lld, mlp %lld, vocab %lld, n_positions %lld, max length %s, %s, "
-          "layer norm eps %g, %s unembedding\n", L, (long long)cf->hidden, H, D, (long long)cf->mlp, V,
-          (long long)cf->n_pos, o->seq ? T : "SEQ (symbolic size 1s: circc -D SEQ=N, N <= n_positions)", cf->act,
-          cf->eps, m->has_unembed ? "untied" : "tied");
+  fprintf(f,
+          "# layers %lld, hidden %lld, heads %lld x %lld, mlp %lld, vocab %lld, n_positions %lld, max length %s, %s, "
+          "layer norm eps %g, %s unembedding\n",
+          L, (long long)cf->hidden, H, D, (long long)cf->mlp, V, (long long)cf->n_pos,
+          o->seq ? T : "SEQ (symbolic size 1s: circc -D SEQ=N, N <= n_positions)", cf->act, cf->eps,
+          m->has_unembed ? "untied" : "tied");
   fprintf(f, "# inputs:  token [1] int64 (the new token), pos [1] int64 (its position), kv_mask [%s] (1 for\n"
              "#          j < pos), past_k and past_v [%lld,%lld,%s,%lld] (keys/values of the earlier positions per\n"
              "#          layer and head; rows >= pos are ignored)\n", T, L, H, T, D);
   fprintf(f, "# outputs: logits [%lld] at pos (= row pos of the full circuit's logits), new_k and new_v\n"
              "#          [%lld,%lld,%lld] (this position's keys/values: store them at row pos of the cache)\n", V, L, H,
           D);
-  print_node(f, logits, 0, NULL);
-  print_node(f, new_k, 0, NULL);
-  print_node(f, new_v, 0, NULL);
+  lib_print(f, logits);
+  lib_print(f, new_k);
+  lib_print(f, new_v);
   const char *path = arena_printf(&c->arena, "%s/%s_decode.circ", o->out_dir, o->name);
   bool ok = finish_circuit(f, &text, &len, path);
   if (ok)
@@ -1072,12 +893,12 @@ static bool write_decode_circuit(Comp *c, const Options *o, const Model *m) {
 /* ------------------------------------------------------------ writing */
 
 static bool write_circuit(Comp *c, const Options *o, const Model *m) {
-  G g = {.c = c, .o = o, .m = m, .B = o->batch ? "B" : ""};
+  G g = {.lib = {.c = c, .uuid = tool_uuid}, .o = o, .m = m, .B = o->batch ? "B" : ""};
   Outs out = {0};
   if (o->flat) flat_form(&g, &out);
   else module_form(&g, &out);
   if (o->loss) out.loss = loss_output(&g, out.logits);
-  check_unique_names(&g);
+  lib_check_unique_names(&g.lib);
   const Config *cf = &m->cf;
   char *text = NULL;
   size_t len = 0;
@@ -1087,7 +908,7 @@ static bool write_circuit(Comp *c, const Options *o, const Model *m) {
     return false;
   }
   long long L = cf->layers, C = cf->hidden, V = cf->vocab;
-  const char *bd = o->batch ? fmt(&g, "%lld,", (long long)o->batch) : "";
+  const char *bd = o->batch ? lib_fmt(&g.lib, "%lld,", (long long)o->batch) : "";
   const char *T = o->seq ? seq_size(&g) : "SEQ";
   fprintf(f, "# GPT-2 (Hugging Face GPT2LMHeadModel) in rust_circuit's %s; generated by gpt2_import\n",
           o->flat ? "module-free form" : "module form (rust_circuit_format.md §7.1-7.2)");
@@ -1098,20 +919,20 @@ static bool write_circuit(Comp *c, const Options *o, const Model *m) {
     fprintf(f, "# sequence length SEQ: symbolic size 1s, bound by circc -D SEQ=N (N <= n_positions)\n");
   fprintf(f, "# inputs:  tokens [%s%s] int64%s%s\n", bd, T,
           o->seq ? "" : ", positions [SEQ] int64 (0..SEQ-1 for a text; they set the causal mask)",
-          o->loss ? fmt(&g, ", targets [%s%lld] int64 (targets[s] = the token after position s)", bd,
+          o->loss ? lib_fmt(&g.lib, ", targets [%s%lld] int64 (targets[s] = the token after position s)", bd,
                         (long long)o->seq - 1) : "");
   fprintf(f, "# outputs: logits [%s%s,%lld]; hidden0..hidden%lld [%s%s,%lld] (Hugging Face's hidden_states: "
           "embeddings, residual stream after each block, after the final layer norm)\n", bd, T, V, L, bd, T, C);
   if (o->loss)
     fprintf(f, "#          loss [] = mean cross-entropy of targets given logits[...,:-1]\n");
-  print_node(f, out.logits, 0, NULL);
-  for (int i = 0; i <= L; i++) print_node(f, out.hidden[i], 0, NULL);
-  if (out.loss) print_node(f, out.loss, 0, NULL);
+  lib_print(f, out.logits);
+  for (int i = 0; i <= L; i++) lib_print(f, out.hidden[i]);
+  if (out.loss) lib_print(f, out.loss);
   const char *path = arena_printf(&c->arena, "%s/%s.circ", o->out_dir, o->name);
   bool ok = finish_circuit(f, &text, &len, path);
   if (ok)
     printf("gpt2_import: %lld layers, hidden %lld, %lld heads, vocab %lld, T=%s%s%s: wrote %s\n", L, C,
-           (long long)cf->heads, V, T, o->batch ? fmt(&g, ", batch %lld", (long long)o->batch) : "",
+           (long long)cf->heads, V, T, o->batch ? lib_fmt(&g.lib, ", batch %lld", (long long)o->batch) : "",
            o->loss ? ", loss" : "", path);
   return ok;
 }

@@ -792,7 +792,8 @@ Test(eval, layernorm_e8_built_flat) {
 
 static NodeList parse(Comp *c, const char *text) {
   NodeList out = {0};
-  cr_assert(parse_text(c, "test.circ", text, strlen(text), &out), "parse failed: %s", tu_diags(c));
+  cr_assert(parse_text(c, "test.circ", text, strlen(text), NULL, &out) && load_tensors(c, out.node, out.n),
+            "parse failed: %s", tu_diags(c));
   return out;
 }
 

@@ -11,7 +11,7 @@
 
 static NodeList parse_ok(Comp *c, const char *text) {
   NodeList l = {0};
-  bool ok = parse_text(c, "test.circ", text, strlen(text), &l);
+  bool ok = parse_text(c, "test.circ", text, strlen(text), NULL, &l) && load_tensors(c, l.node, l.n);
   cr_assert(ok, "parse failed:\n%s", tu_diags(c));
   return l;
 }
@@ -288,7 +288,7 @@ Test(modules, non_batchable_arg_is_rejected) {
                   "  'e' Einsum a->a\n"
                   "    'x' [3] Symbol 11111111-1111-4111-8111-111111111111\n"
                   "  'v' [2,3] Scalar 1 ! 'x' ftt\n";
-  cr_assert(!parse_text(c, "test.circ", t, strlen(t), &l));
+  cr_assert(!(parse_text(c, "test.circ", t, strlen(t), NULL, &l) && load_tensors(c, l.node, l.n)));
   cr_assert(strstr(tu_diags(c), "not batchable"), "%s", tu_diags(c));
   tu_free(c);
 }
@@ -300,7 +300,7 @@ Test(modules, non_symbolic_size_cannot_expand) {
                   "  'e' Einsum a->a\n"
                   "    'x' [3] Symbol 11111111-1111-4111-8111-111111111111\n"
                   "  'v' [4] Scalar 1 ! 'x'\n";
-  cr_assert(!parse_text(c, "test.circ", t, strlen(t), &l));
+  cr_assert(!(parse_text(c, "test.circ", t, strlen(t), NULL, &l) && load_tensors(c, l.node, l.n)));
   cr_assert(strstr(tu_diags(c), "test.circ:1:"), "%s", tu_diags(c));
   cr_assert(strstr(tu_diags(c), "size 4 at axis 0 but symbol 'x' needs 3"), "%s", tu_diags(c));
   /* with ban_non_symbolic_size_expand off rust_circuit lets the size change;
@@ -310,7 +310,7 @@ Test(modules, non_symbolic_size_cannot_expand) {
                    "  'e' Einsum a->a\n"
                    "    'x' [3] Symbol 11111111-1111-4111-8111-111111111111\n"
                    "  'v' [4] Scalar 1 ! 'x' ttf\n";
-  cr_assert(!parse_text(c2, "test.circ", t2, strlen(t2), &l));
+  cr_assert(!(parse_text(c2, "test.circ", t2, strlen(t2), NULL, &l) && load_tensors(c2, l.node, l.n)));
   cr_assert(strstr(tu_diags(c2), "supports this only for symbolic sizes"), "%s", tu_diags(c2));
   tu_free(c2);
   tu_free(c);
@@ -325,7 +325,7 @@ Test(modules, batch_shapes_must_match_exactly) {
                   "    'y' [0s] Symbol 21111111-1111-4111-8111-111111111111\n"
                   "  'v' [2,3] Scalar 1 ! 'x'\n"
                   "  'w' [1,3] Scalar 1 ! 'y'\n";
-  cr_assert(!parse_text(c, "test.circ", t, strlen(t), &l));
+  cr_assert(!(parse_text(c, "test.circ", t, strlen(t), NULL, &l) && load_tensors(c, l.node, l.n)));
   cr_assert(strstr(tu_diags(c), "no broadcasting"), "%s", tu_diags(c));
   tu_free(c);
 }
@@ -476,7 +476,7 @@ static void block_reference(Node *r, const double *mask, double *out) {
 Test(modules, gpt2_style_block_in_module_form) {
   Comp *c = tu_comp();
   NodeList all = {0};
-  cr_assert(parse_file(c, tu_data("circ/gpt2_block_module.circ"), &all), "%s", tu_diags(c));
+  cr_assert(tu_parse_file(c, tu_data("circ/gpt2_block_module.circ"), &all), "%s", tu_diags(c));
   Node *b0 = top(all, "b0");
   cr_assert_str_eq(shape_str(c, &b0->shape), "[2,5,8]");
   NodeList l = {0};

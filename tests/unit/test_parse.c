@@ -18,18 +18,17 @@ static Comp *comp_random(void) {
 
 static NodeList parse_ok(Comp *c, const char *text) {
   NodeList l = {0};
-  bool ok = parse_text(c, "t.circ", text, strlen(text), &l);
+  bool ok = parse_text(c, "t.circ", text, strlen(text), NULL, &l) && load_tensors(c, l.node, l.n);
   cr_assert(ok, "parse failed:\n%s\ninput:\n%s", tu_diags(c), text);
   cr_assert_eq(diag_error_count(c), 0, "%s", tu_diags(c));
   return l;
 }
 
-/* Parses `text` (random tensors) and requires an error at `loc` ("line:col")
- * whose message contains `msg`. Returns the number of errors. */
-static int expect_error(const char *text, const char *loc, const char *msg) {
-  Comp *c = comp_random();
+/* Parses `text` with c and requires an error at `loc` ("line:col") whose
+ * message contains `msg`. */
+static void expect_error_in(Comp *c, const char *text, const char *loc, const char *msg) {
   NodeList l = {0};
-  bool ok = parse_text(c, "t.circ", text, strlen(text), &l);
+  bool ok = parse_text(c, "t.circ", text, strlen(text), NULL, &l) && load_tensors(c, l.node, l.n);
   const char *d = tu_diags(c);
   cr_assert(!ok, "expected an error for:\n%s", text);
   char want[128];
@@ -46,6 +45,13 @@ static int expect_error(const char *text, const char *loc, const char *msg) {
     line += n + (eol ? 1 : 0);
   }
   cr_assert(hit, "expected \"%s...%s\" in diagnostics:\n%s", want, msg, d);
+}
+
+/* Parses `text` (random tensors) and requires an error at `loc` ("line:col")
+ * whose message contains `msg`. Returns the number of errors. */
+static int expect_error(const char *text, const char *loc, const char *msg) {
+  Comp *c = comp_random();
+  expect_error_in(c, text, loc, msg);
   int n = diag_error_count(c);
   tu_free(c);
   return n;
@@ -160,7 +166,7 @@ static void round_trip(Comp *c, const char *text) {
   NodeList a = parse_ok(c, text);
   char *d1 = dump_str(c, &a);
   NodeList b = {0};
-  bool ok = parse_text(c, "dump.circ", d1, strlen(d1), &b);
+  bool ok = parse_text(c, "dump.circ", d1, strlen(d1), NULL, &b) && load_tensors(c, b.node, b.n);
   cr_assert(ok, "dump does not re-parse:\n%s\n%s", d1, tu_diags(c));
   cr_assert_eq(a.n, b.n, "%d top-level circuits became %d:\n%s", a.n, b.n, d1);
   for (int i = 0; i < a.n; i++) {
@@ -273,9 +279,16 @@ Test(parse, e2_array_hash_and_tensor_index) {
   char bad[256];
   snprintf(bad, sizeof bad, "'a' [4] Array %.24s\n", st.f32_hash);
   NodeList l2 = {0};
-  cr_assert_not(parse_text(c, "t.circ", bad, strlen(bad), &l2));
+  cr_assert_not(parse_text(c, "t.circ", bad, strlen(bad), NULL, &l2) && load_tensors(c, l2.node, l2.n));
   cr_assert(strstr(tu_diags(c), "t.circ:1:5: error: Array 'a': declared shape [4] but computed [5]"), "%s",
             tu_diags(c));
+  /* an index tensor's written length sizes the Index before loading: it must be the tensor's */
+  snprintf(bad, sizeof bad, "'i' Index [t%.10s [5]]\n  'x' [10] Scalar 1\n", st.i64_hash);
+  NodeList l3 = {0};
+  cr_assert(parse_text(c, "t.circ", bad, strlen(bad), NULL, &l3), "%s", tu_diags(c));
+  cr_assert_not(load_tensors(c, l3.node, l3.n));
+  cr_assert(strstr(tu_diags(c), "t.circ:1:12: error: index tensor t"), "%s", tu_diags(c));
+  cr_assert(strstr(tu_diags(c), " has 6 entries but is written as [5]"), "%s", tu_diags(c));
   store_remove(&st);
   tu_free(c);
 }
@@ -491,7 +504,7 @@ Test(parse, all_sample_files_round_trip) {
     char path[64];
     snprintf(path, sizeof path, "circ/%s.circ", files[i]);
     NodeList l = {0};
-    cr_assert(parse_file(c, tu_data(path), &l), "%s: %s", path, tu_diags(c));
+    cr_assert(tu_parse_file(c, tu_data(path), &l), "%s: %s", path, tu_diags(c));
     char *text = read_file(tu_data(path));
     round_trip(c, text);
     free(text);
@@ -502,7 +515,7 @@ Test(parse, all_sample_files_round_trip) {
 Test(parse, features_file) {
   Comp *c = comp_random();
   NodeList l = {0};
-  cr_assert(parse_file(c, tu_data("circ/features.circ"), &l), "%s", tu_diags(c));
+  cr_assert(tu_parse_file(c, tu_data("circ/features.circ"), &l), "%s", tu_diags(c));
   cr_assert_eq(l.n, 3);
   Node *root = l.node[0];
   cr_assert(root->autoname_disabled);
@@ -921,10 +934,16 @@ Test(parse, concat_generalfunction_array) {
   Comp *c2 = tu_comp();
   c2->tensor_dir = "/nonexistent/circc";
   NodeList l2 = {0};
-  const char *arr = "'a' Array 50dba7b000ecd7c013961b6c\n";
-  cr_assert_not(parse_text(c2, "t.circ", arr, strlen(arr), &l2));
-  cr_assert(strstr(tu_diags(c2), "t.circ:1:11: error: "), "%s", tu_diags(c2));
+  const char *arr = "'a' [2] Array 50dba7b000ecd7c013961b6c\n";
+  cr_assert(parse_text(c2, "t.circ", arr, strlen(arr), NULL, &l2), "%s", tu_diags(c2)); /* no I/O */
+  cr_assert_not(load_tensors(c2, l2.node, l2.n));
+  cr_assert(strstr(tu_diags(c2), "t.circ:1:15: error: "), "%s", tu_diags(c2));
   tu_free(c2);
+  /* the parser reads no tensor, so a stored Array needs its shape written, an index tensor its length */
+  Comp *c3 = tu_comp();
+  expect_error_in(c3, "'a' Array 50dba7b000ecd7c013961b6c\n", "1:5", "Array needs a shape");
+  tu_free(c3);
+  expect_error("'i' Index [t0123456789]\n  'x' [2] Scalar 1\n", "1:23", "index tensor t0123456789 needs its length");
 }
 
 /* ------------------------------------------------------- §2.6 modules */
@@ -1019,12 +1038,104 @@ Test(parse, dump_binding_to_symbol_named_with_hash) {
   tu_free(c);
 }
 
+/* The parser reserves a random Array's draws where it meets it, load_tensors
+ * draws them later: the values are those of drawing in file order (a `Symbol
+ * rand` between them takes its two draws in between). */
+Test(parse, random_arrays_draw_in_file_order) {
+  Comp *c = tu_comp();
+  NodeList l = parse_ok(c, "'a' [2] Array rand\n's' [] Symbol rand\n'b' [3] Array rand\n");
+  uint64_t state = 0x5eed; /* comp_init's seed */
+  float want[5];
+  for (int i = 0; i < 2; i++) want[i] = (float)comp_rng_normal(&state);
+  comp_rng_u64(&state); /* the Symbol's UUID */
+  comp_rng_u64(&state);
+  for (int i = 2; i < 5; i++) want[i] = (float)comp_rng_normal(&state);
+  const float *a = l.node[0]->u.array.tensor->data, *b = l.node[2]->u.array.tensor->data;
+  for (int i = 0; i < 5; i++) cr_assert_eq(i < 2 ? a[i] : b[i - 2], want[i], "element %d", i);
+  tu_free(c);
+}
+
+/* ------------------------------------------------ reference circuits */
+
+/* A library as rust_circuit's Parser(reference_circuits=…) gets it: 'ln.input'
+ * (a Symbol) and 'ln' (a spec over it), parsed on their own. */
+static RefCircuits library(Comp *c) {
+  static const char *names[] = {"ln.input", "ln"};
+  const char *text = "'ln' GeneralFunction gelu\n"
+                     "  'ln.input' [0s] Symbol 981b4d2a-711b-4a9d-a11c-d859c311e80c\n"
+                     "'ln.input'\n";
+  NodeList l = parse_ok(c, text);
+  cr_assert_eq(l.n, 2);
+  Node **node = ARENA_ARRAY(&c->arena, Node *, 2);
+  node[0] = l.node[1];
+  node[1] = l.node[0];
+  return (RefCircuits){names, node, 2};
+}
+
+Test(parse, reference_circuit_by_bare_name) {
+  Comp *c = comp_random();
+  RefCircuits refs = library(c);
+  const char *text = "'y' Add\n  'ln'\n  'x' [0s] Scalar 1\n'ln'\n";
+  NodeList l = {0};
+  cr_assert(parse_text(c, "t.circ", text, strlen(text), &refs, &l), "%s", tu_diags(c));
+  cr_assert_eq(l.n, 2); /* the library is not an output; a top-level mention is */
+  cr_assert_eq(l.node[0]->child[0], refs.node[1]);
+  cr_assert_eq(l.node[1], refs.node[1]);
+  tu_free(c);
+}
+
+Test(parse, reference_circuit_in_a_module) {
+  Comp *c = comp_random();
+  RefCircuits refs = library(c);
+  const char *text = "'call' Module\n  'ln'\n  'v' [3] Scalar 2 ! 'ln.input'\n";
+  NodeList l = {0};
+  cr_assert(parse_text(c, "t.circ", text, strlen(text), &refs, &l), "%s", tu_diags(c));
+  cr_assert_eq(l.n, 1);
+  Node *m = l.node[0];
+  cr_assert_eq(m->child[0], refs.node[1]);
+  cr_assert_eq(m->u.module.arg[0].symbol, refs.node[0]);
+  SHAPE(m, 3);
+  /* inside a spec the file defines */
+  const char *text2 = "'call2' Module\n  'spec' Add\n    'ln'\n    'ln.input'\n  'w' [4] Scalar 2 ! 'ln.input'\n";
+  NodeList l2 = {0};
+  cr_assert(parse_text(c, "t2.circ", text2, strlen(text2), &refs, &l2), "%s", tu_diags(c));
+  Node *spec = l2.node[0]->child[0];
+  cr_assert_eq(spec->child[0], refs.node[1]);
+  cr_assert_eq(spec->child[1], refs.node[0]);
+  SHAPE(l2.node[0], 4);
+  tu_free(c);
+}
+
+Test(parse, reference_circuit_errors) {
+  Comp *c = comp_random();
+  RefCircuits refs = library(c);
+  const char *cases[][2] = {
+      {"'t' Add\n  'nope'\n", "t.circ:2:3: error: 'nope' is not defined"},
+      {"'t' Add\n  'ln' [0s]\n", "t.circ:2:8: error: 'ln' is a reference circuit: a line naming it takes no other"},
+      {"'ln'\n  'x' [2] Scalar 1\n", "t.circ:2:3: error: 'ln' is a reference circuit, so it cannot have children"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    NodeList l = {0};
+    cr_assert_not(parse_text(c, "t.circ", cases[i][0], strlen(cases[i][0]), &refs, &l));
+    cr_assert(strstr(tu_diags(c), cases[i][1]), "%s", tu_diags(c));
+  }
+  tu_free(c);
+  /* without references (NULL) a library name is undefined, as before */
+  Comp *c2 = comp_random();
+  NodeList l = {0};
+  const char *text = "'t' Add\n  'ln'\n";
+  cr_assert_not(parse_text(c2, "t.circ", text, strlen(text), NULL, &l));
+  cr_assert(strstr(tu_diags(c2), "t.circ:2:3: error: 'ln' is not defined: the first line that mentions an "
+                                 "identifier must define it with a kind"), "%s", tu_diags(c2));
+  tu_free(c2);
+}
+
 /* ------------------------------------------------------- files */
 
 Test(parse, parse_file_missing_is_io_error) {
   Comp *c = tu_comp();
   NodeList l = {0};
-  cr_assert_not(parse_file(c, "/nonexistent/x.circ", &l));
+  cr_assert_not(tu_parse_file(c, "/nonexistent/x.circ", &l));
   cr_assert_eq(diag_exit_code(c), DIAG_IO);
   cr_assert(strstr(tu_diags(c), "/nonexistent/x.circ: error: cannot read circuit file: No such file"), "%s",
             tu_diags(c));
@@ -1035,7 +1146,7 @@ Test(parse, diagnostics_quote_the_line_with_a_caret) {
   Comp *c = comp_random();
   NodeList l = {0};
   const char *text = "'a' Add\n  'b' [2] Scalar zz\n";
-  cr_assert_not(parse_text(c, "t.circ", text, strlen(text), &l));
+  cr_assert_not(parse_text(c, "t.circ", text, strlen(text), NULL, &l) && load_tensors(c, l.node, l.n));
   cr_assert(strstr(tu_diags(c), "t.circ:2:18: error: expected a number for the Scalar value"), "%s", tu_diags(c));
   char want[128];
   snprintf(want, sizeof want, "    'b' [2] Scalar zz\n  %17s^\n", "");

@@ -35,7 +35,8 @@ static Node *einsum(Comp *c, const char *name, const char *spec, const int64_t *
     p = q == arrow ? arrow + 1 : q + 1;
   }
   NodeList l = {0};
-  cr_assert(parse_text(c, "test.circ", text, (size_t)len, &l), "parse failed: %s\n%s", tu_diags(c), text);
+  cr_assert(parse_text(c, "test.circ", text, (size_t)len, NULL, &l) && load_tensors(c, l.node, l.n),
+            "parse failed: %s\n%s", tu_diags(c), text);
   cr_assert_eq(l.n, 1);
   return l.node[0];
 }
@@ -375,7 +376,8 @@ Test(plan_einsum, sharing_preserved) {
                      "    's' [] Array rand\n"
                      "'E'\n";
   NodeList l = {0};
-  cr_assert(parse_text(C, "test.circ", text, strlen(text), &l), "%s", tu_diags(C));
+  cr_assert(parse_text(C, "test.circ", text, strlen(text), NULL, &l) && load_tensors(C, l.node, l.n), "%s",
+            tu_diags(C));
   cr_assert_eq(l.n, 2);
   Node *orig[2] = {l.node[0], l.node[1]}, *roots[2] = {l.node[0], l.node[1]};
   cr_assert(plan_einsums(C, roots, 2, NULL));
@@ -522,7 +524,8 @@ Test(plan_einsum, wide_intermediates_avoided) {
   snprintf(text, sizeof text, "'E' Einsum %s,%s,%s,%s->\n  1 %s Array rand\n  2 %s Array rand\n"
            "  3 %s Array rand\n  4 %s Array rand\n", x, y, z, w, ones, ones, ones, ones);
   NodeList l = {0};
-  cr_assert(parse_text(C, "test.circ", text, strlen(text), &l), "%s", tu_diags(C));
+  cr_assert(parse_text(C, "test.circ", text, strlen(text), NULL, &l) && load_tensors(C, l.node, l.n), "%s",
+            tu_diags(C));
   Planned p = plan(C, l.node[0]);
   check_planned(C, &p, "wide");
 }
@@ -548,7 +551,8 @@ Test(plan_einsum, huge_sizes_saturate) {
                      "  'z' [3000000000,3000000000] Symbol\n"
                      "  'w' [3000000000,2] Symbol\n";
   NodeList l = {0};
-  cr_assert(parse_text(C, "test.circ", text, strlen(text), &l), "%s", tu_diags(C));
+  cr_assert(parse_text(C, "test.circ", text, strlen(text), NULL, &l) && load_tensors(C, l.node, l.n), "%s",
+            tu_diags(C));
   Planned p = plan(C, l.node[0]);
   cr_assert(strstr(p.report, "(naive 9223372036854775807)"), "%s", p.report);
   TreeStats st = tree_stats(p.plan);

@@ -25,7 +25,8 @@ typedef struct Run {
 
 static Node *parse1(Comp *c, const char *text) {
   NodeList l = {0};
-  cr_assert(parse_text(c, "t.circ", text, strlen(text), &l), "parse failed:\n%s", tu_diags(c));
+  cr_assert(parse_text(c, "t.circ", text, strlen(text), NULL, &l) && load_tensors(c, l.node, l.n), "parse failed:\n%s",
+            tu_diags(c));
   cr_assert(l.n >= 1);
   return l.node[0];
 }
@@ -37,7 +38,7 @@ static void bind_symbols(Comp *c, Eval *e, Node *n, NodeList *seen) {
   nodelist_push(c, seen, n);
   if (n->kind == NK_Symbol) {
     Tensor *t = tensor_new(c, DT_F64, &n->shape);
-    for (int64_t i = 0; i < shape_numel(&n->shape); i++) ((double *)t->data)[i] = comp_randn(c);
+    for (int64_t i = 0; i < shape_numel(&n->shape); i++) ((double *)t->data)[i] = comp_rng_normal(&c->rng_state);
     eval_bind(e, n, t);
   }
   for (int i = 0; i < n->nchild; i++) bind_symbols(c, e, n->child[i], seen);
@@ -858,7 +859,7 @@ Test(simplify, stats_list_every_rule) {
 Test(simplify, gpt2_block_fixpoint) {
   Comp *c = tu_comp();
   NodeList all = {0};
-  cr_assert(parse_file(c, tu_data("circ/gpt2_block_module.circ"), &all), "%s", tu_diags(c));
+  cr_assert(tu_parse_file(c, tu_data("circ/gpt2_block_module.circ"), &all), "%s", tu_diags(c));
   NodeList tops = {0};
   for (int i = 0; i < all.n; i++)
     if (all.node[i]->name && !strcmp(all.node[i]->name, "b0")) nodelist_push(c, &tops, all.node[i]);

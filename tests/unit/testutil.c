@@ -26,6 +26,11 @@ void tu_free(Comp *c) {
   free(t);
 }
 
+bool tu_parse_file(Comp *c, const char *path, NodeList *out) {
+  SourceFile *src = load_source(c, path);
+  return src && parse_text(c, src->name, src->text, src->len, NULL, out) && load_tensors(c, out->node, out->n);
+}
+
 static const char *joined(const char *dir, const char *rel) {
   static char buf[4][1024];
   static int k;

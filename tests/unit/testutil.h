@@ -7,6 +7,8 @@
 Comp *tu_comp(void);
 const char *tu_diags(Comp *c);   /* everything printed to c->err so far */
 void tu_free(Comp *c);
+/* The front end on one file: load_source, parse_text (no references), load_tensors. */
+bool tu_parse_file(Comp *c, const char *path, NodeList *out);
 /* Path of a file under tests/data; of one under models/ (the bundled models). */
 const char *tu_data(const char *rel);
 const char *tu_model(const char *rel);

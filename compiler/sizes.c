@@ -1,0 +1,78 @@
+/* sizes.c — symbolic sizes by name (design.md §1 "sizes"): the library's size
+ * names (HIDDEN = 0s, SEQ = 1s, ...; rust_circuit_format.md §7.1), `-D NAME=N`,
+ * and binding the sizes that remain free after module substitution. */
+#include <stdlib.h>
+#include <string.h>
+#include "circc.h"
+
+static const char *const NAMES[] = {"HIDDEN", "SEQ", "SEQ_Q", "SEQ_K", "HEADS", "MLP_PROJ", "BILINEAR_MLP_PROJ",
+                                    "QK_DIM", "V_DIM", "LOG_LIKELYHOOD_CLASSES", "VOCAB_SIZE", "HALF_ROTARY_DIM"};
+#define NNAMES ((int)(sizeof NAMES / sizeof *NAMES))
+
+const char *size_name(int k) { return k >= 0 && k < NNAMES ? NAMES[k] : NULL; }
+
+/* A library name or `Ks`; -1 if neither. */
+static int size_by_name(const char *name) {
+  for (int i = 0; i < NNAMES; i++)
+    if (strcmp(NAMES[i], name) == 0) return i;
+  char *end;
+  long v = strtol(name, &end, 10);
+  return end != name && strcmp(end, "s") == 0 && v >= 0 && v < NUM_SYMBOLIC_SIZES ? (int)v : -1;
+}
+
+bool sizes_from_defines(Comp *c, int64_t *map) {
+  bool ok = true;
+  for (int k = 0; k < NUM_SYMBOLIC_SIZES; k++) map[k] = -1;
+  for (int i = 0; i < c->ndefines; i++) {
+    const SizeDefine *d = &c->defines[i];
+    int k = size_by_name(d->name);
+    if (k < 0) {
+      diag_error_class(c, DIAG_USAGE, NO_LOC,
+                       "-D %s: unknown symbolic size (use Ks for the K-th size, e.g. -D 1s=%lld, or a name "
+                       "such as SEQ or HIDDEN)",
+                       d->name, (long long)d->value);
+      ok = false;
+    } else if (d->value <= 0) {
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "-D %s=%lld: sizes must be positive", d->name, (long long)d->value);
+      ok = false;
+    } else {
+      map[k] = d->value;
+    }
+  }
+  return ok;
+}
+
+/* SetSymbolicShape(x) with a concrete size where x's is symbolic binds that size. */
+static void collect_pins(Comp *c, bool *seen, Node *n, int64_t *map) {
+  if (seen[n->id]) return;
+  seen[n->id] = true;
+  for (int i = 0; i < n->nchild; i++) collect_pins(c, seen, n->child[i], map);
+  if (n->kind != NK_SetSymbolicShape) return;
+  const Shape *in = &n->child[0]->shape;
+  for (int d = 0; d < in->rank; d++) {
+    if (!size_is_symbolic(in->dim[d]) || size_is_symbolic(n->shape.dim[d])) continue;
+    int64_t before[NUM_SYMBOLIC_SIZES];
+    memcpy(before, map, sizeof before);
+    if (!ir_bind_symbolic(in->dim[d], n->shape.dim[d], map)) {
+      char a[64];
+      diag_error(c, n->child[0]->loc, "%s: its size %s is %lld where a module binds it, but %lld elsewhere (or by -D)",
+                 node_label(c, n->child[0]), size_format(in->dim[d], a, sizeof a), (long long)n->shape.dim[d],
+                 (long long)ir_apply_size_map(in->dim[d], before));
+      return;
+    }
+  }
+}
+
+bool sizes_bind(Comp *c, Node **roots, int n, int64_t *map) {
+  int errors = diag_error_count(c);
+  /* Module calls pinned the sizes of free symbols with SetSymbolicShape; those
+   * pins and -D together give the sizes the free symbols take. */
+  bool *seen = calloc((size_t)c->next_node_id + 1, 1);
+  if (!seen) ICE("out of memory");
+  for (int i = 0; i < n; i++) collect_pins(c, seen, roots[i], map);
+  free(seen);
+  if (diag_error_count(c) != errors) return false;
+  bool any = false;
+  for (int k = 0; k < NUM_SYMBOLIC_SIZES; k++) any |= map[k] >= 0;
+  return !any || modules_bind_sizes(c, roots, n, map);
+}
