@@ -1,7 +1,7 @@
 # The runtime files of generated programs, listed in runtime/MANIFEST.
 # include(embed.cmake) defines circc_runtime_files(ROOT VAR), which sets VAR to their absolute paths (CMakeLists.txt
 # and tests/CMakeLists.txt use it). Run as a script, it embeds them into circc as byte arrays and a table of
-# {name, data, len} that compiler/build.c iterates, so a circc binary can write a complete program directory without
+# {name, data, len} that compiler/back/build.c iterates, so a circc binary can write a complete program directory without
 # the source tree:
 #   cmake -DOUT=file.c -DROOT=repo_root -P embed.cmake
 function(circc_runtime_files root var)
@@ -32,7 +32,7 @@ if(CMAKE_SCRIPT_MODE_FILE AND DEFINED OUT)
     string(APPEND content "static const unsigned char ${sym}[] = {\n${bytes}0};\n")
     string(APPEND table "  {\"${name}\", ${sym}, ${len}},\n")
   endforeach()
-  string(APPEND content "/* the type is compiler/build.c's */\n"
+  string(APPEND content "/* the type is compiler/back/build.c's */\n"
          "const struct RuntimeFile { const char *name; const unsigned char *data; size_t len; } circc_runtime_files[] = {\n"
          "${table}};\nconst size_t circc_runtime_nfiles = ${count};\n")
   file(WRITE "${OUT}.tmp" "${content}")

@@ -36,7 +36,7 @@ typedef struct rt_model {
   /* Character vocabulary for --sample (token id i is vocab[i]; "." ends a
    * name), or NULL when the program was compiled without --vocab. */
   const char *vocab;
-  /* Tokenizer table (rt_bpe.c; written by circc's compiler/tokenizer.c) for
+  /* Tokenizer table (rt_bpe.c; written by circc's compiler/back/tokenizer.c) for
    * text programs, or NULL (tokenizer_len 0) when there is none. */
   const void *tokenizer;
   size_t tokenizer_len;

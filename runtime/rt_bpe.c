@@ -2,7 +2,7 @@
  * GPT-2's byte-level BPE and character vocabularies (API and semantics in
  * circc_rt.h). libc only.
  *
- * The table ("blob") is written by circc (compiler/tokenizer.c) and used in
+ * The table ("blob") is written by circc (compiler/back/tokenizer.c) and used in
  * place. Every integer is an unsigned 32-bit little-endian word; every offset
  * counts bytes from the start of the blob; NONE = 0xFFFFFFFF.
  *
@@ -77,7 +77,7 @@ static uint32_t ld32(const uint8_t *p) {
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* The hashes of the two tables; compiler/tokenizer.c computes the same. */
+/* The hashes of the two tables; compiler/back/tokenizer.c computes the same. */
 static uint32_t mix32(uint32_t x) {
   x ^= x >> 16;
   x *= 0x7feb352du;

@@ -466,7 +466,7 @@ failed:
 
 /* ------------------------------------------------------------ circuit graph */
 
-/* The circuit is built with the library's text graph (compiler/library.h). */
+/* The circuit is built with the library's text graph (compiler/front/library.h). */
 typedef struct G {
   Library lib;
   const Options *o;

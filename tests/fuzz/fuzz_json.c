@@ -1,7 +1,6 @@
 /* fuzz_json.c — libFuzzer target for json_parse: any input either fails with
  * a message and an in-range offset, or gives a tree whose lookups agree with
- * its member lists. Build: see tests/CMakeLists.txt (CIRCC_FUZZ) or
- * clang -fsanitize=fuzzer,address,undefined -Icompiler tests/fuzz/fuzz_json.c compiler/...c -lm */
+ * its member lists. Build: see tests/CMakeLists.txt (CIRCC_FUZZ). */
 #include <stdlib.h>
 #include <string.h>
 #include "json.h"

@@ -3,11 +3,8 @@
  * tensor store and no tensors are needed) with diagnostics to /dev/null;
  * whatever parses must dump to text that parses again to the same number of
  * circuits and dumps to the same text.
- * Build (seeds: tests/data/circ):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_DEFAULT_SOURCE \
- *     -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -Icompiler tests/fuzz/fuzz_parse.c \
- *     $(ls compiler/[a-z]*.c | grep -v main.c) -lm -o fuzz_parse
- *   ./fuzz_parse -max_total_time=180 corpus/ tests/data/circ/ */
+ * Build: tests/CMakeLists.txt (cmake -DCIRCC_FUZZ=ON with clang); run (seeds: tests/data/circ):
+ *   ./build-fuzz/tests/fuzz_parse -max_total_time=180 corpus/ tests/data/circ/ */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -10,7 +10,7 @@
  *      without room, decode(encode(d)) == d; and for the character table:
  *      an error or the same round trip.
  * The real tables are built from tests/data (gpt2_bpe, text/vocab_chars.json)
- * with compiler/tokenizer.c on the first call. Build: tests/CMakeLists.txt (CIRCC_FUZZ). */
+ * with compiler/back/tokenizer.c on the first call. Build: tests/CMakeLists.txt (CIRCC_FUZZ). */
 #include <stdlib.h>
 #include <string.h>
 #include "circc.h"

@@ -52,7 +52,7 @@ static void hex(const uint8_t *d, size_t n, char *out) {
 }
 
 /* A tiny .npy reader (v1/v2, little-endian, C order) so these tests do not
- * depend on compiler/npy.c. */
+ * depend on compiler/front/npy.c. */
 typedef struct Npy {
   DType dt;
   Shape shape;

@@ -1,4 +1,4 @@
-/* test_tokenizer.c — compiler/tokenizer.c (the table writer) with
+/* test_tokenizer.c — compiler/back/tokenizer.c (the table writer) with
  * runtime/rt_bpe.c (encode/decode): GPT-2 encodings of tests/data/gpt2_bpe
  * against ids computed independently at development time (OpenAI's
  * encoder.py logic with Python's regex module, the policies of circc_rt.h for

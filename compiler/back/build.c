@@ -33,7 +33,7 @@ static const char WEIGHTS_S[] =
     "  .incbin \"weights.bin\"\n"
     "  .section .note.GNU-stack,\"\",@progbits\n";
 
-/* the tokenizer table of programs compiled with --lm (compiler/tokenizer.c) */
+/* the tokenizer table of programs compiled with --lm (compiler/back/tokenizer.c) */
 static const char TOKENIZER_S[] =
     "/* links tokenizer.bin (the tokenizer table, runtime/rt_bpe.c) into the program's read-only data */\n"
     "  .section .rodata\n"
