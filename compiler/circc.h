@@ -1,5 +1,6 @@
-/* circc.h — table of contents: every stage's entry point, in pipeline order.
- * Each stage knows nothing of the stages after it (design.md §1–2). */
+/* circc.h — table of contents: every stage's entry point, in pipeline order
+ * (driver.h runs them). Each stage knows nothing of the stages after it
+ * (design.md §1–2). */
 #ifndef CIRCC_H
 #define CIRCC_H
 #include "comp.h"
@@ -155,4 +156,22 @@ void eval_bind(Eval *e, const Node *symbol, const Tensor *value); /* value for a
  * NULL after diag_error (unbound Symbol, non-evaluable kind, index out of range). */
 Tensor *eval_node(Eval *e, const Node *n);
 void eval_free(Eval *e);
+
+/* Across stages (the driver calls them between stages; driver.h runs the pipeline). */
+
+/* dump.c — also the kernel graph as a readable listing (--dump lower|fuse|memplan and
+ * --report): one line per step with its kind, node, shape, output buffer and the
+ * buffers it reads. `planned`: arena offsets are known (after memplan). */
+void dump_kernels(Comp *c, FILE *f, const struct Kernels *k, bool planned);
+
+/* verify.c — IR invariants, checked between stages by --verify-each. A broken
+ * invariant is an internal error (exit 70) naming the stage after which it broke.
+ * Circuits: no NULL or cyclic child reference, every node's shape, dtype and hash
+ * what ir_make computes from its children and parameters, Arrays loaded
+ * (`tensors_loaded`) with their declared shape. Kernels: every view inside its
+ * buffer, temporaries written before they are read, inputs/outputs complete;
+ * `planned`: every temporary has an aligned arena slot inside the arena, and no
+ * two temporaries that are live at the same step overlap. */
+bool verify_circuits(Comp *c, Node *const *roots, int n, bool tensors_loaded, const char *stage);
+bool verify_kernels(Comp *c, const struct Kernels *k, bool planned, const char *stage);
 #endif

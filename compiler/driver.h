@@ -71,19 +71,4 @@ bool driver_run(Comp *c, const DriverOptions *o, Compilation *cm);
  * hash and prints `hash  file`. false after a diagnostic. */
 bool driver_store(Comp *c, const char *const *files, int n);
 
-/* dump.c — the kernel graph as a readable listing (--dump lower|fuse|memplan and
- * --report): one line per step with its kind, node, shape, output buffer and the
- * buffers it reads. `planned`: arena offsets are known (after memplan). */
-void dump_kernels(Comp *c, FILE *f, const Kernels *k, bool planned);
-
-/* verify.c — IR invariants, checked between stages by --verify-each. A broken
- * invariant is an internal error (exit 70) naming the stage after which it broke.
- * Circuits: no NULL or cyclic child reference, every node's shape, dtype and hash
- * what ir_make computes from its children and parameters, Arrays loaded
- * (`tensors_loaded`) with their declared shape. Kernels: every view inside its
- * buffer, temporaries written before they are read, inputs/outputs complete;
- * `planned`: every temporary has an aligned arena slot inside the arena, and no
- * two temporaries that are live at the same step overlap. */
-bool verify_circuits(Comp *c, Node *const *roots, int n, bool tensors_loaded, const char *stage);
-bool verify_kernels(Comp *c, const Kernels *k, bool planned, const char *stage);
 #endif

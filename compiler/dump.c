@@ -8,7 +8,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "driver.h"
+#include "circc.h"
+#include "kernel.h"
 
 /* A distinct node: identity is the structural hash, as in rust_circuit. */
 typedef struct DNode {

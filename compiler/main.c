@@ -14,7 +14,8 @@ static const char USAGE[] =
     "\n"
     "Reads circuits in rust_circuit's text format, loads their tensors, substitutes\n"
     "modules, checks every shape, and compiles them to a C program with every shape\n"
-    "baked in (OpenMP-parallel, weights linked in). Without -o it only checks.\n"
+    "baked in (OpenMP-parallel, weights linked in). Without -o it only checks (runs\n"
+    "the pipeline to resolve, or as far as --report or the latest --dump stage needs).\n"
     "\n"
     "options:\n"
     "  -D NAME=N              bind a symbolic size: NAME is Ks (e.g. 1s) or SEQ, HIDDEN, ...\n"
@@ -101,6 +102,14 @@ static bool parse_dump(Comp *c, const char *arg, unsigned *mask) {
     p += len + (p[len] == ',');
   }
   return true;
+}
+
+/* The last stage --dump names, -1 if none. */
+static int latest_dump(unsigned mask) {
+  int last = -1;
+  for (int s = 0; s < STAGE_COUNT; s++)
+    if (mask & 1u << s) last = s;
+  return last;
 }
 
 static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
@@ -229,6 +238,11 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
   }
   const char *verify = getenv("CIRCC_VERIFY_EACH");
   if (verify && !strcmp(verify, "1")) d->verify_each = true;
+  if (o->eval && latest_dump(d->dump) > STAGE_RESOLVE) {
+    usage_error(c, "circc eval runs the pipeline up to resolve: --dump %s needs a compile",
+                stage_name((Stage)latest_dump(d->dump)));
+    return false;
+  }
   d->path = o->input;
   d->outputs = o->outputs;
   d->evaluate = o->eval;
@@ -241,10 +255,8 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
  * else as far as the latest --dump stage, at least resolve (every shape checked). */
 static Stage last_stage(const Options *o) {
   if (o->driver.build.output) return STAGE_EMIT;
-  Stage last = o->driver.report ? STAGE_MEMPLAN : STAGE_RESOLVE;
-  for (int s = STAGE_COUNT - 1; s > (int)last; s--)
-    if (o->driver.dump & 1u << s) return (Stage)s;
-  return last;
+  int last = o->driver.report ? STAGE_MEMPLAN : STAGE_RESOLVE;
+  return (Stage)(latest_dump(o->driver.dump) > last ? latest_dump(o->driver.dump) : last);
 }
 
 int main(int argc, char **argv) {

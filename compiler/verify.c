@@ -4,7 +4,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include "driver.h"
+#include "circc.h"
+#include "kernel.h"
 
 static bool broken(Comp *c, const char *stage, Loc loc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static bool broken(Comp *c, const char *stage, Loc loc, const char *fmt, ...) {
