@@ -1,6 +1,6 @@
 /* test_eval.c — the reference evaluator (eval.c) against hand-computed values.
  * Circuits are built with ir_make through the small constructors below (and
- * with parse_text for the spec examples); every expectation is either a
+ * with the driver's parser for the spec examples); every expectation is either a
  * literal worked out by hand / from the math library, or computed here with
  * explicit loops for the specific shapes — never with eval's own output. */
 #include <criterion/criterion.h>
@@ -788,13 +788,13 @@ Test(eval, layernorm_e8_built_flat) {
   eval_free(e);
 }
 
-/* ------------------------------------------------ spec examples (parse_text) */
+/* ------------------------------------------- spec examples (parsed by the driver) */
 
+/* The top-level circuits of text, parsed with their tensors loaded. */
 static NodeList parse(Comp *c, const char *text) {
-  NodeList out = {0};
-  cr_assert(parse_text(c, "test.circ", text, strlen(text), NULL, &out) && load_tensors(c, out.node, out.n),
-            "parse failed: %s", tu_diags(c));
-  return out;
+  Compilation cm = {0};
+  cr_assert(tu_run(c, text, STAGE_TENSORS, &cm), "parse failed: %s", tu_diags(c));
+  return cm.tops;
 }
 
 /* The node called `name` under root (depth-first), or NULL. */

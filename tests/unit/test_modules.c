@@ -9,11 +9,15 @@
 #include <string.h>
 #include "testutil.h"
 
+/* The driver up to STAGE_TENSORS on text; cm (zeroed) may go on from there. */
+static NodeList parse_in(Comp *c, const char *text, Compilation *cm) {
+  cr_assert(tu_run(c, text, STAGE_TENSORS, cm), "parse failed:\n%s", tu_diags(c));
+  return cm->tops;
+}
+
 static NodeList parse_ok(Comp *c, const char *text) {
-  NodeList l = {0};
-  bool ok = parse_text(c, "test.circ", text, strlen(text), NULL, &l) && load_tensors(c, l.node, l.n);
-  cr_assert(ok, "parse failed:\n%s", tu_diags(c));
-  return l;
+  Compilation cm = {0};
+  return parse_in(c, text, &cm);
 }
 
 static Node *top(NodeList l, const char *name) {
@@ -283,24 +287,24 @@ Test(modules, every_kind_batches_like_vmap) {
 
 Test(modules, non_batchable_arg_is_rejected) {
   Comp *c = tu_comp();
-  NodeList l = {0};
+  Compilation cm = {0};
   const char *t = "'m' Module\n"
                   "  'e' Einsum a->a\n"
                   "    'x' [3] Symbol 11111111-1111-4111-8111-111111111111\n"
                   "  'v' [2,3] Scalar 1 ! 'x' ftt\n";
-  cr_assert(!(parse_text(c, "test.circ", t, strlen(t), NULL, &l) && load_tensors(c, l.node, l.n)));
+  cr_assert(!tu_run(c, t, STAGE_TENSORS, &cm));
   cr_assert(strstr(tu_diags(c), "not batchable"), "%s", tu_diags(c));
   tu_free(c);
 }
 
 Test(modules, non_symbolic_size_cannot_expand) {
   Comp *c = tu_comp();
-  NodeList l = {0};
+  Compilation cm = {0};
   const char *t = "'m' Module\n"
                   "  'e' Einsum a->a\n"
                   "    'x' [3] Symbol 11111111-1111-4111-8111-111111111111\n"
                   "  'v' [4] Scalar 1 ! 'x'\n";
-  cr_assert(!(parse_text(c, "test.circ", t, strlen(t), NULL, &l) && load_tensors(c, l.node, l.n)));
+  cr_assert(!tu_run(c, t, STAGE_TENSORS, &cm));
   cr_assert(strstr(tu_diags(c), "test.circ:1:"), "%s", tu_diags(c));
   cr_assert(strstr(tu_diags(c), "size 4 at axis 0 but symbol 'x' needs 3"), "%s", tu_diags(c));
   /* with ban_non_symbolic_size_expand off rust_circuit lets the size change;
@@ -310,7 +314,8 @@ Test(modules, non_symbolic_size_cannot_expand) {
                    "  'e' Einsum a->a\n"
                    "    'x' [3] Symbol 11111111-1111-4111-8111-111111111111\n"
                    "  'v' [4] Scalar 1 ! 'x' ttf\n";
-  cr_assert(!(parse_text(c2, "test.circ", t2, strlen(t2), NULL, &l) && load_tensors(c2, l.node, l.n)));
+  Compilation cm2 = {0};
+  cr_assert(!tu_run(c2, t2, STAGE_TENSORS, &cm2));
   cr_assert(strstr(tu_diags(c2), "supports this only for symbolic sizes"), "%s", tu_diags(c2));
   tu_free(c2);
   tu_free(c);
@@ -318,14 +323,14 @@ Test(modules, non_symbolic_size_cannot_expand) {
 
 Test(modules, batch_shapes_must_match_exactly) {
   Comp *c = tu_comp();
-  NodeList l = {0};
+  Compilation cm = {0};
   const char *t = "'m' Module\n"
                   "  'e' Einsum a,a->a\n"
                   "    'x' [0s] Symbol 11111111-1111-4111-8111-111111111111\n"
                   "    'y' [0s] Symbol 21111111-1111-4111-8111-111111111111\n"
                   "  'v' [2,3] Scalar 1 ! 'x'\n"
                   "  'w' [1,3] Scalar 1 ! 'y'\n";
-  cr_assert(!(parse_text(c, "test.circ", t, strlen(t), NULL, &l) && load_tensors(c, l.node, l.n)));
+  cr_assert(!tu_run(c, t, STAGE_TENSORS, &cm));
   cr_assert(strstr(tu_diags(c), "no broadcasting"), "%s", tu_diags(c));
   tu_free(c);
 }
@@ -354,9 +359,9 @@ static const char *FREE_SEQ =
 
 Test(resolve, unbound_symbolic_size_suggests_define) {
   Comp *c = tu_comp();
-  NodeList l = parse_ok(c, FREE_SEQ);
-  Program p;
-  cr_assert(!resolve_program(c, &l, &p));
+  Compilation cm = {0};
+  parse_in(c, FREE_SEQ, &cm);
+  cr_assert(!tu_run(c, FREE_SEQ, STAGE_RESOLVE, &cm));
   cr_assert(strstr(tu_diags(c), "symbolic size 1s (SEQ) is not bound"), "%s", tu_diags(c));
   cr_assert(strstr(tu_diags(c), "-D SEQ=N"), "%s", tu_diags(c));
   tu_free(c);
@@ -367,9 +372,10 @@ Test(resolve, define_binds_size_and_free_symbol_becomes_input) {
   SizeDefine d = {"SEQ", 3};
   c->defines = &d;
   c->ndefines = 1;
-  NodeList l = parse_ok(c, FREE_SEQ);
-  Program p;
-  cr_assert(resolve_program(c, &l, &p), "%s", tu_diags(c));
+  Compilation cm = {0};
+  parse_in(c, FREE_SEQ, &cm);
+  cr_assert(tu_run(c, FREE_SEQ, STAGE_RESOLVE, &cm), "%s", tu_diags(c));
+  const Program p = cm.program;
   cr_assert_eq(p.inputs.n, 1);
   cr_assert_str_eq(p.inputs.node[0]->name, "f.x");
   cr_assert_str_eq(shape_str(c, &p.inputs.node[0]->shape), "[3,4]");
@@ -387,9 +393,10 @@ Test(resolve, define_binds_size_and_free_symbol_becomes_input) {
 
 Test(resolve, nondeterministic_kinds_are_rejected) {
   Comp *c = tu_comp();
-  NodeList l = parse_ok(c, "0 DiscreteVar\n  2 [10,11] Scalar 2.2\n  1 [10] Scalar 0.1\n");
-  Program p;
-  cr_assert(!resolve_program(c, &l, &p));
+  const char *t = "0 DiscreteVar\n  2 [10,11] Scalar 2.2\n  1 [10] Scalar 0.1\n";
+  Compilation cm = {0};
+  parse_in(c, t, &cm);
+  cr_assert(!tu_run(c, t, STAGE_RESOLVE, &cm));
   cr_assert(strstr(tu_diags(c), "test.circ:1:1: error:"), "%s", tu_diags(c));
   cr_assert(strstr(tu_diags(c), "sample it first"), "%s", tu_diags(c));
   tu_free(c);
@@ -475,14 +482,14 @@ static void block_reference(Node *r, const double *mask, double *out) {
 
 Test(modules, gpt2_style_block_in_module_form) {
   Comp *c = tu_comp();
-  NodeList all = {0};
-  cr_assert(tu_parse_file(c, tu_data("circ/gpt2_block_module.circ"), &all), "%s", tu_diags(c));
-  Node *b0 = top(all, "b0");
+  const char *path = tu_data("circ/gpt2_block_module.circ");
+  Compilation cm = {0};
+  cr_assert(tu_run_file(c, path, "b0", STAGE_TENSORS, &cm), "%s", tu_diags(c));
+  cr_assert_eq(cm.tops.n, 1);
+  Node *b0 = top(cm.tops, "b0");
   cr_assert_str_eq(shape_str(c, &b0->shape), "[2,5,8]");
-  NodeList l = {0};
-  nodelist_push(c, &l, b0);
-  Program p;
-  cr_assert(resolve_program(c, &l, &p), "%s", tu_diags(c));
+  cr_assert(tu_run_file(c, path, "b0", STAGE_RESOLVE, &cm), "%s", tu_diags(c));
+  const Program p = cm.program;
   cr_assert_eq(p.inputs.n, 1, "inputs: %d", p.inputs.n);
   cr_assert_str_eq(p.inputs.node[0]->name, "t.mask");
   Tensor *mask = tensor_new(c, DT_F32, &p.inputs.node[0]->shape);

@@ -16,19 +16,20 @@ static Comp *comp_random(void) {
   return c;
 }
 
+/* Parses `text` (named t.circ) and loads its tensors. */
 static NodeList parse_ok(Comp *c, const char *text) {
-  NodeList l = {0};
-  bool ok = parse_text(c, "t.circ", text, strlen(text), NULL, &l) && load_tensors(c, l.node, l.n);
+  Compilation cm = {0};
+  bool ok = tu_run_named(c, "t.circ", text, STAGE_TENSORS, &cm);
   cr_assert(ok, "parse failed:\n%s\ninput:\n%s", tu_diags(c), text);
   cr_assert_eq(diag_error_count(c), 0, "%s", tu_diags(c));
-  return l;
+  return cm.tops;
 }
 
 /* Parses `text` with c and requires an error at `loc` ("line:col") whose
  * message contains `msg`. */
 static void expect_error_in(Comp *c, const char *text, const char *loc, const char *msg) {
-  NodeList l = {0};
-  bool ok = parse_text(c, "t.circ", text, strlen(text), NULL, &l) && load_tensors(c, l.node, l.n);
+  Compilation cm = {0};
+  bool ok = tu_run_named(c, "t.circ", text, STAGE_TENSORS, &cm);
   const char *d = tu_diags(c);
   cr_assert(!ok, "expected an error for:\n%s", text);
   char want[128];
@@ -165,9 +166,10 @@ static bool has_array(const Node *n) {
 static void round_trip(Comp *c, const char *text) {
   NodeList a = parse_ok(c, text);
   char *d1 = dump_str(c, &a);
-  NodeList b = {0};
-  bool ok = parse_text(c, "dump.circ", d1, strlen(d1), NULL, &b) && load_tensors(c, b.node, b.n);
+  Compilation cm = {0};
+  bool ok = tu_run_named(c, "dump.circ", d1, STAGE_TENSORS, &cm);
   cr_assert(ok, "dump does not re-parse:\n%s\n%s", d1, tu_diags(c));
+  NodeList b = cm.tops;
   cr_assert_eq(a.n, b.n, "%d top-level circuits became %d:\n%s", a.n, b.n, d1);
   for (int i = 0; i < a.n; i++) {
     cr_assert(same(c, a.node[i], b.node[i]), "circuit %d differs after the round trip:\n%s", i, d1);
@@ -278,18 +280,22 @@ Test(parse, e2_array_hash_and_tensor_index) {
   /* a declared shape that disagrees with the stored tensor */
   char bad[256];
   snprintf(bad, sizeof bad, "'a' [4] Array %.24s\n", st.f32_hash);
-  NodeList l2 = {0};
-  cr_assert_not(parse_text(c, "t.circ", bad, strlen(bad), NULL, &l2) && load_tensors(c, l2.node, l2.n));
+  Compilation cm2 = {0};
+  cr_assert_not(tu_run_named(c, "t.circ", bad, STAGE_TENSORS, &cm2));
   cr_assert(strstr(tu_diags(c), "t.circ:1:5: error: Array 'a': declared shape [4] but computed [5]"), "%s",
             tu_diags(c));
-  /* an index tensor's written length sizes the Index before loading: it must be the tensor's */
+  /* an index tensor's written length sizes the Index before loading: it must be the tensor's
+   * (a fresh Comp on the same store: the driver runs no stage after an error) */
+  Comp *c3 = tu_comp();
+  c3->tensor_dir = st.dir;
   snprintf(bad, sizeof bad, "'i' Index [t%.10s [5]]\n  'x' [10] Scalar 1\n", st.i64_hash);
-  NodeList l3 = {0};
-  cr_assert(parse_text(c, "t.circ", bad, strlen(bad), NULL, &l3), "%s", tu_diags(c));
-  cr_assert_not(load_tensors(c, l3.node, l3.n));
-  cr_assert(strstr(tu_diags(c), "t.circ:1:12: error: index tensor t"), "%s", tu_diags(c));
-  cr_assert(strstr(tu_diags(c), " has 6 entries but is written as [5]"), "%s", tu_diags(c));
+  Compilation cm3 = {0};
+  cr_assert(tu_run_named(c3, "t.circ", bad, STAGE_PARSE, &cm3), "%s", tu_diags(c3));
+  cr_assert_not(tu_run_named(c3, "t.circ", bad, STAGE_TENSORS, &cm3));
+  cr_assert(strstr(tu_diags(c3), "t.circ:1:12: error: index tensor t"), "%s", tu_diags(c3));
+  cr_assert(strstr(tu_diags(c3), " has 6 entries but is written as [5]"), "%s", tu_diags(c3));
   store_remove(&st);
+  tu_free(c3);
   tu_free(c);
 }
 
@@ -503,8 +509,8 @@ Test(parse, all_sample_files_round_trip) {
     Comp *c = comp_random();
     char path[64];
     snprintf(path, sizeof path, "circ/%s.circ", files[i]);
-    NodeList l = {0};
-    cr_assert(tu_parse_file(c, tu_data(path), &l), "%s: %s", path, tu_diags(c));
+    Compilation cm = {0};
+    cr_assert(tu_run_file(c, tu_data(path), NULL, STAGE_TENSORS, &cm), "%s: %s", path, tu_diags(c));
     char *text = read_file(tu_data(path));
     round_trip(c, text);
     free(text);
@@ -514,8 +520,9 @@ Test(parse, all_sample_files_round_trip) {
 
 Test(parse, features_file) {
   Comp *c = comp_random();
-  NodeList l = {0};
-  cr_assert(tu_parse_file(c, tu_data("circ/features.circ"), &l), "%s", tu_diags(c));
+  Compilation cm = {0};
+  cr_assert(tu_run_file(c, tu_data("circ/features.circ"), NULL, STAGE_TENSORS, &cm), "%s", tu_diags(c));
+  NodeList l = cm.tops;
   cr_assert_eq(l.n, 3);
   Node *root = l.node[0];
   cr_assert(root->autoname_disabled);
@@ -933,10 +940,10 @@ Test(parse, concat_generalfunction_array) {
   /* without a store the lookup fails with a located error */
   Comp *c2 = tu_comp();
   c2->tensor_dir = "/nonexistent/circc";
-  NodeList l2 = {0};
+  Compilation cm2 = {0};
   const char *arr = "'a' [2] Array 50dba7b000ecd7c013961b6c\n";
-  cr_assert(parse_text(c2, "t.circ", arr, strlen(arr), NULL, &l2), "%s", tu_diags(c2)); /* no I/O */
-  cr_assert_not(load_tensors(c2, l2.node, l2.n));
+  cr_assert(tu_run_named(c2, "t.circ", arr, STAGE_PARSE, &cm2), "%s", tu_diags(c2)); /* no I/O */
+  cr_assert_not(tu_run_named(c2, "t.circ", arr, STAGE_TENSORS, &cm2));
   cr_assert(strstr(tu_diags(c2), "t.circ:1:15: error: "), "%s", tu_diags(c2));
   tu_free(c2);
   /* the parser reads no tensor, so a stored Array needs its shape written, an index tensor its length */
@@ -1134,8 +1141,8 @@ Test(parse, reference_circuit_errors) {
 
 Test(parse, parse_file_missing_is_io_error) {
   Comp *c = tu_comp();
-  NodeList l = {0};
-  cr_assert_not(tu_parse_file(c, "/nonexistent/x.circ", &l));
+  Compilation cm = {0};
+  cr_assert_not(tu_run_file(c, "/nonexistent/x.circ", NULL, STAGE_TENSORS, &cm));
   cr_assert_eq(diag_exit_code(c), DIAG_IO);
   cr_assert(strstr(tu_diags(c), "/nonexistent/x.circ: error: cannot read circuit file: No such file"), "%s",
             tu_diags(c));
@@ -1144,9 +1151,9 @@ Test(parse, parse_file_missing_is_io_error) {
 
 Test(parse, diagnostics_quote_the_line_with_a_caret) {
   Comp *c = comp_random();
-  NodeList l = {0};
+  Compilation cm = {0};
   const char *text = "'a' Add\n  'b' [2] Scalar zz\n";
-  cr_assert_not(parse_text(c, "t.circ", text, strlen(text), NULL, &l) && load_tensors(c, l.node, l.n));
+  cr_assert_not(tu_run_named(c, "t.circ", text, STAGE_TENSORS, &cm));
   cr_assert(strstr(tu_diags(c), "t.circ:2:18: error: expected a number for the Scalar value"), "%s", tu_diags(c));
   char want[128];
   snprintf(want, sizeof want, "    'b' [2] Scalar zz\n  %17s^\n", "");

@@ -34,11 +34,10 @@ static Node *einsum(Comp *c, const char *name, const char *spec, const int64_t *
     len += snprintf(text + len, sizeof text - (size_t)len, "] Array rand\n");
     p = q == arrow ? arrow + 1 : q + 1;
   }
-  NodeList l = {0};
-  cr_assert(parse_text(c, "test.circ", text, (size_t)len, NULL, &l) && load_tensors(c, l.node, l.n),
-            "parse failed: %s\n%s", tu_diags(c), text);
-  cr_assert_eq(l.n, 1);
-  return l.node[0];
+  Compilation cm = {0};
+  cr_assert(tu_run(c, text, STAGE_TENSORS, &cm), "parse failed: %s\n%s", tu_diags(c), text);
+  cr_assert_eq(cm.tops.n, 1);
+  return cm.tops.node[0];
 }
 
 /* Sizes by letter from a string like "a=10 b=100 c=5". */
@@ -375,9 +374,9 @@ Test(plan_einsum, sharing_preserved) {
                      "    'w' [2,3] Array rand\n"
                      "    's' [] Array rand\n"
                      "'E'\n";
-  NodeList l = {0};
-  cr_assert(parse_text(C, "test.circ", text, strlen(text), NULL, &l) && load_tensors(C, l.node, l.n), "%s",
-            tu_diags(C));
+  Compilation cm = {0};
+  cr_assert(tu_run(C, text, STAGE_TENSORS, &cm), "%s", tu_diags(C));
+  NodeList l = cm.tops;
   cr_assert_eq(l.n, 2);
   Node *orig[2] = {l.node[0], l.node[1]}, *roots[2] = {l.node[0], l.node[1]};
   cr_assert(plan_einsums(C, roots, 2, NULL));
@@ -523,10 +522,9 @@ Test(plan_einsum, wide_intermediates_avoided) {
   const char *ones = "[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]";
   snprintf(text, sizeof text, "'E' Einsum %s,%s,%s,%s->\n  1 %s Array rand\n  2 %s Array rand\n"
            "  3 %s Array rand\n  4 %s Array rand\n", x, y, z, w, ones, ones, ones, ones);
-  NodeList l = {0};
-  cr_assert(parse_text(C, "test.circ", text, strlen(text), NULL, &l) && load_tensors(C, l.node, l.n), "%s",
-            tu_diags(C));
-  Planned p = plan(C, l.node[0]);
+  Compilation cm = {0};
+  cr_assert(tu_run(C, text, STAGE_TENSORS, &cm), "%s", tu_diags(C));
+  Planned p = plan(C, cm.tops.node[0]);
   check_planned(C, &p, "wide");
 }
 
@@ -550,10 +548,9 @@ Test(plan_einsum, huge_sizes_saturate) {
                      "  'y' [3000000000,3000000000] Symbol\n"
                      "  'z' [3000000000,3000000000] Symbol\n"
                      "  'w' [3000000000,2] Symbol\n";
-  NodeList l = {0};
-  cr_assert(parse_text(C, "test.circ", text, strlen(text), NULL, &l) && load_tensors(C, l.node, l.n), "%s",
-            tu_diags(C));
-  Planned p = plan(C, l.node[0]);
+  Compilation cm = {0};
+  cr_assert(tu_run(C, text, STAGE_TENSORS, &cm), "%s", tu_diags(C));
+  Planned p = plan(C, cm.tops.node[0]);
   cr_assert(strstr(p.report, "(naive 9223372036854775807)"), "%s", p.report);
   TreeStats st = tree_stats(p.plan);
   cr_assert_eq(st.nbinary, 3);

@@ -26,11 +26,6 @@ void tu_free(Comp *c) {
   free(t);
 }
 
-bool tu_parse_file(Comp *c, const char *path, NodeList *out) {
-  SourceFile *src = load_source(c, path);
-  return src && parse_text(c, src->name, src->text, src->len, NULL, out) && load_tensors(c, out->node, out->n);
-}
-
 static const char *joined(const char *dir, const char *rel) {
   static char buf[4][1024];
   static int k;
@@ -44,8 +39,11 @@ const char *tu_data(const char *rel) { return joined(CIRCC_TEST_DATA, rel); }
 const char *tu_model(const char *rel) { return joined(CIRCC_MODELS_DIR, rel); }
 
 bool tu_run(Comp *c, const char *text, Stage last, Compilation *cm) {
-  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "test.circ", .last = last,
-                     .verify_each = true};
+  return tu_run_named(c, "test.circ", text, last, cm);
+}
+
+bool tu_run_named(Comp *c, const char *name, const char *text, Stage last, Compilation *cm) {
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = name, .last = last, .verify_each = true};
   return driver_run(c, &o, cm);
 }
 

@@ -7,8 +7,6 @@
 Comp *tu_comp(void);
 const char *tu_diags(Comp *c);   /* everything printed to c->err so far */
 void tu_free(Comp *c);
-/* The front end on one file: load_source, parse_text (no references), load_tensors. */
-bool tu_parse_file(Comp *c, const char *path, NodeList *out);
 /* Path of a file under tests/data; of one under models/ (the bundled models). */
 const char *tu_data(const char *rel);
 const char *tu_model(const char *rel);
@@ -19,5 +17,7 @@ const char *tu_model(const char *rel);
  * first; a later call continues from where it stopped). false after a
  * diagnostic (tu_diags says which). */
 bool tu_run(Comp *c, const char *text, Stage last, Compilation *cm);
+/* tu_run with the text named `name`, for tests whose diagnostics name their own file. */
+bool tu_run_named(Comp *c, const char *name, const char *text, Stage last, Compilation *cm);
 bool tu_run_file(Comp *c, const char *path, const char *output, Stage last, Compilation *cm);
 #endif
