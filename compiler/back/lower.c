@@ -572,9 +572,7 @@ static Value *lower_node(Lower *L, const Node *n) {
     /* the same symbol may be written twice: uuid, name and shape identify it (§5.1) */
     for (int i = 0; i < L->k->ninputs; i++) {
       const Node *s = L->k->input[i]->node;
-      if (s == n || (!strcmp(s->u.symbol.uuid, n->u.symbol.uuid) && shape_eq(&s->shape, &n->shape) &&
-                     ((!s->name && !n->name) || (s->name && n->name && !strcmp(s->name, n->name)))))
-        return viewed(L, contiguous(L->k->input[i], &n->shape));
+      if (symbol_same(s, n)) return viewed(L, contiguous(L->k->input[i], &n->shape));
     }
     ICE("symbol %s is not a program input", node_label(c, n));
   }
