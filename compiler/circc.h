@@ -60,6 +60,10 @@ bool modules_bind_sizes(Comp *c, Node **roots, int n, const int64_t *map);
  * size_name(k) is the library's name of the k-th size, NULL if it has none. */
 const char *size_name(int k);
 bool sizes_from_defines(Comp *c, int64_t *map);
+/* circc eval --input NAME=@PATH: the array's shape gives the symbolic sizes of
+ * the free Symbol NAME under roots, appended to c->defines as -D would (a -D or
+ * an earlier input that says otherwise is a DIAG_IO error naming both). */
+bool sizes_from_input(Comp *c, Node *const *roots, int n, const char *name, const char *path, const Shape *shape);
 bool sizes_bind(Comp *c, Node **roots, int n, int64_t *map);
 
 /* resolve.c — the concrete program: substitute modules, bind -D sizes, check

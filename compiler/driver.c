@@ -106,7 +106,8 @@ static bool verify(Comp *c, const Compilation *cm, Stage s) {
   return true;
 }
 
-static bool evaluate(Comp *c, const DriverOptions *o, const Program *p);
+static bool read_inputs(Comp *c, const DriverOptions *o, Compilation *cm);
+static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm);
 
 /* One stage. The pipeline is the order of the cases. */
 static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s) {
@@ -130,7 +131,7 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
   }
   case STAGE_TENSORS: return load_tensors(c, cm->tops.node, cm->tops.n);
   case STAGE_RESOLVE:
-    return resolve_program(c, &cm->tops, p);
+    return (!o->evaluate || read_inputs(c, o, cm)) && resolve_program(c, &cm->tops, p);
   case STAGE_SIMPLIFY:
     if (!simplify_run(c, roots, p->outputs.n, &cm->simplify)) return false;
     report_simplify(o, &cm->simplify);
@@ -156,7 +157,7 @@ bool driver_run(Comp *c, const DriverOptions *o, Compilation *cm) {
     if (o->verify_each && !verify(c, cm, s)) return false;
     if (o->dump & 1u << s) dump(c, o, cm, s);
   }
-  if (o->evaluate && !diag_error_count(c)) evaluate(c, o, &cm->program);
+  if (o->evaluate && !diag_error_count(c)) evaluate(c, o, cm);
   return !diag_error_count(c);
 }
 
@@ -185,9 +186,22 @@ static Tensor *to_dtype(Comp *c, const Tensor *v, DType dt) {
   return t;
 }
 
-/* Binds each --input to its free Symbol; false after a diagnostic. */
-static void bind_inputs(Comp *c, const DriverOptions *o, const Program *p, Eval *e) {
+/* circc eval, before resolve: reads every --input; their shapes give the
+ * symbolic sizes of the free Symbols they are for (no -D needed). */
+static bool read_inputs(Comp *c, const DriverOptions *o, Compilation *cm) {
   Loc cli = {"command line", 0, 0};
+  cm->eval_values = ARENA_ARRAY(&c->arena, Tensor *, o->neval_inputs + 1);
+  for (int i = 0; i < o->neval_inputs; i++) {
+    const Binding *b = &o->eval_inputs[i];
+    if (!(cm->eval_values[i] = npy_load(c, b->path, cli))) continue;
+    sizes_from_input(c, cm->tops.node, cm->tops.n, b->name, b->path, &cm->eval_values[i]->shape);
+  }
+  return !diag_error_count(c);
+}
+
+/* Binds each --input to its free Symbol; false after a diagnostic. */
+static void bind_inputs(Comp *c, const DriverOptions *o, const Compilation *cm, Eval *e) {
+  const Program *p = &cm->program;
   for (int i = 0; i < o->neval_inputs; i++) {
     const Binding *b = &o->eval_inputs[i];
     const Node *sym = NULL;
@@ -204,8 +218,7 @@ static void bind_inputs(Comp *c, const DriverOptions *o, const Program *p, Eval 
                   shape_str(c, &p->inputs.node[j]->shape));
       continue;
     }
-    Tensor *t = npy_load(c, b->path, cli);
-    if (!t) continue;
+    const Tensor *t = cm->eval_values[i];
     if (!shape_eq(&t->shape, &sym->shape)) {
       diag_error_class(c, DIAG_IO, NO_LOC, "--input %s: %s has shape %s but symbol '%s' needs %s", b->name, b->path,
                        shape_str(c, &t->shape), b->name, shape_str(c, &sym->shape));
@@ -217,9 +230,10 @@ static void bind_inputs(Comp *c, const DriverOptions *o, const Program *p, Eval 
 
 /* The reference evaluator on the resolved program: --output files and/or the
  * values printed. Everything is evaluated first, so an error leaves no file. */
-static bool evaluate(Comp *c, const DriverOptions *o, const Program *p) {
+static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
+  const Program *p = &cm->program;
   Eval *e = eval_new(c);
-  bind_inputs(c, o, p, e);
+  bind_inputs(c, o, cm, e);
   for (int i = 0; i < o->neval_outputs; i++) {
     bool found = false;
     for (int j = 0; j < p->outputs.n; j++) found |= !strcmp(p->output_names[j], o->eval_outputs[i].name);

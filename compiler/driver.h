@@ -61,6 +61,7 @@ typedef struct Compilation {
   Program program;              /* after resolve: outputs are rewritten in place by later DAG stages */
   SimplifyStats simplify;
   Kernels kernels;
+  Tensor **eval_values;         /* circc eval: the --input arrays, read before resolve (their shapes bind sizes) */
 } Compilation;
 
 /* Runs the stages from cm->next up to o->last. false after a diagnostic

@@ -76,3 +76,62 @@ bool sizes_bind(Comp *c, Node **roots, int n, int64_t *map) {
   for (int k = 0; k < NUM_SYMBOLIC_SIZES; k++) any |= map[k] >= 0;
   return !any || modules_bind_sizes(c, roots, n, map);
 }
+
+/* The Symbol named `name` under roots, or NULL. */
+static const Node *find_symbol(const Node *n, const char *name, bool *seen) {
+  if (seen[n->id]) return NULL;
+  seen[n->id] = true;
+  if (n->kind == NK_Symbol && n->name && !strcmp(n->name, name)) return n;
+  for (int i = 0; i < n->nchild; i++) {
+    const Node *s = find_symbol(n->child[i], name, seen);
+    if (s) return s;
+  }
+  return NULL;
+}
+
+bool sizes_from_input(Comp *c, Node *const *roots, int n, const char *name, const char *path, const Shape *shape) {
+  bool *seen = calloc((size_t)c->next_node_id + 1, 1);
+  if (!seen) ICE("out of memory");
+  const Node *sym = NULL;
+  for (int i = 0; i < n && !sym; i++) sym = find_symbol(roots[i], name, seen);
+  free(seen);
+  if (!sym) return true; /* not a free symbol of these circuits: evaluation says so */
+  if (sym->shape.rank != shape->rank) {
+    diag_error_class(c, DIAG_IO, NO_LOC, "--input %s: %s has shape %s but symbol '%s' needs %s", name, path,
+                     shape_str(c, shape), name, shape_str(c, &sym->shape));
+    return false;
+  }
+  int64_t map[NUM_SYMBOLIC_SIZES];
+  for (int k = 0; k < NUM_SYMBOLIC_SIZES; k++) map[k] = -1;
+  for (int i = 0; i < c->ndefines; i++) {
+    int k = size_by_name(c->defines[i].name);
+    if (k >= 0) map[k] = c->defines[i].value;
+  }
+  int64_t before[NUM_SYMBOLIC_SIZES];
+  memcpy(before, map, sizeof before);
+  for (int d = 0; d < shape->rank; d++) {
+    if (!size_is_symbolic(sym->shape.dim[d])) continue; /* a fixed size is checked when the value is bound */
+    int64_t known[NUM_SYMBOLIC_SIZES];
+    memcpy(known, map, sizeof known);
+    if (!ir_bind_symbolic(sym->shape.dim[d], shape->dim[d], map)) {
+      char s[64];
+      const char *named = size_format(sym->shape.dim[d], s, sizeof s);
+      for (int k = 0; k < NNAMES; k++)
+        if (symbolic_prime(k) == sym->shape.dim[d]) named = arena_printf(&c->arena, "%s (%s)", NAMES[k], s);
+      diag_error_class(c, DIAG_IO, NO_LOC,
+                       "--input %s: %s has shape %s, so %s = %lld in symbol '%s' %s, but -D or another --input "
+                       "makes it %lld",
+                       name, path, shape_str(c, shape), named,
+                       (long long)shape->dim[d], name, shape_str(c, &sym->shape),
+                       (long long)ir_apply_size_map(sym->shape.dim[d], known));
+      return false;
+    }
+  }
+  /* the sizes it bound become -D defines, so resolve binds them like any other */
+  SizeDefine *defs = ARENA_ARRAY(&c->arena, SizeDefine, c->ndefines + NUM_SYMBOLIC_SIZES);
+  if (c->ndefines) memcpy(defs, c->defines, sizeof *defs * (size_t)c->ndefines);
+  c->defines = defs;
+  for (int k = 0; k < NUM_SYMBOLIC_SIZES; k++)
+    if (map[k] >= 0 && before[k] < 0) c->defines[c->ndefines++] = (SizeDefine){arena_printf(&c->arena, "%ds", k), map[k]};
+  return true;
+}

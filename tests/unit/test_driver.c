@@ -236,3 +236,27 @@ Test(verify, unplanned_temporary) {
   expect_broken(c, verify_kernels(c, &cm.kernels, true, "test"), "is not an aligned slot");
   tu_free(c);
 }
+
+/* ------------------------------------------------ circc eval */
+
+/* The --input arrays' shapes bind the free Symbols' symbolic sizes: no -D. */
+Test(driver, eval_takes_sizes_from_the_input_arrays) {
+  Comp *c = tu_comp();
+  char dir[] = "/tmp/circc-eval-XXXXXX";
+  cr_assert(mkdtemp(dir));
+  char *out = arena_printf(&c->arena, "%s/y.npy", dir);
+  const char *text = "'y' Einsum ab->a\n  'x' [1s,4] Symbol 5e8d6a1e-0f8e-4c50-9d46-0f1f1c3e6a10\n";
+  Binding in = {"x", tu_data("npy/iota_3x4.npy")}, dest = {"y", out};
+  const char *outputs[] = {"y"};
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "sum.circ", .last = STAGE_RESOLVE,
+                     .verify_each = true, .evaluate = true, .eval_inputs = &in, .neval_inputs = 1,
+                     .eval_outputs = &dest, .neval_outputs = 1, .outputs = outputs, .noutputs = 1};
+  Compilation cm = {0};
+  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
+  Tensor *y = npy_load(c, out, NO_LOC);
+  cr_assert(y && y->shape.rank == 1 && y->shape.dim[0] == 3, "%s", tu_diags(c));
+  const double want[] = {6, 22, 38}; /* row sums of 0..11 */
+  for (int i = 0; i < 3; i++) cr_assert_eq(tensor_get_f64(y, i), want[i], "y[%d] = %g", i, tensor_get_f64(y, i));
+  cr_assert(system(arena_printf(&c->arena, "rm -rf %s", dir)) == 0);
+  tu_free(c);
+}
