@@ -151,8 +151,8 @@ static void sample_help(const rt_model *m, const char *prog) {
 }
 
 /* --sample N [--seed S] [--threads N] [-v] [--info]. The generic mode's
- * options are accepted as they always were: those that act on inputs and
- * tolerances are ignored, while --output, --check and --bench conflict. */
+ * options that act on inputs, outputs or timing make no sense here: a clear
+ * usage error rather than a silently ignored value. */
 static int sample_main(const rt_model *m, int argc, char **argv) {
   static const rt_option OPTIONS[] = {
       {"--sample", true}, {"--seed", true},  {"--threads", true}, {"--info", false},  {"-v", false},
@@ -163,7 +163,8 @@ static int sample_main(const rt_model *m, int argc, char **argv) {
   long count = 0, n;
   uint64_t seed = 0;
   int threads = 0;
-  bool info = false, verbose = false, conflict = false;
+  bool info = false, verbose = false;
+  const char *conflict = NULL;
   for (int i = 1; i < argc; i++) {
     const char *val;
     int f = rt_next_option(prog, OPTIONS, (int)(sizeof OPTIONS / sizeof *OPTIONS), "", argc, argv, &i, &val);
@@ -186,10 +187,12 @@ static int sample_main(const rt_model *m, int argc, char **argv) {
     } else if (!strcmp(flag, "-v")) {
       verbose = true;
     } else {
-      conflict |= !strcmp(flag, "--output") || !strcmp(flag, "--check") || !strcmp(flag, "--bench");
+      conflict = flag;
     }
   }
-  if (conflict) return rt_usage_error(prog, "--sample cannot be combined with --output, --check or --bench");
+  if (conflict)
+    return rt_usage_error(prog, "--sample cannot be combined with %s (nor with --input, --output, --check, "
+                          "--rtol, --atol or --bench)", conflict);
   threads = rt_set_threads(threads);
   if (verbose) fprintf(stderr, "%s: %d thread%s\n", prog, threads, threads == 1 ? "" : "s");
   if (info) rt_print_info(m, prog, threads);

@@ -3,7 +3,8 @@
 # CIRC with --vocab ".a..z" and checks that --sample 20 --seed 7 prints 20
 # names of at most 50 letters a-z, the same ones on every run and with 1 or 2
 # threads, different ones for another seed; and that a program compiled
-# without --vocab refuses --sample (exit 2).
+# without --vocab refuses --sample (exit 2), as does --sample with an option of the run
+# mode (--input, --output, --rtol, --bench, ...).
 # usage: test_sample.sh CIRCC STORE CIRC WORKDIR
 set -eu
 [ $# -eq 4 ] || { echo "usage: test_sample.sh CIRCC STORE CIRC WORKDIR" >&2; exit 2; }
@@ -27,3 +28,14 @@ set +e
 code=$?
 set -e
 [ $code -eq 2 ]
+# options of the run mode are usage errors with --sample, not silently ignored
+for extra in "--rtol x" "--input x=@nothing.npy" "--output logits=@$work/out.npy" "--bench 3"; do
+  set +e
+  # shellcheck disable=SC2086
+  "$work/names" --sample 1 $extra 2> "$work/err.txt"
+  code=$?
+  set -e
+  [ $code -eq 2 ]
+  grep -q "cannot be combined with ${extra%% *}" "$work/err.txt"
+done
+[ ! -e "$work/out.npy" ]
