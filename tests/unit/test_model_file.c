@@ -633,3 +633,69 @@ Test(model_file, restated_symbol_must_match) {
                      "[4s,7s,0s]");
   free(text), free(info);
 }
+
+/* ------------------------------------------------------------ round trip, --info-model */
+
+/* --dump parse of a model file is a self-contained circuit file (the library
+ * inlined, no `# info`) that evaluates to the same logits. */
+Test(model_file, dump_parse_round_trips) {
+  char *store = store_dir();
+  static Run r;
+  ModelParams p = params("ln", true, true, true, "gelu_new", true, 2, true, true);
+  run_model(&r, &p, store, 5);
+  char *text = model_file(&r.m), *dumped = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&dumped, &len);
+  Comp *c = tu_comp();
+  c->tensor_dir = store;
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "m.circ", .last = STAGE_PARSE,
+                     .dump = 1u << STAGE_PARSE, .dump_to = f, .verify_each = true};
+  Compilation cm = {0};
+  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
+  fclose(f);
+  cr_assert(strncmp(dumped, "# info:", 7), "the dump is no model file");
+  double again[S][V];
+  circc_logits(&r.m, dumped, r.in, r.mask, r.pos, again);
+  cr_assert(max_diff(again, r.got) == 0, "differs by %g", max_diff(again, r.got));
+  free(text), free(dumped);
+  tu_free(c);
+  run_free(&r);
+  rm_store(store);
+}
+
+Test(model_file, info_model) {
+  char *store = store_dir();
+  static Run r;
+  ModelParams p = params("bn", true, true, true, "bilinear", false, 3, true, true);
+  run_model(&r, &p, store, 9);
+  char *text = model_file(&r.m), *out = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&out, &len);
+  Comp *c = tu_comp();
+  Compilation cm = {0};
+  cr_assert(tu_run_named(c, "m.circ", text, STAGE_PARSE, &cm), "%s", tu_diags(c));
+  cr_assert(model_info_print(c, cm.source, &cm.library, &cm.tops, f));
+  fclose(f);
+  const char *want[] = {
+      "model_class:  GPT\n", "pos_enc_type: shortformer\n", "causal_mask:  true\n", "  norm_type              bn\n",
+      "  attn_bias              true\n", "  attn_pos               true\n", "  mlp_act_type           bilinear\n",
+      "  mlp_output_bias        false\n", "  use_rope               false\n", "  num_layers             3\n",
+      "  output_bias            true\n", "layers: 3\n", "  hidden (HIDDEN)        8\n", "  heads (HEADS)          2\n",
+      "  head dim (QK_DIM)      3\n", "  value dim (V_DIM)      4\n", "  MLP (BILINEAR_MLP_PROJ) 5\n",
+      "  vocab (VOCAB_SIZE)     7\n", "  t.input     [SEQ, 8]", "  a.mask      [SEQ_Q, SEQ_K]", "  a.pos_input [SEQ, 8]",
+  };
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++) cr_expect(strstr(out, want[i]), "no '%s' in\n%s", want[i], out);
+  free(text), free(out);
+  tu_free(c);
+  /* a file without the line is no model file */
+  c = tu_comp();
+  cm = (Compilation){0};
+  cr_assert(tu_run_named(c, "x.circ", "'x' [2] Scalar 1\n", STAGE_PARSE, &cm));
+  f = fopen("/dev/null", "w");
+  cr_assert_not(model_info_print(c, cm.source, &cm.library, &cm.tops, f));
+  fclose(f);
+  cr_expect(strstr(tu_diags(c), "x.circ:1:1: error: not a rust_circuit model file"), "%s", tu_diags(c));
+  tu_free(c);
+  run_free(&r);
+  rm_store(store);
+}
