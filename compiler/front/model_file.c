@@ -247,7 +247,8 @@ static LibNode *wsym(Builder *b, const char *name, const char *shape, const char
   return b->weight[b->nweight++] = sym(b, name, shape, uuid);
 }
 
-static const char *fmt(Builder *b, const char *f, const char *s) { return lib_fmt(&b->l, f, s); }
+/* A name from a pattern with one %s (the prefix or the norm type). */
+static const char *fmt(Builder *b, const char *pattern, const char *s) { return lib_fmt(&b->l, pattern, s); }
 
 /* Only lib_ln_spec asks for UUIDs, and library.c overrides this with the fixed ln.* ones. */
 static void no_uuid(const char *name, char out[37]) {
