@@ -521,6 +521,13 @@ Test(model_file, library_names) {
   cr_expect(strstr(lib, "'b.m' Module\n    'm'\n    'b.resid.a' ! 'm.input'\n"), "%s", lib);
   cr_expect_null(strstr(lib, "final"));
   free(lib);
+  /* no layers: the final norm of t.input, no block at all */
+  p = params("ln", true, false, true, "gelu", true, 0, true, false);
+  lib = library_text(&p);
+  cr_expect(strstr(lib, "'final.call' Module\n  'final.norm'\n  't.input' ! 'final.norm.input'\n"), "%s", lib);
+  cr_expect_null(strstr(lib, "'b"));
+  cr_expect_null(strstr(lib, "'a."));
+  free(lib);
 }
 
 /* References are not outputs; the file's own top-level circuits are, and only they. */
