@@ -7,9 +7,10 @@
 #include "ir.h"
 #include "tensor.h"
 
-/* The front end, in order: load_source → parse_text → load_tensors, then
- * resolve_program (which runs module substitution and sizes). library.h builds
- * rust_circuit's module library as circuit text, parsed as reference circuits. */
+/* The front end, in order: load_source → model_library → parse_text →
+ * load_tensors, then resolve_program (which runs module substitution and
+ * sizes). model_library builds rust_circuit's module library for a model file
+ * as circuit text (with library.h), parsed as reference circuits. */
 
 /* load.c — the front end's I/O. load_source reads a circuit file and registers
  * its text for diagnostics (DIAG_IO error if unreadable; NULL then).
@@ -37,6 +38,42 @@ typedef struct RefCircuits {
 } RefCircuits;
 bool parse_text(Comp *c, const char *filename, const char *text, size_t len, const RefCircuits *refs,
                 NodeList *out);
+
+/* model_file.c — the library stage (model_files.md): a file whose first line
+ * is `# info:{json}` (rust_circuit's TransformerInfo) refers to the circuits
+ * module_library builds from those params. model_library reads the params
+ * (rust_circuit's defaults for absent members), builds that library as text
+ * (--dump library) and parses it into `refs` for parse_text: its top-level
+ * circuits by name, the first of a name kept. A file without the line has no
+ * library (present false, true returned). Malformed JSON, a wrong type, an
+ * unknown option value or an option circc cannot build (use_parallel_residual,
+ * use_rope) is a located error; false then. model_library_check: Symbols the
+ * file restates (the per-layer weights after `!`) must equal the library's of
+ * that name in UUID and shape; located errors, false. model_info_print prints
+ * --info-model: the info, every param, the sizes the file's Arrays give and
+ * the free symbols of t.bind_w; an error if the file has no library. */
+typedef struct ModelParams {
+  const char *norm_type;       /* "ln", "bn", NULL (None: no norms) */
+  bool attn_bias, attn_pos, use_mlp;
+  const char *mlp_act_type;    /* gelu, gelu_new, relu, bilinear */
+  bool mlp_output_bias, use_parallel_residual, use_rope;
+  int num_layers;
+  bool use_norm_output, output_bias;
+  const char *model_class;     /* picks the tokenizer only */
+  const char *pos_enc_type;    /* gpt, shortformer, none, NULL: the binding only */
+  int causal_mask;             /* 1, 0, -1 (null): the binding only */
+} ModelParams;
+typedef struct ModelLibrary {
+  bool present;                /* the file begins with `# info:` */
+  ModelParams params;
+  const char *text;            /* the library text */
+  size_t len;
+  RefCircuits refs;
+  int first_file_node;         /* nodes with smaller ids are the library's */
+} ModelLibrary;
+bool model_library(Comp *c, const SourceFile *src, ModelLibrary *lib);
+bool model_library_check(Comp *c, const ModelLibrary *lib, const NodeList *tops);
+bool model_info_print(Comp *c, const SourceFile *src, const ModelLibrary *lib, const NodeList *tops, FILE *f);
 
 /* dump.c — prints circuits in rust_circuit's bijection text format, parseable by parse_text. */
 void dump_circuits(Comp *c, FILE *f, Node *const *nodes, int n);

@@ -6,7 +6,7 @@
 #include "driver.h"
 
 static const char *const STAGE_NAMES[STAGE_COUNT] = {
-    [STAGE_LOAD] = "load",         [STAGE_PARSE] = "parse",     [STAGE_TENSORS] = "tensors",
+    [STAGE_LOAD] = "load",         [STAGE_LIBRARY] = "library", [STAGE_PARSE] = "parse",     [STAGE_TENSORS] = "tensors",
     [STAGE_RESOLVE] = "resolve",   [STAGE_SIMPLIFY] = "simplify", [STAGE_PLAN] = "plan",
     [STAGE_LOWER] = "lower",       [STAGE_FUSE] = "fuse",       [STAGE_MEMPLAN] = "memplan",
     [STAGE_EMIT] = "emit",
@@ -74,6 +74,10 @@ static void dump(Comp *c, const DriverOptions *o, const Compilation *cm, Stage s
   FILE *f = o->dump_to ? o->dump_to : stdout;
   switch (s) {
   case STAGE_LOAD: fwrite(cm->source->text, 1, cm->source->len, f); break;
+  case STAGE_LIBRARY:
+    if (cm->library.present) fwrite(cm->library.text, 1, cm->library.len, f);
+    else fprintf(f, "# %s has no '# info:' line: no model library\n", cm->source->name);
+    break;
   case STAGE_PARSE:
   case STAGE_TENSORS: dump_circuits(c, f, cm->tops.node, cm->tops.n); break;
   case STAGE_RESOLVE:
@@ -94,6 +98,7 @@ static bool verify(Comp *c, const Compilation *cm, Stage s) {
   case STAGE_LOAD:
   case STAGE_EMIT:
   case STAGE_COUNT: return true;
+  case STAGE_LIBRARY: return verify_circuits(c, cm->library.refs.node, cm->library.refs.n, false, name);
   case STAGE_PARSE: return verify_circuits(c, l->node, l->n, false, name);
   case STAGE_TENSORS:
   case STAGE_RESOLVE:
@@ -123,9 +128,12 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
       cm->source = src;
     }
     return cm->source != NULL;
+  case STAGE_LIBRARY: return model_library(c, cm->source, &cm->library);
   case STAGE_PARSE: {
     NodeList all = {0};
-    bool ok = parse_text(c, cm->source->name, cm->source->text, cm->source->len, NULL, &all);
+    const RefCircuits *refs = cm->library.present ? &cm->library.refs : NULL;
+    bool ok = parse_text(c, cm->source->name, cm->source->text, cm->source->len, refs, &all);
+    ok = model_library_check(c, &cm->library, &all) && ok;
     choose_outputs(c, o, &all, &cm->tops);
     return ok;
   }

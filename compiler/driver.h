@@ -10,6 +10,7 @@
 /* The stages, in pipeline order. */
 typedef enum Stage {
   STAGE_LOAD,     /* read the circuit text */
+  STAGE_LIBRARY,  /* a model file's `# info:` → rust_circuit's module library (reference circuits) */
   STAGE_PARSE,    /* text → DAG */
   STAGE_TENSORS,  /* fill Arrays from the tensor store (or random) */
   STAGE_RESOLVE,  /* substitute modules, bind sizes, check shapes, collect inputs */
@@ -57,6 +58,7 @@ typedef struct DriverOptions {
 typedef struct Compilation {
   Stage next;                   /* the first stage not yet run (STAGE_LOAD when zeroed) */
   const SourceFile *source;     /* after load */
+  ModelLibrary library;         /* after library (present false: not a model file) */
   NodeList tops;                /* parsed top-level circuits (those chosen by `outputs`) */
   Program program;              /* after resolve: outputs are rewritten in place by later DAG stages */
   SimplifyStats simplify;

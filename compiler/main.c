@@ -11,6 +11,7 @@ static const char USAGE[] =
     "usage: circc [options] INPUT.circ -o OUTPUT     compile a circuit to a standalone program\n"
     "       circc eval [options] INPUT.circ           evaluate it with the reference evaluator\n"
     "       circc store [--tensors DIR] FILE.npy...  add tensors to the tensor store, print their hashes\n"
+    "       circc --info-model FILE.circ              what a rust_circuit model file (`# info:` line) holds\n"
     "\n"
     "Reads circuits in rust_circuit's text format, loads their tensors, substitutes\n"
     "modules, checks every shape, and compiles them to a C program with every shape\n"
@@ -25,11 +26,16 @@ static const char USAGE[] =
     "                         tensors_as_random); seeded, so runs are reproducible\n"
     "  --seed N               seed for random tensors (default 24301)\n"
     "  --allow-unused-inputs  do not require module arguments to occur in the spec\n"
-    "  --dump STAGE[,STAGE]   print the IR after each STAGE (repeatable): load (the text), parse,\n"
-    "                         tensors, resolve, simplify, plan (rust_circuit text), lower, fuse,\n"
-    "                         memplan (the kernel graph), emit (the generated C)\n"
+    "  --dump STAGE[,STAGE]   print the IR after each STAGE (repeatable): load (the text), library\n"
+    "                         (a model file's module library), parse, tensors, resolve, simplify,\n"
+    "                         plan (rust_circuit text), lower, fuse, memplan (the kernel graph),\n"
+    "                         emit (the generated C)\n"
     "  --verify-each          check the IR's invariants after every stage (an error is exit 70)\n"
     "  --color auto|always|never   colored diagnostics (default auto; NO_COLOR respected)\n"
+    "  --info-model           print a model file's info, params (every option), layer count,\n"
+    "                         sizes and the free symbols of t.bind_w with their meaning; a file\n"
+    "                         whose first line is `# info:{json}` gets rust_circuit's module\n"
+    "                         library (t.logits, final.ln.w.bias, ...) as reference circuits\n"
     "compile options:\n"
     "  -o PATH                output executable (or directory with --emit c)\n"
     "  --emit exe|c           an executable (default) or a directory with model.c, the runtime,\n"
@@ -57,7 +63,7 @@ static const char USAGE[] =
     "environment: TENSORS_CACHE_DIR, CC, NO_COLOR, CIRCC_VERIFY_EACH (1: as --verify-each; the tests set it)\n";
 
 typedef struct Options {
-  bool eval, store;
+  bool eval, store, info_model;
   DriverOptions driver;
   const char *input;
   const char **files;   /* circc store */
@@ -94,7 +100,7 @@ static bool parse_dump(Comp *c, const char *arg, unsigned *mask) {
     char *name = arena_strndup(&c->arena, p, len);
     int s = stage_from_name(name);
     if (s < 0) {
-      usage_error(c, "--dump expects stages among load, parse, tensors, resolve, simplify, plan, lower, fuse, "
+      usage_error(c, "--dump expects stages among load, library, parse, tensors, resolve, simplify, plan, lower, fuse, "
                      "memplan, emit; found '%s'", name);
       return false;
     }
@@ -159,6 +165,8 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
     } else if (!strcmp(a, "--dump")) {
       NEEDS_VALUE();
       if (!parse_dump(c, val, &d->dump)) return false;
+    } else if (!strcmp(a, "--info-model")) {
+      o->info_model = true;
     } else if (!strcmp(a, "--verify-each")) {
       d->verify_each = true;
     } else if (!strcmp(a, "--color")) {
@@ -284,7 +292,9 @@ int main(int argc, char **argv) {
                                   .vocab = o.driver.emit.vocab};
     o.driver.last = last_stage(&o);
     Compilation cm = {0};
-    driver_run(c, &o.driver, &cm);
+    if (o.info_model) o.driver.last = STAGE_PARSE;
+    if (driver_run(c, &o.driver, &cm) && o.info_model)
+      model_info_print(c, cm.source, &cm.library, &cm.tops, stdout);
   }
   code = diag_exit_code(c);
   if (diag_error_count(c) > 1) fprintf(stderr, "circc: error: %d errors; nothing written\n", diag_error_count(c));

@@ -1106,6 +1106,9 @@ static NodeLine parse_node_line(Parser *p, const char *s, const char *e) {
     if (w < re)
       ERR(p, w, "expected a node kind after %s, found %s%s", id.label, found(p, w, re),
           id.str ? "" : " (old-style unquoted names are not supported; quote it: <number> 'name')");
+    else if (p->refs)
+      ERR(p, s, "%s is not defined: neither the file nor its reference circuits (the model library) define it",
+          id.label);
     else
       ERR(p, s, "%s is not defined: the first line that mentions an identifier must define it with a kind "
                 "(e.g. %s [2] Scalar 1)", id.label, id.label);

@@ -1,0 +1,708 @@
+/* test_model_file.c — the library stage (front/model_file.c): rust_circuit
+ * model files (`# info:{json}` + references to module_library's circuits).
+ * The files are generated here in the REMIX files' format (model_files.md §1)
+ * for every option combination, their weights seeded random tensors in a
+ * tensor store under their hash prefixes; t.bind_w evaluated through the
+ * driver must equal an independent forward pass written below (§4). Also:
+ * every option changes the value, the per-layer Symbol UUIDs (Python's
+ * random.Random(i)), the library's names, and the located errors. */
+#define _GNU_SOURCE /* asprintf */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "testutil.h"
+
+/* Sizes of the generated models: all different, so a swapped axis fails. */
+enum { H = 8, HEADS = 2, QK = 3, VD = 4, MLP = 6, BIL = 5, V = 7, S = 4 };
+
+/* ------------------------------------------------------------ weights */
+
+typedef struct Weight {
+  char name[48];
+  Tensor *t;
+  char hash[65];
+  bool library_key;   /* final.* and t.w.*: the file names the library symbol; others are restated */
+} Weight;
+
+typedef struct Model {
+  ModelParams p;
+  Weight w[128];
+  int nw;
+  uint64_t rng;
+  char store[64];     /* tensor store directory */
+} Model;
+
+static double normal(uint64_t *s) { return comp_rng_normal(s); }
+
+/* A weight of the given shape, N(0,1) (or 0.5 + |N| for a variance), written to the store. */
+static void weight(Comp *c, Model *m, bool key, const char *name, int rank, ...) {
+  cr_assert(m->nw < 128);
+  Weight *w = &m->w[m->nw++];
+  snprintf(w->name, sizeof w->name, "%s", name);
+  w->library_key = key;
+  Shape s = {rank, {0}};
+  va_list ap;
+  va_start(ap, rank);
+  for (int i = 0; i < rank; i++) s.dim[i] = va_arg(ap, int);
+  va_end(ap);
+  w->t = tensor_new(c, DT_F64, &s);
+  bool var = strstr(name, ".var") != NULL;
+  for (int64_t i = 0; i < shape_numel(&s); i++) {
+    double x = normal(&m->rng);
+    tensor_set_f64(w->t, i, var ? 0.5 + fabs(x) : x);
+  }
+  const char *h = store_write(c, w->t);
+  cr_assert(h, "%s", tu_diags(c));
+  snprintf(w->hash, sizeof w->hash, "%s", h);
+}
+
+static const Tensor *find_weight(const Model *m, const char *fmt, ...) {
+  char name[64];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(name, sizeof name, fmt, ap);
+  va_end(ap);
+  for (int i = 0; i < m->nw; i++)
+    if (!strcmp(m->w[i].name, name)) return m->w[i].t;
+  cr_assert_fail("no weight %s", name);
+  return NULL;
+}
+
+static void norm_weights(Comp *c, Model *m, const char *p, bool key) {
+  const char *nt = m->p.norm_type;
+  if (!nt) return;
+  char n[64];
+  if (!strcmp(nt, "bn")) {
+    snprintf(n, sizeof n, "%s.bn.mean", p), weight(c, m, key, n, 1, H);
+    snprintf(n, sizeof n, "%s.bn.var", p), weight(c, m, key, n, 1, H);
+  }
+  snprintf(n, sizeof n, "%s.%s.w.bias", p, nt), weight(c, m, key, n, 1, H);
+  snprintf(n, sizeof n, "%s.%s.w.scale", p, nt), weight(c, m, key, n, 1, H);
+}
+
+/* Every weight the params call for (§6), decided here, independently of the builder. */
+static void make_weights(Comp *c, Model *m) {
+  const ModelParams *p = &m->p;
+  char n[64], pre[16];
+  for (int i = 0; i < p->num_layers; i++) {
+    snprintf(pre, sizeof pre, "a%d", i);
+    norm_weights(c, m, pre, false);
+    const char *aw[][2] = {{"q", "3"}, {"k", "3"}, {"v", "4"}};
+    for (int k = 0; k < 3; k++) snprintf(n, sizeof n, "a%d.w.%s", i, aw[k][0]), weight(c, m, false, n, 3, HEADS, k < 2 ? QK : VD, H);
+    snprintf(n, sizeof n, "a%d.w.o", i), weight(c, m, false, n, 3, HEADS, H, VD);
+    if (p->attn_bias) {
+      for (int k = 0; k < 3; k++) snprintf(n, sizeof n, "a%d.w.%s_bias", i, aw[k][0]), weight(c, m, false, n, 2, HEADS, k < 2 ? QK : VD);
+      snprintf(n, sizeof n, "a%d.w.o_bias", i), weight(c, m, false, n, 1, H);
+    }
+    if (!p->use_mlp) continue;
+    snprintf(pre, sizeof pre, "m%d", i);
+    norm_weights(c, m, pre, false);
+    bool bil = !strcmp(p->mlp_act_type, "bilinear");
+    snprintf(n, sizeof n, "m%d.w.proj_in", i), weight(c, m, false, n, 2, bil ? 2 * BIL : MLP, H);
+    snprintf(n, sizeof n, "m%d.w.in_bias", i), weight(c, m, false, n, 1, bil ? 2 * BIL : MLP);
+    snprintf(n, sizeof n, "m%d.w.proj_out", i), weight(c, m, false, n, 2, H, bil ? BIL : MLP);
+    if (p->mlp_output_bias) snprintf(n, sizeof n, "m%d.w.out_bias", i), weight(c, m, false, n, 1, H);
+  }
+  if (p->use_norm_output) norm_weights(c, m, "final", true);
+  weight(c, m, true, "t.w.unembed", 2, V, H);
+  if (p->output_bias) weight(c, m, true, "t.w.unembed_bias", 1, V);
+}
+
+/* ------------------------------------------------------------ the file */
+
+static const char *b(bool v) { return v ? "true" : "false"; }
+
+/* The `# info:` line as rust_circuit's dump_model_string writes it. */
+static char *info_line(const ModelParams *p) {
+  char *s;
+  cr_assert(asprintf(&s,
+                     "# info:{\"params\": {\"block_params\": {\"norm_type\": %s%s%s, \"attn_bias\": %s, "
+                     "\"attn_pos\": %s, \"use_mlp\": %s, \"mlp_act_type\": \"%s\", \"mlp_output_bias\": %s}, "
+                     "\"num_layers\": %d, \"use_norm_output\": %s, \"output_bias\": %s}, \"model_class\": \"GPT\", "
+                     "\"pos_enc_type\": \"%s\", \"causal_mask\": true, \"extra\": null}\n",
+                     p->norm_type ? "\"" : "", p->norm_type ? p->norm_type : "null", p->norm_type ? "\"" : "",
+                     b(p->attn_bias), b(p->attn_pos), b(p->use_mlp), p->mlp_act_type, b(p->mlp_output_bias),
+                     p->num_layers, b(p->use_norm_output), b(p->output_bias),
+                     p->attn_pos ? "shortformer" : "gpt") > 0);
+  return s;
+}
+
+/* The library text for the params (the stage's own output). */
+static char *library_text(const ModelParams *p) {
+  Comp *c = tu_comp();
+  char *info = info_line(p);
+  SourceFile src = {"lib.circ", info, strlen(info)};
+  ModelLibrary lib;
+  cr_assert(model_library(c, &src, &lib), "%s", tu_diags(c));
+  char *text = strndup(lib.text, lib.len);
+  free(info);
+  tu_free(c);
+  return text;
+}
+
+/* "[shape] Symbol uuid" of `name`'s definition in the library text. */
+static char *symbol_of(const char *lib, const char *name) {
+  char key[80];
+  snprintf(key, sizeof key, "'%s' [", name);
+  const char *at = strstr(lib, key);
+  cr_assert(at, "the library has no symbol '%s'", name);
+  at += strlen(key) - 1;
+  return strndup(at, strcspn(at, "!\n") - 1);
+}
+
+/* The model file: the info line, t.bind_w binding every weight (restated
+ * per-layer Symbols, library symbols by name), as in model_files.md §1. */
+static char *model_file(const Model *m) {
+  char *lib = library_text(&m->p);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  char *info = info_line(&m->p);
+  fputs(info, f);
+  fprintf(f, "'t.bind_w' Module\n  '%s'\n", m->p.output_bias ? "t.logits_p_bias" : "t.logits");
+  for (int i = 0; i < m->nw; i++) {
+    const Weight *w = &m->w[i];
+    fprintf(f, "  '%s_arr' [", w->name);
+    for (int d = 0; d < w->t->shape.rank; d++) fprintf(f, "%s%lld", d ? "," : "", (long long)w->t->shape.dim[d]);
+    fprintf(f, "] Array %.24s ! '%s'", w->hash, w->name);
+    if (!w->library_key) {
+      char *s = symbol_of(lib, w->name);
+      fprintf(f, " %s", s);
+      free(s);
+    }
+    fputc('\n', f);
+  }
+  fputs("\n# originally generated by test_model_file\n", f);
+  fclose(f);
+  free(info), free(lib);
+  return text;
+}
+
+/* ------------------------------------------------------------ the reference forward (§4) */
+
+static double at2(const Tensor *t, int i, int j) { return tensor_get_f64(t, (int64_t)i * t->shape.dim[1] + j); }
+static double at3(const Tensor *t, int i, int j, int k) {
+  return tensor_get_f64(t, ((int64_t)i * t->shape.dim[1] + j) * t->shape.dim[2] + k);
+}
+static double at1(const Tensor *t, int i) { return tensor_get_f64(t, i); }
+
+/* The norm of prefix p over each row of x (in place into y). */
+static void norm(const Model *m, const ModelParams *p, const char *pre, double x[S][H], double y[S][H]) {
+  for (int s = 0; s < S; s++) {
+    if (!p->norm_type) {
+      memcpy(y[s], x[s], sizeof y[s]);
+      continue;
+    }
+    bool ln = !strcmp(p->norm_type, "ln");
+    const Tensor *bias = find_weight(m, "%s.%s.w.bias", pre, p->norm_type);
+    const Tensor *scale = find_weight(m, "%s.%s.w.scale", pre, p->norm_type);
+    double mean = 0, var = 0;
+    for (int h = 0; h < H; h++) mean += x[s][h] / H;
+    for (int h = 0; h < H; h++) var += (x[s][h] - mean) * (x[s][h] - mean) / H;
+    for (int h = 0; h < H; h++) {
+      double v = ln ? (x[s][h] - mean) / sqrt(var + 1e-5)
+                    : (x[s][h] - at1(find_weight(m, "%s.bn.mean", pre), h)) /
+                          sqrt(1e-5 + at1(find_weight(m, "%s.bn.var", pre), h));
+      y[s][h] = at1(bias, h) + at1(scale, h) * v;
+    }
+  }
+}
+
+static double act(const char *a, double x) {
+  if (!strcmp(a, "relu")) return x > 0 ? x : 0;
+  if (!strcmp(a, "gelu")) return 0.5 * x * (1 + erf(x / sqrt(2)));
+  return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); /* gelu_new */
+}
+
+/* logits[S][V] of t.bind_w for params p (which may differ from m's: an option ignored). */
+static void forward(const Model *m, const ModelParams *p, const double in[S][H], const double mask[S][S],
+                    const double pos[S][H], double logits[S][V]) {
+  double x[S][H], h[S][H];
+  memcpy(x, in, sizeof x);
+  for (int i = 0; i < p->num_layers; i++) {
+    char pre[16];
+    snprintf(pre, sizeof pre, "a%d", i);
+    norm(m, p, pre, x, h);
+    double out[S][H] = {{0}};
+    for (int hd = 0; hd < HEADS; hd++) {
+      double q[S][QK], k[S][QK], v[S][VD], pr[S][S];
+      for (int s = 0; s < S; s++) {
+        for (int c = 0; c < QK; c++) {
+          q[s][c] = k[s][c] = 0;
+          for (int d = 0; d < H; d++) {
+            double qk_in = h[s][d] + (p->attn_pos ? pos[s][d] : 0);
+            q[s][c] += qk_in * at3(find_weight(m, "a%d.w.q", i), hd, c, d);
+            k[s][c] += qk_in * at3(find_weight(m, "a%d.w.k", i), hd, c, d);
+          }
+          if (p->attn_bias) q[s][c] += at2(find_weight(m, "a%d.w.q_bias", i), hd, c);
+          if (p->attn_bias) k[s][c] += at2(find_weight(m, "a%d.w.k_bias", i), hd, c);
+        }
+        for (int c = 0; c < VD; c++) {
+          v[s][c] = p->attn_bias ? at2(find_weight(m, "a%d.w.v_bias", i), hd, c) : 0;
+          for (int d = 0; d < H; d++) v[s][c] += h[s][d] * at3(find_weight(m, "a%d.w.v", i), hd, c, d);
+        }
+      }
+      for (int a = 0; a < S; a++) {
+        double mx = -INFINITY, sum = 0;
+        for (int c = 0; c < S; c++) {
+          double dot = 0;
+          for (int e = 0; e < QK; e++) dot += q[a][e] * k[c][e];
+          pr[a][c] = dot / sqrt(QK) * mask[a][c] + (1 - mask[a][c]) * -10000;
+          mx = fmax(mx, pr[a][c]);
+        }
+        for (int c = 0; c < S; c++) sum += pr[a][c] = exp(pr[a][c] - mx);
+        for (int c = 0; c < S; c++) pr[a][c] /= sum;
+      }
+      for (int s = 0; s < S; s++)
+        for (int e = 0; e < VD; e++) {
+          double cv = 0;
+          for (int c = 0; c < S; c++) cv += pr[s][c] * v[c][e];
+          for (int d = 0; d < H; d++) out[s][d] += cv * at3(find_weight(m, "a%d.w.o", i), hd, d, e);
+        }
+    }
+    for (int s = 0; s < S; s++)
+      for (int d = 0; d < H; d++) x[s][d] += out[s][d] + (p->attn_bias ? at1(find_weight(m, "a%d.w.o_bias", i), d) : 0);
+    if (!p->use_mlp) continue;
+    snprintf(pre, sizeof pre, "m%d", i);
+    norm(m, p, pre, x, h);
+    bool bil = !strcmp(p->mlp_act_type, "bilinear");
+    const Tensor *win = find_weight(m, "m%d.w.proj_in", i), *bin = find_weight(m, "m%d.w.in_bias", i);
+    const Tensor *wout = find_weight(m, "m%d.w.proj_out", i);
+    for (int s = 0; s < S; s++) {
+      double pre_act[2 * MLP + 2 * BIL], a[MLP + BIL];
+      int np = bil ? 2 * BIL : MLP;
+      for (int o = 0; o < np; o++) {
+        pre_act[o] = at1(bin, o);
+        for (int d = 0; d < H; d++) pre_act[o] += at2(win, o, d) * h[s][d];
+      }
+      int na = bil ? BIL : MLP;
+      for (int o = 0; o < na; o++) a[o] = bil ? pre_act[o] * pre_act[BIL + o] : act(p->mlp_act_type, pre_act[o]);
+      for (int d = 0; d < H; d++) {
+        double y = p->mlp_output_bias ? at1(find_weight(m, "m%d.w.out_bias", i), d) : 0;
+        for (int o = 0; o < na; o++) y += at2(wout, d, o) * a[o];
+        x[s][d] += y;
+      }
+    }
+  }
+  if (p->norm_type && p->use_norm_output) norm(m, p, "final", x, h);
+  else memcpy(h, x, sizeof h);
+  for (int s = 0; s < S; s++)
+    for (int t = 0; t < V; t++) {
+      logits[s][t] = p->output_bias ? at1(find_weight(m, "t.w.unembed_bias"), t) : 0;
+      for (int d = 0; d < H; d++) logits[s][t] += h[s][d] * at2(find_weight(m, "t.w.unembed"), t, d);
+    }
+}
+
+/* ------------------------------------------------------------ circc on the file */
+
+static Tensor *tensor_of(Comp *c, int rows, int cols, const double *v) {
+  Shape s = {2, {rows, cols}};
+  Tensor *t = tensor_new(c, DT_F64, &s);
+  for (int i = 0; i < rows * cols; i++) tensor_set_f64(t, i, v[i]);
+  return t;
+}
+
+/* t.bind_w of the file through the driver (load … resolve) and the evaluator,
+ * with t.input, a.mask [, a.pos_input] bound and -D SEQ/SEQ_Q/SEQ_K. */
+static void circc_logits(const Model *m, const char *text, const double in[S][H], const double mask[S][S],
+                         const double pos[S][H], double logits[S][V]) {
+  Comp *c = tu_comp();
+  c->tensor_dir = m->store;
+  SizeDefine defs[] = {{"SEQ", S}, {"SEQ_Q", S}, {"SEQ_K", S}};
+  c->defines = defs, c->ndefines = 3;
+  const char *out = "t.bind_w";
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "model.circ", .outputs = &out,
+                     .noutputs = 1, .last = STAGE_RESOLVE, .verify_each = true};
+  Compilation cm = {0};
+  cr_assert(driver_run(c, &o, &cm), "%s\n%s", tu_diags(c), text);
+  Eval *e = eval_new(c);
+  int bound = 0;
+  for (int i = 0; i < cm.program.inputs.n; i++) {
+    const Node *sym = cm.program.inputs.node[i];
+    const char *n = sym->name;
+    if (!strcmp(n, "t.input")) eval_bind(e, sym, tensor_of(c, S, H, &in[0][0])), bound++;
+    else if (!strcmp(n, "a.mask")) eval_bind(e, sym, tensor_of(c, S, S, &mask[0][0])), bound++;
+    else if (!strcmp(n, "a.pos_input") && m->p.attn_pos) eval_bind(e, sym, tensor_of(c, S, H, &pos[0][0])), bound++;
+    else cr_assert_fail("unexpected free symbol %s", n);
+  }
+  cr_assert_eq(bound, 2 + m->p.attn_pos, "t.bind_w's free symbols are t.input, a.mask [, a.pos_input]");
+  Tensor *v = eval_node(e, cm.program.outputs.node[0]);
+  cr_assert(v, "%s", tu_diags(c));
+  cr_assert(v->shape.rank == 2 && v->shape.dim[0] == S && v->shape.dim[1] == V);
+  for (int i = 0; i < S * V; i++) logits[i / V][i % V] = tensor_get_f64(v, i);
+  eval_free(e);
+  tu_free(c);
+}
+
+/* Largest difference relative to the largest magnitude (bilinear models without
+ * a final norm reach ~1e5). */
+static double max_diff(const double a[S][V], const double b[S][V]) {
+  double d = 0, scale = 1;
+  for (int s = 0; s < S; s++)
+    for (int t = 0; t < V; t++) d = fmax(d, fabs(a[s][t] - b[s][t])), scale = fmax(scale, fabs(b[s][t]));
+  return d / scale;
+}
+
+static char *store_dir(void) {
+  static char buf[64];
+  strcpy(buf, "/tmp/circc_model_XXXXXX");
+  cr_assert(mkdtemp(buf));
+  return buf;
+}
+
+static void rm_store(const char *dir) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  cr_assert_eq(system(cmd), 0);
+}
+
+/* Builds the model for p (weights seeded by seed), checks circc against the
+ * reference and returns circc's logits and the inputs used. */
+typedef struct Run {
+  Comp *c;            /* owns the weights; run_free */
+  Model m;
+  double in[S][H], mask[S][S], pos[S][H], got[S][V];
+} Run;
+
+static void run_model(Run *r, const ModelParams *p, const char *store, uint64_t seed) {
+  memset(r, 0, sizeof *r);
+  r->m.p = *p;
+  r->m.rng = seed;
+  snprintf(r->m.store, sizeof r->m.store, "%s", store);
+  Comp *c = r->c = tu_comp();
+  c->tensor_dir = store;
+  make_weights(c, &r->m);
+  for (int s = 0; s < S; s++)
+    for (int d = 0; d < H; d++) r->in[s][d] = normal(&r->m.rng), r->pos[s][d] = normal(&r->m.rng);
+  for (int q = 0; q < S; q++)
+    for (int k = 0; k < S; k++) r->mask[q][k] = q >= k;
+  char *text = model_file(&r->m);
+  circc_logits(&r->m, text, r->in, r->mask, r->pos, r->got);
+  double want[S][V];
+  forward(&r->m, p, r->in, r->mask, r->pos, want);
+  cr_assert(max_diff(r->got, want) < 1e-9, "circc and the reference differ by %g (relative)\n%s", max_diff(r->got, want), text);
+  free(text);
+}
+
+static void run_free(Run *r) { tu_free(r->c); }
+
+static ModelParams params(const char *norm_type, bool attn_bias, bool attn_pos, bool use_mlp, const char *act,
+                          bool mlp_output_bias, int layers, bool use_norm_output, bool output_bias) {
+  return (ModelParams){.norm_type = norm_type, .attn_bias = attn_bias, .attn_pos = attn_pos, .use_mlp = use_mlp,
+                       .mlp_act_type = act, .mlp_output_bias = mlp_output_bias, .num_layers = layers,
+                       .use_norm_output = use_norm_output, .output_bias = output_bias, .model_class = "GPT",
+                       .pos_enc_type = "gpt", .causal_mask = 1};
+}
+
+/* ------------------------------------------------------------ values */
+
+static const char *const NORMS[] = {"ln", "bn", NULL};
+static const char *const ACTS[] = {"gelu", "gelu_new", "relu", "bilinear"};
+
+/* Every combination of the library's options (§6; the MLP ones only with an MLP). */
+Test(model_file, every_option_combination_matches_the_reference, .timeout = 120) {
+  char *store = store_dir();
+  static Run r;
+  int cases = 0;
+  for (int n = 0; n < 3; n++)
+    for (int bits = 0; bits < 32; bits++)
+      for (int a = 0; a < 4; a++)
+        for (int ob = 0; ob < 2; ob++) {
+          bool mlp = bits & 4;
+          if (!mlp && (a || ob)) continue;
+          ModelParams p = params(NORMS[n], bits & 1, bits & 2, mlp, ACTS[a], ob, 2, bits & 8, bits & 16);
+          run_model(&r, &p, store, 1000 + (uint64_t)cases);
+          run_free(&r);
+          cases++;
+        }
+  cr_assert_eq(cases, 3 * 8 * (1 + 8) * 2);
+  rm_store(store);
+}
+
+Test(model_file, layer_counts) {
+  char *store = store_dir();
+  static Run r;
+  for (int layers = 1; layers <= 4; layers++) {
+    ModelParams p = params("ln", true, false, true, "gelu", true, layers, true, false);
+    run_model(&r, &p, store, 7 + (uint64_t)layers);
+    run_free(&r);
+  }
+  rm_store(store);
+}
+
+/* Each option changes the value: circc's logits (which match the reference
+ * for the option as set to 1e-9) are far from the reference with the option
+ * ignored (gelu and gelu_new differ by ~1e-3 at most). */
+Test(model_file, every_option_changes_the_value) {
+  char *store = store_dir();
+  static Run r;
+  typedef struct { ModelParams set, ignored; const char *what; } Flip;
+  ModelParams base = params("ln", true, true, true, "gelu", true, 2, true, true);
+  Flip flips[16];
+  int n = 0;
+#define FLIP(field, on, off)                                             \
+  flips[n] = (Flip){base, base, #field " " #on};                         \
+  flips[n].set.field = on, flips[n].ignored.field = off, n++
+  FLIP(norm_type, "ln", NULL);
+  FLIP(norm_type, "bn", NULL);
+  FLIP(attn_bias, true, false);
+  FLIP(attn_pos, true, false);
+  FLIP(use_mlp, true, false);
+  FLIP(mlp_act_type, "gelu", "relu");
+  FLIP(mlp_act_type, "gelu_new", "gelu");
+  FLIP(mlp_act_type, "relu", "gelu_new");
+  FLIP(mlp_output_bias, true, false);
+  FLIP(use_norm_output, true, false);
+  FLIP(output_bias, true, false);
+  FLIP(num_layers, 2, 1);
+#undef FLIP
+  for (int i = 0; i < n; i++) {
+    run_model(&r, &flips[i].set, store, 77);
+    double ignored[S][V];
+    forward(&r.m, &flips[i].ignored, r.in, r.mask, r.pos, ignored);
+    cr_expect(max_diff(r.got, ignored) > 1e-6, "%s: the value does not depend on it", flips[i].what);
+    run_free(&r);
+  }
+  rm_store(store);
+}
+
+/* ------------------------------------------------------------ the library */
+
+/* §3.7's check values: UUID(int=random.Random(i).getrandbits(128)), one draw per weight in dict order. */
+Test(model_file, per_layer_uuids_are_pythons_random) {
+  ModelParams p = params("ln", true, false, true, "gelu", true, 12, true, false);
+  char *lib = library_text(&p);
+  const char *want[] = {
+      "'m0.w.proj_in' [5s,0s] Symbol e3e70682-c209-4cac-629f-6fbed82c07cd ! 'm.w.proj_in'",
+      "'m0.w.in_bias' [5s] Symbol f728b4fa-4248-5e3a-0a5d-2f346baa9455 ! 'm.w.in_bias'",
+      "'m1.w.proj_in' [5s,0s] Symbol cd613e30-d8f1-6adf-91b7-584a2265b1f5 ! 'm.w.proj_in'",
+      "'m11.w.proj_in' [5s,0s] Symbol db5b5fab-8f4d-3e27-dda1-494c73cf256d ! 'm.w.proj_in'",
+      "'a0.ln.w.bias' [0s] Symbol 8d723104-f773-83c1-3458-a748e9bb17bc ! 'a.ln.w.bias'",
+      "'a11.w.o_bias' [0s] Symbol 5387f613-76c4-68ae-c732-1cc007b37e14 ! 'a.w.o_bias'",
+  };
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++) cr_expect(strstr(lib, want[i]), "no %s", want[i]);
+  free(lib);
+  /* attention only, no biases: the first draw goes to a0.w.q (the order of attention_only_2) */
+  p = params("ln", false, true, false, "gelu", true, 2, true, false);
+  lib = library_text(&p);
+  cr_expect(strstr(lib, "'a0.w.q' [4s,7s,0s] Symbol e3e70682-c209-4cac-629f-6fbed82c07cd ! 'a.w.q'"), "%s", lib);
+  cr_expect(strstr(lib, "'a1.ln.w.scale' [0s] Symbol 9b810e76-6ec9-d286-63ca-828dd5f4b3b2"), "%s", lib);
+  free(lib);
+}
+
+/* The dict keys (§3.9): zeroed inputs are gone, outputs renamed; positions as shortformer writes them. */
+Test(model_file, library_names) {
+  ModelParams p = params("ln", false, true, false, "gelu", false, 2, true, false);
+  char *lib = library_text(&p);
+  cr_expect(strstr(lib, "'a.head.on_inp' Module\n  'a.head'\n  'a.qk_input' Add ! 'a.q.input'\n"
+                        "    'a.input' [1s,0s] Symbol f9eabd07-e2ab-4ed4-8b4a-c9c039d61835\n"
+                        "    'a.pos_input' [1s,0s] Symbol eab8313e-d910-4174-8dbe-c612954eec34\n"
+                        "  'a.qk_input' ! 'a.k.input'\n  'a.input' ! 'a.v.input'\n"),
+            "%s", lib);
+  cr_expect(strstr(lib, "'a.norm_call' Module\n  'a'\n"), "%s", lib);
+  cr_expect(strstr(lib, "'b' Add\n  'b.a'\n  'b.input'\n"), "%s", lib);
+  cr_expect_null(strstr(lib, "bias_h"));
+  cr_expect_null(strstr(lib, "'m."));
+  cr_expect_null(strstr(lib, "t.logits_p_bias"));
+  free(lib);
+  p = params("bn", true, false, true, "bilinear", true, 1, true, true);
+  lib = library_text(&p);
+  cr_expect(strstr(lib, "'m.w.proj_in' [6s*2,0s] Symbol c171d519-8793-4a8b-ac5e-d550347f30a6"), "%s", lib);
+  cr_expect(strstr(lib, "'final.bn.mean' [0s] Symbol 94e8bc7f-1689-429f-bfec-67d33965aef5 ! 'bn.mean'"), "%s", lib);
+  cr_expect(strstr(lib, "'t.logits_p_bias' Add\n  't.logits'\n"), "%s", lib);
+  free(lib);
+  /* no norm: the block binds the attention directly, no final norm */
+  p = params(NULL, true, false, true, "relu", false, 1, true, false);
+  lib = library_text(&p);
+  cr_expect(strstr(lib, "'b.a' Module\n    'a.p_bias'\n    'b.input' ! 'a.input'\n"), "%s", lib);
+  cr_expect(strstr(lib, "'b.m' Module\n    'm'\n    'b.resid.a' ! 'm.input'\n"), "%s", lib);
+  cr_expect_null(strstr(lib, "final"));
+  free(lib);
+  /* no layers: the final norm of t.input, no block at all */
+  p = params("ln", true, false, true, "gelu", true, 0, true, false);
+  lib = library_text(&p);
+  cr_expect(strstr(lib, "'final.call' Module\n  'final.norm'\n  't.input' ! 'final.norm.input'\n"), "%s", lib);
+  cr_expect_null(strstr(lib, "'b"));
+  cr_expect_null(strstr(lib, "'a."));
+  free(lib);
+}
+
+/* References are not outputs; the file's own top-level circuits are, and only they. */
+Test(model_file, references_are_not_outputs) {
+  ModelParams p = params("ln", true, false, true, "gelu", true, 1, true, false);
+  char *info = info_line(&p);
+  char *text;
+  cr_assert(asprintf(&text, "%s'x' [2] Scalar 1\n't.w.unembed'\n", info) > 0);
+  Comp *c = tu_comp();
+  Compilation cm = {0};
+  cr_assert(tu_run(c, text, STAGE_PARSE, &cm), "%s", tu_diags(c));
+  cr_assert(cm.library.present);
+  cr_assert_eq(cm.tops.n, 2);
+  cr_assert_str_eq(cm.tops.node[0]->name, "x");
+  cr_assert_str_eq(cm.tops.node[1]->name, "t.w.unembed");
+  cr_assert_eq(cm.tops.node[1]->kind, NK_Symbol);
+  tu_free(c);
+  free(text), free(info);
+}
+
+/* --dump library prints the text the references come from. */
+Test(model_file, dump_library) {
+  ModelParams p = params("ln", true, false, true, "relu", true, 3, true, true);
+  char *info = info_line(&p), *out = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&out, &len);
+  Comp *c = tu_comp();
+  DriverOptions o = {.text = info, .text_len = strlen(info), .text_name = "m.circ", .last = STAGE_LIBRARY,
+                     .dump = 1u << STAGE_LIBRARY, .dump_to = f};
+  Compilation cm = {0};
+  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
+  fclose(f);
+  char *lib = library_text(&p);
+  cr_assert_str_eq(out, lib);
+  cr_assert(strstr(out, "'b2.call' Module\n  'b2'\n  'b1.call' ! 'b.input'\n"), "%s", out);
+  free(lib), free(out), free(info);
+  tu_free(c);
+}
+
+/* ------------------------------------------------------------ errors */
+
+/* Runs text (named m.circ) through parse; expects exit 1 and `want` in the diagnostics. */
+static void expect_error(const char *text, const char *want) {
+  Comp *c = tu_comp();
+  Compilation cm = {0};
+  cr_assert_not(tu_run_named(c, "m.circ", text, STAGE_PARSE, &cm), "no error for\n%s", text);
+  cr_expect(strstr(tu_diags(c), want), "expected '%s' in:\n%s", want, tu_diags(c));
+  cr_expect_eq(diag_exit_code(c), 1);
+  tu_free(c);
+}
+
+Test(model_file, bad_info) {
+  expect_error("# info:{\"params\": {\"num_layers\": 2,\n", "m.circ:1:36: error: # info: malformed JSON");
+  expect_error("# info:\n", "m.circ:1:8: error: # info: malformed JSON");
+  expect_error("# info:{\"model_class\": \"GPT\"}\n", "m.circ:1:8: error: # info: missing 'params'");
+  expect_error("# info:[1]\n", "m.circ:1:8: error: # info: the info must be an object, found array");
+  expect_error("# info:{\"params\": {\"block_params\": {\"norm_type\": \"rms\"}}}\n",
+               "m.circ:1:50: error: # info: unknown norm_type \"rms\" (expected \"ln\", \"bn\" or null)");
+  expect_error("# info:{\"params\": {\"block_params\": {\"mlp_act_type\": \"swish\"}}}\n",
+               "error: # info: unknown mlp_act_type \"swish\" (expected \"gelu\", \"gelu_new\", \"relu\", \"bilinear\")");
+  expect_error("# info:{\"params\": {}, \"pos_enc_type\": \"rope\"}\n", "m.circ:1:39: error: # info: unknown pos_enc_type");
+  expect_error("# info:{\"params\": {\"block_params\": {\"attn_bias\": \"yes\"}}}\n",
+               "m.circ:1:50: error: # info: 'attn_bias' must be true or false, found string");
+  expect_error("# info:{\"params\": {\"num_layers\": 2.5}}\n", "m.circ:1:34: error: # info: 'num_layers' must be an integer");
+  expect_error("# info:{\"params\": {\"block_params\": {\"use_rope\": true}}}\n",
+               "m.circ:1:49: error: # info: use_rope true is not supported");
+  expect_error("# info:{\"params\": {\"block_params\": {\"use_parallel_residual\": true}}}\n",
+               "m.circ:1:62: error: # info: use_parallel_residual true is not supported");
+}
+
+Test(model_file, unknown_member_is_a_warning) {
+  Comp *c = tu_comp();
+  Compilation cm = {0};
+  cr_assert(tu_run_named(c, "m.circ", "# info:{\"params\": {\"block_params\": {\"attn_bais\": true}}}\n", STAGE_PARSE,
+                         &cm),
+            "%s", tu_diags(c));
+  cr_expect(strstr(tu_diags(c), "m.circ:1:50: warning: # info: unknown member 'attn_bais' ignored"), "%s", tu_diags(c));
+  tu_free(c);
+}
+
+/* A name the library does not build (a.attn_probs is inside a.head, not a dict entry). */
+Test(model_file, unknown_reference) {
+  ModelParams p = params("ln", true, false, true, "gelu", true, 1, true, false);
+  char *info = info_line(&p), *text;
+  cr_assert(asprintf(&text, "%s'x' Add\n  't.logits'\n  'a.attn_probs'\n", info) > 0);
+  expect_error(text, "m.circ:4:3: error: 'a.attn_probs' is not defined");
+  free(text);
+  cr_assert(asprintf(&text, "%s't.bind_w' Module\n  't.logits_p_bias'\n", info) > 0);
+  expect_error(text, "m.circ:3:3: error: 't.logits_p_bias' is not defined"); /* only with output_bias */
+  free(text), free(info);
+}
+
+/* A restated per-layer Symbol must be the library's: same UUID and shape. */
+Test(model_file, restated_symbol_must_match) {
+  ModelParams p = params("ln", false, false, false, "gelu", false, 1, true, false);
+  char *info = info_line(&p), *text;
+  const char *line = "%s't.bind_w' Module\n  't.logits'\n  'q' [%s] Array rand ! 'a0.w.q' [%s] Symbol %s\n";
+  cr_assert(asprintf(&text, line, info, "2,3,8", "4s,7s,0s", "e3e70682-c209-4cac-629f-6fbed82c07cd") > 0);
+  Comp *c = tu_comp();
+  Compilation cm = {0};
+  cr_assert(tu_run_named(c, "m.circ", text, STAGE_PARSE, &cm), "the right one: %s", tu_diags(c));
+  tu_free(c);
+  free(text);
+  cr_assert(asprintf(&text, line, info, "2,3,8", "4s,7s,0s", "e3e70682-c209-4cac-629f-6fbed82c07ce") > 0);
+  expect_error(text, "m.circ:4:28: error: Symbol 'a0.w.q' has UUID e3e70682-c209-4cac-629f-6fbed82c07ce but the "
+                     "model library's 'a0.w.q' has e3e70682-c209-4cac-629f-6fbed82c07cd");
+  free(text);
+  cr_assert(asprintf(&text, line, info, "2,8,3", "4s,0s,7s", "e3e70682-c209-4cac-629f-6fbed82c07cd") > 0);
+  expect_error(text, "m.circ:4:28: error: Symbol 'a0.w.q' has shape [4s,0s,7s] but the model library's has "
+                     "[4s,7s,0s]");
+  free(text), free(info);
+}
+
+/* ------------------------------------------------------------ round trip, --info-model */
+
+/* --dump parse of a model file is a self-contained circuit file (the library
+ * inlined, no `# info`) that evaluates to the same logits. */
+Test(model_file, dump_parse_round_trips) {
+  char *store = store_dir();
+  static Run r;
+  ModelParams p = params("ln", true, true, true, "gelu_new", true, 2, true, true);
+  run_model(&r, &p, store, 5);
+  char *text = model_file(&r.m), *dumped = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&dumped, &len);
+  Comp *c = tu_comp();
+  c->tensor_dir = store;
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "m.circ", .last = STAGE_PARSE,
+                     .dump = 1u << STAGE_PARSE, .dump_to = f, .verify_each = true};
+  Compilation cm = {0};
+  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
+  fclose(f);
+  cr_assert(strncmp(dumped, "# info:", 7), "the dump is no model file");
+  double again[S][V];
+  circc_logits(&r.m, dumped, r.in, r.mask, r.pos, again);
+  cr_assert(max_diff(again, r.got) == 0, "differs by %g", max_diff(again, r.got));
+  free(text), free(dumped);
+  tu_free(c);
+  run_free(&r);
+  rm_store(store);
+}
+
+Test(model_file, info_model) {
+  char *store = store_dir();
+  static Run r;
+  ModelParams p = params("bn", true, true, true, "bilinear", false, 3, true, true);
+  run_model(&r, &p, store, 9);
+  char *text = model_file(&r.m), *out = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&out, &len);
+  Comp *c = tu_comp();
+  Compilation cm = {0};
+  cr_assert(tu_run_named(c, "m.circ", text, STAGE_PARSE, &cm), "%s", tu_diags(c));
+  cr_assert(model_info_print(c, cm.source, &cm.library, &cm.tops, f));
+  fclose(f);
+  const char *want[] = {
+      "model_class:  GPT\n", "pos_enc_type: shortformer\n", "causal_mask:  true\n", "  norm_type              bn\n",
+      "  attn_bias              true\n", "  attn_pos               true\n", "  mlp_act_type           bilinear\n",
+      "  mlp_output_bias        false\n", "  use_rope               false\n", "  num_layers             3\n",
+      "  output_bias            true\n", "layers: 3\n", "  hidden (HIDDEN)        8\n", "  heads (HEADS)          2\n",
+      "  head dim (QK_DIM)      3\n", "  value dim (V_DIM)      4\n", "  MLP (BILINEAR_MLP_PROJ) 5\n",
+      "  vocab (VOCAB_SIZE)     7\n", "  t.input     [SEQ, 8]", "  a.mask      [SEQ_Q, SEQ_K]", "  a.pos_input [SEQ, 8]",
+  };
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++) cr_expect(strstr(out, want[i]), "no '%s' in\n%s", want[i], out);
+  free(text), free(out);
+  tu_free(c);
+  /* a file without the line is no model file */
+  c = tu_comp();
+  cm = (Compilation){0};
+  cr_assert(tu_run_named(c, "x.circ", "'x' [2] Scalar 1\n", STAGE_PARSE, &cm));
+  f = fopen("/dev/null", "w");
+  cr_assert_not(model_info_print(c, cm.source, &cm.library, &cm.tops, f));
+  fclose(f);
+  cr_expect(strstr(tu_diags(c), "x.circ:1:1: error: not a rust_circuit model file"), "%s", tu_diags(c));
+  tu_free(c);
+  run_free(&r);
+  rm_store(store);
+}
