@@ -706,9 +706,11 @@ bool model_info_print(Comp *c, const SourceFile *src, const ModelLibrary *lib, c
 
   char hidden[32] = "HIDDEN";
   if (size[0] >= 0) snprintf(hidden, sizeof hidden, "%lld", (long long)size[0]);
-  fprintf(f, "free symbols of t.bind_w (bind them with --input; -D SEQ=N -D SEQ_Q=N -D SEQ_K=N):\n");
+  fprintf(f, "free symbols of t.bind_w (bind them with --input; circc eval takes SEQ, SEQ_Q and SEQ_K from\n"
+             "their shapes, a compile needs -D SEQ=N -D SEQ_Q=N -D SEQ_K=N):\n");
   fprintf(f, "  t.input     [SEQ, %s]  the residual-stream input: token embeddings%s\n", hidden,
           p->pos_enc_type && !strcmp(p->pos_enc_type, "gpt") ? " + position embeddings" : "");
+  if (p->num_layers == 0) return true; /* no attention: the final norm and unembedding only */
   fprintf(f, "  a.mask      [SEQ_Q, SEQ_K]  attention mask, 1 = may attend (%s)\n",
           p->causal_mask == 1 ? "causal: 1 where q >= k" : "all ones: no causal mask");
   if (p->attn_pos)

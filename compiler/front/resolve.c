@@ -77,11 +77,15 @@ static void check_node(Resolve *r, Node *n) {
       diag_error(c, n->loc, "%s samples ('%s'); circc compiles deterministic circuits only", node_label(c, n),
                  n->u.gf.text);
     break;
-  case NK_SetSymbolicShape:
-    if (!shape_eq(&n->shape, &n->child[0]->shape))
+  case NK_SetSymbolicShape: {
+    /* an input size still symbolic was reported above with the -D that binds it */
+    bool unbound = false;
+    for (int d = 0; d < n->child[0]->shape.rank; d++) unbound |= size_is_symbolic(n->child[0]->shape.dim[d]);
+    if (!unbound && !shape_eq(&n->shape, &n->child[0]->shape))
       diag_error(c, n->loc, "%s requires shape %s but its input has shape %s", node_label(c, n),
                  shape_str(c, &n->shape), shape_str(c, &n->child[0]->shape));
     break;
+  }
   case NK_Module: ICE("module survived substitution");
   default: break;
   }

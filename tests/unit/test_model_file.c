@@ -706,3 +706,67 @@ Test(model_file, info_model) {
   run_free(&r);
   rm_store(store);
 }
+
+/* circc eval as a user runs it on a model file: the --input arrays' shapes
+ * give SEQ, SEQ_Q and SEQ_K (no -D), and the logits are the reference's. */
+Test(model_file, eval_takes_sizes_from_the_inputs) {
+  char *store = store_dir();
+  static Run r;
+  ModelParams p = params("ln", true, true, true, "gelu", true, 2, true, true);
+  run_model(&r, &p, store, 77);
+  Comp *c = r.c;
+  const char *names[] = {"t.input", "a.mask", "a.pos_input"};
+  const double *vals[] = {&r.in[0][0], &r.mask[0][0], &r.pos[0][0]};
+  const int cols[] = {H, S, H};
+  Binding in[3];
+  for (int i = 0; i < 3; i++) {
+    in[i] = (Binding){names[i], arena_printf(&c->arena, "%s/in%d.npy", store, i)};
+    cr_assert(npy_save(c, tensor_of(c, S, cols[i], vals[i]), in[i].path), "%s", tu_diags(c));
+  }
+  Binding out = {"t.bind_w", arena_printf(&c->arena, "%s/logits.npy", store)};
+  char *text = model_file(&r.m);
+  const char *chosen = "t.bind_w";
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "model.circ", .outputs = &chosen,
+                     .noutputs = 1, .last = STAGE_RESOLVE, .verify_each = true, .evaluate = true,
+                     .eval_inputs = in, .neval_inputs = 3, .eval_outputs = &out, .neval_outputs = 1};
+  Compilation cm = {0};
+  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
+  Tensor *got = npy_load(c, out.path, NO_LOC);
+  cr_assert(got && got->shape.rank == 2 && got->shape.dim[0] == S && got->shape.dim[1] == V, "%s", tu_diags(c));
+  double want[S][V], g[S][V];
+  forward(&r.m, &p, r.in, r.mask, r.pos, want);
+  for (int i = 0; i < S * V; i++) g[i / V][i % V] = tensor_get_f64(got, i);
+  cr_assert(max_diff(g, want) < 1e-6, "differs by %g (relative)", max_diff(g, want));
+  free(text);
+  run_free(&r);
+  rm_store(store);
+}
+
+/* Compiling t.bind_w needs the sizes of its free symbols: a missing one is
+ * named with the -D that binds it. */
+Test(model_file, unbound_size_names_its_define) {
+  char *store = store_dir();
+  static Run r;
+  ModelParams p = params("ln", true, false, true, "gelu", true, 1, true, false);
+  run_model(&r, &p, store, 78);
+  char *text = model_file(&r.m);
+  const char *chosen = "t.bind_w";
+  Comp *c = tu_comp();
+  c->tensor_dir = store;
+  SizeDefine defs[] = {{"SEQ", S}};
+  c->defines = defs, c->ndefines = 1;
+  Compilation cm = {0};
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "model.circ", .outputs = &chosen,
+                     .noutputs = 1, .last = STAGE_RESOLVE, .verify_each = true};
+  cr_assert_not(driver_run(c, &o, &cm));
+  const char *d = tu_diags(c);
+  cr_assert(strstr(d, "'a.mask' has shape [2s,3s]: symbolic size 2s (SEQ_Q) is not bound by any module; bind it "
+                      "with -D SEQ_Q=N"), "%s", d);
+  cr_assert(strstr(d, "bind it with -D SEQ_K=N"), "%s", d);
+  cr_assert_null(strstr(d, "SetSymbolicShape"), "an internal node in the message: %s", d);
+  cr_assert_eq(diag_error_count(c), 2, "%s", d);
+  tu_free(c);
+  free(text);
+  run_free(&r);
+  rm_store(store);
+}
