@@ -94,7 +94,8 @@ bool bind_tokens(Comp *c, const SourceFile *src, const ModelLibrary *lib, NodeLi
     return false;
   }
 
-  /* the reference circuits: the mask, the file's top-level circuits, then the library's (a name the file defines is the file's) */
+  /* the reference circuits: the mask, the file's top-level circuits, then the
+   * library's (a name the file defines is the file's) */
   Node *mask = p->causal_mask == 1 ? causal_mask(c, seq, at) : NULL;
   if (p->causal_mask == 1 && !mask) return false;
   int cap = 1 + tops->n + lib->refs.n;
@@ -103,7 +104,8 @@ bool bind_tokens(Comp *c, const SourceFile *src, const ModelLibrary *lib, NodeLi
   for (int i = 0; i < tops->n; i++)
     if (tops->node[i]->name) refs.name[refs.n] = tops->node[i]->name, refs.node[refs.n++] = tops->node[i];
   for (int i = 0; i < lib->refs.n; i++)
-    if (!top_named(tops, lib->refs.name[i])) refs.name[refs.n] = lib->refs.name[i], refs.node[refs.n++] = lib->refs.node[i];
+    if (!top_named(tops, lib->refs.name[i]))
+      refs.name[refs.n] = lib->refs.name[i], refs.node[refs.n++] = lib->refs.node[i];
 
   /* the binding (model_files.md §5): TransformerInfo.bind_to_input's names */
   char *text = NULL;
