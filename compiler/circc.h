@@ -75,6 +75,17 @@ bool model_library(Comp *c, const SourceFile *src, ModelLibrary *lib);
 bool model_library_check(Comp *c, const ModelLibrary *lib, const NodeList *tops);
 bool model_info_print(Comp *c, const SourceFile *src, const ModelLibrary *lib, const NodeList *tops, FILE *f);
 
+/* bind_tokens.c — --bind-tokens, a step of the parse stage: the binding REMIX
+ * writes by hand (model_files.md §5) around the model file's t.bind_w. Replaces
+ * *tops (the file's parsed top-level circuits) by one circuit `logits` [SEQ, V]
+ * whose only free Symbol is `tokens` [SEQ] (an index: int64): token embeddings
+ * gen_index'ed from t.w.tok_embeds; rows 0..SEQ-1 of t.w.pos_embeds added to
+ * them (pos_enc_type gpt) or bound to a.pos_input (shortformer), none for
+ * none/null; a.mask a causal [SEQ,SEQ] mask (causal_mask true) or all ones.
+ * SEQ comes from -D SEQ=N (c->defines). Located errors (false): not a model
+ * file, a missing file circuit, SEQ unbound (usage) or beyond the positions. */
+bool bind_tokens(Comp *c, const SourceFile *src, const ModelLibrary *lib, NodeList *tops);
+
 /* dump.c — prints circuits in rust_circuit's bijection text format, parseable by parse_text. */
 void dump_circuits(Comp *c, FILE *f, Node *const *nodes, int n);
 

@@ -134,6 +134,7 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
     const RefCircuits *refs = cm->library.present ? &cm->library.refs : NULL;
     bool ok = parse_text(c, cm->source->name, cm->source->text, cm->source->len, refs, &all);
     ok = model_library_check(c, &cm->library, &all) && ok;
+    if (ok && o->bind_tokens) ok = bind_tokens(c, cm->source, &cm->library, &all);
     choose_outputs(c, o, &all, &cm->tops);
     return ok;
   }

@@ -37,6 +37,7 @@ typedef struct DriverOptions {
   const char *text_name;
   const char *const *outputs;   /* keep only these top-level circuits (NULL/0: all) */
   int noutputs;
+  bool bind_tokens;             /* --bind-tokens: parse ends with bind_tokens (tokens → logits) */
   Stage last;                   /* run up to and including this stage */
   unsigned dump;                /* bit 1u << s: print the IR after stage s */
   FILE *dump_to;                /* stdout if NULL */

@@ -36,6 +36,10 @@ static const char USAGE[] =
     "                         sizes and the free symbols of t.bind_w with their meaning; a file\n"
     "                         whose first line is `# info:{json}` gets rust_circuit's module\n"
     "                         library (t.logits, final.ln.w.bias, ...) as reference circuits\n"
+    "  --bind-tokens          with a model file and -D SEQ=N: bind t.bind_w to token ids as REMIX\n"
+    "                         does (embeddings by gen_index, positions per pos_enc_type, a causal\n"
+    "                         or all-ones mask): the only input is `tokens` [SEQ] int64, the\n"
+    "                         only output `logits` [SEQ, VOCAB] (--lm: --top, --text, --generate)\n"
     "compile options:\n"
     "  -o PATH                output executable (or directory with --emit c)\n"
     "  --emit exe|c           an executable (default) or a directory with model.c, the runtime,\n"
@@ -51,7 +55,8 @@ static const char USAGE[] =
     "  --lm gpt2-bpe:DIR|chars:FILE.json   tokenizer of a language model (DIR: GPT-2's\n"
     "                         encoder.json and vocab.bpe; FILE.json: a character list, id =\n"
     "                         index), linked into the program: with a decode circuit\n"
-    "                         (gpt2_import --decode) it gets --text, --generate, --top, ...\n"
+    "                         (gpt2_import --decode) or --bind-tokens it gets --text,\n"
+    "                         --generate, --top, ...\n"
     "  -h, --help             this help;  --version   print the version\n"
     "eval options:\n"
     "  --input NAME=@FILE.npy   value of the free symbol NAME (repeatable)\n"
@@ -167,6 +172,8 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
       if (!parse_dump(c, val, &d->dump)) return false;
     } else if (!strcmp(a, "--info-model")) {
       o->info_model = true;
+    } else if (!strcmp(a, "--bind-tokens")) {
+      d->bind_tokens = true;
     } else if (!strcmp(a, "--verify-each")) {
       d->verify_each = true;
     } else if (!strcmp(a, "--color")) {

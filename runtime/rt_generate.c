@@ -19,6 +19,14 @@
  * (which the program's input shapes give: circc -D SEQ=N for gpt2_import's
  * symbolic decode circuit).
  *
+ * A full-sequence program (circc --bind-tokens on a model file) has instead
+ * one input tokens [T] int64 and one output logits [T,V] float32, and no
+ * cache: each run computes every position again, from the sequence so far
+ * padded to T with one id; row pos is the distribution after position pos.
+ * That is the model's only if a position never sees later ones (a causal
+ * mask): the first run pads with another id than the rest, and if the
+ * prompt's last row changes, a prompt shorter than T is refused (exit 3).
+ *
  * Choosing a token from logits x (only ids < the tokenizer's vocabulary size
  * are candidates, in case the model pads its vocabulary):
  *   --greedy (or --temperature 0): the first id of largest x;
@@ -78,6 +86,7 @@ static const char *const OUT_NAME[NOUT] = {"logits", "new_k", "new_v"};
 
 /* Where the decode tensors are and their sizes. */
 typedef struct Iface {
+  bool full;                    /* a full-sequence program: in[IN_TOKEN] is tokens [T], out[OUT_LOGITS] logits [T,V] */
   int in[NIN], out[NOUT];       /* indices into the model's inputs / outputs */
   int64_t L, H, T, D, V;
 } Iface;
@@ -119,6 +128,31 @@ static const char *decode_iface(const rt_model *m, Iface *f) {
   return NULL;
 }
 
+/* Fills f and returns NULL if m is a full-sequence program (tokens [T] int64
+ * → logits [T,V] float32, nothing else), else what is wrong. */
+static const char *full_iface(const rt_model *m, Iface *f) {
+  *f = (Iface){.full = true};
+  f->in[IN_TOKEN] = find_desc(m->inputs, m->ninputs, "tokens");
+  f->out[OUT_LOGITS] = find_desc(m->outputs, m->noutputs, "logits");
+  if (m->ninputs != 1 || f->in[IN_TOKEN] < 0 || m->noutputs != 1 || f->out[OUT_LOGITS] < 0)
+    return "it needs one input 'tokens' and one output 'logits'";
+  const rt_tensor_desc *tok = &m->inputs[f->in[IN_TOKEN]], *lg = &m->outputs[f->out[OUT_LOGITS]];
+  if (tok->dtype != RT_I64 || tok->rank != 1 || tok->shape[0] < 1) return "tokens must be int64 [T]";
+  if (lg->dtype != RT_F32 || lg->rank != 2 || lg->shape[0] != tok->shape[0] || lg->shape[1] < 1)
+    return "logits must be float32 [T,V] (T = the length of tokens)";
+  f->T = tok->shape[0], f->V = lg->shape[1];
+  return NULL;
+}
+
+/* The decode interface, else the full-sequence one; NULL or what is wrong with both. */
+static const char *lm_iface(const rt_model *m, Iface *f) {
+  static char why[600];
+  const char *decode = decode_iface(m, f), *full;
+  if (!decode || !(full = full_iface(m, f))) return NULL;
+  snprintf(why, sizeof why, "%s; as a full-sequence program: %s", decode, full);
+  return why;
+}
+
 /* ---- options ---- */
 
 /* the options only generation has (--seed, --threads and -v are other modes' too) */
@@ -132,7 +166,7 @@ static int generate_requested(int argc, char **argv) {
 static void generate_help(const rt_model *m, const char *prog) {
   (void)prog;
   Iface f;
-  if (decode_iface(m, &f)) return;
+  if (lm_iface(m, &f)) return;
   printf("\nlanguage model (max length T = %lld tokens, vocabulary %lld%s):\n", (long long)f.T, (long long)f.V,
          m->tokenizer_len ? "" : ", no tokenizer: ids only");
   fputs("  --text STR               the prompt as text (needs a tokenizer: circc --lm)\n"
@@ -432,24 +466,33 @@ typedef struct Gen {
   Iface f;
   void **in, **out;
   void *arena;
+  const float *logits;          /* after step(): the logits after its position */
+  int64_t pad;                  /* full-sequence programs: the id after the sequence */
   double run_ms;                /* time inside step(), summed */
 } Gen;
 
 /* Runs the program for `token` at position pos and stores its keys and values
- * at row pos of the cache. The logits are then in g->out[logits]. */
-static bool step(Gen *g, int64_t pos, int64_t token) {
+ * at row pos of the cache (a full-sequence program runs seq[0..pos], whose last
+ * id is token, padded with g->pad). g->logits is then the distribution after pos. */
+static bool step(Gen *g, int64_t pos, int64_t token, const int64_t *seq) {
   const Iface *f = &g->f;
   double t0 = rt_now_ms();
-  *(int64_t *)g->in[f->in[IN_TOKEN]] = token;
-  *(int64_t *)g->in[f->in[IN_POS]] = pos;
-  float *mask = g->in[f->in[IN_MASK]];
-  for (int64_t j = 0; j < f->T; j++) mask[j] = j < pos;
+  int64_t *tokens = g->in[f->in[IN_TOKEN]];
+  if (f->full) {
+    for (int64_t j = 0; j < f->T; j++) tokens[j] = j <= pos ? seq[j] : g->pad;
+  } else {
+    *tokens = token;
+    *(int64_t *)g->in[f->in[IN_POS]] = pos;
+    float *mask = g->in[f->in[IN_MASK]];
+    for (int64_t j = 0; j < f->T; j++) mask[j] = j < pos;
+  }
   const char *msg = g->m->run((const void *const *)g->in, g->out, g->arena);
   if (msg) {
     rt_error(g_prog, "the run at position %lld failed: %s", (long long)pos, msg);
     return false;
   }
-  for (int kv = 0; kv < 2; kv++) {
+  g->logits = (const float *)g->out[f->out[OUT_LOGITS]] + (f->full ? pos * f->V : 0);
+  for (int kv = 0; kv < 2 && !f->full; kv++) {
     float *cache = g->in[f->in[kv ? IN_PAST_V : IN_PAST_K]];
     const float *row = g->out[f->out[kv ? OUT_V : OUT_K]];
     for (int64_t lh = 0; lh < f->L * f->H; lh++)
@@ -461,7 +504,6 @@ static bool step(Gen *g, int64_t pos, int64_t token) {
 
 static int generate(Gen *g, const GenOptions *o, rt_tokenizer *tok, int64_t *seq, int64_t P, Cand *cand) {
   const Iface *f = &g->f;
-  const float *logits = g->out[f->out[OUT_LOGITS]];
   /* ids the tokenizer cannot decode (a padded vocabulary) are never chosen */
   int64_t nchoice = tok && rt_tokenizer_vocab_size(tok) < f->V ? rt_tokenizer_vocab_size(tok) : f->V;
   float *dump = o->dump_logits ? malloc((size_t)(P * f->V) * sizeof *dump) : NULL;
@@ -473,31 +515,48 @@ static int generate(Gen *g, const GenOptions *o, rt_tokenizer *tok, int64_t *seq
    * starts the threads (-v's timings exclude it) and fails before any output if
    * the program cannot run that far (e.g. compiled with a cache longer than the
    * model's position table: circc -D SEQ=N beyond n_positions). Its cache row is
-   * cleared again, so every result is as without it. */
-  int64_t last = o->generate > 1 ? P + o->generate - 2 : P - 1;
-  if (!step(g, last, seq[0])) {
+   * cleared again, so every result is as without it. A full-sequence program
+   * runs the prompt padded with id 1 here and with id 0 after: the prompt's
+   * last row must not change (its positions must not see later ones). */
+  int64_t last = f->full ? P - 1 : o->generate > 1 ? P + o->generate - 2 : P - 1;
+  float *warm = f->full && P < f->T ? malloc((size_t)f->V * sizeof *warm) : NULL;
+  g->pad = 1 % f->V;
+  if ((f->full && P < f->T && !warm) || !step(g, last, seq[0], seq)) {
+    if (f->full && P < f->T && !warm) rt_error(g_prog, "out of memory");
     free(dump);
     return RT_EXIT_BAD_INPUT;
   }
-  for (int kv = 0; kv < 2; kv++) {
+  if (warm) memcpy(warm, g->logits, (size_t)f->V * sizeof *warm);
+  for (int kv = 0; kv < 2 && !f->full; kv++) {
     float *cache = g->in[f->in[kv ? IN_PAST_V : IN_PAST_K]];
     for (int64_t lh = 0; lh < f->L * f->H; lh++)
       memset(cache + (lh * f->T + last) * f->D, 0, (size_t)f->D * sizeof(float));
   }
+  g->pad = 0;
   g->run_ms = 0;
   double t0 = rt_now_ms();
-  for (int64_t i = 0; i < P; i++) {
-    if (!step(g, i, seq[i])) {
-      free(dump);
+  for (int64_t i = f->full ? P - 1 : 0; i < P; i++) {   /* a full-sequence program: one run */
+    if (!step(g, i, seq[i], seq)) {
+      free(dump), free(warm);
       return RT_EXIT_BAD_INPUT;
     }
-    if (dump) memcpy(dump + i * f->V, logits, (size_t)f->V * sizeof *dump);
+    if (dump && f->full) memcpy(dump, g->out[f->out[OUT_LOGITS]], (size_t)(P * f->V) * sizeof *dump);
+    else if (dump) memcpy(dump + i * f->V, g->logits, (size_t)f->V * sizeof *dump);
   }
   double prompt_ms = rt_now_ms() - t0;
+  bool causal = true;
+  for (int64_t j = 0; warm && j < f->V; j++) causal &= fabsf(warm[j] - g->logits[j]) <= 1e-5f * (1 + fabsf(g->logits[j]));
+  free(warm);
+  if (!causal) {
+    rt_error(g_prog, "the program's positions see later ones (no causal mask), so a prompt shorter than T = %lld "
+             "tokens has no next-token distribution: give exactly %lld", (long long)f->T, (long long)f->T);
+    free(dump);
+    return RT_EXIT_BAD_INPUT;
+  }
   bool ok = !dump || write_logits(o->dump_logits, dump, P, f->V);
   free(dump);
   if (!ok) return RT_EXIT_BAD_INPUT;
-  if (o->top && !print_top(o, tok, logits, nchoice, cand)) {
+  if (o->top && !print_top(o, tok, g->logits, nchoice, cand)) {
     rt_error(g_prog, "the logits after the prompt have no finite maximum (NaN, +inf or all -inf)");
     return RT_EXIT_BAD_INPUT;
   }
@@ -519,7 +578,7 @@ static int generate(Gen *g, const GenOptions *o, rt_tokenizer *tok, int64_t *seq
   double gen_run0 = g->run_ms;
   t0 = rt_now_ms();
   for (int64_t n = 0; n < o->generate; n++) {
-    int64_t id = choose(o, logits, nchoice, cand, &rng);
+    int64_t id = choose(o, g->logits, nchoice, cand, &rng);
     if (id < 0) {
       rt_error(g_prog, "the logits at position %lld have no finite maximum (NaN, +inf or all -inf)", (long long)(P + n - 1));
       return RT_EXIT_BAD_INPUT;
@@ -531,7 +590,7 @@ static int generate(Gen *g, const GenOptions *o, rt_tokenizer *tok, int64_t *seq
       fwrite(s, 1, len, stdout);
       fflush(stdout);
     }
-    if (n + 1 < o->generate && !step(g, P + n, id)) return RT_EXIT_BAD_INPUT;
+    if (n + 1 < o->generate && !step(g, P + n, id, seq)) return RT_EXIT_BAD_INPUT;
   }
   double gen_ms = rt_now_ms() - t0;
   if (tok && o->generate) putchar('\n');
@@ -551,10 +610,11 @@ static int generate(Gen *g, const GenOptions *o, rt_tokenizer *tok, int64_t *seq
 
 static int generate_text(const rt_model *m, const GenOptions *o) {
   Gen g = {.m = m};
-  const char *why = decode_iface(m, &g.f);
+  const char *why = lm_iface(m, &g.f);
   if (why) {
     rt_error(g_prog, "this program cannot generate text: %s; it needs the decode circuit of a language model "
-              "(gpt2_import --decode, then circc --lm gpt2-bpe:DIR or chars:FILE.json)", why);
+              "(gpt2_import --decode, then circc --lm gpt2-bpe:DIR or chars:FILE.json) or a full-sequence one "
+              "(circc --bind-tokens)", why);
     return RT_EXIT_USAGE;
   }
   const Iface *f = &g.f;
@@ -613,11 +673,14 @@ static int generate_text(const rt_model *m, const GenOptions *o) {
     memcpy(seq, prompt, (size_t)P * sizeof *seq);
   }
   free(encoded);
-  int64_t ntok = tok ? rt_tokenizer_vocab_size(tok) : f->V;
+  /* a full-sequence program's logits need not be over its input ids (a
+   * classifier): the program checks those itself (gen_index's bounds) */
+  int64_t nid = tok ? rt_tokenizer_vocab_size(tok) : INT64_MAX;
+  if (!f->full && f->V < nid) nid = f->V;
   for (int64_t i = 0; code == RT_EXIT_OK && i < P; i++)
-    if (seq[i] < 0 || seq[i] >= f->V || seq[i] >= ntok) {
+    if (seq[i] < 0 || seq[i] >= nid) {
       rt_error(g_prog, "token id %lld (prompt position %lld) is out of range: the vocabulary has %lld ids",
-                (long long)seq[i], (long long)i, (long long)(f->V < ntok ? f->V : ntok));
+                (long long)seq[i], (long long)i, (long long)nid);
       code = RT_EXIT_BAD_INPUT;
     }
   if (code == RT_EXIT_OK) code = generate(&g, o, tok, seq, P, cand);
