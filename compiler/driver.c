@@ -20,13 +20,24 @@ int stage_from_name(const char *name) {
   return -1;
 }
 
-/* The top-level circuits the options choose (--output NAME), in file order. */
-static void choose_outputs(Comp *c, const DriverOptions *o, NodeList *all, NodeList *chosen) {
+/* The top-level circuits the options choose (--output NAME), in file order;
+ * a NAME that no top-level circuit has is a usage error. */
+static bool choose_outputs(Comp *c, const DriverOptions *o, NodeList *all, NodeList *chosen) {
   for (int i = 0; i < all->n; i++) {
     bool want = o->noutputs == 0;
     for (int j = 0; j < o->noutputs; j++) want |= all->node[i]->name && !strcmp(all->node[i]->name, o->outputs[j]);
     if (want) nodelist_push(c, chosen, all->node[i]);
   }
+  bool ok = true;
+  for (int j = 0; j < o->noutputs; j++) {
+    bool found = false;
+    for (int i = 0; i < all->n; i++) found |= all->node[i]->name && !strcmp(all->node[i]->name, o->outputs[j]);
+    if (!found) {
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "--output %s: no top-level circuit has that name", o->outputs[j]);
+      ok = false;
+    }
+  }
+  return ok;
 }
 
 /* BLAKE3 of the circuit text, so a program's --info can tell which circuit it came from. */
@@ -135,8 +146,7 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
     bool ok = parse_text(c, cm->source->name, cm->source->text, cm->source->len, refs, &all);
     ok = model_library_check(c, &cm->library, &all) && ok;
     if (ok && o->bind_tokens) ok = bind_tokens(c, cm->source, &cm->library, &all);
-    choose_outputs(c, o, &all, &cm->tops);
-    return ok;
+    return ok && choose_outputs(c, o, &all, &cm->tops);
   }
   case STAGE_TENSORS: return load_tensors(c, cm->tops.node, cm->tops.n);
   case STAGE_RESOLVE:
@@ -243,12 +253,6 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
   const Program *p = &cm->program;
   Eval *e = eval_new(c);
   bind_inputs(c, o, cm, e);
-  for (int i = 0; i < o->neval_outputs; i++) {
-    bool found = false;
-    for (int j = 0; j < p->outputs.n; j++) found |= !strcmp(p->output_names[j], o->eval_outputs[i].name);
-    if (!found)
-      diag_error_class(c, DIAG_USAGE, NO_LOC, "--output %s: no top-level circuit has that name", o->eval_outputs[i].name);
-  }
   if (diag_error_count(c)) {
     eval_free(e);
     return false;

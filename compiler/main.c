@@ -299,7 +299,7 @@ int main(int argc, char **argv) {
                                   .vocab = o.driver.emit.vocab};
     o.driver.last = last_stage(&o);
     Compilation cm = {0};
-    if (o.info_model) o.driver.last = STAGE_PARSE;
+    if (o.info_model) o.driver.last = STAGE_PARSE, o.driver.bind_tokens = false; /* the file as written */
     if (driver_run(c, &o.driver, &cm) && o.info_model)
       model_info_print(c, cm.source, &cm.library, &cm.tops, stdout);
   }
