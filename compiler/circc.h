@@ -46,8 +46,8 @@ bool parse_text(Comp *c, const char *filename, const char *text, size_t len, con
  * (--dump library) and parses it into `refs` for parse_text: its top-level
  * circuits by name, the first of a name kept. A file without the line has no
  * library (present false, true returned). Malformed JSON, a wrong type, an
- * unknown option value or an option circc cannot build (use_parallel_residual,
- * use_rope) is a located error; false then. model_library_check: Symbols the
+ * unknown option value, use_rope (circc cannot build it) or a combination
+ * module_library rejects is a located error; false then. model_library_check: Symbols the
  * file restates (the per-layer weights after `!`) must equal the library's of
  * that name in UUID and shape; located errors, false. model_info_print prints
  * --info-model: the info, every param, the sizes the file's Arrays give and

@@ -149,12 +149,16 @@ static bool read_info(Info *r, const Json *root, ModelParams *p) {
     p->causal_mask = causal;
   }
   if (!ok) return false;
-  ok = unsupported(r, block, "use_parallel_residual", p->use_parallel_residual,
-                   "circc builds the sequential residual block only (attention, then the MLP)");
-  ok &= unsupported(r, block, "use_rope", p->use_rope,
-                    "rotary embeddings are rust_circuit's Python GeneralFunction apply_rotary_pos_emb, "
-                    "which circc cannot evaluate or compile");
-  return ok;
+  /* module_library asserts this when it builds the block, i.e. only with layers */
+  if (p->use_parallel_residual && p->num_layers && (!p->use_mlp || !p->norm_type)) {
+    diag_error(r->c, info_at(r, json_get(block, "use_parallel_residual")->offset),
+               "# info: use_parallel_residual true needs use_mlp true and a norm_type (rust_circuit's "
+               "module_library asserts both)");
+    return false;
+  }
+  return unsupported(r, block, "use_rope", p->use_rope,
+                     "rotary embeddings are rust_circuit's Python GeneralFunction apply_rotary_pos_emb, "
+                     "which circc cannot evaluate or compile");
 }
 
 /* ------------------------------------------------------------ MT19937 as CPython seeds it */
@@ -218,6 +222,8 @@ typedef struct Builder {
   const char *weight_shape[MAX_WEIGHTS];
   int nweight;
   bool norm_built;               /* norm_spec ran */
+  Library apart;                 /* the parallel block's 'b.a' (parallel_block) */
+  int own_text;                  /* keys from here on are a text of their own (0: none) */
 } Builder;
 
 static void key(Builder *b, LibNode *n) {
@@ -256,7 +262,8 @@ static void no_uuid(const char *name, char out[37]) {
   out[0] = 0;
 }
 
-/* The norm-binding UUID lists [u0..u4] (§2): input u4, bn mean u3, var u2, bias u1, scale u0. */
+/* The norm-binding UUID lists [u0..u4] (§2): input u4, bn mean u3, var u2, bias u1, scale u0.
+ * The parallel block's norm p uses a's list (module_library's p_ln_bind). */
 static const char *const *norm_uuids(const char *p) {
   static const char *const M[5] = {"fe330d51-0164-4b49-a504-81769d550bb1", "771e2d50-3414-459e-87ff-879f83d4a15c",
                                    "bf7ea689-c481-4ad4-89d0-0a59cd476739", "cf2adbd9-b04f-42af-86d7-cc5c8890607b",
@@ -267,7 +274,7 @@ static const char *const *norm_uuids(const char *p) {
   static const char *const F[5] = {"2110aef7-70d5-4f77-a929-044e40c31cbd", "10652dc2-e9a8-4f1e-8bad-99d46804c7b3",
                                    "6cfcb4e6-7081-4d2d-bef9-1e9db52d4444", "94e8bc7f-1689-429f-bfec-67d33965aef5",
                                    "0851aebd-0d39-4f65-89f9-8a8afaed631a"};
-  return *p == 'm' ? M : *p == 'a' ? A : F;
+  return *p == 'm' ? M : *p == 'f' ? F : A;
 }
 
 /* The norm spec `ln` or `bn` and its dict entries. */
@@ -297,13 +304,14 @@ static void norm_spec(Builder *b) {
   keys(b, (const char *const[]){"bn.y", "bn.input", "bn.mean", "bn.var", "bn", "bn.w.bias", "bn.w.scale", NULL});
 }
 
-/* `{p}.norm` (get_norm_bind): the norm of the free `{p}.norm.input`; the
- * weights are block weights for m and a, not for final. */
-static void norm_bind(Builder *b, const char *p) {
+/* `{p}.norm` (get_norm_bind): the norm of the free `{p}.norm.input`; its
+ * weights are block weights (arguments of every b{i}) if `block_weights`:
+ * those of the norms the block `b` uses. */
+static void norm_bind(Builder *b, const char *p, bool block_weights) {
   Library *l = &b->l;
   const char *nt = b->p->norm_type;
   const char *const *u = norm_uuids(p);
-  LibNode *(*mk)(Builder *, const char *, const char *, const char *) = strcmp(p, "final") ? wsym : sym;
+  LibNode *(*mk)(Builder *, const char *, const char *, const char *) = block_weights ? wsym : sym;
   LibNode *norm = lib_module(l, fmt(b, "%s.norm", p), lib_find(l, nt));
   LibNode *in = sym(b, fmt(b, "%s.norm.input", p), "1s,0s", u[4]);
   lib_arg(l, norm, in, lib_find(l, fmt(b, "%s.input", nt)));
@@ -449,39 +457,71 @@ static LibNode *attn_spec(Builder *b) {
   return out;
 }
 
-/* The block `b` (TransformerBlockParams.get, §3.6): pre-norm, sequential residual. */
+/* The parallel residual block (use_parallel_residual, which implies an MLP
+ * and a norm): one shared norm `p` feeds the attention and the MLP, whose sum
+ * is added to the residual stream:
+ *   'b.add' Add('b.a' Module(attn; 'p.input' ! a.input), 'b.m' Module(mlp; p.input ! m.input))
+ *   'p.norm_call' Module(b.add; p.norm ! p.input)
+ *   'b.resid.p' Add('b.p' Module(p.norm_call; b.input ! p.norm.input), b.input), renamed 'b'.
+ * module_library parses b.add as a text of its own, after b.resid.a, whose
+ * own 'b.a' (the normed attention call) is not a dict entry: two different
+ * circuits share the name. So b.add starts a second library text
+ * (model_library), and its 'b.a' lives in b->apart to keep b->l's names unique. */
+static LibNode *parallel_block(Builder *b, LibNode *attn, LibNode *mlp, LibNode *b_in) {
+  Library *l = &b->l;
+  LibNode *p_in = sym(b, "p.input", "1s,0s", "e76c1fd7-a230-4295-9199-17dc8dad79d0");
+  LibNode *ba = lib_module(&b->apart, "b.a", attn);
+  lib_arg(l, ba, p_in, lib_find(l, "a.input"));
+  LibNode *bm = lib_module(l, "b.m", mlp);
+  lib_arg(l, bm, p_in, lib_find(l, "m.input"));
+  LibNode *add = lib_node(l, "b.add", "Add", ba, bm, NULL);
+  b->own_text = b->nkey;
+  key(b, add), key(b, p_in);
+  LibNode *bp = lib_module(l, "b.p", norm_call(b, "p", add));
+  lib_arg(l, bp, b_in, lib_find(l, "p.norm.input"));
+  key(b, lib_node(l, "b.resid.p", "Add", bp, b_in, NULL));
+  return lib_node(l, "b", "Add", bp, b_in, NULL);
+}
+
+/* The block `b` (TransformerBlockParams.get, §3.6): pre-norm, sequential
+ * residual, or parallel_block's. */
 static LibNode *block_spec(Builder *b) {
   Library *l = &b->l;
-  bool norm = b->p->norm_type != NULL;
+  bool norm = b->p->norm_type != NULL, parallel = b->p->use_parallel_residual;
   LibNode *mlp = NULL, *mlp_call = NULL;
   if (b->p->use_mlp) {
     mlp = mlp_spec(b);
     if (norm) {
       norm_spec(b);
-      norm_bind(b, "m");
+      norm_bind(b, "m", !parallel);
       mlp_call = norm_call(b, "m", mlp);
     }
   }
+  if (parallel) norm_bind(b, "p", true);
   LibNode *attn = attn_spec(b), *attn_call = attn;
   if (norm) {
     norm_spec(b);
-    norm_bind(b, "a");
+    norm_bind(b, "a", !parallel);
     attn_call = norm_call(b, "a", attn);
   }
   LibNode *b_in = sym(b, "b.input", "1s,0s", "5837c4fd-f5ac-4bff-8456-abf3e95bcf36");
   key(b, b_in);
   LibNode *ba = lib_module(l, "b.a", attn_call);
   lib_arg(l, ba, b_in, lib_find(l, norm ? "a.norm.input" : "a.input"));
-  LibNode *resid = lib_node(l, "b.resid.a", "Add", ba, b_in, NULL);
+  LibNode *resid = lib_node(l, "b.resid.a", "Add", ba, b_in, NULL), *blk;
   key(b, resid);
-  LibNode *last = ba;
-  if (b->p->use_mlp) {
-    last = lib_module(l, "b.m", norm ? mlp_call : mlp);
-    lib_arg(l, last, resid, lib_find(l, norm ? "m.norm.input" : "m.input"));
-    key(b, lib_node(l, "b.resid.m", "Add", last, resid, NULL));
+  if (parallel) {
+    blk = parallel_block(b, attn, mlp, b_in);
+  } else {
+    LibNode *last = ba;
+    if (b->p->use_mlp) {
+      last = lib_module(l, "b.m", norm ? mlp_call : mlp);
+      lib_arg(l, last, resid, lib_find(l, norm ? "m.norm.input" : "m.input"));
+      key(b, lib_node(l, "b.resid.m", "Add", last, resid, NULL));
+    }
+    /* `b` is the last residual Add renamed */
+    blk = lib_node(l, "b", "Add", last, b->p->use_mlp ? resid : b_in, NULL);
   }
-  /* `b` is the last residual Add renamed */
-  LibNode *blk = lib_node(l, "b", "Add", last, b->p->use_mlp ? resid : b_in, NULL);
   key(b, blk);
   return blk;
 }
@@ -527,7 +567,7 @@ static void build(Builder *b) {
   }
   if (p->norm_type && p->use_norm_output) {
     norm_spec(b);
-    norm_bind(b, "final");
+    norm_bind(b, "final", false);
     LibNode *call = lib_module(l, "final.call", lib_find(l, "final.norm"));
     lib_arg(l, call, out, lib_find(l, "final.norm.input"));
     key(b, out = call);
@@ -546,6 +586,29 @@ static void build(Builder *b) {
 
 /* ------------------------------------------------------------ the stage */
 
+/* Keys [from, to) printed as one text (also to `all`), parsed against refs;
+ * its top-level circuits join refs: the dict, the first of a name kept (§3.1). */
+static void library_text(Comp *c, const char *name, Builder *b, int from, int to, FILE *all, RefCircuits *refs) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) ICE("open_memstream failed");
+  for (int i = from; i < to; i++) lib_print(f, b->key[i]);
+  fclose(f);
+  fwrite(text, 1, len, all);
+  NodeList tops = {0};
+  if (!parse_text(c, name, arena_strndup(&c->arena, text, len), len, refs->n ? refs : NULL, &tops))
+    ICE("the model library text does not parse");
+  free(text);
+  for (int i = 0; i < tops.n; i++) {
+    bool seen = false;
+    for (int j = 0; j < refs->n; j++) seen |= !strcmp(refs->name[j], tops.node[i]->name);
+    if (seen) continue;
+    refs->name[refs->n] = tops.node[i]->name;
+    refs->node[refs->n++] = tops.node[i];
+  }
+}
+
 bool model_library(Comp *c, const SourceFile *src, ModelLibrary *lib) {
   *lib = (ModelLibrary){0};
   size_t np = sizeof INFO_PREFIX - 1;
@@ -563,32 +626,26 @@ bool model_library(Comp *c, const SourceFile *src, ModelLibrary *lib) {
   }
   if (!read_info(&r, root, &lib->params)) return false;
 
-  Builder b = {.l = {.c = c, .uuid = no_uuid}, .p = &lib->params};
+  Builder b = {.l = {.c = c, .uuid = no_uuid}, .p = &lib->params, .apart = {.c = c, .uuid = no_uuid}};
   build(&b);
   lib_check_unique_names(&b.l);
+  lib->refs.name = ARENA_ARRAY(&c->arena, const char *, b.nkey);
+  lib->refs.node = ARENA_ARRAY(&c->arena, Node *, b.nkey);
   char *text = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
   if (!f) ICE("open_memstream failed");
-  for (int i = 0; i < b.nkey; i++) lib_print(f, b.key[i]);
+  const char *name = arena_printf(&c->arena, "%s (model library)", src->name);
+  int end = b.own_text ? b.own_text : b.nkey;
+  library_text(c, name, &b, 0, end, f, &lib->refs);
+  if (b.own_text) {
+    fputs("\n# parsed as a text of its own, the circuits above its references: its 'b.a' is not b.resid.a's\n", f);
+    library_text(c, name, &b, end, b.nkey, f, &lib->refs);
+  }
   fclose(f);
   lib->text = arena_strndup(&c->arena, text, len);
   lib->len = len;
   free(text);
-
-  /* the dict: top-level circuits by name, the first of a name kept (§3.1) */
-  NodeList tops = {0};
-  if (!parse_text(c, arena_printf(&c->arena, "%s (model library)", src->name), lib->text, lib->len, NULL, &tops))
-    ICE("the model library text does not parse");
-  lib->refs.name = ARENA_ARRAY(&c->arena, const char *, tops.n);
-  lib->refs.node = ARENA_ARRAY(&c->arena, Node *, tops.n);
-  for (int i = 0; i < tops.n; i++) {
-    bool seen = false;
-    for (int j = 0; j < lib->refs.n; j++) seen |= !strcmp(lib->refs.name[j], tops.node[i]->name);
-    if (seen) continue;
-    lib->refs.name[lib->refs.n] = tops.node[i]->name;
-    lib->refs.node[lib->refs.n++] = tops.node[i];
-  }
   lib->first_file_node = c->next_node_id;
   return true;
 }

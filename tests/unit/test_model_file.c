@@ -88,7 +88,7 @@ static void make_weights(Comp *c, Model *m) {
   const ModelParams *p = &m->p;
   char n[64], pre[16];
   for (int i = 0; i < p->num_layers; i++) {
-    snprintf(pre, sizeof pre, "a%d", i);
+    snprintf(pre, sizeof pre, "%s%d", p->use_parallel_residual ? "p" : "a", i); /* p: the shared norm */
     norm_weights(c, m, pre, false);
     const char *aw[][2] = {{"q", "3"}, {"k", "3"}, {"v", "4"}};
     for (int k = 0; k < 3; k++) snprintf(n, sizeof n, "a%d.w.%s", i, aw[k][0]), weight(c, m, false, n, 3, HEADS, k < 2 ? QK : VD, H);
@@ -99,7 +99,7 @@ static void make_weights(Comp *c, Model *m) {
     }
     if (!p->use_mlp) continue;
     snprintf(pre, sizeof pre, "m%d", i);
-    norm_weights(c, m, pre, false);
+    if (!p->use_parallel_residual) norm_weights(c, m, pre, false);
     bool bil = !strcmp(p->mlp_act_type, "bilinear");
     snprintf(n, sizeof n, "m%d.w.proj_in", i), weight(c, m, false, n, 2, bil ? 2 * BIL : MLP, H);
     snprintf(n, sizeof n, "m%d.w.in_bias", i), weight(c, m, false, n, 1, bil ? 2 * BIL : MLP);
@@ -115,17 +115,18 @@ static void make_weights(Comp *c, Model *m) {
 
 static const char *b(bool v) { return v ? "true" : "false"; }
 
-/* The `# info:` line as rust_circuit's dump_model_string writes it. */
+/* The `# info:` line as rust_circuit's dump_model_string writes it
+ * (use_parallel_residual only when true, as the REMIX files omit it). */
 static char *info_line(const ModelParams *p) {
   char *s;
   cr_assert(asprintf(&s,
                      "# info:{\"params\": {\"block_params\": {\"norm_type\": %s%s%s, \"attn_bias\": %s, "
-                     "\"attn_pos\": %s, \"use_mlp\": %s, \"mlp_act_type\": \"%s\", \"mlp_output_bias\": %s}, "
+                     "\"attn_pos\": %s, \"use_mlp\": %s, \"mlp_act_type\": \"%s\", \"mlp_output_bias\": %s%s}, "
                      "\"num_layers\": %d, \"use_norm_output\": %s, \"output_bias\": %s}, \"model_class\": \"GPT\", "
                      "\"pos_enc_type\": \"%s\", \"causal_mask\": true, \"extra\": null}\n",
                      p->norm_type ? "\"" : "", p->norm_type ? p->norm_type : "null", p->norm_type ? "\"" : "",
                      b(p->attn_bias), b(p->attn_pos), b(p->use_mlp), p->mlp_act_type, b(p->mlp_output_bias),
-                     p->num_layers, b(p->use_norm_output), b(p->output_bias),
+                     p->use_parallel_residual ? ", \"use_parallel_residual\": true" : "", p->num_layers, b(p->use_norm_output), b(p->output_bias),
                      p->attn_pos ? "shortformer" : "gpt") > 0);
   return s;
 }
@@ -217,14 +218,17 @@ static double act(const char *a, double x) {
   return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); /* gelu_new */
 }
 
-/* logits[S][V] of t.bind_w for params p (which may differ from m's: an option ignored). */
+/* logits[S][V] of t.bind_w for params p (which may differ from m's: an option
+ * ignored). With use_parallel_residual, x += attn(p(x)) + mlp(p(x)) for one norm p. */
 static void forward(const Model *m, const ModelParams *p, const double in[S][H], const double mask[S][S],
                     const double pos[S][H], double logits[S][V]) {
   double x[S][H], h[S][H];
   memcpy(x, in, sizeof x);
+  /* the norms' weights are m's: its shared p for both norms if it has the parallel block */
+  const char *anorm = m->p.use_parallel_residual ? "p" : "a", *mnorm = m->p.use_parallel_residual ? "p" : "m";
   for (int i = 0; i < p->num_layers; i++) {
     char pre[16];
-    snprintf(pre, sizeof pre, "a%d", i);
+    snprintf(pre, sizeof pre, "%s%d", anorm, i);
     norm(m, p, pre, x, h);
     double out[S][H] = {{0}};
     for (int hd = 0; hd < HEADS; hd++) {
@@ -264,10 +268,13 @@ static void forward(const Model *m, const ModelParams *p, const double in[S][H],
         }
     }
     for (int s = 0; s < S; s++)
-      for (int d = 0; d < H; d++) x[s][d] += out[s][d] + (p->attn_bias ? at1(find_weight(m, "a%d.w.o_bias", i), d) : 0);
+      for (int d = 0; d < H; d++) out[s][d] += p->attn_bias ? at1(find_weight(m, "a%d.w.o_bias", i), d) : 0;
+    if (!p->use_parallel_residual)
+      for (int s = 0; s < S; s++)
+        for (int d = 0; d < H; d++) x[s][d] += out[s][d];
     if (!p->use_mlp) continue;
-    snprintf(pre, sizeof pre, "m%d", i);
-    norm(m, p, pre, x, h);
+    snprintf(pre, sizeof pre, "%s%d", mnorm, i);
+    if (!p->use_parallel_residual) norm(m, p, pre, x, h);
     bool bil = !strcmp(p->mlp_act_type, "bilinear");
     const Tensor *win = find_weight(m, "m%d.w.proj_in", i), *bin = find_weight(m, "m%d.w.in_bias", i);
     const Tensor *wout = find_weight(m, "m%d.w.proj_out", i);
@@ -286,6 +293,9 @@ static void forward(const Model *m, const ModelParams *p, const double in[S][H],
         x[s][d] += y;
       }
     }
+    if (p->use_parallel_residual)
+      for (int s = 0; s < S; s++)
+        for (int d = 0; d < H; d++) x[s][d] += out[s][d];
   }
   if (p->norm_type && p->use_norm_output) norm(m, p, "final", x, h);
   else memcpy(h, x, sizeof h);
@@ -402,23 +412,26 @@ static ModelParams params(const char *norm_type, bool attn_bias, bool attn_pos, 
 static const char *const NORMS[] = {"ln", "bn", NULL};
 static const char *const ACTS[] = {"gelu", "gelu_new", "relu", "bilinear"};
 
-/* Every combination of the library's options (§6; the MLP ones only with an MLP). */
-Test(model_file, every_option_combination_matches_the_reference, .timeout = 120) {
+/* Every combination of the library's options (§6; the MLP ones only with an
+ * MLP; the parallel residual only with an MLP and a norm, as module_library asserts). */
+Test(model_file, every_option_combination_matches_the_reference, .timeout = 180) {
   char *store = store_dir();
   static Run r;
   int cases = 0;
   for (int n = 0; n < 3; n++)
-    for (int bits = 0; bits < 32; bits++)
+    for (int bits = 0; bits < 64; bits++)
       for (int a = 0; a < 4; a++)
         for (int ob = 0; ob < 2; ob++) {
-          bool mlp = bits & 4;
+          bool mlp = bits & 4, parallel = bits & 32;
           if (!mlp && (a || ob)) continue;
+          if (parallel && (!mlp || !NORMS[n])) continue;
           ModelParams p = params(NORMS[n], bits & 1, bits & 2, mlp, ACTS[a], ob, 2, bits & 8, bits & 16);
+          p.use_parallel_residual = parallel;
           run_model(&r, &p, store, 1000 + (uint64_t)cases);
           run_free(&r);
           cases++;
         }
-  cr_assert_eq(cases, 3 * 8 * (1 + 8) * 2);
+  cr_assert_eq(cases, 3 * 8 * (1 + 8) * 2 + 2 * 16 * 8);
   rm_store(store);
 }
 
@@ -458,6 +471,7 @@ Test(model_file, every_option_changes_the_value) {
   FLIP(use_norm_output, true, false);
   FLIP(output_bias, true, false);
   FLIP(num_layers, 2, 1);
+  FLIP(use_parallel_residual, true, false);
 #undef FLIP
   for (int i = 0; i < n; i++) {
     run_model(&r, &flips[i].set, store, 77);
@@ -530,6 +544,37 @@ Test(model_file, library_names) {
   free(lib);
 }
 
+/* use_parallel_residual: the shared norm p (a's UUIDs), b.add parsed as a
+ * text of its own with its own 'b.a', b{i}'s arguments in dict order: the
+ * MLP's, p's, the attention's (no a.ln, m.ln: b does not use them). */
+Test(model_file, parallel_residual_library) {
+  ModelParams p = params("ln", true, false, true, "gelu", true, 1, true, false);
+  p.use_parallel_residual = true;
+  char *lib = library_text(&p);
+  const char *want[] = {
+      "'p.norm' Module\n  'ln'\n  'p.norm.input' [1s,0s] Symbol 6a622698-fd68-4d25-aeee-e8d38e68049e ! 'ln.input'\n"
+      "  'p.ln.w.bias' [0s] Symbol 2c737289-2702-404c-a22e-ad37c2652620 ! 'ln.w.bias'\n"
+      "  'p.ln.w.scale' [0s] Symbol c564149d-e226-4e3d-8e47-7d6e2ceea99e ! 'ln.w.scale'\n",
+      "'b.resid.a' Add\n  'b.a' Module\n    'a.norm_call'\n    'b.input' ! 'a.norm.input'\n  'b.input'\n",
+      "'b.add' Add\n  'b.a' Module\n    'a.p_bias'\n"
+      "    'p.input' [1s,0s] Symbol e76c1fd7-a230-4295-9199-17dc8dad79d0 ! 'a.input'\n"
+      "  'b.m' Module\n    'm.p_bias'\n    'p.input' ! 'm.input'\n'p.input'\n"
+      "'p.norm_call' Module\n  'b.add'\n  'p.norm' ! 'p.input'\n"
+      "'b.resid.p' Add\n  'b.p' Module\n    'p.norm_call'\n    'b.input' ! 'p.norm.input'\n  'b.input'\n"
+      "'b' Add\n  'b.p'\n  'b.input'\n",
+      "  'm0.w.out_bias' [0s] Symbol f7c1bd87-4da5-e709-d471-3d60c8a70639 ! 'm.w.out_bias'\n"
+      "  'p0.ln.w.bias' [0s] Symbol e443df78-9558-867f-5ba9-1faf7a024204 ! 'p.ln.w.bias'\n"
+      "  'p0.ln.w.scale' [0s] Symbol 23a7711a-8133-2876-37eb-dcd9e87a1613 ! 'p.ln.w.scale'\n"
+      "  'a0.w.q' [4s,7s,0s] Symbol 1846d424-c17c-6279-23c6-612f48268673 ! 'a.w.q'\n",
+      "  'a0.w.o_bias' [0s] Symbol a3f2c9bf-9c63-16b9-50f2-44556f25e2a2 ! 'a.w.o_bias'\n't.input'",
+  };
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++) cr_expect(strstr(lib, want[i]), "no\n%s\nin\n%s", want[i], lib);
+  cr_expect_null(strstr(lib, "'a0.ln"), "%s", lib);
+  cr_expect_null(strstr(lib, "'m0.ln"), "%s", lib);
+  cr_expect_null(strstr(lib, "b.resid.m"), "%s", lib);
+  free(lib);
+}
+
 /* References are not outputs; the file's own top-level circuits are, and only they. */
 Test(model_file, references_are_not_outputs) {
   ModelParams p = params("ln", true, false, true, "gelu", true, 1, true, false);
@@ -594,8 +639,19 @@ Test(model_file, bad_info) {
   expect_error("# info:{\"params\": {\"num_layers\": 2.5}}\n", "m.circ:1:34: error: # info: 'num_layers' must be an integer");
   expect_error("# info:{\"params\": {\"block_params\": {\"use_rope\": true}}}\n",
                "m.circ:1:49: error: # info: use_rope true is not supported");
-  expect_error("# info:{\"params\": {\"block_params\": {\"use_parallel_residual\": true}}}\n",
-               "m.circ:1:62: error: # info: use_parallel_residual true is not supported");
+  expect_error("# info:{\"params\": {\"block_params\": {\"use_parallel_residual\": true, \"use_mlp\": false}}}\n",
+               "m.circ:1:62: error: # info: use_parallel_residual true needs use_mlp true and a norm_type");
+  expect_error("# info:{\"params\": {\"block_params\": {\"use_parallel_residual\": true, \"norm_type\": null}}}\n",
+               "m.circ:1:62: error: # info: use_parallel_residual true needs use_mlp true and a norm_type");
+  /* without layers module_library never builds the block, so never asserts */
+  Comp *c = tu_comp();
+  Compilation cm = {0};
+  cr_expect(tu_run_named(c, "m.circ",
+                         "# info:{\"params\": {\"block_params\": {\"use_parallel_residual\": true, \"use_mlp\": "
+                         "false}, \"num_layers\": 0}}\n",
+                         STAGE_PARSE, &cm),
+            "%s", tu_diags(c));
+  tu_free(c);
 }
 
 Test(model_file, unknown_member_is_a_warning) {
@@ -645,11 +701,10 @@ Test(model_file, restated_symbol_must_match) {
 
 /* --dump parse of a model file is a self-contained circuit file (the library
  * inlined, no `# info`) that evaluates to the same logits. */
-Test(model_file, dump_parse_round_trips) {
+static void dump_parse_round_trip(const ModelParams *p) {
   char *store = store_dir();
   static Run r;
-  ModelParams p = params("ln", true, true, true, "gelu_new", true, 2, true, true);
-  run_model(&r, &p, store, 5);
+  run_model(&r, p, store, 5);
   char *text = model_file(&r.m), *dumped = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&dumped, &len);
@@ -668,6 +723,13 @@ Test(model_file, dump_parse_round_trips) {
   tu_free(c);
   run_free(&r);
   rm_store(store);
+}
+
+Test(model_file, dump_parse_round_trips) {
+  ModelParams p = params("ln", true, true, true, "gelu_new", true, 2, true, true);
+  dump_parse_round_trip(&p);
+  p.use_parallel_residual = true; /* a library with two circuits named b.a */
+  dump_parse_round_trip(&p);
 }
 
 Test(model_file, info_model) {
