@@ -404,7 +404,7 @@ static void new_model(Comp *c, Model *m, PosEnc pos, bool causal, const char *st
 /* Every pos_enc_type × causal_mask: evaluated and compiled (1 and 2 threads)
  * logits equal the reference forward and the hand-written REMIX binding; the
  * reference with the binding done wrong differs. */
-Test(bind_tokens, every_pos_enc_type_and_mask, .timeout = 300) {
+Test(bind_tokens, every_pos_enc_type_and_mask) {
   char *store = temp_dir();
   for (int pos = 0; pos < 3; pos++)
     for (int causal = 0; causal < 2; causal++) {
@@ -457,7 +457,7 @@ Test(bind_tokens, every_pos_enc_type_and_mask, .timeout = 300) {
  * reference's rows for the prompt (the rest of the sequence is padding, which
  * a causal model never sees), greedy generation its argmax; a model without a
  * causal mask refuses a prompt shorter than SEQ and answers one of SEQ tokens. */
-Test(bind_tokens, language_model_options, .timeout = 120) {
+Test(bind_tokens, language_model_options) {
   char *store = temp_dir(), *dir = temp_dir();
   cr_assert_eq(sh("printf '%%s' '[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\"]' > '%s/chars.json'", dir), 0);
   char *lm;

@@ -414,7 +414,7 @@ static const char *const ACTS[] = {"gelu", "gelu_new", "relu", "bilinear"};
 
 /* Every combination of the library's options (§6; the MLP ones only with an
  * MLP; the parallel residual only with an MLP and a norm, as module_library asserts). */
-Test(model_file, every_option_combination_matches_the_reference, .timeout = 180) {
+Test(model_file, every_option_combination_matches_the_reference) {
   char *store = store_dir();
   static Run r;
   int cases = 0;
