@@ -23,6 +23,9 @@
  * With --decode also OUT/<name>_decode.circ, the module-free decode circuit
  * for generation with a key/value cache (see decode_form): one new position
  * per run, the keys/values of the earlier ones as inputs.
+ * With --model-file OUT/<name>.circ is instead a rust_circuit model file
+ * (`# info` + the library's weight symbols bound to Arrays: write_model_file),
+ * for circc --bind-tokens.
  * With --random-config CONFIG.json no checkpoint is read: every weight is
  * deterministic pseudo-random (see random_tensor), for a model of any size
  * (e.g. gpt2_small_config.json, GPT-2 small 124M) without its download.
@@ -54,12 +57,18 @@ static const char USAGE[] =
     "               tokens[1:] of a text) and the output loss: mean cross-entropy of\n"
     "               targets given logits[...,:-1] (needs --seq)\n"
     "  --flat       write the module-free circuit instead of the module form\n"
-    "  --name NAME  circuit file name (default gpt2, or gpt2_flat with --flat)\n"
+    "  --name NAME  circuit file name (default gpt2, gpt2_flat with --flat, gpt2_model with\n"
+    "               --model-file)\n"
     "  --decode     also write OUT_DIR/NAME_decode.circ: the model at one new position with a\n"
     "               key/value cache of T positions (--seq T, else SEQ), for generation (circc --lm):\n"
     "               inputs token [1], pos [1] int64, kv_mask [T] (1 for j < pos), past_k, past_v\n"
     "               [L,H,T,D]; outputs logits [V], new_k, new_v [L,H,D] (module-free form; --batch,\n"
     "               --loss and --flat apply to NAME.circ only)\n"
+    "  --model-file write OUT_DIR/NAME.circ as a rust_circuit model file instead (as rust_circuit's\n"
+    "               TransformerInfo.dump_model_string writes it: `# info` params, t.w.tok_embeds,\n"
+    "               t.w.pos_embeds and t.bind_w binding every library weight; layer norm eps 1e-5):\n"
+    "               compile with circc --bind-tokens -D SEQ=N --tensors OUT_DIR/store OUT_DIR/NAME.circ\n"
+    "               (not with --seq, --batch, --loss, --flat or --decode)\n"
     "  --random-config CONFIG.json  no checkpoint: the model of this config.json with\n"
     "               deterministic pseudo-random weights (layer norm scale 1, bias 0; every\n"
     "               other tensor uniform with mean 0, std 0.02 from splitmix64 seeded by its name)\n"
@@ -78,6 +87,7 @@ typedef struct Options {
   const char *random_cfg;   /* --random-config: config.json path, no checkpoint */
   int64_t seq, batch;       /* seq 0: default; batch 0: no batch dimension */
   bool flat, loss, decode;
+  bool model_file;          /* --model-file: write a rust_circuit model file instead */
 } Options;
 
 typedef struct Config {
@@ -937,6 +947,100 @@ static bool write_circuit(Comp *c, const Options *o, const Model *m) {
   return ok;
 }
 
+/* ------------------------------------------------------------ model file */
+
+/* --model-file: the checkpoint as the model file rust_circuit's
+ * TransformerInfo.dump_model_string writes (model_files.md §1): the `# info`
+ * line, t.w.tok_embeds, t.w.pos_embeds and t.bind_w binding every weight
+ * symbol of the library those params make to an `_arr` Array. The per-layer
+ * symbols are restated with the UUIDs of circc's own library builder
+ * (model_library), which is what a reader checks them against. */
+
+/* The `# info` JSON of GPT-2: pre-norm blocks with attention and MLP biases,
+ * learned absolute positions added to the input, causal, tied or untied
+ * unembedding without a bias. */
+static const char *model_info(Comp *c, const Config *cf) {
+  return arena_printf(&c->arena,
+                      "{\"params\": {\"block_params\": {\"norm_type\": \"ln\", \"attn_bias\": true, "
+                      "\"attn_pos\": false, \"use_mlp\": true, \"mlp_act_type\": \"%s\", \"mlp_output_bias\": true}, "
+                      "\"num_layers\": %lld, \"use_norm_output\": true, \"output_bias\": false}, "
+                      "\"model_class\": \"GPT\", \"pos_enc_type\": \"gpt\", \"causal_mask\": true, \"extra\": null}",
+                      cf->act, (long long)cf->layers);
+}
+
+/* A layer's weights in the order dump_model_string writes them (REMIX's
+ * gelu_12_tied.circ): attention norm, attention, MLP norm, MLP. */
+static const char *const FILE_WEIGHT_ORDER[LIB_BLOCK_WEIGHTS] = {
+    "a.ln.w.bias", "a.ln.w.scale", "a.w.q", "a.w.k", "a.w.v", "a.w.o", "a.w.q_bias", "a.w.k_bias",
+    "a.w.v_bias", "a.w.o_bias", "m.ln.w.bias", "m.ln.w.scale", "m.w.proj_in", "m.w.in_bias", "m.w.proj_out",
+    "m.w.out_bias",
+};
+
+/* Layer i's Symbol for the block weight `name`: the value the library's b{i} binds to it. */
+static const Node *layer_symbol(const ModelLibrary *lib, int i, const char *name) {
+  char block[32];
+  snprintf(block, sizeof block, "b%d", i);
+  for (int r = 0; r < lib->refs.n; r++) {
+    const Node *b = lib->refs.node[r];
+    if (strcmp(lib->refs.name[r], block) || b->kind != NK_Module) continue;
+    for (int k = 0; k < module_nargs(b); k++)
+      if (!strcmp(b->u.module.arg[k].symbol->name, name)) return b->child[k + 1];
+  }
+  ICE("the model library has no '%s' bound by 'b%d'", name, i);
+}
+
+static void print_weight(FILE *f, const char *name, const Stored *s) {
+  char sh[256];
+  fprintf(f, "  '%s_arr' [%s] Array %s ! '%s'", name, shape_text(sh, sizeof sh, &s->shape), s->hash, name);
+}
+
+static bool write_model_file(Comp *c, const Options *o, const Model *m) {
+  const Config *cf = &m->cf;
+  if (cf->eps != 1e-5) {
+    fail(TOOL_BAD, "--model-file: layer_norm_epsilon %g is not supported: rust_circuit's library layer norm has "
+         "eps 1e-5", cf->eps);
+    return false;
+  }
+  const char *info = arena_printf(&c->arena, "# info:%s\n", model_info(c, cf));
+  SourceFile src = {arena_printf(&c->arena, "%s (# info)", o->name), info, strlen(info)};
+  ModelLibrary lib;
+  if (!model_library(c, &src, &lib)) ICE("the library of gpt2_import's own # info does not build");
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) {
+    fail(TOOL_IO, "out of memory");
+    return false;
+  }
+  char sh[256];
+  fputs(info, f);
+  fprintf(f, "'t.w.tok_embeds' [%s] Array %s\n", shape_text(sh, sizeof sh, &m->wte.shape), m->wte.hash);
+  fprintf(f, "'t.w.pos_embeds' [%s] Array %s\n", shape_text(sh, sizeof sh, &m->wpe.shape), m->wpe.hash);
+  fputs("'t.bind_w' Module\n  't.logits'\n", f);
+  for (int i = 0; i < cf->layers; i++)
+    for (int k = 0; k < LIB_BLOCK_WEIGHTS; k++) {
+      int w = 0;
+      while (strcmp(LIB_BLOCK_WEIGHT[w].name, FILE_WEIGHT_ORDER[k])) w++;
+      const Node *sym = layer_symbol(&lib, i, FILE_WEIGHT_ORDER[k]);
+      print_weight(f, sym->name, &m->layer[(size_t)i * NW + (size_t)w]);
+      fprintf(f, " %s Symbol %s\n", shape_str(c, &sym->shape), sym->u.symbol.uuid);
+    }
+  /* library symbols (dict entries): by name */
+  print_weight(f, "final.ln.w.bias", &m->lnf_bias);
+  fputc('\n', f);
+  print_weight(f, "final.ln.w.scale", &m->lnf_scale);
+  fputc('\n', f);
+  print_weight(f, "t.w.unembed", m->has_unembed ? &m->unembed : &m->wte);
+  fprintf(f, "\n\n# originally %s (Hugging Face GPT-2, written by gpt2_import --model-file)\n", o->hf_dir);
+  const char *path = arena_printf(&c->arena, "%s/%s.circ", o->out_dir, o->name);
+  bool ok = finish_circuit(f, &text, &len, path);
+  if (ok)
+    printf("gpt2_import: %lld layers, hidden %lld, %lld heads, vocab %lld, %s unembedding: wrote the model file %s\n",
+           (long long)cf->layers, (long long)cf->hidden, (long long)cf->heads, (long long)cf->vocab,
+           m->has_unembed ? "untied" : "tied", path);
+  return ok;
+}
+
 /* ------------------------------------------------------------ main */
 
 static bool parse_count(const char *flag, const char *s, int64_t max, int64_t *out) {
@@ -975,6 +1079,8 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->loss = true;
     } else if (!strcmp(a, "--decode")) {
       o->decode = true;
+    } else if (!strcmp(a, "--model-file")) {
+      o->model_file = true;
     } else if (!strcmp(a, "--random-config")) {
       o->random_cfg = i + 1 < argc ? argv[++i] : NULL;
       if (!o->random_cfg || !*o->random_cfg) {
@@ -1001,7 +1107,11 @@ static int parse_args(int argc, char **argv, Options *o) {
   }
   if (o->random_cfg) o->hf_dir = o->random_cfg, o->out_dir = files[0];
   else o->hf_dir = files[0], o->out_dir = files[1];
-  if (!o->name) o->name = o->flat ? "gpt2_flat" : "gpt2";
+  if (o->model_file && (o->seq || o->batch || o->loss || o->flat || o->decode)) {
+    tool_error("--model-file writes only the model file: --seq, --batch, --loss, --flat and --decode do not apply");
+    return TOOL_USAGE;
+  }
+  if (!o->name) o->name = o->model_file ? "gpt2_model" : o->flat ? "gpt2_flat" : "gpt2";
   return TOOL_OK;
 }
 
@@ -1041,8 +1151,9 @@ int main(int argc, char **argv) {
   comp.tensor_dir = arena_printf(&comp.arena, "%s/store", o.out_dir);
   bool ok = tool_mkdirs(o.out_dir);
   if (!ok) g_exit = TOOL_IO;
-  ok = ok && import_weights(&comp, &o, &m) && write_circuit(&comp, &o, &m) &&
-       (!o.decode || write_decode_circuit(&comp, &o, &m));
+  ok = ok && import_weights(&comp, &o, &m) &&
+       (o.model_file ? write_model_file(&comp, &o, &m)
+                     : write_circuit(&comp, &o, &m) && (!o.decode || write_decode_circuit(&comp, &o, &m)));
   if (!ok && g_exit == TOOL_OK) g_exit = diag_exit_code(&comp) == TOOL_IO ? TOOL_IO : TOOL_BAD;
   comp_free(&comp);
   return ok ? TOOL_OK : g_exit;
