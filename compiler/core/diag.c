@@ -54,23 +54,24 @@ static void record_error(Comp *c, DiagClass cls) {
   if (rank[cls] > rank[c->worst_class]) c->worst_class = cls;
 }
 
-void diag_error(Comp *c, Loc loc, const char *fmt, ...) {
+static void verror(Comp *c, DiagClass cls, Loc loc, const char *fmt, va_list ap) {
   if (c->muted) return;
-  record_error(c, DIAG_CIRCUIT);
+  record_error(c, cls);
   if (c->max_errors && c->nerrors > c->max_errors) return;
+  vreport(c, "error", "31", loc, fmt, ap);
+}
+
+void diag_error(Comp *c, Loc loc, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vreport(c, "error", "31", loc, fmt, ap);
+  verror(c, DIAG_CIRCUIT, loc, fmt, ap);
   va_end(ap);
 }
 
 void diag_error_class(Comp *c, DiagClass cls, Loc loc, const char *fmt, ...) {
-  if (c->muted) return;
-  record_error(c, cls);
-  if (c->max_errors && c->nerrors > c->max_errors) return;
   va_list ap;
   va_start(ap, fmt);
-  vreport(c, "error", "31", loc, fmt, ap);
+  verror(c, cls, loc, fmt, ap);
   va_end(ap);
 }
 

@@ -58,6 +58,7 @@ Test(driver, dump_after_every_stage) {
     } else if (s <= STAGE_MEMPLAN) { /* the kernel listing; arena offsets only once planned */
       cr_assert(strstr(d, "plan: "), "%s", d);
       cr_assert(strstr(d, " gemm "), "%s", d);
+      cr_assert(strstr(d, " reads "), "the listing says what steps read: %s", d);
       cr_assert_eq(strstr(d, "@arena+") != NULL, s == STAGE_MEMPLAN, "%s", d);
       cr_assert_eq(strstr(d, "memplan: arena") != NULL, s == STAGE_MEMPLAN, "%s", d);
       cr_assert_eq(strstr(d, ", epilogue 'h'") != NULL, s >= STAGE_FUSE, "%s: %s", stage_name((Stage)s), d);
@@ -130,6 +131,29 @@ Test(verify, stale_hash) {
   Comp *c = resolved(&cm);
   cm.program.outputs.node[0]->child[0]->hash ^= 1;
   expect_broken(c, verify_circuits(c, cm.program.outputs.node, 1, true, "test"), "stale structural hash");
+  tu_free(c);
+}
+
+/* ir_make refuses the node as its children now stand: one internal error, and
+ * ir_make's own diagnostic (muted while verify re-derives) is not printed. */
+Test(verify, node_that_ir_make_rejects) {
+  Compilation cm = {0};
+  Comp *c = resolved(&cm);
+  Node *mm = cm.program.outputs.node[0]->child[0]->child[0]; /* the Einsum ij,jk->ik */
+  cr_assert_eq(mm->kind, NK_Einsum);
+  mm->child[0] = cm.program.outputs.node[0]->child[0]->child[1]; /* the bias [96]: rank 1 where ij needs 2 */
+  bool ok = verify_circuits(c, cm.program.outputs.node, 1, true, "test");
+  expect_broken(c, ok, "rejected by ir_make");
+  cr_assert_eq(diag_error_count(c), 1, "%s", tu_diags(c));
+  tu_free(c);
+}
+
+Test(verify, two_nodes_with_one_id) {
+  Compilation cm = {0};
+  Comp *c = resolved(&cm);
+  Node *h = cm.program.outputs.node[0]->child[0];
+  h->child[1]->id = h->child[0]->id;
+  expect_broken(c, verify_circuits(c, cm.program.outputs.node, 1, true, "test"), "share id");
   tu_free(c);
 }
 
@@ -228,6 +252,16 @@ Test(verify, live_temporaries_that_overlap) {
   cr_assert(verify_kernels(c, k, true, "test"), "%s", tu_diags(c));
   b->offset = a->offset;
   expect_broken(c, verify_kernels(c, k, true, "test"), "overlap in the arena");
+  tu_free(c);
+}
+
+Test(verify, output_no_step_writes) {
+  Comp *c = tu_comp();
+  c->tensors_as_random = true;
+  Compilation cm = {0};
+  cr_assert(tu_run(c, MLP, STAGE_MEMPLAN, &cm), "%s", tu_diags(c));
+  cm.kernels.output[0]->def_step = -1;
+  expect_broken(c, verify_kernels(c, &cm.kernels, true, "test"), "no step writes output 0");
   tu_free(c);
 }
 
