@@ -20,6 +20,59 @@ typedef struct rt_tensor_desc {
   int64_t numel;
 } rt_tensor_desc;
 
+/* ---- expectation programs (circuits with DiscreteVars and Cumulants;
+ * random_variables.md §4). circc's rv stage turns such a circuit into batch
+ * graphs that compute the Cumulants' arguments for B samples at a time, and a
+ * post graph that turns the estimates into the program's outputs; the runtime
+ * (rt_expect.c) draws the samples, runs the graphs and reduces. */
+
+/* One compiled graph: like rt_model's run, for B samples or for the post step. */
+typedef struct rt_graph {
+  int ninputs, noutputs;
+  const rt_tensor_desc *inputs, *outputs;
+  size_t arena_bytes;
+  double flops;
+  const char *(*run)(const void *const *in, void *const *out, void *arena);
+  /* Per input: the group whose row indices it takes (int64 [B]; batch graphs),
+   * or -1; and the cumulant whose estimate it takes (float32, the cumulant's
+   * shape), or -1. Exactly one of the two is >= 0. */
+  const int *input_group, *input_cumulant;
+} rt_graph;
+
+/* A group: the DiscreteVars sampled with one row index (one probs node). */
+typedef struct rt_group {
+  const char *name;        /* the group node's name, or NULL when it has none */
+  const char *vars;        /* its DiscreteVars' names, ", "-separated */
+  int64_t size;            /* S: rows of every member's values */
+  const double *probs;     /* S probabilities as written (circc checked: finite, >= 0, sum > 0) */
+  int uniform;             /* all S probabilities bitwise equal */
+  int tagged;              /* the group node is a Tag: key comes from its UUID */
+  uint64_t key;            /* random_variables.md §4.4 key(g) (circc's structural hash if untagged) */
+} rt_group;
+
+/* A Cumulant of random arguments: its arguments' per-sample values are
+ * outputs of one batch graph. */
+typedef struct rt_cumulant {
+  const char *name;        /* the Cumulant node's name, or "cumulant<i>" */
+  int order;               /* k >= 1 (order 0 is the constant 1, folded by circc) */
+  int pass;                /* the batch graph (index into rt_expect.passes) that computes its arguments */
+  const int *arg;          /* k output indices of that graph: argument i's values, [B, arg shape] */
+  int rank;                /* the estimate: the arguments' shapes concatenated (rust_circuit) */
+  const int64_t *shape;
+  int64_t numel;
+} rt_cumulant;
+
+typedef struct rt_expect {
+  int batch;                           /* B: samples per run of a batch graph (circc --sample-batch) */
+  int ngroups;
+  const rt_group *groups;              /* in --info order: first appearance in the circuit */
+  int npasses;
+  const rt_graph *passes;              /* batch graphs; pass j takes estimates of cumulants of passes < j */
+  int ncumulants;
+  const rt_cumulant *cumulants;        /* ordered by pass */
+  const rt_graph *post;                /* takes every cumulant's estimate, gives the program's outputs */
+} rt_expect;
+
 typedef struct rt_model {
   const char *name;              /* program name for messages */
   const char *circc_version;
@@ -40,6 +93,9 @@ typedef struct rt_model {
    * text programs, or NULL (tokenizer_len 0) when there is none. */
   const void *tokenizer;
   size_t tokenizer_len;
+  /* Expectation programs: the groups, batch graphs and cumulants (rt_expect.c's
+   * mode); NULL otherwise. Then inputs/outputs/run above are expect->post's. */
+  const rt_expect *expect;
 } rt_model;
 
 /* The program's main: runs the mode argv asks for (rt_modes.h), by default

@@ -34,4 +34,10 @@ int rt_sample(const rt_model *m, int count, uint64_t seed);
  * key/value cache for programs built from a decode circuit (and rt_bpe.c's
  * tokenizer for text). */
 extern const rt_mode rt_mode_generate;
+
+/* rt_expect.c — expectation programs (m->expect): --info, --all (exact
+ * enumeration) and --samples N (Monte Carlo with standard errors), streaming
+ * samples through the batch graphs with sums in a fixed order. Requested
+ * whenever m->expect is set: such programs have no other mode. */
+extern const rt_mode rt_mode_expect;
 #endif
