@@ -173,6 +173,11 @@ typedef struct EmitOptions {
   const char *vocab;         /* --vocab: character vocabulary for --sample, or NULL */
   const void *tokenizer;     /* --lm: the tokenizer table (tokenizer_build), linked as tokenizer.bin */
   size_t tokenizer_len;      /* 0: none */
+  /* An expectation program (rv.c; NULL or not present: deterministic): its
+   * passes are emitted beside the program, with the groups and cumulants the
+   * runtime's expectation mode needs. */
+  const struct Expectation *expect;
+  const struct Kernels *pass_kernels; /* expect->npasses */
 } EmitOptions;
 bool emit_program(Comp *c, const struct Kernels *k, const EmitOptions *o, FILE *model_c, FILE *weights);
 
@@ -198,6 +203,58 @@ bool build_program(Comp *c, const struct Kernels *k, const EmitOptions *eo, cons
  * identical bytes. false after diag_error (DIAG_IO: unreadable or malformed
  * files; DIAG_USAGE: unknown spec). */
 bool tokenizer_build(Comp *c, const char *spec, void **blob, size_t *len);
+
+/* rv.c — the rv stage (design.md §1, random_variables.md §4.2): between
+ * resolve and simplify, the one place that knows about random variables.
+ * rv_groups finds the DiscreteVars under roots and groups them (one group per
+ * structurally distinct probs_and_group node, numbered by first appearance in
+ * a pre-order walk), evaluating and checking each group's probabilities
+ * (finite, >= 0, positive sum) and that values and probabilities are
+ * constants; located errors, false. rv_lower turns a program with
+ * DiscreteVars into an expectation program: batch circuits ("passes") that
+ * compute the arguments of every estimated Cumulant for `batch` samples at a
+ * time from per-group row-index inputs, and the post circuit (which replaces
+ * *p) that computes the outputs from the estimates. A program without
+ * DiscreteVars is untouched (x->present false). */
+typedef struct RvGroup {
+  Node *node;                  /* the probs_and_group child (the first one met) */
+  const char *name;            /* its name, NULL if none */
+  int64_t size;                /* S */
+  double *probs;               /* S probabilities as written */
+  bool uniform;                /* all bitwise equal */
+  bool tagged;                 /* node is a Tag: key from its UUID */
+  uint64_t key;                /* random_variables.md §4.4 key (structural hash when untagged) */
+  NodeList vars;               /* its DiscreteVars, in walk order */
+} RvGroup;
+typedef struct RvGroups {
+  int n, cap;
+  RvGroup *g;
+} RvGroups;
+typedef struct RvCumulant {
+  const Node *node;            /* the Cumulant of the resolved program */
+  const char *name;            /* its name, or cumulant<i> */
+  int order;
+  int pass;                    /* the pass computing its arguments */
+  int *arg;                    /* order indices into that pass's outputs (repeats share one) */
+} RvCumulant;
+typedef struct RvPass {
+  Program program;             /* outputs [batch, arg shape]; inputs rows (int64 [batch]) and estimates */
+  int *input_group, *input_cumulant; /* per input: its group or cumulant, the other -1 */
+} RvPass;
+typedef struct Expectation {
+  bool present;                /* the program has DiscreteVars */
+  int batch;                   /* samples per run of a pass */
+  RvGroups groups;
+  int npasses;
+  RvPass *pass;
+  int ncumulants;
+  RvCumulant *cumulant;        /* ordered by pass */
+  int *post_input_group, *post_input_cumulant; /* per input of the post circuit (group always -1) */
+} Expectation;
+bool rv_groups(Comp *c, Node *const *roots, int n, RvGroups *out);
+int rv_group_of(const RvGroups *g, const Node *var);
+uint64_t rv_uuid_key(const char *uuid);
+bool rv_lower(Comp *c, Program *p, int batch, Expectation *x);
 
 /* eval.c — the reference evaluator (§4): simple, obviously correct, double
  * precision everywhere. The oracle every optimisation is tested against. */

@@ -7,7 +7,7 @@
 
 static const char *const STAGE_NAMES[STAGE_COUNT] = {
     [STAGE_LOAD] = "load",         [STAGE_LIBRARY] = "library", [STAGE_PARSE] = "parse",     [STAGE_TENSORS] = "tensors",
-    [STAGE_RESOLVE] = "resolve",   [STAGE_SIMPLIFY] = "simplify", [STAGE_PLAN] = "plan",
+    [STAGE_RESOLVE] = "resolve",   [STAGE_RV] = "rv",           [STAGE_SIMPLIFY] = "simplify", [STAGE_PLAN] = "plan",
     [STAGE_LOWER] = "lower",       [STAGE_FUSE] = "fuse",       [STAGE_MEMPLAN] = "memplan",
     [STAGE_EMIT] = "emit",
 };
@@ -55,12 +55,27 @@ static void report_simplify(const DriverOptions *o, const SimplifyStats *st) {
     if (st->fired[i]) fprintf(o->report, "simplify: %-32s fired %d times\n", st->rule_name[i], st->fired[i]);
 }
 
+/* The graphs the stages after rv compile: the program (an expectation
+ * program's post circuit) and each pass of an expectation program. */
+enum { DEFAULT_SAMPLE_BATCH = 32 };
+static int graph_count(const Compilation *cm) { return 1 + (cm->expect.present ? cm->expect.npasses : 0); }
+static Program *graph_program(Compilation *cm, int g) { return g == 0 ? &cm->program : &cm->expect.pass[g - 1].program; }
+static Kernels *graph_kernels(Compilation *cm, int g) { return g == 0 ? &cm->kernels : &cm->pass_kernels[g - 1]; }
+/* "" for a deterministic program's one graph, else which graph a dump shows. */
+static void graph_header(FILE *f, const Compilation *cm, int g) {
+  if (!cm->expect.present) return;
+  if (g == 0) fprintf(f, "# post: the outputs from the cumulant estimates\n");
+  else fprintf(f, "# pass %d: the cumulant arguments of %d samples\n", g - 1, cm->expect.batch);
+}
+
 /* emit: the program's C and weights. --dump emit prints the C (the weights go
  * nowhere); with build.output, build_program writes the sources and runs the C
  * compiler. */
 static bool emit(Comp *c, const DriverOptions *o, Compilation *cm) {
   EmitOptions eo = o->emit;
   eo.source_hash = source_hash(c, cm->source);
+  eo.expect = &cm->expect;
+  eo.pass_kernels = cm->pass_kernels;
   if (o->lm) {
     void *blob;
     if (!tokenizer_build(c, o->lm, &blob, &eo.tokenizer_len)) return false;
@@ -81,7 +96,7 @@ static bool emit(Comp *c, const DriverOptions *o, Compilation *cm) {
 
 /* Prints the IR after stage s: rust_circuit text for DAG stages, the kernel
  * listing for kernel stages (emit prints its C itself). */
-static void dump(Comp *c, const DriverOptions *o, const Compilation *cm, Stage s) {
+static void dump(Comp *c, const DriverOptions *o, Compilation *cm, Stage s) {
   FILE *f = o->dump_to ? o->dump_to : stdout;
   switch (s) {
   case STAGE_LOAD: fwrite(cm->source->text, 1, cm->source->len, f); break;
@@ -91,33 +106,50 @@ static void dump(Comp *c, const DriverOptions *o, const Compilation *cm, Stage s
     break;
   case STAGE_PARSE:
   case STAGE_TENSORS: dump_circuits(c, f, cm->tops.node, cm->tops.n); break;
-  case STAGE_RESOLVE:
+  case STAGE_RESOLVE: dump_circuits(c, f, cm->program.outputs.node, cm->program.outputs.n); break;
+  case STAGE_RV:
   case STAGE_SIMPLIFY:
-  case STAGE_PLAN: dump_circuits(c, f, cm->program.outputs.node, cm->program.outputs.n); break;
+  case STAGE_PLAN:
+    for (int g = 0; g < graph_count(cm); g++) {
+      graph_header(f, cm, g);
+      dump_circuits(c, f, graph_program(cm, g)->outputs.node, graph_program(cm, g)->outputs.n);
+    }
+    break;
   case STAGE_LOWER:
   case STAGE_FUSE:
-  case STAGE_MEMPLAN: dump_kernels(c, f, &cm->kernels, s == STAGE_MEMPLAN); break;
+  case STAGE_MEMPLAN:
+    for (int g = 0; g < graph_count(cm); g++) {
+      graph_header(f, cm, g);
+      dump_kernels(c, f, graph_kernels(cm, g), s == STAGE_MEMPLAN);
+    }
+    break;
   case STAGE_EMIT:
   case STAGE_COUNT: break;
   }
 }
 
-static bool verify(Comp *c, const Compilation *cm, Stage s) {
+static bool verify(Comp *c, Compilation *cm, Stage s) {
   const char *name = stage_name(s);
-  const NodeList *l = s <= STAGE_TENSORS ? &cm->tops : &cm->program.outputs;
+  bool ok = true;
   switch (s) {
   case STAGE_LOAD:
   case STAGE_EMIT:
   case STAGE_COUNT: return true;
   case STAGE_LIBRARY: return verify_circuits(c, cm->library.refs.node, cm->library.refs.n, false, name);
-  case STAGE_PARSE: return verify_circuits(c, l->node, l->n, false, name);
-  case STAGE_TENSORS:
-  case STAGE_RESOLVE:
+  case STAGE_PARSE: return verify_circuits(c, cm->tops.node, cm->tops.n, false, name);
+  case STAGE_TENSORS: return verify_circuits(c, cm->tops.node, cm->tops.n, true, name);
+  case STAGE_RESOLVE: return verify_circuits(c, cm->program.outputs.node, cm->program.outputs.n, true, name);
+  case STAGE_RV:
   case STAGE_SIMPLIFY:
-  case STAGE_PLAN: return verify_circuits(c, l->node, l->n, true, name);
+  case STAGE_PLAN:
+    for (int g = 0; g < graph_count(cm) && ok; g++)
+      ok = verify_circuits(c, graph_program(cm, g)->outputs.node, graph_program(cm, g)->outputs.n, true, name);
+    return ok;
   case STAGE_LOWER:
   case STAGE_FUSE:
-  case STAGE_MEMPLAN: return verify_kernels(c, &cm->kernels, s == STAGE_MEMPLAN, name);
+  case STAGE_MEMPLAN:
+    for (int g = 0; g < graph_count(cm) && ok; g++) ok = verify_kernels(c, graph_kernels(cm, g), s == STAGE_MEMPLAN, name);
+    return ok;
   }
   return true;
 }
@@ -125,10 +157,30 @@ static bool verify(Comp *c, const Compilation *cm, Stage s) {
 static bool read_inputs(Comp *c, const DriverOptions *o, Compilation *cm);
 static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm);
 
+/* One stage on one graph (stages after rv compile every graph alike). */
+static bool graph_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s, int g) {
+  Program *p = graph_program(cm, g);
+  Kernels *k = graph_kernels(cm, g);
+  switch (s) {
+  case STAGE_SIMPLIFY: {
+    SimplifyStats st = {0};
+    if (!simplify_run(c, p->outputs.node, p->outputs.n, g == 0 ? &cm->simplify : &st)) return false;
+    report_simplify(o, g == 0 ? &cm->simplify : &st);
+    return true;
+  }
+  case STAGE_PLAN: return plan_einsums(c, p->outputs.node, p->outputs.n, o->report);
+  case STAGE_LOWER: return lower_program(c, p, k);
+  case STAGE_FUSE: return fuse_epilogues(c, k);
+  case STAGE_MEMPLAN:
+    memplan_assign(k);
+    if (o->report) dump_kernels(c, o->report, k, true);
+    return true;
+  default: ICE("stage %s is not per graph", stage_name(s));
+  }
+}
+
 /* One stage. The pipeline is the order of the cases. */
 static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s) {
-  Program *p = &cm->program;
-  Node **roots = p->outputs.node;
   switch (s) {
   case STAGE_LOAD:
     if (o->path) {
@@ -150,17 +202,19 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
   }
   case STAGE_TENSORS: return load_tensors(c, cm->tops.node, cm->tops.n);
   case STAGE_RESOLVE:
-    return (!o->evaluate || read_inputs(c, o, cm)) && resolve_program(c, &cm->tops, p);
-  case STAGE_SIMPLIFY:
-    if (!simplify_run(c, roots, p->outputs.n, &cm->simplify)) return false;
-    report_simplify(o, &cm->simplify);
+    return (!o->evaluate || read_inputs(c, o, cm)) && resolve_program(c, &cm->tops, &cm->program);
+  case STAGE_RV:
+    if (!rv_lower(c, &cm->program, o->sample_batch > 0 ? o->sample_batch : DEFAULT_SAMPLE_BATCH, &cm->expect))
+      return false;
+    if (cm->expect.present) cm->pass_kernels = ARENA_ARRAY(&c->arena, Kernels, cm->expect.npasses + 1);
     return true;
-  case STAGE_PLAN: return plan_einsums(c, roots, p->outputs.n, o->report);
-  case STAGE_LOWER: return lower_program(c, p, &cm->kernels);
-  case STAGE_FUSE: return fuse_epilogues(c, &cm->kernels);
+  case STAGE_SIMPLIFY:
+  case STAGE_PLAN:
+  case STAGE_LOWER:
+  case STAGE_FUSE:
   case STAGE_MEMPLAN:
-    memplan_assign(&cm->kernels);
-    if (o->report) dump_kernels(c, o->report, &cm->kernels, true);
+    for (int g = 0; g < graph_count(cm); g++)
+      if (!graph_stage(c, o, cm, s, g)) return false;
     return true;
   case STAGE_EMIT: return emit(c, o, cm);
   case STAGE_COUNT: break;

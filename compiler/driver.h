@@ -14,6 +14,7 @@ typedef enum Stage {
   STAGE_PARSE,    /* text → DAG */
   STAGE_TENSORS,  /* fill Arrays from the tensor store (or random) */
   STAGE_RESOLVE,  /* substitute modules, bind sizes, check shapes, collect inputs */
+  STAGE_RV,       /* random variables → batch circuits (passes) + post circuit */
   STAGE_SIMPLIFY, /* rewrite rules, CSE, constant folding */
   STAGE_PLAN,     /* einsum contraction order */
   STAGE_LOWER,    /* DAG → kernel graph (core lowering and the idioms) */
@@ -42,6 +43,7 @@ typedef struct DriverOptions {
   unsigned dump;                /* bit 1u << s: print the IR after stage s */
   FILE *dump_to;                /* stdout if NULL */
   bool verify_each;             /* check IR invariants after every stage (verify.c) */
+  int sample_batch;             /* --sample-batch: samples per run of an expectation program's passes (0: default) */
   FILE *report;                 /* --report: simplifications, contraction paths, steps (NULL: none) */
   /* STAGE_EMIT */
   EmitOptions emit;             /* name and command line; source hash and tokenizer filled by the driver */
@@ -61,9 +63,12 @@ typedef struct Compilation {
   const SourceFile *source;     /* after load */
   ModelLibrary library;         /* after library (present false: not a model file) */
   NodeList tops;                /* parsed top-level circuits (those chosen by `outputs`) */
-  Program program;              /* after resolve: outputs are rewritten in place by later DAG stages */
+  Program program;              /* after resolve: outputs are rewritten in place by later DAG stages;
+                                   after rv, an expectation program's post circuit */
+  Expectation expect;           /* after rv: groups, cumulants and passes (present false: deterministic) */
   SimplifyStats simplify;
-  Kernels kernels;
+  Kernels kernels;              /* the program's */
+  Kernels *pass_kernels;        /* expect.npasses: each pass's */
   Tensor **eval_values;         /* circc eval: the --input arrays, read before resolve (their shapes bind sizes) */
 } Compilation;
 

@@ -15,8 +15,10 @@ static const char USAGE[] =
     "\n"
     "Reads circuits in rust_circuit's text format, loads their tensors, substitutes\n"
     "modules, checks every shape, and compiles them to a C program with every shape\n"
-    "baked in (OpenMP-parallel, weights linked in). Without -o it only checks (runs\n"
-    "the pipeline to resolve, or as far as --report or the latest --dump stage needs).\n"
+    "baked in (OpenMP-parallel, weights linked in). A circuit with DiscreteVars and\n"
+    "Cumulants becomes an expectation program (./prog --samples N, --all, --info).\n"
+    "Without -o it only checks (runs the pipeline to rv, or as far as --report or the\n"
+    "latest --dump stage needs).\n"
     "\n"
     "options:\n"
     "  -D NAME=N              bind a symbolic size: NAME is Ks (e.g. 1s) or SEQ, HIDDEN, ...\n"
@@ -27,9 +29,9 @@ static const char USAGE[] =
     "  --seed N               seed for random tensors (default 24301)\n"
     "  --allow-unused-inputs  do not require module arguments to occur in the spec\n"
     "  --dump STAGE[,STAGE]   print the IR after each STAGE (repeatable): load (the text), library\n"
-    "                         (a model file's module library), parse, tensors, resolve, simplify,\n"
-    "                         plan (rust_circuit text), lower, fuse, memplan (the kernel graph),\n"
-    "                         emit (the generated C)\n"
+    "                         (a model file's module library), parse, tensors, resolve, rv,\n"
+    "                         simplify, plan (rust_circuit text), lower, fuse, memplan (the kernel\n"
+    "                         graph), emit (the generated C)\n"
     "  --verify-each          check the IR's invariants after every stage (an error is exit 70)\n"
     "  --color auto|always|never   colored diagnostics (default auto; NO_COLOR respected)\n"
     "  --info-model           print a model file's info, params (every option), layer count,\n"
@@ -45,6 +47,8 @@ static const char USAGE[] =
     "  --emit exe|c           an executable (default) or a directory with model.c, the runtime,\n"
     "                         the weights blob and a Makefile\n"
     "  --output NAME          compile only the top-level circuit NAME (repeatable)\n"
+    "  --sample-batch B       circuits with DiscreteVars (expectation programs): samples per run\n"
+    "                         of the compiled batch circuits (default 32)\n"
     "  --report               print the plan: simplifications, contraction paths, steps, arena size\n"
     "  --cc CMD               C compiler (default $CC, else gcc);  --cflags \"...\"  extra flags\n"
     "  -O0..-O3, -g           optimisation / debug info for the C compiler (default -O3)\n"
@@ -105,8 +109,8 @@ static bool parse_dump(Comp *c, const char *arg, unsigned *mask) {
     char *name = arena_strndup(&c->arena, p, len);
     int s = stage_from_name(name);
     if (s < 0) {
-      usage_error(c, "--dump expects stages among load, library, parse, tensors, resolve, simplify, plan, lower, fuse, "
-                     "memplan, emit; found '%s'", name);
+      usage_error(c, "--dump expects stages among load, library, parse, tensors, resolve, rv, simplify, plan, lower, "
+                     "fuse, memplan, emit; found '%s'", name);
       return false;
     }
     *mask |= 1u << s;
@@ -185,6 +189,15 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
     } else if (!o->eval && !strcmp(a, "--output")) {
       NEEDS_VALUE();
       o->outputs[d->noutputs++] = val;
+    } else if (!strcmp(a, "--sample-batch")) {
+      NEEDS_VALUE();
+      char *end;
+      long v = strtol(val, &end, 10);
+      if (*end || end == val || v < 1 || v > 1 << 20) {
+        usage_error(c, "--sample-batch expects a whole number from 1 to 1048576, found '%s'", val);
+        return false;
+      }
+      d->sample_batch = (int)v;
     } else if (!strcmp(a, "--emit")) {
       NEEDS_VALUE();
       if (strcmp(val, "exe") && strcmp(val, "c")) {
@@ -267,10 +280,11 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
 }
 
 /* How far the pipeline runs: a build with -o, the kernel plan for --report,
- * else as far as the latest --dump stage, at least resolve (every shape checked). */
+ * else as far as the latest --dump stage, at least rv (every shape and every
+ * random variable checked). */
 static Stage last_stage(const Options *o) {
   if (o->driver.build.output) return STAGE_EMIT;
-  int last = o->driver.report ? STAGE_MEMPLAN : STAGE_RESOLVE;
+  int last = o->driver.report ? STAGE_MEMPLAN : STAGE_RV;
   return (Stage)(latest_dump(o->driver.dump) > last ? latest_dump(o->driver.dump) : last);
 }
 

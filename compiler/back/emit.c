@@ -19,6 +19,7 @@ typedef struct Emit {
   Comp *c;
   const Kernels *k;
   FILE *f;
+  const char *pfx;   /* prefix of the graph's C names: "" for the program, "pass<j>_" for a pass */
 } Emit;
 
 static void out(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -490,7 +491,7 @@ static void emit_gemv(Emit *e, const Step *s) {
     out(e, "NULL, 0);\n");
   }
   if (s->u.gemm.epilogue) {
-    out(e, "%*sstep_%d_epilogue(ctx, ", ind + 2, "", s->id);
+    out(e, "%*s%sstep_%d_epilogue(ctx, ", ind + 2, "", e->pfx, s->id);
     for (int j = 0; j < nb; j++)
       if (epi_uses(s, j)) out(e, "i%d, ", j);
     out(e, "0, 1, n0, n1);\n");
@@ -524,7 +525,7 @@ static void emit_epilogue(Emit *e, const Step *s) {
   out(e, "\n/* step %d's epilogue: %s %s %s", s->id, comment_safe(e->c, n ? n->name : NULL), n ? kind_name(n->kind) : "",
       n ? shape_str(e->c, &n->shape) : "");
   if (n && n->kind == NK_GeneralFunction) out(e, " %s", comment_safe(e->c, n->u.gf.text));
-  out(e, " */\n__attribute__((noinline)) static void step_%d_epilogue(const Ctx *ctx, ", s->id);
+  out(e, " */\n__attribute__((noinline)) static void %sstep_%d_epilogue(const Ctx *ctx, ", e->pfx, s->id);
   for (int j = 0; j < nb; j++)
     if (epi_uses(s, j)) out(e, "int64_t g%d, ", j);
   out(e, "int64_t m0, int64_t m1, int64_t n0, int64_t n1) {\n");
@@ -611,7 +612,7 @@ static void emit_gemm(Emit *e, const Step *s) {
   }
   out(e, "scratch);\n");
   if (s->u.gemm.epilogue) {
-    out(e, "        step_%d_epilogue(ctx, ", s->id);
+    out(e, "        %sstep_%d_epilogue(ctx, ", e->pfx, s->id);
     for (int j = 0; j < nb; j++)
       if (epi_uses(s, j)) out(e, "i%d, ", j);
     out(e, "m0, m1, n0, n1);\n");
@@ -706,7 +707,7 @@ static void emit_step(Emit *e, const Step *s) {
   out(e, "\n/* step %d (%s): %s %s %s", s->id, step_kind_name(s->kind), comment_safe(e->c, n ? n->name : NULL),
       n ? kind_name(n->kind) : "", n ? shape_str(e->c, &n->shape) : "");
   if (n && n->kind == NK_GeneralFunction) out(e, " %s", comment_safe(e->c, n->u.gf.text));
-  out(e, " */\nstatic const char *step_%d(const Ctx *ctx) {\n", s->id);
+  out(e, " */\nstatic const char *%sstep_%d(const Ctx *ctx) {\n", e->pfx, s->id);
   switch (s->kind) {
   case STEP_ELEMENTWISE: emit_elementwise(e, s); break;
   case STEP_FILL: emit_fill(e, s); break;
@@ -746,15 +747,15 @@ static const char PRELUDE[] =
 static void emit_desc(Emit *e, const char *what, int n, Buf **bufs, const char **names) {
   for (int i = 0; i < n; i++) {
     const Node *nd = bufs[i]->node;
-    out(e, "static const int64_t %s_shape_%d[] = {", what, i);
+    out(e, "static const int64_t %s%s_shape_%d[] = {", e->pfx, what, i);
     for (int d = 0; d < nd->shape.rank; d++) out(e, "%s%lld", d ? ", " : "", (long long)nd->shape.dim[d]);
     out(e, "%s};\n", nd->shape.rank ? "" : "0");
   }
-  out(e, "static const rt_tensor_desc %s[] = {\n", what);
+  out(e, "static const rt_tensor_desc %s%s[] = {\n", e->pfx, what);
   for (int i = 0; i < n; i++) {
     const Node *nd = bufs[i]->node;
-    out(e, "  {\"%s\", %s, %d, %s_shape_%d, %lld},\n", c_escape(e->c, names[i]), bufs[i]->dtype == DT_I64 ? "RT_I64" : "RT_F32", nd->shape.rank, what,
-        i, (long long)shape_numel(&nd->shape));
+    out(e, "  {\"%s\", %s, %d, %s%s_shape_%d, %lld},\n", c_escape(e->c, names[i]), bufs[i]->dtype == DT_I64 ? "RT_I64" : "RT_F32", nd->shape.rank,
+        e->pfx, what, i, (long long)shape_numel(&nd->shape));
   }
   if (!n) out(e, "  {0},\n");
   out(e, "};\n");
@@ -762,17 +763,18 @@ static void emit_desc(Emit *e, const char *what, int n, Buf **bufs, const char *
 
 static void emit_cstring(Emit *e, const char *s) { out(e, "\"%s\"", c_escape(e->c, s ? s : "")); }
 
-/* The blob: every weight buffer, converted to its dtype, at its memplan offset. */
-static bool write_weights(const Kernels *k, FILE *w) {
+/* The blob: every weight buffer, converted to its dtype, at its memplan
+ * offset. Returns the bytes written, -1 if writing failed. */
+static int64_t write_weights(const Kernels *k, FILE *w) {
   int64_t at = 0;
   static const unsigned char zeros[64];
   for (int i = 0; i < k->nbuf; i++) {
     const Buf *b = k->buf[i];
     if (b->kind != BUF_WEIGHT || b->offset < 0) continue;
     CHECK(b->offset >= at && b->offset - at < 64);
-    if (b->offset > at && fwrite(zeros, 1, (size_t)(b->offset - at), w) != (size_t)(b->offset - at)) return false;
+    if (b->offset > at && fwrite(zeros, 1, (size_t)(b->offset - at), w) != (size_t)(b->offset - at)) return -1;
     if (b->dtype == DT_F32 && b->tensor->dtype == DT_F32) {
-      if (fwrite(b->tensor->data, 4, (size_t)b->numel, w) != (size_t)b->numel) return false;
+      if (fwrite(b->tensor->data, 4, (size_t)b->numel, w) != (size_t)b->numel) return -1;
     } else { /* converted in chunks */
       union { int64_t i[1024]; float f[1024]; } chunk;
       for (int64_t j0 = 0; j0 < b->numel; j0 += 1024) {
@@ -782,18 +784,146 @@ static bool write_weights(const Kernels *k, FILE *w) {
           if (b->dtype == DT_I64) chunk.i[j] = (int64_t)v;
           else chunk.f[j] = (float)v;
         }
-        if (fwrite(&chunk, dtype_size(b->dtype), (size_t)n, w) != (size_t)n) return false;
+        if (fwrite(&chunk, dtype_size(b->dtype), (size_t)n, w) != (size_t)n) return -1;
       }
     }
     at = b->offset + b->numel * (int64_t)dtype_size(b->dtype);
   }
-  if (at == 0 && fwrite(zeros, 1, 1, w) != 1) return false; /* keep the symbol non-empty */
+  if (at == 0) { /* keep the symbol non-empty */
+    if (fwrite(zeros, 1, 1, w) != 1) return -1;
+    at = 1;
+  }
+  return at;
+}
+
+/* One graph: its steps, the table that calls them, its run function and
+ * its input and output descriptions, all named with e->pfx; its weights are
+ * at wbase in the blob. */
+static void emit_graph(Emit *e, int64_t wbase) {
+  const Kernels *k = e->k;
+  const char *p = e->pfx;
+  for (int i = 0; i < k->nstep; i++) emit_step(e, k->step[i]);
+  /* Steps are called through a table: in a chain of `if (err) return` calls,
+   * gcc's static estimate makes each later step less likely to run, and it
+   * compiled the loops of later steps as cold code (not vectorised). */
+  if (k->nstep) {
+    out(e, "\nstatic const char *(*const %ssteps[%d])(const Ctx *) = {", p, k->nstep);
+    for (int i = 0; i < k->nstep; i++) out(e, "%s%sstep_%d", i == 0 ? "\n  " : i % 8 ? ", " : ",\n  ", p, i);
+    out(e, "\n};\n");
+  }
+  out(e, "\nstatic const char *%srun(const void *const *in, void *const *out, void *arena) {\n", p);
+  if (wbase) out(e, "  const Ctx ctx = {circc_weights + %lld, in, out, (unsigned char *)arena};\n", (long long)wbase);
+  else out(e, "  const Ctx ctx = {circc_weights, in, out, (unsigned char *)arena};\n");
+  if (k->nstep) {
+    out(e, "  for (int i = 0; i < %d; i++) {\n", k->nstep);
+    out(e, "    const char *err = %ssteps[i](&ctx);\n    if (err) return err;\n  }\n", p);
+  }
+  out(e, "  (void)ctx;\n  return NULL;\n}\n\n");
+  emit_desc(e, "inputs", k->ninputs, k->input, k->input_name);
+  emit_desc(e, "outputs", k->noutputs, k->output, k->output_name);
+}
+
+static void emit_ints(Emit *e, const char *name, const int *v, int n) {
+  out(e, "static const int %s[] = {", name);
+  for (int i = 0; i < n; i++) out(e, "%s%d", i ? ", " : "", v[i]);
+  out(e, "%s};\n", n ? "" : "0");
+}
+
+/* The input map of a graph: which group's rows or which cumulant's estimate
+ * each input takes, as the runtime's rt_graph wants it. */
+static void emit_rt_graph(Emit *e, const Kernels *k, const int *group, const int *cumulant) {
+  int *g = ARENA_ARRAY(&e->c->arena, int, k->ninputs + 1), *cu = ARENA_ARRAY(&e->c->arena, int, k->ninputs + 1);
+  for (int i = 0; i < k->ninputs; i++) {  /* lowering keeps the program's inputs, in order */
+    g[i] = group ? group[k->input[i]->index] : -1;
+    cu[i] = cumulant[k->input[i]->index];
+  }
+  emit_ints(e, arena_printf(&e->c->arena, "%sinput_group", e->pfx), g, k->ninputs);
+  emit_ints(e, arena_printf(&e->c->arena, "%sinput_cumulant", e->pfx), cu, k->ninputs);
+}
+
+static void emit_graph_desc(Emit *e, const Kernels *k, const char *pfx) {
+  out(e, "{%d, %d, %sinputs, %soutputs, %lld, %.0f, %srun, %sinput_group, %sinput_cumulant}", k->ninputs, k->noutputs,
+      pfx, pfx, (long long)k->arena_bytes, k->flops, pfx, pfx, pfx);
+}
+
+/* The expectation program's tables (circc_rt.h rt_expect): groups (their
+ * probabilities in the blob at pbase), cumulants, passes and the post graph. */
+static void emit_expect(Emit *e, const Expectation *x, const Kernels *pass, const int64_t *pbase) {
+  Comp *c = e->c;
+  out(e, "static const rt_group groups[] = {\n");
+  for (int g = 0; g < x->groups.n; g++) {
+    const RvGroup *gr = &x->groups.g[g];
+    const char *vars = "";
+    for (int v = 0; v < gr->vars.n; v++) {
+      const Node *var = gr->vars.node[v];
+      vars = arena_printf(&c->arena, "%s%s%s", vars, v ? ", " : "", var->name ? var->name : arena_printf(&c->arena, "(unnamed #%d)", var->id));
+    }
+    out(e, "  {");
+    if (gr->name) emit_cstring(e, gr->name);
+    else out(e, "NULL");
+    out(e, ", ");
+    emit_cstring(e, vars);
+    out(e, ", %lld, (const double *)(circc_weights + %lld), %d, %d, 0x%016llxULL},\n", (long long)gr->size,
+        (long long)pbase[g], gr->uniform, gr->tagged, (unsigned long long)gr->key);
+  }
+  out(e, "};\n");
+  for (int i = 0; i < x->ncumulants; i++) {
+    const RvCumulant *cu = &x->cumulant[i];
+    emit_ints(e, arena_printf(&c->arena, "cumulant%d_arg", i), cu->arg, cu->order);
+    out(e, "static const int64_t cumulant%d_shape[] = {", i);
+    for (int d = 0; d < cu->node->shape.rank; d++) out(e, "%s%lld", d ? ", " : "", (long long)cu->node->shape.dim[d]);
+    out(e, "%s};\n", cu->node->shape.rank ? "" : "0");
+  }
+  out(e, "static const rt_cumulant cumulants[] = {\n");
+  for (int i = 0; i < x->ncumulants; i++) {
+    const RvCumulant *cu = &x->cumulant[i];
+    out(e, "  {");
+    emit_cstring(e, cu->name);
+    out(e, ", %d, %d, cumulant%d_arg, %d, cumulant%d_shape, %lld},\n", cu->order, cu->pass, i, cu->node->shape.rank, i,
+        (long long)shape_numel(&cu->node->shape));
+  }
+  out(e, "};\nstatic const rt_graph passes[] = {\n");
+  for (int j = 0; j < x->npasses; j++) {
+    out(e, "  ");
+    emit_graph_desc(e, &pass[j], arena_printf(&c->arena, "pass%d_", j));
+    out(e, ",\n");
+  }
+  out(e, "};\nstatic const rt_graph post = ");
+  emit_graph_desc(e, e->k, "");
+  out(e, ";\nstatic const rt_expect expect = {%d, %d, groups, %d, passes, %d, cumulants, &post};\n", x->batch,
+      x->groups.n, x->npasses, x->ncumulants);
+}
+
+/* Appends an expectation program's pass weights and group probabilities to
+ * the blob after the program's `at` bytes, each 64-byte aligned; their
+ * offsets go to wbase[j] and pbase[g]. False if writing failed. */
+static bool write_expect_blob(const Expectation *x, const Kernels *pass, FILE *w, int64_t at, int64_t *wbase,
+                              int64_t *pbase) {
+  static const unsigned char zeros[64];
+  for (int j = 0; j < x->npasses + x->groups.n; j++) {
+    int64_t pad = (64 - at % 64) % 64;
+    if (pad && fwrite(zeros, 1, (size_t)pad, w) != (size_t)pad) return false;
+    at += pad;
+    if (j < x->npasses) {
+      int64_t n = write_weights(&pass[j], w);
+      if (n < 0) return false;
+      wbase[j] = at, at += n;
+    } else {
+      const RvGroup *g = &x->groups.g[j - x->npasses];
+      if (fwrite(g->probs, sizeof(double), (size_t)g->size, w) != (size_t)g->size) return false;
+      pbase[j - x->npasses] = at, at += g->size * (int64_t)sizeof(double);
+    }
+  }
   return true;
 }
 
 bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c, FILE *weights) {
-  Emit e = {c, k, model_c};
-  if (!write_weights(k, weights)) {
+  Emit e = {c, k, model_c, ""};
+  const Expectation *x = o->expect && o->expect->present ? o->expect : NULL;
+  int64_t *wbase = x ? ARENA_ARRAY(&c->arena, int64_t, x->npasses + 1) : NULL;
+  int64_t *pbase = x ? ARENA_ARRAY(&c->arena, int64_t, x->groups.n + 1) : NULL;
+  int64_t at = write_weights(k, weights);
+  if (at < 0 || (x && !write_expect_blob(x, o->pass_kernels, weights, at, wbase, pbase))) {
     diag_error_class(c, DIAG_IO, NO_LOC, "cannot write the weights blob");
     return false;
   }
@@ -803,24 +933,18 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
   out(&e, " * %d steps, %.0f FLOPs per run, arena %lld bytes, weights %lld bytes. */\n", k->nstep, k->flops,
       (long long)k->arena_bytes, (long long)k->weights_bytes);
   out(&e, "%s", PRELUDE);
-  for (int i = 0; i < k->nstep; i++) emit_step(&e, k->step[i]);
-  /* Steps are called through a table: in a chain of `if (err) return` calls,
-   * gcc's static estimate makes each later step less likely to run, and it
-   * compiled the loops of later steps as cold code (not vectorised). */
-  if (k->nstep) {
-    out(&e, "\nstatic const char *(*const steps[%d])(const Ctx *) = {", k->nstep);
-    for (int i = 0; i < k->nstep; i++) out(&e, "%sstep_%d", i == 0 ? "\n  " : i % 8 ? ", " : ",\n  ", i);
-    out(&e, "\n};\n");
+  emit_graph(&e, 0);
+  if (x) {
+    for (int j = 0; j < x->npasses; j++) {
+      Emit pe = {c, &o->pass_kernels[j], model_c, arena_printf(&c->arena, "pass%d_", j)};
+      out(&pe, "\n/* ---- pass %d: the arguments of the cumulants it estimates, for %d samples */\n", j, x->batch);
+      emit_graph(&pe, wbase[j]);
+      emit_rt_graph(&pe, pe.k, x->pass[j].input_group, x->pass[j].input_cumulant);
+    }
+    out(&e, "\n/* ---- the expectation program: groups, cumulants, passes, post */\n");
+    emit_rt_graph(&e, k, NULL, x->post_input_cumulant);
+    emit_expect(&e, x, o->pass_kernels, pbase);
   }
-  out(&e, "\nstatic const char *run(const void *const *in, void *const *out, void *arena) {\n");
-  out(&e, "  const Ctx ctx = {circc_weights, in, out, (unsigned char *)arena};\n");
-  if (k->nstep) {
-    out(&e, "  for (int i = 0; i < %d; i++) {\n", k->nstep);
-    out(&e, "    const char *err = steps[i](&ctx);\n    if (err) return err;\n  }\n");
-  }
-  out(&e, "  (void)ctx;\n  return NULL;\n}\n\n");
-  emit_desc(&e, "inputs", k->ninputs, k->input, k->input_name);
-  emit_desc(&e, "outputs", k->noutputs, k->output, k->output_name);
   if (o->tokenizer_len) out(&e, "\nextern const unsigned char circc_tokenizer[];   /* tokenizer.S: tokenizer.bin */\n");
   out(&e, "\nstatic const rt_model model = {\n  .name = ");
   emit_cstring(&e, o->name);
@@ -837,6 +961,7 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
   }
   if (o->tokenizer_len)
     out(&e, "  .tokenizer = circc_tokenizer,\n  .tokenizer_len = %zu,\n", o->tokenizer_len);
+  if (x) out(&e, "  .expect = &expect,\n");
   out(&e, "};\n\n");
   out(&e, "#ifndef CIRCC_NO_MAIN\nint main(int argc, char **argv) { return rt_main(&model, argc, argv); }\n#endif\n");
   return !ferror(model_c);

@@ -2,7 +2,8 @@
  * Module, bind the remaining symbolic sizes from -D, then check that no
  * symbolic size and no non-evaluable kind remains. The free Symbols that are
  * left become the program's named inputs. Guarantees on success: every node
- * is evaluable and has a concrete shape. */
+ * has a concrete shape and is evaluable, or is a DiscreteVar or a Cumulant of
+ * one, which the rv stage turns into arithmetic. */
 #include <stdlib.h>
 #include <string.h>
 #include "circc.h"
@@ -46,20 +47,12 @@ static void check_node(Resolve *r, Node *n) {
   case NK_Symbol:
     nodelist_push(c, &r->prog->inputs, n);
     break;
-  case NK_DiscreteVar:
-    diag_error(c, n->loc, "%s is a DiscreteVar; circc compiles deterministic circuits only (sample it first)",
-               node_label(c, n));
-    break;
   case NK_StoredCumulantVar:
+    diag_error(c, n->loc, "%s is a StoredCumulantVar (a table of cumulants for cumulant-propagation rewrites); "
+               "circc estimates Cumulants of DiscreteVars only", node_label(c, n));
+    break;
   case NK_Conv:
     diag_error(c, n->loc, "%s is a %s, which circc cannot evaluate", node_label(c, n), kind_name(n->kind));
-    break;
-  case NK_Cumulant:
-    for (int i = 0; i < n->nchild; i++)
-      if (n->child[i]->kind == NK_DiscreteVar || n->child[i]->kind == NK_StoredCumulantVar) {
-        diag_error(c, n->loc, "%s is a Cumulant of random variables, which circc cannot evaluate", node_label(c, n));
-        break;
-      }
     break;
   case NK_GeneralFunction:
     if (n->u.gf.fn == GF_GEN_INDEX || n->u.gf.fn == GF_EXPLICIT_INDEX) {

@@ -391,14 +391,15 @@ Test(resolve, define_binds_size_and_free_symbol_becomes_input) {
   tu_free(c);
 }
 
-Test(resolve, nondeterministic_kinds_are_rejected) {
+Test(resolve, a_random_output_is_rejected_by_rv) {
   Comp *c = tu_comp();
   const char *t = "0 DiscreteVar\n  2 [10,11] Scalar 2.2\n  1 [10] Scalar 0.1\n";
   Compilation cm = {0};
   parse_in(c, t, &cm);
-  cr_assert(!tu_run(c, t, STAGE_RESOLVE, &cm));
-  cr_assert(strstr(tu_diags(c), "test.circ:1:1: error:"), "%s", tu_diags(c));
-  cr_assert(strstr(tu_diags(c), "sample it first"), "%s", tu_diags(c));
+  cr_assert(tu_run(c, t, STAGE_RESOLVE, &cm), "%s", tu_diags(c));
+  cr_assert(!tu_run(c, t, STAGE_RV, &cm));
+  cr_assert(strstr(tu_diags(c), "test.circ:1:1: error: output"), "%s", tu_diags(c));
+  cr_assert(strstr(tu_diags(c), "wrap it in a Cumulant"), "%s", tu_diags(c));
   tu_free(c);
 }
 
