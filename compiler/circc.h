@@ -21,6 +21,9 @@
  * false after diag_error (located at the hash prefix or declared shape). */
 SourceFile *load_source(Comp *c, const char *path);
 bool load_tensors(Comp *c, Node *const *roots, int n);
+/* An Array named by --stream (c->streamed): load_tensors leaves it unloaded
+ * (dtype float32 until the rv stage decides), the program reads its rows. */
+bool load_is_streamed(const Comp *c, const Node *n);
 
 /* parse.c — text (rust_circuit_format.md §1–2) → DAG, without I/O: Arrays
  * record their hash prefix (or `rand`) and declared shape, index tensors their
@@ -214,8 +217,9 @@ bool tokenizer_build(Comp *c, const char *spec, void **blob, size_t *len);
  * DiscreteVars into an expectation program: batch circuits ("passes") that
  * compute the arguments of every estimated Cumulant for `batch` samples at a
  * time from per-group row-index inputs, and the post circuit (which replaces
- * *p) that computes the outputs from the estimates. A program without
- * DiscreteVars is untouched (x->present false). */
+ * *p) that computes the outputs from the estimates. Values Arrays named by
+ * --stream (c->streamed) become inputs of the passes (x->data). A program
+ * without DiscreteVars is untouched (x->present false). */
 typedef struct RvGroup {
   Node *node;                  /* the probs_and_group child (the first one met) */
   const char *name;            /* its name, NULL if none */
@@ -238,9 +242,13 @@ typedef struct RvCumulant {
   int *arg;                    /* order indices into that pass's outputs (repeats share one) */
 } RvCumulant;
 typedef struct RvPass {
-  Program program;             /* outputs [batch, arg shape]; inputs rows (int64 [batch]) and estimates */
-  int *input_group, *input_cumulant; /* per input: its group or cumulant, the other -1 */
+  Program program;             /* outputs [batch, arg shape]; inputs: rows (int64 [batch]), estimates, data */
+  int *input_group, *input_cumulant, *input_data; /* per input: its group, cumulant or data; the others -1 */
 } RvPass;
+typedef struct RvData {        /* --stream: a DiscreteVar's values the program reads at run time */
+  const Node *array;           /* the Array (unloaded) */
+  Node *symbol;                /* the pass input that stands for it */
+} RvData;
 typedef struct Expectation {
   bool present;                /* the program has DiscreteVars */
   int batch;                   /* samples per run of a pass */
@@ -249,7 +257,9 @@ typedef struct Expectation {
   RvPass *pass;
   int ncumulants;
   RvCumulant *cumulant;        /* ordered by pass */
-  int *post_input_group, *post_input_cumulant; /* per input of the post circuit (group always -1) */
+  int ndata;
+  RvData *data;                /* streamed values, in order of first use */
+  int *post_input_group, *post_input_cumulant, *post_input_data; /* per input of the post circuit */
 } Expectation;
 bool rv_groups(Comp *c, Node *const *roots, int n, RvGroups *out);
 int rv_group_of(const RvGroups *g, const Node *var);

@@ -49,6 +49,9 @@ static const char USAGE[] =
     "  --output NAME          compile only the top-level circuit NAME (repeatable)\n"
     "  --sample-batch B       circuits with DiscreteVars (expectation programs): samples per run\n"
     "                         of the compiled batch circuits (default 32)\n"
+    "  --stream NAME          leave the DiscreteVar values Array NAME out of the program: it reads\n"
+    "                         the rows at run time (./prog --data NAME=@rows.npy), so a large\n"
+    "                         dataset is neither needed at compile time nor linked in\n"
     "  --report               print the plan: simplifications, contraction paths, steps, arena size\n"
     "  --cc CMD               C compiler (default $CC, else gcc);  --cflags \"...\"  extra flags\n"
     "  -O0..-O3, -g           optimisation / debug info for the C compiler (default -O3)\n"
@@ -78,6 +81,7 @@ typedef struct Options {
   const char **files;   /* circc store */
   int nfiles;
   const char **outputs; /* --output NAME, or the NAMEs of eval's --output NAME=@FILE */
+  const char **streams; /* --stream NAME */
   Binding *inputs, *eval_outputs;
 } Options;
 
@@ -133,6 +137,8 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
   o->inputs = ARENA_ARRAY(&c->arena, Binding, argc);
   o->eval_outputs = ARENA_ARRAY(&c->arena, Binding, argc);
   o->outputs = ARENA_ARRAY(&c->arena, const char *, argc);
+  o->streams = ARENA_ARRAY(&c->arena, const char *, argc);
+  c->streamed = o->streams;
   c->defines = ARENA_ARRAY(&c->arena, SizeDefine, argc);
   const char *color = getenv("NO_COLOR") ? "never" : "auto";
   int i = 1;
@@ -189,6 +195,9 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
     } else if (!o->eval && !strcmp(a, "--output")) {
       NEEDS_VALUE();
       o->outputs[d->noutputs++] = val;
+    } else if (!strcmp(a, "--stream")) {
+      NEEDS_VALUE();
+      o->streams[c->nstreamed++] = val;
     } else if (!strcmp(a, "--sample-batch")) {
       NEEDS_VALUE();
       char *end;
@@ -266,6 +275,10 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
   }
   const char *verify = getenv("CIRCC_VERIFY_EACH");
   if (verify && !strcmp(verify, "1")) d->verify_each = true;
+  if (o->eval && c->nstreamed) {
+    usage_error(c, "--stream is a compile option; circc eval reads every Array (%s)", c->streamed[0]);
+    return false;
+  }
   if (o->eval && latest_dump(d->dump) > STAGE_RESOLVE) {
     usage_error(c, "circc eval runs the pipeline up to resolve: --dump %s needs a compile",
                 stage_name((Stage)latest_dump(d->dump)));

@@ -39,6 +39,7 @@ static void check_node(Walk *w, const Node *n) {
   Comp *c = w->c;
   if (n->kind == NK_Array && w->tensors_loaded) {
     const Tensor *t = n->u.array.tensor;
+    if (!t && load_is_streamed(c, n)) return; /* --stream: the program reads it */
     if (!t) {
       w->ok = broken(c, w->stage, n->loc, "Array %s has no tensor", node_label(c, n));
       return;

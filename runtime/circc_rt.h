@@ -34,9 +34,10 @@ typedef struct rt_graph {
   double flops;
   const char *(*run)(const void *const *in, void *const *out, void *arena);
   /* Per input: the group whose row indices it takes (int64 [B]; batch graphs),
-   * or -1; and the cumulant whose estimate it takes (float32, the cumulant's
-   * shape), or -1. Exactly one of the two is >= 0. */
-  const int *input_group, *input_cumulant;
+   * or -1; the cumulant whose estimate it takes (float32, the cumulant's
+   * shape), or -1; and (input_data may be NULL: none) the streamed dataset it
+   * is (rt_expect.data, read with --data), or -1. Exactly one is >= 0. */
+  const int *input_group, *input_cumulant, *input_data;
 } rt_graph;
 
 /* A group: the DiscreteVars sampled with one row index (one probs node). */
@@ -71,6 +72,8 @@ typedef struct rt_expect {
   int ncumulants;
   const rt_cumulant *cumulants;        /* ordered by pass */
   const rt_graph *post;                /* takes every cumulant's estimate, gives the program's outputs */
+  int ndata;                           /* circc --stream: values the program reads at run time */
+  const rt_tensor_desc *data;          /* (--data NAME=@rows.npy: name, dtype and shape required) */
 } rt_expect;
 
 typedef struct rt_model {

@@ -831,19 +831,33 @@ static void emit_ints(Emit *e, const char *name, const int *v, int n) {
 
 /* The input map of a graph: which group's rows or which cumulant's estimate
  * each input takes, as the runtime's rt_graph wants it. */
-static void emit_rt_graph(Emit *e, const Kernels *k, const int *group, const int *cumulant) {
-  int *g = ARENA_ARRAY(&e->c->arena, int, k->ninputs + 1), *cu = ARENA_ARRAY(&e->c->arena, int, k->ninputs + 1);
-  for (int i = 0; i < k->ninputs; i++) {  /* lowering keeps the program's inputs, in order */
-    g[i] = group ? group[k->input[i]->index] : -1;
-    cu[i] = cumulant[k->input[i]->index];
+static void emit_rt_graph(Emit *e, const Kernels *k, const int *group, const int *cumulant, const int *data) {
+  const char *what[3] = {"group", "cumulant", "data"};
+  const int *from[3] = {group, cumulant, data};
+  for (int w = 0; w < 3; w++) {
+    int *v = ARENA_ARRAY(&e->c->arena, int, k->ninputs + 1);
+    for (int i = 0; i < k->ninputs; i++) v[i] = from[w][k->input[i]->index]; /* by the program's input index */
+    emit_ints(e, arena_printf(&e->c->arena, "%sinput_%s", e->pfx, what[w]), v, k->ninputs);
   }
-  emit_ints(e, arena_printf(&e->c->arena, "%sinput_group", e->pfx), g, k->ninputs);
-  emit_ints(e, arena_printf(&e->c->arena, "%sinput_cumulant", e->pfx), cu, k->ninputs);
 }
 
 static void emit_graph_desc(Emit *e, const Kernels *k, const char *pfx) {
-  out(e, "{%d, %d, %sinputs, %soutputs, %lld, %.0f, %srun, %sinput_group, %sinput_cumulant}", k->ninputs, k->noutputs,
-      pfx, pfx, (long long)k->arena_bytes, k->flops, pfx, pfx, pfx);
+  out(e, "{%d, %d, %sinputs, %soutputs, %lld, %.0f, %srun, %sinput_group, %sinput_cumulant, %sinput_data}", k->ninputs,
+      k->noutputs, pfx, pfx, (long long)k->arena_bytes, k->flops, pfx, pfx, pfx, pfx);
+}
+
+/* Whether streamed data d is read as int64 (a table of indices): its pass
+ * inputs' dtype, which must agree across passes. */
+static bool data_is_index(const Expectation *x, const Kernels *pass, int d) {
+  int seen = -1;
+  for (int j = 0; j < x->npasses; j++)
+    for (int i = 0; i < pass[j].ninputs; i++)
+      if (x->pass[j].input_data[pass[j].input[i]->index] == d) {
+        int is = pass[j].input[i]->dtype == DT_I64;
+        if (seen >= 0 && seen != is) ICE("streamed data %d is int64 in one pass and float32 in another", d);
+        seen = is;
+      }
+  return seen == 1;
 }
 
 /* The expectation program's tables (circc_rt.h rt_expect): groups (their
@@ -890,8 +904,23 @@ static void emit_expect(Emit *e, const Expectation *x, const Kernels *pass, cons
   }
   out(e, "};\nstatic const rt_graph post = ");
   emit_graph_desc(e, e->k, "");
-  out(e, ";\nstatic const rt_expect expect = {%d, %d, groups, %d, passes, %d, cumulants, &post};\n", x->batch,
-      x->groups.n, x->npasses, x->ncumulants);
+  /* streamed data: each takes the dtype of the pass input that reads it */
+  for (int d = 0; d < x->ndata; d++) {
+    const Shape *s = &x->data[d].array->shape;
+    out(e, "static const int64_t data%d_shape[] = {", d);
+    for (int a = 0; a < s->rank; a++) out(e, "%s%lld", a ? ", " : "", (long long)s->dim[a]);
+    out(e, "};\n");
+  }
+  out(e, "static const rt_tensor_desc data[] = {\n");
+  for (int d = 0; d < x->ndata; d++) {
+    out(e, "  {");
+    emit_cstring(e, x->data[d].array->name);
+    out(e, ", %s, %d, data%d_shape, %lld},\n", data_is_index(x, pass, d) ? "RT_I64" : "RT_F32",
+        x->data[d].array->shape.rank, d, (long long)shape_numel(&x->data[d].array->shape));
+  }
+  if (!x->ndata) out(e, "  {0},\n");
+  out(e, "};\nstatic const rt_expect expect = {%d, %d, groups, %d, passes, %d, cumulants, &post, %d, data};\n",
+      x->batch, x->groups.n, x->npasses, x->ncumulants, x->ndata);
 }
 
 /* Appends an expectation program's pass weights and group probabilities to
@@ -939,10 +968,10 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
       Emit pe = {c, &o->pass_kernels[j], model_c, arena_printf(&c->arena, "pass%d_", j)};
       out(&pe, "\n/* ---- pass %d: the arguments of the cumulants it estimates, for %d samples */\n", j, x->batch);
       emit_graph(&pe, wbase[j]);
-      emit_rt_graph(&pe, pe.k, x->pass[j].input_group, x->pass[j].input_cumulant);
+      emit_rt_graph(&pe, pe.k, x->pass[j].input_group, x->pass[j].input_cumulant, x->pass[j].input_data);
     }
     out(&e, "\n/* ---- the expectation program: groups, cumulants, passes, post */\n");
-    emit_rt_graph(&e, k, NULL, x->post_input_cumulant);
+    emit_rt_graph(&e, k, x->post_input_group, x->post_input_cumulant, x->post_input_data);
     emit_expect(&e, x, o->pass_kernels, pbase);
   }
   if (o->tokenizer_len) out(&e, "\nextern const unsigned char circc_tokenizer[];   /* tokenizer.S: tokenizer.bin */\n");

@@ -37,6 +37,8 @@ struct Comp {
   bool tensors_as_random;      /* every Array becomes N(0,1) of its declared shape (rust_circuit's tensors_as_random) */
   uint64_t rng_state;          /* for `Array rand`, tensors_as_random and `Symbol rand`; seeded deterministically */
   bool check_all_inputs_used;  /* module args must occur free in the spec (parser default: true) */
+  const char *const *streamed; /* --stream: Arrays of these names are a DiscreteVar's rows that the program */
+  int nstreamed;               /* reads at run time (--data): never loaded, never linked in */
   SizeDefine *defines;
   int ndefines;
   int next_node_id;

@@ -87,13 +87,20 @@ static int finish(Comp *c, Node *n, const unsigned char *state) {
     if (state[n->child[i]->id] == FAILED) return FAILED; /* reported below */
     changed |= state[n->child[i]->id] == CHANGED;
   }
-  if (n->kind == NK_Array && !n->u.array.tensor) {
+  if (n->kind == NK_Array && !n->u.array.tensor && !load_is_streamed(c, n)) {
     if (!fill_array(c, n)) return FAILED;
     changed = true;
   }
   if (n->kind == NK_Index && !fill_index(c, n, &changed)) return FAILED;
   if (!changed) return SAME;
   return ir_remake(c, n) ? CHANGED : FAILED;
+}
+
+bool load_is_streamed(const Comp *c, const Node *n) {
+  if (n->kind != NK_Array || !n->name) return false;
+  for (int i = 0; i < c->nstreamed; i++)
+    if (!strcmp(c->streamed[i], n->name)) return true;
+  return false;
 }
 
 bool load_tensors(Comp *c, Node *const *roots, int n) {

@@ -56,10 +56,11 @@ static void check_node(Resolve *r, Node *n) {
     break;
   case NK_GeneralFunction:
     if (n->u.gf.fn == GF_GEN_INDEX || n->u.gf.fn == GF_EXPLICIT_INDEX) {
-      /* the index may reach the Symbol through views: targets[1:], a reshape, a tag */
+      /* the index may reach the Symbol through views (targets[1:], a reshape, a
+       * tag) and gathers (rows of a table of indices, e.g. a streamed dataset's) */
       const Node *ix = n->child[1];
       while (ix->kind == NK_Index || ix->kind == NK_Rearrange || ix->kind == NK_Tag ||
-             ix->kind == NK_SetSymbolicShape)
+             ix->kind == NK_SetSymbolicShape || (ix->kind == NK_GeneralFunction && ix->u.gf.fn == GF_GEN_INDEX))
         ix = ix->child[0];
       if (ix->kind == NK_Symbol && ix->id < r->nseen) r->index_use[ix->id] = true;
     }

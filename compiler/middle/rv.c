@@ -246,6 +246,20 @@ static Node *rewrite(Rv *r, PtrMap *memo, Node *n) {
   return out;
 }
 
+/* The pass input standing for a streamed values Array (the Array itself if
+ * it is not streamed). */
+static Node *stream_symbol(Rv *r, Node *values) {
+  if (!load_is_streamed(r->c, values)) return values;
+  Expectation *x = r->x;
+  for (int i = 0; i < x->ndata; i++)
+    if (x->data[i].array == values) return x->data[i].symbol;
+  RvData *grown = ARENA_ARRAY(&r->c->arena, RvData, x->ndata + 1);
+  if (x->ndata) memcpy(grown, x->data, sizeof(RvData) * (size_t)x->ndata);
+  x->data = grown;
+  x->data[x->ndata] = (RvData){values, new_symbol(r, values->name, &values->shape, values->loc)};
+  return x->data[x->ndata++].symbol;
+}
+
 /* The batch circuit of one argument: the rewritten argument as a Module
  * binding every DiscreteVar's Symbol to values[idx of its group], so module
  * substitution vmaps it over the sample axis (an argument that uses no
@@ -262,7 +276,7 @@ static Node *batch_module(Rv *r, Node *spec) {
   for (int g = 0; g < gs->n; g++)
     for (int v = 0; v < gs->g[g].vars.n; v++, a++) {
       Node *var = gs->g[g].vars.node[v];
-      Node *gather[2] = {var->child[0], r->idx_symbol[g]};
+      Node *gather[2] = {stream_symbol(r, var->child[0]), r->idx_symbol[g]};
       Node gp = {.kind = NK_GeneralFunction, .loc = var->loc, .nchild = 2, .child = gather,
                  .name = var->name ? arena_printf(&c->arena, "%s sampled", var->name) : NULL};
       if (!genfn_parse("gen_index_at_0_c", &gp.u.gf)) ICE("gen_index spec");
@@ -286,19 +300,23 @@ static bool resolve_built(Rv *r, NodeList *tops, Program *out) {
   return ok;
 }
 
-/* Which group or cumulant each input of a built program stands for. */
-static void map_inputs(Rv *r, Program *p, int **group, int **cumulant) {
+/* Which group, cumulant or streamed data each input of a built program stands for. */
+static void map_inputs(Rv *r, Program *p, int **group, int **cumulant, int **data) {
   Comp *c = r->c;
   *group = ARENA_ARRAY(&c->arena, int, p->inputs.n + 1);
   *cumulant = ARENA_ARRAY(&c->arena, int, p->inputs.n + 1);
+  *data = ARENA_ARRAY(&c->arena, int, p->inputs.n + 1);
   for (int i = 0; i < p->inputs.n; i++) {
     const Node *s = p->inputs.node[i];
-    (*group)[i] = (*cumulant)[i] = -1;
+    (*group)[i] = (*cumulant)[i] = (*data)[i] = -1;
     for (int g = 0; g < r->x->groups.n; g++)
       if (symbol_same(s, r->idx_symbol[g])) (*group)[i] = g;
     for (int k = 0; k < r->x->ncumulants; k++)
       if (symbol_same(s, r->estimate[k])) (*cumulant)[i] = k;
-    if ((*group)[i] < 0 && (*cumulant)[i] < 0) ICE("input '%s' of a pass is neither rows nor an estimate", s->name);
+    for (int d = 0; d < r->x->ndata; d++)
+      if (symbol_same(s, r->x->data[d].symbol)) (*data)[i] = d;
+    if ((*group)[i] < 0 && (*cumulant)[i] < 0 && (*data)[i] < 0)
+      ICE("input '%s' of a pass is neither rows, an estimate nor data", s->name);
     if ((*group)[i] >= 0) p->input_is_index[i] = true;
   }
 }
@@ -332,7 +350,7 @@ static bool build_pass(Rv *r, int pass) {
     const Node *a = args.node[j];
     ps->program.output_names[j] = a->name ? arena_printf(&c->arena, "%s sampled", a->name) : arena_printf(&c->arena, "argument%d", j);
   }
-  map_inputs(r, &ps->program, &ps->input_group, &ps->input_cumulant);
+  map_inputs(r, &ps->program, &ps->input_group, &ps->input_cumulant, &ps->input_data);
   return true;
 }
 
@@ -361,7 +379,7 @@ static bool build_post(Rv *r, Program *p) {
   if (!resolve_built(r, &tops, &post)) return false;
   post.output_names = names;
   *p = post;
-  map_inputs(r, p, &r->x->post_input_group, &r->x->post_input_cumulant);
+  map_inputs(r, p, &r->x->post_input_group, &r->x->post_input_cumulant, &r->x->post_input_data);
   return true;
 }
 
@@ -375,9 +393,46 @@ static int by_pass(const void *a, const void *b) {
   return x->node->id < y->node->id ? -1 : x->node->id > y->node->id;
 }
 
+/* A streamed Array may only be a DiscreteVar's values: everything else would
+ * need its tensor at compile time. Reports every other use; counts the
+ * DiscreteVar uses of each name. */
+static void check_stream_uses(Comp *c, PtrMap *seen, Node *n, int *uses) {
+  PtrMapEntry *e = ptrmap_get(seen, n);
+  if (e->flag) return;
+  e->flag = true;
+  for (int i = 0; i < n->nchild; i++) {
+    Node *k = n->child[i];
+    if (load_is_streamed(c, k)) {
+      if (n->kind == NK_DiscreteVar && i == 0) {
+        for (int s = 0; s < c->nstreamed; s++) uses[s] += !strcmp(c->streamed[s], k->name);
+      } else {
+        diag_error(c, n->loc, "--stream %s: %s uses the streamed Array '%s', but only a DiscreteVar's values can be "
+                   "streamed (read at run time)", k->name, node_label(c, n), k->name);
+      }
+    }
+    check_stream_uses(c, seen, k, uses);
+  }
+}
+
+static bool check_streams(Comp *c, const Program *p) {
+  if (!c->nstreamed) return true;
+  int errors = diag_error_count(c);
+  int *uses = calloc((size_t)c->nstreamed, sizeof(int));
+  if (!uses) ICE("out of memory");
+  PtrMap seen = {0};
+  for (int i = 0; i < p->outputs.n; i++) check_stream_uses(c, &seen, p->outputs.node[i], uses);
+  ptrmap_free(&seen);
+  for (int s = 0; s < c->nstreamed; s++)
+    if (!uses[s])
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "--stream %s: no DiscreteVar's values is an Array named '%s'",
+                       c->streamed[s], c->streamed[s]);
+  free(uses);
+  return diag_error_count(c) == errors;
+}
+
 bool rv_lower(Comp *c, Program *p, int batch, Expectation *x) {
   memset(x, 0, sizeof *x);
-  if (!rv_groups(c, p->outputs.node, p->outputs.n, &x->groups)) return false;
+  if (!check_streams(c, p) || !rv_groups(c, p->outputs.node, p->outputs.n, &x->groups)) return false;
   if (x->groups.n == 0) return true;
   x->present = true;
   x->batch = batch;

@@ -276,3 +276,61 @@ Test(rv, a_stored_cumulant_var_is_refused_at_resolve) {
                     STAGE_RESOLVE, &cm));
   cr_assert(strstr(tu_diags(C), "test.circ:1:1: error: 's' is a StoredCumulantVar"), "%s", tu_diags(C));
 }
+
+/* ---- --stream: a DiscreteVar's values read at run time */
+
+static const char STREAMED[] = "'E' Cumulant\n"
+                               "  'sum' Einsum a->\n"
+                               "    'x' DiscreteVar\n"
+                               "      'rows' [4,3] Array 0123456789abcdef01234567\n"
+                               "      'p' [4] Scalar 0.25\n"
+                               "'F' Cumulant\n"
+                               "  'emb' GeneralFunction gen_index_at_0_c\n"
+                               "    'table' [5,2] Scalar 1.5\n"
+                               "    'tok' Index [0]\n"
+                               "      'y' DiscreteVar\n"
+                               "        'toks' [4,3] Array 0123456789abcdef01234568\n"
+                               "        'p'\n";
+
+/* Neither Array is in any store: streamed ones are never loaded. The rows
+ * feed floats, the tokens an index (int64, through the sample gather). */
+Test(rv, streamed_values_become_pass_inputs) {
+  const char *names[] = {"toks", "rows"};
+  C->streamed = names, C->nstreamed = 2;
+  C->tensor_dir = "/nonexistent-store";
+  Compilation cm = {0};
+  const Expectation *x = rv_text(STREAMED, &cm);
+  cr_assert_eq(x->ndata, 2);
+  const Program *p = &x->pass[0].program;
+  int found = 0;
+  for (int i = 0; i < p->inputs.n; i++) {
+    int d = x->pass[0].input_data[i];
+    if (d < 0) continue;
+    found++;
+    const char *name = x->data[d].array->name;
+    cr_assert_eq(p->input_is_index[i], !strcmp(name, "toks"), "%s", name);
+    cr_assert_eq(p->inputs.node[i]->shape.rank, 2);
+    cr_assert_eq(p->inputs.node[i]->shape.dim[0], 4);
+  }
+  cr_assert_eq(found, 2);
+}
+
+Test(rv, a_stream_that_names_no_values) {
+  const char *names[] = {"rows", "toks", "table"};
+  C->streamed = names, C->nstreamed = 3;
+  C->tensor_dir = "/nonexistent-store";
+  rv_fails(STREAMED, "error: --stream table", "no DiscreteVar's values is an Array named 'table'");
+}
+
+Test(rv, a_streamed_array_used_elsewhere) {
+  const char *names[] = {"rows"};
+  C->streamed = names, C->nstreamed = 1;
+  C->tensor_dir = "/nonexistent-store";
+  rv_fails("'E' Cumulant\n"
+           "  'x' DiscreteVar\n"
+           "    'rows' [4,3] Array 0123456789abcdef01234567\n"
+           "    'p' [4] Scalar 0.25\n"
+           "'G' Einsum ab->\n"
+           "  'rows'\n",
+           "test.circ:5:1: error: --stream rows: 'G' uses the streamed Array 'rows'", "only a DiscreteVar's values");
+}
