@@ -208,7 +208,6 @@ def hypothesis_text(h, out, var):
     to them by name."""
     first = var == "toks_int_var"
     sfx = "" if first else "_baseline"
-    ind = lambda n, s: " " * n + s  # noqa: E731
     t = [f"'{out}' Einsum a,->", f"  '{BY_SEQ[out]}' Cumulant", f"    'loss_on_candidates{sfx}' Einsum a,a->a",
          f"      't.loss{sfx}' Module"]
     if first:
@@ -252,3 +251,403 @@ def write_circuit(args, man):
     with open(path, "w") as f:
         f.write(text)
     return path
+
+
+def compile_program(args, circ, batch):
+    """circc scrub.circ --stream toks_int_vals --sample-batch B -o scrub_bB;
+    returns (path, compile seconds, the batch graph's arena bytes from --report)."""
+    prog = os.path.join(args.work, f"scrub_b{batch}")
+    cmd = [args.circc, circ, "--tensors", os.path.join(args.work, "tensors"), "--stream", "toks_int_vals",
+           "--sample-batch", str(batch)] + sum((["--output", n] for n in OUTPUTS + tuple(BY_SEQ.values())), [])
+    log(f"== compiling {os.path.basename(prog)}: {' '.join(cmd[1:])}")
+    report = run(cmd + ["--report"])
+    arenas = [int(x) for x in re.findall(r"memplan: arena (\d+) bytes", report)]
+    t0 = time.perf_counter()
+    run(cmd + ["-o", prog])
+    return prog, time.perf_counter() - t0, max(arenas)
+
+
+# ------------------------------------------------------------ the sampler (random_variables.md §4.4)
+
+MASK64, GAMMA = (1 << 64) - 1, 0x9E3779B97F4A7C15
+
+
+def mix64(z):
+    z ^= z >> 30
+    z = (z * 0xBF58476D1CE4E5B9) & MASK64
+    z ^= z >> 27
+    z = (z * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def sample_rows(seed, tag_uuid, n, size):
+    """Rows of a uniform Tag group in samples 0..n-1: key from the UUID's
+    bytes (big-endian halves), SplitMix64 stream keyed by seed and group,
+    row = high half of h × size."""
+    b = uuid.UUID(tag_uuid).bytes
+    key = mix64(int.from_bytes(b[:8], "big") ^ mix64(int.from_bytes(b[8:], "big")))
+    stream = mix64((seed & MASK64) ^ key)
+    return np.array([(mix64((stream + (s + 1) * GAMMA) & MASK64) * size) >> 64 for s in range(n)], np.int64)
+
+
+# ------------------------------------------------------------ PyTorch
+
+class TorchScrub:
+    """The same model and loss in torch.nn.functional. The attention is
+    rust_circuit's (model_files.md §3.4, §4): the layer norm's output plus the
+    positions feeds queries and keys only (shortformer), values take the
+    layer norm's output alone; scores = q·k/√32 where the mask is 1, −10000
+    where it is 0; the residual is the embeddings without positions."""
+
+    def __init__(self, npy):
+        ld = lambda n: torch.from_numpy(np.load(os.path.join(npy, n + ".npy")))  # noqa: E731
+        self.tok, self.pos, self.unembed = ld("t.w.tok_embeds"), ld("t.w.pos_embeds")[:SEQ], ld("t.w.unembed")
+        self.layers = []
+        for i in range(L):
+            self.layers.append({
+                "ln": (ld(f"a{i}.ln.w.scale"), ld(f"a{i}.ln.w.bias")),
+                # [HEADS, DH, C] -> [HEADS·DH, C]: one linear for all heads
+                "q": ld(f"a{i}.w.q").reshape(HEADS * DH, C), "k": ld(f"a{i}.w.k").reshape(HEADS * DH, C),
+                "v": ld(f"a{i}.w.v").reshape(HEADS * DH, C),
+                "o": ld(f"a{i}.w.o").permute(1, 0, 2).reshape(C, HEADS * DH)})  # [C, HEADS·DH]
+        self.final_ln = (ld("final.ln.w.scale"), ld("final.ln.w.bias"))
+        self.cand = ld("tok_is_induct_candidate")
+        self.causal = ld("t.a.c.causal_mask") > 0
+        self.toks = np.load(os.path.join(npy, "toks_int_vals.npy"), mmap_mode="r")
+
+    def logits(self, toks):
+        """toks [B, SEQ] -> logits [B, SEQ, V]."""
+        B = toks.shape[0]
+        x = self.tok[toks]
+        for lw in self.layers:
+            h = F.layer_norm(x, (C,), lw["ln"][0], lw["ln"][1], EPS)
+            qk = h + self.pos
+            heads = lambda t: t.view(B, SEQ, HEADS, DH).transpose(1, 2)  # noqa: E731
+            q, k, v = heads(F.linear(qk, lw["q"])), heads(F.linear(qk, lw["k"])), heads(F.linear(h, lw["v"]))
+            s = (q @ k.transpose(-2, -1)) * (1 / math.sqrt(DH))
+            s = s.masked_fill(~self.causal, -10000.0)
+            y = (F.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(B, SEQ, HEADS * DH)
+            x = x + F.linear(y, lw["o"])
+        return F.linear(F.layer_norm(x, (C,), self.final_ln[0], self.final_ln[1], EPS), self.unembed)
+
+    def estimate(self, rows, rows_other, batch):
+        """The two hypotheses' expected per-position losses [2, SEQ] (float64)
+        over the samples (rows[s], rows_other[s]), `batch` samples at a time:
+        both hypotheses in one forward of 2·batch sequences."""
+        sums = torch.zeros(2, SEQ, dtype=torch.float64)
+        with torch.no_grad():
+            for s0 in range(0, len(rows), batch):
+                ta = torch.from_numpy(self.toks[rows[s0:s0 + batch]])
+                tb = torch.from_numpy(self.toks[rows_other[s0:s0 + batch]])
+                n = ta.shape[0]
+                labels = ta[:, 1:].repeat(2, 1)  # both hypotheses: toks_int_var's next tokens
+                logits = self.logits(torch.cat([ta[:, :SEQ], tb[:, :SEQ]]))
+                loss = F.cross_entropy(logits.reshape(-1, V), labels.reshape(-1), reduction="none")
+                sums += (loss.view(2, n, SEQ) * self.cand[ta[:, :SEQ]]).double().sum(1)
+        return sums / len(rows)
+
+
+def openblas():
+    """The OpenBLAS torch uses (already loaded, so dlopen returns it), or None."""
+    try:
+        lib = ctypes.CDLL("libopenblas.so.0")
+        lib.openblas_get_config.restype = ctypes.c_char_p
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
+def set_torch_threads(n):
+    torch.set_num_threads(n)
+    ob = openblas()
+    if ob is not None:
+        ob.openblas_set_num_threads(n)
+
+
+# ------------------------------------------------------------ check
+
+def run_estimate(args, prog, n, tag):
+    """Runs prog --samples n --seed 11; returns (wall seconds, {output: value},
+    {output: standard error}, indices [n, G])."""
+    d = os.path.join(args.work, "out_" + tag)
+    os.makedirs(d, exist_ok=True)
+    cmd = [prog, "--samples", str(n), "--seed", str(SAMPLE_SEED), "--threads", str(args.threads),
+           "--data", f"toks_int_vals=@{args.work}/npy/toks_int_vals.npy", "--dump-indices", f"{d}/idx.npy"]
+    for o in OUTPUTS + tuple(BY_SEQ.values()):
+        cmd += ["--output", f"{o}=@{d}/{o}.npy", "--output-se", f"{o}=@{d}/{o}.se.npy"]
+    t0 = time.perf_counter()
+    run(cmd)
+    dt = time.perf_counter() - t0
+    val = {o: np.load(f"{d}/{o}.npy").astype(np.float64) for o in OUTPUTS + tuple(BY_SEQ.values())}
+    se = {o: np.load(f"{d}/{o}.se.npy").astype(np.float64) for o in OUTPUTS + tuple(BY_SEQ.values())}
+    return dt, val, se, np.load(f"{d}/idx.npy")
+
+
+def group_columns(idx, n):
+    """The column of each group in --dump-indices, found by matching each
+    column with the §4.4 sampler's rows of each group: every group must have
+    exactly its own column (this checks the sampler too)."""
+    cols = {}
+    for var, u in GROUP_UUID.items():
+        want = sample_rows(SAMPLE_SEED, u, n, ROWS)
+        hit = [j for j in range(idx.shape[1]) if np.array_equal(idx[:, j], want)]
+        if len(hit) != 1:
+            die(f"--dump-indices: no column holds the rows random_variables.md §4.4 gives group '{var}.group' "
+                f"(seed {SAMPLE_SEED}: first rows {want[:4].tolist()}; the file's first row {idx[0].tolist()})")
+        cols[var] = hit[0]
+    return cols
+
+
+def check_program(args, prog, model):
+    """circc's estimates = PyTorch's on the same rows (rtol 1e-4), else exit 1."""
+    n = args.check_samples
+    _, got, _, idx = run_estimate(args, prog, n, "check")
+    if idx.shape != (n, len(GROUP_UUID)):
+        die(f"{prog}: --dump-indices has shape {idx.shape}, expected {(n, len(GROUP_UUID))}")
+    cols = group_columns(idx, n)
+    want = model.estimate(idx[:, cols["toks_int_var"]], idx[:, cols["toks_int_var_other"]], args.torch_batch).numpy()
+    for h, out in enumerate(OUTPUTS):
+        for name, w in ((BY_SEQ[out], want[h]), (out, want[h].mean())):
+            g = got[name]
+            if np.shape(g) != np.shape(w):
+                die(f"{prog}: {name} has shape {np.shape(g)}, PyTorch's {np.shape(w)}")
+            err = np.abs(g - w)
+            bad = err > 1e-4 * np.abs(w) + 1e-6
+            if np.any(bad):
+                i = int(np.argmax(err)) if np.ndim(err) else 0
+                die(f"{prog}: {name} differs from PyTorch's in {int(np.sum(bad))} of {np.size(bad)} elements "
+                    f"(worst at {i}: circc {np.ravel(g)[i]:.8g}, PyTorch {np.ravel(w)[i]:.8g})")
+    log(f"== {os.path.basename(prog)}: {n} samples: rows = random_variables.md §4.4's; estimates = PyTorch's "
+        f"(expected_loss {got['expected_loss']:.6f} vs {want[0].mean():.6f}, baseline "
+        f"{got['expected_loss_baseline']:.6f} vs {want[1].mean():.6f})")
+
+
+# ------------------------------------------------------------ timing
+
+def flops_per_sample():
+    """Both hypotheses' model FLOPs for one sample: per sequence the
+    unembedding (2·SEQ·C·V), the q, k, v, o projections (4 · 2·SEQ·C·C per
+    layer) and causal attention (QKᵀ and AV over keys j ≤ i: 2·C·SEQ·(SEQ+1)
+    per layer), as gpt2_bench.py counts; layer norms and the log-softmax are
+    not counted."""
+    per_seq = 2 * SEQ * C * V + L * (4 * 2 * SEQ * C * C + 2 * C * SEQ * (SEQ + 1))
+    return 2 * per_seq
+
+
+def field(key, text):
+    m = re.search(rf"\b{key}=([0-9.eE+-]+)", text)
+    return float(m.group(1)) if m else None
+
+
+def probe(args):
+    out = run([args.peak, "--threads", str(args.threads), "--seconds", "0.1", "--reps", "3"])
+    fma = {int(field("threads", s)): field("gflops", s) for s in out.splitlines() if s.startswith("fma ")}
+    return {"fma": fma[args.threads], "isa": re.search(r"isa=(\S+)", out).group(1)}
+
+
+class CpuMeter:
+    """CPU time other processes used since start(), in cores: the machine's
+    busy time (/proc/stat) minus this process's and its children's."""
+
+    def start(self):
+        self.t, self.busy, self.own = time.time(), self.machine_busy(), self.own_time()
+
+    def others(self):
+        dt = time.time() - self.t
+        return max(0.0, (self.machine_busy() - self.busy - (self.own_time() - self.own)) / dt)
+
+    @staticmethod
+    def machine_busy():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+    @staticmethod
+    def own_time():
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+
+def wait_quiet(args):
+    """Waits (within the --quiet-wait budget) for a second in which other
+    processes use less than half a core."""
+    m = CpuMeter()
+    while args.quiet_budget > 0:
+        m.start()
+        time.sleep(1)
+        if m.others() < 0.5:
+            return
+        args.quiet_budget -= 1
+
+
+def bench(args, progs, model):
+    """--rounds rounds of [probe, every circc program, probe, PyTorch]; returns
+    the per-round results: {"circc": {B: [s]}, "torch": [s], "peak": [GFLOP/s],
+    "others": [cores], "est": {B: (values, se)} of the last round}."""
+    n = args.samples
+    rows = sample_rows(SAMPLE_SEED, GROUP_UUID["toks_int_var"], n, ROWS)
+    rows_other = sample_rows(SAMPLE_SEED, GROUP_UUID["toks_int_var_other"], n, ROWS)
+    res = {"circc": {b: [] for b in progs}, "torch": [], "peak": [], "others": [], "est": {}}
+    meter = CpuMeter()
+    for r in range(args.rounds):
+        wait_quiet(args)
+        meter.start()
+        before = probe(args)
+        for b, (prog, _, _) in progs.items():
+            dt, val, se, _ = run_estimate(args, prog, n, f"b{b}")
+            res["circc"][b].append(dt)
+            res["est"][b] = (val, se)
+        after = probe(args)
+        set_torch_threads(args.threads)
+        t0 = time.perf_counter()
+        want = model.estimate(rows, rows_other, args.torch_batch)
+        res["torch"].append(time.perf_counter() - t0)
+        set_torch_threads(1)
+        time.sleep(0.2)  # let OpenBLAS's workers stop spinning before the next child runs
+        res["peak"].append((before["fma"] + after["fma"]) / 2)
+        res["others"].append(meter.others())
+        res["isa"], res["torch_est"] = before["isa"], want.mean(1).numpy()
+        log(f"== round {r + 1}: peak {res['peak'][-1]:.0f} GFLOP/s; "
+            + "; ".join(f"circc B={b} {n / res['circc'][b][-1]:.2f} samples/s" for b in progs)
+            + f"; PyTorch {n / res['torch'][-1]:.2f} samples/s; other jobs {res['others'][-1]:.2f} cores")
+    return res
+
+
+# ------------------------------------------------------------ report
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def verdict(value, goal):
+    return "yes" if value >= goal else "**no**"
+
+
+def machine(args):
+    cpu = "?"
+    try:
+        out = subprocess.run(["lscpu"], stdout=subprocess.PIPE, text=True).stdout
+        cpu = re.search(r"Model name:\s*(.+)", out).group(1).strip()
+    except (OSError, AttributeError):
+        pass
+    ob = openblas()
+    cc = subprocess.run([os.environ.get("CC", "gcc"), "--version"], stdout=subprocess.PIPE, text=True)
+    return [f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+            f"- machine: {cpu} (lscpu), {os.cpu_count()} logical CPUs, **shared with other jobs** (absolute "
+            f"times are noisy, compare the same-round ratios); load average (1/5/15 min) at start: "
+            f"{' '.join(args.load)}, at the end: {' '.join(open('/proc/loadavg').read().split()[:3])}",
+            f"- circc programs: C compiler {cc.stdout.splitlines()[0] if cc.stdout else '?'}",
+            f"- PyTorch {torch.__version__} (Debian python3-torch, /usr/bin/python3), OMP_WAIT_POLICY=PASSIVE, "
+            f"torch.set_num_threads and openblas_set_num_threads = {args.threads}; BLAS: "
+            f"{ob.openblas_get_config().decode() if ob else 'not found'}"]
+
+
+def report(args, progs, res, t_start):
+    n, fl = args.samples, flops_per_sample()
+    tps = [n / t for t in res["torch"]]
+    rows, heads = [], []
+    for b, (prog, comp_s, arena) in progs.items():
+        ts = res["circc"][b]
+        sps = [n / t for t in ts]
+        pct = [s * fl / 1e9 / p * 100 for s, p in zip(sps, res["peak"])]
+        speed = med([tt / t for t, tt in zip(ts, res["torch"])])
+        val, se = res["est"][b]
+        rows.append(f"| circc `--sample-batch {b}` | {med(ts):.2f} | {med(sps):.2f} | {med(sps) * fl / 1e9:.1f} | "
+                    f"{med(pct):.1f} | {speed:.2f}× | {val['expected_loss']:.5f} ± {se['expected_loss']:.5f} | "
+                    f"{val['expected_loss_baseline']:.5f} ± {se['expected_loss_baseline']:.5f} | "
+                    f"{arena / 2**20:.0f} MiB, compile {comp_s:.1f} s |")
+        heads.append((f"circc B={b}: samples/s vs PyTorch", f"{speed:.2f}×", "≥ 3×", verdict(speed, 3)))
+        heads.append((f"circc B={b}: % of measured peak", f"{med(pct):.1f}%", "≥ 50%", verdict(med(pct), 50)))
+    tpct = med([s * fl / 1e9 / p * 100 for s, p in zip(tps, res["peak"])])
+    te = res["torch_est"]
+    rows.append(f"| PyTorch, batches of {args.torch_batch} | {med(res['torch']):.2f} | {med(tps):.2f} | "
+                f"{med(tps) * fl / 1e9:.1f} | {tpct:.1f} | 1× | {te[0]:.5f} | {te[1]:.5f} | – |")
+    body = ["## Causal scrubbing, REMIX day-3 shape: circc's expectation program vs PyTorch", "",
+            "Generated by `bench/scrub_bench.py` (`cmake --build BUILD --target bench_scrub`); rerun to refresh.", ""]
+    body += machine(args)
+    body += [f"- peak probe (bench/peak.c, {res['isa']}): {args.threads}-thread FMA "
+             f"{min(res['peak']):.0f}–{max(res['peak']):.0f} GFLOP/s over the rounds (mean of the probes around "
+             "each round's circc runs)",
+             f"- workload: 2-layer attention-only transformer (width {C}, {HEADS} heads × {DH}, vocabulary {V}, "
+             f"shortformer positions, random weights, seed {SEED}) written as a rust_circuit model file plus the "
+             f"day-3 circuit; dataset {ROWS}×{SEQ + 1} random int64 tokens streamed with `--stream` / `--data`; "
+             f"loss masked to candidate tokens (~{CANDIDATE_FRACTION:.0%}); two hypotheses in one program "
+             "(unscrubbed; baseline with the model input from an independent DiscreteVar), common random numbers; "
+             f"one sample = both hypotheses = {fl / 1e9:.2f} GFLOP (unembedding {2 * 2 * SEQ * C * V / 1e9:.2f})",
+             f"- method: circc's row indices checked against random_variables.md §4.4 and its estimates against "
+             f"PyTorch on the same rows ({args.check_samples} samples, rtol 1e-4) before timing; {args.rounds} rounds "
+             f"of [peak probe, each program `--samples {n} --seed {SAMPLE_SEED} --threads {args.threads}` (wall "
+             f"time of the whole run: start-up, mmap of the dataset, sampling, reduction), peak probe, PyTorch "
+             f"on the same {n} samples (`torch.no_grad`, both hypotheses in one batch, cross_entropy on the "
+             "logits, sums in float64)]; medians over rounds; speed-ups per round, then their median; before each "
+             f"round the harness waits (at most {args.quiet_wait:.0f} s in all) for a second in which other jobs "
+             f"use < 0.5 core (other jobs during the rounds: median {med(res['others']):.2f} cores)",
+             f"- total harness time: {(time.time() - t_start) / 60:.1f} min", "",
+             f"| program | s for {n} samples | samples/s | GFLOP/s | % of peak | speed-up vs PyTorch | "
+             "expected loss ± se | baseline ± se | arena, compile |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"] + rows
+    body += ["", "Against the targets of issue 13:", "", "| check | measured | target | met |",
+             "| --- | ---: | ---: | --- |"] + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in heads]
+    return body
+
+
+def write_results(path, body):
+    begin, end = "<!-- bench_scrub: begin -->", "<!-- bench_scrub: end -->"
+    section = "\n".join([begin] + body + [end]) + "\n"
+    try:
+        text = open(path).read()
+    except OSError:
+        text = "# circc benchmark results\n\n"
+    if begin in text and end in text:
+        a, b = text.index(begin), text.index(end) + len(end)
+        text = text[:a] + section.rstrip("\n") + text[b:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--circc", required=True)
+    ap.add_argument("--peak", required=True, help="the peak probe (bench/peak.c)")
+    ap.add_argument("--work", required=True, help="scratch dir (weights, dataset, store, programs: ~1 GB)")
+    ap.add_argument("--results", help="markdown file to update (default: no file)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--samples", type=int, default=128, help="samples per timed estimate (default 128)")
+    ap.add_argument("--check-samples", type=int, default=64, help="samples of the PyTorch check (default 64)")
+    ap.add_argument("--sample-batch", default="4,8", help="circc --sample-batch values, one program each")
+    ap.add_argument("--torch-batch", type=int, default=8, help="samples per PyTorch forward (default 8)")
+    ap.add_argument("--quiet-wait", type=float, default=120,
+                    help="seconds the run may spend in all waiting for the other jobs to go quiet (default 120)")
+    args = ap.parse_args()
+    args.load = open("/proc/loadavg").read().split()[:3]
+    args.quiet_budget = args.quiet_wait
+    t_start = time.time()
+    os.makedirs(args.work, exist_ok=True)
+    try:
+        batches = [int(b) for b in args.sample_batch.split(",")]
+    except ValueError:
+        die(f"--sample-batch {args.sample_batch}: expected comma-separated whole numbers")
+
+    man = ensure_inputs(args)
+    circ = write_circuit(args, man)
+    progs = {b: compile_program(args, circ, b) for b in batches}
+    model = TorchScrub(os.path.join(args.work, "npy"))
+    set_torch_threads(args.threads)
+    for prog, _, _ in progs.values():
+        check_program(args, prog, model)
+    res = bench(args, progs, model)
+    body = report(args, progs, res, t_start)
+    log("")
+    log("\n".join(body))
+    if args.results:
+        write_results(args.results, body)
+        log(f"\nwrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()
