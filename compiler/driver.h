@@ -43,7 +43,8 @@ typedef struct DriverOptions {
   unsigned dump;                /* bit 1u << s: print the IR after stage s */
   FILE *dump_to;                /* stdout if NULL */
   bool verify_each;             /* check IR invariants after every stage (verify.c) */
-  int sample_batch;             /* --sample-batch: samples per run of an expectation program's passes (0: default) */
+  int sample_batch;             /* --sample-batch: samples per run of an expectation program's passes (0: the
+                                   largest power of two up to 32 whose passes' arenas fit in 1 GiB) */
   FILE *report;                 /* --report: simplifications, contraction paths, steps (NULL: none) */
   /* STAGE_EMIT */
   EmitOptions emit;             /* name and command line; source hash and tokenizer filled by the driver */
@@ -66,6 +67,8 @@ typedef struct Compilation {
   Program program;              /* after resolve: outputs are rewritten in place by later DAG stages;
                                    after rv, an expectation program's post circuit */
   Expectation expect;           /* after rv: groups, cumulants and passes (present false: deterministic) */
+  Program resolved;             /* the program as resolve left it (rv may run again with a smaller batch) */
+  int sample_batch;             /* the batch rv used */
   SimplifyStats simplify;
   Kernels kernels;              /* the program's */
   Kernels *pass_kernels;        /* expect.npasses: each pass's */
