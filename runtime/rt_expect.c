@@ -103,7 +103,8 @@ static bool desc_ok(const rt_tensor_desc *d) {
 /* A batch graph (pass >= 0) or the post graph (pass -1). */
 static bool graph_ok(const Run *r, const rt_graph *g, int pass) {
   const rt_expect *E = r->E;
-  if (!g->run || g->ninputs < 0 || g->noutputs < 0 || (g->ninputs && (!g->inputs || !g->input_group || !g->input_cumulant)) ||
+  if (!g->run || g->ninputs < 0 || g->noutputs < 0 ||
+      (g->ninputs && (!g->inputs || !g->input_group || !g->input_cumulant)) ||
       (g->noutputs && !g->outputs))
     return false;
   for (int i = 0; i < g->noutputs; i++)
@@ -421,7 +422,8 @@ static bool prepare_sampler(Run *r) {
       !(r->last_positive = calloc(ng, sizeof *r->last_positive)) || !(r->stride = calloc(ng, sizeof *r->stride)))
     return false;
   r->z = 1;
-  for (int g = E->ngroups - 1; g >= 0; g--) r->stride[g] = g + 1 < E->ngroups ? r->stride[g + 1] * E->groups[g + 1].size : 1;
+  for (int g = E->ngroups - 1; r->o.all && g >= 0; g--)   /* count_all checked that the product fits */
+    r->stride[g] = g + 1 < E->ngroups ? r->stride[g + 1] * E->groups[g + 1].size : 1;
   for (int g = 0; g < E->ngroups; g++) {
     const rt_group *G = &E->groups[g];
     double sum = 0;
@@ -468,7 +470,7 @@ static void progress(Run *r, int64_t n) {
   double now = rt_now_ms();
   if (now - r->shown < PROGRESS_MS && r->done < r->total) return;
   r->shown = now;
-  double rate = r->done / ((now - r->t0) * 1e-3 + 1e-9);
+  double rate = (double)r->done / ((now - r->t0) * 1e-3 + 1e-9);
   int len = fprintf(stderr, "\r%s: %lld/%lld samples, %.0f samples/s, ETA %.0f s ", r->prog, (long long)r->done,
                     (long long)r->total, rate, (double)(r->total - r->done) / (rate > 0 ? rate : 1));
   r->progress_len = len > r->progress_len ? len : r->progress_len;
@@ -566,7 +568,8 @@ static bool plan_sums(Run *r) {
   const rt_expect *E = r->E;
   size_t np = (size_t)E->npasses, nc = (size_t)E->ncumulants + 1;
   if (!(r->slot = calloc(np, sizeof *r->slot)) || !(r->len_a = calloc(np, sizeof *r->len_a)) ||
-      !(r->len_b = calloc(np, sizeof *r->len_b)) || !(r->mean = calloc(np, sizeof *r->mean)) || !(r->weight = calloc(np, sizeof *r->weight)) ||
+      !(r->len_b = calloc(np, sizeof *r->len_b)) || !(r->mean = calloc(np, sizeof *r->mean)) ||
+      !(r->weight = calloc(np, sizeof *r->weight)) ||
       !(r->mom = calloc(nc, sizeof *r->mom)))
     return false;
   int64_t widest = 1;
@@ -606,7 +609,8 @@ static bool pass_means(Run *r, int pass) {
   rt_sums sums;
   int64_t len = r->len_a[pass];
   bool keep = pass == 0 && r->jk_groups > 0;
-  bool ok = rt_sums_init(&sums, len, r->n, keep ? r->jk_groups : 0) && (r->mean[pass] = malloc((size_t)len * sizeof(double)));
+  bool ok = rt_sums_init(&sums, len, r->n, keep ? r->jk_groups : 0) &&
+            (r->mean[pass] = malloc((size_t)len * sizeof(double)));
   if (!ok) rt_error(r->prog, "out of memory for the sums of pass %d", pass);
   ok = ok && sweep(r, pass, false, &sums);
   if (ok) {
@@ -705,7 +709,8 @@ static bool jackknife(Run *r) {
   double *rep = malloc(((size_t)G * T + 1) * sizeof *rep);
   float **est = calloc((size_t)E->ncumulants + 1, sizeof *est);
   bool ok = rep && est;
-  for (int c = 0; ok && c < E->ncumulants; c++) ok = (est[c] = malloc((size_t)E->cumulants[c].numel * sizeof(float) + 1));
+  for (int c = 0; ok && c < E->ncumulants; c++)
+    ok = (est[c] = malloc((size_t)E->cumulants[c].numel * sizeof(float) + 1)) != NULL;
   if (!ok) rt_error(r->prog, "out of memory for the jackknife");
   for (int j = 0; ok && j < G; j++) ok = jackknife_replicate(r, j, est, rep + (size_t)j * T);
   for (int o = 0, k = 0; ok && o < P->noutputs; o++)
@@ -792,7 +797,7 @@ static bool write_job(const Run *r, const FileJob *j, const char *tmp) {
   bool ok;
   errno = 0;
   if (j->kind == FILE_OUTPUT) return rt_npy_write(tmp, d->dtype, d->rank, d->shape, r->post_out[j->index]);
-  void *buf = malloc(count * 8 + 8);
+  void *buf = count < SIZE_MAX / 8 ? malloc(count * 8 + 8) : NULL;
   if (!buf) {
     rt_error(r->prog, "%s: out of memory", job_flag(j));
     return false;
@@ -885,7 +890,7 @@ static bool alloc_run(Run *r) {
 /* The jackknife needs every estimate to be a plain mean from pass 0. */
 static int jackknife_groups(const Run *r) {
   int64_t chunks = (r->n + RT_CHUNK - 1) / RT_CHUNK;
-  bool means = !r->o.all && chunks >= 2;
+  bool means = !r->o.all && chunks >= 2 && r->E->ncumulants > 0;
   for (int c = 0; c < r->E->ncumulants; c++) means &= r->E->cumulants[c].order == 1 && r->E->cumulants[c].pass == 0;
   return means ? (int)(chunks < RT_MAX_JACKKNIFE ? chunks : RT_MAX_JACKKNIFE) : 0;
 }
@@ -898,11 +903,12 @@ static int run_all(Run *r) {
     return RT_EXIT_BAD_INPUT;
   }
   r->jk_groups = jackknife_groups(r);
-  for (int p = 0; p < E->npasses; p++) r->total += r->n * (r->len_b[p] ? 2 : 1);
+  for (int p = 0; p < E->npasses; p++) r->total += r->n * ((r->len_a[p] > 1) + (r->len_b[p] > 0));
   r->show_progress = r->o.progress || isatty(2);
   r->t0 = r->shown = rt_now_ms();
   bool ok = true;
   for (int p = 0; ok && p < E->npasses; p++) {
+    if (r->len_a[p] == 1) continue;   /* no cumulant takes this pass's outputs */
     ok = alloc_graph(r, &E->passes[p]) && pass_means(r, p) && (!r->len_b[p] || pass_moments(r, p));
     for (int c = 0; ok && c < E->ncumulants; c++)
       if (E->cumulants[c].pass == p) to_float(r, c);

@@ -144,7 +144,8 @@ static const rt_cumulant CUM2_K[] = {
     {"E[y]", 1, 0, A_Y, 0, NULL, 1}};
 static const rt_tensor_desc CUM2_EST[] = {{"K2(x,y)", RT_F32, 1, SHAPE_2, 2}, {"K2(y,e)", RT_F32, 0, NULL, 1},
                                           {"K2(y,y+e)", RT_F32, 0, NULL, 1}, {"K3(x,y,x)", RT_F32, 2, SHAPE_22, 4},
-                                          {"K4(x,y,e,y+e)", RT_F32, 1, SHAPE_2, 2}, {"K5(y,y,y,y,y)", RT_F32, 0, NULL, 1},
+                                          {"K4(x,y,e,y+e)", RT_F32, 1, SHAPE_2, 2},
+                                          {"K5(y,y,y,y,y)", RT_F32, 0, NULL, 1},
                                           {"E[y]", RT_F32, 0, NULL, 1}};
 static const rt_graph CUM2_PASS[] = {{2, 4, CUM2_IN, CUM2_OUT, 0, 40, run_cum2, ROWS01, NO_GROUP}};
 static const rt_graph CUM2_POST = {7, 7, CUM2_EST, CUM2_EST, 0, 0, run_copy_all, NO_GROUP, CUM_ALL};
@@ -481,7 +482,8 @@ Test(expect, sampler_test_vectors) {
   /* --group-seed NAME=22 with S = 104091 */
   static const int64_t BIG_ROWS[8] = {65132, 64575, 29390, 31025, 73020, 79184, 2268, 92876};
   cr_assert_eq(rt_mix64(22), 0xfd95fa4db404dd7bull);
-  for (int s = 0; s < 8; s++) cr_assert_eq(rt_uniform_row(rt_sample_bits(rt_mix64(22), (uint64_t)s), 104091), BIG_ROWS[s]);
+  for (int s = 0; s < 8; s++)
+    cr_assert_eq(rt_uniform_row(rt_sample_bits(rt_mix64(22), (uint64_t)s), 104091), BIG_ROWS[s]);
   /* hyphens are optional, case does not matter, anything else is refused */
   uint64_t key;
   cr_assert(rt_uuid_key("0B9C1A523D2E4F6A9E571C2D3E4F5A61", &key) && key == KEY_G1);
@@ -711,7 +713,8 @@ static void check_ratio(int n, long double *se_ratio) {
 Test(expect, jackknife_standard_errors_and_coverage) {
   model = &RATIO8;
   int code = RUN("--samples", "1001", "--seed", "5", "--dump-indices", in_dir("idx.npy"), "--output",
-                 bind("ratio", "ratio.npy"), "--output", bind("both", "both.npy"), "--output-se", bind("ratio", "se.npy"));
+                 bind("ratio", "ratio.npy"), "--output", bind("both", "both.npy"), "--output-se",
+                 bind("ratio", "se.npy"));
   cr_assert_eq(code, 0, "%s", err);
   long double se;
   check_ratio(1001, &se);
