@@ -29,6 +29,7 @@ enum { B = 8 };
 
 static const double UNIFORM6[6] = {1.0 / 6, 1.0 / 6, 1.0 / 6, 1.0 / 6, 1.0 / 6, 1.0 / 6};
 static const double LOADED[6] = {0.1, 0.1, 0.1, 0.1, 0.2, 0.4};
+static const double TWOS6[6] = {2, 2, 2, 2, 2, 2};   /* unnormalised: the runtime must divide */
 static const double UNIFORM10[10] = {0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1};
 static double big_probs[104091];   /* uniform, filled by setup */
 
@@ -43,7 +44,7 @@ static double big_probs[104091];   /* uniform, filled by setup */
 
 static const rt_group G_SHARED[] = {{"g1", "d1, d2", 6, UNIFORM6, 1, 1, KEY_G1}};
 static const rt_group G_INDEP[] = {{"g1", "d1", 6, UNIFORM6, 1, 1, KEY_G1}, {"g3", "d3", 6, UNIFORM6, 1, 1, KEY_G3}};
-static const rt_group G_CUM2[] = {{"L", "x, y", 6, LOADED, 0, 1, KEY_L}, {NULL, "e", 6, UNIFORM6, 1, 0, 0x1234}};
+static const rt_group G_CUM2[] = {{"L", "x, y", 6, LOADED, 0, 1, KEY_L}, {NULL, "e", 6, TWOS6, 1, 0, 0x1234}};
 static const rt_group G_RATIO[] = {{"R", "a, b", 10, UNIFORM10, 1, 0, 0x5678}};
 static rt_group g_big[] = {{"big", "v", 104091, big_probs, 1, 0, 77}};
 
@@ -816,7 +817,9 @@ Test(expect, info_lists_groups_passes_and_cumulants) {
   int code = RUN("--info");
   cr_assert_eq(code, 0, "%s", err);
   cr_assert_eq(g_calls, 0, "--info alone runs nothing");
-  HAS(out, "program:      cum2\n");
+  HAS(out, "program:      cum2\ncircc:        9.9.9\ncommand line: circc cum2.circ\nsource hash:  abc\nthreads:");
+  HAS(out, "outputs:\n  K2(x,y) [2] float32\n  K2(y,e) [] float32\n");
+  cr_assert_null(strstr(out, "inputs:"), "the post graph's inputs are not the program's");
   HAS(out, "expectation program: batch 8, 2 groups, 1 pass, 7 cumulants\ngroups:\n");
   HAS(out, "  g0 'L'  S=6 weighted  key 0xa84d495e045485a5  vars: x, y\n");
   HAS(out, "passes:\n  pass 0: arena 0 bytes, 40 flops/run\n    input  rows_L [8] int64  (rows of g0)\n");
