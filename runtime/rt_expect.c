@@ -196,10 +196,13 @@ static void expect_help(const rt_model *m, const char *prog) {
         "  --progress               a progress line on stderr (also when stderr is a terminal)\n"
         "  --info                   print the groups, passes, cumulants and outputs\n"
         "  --threads N              OpenMP threads (default $OMP_NUM_THREADS, else all cores);\n"
-        "                           the results are the same bits for any N\n"
+        "                           the results are the same bits for any thread count\n"
         "  -v                       print the effective thread count\n"
         "  -h, --help               this help\n"
-        "Files are replaced atomically and none is written if the run fails.\n"
+        "Estimates are plug-in cumulants of the weighted samples (order >= 2 divides by the total\n"
+        "weight, N with --samples). Standard errors: a delete-a-group jackknife over min(32, chunks)\n"
+        "groups of consecutive 64-sample chunks when every Cumulant is a mean of the first pass,\n"
+        "else n/a. Files are replaced atomically and none is written if the run fails.\n"
         "\nexit codes: 0 ok, 2 usage error, 3 bad input (a run failed, out of memory, unwritable file)\n"
         "environment: OMP_NUM_THREADS\n",
         stdout);
