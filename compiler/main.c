@@ -10,6 +10,7 @@
 static const char USAGE[] =
     "usage: circc [options] INPUT.circ -o OUTPUT     compile a circuit to a standalone program\n"
     "       circc eval [options] INPUT.circ           evaluate it with the reference evaluator\n"
+    "       circc eval --all [options] INPUT.circ     exact expectations of its Cumulants of DiscreteVars\n"
     "       circc store [--tensors DIR] FILE.npy...  add tensors to the tensor store, print their hashes\n"
     "       circc --info-model FILE.circ              what a rust_circuit model file (`# info:` line) holds\n"
     "\n"
@@ -66,6 +67,10 @@ static const char USAGE[] =
     "  --input NAME=@FILE.npy   value of the free symbol NAME (repeatable)\n"
     "  --output NAME=@FILE.npy  write output circuit NAME to FILE.npy (repeatable)\n"
     "  --print                  print every output's values (default without --output)\n"
+    "  --all                    exact expectations: each Cumulant of DiscreteVars enumerates every\n"
+    "                           combination of rows of the groups it uses, weighted by their\n"
+    "                           probabilities (without --all a DiscreteVar is an error)\n"
+    "  --max-all N              refuse a Cumulant with more than N combinations (default 1000000)\n"
     "\n"
     "exit codes: 0 ok, 1 circuit error (parse, shape, missing tensor, unbound symbol),\n"
     "            2 usage error, 3 I/O error, 4 the C compiler failed, 70 internal error\n"
@@ -241,6 +246,17 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
       o->outputs[d->noutputs++] = o->eval_outputs[d->neval_outputs++].name;
     } else if (o->eval && !strcmp(a, "--print")) {
       d->eval_print = true;
+    } else if (o->eval && !strcmp(a, "--all")) {
+      d->eval_all = true;
+    } else if (o->eval && !strcmp(a, "--max-all")) {
+      NEEDS_VALUE();
+      char *end;
+      long long v = strtoll(val, &end, 10);
+      if (*end || end == val || v < 1) {
+        usage_error(c, "--max-all expects a positive whole number, found '%s'", val);
+        return false;
+      }
+      d->eval_max_all = v;
     } else if (a[0] == '-' && a[1]) {
       usage_error(c, "unknown option '%s'", a);
       return false;
@@ -266,6 +282,10 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
   }
   const char *verify = getenv("CIRCC_VERIFY_EACH");
   if (verify && !strcmp(verify, "1")) d->verify_each = true;
+  if (d->eval_max_all && !d->eval_all) {
+    usage_error(c, "--max-all needs --all%s", "");
+    return false;
+  }
   if (o->eval && latest_dump(d->dump) > STAGE_RESOLVE) {
     usage_error(c, "circc eval runs the pipeline up to resolve: --dump %s needs a compile",
                 stage_name((Stage)latest_dump(d->dump)));
