@@ -1,6 +1,8 @@
 /* eval.c — the reference evaluator (rust_circuit_format.md §4), the oracle every
  * optimisation is tested against. Each node's value is a DT_F64 tensor of
- * node->shape, computed once per node pointer. Deliberately naive: row-major
+ * node->shape, computed once per node pointer (with exact expectations, a
+ * node a DiscreteVar reaches: once per combination of rows; see "exact
+ * expectations" below). Deliberately naive: row-major
  * odometer loops over output coordinates and double accumulation, so that each
  * kind's code reads like its definition; only Einsum, the bulk of a model's
  * work, is summed pair by pair as batched matrix products (still in double).
@@ -786,7 +788,7 @@ static Tensor *eval_expectation(Eval *e, const Node *n, const int *group, int ng
   }
 
   Tensor *out = NULL;
-  if (ok) {
+  if (ok) { /* moments: sums over the total weight (1 up to rounding), as the programs' --all divides */
     int64_t nout = shape_numel(&n->shape);
     long double *kappa = calloc((size_t)nout + 1, sizeof *kappa);
     if (!kappa) ICE("out of memory");
