@@ -327,11 +327,15 @@ static void bind_inputs(Comp *c, const DriverOptions *o, const Compilation *cm, 
 }
 
 /* The reference evaluator on the resolved program: --output files and/or the
- * values printed. Everything is evaluated first, so an error leaves no file. */
+ * values printed (--all: exact expectations). Everything is evaluated first,
+ * so an error leaves no file. */
 static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
   const Program *p = &cm->program;
   Eval *e = eval_new(c);
   bind_inputs(c, o, cm, e);
+  RvGroups groups;
+  if (o->eval_all && rv_groups(c, p->outputs.node, p->outputs.n, &groups))
+    eval_expectations(e, &groups, o->eval_max_all > 0 ? o->eval_max_all : 1000000);
   if (diag_error_count(c)) {
     eval_free(e);
     return false;

@@ -55,6 +55,8 @@ typedef struct DriverOptions {
   const Binding *eval_inputs, *eval_outputs;
   int neval_inputs, neval_outputs;
   bool eval_print;              /* print every output's values */
+  bool eval_all;                /* --all: exact expectations of Cumulants over DiscreteVars */
+  int64_t eval_max_all;         /* --max-all: most combinations of rows per Cumulant (0: 10^6) */
 } DriverOptions;
 
 /* What the stages produced so far. Zero-initialise; driver_run continues from
