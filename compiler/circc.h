@@ -274,6 +274,16 @@ void eval_bind(Eval *e, const Node *symbol, const Tensor *value); /* value for a
 /* The value of n as a DT_F64 tensor of shape n->shape, memoised per node.
  * NULL after diag_error (unbound Symbol, non-evaluable kind, index out of range). */
 Tensor *eval_node(Eval *e, const Node *n);
+/* Exact expectations (random_variables.md §2.3–2.6; circc eval --all): from
+ * now on a Cumulant whose arguments reach DiscreteVars (outside nested
+ * Cumulants) is the joint cumulant of its arguments over every combination of
+ * rows of the groups they use (row-major, groups in rv_groups' order, the
+ * first slowest), weighted by Π p_g[i_g] / Π Σ p_g; rows of probability 0 are
+ * skipped. `groups` is rv_groups' result for circuits containing every node
+ * evaluated (it must outlive e). Located errors: a value reaching a
+ * DiscreteVar outside any Cumulant (eval_node's node is "random"), more than
+ * max_combinations (> 0) combinations, order above 12. */
+void eval_expectations(Eval *e, const RvGroups *groups, int64_t max_combinations);
 void eval_free(Eval *e);
 
 /* Across stages (the driver calls them between stages; driver.h runs the pipeline). */

@@ -58,6 +58,7 @@ static void report_simplify(const DriverOptions *o, const SimplifyStats *st) {
 /* The graphs the stages after rv compile: the program (an expectation
  * program's post circuit) and each pass of an expectation program. */
 enum { DEFAULT_SAMPLE_BATCH = 32 };
+static const int64_t DEFAULT_PASS_ARENA = (int64_t)1 << 30; /* what the default batch may take */
 static int graph_count(const Compilation *cm) { return 1 + (cm->expect.present ? cm->expect.npasses : 0); }
 static Program *graph_program(Compilation *cm, int g) { return g == 0 ? &cm->program : &cm->expect.pass[g - 1].program; }
 static Kernels *graph_kernels(Compilation *cm, int g) { return g == 0 ? &cm->kernels : &cm->pass_kernels[g - 1]; }
@@ -179,6 +180,26 @@ static bool graph_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage 
   }
 }
 
+/* The default batch of an expectation program is the largest power of two up
+ * to 32 whose passes' arenas fit DEFAULT_PASS_ARENA (arenas grow about
+ * linearly with it). If the one just planned is too large, the stages from rv
+ * run again from the resolved program with a smaller batch. */
+static void smaller_default_batch(const DriverOptions *o, Compilation *cm) {
+  if (!cm->expect.present || o->sample_batch > 0 || cm->sample_batch == 1) return;
+  int64_t worst = 0;
+  for (int j = 0; j < cm->expect.npasses; j++)
+    if (cm->pass_kernels[j].arena_bytes > worst) worst = cm->pass_kernels[j].arena_bytes;
+  if (worst <= DEFAULT_PASS_ARENA) return;
+  int b = cm->sample_batch;
+  while (b > 1 && (double)worst * b / cm->sample_batch > (double)DEFAULT_PASS_ARENA) b /= 2;
+  if (o->report)
+    fprintf(o->report, "rv: the passes need %lld bytes of arena for %d samples; compiling for %d\n", (long long)worst,
+            cm->sample_batch, b);
+  cm->sample_batch = b;
+  cm->program = cm->resolved;
+  cm->next = STAGE_RESOLVE; /* driver_run's loop goes on with rv */
+}
+
 /* One stage. The pipeline is the order of the cases. */
 static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s) {
   switch (s) {
@@ -204,8 +225,11 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
   case STAGE_RESOLVE:
     return (!o->evaluate || read_inputs(c, o, cm)) && resolve_program(c, &cm->tops, &cm->program);
   case STAGE_RV:
-    if (!rv_lower(c, &cm->program, o->sample_batch > 0 ? o->sample_batch : DEFAULT_SAMPLE_BATCH, &cm->expect))
-      return false;
+    if (!cm->sample_batch) {
+      cm->resolved = cm->program;
+      cm->sample_batch = o->sample_batch > 0 ? o->sample_batch : DEFAULT_SAMPLE_BATCH;
+    }
+    if (!rv_lower(c, &cm->program, cm->sample_batch, &cm->expect)) return false;
     if (cm->expect.present) cm->pass_kernels = ARENA_ARRAY(&c->arena, Kernels, cm->expect.npasses + 1);
     return true;
   case STAGE_SIMPLIFY:
@@ -215,6 +239,7 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
   case STAGE_MEMPLAN:
     for (int g = 0; g < graph_count(cm); g++)
       if (!graph_stage(c, o, cm, s, g)) return false;
+    if (s == STAGE_MEMPLAN) smaller_default_batch(o, cm);
     return true;
   case STAGE_EMIT: return emit(c, o, cm);
   case STAGE_COUNT: break;
@@ -302,11 +327,15 @@ static void bind_inputs(Comp *c, const DriverOptions *o, const Compilation *cm, 
 }
 
 /* The reference evaluator on the resolved program: --output files and/or the
- * values printed. Everything is evaluated first, so an error leaves no file. */
+ * values printed (--all: exact expectations). Everything is evaluated first,
+ * so an error leaves no file. */
 static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
   const Program *p = &cm->program;
   Eval *e = eval_new(c);
   bind_inputs(c, o, cm, e);
+  RvGroups groups;
+  if (o->eval_all && rv_groups(c, p->outputs.node, p->outputs.n, &groups))
+    eval_expectations(e, &groups, o->eval_max_all > 0 ? o->eval_max_all : 1000000);
   if (diag_error_count(c)) {
     eval_free(e);
     return false;

@@ -43,7 +43,8 @@ typedef struct DriverOptions {
   unsigned dump;                /* bit 1u << s: print the IR after stage s */
   FILE *dump_to;                /* stdout if NULL */
   bool verify_each;             /* check IR invariants after every stage (verify.c) */
-  int sample_batch;             /* --sample-batch: samples per run of an expectation program's passes (0: default) */
+  int sample_batch;             /* --sample-batch: samples per run of an expectation program's passes (0: the
+                                   largest power of two up to 32 whose passes' arenas fit in 1 GiB) */
   FILE *report;                 /* --report: simplifications, contraction paths, steps (NULL: none) */
   /* STAGE_EMIT */
   EmitOptions emit;             /* name and command line; source hash and tokenizer filled by the driver */
@@ -54,6 +55,8 @@ typedef struct DriverOptions {
   const Binding *eval_inputs, *eval_outputs;
   int neval_inputs, neval_outputs;
   bool eval_print;              /* print every output's values */
+  bool eval_all;                /* --all: exact expectations of Cumulants over DiscreteVars */
+  int64_t eval_max_all;         /* --max-all: most combinations of rows per Cumulant (0: 10^6) */
 } DriverOptions;
 
 /* What the stages produced so far. Zero-initialise; driver_run continues from
@@ -66,6 +69,8 @@ typedef struct Compilation {
   Program program;              /* after resolve: outputs are rewritten in place by later DAG stages;
                                    after rv, an expectation program's post circuit */
   Expectation expect;           /* after rv: groups, cumulants and passes (present false: deterministic) */
+  Program resolved;             /* the program as resolve left it (rv may run again with a smaller batch) */
+  int sample_batch;             /* the batch rv used */
   SimplifyStats simplify;
   Kernels kernels;              /* the program's */
   Kernels *pass_kernels;        /* expect.npasses: each pass's */

@@ -10,6 +10,7 @@
 static const char USAGE[] =
     "usage: circc [options] INPUT.circ -o OUTPUT     compile a circuit to a standalone program\n"
     "       circc eval [options] INPUT.circ           evaluate it with the reference evaluator\n"
+    "       circc eval --all [options] INPUT.circ     exact expectations of its Cumulants of DiscreteVars\n"
     "       circc store [--tensors DIR] FILE.npy...  add tensors to the tensor store, print their hashes\n"
     "       circc --info-model FILE.circ              what a rust_circuit model file (`# info:` line) holds\n"
     "\n"
@@ -69,6 +70,10 @@ static const char USAGE[] =
     "  --input NAME=@FILE.npy   value of the free symbol NAME (repeatable)\n"
     "  --output NAME=@FILE.npy  write output circuit NAME to FILE.npy (repeatable)\n"
     "  --print                  print every output's values (default without --output)\n"
+    "  --all                    exact expectations: each Cumulant of DiscreteVars enumerates every\n"
+    "                           combination of rows of the groups it uses, weighted by their\n"
+    "                           probabilities (without --all a DiscreteVar is an error)\n"
+    "  --max-all N              refuse a Cumulant with more than N combinations (default 1000000)\n"
     "\n"
     "exit codes: 0 ok, 1 circuit error (parse, shape, missing tensor, unbound symbol),\n"
     "            2 usage error, 3 I/O error, 4 the C compiler failed, 70 internal error\n"
@@ -250,6 +255,17 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
       o->outputs[d->noutputs++] = o->eval_outputs[d->neval_outputs++].name;
     } else if (o->eval && !strcmp(a, "--print")) {
       d->eval_print = true;
+    } else if (o->eval && !strcmp(a, "--all")) {
+      d->eval_all = true;
+    } else if (o->eval && !strcmp(a, "--max-all")) {
+      NEEDS_VALUE();
+      char *end;
+      long long v = strtoll(val, &end, 10);
+      if (*end || end == val || v < 1) {
+        usage_error(c, "--max-all expects a positive whole number, found '%s'", val);
+        return false;
+      }
+      d->eval_max_all = v;
     } else if (a[0] == '-' && a[1]) {
       usage_error(c, "unknown option '%s'", a);
       return false;
@@ -277,6 +293,10 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
   if (verify && !strcmp(verify, "1")) d->verify_each = true;
   if (o->eval && c->nstreamed) {
     usage_error(c, "--stream is a compile option; circc eval reads every Array (%s)", c->streamed[0]);
+    return false;
+  }
+  if (d->eval_max_all && !d->eval_all) {
+    usage_error(c, "--max-all needs --all%s", "");
     return false;
   }
   if (o->eval && latest_dump(d->dump) > STAGE_RESOLVE) {

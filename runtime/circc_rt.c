@@ -1,7 +1,8 @@
 /* circc_rt.c — rt_main, the spine of the runtime (see circc_rt.h): checks
- * the generated model's description, then runs the first mode of MODES
+ * the generated model's description, then runs the first mode of its table
  * (rt_modes.h) whose `requested` says yes; -h / --help prints every mode's
- * help. Needs only libc, libm and OpenMP. */
+ * help. Expectation programs (m->expect) have a table of their own, so the
+ * other modes need not know about them. Needs only libc, libm and OpenMP. */
 #include <stdbool.h>
 #include <stdio.h>
 #include "rt_core.h"
@@ -10,7 +11,8 @@
 /* Asked in order; the last, the generic mode, is always requested. Generation
  * comes first: its options take precedence over the others'. */
 static const rt_mode *const MODES[] = {&rt_mode_generate, &rt_mode_sample, &rt_mode_run};
-enum { NMODES = sizeof MODES / sizeof *MODES };
+static const rt_mode *const EXPECT_MODES[] = {&rt_mode_expect};
+enum { NMODES = sizeof MODES / sizeof *MODES, NEXPECT_MODES = sizeof EXPECT_MODES / sizeof *EXPECT_MODES };
 
 /* The generated model is trusted, but a bad descriptor must not overrun a buffer. */
 static bool check_descs(const char *prog, const rt_tensor_desc *d, int n) {
@@ -39,11 +41,12 @@ int rt_main(const rt_model *m, int argc, char **argv) {
   if (!m->circc_version || !m->command_line || !m->source_hash || !m->run) {
     rt_error(prog, "internal error: the model lacks its version, command line, hash or run function");
   } else if (check_descs(prog, m->inputs, m->ninputs) && check_descs(prog, m->outputs, m->noutputs)) {
-    int k = 0;
-    while (k + 1 < NMODES && !MODES[k]->requested(argc, argv)) k++;
-    code = MODES[k]->main(m, argc, argv);
+    const rt_mode *const *modes = m->expect ? EXPECT_MODES : MODES;
+    int nmodes = m->expect ? NEXPECT_MODES : NMODES, k = 0;
+    while (k + 1 < nmodes && !modes[k]->requested(argc, argv)) k++;
+    code = modes[k]->main(m, argc, argv);
     if (code == RT_MODE_HELP) {   /* the generic mode's usage first */
-      for (int i = NMODES - 1; i >= 0; i--) MODES[i]->help(m, prog);
+      for (int i = nmodes - 1; i >= 0; i--) modes[i]->help(m, prog);
       code = RT_EXIT_OK;
     }
   }

@@ -610,10 +610,11 @@ static bool write_full(int fd, const void *buf, size_t n) {
   return true;
 }
 
-bool rt_npy_write(const char *path, rt_dtype dtype, int rank, const int64_t *shape, const void *data) {
+/* descr "<f4" (4-byte elements) or "<i8" / "<f8" (8-byte elements) */
+static bool npy_write(const char *path, const char *descr, size_t size, int rank, const int64_t *shape,
+                      const void *data) {
   char hdr[RT_MAX_RANK * 24 + 256];
-  int n = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (",
-                   dtype == RT_F32 ? "<f4" : "<i8");
+  int n = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
   int64_t numel = 1;
   for (int i = 0; i < rank; i++) {
     n += snprintf(hdr + n, sizeof hdr - (size_t)n, i ? ", %lld" : "%lld", (long long)shape[i]);
@@ -630,15 +631,15 @@ bool rt_npy_write(const char *path, rt_dtype dtype, int rank, const int64_t *sha
   bool ok = fd >= 0 && write_full(fd, pre, sizeof pre) && write_full(fd, hdr, (size_t)n);
   /* little-endian bytes whatever the host, a chunk at a time */
   unsigned char chunk[4096];
-  size_t size = rt_dtype_size(dtype), used = 0;
+  size_t used = 0;
   for (int64_t k = 0; ok && k < numel; k++) {
     uint64_t bits = 0;
-    if (dtype == RT_F32) {
+    if (size == 4) {
       uint32_t u;
-      memcpy(&u, (const float *)data + k, 4);
+      memcpy(&u, (const char *)data + 4 * k, 4);
       bits = u;
     } else {
-      memcpy(&bits, (const int64_t *)data + k, 8);
+      memcpy(&bits, (const char *)data + 8 * k, 8);
     }
     for (size_t i = 0; i < size; i++) chunk[used++] = (unsigned char)(bits >> (8 * i));
     if (used == sizeof chunk || k + 1 == numel) {
@@ -650,4 +651,12 @@ bool rt_npy_write(const char *path, rt_dtype dtype, int rank, const int64_t *sha
   if (fd >= 0 && close(fd) != 0 && ok) ok = false, err = errno;
   errno = err;
   return ok;
+}
+
+bool rt_npy_write(const char *path, rt_dtype dtype, int rank, const int64_t *shape, const void *data) {
+  return npy_write(path, dtype == RT_F32 ? "<f4" : "<i8", rt_dtype_size(dtype), rank, shape, data);
+}
+
+bool rt_npy_write_f64(const char *path, int rank, const int64_t *shape, const double *data) {
+  return npy_write(path, "<f8", 8, rank, shape, data);
 }

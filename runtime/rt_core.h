@@ -106,4 +106,6 @@ double *rt_npy_read_doubles(const char *prog, const char *what, const char *path
  * grow to 21 digits) to a multiple of 64 bytes. False with errno set if the
  * file cannot be written. */
 bool rt_npy_write(const char *path, rt_dtype dtype, int rank, const int64_t *shape, const void *data);
+/* The same for float64 data (<f8). */
+bool rt_npy_write_f64(const char *path, int rank, const int64_t *shape, const double *data);
 #endif

@@ -37,7 +37,8 @@ extern const rt_mode rt_mode_generate;
 
 /* rt_expect.c — expectation programs (m->expect): --info, --all (exact
  * enumeration) and --samples N (Monte Carlo with standard errors), streaming
- * samples through the batch graphs with sums in a fixed order. Requested
- * whenever m->expect is set: such programs have no other mode. */
+ * samples through the batch graphs with sums in a fixed order (rt_moments.h)
+ * and samples drawn by rt_sampler.h. rt_main runs it whenever m->expect is set
+ * (a table of its own in circc_rt.c): such programs have no other mode. */
 extern const rt_mode rt_mode_expect;
 #endif

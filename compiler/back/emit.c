@@ -904,6 +904,7 @@ static void emit_expect(Emit *e, const Expectation *x, const Kernels *pass, cons
   }
   out(e, "};\nstatic const rt_graph post = ");
   emit_graph_desc(e, e->k, "");
+  out(e, ";\n");
   /* streamed data: each takes the dtype of the pass input that reads it */
   for (int d = 0; d < x->ndata; d++) {
     const Shape *s = &x->data[d].array->shape;

@@ -1,6 +1,8 @@
 /* eval.c — the reference evaluator (rust_circuit_format.md §4), the oracle every
  * optimisation is tested against. Each node's value is a DT_F64 tensor of
- * node->shape, computed once per node pointer. Deliberately naive: row-major
+ * node->shape, computed once per node pointer (with exact expectations, a
+ * node a DiscreteVar reaches: once per combination of rows; see "exact
+ * expectations" below). Deliberately naive: row-major
  * odometer loops over output coordinates and double accumulation, so that each
  * kind's code reads like its definition; only Einsum, the bulk of a model's
  * work, is summed pair by pair as batched matrix products (still in double).
@@ -19,22 +21,36 @@ typedef struct Binding {
 } Binding;
 
 struct Eval {
-  Comp *c;
+  Comp *c;               /* diagnostics */
+  Comp *store;           /* owns the values: c, or a combination's scratch Comp (freed with it) */
   PtrMap memo;           /* node → its value (ptr; NULL if evaluating it failed, reported once) */
   Binding *bind;
   int nbind, cap_bind;
+  /* exact expectations (eval_expectations) */
+  const RvGroups *groups; /* NULL: a DiscreteVar is an error */
+  int64_t max_combinations;
+  PtrMap deps;           /* root: node → the groups its value depends on (ptr: sorted ints, num: count) */
+  Eval *root;            /* a combination's Eval: the root Eval, which holds every variable-free value */
+  const int64_t *row;    /* a combination's Eval: the row of every group */
 };
 
 Eval *eval_new(Comp *c) {
   Eval *e = calloc(1, sizeof *e);
   if (!e) ICE("out of memory");
-  e->c = c;
+  e->c = e->store = c;
   return e;
+}
+
+void eval_expectations(Eval *e, const RvGroups *groups, int64_t max_combinations) {
+  CHECK(!e->root && max_combinations > 0);
+  e->groups = groups;
+  e->max_combinations = max_combinations;
 }
 
 void eval_free(Eval *e) {
   if (!e) return;
   ptrmap_free(&e->memo);
+  ptrmap_free(&e->deps);
   free(e->bind);
   free(e);
 }
@@ -90,7 +106,7 @@ static double *f64(const Tensor *t) {
   return (double *)t->data;
 }
 
-static Tensor *new_value(Eval *e, const Node *n) { return tensor_new(e->c, DT_F64, &n->shape); }
+static Tensor *new_value(Eval *e, const Node *n) { return tensor_new(e->store, DT_F64, &n->shape); }
 
 /* Any-dtype tensor → a double tensor of n's shape (exact for ints below 2^53). */
 static Tensor *convert(Eval *e, const Node *n, const Tensor *t) {
@@ -538,6 +554,282 @@ static Tensor *eval_cumulant(Eval *e, const Node *n, Tensor **in) {
   return out;
 }
 
+/* ---- exact expectations (random_variables.md §2.3–2.6) ----
+ *
+ * With eval_expectations, a Cumulant whose arguments depend on DiscreteVars
+ * is the joint cumulant of its arguments under every combination of rows of
+ * the groups they use, weighted by the product of the groups' normalised
+ * probabilities. Each combination is evaluated by its own Eval: it computes
+ * the nodes that depend on a variable (a DiscreteVar is values[row] of its
+ * group) into a scratch Comp freed after the combination, and asks the root
+ * for everything else — constants and nested Cumulants — which is therefore
+ * computed once. The cumulant comes from raw moments (the partition formula),
+ * in long double: a different method from the runtime's centred moments, so
+ * that the two check each other. */
+
+static Tensor *value(Eval *e, const Node *n);
+
+enum { MAX_EXACT_ORDER = 12 }; /* every one of the 2^k argument subsets keeps a moment */
+
+/* The groups whose rows n's value depends on (outside nested Cumulants, which
+ * are constants), ascending; memoised on the root. */
+static const int *deps(Eval *e, const Node *n, int *count) {
+  if (e->root) e = e->root;
+  const PtrMapEntry *m = ptrmap_find(&e->deps, n);
+  if (m) {
+    *count = m->num;
+    return m->ptr;
+  }
+  const RvGroups *gs = e->groups;
+  bool *use = calloc((size_t)gs->n + 1, 1);
+  if (!use) ICE("out of memory");
+  if (n->kind == NK_DiscreteVar) {
+    int g = rv_group_of(gs, n);
+    if (g < 0) ICE("DiscreteVar %s is in none of the groups given to eval_expectations", node_label(e->c, n));
+    use[g] = true;
+  } else if (n->kind != NK_Cumulant) {
+    for (int i = 0; i < n->nchild; i++) {
+      int nc;
+      const int *cg = deps(e, n->child[i], &nc);
+      for (int j = 0; j < nc; j++) use[cg[j]] = true;
+    }
+  }
+  int nd = 0;
+  for (int g = 0; g < gs->n; g++) nd += use[g];
+  int *list = ARENA_ARRAY(&e->c->arena, int, nd + 1);
+  nd = 0;
+  for (int g = 0; g < gs->n; g++)
+    if (use[g]) list[nd++] = g;
+  free(use);
+  PtrMapEntry *entry = ptrmap_get(&e->deps, n);
+  entry->ptr = list;
+  entry->num = nd;
+  *count = nd;
+  return list;
+}
+
+static bool is_random(Eval *e, const Node *n) {
+  int nd;
+  deps(e, n, &nd);
+  return nd > 0;
+}
+
+/* A DiscreteVar that makes n random (n random). */
+static const Node *random_leaf(Eval *e, const Node *n) {
+  while (n->kind != NK_DiscreteVar) {
+    int i = 0;
+    while (!is_random(e, n->child[i])) i++;
+    n = n->child[i];
+  }
+  return n;
+}
+
+/* A top-level value that depends on a variable has no single value. */
+static void report_random_output(Eval *e, const Node *n) {
+  const Node *var = random_leaf(e, n);
+  diag_error(e->c, n->loc, "output %s is random: DiscreteVar %s reaches it outside any Cumulant; wrap it in a "
+             "Cumulant for its expectation", node_label(e->c, n), node_label(e->c, var));
+  if (var != n) diag_note(e->c, var->loc, "the DiscreteVar %s", node_label(e->c, var));
+}
+
+/* values[row] for the row of the variable's group in this combination. */
+static Tensor *eval_discrete_var(Eval *e, const Node *n) {
+  if (!e->row) {
+    diag_error(e->c, n->loc, "%s is a DiscreteVar outside any Cumulant; wrap it in a Cumulant for its expectation",
+               node_label(e->c, n));
+    return NULL;
+  }
+  const Tensor *values = value(e->root, n->child[0]);
+  if (!values) return NULL;
+  int64_t numel = shape_numel(&n->shape), row = e->row[rv_group_of(e->groups, n)];
+  Tensor *out = new_value(e, n);
+  memcpy(out->data, f64(values) + row * numel, sizeof(double) * (size_t)numel);
+  return out;
+}
+
+/* "'g1' (6 rows) × group 1 (4 rows)": the groups a Cumulant enumerates. */
+static const char *groups_str(Eval *e, const int *group, int ng) {
+  const char *s = "";
+  for (int j = 0; j < ng; j++) {
+    const RvGroup *g = &e->groups->g[group[j]];
+    const char *name = g->name ? arena_printf(&e->c->arena, "'%s'", g->name) : arena_printf(&e->c->arena, "group %d", group[j]);
+    s = arena_printf(&e->c->arena, "%s%s%s (%lld rows)", s, j ? " x " : "", name, (long long)g->size);
+  }
+  return s;
+}
+
+/* "'g1' row 2, group 1 row 0": one combination. */
+static const char *rows_str(Eval *e, const int *group, int ng, const int64_t *row) {
+  const char *s = "";
+  for (int j = 0; j < ng; j++) {
+    const RvGroup *g = &e->groups->g[group[j]];
+    s = g->name ? arena_printf(&e->c->arena, "%s%s'%s' row %lld", s, j ? ", " : "", g->name, (long long)row[group[j]])
+                : arena_printf(&e->c->arena, "%s%sgroup %d row %lld", s, j ? ", " : "", group[j], (long long)row[group[j]]);
+  }
+  return s;
+}
+
+/* acc[f] += w · Π_a x_{member[a]}[j_a] over every tuple j of the members'
+ * elements, f its row-major offset (the first member slowest). */
+static void add_moment(long double *acc, int m, const int *member, Tensor *const *x, const int64_t *numel, long double w) {
+  int64_t j[MAX_EXACT_ORDER] = {0}, total = 1;
+  for (int a = 0; a < m; a++) total *= numel[member[a]];
+  for (int64_t f = 0; f < total; f++) {
+    long double p = w;
+    for (int a = 0; a < m; a++) p *= f64(x[member[a]])[j[a]];
+    acc[f] += p;
+    for (int a = m - 1; a >= 0 && ++j[a] == numel[member[a]]; a--) j[a] = 0;
+  }
+}
+
+/* κ(x_1..x_k) = Σ_π (|π|−1)! (−1)^{|π|−1} Π_{B∈π} E[Π_{i∈B} x_i] over the set
+ * partitions π of the arguments (restricted growth strings), element-wise
+ * over the output: element (j_1..j_k) takes E[Π_{i∈B} x_i[j_i]] from moment[B]. */
+static void cumulant_from_moments(int k, long double *const *moment, const int64_t *numel, long double *out, int64_t nout) {
+  int block[MAX_EXACT_ORDER] = {0};
+  for (;;) {
+    int nb = 0;
+    unsigned mask[MAX_EXACT_ORDER] = {0};
+    for (int i = 0; i < k; i++) {
+      mask[block[i]] |= 1u << i;
+      if (block[i] + 1 > nb) nb = block[i] + 1;
+    }
+    long double coef = nb % 2 ? 1 : -1;
+    for (int f = 2; f < nb; f++) coef *= f;
+    int64_t j[MAX_EXACT_ORDER] = {0};
+    for (int64_t o = 0; o < nout; o++) {
+      long double term = coef;
+      for (int b = 0; b < nb; b++) {
+        int64_t off = 0;
+        for (int i = 0; i < k; i++)
+          if (mask[b] >> i & 1) off = off * numel[i] + j[i];
+        term *= moment[mask[b]][off];
+      }
+      out[o] += term;
+      for (int i = k - 1; i >= 0 && ++j[i] == numel[i]; i--) j[i] = 0;
+    }
+    /* the next restricted growth string: raise the last entry that may grow */
+    int i = k - 1;
+    for (; i > 0; i--) {
+      int prefix_max = 0;
+      for (int q = 0; q < i; q++) prefix_max = block[q] > prefix_max ? block[q] : prefix_max;
+      if (block[i] <= prefix_max) break;
+    }
+    if (i == 0) return;
+    block[i]++;
+    for (int q = i + 1; q < k; q++) block[q] = 0;
+  }
+}
+
+/* The exact joint cumulant of a Cumulant's arguments over the combinations of
+ * rows of `group` (row-major, the first group slowest); e is the root. */
+static Tensor *eval_expectation(Eval *e, const Node *n, const int *group, int ng) {
+  Comp *c = e->c;
+  const RvGroups *gs = e->groups;
+  const int k = n->nchild;
+  if (k > MAX_EXACT_ORDER) {
+    diag_error(c, n->loc, "%s: exact cumulants of order %d are beyond the reference evaluator (at most %d)",
+               node_label(c, n), k, (int)MAX_EXACT_ORDER);
+    return NULL;
+  }
+  long double combinations = 1;
+  for (int j = 0; j < ng; j++) combinations *= gs->g[group[j]].size;
+  if (combinations > e->max_combinations) {
+    diag_error(c, n->loc, "%s: its exact expectation enumerates %.0Lf combinations of rows of %s, more than the "
+               "limit of %lld (circc eval --max-all N raises it)",
+               node_label(c, n), combinations, groups_str(e, group, ng), (long long)e->max_combinations);
+    return NULL;
+  }
+  int64_t numel[MAX_EXACT_ORDER];
+  for (int i = 0; i < k; i++) numel[i] = shape_numel(&n->child[i]->shape);
+  const unsigned nsub = 1u << k;
+  long double **moment = calloc(nsub, sizeof *moment);
+  long double *norm = calloc((size_t)ng + 1, sizeof *norm);
+  int64_t *row = calloc((size_t)gs->n + 1, sizeof *row);
+  Tensor **x = calloc((size_t)k, sizeof *x);
+  if (!moment || !norm || !row || !x) ICE("out of memory");
+  for (unsigned b = 1; b < nsub; b++) {
+    int64_t size = 1;
+    for (int i = 0; i < k; i++)
+      if (b >> i & 1) size *= numel[i];
+    if (!(moment[b] = calloc((size_t)size + 1, sizeof(long double)))) ICE("out of memory");
+  }
+  for (int j = 0; j < ng; j++)
+    for (int64_t r = 0; r < gs->g[group[j]].size; r++) norm[j] += gs->g[group[j]].probs[r];
+
+  long double total = 0;
+  bool ok = true;
+  for (bool more = true; more && ok;) {
+    long double w = 1;
+    for (int j = 0; j < ng; j++) w *= gs->g[group[j]].probs[row[group[j]]] / norm[j];
+    if (w > 0) { /* rows of probability 0 are never drawn (and 0 · inf would be NaN) */
+      Comp scratch;
+      comp_init(&scratch);
+      Eval comb = {.c = c, .store = &scratch, .groups = gs, .root = e, .row = row};
+      for (int i = 0; i < k; i++) ok &= (x[i] = value(&comb, n->child[i])) != NULL;
+      if (ok) {
+        int member[MAX_EXACT_ORDER];
+        for (unsigned b = 1; b < nsub; b++) {
+          int m = 0;
+          for (int i = 0; i < k; i++)
+            if (b >> i & 1) member[m++] = i;
+          add_moment(moment[b], m, member, x, numel, w);
+        }
+        total += w;
+      } else {
+        diag_note(c, n->loc, "while evaluating the arguments of %s for %s", node_label(c, n), rows_str(e, group, ng, row));
+      }
+      ptrmap_free(&comb.memo);
+      comp_free(&scratch);
+    }
+    int j = ng - 1;
+    for (; j >= 0 && ++row[group[j]] == gs->g[group[j]].size; j--) row[group[j]] = 0;
+    more = j >= 0;
+  }
+
+  Tensor *out = NULL;
+  if (ok) { /* moments: sums over the total weight (1 up to rounding), as the programs' --all divides */
+    int64_t nout = shape_numel(&n->shape);
+    long double *kappa = calloc((size_t)nout + 1, sizeof *kappa);
+    if (!kappa) ICE("out of memory");
+    for (unsigned b = 1; b < nsub; b++) {
+      int64_t size = 1;
+      for (int i = 0; i < k; i++)
+        if (b >> i & 1) size *= numel[i];
+      for (int64_t f = 0; f < size; f++) moment[b][f] /= total;
+    }
+    cumulant_from_moments(k, moment, numel, kappa, nout);
+    out = new_value(e, n);
+    for (int64_t o = 0; o < nout; o++) f64(out)[o] = (double)kappa[o];
+    free(kappa);
+  }
+  for (unsigned b = 1; b < nsub; b++) free(moment[b]);
+  free(moment), free(norm), free(row), free(x);
+  return out;
+}
+
+/* A Cumulant with an argument that depends on a variable: enumerate the
+ * groups its arguments use. NULL *handled: an ordinary Cumulant. */
+static Tensor *eval_random_cumulant(Eval *e, const Node *n, bool *handled) {
+  const RvGroups *gs = e->groups;
+  bool *use = calloc((size_t)gs->n + 1, 1);
+  if (!use) ICE("out of memory");
+  for (int i = 0; i < n->nchild; i++) {
+    int nc;
+    const int *cg = deps(e, n->child[i], &nc);
+    for (int j = 0; j < nc; j++) use[cg[j]] = true;
+  }
+  int *group = calloc((size_t)gs->n + 1, sizeof(int)), ng = 0;
+  if (!group) ICE("out of memory");
+  for (int g = 0; g < gs->n; g++)
+    if (use[g]) group[ng++] = g;
+  free(use);
+  *handled = ng > 0;
+  Tensor *out = ng ? eval_expectation(e, n, group, ng) : NULL;
+  free(group);
+  return out;
+}
+
 /* ---- GeneralFunction ---- */
 
 static double elementwise(GenFnKind f, double x) {
@@ -789,7 +1081,7 @@ static bool reject(Eval *e, const Node *n) {
   const char *why = NULL;
   switch (n->kind) {
   case NK_Module: why = "is a Module; substitute modules first"; break;
-  case NK_DiscreteVar: why = "is a DiscreteVar; circc evaluates deterministic circuits only (sample it first)"; break;
+  case NK_DiscreteVar: why = "is a DiscreteVar, which has no single value; circc eval --all computes exact expectations"; break;
   case NK_StoredCumulantVar: why = "is a StoredCumulantVar, which has no deterministic value"; break;
   case NK_Conv: why = "is a Conv, which circc does not support"; break;
   default: return false;
@@ -799,6 +1091,12 @@ static bool reject(Eval *e, const Node *n) {
 }
 
 static Tensor *compute(Eval *e, const Node *n) {
+  if (e->groups && n->kind == NK_DiscreteVar) return eval_discrete_var(e, n);
+  if (e->groups && n->kind == NK_Cumulant) {
+    bool random;
+    Tensor *k = eval_random_cumulant(e, n, &random);
+    if (random) return k;
+  }
   if (reject(e, n)) return NULL;
   switch (n->kind) {
   case NK_Array:
@@ -812,7 +1110,7 @@ static Tensor *compute(Eval *e, const Node *n) {
   Tensor **in = calloc((size_t)n->nchild + 1, sizeof *in);
   if (!in) ICE("out of memory");
   bool ok = true;
-  for (int i = 0; i < n->nchild; i++) ok &= (in[i] = eval_node(e, n->child[i])) != NULL;
+  for (int i = 0; i < n->nchild; i++) ok &= (in[i] = value(e, n->child[i])) != NULL;
   Tensor *out = NULL;
   if (ok) switch (n->kind) {
     case NK_Add: out = eval_add(e, n, in); break;
@@ -839,11 +1137,23 @@ static Tensor *compute(Eval *e, const Node *n) {
   return out;
 }
 
-Tensor *eval_node(Eval *e, const Node *n) {
+/* n's value in e; a combination's Eval leaves what no variable reaches to the root. */
+static Tensor *value(Eval *e, const Node *n) {
+  if (e->root && !is_random(e->root, n)) return value(e->root, n);
   const PtrMapEntry *m = ptrmap_find(&e->memo, n);
   if (m) return m->ptr;
   Tensor *v = compute(e, n);
   CHECK(!v || (v->dtype == DT_F64 && shape_eq(&v->shape, &n->shape)));
   ptrmap_get(&e->memo, n)->ptr = v;
   return v;
+}
+
+Tensor *eval_node(Eval *e, const Node *n) {
+  CHECK(!e->root);
+  if (e->groups && !ptrmap_find(&e->memo, n) && is_random(e, n)) {
+    report_random_output(e, n);
+    ptrmap_get(&e->memo, n)->ptr = NULL;
+    return NULL;
+  }
+  return value(e, n);
 }

@@ -334,3 +334,33 @@ Test(rv, a_streamed_array_used_elsewhere) {
            "  'rows'\n",
            "test.circ:5:1: error: --stream rows: 'G' uses the streamed Array 'rows'", "only a DiscreteVar's values");
 }
+
+/* The default batch shrinks (powers of two) until every pass's arena fits
+ * 1 GiB; --sample-batch is taken as given. Each sample's log_softmax over a
+ * [4096,4096] outer product takes 64 MiB of arena. */
+static const char BIG_PASS[] = "'K' Cumulant\n"
+                               "  'r' Einsum ab->\n"
+                               "    'l' GeneralFunction log_softmax\n"
+                               "      'o' Einsum a,b->ab\n"
+                               "        'x' DiscreteVar\n"
+                               "          'v' [2,4096] Scalar 0.5\n"
+                               "          'p' [2] Scalar 0.5\n"
+                               "        'x'\n";
+
+Test(rv, the_default_batch_fits_the_arena_budget) {
+  Compilation cm = {0};
+  cr_assert(tu_run(C, BIG_PASS, STAGE_MEMPLAN, &cm), "%s", tu_diags(C));
+  cr_assert_lt(cm.sample_batch, 32);
+  cr_assert_eq(cm.expect.batch, cm.sample_batch);
+  cr_assert_leq(cm.pass_kernels[0].arena_bytes, (int64_t)1 << 30);
+  cr_assert_gt(cm.pass_kernels[0].arena_bytes * 2, (int64_t)1 << 30, "not the largest batch that fits");
+  cr_assert_eq(cm.expect.pass[0].program.outputs.node[0]->shape.dim[0], cm.sample_batch);
+}
+
+Test(rv, an_explicit_batch_is_kept) {
+  DriverOptions o = {.text = BIG_PASS, .text_len = strlen(BIG_PASS), .text_name = "test.circ", .last = STAGE_MEMPLAN,
+                     .verify_each = true, .sample_batch = 32};
+  Compilation cm = {0};
+  cr_assert(driver_run(C, &o, &cm), "%s", tu_diags(C));
+  cr_assert_eq(cm.expect.batch, 32);
+}
