@@ -254,11 +254,12 @@ def write_circuit(args, man):
 
 
 def compile_program(args, circ, batch):
-    """circc scrub.circ --stream toks_int_vals --sample-batch B -o scrub_bB;
+    """circc scrub.circ --stream toks_int_vals --sample-batch B -o scrub_bB (without --stream if --no-stream);
     returns (path, compile seconds, the batch graph's arena bytes from --report)."""
     prog = os.path.join(args.work, f"scrub_b{batch}")
-    cmd = [args.circc, circ, "--tensors", os.path.join(args.work, "tensors"), "--stream", "toks_int_vals",
-           "--sample-batch", str(batch)] + sum((["--output", n] for n in OUTPUTS + tuple(BY_SEQ.values())), [])
+    cmd = [args.circc, circ, "--tensors", os.path.join(args.work, "tensors"), "--sample-batch", str(batch)]
+    cmd += [] if args.no_stream else ["--stream", "toks_int_vals"]
+    cmd += sum((["--output", n] for n in OUTPUTS + tuple(BY_SEQ.values())), [])
     log(f"== compiling {os.path.basename(prog)}: {' '.join(cmd[1:])}")
     report = run(cmd + ["--report"])
     arenas = [int(x) for x in re.findall(r"memplan: arena (\d+) bytes", report)]
@@ -372,7 +373,8 @@ def run_estimate(args, prog, n, tag):
     d = os.path.join(args.work, "out_" + tag)
     os.makedirs(d, exist_ok=True)
     cmd = [prog, "--samples", str(n), "--seed", str(SAMPLE_SEED), "--threads", str(args.threads),
-           "--data", f"toks_int_vals=@{args.work}/npy/toks_int_vals.npy", "--dump-indices", f"{d}/idx.npy"]
+           "--dump-indices", f"{d}/idx.npy"]
+    cmd += [] if args.no_stream else ["--data", f"toks_int_vals=@{args.work}/npy/toks_int_vals.npy"]
     for o in OUTPUTS + tuple(BY_SEQ.values()):
         cmd += ["--output", f"{o}=@{d}/{o}.npy", "--output-se", f"{o}=@{d}/{o}.se.npy"]
     t0 = time.perf_counter()
@@ -621,6 +623,8 @@ def main():
     ap.add_argument("--check-samples", type=int, default=64, help="samples of the PyTorch check (default 64)")
     ap.add_argument("--sample-batch", default="4,8", help="circc --sample-batch values, one program each")
     ap.add_argument("--torch-batch", type=int, default=8, help="samples per PyTorch forward (default 8)")
+    ap.add_argument("--no-stream", action="store_true",
+                    help="link the dataset into the programs instead of streaming it (circc --stream, ./prog --data)")
     ap.add_argument("--quiet-wait", type=float, default=120,
                     help="seconds the run may spend in all waiting for the other jobs to go quiet (default 120)")
     args = ap.parse_args()
