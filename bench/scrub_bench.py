@@ -41,6 +41,7 @@ import math
 import os
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -255,7 +256,8 @@ def write_circuit(args, man):
 
 def compile_program(args, circ, batch):
     """circc scrub.circ --stream toks_int_vals --sample-batch B -o scrub_bB (without --stream if --no-stream);
-    returns (path, compile seconds, the batch graph's arena bytes from --report)."""
+    returns (path, compile seconds, the batch graph's arena bytes, {step number: "kind 'name'"} of the
+    batch graph), the last two from --report."""
     prog = os.path.join(args.work, f"scrub_b{batch}")
     cmd = [args.circc, circ, "--tensors", os.path.join(args.work, "tensors"), "--sample-batch", str(batch)]
     cmd += [] if args.no_stream else ["--stream", "toks_int_vals"]
@@ -263,9 +265,14 @@ def compile_program(args, circ, batch):
     log(f"== compiling {os.path.basename(prog)}: {' '.join(cmd[1:])}")
     report = run(cmd + ["--report"])
     arenas = [int(x) for x in re.findall(r"memplan: arena (\d+) bytes", report)]
+    # the plans in --report: the post graph's (few steps), then the batch graph's
+    plans = re.split(r"^plan: ", report, flags=re.M)[1:]
+    batch_plan = max(plans, key=len)
+    steps = {int(m.group(1)): f"{m.group(2)} '{m.group(3)}'"
+             for m in re.finditer(r"^\s*step\s+(\d+) (\w+)\s+'([^']*)'", batch_plan, re.M)}
     t0 = time.perf_counter()
     run(cmd + ["-o", prog])
-    return prog, time.perf_counter() - t0, max(arenas)
+    return prog, time.perf_counter() - t0, max(arenas), steps
 
 
 # ------------------------------------------------------------ the sampler (random_variables.md §4.4)
@@ -495,7 +502,7 @@ def bench(args, progs, model):
         wait_quiet(args)
         meter.start()
         before = probe(args)
-        for b, (prog, _, _) in progs.items():
+        for b, (prog, _, _, _) in progs.items():
             dt, val, se, _ = run_estimate(args, prog, n, f"b{b}")
             res["circc"][b].append(dt)
             res["est"][b] = (val, se)
@@ -513,6 +520,45 @@ def bench(args, progs, model):
             + "; ".join(f"circc B={b} {n / res['circc'][b][-1]:.2f} samples/s" for b in progs)
             + f"; PyTorch {n / res['torch'][-1]:.2f} samples/s; other jobs {res['others'][-1]:.2f} cores")
     return res
+
+
+# ------------------------------------------------------------ profile
+
+def profile(args, prog, steps):
+    """Where a program's time goes: `perf record` of one estimate, self time
+    by function, the generated step functions named by --report's plan and
+    the rest grouped; returns [(share %, what)] largest first, or None without perf."""
+    perf = shutil.which("perf")
+    if not perf:
+        return None
+    data = os.path.join(args.work, "perf.data")
+    cmd = [prog, "--samples", str(args.profile_samples), "--seed", str(SAMPLE_SEED), "--threads", str(args.threads)]
+    cmd += [] if args.no_stream else ["--data", f"toks_int_vals=@{args.work}/npy/toks_int_vals.npy"]
+    log(f"== perf record of {os.path.basename(prog)} --samples {args.profile_samples}")
+    p = subprocess.run([perf, "record", "-q", "-F", "999", "-o", data, "--"] + cmd, env=CHILD_ENV,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        log(f"perf record failed ({p.stderr.strip().splitlines()[-1:]}); no profile")
+        return None
+    out = run([perf, "report", "-i", data, "--no-children", "--sort", "dso,symbol", "--stdio"])
+    share = {}
+    for m in re.finditer(r"^\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(\S+)", out, re.M):
+        pct, dso, space, sym = float(m.group(1)), m.group(2), m.group(3), m.group(4)
+        st = re.match(r"pass\d+_step_(\d+)", sym)
+        if st:
+            what = f"generated step: {steps.get(int(st.group(1)), 'step ' + st.group(1))}"
+        elif sym.startswith("circc_gemm"):
+            what = "GEMM kernel (all matmuls; the unembedding is 95% of their FLOPs)"
+        elif sym.startswith("circc_attn"):
+            what = "attention kernel"
+        elif dso.startswith("libgomp"):
+            what = "OpenMP runtime (threads waiting at barriers: serial and short steps)"
+        elif space == "k":
+            what = "Linux kernel (page faults of the arena, thread wake-ups)"
+        else:
+            what = "other (start-up, sampler, reduction, libc, layer norm)"
+        share[what] = share.get(what, 0) + pct
+    return sorted(((v, k) for k, v in share.items()), reverse=True)
 
 
 # ------------------------------------------------------------ report
@@ -544,19 +590,19 @@ def machine(args):
             f"{ob.openblas_get_config().decode() if ob else 'not found'}"]
 
 
-def report(args, progs, res, t_start):
+def report(args, progs, res, prof, t_start):
     n, fl = args.samples, flops_per_sample()
     tps = [n / t for t in res["torch"]]
     rows, heads = [], []
-    for b, (prog, comp_s, arena) in progs.items():
+    for b, (prog, comp_s, arena, _) in progs.items():
         ts = res["circc"][b]
         sps = [n / t for t in ts]
         pct = [s * fl / 1e9 / p * 100 for s, p in zip(sps, res["peak"])]
         speed = med([tt / t for t, tt in zip(ts, res["torch"])])
         val, se = res["est"][b]
+        pm = lambda o: f"{val[o]:.5f} ± " + ("n/a" if np.isnan(se[o]) else f"{se[o]:.5f}")  # noqa: E731
         rows.append(f"| circc `--sample-batch {b}` | {med(ts):.2f} | {med(sps):.2f} | {med(sps) * fl / 1e9:.1f} | "
-                    f"{med(pct):.1f} | {speed:.2f}× | {val['expected_loss']:.5f} ± {se['expected_loss']:.5f} | "
-                    f"{val['expected_loss_baseline']:.5f} ± {se['expected_loss_baseline']:.5f} | "
+                    f"{med(pct):.1f} | {speed:.2f}× | {pm('expected_loss')} | {pm('expected_loss_baseline')} | "
                     f"{arena / 2**20:.0f} MiB, compile {comp_s:.1f} s |")
         heads.append((f"circc B={b}: samples/s vs PyTorch", f"{speed:.2f}×", "≥ 3×", verdict(speed, 3)))
         heads.append((f"circc B={b}: % of measured peak", f"{med(pct):.1f}%", "≥ 50%", verdict(med(pct), 50)))
@@ -572,14 +618,16 @@ def report(args, progs, res, t_start):
              "each round's circc runs)",
              f"- workload: 2-layer attention-only transformer (width {C}, {HEADS} heads × {DH}, vocabulary {V}, "
              f"shortformer positions, random weights, seed {SEED}) written as a rust_circuit model file plus the "
-             f"day-3 circuit; dataset {ROWS}×{SEQ + 1} random int64 tokens streamed with `--stream` / `--data`; "
-             f"loss masked to candidate tokens (~{CANDIDATE_FRACTION:.0%}); two hypotheses in one program "
+             f"day-3 circuit; dataset {ROWS}×{SEQ + 1} random int64 tokens "
+             + ("linked into the programs (`--no-stream`); " if args.no_stream else
+                "streamed (`circc --stream`, `./prog --data`); ")
+             + f"loss masked to candidate tokens (~{CANDIDATE_FRACTION:.0%}); two hypotheses in one program "
              "(unscrubbed; baseline with the model input from an independent DiscreteVar), common random numbers; "
              f"one sample = both hypotheses = {fl / 1e9:.2f} GFLOP (unembedding {2 * 2 * SEQ * C * V / 1e9:.2f})",
              f"- method: circc's row indices checked against random_variables.md §4.4 and its estimates against "
              f"PyTorch on the same rows ({args.check_samples} samples, rtol 1e-4) before timing; {args.rounds} rounds "
              f"of [peak probe, each program `--samples {n} --seed {SAMPLE_SEED} --threads {args.threads}` (wall "
-             f"time of the whole run: start-up, mmap of the dataset, sampling, reduction), peak probe, PyTorch "
+             f"time of the whole run: start-up, the dataset, sampling, reduction), peak probe, PyTorch "
              f"on the same {n} samples (`torch.no_grad`, both hypotheses in one batch, cross_entropy on the "
              "logits, sums in float64)]; medians over rounds; speed-ups per round, then their median; before each "
              f"round the harness waits (at most {args.quiet_wait:.0f} s in all) for a second in which other jobs "
@@ -590,6 +638,13 @@ def report(args, progs, res, t_start):
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"] + rows
     body += ["", "Against the targets of issue 13:", "", "| check | measured | target | met |",
              "| --- | ---: | ---: | --- |"] + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in heads]
+    if prof:
+        b, shares = prof
+        body += ["", f"Where circc's time goes (`perf record` of `--sample-batch {b}` with `--samples "
+                 f"{args.profile_samples}`, self time of each function, shares of all samples; steps named by "
+                 "`circc --report`; a step's share includes the row kernels inlined into it):", "",
+                 "| share | where |", "| ---: | --- |"]
+        body += [f"| {v:.1f}% | {k} |" for v, k in shares if v >= 0.5]
     return body
 
 
@@ -623,6 +678,8 @@ def main():
     ap.add_argument("--check-samples", type=int, default=64, help="samples of the PyTorch check (default 64)")
     ap.add_argument("--sample-batch", default="4,8", help="circc --sample-batch values, one program each")
     ap.add_argument("--torch-batch", type=int, default=8, help="samples per PyTorch forward (default 8)")
+    ap.add_argument("--profile-samples", type=int, default=32,
+                    help="samples of the perf profile of the largest-batch program (0: no profile; needs perf)")
     ap.add_argument("--no-stream", action="store_true",
                     help="link the dataset into the programs instead of streaming it (circc --stream, ./prog --data)")
     ap.add_argument("--quiet-wait", type=float, default=120,
@@ -642,10 +699,15 @@ def main():
     progs = {b: compile_program(args, circ, b) for b in batches}
     model = TorchScrub(os.path.join(args.work, "npy"))
     set_torch_threads(args.threads)
-    for prog, _, _ in progs.values():
+    for prog, _, _, _ in progs.values():
         check_program(args, prog, model)
     res = bench(args, progs, model)
-    body = report(args, progs, res, t_start)
+    prof = None
+    if args.profile_samples:
+        b = max(progs)
+        shares = profile(args, progs[b][0], progs[b][3])
+        prof = (b, shares) if shares else None
+    body = report(args, progs, res, prof, t_start)
     log("")
     log("\n".join(body))
     if args.results:
