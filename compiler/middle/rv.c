@@ -346,6 +346,7 @@ static bool build_pass(Rv *r, int pass) {
   }
   ptrmap_free(&memo);
   if (!resolve_built(r, &tops, &ps->program)) return false;
+  ps->program.batch_invariant = true;
   for (int j = 0; j < args.n; j++) {
     const Node *a = args.node[j];
     ps->program.output_names[j] = a->name ? arena_printf(&c->arena, "%s sampled", a->name) : arena_printf(&c->arena, "argument%d", j);
