@@ -598,8 +598,9 @@ static bool sweep(Run *r, int pass, bool moments, rt_sums *sums) {
     for (int l = 0; l < n; l++) {
       int64_t s = s0 + l;
       double w = sample_weight(r, s);
-      if (moments) add_moments(r, pass, l, w, sums->partial);
-      else add_values(r, G, r->slot[pass], l, w, sums->partial);
+      /* --all: a combination of probability 0 is not an outcome (0 * inf would be NaN) */
+      if (w != 0 && moments) add_moments(r, pass, l, w, sums->partial);
+      else if (w != 0) add_values(r, G, r->slot[pass], l, w, sums->partial);
       if ((s + 1) % RT_CHUNK == 0 || s + 1 == r->n) rt_sums_end_chunk(sums);
     }
     progress(r, n);
