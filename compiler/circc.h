@@ -125,6 +125,10 @@ typedef struct Program {
   const char **output_names;   /* output i's name (node name, or "output<i>") */
   NodeList inputs;             /* free Symbols, in first-use order */
   bool *input_is_index;        /* input i feeds a gen_index/explicit_index as the index: int64 */
+  /* rv's passes: lowering picks every kernel independently of sizes that
+   * scale with the sample count (the GEMM threshold, the one-row kernel), so
+   * a sample's values are the same bits for any --sample-batch */
+  bool batch_invariant;
 } Program;
 bool resolve_program(Comp *c, const NodeList *tops, Program *out);
 

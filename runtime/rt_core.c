@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -594,6 +595,29 @@ double *rt_npy_read_doubles(const char *prog, const char *what, const char *path
   free(raw);
   if (f.fd >= 0) close(f.fd);
   return values;
+}
+
+bool rt_npy_map_open(const char *prog, const char *what, const char *path, const rt_tensor_desc *want, rt_npy_map *m) {
+  *m = (rt_npy_map){0};
+  Npy f = {.fd = -1};
+  bool ok = npy_open(prog, what, path, want, &f);
+  off_t at = ok ? lseek(f.fd, 0, SEEK_CUR) : -1;
+  bool exact = ok && at >= 0 && at % 8 == 0 && f.type == (want->dtype == RT_F32 ? NPY_F4 : NPY_I8);
+  if (exact) {
+    m->len = (size_t)at + (size_t)f.payload;
+    void *base = mmap(NULL, m->len ? m->len : 1, PROT_READ, MAP_PRIVATE, f.fd, 0);
+    if (base != MAP_FAILED) m->base = base, m->data = (const unsigned char *)base + at;
+  }
+  if (f.fd >= 0) close(f.fd);
+  if (!ok) return false;
+  if (!m->base) m->data = rt_npy_read(prog, what, path, want);   /* converted (or mmap refused) */
+  return m->data != NULL;
+}
+
+void rt_npy_unmap(rt_npy_map *m) {
+  if (m->base) munmap(m->base, m->len ? m->len : 1);
+  else free((void *)m->data);
+  *m = (rt_npy_map){0};
 }
 
 /* ---- .npy writing ---- */

@@ -101,6 +101,16 @@ void rt_print_info(const rt_model *m, const char *prog, int threads);
 void *rt_npy_read(const char *prog, const char *what, const char *path, const rt_tensor_desc *want);
 /* The same for a golden: any of those dtypes, as doubles (malloc'd). */
 double *rt_npy_read_doubles(const char *prog, const char *what, const char *path, const rt_tensor_desc *want);
+/* A large .npy as want describes, used in place: mapped read-only when its
+ * dtype is exactly want's (<f4 for float32, <i8 for int64), else read and
+ * converted as rt_npy_read does. false after a message; rt_npy_unmap releases it. */
+typedef struct rt_npy_map {
+  const void *data;            /* want->numel elements of want->dtype */
+  void *base;                  /* the mapping (len bytes), or NULL: data was allocated */
+  size_t len;
+} rt_npy_map;
+bool rt_npy_map_open(const char *prog, const char *what, const char *path, const rt_tensor_desc *want, rt_npy_map *m);
+void rt_npy_unmap(rt_npy_map *m);
 /* Writes data (rank, shape, dtype; float32 as <f4, int64 as <i8) to path as
  * numpy.save would: a v1.0 header padded with spaces (with room for shape[0] to
  * grow to 21 digits) to a multiple of 64 bytes. False with errno set if the

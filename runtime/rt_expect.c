@@ -43,6 +43,7 @@ typedef struct Opts {
   Binding *outs, *ses;         /* --output, --output-se: [argc] each */
   int nouts, nses;
   const char *dump_indices, *dump_weights;
+  const char **data_path;      /* [ndata] --data NAME=@FILE.npy */
 } Opts;
 
 /* A cumulant of order >= 2: the centred moments it accumulates in its pass's second sweep. */
@@ -74,6 +75,8 @@ typedef struct Run {
   double **est;                /* [ncumulants] estimates */
   float **est32;               /* [ncumulants] the same as float32: what the graphs take */
   void **in, **out, *arena;    /* the running graph's buffers */
+  bool *in_is_data;            /* [max_in] in[i] is streamed data (not owned) */
+  rt_npy_map *data;            /* [ndata] the streamed datasets, mapped */
   int max_in, max_out;         /* entries of in and out: the most of any graph */
   void **post_out;             /* [post noutputs] the program's outputs */
   double **se;                 /* [post noutputs] standard errors (NaN: n/a) */
@@ -112,8 +115,14 @@ static bool graph_ok(const Run *r, const rt_graph *g, int pass) {
       return false;
   for (int i = 0; i < g->ninputs; i++) {
     const rt_tensor_desc *d = &g->inputs[i];
-    int grp = g->input_group[i], c = g->input_cumulant[i];
-    if (!desc_ok(d) || (grp >= 0) == (c >= 0)) return false;
+    int grp = g->input_group[i], c = g->input_cumulant[i], data = g->input_data ? g->input_data[i] : -1;
+    if (!desc_ok(d) || (grp >= 0) + (c >= 0) + (data >= 0) != 1) return false;
+    if (data >= 0) {
+      const rt_tensor_desc *want = data < E->ndata ? &E->data[data] : NULL;
+      bool same = pass >= 0 && want && want->dtype == d->dtype && want->rank == d->rank;
+      for (int k = 0; same && k < d->rank; k++) same = want->shape[k] == d->shape[k];
+      if (!same) return false;
+    }
     if (grp >= 0 && (pass < 0 || grp >= E->ngroups || d->dtype != RT_I64 || d->rank != 1 || d->numel != E->batch))
       return false;
     if (c >= 0 && (c >= E->ncumulants || d->dtype != RT_F32 || d->numel != E->cumulants[c].numel ||
@@ -157,7 +166,8 @@ static bool cumulant_ok(const Run *r, const rt_cumulant *c, int prev_pass) {
 static bool expect_ok(Run *r) {
   const rt_expect *E = r->E;
   bool ok = E->batch >= 1 && E->ngroups >= 0 && E->npasses >= 1 && E->ncumulants >= 0 && E->passes && E->post &&
-            (!E->ngroups || E->groups) && (!E->ncumulants || E->cumulants);
+            (!E->ngroups || E->groups) && (!E->ncumulants || E->cumulants) && E->ndata >= 0 && (!E->ndata || E->data);
+  for (int d = 0; ok && d < E->ndata; d++) ok = desc_ok(&E->data[d]);
   for (int g = 0; ok && g < E->ngroups; g++) ok = group_ok(&E->groups[g]);
   for (int p = 0; ok && p < E->npasses; p++) ok = graph_ok(r, &E->passes[p], p);
   for (int c = 0; ok && c < E->ncumulants; c++) ok = cumulant_ok(r, &E->cumulants[c], c ? E->cumulants[c - 1].pass : 0);
@@ -181,6 +191,8 @@ static void expect_help(const rt_model *m, const char *prog) {
          "N random samples or exactly over every combination of the groups' rows.\n\noutputs:\n",
          prog, prog, prog, m->circc_version);
   for (int i = 0; i < m->expect->post->noutputs; i++) rt_desc_line(stdout, &m->expect->post->outputs[i]);
+  if (m->expect->ndata) fputs("\nstreamed datasets (--data NAME=@FILE.npy):\n", stdout);
+  for (int i = 0; i < m->expect->ndata; i++) rt_desc_line(stdout, &m->expect->data[i]);
   fputs("\noptions:\n"
         "  --samples N              random mode: N joint samples, each group drawn independently with\n"
         "                           replacement, proportionally to its probabilities\n"
@@ -189,6 +201,8 @@ static void expect_help(const rt_model *m, const char *prog) {
         "  --all                    exact mode: every combination of rows, first group slowest,\n"
         "                           weighted by the product of the normalised probabilities\n"
         "  --max-all M              refuse --all above M combinations (default 1000000000)\n"
+        "  --data NAME=@FILE.npy    the rows of streamed dataset NAME (circc --stream), mapped in\n"
+        "                           place when its dtype is the program's (required for each)\n"
         "  --output NAME=@FILE.npy  write output NAME's estimate (float32 as <f4, int64 as <i8)\n"
         "  --output-se NAME=@FILE.npy  write its standard errors (float32, NaN where n/a; not with --all)\n"
         "  --dump-indices FILE.npy  write the samples' row indices, int64 [N, groups]\n"
@@ -227,7 +241,8 @@ static void graph_info(const rt_graph *g, const rt_expect *E) {
     rt_shape_str(d->rank, d->shape, s, sizeof s);
     printf("    input  %s %s %s", d->name, s, rt_dtype_name(d->dtype));
     if (g->input_group[i] >= 0) printf("  (rows of g%d)\n", g->input_group[i]);
-    else printf("  (estimate of %s)\n", E->cumulants[g->input_cumulant[i]].name);
+    else if (g->input_cumulant[i] >= 0) printf("  (estimate of %s)\n", E->cumulants[g->input_cumulant[i]].name);
+    else printf("  (--data %s)\n", E->data[g->input_data[i]].name);
   }
   for (int i = 0; i < g->noutputs; i++) {
     fputs("    output", stdout);
@@ -329,6 +344,24 @@ static int parse_group_seed(Run *r, const char *arg) {
 }
 
 /* One option's value; GO_ON or an exit code. */
+/* --data NAME=@FILE.npy: NAME is a streamed dataset. */
+static int parse_data(Run *r, const char *arg) {
+  const rt_expect *E = r->E;
+  const char *eq = strchr(arg, '=');
+  for (int d = 0; eq && d < E->ndata; d++)
+    if (strlen(E->data[d].name) == (size_t)(eq - arg) && !strncmp(arg, E->data[d].name, (size_t)(eq - arg))) {
+      if (!eq[1] || !binding_path(eq + 1)[0]) break;
+      r->o.data_path[d] = binding_path(eq + 1);
+      return GO_ON;
+    }
+  if (!E->ndata)
+    return rt_usage_error(r->prog, "--data %s: this program streams no dataset (circc --stream NAME does)", arg);
+  rt_usage_error(r->prog, "--data expects NAME=@FILE.npy with NAME a streamed dataset, found '%s'; the program streams:",
+                 arg);
+  for (int d = 0; d < E->ndata; d++) rt_desc_line(stderr, &E->data[d]);
+  return RT_EXIT_USAGE;
+}
+
 static int take_option(Run *r, const char *flag, const char *val) {
   Opts *o = &r->o;
   long n;
@@ -350,6 +383,8 @@ static int take_option(Run *r, const char *flag, const char *val) {
     if ((b.index = parse_binding(r, flag, val, &b.path)) < 0) return RT_EXIT_USAGE;
     if (flag[8]) o->ses[o->nses++] = b;
     else o->outs[o->nouts++] = b;
+  } else if (!strcmp(flag, "--data")) {
+    return parse_data(r, val);
   } else if (!strcmp(flag, "--dump-indices") || !strcmp(flag, "--dump-weights")) {
     if (!*val) return rt_usage_error(r->prog, "%s expects a file name", flag);
     *(flag[7] == 'i' ? &o->dump_indices : &o->dump_weights) = val;
@@ -370,7 +405,7 @@ static int parse_args(Run *r, int argc, char **argv) {
       {"--dump-weights", true}, {"--progress", false}, {"--info", false},     {"--threads", true},
       {"-v", false},        {"-h", false},            {"--help", false},       {"--input", true},
       {"--check", true},    {"--bench", true},        {"--sample", true},      {"--rtol", true},
-      {"--atol", true},
+      {"--atol", true},     {"--data", true},
   };
   Opts *o = &r->o;
   for (int i = 1; i < argc; i++) {
@@ -399,6 +434,10 @@ static int parse_args(Run *r, int argc, char **argv) {
   if (!o->all && !o->has_samples && (o->has_seed || group_seed || o->nouts || o->nses || o->dump_indices ||
                                      o->dump_weights))
     return rt_usage_error(r->prog, "--info with other options needs --samples N or --all");
+  for (int d = 0; (o->all || o->has_samples) && d < r->E->ndata; d++)
+    if (!o->data_path[d])
+      return rt_usage_error(r->prog, "dataset '%s' is streamed (circc --stream): give --data %s=@FILE.npy",
+                            r->E->data[d].name, r->E->data[d].name);
   return GO_ON;
 }
 
@@ -559,8 +598,9 @@ static bool sweep(Run *r, int pass, bool moments, rt_sums *sums) {
     for (int l = 0; l < n; l++) {
       int64_t s = s0 + l;
       double w = sample_weight(r, s);
-      if (moments) add_moments(r, pass, l, w, sums->partial);
-      else add_values(r, G, r->slot[pass], l, w, sums->partial);
+      /* --all: a combination of probability 0 is not an outcome (0 * inf would be NaN) */
+      if (w != 0 && moments) add_moments(r, pass, l, w, sums->partial);
+      else if (w != 0) add_values(r, G, r->slot[pass], l, w, sums->partial);
       if ((s + 1) % RT_CHUNK == 0 || s + 1 == r->n) rt_sums_end_chunk(sums);
     }
     progress(r, n);
@@ -665,7 +705,10 @@ static bool pass_moments(Run *r, int pass) {
 
 /* Replaces the graph buffers by zeroed ones for G (64-byte aligned). */
 static void free_graph(Run *r) {
-  for (int i = 0; r->in && i < r->max_in; i++) free(r->in[i]), r->in[i] = NULL;
+  for (int i = 0; r->in && r->in_is_data && i < r->max_in; i++) {
+    if (!r->in_is_data[i]) free(r->in[i]);
+    r->in[i] = NULL, r->in_is_data[i] = false;
+  }
   for (int i = 0; r->out && i < r->max_out; i++) free(r->out[i]), r->out[i] = NULL;
   free(r->arena);
   r->arena = NULL;
@@ -674,8 +717,11 @@ static void free_graph(Run *r) {
 static bool alloc_graph(Run *r, const rt_graph *G) {
   free_graph(r);
   bool ok = (r->arena = rt_alloc_zeroed(G->arena_bytes)) != NULL;
-  for (int i = 0; ok && i < G->ninputs; i++)
-    ok = (r->in[i] = rt_alloc_zeroed((size_t)G->inputs[i].numel * rt_dtype_size(G->inputs[i].dtype))) != NULL;
+  for (int i = 0; ok && i < G->ninputs; i++) {
+    int d = G->input_data ? G->input_data[i] : -1;
+    if (d >= 0) r->in[i] = (void *)r->data[d].data, r->in_is_data[i] = true;  /* the graph only reads it */
+    else ok = (r->in[i] = rt_alloc_zeroed((size_t)G->inputs[i].numel * rt_dtype_size(G->inputs[i].dtype))) != NULL;
+  }
   for (int i = 0; ok && i < G->noutputs; i++)
     ok = (r->out[i] = rt_alloc_zeroed((size_t)G->outputs[i].numel * rt_dtype_size(G->outputs[i].dtype))) != NULL;
   if (!ok) rt_error(r->prog, "out of memory for a graph's buffers");
@@ -879,6 +925,8 @@ static bool alloc_run(Run *r) {
   }
   size_t nc = (size_t)E->ncumulants + 1, no = (size_t)P->noutputs + 1;
   bool ok = (r->in = calloc((size_t)r->max_in + 1, sizeof *r->in)) &&
+            (r->in_is_data = calloc((size_t)r->max_in + 1, sizeof *r->in_is_data)) &&
+            (r->data = calloc((size_t)E->ndata + 1, sizeof *r->data)) &&
             (r->out = calloc((size_t)r->max_out + 1, sizeof *r->out)) &&
             (r->est = calloc(nc, sizeof *r->est)) && (r->est32 = calloc(nc, sizeof *r->est32)) &&
             (r->post_out = calloc(no, sizeof *r->post_out)) && (r->se = calloc(no, sizeof *r->se));
@@ -908,6 +956,11 @@ static int run_all(Run *r) {
     rt_error(r->prog, "out of memory");
     return RT_EXIT_BAD_INPUT;
   }
+  for (int d = 0; d < E->ndata; d++) {
+    char what[256];
+    snprintf(what, sizeof what, "--data %s", E->data[d].name);
+    if (!rt_npy_map_open(r->prog, what, r->o.data_path[d], &E->data[d], &r->data[d])) return RT_EXIT_BAD_INPUT;
+  }
   r->jk_groups = jackknife_groups(r);
   for (int p = 0; p < E->npasses; p++) r->total += r->n * ((r->len_a[p] > 1) + (r->len_b[p] > 0));
   r->show_progress = r->o.progress || isatty(2);
@@ -933,7 +986,10 @@ static int run_all(Run *r) {
 static void free_run(Run *r) {
   const rt_expect *E = r->E;
   free_graph(r);
+  for (int d = 0; r->data && d < E->ndata; d++) rt_npy_unmap(&r->data[d]);
   free(r->in);
+  free(r->in_is_data);
+  free(r->data);
   free(r->out);
   for (int p = 0; p < E->npasses; p++) {
     if (r->slot) free(r->slot[p]);
@@ -951,7 +1007,7 @@ static void free_run(Run *r) {
   for (int g = 0; r->cdf && g < E->ngroups; g++) free(r->cdf[g]);
   void *blocks[] = {r->slot, r->mean, r->mom, r->est, r->est32, r->post_out, r->se, r->cdf, r->len_a, r->len_b,
                     r->weight, r->centred, r->stream, r->last_positive, r->stride, r->jk_total, r->o.group_seed,
-                    r->o.has_group_seed, r->o.outs, r->o.ses};
+                    r->o.has_group_seed, r->o.outs, r->o.ses, r->o.data_path};
   for (size_t i = 0; i < sizeof blocks / sizeof *blocks; i++) free(blocks[i]);
   rt_sums_free(&r->jk);
 }
@@ -961,7 +1017,8 @@ static int expect_main(const rt_model *m, int argc, char **argv) {
   size_t ng = (size_t)(m->expect->ngroups > 0 ? m->expect->ngroups : 0) + 1, nargs = argc > 0 ? (size_t)argc : 1;
   int code;
   if (!(r.o.group_seed = calloc(ng, sizeof *r.o.group_seed)) || !(r.o.has_group_seed = calloc(ng, sizeof(bool))) ||
-      !(r.o.outs = calloc(nargs, sizeof *r.o.outs)) || !(r.o.ses = calloc(nargs, sizeof *r.o.ses))) {
+      !(r.o.outs = calloc(nargs, sizeof *r.o.outs)) || !(r.o.ses = calloc(nargs, sizeof *r.o.ses)) ||
+      !(r.o.data_path = calloc((size_t)(m->expect->ndata > 0 ? m->expect->ndata : 0) + 1, sizeof *r.o.data_path))) {
     rt_error(r.prog, "out of memory");
     code = RT_EXIT_BAD_INPUT;
   } else if (!expect_ok(&r)) {

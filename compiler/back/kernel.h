@@ -142,6 +142,7 @@ typedef struct Step {
       struct Step *epilogue;
       int epi_src[MAX_RANK * 2];
       int64_t epi_div[MAX_RANK * 2];
+      bool no_gemv;       /* never the one-row kernel (Program.batch_invariant) */
     } gemm;
     /* scale and bias are rows of len elements (rank 1) */
     struct {
@@ -168,7 +169,7 @@ typedef struct Step {
  * matrix-vector kernel circc_gemv_f32 (emit.c; lower_gemm.c lays decode
  * weights out for it and may give it a column mask). */
 static inline bool step_is_gemv(const Step *s) {
-  if (s->kind != STEP_GEMM) return false;
+  if (s->kind != STEP_GEMM || s->u.gemm.no_gemv) return false;
   int nb = s->u.gemm.nbatch;
   return s->dim[nb] == 1 &&
          (s->dim[nb + 2] == 1 || (s->u.gemm.a.stride[nb + 2] == 1 && s->u.gemm.b.stride[nb + 2] == 1));

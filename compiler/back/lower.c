@@ -272,7 +272,7 @@ static Value *lower_einsum(Lower *L, const Node *n) {
   for (int t = 0; t < nids; t++) work *= (double)size[t];
   s->flops = work * (n->nchild == 2 ? 2 : 1);
   if (b->def_step < 0) b->def_step = s->id;
-  if (!diag_out) classify_gemm(s);
+  if (!diag_out) classify_gemm(s, L->batch_invariant);
   return viewed(L, outv);
 }
 
@@ -676,7 +676,7 @@ static void count_uses(Lower *L, const Node *n, bool *visited) {
 
 bool lower_program(Comp *c, const Program *p, Kernels *k) {
   memset(k, 0, sizeof *k);
-  Lower L = {.c = c, .k = k, .nids = c->next_node_id};
+  Lower L = {.c = c, .k = k, .nids = c->next_node_id, .batch_invariant = p->batch_invariant};
   L.memo = calloc((size_t)L.nids + 1, sizeof(Value *));
   L.uses = calloc((size_t)L.nids + 1, sizeof(int));
   L.weight_of = calloc((size_t)L.nids + 1, sizeof(Buf *));

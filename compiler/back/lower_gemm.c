@@ -23,8 +23,11 @@ static bool mergeable(const Step *s, const int *ids, int n, View *const *v, int 
  * operands, summed) is a batched GEMM: turn the step into STEP_GEMM with loop
  * dims [batch..., M, N, K], merging several M (N, K) ids into one when their
  * strides allow and treating unmergeable M/N ids as batch. Ids of size 1 are
- * dropped; an id summed in one operand only keeps the loop nest. */
-void classify_gemm(Step *s) {
+ * dropped; an id summed in one operand only keeps the loop nest. Small
+ * contractions stay loops, unless the choice must not depend on sizes
+ * (batch_invariant: the GEMM template's sums do not depend on M or N, the
+ * loops' and the one-row kernel's differ from them). */
+void classify_gemm(Step *s, bool batch_invariant) {
   View *A = &s->u.contract.op[0], *B = &s->u.contract.op[1], *C = &s->out;
   if (s->u.contract.nops != 2 || A->buf->dtype != DT_F32 || B->buf->dtype != DT_F32) return;
   int batch[MAX_RANK * 2], m[MAX_RANK * 2], nn[MAX_RANK * 2], k[MAX_RANK * 2], nb = 0, nm = 0, nN = 0, nk = 0;
@@ -41,7 +44,7 @@ void classify_gemm(Step *s) {
       k[nk++] = t;
     }
   }
-  if (nk == 0 || s->flops < 8192) return;
+  if (nk == 0 || (s->flops < 8192 && !batch_invariant)) return;
   sort_by_stride(k, nk, A);
   View *ab[2] = {A, B};
   if (!mergeable(s, k, nk, ab, 2)) return;
@@ -57,6 +60,7 @@ void classify_gemm(Step *s) {
   g.kind = STEP_GEMM;
   memset(&g.u, 0, sizeof g.u);
   g.u.gemm.nbatch = nb;
+  g.u.gemm.no_gemv = batch_invariant;
   g.u.gemm.a = *A;
   g.u.gemm.b = *B;
   g.ndim = nb + 3;

@@ -25,6 +25,7 @@ typedef struct Lower {
   int *tensor_reads;      /* the number of edges into Array nodes holding it */
   int ntensors;
   struct AttnMask *attn; /* idiom_attention.c: F and B of the attentions so far */
+  bool batch_invariant;  /* Program.batch_invariant */
 } Lower;
 
 /* lower.c */
@@ -48,7 +49,9 @@ bool einsum_is_product(const Node *n);             /* every id kept, none repeat
  * so that it runs as one GEMM; true: lay the output out in the axis order
  * out_axes, false: row-major. */
 bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes);
-void classify_gemm(Step *s);                       /* a CONTRACT step becomes a GEMM if it is one */
+/* a CONTRACT step becomes a GEMM if it is one (and, unless batch_invariant,
+ * if it is large enough to pay for the template) */
+void classify_gemm(Step *s, bool batch_invariant);
 void gemv_column_mask(Lower *L, const Node *n);    /* n, a product, may mask a GEMV it reads */
 
 /* idiom_*.c — recognisers: n's value computed by one step for the whole

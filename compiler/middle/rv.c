@@ -346,12 +346,25 @@ static bool build_pass(Rv *r, int pass) {
   }
   ptrmap_free(&memo);
   if (!resolve_built(r, &tops, &ps->program)) return false;
+  ps->program.batch_invariant = true;
   for (int j = 0; j < args.n; j++) {
     const Node *a = args.node[j];
     ps->program.output_names[j] = a->name ? arena_printf(&c->arena, "%s sampled", a->name) : arena_printf(&c->arena, "argument%d", j);
   }
   map_inputs(r, &ps->program, &ps->input_group, &ps->input_cumulant, &ps->input_data);
   return true;
+}
+
+/* A DiscreteVar below n outside any Cumulant (n is random). */
+static const Node *random_source(const Rv *r, const Node *n) {
+  while (n->kind != NK_DiscreteVar) {
+    const Node *next = NULL;
+    for (int i = 0; i < n->nchild && !next; i++)
+      if (r->random[n->child[i]->id] == 1) next = n->child[i];
+    if (!next) ICE("random node without a random child");
+    n = next;
+  }
+  return n;
 }
 
 /* The post circuit: the program's outputs with estimates in place of the
@@ -365,8 +378,11 @@ static bool build_post(Rv *r, Program *p) {
   for (int i = 0; i < p->outputs.n; i++) {
     Node *o = p->outputs.node[i];
     if (r->random[o->id] == 1) {
-      diag_error(c, o->loc, "output %s is random: a DiscreteVar reaches it outside any Cumulant; wrap it in a "
-                 "Cumulant for its expectation (per-sample outputs are not supported yet)", node_label(c, o));
+      const Node *v = random_source(r, o);
+      diag_error(c, o->loc, "output %s is random: DiscreteVar %s reaches it outside any Cumulant; wrap it in a "
+                 "Cumulant for its expectation (per-sample outputs are not supported yet)", node_label(c, o),
+                 node_label(c, v));
+      diag_note(c, v->loc, "the DiscreteVar %s", node_label(c, v));
       ok = false;
       continue;
     }

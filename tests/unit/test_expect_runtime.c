@@ -84,10 +84,10 @@ static const char *run_shared(const void *const *in, void *const *out, void *are
 static const rt_tensor_desc SHARED_IN[] = {{"rows_g1", RT_I64, 1, SHAPE_B, B}};
 static const rt_tensor_desc SHARED_OUT[] = {{"prod", RT_F32, 1, SHAPE_B, B}};
 static const rt_tensor_desc E_DICE[] = {{"E[d1*d2]", RT_F32, 0, NULL, 1}};
-static const rt_graph SHARED_PASS[] = {{1, 1, SHARED_IN, SHARED_OUT, 0, 8, run_shared, ROWS0, NO_GROUP}};
+static const rt_graph SHARED_PASS[] = {{1, 1, SHARED_IN, SHARED_OUT, 0, 8, run_shared, ROWS0, NO_GROUP, NULL}};
 static const rt_cumulant SHARED_K[] = {{"E[d1*d2]", 1, 0, ARG0, 0, NULL, 1}};
-static const rt_graph DICE_POST = {1, 1, E_DICE, E_DICE, 0, 0, run_copy, NO_GROUP, ARG0};
-static const rt_expect SHARED_X = {B, 1, G_SHARED, 1, SHARED_PASS, 1, SHARED_K, &DICE_POST};
+static const rt_graph DICE_POST = {1, 1, E_DICE, E_DICE, 0, 0, run_copy, NO_GROUP, ARG0, NULL};
+static const rt_expect SHARED_X = {B, 1, G_SHARED, 1, SHARED_PASS, 1, SHARED_K, &DICE_POST, 0, NULL};
 
 /* The model of an expectation program: its inputs, outputs and run are the post graph's. */
 #define MODEL(var, nm, X, nin, nout, ins, outs, post_run)                                                      \
@@ -108,8 +108,8 @@ static const char *run_indep(const void *const *in, void *const *out, void *aren
 }
 
 static const rt_tensor_desc INDEP_IN[] = {{"rows_g1", RT_I64, 1, SHAPE_B, B}, {"rows_g3", RT_I64, 1, SHAPE_B, B}};
-static const rt_graph INDEP_PASS[] = {{2, 1, INDEP_IN, SHARED_OUT, 0, 8, run_indep, ROWS01, NO_GROUP}};
-static const rt_expect INDEP_X = {B, 2, G_INDEP, 1, INDEP_PASS, 1, SHARED_K, &DICE_POST};
+static const rt_graph INDEP_PASS[] = {{2, 1, INDEP_IN, SHARED_OUT, 0, 8, run_indep, ROWS01, NO_GROUP, NULL}};
+static const rt_expect INDEP_X = {B, 2, G_INDEP, 1, INDEP_PASS, 1, SHARED_K, &DICE_POST, 0, NULL};
 MODEL(INDEP, "indep", INDEP_X, 1, 1, E_DICE, E_DICE, run_copy);
 
 /* ---- cumulant2 and higher orders: loaded die v (group L), fair die e ----
@@ -148,9 +148,9 @@ static const rt_tensor_desc CUM2_EST[] = {{"K2(x,y)", RT_F32, 1, SHAPE_2, 2}, {"
                                           {"K4(x,y,e,y+e)", RT_F32, 1, SHAPE_2, 2},
                                           {"K5(y,y,y,y,y)", RT_F32, 0, NULL, 1},
                                           {"E[y]", RT_F32, 0, NULL, 1}};
-static const rt_graph CUM2_PASS[] = {{2, 4, CUM2_IN, CUM2_OUT, 0, 40, run_cum2, ROWS01, NO_GROUP}};
-static const rt_graph CUM2_POST = {7, 7, CUM2_EST, CUM2_EST, 0, 0, run_copy_all, NO_GROUP, CUM_ALL};
-static const rt_expect CUM2_X = {B, 2, G_CUM2, 1, CUM2_PASS, 7, CUM2_K, &CUM2_POST};
+static const rt_graph CUM2_PASS[] = {{2, 4, CUM2_IN, CUM2_OUT, 0, 40, run_cum2, ROWS01, NO_GROUP, NULL}};
+static const rt_graph CUM2_POST = {7, 7, CUM2_EST, CUM2_EST, 0, 0, run_copy_all, NO_GROUP, CUM_ALL, NULL};
+static const rt_expect CUM2_X = {B, 2, G_CUM2, 1, CUM2_PASS, 7, CUM2_K, &CUM2_POST, 0, NULL};
 MODEL(CUM2, "cum2", CUM2_X, 7, 7, CUM2_EST, CUM2_EST, run_copy_all);
 
 /* ---- nested: m = E[v] in pass 0, then E[(v - m)^2] in pass 1 ---- */
@@ -177,12 +177,12 @@ static const rt_tensor_desc NESTED0_OUT[] = {{"v", RT_F32, 1, SHAPE_B, B}};
 static const rt_tensor_desc NESTED1_IN[] = {{"m", RT_F32, 0, NULL, 1}, {"rows_L", RT_I64, 1, SHAPE_B, B}};
 static const rt_tensor_desc NESTED1_OUT[] = {{"sq", RT_F32, 1, SHAPE_B, B}};
 static const int N1_GROUP[] = {-1, 0}, N1_CUM[] = {0, -1}, ONE[] = {1};
-static const rt_graph NESTED_PASSES[] = {{1, 1, CUM2_IN, NESTED0_OUT, 0, 8, run_nested0, ROWS0, NO_GROUP},
-                                         {2, 1, NESTED1_IN, NESTED1_OUT, 0, 24, run_nested1, N1_GROUP, N1_CUM}};
+static const rt_graph NESTED_PASSES[] = {{1, 1, CUM2_IN, NESTED0_OUT, 0, 8, run_nested0, ROWS0, NO_GROUP, NULL},
+                                         {2, 1, NESTED1_IN, NESTED1_OUT, 0, 24, run_nested1, N1_GROUP, N1_CUM, NULL}};
 static const rt_cumulant NESTED_K[] = {{"m", 1, 0, ARG0, 0, NULL, 1}, {"var", 1, 1, ARG0, 0, NULL, 1}};
 static const rt_tensor_desc VAR_OUT[] = {{"var", RT_F32, 0, NULL, 1}};
-static const rt_graph NESTED_POST = {1, 1, VAR_OUT, VAR_OUT, 0, 0, run_copy, NO_GROUP, ONE};
-static const rt_expect NESTED_X = {B, 1, G_CUM2, 2, NESTED_PASSES, 2, NESTED_K, &NESTED_POST};
+static const rt_graph NESTED_POST = {1, 1, VAR_OUT, VAR_OUT, 0, 0, run_copy, NO_GROUP, ONE, NULL};
+static const rt_expect NESTED_X = {B, 1, G_CUM2, 2, NESTED_PASSES, 2, NESTED_K, &NESTED_POST, 0, NULL};
 MODEL(NESTED, "nested", NESTED_X, 1, 1, VAR_OUT, VAR_OUT, run_copy);
 
 /* ---- ratio: a = i + 1, b = i % 3 + 1 over one group of 10; post: Ea / Eb and
@@ -201,7 +201,7 @@ static const char *run_ratio_post(const void *const *in, void *const *out, void 
 static const rt_tensor_desc RATIO_EST[] = {{"Ea", RT_F32, 0, NULL, 1}, {"Eb", RT_F32, 0, NULL, 1}};
 static const rt_tensor_desc RATIO_OUT[] = {{"ratio", RT_F32, 0, NULL, 1}, {"both", RT_F32, 1, SHAPE_2, 2}};
 static const rt_cumulant RATIO_K[] = {{"Ea", 1, 0, ARG0, 0, NULL, 1}, {"Eb", 1, 0, ONE, 0, NULL, 1}};
-static const rt_graph RATIO_POST = {2, 2, RATIO_EST, RATIO_OUT, 0, 0, run_ratio_post, NO_GROUP, CUM_0_1};
+static const rt_graph RATIO_POST = {2, 2, RATIO_EST, RATIO_OUT, 0, 0, run_ratio_post, NO_GROUP, CUM_0_1, NULL};
 
 #define RATIO_MODEL(var, batch)                                                                                \
   static const int64_t var##_SHAPE[] = {batch};                                                               \
@@ -215,8 +215,8 @@ static const rt_graph RATIO_POST = {2, 2, RATIO_EST, RATIO_OUT, 0, 0, run_ratio_
   static const rt_tensor_desc var##_IN[] = {{"rows_R", RT_I64, 1, var##_SHAPE, batch}};                       \
   static const rt_tensor_desc var##_OUT[] = {{"a", RT_F32, 1, var##_SHAPE, batch},                            \
                                              {"b", RT_F32, 1, var##_SHAPE, batch}};                           \
-  static const rt_graph var##_PASS[] = {{1, 2, var##_IN, var##_OUT, 0, 2 * (batch), var##_run, ROWS0, NO_GROUP}}; \
-  static const rt_expect var##_X = {batch, 1, G_RATIO, 1, var##_PASS, 2, RATIO_K, &RATIO_POST};             \
+  static const rt_graph var##_PASS[] = {{1, 2, var##_IN, var##_OUT, 0, 2 * (batch), var##_run, ROWS0, NO_GROUP, NULL}}; \
+  static const rt_expect var##_X = {batch, 1, G_RATIO, 1, var##_PASS, 2, RATIO_K, &RATIO_POST, 0, NULL};             \
   MODEL(var, "ratio", var##_X, 2, 2, RATIO_EST, RATIO_OUT, run_ratio_post)
 RATIO_MODEL(RATIO8, 8);
 RATIO_MODEL(RATIO3, 3);
@@ -230,11 +230,11 @@ static const char *run_big(const void *const *in, void *const *out, void *arena)
 }
 
 static const rt_tensor_desc BIG_OUT[] = {{"v", RT_F32, 1, SHAPE_B, B}};
-static const rt_graph BIG_PASS[] = {{1, 1, SHARED_IN, BIG_OUT, 0, 8, run_big, ROWS0, NO_GROUP}};
+static const rt_graph BIG_PASS[] = {{1, 1, SHARED_IN, BIG_OUT, 0, 8, run_big, ROWS0, NO_GROUP, NULL}};
 static const rt_cumulant BIG_K[] = {{"Ev", 1, 0, ARG0, 0, NULL, 1}};
 static const rt_tensor_desc EV[] = {{"Ev", RT_F32, 0, NULL, 1}};
-static const rt_graph BIG_POST = {1, 1, EV, EV, 0, 0, run_copy, NO_GROUP, ARG0};
-static const rt_expect BIG_X = {B, 1, g_big, 1, BIG_PASS, 1, BIG_K, &BIG_POST};
+static const rt_graph BIG_POST = {1, 1, EV, EV, 0, 0, run_copy, NO_GROUP, ARG0, NULL};
+static const rt_expect BIG_X = {B, 1, g_big, 1, BIG_PASS, 1, BIG_K, &BIG_POST, 0, NULL};
 MODEL(BIG, "big", BIG_X, 1, 1, EV, EV, run_copy);
 
 /* ---- non-finite: prod = inf for row 2 ---- */
@@ -245,8 +245,8 @@ static const char *run_inf(const void *const *in, void *const *out, void *arena)
   return NULL;
 }
 
-static const rt_graph INF_PASS[] = {{1, 1, SHARED_IN, SHARED_OUT, 0, 8, run_inf, ROWS0, NO_GROUP}};
-static const rt_expect INF_X = {B, 1, G_SHARED, 1, INF_PASS, 1, SHARED_K, &DICE_POST};
+static const rt_graph INF_PASS[] = {{1, 1, SHARED_IN, SHARED_OUT, 0, 8, run_inf, ROWS0, NO_GROUP, NULL}};
+static const rt_expect INF_X = {B, 1, G_SHARED, 1, INF_PASS, 1, SHARED_K, &DICE_POST, 0, NULL};
 MODEL(INF, "inf", INF_X, 1, 1, E_DICE, E_DICE, run_copy);
 
 /* ---- files and running rt_main (as test_runtime.c) ---- */
