@@ -598,11 +598,12 @@ def report(args, progs, res, prof, t_start):
         ts = res["circc"][b]
         sps = [n / t for t in ts]
         pct = [s * fl / 1e9 / p * 100 for s, p in zip(sps, res["peak"])]
-        speed = med([tt / t for t, tt in zip(ts, res["torch"])])
+        ratios = [tt / t for t, tt in zip(ts, res["torch"])]
+        speed = med(ratios)
         val, se = res["est"][b]
         pm = lambda o: f"{val[o]:.5f} ± " + ("n/a" if np.isnan(se[o]) else f"{se[o]:.5f}")  # noqa: E731
         rows.append(f"| circc `--sample-batch {b}` | {med(ts):.2f} | {med(sps):.2f} | {med(sps) * fl / 1e9:.1f} | "
-                    f"{med(pct):.1f} | {speed:.2f}× | {pm('expected_loss')} | {pm('expected_loss_baseline')} | "
+                    f"{med(pct):.1f} | {speed:.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) | {pm('expected_loss')} | {pm('expected_loss_baseline')} | "
                     f"{arena / 2**20:.0f} MiB, compile {comp_s:.1f} s |")
         heads.append((f"circc B={b}: samples/s vs PyTorch", f"{speed:.2f}×", "≥ 3×", verdict(speed, 3)))
         heads.append((f"circc B={b}: % of measured peak", f"{med(pct):.1f}%", "≥ 50%", verdict(med(pct), 50)))
@@ -633,7 +634,7 @@ def report(args, progs, res, prof, t_start):
              f"round the harness waits (at most {args.quiet_wait:.0f} s in all) for a second in which other jobs "
              f"use < 0.5 core (other jobs during the rounds: median {med(res['others']):.2f} cores)",
              f"- total harness time: {(time.time() - t_start) / 60:.1f} min", "",
-             f"| program | s for {n} samples | samples/s | GFLOP/s | % of peak | speed-up vs PyTorch | "
+             f"| program | s for {n} samples | samples/s | GFLOP/s | % of peak | speed-up vs PyTorch (rounds' range) | "
              "expected loss ± se | baseline ± se | arena, compile |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"] + rows
     body += ["", "Against the targets of issue 13:", "", "| check | measured | target | met |",
