@@ -26,7 +26,10 @@ same samples: unscrubbed, and the baseline whose model input is scrubbed
      torch.no_grad)]; before each round it waits (--quiet-wait seconds in
      all) for the other jobs on the machine to go quiet. A round's peak is the
      mean of the two probes around its circc runs. Samples/s and % of peak are
-     medians over rounds; speed-ups are per round, then their median.
+     medians over rounds; speed-ups are per round, then their median;
+  5. with `perf` on the PATH, profiles the largest-batch program once
+     (`perf record`, self time per function, generated steps named by
+     `circc --report`).
 It prints the table and writes it, with the machine, into its own section of
 bench/RESULTS.md (between the `bench_scrub` markers). PyTorch runs in this
 process with OMP_WAIT_POLICY=PASSIVE (set before torch is imported) and its
@@ -185,18 +188,20 @@ def scalar_text(x):
 def model_file_text(h):
     """The model file (model_files.md §1): info line, embeddings, t.bind_w
     binding every library weight to its Array; per-layer symbols restated."""
-    arr = lambda n, shape: f"'{n}' [{','.join(map(str, shape))}] Array {h[n][:24]}"  # noqa: E731
     shapes = dict(weight_shapes())
-    lines = ["# info:" + json.dumps(INFO), arr("t.w.tok_embeds", shapes["t.w.tok_embeds"]),
-             arr("t.w.pos_embeds", shapes["t.w.pos_embeds"]), "'t.bind_w' Module", "  't.logits'"]
+
+    def arr(label, n):  # an Array node named `label` holding weight n
+        return f"'{label}' [{','.join(map(str, shapes[n]))}] Array {h[n][:24]}"
+
+    lines = ["# info:" + json.dumps(INFO), arr("t.w.tok_embeds", "t.w.tok_embeds"),
+             arr("t.w.pos_embeds", "t.w.pos_embeds"), "'t.bind_w' Module", "  't.logits'"]
     for i in range(L):
         uu = layer_symbols(i)
         for short in ("ln.w.bias", "ln.w.scale", "w.q", "w.k", "w.v", "w.o"):
             n = f"a{i}.{short}"
-            lines.append(f"  {arr(n, shapes[n]).replace(repr(n)[1:-1], n + '_arr', 1)} ! '{n}' "
-                         f"[{SYMBOLIC_SHAPE[short]}] Symbol {uu[n]}")
+            lines.append(f"  {arr(n + '_arr', n)} ! '{n}' [{SYMBOLIC_SHAPE[short]}] Symbol {uu[n]}")
     for n in ("final.ln.w.bias", "final.ln.w.scale", "t.w.unembed"):  # library symbols, by name
-        lines.append(f"  {arr(n, shapes[n]).replace(repr(n)[1:-1], n + '_arr', 1)} ! '{n}'")
+        lines.append(f"  {arr(n + '_arr', n)} ! '{n}'")
     return "\n".join(lines) + "\n"
 
 
