@@ -465,7 +465,7 @@ bool rv_lower(Comp *c, Program *p, int batch, Expectation *x) {
   memset(r.random, -1, (size_t)r.nids);
   for (int i = 0; i < p->outputs.n; i++) analyse(&r, p->outputs.node[i]);
   /* each cumulant's pass: how deep estimated cumulants nest in its arguments */
-  qsort(x->cumulant, (size_t)x->ncumulants, sizeof(RvCumulant), by_pass);
+  if (x->ncumulants) qsort(x->cumulant, (size_t)x->ncumulants, sizeof(RvCumulant), by_pass);
   for (int k = 0; k < x->ncumulants; k++) {
     RvCumulant *cu = &x->cumulant[k];
     cu->name = cumulant_name(c, cu, k);
