@@ -189,8 +189,9 @@ typedef struct EmitOptions {
 bool emit_program(Comp *c, const struct Kernels *k, const EmitOptions *o, FILE *model_c, FILE *weights);
 
 /* build.c — writes the sources to a directory and runs the C compiler:
- * `$CC -O3 -march=native -fopenmp`. The executable appears atomically at
- * `output`; on failure prints the command and its stderr (exit 4). */
+ * `$CC -O3 -march=native -fopenmp` (--mpi: `$MPICC`, default mpicc, with
+ * -DCIRCC_MPI). The executable appears atomically at `output`; on failure
+ * prints the command and its stderr (exit 4; also when --mpi finds no mpicc). */
 typedef struct BuildOptions {
   const char *output;        /* executable path (or directory for --emit c) */
   bool emit_c_only;          /* --emit c: write sources + Makefile, do not compile */
@@ -199,6 +200,7 @@ typedef struct BuildOptions {
   const char *opt;           /* -O level, default -O3 */
   bool native;               /* -march=native (default) vs portable */
   bool keep_temps;           /* --save-temps */
+  bool mpi;                  /* --mpi: an expectation program built with $MPICC (default mpicc) and the MPI runtime */
 } BuildOptions;
 bool build_program(Comp *c, const struct Kernels *k, const EmitOptions *eo, const BuildOptions *bo);
 

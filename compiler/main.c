@@ -1,7 +1,7 @@
 /* main.c — the circc command line: parses the arguments into driver options,
  * hands them to the driver (driver.c runs the pipeline), and maps the
  * diagnostics to exit codes (0 ok, 1 circuit error, 2 usage, 3 I/O, 4 C
- * compiler, 70 internal). */
+ * compiler or no mpicc for --mpi, 70 internal). */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -53,6 +53,9 @@ static const char USAGE[] =
     "  --stream NAME          leave the DiscreteVar values Array NAME out of the program: it reads\n"
     "                         the rows at run time (./prog --data NAME=@rows.npy), so a large\n"
     "                         dataset is neither needed at compile time nor linked in\n"
+    "  --mpi                  expectation programs: build with mpicc ($MPICC) for mpirun/srun; the\n"
+    "                         ranks share the samples and give the same bits as one process\n"
+    "                         (needs Open MPI: Debian libopenmpi-dev, openmpi-bin; else exit 4)\n"
     "  --report               print the plan: simplifications, contraction paths, steps, arena size\n"
     "  --cc CMD               C compiler (default $CC, else gcc);  --cflags \"...\"  extra flags\n"
     "  -O0..-O3, -g           optimisation / debug info for the C compiler (default -O3)\n"
@@ -76,8 +79,9 @@ static const char USAGE[] =
     "  --max-all N              refuse a Cumulant with more than N combinations (default 1000000)\n"
     "\n"
     "exit codes: 0 ok, 1 circuit error (parse, shape, missing tensor, unbound symbol),\n"
-    "            2 usage error, 3 I/O error, 4 the C compiler failed, 70 internal error\n"
-    "environment: TENSORS_CACHE_DIR, CC, NO_COLOR, CIRCC_VERIFY_EACH (1: as --verify-each; the tests set it)\n";
+    "            2 usage error, 3 I/O error, 4 the C compiler failed (or --mpi without mpicc),\n"
+    "            70 internal error\n"
+    "environment: TENSORS_CACHE_DIR, CC, MPICC, NO_COLOR, CIRCC_VERIFY_EACH (1: as --verify-each; the tests set it)\n";
 
 typedef struct Options {
   bool eval, store, info_model;
@@ -244,6 +248,8 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
         return false;
       }
       b->native = !strcmp(val, "native");
+    } else if (!strcmp(a, "--mpi")) {
+      b->mpi = true;
     } else if (!strcmp(a, "--save-temps")) {
       b->keep_temps = true;
     } else if (o->eval && !strcmp(a, "--input")) {

@@ -4,10 +4,12 @@
  * probabilities), streams them through the batch graphs B at a time, reduces
  * the Cumulants' arguments with rt_moments.c's fixed-order sums into plug-in
  * estimates, and runs the post graph on those to get the program's outputs.
- * Printed and written values are the same bits for any thread count and any
- * split of the samples into batches. Files are written only after everything
- * succeeded (temporary file + rename). Exit codes: 0 ok, 2 usage, 3 bad input
- * (a graph run failed, out of memory, a file could not be written). */
+ * Printed and written values are the same bits for any thread count, any
+ * split of the samples into batches and any number of MPI ranks (rt_reduce.h:
+ * each rank sums its own chunks; rank 0 alone prints and writes). Files are
+ * written only after everything succeeded (temporary file + rename). Exit
+ * codes: 0 ok, 2 usage, 3 bad input (a graph run failed, out of memory, a file
+ * could not be written). */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L   /* getpid, isatty */
 #endif
@@ -22,6 +24,7 @@
 #include "rt_core.h"
 #include "rt_modes.h"
 #include "rt_moments.h"
+#include "rt_reduce.h"
 #include "rt_sampler.h"
 
 enum { GO_ON = -2, PRINT_HEAD = 8, PROGRESS_MS = 200 };
@@ -81,10 +84,12 @@ typedef struct Run {
   void **post_out;             /* [post noutputs] the program's outputs */
   double **se;                 /* [post noutputs] standard errors (NaN: n/a) */
   int jk_groups;               /* G of the jackknife, 0 if none */
-  rt_sums jk;                  /* pass 0 sweep A with its group partials, when G > 0 */
+  double *jk_part;             /* [G][len_a[0]] pass 0 sweep A's group sums (rank 0), when G > 0 */
   double *jk_total;
   int64_t nonfinite;
-  int64_t done, total;         /* progress: sample runs */
+  int rank, ranks;             /* this process's rank of rt_reduce_size() */
+  int64_t first, end;          /* its samples [first, end): its chunks of rt_share_range */
+  int64_t done, total, total_all;   /* progress: this rank's sample runs, and every rank's */
   double t0, shown;
   bool show_progress;
   int progress_len;
@@ -217,6 +222,8 @@ static void expect_help(const rt_model *m, const char *prog) {
         "weight, N with --samples). Standard errors: a delete-a-group jackknife over min(32, chunks)\n"
         "groups of consecutive 64-sample chunks when every Cumulant is a mean of the first pass,\n"
         "else n/a. Files are replaced atomically and none is written if the run fails.\n"
+        "A program built with circc --mpi runs under mpirun or srun: each rank sums its own\n"
+        "chunks of the same samples, rank 0 prints and writes; the same bits for any rank count.\n"
         "\nexit codes: 0 ok, 2 usage error, 3 bad input (a run failed, out of memory, unwritable file)\n"
         "environment: OMP_NUM_THREADS\n",
         stdout);
@@ -509,15 +516,18 @@ static double value_at(const rt_tensor_desc *d, const void *buf, int64_t k) {
   return d->dtype == RT_F32 ? (double)((const float *)buf)[k] : (double)((const int64_t *)buf)[k];
 }
 
+/* Rank 0 shows every rank's progress as its own fraction of its share (the
+ * shares differ by one chunk at most). */
 static void progress(Run *r, int64_t n) {
   r->done += n;
   if (!r->show_progress) return;
   double now = rt_now_ms();
   if (now - r->shown < PROGRESS_MS && r->done < r->total) return;
   r->shown = now;
-  double rate = (double)r->done / ((now - r->t0) * 1e-3 + 1e-9);
-  int len = fprintf(stderr, "\r%s: %lld/%lld samples, %.0f samples/s, ETA %.0f s ", r->prog, (long long)r->done,
-                    (long long)r->total, rate, (double)(r->total - r->done) / (rate > 0 ? rate : 1));
+  int64_t done = r->total ? (int64_t)((double)r->done / (double)r->total * (double)r->total_all) : 0;
+  double rate = (double)done / ((now - r->t0) * 1e-3 + 1e-9);
+  int len = fprintf(stderr, "\r%s: %lld/%lld samples, %.0f samples/s, ETA %.0f s ", r->prog, (long long)done,
+                    (long long)r->total_all, rate, (double)(r->total_all - done) / (rate > 0 ? rate : 1));
   r->progress_len = len > r->progress_len ? len : r->progress_len;
 }
 
@@ -586,13 +596,13 @@ static bool run_graph(Run *r, const rt_graph *G) {
   return msg == NULL;
 }
 
-/* Runs pass `pass` over every sample, adding sweep A's or B's contributions to sums. */
-static bool sweep(Run *r, int pass, bool moments, rt_sums *sums) {
+/* Runs pass `pass` over this rank's samples, adding sweep A's or B's contributions to sums. */
+static bool sweep(Run *r, int pass, bool moments, rt_share *sums) {
   const rt_graph *G = &r->E->passes[pass];
   int B = r->E->batch;
   fill_estimates(r, G, r->est32);
-  for (int64_t s0 = 0; s0 < r->n; s0 += B) {
-    int n = r->n - s0 < B ? (int)(r->n - s0) : B;
+  for (int64_t s0 = r->first; s0 < r->end; s0 += B) {
+    int n = r->end - s0 < B ? (int)(r->end - s0) : B;
     fill_rows(r, G, s0, n);
     if (!run_graph(r, G)) return false;
     for (int l = 0; l < n; l++) {
@@ -601,7 +611,10 @@ static bool sweep(Run *r, int pass, bool moments, rt_sums *sums) {
       /* --all: a combination of probability 0 is not an outcome (0 * inf would be NaN) */
       if (w != 0 && moments) add_moments(r, pass, l, w, sums->partial);
       else if (w != 0) add_values(r, G, r->slot[pass], l, w, sums->partial);
-      if ((s + 1) % RT_CHUNK == 0 || s + 1 == r->n) rt_sums_end_chunk(sums);
+      if (((s + 1) % RT_CHUNK == 0 || s + 1 == r->n) && !rt_share_end_chunk(sums)) {
+        rt_error(r->prog, "out of memory for the sums of pass %d", pass);
+        return false;
+      }
     }
     progress(r, n);
   }
@@ -652,15 +665,15 @@ static bool plan_sums(Run *r) {
 /* Sweep A of a pass: the means of its arguments, which are its order-1 estimates. */
 static bool pass_means(Run *r, int pass) {
   const rt_expect *E = r->E;
-  rt_sums sums;
+  rt_share sums;
   int64_t len = r->len_a[pass];
-  bool keep = pass == 0 && r->jk_groups > 0;
-  bool ok = rt_sums_init(&sums, len, r->n, keep ? r->jk_groups : 0) &&
-            (r->mean[pass] = malloc((size_t)len * sizeof(double)));
+  bool keep = pass == 0 && r->jk_groups > 0, groups = keep && r->rank == 0;
+  bool ok = rt_share_init(&sums, len, r->n, keep ? r->jk_groups : 0, r->rank, r->ranks) &&
+            (r->mean[pass] = malloc((size_t)len * sizeof(double))) &&
+            (!groups || (r->jk_part = malloc((size_t)r->jk_groups * (size_t)len * sizeof(double))));
   if (!ok) rt_error(r->prog, "out of memory for the sums of pass %d", pass);
-  ok = ok && sweep(r, pass, false, &sums);
+  ok = ok && sweep(r, pass, false, &sums) && rt_share_total(&sums, r->prog, r->mean[pass], r->jk_part);
   if (ok) {
-    rt_sums_total(&sums, r->mean[pass]);
     if (keep && (r->jk_total = malloc((size_t)len * sizeof(double))))
       memcpy(r->jk_total, r->mean[pass], (size_t)len * sizeof(double));
     else if (keep) ok = false, rt_error(r->prog, "out of memory for the jackknife");
@@ -671,8 +684,7 @@ static bool pass_means(Run *r, int pass) {
         memcpy(r->est[c], r->mean[pass] + r->slot[pass][E->cumulants[c].arg[0]],
                (size_t)E->cumulants[c].numel * sizeof(double));
   }
-  if (ok && keep) r->jk = sums;
-  else rt_sums_free(&sums);
+  rt_share_free(&sums);
   return ok;
 }
 
@@ -680,14 +692,13 @@ static bool pass_means(Run *r, int pass) {
  * the total weight, then each cumulant from its moments. */
 static bool pass_moments(Run *r, int pass) {
   const rt_expect *E = r->E;
-  rt_sums sums;
+  rt_share sums;
   int64_t len = r->len_b[pass];
   double *total = NULL;
-  bool ok = rt_sums_init(&sums, len, r->n, 0) && (total = malloc((size_t)len * sizeof(double)));
+  bool ok = rt_share_init(&sums, len, r->n, 0, r->rank, r->ranks) && (total = malloc((size_t)len * sizeof(double)));
   if (!ok) rt_error(r->prog, "out of memory for the moments of pass %d", pass);
-  ok = ok && sweep(r, pass, true, &sums);
+  ok = ok && sweep(r, pass, true, &sums) && rt_share_total(&sums, r->prog, total, NULL);
   if (ok) {
-    rt_sums_total(&sums, total);
     for (int64_t e = 0; e < len; e++) total[e] /= r->weight[pass];
     for (int c = 0; c < E->ncumulants; c++) {
       const rt_cumulant *K = &E->cumulants[c];
@@ -698,7 +709,7 @@ static bool pass_moments(Run *r, int pass) {
       rt_cumulant_from_moments(K->order, M->numel, M->nmasks, M->masks, moment, r->est[c]);
     }
   }
-  rt_sums_free(&sums);
+  rt_share_free(&sums);
   free(total);
   return ok;
 }
@@ -737,7 +748,7 @@ static void to_float(const Run *r, int c) {
 static bool jackknife_replicate(Run *r, int j, float *const *est, double *rep) {
   const rt_expect *E = r->E;
   const rt_graph *P = E->post;
-  const double *part = r->jk.groups + (size_t)j * (size_t)r->len_a[0], *all = r->jk_total;
+  const double *part = r->jk_part + (size_t)j * (size_t)r->len_a[0], *all = r->jk_total;
   for (int c = 0; c < E->ncumulants; c++) {
     int64_t at = r->slot[0][E->cumulants[c].arg[0]];
     for (int64_t e = 0; e < E->cumulants[c].numel; e++)
@@ -755,7 +766,7 @@ static bool jackknife_replicate(Run *r, int j, float *const *est, double *rep) {
 static bool jackknife(Run *r) {
   const rt_expect *E = r->E;
   const rt_graph *P = E->post;
-  int G = r->jk.ngroups;
+  int G = r->jk_groups;
   size_t T = 0;
   for (int o = 0; o < P->noutputs; o++) T += (size_t)P->outputs[o].numel;
   double *rep = malloc(((size_t)G * T + 1) * sizeof *rep);
@@ -962,8 +973,15 @@ static int run_all(Run *r) {
     if (!rt_npy_map_open(r->prog, what, r->o.data_path[d], &E->data[d], &r->data[d])) return RT_EXIT_BAD_INPUT;
   }
   r->jk_groups = jackknife_groups(r);
-  for (int p = 0; p < E->npasses; p++) r->total += r->n * ((r->len_a[p] > 1) + (r->len_b[p] > 0));
-  r->show_progress = r->o.progress || isatty(2);
+  int64_t first, end;
+  rt_share_range(r->n, r->rank, r->ranks, &first, &end);
+  r->first = first * RT_CHUNK < r->n ? first * RT_CHUNK : r->n;
+  r->end = end * RT_CHUNK < r->n ? end * RT_CHUNK : r->n;
+  for (int p = 0; p < E->npasses; p++) {
+    int sweeps = (r->len_a[p] > 1) + (r->len_b[p] > 0);
+    r->total += (r->end - r->first) * sweeps, r->total_all += r->n * sweeps;
+  }
+  r->show_progress = r->rank == 0 && (r->o.progress || isatty(2));
   r->t0 = r->shown = rt_now_ms();
   bool ok = true;
   for (int p = 0; ok && p < E->npasses; p++) {
@@ -973,7 +991,10 @@ static int run_all(Run *r) {
       if (E->cumulants[c].pass == p) to_float(r, c);
   }
   clear_progress(r);
-  ok = ok && alloc_graph(r, P);
+  if (!ok) return RT_EXIT_BAD_INPUT;
+  r->nonfinite = rt_reduce_sum(r->nonfinite);
+  if (r->rank) return RT_EXIT_OK;   /* every rank has the estimates; rank 0 finishes the run */
+  ok = alloc_graph(r, P);
   if (ok) fill_estimates(r, P, r->est32);
   ok = ok && run_graph(r, P);
   for (int o = 0; ok && o < P->noutputs; o++)
@@ -1006,17 +1027,22 @@ static void free_run(Run *r) {
   }
   for (int g = 0; r->cdf && g < E->ngroups; g++) free(r->cdf[g]);
   void *blocks[] = {r->slot, r->mean, r->mom, r->est, r->est32, r->post_out, r->se, r->cdf, r->len_a, r->len_b,
-                    r->weight, r->centred, r->stream, r->last_positive, r->stride, r->jk_total, r->o.group_seed,
+                    r->weight, r->centred, r->stream, r->last_positive, r->stride, r->jk_part, r->jk_total, r->o.group_seed,
                     r->o.has_group_seed, r->o.outs, r->o.ses, r->o.data_path};
   for (size_t i = 0; i < sizeof blocks / sizeof *blocks; i++) free(blocks[i]);
-  rt_sums_free(&r->jk);
 }
 
+/* Under MPI every rank runs this with the same arguments (rt_reduce_start
+ * checks): usage errors are the same on every rank (rank 0 prints them); a
+ * fault of the run itself stops every rank (rt_reduce_fail). */
 static int expect_main(const rt_model *m, int argc, char **argv) {
   Run r = {.m = m, .E = m->expect, .prog = rt_prog(m, argc, argv), .o.max_all = DEFAULT_MAX_ALL};
   size_t ng = (size_t)(m->expect->ngroups > 0 ? m->expect->ngroups : 0) + 1, nargs = argc > 0 ? (size_t)argc : 1;
-  int code;
-  if (!(r.o.group_seed = calloc(ng, sizeof *r.o.group_seed)) || !(r.o.has_group_seed = calloc(ng, sizeof(bool))) ||
+  int code = rt_reduce_start(m, r.prog, argc, argv);
+  r.rank = rt_reduce_rank(), r.ranks = rt_reduce_size();
+  if (code != RT_EXIT_OK) {
+    /* the ranks disagree: nothing else is compared or run */
+  } else if (!(r.o.group_seed = calloc(ng, sizeof *r.o.group_seed)) || !(r.o.has_group_seed = calloc(ng, sizeof(bool))) ||
       !(r.o.outs = calloc(nargs, sizeof *r.o.outs)) || !(r.o.ses = calloc(nargs, sizeof *r.o.ses)) ||
       !(r.o.data_path = calloc((size_t)(m->expect->ndata > 0 ? m->expect->ndata : 0) + 1, sizeof *r.o.data_path))) {
     rt_error(r.prog, "out of memory");
@@ -1027,14 +1053,18 @@ static int expect_main(const rt_model *m, int argc, char **argv) {
     r.n = r.o.samples;
     code = r.o.all ? count_all(&r) : GO_ON;
     if (code == GO_ON) {
+      rt_reduce_speak();
       int threads = rt_set_threads(r.o.threads);
-      if (r.o.verbose) fprintf(stderr, "%s: %d thread%s\n", r.prog, threads, threads == 1 ? "" : "s");
+      if (r.o.verbose && r.ranks > 1)
+        fprintf(stderr, "%s: rank %d of %d, %d thread%s\n", r.prog, r.rank, r.ranks, threads, threads == 1 ? "" : "s");
+      else if (r.o.verbose) fprintf(stderr, "%s: %d thread%s\n", r.prog, threads, threads == 1 ? "" : "s");
       if (r.o.info) print_info(&r, threads);
       code = r.o.all || r.o.has_samples ? run_all(&r) : RT_EXIT_OK;
     }
   }
+  if (code == RT_EXIT_BAD_INPUT) rt_reduce_fail(r.prog, code);   /* a fault, maybe of this rank only */
   free_run(&r);
-  return code;
+  return rt_reduce_finish(code);
 }
 
 const rt_mode rt_mode_expect = {"expect", expect_requested, expect_main, expect_help};
