@@ -24,7 +24,7 @@ static int64_t int_of(double d) {
 enum { JK_HEAD = 0, JK_CHUNK = 1 };   /* a group's sum from its first chunk on; one chunk of a group begun earlier */
 
 void rt_share_range(int64_t nsamples, int rank, int size, int64_t *first, int64_t *end) {
-  int64_t c = (nsamples + RT_CHUNK - 1) / RT_CHUNK, q = c / size, m = c % size;
+  int64_t c = nsamples / RT_CHUNK + (nsamples % RT_CHUNK != 0), q = c / size, m = c % size;
   /* ceil(r*C/R) without overflow: r*q + ceil(r*m/R), r*m < R^2 */
   *first = rank * q + ((int64_t)rank * m + size - 1) / size;
   *end = (rank + 1) * q + ((int64_t)(rank + 1) * m + size - 1) / size;
