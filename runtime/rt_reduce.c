@@ -175,9 +175,15 @@ bool rt_share_total(rt_share *s, const char *prog, double *out, double *groups) 
 }
 
 #ifndef CIRCC_MPI
-/* One process: the transport is the identity. */
+/* One process: the transport is the identity. Started as several copies by
+ * mpirun (Open MPI, or a PMI launcher), each would compute and write
+ * everything: refused. */
 int rt_reduce_start(const rt_model *m, const char *prog, int argc, char **argv) {
-  (void)m, (void)prog, (void)argc, (void)argv;
+  (void)m, (void)argc, (void)argv;
+  const char *launched = getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE") : getenv("PMI_SIZE");
+  if (launched && atol(launched) > 1)
+    return rt_usage_error(prog, "this program was built without circc --mpi, so %s copies of it would each do the "
+                          "whole run; rebuild it with circc --mpi, or run it once", launched);
   return RT_EXIT_OK;
 }
 void rt_reduce_speak(void) {}

@@ -31,7 +31,9 @@
  * nothing on stderr until rt_reduce_speak) and checks that every rank runs
  * the same program (version, command line, source hash) with the same
  * arguments (argv[1..], compared as a 64-bit hash). Returns RT_EXIT_OK, or
- * RT_EXIT_USAGE on every rank after rank 0 named a rank that differs. */
+ * RT_EXIT_USAGE on every rank after rank 0 named a rank that differs. The
+ * one-process build refuses (RT_EXIT_USAGE) to run as one of several copies
+ * that mpirun started. */
 int rt_reduce_start(const rt_model *m, const char *prog, int argc, char **argv);
 /* From here on every rank's messages are shown (its faults may be its own). */
 void rt_reduce_speak(void);

@@ -295,6 +295,9 @@ Test(mpi, circc_mpi_option) {
   cr_assert_eq(sh("cd '%s' && " CIRCC_BIN " -O1 '%s' -o plain && " CIRCC_BIN " -O1 --mpi '%s' -o prog", dir, circ, circ), 0);
   cr_expect_eq(sh("ldd '%s/plain' | grep -q libmpi", dir), 1, "a program built without --mpi links MPI");
   cr_expect_eq(sh("ldd '%s/prog' | grep -q libmpi", dir), 0, "a program built with --mpi does not link MPI");
+  /* the non-MPI program started as 2 copies would do the whole run twice */
+  cr_expect_eq(sh("cd '%s' && " MPIRUN " -n 2 ./plain --samples 100 --output 'E[d1*d3]=@e.npy' 2> err.txt", dir), 2);
+  cr_expect_eq(sh("grep -q 'built without circc --mpi' '%s/err.txt' && ! test -e '%s/e.npy'", dir, dir), 0);
   cr_expect_eq(sh("cd '%s' && MPICC=/nonexistent/mpicc " CIRCC_BIN " --mpi '%s' -o none 2> err.txt", dir, circ), 4);
   cr_expect_eq(sh("grep -q 'libopenmpi-dev openmpi-bin' '%s/err.txt'", dir), 0, "the error does not name the packages");
   cr_expect_eq(sh("test -e '%s/none'", dir), 1);
