@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "testutil.h"
+#include "scrub_gen.h"
 
 /* Open MPI on one host: shared memory only, no binding (oversubscribed on 2 cores). */
 #define MPIRUN                                                                                                     \
@@ -51,21 +51,26 @@ static char *read_text(const char *path) {
   return s;
 }
 
-/* Compiles text to dir/name, with --mpi or without. */
-static void compile(const char *text, const char *dir, const char *name, bool mpi, const char *const *streams,
-                    int nstreams, const char *store) {
+/* Compiles text to dir/name, with --mpi or without; outputs (NULL: every top-level circuit) as --output. */
+static void compile_outputs(const char *text, const char *dir, const char *name, bool mpi, const char *const *streams,
+                            int nstreams, const char *store, const char *const *outputs, int noutputs) {
   Comp *c = tu_comp();
   c->streamed = streams, c->nstreamed = nstreams;
   if (store) c->tensor_dir = store;
   char *prog;
   cr_assert(asprintf(&prog, "%s/%s", dir, name) > 0);
   DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "case.circ", .last = STAGE_EMIT,
-                     .verify_each = true, .emit = {.name = name, .command_line = "test_mpi"},
+                     .outputs = outputs, .noutputs = noutputs, .verify_each = true, .emit = {.name = name, .command_line = "test_mpi"},
                      .build = {.output = prog, .opt = "-O1", .mpi = mpi}};
   Compilation cm = {0};
   cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
   free(prog);
   tu_free(c);
+}
+
+static void compile(const char *text, const char *dir, const char *name, bool mpi, const char *const *streams,
+                    int nstreams, const char *store) {
+  compile_outputs(text, dir, name, mpi, streams, nstreams, store, NULL, 0);
 }
 
 typedef struct Case {
@@ -80,6 +85,7 @@ static const Case CASES[] = {
     {"cumulant2", {"K2(x,y)", "K2(y,e)", "K2(y,y+e)"}, false},
     {"scrub_pattern", {"E[f(x_ref,x_scrub)]", "K2(x_ref,x_scrub)", "K3(u,u,u)", "K4(u,u,u,u)"}, false},
     {"nested", {"var"}, false},
+    {"scrub", {"expected_loss_by_pos", "expected_loss"}, true},
 };
 
 /* Var(x) as E[(x - E[x])^2]: the inner mean is pass 0, the outer Cumulant pass 1. */
@@ -187,6 +193,38 @@ Test(mpi, cumulant2) { same_bytes_for_any_rank_count(&CASES[2]); }
 Test(mpi, scrub_pattern) { same_bytes_for_any_rank_count(&CASES[3]); }
 /* a nested Cumulant: pass 1 takes pass 0's combined estimate */
 Test(mpi, nested) { same_bytes_for_any_rank_count(&CASES[4]); }
+
+/* The scrubbing pattern on a transformer (scrub_gen.c, as test_scrub runs it):
+ * two groups, a rewired model input, a masked per-position loss. */
+Test(mpi, scrubbing_transformer) {
+  char *dir = temp_dir(), *store = temp_dir();
+  Model m;
+  Comp *c = scrub_comp(&m, store, 77);
+  char *text = scrub_file(c, &m);
+  const Case *cs = &CASES[5];
+  compile_outputs(text, dir, "plain", false, NULL, 0, store, SCRUB_OUTPUTS, 2);
+  compile_outputs(text, dir, "prog", true, NULL, 0, store, SCRUB_OUTPUTS, 2);
+  char *ref = file_args(cs, "ref", true);
+  cr_assert_eq(sh("cd '%s' && ./plain --samples 300 --seed 5 --dump-indices ref_idx.npy %s > ref.txt", dir, ref), 0);
+  for (int ranks = 2; ranks <= 3; ranks++) {
+    char tag[16], what[32];
+    snprintf(tag, sizeof tag, "r%d", ranks);
+    snprintf(what, sizeof what, "%d ranks", ranks);
+    char *args = file_args(cs, tag, true);
+    cr_assert_eq(sh("cd '%s' && " MPIRUN " -n %d ./prog --samples 300 --seed 5 --threads 1 --dump-indices %s_idx.npy "
+                    "%s > %s.txt", dir, ranks, tag, args, tag), 0, "%s", what);
+    expect_same(dir, cs, tag, true, true, what);
+    free(args);
+  }
+  char *all = file_args(cs, "ref", false), *all2 = file_args(cs, "all2", false);
+  cr_assert_eq(sh("cd '%s' && ./plain --all %s > ref.txt", dir, all), 0);
+  cr_assert_eq(sh("cd '%s' && " MPIRUN " -n 2 ./prog --all --threads 1 %s > all2.txt", dir, all2), 0);
+  expect_same(dir, cs, "all2", false, false, "--all, 2 ranks");
+  free(all), free(all2), free(ref), free(text);
+  tu_free(c);
+  cr_assert_eq(sh("rm -rf '%s' '%s'", dir, store), 0);
+  free(dir), free(store);
+}
 
 /* Jackknife groups that straddle the ranks' ranges: 5000 samples are 79
  * chunks in 32 groups of 2 or 3 chunks; 3 and 4 ranks split some groups. */

@@ -9,7 +9,7 @@
  * The compiled program's --all must give it; --samples must give the
  * plug-in mean of the pairs --dump-indices names, within 5 standard errors of
  * the exact value, the same bits for 1 and 2 threads and for every
- * --sample-batch. */
+ * --sample-batch. The model file and circuit come from scrub_gen.c. */
 #define _GNU_SOURCE /* asprintf */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -17,14 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "model_gen.h"
-
-enum { ROWS = 5, LAYERS = 2 };
-
-/* The dataset: ROWS sequences of S + 1 tokens (input = [0:S], labels = [1:S+1]). */
-static const int64_t DATA[ROWS][S + 1] = {{3, 0, 6, 3, 1}, {1, 1, 2, 5, 4}, {6, 5, 4, 3, 2}, {0, 2, 0, 2, 0}, {4, 6, 1, 0, 5}};
-/* The loss counts at positions whose input token is a candidate. */
-static const int CANDIDATE[V] = {1, 0, 1, 1, 0, 1, 0};
+#include "scrub_gen.h"
 
 static int sh(const char *fmt, ...) {
   char *cmd;
@@ -43,77 +36,16 @@ static char *temp_dir(void) {
   return d;
 }
 
-static const char *store_tensor(Comp *c, DType dt, int rank, const int64_t *dims, const double *v) {
-  Shape s = {rank, {0}};
-  for (int i = 0; i < rank; i++) s.dim[i] = dims[i];
-  Tensor *t = tensor_new(c, dt, &s);
-  for (int64_t i = 0; i < shape_numel(&s); i++) tensor_set_f64(t, i, v[i]);
-  const char *h = store_write(c, t);
-  cr_assert(h, "%s", tu_diags(c));
-  return h;
-}
-
-/* The model file with the scrubbing circuit appended (tensors in m's store). */
-static char *scrub_file(Comp *c, const Model *m) {
-  double data[ROWS * (S + 1)], eye[V * V] = {0}, mask[S * S], cand[V];
-  for (int i = 0; i < ROWS * (S + 1); i++) data[i] = (double)DATA[i / (S + 1)][i % (S + 1)];
-  for (int i = 0; i < V; i++) eye[i * V + i] = 1, cand[i] = CANDIDATE[i];
-  for (int q = 0; q < S; q++)
-    for (int k = 0; k < S; k++) mask[q * S + k] = q >= k;
-  const char *hd = store_tensor(c, DT_I64, 2, (int64_t[]){ROWS, S + 1}, data);
-  const char *he = store_tensor(c, DT_F32, 2, (int64_t[]){V, V}, eye);
-  const char *hm = store_tensor(c, DT_F32, 2, (int64_t[]){S, S}, mask);
-  const char *hc = store_tensor(c, DT_F32, 1, (int64_t[]){V}, cand);
-  char *file = model_file(m), *text;
-  cr_assert(asprintf(&text,
-                     "%s"
-                     "'expected_loss_by_pos' Cumulant\n"
-                     "  'loss_on_candidates' Einsum s,s->s\n"
-                     "    'loss' Einsum sv,sv->s\n"
-                     "      'log_probs' GeneralFunction log_softmax\n"
-                     "        'logits' Module\n"
-                     "          't.bind_w'\n"
-                     "          't.inp_tok_pos' Add ! 't.input'\n"
-                     "            'tok_embeds' GeneralFunction gen_index_at_0_c\n"
-                     "              't.w.tok_embeds'\n"
-                     "              'model_input' Index [0:%d]\n"
-                     "                'toks_other' DiscreteVar\n"
-                     "                  'dataset' [%d,%d] Array %.24s\n"
-                     "                  'other.group' Tag 2b7e1f0a-9c3d-4e5f-8a6b-7c8d9e0f1a2b\n"
-                     "                    'rows.probs' [%d] Scalar 0.2\n"
-                     "            't.w.pos_embeds_idxed' Index [0:%d]\n"
-                     "              't.w.pos_embeds'\n"
-                     "          't.a.c.causal_mask' [%d,%d] Array %.24s ! 'a.mask'\n"
-                     "      'neg_onehot' Einsum sv,->sv\n"
-                     "        'onehot' GeneralFunction gen_index_at_0_c\n"
-                     "          'eye' [%d,%d] Array %.24s\n"
-                     "          'labels' Index [1:%d]\n"
-                     "            'toks' DiscreteVar\n"
-                     "              'dataset'\n"
-                     "              'ds.group' Tag 5c4b3a29-1807-4f6e-9d5c-4b3a29180766\n"
-                     "                'rows.probs'\n"
-                     "        'm1' [] Scalar -1\n"
-                     "    'candidate' GeneralFunction gen_index_at_0_c\n"
-                     "      'is_candidate' [%d] Array %.24s\n"
-                     "      'model_input'\n"
-                     "'expected_loss' Einsum s,->\n"
-                     "  'expected_loss_by_pos'\n"
-                     "  'recip_seq' [] Scalar 0.25\n",
-                     file, S, ROWS, S + 1, hd, ROWS, S, S, S, hm, V, V, he, S + 1, V, hc) > 0);
-  free(file);
-  return text;
-}
-
 /* loss[a][b][s]: the masked loss at position s with labels from row a and the
  * model's input from row b — model_gen.c's forward, log-softmax in double. */
-static void pair_losses(const Model *m, double loss[ROWS][ROWS][S]) {
+static void pair_losses(const Model *m, double loss[SCRUB_ROWS][SCRUB_ROWS][S]) {
   const Tensor *te = find_weight(m, "t.w.tok_embeds"), *pe = find_weight(m, "t.w.pos_embeds");
-  for (int b = 0; b < ROWS; b++) {
+  for (int b = 0; b < SCRUB_ROWS; b++) {
     double x[S][H], pos[S][H], mask[S][S], logits[S][V];
     for (int s = 0; s < S; s++) {
       for (int d = 0; d < H; d++) {
         pos[s][d] = tensor_get_f64(pe, (int64_t)s * H + d);
-        x[s][d] = tensor_get_f64(te, DATA[b][s] * H + d) + pos[s][d];
+        x[s][d] = tensor_get_f64(te, SCRUB_DATA[b][s] * H + d) + pos[s][d];
       }
       for (int k = 0; k < S; k++) mask[s][k] = s >= k;
     }
@@ -122,28 +54,14 @@ static void pair_losses(const Model *m, double loss[ROWS][ROWS][S]) {
       double mx = logits[s][0], z = 0;
       for (int t = 1; t < V; t++) mx = fmax(mx, logits[s][t]);
       for (int t = 0; t < V; t++) z += exp(logits[s][t] - mx);
-      for (int a = 0; a < ROWS; a++)
-        loss[a][b][s] = CANDIDATE[DATA[b][s]] ? -(logits[s][DATA[a][s + 1]] - mx - log(z)) : 0;
+      for (int a = 0; a < SCRUB_ROWS; a++)
+        loss[a][b][s] = SCRUB_CANDIDATE[SCRUB_DATA[b][s]] ? -(logits[s][SCRUB_DATA[a][s + 1]] - mx - log(z)) : 0;
     }
   }
 }
 
-static Comp *model_comp(Model *m, const char *store, uint64_t seed) {
-  Comp *c = tu_comp();
-  memset(m, 0, sizeof *m);
-  m->p = (ModelParams){.norm_type = "ln", .use_mlp = true, .mlp_act_type = "relu", .num_layers = LAYERS,
-                       .use_norm_output = true, .model_class = "GPT", .pos_enc_type = "gpt", .causal_mask = 1};
-  m->embeddings = true, m->rng = seed;
-  snprintf(m->store, sizeof m->store, "%s", store);
-  c->tensor_dir = m->store;
-  make_weights(c, m);
-  return c;
-}
-
-static const char *const OUTPUTS[] = {"expected_loss_by_pos", "expected_loss"};
-
 static void compile(Comp *c, const char *text, const char *prog, int batch) {
-  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "scrub.circ", .outputs = OUTPUTS,
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "scrub.circ", .outputs = SCRUB_OUTPUTS,
                      .noutputs = 2, .last = STAGE_EMIT, .verify_each = true, .sample_batch = batch,
                      .emit = {.name = "scrub", .command_line = "test_scrub"}, .build = {.output = prog, .opt = "-O1"}};
   Compilation cm = {0};
@@ -169,17 +87,17 @@ static bool same_file(const char *dir, const char *a, const char *b) {
 Test(scrub, transformer_with_a_rewired_input) {
   char *store = temp_dir(), *dir = temp_dir();
   Model m;
-  Comp *c = model_comp(&m, store, 77);
+  Comp *c = scrub_comp(&m, store, 77);
   char *text = scrub_file(c, &m);
-  double loss[ROWS][ROWS][S], exact[S] = {0}, sq[S] = {0};
+  double loss[SCRUB_ROWS][SCRUB_ROWS][S], exact[S] = {0}, sq[S] = {0};
   pair_losses(&m, loss);
-  for (int a = 0; a < ROWS; a++)
-    for (int b = 0; b < ROWS; b++)
-      for (int s = 0; s < S; s++) exact[s] += loss[a][b][s] / (ROWS * ROWS), sq[s] += loss[a][b][s] * loss[a][b][s] / (ROWS * ROWS);
+  for (int a = 0; a < SCRUB_ROWS; a++)
+    for (int b = 0; b < SCRUB_ROWS; b++)
+      for (int s = 0; s < S; s++) exact[s] += loss[a][b][s] / (SCRUB_ROWS * SCRUB_ROWS), sq[s] += loss[a][b][s] * loss[a][b][s] / (SCRUB_ROWS * SCRUB_ROWS);
   /* the rewiring matters: the unscrubbed pairs (a = b) alone give another value */
   double diag = 0, all = 0;
-  for (int a = 0; a < ROWS; a++)
-    for (int s = 0; s < S; s++) diag += loss[a][a][s] / ROWS;
+  for (int a = 0; a < SCRUB_ROWS; a++)
+    for (int s = 0; s < S; s++) diag += loss[a][a][s] / SCRUB_ROWS;
   for (int s = 0; s < S; s++) all += exact[s];
   cr_assert(fabs(diag - all) > 1e-3, "the test cannot tell scrubbed from unscrubbed");
 
@@ -221,7 +139,7 @@ Test(scrub, transformer_with_a_rewired_input) {
   double plug[S] = {0};
   for (int n = 0; n < N; n++) {
     int b = (int)tensor_get_f64(idx, 2 * n), a = (int)tensor_get_f64(idx, 2 * n + 1); /* columns: g0 other, g1 ds */
-    cr_assert(a >= 0 && a < ROWS && b >= 0 && b < ROWS);
+    cr_assert(a >= 0 && a < SCRUB_ROWS && b >= 0 && b < SCRUB_ROWS);
     for (int s = 0; s < S; s++) plug[s] += loss[a][b][s] / N;
   }
   for (int s = 0; s < S; s++) {
