@@ -1027,41 +1027,44 @@ static void free_run(Run *r) {
   }
   for (int g = 0; r->cdf && g < E->ngroups; g++) free(r->cdf[g]);
   void *blocks[] = {r->slot, r->mean, r->mom, r->est, r->est32, r->post_out, r->se, r->cdf, r->len_a, r->len_b,
-                    r->weight, r->centred, r->stream, r->last_positive, r->stride, r->jk_part, r->jk_total, r->o.group_seed,
-                    r->o.has_group_seed, r->o.outs, r->o.ses, r->o.data_path};
+                    r->weight, r->centred, r->stream, r->last_positive, r->stride, r->jk_part, r->jk_total,
+                    r->o.group_seed, r->o.has_group_seed, r->o.outs, r->o.ses, r->o.data_path};
   for (size_t i = 0; i < sizeof blocks / sizeof *blocks; i++) free(blocks[i]);
 }
 
+/* Everything after the ranks agreed: checks, options, the run. */
+static int expect_run(Run *r, int argc, char **argv) {
+  const rt_expect *E = r->E;
+  size_t ng = (size_t)(E->ngroups > 0 ? E->ngroups : 0) + 1, nargs = argc > 0 ? (size_t)argc : 1;
+  if (!(r->o.group_seed = calloc(ng, sizeof *r->o.group_seed)) || !(r->o.has_group_seed = calloc(ng, sizeof(bool))) ||
+      !(r->o.outs = calloc(nargs, sizeof *r->o.outs)) || !(r->o.ses = calloc(nargs, sizeof *r->o.ses)) ||
+      !(r->o.data_path = calloc((size_t)(E->ndata > 0 ? E->ndata : 0) + 1, sizeof *r->o.data_path))) {
+    rt_error(r->prog, "out of memory");
+    return RT_EXIT_BAD_INPUT;
+  }
+  if (!expect_ok(r)) return RT_EXIT_BAD_INPUT;
+  int code = parse_args(r, argc, argv);
+  r->n = r->o.samples;
+  if (code == GO_ON && r->o.all) code = count_all(r);
+  if (code != GO_ON) return code;
+  rt_reduce_speak();
+  int threads = rt_set_threads(r->o.threads);
+  if (r->o.verbose && r->ranks > 1)
+    fprintf(stderr, "%s: rank %d of %d, %d thread%s\n", r->prog, r->rank, r->ranks, threads, threads == 1 ? "" : "s");
+  else if (r->o.verbose) fprintf(stderr, "%s: %d thread%s\n", r->prog, threads, threads == 1 ? "" : "s");
+  if (r->o.info) print_info(r, threads);
+  return r->o.all || r->o.has_samples ? run_all(r) : RT_EXIT_OK;
+}
+
 /* Under MPI every rank runs this with the same arguments (rt_reduce_start
- * checks): usage errors are the same on every rank (rank 0 prints them); a
- * fault of the run itself stops every rank (rt_reduce_fail). */
+ * checks, else every rank exits 2): usage errors are the same on every rank
+ * (rank 0 prints them); a fault of the run itself stops every rank
+ * (rt_reduce_fail). */
 static int expect_main(const rt_model *m, int argc, char **argv) {
   Run r = {.m = m, .E = m->expect, .prog = rt_prog(m, argc, argv), .o.max_all = DEFAULT_MAX_ALL};
-  size_t ng = (size_t)(m->expect->ngroups > 0 ? m->expect->ngroups : 0) + 1, nargs = argc > 0 ? (size_t)argc : 1;
   int code = rt_reduce_start(m, r.prog, argc, argv);
   r.rank = rt_reduce_rank(), r.ranks = rt_reduce_size();
-  if (code != RT_EXIT_OK) {
-    /* the ranks disagree: nothing else is compared or run */
-  } else if (!(r.o.group_seed = calloc(ng, sizeof *r.o.group_seed)) || !(r.o.has_group_seed = calloc(ng, sizeof(bool))) ||
-      !(r.o.outs = calloc(nargs, sizeof *r.o.outs)) || !(r.o.ses = calloc(nargs, sizeof *r.o.ses)) ||
-      !(r.o.data_path = calloc((size_t)(m->expect->ndata > 0 ? m->expect->ndata : 0) + 1, sizeof *r.o.data_path))) {
-    rt_error(r.prog, "out of memory");
-    code = RT_EXIT_BAD_INPUT;
-  } else if (!expect_ok(&r)) {
-    code = RT_EXIT_BAD_INPUT;
-  } else if ((code = parse_args(&r, argc, argv)) == GO_ON) {
-    r.n = r.o.samples;
-    code = r.o.all ? count_all(&r) : GO_ON;
-    if (code == GO_ON) {
-      rt_reduce_speak();
-      int threads = rt_set_threads(r.o.threads);
-      if (r.o.verbose && r.ranks > 1)
-        fprintf(stderr, "%s: rank %d of %d, %d thread%s\n", r.prog, r.rank, r.ranks, threads, threads == 1 ? "" : "s");
-      else if (r.o.verbose) fprintf(stderr, "%s: %d thread%s\n", r.prog, threads, threads == 1 ? "" : "s");
-      if (r.o.info) print_info(&r, threads);
-      code = r.o.all || r.o.has_samples ? run_all(&r) : RT_EXIT_OK;
-    }
-  }
+  if (code == RT_EXIT_OK) code = expect_run(&r, argc, argv);
   if (code == RT_EXIT_BAD_INPUT) rt_reduce_fail(r.prog, code);   /* a fault, maybe of this rank only */
   free_run(&r);
   return rt_reduce_finish(code);

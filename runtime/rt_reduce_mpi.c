@@ -97,10 +97,13 @@ bool rt_reduce_gather(const char *prog, const double *mine, int64_t n, bool ever
     count[r] = (int)counts[r], displ[r] = (int)sum, sum += counts[r];
   }
   if (counts && count && displ && !ok)
-    rt_error(prog, "the sums to combine exceed one MPI message (%d doubles); use fewer samples per run", INT_MAX);
+    rt_error(prog, "the sums to combine exceed one MPI message (%d doubles)", INT_MAX);
   bool receive = everyone || rank == 0;
   *all = NULL, *total = 0;
-  if (ok && receive && !(*all = malloc((size_t)sum * sizeof **all + 1))) ok = false, rt_error(prog, "out of memory combining the sums");
+  if (ok && receive && !(*all = malloc((size_t)sum * sizeof **all + 1))) {
+    rt_error(prog, "out of memory combining the sums");
+    ok = false;
+  }
   /* a rank that cannot take part stops them all, so none waits for it */
   if (!ok) rt_reduce_fail(prog, RT_EXIT_BAD_INPUT);
   if (everyone) MPI_Allgatherv(mine, (int)n, MPI_DOUBLE, *all, count, displ, MPI_DOUBLE, MPI_COMM_WORLD);

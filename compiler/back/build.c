@@ -66,7 +66,8 @@ static const char *runtime_names(Comp *c, const BuildOptions *bo, bool with_c) {
 
 /* The sources the C compiler gets (weights.S / tokenizer.S: the blobs). */
 static const char *program_sources(Comp *c, const EmitOptions *eo, const BuildOptions *bo) {
-  return arena_printf(&c->arena, "model.c%s weights.S%s", runtime_names(c, bo, true), eo->tokenizer_len ? " tokenizer.S" : "");
+  return arena_printf(&c->arena, "model.c%s weights.S%s", runtime_names(c, bo, true),
+                      eo->tokenizer_len ? " tokenizer.S" : "");
 }
 
 static bool write_file(Comp *c, const char *dir, const char *name, const void *data, size_t len) {

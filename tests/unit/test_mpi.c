@@ -60,7 +60,8 @@ static void compile_outputs(const char *text, const char *dir, const char *name,
   char *prog;
   cr_assert(asprintf(&prog, "%s/%s", dir, name) > 0);
   DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "case.circ", .last = STAGE_EMIT,
-                     .outputs = outputs, .noutputs = noutputs, .verify_each = true, .emit = {.name = name, .command_line = "test_mpi"},
+                     .outputs = outputs, .noutputs = noutputs, .verify_each = true,
+                     .emit = {.name = name, .command_line = "test_mpi"},
                      .build = {.output = prog, .opt = "-O1", .mpi = mpi}};
   Compilation cm = {0};
   cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
