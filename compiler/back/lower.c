@@ -25,7 +25,16 @@ static void push_buf(Lower *L, Buf *b) {
   k->buf[k->nbuf++] = b;
 }
 
+/* The largest buffer a program may have: sizes and offsets stay far from
+ * int64 overflow (a million of them still sum below 2^60). */
+#define MAX_BUFFER_BYTES ((int64_t)1 << 40)
+
 Buf *new_buf(Lower *L, BufKind kind, DType dt, int64_t numel, const Node *n) {
+  if (numel < 0 || numel > MAX_BUFFER_BYTES / (int64_t)dtype_size(dt)) {
+    diag_error(L->c, n ? n->loc : NO_LOC, "%s needs a buffer of %lld elements of %zu bytes, more than circc's limit of "
+               "2^40 bytes per tensor", n ? node_label(L->c, n) : "a value", (long long)numel, dtype_size(dt));
+    numel = 0; /* lowering goes on to report more; nothing is emitted */
+  }
   Buf *b = ARENA_NEW(&L->c->arena, Buf);
   b->kind = kind;
   b->dtype = dt;
