@@ -122,8 +122,9 @@ static void add_var(Walk *w, Node *var) {
   Node *probs = var->child[1];
   int gi = group_index(w->g, probs);
   if (gi < 0) {
-    bool fine = check_constant(w, var, var->child[0], "values") & check_constant(w, var, probs, "probabilities");
-    if (!fine) {
+    bool values_ok = check_constant(w, var, var->child[0], "values"); /* both reported */
+    bool probs_ok = check_constant(w, var, probs, "probabilities");
+    if (!values_ok || !probs_ok) {
       w->ok = false;
       return;
     }
