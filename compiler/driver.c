@@ -62,7 +62,7 @@ static const int64_t DEFAULT_PASS_ARENA = (int64_t)1 << 30; /* what the default 
 static int graph_count(const Compilation *cm) { return 1 + (cm->expect.present ? cm->expect.npasses : 0); }
 static Program *graph_program(Compilation *cm, int g) { return g == 0 ? &cm->program : &cm->expect.pass[g - 1].program; }
 static Kernels *graph_kernels(Compilation *cm, int g) { return g == 0 ? &cm->kernels : &cm->pass_kernels[g - 1]; }
-/* "" for a deterministic program's one graph, else which graph a dump shows. */
+/* Which graph a dump shows (nothing for a deterministic program's one graph). */
 static void graph_header(FILE *f, const Compilation *cm, int g) {
   if (!cm->expect.present) return;
   if (g == 0) fprintf(f, "# post: the outputs from the cumulant estimates\n");

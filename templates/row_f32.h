@@ -60,6 +60,27 @@ static inline __attribute__((unused)) void circc_log_softmax_row(const float *re
   for (int64_t j = 0; j < len; j++) y[j * ys] = x[j * xs] - lse;
 }
 
+/* log_softmax(x)[k] without writing the row: the same max, the same exps
+ * summed in double in the same lanes and order as circc_log_softmax_row
+ * (chunks of a multiple of 8 on the stack), so the same bits. */
+static inline __attribute__((unused)) float circc_log_softmax_pick_row(const float *restrict x, int64_t xs,
+                                                                       int64_t len, int64_t k) {
+  enum { CHUNK = 1024 };
+  const float m = circc_row_max_of(x, xs, len);
+  float ex[CHUNK];
+  double s[8] = {0};
+  for (int64_t j0 = 0; j0 < len; j0 += CHUNK) {
+    const int64_t n = len - j0 < CHUNK ? len - j0 : CHUNK;
+    for (int64_t j = 0; j < n; j++) ex[j] = fn_exp(x[(j0 + j) * xs] - m);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+      for (int q = 0; q < 8; q++) s[q] += (double)ex[j + q];
+    for (int q = 0; q < 8 && j < n; j++, q++) s[q] += (double)ex[j];
+  }
+  const double sum = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  return x[k * xs] - (m + (float)log(sum));
+}
+
 /* min / max propagate NaN like torch.min/max */
 static inline __attribute__((unused)) float circc_min_row(const float *x, int64_t xs, int64_t len) {
   float r = x[0];

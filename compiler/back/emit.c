@@ -314,19 +314,43 @@ static void emit_row_operand(Emit *e, const View *v) {
   out(e, "&b%d[%lld], %lld", v->buf->id, (long long)v->offset, (long long)v->stride[0]);
 }
 
+/* Checks every value of index view iv (of an axis of size len) before a
+ * step reads with it, serially, so a bad index is an input error (exit 3)
+ * and never a parallel loop's early exit. */
+static void emit_index_check(Emit *e, const Step *s, const View *iv, bool check_int, int64_t len) {
+  const char *what = c_escape(e->c, s->node && s->node->name ? s->node->name : "(unnamed)");
+  /* loop only over the dims the index varies along */
+  int64_t dims[MAX_RANK];
+  for (int t = 0; t < iv->rank; t++) dims[t] = iv->stride[t] ? iv->dim[t] : 1;
+  open_loops(e, dims, 0, iv->rank, 2);
+  out(e, "%*s{\n", 2 + 2 * iv->rank, "");
+  int ind = 4 + 2 * iv->rank;
+  out(e, "%*sconst %s v = ", ind, "", iv->buf->dtype == DT_I64 ? "int64_t" : "float");
+  emit_index(e, iv);
+  out(e, ";\n");
+  if (iv->buf->dtype != DT_I64 && check_int)
+    out(e, "%*sif (v != floorf(v)) return rt_errorf(\"'%%s': index value %%g is not an integer\", \"%s\", (double)v);\n", ind, "", what);
+  out(e, "%*sif (!(v >= -%lld && v < %lld)) return rt_errorf(\"'%%s': index %%lld is out of range for an axis of size %lld\", \"%s\", (long long)v);\n",
+      ind, "", (long long)len, (long long)len, (long long)len, what);
+  out(e, "%*s}\n", 2 + 2 * iv->rank, "");
+}
+
 /* Row kernels over the last axis (templates/row_f32.h), layernorm included:
  * rows are the leading dims of the input view. */
 static void emit_row(Emit *e, const Step *s) {
   bool layernorm = s->kind == STEP_LAYERNORM;
   const View *in = layernorm ? &s->u.layernorm.in : &s->u.row.in;
+  const View *pick = layernorm || !s->u.row.pick.buf ? NULL : &s->u.row.pick;
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
   decl_add(&d, in->buf, false);
   if (layernorm && s->u.layernorm.scale.buf) decl_add(&d, s->u.layernorm.scale.buf, false);
   if (layernorm && s->u.layernorm.bias.buf) decl_add(&d, s->u.layernorm.bias.buf, false);
+  if (pick) decl_add(&d, pick->buf, false);
   emit_decls(e, &d);
   int rows_rank = in->rank - 1;
   int64_t len = in->dim[in->rank - 1], istride = in->stride[in->rank - 1];
+  if (pick) emit_index_check(e, s, pick, s->u.row.pick_check_int, len);
   int64_t ostride = s->out.rank > rows_rank ? s->out.stride[rows_rank] : 0;
   double rows = loop_work(in->dim, rows_rank);
   parallel_for(e, in->dim, rows_rank, rows * (double)len * 4, 2);
@@ -354,8 +378,16 @@ static void emit_row(Emit *e, const Step *s) {
   }
   GenFnKind fn = s->u.row.fn;
   switch (fn) {
-  case GF_SOFTMAX:
   case GF_LOG_SOFTMAX:
+    if (pick) {
+      out(e, "%*sint64_t j = (int64_t)", ind + 2, "");
+      emit_index(e, pick);
+      out(e, ";\n%*sif (j < 0) j += %lld;\n", ind + 2, "", (long long)len);
+      out(e, "%*sy[0] = circc_log_softmax_pick_row(x, %lld, %lld, j);\n", ind + 2, "", (long long)istride, (long long)len);
+      break;
+    }
+    /* fall through */
+  case GF_SOFTMAX:
     out(e, "%*scircc_%s_row(x, %lld, y, %lld, %lld);\n", ind + 2, "", fn == GF_SOFTMAX ? "softmax" : "log_softmax",
         (long long)istride, (long long)ostride, (long long)len);
     break;
@@ -379,25 +411,7 @@ static void emit_gather(Emit *e, const Step *s) {
   decl_add(&d, x->buf, false);
   for (int k = 0; k < nidx; k++) decl_add(&d, idx[k].buf, false);
   emit_decls(e, &d);
-  const char *what = c_escape(e->c, s->node->name ? s->node->name : "(unnamed)");
-  for (int k = 0; k < nidx; k++) {
-    const View *iv = &idx[k];
-    /* loop only over the dims the index varies along */
-    View only = *iv;
-    int64_t dims[MAX_RANK];
-    for (int t = 0; t < iv->rank; t++) dims[t] = iv->stride[t] ? iv->dim[t] : 1;
-    open_loops(e, dims, 0, iv->rank, 2);
-    out(e, "%*s{\n", 2 + 2 * iv->rank, "");
-    int ind = 4 + 2 * iv->rank;
-    out(e, "%*sconst %s v = ", ind, "", iv->buf->dtype == DT_I64 ? "int64_t" : "float");
-    emit_index(e, &only);
-    out(e, ";\n");
-    if (iv->buf->dtype != DT_I64 && s->u.gather.check_int)
-      out(e, "%*sif (v != floorf(v)) return rt_errorf(\"'%%s': index value %%g is not an integer\", \"%s\", (double)v);\n", ind, "", what);
-    out(e, "%*sif (!(v >= -%lld && v < %lld)) return rt_errorf(\"'%%s': index %%lld is out of range for an axis of size %lld\", \"%s\", (long long)v);\n",
-        ind, "", (long long)idx_len[k], (long long)idx_len[k], (long long)idx_len[k], what);
-    out(e, "%*s}\n", 2 + 2 * iv->rank, "");
-  }
+  for (int k = 0; k < nidx; k++) emit_index_check(e, s, &idx[k], s->u.gather.check_int, idx_len[k]);
   parallel_for(e, s->dim, s->ndim, loop_work(s->dim, s->ndim), 2);
   open_loops(e, s->dim, 0, s->ndim, 2);
   int ind = 2 + 2 * s->ndim;

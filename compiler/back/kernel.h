@@ -79,7 +79,7 @@ typedef struct Expr {
 typedef enum StepKind {
   STEP_ELEMENTWISE, /* u.elementwise: out[loop] = expr over `ndim` loop dims */
   STEP_CONTRACT,    /* u.contract: out[out ids] (+)= Π operands over all ids; sum over ids not in out */
-  STEP_ROW,         /* u.row: softmax / log_softmax / min / max over the last axis */
+  STEP_ROW,         /* u.row: softmax / log_softmax (or one element of it) / min / max over the last axis */
   STEP_GATHER,      /* u.gather: out[loop] = x[base(loop) + Σ_k stride_k * wrap(index_k[loop])] */
   STEP_FILL,        /* u.fill: out = value (zero-init before a Scatter / repeated-id einsum) */
   STEP_GEMM,        /* u.gemm: batched GEMM (templates/gemm_f32.h): loop dims [batch..., M, N, K] */
@@ -112,6 +112,11 @@ typedef struct Step {
     struct {
       GenFnKind fn;
       View in;            /* over (rows..., len) */
+      /* log_softmax only: absent (buf NULL), or an index over (rows...): the
+       * step writes one element per row, log_softmax(row)[index] (a loss's
+       * label gather fused in, so the row is never written) */
+      View pick;
+      bool pick_check_int; /* a float index must be integral (gen_index's _c) */
     } row;
     /* x viewed over the loop dims (stride 0 on gathered dims); index k is
      * read through idx[k] (over the loop dims) and scaled by idx_stride[k];
@@ -202,7 +207,10 @@ static inline void step_each_read(const Step *s, ViewFn *f, void *arg) {
   case STEP_CONTRACT:
     for (int j = 0; j < s->u.contract.nops; j++) view_read(&s->u.contract.op[j], f, arg);
     break;
-  case STEP_ROW: view_read(&s->u.row.in, f, arg); break;
+  case STEP_ROW:
+    view_read(&s->u.row.in, f, arg);
+    view_read(&s->u.row.pick, f, arg);
+    break;
   case STEP_GATHER:
     view_read(&s->u.gather.x, f, arg);
     for (int j = 0; j < s->u.gather.nidx; j++) view_read(&s->u.gather.idx[j], f, arg);

@@ -25,7 +25,16 @@ static void push_buf(Lower *L, Buf *b) {
   k->buf[k->nbuf++] = b;
 }
 
+/* The largest buffer a program may have: sizes and offsets stay far from
+ * int64 overflow (a million of them still sum below 2^60). */
+#define MAX_BUFFER_BYTES ((int64_t)1 << 40)
+
 Buf *new_buf(Lower *L, BufKind kind, DType dt, int64_t numel, const Node *n) {
+  if (numel < 0 || numel > MAX_BUFFER_BYTES / (int64_t)dtype_size(dt)) {
+    diag_error(L->c, n ? n->loc : NO_LOC, "%s needs a buffer of %lld elements of %zu bytes, more than circc's limit of "
+               "2^40 bytes per tensor", n ? node_label(L->c, n) : "a value", (long long)numel, dtype_size(dt));
+    numel = 0; /* lowering goes on to report more; nothing is emitted */
+  }
   Buf *b = ARENA_NEW(&L->c->arena, Buf);
   b->kind = kind;
   b->dtype = dt;
@@ -415,9 +424,37 @@ static Value *lower_index(Lower *L, const Node *n) {
   return viewed(L, contiguous(b, &n->shape));
 }
 
+/* A loss's label gather, gen_index_at_-1_batch_x (one element of each row's
+ * last axis) of a log_softmax nothing else reads, is one row step that picks
+ * the element: the log-probabilities are never written. The same sums, the
+ * same bits as the two steps. */
+static bool picks_from_log_softmax(const Lower *L, const Node *n) {
+  const GenFnSpec *g = &n->u.gf;
+  const Node *x = n->child[0];
+  int suffix = x->shape.rank - n->child[1]->shape.rank;
+  return g->fn == GF_GEN_INDEX && g->batch_x && g->batch_index && suffix == 1 && (g->dim == 0 || g->dim == -1) &&
+         x->kind == NK_GeneralFunction && x->u.gf.fn == GF_LOG_SOFTMAX && L->uses[x->id] == 1 && !L->memo[x->id];
+}
+
+static Value *lower_log_softmax_pick(Lower *L, const Node *n) {
+  const Node *ls = n->child[0];
+  View in = float_view(L, ls->child[0]), idx = child_view(L, n, 1);
+  Buf *b = new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  Step *s = new_step(L, STEP_ROW, n);
+  s->u.row.fn = GF_LOG_SOFTMAX;
+  s->u.row.in = in;
+  s->u.row.pick = idx;
+  s->u.row.pick_check_int = n->u.gf.check_int;
+  s->out = contiguous(b, &n->shape);
+  s->flops = 5.0 * (double)shape_numel(&ls->shape);
+  b->def_step = s->id;
+  return viewed(L, s->out);
+}
+
 /* gen_index_at_* and explicit_index_at_* as one gather (§4.10). */
 static Value *lower_gen_index(Lower *L, const Node *n) {
   const GenFnSpec *g = &n->u.gf;
+  if (picks_from_log_softmax(L, n)) return lower_log_softmax_pick(L, n);
   View x = child_view(L, n, 0), idx = child_view(L, n, 1);
   const Shape *xs = &n->child[0]->shape, *is = &n->child[1]->shape;
   Step *s = new_step(L, STEP_GATHER, n);

@@ -122,8 +122,9 @@ static void add_var(Walk *w, Node *var) {
   Node *probs = var->child[1];
   int gi = group_index(w->g, probs);
   if (gi < 0) {
-    bool fine = check_constant(w, var, var->child[0], "values") & check_constant(w, var, probs, "probabilities");
-    if (!fine) {
+    bool values_ok = check_constant(w, var, var->child[0], "values"); /* both reported */
+    bool probs_ok = check_constant(w, var, probs, "probabilities");
+    if (!values_ok || !probs_ok) {
       w->ok = false;
       return;
     }
@@ -174,6 +175,10 @@ int rv_group_of(const RvGroups *g, const Node *var) { return group_index(g, var-
 
 /* ---------------------------------------------------------------- passes */
 
+/* The highest order the runtime estimates (runtime/rt_moments.h RT_MAX_ORDER:
+ * it accumulates every centred moment of the arguments' subsets, 2^k of them). */
+enum { RV_MAX_ORDER = 10 };
+
 typedef struct Rv {
   Comp *c;
   Expectation *x;
@@ -205,6 +210,9 @@ static void analyse(Rv *r, Node *n) {
       if (r->level[n->child[i]->id] > level) level = r->level[n->child[i]->id];
     }
   if (n->kind == NK_Cumulant) {
+    if (args_random && n->nchild > RV_MAX_ORDER)
+      diag_error(r->c, n->loc, "%s is a cumulant of order %d; expectation programs estimate orders up to %d",
+                 node_label(r->c, n), n->nchild, RV_MAX_ORDER);
     if (args_random) {
       Expectation *x = r->x;
       x->cumulant = realloc(x->cumulant, sizeof(RvCumulant) * (size_t)(x->ncumulants + 1));
@@ -464,6 +472,11 @@ bool rv_lower(Comp *c, Program *p, int batch, Expectation *x) {
   if (!r.random || !r.level || !r.var_symbol) ICE("out of memory");
   memset(r.random, -1, (size_t)r.nids);
   for (int i = 0; i < p->outputs.n; i++) analyse(&r, p->outputs.node[i]);
+  if (diag_error_count(c)) {
+    free(r.random), free(r.level), free(r.var_symbol), free(x->cumulant);
+    x->cumulant = NULL, x->ncumulants = 0;
+    return false;
+  }
   /* each cumulant's pass: how deep estimated cumulants nest in its arguments */
   if (x->ncumulants) qsort(x->cumulant, (size_t)x->ncumulants, sizeof(RvCumulant), by_pass);
   for (int k = 0; k < x->ncumulants; k++) {

@@ -1144,6 +1144,50 @@ Test(codegen, row_functions_on_strided_inputs) {
                "    'x'\n");
 }
 
+/* A loss's label gather from a log_softmax nothing else reads is one row step
+ * (the log-probabilities never written): a transposed input, a 3-d one with
+ * negative labels, a float label vector (gen_index's _c check), and a
+ * log_softmax that is also an output (not fused). Values as eval's; the
+ * fused steps are there. */
+static const char LOSS_PICKS[] =
+    "'ll' GeneralFunction gen_index_at_-1_batch_x_c\n"
+    "  'lp' GeneralFunction log_softmax\n"
+    "    'xt' Rearrange a b -> b a\n"
+    "      'x' [6,4] Symbol\n"
+    "  'lab' [4] Symbol\n"
+    "'ll2' GeneralFunction gen_index_at_0_batch_x_c\n"
+    "  'lp2' GeneralFunction log_softmax\n"
+    "    'y' [2,3,5] Symbol\n"
+    "  'lab2' [2,3] Symbol\n"
+    "'ll3' GeneralFunction gen_index_at_-1_batch_x_c\n"
+    "  'lp3' GeneralFunction log_softmax\n"
+    "    'x2' [3,7] Symbol\n"
+    "  'lab3' [3] Symbol\n"
+    "'lp3'\n"
+    "'llf' GeneralFunction gen_index_at_-1_batch_x_c\n"
+    "  'lp4' GeneralFunction log_softmax\n"
+    "    'x'\n"
+    "  'flab' Concat 0\n"
+    "    'f0' [2] Scalar 3\n"
+    "    'f1' [3] Scalar -1\n"
+    "    'f2' [1] Scalar 0\n";
+
+Test(codegen, log_softmax_label_picks) {
+  DIFF(.text = LOSS_PICKS, .negative_ids = true);
+  Comp *c = tu_comp();
+  Compilation cm = {0};
+  cr_assert(tu_run(c, LOSS_PICKS, STAGE_LOWER, &cm), "%s", tu_diags(c));
+  int picks = 0, gathers = 0;
+  for (int i = 0; i < cm.kernels.nstep; i++) {
+    const Step *s = cm.kernels.step[i];
+    picks += s->kind == STEP_ROW && s->u.row.pick.buf;
+    gathers += s->kind == STEP_GATHER;
+  }
+  cr_expect_eq(picks, 3, "fused label gathers");
+  cr_expect_eq(gathers, 1, "only the gather of an output log_softmax stays");
+  tu_free(c);
+}
+
 Test(codegen, pow_broadcasting) {
   DIFF(.text = "'p1' GeneralFunction pow\n"
                "  'base' Add\n"

@@ -201,6 +201,18 @@ Test(expect_programs, examples_all_and_samples) {
       at += n;
       free(all), free(r1);
     }
+    if (!strncmp(cs->name, "dice_", 5)) {
+      /* the mean of d1*d2 (one group: the same row twice) or d1*d3 (two groups) over the drawn rows */
+      int64_t m;
+      double *idx = load_values(dir, "idx.npy", &m), *r1 = load_values(dir, "r1_0.npy", &m);
+      bool shared = !strcmp(cs->name, "dice_shared");
+      cr_assert_eq(m, 1);
+      long double sum = 0;
+      for (int s = 0; s < N; s++) sum += (idx[shared ? s : 2 * s] + 1) * (idx[shared ? s : 2 * s + 1] + 1);
+      cr_expect(fabs(r1[0] - (double)(sum / N)) < 1e-5 * (double)(sum / N), "%s: %.9g, the drawn rows give %.9Lg",
+                cs->name, r1[0], sum / N);
+      free(idx), free(r1);
+    }
     if (!strcmp(cs->name, "cumulant2")) {
       /* the plug-in K2(x,y) = [Cov(v, v), Cov(v^2, v)] of the drawn rows of L (column 0) */
       int64_t m;
@@ -221,6 +233,51 @@ Test(expect_programs, examples_all_and_samples) {
   }
   free(json_text);
   tu_free(jc);
+}
+
+/* Nested Cumulants compile into two passes: Cumulant((x - Cumulant(x))^2)
+ * is the variance (the mean of pass 0 is an input of pass 1), over a
+ * non-uniform group; --all gives the exact value, --samples the plug-in
+ * variance of the drawn rows (the same samples in both passes). */
+Test(expect_programs, nested_cumulants) {
+  char *dir = temp_dir();
+  const char *text = "'var' Cumulant\n"
+                     "  'sq' Einsum ,->\n"
+                     "    'centred' Add\n"
+                     "      'x' DiscreteVar\n"
+                     "        'v' Concat 0\n"
+                     "          'v0' [1] Scalar 1\n"
+                     "          'v1' [1] Scalar 4\n"
+                     "          'v2' [1] Scalar 10\n"
+                     "        'p' Concat 0\n"
+                     "          'p0' [1] Scalar 0.5\n"
+                     "          'p1' [1] Scalar 0.3\n"
+                     "          'p2' [1] Scalar 0.2\n"
+                     "      'neg' Einsum ,->\n"
+                     "        'mean' Cumulant\n"
+                     "          'x'\n"
+                     "        'm1' [] Scalar -1\n"
+                     "    'centred'\n";
+  compile(text, dir, "prog", 0, NULL, 0, NULL);
+  cr_assert_eq(sh("cd '%s' && ./prog --all --output var=@all.npy > all.txt", dir), 0);
+  cr_assert_eq(sh("cd '%s' && ./prog --samples 1000 --seed 2 --dump-indices idx.npy --output var=@est.npy > est.txt", dir), 0);
+  int64_t n;
+  double *all = load_values(dir, "all.npy", &n), *est = load_values(dir, "est.npy", &n),
+         *idx = load_values(dir, "idx.npy", &n);
+  /* E x = 0.5 + 1.2 + 2 = 3.7; E x^2 = 0.5 + 4.8 + 20 = 25.3; Var = 25.3 - 13.69 = 11.61 */
+  cr_expect(fabs(all[0] - 11.61) < 1e-5, "--all %.9g, want 11.61", all[0]);
+  static const double V[3] = {1, 4, 10};
+  long double s1 = 0, s2 = 0;
+  for (int s = 0; s < 1000; s++) s1 += V[(int)idx[s]], s2 += V[(int)idx[s]] * V[(int)idx[s]];
+  double var = (double)(s2 / 1000 - (s1 / 1000) * (s1 / 1000));
+  cr_expect(fabs(est[0] - var) < 1e-4 * var, "--samples %.9g, the drawn rows' plug-in variance %.9g", est[0], var);
+  int nout;
+  int64_t *sizes;
+  double *oracle = eval_all(text, &nout, &sizes);
+  cr_expect(fabs(oracle[0] - 11.61) < 1e-12, "eval --all %.17g", oracle[0]);
+  free(all), free(est), free(idx), free(oracle), free(sizes);
+  cr_assert_eq(sh("rm -rf '%s'", dir), 0);
+  free(dir);
 }
 
 /* --all skips combinations of probability 0, as circc eval --all does: an

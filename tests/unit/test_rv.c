@@ -364,3 +364,9 @@ Test(rv, an_explicit_batch_is_kept) {
   cr_assert(driver_run(C, &o, &cm), "%s", tu_diags(C));
   cr_assert_eq(cm.expect.batch, 32);
 }
+
+Test(rv, an_order_above_ten) {
+  char text[1024] = "'K' Cumulant\n  'x' DiscreteVar\n    'v' [2] Scalar 2\n    'p' [2] Scalar 0.5\n";
+  for (int i = 0; i < 10; i++) strcat(text, "  'x'\n");
+  rv_fails(text, "test.circ:1:1: error: 'K' is a cumulant of order 11", "orders up to 10");
+}
