@@ -33,7 +33,7 @@ compile() {
   shift
   "$CIRCC" "$WORK/scrub.circ" --tensors "$WORK/tensors" --sample-batch "$BATCH" --stream toks_int_vals \
     --output expected_loss --output expected_loss_baseline "$@" -o "$OUT/$name" >&2
-  echo "$(date +%s.%N) - $t0" | bc
+  awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }'
 }
 # the program's arguments, writing into directory $1
 args() {
@@ -51,7 +51,7 @@ run() {
     1x2) $MPIRUN -n 1 "$OUT/mpi" --threads 2 $(args "$d") > "$d/report.txt" ;;
     2x1) $MPIRUN -n 2 "$OUT/mpi" --threads 1 $(args "$d") > "$d/report.txt" ;;
   esac
-  echo "$(date +%s.%N) - $t0" | bc
+  awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }'
 }
 
 compile_plain=$(compile plain)
@@ -93,7 +93,7 @@ summary=$(printf '%s' "$times" | awk -v n="$SAMPLES" '
   }')
 ratio=$(printf '%s\n' "$summary" | sed -n 's/^RATIO //p')
 table=$(printf '%s\n' "$summary" | grep -v '^RATIO')
-verdict=$(echo "$ratio <= 1.10" | bc)
+verdict=$(awk -v r="$ratio" 'BEGIN { print (r <= 1.10) }')
 section=$(cat <<EOF
 <!-- bench_scrub_mpi: begin -->
 ## Causal scrubbing under MPI: 2 ranks × 1 thread vs 1 rank × 2 threads
