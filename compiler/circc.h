@@ -20,6 +20,11 @@
  * against the declared shapes and re-derives the nodes above them in place.
  * false after diag_error (located at the hash prefix or declared shape). */
 SourceFile *load_source(Comp *c, const char *path);
+/* Reads a whole text file (malloc'd, NUL-terminated, *len bytes): regular
+ * files only (a device, FIFO, socket or directory is a DIAG_IO error that
+ * names `what`, and never blocks or reads forever), at most MAX_TEXT_FILE. */
+#define MAX_TEXT_FILE ((int64_t)1 << 30)
+bool load_text_file(Comp *c, const char *path, const char *what, char **text, size_t *len);
 bool load_tensors(Comp *c, Node *const *roots, int n);
 /* An Array named by --stream (c->streamed): load_tensors leaves it unloaded
  * (dtype float32 until the rv stage decides), the program reads its rows. */

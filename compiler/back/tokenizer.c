@@ -73,42 +73,10 @@ static bool index_tokens(Comp *c, Vocab *v, uint32_t *dup) {
   return true;
 }
 
-static bool read_all(Comp *c, const char *path, char **text, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    diag_error_class(c, DIAG_IO, NO_LOC, "cannot open '%s': %s", path, strerror(errno));
-    return false;
-  }
-  char *buf = NULL;
-  size_t n = 0, cap = 0;
-  for (;;) {
-    if (n == cap) {
-      cap = cap ? 2 * cap : 1 << 16;
-      char *nb = realloc(buf, cap);
-      if (!nb) ICE("out of memory reading %s", path);
-      buf = nb;
-    }
-    size_t got = fread(buf + n, 1, cap - n, f);
-    n += got;
-    if (got == 0) break;
-  }
-  bool ok = !ferror(f);
-  int err = errno;
-  fclose(f);
-  if (!ok) {
-    diag_error_class(c, DIAG_IO, NO_LOC, "cannot read '%s': %s", path, strerror(err));
-    free(buf);
-    return false;
-  }
-  *text = buf;
-  *len = n;
-  return true;
-}
-
 static const Json *read_json(Comp *c, Arena *scratch, const char *path) {
   char *text;
   size_t len;
-  if (!read_all(c, path, &text, &len)) return NULL;
+  if (!load_text_file(c, path, "tokenizer file", &text, &len)) return NULL;
   JsonError jerr;
   const Json *root = json_parse(scratch, text, len, &jerr);
   free(text);
@@ -221,7 +189,7 @@ static uint32_t find_pair(const Vocab *v, uint32_t a, uint32_t b) {
 static bool load_merges(Comp *c, const char *path, const uint16_t *byte_of, Vocab *v) {
   char *text;
   size_t len;
-  if (!read_all(c, path, &text, &len)) return false;
+  if (!load_text_file(c, path, "tokenizer file", &text, &len)) return false;
   bool ok = true;
   /* lines */
   uint32_t nlines = 0;

@@ -1,38 +1,60 @@
 /* load.c — the front end's I/O (design.md §1 "load"): circuit files in,
  * tensors of parsed circuits filled. The parser itself touches no file. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "circc.h"
+
+bool load_text_file(Comp *c, const char *path, const char *what, char **text, size_t *len) {
+  Loc at = {arena_strdup(&c->arena, path), 0, 0};
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block the open */
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    diag_error_class(c, DIAG_IO, at, "cannot read %s: %s", what, strerror(errno));
+    if (fd >= 0) close(fd);
+    return false;
+  }
+  if (!S_ISREG(st.st_mode) || st.st_size > MAX_TEXT_FILE) {
+    diag_error_class(c, DIAG_IO, at, "cannot read %s: %s", what,
+                     S_ISREG(st.st_mode) ? "larger than circc's limit of 1 GiB for text files"
+                     : S_ISDIR(st.st_mode) ? "a directory" : "not a regular file (a device, FIFO or socket)");
+    close(fd);
+    return false;
+  }
+  size_t want = (size_t)st.st_size, got = 0;
+  char *buf = malloc(want + 1);
+  if (!buf) ICE("out of memory (%zu bytes for %s)", want, path);
+  while (got < want) { /* a file that shrinks ends early; one that grows is read as it was */
+    ssize_t n = read(fd, buf + got, want - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n < 0) {
+        diag_error_class(c, DIAG_IO, at, "cannot read %s: %s", what, strerror(errno));
+        free(buf);
+        close(fd);
+        return false;
+      }
+      break;
+    }
+    got += (size_t)n;
+  }
+  close(fd);
+  buf[got] = '\0';
+  *text = buf;
+  *len = got;
+  return true;
+}
 
 SourceFile *load_source(Comp *c, const char *path) {
   const char *file = arena_strdup(&c->arena, path);
-  FILE *f = fopen(path, "rb");
-  char *text = NULL;
-  size_t len = 0, cap = 0;
-  if (f) {
-    for (;;) {
-      if (len + 65536 > cap) {
-        cap = 2 * cap + 65536;
-        char *grown = realloc(text, cap);
-        if (!grown) ICE("out of memory (%zu bytes)", cap);
-        text = grown;
-      }
-      size_t got = fread(text + len, 1, cap - len, f);
-      len += got;
-      if (got == 0) break;
-    }
-  }
-  if (!f || ferror(f)) {
-    int err = errno;
-    diag_error_class(c, DIAG_IO, (Loc){file, 0, 0}, "cannot read circuit file: %s", strerror(err));
-    if (f) fclose(f);
-    free(text);
-    return NULL;
-  }
-  fclose(f);
+  char *text;
+  size_t len;
+  if (!load_text_file(c, path, "circuit file", &text, &len)) return NULL;
   SourceFile *src = ARENA_NEW(&c->arena, SourceFile);
-  *src = (SourceFile){file, arena_strndup(&c->arena, text ? text : "", len), len};
+  *src = (SourceFile){file, arena_strndup(&c->arena, text, len), len};
   free(text);
   diag_add_source(c, src->name, src->text, src->len);
   return src;

@@ -653,7 +653,7 @@ Tensor *torch_load_bytes(Comp *c, const uint8_t *bytes, size_t len, const char *
 }
 
 Tensor *torch_load(Comp *c, const char *path, Loc loc) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO in the store must not block the open */
   if (fd < 0) {
     diag_error_class(c, DIAG_IO, loc, "cannot open '%s': %s", path, strerror(errno));
     return NULL;

@@ -4,6 +4,8 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "testutil.h"
 
 /* A small circuit with a GEMM, a bias (an epilogue after fuse), a temporary
@@ -81,6 +83,31 @@ Test(driver, runs_in_pieces_like_in_one_go) {
   cr_assert_eq(pieces.kernels.nstep, whole.kernels.nstep);
   cr_assert_eq(pieces.kernels.arena_bytes, whole.kernels.arena_bytes);
   tu_free(a), tu_free(b);
+}
+
+/* The circuit file must be a regular file: a device would be read until
+ * memory runs out, a FIFO would block; both, and a directory, are I/O errors. */
+static void load_fails(const char *path, const char *want) {
+  Comp *c = tu_comp();
+  DriverOptions o = {.path = path, .last = STAGE_LOAD};
+  Compilation cm = {0};
+  cr_assert_not(driver_run(c, &o, &cm), "%s loaded", path);
+  cr_assert_eq(diag_exit_code(c), DIAG_IO, "%s", tu_diags(c));
+  cr_assert(strstr(tu_diags(c), want), "%s: want '%s' in %s", path, want, tu_diags(c));
+  tu_free(c);
+}
+
+Test(driver, reads_only_regular_files) {
+  load_fails("/dev/zero", "/dev/zero: error: cannot read circuit file: not a regular file");
+  load_fails("/tmp", "cannot read circuit file: a directory");
+  char dir[] = "/tmp/circc_fifo_XXXXXX";
+  cr_assert(mkdtemp(dir));
+  char fifo[64];
+  snprintf(fifo, sizeof fifo, "%s/c.circ", dir);
+  cr_assert_eq(mkfifo(fifo, 0600), 0);
+  load_fails(fifo, "cannot read circuit file: not a regular file (a device, FIFO or socket)");
+  unlink(fifo);
+  rmdir(dir);
 }
 
 Test(driver, stops_at_the_failing_stage) {

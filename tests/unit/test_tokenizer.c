@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "circc_rt.h"
 #include "testutil.h"
@@ -579,7 +580,15 @@ Test(tokenizer, build_errors) {
   char spec[128];
   expect_build_error("sentencepiece:x", DIAG_USAGE, "unknown tokenizer 'sentencepiece:x'");
   snprintf(spec, sizeof spec, "gpt2-bpe:%s/none", dir);
-  expect_build_error(spec, DIAG_IO, "cannot open");
+  expect_build_error(spec, DIAG_IO, "none/encoder.json: error: cannot read tokenizer file: No such file");
+  /* a device would be read forever, a FIFO would block: both refused at once */
+  expect_build_error("chars:/dev/zero", DIAG_IO, "cannot read tokenizer file: not a regular file");
+  char fifo[64];
+  snprintf(fifo, sizeof fifo, "%s/fifo.json", dir);
+  cr_assert_eq(mkfifo(fifo, 0600), 0);
+  snprintf(spec, sizeof spec, "chars:%.64s", fifo);
+  expect_build_error(spec, DIAG_IO, "cannot read tokenizer file: not a regular file (a device, FIFO or socket)");
+  unlink(fifo);
   snprintf(spec, sizeof spec, "gpt2-bpe:%s", dir);
   /* a minimal valid vocabulary: the 256 byte characters, <|endoftext|> and one merge */
   char *enc = malloc(8192), *o = byte_tokens(enc);
