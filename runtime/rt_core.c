@@ -3,6 +3,9 @@
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L   /* clock_gettime, open flags */
 #endif
+#ifndef _XOPEN_SOURCE
+#define _XOPEN_SOURCE 700         /* realpath */
+#endif
 #include "rt_core.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -595,6 +598,61 @@ double *rt_npy_read_doubles(const char *prog, const char *what, const char *path
   free(raw);
   if (f.fd >= 0) close(f.fd);
   return values;
+}
+
+/* Whether path exists and is not a regular file (a device, a FIFO): written through. */
+static bool write_through(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+}
+
+/* A temporary name beside the real target (a symlink followed), or NULL if out of memory. */
+static char *staging_path(const char *path, int i) {
+  char *real = realpath(path, NULL);   /* NULL: the file does not exist yet */
+  const char *target = real ? real : path;
+  size_t len = strlen(target) + 48;
+  char *tmp = malloc(len);
+  if (tmp) snprintf(tmp, len, "%s.tmp.%ld.%d", target, (long)getpid(), i);
+  free(real);
+  return tmp;
+}
+
+bool rt_write_files(const char *prog, int n, const char *const *paths, const char *const *labels, rt_file_writer write,
+                    void *arg) {
+  char **tmp = calloc((size_t)n + 1, sizeof *tmp);
+  bool ok = tmp != NULL;
+  if (!ok) rt_error(prog, "out of memory writing files");
+  for (int i = 0; ok && i < n; i++) {
+    bool through = write_through(paths[i]);
+    if (!through && !(tmp[i] = staging_path(paths[i], i))) {
+      rt_error(prog, "out of memory writing files");
+      ok = false;
+      break;
+    }
+    errno = 0;
+    if (!write(i, through ? paths[i] : tmp[i], arg)) {
+      rt_error(prog, "%s: cannot write %s: %s", labels[i], paths[i], errno ? strerror(errno) : "write failed");
+      ok = false;
+    }
+  }
+  for (int i = 0; ok && i < n; i++) {
+    if (!tmp[i]) continue;
+    char *real = realpath(paths[i], NULL);
+    if (rename(tmp[i], real ? real : paths[i]) != 0) {
+      rt_error(prog, "%s: cannot write %s: %s", labels[i], paths[i], strerror(errno));
+      ok = false;
+    } else {
+      free(tmp[i]);
+      tmp[i] = NULL;
+    }
+    free(real);
+  }
+  for (int i = 0; tmp && i < n; i++) {
+    if (tmp[i]) unlink(tmp[i]);
+    free(tmp[i]);
+  }
+  free(tmp);
+  return ok;
 }
 
 bool rt_npy_map_open(const char *prog, const char *what, const char *path, const rt_tensor_desc *want, rt_npy_map *m) {

@@ -101,6 +101,17 @@ void rt_print_info(const rt_model *m, const char *prog, int threads);
 void *rt_npy_read(const char *prog, const char *what, const char *path, const rt_tensor_desc *want);
 /* The same for a golden: any of those dtypes, as doubles (malloc'd). */
 double *rt_npy_read_doubles(const char *prog, const char *what, const char *path, const rt_tensor_desc *want);
+/* The files one run writes (--output and the like), all or none: each is
+ * written by write(i, path, arg) to a temporary file beside its target and
+ * the temporaries are renamed over the targets only after every write
+ * succeeded. A target that is a symlink keeps the link (the file it names is
+ * replaced); one that is a device or FIFO (/dev/null, /dev/stdout) is written
+ * through, never replaced. labels[i] names file i in messages (e.g.
+ * "--output y"). false after a message, with no temporary left. */
+typedef bool (*rt_file_writer)(int i, const char *path, void *arg);
+bool rt_write_files(const char *prog, int n, const char *const *paths, const char *const *labels, rt_file_writer write,
+                    void *arg);
+
 /* A large .npy as want describes, used in place: mapped read-only when its
  * dtype is exactly want's (<f4 for float32, <i8 for int64), else read and
  * converted as rt_npy_read does. false after a message; rt_npy_unmap releases it. */

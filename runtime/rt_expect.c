@@ -880,47 +880,32 @@ static bool write_job(const Run *r, const FileJob *j, const char *tmp) {
   return ok;
 }
 
-/* Writes every file to a temporary name first and renames them only when all
- * were written, so a failure leaves no new or partial file. */
+typedef struct Files {
+  const Run *r;
+  const FileJob *jobs;
+} Files;
+
+static bool write_one(int i, const char *path, void *arg) {
+  const Files *f = arg;
+  return write_job(f->r, &f->jobs[i], path);
+}
+
+/* Every file the run writes, all or none (rt_write_files). */
 static bool write_files(const Run *r) {
   const Opts *o = &r->o;
-  int n = 0;
-  FileJob *jobs = calloc((size_t)(o->nouts + o->nses + 2), sizeof *jobs);
-  char **tmp = calloc((size_t)(o->nouts + o->nses + 2), sizeof *tmp);
-  bool ok = jobs && tmp;
+  int n = 0, cap = o->nouts + o->nses + 2;
+  FileJob *jobs = calloc((size_t)cap, sizeof *jobs);
+  const char **paths = calloc((size_t)cap, sizeof *paths), **labels = calloc((size_t)cap, sizeof *labels);
+  bool ok = jobs && paths && labels;
   if (!ok) rt_error(r->prog, "out of memory writing files");
   for (int i = 0; ok && i < o->nouts; i++) jobs[n++] = (FileJob){FILE_OUTPUT, o->outs[i].index, o->outs[i].path};
   for (int i = 0; ok && i < o->nses; i++) jobs[n++] = (FileJob){FILE_SE, o->ses[i].index, o->ses[i].path};
   if (ok && o->dump_indices) jobs[n++] = (FileJob){FILE_INDICES, -1, o->dump_indices};
   if (ok && o->dump_weights) jobs[n++] = (FileJob){FILE_WEIGHTS, -1, o->dump_weights};
-  for (int i = 0; ok && i < n; i++) {
-    size_t len = strlen(jobs[i].path) + 48;
-    if (!(tmp[i] = malloc(len))) {
-      rt_error(r->prog, "out of memory writing files");
-      ok = false;
-      break;
-    }
-    snprintf(tmp[i], len, "%s.tmp.%ld.%d", jobs[i].path, (long)getpid(), i);
-    if (!write_job(r, &jobs[i], tmp[i])) {
-      rt_error(r->prog, "%s: cannot write %s: %s", job_flag(&jobs[i]), jobs[i].path, strerror(errno));
-      ok = false;
-    }
-  }
-  for (int i = 0; ok && i < n; i++) {
-    if (rename(tmp[i], jobs[i].path) != 0) {
-      rt_error(r->prog, "%s: cannot write %s: %s", job_flag(&jobs[i]), jobs[i].path, strerror(errno));
-      ok = false;
-    } else {
-      free(tmp[i]);
-      tmp[i] = NULL;
-    }
-  }
-  for (int i = 0; tmp && i < n; i++) {
-    if (tmp[i]) unlink(tmp[i]);
-    free(tmp[i]);
-  }
-  free(tmp);
-  free(jobs);
+  for (int i = 0; ok && i < n; i++) paths[i] = jobs[i].path, labels[i] = job_flag(&jobs[i]);
+  Files f = {r, jobs};
+  ok = ok && rt_write_files(r->prog, n, paths, labels, write_one, &f);
+  free(jobs), free(paths), free(labels);
   return ok;
 }
 

@@ -203,42 +203,28 @@ static void print_output(const rt_tensor_desc *d, const void *buf) {
   putchar('\n');
 }
 
-/* Writes every --output to a temporary file first and renames them only when
- * all were written, so a failure leaves no new or partial file. */
+static bool write_output(int i, const char *path, void *arg) {
+  const Run *r = arg;
+  const rt_tensor_desc *d = &r->m->outputs[r->outs[i].index];
+  return rt_npy_write(path, d->dtype, d->rank, d->shape, r->out[r->outs[i].index]);
+}
+
+/* Every --output, all or none (rt_write_files). */
 static bool write_outputs(Run *r) {
-  char **tmp = calloc((size_t)r->nouts + 1, sizeof *tmp);
-  bool ok = tmp != NULL;
+  const char **paths = calloc((size_t)r->nouts + 1, sizeof *paths), **labels = calloc((size_t)r->nouts + 1, sizeof *labels);
+  char *names = NULL;
+  size_t cap = 0;
+  bool ok = paths && labels;
+  for (int i = 0; ok && i < r->nouts; i++) cap += strlen(r->m->outputs[r->outs[i].index].name) + 16;
+  ok = ok && (names = malloc(cap + 1));
+  for (size_t at = 0, i = 0; ok && i < (size_t)r->nouts; i++) {
+    paths[i] = r->outs[i].path;
+    labels[i] = names + at;
+    at += (size_t)sprintf(names + at, "--output %s", r->m->outputs[r->outs[i].index].name) + 1;
+  }
   if (!ok) rt_error(r->prog, "out of memory writing outputs");
-  for (int i = 0; ok && i < r->nouts; i++) {
-    const Binding *b = &r->outs[i];
-    size_t len = strlen(b->path) + 48;
-    if (!(tmp[i] = malloc(len))) {
-      rt_error(r->prog, "out of memory writing outputs");
-      ok = false;
-      break;
-    }
-    snprintf(tmp[i], len, "%s.tmp.%ld.%d", b->path, (long)getpid(), i);
-    const rt_tensor_desc *d = &r->m->outputs[b->index];
-    if (!rt_npy_write(tmp[i], d->dtype, d->rank, d->shape, r->out[b->index])) {
-      rt_error(r->prog, "--output %s: cannot write %s: %s", d->name, b->path, strerror(errno));
-      ok = false;
-    }
-  }
-  for (int i = 0; ok && i < r->nouts; i++) {
-    if (rename(tmp[i], r->outs[i].path) != 0) {
-      rt_error(r->prog, "--output %s: cannot write %s: %s", r->m->outputs[r->outs[i].index].name, r->outs[i].path,
-             strerror(errno));
-      ok = false;
-    } else {
-      free(tmp[i]);
-      tmp[i] = NULL;
-    }
-  }
-  for (int i = 0; tmp && i < r->nouts; i++) {
-    if (tmp[i]) unlink(tmp[i]);
-    free(tmp[i]);
-  }
-  free(tmp);
+  ok = ok && rt_write_files(r->prog, r->nouts, paths, labels, write_output, r);
+  free(paths), free(labels), free(names);
   return ok;
 }
 

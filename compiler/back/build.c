@@ -205,8 +205,9 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
   }
   /* -fno-trapping-math (clang's default): programs never read floating-point
    * exception flags, and without it gcc will not if-convert the clamps of
-   * fn_exp / fn_tanh without AVX-512 masks, so those loops stay scalar */
-  const char *cflags = arena_printf(&c->arena, "%s %s -fno-trapping-math -fopenmp -std=c11 -D_POSIX_C_SOURCE=200809L%s%s%s",
+   * fn_exp / fn_tanh without AVX-512 masks, so those loops stay scalar. An
+   * undeclared libc function would be assumed to return int: an error. */
+  const char *cflags = arena_printf(&c->arena, "%s %s -fno-trapping-math -fopenmp -std=c11 -D_POSIX_C_SOURCE=200809L -Werror=implicit-function-declaration%s%s%s",
                                     bo->opt ? bo->opt : "-O3", bo->native ? "-march=native" : "",
                                     bo->mpi ? " -DCIRCC_MPI" : "", bo->cflags ? " " : "", bo->cflags ? bo->cflags : "");
   if (bo->emit_c_only) return emit_directory(c, k, eo, bo, cflags);

@@ -280,6 +280,33 @@ Test(expect_programs, nested_cumulants) {
   free(dir);
 }
 
+/* Outputs never replace what they should write through: a symlink keeps
+ * pointing at its file (which gets the result), a FIFO stays a FIFO (a
+ * reader gets the bytes) — for expectation programs and ordinary ones alike
+ * (both write through runtime/rt_core.c's rt_write_files). */
+Test(expect_programs, outputs_keep_links_and_fifos) {
+  char *dir = temp_dir(), *text = read_text(tu_data("rv/dice_shared.circ"));
+  compile(text, dir, "prog", 0, NULL, 0, NULL);
+  compile("'y' [2] Scalar 3\n", dir, "det", 0, NULL, 0, NULL);
+  for (int k = 0; k < 2; k++) {
+    const char *run = k ? "./det --output y=@link.npy" : "./prog --all --output 'E[d1*d2]=@link.npy'";
+    cr_assert_eq(sh("cd '%s' && rm -f real.npy link.npy && echo junk > real.npy && ln -s real.npy link.npy && %s > /dev/null",
+                    dir, run), 0, "%s", run);
+    cr_expect_eq(sh("test -L '%s/link.npy'", dir), 0, "%s replaced the symlink", run);
+    int64_t n;
+    double *v = load_values(dir, "real.npy", &n);
+    cr_expect(k ? n == 2 && v[0] == 3 : fabs(v[0] - 91.0 / 6) < 1e-5, "%s: the linked file holds %g", run, v[0]);
+    free(v);
+    cr_assert_eq(sh("cd '%s' && rm -f fifo && mkfifo fifo && (cat fifo > got.npy &) && %s > /dev/null", dir,
+                    k ? "./det --output y=@fifo" : "./prog --all --output 'E[d1*d2]=@fifo'"), 0);
+    cr_expect_eq(sh("test -p '%s/fifo'", dir), 0, "the FIFO was replaced");
+    cr_expect_eq(sh("sleep 0.2; cd '%s' && head -c 6 got.npy | tail -c 5 | grep -q NUMPY", dir), 0, "the reader got no .npy");
+  }
+  free(text);
+  cr_assert_eq(sh("rm -rf '%s'", dir), 0);
+  free(dir);
+}
+
 /* --all skips combinations of probability 0, as circc eval --all does: an
  * infinite value there does not make the expectation NaN. */
 Test(expect_programs, all_skips_impossible_rows) {
