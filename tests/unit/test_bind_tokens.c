@@ -12,7 +12,6 @@
 #define _GNU_SOURCE /* asprintf */
 #include <criterion/criterion.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -155,17 +154,6 @@ static void compile(const Model *m, const char *text, const char *dir, const cha
 }
 
 /* Runs a shell command; its exit status. */
-static int sh(const char *fmt, ...) {
-  char *cmd;
-  va_list ap;
-  va_start(ap, fmt);
-  cr_assert(vasprintf(&cmd, fmt, ap) > 0);
-  va_end(ap);
-  int st = system(cmd);
-  free(cmd);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* The compiled program's logits for TOKENS with --threads n. */
 static void run_compiled(const char *dir, int threads, double logits[S][V]) {
   Comp *c = tu_comp();
@@ -173,7 +161,7 @@ static void run_compiled(const char *dir, int threads, double logits[S][V]) {
   cr_assert(asprintf(&path, "%s/ids.npy", dir) > 0);
   cr_assert(npy_save(c, ids_tensor(c, TOKENS), path));
   free(path);
-  cr_assert_eq(sh("cd '%s' && ./prog --threads %d --input tokens=@ids.npy --output logits=@out.npy", dir, threads), 0);
+  cr_assert_eq(tu_sh("cd '%s' && ./prog --threads %d --input tokens=@ids.npy --output logits=@out.npy", dir, threads), 0);
   cr_assert(asprintf(&path, "%s/out.npy", dir) > 0);
   Tensor *t = npy_load(c, path, NO_LOC);
   cr_assert(t, "%s", tu_diags(c));
@@ -181,12 +169,6 @@ static void run_compiled(const char *dir, int threads, double logits[S][V]) {
   for (int i = 0; i < S * V; i++) logits[i / V][i % V] = tensor_get_f64(t, i);
   free(path);
   tu_free(c);
-}
-
-static char *temp_dir(void) {
-  char *d = strdup("/tmp/circc_bind_XXXXXX");
-  cr_assert(mkdtemp(d));
-  return d;
 }
 
 static void new_model(Comp *c, Model *m, PosEnc pos, bool causal, const char *store, uint64_t seed) {
@@ -207,7 +189,7 @@ static void new_model(Comp *c, Model *m, PosEnc pos, bool causal, const char *st
  * logits equal the reference forward and the hand-written REMIX binding; the
  * reference with the binding done wrong differs. */
 Test(bind_tokens, every_pos_enc_type_and_mask) {
-  char *store = temp_dir();
+  char *store = tu_temp_dir("bind");
   for (int pos = 0; pos < 3; pos++)
     for (int causal = 0; causal < 2; causal++) {
       Comp *c = tu_comp();
@@ -240,18 +222,18 @@ Test(bind_tokens, every_pos_enc_type_and_mask) {
                   POS_NAME[pos]);
       }
 
-      char *dir = temp_dir();
+      char *dir = tu_temp_dir("bind");
       compile(&m, file, dir, NULL);
       for (int threads = 1; threads <= 2; threads++) {
         run_compiled(dir, threads, run);
         cr_expect(max_diff(run, want) < 1e-4, "%s causal %d, %d threads: the program differs by %g", POS_NAME[pos],
                   causal, threads, max_diff(run, want));
       }
-      cr_assert_eq(sh("rm -rf '%s'", dir), 0);
+      cr_assert_eq(tu_sh("rm -rf '%s'", dir), 0);
       free(dir), free(file), free(remix);
       tu_free(c);
     }
-  cr_assert_eq(sh("rm -rf '%s'", store), 0);
+  cr_assert_eq(tu_sh("rm -rf '%s'", store), 0);
   free(store);
 }
 
@@ -260,8 +242,8 @@ Test(bind_tokens, every_pos_enc_type_and_mask) {
  * a causal model never sees), greedy generation its argmax; a model without a
  * causal mask refuses a prompt shorter than SEQ and answers one of SEQ tokens. */
 Test(bind_tokens, language_model_options) {
-  char *store = temp_dir(), *dir = temp_dir();
-  cr_assert_eq(sh("printf '%%s' '[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\"]' > '%s/chars.json'", dir), 0);
+  char *store = tu_temp_dir("bind"), *dir = tu_temp_dir("bind");
+  cr_assert_eq(tu_sh("printf '%%s' '[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\"]' > '%s/chars.json'", dir), 0);
   char *lm;
   cr_assert(asprintf(&lm, "chars:%s/chars.json", dir) > 0);
   Comp *c = tu_comp();
@@ -271,7 +253,7 @@ Test(bind_tokens, language_model_options) {
   compile(&m, file, dir, lm);
   double want[S][V];
   bound_forward(&m, right_ref_binding(&m), TOKENS, want);
-  cr_assert_eq(sh("cd '%s' && ./prog --tokens 3,0,6 --dump-logits d.npy --generate 1 --greedy --print-ids > out.txt",
+  cr_assert_eq(tu_sh("cd '%s' && ./prog --tokens 3,0,6 --dump-logits d.npy --generate 1 --greedy --print-ids > out.txt",
                   dir), 0);
   char *path;
   cr_assert(asprintf(&path, "%s/d.npy", dir) > 0);
@@ -292,19 +274,19 @@ Test(bind_tokens, language_model_options) {
   cr_assert(f && fread(out, 1, sizeof out - 1, f) > 0);
   fclose(f), free(path);
   cr_expect_str_eq(out, expect);
-  cr_expect_eq(sh("cd '%s' && ./prog --text dag --top 3 > top.txt", dir), 0);
+  cr_expect_eq(tu_sh("cd '%s' && ./prog --text dag --top 3 > top.txt", dir), 0);
   free(file);
 
   /* no causal mask: the next-token distribution needs all SEQ positions */
   new_model(c, &m, POS_GPT, false, store, 6);
   file = model_file(&m);
   compile(&m, file, dir, lm);
-  cr_expect_eq(sh("cd '%s' && ./prog --tokens 3,0,6 --top 2 2> err.txt >/dev/null", dir), 3);
-  cr_expect_eq(sh("grep -q 'positions see later ones' '%s/err.txt'", dir), 0);
-  cr_expect_eq(sh("cd '%s' && ./prog --tokens 3,0,6,3 --top 2 >/dev/null", dir), 0);
+  cr_expect_eq(tu_sh("cd '%s' && ./prog --tokens 3,0,6 --top 2 2> err.txt >/dev/null", dir), 3);
+  cr_expect_eq(tu_sh("grep -q 'positions see later ones' '%s/err.txt'", dir), 0);
+  cr_expect_eq(tu_sh("cd '%s' && ./prog --tokens 3,0,6,3 --top 2 >/dev/null", dir), 0);
   free(file), free(lm);
   tu_free(c);
-  cr_assert_eq(sh("rm -rf '%s' '%s'", dir, store), 0);
+  cr_assert_eq(tu_sh("rm -rf '%s' '%s'", dir, store), 0);
   free(dir), free(store);
 }
 

@@ -10,29 +10,11 @@
 #define _GNU_SOURCE /* asprintf */
 #include <criterion/criterion.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "json.h"
 #include "testutil.h"
-
-static int sh(const char *fmt, ...) {
-  char *cmd;
-  va_list ap;
-  va_start(ap, fmt);
-  cr_assert(vasprintf(&cmd, fmt, ap) > 0);
-  va_end(ap);
-  int st = system(cmd);
-  free(cmd);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static char *temp_dir(void) {
-  char *d = strdup("/tmp/circc_expect_XXXXXX");
-  cr_assert(mkdtemp(d));
-  return d;
-}
 
 /* Compiles text to dir/name with --sample-batch batch (0: default) and the streamed names. */
 static void compile(const char *text, const char *dir, const char *name, int batch, const char *const *streams,
@@ -49,19 +31,6 @@ static void compile(const char *text, const char *dir, const char *name, int bat
   cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
   free(prog);
   tu_free(c);
-}
-
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  cr_assert(f, "%s", path);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  rewind(f);
-  char *s = malloc((size_t)n + 1);
-  cr_assert(fread(s, 1, (size_t)n, f) == (size_t)n);
-  s[n] = 0;
-  fclose(f);
-  return s;
 }
 
 static double *load_values(const char *dir, const char *file, int64_t *n) {
@@ -145,16 +114,16 @@ static char *output_args(const Case *cs, const char *prefix) {
 
 Test(expect_programs, examples_all_and_samples) {
   Comp *jc = tu_comp();
-  char *json_text = read_text(tu_data("rv/expected.json"));
+  char *json_text = tu_read_file(tu_data("rv/expected.json"), NULL);
   JsonError err;
   const Json *root = json_parse(&jc->arena, json_text, strlen(json_text), &err);
   cr_assert(root, "expected.json: %s", err.msg);
   const Json *cases = member(root, "cases");
   for (size_t k = 0; k < sizeof CASES / sizeof *CASES; k++) {
     const Case *cs = &CASES[k];
-    char *rel, *dir = temp_dir();
+    char *rel, *dir = tu_temp_dir("expect");
     cr_assert(asprintf(&rel, "rv/%s.circ", cs->name) > 0);
-    char *text = read_text(tu_data(rel));
+    char *text = tu_read_file(tu_data(rel), NULL);
     compile(text, dir, "prog", 0, NULL, 0, NULL);
     compile(text, dir, "prog3", 3, NULL, 0, NULL);
     int nout;
@@ -162,11 +131,11 @@ Test(expect_programs, examples_all_and_samples) {
     double *oracle = eval_all(text, &nout, &sizes);
     char *all_args = output_args(cs, "all"), *t1 = output_args(cs, "r1_"), *t2 = output_args(cs, "r2_"),
          *t3 = output_args(cs, "r3_");
-    cr_assert_eq(sh("cd '%s' && ./prog --all %s > all.txt", dir, all_args), 0, "%s", cs->name);
+    cr_assert_eq(tu_sh("cd '%s' && ./prog --all %s > all.txt", dir, all_args), 0, "%s", cs->name);
     enum { N = 4096 };
-    cr_assert_eq(sh("cd '%s' && ./prog --samples %d --seed 7 --threads 1 --dump-indices idx.npy %s > r1.txt", dir, N, t1), 0);
-    cr_assert_eq(sh("cd '%s' && ./prog --samples %d --seed 7 --threads 2 %s > r2.txt", dir, N, t2), 0);
-    cr_assert_eq(sh("cd '%s' && ./prog3 --samples %d --seed 7 %s > r3.txt", dir, N, t3), 0);
+    cr_assert_eq(tu_sh("cd '%s' && ./prog --samples %d --seed 7 --threads 1 --dump-indices idx.npy %s > r1.txt", dir, N, t1), 0);
+    cr_assert_eq(tu_sh("cd '%s' && ./prog --samples %d --seed 7 --threads 2 %s > r2.txt", dir, N, t2), 0);
+    cr_assert_eq(tu_sh("cd '%s' && ./prog3 --samples %d --seed 7 %s > r3.txt", dir, N, t3), 0);
     const Json *outs = member(member(cases, cs->name), "outputs");
     int64_t at = 0;
     for (int i = 0; i < nout; i++) {
@@ -195,9 +164,9 @@ Test(expect_programs, examples_all_and_samples) {
       snprintf(file, sizeof file, "r1_%d.npy", i);
       char other[64];
       snprintf(other, sizeof other, "r2_%d.npy", i);
-      cr_expect_eq(sh("cmp -s '%s/%s' '%s/%s'", dir, file, dir, other), 0, "%s: 1 and 2 threads differ", cs->name);
+      cr_expect_eq(tu_sh("cmp -s '%s/%s' '%s/%s'", dir, file, dir, other), 0, "%s: 1 and 2 threads differ", cs->name);
       snprintf(other, sizeof other, "r3_%d.npy", i);
-      cr_expect_eq(sh("cmp -s '%s/%s' '%s/%s'", dir, file, dir, other), 0, "%s: --sample-batch 3 differs", cs->name);
+      cr_expect_eq(tu_sh("cmp -s '%s/%s' '%s/%s'", dir, file, dir, other), 0, "%s: --sample-batch 3 differs", cs->name);
       at += n;
       free(all), free(r1);
     }
@@ -228,7 +197,7 @@ Test(expect_programs, examples_all_and_samples) {
                 cov_v2v);
       free(idx), free(r1);
     }
-    cr_assert_eq(sh("rm -rf '%s'", dir), 0);
+    cr_assert_eq(tu_sh("rm -rf '%s'", dir), 0);
     free(dir), free(rel), free(text), free(oracle), free(sizes), free(all_args), free(t1), free(t2), free(t3);
   }
   free(json_text);
@@ -240,7 +209,7 @@ Test(expect_programs, examples_all_and_samples) {
  * non-uniform group; --all gives the exact value, --samples the plug-in
  * variance of the drawn rows (the same samples in both passes). */
 Test(expect_programs, nested_cumulants) {
-  char *dir = temp_dir();
+  char *dir = tu_temp_dir("expect");
   const char *text = "'var' Cumulant\n"
                      "  'sq' Einsum ,->\n"
                      "    'centred' Add\n"
@@ -259,8 +228,8 @@ Test(expect_programs, nested_cumulants) {
                      "        'm1' [] Scalar -1\n"
                      "    'centred'\n";
   compile(text, dir, "prog", 0, NULL, 0, NULL);
-  cr_assert_eq(sh("cd '%s' && ./prog --all --output var=@all.npy > all.txt", dir), 0);
-  cr_assert_eq(sh("cd '%s' && ./prog --samples 1000 --seed 2 --dump-indices idx.npy --output var=@est.npy > est.txt", dir), 0);
+  cr_assert_eq(tu_sh("cd '%s' && ./prog --all --output var=@all.npy > all.txt", dir), 0);
+  cr_assert_eq(tu_sh("cd '%s' && ./prog --samples 1000 --seed 2 --dump-indices idx.npy --output var=@est.npy > est.txt", dir), 0);
   int64_t n;
   double *all = load_values(dir, "all.npy", &n), *est = load_values(dir, "est.npy", &n),
          *idx = load_values(dir, "idx.npy", &n);
@@ -276,7 +245,7 @@ Test(expect_programs, nested_cumulants) {
   double *oracle = eval_all(text, &nout, &sizes);
   cr_expect(fabs(oracle[0] - 11.61) < 1e-12, "eval --all %.17g", oracle[0]);
   free(all), free(est), free(idx), free(oracle), free(sizes);
-  cr_assert_eq(sh("rm -rf '%s'", dir), 0);
+  cr_assert_eq(tu_sh("rm -rf '%s'", dir), 0);
   free(dir);
 }
 
@@ -285,32 +254,32 @@ Test(expect_programs, nested_cumulants) {
  * reader gets the bytes) — for expectation programs and ordinary ones alike
  * (both write through runtime/rt_core.c's rt_write_files). */
 Test(expect_programs, outputs_keep_links_and_fifos) {
-  char *dir = temp_dir(), *text = read_text(tu_data("rv/dice_shared.circ"));
+  char *dir = tu_temp_dir("expect"), *text = tu_read_file(tu_data("rv/dice_shared.circ"), NULL);
   compile(text, dir, "prog", 0, NULL, 0, NULL);
   compile("'y' [2] Scalar 3\n", dir, "det", 0, NULL, 0, NULL);
   for (int k = 0; k < 2; k++) {
     const char *run = k ? "./det --output y=@link.npy" : "./prog --all --output 'E[d1*d2]=@link.npy'";
-    cr_assert_eq(sh("cd '%s' && rm -f real.npy link.npy && echo junk > real.npy && ln -s real.npy link.npy && %s > /dev/null",
+    cr_assert_eq(tu_sh("cd '%s' && rm -f real.npy link.npy && echo junk > real.npy && ln -s real.npy link.npy && %s > /dev/null",
                     dir, run), 0, "%s", run);
-    cr_expect_eq(sh("test -L '%s/link.npy'", dir), 0, "%s replaced the symlink", run);
+    cr_expect_eq(tu_sh("test -L '%s/link.npy'", dir), 0, "%s replaced the symlink", run);
     int64_t n;
     double *v = load_values(dir, "real.npy", &n);
     cr_expect(k ? n == 2 && v[0] == 3 : fabs(v[0] - 91.0 / 6) < 1e-5, "%s: the linked file holds %g", run, v[0]);
     free(v);
-    cr_assert_eq(sh("cd '%s' && rm -f fifo && mkfifo fifo && (cat fifo > got.npy &) && %s > /dev/null", dir,
+    cr_assert_eq(tu_sh("cd '%s' && rm -f fifo && mkfifo fifo && (cat fifo > got.npy &) && %s > /dev/null", dir,
                     k ? "./det --output y=@fifo" : "./prog --all --output 'E[d1*d2]=@fifo'"), 0);
-    cr_expect_eq(sh("test -p '%s/fifo'", dir), 0, "the FIFO was replaced");
-    cr_expect_eq(sh("sleep 0.2; cd '%s' && head -c 6 got.npy | tail -c 5 | grep -q NUMPY", dir), 0, "the reader got no .npy");
+    cr_expect_eq(tu_sh("test -p '%s/fifo'", dir), 0, "the FIFO was replaced");
+    cr_expect_eq(tu_sh("sleep 0.2; cd '%s' && head -c 6 got.npy | tail -c 5 | grep -q NUMPY", dir), 0, "the reader got no .npy");
   }
   free(text);
-  cr_assert_eq(sh("rm -rf '%s'", dir), 0);
+  cr_assert_eq(tu_sh("rm -rf '%s'", dir), 0);
   free(dir);
 }
 
 /* --all skips combinations of probability 0, as circc eval --all does: an
  * infinite value there does not make the expectation NaN. */
 Test(expect_programs, all_skips_impossible_rows) {
-  char *dir = temp_dir();
+  char *dir = tu_temp_dir("expect");
   const char *text = "'E' Cumulant\n"
                      "  'x' DiscreteVar\n"
                      "    'v' Concat 0\n"
@@ -321,7 +290,7 @@ Test(expect_programs, all_skips_impossible_rows) {
                      "      'p01' [2] Scalar 0.5\n"
                      "      'p2' [1] Scalar 0\n";
   compile(text, dir, "prog", 0, NULL, 0, NULL);
-  cr_assert_eq(sh("cd '%s' && ./prog --all --output E=@e.npy > out.txt", dir), 0);
+  cr_assert_eq(tu_sh("cd '%s' && ./prog --all --output E=@e.npy > out.txt", dir), 0);
   int64_t n;
   double *v = load_values(dir, "e.npy", &n);
   int nout;
@@ -329,14 +298,14 @@ Test(expect_programs, all_skips_impossible_rows) {
   double *oracle = eval_all(text, &nout, &sizes);
   cr_expect(v[0] == 1.5 && oracle[0] == 1.5, "--all %g, eval --all %g, want 1.5", v[0], oracle[0]);
   free(v), free(oracle), free(sizes);
-  cr_assert_eq(sh("rm -rf '%s'", dir), 0);
+  cr_assert_eq(tu_sh("rm -rf '%s'", dir), 0);
   free(dir);
 }
 
 /* --stream: a dataset read at run time gives the bits of the one linked in;
  * a file of the wrong shape or a missing --data is refused, nothing written. */
 Test(expect_programs, streamed_dataset) {
-  char *dir = temp_dir(), *store = temp_dir();
+  char *dir = tu_temp_dir("expect"), *store = tu_temp_dir("expect");
   Comp *c = tu_comp();
   c->tensor_dir = store;
   Shape s = {2, {5, 3}};
@@ -365,15 +334,15 @@ Test(expect_programs, streamed_dataset) {
   const char *streams[] = {"rows"};
   compile(text, dir, "linked", 0, NULL, 0, store);
   compile(text, dir, "streamed", 0, streams, 1, "/nonexistent-store");
-  cr_assert_eq(sh("cd '%s' && ./linked --samples 500 --seed 3 --output E=@a.npy > a.txt", dir), 0);
-  cr_assert_eq(sh("cd '%s' && ./streamed --samples 500 --seed 3 --data rows=@rows.npy --output E=@b.npy > b.txt", dir), 0);
-  cr_expect_eq(sh("cmp -s '%s/a.npy' '%s/b.npy'", dir, dir), 0, "streamed and linked-in rows differ");
-  cr_expect_eq(sh("cd '%s' && ./streamed --all --data rows=@rows.npy --output E=@c.npy > c.txt", dir), 0);
-  cr_expect_eq(sh("cd '%s' && ./streamed --all --data rows=@short.npy --output E=@d.npy 2> err.txt", dir), 3);
-  cr_expect_eq(sh("grep -q 'wrong shape: expected \\[5,3\\], found \\[4,3\\]' '%s/err.txt'", dir), 0);
-  cr_expect_eq(sh("cd '%s' && ./streamed --all --output E=@d.npy 2> err2.txt", dir), 2);
-  cr_expect_eq(sh("grep -q \"give --data rows=@FILE.npy\" '%s/err2.txt'", dir), 0);
-  cr_expect_eq(sh("test -e '%s/d.npy'", dir), 1, "a failed run left an output file");
+  cr_assert_eq(tu_sh("cd '%s' && ./linked --samples 500 --seed 3 --output E=@a.npy > a.txt", dir), 0);
+  cr_assert_eq(tu_sh("cd '%s' && ./streamed --samples 500 --seed 3 --data rows=@rows.npy --output E=@b.npy > b.txt", dir), 0);
+  cr_expect_eq(tu_sh("cmp -s '%s/a.npy' '%s/b.npy'", dir, dir), 0, "streamed and linked-in rows differ");
+  cr_expect_eq(tu_sh("cd '%s' && ./streamed --all --data rows=@rows.npy --output E=@c.npy > c.txt", dir), 0);
+  cr_expect_eq(tu_sh("cd '%s' && ./streamed --all --data rows=@short.npy --output E=@d.npy 2> err.txt", dir), 3);
+  cr_expect_eq(tu_sh("grep -q 'wrong shape: expected \\[5,3\\], found \\[4,3\\]' '%s/err.txt'", dir), 0);
+  cr_expect_eq(tu_sh("cd '%s' && ./streamed --all --output E=@d.npy 2> err2.txt", dir), 2);
+  cr_expect_eq(tu_sh("grep -q \"give --data rows=@FILE.npy\" '%s/err2.txt'", dir), 0);
+  cr_expect_eq(tu_sh("test -e '%s/d.npy'", dir), 1, "a failed run left an output file");
   /* the exact value: Σ_i p_i |rows_i|² / Σ p */
   int64_t n;
   double *v = load_values(dir, "c.npy", &n), num = 0, den = 0;
@@ -385,6 +354,6 @@ Test(expect_programs, streamed_dataset) {
   cr_expect(fabs(v[0] - num / den) < 1e-5 * num / den, "--all with --data: %g, want %g", v[0], num / den);
   free(v), free(text);
   tu_free(c);
-  cr_assert_eq(sh("rm -rf '%s' '%s'", dir, store), 0);
+  cr_assert_eq(tu_sh("rm -rf '%s' '%s'", dir, store), 0);
   free(dir), free(store);
 }

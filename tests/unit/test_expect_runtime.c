@@ -272,19 +272,6 @@ static const char *bind(const char *name, const char *file) {
   return buf[k];
 }
 
-static uint8_t *read_all(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  cr_assert_not_null(f, "cannot open %s", path);
-  fseek(f, 0, SEEK_END);
-  *len = (size_t)ftell(f);
-  fseek(f, 0, SEEK_SET);
-  uint8_t *b = malloc(*len + 1);
-  cr_assert_eq(fread(b, 1, *len, f), *len);
-  b[*len] = 0;
-  fclose(f);
-  return b;
-}
-
 static int count_entries(void) {
   char cmd[600];
   snprintf(cmd, sizeof cmd, "ls -A %s | wc -l", dir);
@@ -312,7 +299,7 @@ static char *capture_end(int saved, int fd, const char *file) {
   dup2(saved, fd);
   close(saved);
   size_t len;
-  char *s = (char *)read_all(file, &len);
+  char *s = (char *)(uint8_t *)tu_read_file(file, &len);
   unlink(file);
   return s;
 }
@@ -760,7 +747,7 @@ Test(expect, bits_do_not_depend_on_threads_or_batch) {
     const char *files[3] = {"r.npy", "b.npy", "s.npy"};
     for (int f = 0; f < 3; f++) {
       size_t len;
-      uint8_t *bytes = read_all(in_dir(files[f]), &len);
+      uint8_t *bytes = (uint8_t *)tu_read_file(in_dir(files[f]), &len);
       if (!k) {
         first[f] = bytes, first_len[f] = len;
         continue;
@@ -878,7 +865,7 @@ Test(expect, failed_run_leaves_no_file) {
   cr_assert_eq(g_calls, 13);
   cr_assert_str_eq(out, "");
   size_t len;
-  uint8_t *old = read_all(in_dir("old.npy"), &len);
+  uint8_t *old = (uint8_t *)tu_read_file(in_dir("old.npy"), &len);
   cr_assert(len == 3 && !memcmp(old, "old", 3));
   free(old);
   cr_assert_eq(count_entries(), 1, "only old.npy");

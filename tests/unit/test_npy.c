@@ -27,18 +27,6 @@ static const char *in_dir(const char *name) {
   return buf[k];
 }
 
-static uint8_t *read_all(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  cr_assert_not_null(f, "cannot open %s", path);
-  fseek(f, 0, SEEK_END);
-  *len = (size_t)ftell(f);
-  fseek(f, 0, SEEK_SET);
-  uint8_t *b = malloc(*len + 1);
-  cr_assert_eq(fread(b, 1, *len, f), *len);
-  fclose(f);
-  return b;
-}
-
 static void write_all(const char *path, const void *b, size_t n) {
   FILE *f = fopen(path, "wb");
   cr_assert_not_null(f);
@@ -82,7 +70,7 @@ Test(npy, round_trip_every_dtype_and_rank) {
       const char *path = in_dir("rt.npy");
       cr_assert(npy_save(c, t, path), "%s", tu_diags(c));
       size_t len;
-      uint8_t *bytes = read_all(path, &len);
+      uint8_t *bytes = (uint8_t *)tu_read_file(path, &len);
       cr_assert_eq((len - t->nbytes) % 64, 0, "header not padded to 64: %zu", len - t->nbytes);
       cr_assert_eq(bytes[6], 1);
       free(bytes);
@@ -107,7 +95,7 @@ Test(npy, byte_identical_to_numpy) {
     cr_assert_not_null(t, "%s", tu_diags(c));
     cr_assert(npy_save(c, t, in_dir("same.npy")));
     size_t la, lb;
-    uint8_t *a = read_all(tu_data(files[i]), &la), *b = read_all(in_dir("same.npy"), &lb);
+    uint8_t *a = (uint8_t *)tu_read_file(tu_data(files[i]), &la), *b = (uint8_t *)tu_read_file(in_dir("same.npy"), &lb);
     cr_assert_eq(la, lb);
     cr_assert_eq(memcmp(a, b, la), 0, "%s differs", files[i]);
     free(a);
@@ -122,7 +110,7 @@ Test(npy, byte_identical_to_numpy) {
     Tensor *t = tensor_new(c, HEADERS[i].dt, &HEADERS[i].shape);
     cr_assert(npy_save(c, t, in_dir("s.npy")));
     size_t len, dl = strlen(HEADERS[i].dict);
-    uint8_t *b = read_all(in_dir("s.npy"), &len);
+    uint8_t *b = (uint8_t *)tu_read_file(in_dir("s.npy"), &len);
     cr_assert_eq(len, 128 + t->nbytes);
     cr_assert_eq(b[8] | b[9] << 8, 118);
     cr_assert_eq(memcmp(b + 10, HEADERS[i].dict, dl), 0);
@@ -161,7 +149,7 @@ Test(npy, golden_values) {
   cr_assert_float_eq(s, 0x1.5cdde5e9c2000p+12, 1e-6);
 
   size_t len;
-  uint8_t *bytes = read_all(tu_data("npy/dev_logits_first256.npy"), &len);
+  uint8_t *bytes = (uint8_t *)tu_read_file(tu_data("npy/dev_logits_first256.npy"), &len);
   Tensor *m = npy_load_bytes(c, bytes, len, "logits", NO_LOC);
   free(bytes);   /* npy_load_bytes copies */
   cr_assert_not_null(m);
@@ -298,7 +286,7 @@ Test(npy, malformed_files) {
   /* the same through files: truncated payload, missing file, directory */
   Comp *c = tu_comp();
   size_t len;
-  uint8_t *gold = read_all(tu_data("npy/dev_targets_first256.npy"), &len);
+  uint8_t *gold = (uint8_t *)tu_read_file(tu_data("npy/dev_targets_first256.npy"), &len);
   write_all(in_dir("cut.npy"), gold, 1000);
   free(gold);
   cr_assert_null(npy_load(c, in_dir("cut.npy"), NO_LOC));

@@ -94,19 +94,6 @@ static void assert_ids(const int *ids, int n, const char *want) {
   for (int i = 0; i < n; i++) cr_assert_eq(ids[i], want[i] - 'a', "id %d is %d, want %c", i, ids[i], want[i]);
 }
 
-static char *read_file(const char *path) {
-  FILE *f = fopen(path, "rb");
-  cr_assert(f, "cannot open %s", path);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = malloc((size_t)n + 1);
-  cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-  buf[n] = 0;
-  fclose(f);
-  return buf;
-}
-
 static char *dump_str(Comp *c, const NodeList *l) {
   char *buf = NULL;
   size_t len = 0;
@@ -211,7 +198,7 @@ static void store_remove(Store *s) {
 
 Test(parse, e1_sharing_scatter_concat) {
   Comp *c = comp_random();
-  char *text = read_file(tu_data("circ/e1_sharing.circ"));
+  char *text = tu_read_file(tu_data("circ/e1_sharing.circ"), NULL);
   NodeList l = parse_ok(c, text);
   cr_assert_eq(l.n, 3);
   Node *s0 = l.node[0], *s1 = l.node[1], *add = l.node[2];
@@ -301,7 +288,7 @@ Test(parse, e2_array_hash_and_tensor_index) {
 
 Test(parse, e3_tag_cumulant_discretevar_storedcumulantvar) {
   Comp *c = comp_random();
-  char *text = read_file(tu_data("circ/e3_cumulants.circ"));
+  char *text = tu_read_file(tu_data("circ/e3_cumulants.circ"), NULL);
   NodeList l = parse_ok(c, text);
   cr_assert_eq(l.n, 3);
   cr_assert_eq(l.node[0]->kind, NK_Cumulant);
@@ -323,7 +310,7 @@ Test(parse, e3_tag_cumulant_discretevar_storedcumulantvar) {
 
 Test(parse, e4_nested_modules_symbolic_sizes_flags) {
   Comp *c = comp_random();
-  char *text = read_file(tu_data("circ/e4_modules.circ"));
+  char *text = tu_read_file(tu_data("circ/e4_modules.circ"), NULL);
   NodeList l = parse_ok(c, text);
   cr_assert_eq(l.n, 1);
   Node *outer = l.node[0];
@@ -371,7 +358,7 @@ Test(parse, e4_nested_modules_symbolic_sizes_flags) {
 
 Test(parse, e5_lexical_scoping) {
   Comp *c = tu_comp(); /* `Array rand` works without tensors_as_random */
-  char *text = read_file(tu_data("circ/e5_scoping.circ"));
+  char *text = tu_read_file(tu_data("circ/e5_scoping.circ"), NULL);
   NodeList l = parse_ok(c, text);
   cr_assert_eq(l.n, 1);
   Node *b = l.node[0]->child[0];
@@ -392,7 +379,7 @@ Test(parse, e5_lexical_scoping) {
 
 Test(parse, e6_inline_symbol_definition) {
   Comp *c = comp_random();
-  char *text = read_file(tu_data("circ/e6_inline_symbol.circ"));
+  char *text = tu_read_file(tu_data("circ/e6_inline_symbol.circ"), NULL);
   NodeList l = parse_ok(c, text);
   cr_assert_eq(l.n, 2);
   Node *m = l.node[1];
@@ -410,7 +397,7 @@ Test(parse, e6_inline_symbol_definition) {
 
 Test(parse, e7_every_node_info_format) {
   Comp *c = comp_random();
-  char *text = read_file(tu_data("circ/e7_formats.circ"));
+  char *text = tu_read_file(tu_data("circ/e7_formats.circ"), NULL);
   NodeList l = parse_ok(c, text);
   cr_assert_eq(l.n, 9);
   Node *e = find(&l, "einsum"), *f = find(&l, "einsum fancy string");
@@ -443,7 +430,7 @@ Test(parse, e7_every_node_info_format) {
 
 Test(parse, e8_layernorm_multiple_toplevel) {
   Comp *c = comp_random();
-  char *text = read_file(tu_data("circ/e8_layernorm.circ"));
+  char *text = tu_read_file(tu_data("circ/e8_layernorm.circ"), NULL);
   NodeList l = parse_ok(c, text);
   cr_assert_eq(l.n, 3);
   Node *in = find(&l, "ln.input");
@@ -462,7 +449,7 @@ Test(parse, e8_layernorm_multiple_toplevel) {
 
 Test(parse, e9_gen_index) {
   Comp *c = comp_random();
-  char *text = read_file(tu_data("circ/e9_loglik.circ"));
+  char *text = tu_read_file(tu_data("circ/e9_loglik.circ"), NULL);
   NodeList l = parse_ok(c, text);
   cr_assert_eq(l.n, 2);
   Node *ll = l.node[0];
@@ -477,7 +464,7 @@ Test(parse, e9_gen_index) {
 
 Test(parse, e10_rearrange_corners_and_empty_names) {
   Comp *c = comp_random();
-  char *text = read_file(tu_data("circ/e10_rearrange.circ"));
+  char *text = tu_read_file(tu_data("circ/e10_rearrange.circ"), NULL);
   NodeList l = parse_ok(c, text);
   Node *add = l.node[0];
   cr_assert_str_eq(add->name, "pgqlrflg");
@@ -511,7 +498,7 @@ Test(parse, all_sample_files_round_trip) {
     snprintf(path, sizeof path, "circ/%s.circ", files[i]);
     Compilation cm = {0};
     cr_assert(tu_run_file(c, tu_data(path), NULL, STAGE_TENSORS, &cm), "%s: %s", path, tu_diags(c));
-    char *text = read_file(tu_data(path));
+    char *text = tu_read_file(tu_data(path), NULL);
     round_trip(c, text);
     free(text);
     tu_free(c);

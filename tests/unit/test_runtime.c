@@ -93,19 +93,6 @@ static void write_all(const char *path, const void *b, size_t n) {
   fclose(f);
 }
 
-static uint8_t *read_all(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  cr_assert_not_null(f, "cannot open %s", path);
-  fseek(f, 0, SEEK_END);
-  *len = (size_t)ftell(f);
-  fseek(f, 0, SEEK_SET);
-  uint8_t *b = malloc(*len + 1);
-  cr_assert_eq(fread(b, 1, *len, f), *len);
-  b[*len] = 0;
-  fclose(f);
-  return b;
-}
-
 static bool exists(const char *path) { return access(path, F_OK) == 0; }
 
 static int count_entries(void) {
@@ -160,7 +147,7 @@ static char *capture_end(int saved, int fd, const char *file) {
   dup2(saved, fd);
   close(saved);
   size_t len;
-  return (char *)read_all(file, &len);
+  return (char *)(uint8_t *)tu_read_file(file, &len);
 }
 
 /* rt_main(model, {"prog", args..., NULL}) */
@@ -239,7 +226,7 @@ Test(runtime, outputs_are_byte_identical_to_numpy) {
     /* npy_save writes what numpy.save writes (test_npy checks that) */
     cr_assert(npy_save(c, t, in_dir("ref.npy")));
     size_t la, lb;
-    uint8_t *a = read_all(in_dir(files[i]), &la), *b = read_all(in_dir("ref.npy"), &lb);
+    uint8_t *a = (uint8_t *)tu_read_file(in_dir(files[i]), &la), *b = (uint8_t *)tu_read_file(in_dir("ref.npy"), &lb);
     cr_assert_eq(la, lb, "%s", files[i]);
     cr_assert_eq(memcmp(a, b, la), 0, "%s differs from numpy's layout", files[i]);
     cr_assert_eq((la - (size_t)t->nbytes) % 64, 0);

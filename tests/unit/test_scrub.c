@@ -13,28 +13,10 @@
 #define _GNU_SOURCE /* asprintf */
 #include <criterion/criterion.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "scrub_gen.h"
-
-static int sh(const char *fmt, ...) {
-  char *cmd;
-  va_list ap;
-  va_start(ap, fmt);
-  cr_assert(vasprintf(&cmd, fmt, ap) > 0);
-  va_end(ap);
-  int st = system(cmd);
-  free(cmd);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static char *temp_dir(void) {
-  char *d = strdup("/tmp/circc_scrub_XXXXXX");
-  cr_assert(mkdtemp(d));
-  return d;
-}
 
 /* loss[a][b][s]: the masked loss at position s with labels from row a and the
  * model's input from row b — model_gen.c's forward, log-softmax in double. */
@@ -81,11 +63,11 @@ static Tensor *load(Comp *c, const char *dir, const char *file) {
 }
 
 static bool same_file(const char *dir, const char *a, const char *b) {
-  return sh("cmp -s '%s/%s' '%s/%s'", dir, a, dir, b) == 0;
+  return tu_sh("cmp -s '%s/%s' '%s/%s'", dir, a, dir, b) == 0;
 }
 
 Test(scrub, transformer_with_a_rewired_input) {
-  char *store = temp_dir(), *dir = temp_dir();
+  char *store = tu_temp_dir("scrub"), *dir = tu_temp_dir("scrub");
   Model m;
   Comp *c = scrub_comp(&m, store, 77);
   char *text = scrub_file(c, &m);
@@ -114,7 +96,7 @@ Test(scrub, transformer_with_a_rewired_input) {
 
   /* --all: the exact expectation over the 25 pairs */
   for (int threads = 1; threads <= 2; threads++)
-    cr_assert_eq(sh("cd '%s' && ./scrub --all --threads %d --output expected_loss_by_pos=@all%d.npy "
+    cr_assert_eq(tu_sh("cd '%s' && ./scrub --all --threads %d --output expected_loss_by_pos=@all%d.npy "
                     "--output expected_loss=@mean%d.npy > all%d.txt",
                     dir, threads, threads, threads, threads), 0);
   cr_expect(same_file(dir, "all1.npy", "all2.npy"), "--all: 1 and 2 threads differ");
@@ -128,10 +110,10 @@ Test(scrub, transformer_with_a_rewired_input) {
    * --sample-batch 8/32 give the same bits */
   enum { N = 1000 };
   for (int threads = 1; threads <= 2; threads++)
-    cr_assert_eq(sh("cd '%s' && ./scrub --samples %d --seed 5 --threads %d --dump-indices idx%d.npy "
+    cr_assert_eq(tu_sh("cd '%s' && ./scrub --samples %d --seed 5 --threads %d --dump-indices idx%d.npy "
                     "--output expected_loss_by_pos=@est%d.npy --output-se expected_loss_by_pos=@se%d.npy > out%d.txt",
                     dir, N, threads, threads, threads, threads, threads), 0);
-  cr_assert_eq(sh("cd '%s' && ./scrub8 --samples %d --seed 5 --output expected_loss_by_pos=@est8.npy > out8.txt", dir, N), 0);
+  cr_assert_eq(tu_sh("cd '%s' && ./scrub8 --samples %d --seed 5 --output expected_loss_by_pos=@est8.npy > out8.txt", dir, N), 0);
   cr_expect(same_file(dir, "est1.npy", "est2.npy") && same_file(dir, "idx1.npy", "idx2.npy"), "1 and 2 threads differ");
   cr_expect(same_file(dir, "est1.npy", "est8.npy"), "--sample-batch 8 and 32 differ");
   Tensor *idx = load(c, dir, "idx1.npy"), *est = load(c, dir, "est1.npy"), *se = load(c, dir, "se1.npy");
@@ -154,6 +136,6 @@ Test(scrub, transformer_with_a_rewired_input) {
   }
   free(prog), free(prog8), free(text);
   tu_free(c);
-  if (getenv("KEEP")) fprintf(stderr, "kept %s %s\n", dir, store); else cr_assert_eq(sh("rm -rf '%s' '%s'", dir, store), 0);
+  if (getenv("KEEP")) fprintf(stderr, "kept %s %s\n", dir, store); else cr_assert_eq(tu_sh("rm -rf '%s' '%s'", dir, store), 0);
   free(dir), free(store);
 }

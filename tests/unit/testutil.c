@@ -1,7 +1,12 @@
 /* testutil.c — see testutil.h */
+#define _GNU_SOURCE /* vasprintf */
 #include "testutil.h"
+#include <criterion/criterion.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 typedef struct { Comp c; char *buf; size_t len; } TestComp;
 
@@ -50,4 +55,36 @@ bool tu_run_named(Comp *c, const char *name, const char *text, Stage last, Compi
 bool tu_run_file(Comp *c, const char *path, const char *output, Stage last, Compilation *cm) {
   DriverOptions o = {.path = path, .outputs = &output, .noutputs = output != NULL, .last = last, .verify_each = true};
   return driver_run(c, &o, cm);
+}
+
+int tu_sh(const char *fmt, ...) {
+  char *cmd;
+  va_list ap;
+  va_start(ap, fmt);
+  cr_assert(vasprintf(&cmd, fmt, ap) > 0);
+  va_end(ap);
+  int st = system(cmd);
+  free(cmd);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+char *tu_temp_dir(const char *tag) {
+  char *d;
+  cr_assert(asprintf(&d, "/tmp/circc_%s_XXXXXX", tag) > 0);
+  cr_assert(mkdtemp(d), "cannot create %s", d);
+  return d;
+}
+
+char *tu_read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  cr_assert_not_null(f, "cannot open %s", path);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *b = malloc((size_t)n + 1);
+  cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n, "cannot read %s", path);
+  b[n] = 0;
+  fclose(f);
+  if (len) *len = (size_t)n;
+  return b;
 }

@@ -20,4 +20,12 @@ bool tu_run(Comp *c, const char *text, Stage last, Compilation *cm);
 /* tu_run with the text named `name`, for tests whose diagnostics name their own file. */
 bool tu_run_named(Comp *c, const char *name, const char *text, Stage last, Compilation *cm);
 bool tu_run_file(Comp *c, const char *path, const char *output, Stage last, Compilation *cm);
+
+/* Runs a shell command (printf-style); its exit status, -1 if it did not exit. */
+int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A new empty directory /tmp/circc_TAG_XXXXXX (malloc'd path). */
+char *tu_temp_dir(const char *tag);
+/* The whole file, NUL-terminated (malloc'd); *len (len may be NULL) its size.
+ * An unreadable file fails the test. */
+char *tu_read_file(const char *path, size_t *len);
 #endif
