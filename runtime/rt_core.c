@@ -95,6 +95,34 @@ bool rt_has_option(int argc, char **argv, const char *const *names, int n) {
   return false;
 }
 
+const char *rt_binding_path(const char *p) {
+  if (*p == '@') p++;
+  return *p ? p : NULL;
+}
+
+int rt_parse_binding(const char *prog, const char *flag, const char *arg, const rt_tensor_desc *d, int n,
+                     const char *what, const char **path) {
+  int best = -1;
+  size_t best_len = 0;
+  for (int i = 0; i < n; i++) {
+    size_t len = strlen(d[i].name);
+    if (strncmp(arg, d[i].name, len) == 0 && arg[len] == '=' && rt_binding_path(arg + len + 1) &&
+        (best < 0 || len > best_len))
+      best = i, best_len = len;
+  }
+  if (best >= 0) {
+    *path = rt_binding_path(arg + best_len + 1);
+    return best;
+  }
+  const char *eq = strchr(arg, '=');
+  if (!eq || eq == arg || !rt_binding_path(eq + 1))
+    return rt_usage_error(prog, "%s expects NAME=@FILE.npy, found '%s'", flag, arg), -1;
+  rt_usage_error(prog, "%s: the program has no %s named '%.*s'", flag, what, (int)(eq - arg), arg);
+  fprintf(stderr, "%s: note: its %ss are:\n", prog, what);
+  for (int i = 0; i < n; i++) rt_desc_line(stderr, &d[i]);
+  return -1;
+}
+
 bool rt_parse_long(const char *s, long lo, long hi, long *out) {
   char *end;
   errno = 0;

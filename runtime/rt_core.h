@@ -39,6 +39,14 @@ int rt_next_option(const char *prog, const rt_option *opts, int nopts, const cha
                    char **argv, int *i, const char **val);
 /* Whether argv holds one of the options names[0..n) (as --name or --name=value). */
 bool rt_has_option(int argc, char **argv, const char *const *names, int n);
+/* An option's NAME=@FILE argument: its NAME must be one of d[0..n) (the
+ * longest that fits, as names may contain '='; the @ is optional). Returns
+ * that index with *path the file, or -1 after a usage error (flag, found
+ * text, and the list of the model's `what`s when the name is unknown). */
+int rt_parse_binding(const char *prog, const char *flag, const char *arg, const rt_tensor_desc *d, int n,
+                     const char *what, const char **path);
+/* The file of a binding's right-hand side ("@f.npy" or "f.npy"), NULL if empty. */
+const char *rt_binding_path(const char *p);
 /* A whole decimal argument s in [lo, hi]. */
 bool rt_parse_long(const char *s, long lo, long hi, long *out);
 /* A whole finite decimal number. */

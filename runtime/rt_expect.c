@@ -288,36 +288,8 @@ static void print_info(const Run *r, int threads) {
 /* ---- the command line ---- */
 
 /* The file part of "@PATH" or "PATH", or NULL if empty. */
-static const char *binding_path(const char *p) {
-  if (*p == '@') p++;
-  return *p ? p : NULL;
-}
-
 /* NAME=@PATH for a post output (names may contain '=': the longest known name
  * wins). Returns its index, or -1 after a usage error listing the names. */
-static int parse_binding(const Run *r, const char *flag, const char *arg, const char **path) {
-  const rt_graph *post = r->E->post;
-  int best = -1;
-  size_t best_len = 0;
-  for (int i = 0; i < post->noutputs; i++) {
-    size_t len = strlen(post->outputs[i].name);
-    if (!strncmp(arg, post->outputs[i].name, len) && arg[len] == '=' && binding_path(arg + len + 1) &&
-        (best < 0 || len > best_len))
-      best = i, best_len = len;
-  }
-  if (best >= 0) {
-    *path = binding_path(arg + best_len + 1);
-    return best;
-  }
-  const char *eq = strchr(arg, '=');
-  if (!eq || eq == arg || !binding_path(eq + 1))
-    return rt_usage_error(r->prog, "%s expects NAME=@FILE.npy, found '%s'", flag, arg), -1;
-  rt_usage_error(r->prog, "%s: the program has no output named '%.*s'", flag, (int)(eq - arg), arg);
-  fprintf(stderr, "%s: note: its outputs are:\n", r->prog);
-  for (int i = 0; i < post->noutputs; i++) rt_desc_line(stderr, &post->outputs[i]);
-  return -1;
-}
-
 /* --group-seed NAME=S: NAME is a group's name (the longest that matches) or g<index>. */
 static int parse_group_seed(Run *r, const char *arg) {
   const rt_expect *E = r->E;
@@ -354,19 +326,13 @@ static int parse_group_seed(Run *r, const char *arg) {
 /* --data NAME=@FILE.npy: NAME is a streamed dataset. */
 static int parse_data(Run *r, const char *arg) {
   const rt_expect *E = r->E;
-  const char *eq = strchr(arg, '=');
-  for (int d = 0; eq && d < E->ndata; d++)
-    if (strlen(E->data[d].name) == (size_t)(eq - arg) && !strncmp(arg, E->data[d].name, (size_t)(eq - arg))) {
-      if (!eq[1] || !binding_path(eq + 1)[0]) break;
-      r->o.data_path[d] = binding_path(eq + 1);
-      return GO_ON;
-    }
   if (!E->ndata)
     return rt_usage_error(r->prog, "--data %s: this program streams no dataset (circc --stream NAME does)", arg);
-  rt_usage_error(r->prog, "--data expects NAME=@FILE.npy with NAME a streamed dataset, found '%s'; the program streams:",
-                 arg);
-  for (int d = 0; d < E->ndata; d++) rt_desc_line(stderr, &E->data[d]);
-  return RT_EXIT_USAGE;
+  const char *path;
+  int d = rt_parse_binding(r->prog, "--data", arg, E->data, E->ndata, "streamed dataset", &path);
+  if (d < 0) return RT_EXIT_USAGE;
+  r->o.data_path[d] = path;
+  return GO_ON;
 }
 
 static int take_option(Run *r, const char *flag, const char *val) {
@@ -387,7 +353,9 @@ static int take_option(Run *r, const char *flag, const char *val) {
       return rt_usage_error(r->prog, "--max-all expects a positive number of combinations, found '%s'", val);
   } else if (!strcmp(flag, "--output") || !strcmp(flag, "--output-se")) {
     Binding b;
-    if ((b.index = parse_binding(r, flag, val, &b.path)) < 0) return RT_EXIT_USAGE;
+    const rt_graph *post = r->E->post;
+    b.index = rt_parse_binding(r->prog, flag, val, post->outputs, post->noutputs, "output", &b.path);
+    if (b.index < 0) return RT_EXIT_USAGE;
     if (flag[8]) o->ses[o->nses++] = b;
     else o->outs[o->nouts++] = b;
   } else if (!strcmp(flag, "--data")) {

@@ -75,38 +75,6 @@ static void run_help(const rt_model *m, const char *prog) {
         stdout);
 }
 
-/* The file part of "@PATH" or "PATH", or NULL if empty. */
-static const char *binding_path(const char *p) {
-  if (*p == '@') p++;
-  return *p ? p : NULL;
-}
-
-/* NAME=@PATH or NAME=PATH. Names may contain '=', so known names are matched
- * first (longest wins). Returns the index into d, or -1 after a usage error
- * that lists the names (`what` is "input" or "output"). */
-static int parse_binding(const Run *r, const char *flag, const char *arg, const rt_tensor_desc *d, int n,
-                         const char *what, const char **path) {
-  int best = -1;
-  size_t best_len = 0;
-  for (int i = 0; i < n; i++) {
-    size_t len = strlen(d[i].name);
-    if (strncmp(arg, d[i].name, len) == 0 && arg[len] == '=' && binding_path(arg + len + 1) &&
-        (best < 0 || len > best_len))
-      best = i, best_len = len;
-  }
-  if (best >= 0) {
-    *path = binding_path(arg + best_len + 1);
-    return best;
-  }
-  const char *eq = strchr(arg, '=');
-  if (!eq || eq == arg || !binding_path(eq + 1))
-    return rt_usage_error(r->prog, "%s expects NAME=@FILE.npy, found '%s'", flag, arg), -1;
-  rt_usage_error(r->prog, "%s: the program has no %s named '%.*s'", flag, what, (int)(eq - arg), arg);
-  fprintf(stderr, "%s: note: its %ss are:\n", r->prog, what);
-  for (int i = 0; i < n; i++) rt_desc_line(stderr, &d[i]);
-  return -1;
-}
-
 /* Fills r from argv; returns GO_ON, else the exit code (RT_MODE_HELP for -h). */
 static int parse_args(Run *r, int argc, char **argv) {
   static const rt_option OPTIONS[] = {
@@ -127,13 +95,13 @@ static int parse_args(Run *r, int argc, char **argv) {
       return RT_MODE_HELP;
     } else if (!strcmp(flag, "--input")) {
       const char *path;
-      int k = parse_binding(r, flag, val, m->inputs, m->ninputs, "input", &path);
+      int k = rt_parse_binding(r->prog, flag, val, m->inputs, m->ninputs, "input", &path);
       if (k < 0) return RT_EXIT_USAGE;
       if (r->in_path[k]) return rt_usage_error(r->prog, "--input %s is given twice", m->inputs[k].name);
       r->in_path[k] = path;
     } else if (!strcmp(flag, "--output") || !strcmp(flag, "--check")) {
       Binding b;
-      b.index = parse_binding(r, flag, val, m->outputs, m->noutputs, "output", &b.path);
+      b.index = rt_parse_binding(r->prog, flag, val, m->outputs, m->noutputs, "output", &b.path);
       if (b.index < 0) return RT_EXIT_USAGE;
       if (flag[2] == 'o') r->outs[r->nouts++] = b;
       else r->checks[r->nchecks++] = b;

@@ -343,6 +343,14 @@ Test(expect_programs, streamed_dataset) {
   cr_expect_eq(tu_sh("cd '%s' && ./streamed --all --output E=@d.npy 2> err2.txt", dir), 2);
   cr_expect_eq(tu_sh("grep -q \"give --data rows=@FILE.npy\" '%s/err2.txt'", dir), 0);
   cr_expect_eq(tu_sh("test -e '%s/d.npy'", dir), 1, "a failed run left an output file");
+  /* a name the program does not stream, or no file, is a usage error that lists the datasets */
+  cr_expect_eq(tu_sh("cd '%s' && ./streamed --all --data nope=@rows.npy --output E=@d.npy 2> err3.txt", dir), 2);
+  cr_expect_eq(tu_sh("grep -q \"no streamed dataset named 'nope'\" '%s/err3.txt' && grep -q 'rows \\[5,3\\] float32' '%s/err3.txt'",
+                     dir, dir), 0);
+  cr_expect_eq(tu_sh("cd '%s' && ./streamed --all --data rows=@ --output E=@d.npy 2> err4.txt", dir), 2);
+  cr_expect_eq(tu_sh("grep -q 'expects NAME=@FILE.npy' '%s/err4.txt'", dir), 0);
+  cr_expect_eq(tu_sh("cd '%s' && ./linked --all --data rows=@rows.npy 2> err5.txt", dir), 2);
+  cr_expect_eq(tu_sh("grep -q 'streams no dataset' '%s/err5.txt'", dir), 0);
   /* the exact value: Σ_i p_i |rows_i|² / Σ p */
   int64_t n;
   double *v = load_values(dir, "c.npy", &n), num = 0, den = 0;
