@@ -28,7 +28,6 @@ imported) and its OpenBLAS limited to the same thread count; the circc programs
 and the probes run as child processes with the caller's environment.
 """
 import argparse
-import ctypes
 import datetime
 import json
 import math
@@ -40,7 +39,9 @@ import subprocess
 import sys
 import time
 
-CHILD_ENV = dict(os.environ)
+# benchlib first: its CHILD_ENV (what the programs and probes run with) is the caller's environment
+from benchlib import (CpuMeter, die, field, log, med, openblas, run,  # noqa: E402
+                      set_torch_threads, wait_quiet, write_section)
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read by libgomp when torch loads it
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -51,15 +52,6 @@ L, C, H, V, NPOS, EPS = 12, 768, 12, 50257, 1024, 1e-5
 D = C // H
 SEED = 20261122  # weights and tokens; change it to regenerate WORK/hf
 DECODE_T = 1024  # cache length of the decode program
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def die(msg):
-    print(f"gpt2_bench: error: {msg}", file=sys.stderr, flush=True)
-    sys.exit(1)
 
 
 # ------------------------------------------------------------ weights
@@ -207,24 +199,6 @@ class TorchGPT2:
         return self.logits(x)[0, 0]
 
 
-def openblas():
-    """The OpenBLAS torch uses (already loaded, so dlopen returns it), or None."""
-    try:
-        lib = ctypes.CDLL("libopenblas.so.0")
-        lib.openblas_get_corename.restype = ctypes.c_char_p
-        lib.openblas_get_config.restype = ctypes.c_char_p
-        return lib
-    except (OSError, AttributeError):
-        return None
-
-
-def set_torch_threads(n):
-    torch.set_num_threads(n)
-    ob = openblas()
-    if ob is not None:
-        ob.openblas_set_num_threads(n)
-
-
 # ------------------------------------------------------------ cases
 
 MATMUL_PARAMS = L * (C * 3 * C + C * C + 2 * C * 4 * C) + V * C  # 123.5M
@@ -271,13 +245,6 @@ def make_cases(threads, scale):
         Case("d64", "decode, 64 past tokens", "decode", past=64, runs=r(20)),
         Case("d1000", "decode, 1000 past tokens", "decode", past=1000, runs=r(20)),
     ]
-
-
-def run(cmd, **kw):
-    p = subprocess.run(cmd, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-    if p.returncode != 0:
-        die(f"{' '.join(cmd)} exited with {p.returncode}:\n{p.stdout}")
-    return p.stdout
 
 
 # Runs argv[1:] and prints its peak resident memory. A child of this process
@@ -390,11 +357,6 @@ def check_case(args, c, model, tokens_all):
 
 # ------------------------------------------------------------ timing
 
-def field(key, text):
-    m = re.search(rf"\b{key}=([0-9.eE+-]+)", text)
-    return float(m.group(1)) if m else None
-
-
 def probe(args):
     out = run([args.peak, "--threads", str(args.threads), "--seconds", "0.1", "--reps", "3"])
     lines = out.splitlines()
@@ -415,7 +377,7 @@ def time_circc(c, threads):
 
 
 def time_torch(model, c, threads, tokens_all, cache):
-    set_torch_threads(threads)
+    set_torch_threads(torch, threads)
     with torch.no_grad():
         if c.kind == "prefill":
             ids = torch.from_numpy(tokens_all[:c.B * c.T]).view(c.B, c.T)
@@ -430,44 +392,9 @@ def time_torch(model, c, threads, tokens_all, cache):
             t0 = time.perf_counter()
             f()
             ts.append((time.perf_counter() - t0) * 1e3)
-    set_torch_threads(1)
+    set_torch_threads(torch, 1)
     time.sleep(0.2)  # let OpenBLAS's workers stop spinning before the next child runs
     return statistics.median(ts)
-
-
-class CpuMeter:
-    """CPU time other processes used since start(), in cores: the machine's
-    busy time (/proc/stat) minus this process's and its children's."""
-
-    def start(self):
-        self.t, self.busy, self.own = time.time(), self.machine_busy(), self.own_time()
-
-    def others(self):
-        dt = time.time() - self.t
-        return max(0.0, (self.machine_busy() - self.busy - (self.own_time() - self.own)) / dt)
-
-    @staticmethod
-    def machine_busy():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
-
-    @staticmethod
-    def own_time():
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
-
-
-def wait_quiet(args):
-    """Waits (within the --quiet-wait budget) for a second in which other
-    processes use less than half a core, so fewer rounds share the machine."""
-    m = CpuMeter()
-    while args.quiet_budget > 0:
-        m.start()
-        time.sleep(1)
-        if m.others() < 0.5:
-            return
-        args.quiet_budget -= 1
 
 
 def bracket(a, b):
@@ -509,10 +436,6 @@ def bench_cases(args, cases, model, tokens_all):
 
 
 # ------------------------------------------------------------ report
-
-def med(xs):
-    return statistics.median(xs)
-
 
 def verdict(value, goal, higher_better=True):
     ok = value >= goal if higher_better else value <= goal
@@ -641,23 +564,6 @@ def machine(args, probes):
             f"torch.set_num_threads and openblas_set_num_threads = the row's threads; BLAS: {obs}"]
 
 
-def write_results(path, body):
-    begin, end = "<!-- bench_gpt2: begin -->", "<!-- bench_gpt2: end -->"
-    section = "\n".join([begin] + body + [end]) + "\n"
-    try:
-        text = open(path).read()
-    except OSError:
-        text = "# circc benchmark results\n\n"
-    if begin in text and end in text:
-        a, b = text.index(begin), text.index(end) + len(end)
-        text = text[:a] + section.rstrip("\n") + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -689,7 +595,7 @@ def main():
     model = TorchGPT2(weights)
     tokens_all = np.random.default_rng(SEED).integers(0, V, size=NPOS * 4, dtype=np.int64)
     build_programs(args, cases, tokens_all)
-    set_torch_threads(args.threads)
+    set_torch_threads(torch, args.threads)
     for c in cases:
         check_case(args, c, model, tokens_all)
 
@@ -734,7 +640,7 @@ def main():
     log("")
     log("\n".join(body))
     if args.results:
-        write_results(args.results, body)
+        write_section(args.results, "bench_gpt2", body)
         log(f"\nwrote {args.results}")
 
 

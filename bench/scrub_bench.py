@@ -37,7 +37,6 @@ OpenBLAS limited to the same thread count; the circc programs and the probes
 run as child processes with the caller's environment.
 """
 import argparse
-import ctypes
 import datetime
 import json
 import math
@@ -45,13 +44,13 @@ import os
 import random
 import re
 import shutil
-import statistics
 import subprocess
-import sys
 import time
 import uuid
 
-CHILD_ENV = dict(os.environ)
+# benchlib first: its CHILD_ENV (what the programs and probes run with) is the caller's environment
+from benchlib import (CHILD_ENV, CpuMeter, die, field, log, med, openblas, run,  # noqa: E402
+                      set_torch_threads, wait_quiet, write_section)
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read by libgomp when torch loads it
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -72,22 +71,6 @@ GROUP_UUID = {"toks_int_var": "6c0e4a0f-2b5d-4d1e-9a37-0f3f5b1f2c11",
               "toks_int_var_other": "2f7d9b3e-8c41-4a6e-b5d2-7e19c0a4f863"}
 OUTPUTS = ("expected_loss", "expected_loss_baseline")  # scalars: the mean over positions
 BY_SEQ = {"expected_loss": "expected_loss_by_seq", "expected_loss_baseline": "expected_loss_by_seq_baseline"}
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def die(msg):
-    print(f"scrub_bench: error: {msg}", file=sys.stderr, flush=True)
-    sys.exit(1)
-
-
-def run(cmd, **kw):
-    p = subprocess.run(cmd, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-    if p.returncode != 0:
-        die(f"{' '.join(cmd)} exited with {p.returncode}:\n{p.stdout}")
-    return p.stdout
 
 
 # ------------------------------------------------------------ weights and data
@@ -360,23 +343,6 @@ class TorchScrub:
         return sums / len(rows)
 
 
-def openblas():
-    """The OpenBLAS torch uses (already loaded, so dlopen returns it), or None."""
-    try:
-        lib = ctypes.CDLL("libopenblas.so.0")
-        lib.openblas_get_config.restype = ctypes.c_char_p
-        return lib
-    except (OSError, AttributeError):
-        return None
-
-
-def set_torch_threads(n):
-    torch.set_num_threads(n)
-    ob = openblas()
-    if ob is not None:
-        ob.openblas_set_num_threads(n)
-
-
 # ------------------------------------------------------------ check
 
 def run_estimate(args, prog, n, tag):
@@ -448,50 +414,10 @@ def flops_per_sample():
     return 2 * per_seq
 
 
-def field(key, text):
-    m = re.search(rf"\b{key}=([0-9.eE+-]+)", text)
-    return float(m.group(1)) if m else None
-
-
 def probe(args):
     out = run([args.peak, "--threads", str(args.threads), "--seconds", "0.1", "--reps", "3"])
     fma = {int(field("threads", s)): field("gflops", s) for s in out.splitlines() if s.startswith("fma ")}
     return {"fma": fma[args.threads], "isa": re.search(r"isa=(\S+)", out).group(1)}
-
-
-class CpuMeter:
-    """CPU time other processes used since start(), in cores: the machine's
-    busy time (/proc/stat) minus this process's and its children's."""
-
-    def start(self):
-        self.t, self.busy, self.own = time.time(), self.machine_busy(), self.own_time()
-
-    def others(self):
-        dt = time.time() - self.t
-        return max(0.0, (self.machine_busy() - self.busy - (self.own_time() - self.own)) / dt)
-
-    @staticmethod
-    def machine_busy():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
-
-    @staticmethod
-    def own_time():
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
-
-
-def wait_quiet(args):
-    """Waits (within the --quiet-wait budget) for a second in which other
-    processes use less than half a core."""
-    m = CpuMeter()
-    while args.quiet_budget > 0:
-        m.start()
-        time.sleep(1)
-        if m.others() < 0.5:
-            return
-        args.quiet_budget -= 1
 
 
 def bench(args, progs, model):
@@ -512,11 +438,11 @@ def bench(args, progs, model):
             res["circc"][b].append(dt)
             res["est"][b] = (val, se)
         after = probe(args)
-        set_torch_threads(args.threads)
+        set_torch_threads(torch, args.threads)
         t0 = time.perf_counter()
         want = model.estimate(rows, rows_other, args.torch_batch)
         res["torch"].append(time.perf_counter() - t0)
-        set_torch_threads(1)
+        set_torch_threads(torch, 1)
         time.sleep(0.2)  # let OpenBLAS's workers stop spinning before the next child runs
         res["peak"].append((before["fma"] + after["fma"]) / 2)
         res["others"].append(meter.others())
@@ -567,10 +493,6 @@ def profile(args, prog, steps):
 
 
 # ------------------------------------------------------------ report
-
-def med(xs):
-    return statistics.median(xs)
-
 
 def verdict(value, goal):
     return "yes" if value >= goal else "**no**"
@@ -662,23 +584,6 @@ def report(args, progs, res, prof, t_start):
     return body
 
 
-def write_results(path, body):
-    begin, end = "<!-- bench_scrub: begin -->", "<!-- bench_scrub: end -->"
-    section = "\n".join([begin] + body + [end]) + "\n"
-    try:
-        text = open(path).read()
-    except OSError:
-        text = "# circc benchmark results\n\n"
-    if begin in text and end in text:
-        a, b = text.index(begin), text.index(end) + len(end)
-        text = text[:a] + section.rstrip("\n") + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -713,7 +618,7 @@ def main():
     circ = write_circuit(args, man)
     progs = {b: compile_program(args, circ, b) for b in batches}
     model = TorchScrub(os.path.join(args.work, "npy"))
-    set_torch_threads(args.threads)
+    set_torch_threads(torch, args.threads)
     for prog, _, _, _ in progs.values():
         check_program(args, prog, model)
     res = bench(args, progs, model)
@@ -726,7 +631,7 @@ def main():
     log("")
     log("\n".join(body))
     if args.results:
-        write_results(args.results, body)
+        write_section(args.results, "bench_scrub", body)
         log(f"\nwrote {args.results}")
 
 
