@@ -96,6 +96,8 @@ bool bind_tokens(Comp *c, const SourceFile *src, const ModelLibrary *lib, NodeLi
 
 /* dump.c — prints circuits in rust_circuit's bijection text format, parseable by parse_text. */
 void dump_circuits(Comp *c, FILE *f, Node *const *nodes, int n);
+/* An Einsum's spec as the format writes it (`ab,bc->ac`, or `fancy:` ids past the alphabet). */
+void dump_einsum_spec(FILE *f, const Node *n);
 
 /* modules.c — substitutes every Module (§5): vmap semantics via the expand
  * rules of §5.4, symbolic sizes resolved per module call (§5.5), lexical scoping.

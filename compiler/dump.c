@@ -151,7 +151,7 @@ static void put_letter(FILE *f, int id) {
   }
 }
 
-static void put_einsum(FILE *f, const Node *n) {
+void dump_einsum_spec(FILE *f, const Node *n) {
   const EinsumSpec *e = &n->u.einsum;
   bool fancy = false; /* ids past the alphabet need word names */
   for (int i = 0; i < n->nchild; i++)
@@ -273,7 +273,7 @@ static void put_scalar(FILE *f, double v) {
 
 static void put_extra(FILE *f, const Node *n) {
   switch (n->kind) {
-  case NK_Einsum: fputc(' ', f); put_einsum(f, n); break;
+  case NK_Einsum: fputc(' ', f); dump_einsum_spec(f, n); break;
   case NK_Rearrange: fputc(' ', f); put_rearrange(f, n); break;
   case NK_Index:
   case NK_Scatter: fputc(' ', f); put_index(f, &n->u.index); break;

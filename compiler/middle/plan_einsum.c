@@ -419,27 +419,6 @@ typedef struct Planner {
   size_t cap, count;
 } Planner;
 
-static void put_spec(FILE *f, const Node *n) {
-  const EinsumSpec *e = &n->u.einsum;
-  bool fancy = false; /* ids past the alphabet need words */
-  for (int i = 0; i < n->nchild; i++)
-    for (int k = 0; k < e->in_rank[i]; k++) fancy |= e->in[i][k] >= 76;
-  for (int k = 0; k < e->out_rank; k++) fancy |= e->out[k] >= 76;
-  if (fancy) fputs("fancy:", f);
-  for (int i = 0; i <= n->nchild; i++) {
-    const int *ids = i < n->nchild ? e->in[i] : e->out;
-    int rank = i < n->nchild ? e->in_rank[i] : e->out_rank;
-    fputs(i == n->nchild ? (fancy ? " ->" : "->") : i ? "," : "", f);
-    for (int k = 0; k < rank; k++) {
-      int id = ids[k];
-      if (fancy) fprintf(f, " x%d", id);
-      else if (id < 26) fputc('a' + id, f);
-      else if (id < 52) fputc('A' + id - 26, f);
-      else fprintf(f, "%c%c", (char)(0xC0 | (0x3B1 + id - 52) >> 6), (char)(0x80 | ((0x3B1 + id - 52) & 0x3F)));
-    }
-  }
-}
-
 /* Plans einsum e (more than two operands) whose children became ch[]. */
 static Node *plan_one(Planner *pl, const Node *e, Node **ch) {
   int n = e->nchild;
@@ -485,7 +464,7 @@ static Node *plan_one(Planner *pl, const Node *e, Node **ch) {
     naive = sat_mul(sat_mul(naive, set_numel(P, all)), n - 1);
     if (e->name) fprintf(pl->report, "einsum '%s' ", e->name);
     else fprintf(pl->report, "einsum #%d ", e->id);
-    put_spec(pl->report, e);
+    dump_einsum_spec(pl->report, e);
     fprintf(pl->report, ": path%s; flops %" PRId64 " (naive %" PRId64 ")\n", path ? path : "",
             sat_mul(2, P->madds), naive);
     free(path);
