@@ -38,6 +38,10 @@ typedef struct DriverOptions {
   const char *text_name;
   const char *const *outputs;   /* keep only these top-level circuits (NULL/0: all) */
   int noutputs;
+  const char *const *taps;      /* --tap PATTERN: matching inner nodes become extra outputs */
+  int ntaps;
+  const char *const *patches;   /* --patch PATTERN: matching nodes take an optional run-time value */
+  int npatches;
   bool bind_tokens;             /* --bind-tokens: parse ends with bind_tokens (tokens → logits) */
   Stage last;                   /* run up to and including this stage */
   unsigned dump;                /* bit 1u << s: print the IR after stage s */
@@ -52,8 +56,8 @@ typedef struct DriverOptions {
   BuildOptions build;           /* build.output NULL: emit only (for --dump emit) */
   /* `circc eval`: after resolve, evaluate instead of compiling */
   bool evaluate;
-  const Binding *eval_inputs, *eval_outputs;
-  int neval_inputs, neval_outputs;
+  const Binding *eval_inputs, *eval_outputs, *eval_patches; /* eval_patches: --patch NAME=@FILE.npy */
+  int neval_inputs, neval_outputs, neval_patches;
   bool eval_print;              /* print every output's values */
   bool eval_all;                /* --all: exact expectations of Cumulants over DiscreteVars */
   int64_t eval_max_all;         /* --max-all: most combinations of rows per Cumulant (0: 10^6) */

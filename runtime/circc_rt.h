@@ -83,6 +83,13 @@ typedef struct rt_model {
   const char *source_hash;       /* BLAKE3 of the circuit file's text (not of the weights), hex */
   int ninputs, noutputs;
   const rt_tensor_desc *inputs, *outputs;
+  int ntaps;                     /* circc --tap: the last ntaps outputs are inner nodes (named by path) */
+  /* circc --patch: nodes whose value a caller may replace (rust_circuit's
+   * circuit.update(name, lambda _: Array(value))). run's `in` then holds
+   * ninputs + npatches pointers: in[ninputs + k] is patch k's value, or NULL
+   * to compute the node as usual. */
+  int npatches;
+  const rt_tensor_desc *patches;
   size_t arena_bytes;            /* scratch memory for one run (64-byte aligned) */
   double flops;                  /* floating-point operations per run */
   /* Runs the model once. in[i] holds input i (numel elements of its dtype),
