@@ -1,23 +1,28 @@
 # The runtime files of generated programs, listed in runtime/MANIFEST.
-# include(embed.cmake) defines circc_runtime_files(ROOT VAR), which sets VAR to their absolute paths and VAR_MPI to
-# those of the "mpi: PATH" lines (files only circc --mpi programs get; CMakeLists.txt and tests/CMakeLists.txt use
-# them). Run as a script, it embeds them all into circc as byte arrays and a table of {name, data, len, mpi} that
+# include(embed.cmake) defines circc_runtime_files(ROOT VAR), which sets VAR to their absolute paths, VAR_MPI to
+# those of the "mpi: PATH" lines (files only circc --mpi programs get) and VAR_LIB to those of the "lib: PATH" lines
+# (only circc --emit lib libraries'); CMakeLists.txt and tests/CMakeLists.txt use them. Run as a script, it embeds
+# them all into circc as byte arrays and a table of {name, data, len, mpi, lib} that
 # compiler/back/build.c iterates, so a circc binary can write a complete program directory without the source tree:
 #   cmake -DOUT=file.c -DROOT=repo_root -P embed.cmake
 function(circc_runtime_files root var)
   file(STRINGS "${root}/runtime/MANIFEST" lines)
   set(files "")
   set(mpi_files "")
+  set(lib_files "")
   foreach(line ${lines})
     string(STRIP "${line}" line)
     if(line MATCHES "^mpi:[ ]*(.+)$")
       list(APPEND mpi_files "${root}/${CMAKE_MATCH_1}")
+    elseif(line MATCHES "^lib:[ ]*(.+)$")
+      list(APPEND lib_files "${root}/${CMAKE_MATCH_1}")
     elseif(line AND NOT line MATCHES "^#")
       list(APPEND files "${root}/${line}")
     endif()
   endforeach()
   set(${var} ${files} PARENT_SCOPE)
   set(${var}_MPI ${mpi_files} PARENT_SCOPE)
+  set(${var}_LIB ${lib_files} PARENT_SCOPE)
 endfunction()
 
 if(CMAKE_SCRIPT_MODE_FILE AND DEFINED OUT)
@@ -27,8 +32,9 @@ if(CMAKE_SCRIPT_MODE_FILE AND DEFINED OUT)
   set(table "")
   list(LENGTH files count)
   list(LENGTH files_MPI count_mpi)
-  math(EXPR count "${count} + ${count_mpi}")
-  foreach(path ${files} ${files_MPI})
+  list(LENGTH files_LIB count_lib)
+  math(EXPR count "${count} + ${count_mpi} + ${count_lib}")
+  foreach(path ${files} ${files_MPI} ${files_LIB})
     get_filename_component(name "${path}" NAME)
     string(MAKE_C_IDENTIFIER "${name}" sym)
     file(READ "${path}" hex HEX)
@@ -37,15 +43,17 @@ if(CMAKE_SCRIPT_MODE_FILE AND DEFINED OUT)
     string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
     string(REGEX REPLACE "((0x..,){16})" "\\1\n" bytes "${bytes}")
     string(APPEND content "static const unsigned char ${sym}[] = {\n${bytes}0};\n")
+    set(mpi false)
+    set(lib false)
     if(path IN_LIST files_MPI)
       set(mpi true)
-    else()
-      set(mpi false)
+    elseif(path IN_LIST files_LIB)
+      set(lib true)
     endif()
-    string(APPEND table "  {\"${name}\", ${sym}, ${len}, ${mpi}},\n")
+    string(APPEND table "  {\"${name}\", ${sym}, ${len}, ${mpi}, ${lib}},\n")
   endforeach()
   string(APPEND content "/* the type is compiler/back/build.c's */\n"
-         "const struct RuntimeFile { const char *name; const unsigned char *data; size_t len; bool mpi; } circc_runtime_files[] = {\n"
+         "const struct RuntimeFile { const char *name; const unsigned char *data; size_t len; bool mpi, lib; } circc_runtime_files[] = {\n"
          "${table}};\nconst size_t circc_runtime_nfiles = ${count};\n")
   file(WRITE "${OUT}.tmp" "${content}")
   file(RENAME "${OUT}.tmp" "${OUT}")

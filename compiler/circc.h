@@ -197,11 +197,14 @@ bool emit_program(Comp *c, const struct Kernels *k, const EmitOptions *o, FILE *
 
 /* build.c — writes the sources to a directory and runs the C compiler:
  * `$CC -O3 -march=native -fopenmp` (--mpi: `$MPICC`, default mpicc, with
- * -DCIRCC_MPI). The executable appears atomically at `output`; on failure
- * prints the command and its stderr (exit 4; also when --mpi finds no mpicc). */
+ * -DCIRCC_MPI). The executable appears atomically at `output` (--emit lib: the
+ * library and its header, `output` with its extension replaced by .h); on
+ * failure prints the command and its stderr (exit 4; also when --mpi finds no
+ * mpicc). */
 typedef struct BuildOptions {
   const char *output;        /* executable path (or directory for --emit c) */
   bool emit_c_only;          /* --emit c: write sources + Makefile, do not compile */
+  bool emit_lib;             /* --emit lib: a shared library (output) and its header (runtime/circc_lib.h) */
   const char *cc;            /* NULL: $CC, else gcc */
   const char *cflags;        /* extra flags */
   const char *opt;           /* -O level, default -O3 */

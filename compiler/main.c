@@ -44,9 +44,10 @@ static const char USAGE[] =
     "                         or all-ones mask): the only input is `tokens` [SEQ] int64, the\n"
     "                         only output `logits` [SEQ, VOCAB] (--lm: --top, --text, --generate)\n"
     "compile options:\n"
-    "  -o PATH                output executable (or directory with --emit c)\n"
-    "  --emit exe|c           an executable (default) or a directory with model.c, the runtime,\n"
-    "                         the weights blob and a Makefile\n"
+    "  -o PATH                output executable (directory with --emit c, library with --emit lib)\n"
+    "  --emit exe|c|lib       an executable (default), a directory with model.c, the runtime,\n"
+    "                         the weights blob and a Makefile, or a shared library PATH.so with\n"
+    "                         its C header PATH.h (README \"From Python\": the C API, circc.py)\n"
     "  --output NAME          compile only the top-level circuit NAME (repeatable)\n"
     "  --sample-batch B       circuits with DiscreteVars (expectation programs): samples per run\n"
     "                         of the compiled batch circuits (default 32)\n"
@@ -218,11 +219,12 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
       d->sample_batch = (int)v;
     } else if (!strcmp(a, "--emit")) {
       NEEDS_VALUE();
-      if (strcmp(val, "exe") && strcmp(val, "c")) {
-        usage_error(c, "--emit expects exe or c, found '%s'", val);
+      if (strcmp(val, "exe") && strcmp(val, "c") && strcmp(val, "lib")) {
+        usage_error(c, "--emit expects exe, c or lib, found '%s'", val);
         return false;
       }
       b->emit_c_only = !strcmp(val, "c");
+      b->emit_lib = !strcmp(val, "lib");
     } else if (!strcmp(a, "--vocab")) {
       NEEDS_VALUE();
       d->emit.vocab = val;

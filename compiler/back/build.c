@@ -5,7 +5,15 @@
  * renamed into place only when the compiler succeeded, so a failed build
  * leaves nothing at the output path. With --mpi (expectation programs only)
  * the compiler is mpicc ($MPICC), -DCIRCC_MPI is defined and the MANIFEST's
- * "mpi:" files (the MPI transport, runtime/rt_reduce_mpi.c) are added. */
+ * "mpi:" files (the MPI transport, runtime/rt_reduce_mpi.c) are added.
+ * --emit lib builds a shared library instead: lib.c (written here) includes
+ * model.c without its main and defines the C API of runtime/circc_lib.h under
+ * a prefix made from the output's name; the MANIFEST's "lib:" files
+ * (runtime/rt_lib.c) are added; everything is compiled -fPIC
+ * -fvisibility=hidden and a version script exports the API alone, so several
+ * libraries load into one process. The header (the output with its extension
+ * replaced by .h) is renamed into place just before the library. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +30,7 @@ struct RuntimeFile {
   const char *name;
   const unsigned char *data;
   size_t len;
-  bool mpi;
+  bool mpi, lib;
 };
 extern const struct RuntimeFile circc_runtime_files[];
 extern const size_t circc_runtime_nfiles;
@@ -53,7 +61,44 @@ static bool is_c_source(const char *name) {
   return n > 2 && !strcmp(name + n - 2, ".c");
 }
 
-static bool wanted(const struct RuntimeFile *f, const BuildOptions *bo) { return !f->mpi || bo->mpi; }
+/* --emit lib: position-independent; only the API exported; the runtime's
+ * unused parts (rt_main and the modes) dropped by --gc-sections. */
+static const char LIB_CFLAGS[] = " -fPIC -fvisibility=hidden -ffunction-sections -fdata-sections";
+
+static bool wanted(const struct RuntimeFile *f, const BuildOptions *bo) {
+  return (!f->mpi || bo->mpi) && (!f->lib || bo->emit_lib);
+}
+
+/* --emit lib: the API's prefix, a C identifier made from the output's file
+ * name up to its first '.' (runtime/circc_lib.h), or NULL after a usage error. */
+static const char *lib_prefix(Comp *c, const char *output) {
+  const char *base = strrchr(output, '/') ? strrchr(output, '/') + 1 : output;
+  size_t n = strcspn(base, ".");
+  char *p = n ? arena_printf(&c->arena, "%s%.*s", isdigit((unsigned char)base[0]) ? "m_" : "", (int)n, base)
+              : arena_strdup(&c->arena, "model");
+  for (char *q = p; *q; q++)
+    if (!(isascii((unsigned char)*q) && (isalnum((unsigned char)*q) || *q == '_'))) *q = '_';
+  if (!strcmp(p, "circc")) {   /* circc_info and circc_tensor are the API's types */
+    diag_error_class(c, DIAG_USAGE, NO_LOC, "--emit lib: the output '%s' would give the API prefix 'circc', which "
+                     "its types use; name the library otherwise", output);
+    return NULL;
+  }
+  return p;
+}
+
+/* --emit lib: the header's path, the output's with its extension (if any) replaced by .h. */
+static const char *lib_header_path(Comp *c, const char *output) {
+  const char *base = strrchr(output, '/') ? strrchr(output, '/') + 1 : output, *dot = strrchr(base, '.');
+  size_t n = dot && dot != base ? (size_t)(dot - output) : strlen(output);
+  return arena_printf(&c->arena, "%.*s.h", (int)n, output);
+}
+
+/* The embedded runtime file called name. */
+static const struct RuntimeFile *runtime_file(const char *name) {
+  for (size_t i = 0; i < circc_runtime_nfiles; i++)
+    if (!strcmp(circc_runtime_files[i].name, name)) return &circc_runtime_files[i];
+  return NULL;
+}
 
 /* The program's runtime files whose name is (with_c) or is not a .c source, space-separated. */
 static const char *runtime_names(Comp *c, const BuildOptions *bo, bool with_c) {
@@ -64,9 +109,10 @@ static const char *runtime_names(Comp *c, const BuildOptions *bo, bool with_c) {
   return list;
 }
 
-/* The sources the C compiler gets (weights.S / tokenizer.S: the blobs). */
+/* The sources the C compiler gets (weights.S / tokenizer.S: the blobs; a
+ * library's lib.c includes model.c). */
 static const char *program_sources(Comp *c, const EmitOptions *eo, const BuildOptions *bo) {
-  return arena_printf(&c->arena, "model.c%s weights.S%s", runtime_names(c, bo, true),
+  return arena_printf(&c->arena, "%s%s weights.S%s", bo->emit_lib ? "lib.c" : "model.c", runtime_names(c, bo, true),
                       eo->tokenizer_len ? " tokenizer.S" : "");
 }
 
@@ -78,6 +124,54 @@ static bool write_file(Comp *c, const char *dir, const char *name, const void *d
     return false;
   }
   return true;
+}
+
+/* The C API's functions (runtime/circc_lib.h): name, return type, parameters,
+ * and the rt_lib.c call that defines it. */
+static const struct { const char *name, *type, *params, *call; } LIB_API[] = {
+    {"init", "circc_ctx *", "void", "rt_lib_init(&model)"},
+    {"free", "void ", "circc_ctx *ctx", "rt_lib_free(ctx)"},
+    {"run", "int ", "circc_ctx *ctx, const void *const *inputs, void *const *outputs, const void *const *patches",
+     "rt_lib_run(&model, ctx, inputs, outputs, patches)"},
+    {"error", "const char *", "const circc_ctx *ctx", "rt_lib_error(ctx)"},
+    {"set_threads", "int ", "circc_ctx *ctx, int n", "rt_lib_set_threads(ctx, n)"},
+    {"threads", "int ", "const circc_ctx *ctx", "rt_lib_threads(ctx)"},
+    {"info", "void ", "circc_info *info", "rt_lib_info(&model, info)"},
+    {"tensor", "int ", "int kind, int i, circc_tensor *t", "rt_lib_tensor(&model, kind, i, t)"},
+};
+enum { NLIB_API = sizeof LIB_API / sizeof *LIB_API };
+
+/* --emit lib: the header users include (circc_lib.h's types, then the
+ * prefixed functions; its text goes to *header), lib.c and the linker's
+ * version script. */
+static bool write_lib_sources(Comp *c, const EmitOptions *eo, const char *dir, const char *prefix, const char **header) {
+  const struct RuntimeFile *types = runtime_file("circc_lib.h");
+  CHECK(types);
+  char *guard = arena_printf(&c->arena, "%s_H", prefix);
+  for (char *q = guard; *q; q++) *q = (char)toupper((unsigned char)*q);
+  const char *h = arena_printf(&c->arena,
+      "/* The C API of the shared library %s, built by circc %s (--emit lib): a\n"
+      " * context per user (%s_init), runs (%s_run), descriptions of its tensors\n"
+      " * (%s_info, %s_tensor). The types and every function's meaning follow. */\n"
+      "#ifndef %s\n#define %s\n%.*s\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n",
+      eo->name, CIRCC_VERSION, prefix, prefix, prefix, prefix, guard, guard, (int)types->len, (const char *)types->data);
+  const char *lib = arena_printf(&c->arena,
+      "/* lib.c — the exported C API of %s (lib.h): rt_lib.c's functions for this\n"
+      " * model. Generated by circc %s. */\n#define CIRCC_NO_MAIN\n#include \"model.c\"\n#include \"rt_lib.h\"\n"
+      "#pragma GCC visibility push(default)\n#include \"lib.h\"\n#pragma GCC visibility pop\n\n",
+      eo->name, CIRCC_VERSION);
+  const char *map = "{\n  global:\n";
+  for (int i = 0; i < NLIB_API; i++) {
+    h = arena_printf(&c->arena, "%s%s%s_%s(%s);\n", h, LIB_API[i].type, prefix, LIB_API[i].name, LIB_API[i].params);
+    lib = arena_printf(&c->arena, "%s%s%s_%s(%s) { %s%s; }\n", lib, LIB_API[i].type, prefix, LIB_API[i].name,
+                       LIB_API[i].params, strcmp(LIB_API[i].type, "void ") ? "return " : "", LIB_API[i].call);
+    map = arena_printf(&c->arena, "%s    %s_%s;\n", map, prefix, LIB_API[i].name);
+  }
+  h = arena_printf(&c->arena, "%s#ifdef __cplusplus\n}\n#endif\n#endif\n", h);
+  map = arena_printf(&c->arena, "%s  local: *;\n};\n", map);
+  *header = h;
+  return write_file(c, dir, "lib.h", h, strlen(h)) && write_file(c, dir, "lib.c", lib, strlen(lib)) &&
+         write_file(c, dir, "lib.map", map, strlen(map));
 }
 
 /* Single-quotes s for sh. */
@@ -102,7 +196,8 @@ static const char *absolute(Comp *c, const char *path) {
 }
 
 /* The files a program directory can hold besides the runtime's. */
-static const char *const OWN_FILES[] = {"model.c", "weights.bin", "weights.S", "tokenizer.bin", "tokenizer.S", "Makefile", "cc.log"};
+static const char *const OWN_FILES[] = {"model.c", "weights.bin", "weights.S", "tokenizer.bin", "tokenizer.S",
+                                         "Makefile", "cc.log", "lib.c", "lib.h", "lib.map"};
 enum { NOWN_FILES = sizeof OWN_FILES / sizeof *OWN_FILES };
 
 /* File i of a program directory, i < NOWN_FILES + circc_runtime_nfiles. */
@@ -119,9 +214,10 @@ static void remove_dir(const char *dir) {
   rmdir(dir);
 }
 
-/* Writes every source of the program into dir. */
+/* Writes every source of the program into dir (a library's too when prefix
+ * is not NULL, with *header its header's text; ldflags: the link's own flags). */
 static bool write_sources(Comp *c, const Kernels *k, const EmitOptions *eo, const BuildOptions *bo, const char *dir,
-                          const char *cflags) {
+                          const char *cflags, const char *prefix, const char *ldflags, const char **header) {
   char *model = arena_printf(&c->arena, "%s/model.c", dir), *blob = arena_printf(&c->arena, "%s/weights.bin", dir);
   FILE *m = fopen(model, "w"), *w = fopen(blob, "wb");
   bool ok = m && w && emit_program(c, k, eo, m, w);
@@ -135,11 +231,12 @@ static bool write_sources(Comp *c, const Kernels *k, const EmitOptions *eo, cons
       "# Builds %s; generated by circc %s.\n"
       "CC %s %s\n"
       "CFLAGS ?= %s\n"
-      "%s: %s%s weights.bin%s\n"
-      "\t$(CC) $(CFLAGS) -o $@ %s -lm\n",
+      "%s: %s%s weights.bin%s%s\n"
+      "\t$(CC) $(CFLAGS)%s -o $@ %s -lm\n",
       eo->name, CIRCC_VERSION, bo->mpi ? "=" : "?=", bo->mpi ? "$(or $(MPICC),mpicc)" : "gcc", cflags, eo->name,
       program_sources(c, eo, bo), runtime_names(c, bo, false), eo->tokenizer_len ? " tokenizer.bin" : "",
-      program_sources(c, eo, bo));
+      prefix ? " model.c lib.h lib.map" : "", ldflags, program_sources(c, eo, bo));
+  if (prefix && !write_lib_sources(c, eo, dir, prefix, header)) return false;
   for (size_t i = 0; i < circc_runtime_nfiles; i++)
     if (wanted(&circc_runtime_files[i], bo) &&
         !write_file(c, dir, circc_runtime_files[i].name, circc_runtime_files[i].data, circc_runtime_files[i].len))
@@ -161,7 +258,7 @@ static bool emit_directory(Comp *c, const Kernels *k, const EmitOptions *eo, con
     diag_error_class(c, DIAG_IO, NO_LOC, "cannot create directory '%s': %s", out, strerror(errno));
     return false;
   }
-  bool ok = write_sources(c, k, eo, bo, tmp, cflags);
+  bool ok = write_sources(c, k, eo, bo, tmp, cflags, NULL, "", NULL);
   if (ok && mkdir(out, 0777) != 0 && errno != EEXIST) {
     diag_error_class(c, DIAG_IO, NO_LOC, "cannot create directory '%s': %s", out, strerror(errno));
     ok = false;
@@ -176,6 +273,20 @@ static bool emit_directory(Comp *c, const Kernels *k, const EmitOptions *eo, con
   }
   remove_dir(tmp);
   return ok;
+}
+
+/* --emit lib: writes the header beside a temporary name and renames it to path. */
+static bool install_header(Comp *c, const char *path, const char *text) {
+  const char *tmp = arena_printf(&c->arena, "%s.tmp%d", path, (int)getpid());
+  FILE *f = fopen(tmp, "w");
+  bool ok = f && fputs(text, f) >= 0;
+  if (f && fclose(f) != 0) ok = false;
+  if (!ok || rename(tmp, path) != 0) {
+    diag_error_class(c, DIAG_IO, NO_LOC, "cannot write '%s': %s", path, strerror(errno));
+    unlink(tmp);
+    return false;
+  }
+  return true;
 }
 
 /* Whether cmd (a path, or a name looked up in $PATH) is an executable. */
@@ -203,13 +314,31 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
                      "(Debian: apt-get install libopenmpi-dev openmpi-bin) or set MPICC", cc);
     return false;
   }
+  const char *prefix = NULL, *header = NULL, *header_text = NULL, *ldflags = "";
+  if (bo->emit_lib) {
+    if (eo->expect && eo->expect->present) {
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "--emit lib does not build expectation programs (circuits with "
+                       "Cumulants of DiscreteVars) yet; build an executable (--emit exe)");
+      return false;
+    }
+    header = lib_header_path(c, bo->output);
+    if (!strcmp(header, bo->output)) {
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "--emit lib: the library '%s' would be overwritten by its header; "
+                       "name it NAME.so", bo->output);
+      return false;
+    }
+    if (!(prefix = lib_prefix(c, bo->output))) return false;
+    ldflags = arena_printf(&c->arena, " -shared -Wl,--version-script=lib.map -Wl,--gc-sections -Wl,-z,defs "
+                           "-Wl,-soname,%s", shell_quote(c, strrchr(bo->output, '/') ? strrchr(bo->output, '/') + 1 : bo->output));
+  }
   /* -fno-trapping-math (clang's default): programs never read floating-point
    * exception flags, and without it gcc will not if-convert the clamps of
    * fn_exp / fn_tanh without AVX-512 masks, so those loops stay scalar. An
    * undeclared libc function would be assumed to return int: an error. */
-  const char *cflags = arena_printf(&c->arena, "%s %s -fno-trapping-math -fopenmp -std=c11 -D_POSIX_C_SOURCE=200809L -Werror=implicit-function-declaration%s%s%s",
+  const char *cflags = arena_printf(&c->arena, "%s %s -fno-trapping-math -fopenmp -std=c11 -D_POSIX_C_SOURCE=200809L -Werror=implicit-function-declaration%s%s%s%s",
                                     bo->opt ? bo->opt : "-O3", bo->native ? "-march=native" : "",
-                                    bo->mpi ? " -DCIRCC_MPI" : "", bo->cflags ? " " : "", bo->cflags ? bo->cflags : "");
+                                    bo->mpi ? " -DCIRCC_MPI" : "", bo->emit_lib ? LIB_CFLAGS : "",
+                                    bo->cflags ? " " : "", bo->cflags ? bo->cflags : "");
   if (bo->emit_c_only) return emit_directory(c, k, eo, bo, cflags);
   /* an unwritable output location is an I/O error, not a compiler failure */
   const char *slash = strrchr(bo->output, '/');
@@ -226,11 +355,11 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
     return false;
   }
   dir = arena_strdup(&c->arena, dir);
-  bool ok = write_sources(c, k, eo, bo, dir, cflags);
+  bool ok = write_sources(c, k, eo, bo, dir, cflags, prefix, ldflags, &header_text);
   const char *out = absolute(c, bo->output), *tmp_out = arena_printf(&c->arena, "%s.tmp%d", out, (int)getpid());
   if (ok) {
-    const char *cmd = arena_printf(&c->arena, "cd %s && %s %s -o %s %s -lm > cc.log 2>&1",
-                                   shell_quote(c, dir), cc, cflags, shell_quote(c, tmp_out), program_sources(c, eo, bo));
+    const char *cmd = arena_printf(&c->arena, "cd %s && %s %s%s -o %s %s -lm > cc.log 2>&1", shell_quote(c, dir), cc,
+                                   cflags, ldflags, shell_quote(c, tmp_out), program_sources(c, eo, bo));
     int status = system(cmd);
     if (status != 0) {
       char *log = NULL;
@@ -249,9 +378,13 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
       free(log);
       unlink(tmp_out);
       ok = false;
+    } else if (header && !install_header(c, header, header_text)) {
+      unlink(tmp_out);
+      ok = false;
     } else if (rename(tmp_out, out) != 0) {
       diag_error_class(c, DIAG_IO, NO_LOC, "cannot write '%s': %s", out, strerror(errno));
       unlink(tmp_out);
+      if (header) unlink(header);
       ok = false;
     }
   }
