@@ -357,8 +357,15 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
   Loc cli = {"command line", 0, 0};
   Tensor **patch_value = ARENA_ARRAY(&c->arena, Tensor *, o->neval_patches + 1);
   for (int i = 0; i < o->neval_patches; i++) patch_value[i] = npy_load(c, o->eval_patches[i].path, cli);
-  for (int k = 0; k < p->npatches; k++)
-    if (patch_value[p->patch_source[k]]) eval_bind(e, p->patch_nodes[k], patch_value[p->patch_source[k]]);
+  for (int k = 0; k < p->npatches; k++) {
+    const Binding *b = &o->eval_patches[p->patch_source[k]];
+    const Tensor *t = patch_value[p->patch_source[k]];
+    const Shape *want = &p->patch_nodes[k]->shape;
+    if (t && !shape_eq(&t->shape, want))
+      diag_error_class(c, DIAG_IO, NO_LOC, "--patch %s: %s has shape %s but node %s has shape %s", b->name, b->path,
+                       shape_str(c, &t->shape), p->patch_names[k], shape_str(c, want));
+    else if (t) eval_bind(e, p->patch_nodes[k], t);
+  }
   for (int i = 0; i < o->neval_outputs; i++) {
     bool found = false;
     for (int j = 0; j < p->outputs.n; j++) found |= !strcmp(p->output_names[j], o->eval_outputs[i].name);
