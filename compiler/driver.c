@@ -3,7 +3,9 @@
  * may dump the IR (--dump STAGE) and check its invariants (--verify-each). */
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include "driver.h"
+#include "outfile.h"
 
 static const char *const STAGE_NAMES[STAGE_COUNT] = {
     [STAGE_LOAD] = "load",         [STAGE_LIBRARY] = "library", [STAGE_PARSE] = "parse",     [STAGE_TENSORS] = "tensors",
@@ -387,9 +389,22 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
       if (!strcmp(p->output_names[j], o->eval_outputs[i].name)) dest[j] = &o->eval_outputs[i];
     if (dest[j] || print) value[j] = eval_node(e, p->outputs.node[j]);
   }
+  /* --output files, all or none: each to its temporary, then all renamed;
+   * devices and FIFOs are written last (outfile.h) */
+  OutFile *of = ARENA_ARRAY(&c->arena, OutFile, p->outputs.n);
+  for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++)
+    if (dest[j] && !(of[j] = outfile_begin(c, dest[j]->path)).through)
+      npy_write_staged(c, to_dtype(c, value[j], p->outputs.node[j]->dtype), &of[j]);
+  for (int j = 0; j < p->outputs.n; j++)
+    if (dest[j] && of[j].write_to && !of[j].through) {
+      if (diag_error_count(c)) outfile_abort(&of[j]);
+      else if (!outfile_commit(&of[j], NULL))
+        diag_error_class(c, DIAG_IO, NO_LOC, "cannot write %s: %s", dest[j]->path, strerror(errno));
+    }
+  for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++)
+    if (dest[j] && of[j].through) npy_write_staged(c, to_dtype(c, value[j], p->outputs.node[j]->dtype), &of[j]);
   for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++) {
     const Node *n = p->outputs.node[j];
-    if (dest[j]) npy_save(c, to_dtype(c, value[j], n->dtype), dest[j]->path);
     if (value[j] && print) {
       printf("%s %s %s\n", p->output_names[j], shape_str(c, &n->shape),
              dtype_name(n->dtype == DT_UNKNOWN ? DT_F32 : n->dtype));
