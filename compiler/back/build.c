@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include "circc.h"
 #include "kernel.h"
+#include "outfile.h"
 
 /* The runtime files (runtime/MANIFEST), embedded by cmake/embed.cmake: each
  * is written into the program directory and each .c is compiled (an `mpi`
@@ -197,7 +198,7 @@ static const char *absolute(Comp *c, const char *path) {
 
 /* The files a program directory can hold besides the runtime's. */
 static const char *const OWN_FILES[] = {"model.c", "weights.bin", "weights.S", "tokenizer.bin", "tokenizer.S",
-                                         "Makefile", "cc.log", "lib.c", "lib.h", "lib.map"};
+                                         "Makefile", "cc.log", "lib.c", "lib.h", "lib.map", "program"};
 enum { NOWN_FILES = sizeof OWN_FILES / sizeof *OWN_FILES };
 
 /* File i of a program directory, i < NOWN_FILES + circc_runtime_nfiles. */
@@ -275,15 +276,15 @@ static bool emit_directory(Comp *c, const Kernels *k, const EmitOptions *eo, con
   return ok;
 }
 
-/* --emit lib: writes the header beside a temporary name and renames it to path. */
+/* --emit lib: writes the header as outfile.h writes (whole or not at all). */
 static bool install_header(Comp *c, const char *path, const char *text) {
-  const char *tmp = arena_printf(&c->arena, "%s.tmp%d", path, (int)getpid());
-  FILE *f = fopen(tmp, "w");
+  OutFile of = outfile_begin(c, path);
+  FILE *f = fopen(of.write_to, "w");
   bool ok = f && fputs(text, f) >= 0;
   if (f && fclose(f) != 0) ok = false;
-  if (!ok || rename(tmp, path) != 0) {
+  if (!ok || !outfile_commit(&of, NULL)) {
     diag_error_class(c, DIAG_IO, NO_LOC, "cannot write '%s': %s", path, strerror(errno));
-    unlink(tmp);
+    outfile_abort(&of);
     return false;
   }
   return true;
@@ -356,7 +357,9 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
   }
   dir = arena_strdup(&c->arena, dir);
   bool ok = write_sources(c, k, eo, bo, dir, cflags, prefix, ldflags, &header_text);
-  const char *out = absolute(c, bo->output), *tmp_out = arena_printf(&c->arena, "%s.tmp%d", out, (int)getpid());
+  /* the C compiler writes beside the output (a device or FIFO: into dir, then copied) */
+  OutFile of = outfile_begin(c, absolute(c, bo->output));
+  const char *tmp_out = of.through ? arena_printf(&c->arena, "%s/program", dir) : of.write_to;
   if (ok) {
     const char *cmd = arena_printf(&c->arena, "cd %s && %s %s%s -o %s %s -lm > cc.log 2>&1", shell_quote(c, dir), cc,
                                    cflags, ldflags, shell_quote(c, tmp_out), program_sources(c, eo, bo));
@@ -381,9 +384,8 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
     } else if (header && !install_header(c, header, header_text)) {
       unlink(tmp_out);
       ok = false;
-    } else if (rename(tmp_out, out) != 0) {
-      diag_error_class(c, DIAG_IO, NO_LOC, "cannot write '%s': %s", out, strerror(errno));
-      unlink(tmp_out);
+    } else if (!outfile_commit(&of, tmp_out)) {
+      diag_error_class(c, DIAG_IO, NO_LOC, "cannot write '%s': %s", of.path, strerror(errno));
       if (header) unlink(header);
       ok = false;
     }
