@@ -1,7 +1,8 @@
 """test_circc_py.py — python/circc.py on libraries built by circc --emit lib:
 hand-computed values of tests/data/lib/lib_a.circ and lib_b.circ, the
 tiny_random_gpt2 goldens (Hugging Face's logits and hidden states, rtol 1e-4,
-atol 1e-4 as models/gpt2/test_gpt2.sh), several models and contexts in one
+atol 1e-4 as models/gpt2/test_gpt2.sh), taps and a patch against circc eval
+(as models/gpt2/test_gpt2_taps.sh), several models and contexts in one
 process = each alone in a fresh process, and the mistakes that must raise
 circc.Error with a message.
 usage: test_circc_py.py CIRCC GPT2_IMPORT REPO_ROOT WORKDIR"""
@@ -36,6 +37,22 @@ def build_all():
     sh(GPT2_IMPORT, "--seq", "16", "--name", "gpt2", os.path.join(GPT2, "tiny_random_gpt2"), os.path.join(WORK, "gpt2"))
     sh(CIRCC, "--tensors", os.path.join(WORK, "gpt2", "store"), os.path.join(WORK, "gpt2", "gpt2.circ"),
        "--emit", "lib", "-o", os.path.join(WORK, "gpt2.so"))
+    # the logits with every layer's attention pattern tapped and layer 1's heads patchable,
+    # and circc eval's values: the pattern, and the logits with those heads patched to zeros
+    sh(CIRCC, *TAPPED, "--emit", "lib", "-o", os.path.join(WORK, "tapped.so"))
+    ids = os.path.join(WORK, "ids.npy")
+    np.save(ids, np.load(os.path.join(GOLD, "seq16_input_ids.npy"))[0])
+    np.save(os.path.join(WORK, "zeros.npy"), np.zeros((4, 16, 32), np.float32))
+    # (eval taps every top-level circuit's copy: the logits' is under t.bind_w)
+    sh(CIRCC, "eval", *TAPPED[:3], "--tap", "a.attn_probs", "--input", f"tokens=@{ids}",
+       "--output", f"t.bind_w/{PROBS}=@{os.path.join(WORK, 'eval_probs.npy')}")
+    sh(CIRCC, "eval", *TAPPED[:3], "--patch", f"{HEADS}=@{os.path.join(WORK, 'zeros.npy')}", "--input",
+       f"tokens=@{ids}", "--output", f"logits=@{os.path.join(WORK, 'eval_patched.npy')}")
+
+
+PROBS, HEADS = "b1/a.attn_probs", "b1/a.heads"
+TAPPED = ["--tensors", os.path.join(WORK, "gpt2", "store"), os.path.join(WORK, "gpt2", "gpt2.circ"),
+          "--output", "logits", "--tap", "a.attn_probs", "--patch", HEADS]
 
 
 def lib(name):
@@ -102,6 +119,35 @@ class Gpt2Golden(unittest.TestCase):
         for name in names:
             want = np.load(os.path.join(GOLD, f"seq16_{name}.npy"))[0]
             np.testing.assert_allclose(out[name], want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+class TapsAndPatches(unittest.TestCase):
+    def test_taps_and_a_patch(self):
+        m = circc.load(lib("tapped"))
+        ids = np.load(os.path.join(GOLD, "seq16_input_ids.npy"))
+        self.assertEqual(m.patches, [circc.Tensor(HEADS, (4, 16, 32), np.float32, False)])
+        taps = [t.name for t in m.outputs if t.tap]
+        self.assertEqual(len(taps), m.info["ntaps"])
+        self.assertIn(PROBS, taps)
+        self.assertEqual(taps, [f"b{i}/a.attn_probs" for i in range(5)])
+        self.assertEqual([t.name for t in m.outputs], ["logits"] + taps)
+        plain = m(tokens=ids)
+        np.testing.assert_allclose(plain["logits"], np.load(os.path.join(GOLD, "seq16_logits.npy"))[0],
+                                   rtol=1e-4, atol=1e-4)
+        probs = plain[PROBS]   # [heads, query, key]: a causal softmax, = circc eval's
+        np.testing.assert_allclose(probs, np.load(os.path.join(WORK, "eval_probs.npy")), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-5)
+        self.assertTrue(np.all(np.triu(probs, 1) == 0))
+        patched = m(tokens=ids, **{HEADS: np.zeros((4, 16, 32))})
+        np.testing.assert_allclose(patched["logits"], np.load(os.path.join(WORK, "eval_patched.npy")),
+                                   rtol=1e-4, atol=1e-4)
+        self.assertGreater(np.max(np.abs(patched["logits"] - plain["logits"])), 1e-3)
+        # layer 1's pattern comes before its heads: unchanged; layer 2's comes after them
+        np.testing.assert_array_equal(patched[PROBS], plain[PROBS])
+        self.assertGreater(np.max(np.abs(patched["b2/a.attn_probs"] - plain["b2/a.attn_probs"])), 1e-4)
+        np.testing.assert_array_equal(m(tokens=ids)["logits"], plain["logits"])   # no patch again: as before
+        with self.assertRaisesRegex(circc.Error, rf"patch '{HEADS}': expected shape \[4, 16, 32\], found \[16, 32\]"):
+            m(tokens=ids, **{HEADS: np.zeros((16, 32))})
 
 
 ALONE = """
