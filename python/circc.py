@@ -50,11 +50,12 @@ class _CInfo(ctypes.Structure):
 
 
 def prefix_of(path):
-    """The API prefix circc gives a library at path: its file name up to the first '.', as a C identifier."""
-    stem = os.path.basename(path).split(".")[0]
+    """The API prefix circc gives a library at path: its file name up to the first '.', as a C identifier
+    (each byte other than an ASCII letter, digit or '_' becomes '_'; "m_" before a leading digit)."""
+    stem = os.fsencode(os.path.basename(path)).split(b".")[0]
     if not stem:
         return "model"
-    return re.sub(r"[^A-Za-z0-9_]", "_", ("m_" if stem[0].isdigit() else "") + stem)
+    return ("m_" if stem[:1].isdigit() else "") + re.sub(rb"[^A-Za-z0-9_]", b"_", stem).decode()
 
 
 def _strip_ones(shape):

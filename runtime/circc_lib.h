@@ -1,8 +1,9 @@
 /* circc_lib.h — the types of the C API of a shared library built by
  * `circc MODEL.circ --emit lib -o DIR/NAME.so`. circc writes DIR/NAME.h
  * beside it: this text, then the functions, whose prefix P is a C identifier
- * made from the output's file name up to its first '.' (characters other than
- * letters, digits and '_' become '_'; "m_" is put before a leading digit):
+ * made from the output's file name up to its first '.' (each byte other than
+ * an ASCII letter, digit or '_' becomes '_'; "m_" is put before a leading
+ * digit; "model" if that is empty; "circc" is refused):
  *
  *   circc_ctx *P_init(void);
  *       A context: the model's arena (scratch memory, reused by every run),

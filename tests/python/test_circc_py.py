@@ -33,6 +33,7 @@ def build_all():
     os.makedirs(WORK)
     for name in ("lib_a", "lib_b"):
         sh(CIRCC, os.path.join(DATA, name + ".circ"), "--emit", "lib", "-o", os.path.join(WORK, name + ".so"))
+    sh(CIRCC, os.path.join(DATA, "lib_b.circ"), "--emit", "lib", "-o", os.path.join(WORK, "2-b\u00e9.x.so"))
     # the tiny GPT-2 in module form at the golden prompt's length (16 tokens)
     sh(GPT2_IMPORT, "--seq", "16", "--name", "gpt2", os.path.join(GPT2, "tiny_random_gpt2"), os.path.join(WORK, "gpt2"))
     sh(CIRCC, "--tensors", os.path.join(WORK, "gpt2", "store"), os.path.join(WORK, "gpt2", "gpt2.circ"),
@@ -201,6 +202,10 @@ class SeveralModels(unittest.TestCase):
             t.join()
         for g in got:
             np.testing.assert_array_equal(g, want)
+
+    def test_prefix_from_the_name(self):
+        self.assertEqual(circc.prefix_of(lib("2-b\u00e9.x")), "m_2_b__")   # é is two bytes
+        self.assertEqual(float(circc.load(lib("2-b\u00e9.x"))(v=[0, 0, 1, 0])["s"]), 1.0)
 
     def test_renamed_library(self):
         path = os.path.join(WORK, "renamed.so")
