@@ -4,7 +4,8 @@
 # with -Wall -Wextra -Werror -pedantic (and as C++ when c++ is installed), that
 # the libraries export their API and nothing else, then links both into
 # test_lib_c.c and runs it. Also: a failed build leaves neither the library nor
-# its header, -o NAME.h and expectation programs are usage errors (exit 2).
+# its header; -o NAME.h, expectation programs and an unknown --emit value are
+# usage errors (exit 2); --help names --emit lib.
 # usage: test_lib.sh CIRCC TESTS_DIR WORKDIR
 set -eu
 [ $# -eq 3 ] || { echo "usage: test_lib.sh CIRCC TESTS_DIR WORKDIR" >&2; exit 2; }
@@ -37,4 +38,8 @@ status=0
 "$circc" "$tests/data/rv/dice_independent.circ" --emit lib -o "$work/dice.so" 2>"$work/err" || status=$?
 [ "$status" = 2 ] && grep -q "does not build expectation programs" "$work/err"
 [ ! -e "$work/dice.so" ] && [ ! -e "$work/dice.h" ]
+"$circc" --help | grep -q -- "--emit exe|c|lib"
+status=0
+"$circc" "$tests/data/lib/lib_a.circ" --emit so -o "$work/so" 2>"$work/err" || status=$?
+[ "$status" = 2 ] && grep -q "expects exe, c or lib, found 'so'" "$work/err"
 echo "test_lib.sh: ok"
