@@ -333,8 +333,9 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
       return false;
     }
     if (!(prefix = lib_prefix(c, bo->output))) return false;
+    const char *base = strrchr(bo->output, '/') ? strrchr(bo->output, '/') + 1 : bo->output;
     ldflags = arena_printf(&c->arena, " -shared -Wl,--version-script=lib.map -Wl,--gc-sections -Wl,-z,defs "
-                           "-Wl,-soname,%s", shell_quote(c, strrchr(bo->output, '/') ? strrchr(bo->output, '/') + 1 : bo->output));
+                           "-Wl,-soname,%s", shell_quote(c, base));
   }
   /* -fno-trapping-math (clang's default): programs never read floating-point
    * exception flags, and without it gcc will not if-convert the clamps of
