@@ -18,6 +18,9 @@ Run by `cmake --build BUILD --target bench_lib` with Debian's /usr/bin/python3
          converts the input and returns every output in fresh arrays;
        subprocess: np.save the tokens, run the executable with --input and
          --output logits=@FILE (hidden states are not written), np.load them;
+     and, after the rounds, python/circc.py's own work per call: m(tokens=ids)
+     on a second Model whose run function is swapped for a C call that does
+     nothing (libc's sched_yield, which returns 0), as the run's noise hides it;
   4. reports, as medians over rounds of each round's median, the time per
      call of each way and its overhead: its per-call difference from the
      bare run of the same iteration.
@@ -128,6 +131,16 @@ def main():
             over[w].append(med([a - b for a, b in zip(ts[w], ts["run"])]))
         log(f"round {r + 1}: " + ", ".join(f"{w} {rows[w][-1]:.3f} ms" for w in ways) + " per call")
 
+    # the loader's own work: the same call with the run swapped for a C function returning 0
+    noop = circc.load(os.path.join(args.work, "gpt2.so"))
+    noop._fn["run"] = ctypes.CDLL(None).sched_yield
+    noop(tokens=ids)
+    own = []
+    for _ in range(5 * args.calls):
+        t = time.perf_counter()
+        noop(tokens=ids)
+        own.append((time.perf_counter() - t) * 1e3)
+
     cpu = cpu_model()
     body = [
         "## From Python: subprocess + .npy vs the --emit lib library",
@@ -143,6 +156,7 @@ def main():
     for way, label in (("library", "library through python/circc.py (every output)"),
                        ("subprocess", "subprocess + .npy files (logits only)")):
         body.append(f"| {label} | {med(rows[way]):.3f} | {med(over[way]):.3f} |")
+    body.append(f"| python/circc.py's own work (the run swapped for a no-op C call) | {med(own):.3f} | {med(own):.3f} |")
     body.append("")
     log("\n".join(body))
     if args.results:
