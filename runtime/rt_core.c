@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -649,11 +650,28 @@ static char *staging_path(const char *path, int i) {
   return tmp;
 }
 
+/* The temporaries of the rt_write_files in progress: a SIGINT, SIGTERM or
+ * SIGHUP meanwhile removes them, then takes its default action. */
+static char **volatile staged;
+static volatile int nstaged;
+static const int STAGE_SIGNALS[] = {SIGINT, SIGTERM, SIGHUP};
+
+static void unstage(int sig) {
+  for (int i = 0; i < nstaged; i++)
+    if (staged[i]) unlink(staged[i]);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
 bool rt_write_files(const char *prog, int n, const char *const *paths, const char *const *labels, rt_file_writer write,
                     void *arg) {
   char **tmp = calloc((size_t)n + 1, sizeof *tmp);
   bool ok = tmp != NULL;
   if (!ok) rt_error(prog, "out of memory writing files");
+  struct sigaction on = {.sa_handler = unstage}, before[3];
+  sigemptyset(&on.sa_mask);
+  staged = tmp, nstaged = ok ? n : 0;
+  for (int s = 0; s < 3; s++) sigaction(STAGE_SIGNALS[s], &on, &before[s]);
   for (int i = 0; ok && i < n; i++) {
     bool through = write_through(paths[i]);
     if (!through && !(tmp[i] = staging_path(paths[i], i))) {
@@ -674,15 +692,17 @@ bool rt_write_files(const char *prog, int n, const char *const *paths, const cha
       rt_error(prog, "%s: cannot write %s: %s", labels[i], paths[i], strerror(errno));
       ok = false;
     } else {
-      free(tmp[i]);
-      tmp[i] = NULL;
+      char *done = tmp[i];
+      tmp[i] = NULL;   /* before the free: the handler may look */
+      free(done);
     }
     free(real);
   }
-  for (int i = 0; tmp && i < n; i++) {
+  for (int i = 0; tmp && i < n; i++)
     if (tmp[i]) unlink(tmp[i]);
-    free(tmp[i]);
-  }
+  nstaged = 0;
+  for (int s = 0; s < 3; s++) sigaction(STAGE_SIGNALS[s], &before[s], NULL);
+  for (int i = 0; tmp && i < n; i++) free(tmp[i]);
   free(tmp);
   return ok;
 }

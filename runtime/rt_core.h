@@ -116,7 +116,8 @@ double *rt_npy_read_doubles(const char *prog, const char *what, const char *path
  * succeeded. A target that is a symlink keeps the link (the file it names is
  * replaced); one that is a device or FIFO (/dev/null, /dev/stdout) is written
  * through, never replaced. labels[i] names file i in messages (e.g.
- * "--output y"). false after a message, with no temporary left. */
+ * "--output y"). false after a message, with no temporary left; a SIGINT,
+ * SIGTERM or SIGHUP while it runs removes the temporaries too. */
 typedef bool (*rt_file_writer)(int i, const char *path, void *arg);
 bool rt_write_files(const char *prog, int n, const char *const *paths, const char *const *labels, rt_file_writer write,
                     void *arg);

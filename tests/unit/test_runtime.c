@@ -13,9 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "circc_rt.h"
+#include "rt_core.h"
 #include "testutil.h"
 
 /* ---- the model ---- */
@@ -606,4 +609,34 @@ Test(runtime, bad_descriptor_is_reported) {
   model = &m;
   EXPECT(RUN("--info"), 3, err, "prog: error: internal error: bad descriptor of tensor 0 ('x')\n");
   cr_assert_str_eq(out, "");
+}
+
+/* Writes part of file i; a SIGTERM arrives while the second is written. */
+static bool write_then_die(int i, const char *path, void *arg) {
+  (void)arg;
+  FILE *f = fopen(path, "w");
+  if (!f) return false;
+  fputs("partial", f);
+  fclose(f);
+  if (i == 1) raise(SIGTERM);
+  return true;
+}
+
+Test(runtime, a_signal_while_writing_leaves_no_temporary) {
+  char *where = tu_temp_dir("rt_signal"), a[512], b[512];
+  snprintf(a, sizeof a, "%s/a.npy", where);
+  snprintf(b, sizeof b, "%s/b.npy", where);
+  pid_t pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    const char *paths[] = {a, b}, *labels[] = {"--output a", "--output b"};
+    rt_write_files("prog", 2, paths, labels, write_then_die, NULL);
+    _exit(0);
+  }
+  int status;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status %d", status);
+  cr_assert_eq(tu_sh("test -z \"$(ls %s)\"", where), 0, "a temporary was left in %s", where);
+  tu_sh("rm -rf %s", where);
+  free(where);
 }
