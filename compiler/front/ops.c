@@ -251,7 +251,7 @@ static const char *token_at(File *f, CXCursor cur, unsigned from, bool last) {
 
 typedef struct Body {
   File *f;
-  const char *function, *name;
+  const char *function;
 } Body;
 
 static enum CXChildVisitResult find_writes(CXCursor cur, CXCursor parent, CXClientData data) {
@@ -273,9 +273,8 @@ static enum CXChildVisitResult find_writes(CXCursor cur, CXCursor parent, CXClie
   CXCursor var;
   if (write && !clang_Cursor_isNull(target) && global_target(target, &var))
     diag_warn(f->c, cursor_loc(f, cur),
-              "'%s' (the --ops function of '%s') writes the global variable '%s': steps call it from parallel "
-              "loops, so its results could depend on the thread count",
-              b->function, b->name, take(f->c, clang_getCursorSpelling(var)));
+              "--ops function '%s' writes the global variable '%s': steps call it from parallel loops, so its "
+              "results could depend on the thread count", b->function, take(f->c, clang_getCursorSpelling(var)));
   return CXChildVisit_Recurse;
 }
 
@@ -349,7 +348,7 @@ static void add_op(File *f, CXCursor cur, const char *name, const char *rule) {
   if (ops->nops) memcpy(grown, ops->op, sizeof(UserOp) * (size_t)ops->nops);
   grown[ops->nops++] = op;
   ops->op = grown;
-  Body b = {f, function, op.name};
+  Body b = {f, function};
   clang_visitChildren(cur, find_writes, &b);
 }
 
@@ -422,7 +421,8 @@ void user_op_missing(Comp *c, const Node *n) {
   }
   const char *have = "";
   for (int i = 0; i < ops->nops; i++)
-    have = arena_printf(&c->arena, "%s%s'%s' (%s)", have, i ? ", " : "", ops->op[i].name, ops->op[i].function);
+    have = arena_printf(&c->arena, "%s%s'%s' (%s, %s:%d)", have, i ? ", " : "", ops->op[i].name,
+                        ops->op[i].function, ops->op[i].loc.file, ops->op[i].loc.line);
   diag_error(c, n->loc, "%s: no --ops file implements GeneralFunction '%.*s'; %s %s", node_label(c, n), len, g->text,
              ops->nfiles == 1 ? "the file provides" : "the files provide", ops->nops ? have : "none");
 }
