@@ -21,8 +21,14 @@ int stage_from_name(const char *name) {
 }
 
 /* The top-level circuits the options choose (--output NAME), in file order;
- * a NAME that no top-level circuit has is a usage error. */
+ * a NAME that no top-level circuit has is a usage error. circc eval with
+ * --tap keeps every top-level circuit: its --output may name a tap, which
+ * evaluate() checks once the taps exist. */
 static bool choose_outputs(Comp *c, const DriverOptions *o, NodeList *all, NodeList *chosen) {
+  if (o->evaluate && o->ntaps) {
+    *chosen = *all;
+    return true;
+  }
   for (int i = 0; i < all->n; i++) {
     bool want = o->noutputs == 0;
     for (int j = 0; j < o->noutputs; j++) want |= all->node[i]->name && !strcmp(all->node[i]->name, o->outputs[j]);
@@ -156,6 +162,15 @@ static bool verify(Comp *c, Compilation *cm, Stage s) {
 }
 
 static bool read_inputs(Comp *c, const DriverOptions *o, Compilation *cm);
+
+/* --tap and --patch after resolve (taps.c); circc eval's --patch NAME=@FILE
+ * patches the nodes NAME matches. */
+static bool apply_taps(Comp *c, const DriverOptions *o, Program *p) {
+  if (!o->evaluate) return taps_apply(c, p, o->taps, o->ntaps, o->patches, o->npatches);
+  const char **names = ARENA_ARRAY(&c->arena, const char *, o->neval_patches + 1);
+  for (int i = 0; i < o->neval_patches; i++) names[i] = o->eval_patches[i].name;
+  return taps_apply(c, p, o->taps, o->ntaps, names, o->neval_patches);
+}
 static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm);
 
 /* One stage on one graph (stages after rv compile every graph alike). */
@@ -223,13 +238,19 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
   }
   case STAGE_TENSORS: return load_tensors(c, cm->tops.node, cm->tops.n);
   case STAGE_RESOLVE:
-    return (!o->evaluate || read_inputs(c, o, cm)) && resolve_program(c, &cm->tops, &cm->program);
+    return (!o->evaluate || read_inputs(c, o, cm)) && resolve_program(c, &cm->tops, &cm->program) &&
+           apply_taps(c, o, &cm->program);
   case STAGE_RV:
     if (!cm->sample_batch) {
       cm->resolved = cm->program;
       cm->sample_batch = o->sample_batch > 0 ? o->sample_batch : DEFAULT_SAMPLE_BATCH;
     }
     if (!rv_lower(c, &cm->program, cm->sample_batch, &cm->expect)) return false;
+    if (cm->expect.present && (o->ntaps || o->npatches)) {
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "--tap and --patch are not supported in expectation programs "
+                                              "(circuits with DiscreteVars and Cumulants)");
+      return false;
+    }
     if (cm->expect.present) cm->pass_kernels = ARENA_ARRAY(&c->arena, Kernels, cm->expect.npasses + 1);
     return true;
   case STAGE_SIMPLIFY:
@@ -333,6 +354,17 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
   const Program *p = &cm->program;
   Eval *e = eval_new(c);
   bind_inputs(c, o, cm, e);
+  Loc cli = {"command line", 0, 0};
+  Tensor **patch_value = ARENA_ARRAY(&c->arena, Tensor *, o->neval_patches + 1);
+  for (int i = 0; i < o->neval_patches; i++) patch_value[i] = npy_load(c, o->eval_patches[i].path, cli);
+  for (int k = 0; k < p->npatches; k++)
+    if (patch_value[p->patch_source[k]]) eval_bind(e, p->patch_nodes[k], patch_value[p->patch_source[k]]);
+  for (int i = 0; i < o->neval_outputs; i++) {
+    bool found = false;
+    for (int j = 0; j < p->outputs.n; j++) found |= !strcmp(p->output_names[j], o->eval_outputs[i].name);
+    if (!found)
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "--output %s: neither a top-level circuit nor a tap", o->eval_outputs[i].name);
+  }
   RvGroups groups;
   if (o->eval_all && rv_groups(c, p->outputs.node, p->outputs.n, &groups))
     eval_expectations(e, &groups, o->eval_max_all > 0 ? o->eval_max_all : 1000000);

@@ -51,6 +51,11 @@ static const char USAGE[] =
     "  --emit exe|c           an executable (default) or a directory with model.c, the runtime,\n"
     "                         the weights blob and a Makefile\n"
     "  --output NAME          compile only the top-level circuit NAME (repeatable)\n"
+    "  --tap PATTERN          make every inner node PATTERN matches an extra output (repeatable):\n"
+    "                         a node name, a name path (b0.call/a.attn_probs) or /REGEX/ over\n"
+    "                         name paths; works with circc eval too\n"
+    "  --patch PATTERN        let the program replace matching nodes at run time\n"
+    "                         (./prog --patch PATH=@value.npy); without it they compute as usual\n"
     "  --sample-batch B       circuits with DiscreteVars (expectation programs): samples per run\n"
     "                         of the compiled batch circuits (default 32)\n"
     "  --stream NAME          leave the DiscreteVar values Array NAME out of the program: it reads\n"
@@ -79,6 +84,7 @@ static const char USAGE[] =
     "  --all                    exact expectations: each Cumulant of DiscreteVars enumerates every\n"
     "                           combination of rows of the groups it uses, weighted by their\n"
     "                           probabilities (without --all a DiscreteVar is an error)\n"
+    "  --patch NAME=@FILE.npy   use FILE's value for the node with name path NAME (repeatable)\n"
     "  --max-all N              refuse a Cumulant with more than N combinations (default 1000000)\n"
     "\n"
     "exit codes: 0 ok, 1 circuit error (parse, shape, missing tensor, unbound symbol),\n"
@@ -94,6 +100,8 @@ typedef struct Options {
   int nfiles;
   const char **outputs; /* --output NAME, or the NAMEs of eval's --output NAME=@FILE */
   const char **streams; /* --stream NAME */
+  const char **taps, **patches; /* --tap PATTERN, --patch PATTERN */
+  Binding *eval_patches;        /* eval's --patch NAME=@FILE */
   Binding *inputs, *eval_outputs;
 } Options;
 
@@ -150,6 +158,9 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
   o->eval_outputs = ARENA_ARRAY(&c->arena, Binding, argc);
   o->outputs = ARENA_ARRAY(&c->arena, const char *, argc);
   o->streams = ARENA_ARRAY(&c->arena, const char *, argc);
+  o->taps = ARENA_ARRAY(&c->arena, const char *, argc);
+  o->patches = ARENA_ARRAY(&c->arena, const char *, argc);
+  o->eval_patches = ARENA_ARRAY(&c->arena, Binding, argc);
   c->streamed = o->streams;
   c->defines = ARENA_ARRAY(&c->arena, SizeDefine, argc);
   const char *color = getenv("NO_COLOR") ? "never" : "auto";
@@ -213,6 +224,15 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
     } else if (!o->eval && !strcmp(a, "--output")) {
       NEEDS_VALUE();
       o->outputs[d->noutputs++] = val;
+    } else if (!strcmp(a, "--tap")) {
+      NEEDS_VALUE();
+      o->taps[d->ntaps++] = val;
+    } else if (!o->eval && !strcmp(a, "--patch")) {
+      NEEDS_VALUE();
+      o->patches[d->npatches++] = val;
+    } else if (o->eval && !strcmp(a, "--patch")) {
+      NEEDS_VALUE();
+      if (!parse_binding(c, a, val, &o->eval_patches[d->neval_patches++])) return false;
     } else if (!strcmp(a, "--stream")) {
       NEEDS_VALUE();
       o->streams[c->nstreamed++] = val;
@@ -324,6 +344,9 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
   d->evaluate = o->eval;
   d->eval_inputs = o->inputs;
   d->eval_outputs = o->eval_outputs;
+  d->eval_patches = o->eval_patches;
+  d->taps = o->taps;
+  d->patches = o->patches;
   return true;
 }
 
