@@ -382,7 +382,7 @@ static bool load_file(Comp *c, CXIndex index, UserOps *ops, int i) {
   diag_add_source(c, f.path, f.text, f.len);
   const struct RuntimeFile *h = ops_header();
   struct CXUnsavedFile header = {HEADER_DIR "/" HEADER_NAME, (const char *)h->data, (unsigned long)h->len};
-  const char *args[] = {"-xc", "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I" HEADER_DIR};
+  const char *args[] = {"-xc", "-std=c11", "-D_POSIX_C_SOURCE=200809L", ("-I" HEADER_DIR)};
   enum CXErrorCode err = clang_parseTranslationUnit2(index, f.path, args, sizeof args / sizeof *args, &header, 1,
                                                      CXTranslationUnit_None, &f.tu);
   if (err != CXError_Success) {
