@@ -293,6 +293,49 @@ Test(ops, general_function_with_a_list_shape_rule) {
   tu_free(c);
 }
 
+/* A module batching user ops (rust_circuit's library batches the rotary
+ * embedding over heads): the same values as the op applied to the batch. */
+Test(ops, modules_batch_user_ops) {
+  Comp *c = tu_comp();
+  const char *ops[] = {"ops/gelu.c", "ops/rotary.c", "ops/softmax_row.c"};
+  const char *text = "'x' [3,4] Array rand\n"
+                     "'g_batched' Module\n"
+                     "  'g' GeneralFunction my_gelu\n"
+                     "    'in' [4] Symbol\n"
+                     "  'x' ! 'in'\n"
+                     "'g_direct' GeneralFunction gelu\n"
+                     "  'x'\n"
+                     "'d_batched' Module\n"
+                     "  'd' GeneralFunction scaled_diff\n"
+                     "    'in'\n"
+                     "    'half' [] Scalar 0.5\n"
+                     "  'x' ! 'in'\n"
+                     "'s_batched' Module\n"
+                     "  's' GeneralFunction my_softmax\n"
+                     "    'in'\n"
+                     "  'x' ! 'in'\n"
+                     "'s_direct' GeneralFunction softmax\n"
+                     "  'x'\n"
+                     "'qb' [3,5,2,4] Array rand\n"
+                     "'r_batched' Module\n"
+                     "  'r' GeneralFunction " ROPE_SPEC "\n"
+                     "    'q.in' [5,2,4] Symbol\n"
+                     "  'qb' ! 'q.in'\n"
+                     "'r_direct' GeneralFunction " ROPE_SPEC "\n"
+                     "  'qb'\n";
+  Compilation cm = {0};
+  resolve_ops(c, text, ops, 3, &cm);
+  Eval *e = eval_new(c);
+  const Tensor *x = eval_node(e, output_named(&cm, "x")), *d = eval_node(e, output_named(&cm, "d_batched"));
+  assert_close("gelu", eval_node(e, output_named(&cm, "g_batched")), eval_node(e, output_named(&cm, "g_direct")), 1e-6);
+  assert_close("softmax", eval_node(e, output_named(&cm, "s_batched")), eval_node(e, output_named(&cm, "s_direct")), 1e-6);
+  assert_close("rotary", eval_node(e, output_named(&cm, "r_batched")), eval_node(e, output_named(&cm, "r_direct")), 0);
+  for (int64_t i = 0; i < 12; i++)
+    cr_assert_eq(tensor_get_f64(d, i), 2.0f * (float)tensor_get_f64(x, i) - 0.5f);
+  eval_free(e);
+  tu_free(c);
+}
+
 /* ops_load records each function's form and location */
 Test(ops, forms_and_locations) {
   Comp *c = tu_comp();
