@@ -279,6 +279,10 @@ Test(ops, general_function_with_a_list_shape_rule) {
   const Tensor *p = value(&v, "p");
   cr_assert(p->shape.rank == 2 && p->shape.dim[0] == 2 && p->shape.dim[1] == 4);
   for (int i = 0; i < 8; i++) cr_assert_eq(tensor_get_f64(p, i), 3.0); /* 3 * (2 * 0.5) */
+  const char *outs[] = {"p"};
+  Tensor *got[1];
+  compile_and_run(c, text, ops, 1, outs, 1, got);
+  assert_close("program", got[0], p, 0);
   tu_free(c);
   /* the rule's axis must exist */
   c = tu_comp();
