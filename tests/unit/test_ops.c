@@ -362,3 +362,21 @@ Test(ops, forms_and_locations) {
   cr_assert_null(user_op_find(&ops, "gelu", 4));
   tu_free(c);
 }
+
+/* circc eval builds the files with $CC: a compiler that fails is a DIAG_CC error (exit 4), reported once */
+Test(ops, eval_reports_a_failing_compiler) {
+  setenv("CC", "false", 1);
+  Comp *c = tu_comp();
+  const char *ops[] = {"ops/gelu.c"};
+  Compilation cm = {0};
+  resolve_ops(c, "'g' GeneralFunction my_gelu\n  'x' [2] Scalar 1\n'h' GeneralFunction my_gelu\n  'y' [3] Scalar 1\n",
+              ops, 1, &cm);
+  Eval *e = eval_new(c);
+  cr_assert_null(eval_node(e, output_named(&cm, "g")));
+  cr_assert_null(eval_node(e, output_named(&cm, "h")));
+  const char *d = tu_diags(c), *msg = "circc: error: circc eval: the C compiler failed on the --ops files (exit status 1)";
+  cr_assert(strstr(d, msg) && !strstr(strstr(d, msg) + 1, msg), "%s", d);
+  cr_assert_eq(diag_exit_code(c), DIAG_CC);
+  eval_free(e);
+  tu_free(c);
+}
