@@ -3,7 +3,9 @@
  * may dump the IR (--dump STAGE) and check its invariants (--verify-each). */
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include "driver.h"
+#include "outfile.h"
 
 static const char *const STAGE_NAMES[STAGE_COUNT] = {
     [STAGE_LOAD] = "load",         [STAGE_LIBRARY] = "library", [STAGE_PARSE] = "parse",     [STAGE_TENSORS] = "tensors",
@@ -357,8 +359,15 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
   Loc cli = {"command line", 0, 0};
   Tensor **patch_value = ARENA_ARRAY(&c->arena, Tensor *, o->neval_patches + 1);
   for (int i = 0; i < o->neval_patches; i++) patch_value[i] = npy_load(c, o->eval_patches[i].path, cli);
-  for (int k = 0; k < p->npatches; k++)
-    if (patch_value[p->patch_source[k]]) eval_bind(e, p->patch_nodes[k], patch_value[p->patch_source[k]]);
+  for (int k = 0; k < p->npatches; k++) {
+    const Binding *b = &o->eval_patches[p->patch_source[k]];
+    const Tensor *t = patch_value[p->patch_source[k]];
+    const Shape *want = &p->patch_nodes[k]->shape;
+    if (t && !shape_eq(&t->shape, want))
+      diag_error_class(c, DIAG_IO, NO_LOC, "--patch %s: %s has shape %s but node %s has shape %s", b->name, b->path,
+                       shape_str(c, &t->shape), p->patch_names[k], shape_str(c, want));
+    else if (t) eval_bind(e, p->patch_nodes[k], t);
+  }
   for (int i = 0; i < o->neval_outputs; i++) {
     bool found = false;
     for (int j = 0; j < p->outputs.n; j++) found |= !strcmp(p->output_names[j], o->eval_outputs[i].name);
@@ -380,9 +389,22 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
       if (!strcmp(p->output_names[j], o->eval_outputs[i].name)) dest[j] = &o->eval_outputs[i];
     if (dest[j] || print) value[j] = eval_node(e, p->outputs.node[j]);
   }
+  /* --output files, all or none: each to its temporary, then all renamed;
+   * devices and FIFOs are written last (outfile.h) */
+  OutFile *of = ARENA_ARRAY(&c->arena, OutFile, p->outputs.n);
+  for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++)
+    if (dest[j] && !(of[j] = outfile_begin(c, dest[j]->path)).through)
+      npy_write_staged(c, to_dtype(c, value[j], p->outputs.node[j]->dtype), &of[j]);
+  for (int j = 0; j < p->outputs.n; j++)
+    if (dest[j] && of[j].write_to && !of[j].through) {
+      if (diag_error_count(c)) outfile_abort(&of[j]);
+      else if (!outfile_commit(&of[j], NULL))
+        diag_error_class(c, DIAG_IO, NO_LOC, "cannot write %s: %s", dest[j]->path, strerror(errno));
+    }
+  for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++)
+    if (dest[j] && of[j].through) npy_write_staged(c, to_dtype(c, value[j], p->outputs.node[j]->dtype), &of[j]);
   for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++) {
     const Node *n = p->outputs.node[j];
-    if (dest[j]) npy_save(c, to_dtype(c, value[j], n->dtype), dest[j]->path);
     if (value[j] && print) {
       printf("%s %s %s\n", p->output_names[j], shape_str(c, &n->shape),
              dtype_name(n->dtype == DT_UNKNOWN ? DT_F32 : n->dtype));

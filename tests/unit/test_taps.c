@@ -244,3 +244,31 @@ Test(taps, patterns_that_match_nothing_name_the_nearest_names) {
   cr_assert_eq(diag_exit_code(c), 2);
   tu_free(c);
 }
+
+Test(taps, eval_patches_of_the_wrong_shape_are_refused) {
+  char *dir = tu_temp_dir("taps_eval");
+  write_vec(dir, "v.npy", IN0);
+  char *in0, *in1, *bad, *outp;
+  cr_assert(asprintf(&in0, "%s/v.npy", dir) > 0 && asprintf(&bad, "%s/bad.npy", dir) > 0 &&
+            asprintf(&outp, "%s/top.npy", dir) > 0);
+  in1 = in0;
+  Comp *w = tu_comp();
+  cr_assert(npy_save(w, tensor_new(w, DT_F32, &(Shape){.rank = 2, .dim = {1, 3}}), bad));
+  tu_free(w);
+  Binding inputs[] = {{"in0", in0}, {"in1", in1}}, patches[] = {{"m.y", bad}}, outputs[] = {{"top", outp}};
+  Comp *c = tu_comp();
+  DriverOptions o = {.text = CIRCUIT, .text_len = strlen(CIRCUIT), .text_name = "taps.circ", .last = STAGE_RESOLVE,
+                     .verify_each = true, .evaluate = true, .eval_inputs = inputs, .neval_inputs = 2,
+                     .eval_patches = patches, .neval_patches = 1, .eval_outputs = outputs, .neval_outputs = 1,
+                     .outputs = (const char *[]){"top"}, .noutputs = 1};
+  Compilation cm = {0};
+  cr_assert_not(driver_run(c, &o, &cm));
+  /* the pattern m.y patches both copies: each is refused */
+  cr_assert(strstr(tu_diags(c), "has shape [1,3] but node c0/m.y has shape [3]"), "%s", tu_diags(c));
+  cr_assert(strstr(tu_diags(c), "has shape [1,3] but node c1/m.y has shape [3]"), "%s", tu_diags(c));
+  cr_assert_eq(diag_exit_code(c), 3);
+  cr_assert_eq(tu_sh("test ! -e %s", outp), 0);
+  tu_free(c);
+  tu_sh("rm -rf %s", dir);
+  free(in0), free(bad), free(outp), free(dir);
+}
