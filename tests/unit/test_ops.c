@@ -380,3 +380,23 @@ Test(ops, eval_reports_a_failing_compiler) {
   eval_free(e);
   tu_free(c);
 }
+
+/* --dump lower names the steps: a row step for a row function, a general step for a general one */
+Test(ops, dump_names_the_steps) {
+  Comp *c = tu_comp();
+  const char *paths[] = {tu_data("ops/softmax_row.c"), tu_data("ops/rotary.c")};
+  const char *text = "'s' GeneralFunction my_softmax\n  'x' [2,5] Symbol\n"
+                     "'r' GeneralFunction " ROPE_SPEC "\n  'q' [3,2,2] Symbol\n";
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "test.circ", .last = STAGE_LOWER,
+                     .verify_each = true, .ops_files = paths, .nops_files = 2, .dump = 1u << STAGE_LOWER, .dump_to = f};
+  Compilation cm = {0};
+  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
+  fclose(f);
+  cr_assert(strstr(buf, "row         's' [2,5] reads"), "%s", buf);
+  cr_assert(strstr(buf, "general     'r' [3,2,2] reads"), "%s", buf);
+  free(buf);
+  tu_free(c);
+}
