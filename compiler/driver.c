@@ -165,6 +165,18 @@ static bool verify(Comp *c, Compilation *cm, Stage s) {
 
 static bool read_inputs(Comp *c, const DriverOptions *o, Compilation *cm);
 
+/* The stages after parse recurse once per level of the circuit: deeper than
+ * IR_MAX_DEPTH is a located error instead of a stack overflow (main.c runs
+ * circc on a stack that holds that many levels). */
+static bool shallow_enough(Comp *c, const NodeList *roots, const char *when) {
+  const Node *deepest;
+  int64_t depth = ir_depth(c, roots->node, roots->n, &deepest);
+  if (depth <= IR_MAX_DEPTH) return true;
+  diag_error(c, deepest->loc, "%s is %lld levels deep%s; circc compiles circuits of at most %d levels",
+             node_label(c, deepest), (long long)depth, when, IR_MAX_DEPTH);
+  return false;
+}
+
 /* --tap and --patch after resolve (taps.c); circc eval's --patch NAME=@FILE
  * patches the nodes NAME matches. */
 static bool apply_taps(Comp *c, const DriverOptions *o, Program *p) {
@@ -236,12 +248,12 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
     bool ok = parse_text(c, cm->source->name, cm->source->text, cm->source->len, refs, &all);
     ok = model_library_check(c, &cm->library, &all) && ok;
     if (ok && o->bind_tokens) ok = bind_tokens(c, cm->source, &cm->library, &all);
-    return ok && choose_outputs(c, o, &all, &cm->tops);
+    return ok && choose_outputs(c, o, &all, &cm->tops) && shallow_enough(c, &cm->tops, "");
   }
   case STAGE_TENSORS: return load_tensors(c, cm->tops.node, cm->tops.n);
   case STAGE_RESOLVE:
     return (!o->evaluate || read_inputs(c, o, cm)) && resolve_program(c, &cm->tops, &cm->program) &&
-           apply_taps(c, o, &cm->program);
+           shallow_enough(c, &cm->program.outputs, " after module substitution") && apply_taps(c, o, &cm->program);
   case STAGE_RV:
     if (!cm->sample_batch) {
       cm->resolved = cm->program;
