@@ -94,6 +94,35 @@ bool model_info_print(Comp *c, const SourceFile *src, const ModelLibrary *lib, c
  * file, a missing file circuit, SEQ unbound (usage) or beyond the positions. */
 bool bind_tokens(Comp *c, const SourceFile *src, const ModelLibrary *lib, NodeList *tops);
 
+/* ops.c — `circc --ops FILE.c` (README, "Custom functions"): the C
+ * GeneralFunctions in the files, marked with include/circc_op.h, found and
+ * checked with libclang before the circuit is parsed. ops_load parses every
+ * file (Clang's diagnostics become circc's, located in the file), checks each
+ * marked function's form and shape rule, rejects a name implemented twice or
+ * built into circc, and warns of writes to global variables; on success it
+ * sets c->ops = out, which the parser reads. false after diag_error.
+ * user_op_missing reports a used GF_USER node without an implementation
+ * (resolve). ops_program_file is the name file i gets in a program directory
+ * (build.c writes it there, emit.c includes it into model.c). ops_function
+ * (circc eval) is op's function, from the files compiled once by $CC into a
+ * shared object; NULL after diag_error (DIAG_CC). */
+bool ops_load(Comp *c, const char *const *files, int n, UserOps *out);
+void user_op_missing(Comp *c, const Node *n);
+const char *ops_program_file(Comp *c, int i);
+typedef void (*UserOpFn)(void);
+UserOpFn ops_function(Comp *c, const UserOp *op);
+/* The runtime files (runtime/MANIFEST), embedded by cmake/embed.cmake: each
+ * is written into the program directory and each .c is compiled (an `mpi`
+ * file only for --mpi); include/circc_op.h is one of them. */
+struct RuntimeFile {
+  const char *name;
+  const unsigned char *data;
+  size_t len;
+  bool mpi;
+};
+extern const struct RuntimeFile circc_runtime_files[];
+extern const size_t circc_runtime_nfiles;
+
 /* dump.c — prints circuits in rust_circuit's bijection text format, parseable by parse_text. */
 void dump_circuits(Comp *c, FILE *f, Node *const *nodes, int n);
 /* An Einsum's spec as the format writes it (`ab,bc->ac`, or `fancy:` ids past the alphabet). */

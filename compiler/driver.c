@@ -240,7 +240,7 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
       *src = (SourceFile){o->text_name, o->text, o->text_len};
       cm->source = src;
     }
-    return cm->source != NULL;
+    return cm->source != NULL && ops_load(c, o->ops_files, o->nops_files, &cm->ops);
   case STAGE_LIBRARY: return model_library(c, cm->source, &cm->library);
   case STAGE_PARSE: {
     NodeList all = {0};

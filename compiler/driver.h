@@ -42,6 +42,8 @@ typedef struct DriverOptions {
   int ntaps;
   const char *const *patches;   /* --patch PATTERN: matching nodes take an optional run-time value */
   int npatches;
+  const char *const *ops_files; /* --ops FILE.c: C GeneralFunctions (ops.c), read with the source */
+  int nops_files;
   bool bind_tokens;             /* --bind-tokens: parse ends with bind_tokens (tokens → logits) */
   Stage last;                   /* run up to and including this stage */
   unsigned dump;                /* bit 1u << s: print the IR after stage s */
@@ -68,6 +70,7 @@ typedef struct DriverOptions {
 typedef struct Compilation {
   Stage next;                   /* the first stage not yet run (STAGE_LOAD when zeroed) */
   const SourceFile *source;     /* after load */
+  UserOps ops;                  /* after load: the --ops functions (c->ops points here) */
   ModelLibrary library;         /* after library (present false: not a model file) */
   NodeList tops;                /* parsed top-level circuits (those chosen by `outputs`) */
   Program program;              /* after resolve: outputs are rewritten in place by later DAG stages;

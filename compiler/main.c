@@ -34,6 +34,9 @@ static const char USAGE[] =
     "                         (a model file's module library), parse, tensors, resolve, rv,\n"
     "                         simplify, plan (rust_circuit text), lower, fuse, memplan (the kernel\n"
     "                         graph), emit (the generated C)\n"
+    "  --ops FILE.c           C implementations of GeneralFunctions circc does not know (Python-class\n"
+    "                         specs, unknown names), marked with circc_op.h (repeatable; README:\n"
+    "                         Custom functions); compiled into the program and run by circc eval\n"
     "  --verify-each          check the IR's invariants after every stage (an error is exit 70)\n"
     "  --color auto|always|never   colored diagnostics (default auto; NO_COLOR respected)\n"
     "  --info-model           print a model file's info, params (every option), layer count,\n"
@@ -205,6 +208,12 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
       o->info_model = true;
     } else if (!strcmp(a, "--bind-tokens")) {
       d->bind_tokens = true;
+    } else if (!strcmp(a, "--ops")) {
+      NEEDS_VALUE();
+      const char **files = ARENA_ARRAY(&c->arena, const char *, d->nops_files + 1);
+      if (d->nops_files) memcpy(files, d->ops_files, sizeof *files * (size_t)d->nops_files);
+      files[d->nops_files++] = val;
+      d->ops_files = files;
     } else if (!strcmp(a, "--verify-each")) {
       d->verify_each = true;
     } else if (!strcmp(a, "--color")) {
