@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "driver.h"
+#include "progress.h"
+#include "ptrmap.h"
 
 static const char *const STAGE_NAMES[STAGE_COUNT] = {
     [STAGE_LOAD] = "load",         [STAGE_LIBRARY] = "library", [STAGE_PARSE] = "parse",     [STAGE_TENSORS] = "tensors",
@@ -20,8 +22,34 @@ int stage_from_name(const char *name) {
   return -1;
 }
 
-/* The top-level circuits the options choose (--output NAME), in file order;
- * a NAME that no top-level circuit has is a usage error. */
+/* The first node named `name` below the roots (depth first), NULL if none. */
+static const Node *find_named(const NodeList *roots, const char *name) {
+  PtrMap seen = {0};
+  const Node *found = NULL;
+  int cap = 64, n = 0;
+  const Node **stack = malloc((size_t)cap * sizeof *stack);
+  CHECK(stack);
+  for (int i = roots->n - 1; i >= 0; i--) stack[n++] = roots->node[i];
+  while (n && !found) {
+    const Node *x = stack[--n];
+    PtrMapEntry *e = ptrmap_get(&seen, x);
+    if (e->flag) continue;
+    e->flag = true;
+    if (x->name && !strcmp(x->name, name)) found = x;
+    if (n + x->nchild > cap) {
+      cap = 2 * (n + x->nchild);
+      CHECK((stack = realloc(stack, (size_t)cap * sizeof *stack)));
+    }
+    for (int k = x->nchild - 1; k >= 0; k--) stack[n++] = x->child[k];
+  }
+  free(stack);
+  ptrmap_free(&seen);
+  return found;
+}
+
+/* The top-level circuits the options choose (--output NAME), in file order.
+ * A NAME that no top-level circuit has is a circuit error (exit 1) listing
+ * the top-level names; an inner node of that name gets a note suggesting --tap. */
 static bool choose_outputs(Comp *c, const DriverOptions *o, NodeList *all, NodeList *chosen) {
   for (int i = 0; i < all->n; i++) {
     bool want = o->noutputs == 0;
@@ -32,10 +60,17 @@ static bool choose_outputs(Comp *c, const DriverOptions *o, NodeList *all, NodeL
   for (int j = 0; j < o->noutputs; j++) {
     bool found = false;
     for (int i = 0; i < all->n; i++) found |= all->node[i]->name && !strcmp(all->node[i]->name, o->outputs[j]);
-    if (!found) {
-      diag_error_class(c, DIAG_USAGE, NO_LOC, "--output %s: no top-level circuit has that name", o->outputs[j]);
-      ok = false;
-    }
+    if (found) continue;
+    diag_error(c, NO_LOC, "--output %s: no top-level circuit is named '%s'", o->outputs[j], o->outputs[j]);
+    ok = false;
+    char *names = NULL;
+    for (int i = 0; i < all->n; i++)
+      if (all->node[i]->name)
+        names = names ? arena_printf(&c->arena, "%s, %s", names, all->node[i]->name) : arena_strdup(&c->arena, all->node[i]->name);
+    diag_note(c, NO_LOC, "the top-level circuits are: %s", names ? names : "(none named)");
+    const Node *inner = find_named(all, o->outputs[j]);
+    if (inner)
+      diag_note(c, inner->loc, "'%s' is an inner node: --tap %s makes it an extra output", o->outputs[j], o->outputs[j]);
   }
   return ok;
 }
@@ -249,13 +284,22 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
 
 bool driver_run(Comp *c, const DriverOptions *o, Compilation *cm) {
   Stage last = o->evaluate ? STAGE_RESOLVE : o->last;
+  progress_init(o->verbose);
   for (; cm->next <= last; cm->next++) {
     Stage s = cm->next;
-    if (diag_error_count(c) || !run_stage(c, o, cm, s)) return false;
+    if (diag_error_count(c)) return false;
+    progress_begin(stage_name(s));
+    bool ok = run_stage(c, o, cm, s);
+    progress_end();
+    if (!ok) return false;
     if (o->verify_each && !verify(c, cm, s)) return false;
     if (o->dump & 1u << s) dump(c, o, cm, s);
   }
-  if (o->evaluate && !diag_error_count(c)) evaluate(c, o, cm);
+  if (o->evaluate && !diag_error_count(c)) {
+    progress_begin("eval");
+    evaluate(c, o, cm);
+    progress_end();
+  }
   return !diag_error_count(c);
 }
 
@@ -305,7 +349,7 @@ static void bind_inputs(Comp *c, const DriverOptions *o, const Compilation *cm, 
     const Node *sym = NULL;
     for (int j = 0; j < p->inputs.n; j++)
       if (p->inputs.node[j]->name && !strcmp(p->inputs.node[j]->name, b->name)) sym = p->inputs.node[j];
-    if (!sym && o->neval_outputs) {
+    if (!sym && o->noutputs) {
       diag_warn(c, NO_LOC, "--input %s: not used by the selected outputs; ignored", b->name);
       continue;
     }
@@ -340,18 +384,18 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
     eval_free(e);
     return false;
   }
-  bool print = o->eval_print || o->neval_outputs == 0;
+  /* an output without a file (no --output, or --output NAME) is printed */
   Tensor **value = ARENA_ARRAY(&c->arena, Tensor *, p->outputs.n);
   const Binding **dest = ARENA_ARRAY(&c->arena, const Binding *, p->outputs.n);
   for (int j = 0; j < p->outputs.n; j++) {
     for (int i = 0; i < o->neval_outputs; i++)
       if (!strcmp(p->output_names[j], o->eval_outputs[i].name)) dest[j] = &o->eval_outputs[i];
-    if (dest[j] || print) value[j] = eval_node(e, p->outputs.node[j]);
+    value[j] = eval_node(e, p->outputs.node[j]);
   }
   for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++) {
     const Node *n = p->outputs.node[j];
     if (dest[j]) npy_save(c, to_dtype(c, value[j], n->dtype), dest[j]->path);
-    if (value[j] && print) {
+    if (value[j] && (o->eval_print || !dest[j])) {
       printf("%s %s %s\n", p->output_names[j], shape_str(c, &n->shape),
              dtype_name(n->dtype == DT_UNKNOWN ? DT_F32 : n->dtype));
       int64_t off = 0;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include "circc.h"
 #include "kernel.h"
+#include "progress.h"
 
 /* The runtime files (runtime/MANIFEST), embedded by cmake/embed.cmake: each
  * is written into the program directory and each .c is compiled (an `mpi`
@@ -231,7 +232,9 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
   if (ok) {
     const char *cmd = arena_printf(&c->arena, "cd %s && %s %s -o %s %s -lm > cc.log 2>&1",
                                    shell_quote(c, dir), cc, cflags, shell_quote(c, tmp_out), program_sources(c, eo, bo));
+    progress_begin("cc");
     int status = system(cmd);
+    progress_end();
     if (status != 0) {
       char *log = NULL;
       size_t len = 0;
