@@ -114,9 +114,11 @@ static bool emit(Comp *c, const DriverOptions *o, Compilation *cm) {
   eo.pass_kernels = cm->pass_kernels;
   if (o->lm) {
     void *blob;
-    if (!tokenizer_build(c, o->lm, &blob, &eo.tokenizer_len)) return false;
+    if (!tokenizer_build(c, o->lm, &blob, &eo.tokenizer_len) || !tokenizer_check_model(c, o->lm, blob, &cm->kernels))
+      return false;
     eo.tokenizer = blob;
   }
+  if (eo.vocab && !vocab_check_model(c, eo.vocab, &cm->kernels)) return false;
   if (o->dump & 1u << STAGE_EMIT) {
     FILE *sink = fopen("/dev/null", "wb");
     if (!sink) {
