@@ -138,6 +138,11 @@ typedef struct Program {
   bool batch_invariant;
 } Program;
 bool resolve_program(Comp *c, const NodeList *tops, Program *out);
+/* positions.c — after resolve, for compiled programs: a table that a
+ * language model's `pos` (decode circuit) or `positions` input indexes must
+ * have a row for every position the program's length allows (T of kv_mask,
+ * N of positions [.., N]). false after an error naming the table. */
+bool positions_check(Comp *c, const Program *p);
 
 /* simplify.c — the rewrite rules of rust_circuit_format.md §6.1 that matter for
  * generated code, run to a fixpoint over the resolved program (in place on

@@ -260,7 +260,8 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
   }
   case STAGE_TENSORS: return load_tensors(c, cm->tops.node, cm->tops.n);
   case STAGE_RESOLVE:
-    return (!o->evaluate || read_inputs(c, o, cm)) && resolve_program(c, &cm->tops, &cm->program);
+    return (!o->evaluate || read_inputs(c, o, cm)) && resolve_program(c, &cm->tops, &cm->program) &&
+           (o->evaluate || positions_check(c, &cm->program));
   case STAGE_RV:
     if (!cm->sample_batch) {
       cm->resolved = cm->program;
