@@ -136,6 +136,11 @@ typedef struct Program {
    * scale with the sample count (the GEMM threshold, the one-row kernel), so
    * a sample's values are the same bits for any --sample-batch */
   bool batch_invariant;
+  int ntaps;                   /* --tap: the last ntaps outputs are inner nodes, named by tap name */
+  int npatches;                /* --patch: circc_patch nodes with gf.dim 0..npatches-1 */
+  const char **patch_names;    /* patch k's tap name */
+  Node **patch_nodes;          /* patch k's circc_patch node (as taps_apply made it) */
+  int *patch_source;           /* the --patch pattern (index) that chose patch k */
 } Program;
 bool resolve_program(Comp *c, const NodeList *tops, Program *out);
 /* positions.c — after resolve, for compiled programs: a table that a
@@ -143,6 +148,13 @@ bool resolve_program(Comp *c, const NodeList *tops, Program *out);
  * have a row for every position the program's length allows (T of kv_mask,
  * N of positions [.., N]). false after an error naming the table. */
 bool positions_check(Comp *c, const Program *p);
+
+/* taps.c — --tap and --patch: every named node a pattern matches (its name,
+ * tap name or name path, or /REGEX/) becomes an extra output, or is wrapped
+ * in circc_patch (its value unless a run-time value is given). Names and
+ * patterns: the file comment. false after a diagnostic (a pattern that
+ * matches nothing names the nearest names). */
+bool taps_apply(Comp *c, Program *p, const char *const *taps, int ntaps, const char *const *patches, int npatches);
 
 /* simplify.c — the rewrite rules of rust_circuit_format.md §6.1 that matter for
  * generated code, run to a fixpoint over the resolved program (in place on
@@ -298,7 +310,8 @@ bool rv_lower(Comp *c, Program *p, int batch, Expectation *x);
  * precision everywhere. The oracle every optimisation is tested against. */
 typedef struct Eval Eval;
 Eval *eval_new(Comp *c);
-void eval_bind(Eval *e, const Node *symbol, const Tensor *value); /* value for a free Symbol */
+/* The value of a free Symbol, or of a circc_patch node (--patch: else the node's own). */
+void eval_bind(Eval *e, const Node *symbol, const Tensor *value);
 /* The value of n as a DT_F64 tensor of shape n->shape, memoised per node.
  * NULL after diag_error (unbound Symbol, non-evaluable kind, index out of range). */
 Tensor *eval_node(Eval *e, const Node *n);

@@ -49,8 +49,14 @@ static const Node *find_named(const NodeList *roots, const char *name) {
 
 /* The top-level circuits the options choose (--output NAME), in file order.
  * A NAME that no top-level circuit has is a circuit error (exit 1) listing
- * the top-level names; an inner node of that name gets a note suggesting --tap. */
+ * the top-level names; an inner node of that name gets a note suggesting --tap.
+ * circc eval with --tap keeps every top-level circuit: its --output may name a
+ * tap, which evaluate() checks once the taps exist. */
 static bool choose_outputs(Comp *c, const DriverOptions *o, NodeList *all, NodeList *chosen) {
+  if (o->evaluate && o->ntaps) {
+    *chosen = *all;
+    return true;
+  }
   for (int i = 0; i < all->n; i++) {
     bool want = o->noutputs == 0;
     for (int j = 0; j < o->noutputs; j++) want |= all->node[i]->name && !strcmp(all->node[i]->name, o->outputs[j]);
@@ -193,6 +199,15 @@ static bool verify(Comp *c, Compilation *cm, Stage s) {
 }
 
 static bool read_inputs(Comp *c, const DriverOptions *o, Compilation *cm);
+
+/* --tap and --patch after resolve (taps.c); circc eval's --patch NAME=@FILE
+ * patches the nodes NAME matches. */
+static bool apply_taps(Comp *c, const DriverOptions *o, Program *p) {
+  if (!o->evaluate) return taps_apply(c, p, o->taps, o->ntaps, o->patches, o->npatches);
+  const char **names = ARENA_ARRAY(&c->arena, const char *, o->neval_patches + 1);
+  for (int i = 0; i < o->neval_patches; i++) names[i] = o->eval_patches[i].name;
+  return taps_apply(c, p, o->taps, o->ntaps, names, o->neval_patches);
+}
 static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm);
 
 /* One stage on one graph (stages after rv compile every graph alike). */
@@ -261,13 +276,18 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
   case STAGE_TENSORS: return load_tensors(c, cm->tops.node, cm->tops.n);
   case STAGE_RESOLVE:
     return (!o->evaluate || read_inputs(c, o, cm)) && resolve_program(c, &cm->tops, &cm->program) &&
-           (o->evaluate || positions_check(c, &cm->program));
+           apply_taps(c, o, &cm->program) && (o->evaluate || positions_check(c, &cm->program));
   case STAGE_RV:
     if (!cm->sample_batch) {
       cm->resolved = cm->program;
       cm->sample_batch = o->sample_batch > 0 ? o->sample_batch : DEFAULT_SAMPLE_BATCH;
     }
     if (!rv_lower(c, &cm->program, cm->sample_batch, &cm->expect)) return false;
+    if (cm->expect.present && (o->ntaps || o->npatches)) {
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "--tap and --patch are not supported in expectation programs "
+                                              "(circuits with DiscreteVars and Cumulants)");
+      return false;
+    }
     if (cm->expect.present) cm->pass_kernels = ARENA_ARRAY(&c->arena, Kernels, cm->expect.npasses + 1);
     return true;
   case STAGE_SIMPLIFY:
@@ -380,6 +400,24 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
   const Program *p = &cm->program;
   Eval *e = eval_new(c);
   bind_inputs(c, o, cm, e);
+  Loc cli = {"command line", 0, 0};
+  Tensor **patch_value = ARENA_ARRAY(&c->arena, Tensor *, o->neval_patches + 1);
+  for (int i = 0; i < o->neval_patches; i++) patch_value[i] = npy_load(c, o->eval_patches[i].path, cli);
+  for (int k = 0; k < p->npatches; k++) {
+    const Binding *b = &o->eval_patches[p->patch_source[k]];
+    const Tensor *t = patch_value[p->patch_source[k]];
+    const Shape *want = &p->patch_nodes[k]->shape;
+    if (t && !shape_eq(&t->shape, want))
+      diag_error_class(c, DIAG_IO, NO_LOC, "--patch %s: %s has shape %s but node %s has shape %s", b->name, b->path,
+                       shape_str(c, &t->shape), p->patch_names[k], shape_str(c, want));
+    else if (t) eval_bind(e, p->patch_nodes[k], t);
+  }
+  for (int i = 0; i < o->noutputs; i++) {   /* every --output NAME, with a file or without */
+    bool found = false;
+    for (int j = 0; j < p->outputs.n; j++) found |= !strcmp(p->output_names[j], o->outputs[i]);
+    if (!found)
+      diag_error_class(c, DIAG_USAGE, NO_LOC, "--output %s: neither a top-level circuit nor a tap", o->outputs[i]);
+  }
   RvGroups groups;
   if (o->eval_all && rv_groups(c, p->outputs.node, p->outputs.n, &groups))
     eval_expectations(e, &groups, o->eval_max_all > 0 ? o->eval_max_all : 1000000);
@@ -387,18 +425,23 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
     eval_free(e);
     return false;
   }
-  /* an output without a file (no --output, or --output NAME) is printed */
+  /* printed: with --print every output, else those without a file: all of
+   * them without --output, those named by --output NAME (no file) with it */
   Tensor **value = ARENA_ARRAY(&c->arena, Tensor *, p->outputs.n);
   const Binding **dest = ARENA_ARRAY(&c->arena, const Binding *, p->outputs.n);
+  bool *print = ARENA_ARRAY(&c->arena, bool, p->outputs.n);
   for (int j = 0; j < p->outputs.n; j++) {
+    bool named = false;
+    for (int i = 0; i < o->noutputs; i++) named |= !strcmp(p->output_names[j], o->outputs[i]);
     for (int i = 0; i < o->neval_outputs; i++)
       if (!strcmp(p->output_names[j], o->eval_outputs[i].name)) dest[j] = &o->eval_outputs[i];
-    value[j] = eval_node(e, p->outputs.node[j]);
+    print[j] = o->eval_print || (!dest[j] && (o->noutputs == 0 || named));
+    if (dest[j] || print[j]) value[j] = eval_node(e, p->outputs.node[j]);
   }
   for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++) {
     const Node *n = p->outputs.node[j];
     if (dest[j]) npy_save(c, to_dtype(c, value[j], n->dtype), dest[j]->path);
-    if (value[j] && (o->eval_print || !dest[j])) {
+    if (value[j] && print[j]) {
       printf("%s %s %s\n", p->output_names[j], shape_str(c, &n->shape),
              dtype_name(n->dtype == DT_UNKNOWN ? DT_F32 : n->dtype));
       int64_t off = 0;

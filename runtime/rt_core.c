@@ -237,7 +237,7 @@ void *rt_alloc_array(const char *prog, size_t n, size_t size, const char *what) 
 }
 
 bool rt_alloc_buffers(const rt_model *m, void ***in, void ***out, void **arena) {
-  *in = calloc((size_t)m->ninputs + 1, sizeof **in);
+  *in = calloc((size_t)(m->ninputs + m->npatches) + 1, sizeof **in); /* patches: NULL, not given */
   *out = calloc((size_t)m->noutputs + 1, sizeof **out);
   *arena = rt_alloc_zeroed(m->arena_bytes);
   bool ok = *in && *out && *arena;
@@ -249,7 +249,7 @@ bool rt_alloc_buffers(const rt_model *m, void ***in, void ***out, void **arena) 
 }
 
 void rt_free_buffers(const rt_model *m, void **in, void **out, void *arena) {
-  for (int i = 0; in && i < m->ninputs; i++) free(in[i]);
+  for (int i = 0; in && i < m->ninputs + m->npatches; i++) free(in[i]);
   for (int i = 0; out && i < m->noutputs; i++) free(out[i]);
   free(in);
   free(out);
@@ -313,7 +313,11 @@ void rt_print_info(const rt_model *m, const char *prog, int threads) {
          m->circc_version, m->command_line, m->source_hash);
   for (int i = 0; i < m->ninputs; i++) rt_desc_line(stdout, &m->inputs[i]);
   puts("outputs:");
-  for (int i = 0; i < m->noutputs; i++) rt_desc_line(stdout, &m->outputs[i]);
+  for (int i = 0; i < m->noutputs - m->ntaps; i++) rt_desc_line(stdout, &m->outputs[i]);
+  if (m->ntaps) puts("taps (outputs, circc --tap):");
+  for (int i = m->noutputs - m->ntaps; i < m->noutputs; i++) rt_desc_line(stdout, &m->outputs[i]);
+  if (m->npatches) puts("patches (--patch NAME=@FILE.npy, circc --patch):");
+  for (int i = 0; i < m->npatches; i++) rt_desc_line(stdout, &m->patches[i]);
   printf("arena bytes:  %zu\nflops/run:    %.0f\nthreads:      %d\n", m->arena_bytes, m->flops, threads);
 }
 

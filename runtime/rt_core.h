@@ -77,6 +77,7 @@ void *rt_alloc_zeroed(size_t bytes);
 /* n elements of size bytes, 64-byte aligned; NULL after a message naming `what`. */
 void *rt_alloc_array(const char *prog, size_t n, size_t size, const char *what);
 /* Allocates a zeroed buffer for every input (in[i]) and output (out[i]) of m
+ * (and NULL patch slots in[ninputs + k])
  * and the arena; false if out of memory. rt_free_buffers frees what was allocated. */
 bool rt_alloc_buffers(const rt_model *m, void ***in, void ***out, void **arena);
 void rt_free_buffers(const rt_model *m, void **in, void **out, void *arena);

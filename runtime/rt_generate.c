@@ -75,6 +75,7 @@ typedef struct GenOptions {
   int verbose;                   /* -v: ms per token on stderr */
   int threads;                   /* --threads (0: OpenMP's default) */
   const char *dump_logits;       /* --dump-logits FILE.npy: the prompt positions' logits, or NULL */
+  const char **patch_path;       /* --patch NAME=@FILE: [npatches], NULL where not given */
 } GenOptions;
 
 /* ---- the program's decode interface ---- */
@@ -182,6 +183,7 @@ static void generate_help(const rt_model *m, const char *prog) {
         "  --print-ids              print every id (prompt and generated), comma-separated\n"
         "  --dump-logits FILE.npy   write the logits after each prompt token, [P,V] float32\n"
         "  --threads N, -v          OpenMP threads; -v prints ms per token on stderr\n"
+        "  --patch NAME=@FILE.npy   the node NAME's value at every step (programs built with circc --patch)\n"
         "  prompt + generated tokens must fit in T (exit 3 otherwise)\n",
         stdout);
 }
@@ -215,9 +217,11 @@ static int generate_main(const rt_model *m, int argc, char **argv) {
       {"--text", true},   {"--tokens", true},    {"--generate", true}, {"--greedy", false}, {"--temperature", true},
       {"--top-k", true},  {"--top-p", true},     {"--seed", true},     {"--top", true},     {"--print-ids", false},
       {"--threads", true}, {"--dump-logits", true}, {"-v", false},     {"-h", false},       {"--help", false},
+      {"--patch", true},
   };
   g_prog = rt_prog(m, argc, argv);
-  GenOptions o = {.temperature = 1, .top_p = 1};
+  GenOptions o = {.temperature = 1, .top_p = 1, .patch_path = calloc((size_t)m->npatches + 1, sizeof(char *))};
+  if (!o.patch_path) return rt_error(g_prog, "out of memory"), RT_EXIT_BAD_INPUT;
   bool sampling_opt = false, has_seed = false;
   int64_t *ids = NULL;
   int code = -1;
@@ -277,6 +281,12 @@ static int generate_main(const rt_model *m, int argc, char **argv) {
       o.threads = (int)n;
     } else if (!strcmp(flag, "--dump-logits")) {
       o.dump_logits = val;
+    } else if (!strcmp(flag, "--patch")) {
+      const char *path;
+      int k = m->npatches ? rt_parse_binding(g_prog, flag, val, m->patches, m->npatches, "patch", &path) : -1;
+      if (!m->npatches) code = rt_usage_error(g_prog, "--patch: this program has no patches (circc --patch PATTERN)");
+      else if (k < 0) code = RT_EXIT_USAGE;
+      else o.patch_path[k] = path;
     } else {
       o.verbose = 1;   /* -v */
     }
@@ -288,6 +298,7 @@ static int generate_main(const rt_model *m, int argc, char **argv) {
     code = rt_usage_error(g_prog, "--greedy cannot be combined with --temperature, --top-k, --top-p or --seed");
   if (code < 0) code = generate_text(m, &o);
   free(ids);
+  free(o.patch_path);
   return code;
 }
 
@@ -671,6 +682,13 @@ static int generate_text(const rt_model *m, const GenOptions *o) {
     code = RT_EXIT_BAD_INPUT;
   } else {
     memcpy(seq, prompt, (size_t)P * sizeof *seq);
+  }
+  /* patch values stay for every step (the decode circuit's node at each position) */
+  for (int k = 0; k < m->npatches && code == RT_EXIT_OK; k++) {
+    char what[512];
+    snprintf(what, sizeof what, "--patch %s", m->patches[k].name);
+    if (o->patch_path[k] && !(g.in[m->ninputs + k] = rt_npy_read(g_prog, what, o->patch_path[k], &m->patches[k])))
+      code = RT_EXIT_BAD_INPUT;
   }
   free(encoded);
   /* a full-sequence program's logits need not be over its input ids (a

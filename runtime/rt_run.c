@@ -28,7 +28,7 @@ typedef struct Binding {
 typedef struct Run {
   const rt_model *m;
   const char *prog;            /* prefix of every message */
-  const char **in_path;        /* [ninputs] NULL: not given */
+  const char **in_path;        /* [ninputs + npatches] NULL: not given (patches after the inputs) */
   Binding *outs, *checks;      /* [argc] each */
   int nouts, nchecks;
   double rtol, atol;
@@ -54,12 +54,16 @@ static void run_help(const rt_model *m, const char *prog) {
   for (int i = 0; i < m->ninputs; i++) rt_desc_line(stdout, &m->inputs[i]);
   fputs("outputs:\n", stdout);
   for (int i = 0; i < m->noutputs; i++) rt_desc_line(stdout, &m->outputs[i]);
+  if (m->npatches) fputs("patches (optional: the node's own value unless given):\n", stdout);
+  for (int i = 0; i < m->npatches; i++) rt_desc_line(stdout, &m->patches[i]);
   fputs("\noptions:\n"
         "  --input NAME=@FILE.npy   value of input NAME: .npy v1-v3, little-endian, C order;\n"
         "                           float32 inputs take " RT_NPY_FLOAT_DESCRS ",\n"
         "                           int64 inputs take " RT_NPY_INT_DESCRS "\n"
         "  --output NAME=@FILE.npy  write output NAME (float32 as <f4, int64 as <i8); files are\n"
         "                           replaced atomically and none is written if the run fails\n"
+        "  --patch NAME=@FILE.npy   use FILE's value for the node NAME (circc --patch): everything\n"
+        "                           downstream of it is computed from that value\n"
         "  --check NAME=@FILE.npy   compare output NAME with a golden .npy (float32, float64 or\n"
         "                           int64): every element needs |got-want| <= atol + rtol*|want|\n"
         "  --rtol R, --atol A       tolerances of every --check (default 1e-4 and 1e-5)\n"
@@ -80,7 +84,7 @@ static int parse_args(Run *r, int argc, char **argv) {
   static const rt_option OPTIONS[] = {
       {"--input", true}, {"--output", true}, {"--check", true},   {"--rtol", true}, {"--atol", true},
       {"--bench", true}, {"--threads", true}, {"--info", false}, {"-v", false},    {"-h", false},
-      {"--help", false}, {"--seed", true},
+      {"--help", false}, {"--seed", true},   {"--patch", true},
   };
   const rt_model *m = r->m;
   bool has_seed = false;
@@ -99,6 +103,13 @@ static int parse_args(Run *r, int argc, char **argv) {
       if (k < 0) return RT_EXIT_USAGE;
       if (r->in_path[k]) return rt_usage_error(r->prog, "--input %s is given twice", m->inputs[k].name);
       r->in_path[k] = path;
+    } else if (!strcmp(flag, "--patch")) {
+      const char *path;
+      if (!m->npatches) return rt_usage_error(r->prog, "--patch: this program has no patches (circc --patch PATTERN)");
+      int k = rt_parse_binding(r->prog, flag, val, m->patches, m->npatches, "patch", &path);
+      if (k < 0) return RT_EXIT_USAGE;
+      if (r->in_path[m->ninputs + k]) return rt_usage_error(r->prog, "--patch %s is given twice", m->patches[k].name);
+      r->in_path[m->ninputs + k] = path;
     } else if (!strcmp(flag, "--output") || !strcmp(flag, "--check")) {
       Binding b;
       b.index = rt_parse_binding(r->prog, flag, val, m->outputs, m->noutputs, "output", &b.path);
@@ -310,6 +321,12 @@ static int run_all(Run *r, int threads) {
       ok = false;
     }
   }
+  for (int k = 0; k < m->npatches; k++) {
+    char what[512];
+    snprintf(what, sizeof what, "--patch %s", m->patches[k].name);
+    if (r->in_path[m->ninputs + k])
+      ok &= (r->in[m->ninputs + k] = rt_npy_read(r->prog, what, r->in_path[m->ninputs + k], &m->patches[k])) != NULL;
+  }
   for (int c = 0; c < r->nchecks; c++) {
     const rt_tensor_desc *d = &m->outputs[r->checks[c].index];
     char what[512];
@@ -329,7 +346,7 @@ static int run_all(Run *r, int threads) {
 }
 
 static void free_run(Run *r) {
-  for (int i = 0; r->in && i < r->m->ninputs; i++) free(r->in[i]);
+  for (int i = 0; r->in && i < r->m->ninputs + r->m->npatches; i++) free(r->in[i]);
   for (int i = 0; r->out && i < r->m->noutputs; i++) free(r->out[i]);
   for (int c = 0; r->gold && c < r->nchecks; c++) free(r->gold[c]);
   free(r->in);
@@ -344,8 +361,8 @@ static void free_run(Run *r) {
 static int run_main(const rt_model *m, int argc, char **argv) {
   Run r = {.m = m, .prog = rt_prog(m, argc, argv), .rtol = 1e-4, .atol = 1e-5};
   size_t nargs = argc > 0 ? (size_t)argc : 1;
-  r.in_path = calloc((size_t)m->ninputs + 1, sizeof *r.in_path);
-  r.in = calloc((size_t)m->ninputs + 1, sizeof *r.in);
+  r.in_path = calloc((size_t)(m->ninputs + m->npatches) + 1, sizeof *r.in_path);
+  r.in = calloc((size_t)(m->ninputs + m->npatches) + 1, sizeof *r.in);
   r.out = calloc((size_t)m->noutputs + 1, sizeof *r.out);
   r.outs = calloc(nargs, sizeof *r.outs);
   r.checks = calloc(nargs, sizeof *r.checks);

@@ -701,6 +701,26 @@ static void emit_attention(Emit *e, const Step *s) {
   out(e, "  if (failed) return rt_errorf(\"out of memory for the attention scratch of '%%s'\", \"%s\");\n", name);
 }
 
+/* --patch: the run-time value if the caller gave one, else the node's own. */
+static void emit_patch(Emit *e, const Step *s) {
+  Decl d = {0};
+  decl_add(&d, s->out.buf, true);
+  decl_add(&d, s->u.patch.in.buf, false);
+  emit_decls(e, &d);
+  const Buf *v = s->u.patch.value;
+  out(e, "  if (ctx->in[%d]) {\n    const %s *restrict given = (const %s *)ctx->in[%d];\n", v->index, ctype(v->dtype),
+      ctype(v->dtype), v->index);
+  out(e, "    for (int64_t i = 0; i < %lld; i++) b%d[i] = given[i];\n    return NULL;\n  }\n", (long long)v->numel,
+      s->out.buf->id);
+  parallel_for(e, s->dim, s->ndim, loop_work(s->dim, s->ndim), 2);
+  open_loops(e, s->dim, 0, s->ndim, 2);
+  out(e, "%*s", 2 + 2 * s->ndim, "");
+  emit_index(e, &s->out);
+  out(e, " = ");
+  emit_index(e, &s->u.patch.in);
+  out(e, ";\n");
+}
+
 static const char *step_kind_name(StepKind k) {
   switch (k) {
   case STEP_ELEMENTWISE: return "elementwise";
@@ -711,6 +731,7 @@ static const char *step_kind_name(StepKind k) {
   case STEP_GEMM: return "gemm";
   case STEP_LAYERNORM: return "layernorm";
   case STEP_ATTENTION: return "attention";
+  case STEP_PATCH: return "patch";
   }
   return "?";
 }
@@ -731,6 +752,7 @@ static void emit_step(Emit *e, const Step *s) {
   case STEP_GEMM: emit_gemm(e, s); break;
   case STEP_LAYERNORM: emit_row(e, s); break;
   case STEP_ATTENTION: emit_attention(e, s); break;
+  case STEP_PATCH: emit_patch(e, s); break;
   }
   out(e, "  return NULL;\n}\n");
 }
@@ -835,6 +857,7 @@ static void emit_graph(Emit *e, int64_t wbase) {
   out(e, "  (void)ctx;\n  return NULL;\n}\n\n");
   emit_desc(e, "inputs", k->ninputs, k->input, k->input_name);
   emit_desc(e, "outputs", k->noutputs, k->output, k->output_name);
+  if (k->npatches) emit_desc(e, "patches", k->npatches, k->patch, k->patch_name);
 }
 
 static void emit_ints(Emit *e, const char *name, const int *v, int n) {
@@ -997,6 +1020,8 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
   out(&e, ",\n  .source_hash = ");
   emit_cstring(&e, o->source_hash);
   out(&e, ",\n  .ninputs = %d,\n  .noutputs = %d,\n  .inputs = inputs,\n  .outputs = outputs,\n", k->ninputs, k->noutputs);
+  if (k->ntaps) out(&e, "  .ntaps = %d,\n", k->ntaps);
+  if (k->npatches) out(&e, "  .npatches = %d,\n  .patches = patches,\n", k->npatches);
   out(&e, "  .arena_bytes = %lld,\n  .flops = %.0f,\n  .run = run,\n", (long long)k->arena_bytes, k->flops);
   if (o->vocab) {
     out(&e, "  .vocab = ");

@@ -85,6 +85,7 @@ typedef enum StepKind {
   STEP_GEMM,        /* u.gemm: batched GEMM (templates/gemm_f32.h): loop dims [batch..., M, N, K] */
   STEP_LAYERNORM,   /* u.layernorm: (x - mean) * rsqrt(var + eps) * scale + bias over the last axis (row_f32.h) */
   STEP_ATTENTION,   /* u.attn: fused softmax(Q·Kᵀ·F + B)·V (templates/attention_f32.h) */
+  STEP_PATCH,       /* u.patch: out (contiguous) = the run-time patch value if given, else in */
 } StepKind;
 
 #define MAX_GATHER 8
@@ -167,6 +168,12 @@ typedef struct Step {
        * (buf NULL: 1 on the kept keys) */
       View kend, skip, bias, factor;
     } attn;
+    /* --patch: value is patch `index`'s pointer (a BUF_INPUT after the inputs,
+     * NULL at run time when not given) */
+    struct {
+      View in;            /* over the node's shape */
+      Buf *value;
+    } patch;
   } u;
 } Step;
 
@@ -227,6 +234,7 @@ static inline void step_each_read(const Step *s, ViewFn *f, void *arg) {
     view_read(&s->u.layernorm.scale, f, arg);
     view_read(&s->u.layernorm.bias, f, arg);
     break;
+  case STEP_PATCH: view_read(&s->u.patch.in, f, arg); break;
   case STEP_ATTENTION: {
     const View *v[7] = {&s->u.attn.q,    &s->u.attn.k,    &s->u.attn.v,     &s->u.attn.kend,
                         &s->u.attn.skip, &s->u.attn.bias, &s->u.attn.factor};
@@ -246,6 +254,10 @@ typedef struct Kernels {
   Buf **input;            /* by input index */
   Buf **output;           /* by output index */
   const char **input_name, **output_name;
+  int ntaps;              /* the last ntaps outputs are taps (Program.ntaps) */
+  int npatches;
+  Buf **patch;            /* patch k's value: BUF_INPUT with index ninputs + k */
+  const char **patch_name;
   int64_t weights_bytes;  /* blob size */
   int64_t arena_bytes;    /* memplan */
   double flops;

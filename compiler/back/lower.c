@@ -568,6 +568,23 @@ static Value *lower_scatter(Lower *L, const Node *n) {
   return viewed(L, out);
 }
 
+/* circc_patch (--patch): a contiguous copy of the child that the run-time
+ * value replaces when given; consumers read the copy, so nothing downstream
+ * sees the child's own value then. */
+static Value *lower_patch(Lower *L, const Node *n) {
+  View in = child_view(L, n, 0);
+  Buf *b = new_buf(L, BUF_TEMP, in.buf->dtype, shape_numel(&n->shape), n);
+  Step *s = new_step(L, STEP_PATCH, n);
+  s->out = contiguous(b, &n->shape);
+  s->ndim = n->shape.rank;
+  memcpy(s->dim, n->shape.dim, sizeof(int64_t) * (size_t)n->shape.rank);
+  s->u.patch.in = in;
+  s->u.patch.value = L->k->patch[n->u.gf.dim];
+  s->u.patch.value->dtype = in.buf->dtype;
+  b->def_step = s->id;
+  return viewed(L, s->out);
+}
+
 /* Idioms: patterns lowered as a whole, offered every node in this order
  * before its ordinary lowering. */
 static const struct {
@@ -665,6 +682,7 @@ static Value *lower_node(Lower *L, const Node *n) {
       return lazy(L, e);
     }
     if (g->fn == GF_GEN_INDEX || g->fn == GF_EXPLICIT_INDEX) return lower_gen_index(L, n);
+    if (g->fn == GF_PATCH) return lower_patch(L, n);
     break;
   }
   default: break;
@@ -734,7 +752,17 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
     k->input[i]->index = i;
     k->input_name[i] = s->name ? s->name : "";
   }
+  /* patch values (lower_patch gives each the dtype of the value it replaces) */
+  k->npatches = p->npatches;
+  k->patch = ARENA_ARRAY(&c->arena, Buf *, k->npatches + 1);
+  k->patch_name = p->patch_names;
+  for (int i = 0; i < p->npatches; i++) {
+    const Node *n = p->patch_nodes[i];
+    k->patch[i] = new_buf(&L, BUF_INPUT, DT_F32, shape_numel(&n->shape), n);
+    k->patch[i]->index = k->ninputs + i;
+  }
   k->noutputs = p->outputs.n;
+  k->ntaps = p->ntaps;
   k->output = ARENA_ARRAY(&c->arena, Buf *, k->noutputs + 1);
   k->output_name = p->output_names;
   for (int i = 0; i < p->outputs.n && diag_error_count(c) == errors; i++) {
@@ -761,3 +789,4 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
   free(L.memo), free(L.uses), free(L.weight_of), free(L.tensor), free(L.tensor_reads), free(visited);
   return diag_error_count(c) == errors;
 }
+

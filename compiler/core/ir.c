@@ -612,6 +612,7 @@ static bool make_genfn(Make *m) {
   case GF_POW:
     return want_children(m, 2, 2) && broadcast(m, &n->shape);
   case GF_CAST:
+  case GF_PATCH:
     if (!want_children(m, 1, 1)) return false;
     n->shape = n->child[0]->shape;
     return true;

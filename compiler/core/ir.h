@@ -105,6 +105,11 @@ struct Node {
   int id;                    /* creation order, unique within a Comp */
   Loc loc;                   /* where the node was defined (or the node it was derived from) */
   const char *name;          /* NULL = unnamed (distinct from "") */
+  /* The name path of a named node that module substitution rebuilt: the names
+   * of the Module calls it was substituted through, outermost first, then its
+   * name, '/'-separated (b0.call/b0/a.attn_probs); NULL = just its name. Not
+   * part of the hash: --tap and --patch read it (taps.c). */
+  const char *path;
   bool autoname_disabled;    /* ` AD` */
   Shape shape;               /* computed (leaves: declared) */
   DType dtype;               /* Array: its tensor's; Scalar: DT_F64 ("weak"); Symbol: DT_UNKNOWN; ops: first non-f64 child dtype */

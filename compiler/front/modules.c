@@ -323,8 +323,12 @@ static Val walk(Call *k, Node *x) {
       if (v.batch > br) br = v.batch;
       if (ch[i] != x->child[i]) changed = true;
     }
+    int first_new = k->c->next_node_id;
     out = (Val){changed ? expand(k, x, ch, r, br) : x, changed ? br : 0};
     if (!out.node) return FAILED;
+    /* the copy of a named node in this call: its path gains the call's name (§5.7; taps.c) */
+    if (out.node->id >= first_new && x->name && k->module && k->module->name)
+      out.node->path = arena_printf(&k->c->arena, "%s/%s", k->module->name, x->path ? x->path : x->name);
   }
   PtrMapEntry *put = ptrmap_get(&k->memo, x);
   put->ptr = out.node;
@@ -389,6 +393,7 @@ static Node *substitute_module(Subst *s, Node *mod, Node *spec, Node **args) {
   if (out->kind != NK_Symbol) { /* the result takes the Module's name (§5.7) */
     Node p = *out;
     p.name = mod->name;
+    p.path = NULL; /* the module's value: named by the call */
     if (p.kind == NK_Rearrange) p.u.rearrange.size = out->u.rearrange.written_size;
     if (!(out = make_from(c, out, p))) return NULL;
   }

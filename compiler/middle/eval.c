@@ -56,7 +56,7 @@ void eval_free(Eval *e) {
 }
 
 void eval_bind(Eval *e, const Node *symbol, const Tensor *value) {
-  CHECK(symbol->kind == NK_Symbol);
+  CHECK(symbol->kind == NK_Symbol || (symbol->kind == NK_GeneralFunction && symbol->u.gf.fn == GF_PATCH));
   for (int i = 0; i < e->nbind; i++)
     if (e->bind[i].symbol == symbol) {
       e->bind[i].value = value;
@@ -126,7 +126,7 @@ static Tensor *eval_symbol(Eval *e, const Node *n) {
    * twice with different idents is one input */
   for (int i = 0; i < e->nbind && !b; i++) {
     const Node *s = e->bind[i].symbol;
-    if (symbol_same(s, n)) b = &e->bind[i];
+    if (s->kind == NK_Symbol && symbol_same(s, n)) b = &e->bind[i];
   }
   if (!b && n->name) {
     diag_error(e->c, n->loc, "symbol '%s' %s is not bound; pass it with --input %s=@file.npy", n->name, shape,
@@ -1062,6 +1062,15 @@ static Tensor *eval_general_function(Eval *e, const Node *n, Tensor **in) {
     int nb = in[0]->shape.rank - g->non_b;
     return pick(e, n, in[0], in[1], nb, (g->dim < 0 ? g->dim + g->non_b : g->dim) + nb);
   }
+  case GF_PATCH: /* the bound value, or the node's own */
+    for (int i = 0; i < e->nbind; i++)
+      if (e->bind[i].symbol == n) {
+        if (shape_eq(&e->bind[i].value->shape, &n->shape)) return convert(e, n, e->bind[i].value);
+        diag_error(e->c, n->loc, "--patch %s: the value has shape %s but the node has shape %s", node_label(e->c, n),
+                   shape_str(e->c, &e->bind[i].value->shape), shape_str(e->c, &n->shape));
+        return NULL;
+      }
+    return convert(e, n, in[0]);
   case GF_MULTINOMIAL:
     diag_error(e->c, n->loc, "%s: GeneralFunction '%s' cannot be evaluated by circc (it samples at random)",
                node_label(e->c, n), g->text);

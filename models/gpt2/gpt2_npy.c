@@ -16,6 +16,10 @@
  *   gpt2_npy tail N IN.npy OUT.npy    keeps the last N entries of the first axis
  *                                     (the rows after a left padding)
  *   gpt2_npy finite IN.npy            exits 1 unless every element is finite
+ *   gpt2_npy zeros D,D,... OUT.npy    writes float32 zeros of shape [D,D,...] (a patch value)
+ *   gpt2_npy causal-softmax IN.npy    exits 1 unless every row of the last axis sums
+ *                                     to 1 (1e-5) and [..., q, k] is 0 for k > q
+ *                                     (an attention pattern, [..., T, T])
  * Values and dtype are unchanged. Exit codes: 0 ok, 1 a shape that does not
  * fit, 2 usage, 3 I/O. */
 #include <math.h>
@@ -26,7 +30,7 @@
 
 static const char USAGE[] = "usage: gpt2_npy squeeze|next IN.npy OUT.npy | gpt2_npy shape|ids|argmax IN.npy\n"
                             "       gpt2_npy from-ids ID,ID,... OUT.npy | gpt2_npy head|tail N IN.npy OUT.npy\n"
-                            "       gpt2_npy finite IN.npy\n"
+                            "       gpt2_npy finite|causal-softmax IN.npy | gpt2_npy zeros D,D,... OUT.npy\n"
                             "  squeeze  drop the leading size-1 axis\n"
                             "  next     drop the first element of the last axis (ids -> next tokens)\n"
                             "  shape    print the shape, axes separated by spaces\n"
@@ -35,7 +39,9 @@ static const char USAGE[] = "usage: gpt2_npy squeeze|next IN.npy OUT.npy | gpt2_
                             "  from-ids write comma-separated ids as an int64 [n] .npy\n"
                             "  head     keep the first N entries of the first axis\n"
                             "  tail     keep the last N entries of the first axis\n"
-                            "  finite   exit 1 unless every element is finite (not NaN or infinite)\n";
+                            "  finite   exit 1 unless every element is finite (not NaN or infinite)\n"
+                            "  zeros    write float32 zeros of the shape D,D,...\n"
+                            "  causal-softmax  exit 1 unless rows sum to 1 and entries above the diagonal are 0\n";
 
 /* ids, argmax: comma-separated values or row argmaxes of t. */
 static void print_list(const Tensor *t, bool argmax) {
@@ -51,8 +57,8 @@ static void print_list(const Tensor *t, bool argmax) {
   putchar('\n');
 }
 
-/* from-ids: "1,2,3" → int64 [3] */
-static int from_ids(Comp *c, const char *list, const char *out) {
+/* from-ids: "1,2,3" → int64 [3]; zeros: "1,2,3" → float32 zeros [1,2,3] */
+static int from_ids(Comp *c, const char *list, const char *out, bool zeros) {
   int64_t n = 1;
   for (const char *p = list; *p; p++) n += *p == ',';
   Tensor *t = tensor_new(c, DT_I64, &(Shape){1, {n}});
@@ -67,6 +73,14 @@ static int from_ids(Comp *c, const char *list, const char *out) {
     ((int64_t *)t->data)[i] = v;
     p = end + 1;
   }
+  if (zeros) {
+    if (n > MAX_RANK) return tool_error("zeros: at most %d axes", MAX_RANK), 1;
+    Shape s = {(int)n, {0}};
+    for (int64_t i = 0; i < n; i++)
+      if ((s.dim[i] = ((int64_t *)t->data)[i]) < 0 || s.dim[i] > (1 << 24))
+        return tool_error("zeros: sizes go from 0 to 2^24, found %lld", (long long)s.dim[i]), 1;
+    t = tensor_new(c, DT_F32, &s);
+  }
   return npy_save(c, t, out) ? TOOL_OK : TOOL_IO;
 }
 
@@ -78,14 +92,15 @@ int main(int argc, char **argv) {
   bool fromids = argc == 4 && !strcmp(argv[1], "from-ids");
   bool head = argc == 5 && !strcmp(argv[1], "head"), tail = argc == 5 && !strcmp(argv[1], "tail");
   bool finite = argc == 3 && !strcmp(argv[1], "finite");
-  if (!squeeze && !next && !shape && !ids && !argmax && !fromids && !head && !tail && !finite) {
+  bool zeros = argc == 4 && !strcmp(argv[1], "zeros"), causal = argc == 3 && !strcmp(argv[1], "causal-softmax");
+  if (!squeeze && !next && !shape && !ids && !argmax && !fromids && !head && !tail && !finite && !zeros && !causal) {
     fputs(USAGE, stderr);
     return TOOL_USAGE;
   }
   Comp c;
   comp_init(&c);
-  if (fromids) {
-    int rc = from_ids(&c, argv[2], argv[3]);
+  if (fromids || zeros) {
+    int rc = from_ids(&c, argv[2], argv[3], zeros);
     comp_free(&c);
     return rc;
   }
@@ -120,6 +135,25 @@ int main(int argc, char **argv) {
       tool_error("%s: %lld of %lld elements are not finite", argv[2], (long long)bad, (long long)n);
       rc = 1;
     }
+  } else if (t && causal) {
+    int64_t T = r >= 2 ? t->shape.dim[r - 1] : 0, bad = 0;
+    if (r < 2 || t->shape.dim[r - 2] != T) {
+      tool_error("%s: expected [..., T, T]", argv[2]);
+      rc = 1;
+    }
+    for (int64_t row = 0; rc == TOOL_OK && T && row < shape_numel(&t->shape) / T; row++) {
+      double sum = 0;
+      for (int64_t k = 0; k < T; k++) {
+        double v = tensor_get_f64(t, row * T + k);
+        sum += v;
+        bad += k > row % T && v != 0;
+      }
+      bad += !(fabs(sum - 1) <= 1e-5);
+    }
+    if (bad) {
+      tool_error("%s: %lld rows or entries break a causal softmax", argv[2], (long long)bad);
+      rc = 1;
+    }
   } else if (t && (ids || argmax)) {
     print_list(t, argmax);
   } else if (t && shape) {
@@ -132,7 +166,7 @@ int main(int argc, char **argv) {
     tool_error("%s: expected at least 2 elements along the last axis", argv[2]);
     rc = 1;
   }
-  if (rc == TOOL_OK && (shape || ids || argmax || finite)) {
+  if (rc == TOOL_OK && (shape || ids || argmax || finite || causal)) {
     /* printed above */
   } else if (rc == TOOL_OK && squeeze) {
     t->shape.rank--;
