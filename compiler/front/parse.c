@@ -848,7 +848,8 @@ static bool parse_extra(Parser *p, PNode *n, const char *s, const char *e, const
     char *text = arena_strndup(&p->c->arena, s, (size_t)(e - s));
     if (!genfn_parse(text, &pr->u.gf)) {
       ERR(p, s, "unknown GeneralFunction '%s' (expected e.g. gelu, softmax, log_softmax, gen_index_at_0_c, "
-                "cast_from_{device:None,dtype:None}_to_{device:None,dtype:float32}; see §2.5.4)", text);
+                "cast_from_{device:None,dtype:None}_to_{device:None,dtype:float32}; see the README, "
+                "\"GeneralFunction names\")", text);
       return false;
     }
     return true;
