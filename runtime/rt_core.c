@@ -497,8 +497,19 @@ static bool parse_dict(Dict *d, Npy *f) {
   return true;
 }
 
-/* Opens path, parses its header and checks it against want's shape and the
- * payload size. On success f->fd is open at the payload. */
+/* Whether two shapes are equal once leading 1s are dropped ([1,T,V] and [T,V]):
+ * the same elements in the same C order. */
+static bool same_but_leading_ones(int ra, const int64_t *a, int rb, const int64_t *b) {
+  while (ra > 0 && a[0] == 1) a++, ra--;
+  while (rb > 0 && b[0] == 1) b++, rb--;
+  if (ra != rb) return false;
+  for (int i = 0; i < ra; i++)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
+/* Opens path, parses its header and checks it against want's shape (up to
+ * leading 1s) and the payload size. On success f->fd is open at the payload. */
 static bool npy_open(const char *prog, const char *what, const char *path, const rt_tensor_desc *want, Npy *f) {
   struct stat st;
   f->fd = open(path, O_RDONLY | O_NONBLOCK);   /* a FIFO must not hang us */
@@ -556,9 +567,7 @@ static bool npy_open(const char *prog, const char *what, const char *path, const
   free(hdr);
   if (!ok) return false;
   char s_want[RT_MAX_RANK * 24], s_found[RT_MAX_RANK * 24];
-  bool same = f->rank == want->rank;
-  for (int i = 0; same && i < f->rank; i++) same = f->shape[i] == want->shape[i];
-  if (!same) {
+  if (!same_but_leading_ones(f->rank, f->shape, want->rank, want->shape)) {
     rt_shape_str(want->rank, want->shape, s_want, sizeof s_want);
     rt_shape_str(f->rank, f->shape, s_found, sizeof s_found);
     rt_error(prog, "%s: wrong shape: expected %s, found %s", where, s_want, s_found);

@@ -106,7 +106,8 @@ void rt_print_info(const rt_model *m, const char *prog, int threads);
 #define RT_NPY_FLOAT_DESCRS "<f4, <f8 or <f2"
 #define RT_NPY_INT_DESCRS "<i8, <i4, <i2, |i1 or |u1"
 /* Reads path (.npy v1-v3, little-endian, C order) as the tensor want
- * describes: its shape must be want's, and its dtype one of
+ * describes: its shape must be want's up to leading 1s ([1,T,V] for [T,V] and
+ * the other way round: the same elements), and its dtype one of
  * RT_NPY_FLOAT_DESCRS for float32, RT_NPY_INT_DESCRS for int64. Returns the
  * values converted to want's dtype in a 64-byte-aligned buffer (free() it),
  * or NULL after a message starting with `what`. */
