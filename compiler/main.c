@@ -127,7 +127,7 @@ static void usage_error(Comp *c, const char *fmt, ...) {
 /* NAME=@PATH (the @ is optional) */
 static bool parse_binding(Comp *c, const char *flag, const char *arg, Binding *b) {
   const char *eq = strchr(arg, '=');
-  if (!eq || eq == arg || !eq[1]) {
+  if (!eq || eq == arg || !eq[eq[1] == '@' ? 2 : 1]) {
     usage_error(c, "%s expects NAME=@FILE.npy, found '%s'", flag, arg);
     return false;
   }
