@@ -416,7 +416,7 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
     bool found = false;
     for (int j = 0; j < p->outputs.n; j++) found |= !strcmp(p->output_names[j], o->outputs[i]);
     if (!found)
-      diag_error_class(c, DIAG_USAGE, NO_LOC, "--output %s: neither a top-level circuit nor a tap", o->outputs[i]);
+      diag_error(c, NO_LOC, "--output %s: neither a top-level circuit nor a tap", o->outputs[i]);   /* exit 1 */
   }
   RvGroups groups;
   if (o->eval_all && rv_groups(c, p->outputs.node, p->outputs.n, &groups))
