@@ -3,7 +3,9 @@
  * may dump the IR (--dump STAGE) and check its invariants (--verify-each). */
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include "driver.h"
+#include "outfile.h"
 #include "progress.h"
 #include "ptrmap.h"
 
@@ -200,6 +202,18 @@ static bool verify(Comp *c, Compilation *cm, Stage s) {
 
 static bool read_inputs(Comp *c, const DriverOptions *o, Compilation *cm);
 
+/* The stages after parse recurse once per level of the circuit: deeper than
+ * IR_MAX_DEPTH is a located error instead of a stack overflow (main.c runs
+ * circc on a stack that holds that many levels). */
+static bool shallow_enough(Comp *c, const NodeList *roots, const char *when) {
+  const Node *deepest;
+  int64_t depth = ir_depth(c, roots->node, roots->n, &deepest);
+  if (depth <= IR_MAX_DEPTH) return true;
+  diag_error(c, deepest->loc, "%s is %lld levels deep%s; circc compiles circuits of at most %d levels",
+             node_label(c, deepest), (long long)depth, when, IR_MAX_DEPTH);
+  return false;
+}
+
 /* --tap and --patch after resolve (taps.c); circc eval's --patch NAME=@FILE
  * patches the nodes NAME matches. */
 static bool apply_taps(Comp *c, const DriverOptions *o, Program *p) {
@@ -271,12 +285,13 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
     bool ok = parse_text(c, cm->source->name, cm->source->text, cm->source->len, refs, &all);
     ok = model_library_check(c, &cm->library, &all) && ok;
     if (ok && o->bind_tokens) ok = bind_tokens(c, cm->source, &cm->library, &all);
-    return ok && choose_outputs(c, o, &all, &cm->tops);
+    return ok && choose_outputs(c, o, &all, &cm->tops) && shallow_enough(c, &cm->tops, "");
   }
   case STAGE_TENSORS: return load_tensors(c, cm->tops.node, cm->tops.n);
   case STAGE_RESOLVE:
     return (!o->evaluate || read_inputs(c, o, cm)) && resolve_program(c, &cm->tops, &cm->program) &&
-           apply_taps(c, o, &cm->program) && (o->evaluate || positions_check(c, &cm->program));
+           shallow_enough(c, &cm->program.outputs, " after module substitution") && apply_taps(c, o, &cm->program) &&
+           (o->evaluate || positions_check(c, &cm->program));
   case STAGE_RV:
     if (!cm->sample_batch) {
       cm->resolved = cm->program;
@@ -438,9 +453,22 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
     print[j] = o->eval_print || (!dest[j] && (o->noutputs == 0 || named));
     if (dest[j] || print[j]) value[j] = eval_node(e, p->outputs.node[j]);
   }
+  /* --output files, all or none: each to its temporary, then all renamed;
+   * devices and FIFOs are written last (outfile.h) */
+  OutFile *of = ARENA_ARRAY(&c->arena, OutFile, p->outputs.n);
+  for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++)
+    if (dest[j] && !(of[j] = outfile_begin(c, dest[j]->path)).through)
+      npy_write_staged(c, to_dtype(c, value[j], p->outputs.node[j]->dtype), &of[j]);
+  for (int j = 0; j < p->outputs.n; j++)
+    if (dest[j] && of[j].write_to && !of[j].through) {
+      if (diag_error_count(c)) outfile_abort(&of[j]);
+      else if (!outfile_commit(&of[j], NULL))
+        diag_error_class(c, DIAG_IO, NO_LOC, "cannot write %s: %s", dest[j]->path, strerror(errno));
+    }
+  for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++)
+    if (dest[j] && of[j].through) npy_write_staged(c, to_dtype(c, value[j], p->outputs.node[j]->dtype), &of[j]);
   for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++) {
     const Node *n = p->outputs.node[j];
-    if (dest[j]) npy_save(c, to_dtype(c, value[j], n->dtype), dest[j]->path);
     if (value[j] && print[j]) {
       printf("%s %s %s\n", p->output_names[j], shape_str(c, &n->shape),
              dtype_name(n->dtype == DT_UNKNOWN ? DT_F32 : n->dtype));

@@ -3,6 +3,7 @@
  * diagnostics to exit codes (0 ok, 1 circuit error, 2 usage, 3 I/O, 4 C
  * compiler or no mpicc for --mpi, 70 internal). */
 #include <getopt.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -441,7 +442,7 @@ static Stage last_stage(const Options *o) {
   return (Stage)(latest_dump(o->driver.dump) > last ? latest_dump(o->driver.dump) : last);
 }
 
-int main(int argc, char **argv) {
+static int circc_main(int argc, char **argv) {
   Comp comp;
   Comp *c = &comp;
   comp_init(c);
@@ -474,4 +475,32 @@ int main(int argc, char **argv) {
   if (diag_error_count(c) > 1) fprintf(stderr, "circc: error: %d errors; nothing written\n", diag_error_count(c));
   comp_free(c);
   return code;
+}
+
+/* The stages after parse recurse once per level of the circuit (up to
+ * IR_MAX_DEPTH, which the driver checks): circc runs on a thread whose stack
+ * holds that many. Only the pages a deep circuit touches are used. */
+enum { STACK_GIB = 2 };
+typedef struct MainArgs {
+  int argc;
+  char **argv;
+  int code;
+} MainArgs;
+
+static void *main_thread(void *p) {
+  MainArgs *a = p;
+  a->code = circc_main(a->argc, a->argv);
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  MainArgs a = {argc, argv, 70};
+  pthread_attr_t attr;
+  pthread_t t;
+  if (pthread_attr_init(&attr) == 0 && pthread_attr_setstacksize(&attr, (size_t)STACK_GIB << 30) == 0 &&
+      pthread_create(&t, &attr, main_thread, &a) == 0) {
+    pthread_join(t, NULL);
+    return a.code;
+  }
+  return circc_main(argc, argv); /* no such thread: the process stack, deep circuits may not fit */
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include "circc.h"
 #include "kernel.h"
+#include "outfile.h"
 #include "progress.h"
 
 /* The runtime files (runtime/MANIFEST), embedded by cmake/embed.cmake: each
@@ -228,7 +229,9 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
   }
   dir = arena_strdup(&c->arena, dir);
   bool ok = write_sources(c, k, eo, bo, dir, cflags);
-  const char *out = absolute(c, bo->output), *tmp_out = arena_printf(&c->arena, "%s.tmp%d", out, (int)getpid());
+  /* the C compiler writes beside the output (a device or FIFO: into dir, then copied) */
+  OutFile of = outfile_begin(c, absolute(c, bo->output));
+  const char *tmp_out = of.through ? arena_printf(&c->arena, "%s/program", dir) : of.write_to;
   if (ok) {
     const char *cmd = arena_printf(&c->arena, "cd %s && %s %s -o %s %s -lm > cc.log 2>&1",
                                    shell_quote(c, dir), cc, cflags, shell_quote(c, tmp_out), program_sources(c, eo, bo));
@@ -252,9 +255,8 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
       free(log);
       unlink(tmp_out);
       ok = false;
-    } else if (rename(tmp_out, out) != 0) {
-      diag_error_class(c, DIAG_IO, NO_LOC, "cannot write '%s': %s", out, strerror(errno));
-      unlink(tmp_out);
+    } else if (!outfile_commit(&of, tmp_out)) {
+      diag_error_class(c, DIAG_IO, NO_LOC, "cannot write '%s': %s", of.path, strerror(errno));
       ok = false;
     }
   }

@@ -30,7 +30,10 @@ static void push_buf(Lower *L, Buf *b) {
 #define MAX_BUFFER_BYTES ((int64_t)1 << 40)
 
 Buf *new_buf(Lower *L, BufKind kind, DType dt, int64_t numel, const Node *n) {
-  if (numel < 0 || numel > MAX_BUFFER_BYTES / (int64_t)dtype_size(dt)) {
+  if ((numel < 0 || numel > MAX_BUFFER_BYTES / (int64_t)dtype_size(dt)) && n && n == L->too_big) {
+    numel = 0; /* this node's other buffers: said once */
+  } else if (numel < 0 || numel > MAX_BUFFER_BYTES / (int64_t)dtype_size(dt)) {
+    L->too_big = n;
     diag_error(L->c, n ? n->loc : NO_LOC, "%s needs a buffer of %lld elements of %zu bytes, more than circc's limit of "
                "2^40 bytes per tensor", n ? node_label(L->c, n) : "a value", (long long)numel, dtype_size(dt));
     numel = 0; /* lowering goes on to report more; nothing is emitted */

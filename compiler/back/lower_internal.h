@@ -26,6 +26,7 @@ typedef struct Lower {
   int ntensors;
   struct AttnMask *attn; /* idiom_attention.c: F and B of the attentions so far */
   bool batch_invariant;  /* Program.batch_invariant */
+  const Node *too_big;   /* the last node whose buffer exceeded the limit (reported once) */
 } Lower;
 
 /* lower.c */

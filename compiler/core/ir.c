@@ -864,3 +864,41 @@ bool symbol_same_id(const Node *a, const Node *b) {
 }
 
 bool symbol_same(const Node *a, const Node *b) { return symbol_same_id(a, b) && shape_eq(&a->shape, &b->shape); }
+
+int64_t ir_depth(Comp *c, Node *const *roots, int n, const Node **deepest) {
+  /* iterative post-order: the walk every recursive stage would make, without recursing */
+  int64_t *depth = calloc((size_t)c->next_node_id + 1, sizeof *depth); /* 0: not visited, else 1 + the deepest child */
+  typedef struct Frame { const Node *n; int next; } Frame;
+  size_t cap = 1024, top = 0;
+  Frame *stack = malloc(cap * sizeof *stack);
+  if (!depth || !stack) ICE("out of memory");
+  int64_t best = 0;
+  *deepest = NULL;
+  for (int r = 0; r < n; r++) {
+    if (depth[roots[r]->id]) continue;
+    stack[top++] = (Frame){roots[r], 0};
+    while (top) {
+      Frame *f = &stack[top - 1];
+      if (f->next < f->n->nchild) {
+        const Node *ch = f->n->child[f->next++];
+        if (depth[ch->id]) continue;
+        if (top == cap) {
+          cap *= 2;
+          if (!(stack = realloc(stack, cap * sizeof *stack))) ICE("out of memory");
+        }
+        depth[ch->id] = -1; /* on the stack (the DAG has no cycle: verified by the parser) */
+        stack[top++] = (Frame){ch, 0};
+        continue;
+      }
+      int64_t d = 1;
+      for (int i = 0; i < f->n->nchild; i++)
+        if (depth[f->n->child[i]->id] + 1 > d) d = depth[f->n->child[i]->id] + 1;
+      depth[f->n->id] = d;
+      if (d > best) best = d, *deepest = f->n;
+      top--;
+    }
+  }
+  free(stack);
+  free(depth);
+  return best;
+}

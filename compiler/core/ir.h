@@ -174,6 +174,13 @@ bool genfn_parse(const char *text, GenFnSpec *out);
  * of size len: IDX_INT → [i, i+1); IDX_SLICE → [start, stop); false if out of range. */
 bool index_entry_bounds(const IndexEntry *e, int64_t len, int64_t *start, int64_t *stop);
 
+/* The number of nodes on the longest path from a root down to a leaf (the
+ * roots' depth), found without recursion; *deepest is the root or node where
+ * it starts. The stages after parse recurse per level, so the driver refuses
+ * circuits deeper than IR_MAX_DEPTH before they run (on circc's large stack). */
+int64_t ir_depth(Comp *c, Node *const *roots, int n, const Node **deepest);
+#define IR_MAX_DEPTH 200000
+
 /* A short, human-readable description for diagnostics: 'name' or `Kind #id`. */
 const char *node_label(Comp *c, const Node *n);
 /* Shape as rust_circuit prints it: [2,0s,3]. Arena string. */

@@ -89,7 +89,10 @@ bool torch_save(Comp *c, const Tensor *t, const char *path);
 /* ---- npy.c ---- */
 Tensor *npy_load(Comp *c, const char *path, Loc loc);
 Tensor *npy_load_bytes(Comp *c, const uint8_t *bytes, size_t len, const char *what, Loc loc);
-bool npy_save(Comp *c, const Tensor *t, const char *path);   /* v1.0, C order; atomic (tmp + rename) */
+bool npy_save(Comp *c, const Tensor *t, const char *path);   /* v1.0, C order; atomic (outfile.h) */
+struct OutFile;
+/* npy_save's write into of->write_to, not yet committed (several files, all or none). */
+bool npy_write_staged(Comp *c, const Tensor *t, const struct OutFile *of);
 
 /* ---- safetensors.c ---- */
 typedef struct TensorFile TensorFile;     /* an open .safetensors file or sharded checkpoint */

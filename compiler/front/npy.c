@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "outfile.h"
 #include "tensor.h"
 
 enum { MMAP_MIN = 64 * 1024 };   /* smaller files are read into memory */
@@ -366,7 +367,8 @@ static bool write_all(int fd, const void *buf, size_t n) {
   return true;
 }
 
-bool npy_save(Comp *c, const Tensor *t, const char *path) {
+bool npy_write_staged(Comp *c, const Tensor *t, const OutFile *of) {
+  const char *path = of->path;
   const char *descr = NULL;
   for (size_t i = 0; i < sizeof CODES / sizeof CODES[0]; i++)
     if (CODES[i].dt == t->dtype) descr = CODES[i].descr;
@@ -390,8 +392,7 @@ bool npy_save(Comp *c, const Tensor *t, const char *path) {
   CHECK((size_t)n < sizeof hdr && (10 + n) % 64 == 0);
   uint8_t prefix[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)(n & 0xff), (uint8_t)(n >> 8)};
 
-  char *tmp = arena_printf(&c->arena, "%s.tmp.%ld", path, (long)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  int fd = open(of->write_to, of->through ? O_WRONLY | O_CLOEXEC : O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   bool ok = fd >= 0 && write_all(fd, prefix, sizeof prefix) && write_all(fd, hdr, (size_t)n) &&
             write_all(fd, t->data, t->nbytes);
   int err = errno;
@@ -399,13 +400,17 @@ bool npy_save(Comp *c, const Tensor *t, const char *path) {
     ok = false;
     err = errno;
   }
-  if (ok && rename(tmp, path) != 0) {
-    ok = false;
-    err = errno;
-  }
   if (!ok) {
-    if (fd >= 0) unlink(tmp);
+    if (fd >= 0) outfile_abort(of);
     diag_error_class(c, DIAG_IO, NO_LOC, "cannot write %s: %s", path, strerror(err));
   }
   return ok;
+}
+
+bool npy_save(Comp *c, const Tensor *t, const char *path) {
+  OutFile of = outfile_begin(c, path);
+  if (!npy_write_staged(c, t, &of)) return false;
+  if (outfile_commit(&of, NULL)) return true;
+  diag_error_class(c, DIAG_IO, NO_LOC, "cannot write %s: %s", path, strerror(errno));
+  return false;
 }

@@ -207,9 +207,12 @@ static Node *rule_genfn_of_scalar(Simp *s, Node *n) {
   switch (genfn_class(g->fn)) {
   case GF_ELEMENTWISE: break;
   case GF_LAST_AXIS:
-  case GF_REDUCE_LAST:
-    if (n->child[0]->shape.dim[n->child[0]->shape.rank - 1] == 0) return NULL;
+  case GF_REDUCE_LAST: {
+    /* the value comes from evaluating one row: bounded like any fold */
+    int64_t len = n->child[0]->shape.dim[n->child[0]->shape.rank - 1];
+    if (len == 0 || len > FOLD_MAX_NUMEL) return NULL;
     break;
+  }
   case GF_SPECIAL:
     if (g->fn != GF_POW) return NULL;
     break;
