@@ -221,6 +221,13 @@ static const struct option *long_option(const char *arg) {
   return NULL;
 }
 
+/* The long option getopt_long returns as code. */
+static const struct option *long_option_of(int code) {
+  for (const struct option *lo = LONG_OPTIONS; lo->name; lo++)
+    if (lo->val == code) return lo;
+  ICE("option code %d has no long option", code);
+}
+
 /* Options of one subcommand only (eval's --input, --print, --all, --max-all). */
 static bool eval_only(int code) { return code == OPT_INPUT || code == OPT_PRINT || code == OPT_ALL || code == OPT_MAX_ALL; }
 
@@ -371,7 +378,8 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
     const char *a = gargv[at];
     const struct option *lo = long_option(a);
     if (code == ':') {
-      const char *flag = lo ? arena_printf(&c->arena, "--%s", lo->name) : arena_printf(&c->arena, "-%c", optopt);
+      const char *flag = optopt >= OPT_VERSION ? arena_printf(&c->arena, "--%s", long_option_of(optopt)->name)
+                                               : arena_printf(&c->arena, "-%c", optopt);
       usage_error(c, "option %s needs a value", flag);
       return false;
     }
@@ -384,8 +392,7 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
       return false;
     }
     if (a[0] == '-' && a[1] == '-' && !lo) {   /* getopt_long took an abbreviation */
-      for (lo = LONG_OPTIONS; lo->val != code; lo++) {}
-      usage_error(c, "unknown option '%s' (did you mean --%s?)", a, lo->name);
+      usage_error(c, "unknown option '%s' (did you mean --%s?)", a, long_option_of(code)->name);
       return false;
     }
     const char *flag = lo ? arena_printf(&c->arena, "--%s", lo->name) : arena_printf(&c->arena, "-%c", code);

@@ -108,6 +108,7 @@ Test(cli, usage_errors) {
       {"t.circ --outp y", "circc: error: unknown option '--outp' (did you mean --output?) (see circc --help)\n"},
       {"t.circ --report=yes", "option --report takes no value, found '--report=yes'"},
       {"t.circ --dump", "option --dump needs a value"},
+      {"t.circ --dum", "option --dump needs a value"},
       {"t.circ -D", "option -D needs a value"},
       {"t.circ -DSEQ", "-D expects NAME=N, found 'SEQ'"},
       {"t.circ -Ofast", "-O expects 0, 1, 2 or 3 (-O0 .. -O3), found 'fast'"},
