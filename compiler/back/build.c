@@ -29,9 +29,13 @@ struct RuntimeFile {
 extern const struct RuntimeFile circc_runtime_files[];
 extern const size_t circc_runtime_nfiles;
 
+/* .lrodata, x86-64's large read-only data, which the linker places after
+ * every other section: the program's code and data stay within the small
+ * code model's 2 GiB of each other whatever the size of the weights, and the
+ * one reference to circc_weights (its start) is near too. */
 static const char WEIGHTS_S[] =
-    "/* links weights.bin into the program's read-only data */\n"
-    "  .section .rodata\n"
+    "/* links weights.bin into the program's large read-only data */\n"
+    "  .section .lrodata,\"a\",@progbits\n"
     "  .balign 64\n"
     "  .globl circc_weights\n"
     "  .type circc_weights, @object\n"
@@ -249,7 +253,9 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
         fclose(mem);
         fclose(f);
       }
-      diag_error_class(c, DIAG_CC, NO_LOC, "the C compiler failed (exit status %d):\n  %s\n%s%s",
+      /* a full disk is an I/O error (exit 3), not the compiler's */
+      bool full = log && strstr(log, "No space left on device");
+      diag_error_class(c, full ? DIAG_IO : DIAG_CC, NO_LOC, "the C compiler failed (exit status %d):\n  %s\n%s%s",
                        WIFEXITED(status) ? WEXITSTATUS(status) : -1, cmd, log ? log : "",
                        bo->keep_temps ? "" : "(use --save-temps to keep the sources)");
       free(log);

@@ -114,3 +114,25 @@ Test(outfile, the_executable_follows_links_and_writes_through_fifos) {
   tu_sh("rm -rf %s", dir);
   free(link), free(target), free(fifo), free(copy), free(dir);
 }
+
+Test(outfile, a_compiler_that_finds_the_disk_full_is_an_io_error) {
+  /* a stand-in compiler that fails as gcc does on a full disk: exit 3, not 4 */
+  char *dir = tu_temp_dir("outfile_full");
+  char *prog = at(dir, "prog");
+  const char *text = "'y' [2] Scalar 3\n";
+  const char *full = "sh -c 'echo \"cc1: fatal error: error writing to /tmp/ccX.s: No space left on device\" >&2; exit 1' cc";
+  const char *broken = "sh -c 'echo \"error: expected ;\" >&2; exit 1' cc";
+  for (int k = 0; k < 2; k++) {
+    Comp *c = tu_comp();
+    DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "f.circ", .last = STAGE_EMIT,
+                       .emit = {.name = "prog", .command_line = "test"},
+                       .build = {.output = prog, .opt = "-O0", .cc = k ? broken : full}};
+    Compilation cm = {0};
+    cr_assert_not(driver_run(c, &o, &cm));
+    cr_assert_eq(diag_exit_code(c), k ? 4 : 3, "%s", tu_diags(c));
+    tu_free(c);
+  }
+  cr_assert_eq(tu_sh("test -z \"$(ls %s)\"", dir), 0);
+  tu_sh("rm -rf %s", dir);
+  free(prog), free(dir);
+}
