@@ -172,6 +172,11 @@ typedef struct Program {
   int *patch_source;           /* the --patch pattern (index) that chose patch k */
 } Program;
 bool resolve_program(Comp *c, const NodeList *tops, Program *out);
+/* positions.c — after resolve, for compiled programs: a table that a
+ * language model's `pos` (decode circuit) or `positions` input indexes must
+ * have a row for every position the program's length allows (T of kv_mask,
+ * N of positions [.., N]). false after an error naming the table. */
+bool positions_check(Comp *c, const Program *p);
 
 /* taps.c — --tap and --patch: every named node a pattern matches (its name,
  * tap name or name path, or /REGEX/) becomes an extra output, or is wrapped
@@ -260,6 +265,16 @@ bool build_program(Comp *c, const struct Kernels *k, const EmitOptions *eo, cons
  * identical bytes. false after diag_error (DIAG_IO: unreadable or malformed
  * files; DIAG_USAGE: unknown spec). */
 bool tokenizer_build(Comp *c, const char *spec, void **blob, size_t *len);
+/* Whether a program of kernels k can use --lm's table blob (as rt_generate.c
+ * drives it): a decode circuit (inputs token, pos, kv_mask, past_k, past_v;
+ * outputs logits [V], new_k, new_v) or a full-sequence one (only tokens [T]
+ * int64 -> logits [T,V]), whose V is the tokenizer's vocabulary size n, or n
+ * padded to a multiple of 64 or 128. false after an error naming spec. */
+bool tokenizer_check_model(Comp *c, const char *spec, const void *blob, const struct Kernels *k);
+/* Whether --vocab CHARS fits k as rt_sample.c needs: at least two characters,
+ * an int64 context input [B] or [B,C], a float32 output whose last dim is
+ * strlen(vocab). false after an error. */
+bool vocab_check_model(Comp *c, const char *vocab, const struct Kernels *k);
 
 /* rv.c — the rv stage (design.md §1, random_variables.md §4.2): between
  * resolve and simplify, the one place that knows about random variables.

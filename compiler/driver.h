@@ -49,6 +49,7 @@ typedef struct DriverOptions {
   unsigned dump;                /* bit 1u << s: print the IR after stage s */
   FILE *dump_to;                /* stdout if NULL */
   bool verify_each;             /* check IR invariants after every stage (verify.c) */
+  bool verbose;                 /* -v: each stage's time on stderr (progress.h) */
   int sample_batch;             /* --sample-batch: samples per run of an expectation program's passes (0: the
                                    largest power of two up to 32 whose passes' arenas fit in 1 GiB) */
   FILE *report;                 /* --report: simplifications, contraction paths, steps (NULL: none) */

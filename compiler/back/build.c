@@ -15,6 +15,7 @@
 #include "circc.h"
 #include "kernel.h"
 #include "outfile.h"
+#include "progress.h"
 
 
 /* .lrodata, x86-64's large read-only data, which the linker places after
@@ -249,7 +250,9 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
   if (ok) {
     const char *cmd = arena_printf(&c->arena, "cd %s && %s %s -o %s %s -lm > cc.log 2>&1",
                                    shell_quote(c, dir), cc, cflags, shell_quote(c, tmp_out), program_sources(c, eo, bo));
+    progress_begin("cc");
     int status = system(cmd);
+    progress_end();
     if (status != 0) {
       char *log = NULL;
       size_t len = 0;

@@ -507,13 +507,14 @@ static bool check_index(Make *m, const Shape *src, bool slices_only, Shape *out)
       out->dim[out->rank++] = t->shape.dim[0];
       continue;
     }
-    if (!index_entry_bounds(e, len, &a, &b)) {
+    if (!index_entry_bounds(e, len, &a, &b)) {   /* rust_circuit never clamps (§4.6) */
+      const char *of = n->nchild ? node_label(m->c, n->child[0]) : "its child";
       if (e->kind == IDX_INT)
-        return FAIL(m, "%s %s: index %lld is out of range for axis %d of size %s", kind_name(n->kind), m->what,
-                    (long long)e->i, k, sz(m, len));
-      return FAIL(m, "%s %s: slice %lld:%lld is out of range for axis %d of size %s", kind_name(n->kind), m->what,
-                  (long long)(e->has_start ? e->start : 0), (long long)(e->has_stop ? e->stop : len), k,
-                  sz(m, len));
+        return FAIL(m, "%s %s: index %lld is out of range for axis %d of %s %s (size %s)", kind_name(n->kind),
+                    m->what, (long long)e->i, k, of, shp(m, src), sz(m, len));
+      return FAIL(m, "%s %s: slice %lld:%lld is out of range for axis %d of %s %s (size %s)", kind_name(n->kind),
+                  m->what, (long long)(e->has_start ? e->start : 0), (long long)(e->has_stop ? e->stop : len), k,
+                  of, shp(m, src), sz(m, len));
     }
     if (e->kind == IDX_SLICE) out->dim[out->rank++] = b - a;
   }

@@ -854,8 +854,8 @@ static bool parse_extra(Parser *p, PNode *n, const char *s, const char *e, const
     }
     if (!known) {
       ERR(p, s, "unknown GeneralFunction '%s' (expected e.g. gelu, softmax, log_softmax, gen_index_at_0_c, "
-                "cast_from_{device:None,dtype:None}_to_{device:None,dtype:float32}; see §2.5.4; or a C function given "
-                "with --ops FILE.c)", text);
+                "cast_from_{device:None,dtype:None}_to_{device:None,dtype:float32}; see the README, "
+                "\"GeneralFunction names\"; or a C function given with --ops FILE.c)", text);
       return false;
     }
     return true;
