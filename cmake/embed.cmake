@@ -52,7 +52,7 @@ if(CMAKE_SCRIPT_MODE_FILE AND DEFINED OUT)
     endif()
     string(APPEND table "  {\"${name}\", ${sym}, ${len}, ${mpi}, ${lib}},\n")
   endforeach()
-  string(APPEND content "/* the type is compiler/back/build.c's */\n"
+  string(APPEND content "/* the type is compiler/circc.h's */\n"
          "const struct RuntimeFile { const char *name; const unsigned char *data; size_t len; bool mpi, lib; } circc_runtime_files[] = {\n"
          "${table}};\nconst size_t circc_runtime_nfiles = ${count};\n")
   file(WRITE "${OUT}.tmp" "${content}")

@@ -94,6 +94,35 @@ bool model_info_print(Comp *c, const SourceFile *src, const ModelLibrary *lib, c
  * file, a missing file circuit, SEQ unbound (usage) or beyond the positions. */
 bool bind_tokens(Comp *c, const SourceFile *src, const ModelLibrary *lib, NodeList *tops);
 
+/* ops.c — `circc --ops FILE.c` (README, "Custom functions"): the C
+ * GeneralFunctions in the files, marked with include/circc_op.h, found and
+ * checked with libclang before the circuit is parsed. ops_load parses every
+ * file (Clang's diagnostics become circc's, located in the file), checks each
+ * marked function's form and shape rule, rejects a name implemented twice or
+ * built into circc, and warns of writes to global variables; on success it
+ * sets c->ops = out, which the parser reads. false after diag_error.
+ * user_op_missing reports a used GF_USER node without an implementation
+ * (resolve). ops_program_file is the name file i gets in a program directory
+ * (build.c writes it there, emit.c includes it into model.c). ops_function
+ * (circc eval) is op's function, from the files compiled once by $CC into a
+ * shared object; NULL after diag_error (DIAG_CC). */
+bool ops_load(Comp *c, const char *const *files, int n, UserOps *out);
+void user_op_missing(Comp *c, const Node *n);
+const char *ops_program_file(Comp *c, int i);
+typedef void (*UserOpFn)(void);
+UserOpFn ops_function(Comp *c, const UserOp *op);
+/* The runtime files (runtime/MANIFEST), embedded by cmake/embed.cmake: each
+ * is written into the program directory and each .c is compiled (an `mpi`
+ * file only for --mpi); include/circc_op.h is one of them. */
+struct RuntimeFile {
+  const char *name;
+  const unsigned char *data;
+  size_t len;
+  bool mpi, lib;              /* only for --mpi; only for --emit lib */
+};
+extern const struct RuntimeFile circc_runtime_files[];
+extern const size_t circc_runtime_nfiles;
+
 /* dump.c — prints circuits in rust_circuit's bijection text format, parseable by parse_text. */
 void dump_circuits(Comp *c, FILE *f, Node *const *nodes, int n);
 /* An Einsum's spec as the format writes it (`ab,bc->ac`, or `fancy:` ids past the alphabet). */
@@ -143,6 +172,11 @@ typedef struct Program {
   int *patch_source;           /* the --patch pattern (index) that chose patch k */
 } Program;
 bool resolve_program(Comp *c, const NodeList *tops, Program *out);
+/* positions.c — after resolve, for compiled programs: a table that a
+ * language model's `pos` (decode circuit) or `positions` input indexes must
+ * have a row for every position the program's length allows (T of kv_mask,
+ * N of positions [.., N]). false after an error naming the table. */
+bool positions_check(Comp *c, const Program *p);
 
 /* taps.c — --tap and --patch: every named node a pattern matches (its name,
  * tap name or name path, or /REGEX/) becomes an extra output, or is wrapped
@@ -234,6 +268,16 @@ bool build_program(Comp *c, const struct Kernels *k, const EmitOptions *eo, cons
  * identical bytes. false after diag_error (DIAG_IO: unreadable or malformed
  * files; DIAG_USAGE: unknown spec). */
 bool tokenizer_build(Comp *c, const char *spec, void **blob, size_t *len);
+/* Whether a program of kernels k can use --lm's table blob (as rt_generate.c
+ * drives it): a decode circuit (inputs token, pos, kv_mask, past_k, past_v;
+ * outputs logits [V], new_k, new_v) or a full-sequence one (only tokens [T]
+ * int64 -> logits [T,V]), whose V is the tokenizer's vocabulary size n, or n
+ * padded to a multiple of 64 or 128. false after an error naming spec. */
+bool tokenizer_check_model(Comp *c, const char *spec, const void *blob, const struct Kernels *k);
+/* Whether --vocab CHARS fits k as rt_sample.c needs: at least two characters,
+ * an int64 context input [B] or [B,C], a float32 output whose last dim is
+ * strlen(vocab). false after an error. */
+bool vocab_check_model(Comp *c, const char *vocab, const struct Kernels *k);
 
 /* rv.c — the rv stage (design.md §1, random_variables.md §4.2): between
  * resolve and simplify, the one place that knows about random variables.

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include "driver.h"
 #include "outfile.h"
+#include "progress.h"
+#include "ptrmap.h"
 
 static const char *const STAGE_NAMES[STAGE_COUNT] = {
     [STAGE_LOAD] = "load",         [STAGE_LIBRARY] = "library", [STAGE_PARSE] = "parse",     [STAGE_TENSORS] = "tensors",
@@ -22,10 +24,36 @@ int stage_from_name(const char *name) {
   return -1;
 }
 
-/* The top-level circuits the options choose (--output NAME), in file order;
- * a NAME that no top-level circuit has is a usage error. circc eval with
- * --tap keeps every top-level circuit: its --output may name a tap, which
- * evaluate() checks once the taps exist. */
+/* The first node named `name` below the roots (depth first), NULL if none. */
+static const Node *find_named(const NodeList *roots, const char *name) {
+  PtrMap seen = {0};
+  const Node *found = NULL;
+  int cap = 64, n = 0;
+  const Node **stack = malloc((size_t)cap * sizeof *stack);
+  CHECK(stack);
+  for (int i = roots->n - 1; i >= 0; i--) stack[n++] = roots->node[i];
+  while (n && !found) {
+    const Node *x = stack[--n];
+    PtrMapEntry *e = ptrmap_get(&seen, x);
+    if (e->flag) continue;
+    e->flag = true;
+    if (x->name && !strcmp(x->name, name)) found = x;
+    if (n + x->nchild > cap) {
+      cap = 2 * (n + x->nchild);
+      CHECK((stack = realloc(stack, (size_t)cap * sizeof *stack)));
+    }
+    for (int k = x->nchild - 1; k >= 0; k--) stack[n++] = x->child[k];
+  }
+  free(stack);
+  ptrmap_free(&seen);
+  return found;
+}
+
+/* The top-level circuits the options choose (--output NAME), in file order.
+ * A NAME that no top-level circuit has is a circuit error (exit 1) listing
+ * the top-level names; an inner node of that name gets a note suggesting --tap.
+ * circc eval with --tap keeps every top-level circuit: its --output may name a
+ * tap, which evaluate() checks once the taps exist. */
 static bool choose_outputs(Comp *c, const DriverOptions *o, NodeList *all, NodeList *chosen) {
   if (o->evaluate && o->ntaps) {
     *chosen = *all;
@@ -40,10 +68,17 @@ static bool choose_outputs(Comp *c, const DriverOptions *o, NodeList *all, NodeL
   for (int j = 0; j < o->noutputs; j++) {
     bool found = false;
     for (int i = 0; i < all->n; i++) found |= all->node[i]->name && !strcmp(all->node[i]->name, o->outputs[j]);
-    if (!found) {
-      diag_error_class(c, DIAG_USAGE, NO_LOC, "--output %s: no top-level circuit has that name", o->outputs[j]);
-      ok = false;
-    }
+    if (found) continue;
+    diag_error(c, NO_LOC, "--output %s: no top-level circuit is named '%s'", o->outputs[j], o->outputs[j]);
+    ok = false;
+    char *names = NULL;
+    for (int i = 0; i < all->n; i++)
+      if (all->node[i]->name)
+        names = names ? arena_printf(&c->arena, "%s, %s", names, all->node[i]->name) : arena_strdup(&c->arena, all->node[i]->name);
+    diag_note(c, NO_LOC, "the top-level circuits are: %s", names ? names : "(none named)");
+    const Node *inner = find_named(all, o->outputs[j]);
+    if (inner)
+      diag_note(c, inner->loc, "'%s' is an inner node: --tap %s makes it an extra output", o->outputs[j], o->outputs[j]);
   }
   return ok;
 }
@@ -87,9 +122,11 @@ static bool emit(Comp *c, const DriverOptions *o, Compilation *cm) {
   eo.pass_kernels = cm->pass_kernels;
   if (o->lm) {
     void *blob;
-    if (!tokenizer_build(c, o->lm, &blob, &eo.tokenizer_len)) return false;
+    if (!tokenizer_build(c, o->lm, &blob, &eo.tokenizer_len) || !tokenizer_check_model(c, o->lm, blob, &cm->kernels))
+      return false;
     eo.tokenizer = blob;
   }
+  if (eo.vocab && !vocab_check_model(c, eo.vocab, &cm->kernels)) return false;
   if (o->dump & 1u << STAGE_EMIT) {
     FILE *sink = fopen("/dev/null", "wb");
     if (!sink) {
@@ -240,7 +277,7 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
       *src = (SourceFile){o->text_name, o->text, o->text_len};
       cm->source = src;
     }
-    return cm->source != NULL;
+    return cm->source != NULL && ops_load(c, o->ops_files, o->nops_files, &cm->ops);
   case STAGE_LIBRARY: return model_library(c, cm->source, &cm->library);
   case STAGE_PARSE: {
     NodeList all = {0};
@@ -253,7 +290,8 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
   case STAGE_TENSORS: return load_tensors(c, cm->tops.node, cm->tops.n);
   case STAGE_RESOLVE:
     return (!o->evaluate || read_inputs(c, o, cm)) && resolve_program(c, &cm->tops, &cm->program) &&
-           shallow_enough(c, &cm->program.outputs, " after module substitution") && apply_taps(c, o, &cm->program);
+           shallow_enough(c, &cm->program.outputs, " after module substitution") && apply_taps(c, o, &cm->program) &&
+           (o->evaluate || positions_check(c, &cm->program));
   case STAGE_RV:
     if (!cm->sample_batch) {
       cm->resolved = cm->program;
@@ -284,13 +322,22 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
 
 bool driver_run(Comp *c, const DriverOptions *o, Compilation *cm) {
   Stage last = o->evaluate ? STAGE_RESOLVE : o->last;
+  progress_init(o->verbose);
   for (; cm->next <= last; cm->next++) {
     Stage s = cm->next;
-    if (diag_error_count(c) || !run_stage(c, o, cm, s)) return false;
+    if (diag_error_count(c)) return false;
+    progress_begin(stage_name(s));
+    bool ok = run_stage(c, o, cm, s);
+    progress_end();
+    if (!ok) return false;
     if (o->verify_each && !verify(c, cm, s)) return false;
     if (o->dump & 1u << s) dump(c, o, cm, s);
   }
-  if (o->evaluate && !diag_error_count(c)) evaluate(c, o, cm);
+  if (o->evaluate && !diag_error_count(c)) {
+    progress_begin("eval");
+    evaluate(c, o, cm);
+    progress_end();
+  }
   return !diag_error_count(c);
 }
 
@@ -340,7 +387,7 @@ static void bind_inputs(Comp *c, const DriverOptions *o, const Compilation *cm, 
     const Node *sym = NULL;
     for (int j = 0; j < p->inputs.n; j++)
       if (p->inputs.node[j]->name && !strcmp(p->inputs.node[j]->name, b->name)) sym = p->inputs.node[j];
-    if (!sym && o->neval_outputs) {
+    if (!sym && o->noutputs) {
       diag_warn(c, NO_LOC, "--input %s: not used by the selected outputs; ignored", b->name);
       continue;
     }
@@ -380,11 +427,11 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
                        shape_str(c, &t->shape), p->patch_names[k], shape_str(c, want));
     else if (t) eval_bind(e, p->patch_nodes[k], t);
   }
-  for (int i = 0; i < o->neval_outputs; i++) {
+  for (int i = 0; i < o->noutputs; i++) {   /* every --output NAME, with a file or without */
     bool found = false;
-    for (int j = 0; j < p->outputs.n; j++) found |= !strcmp(p->output_names[j], o->eval_outputs[i].name);
+    for (int j = 0; j < p->outputs.n; j++) found |= !strcmp(p->output_names[j], o->outputs[i]);
     if (!found)
-      diag_error_class(c, DIAG_USAGE, NO_LOC, "--output %s: neither a top-level circuit nor a tap", o->eval_outputs[i].name);
+      diag_error(c, NO_LOC, "--output %s: neither a top-level circuit nor a tap", o->outputs[i]);   /* exit 1 */
   }
   RvGroups groups;
   if (o->eval_all && rv_groups(c, p->outputs.node, p->outputs.n, &groups))
@@ -393,13 +440,18 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
     eval_free(e);
     return false;
   }
-  bool print = o->eval_print || o->neval_outputs == 0;
+  /* printed: with --print every output, else those without a file: all of
+   * them without --output, those named by --output NAME (no file) with it */
   Tensor **value = ARENA_ARRAY(&c->arena, Tensor *, p->outputs.n);
   const Binding **dest = ARENA_ARRAY(&c->arena, const Binding *, p->outputs.n);
+  bool *print = ARENA_ARRAY(&c->arena, bool, p->outputs.n);
   for (int j = 0; j < p->outputs.n; j++) {
+    bool named = false;
+    for (int i = 0; i < o->noutputs; i++) named |= !strcmp(p->output_names[j], o->outputs[i]);
     for (int i = 0; i < o->neval_outputs; i++)
       if (!strcmp(p->output_names[j], o->eval_outputs[i].name)) dest[j] = &o->eval_outputs[i];
-    if (dest[j] || print) value[j] = eval_node(e, p->outputs.node[j]);
+    print[j] = o->eval_print || (!dest[j] && (o->noutputs == 0 || named));
+    if (dest[j] || print[j]) value[j] = eval_node(e, p->outputs.node[j]);
   }
   /* --output files, all or none: each to its temporary, then all renamed;
    * devices and FIFOs are written last (outfile.h) */
@@ -417,7 +469,7 @@ static bool evaluate(Comp *c, const DriverOptions *o, const Compilation *cm) {
     if (dest[j] && of[j].through) npy_write_staged(c, to_dtype(c, value[j], p->outputs.node[j]->dtype), &of[j]);
   for (int j = 0; j < p->outputs.n && !diag_error_count(c); j++) {
     const Node *n = p->outputs.node[j];
-    if (value[j] && print) {
+    if (value[j] && print[j]) {
       printf("%s %s %s\n", p->output_names[j], shape_str(c, &n->shape),
              dtype_name(n->dtype == DT_UNKNOWN ? DT_F32 : n->dtype));
       int64_t off = 0;

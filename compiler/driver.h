@@ -42,11 +42,14 @@ typedef struct DriverOptions {
   int ntaps;
   const char *const *patches;   /* --patch PATTERN: matching nodes take an optional run-time value */
   int npatches;
+  const char *const *ops_files; /* --ops FILE.c: C GeneralFunctions (ops.c), read with the source */
+  int nops_files;
   bool bind_tokens;             /* --bind-tokens: parse ends with bind_tokens (tokens → logits) */
   Stage last;                   /* run up to and including this stage */
   unsigned dump;                /* bit 1u << s: print the IR after stage s */
   FILE *dump_to;                /* stdout if NULL */
   bool verify_each;             /* check IR invariants after every stage (verify.c) */
+  bool verbose;                 /* -v: each stage's time on stderr (progress.h) */
   int sample_batch;             /* --sample-batch: samples per run of an expectation program's passes (0: the
                                    largest power of two up to 32 whose passes' arenas fit in 1 GiB) */
   FILE *report;                 /* --report: simplifications, contraction paths, steps (NULL: none) */
@@ -68,6 +71,7 @@ typedef struct DriverOptions {
 typedef struct Compilation {
   Stage next;                   /* the first stage not yet run (STAGE_LOAD when zeroed) */
   const SourceFile *source;     /* after load */
+  UserOps ops;                  /* after load: the --ops functions (c->ops points here) */
   ModelLibrary library;         /* after library (present false: not a model file) */
   NodeList tops;                /* parsed top-level circuits (those chosen by `outputs`) */
   Program program;              /* after resolve: outputs are rewritten in place by later DAG stages;

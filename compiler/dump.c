@@ -413,7 +413,11 @@ static void note_read(const View *v, void *arg) {
 }
 
 void dump_kernels(Comp *c, FILE *f, const Kernels *k, bool planned) {
-  static const char *const KIND[] = {"elementwise", "contraction", "row", "gather", "fill", "gemm", "layernorm", "attention"};
+  static const char *const KIND[] = {
+      [STEP_ELEMENTWISE] = "elementwise", [STEP_CONTRACT] = "contraction", [STEP_ROW] = "row",
+      [STEP_GATHER] = "gather",           [STEP_FILL] = "fill",            [STEP_GEMM] = "gemm",
+      [STEP_LAYERNORM] = "layernorm",     [STEP_ATTENTION] = "attention",  [STEP_GENERAL] = "general",
+      [STEP_PATCH] = "patch"};
   fprintf(f, "plan: %d steps, %d elementwise nodes fused into other steps, %.0f FLOPs per run\n", k->nstep, k->nfused,
           k->flops);
   for (int i = 0; i < k->nstep; i++) {

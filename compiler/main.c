@@ -2,7 +2,9 @@
  * hands them to the driver (driver.c runs the pipeline), and maps the
  * diagnostics to exit codes (0 ok, 1 circuit error, 2 usage, 3 I/O, 4 C
  * compiler or no mpicc for --mpi, 70 internal). */
+#include <getopt.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,7 +25,9 @@ static const char USAGE[] =
     "latest --dump stage needs).\n"
     "\n"
     "options:\n"
-    "  -D NAME=N              bind a symbolic size: NAME is Ks (e.g. 1s) or SEQ, HIDDEN, ...\n"
+    "  -D NAME=N              bind a symbolic size: NAME is Ks (e.g. 1s) or SEQ, HIDDEN, ...; a\n"
+    "                         length beyond a position table the circuit's pos/positions input\n"
+    "                         indexes is an error naming the table\n"
     "  --tensors DIR          tensor store root (default $TENSORS_CACHE_DIR,\n"
     "                         else ~/tensors_by_hash_cache)\n"
     "  --random-tensors       every Array is N(0,1) of its declared shape (rust_circuit's\n"
@@ -34,6 +38,9 @@ static const char USAGE[] =
     "                         (a model file's module library), parse, tensors, resolve, rv,\n"
     "                         simplify, plan (rust_circuit text), lower, fuse, memplan (the kernel\n"
     "                         graph), emit (the generated C)\n"
+    "  --ops FILE.c           C implementations of GeneralFunctions circc does not know (Python-class\n"
+    "                         specs, unknown names), marked with circc_op.h (repeatable; README:\n"
+    "                         Custom functions); compiled into the program and run by circc eval\n"
     "  --verify-each          check the IR's invariants after every stage (an error is exit 70)\n"
     "  --color auto|always|never   colored diagnostics (default auto; NO_COLOR respected)\n"
     "  --info-model           print a model file's info, params (every option), layer count,\n"
@@ -49,7 +56,8 @@ static const char USAGE[] =
     "  --emit exe|c|lib       an executable (default), a directory with model.c, the runtime,\n"
     "                         the weights blob and a Makefile, or a shared library PATH.so with\n"
     "                         its C header PATH.h (README \"From Python\": the C API, circc.py)\n"
-    "  --output NAME          compile only the top-level circuit NAME (repeatable)\n"
+    "  --output NAME          compile only the top-level circuit NAME (repeatable; a name no\n"
+    "                         top-level circuit has is an error, exit 1, listing them)\n"
     "  --tap PATTERN          make every inner node PATTERN matches an extra output (repeatable):\n"
     "                         a node name, a name path (b0.call/a.attn_probs) or /REGEX/ over\n"
     "                         name paths; works with circc eval too\n"
@@ -69,24 +77,35 @@ static const char USAGE[] =
     "  --march native|portable   -march=native (default) or generic code\n"
     "  --save-temps           keep the generated sources (their directory is printed)\n"
     "  --vocab CHARS          character vocabulary (id i = CHARS[i], '.' ends a name): the\n"
-    "                         program gets --sample N --seed S\n"
+    "                         program gets --sample N --seed S; the circuit needs an int64\n"
+    "                         context input and a float32 output whose last dim is CHARS' length\n"
     "  --lm gpt2-bpe:DIR|chars:FILE.json   tokenizer of a language model (DIR: GPT-2's\n"
     "                         encoder.json and vocab.bpe; FILE.json: a character list, id =\n"
     "                         index), linked into the program: with a decode circuit\n"
     "                         (gpt2_import --decode) or --bind-tokens it gets --text,\n"
-    "                         --generate, --top, ...\n"
+    "                         --generate, --top, ...; the logits' last dim must be the\n"
+    "                         tokenizer's vocabulary size (or it padded to a multiple of 64 or 128)\n"
+    "  -v, --verbose          each stage's time on stderr as it ends: `circc: STAGE SECONDS s`\n"
+    "                         (cc: the C compiler's run, inside emit); without -v, a stage still\n"
+    "                         running after 2 s is announced (`circc: STAGE ...`) and timed when\n"
+    "                         stderr is a terminal\n"
     "  -h, --help             this help;  --version   print the version\n"
     "eval options:\n"
     "  --input NAME=@FILE.npy   value of the free symbol NAME (repeatable)\n"
-    "  --output NAME=@FILE.npy  write output circuit NAME to FILE.npy (repeatable)\n"
-    "  --print                  print every output's values (default without --output)\n"
+    "  --output NAME[=@FILE.npy]  evaluate only the top-level circuit NAME (repeatable): write it to\n"
+    "                           FILE.npy, or print it\n"
+    "  --print                  print every output's values (also those written to files)\n"
     "  --all                    exact expectations: each Cumulant of DiscreteVars enumerates every\n"
     "                           combination of rows of the groups it uses, weighted by their\n"
     "                           probabilities (without --all a DiscreteVar is an error)\n"
     "  --patch NAME=@FILE.npy   use FILE's value for the node with name path NAME (repeatable)\n"
     "  --max-all N              refuse a Cumulant with more than N combinations (default 1000000)\n"
     "\n"
-    "exit codes: 0 ok, 1 circuit error (parse, shape, missing tensor, unbound symbol),\n"
+    "Options are read by getopt_long: --name=value is the same as --name value, -DNAME=N as\n"
+    "-D NAME=N; long options are written in full; after --, every argument is a file.\n"
+    "\n"
+    "exit codes: 0 ok, 1 circuit error (parse, shape, missing tensor, unbound symbol, no such\n"
+    "            --output circuit),\n"
     "            2 usage error, 3 I/O error, 4 the C compiler failed (or --mpi without mpicc),\n"
     "            70 internal error\n"
     "environment: TENSORS_CACHE_DIR, CC, MPICC, NO_COLOR, CIRCC_VERIFY_EACH (1: as --verify-each; the tests set it)\n";
@@ -104,19 +123,21 @@ typedef struct Options {
   Binding *inputs, *eval_outputs;
 } Options;
 
-static void usage_error(Comp *c, const char *fmt, const char *arg) {
+static void usage_error(Comp *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void usage_error(Comp *c, const char *fmt, ...) {
   char msg[512];
-  snprintf(msg, sizeof msg, fmt, arg);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
   diag_error_class(c, DIAG_USAGE, NO_LOC, "%s (see circc --help)", msg);
 }
 
 /* NAME=@PATH (the @ is optional) */
 static bool parse_binding(Comp *c, const char *flag, const char *arg, Binding *b) {
   const char *eq = strchr(arg, '=');
-  if (!eq || eq == arg || !eq[1]) {
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s expects NAME=@FILE.npy, found '%%s'", flag);
-    usage_error(c, msg, arg);
+  if (!eq || eq == arg || !eq[eq[1] == '@' ? 2 : 1]) {
+    usage_error(c, "%s expects NAME=@FILE.npy, found '%s'", flag, arg);
     return false;
   }
   b->name = arena_strndup(&c->arena, arg, (size_t)(eq - arg));
@@ -150,9 +171,196 @@ static int latest_dump(unsigned mask) {
   return last;
 }
 
-static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
+/* Long options without a short form: getopt_long returns these codes. */
+enum {
+  OPT_VERSION = 256, OPT_TENSORS, OPT_RANDOM_TENSORS, OPT_SEED, OPT_ALLOW_UNUSED, OPT_DUMP, OPT_INFO_MODEL,
+  OPT_BIND_TOKENS, OPT_VERIFY_EACH, OPT_COLOR, OPT_OUTPUT, OPT_TAP, OPT_PATCH, OPT_STREAM, OPT_SAMPLE_BATCH,
+  OPT_EMIT, OPT_VOCAB, OPT_LM, OPT_REPORT, OPT_CC, OPT_CFLAGS, OPT_MARCH, OPT_MPI, OPT_SAVE_TEMPS, OPT_INPUT,
+  OPT_PRINT, OPT_ALL, OPT_MAX_ALL, OPT_OPS,
+};
+static const struct option LONG_OPTIONS[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"verbose", no_argument, NULL, 'v'},
+    {"tensors", required_argument, NULL, OPT_TENSORS},
+    {"random-tensors", no_argument, NULL, OPT_RANDOM_TENSORS},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"allow-unused-inputs", no_argument, NULL, OPT_ALLOW_UNUSED},
+    {"dump", required_argument, NULL, OPT_DUMP},
+    {"info-model", no_argument, NULL, OPT_INFO_MODEL},
+    {"bind-tokens", no_argument, NULL, OPT_BIND_TOKENS},
+    {"verify-each", no_argument, NULL, OPT_VERIFY_EACH},
+    {"color", required_argument, NULL, OPT_COLOR},
+    {"output", required_argument, NULL, OPT_OUTPUT},
+    {"tap", required_argument, NULL, OPT_TAP},
+    {"patch", required_argument, NULL, OPT_PATCH},
+    {"stream", required_argument, NULL, OPT_STREAM},
+    {"sample-batch", required_argument, NULL, OPT_SAMPLE_BATCH},
+    {"emit", required_argument, NULL, OPT_EMIT},
+    {"vocab", required_argument, NULL, OPT_VOCAB},
+    {"lm", required_argument, NULL, OPT_LM},
+    {"report", no_argument, NULL, OPT_REPORT},
+    {"cc", required_argument, NULL, OPT_CC},
+    {"cflags", required_argument, NULL, OPT_CFLAGS},
+    {"march", required_argument, NULL, OPT_MARCH},
+    {"mpi", no_argument, NULL, OPT_MPI},
+    {"save-temps", no_argument, NULL, OPT_SAVE_TEMPS},
+    {"input", required_argument, NULL, OPT_INPUT},
+    {"print", no_argument, NULL, OPT_PRINT},
+    {"all", no_argument, NULL, OPT_ALL},
+    {"max-all", required_argument, NULL, OPT_MAX_ALL},
+    {"ops", required_argument, NULL, OPT_OPS},
+    {NULL, 0, NULL, 0},
+};
+/* '-': arguments that are not options come back in order as code 1 (so the
+ * input file may stand anywhere and argv is not reordered); ':': a missing
+ * value is ':'. */
+static const char SHORT_OPTIONS[] = "-:hvD:o:O:g";
+
+/* The long option arg names exactly ("--name" or "--name=value"), NULL if none. */
+static const struct option *long_option(const char *arg) {
+  if (strncmp(arg, "--", 2) != 0) return NULL;
+  size_t len = strcspn(arg + 2, "=");
+  for (const struct option *lo = LONG_OPTIONS; lo->name; lo++)
+    if (strlen(lo->name) == len && !strncmp(arg + 2, lo->name, len)) return lo;
+  return NULL;
+}
+
+/* The long option getopt_long returns as code. */
+static const struct option *long_option_of(int code) {
+  for (const struct option *lo = LONG_OPTIONS; lo->name; lo++)
+    if (lo->val == code) return lo;
+  ICE("option code %d has no long option", code);
+}
+
+/* Options of one subcommand only (eval's --input, --print, --all, --max-all). */
+static bool eval_only(int code) { return code == OPT_INPUT || code == OPT_PRINT || code == OPT_ALL || code == OPT_MAX_ALL; }
+
+/* A positional argument: the input file (store: the files). */
+static bool take_operand(Comp *c, Options *o, const char *a) {
+  if (o->store) {
+    o->files[o->nfiles++] = a;
+  } else if (o->input) {
+    usage_error(c, "more than one input file ('%s')", a);
+    return false;
+  } else {
+    o->input = a;
+  }
+  return true;
+}
+
+/* One option's effect; false after a usage error. */
+static bool take_option(Comp *c, Options *o, int code, const char *flag, const char *val, const char **color) {
   DriverOptions *d = &o->driver;
   BuildOptions *b = &d->build;
+  char *end;
+  switch (code) {
+  case 'h': fputs(USAGE, stdout); exit(0);
+  case OPT_VERSION: printf("circc %s\n", CIRCC_VERSION); exit(0);
+  case 'v': d->verbose = true; return true;
+  case 'D': {
+    const char *eq = strchr(val, '=');
+    long long v = eq ? strtoll(eq + 1, &end, 10) : 0;
+    if (!eq || eq == val || !eq[1] || *end) {
+      usage_error(c, "-D expects NAME=N, found '%s'", val);
+      return false;
+    }
+    c->defines[c->ndefines++] = (SizeDefine){arena_strndup(&c->arena, val, (size_t)(eq - val)), v};
+    return true;
+  }
+  case OPT_TENSORS: c->tensor_dir = val; return true;
+  case OPT_RANDOM_TENSORS: c->tensors_as_random = true; return true;
+  case OPT_SEED: c->rng_state = strtoull(val, NULL, 10); return true;
+  case OPT_ALLOW_UNUSED: c->check_all_inputs_used = false; return true;
+  case OPT_DUMP: return parse_dump(c, val, &d->dump);
+  case OPT_INFO_MODEL: o->info_model = true; return true;
+  case OPT_BIND_TOKENS: d->bind_tokens = true; return true;
+  case OPT_OPS: {
+    const char **files = ARENA_ARRAY(&c->arena, const char *, d->nops_files + 1);
+    if (d->nops_files) memcpy(files, d->ops_files, sizeof *files * (size_t)d->nops_files);
+    files[d->nops_files++] = val;
+    d->ops_files = files;
+    return true;
+  }
+  case OPT_VERIFY_EACH: d->verify_each = true; return true;
+  case OPT_COLOR: *color = val; return true;
+  case 'o': b->output = val; return true;
+  case OPT_OUTPUT:
+    if (!o->eval) {
+      o->outputs[d->noutputs++] = val;
+    } else if (!strchr(val, '=')) {   /* eval --output NAME: evaluate (and print) only NAME */
+      o->outputs[d->noutputs++] = val;
+    } else {
+      if (!parse_binding(c, flag, val, &o->eval_outputs[d->neval_outputs])) return false;
+      o->outputs[d->noutputs++] = o->eval_outputs[d->neval_outputs++].name;
+    }
+    return true;
+  case OPT_TAP: o->taps[d->ntaps++] = val; return true;
+  case OPT_PATCH:
+    if (o->eval) return parse_binding(c, flag, val, &o->eval_patches[d->neval_patches++]);
+    o->patches[d->npatches++] = val;
+    return true;
+  case OPT_STREAM: o->streams[c->nstreamed++] = val; return true;
+  case OPT_SAMPLE_BATCH: {
+    long v = strtol(val, &end, 10);
+    if (*end || end == val || v < 1 || v > 1 << 20) {
+      usage_error(c, "--sample-batch expects a whole number from 1 to 1048576, found '%s'", val);
+      return false;
+    }
+    d->sample_batch = (int)v;
+    return true;
+  }
+  case OPT_EMIT:
+    if (strcmp(val, "exe") && strcmp(val, "c") && strcmp(val, "lib")) {
+      usage_error(c, "--emit expects exe, c or lib, found '%s'", val);
+      return false;
+    }
+    b->emit_c_only = !strcmp(val, "c");
+    b->emit_lib = !strcmp(val, "lib");
+    return true;
+  case OPT_VOCAB: d->emit.vocab = val; return true;
+  case OPT_LM: d->lm = val; return true;
+  case OPT_REPORT: d->report = stdout; return true;
+  case OPT_CC: b->cc = val; return true;
+  case OPT_CFLAGS: b->cflags = b->cflags ? arena_printf(&c->arena, "%s %s", b->cflags, val) : val; return true;
+  case 'O':
+    if (strlen(val) != 1 || val[0] < '0' || val[0] > '3') {
+      usage_error(c, "-O expects 0, 1, 2 or 3 (-O0 .. -O3), found '%s'", val);
+      return false;
+    }
+    b->opt = arena_printf(&c->arena, "-O%s", val);
+    return true;
+  case 'g': b->cflags = b->cflags ? arena_printf(&c->arena, "%s -g", b->cflags) : "-g"; return true;
+  case OPT_MARCH:
+    if (strcmp(val, "native") && strcmp(val, "portable")) {
+      usage_error(c, "--march expects native or portable, found '%s'", val);
+      return false;
+    }
+    b->native = !strcmp(val, "native");
+    return true;
+  case OPT_MPI: b->mpi = true; return true;
+  case OPT_SAVE_TEMPS: b->keep_temps = true; return true;
+  case OPT_INPUT: return parse_binding(c, flag, val, &o->inputs[d->neval_inputs++]);
+  case OPT_PRINT: d->eval_print = true; return true;
+  case OPT_ALL: d->eval_all = true; return true;
+  case OPT_MAX_ALL: {
+    long long v = strtoll(val, &end, 10);
+    if (*end || end == val || v < 1) {
+      usage_error(c, "--max-all expects a positive whole number, found '%s'", val);
+      return false;
+    }
+    d->eval_max_all = v;
+    return true;
+  }
+  default: ICE("option code %d has no case", code);
+  }
+}
+
+/* The command line, read with getopt_long: --name=value is the same as
+ * --name value, -DNAME=N as -D NAME=N, -O3 as -O 3; long options are written
+ * in full (an abbreviation is an error naming the option). */
+static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
+  DriverOptions *d = &o->driver;
   o->inputs = ARENA_ARRAY(&c->arena, Binding, argc);
   o->eval_outputs = ARENA_ARRAY(&c->arena, Binding, argc);
   o->outputs = ARENA_ARRAY(&c->arena, const char *, argc);
@@ -160,154 +368,55 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
   o->taps = ARENA_ARRAY(&c->arena, const char *, argc);
   o->patches = ARENA_ARRAY(&c->arena, const char *, argc);
   o->eval_patches = ARENA_ARRAY(&c->arena, Binding, argc);
+  o->files = ARENA_ARRAY(&c->arena, const char *, argc);
   c->streamed = o->streams;
   c->defines = ARENA_ARRAY(&c->arena, SizeDefine, argc);
   const char *color = getenv("NO_COLOR") ? "never" : "auto";
-  int i = 1;
-  o->files = ARENA_ARRAY(&c->arena, const char *, argc);
-  if (i < argc && strcmp(argv[i], "eval") == 0) o->eval = true, i++;
-  else if (i < argc && strcmp(argv[i], "store") == 0) o->store = true, i++;
-  for (; i < argc; i++) {
-    const char *a = argv[i];
-    const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEEDS_VALUE() \
-  do { if (!val) { usage_error(c, "option %s needs a value", a); return false; } i++; } while (0)
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      fputs(USAGE, stdout);
-      exit(0);
-    } else if (!strcmp(a, "--version")) {
-      printf("circc %s\n", CIRCC_VERSION);
-      exit(0);
-    } else if (!strcmp(a, "-D") || (!strncmp(a, "-D", 2) && a[2])) {
-      const char *def = a[2] ? a + 2 : val;
-      if (!a[2]) NEEDS_VALUE();
-      const char *eq = strchr(def, '=');
-      char *end;
-      long long v = eq ? strtoll(eq + 1, &end, 10) : 0;
-      if (!eq || eq == def || !eq[1] || *end) {
-        usage_error(c, "-D expects NAME=N, found '%s'", def);
-        return false;
-      }
-      c->defines[c->ndefines++] = (SizeDefine){arena_strndup(&c->arena, def, (size_t)(eq - def)), v};
-    } else if (!strcmp(a, "--tensors")) {
-      NEEDS_VALUE();
-      c->tensor_dir = val;
-    } else if (!strcmp(a, "--random-tensors")) {
-      c->tensors_as_random = true;
-    } else if (!strcmp(a, "--seed")) {
-      NEEDS_VALUE();
-      c->rng_state = strtoull(val, NULL, 10);
-    } else if (!strcmp(a, "--allow-unused-inputs")) {
-      c->check_all_inputs_used = false;
-    } else if (!strcmp(a, "--dump")) {
-      NEEDS_VALUE();
-      if (!parse_dump(c, val, &d->dump)) return false;
-    } else if (!strcmp(a, "--info-model")) {
-      o->info_model = true;
-    } else if (!strcmp(a, "--bind-tokens")) {
-      d->bind_tokens = true;
-    } else if (!strcmp(a, "--verify-each")) {
-      d->verify_each = true;
-    } else if (!strcmp(a, "--color")) {
-      NEEDS_VALUE();
-      color = val;
-    } else if (!strcmp(a, "-o")) {
-      NEEDS_VALUE();
-      b->output = val;
-    } else if (!o->eval && !strcmp(a, "--output")) {
-      NEEDS_VALUE();
-      o->outputs[d->noutputs++] = val;
-    } else if (!strcmp(a, "--tap")) {
-      NEEDS_VALUE();
-      o->taps[d->ntaps++] = val;
-    } else if (!o->eval && !strcmp(a, "--patch")) {
-      NEEDS_VALUE();
-      o->patches[d->npatches++] = val;
-    } else if (o->eval && !strcmp(a, "--patch")) {
-      NEEDS_VALUE();
-      if (!parse_binding(c, a, val, &o->eval_patches[d->neval_patches++])) return false;
-    } else if (!strcmp(a, "--stream")) {
-      NEEDS_VALUE();
-      o->streams[c->nstreamed++] = val;
-    } else if (!strcmp(a, "--sample-batch")) {
-      NEEDS_VALUE();
-      char *end;
-      long v = strtol(val, &end, 10);
-      if (*end || end == val || v < 1 || v > 1 << 20) {
-        usage_error(c, "--sample-batch expects a whole number from 1 to 1048576, found '%s'", val);
-        return false;
-      }
-      d->sample_batch = (int)v;
-    } else if (!strcmp(a, "--emit")) {
-      NEEDS_VALUE();
-      if (strcmp(val, "exe") && strcmp(val, "c") && strcmp(val, "lib")) {
-        usage_error(c, "--emit expects exe, c or lib, found '%s'", val);
-        return false;
-      }
-      b->emit_c_only = !strcmp(val, "c");
-      b->emit_lib = !strcmp(val, "lib");
-    } else if (!strcmp(a, "--vocab")) {
-      NEEDS_VALUE();
-      d->emit.vocab = val;
-    } else if (!strcmp(a, "--lm")) {
-      NEEDS_VALUE();
-      d->lm = val;
-    } else if (!strcmp(a, "--report")) {
-      d->report = stdout;
-    } else if (!strcmp(a, "--cc")) {
-      NEEDS_VALUE();
-      b->cc = val;
-    } else if (!strcmp(a, "--cflags")) {
-      NEEDS_VALUE();
-      b->cflags = b->cflags ? arena_printf(&c->arena, "%s %s", b->cflags, val) : val;
-    } else if (!strcmp(a, "-O0") || !strcmp(a, "-O1") || !strcmp(a, "-O2") || !strcmp(a, "-O3")) {
-      b->opt = a;
-    } else if (!strcmp(a, "-g")) {
-      b->cflags = b->cflags ? arena_printf(&c->arena, "%s -g", b->cflags) : "-g";
-    } else if (!strcmp(a, "--march")) {
-      NEEDS_VALUE();
-      if (strcmp(val, "native") && strcmp(val, "portable")) {
-        usage_error(c, "--march expects native or portable, found '%s'", val);
-        return false;
-      }
-      b->native = !strcmp(val, "native");
-    } else if (!strcmp(a, "--mpi")) {
-      b->mpi = true;
-    } else if (!strcmp(a, "--save-temps")) {
-      b->keep_temps = true;
-    } else if (o->eval && !strcmp(a, "--input")) {
-      NEEDS_VALUE();
-      if (!parse_binding(c, a, val, &o->inputs[d->neval_inputs++])) return false;
-    } else if (o->eval && !strcmp(a, "--output")) {
-      NEEDS_VALUE();
-      if (!parse_binding(c, a, val, &o->eval_outputs[d->neval_outputs])) return false;
-      o->outputs[d->noutputs++] = o->eval_outputs[d->neval_outputs++].name;
-    } else if (o->eval && !strcmp(a, "--print")) {
-      d->eval_print = true;
-    } else if (o->eval && !strcmp(a, "--all")) {
-      d->eval_all = true;
-    } else if (o->eval && !strcmp(a, "--max-all")) {
-      NEEDS_VALUE();
-      char *end;
-      long long v = strtoll(val, &end, 10);
-      if (*end || end == val || v < 1) {
-        usage_error(c, "--max-all expects a positive whole number, found '%s'", val);
-        return false;
-      }
-      d->eval_max_all = v;
-    } else if (a[0] == '-' && a[1]) {
-      usage_error(c, "unknown option '%s'", a);
-      return false;
-    } else if (o->store) {
-      o->files[o->nfiles++] = a;
-    } else if (o->input) {
-      usage_error(c, "more than one input file ('%s')", a);
-      return false;
-    } else {
-      o->input = a;
+  /* a subcommand is the first argument; getopt_long then reads the rest, the
+   * subcommand standing in for the program name */
+  int first = 0;
+  if (argc > 1 && strcmp(argv[1], "eval") == 0) o->eval = true, first = 1;
+  else if (argc > 1 && strcmp(argv[1], "store") == 0) o->store = true, first = 1;
+  int gargc = argc - first;
+  char **gargv = argv + first;
+  opterr = 0;
+  for (;;) {
+    int at = optind;   /* the argument getopt_long reads now */
+    int code = getopt_long(gargc, gargv, SHORT_OPTIONS, LONG_OPTIONS, NULL);
+    if (code == -1) break;   /* "--": the rest are files */
+    if (code == 1) {
+      if (!take_operand(c, o, optarg)) return false;
+      continue;
     }
-#undef NEEDS_VALUE
+    const char *a = gargv[at];
+    const struct option *lo = long_option(a);
+    if (code == ':') {
+      const char *flag = optopt >= OPT_VERSION ? arena_printf(&c->arena, "--%s", long_option_of(optopt)->name)
+                                               : arena_printf(&c->arena, "-%c", optopt);
+      usage_error(c, "option %s needs a value", flag);
+      return false;
+    }
+    if (code == '?' && lo) {
+      usage_error(c, "option --%s takes no value, found '%s'", lo->name, a);
+      return false;
+    }
+    if (code == '?') {
+      usage_error(c, "unknown option '%s'", optopt && a[1] != '-' ? arena_printf(&c->arena, "-%c", optopt) : a);
+      return false;
+    }
+    if (a[0] == '-' && a[1] == '-' && !lo) {   /* getopt_long took an abbreviation */
+      usage_error(c, "unknown option '%s' (did you mean --%s?)", a, long_option_of(code)->name);
+      return false;
+    }
+    const char *flag = lo ? arena_printf(&c->arena, "--%s", lo->name) : arena_printf(&c->arena, "-%c", code);
+    if (!o->eval && eval_only(code)) {
+      usage_error(c, "%s is an option of circc eval", flag);
+      return false;
+    }
+    if (!take_option(c, o, code, flag, optarg, &color)) return false;
   }
+  for (int i = optind; i < gargc; i++)
+    if (!take_operand(c, o, gargv[i])) return false;
   if (!strcmp(color, "always")) c->color = true;
   else if (!strcmp(color, "auto")) c->color = isatty(2);
   else if (strcmp(color, "never")) {
@@ -315,7 +424,7 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
     return false;
   }
   if (o->store ? !o->nfiles : !o->input) {
-    usage_error(c, "no input file%s", "");
+    usage_error(c, "no input file");
     return false;
   }
   const char *verify = getenv("CIRCC_VERIFY_EACH");
@@ -325,7 +434,7 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
     return false;
   }
   if (d->eval_max_all && !d->eval_all) {
-    usage_error(c, "--max-all needs --all%s", "");
+    usage_error(c, "--max-all needs --all");
     return false;
   }
   if (o->eval && latest_dump(d->dump) > STAGE_RESOLVE) {

@@ -9,8 +9,10 @@
 #include "rt_core.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +24,7 @@
 #include <omp.h>
 #endif
 
-enum { MAX_HEADER = 1 << 20 };
+enum { MAX_HEADER = 1 << 20, OPT_BASE = 256 /* getopt_long's code of option k: OPT_BASE + k */ };
 
 /* ---- messages ---- */
 
@@ -64,26 +66,60 @@ const char *rt_errorf(const char *fmt, ...) {
 
 /* ---- the command line ---- */
 
+/* One option on getopt_long, stateless: getopt is reset (optind = 0) and sees
+ * only argv[*i] and the element after it, so modes may scan argv in any order
+ * and a test may call rt_main again. Grouped short options (-vh) are not
+ * taken apart, and a long option must be written in full. */
 int rt_next_option(const char *prog, const rt_option *opts, int nopts, const char *unknown_hint, int argc,
                    char **argv, int *i, const char **val) {
   const char *a = argv[*i];
-  size_t len = strncmp(a, "--", 2) == 0 ? strcspn(a, "=") : strlen(a);
-  int f = -1;
-  for (int k = 0; k < nopts; k++)
-    if (strlen(opts[k].name) == len && strncmp(a, opts[k].name, len) == 0) f = k;
-  if (f < 0) {
-    if (a[0] == '-') return rt_usage_error(prog, "unknown option '%s'%s", a, unknown_hint), -1;
-    return rt_usage_error(prog, "unexpected argument '%s'", a), -1;
+  if (a[0] != '-') return rt_usage_error(prog, "unexpected argument '%s'", a), -1;
+  if (!a[1] || !strcmp(a, "--")) return rt_usage_error(prog, "unknown option '%s'%s", a, unknown_hint), -1;
+  struct option *lo = calloc((size_t)nopts + 1, sizeof *lo);
+  char *shorts = malloc(2 * (size_t)nopts + 3);
+  if (!lo || !shorts) {
+    free(lo), free(shorts);
+    rt_error(prog, "out of memory reading the options");
+    return -1;
   }
-  const char *name = opts[f].name;
-  *val = a[len] ? a + len + 1 : NULL;
-  if (opts[f].takes_value && !*val) {
-    if (*i + 1 >= argc) return rt_usage_error(prog, "option %s needs a value", name), -1;
-    *val = argv[++*i];
-  } else if (!opts[f].takes_value && *val) {
+  size_t ns = 0, nl = 0;
+  shorts[ns++] = '+';   /* stop at the first non-option: no reordering */
+  shorts[ns++] = ':';   /* a missing value is ':', not '?' */
+  for (int k = 0; k < nopts; k++) {
+    const char *name = opts[k].name;
+    if (name[1] == '-') {
+      lo[nl++] = (struct option){name + 2, opts[k].takes_value ? required_argument : no_argument, NULL, OPT_BASE + k};
+    } else {
+      shorts[ns++] = name[1];
+      if (opts[k].takes_value) shorts[ns++] = ':';
+    }
+  }
+  shorts[ns] = '\0';
+  char *sub[4] = {argv[0], argv[*i], *i + 1 < argc ? argv[*i + 1] : NULL, NULL};
+  int subc = sub[2] ? 3 : 2;
+  optind = 0;   /* a full reset (glibc, musl and the BSDs) */
+  opterr = 0;
+  int got = getopt_long(subc, sub, shorts, lo, NULL);
+  int used = optind, code = got >= OPT_BASE ? got - OPT_BASE : -1, bad = optopt;
+  const char *value = optarg;
+  free(lo), free(shorts);
+  for (int k = 0; code < 0 && got > 0 && got < OPT_BASE && k < nopts; k++)
+    if (opts[k].name[1] == got && !opts[k].name[2]) code = k;
+  int named = got == ':' || got == '?' ? (bad >= OPT_BASE ? bad - OPT_BASE : -1) : code;
+  for (int k = 0; named < 0 && bad > 0 && bad < OPT_BASE && k < nopts; k++)
+    if (opts[k].name[1] == bad && !opts[k].name[2]) named = k;
+  if (got == ':') return rt_usage_error(prog, "option %s needs a value", opts[named].name), -1;
+  if (got == '?' && named >= 0 && opts[named].name[1] == '-')
+    return rt_usage_error(prog, "option %s takes no value, found '%s'", opts[named].name, a), -1;
+  if (got == '?' || code < 0) return rt_usage_error(prog, "unknown option '%s'%s", a, unknown_hint), -1;
+  const char *name = opts[code].name;
+  if (name[1] == '-' && strncmp(a, name, strlen(name)) != 0)   /* getopt_long took an abbreviation */
+    return rt_usage_error(prog, "unknown option '%s' (did you mean %s?)", a, name), -1;
+  if (used == 1)   /* a short option followed by more letters, as in -vh */
     return rt_usage_error(prog, "option %s takes no value, found '%s'", name, a), -1;
-  }
-  return f;
+  *i += used - 2;
+  *val = opts[code].takes_value ? value : NULL;
+  return code;
 }
 
 bool rt_has_option(int argc, char **argv, const char *const *names, int n) {
@@ -462,8 +498,19 @@ static bool parse_dict(Dict *d, Npy *f) {
   return true;
 }
 
-/* Opens path, parses its header and checks it against want's shape and the
- * payload size. On success f->fd is open at the payload. */
+/* Whether two shapes are equal once leading 1s are dropped ([1,T,V] and [T,V]):
+ * the same elements in the same C order. */
+static bool same_but_leading_ones(int ra, const int64_t *a, int rb, const int64_t *b) {
+  while (ra > 0 && a[0] == 1) a++, ra--;
+  while (rb > 0 && b[0] == 1) b++, rb--;
+  if (ra != rb) return false;
+  for (int i = 0; i < ra; i++)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
+/* Opens path, parses its header and checks it against want's shape (up to
+ * leading 1s) and the payload size. On success f->fd is open at the payload. */
 static bool npy_open(const char *prog, const char *what, const char *path, const rt_tensor_desc *want, Npy *f) {
   struct stat st;
   f->fd = open(path, O_RDONLY | O_NONBLOCK);   /* a FIFO must not hang us */
@@ -521,9 +568,7 @@ static bool npy_open(const char *prog, const char *what, const char *path, const
   free(hdr);
   if (!ok) return false;
   char s_want[RT_MAX_RANK * 24], s_found[RT_MAX_RANK * 24];
-  bool same = f->rank == want->rank;
-  for (int i = 0; same && i < f->rank; i++) same = f->shape[i] == want->shape[i];
-  if (!same) {
+  if (!same_but_leading_ones(f->rank, f->shape, want->rank, want->shape)) {
     rt_shape_str(want->rank, want->shape, s_want, sizeof s_want);
     rt_shape_str(f->rank, f->shape, s_found, sizeof s_found);
     rt_error(prog, "%s: wrong shape: expected %s, found %s", where, s_want, s_found);
@@ -649,11 +694,28 @@ static char *staging_path(const char *path, int i) {
   return tmp;
 }
 
+/* The temporaries of the rt_write_files in progress: a SIGINT, SIGTERM or
+ * SIGHUP meanwhile removes them, then takes its default action. */
+static char **volatile staged;
+static volatile int nstaged;
+static const int STAGE_SIGNALS[] = {SIGINT, SIGTERM, SIGHUP};
+
+static void unstage(int sig) {
+  for (int i = 0; i < nstaged; i++)
+    if (staged[i]) unlink(staged[i]);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
 bool rt_write_files(const char *prog, int n, const char *const *paths, const char *const *labels, rt_file_writer write,
                     void *arg) {
   char **tmp = calloc((size_t)n + 1, sizeof *tmp);
   bool ok = tmp != NULL;
   if (!ok) rt_error(prog, "out of memory writing files");
+  struct sigaction on = {.sa_handler = unstage}, before[3];
+  sigemptyset(&on.sa_mask);
+  staged = tmp, nstaged = ok ? n : 0;
+  for (int s = 0; s < 3; s++) sigaction(STAGE_SIGNALS[s], &on, &before[s]);
   for (int i = 0; ok && i < n; i++) {
     bool through = write_through(paths[i]);
     if (!through && !(tmp[i] = staging_path(paths[i], i))) {
@@ -674,15 +736,17 @@ bool rt_write_files(const char *prog, int n, const char *const *paths, const cha
       rt_error(prog, "%s: cannot write %s: %s", labels[i], paths[i], strerror(errno));
       ok = false;
     } else {
-      free(tmp[i]);
-      tmp[i] = NULL;
+      char *done = tmp[i];
+      tmp[i] = NULL;   /* before the free: the handler may look */
+      free(done);
     }
     free(real);
   }
-  for (int i = 0; tmp && i < n; i++) {
+  for (int i = 0; tmp && i < n; i++)
     if (tmp[i]) unlink(tmp[i]);
-    free(tmp[i]);
-  }
+  nstaged = 0;
+  for (int s = 0; s < 3; s++) sigaction(STAGE_SIGNALS[s], &before[s], NULL);
+  for (int i = 0; tmp && i < n; i++) free(tmp[i]);
   free(tmp);
   return ok;
 }

@@ -31,10 +31,13 @@ typedef struct rt_option {
   const char *name;             /* "--text", "-v" */
   bool takes_value;
 } rt_option;
-/* Reads the option at argv[*i] (--name=value is the same as --name value),
- * moving *i past its value. Returns its index in opts with *val its value
- * (NULL for an option without one), or -1 after a usage error; an unknown
- * option's message ends with unknown_hint (e.g. " (generation takes ...)"). */
+/* Reads the option at argv[*i] with getopt_long (--name=value is the same as
+ * --name value, -xVALUE as -x VALUE), moving *i past its value. Returns its
+ * index in opts with *val its value (NULL for an option without one), or -1
+ * after a usage error; an unknown option's message ends with unknown_hint
+ * (e.g. " (generation takes ...)"). Long options are written in full (an
+ * abbreviation is an error naming the option), so adding an option never
+ * changes what an existing command line means. */
 int rt_next_option(const char *prog, const rt_option *opts, int nopts, const char *unknown_hint, int argc,
                    char **argv, int *i, const char **val);
 /* Whether argv holds one of the options names[0..n) (as --name or --name=value). */
@@ -103,7 +106,8 @@ void rt_print_info(const rt_model *m, const char *prog, int threads);
 #define RT_NPY_FLOAT_DESCRS "<f4, <f8 or <f2"
 #define RT_NPY_INT_DESCRS "<i8, <i4, <i2, |i1 or |u1"
 /* Reads path (.npy v1-v3, little-endian, C order) as the tensor want
- * describes: its shape must be want's, and its dtype one of
+ * describes: its shape must be want's up to leading 1s ([1,T,V] for [T,V] and
+ * the other way round: the same elements), and its dtype one of
  * RT_NPY_FLOAT_DESCRS for float32, RT_NPY_INT_DESCRS for int64. Returns the
  * values converted to want's dtype in a 64-byte-aligned buffer (free() it),
  * or NULL after a message starting with `what`. */
@@ -116,7 +120,8 @@ double *rt_npy_read_doubles(const char *prog, const char *what, const char *path
  * succeeded. A target that is a symlink keeps the link (the file it names is
  * replaced); one that is a device or FIFO (/dev/null, /dev/stdout) is written
  * through, never replaced. labels[i] names file i in messages (e.g.
- * "--output y"). false after a message, with no temporary left. */
+ * "--output y"). false after a message, with no temporary left; a SIGINT,
+ * SIGTERM or SIGHUP while it runs removes the temporaries too. */
 typedef bool (*rt_file_writer)(int i, const char *path, void *arg);
 bool rt_write_files(const char *prog, int n, const char *const *paths, const char *const *labels, rt_file_writer write,
                     void *arg);

@@ -170,7 +170,8 @@ static void generate_help(const rt_model *m, const char *prog) {
   if (lm_iface(m, &f)) return;
   printf("\nlanguage model (max length T = %lld tokens, vocabulary %lld%s):\n", (long long)f.T, (long long)f.V,
          m->tokenizer_len ? "" : ", no tokenizer: ids only");
-  fputs("  --text STR               the prompt as text (needs a tokenizer: circc --lm)\n"
+  fputs("  --text STR               the prompt as text (needs a tokenizer: circc --lm); --text -\n"
+        "                           reads it from stdin, every byte (echo's newline too)\n"
         "  --tokens ID,ID,...       the prompt as token ids\n"
         "  --generate N             generate N tokens, printing each as soon as it is chosen\n"
         "  --greedy                 always the most likely token (default: sample)\n"
@@ -211,6 +212,31 @@ static int64_t parse_ids(const char *s, int64_t **ids) {
 }
 
 static int generate_text(const rt_model *m, const GenOptions *o);
+
+/* --text -: every byte of stdin, as a string (malloc'd); NULL with *code set
+ * (exit 3) if it cannot be read or holds a NUL byte. */
+static char *read_stdin(int *code) {
+  size_t len = 0, cap = 4096;
+  char *s = malloc(cap);
+  while (s) {
+    len += fread(s + len, 1, cap - 1 - len, stdin);
+    if (len < cap - 1) break;
+    char *t = realloc(s, cap *= 2);
+    if (!t) free(s);
+    s = t;
+  }
+  const char *why = !s ? "out of memory" : ferror(stdin) ? "cannot read standard input"
+                    : memchr(s, '\0', len)           ? "standard input holds a NUL byte, not text"
+                                                      : NULL;
+  if (why) {
+    rt_error(g_prog, "--text -: %s", why);
+    free(s);
+    *code = RT_EXIT_BAD_INPUT;
+    return NULL;
+  }
+  s[len] = '\0';
+  return s;
+}
 
 static int generate_main(const rt_model *m, int argc, char **argv) {
   static const rt_option OPTIONS[] = {
@@ -296,7 +322,10 @@ static int generate_main(const rt_model *m, int argc, char **argv) {
     code = rt_usage_error(g_prog, "nothing to do: give --generate N or --top K");
   else if (code < 0 && o.greedy && (sampling_opt || has_seed))
     code = rt_usage_error(g_prog, "--greedy cannot be combined with --temperature, --top-k, --top-p or --seed");
+  char *piped = NULL;   /* --text -: the prompt read from stdin */
+  if (code < 0 && o.text && !strcmp(o.text, "-")) o.text = piped = read_stdin(&code);
   if (code < 0) code = generate_text(m, &o);
+  free(piped);
   free(ids);
   free(o.patch_path);
   return code;

@@ -73,6 +73,9 @@ static void run_help(const rt_model *m, const char *prog) {
         "  --threads N              OpenMP threads (default $OMP_NUM_THREADS, else all cores)\n"
         "  -v                       print the effective thread count\n"
         "  -h, --help               this help\n"
+        "A .npy of --input, --check or --patch may differ in shape by leading 1s ([1,T,V] for\n"
+        "[T,V], or the other way round). --name=value is the same as --name value; long\n"
+        "options are written in full.\n"
         "\nexit codes: 0 ok, 1 --check mismatch, 2 usage error,\n"
         "            3 bad input (unreadable or malformed .npy, wrong shape or dtype, bad values)\n"
         "environment: OMP_NUM_THREADS\n",

@@ -170,6 +170,14 @@ static void emit_expr(Emit *e, const Expr *x) {
   case EX_FN: out(e, "%s(", fn_c_name(x->fn)); emit_expr(e, x->arg[0]); out(e, ")"); return;
   case EX_POW: out(e, "powf("); emit_expr(e, x->arg[0]); out(e, ", "); emit_expr(e, x->arg[1]); out(e, ")"); return;
   case EX_CAST: out(e, "%s(", cast_fn(x->cast_to)); emit_expr(e, x->arg[0]); out(e, ")"); return;
+  case EX_USER:
+    out(e, "%s(", x->user->function);
+    for (int i = 0; i < x->nargs; i++) {
+      if (i) out(e, ", ");
+      emit_expr(e, x->arg[i]);
+    }
+    out(e, ")");
+    return;
   }
 }
 
@@ -395,6 +403,9 @@ static void emit_row(Emit *e, const Step *s) {
   case GF_MAX:
     out(e, "%*sy[0] = circc_%s_row(x, %lld, %lld);\n", ind + 2, "", fn == GF_MIN ? "min" : "max", (long long)istride,
         (long long)len);
+    break;
+  case GF_USER: /* an --ops row function: in and out have unit stride on the last axis */
+    out(e, "%*s%s(x, y, %lld);\n", ind + 2, "", s->u.row.user->function, (long long)len);
     break;
   default: ICE("row kernel for %s", genfn_name(fn));
   }
@@ -701,6 +712,27 @@ static void emit_attention(Emit *e, const Step *s) {
   out(e, "  if (failed) return rt_errorf(\"out of memory for the attention scratch of '%%s'\", \"%s\");\n", name);
 }
 
+/* An --ops general function: one serial call over whole contiguous tensors,
+ * each shape as {rank, sizes...}. */
+static void emit_general(Emit *e, const Step *s) {
+  const int nin = s->u.general.nin;
+  Decl d = {0};
+  decl_add(&d, s->out.buf, true);
+  for (int i = 0; i < nin; i++) decl_add(&d, s->u.general.in[i].buf, false);
+  emit_decls(e, &d);
+  for (int i = 0; i < nin; i++) {
+    const Shape *sh = &s->node->child[i]->shape;
+    out(e, "  static const int64_t shape%d[] = {%d", i, sh->rank);
+    for (int a = 0; a < sh->rank; a++) out(e, ", %lld", (long long)sh->dim[a]);
+    out(e, "};\n");
+  }
+  out(e, "  const float *const in[] = {");
+  for (int i = 0; i < nin; i++) out(e, "%s&b%d[%lld]", i ? ", " : "", s->u.general.in[i].buf->id, (long long)s->u.general.in[i].offset);
+  out(e, "};\n  const int64_t *const shapes[] = {");
+  for (int i = 0; i < nin; i++) out(e, "%sshape%d", i ? ", " : "", i);
+  out(e, "};\n  %s(in, shapes, %d, &b%d[%lld]);\n", s->u.general.op->function, nin, s->out.buf->id, (long long)s->out.offset);
+}
+
 /* --patch: the run-time value if the caller gave one, else the node's own. */
 static void emit_patch(Emit *e, const Step *s) {
   Decl d = {0};
@@ -731,6 +763,7 @@ static const char *step_kind_name(StepKind k) {
   case STEP_GEMM: return "gemm";
   case STEP_LAYERNORM: return "layernorm";
   case STEP_ATTENTION: return "attention";
+  case STEP_GENERAL: return "general";
   case STEP_PATCH: return "patch";
   }
   return "?";
@@ -752,9 +785,20 @@ static void emit_step(Emit *e, const Step *s) {
   case STEP_GEMM: emit_gemm(e, s); break;
   case STEP_LAYERNORM: emit_row(e, s); break;
   case STEP_ATTENTION: emit_attention(e, s); break;
+  case STEP_GENERAL: emit_general(e, s); break;
   case STEP_PATCH: emit_patch(e, s); break;
   }
   out(e, "  return NULL;\n}\n");
+}
+
+/* The --ops files (ops.c; build.c writes them next to model.c) come first,
+ * before circc's own declarations: one translation unit with the program,
+ * compiled with its flags, so the C compiler inlines their elementwise
+ * functions into the fused loops. */
+static void emit_ops_includes(Emit *e) {
+  if (!e->c->ops) return;
+  out(e, "\n/* --ops files: part of this translation unit, so their elementwise functions inline into the loops */\n");
+  for (int i = 0; i < e->c->ops->nfiles; i++) out(e, "#include \"%s\"\n", c_escape(e->c, ops_program_file(e->c, i)));
 }
 
 static const char PRELUDE[] =
@@ -999,6 +1043,7 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
   out(&e, " * source hash: %s\n", comment_safe(c, o->source_hash));
   out(&e, " * %d steps, %.0f FLOPs per run, arena %lld bytes, weights %lld bytes. */\n", k->nstep, k->flops,
       (long long)k->arena_bytes, (long long)k->weights_bytes);
+  emit_ops_includes(&e);
   out(&e, "%s", PRELUDE);
   emit_graph(&e, 0);
   if (x) {

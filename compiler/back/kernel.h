@@ -64,6 +64,7 @@ typedef enum ExprKind {
   EX_FN,      /* elementwise GeneralFunction `fn` of arg 0 */
   EX_POW,     /* arg0 ^ arg1 */
   EX_CAST,    /* cast of arg 0 to `cast_to` (rounding/truncation), result as float */
+  EX_USER,    /* an --ops elementwise function `user` of args 0 (and 1) */
 } ExprKind;
 
 typedef struct Expr {
@@ -74,6 +75,7 @@ typedef struct Expr {
   double value;       /* EX_CONST */
   GenFnKind fn;       /* EX_FN */
   DType cast_to;      /* EX_CAST */
+  const UserOp *user; /* EX_USER */
 } Expr;
 
 typedef enum StepKind {
@@ -85,6 +87,7 @@ typedef enum StepKind {
   STEP_GEMM,        /* u.gemm: batched GEMM (templates/gemm_f32.h): loop dims [batch..., M, N, K] */
   STEP_LAYERNORM,   /* u.layernorm: (x - mean) * rsqrt(var + eps) * scale + bias over the last axis (row_f32.h) */
   STEP_ATTENTION,   /* u.attn: fused softmax(Q·Kᵀ·F + B)·V (templates/attention_f32.h) */
+  STEP_GENERAL,     /* u.general: an --ops general function over whole tensors, out contiguous */
   STEP_PATCH,       /* u.patch: out (contiguous) = the run-time patch value if given, else in */
 } StepKind;
 
@@ -118,6 +121,7 @@ typedef struct Step {
        * label gather fused in, so the row is never written) */
       View pick;
       bool pick_check_int; /* a float index must be integral (gen_index's _c) */
+      const UserOp *user;  /* fn GF_USER: the --ops row function (in has unit stride on the last axis) */
     } row;
     /* x viewed over the loop dims (stride 0 on gathered dims); index k is
      * read through idx[k] (over the loop dims) and scaled by idx_stride[k];
@@ -168,6 +172,12 @@ typedef struct Step {
        * (buf NULL: 1 on the kept keys) */
       View kend, skip, bias, factor;
     } attn;
+    /* in[i]: child i, contiguous row-major floats (over its own shape) */
+    struct {
+      const UserOp *op;
+      int nin;
+      View *in;
+    } general;
     /* --patch: value is patch `index`'s pointer (a BUF_INPUT after the inputs,
      * NULL at run time when not given) */
     struct {
@@ -241,6 +251,9 @@ static inline void step_each_read(const Step *s, ViewFn *f, void *arg) {
     for (int j = 0; j < 7; j++) view_read(v[j], f, arg);
     break;
   }
+  case STEP_GENERAL:
+    for (int j = 0; j < s->u.general.nin; j++) view_read(&s->u.general.in[j], f, arg);
+    break;
   }
 }
 

@@ -528,6 +528,56 @@ static Value *lower_row(Lower *L, const Node *n) {
   return viewed(L, s->out);
 }
 
+/* n's value as row-major contiguous floats (rows == false) or with unit
+ * stride on the last axis (rows == true), copied once if it is not laid out so:
+ * what --ops row and general functions read. */
+static View packed_float_view(Lower *L, const Node *n, bool rows) {
+  View v = float_view(L, n);
+  int64_t want = 1;
+  bool packed = true;
+  for (int d = v.rank - 1; d >= 0 && packed; d--) {
+    packed = v.dim[d] == 1 || v.stride[d] == want;
+    want *= v.dim[d];
+    if (rows) break;
+  }
+  if (packed) return v;
+  Value copy = {.lazy = true, .expr = expr_load(L, v)};
+  return materialize(L, n, &copy);
+}
+
+/* --ops functions: elementwise ones stay lazy expressions, fused into their
+ * consumer's loop (and inlined there: the files are part of model.c); a row
+ * function is a row step; a general function one step over whole tensors. */
+static Value *lower_user_op(Lower *L, const Node *n) {
+  const UserOp *op = n->u.gf.user;
+  if (op->form == OP_UNARY || op->form == OP_BINARY) {
+    Expr *e = expr_new(L, EX_USER, n->nchild);
+    e->user = op;
+    for (int i = 0; i < n->nchild; i++) e->arg[i] = child_expr_broadcast(L, n, i);
+    return lazy(L, e);
+  }
+  Buf *b = new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
+  Step *s;
+  if (op->form == OP_ROW) {
+    View in = packed_float_view(L, n->child[0], true);
+    s = new_step(L, STEP_ROW, n);
+    s->u.row.fn = GF_USER;
+    s->u.row.user = op;
+    s->u.row.in = in;
+  } else {
+    View *in = ARENA_ARRAY(&L->c->arena, View, n->nchild);
+    for (int i = 0; i < n->nchild; i++) in[i] = packed_float_view(L, n->child[i], false);
+    s = new_step(L, STEP_GENERAL, n);
+    s->u.general.op = op;
+    s->u.general.nin = n->nchild;
+    s->u.general.in = in;
+  }
+  s->out = contiguous(b, &n->shape);
+  s->flops = (double)shape_numel(&n->shape);
+  b->def_step = s->id;
+  return viewed(L, s->out);
+}
+
 static Value *lower_concat(Lower *L, const Node *n) {
   Buf *b = new_buf(L, BUF_TEMP, DT_F32, shape_numel(&n->shape), n);
   View out = contiguous(b, &n->shape);
@@ -685,6 +735,7 @@ static Value *lower_node(Lower *L, const Node *n) {
       return lazy(L, e);
     }
     if (g->fn == GF_GEN_INDEX || g->fn == GF_EXPLICIT_INDEX) return lower_gen_index(L, n);
+    if (g->fn == GF_USER && g->user) return lower_user_op(L, n);
     if (g->fn == GF_PATCH) return lower_patch(L, n);
     break;
   }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include "circc.h"
 #include "json.h"
+#include "kernel.h"
 
 #define NONE 0xFFFFFFFFu
 enum { HEADER_WORDS = 20, KIND_BPE = 1, KIND_CHARS = 2, VERSION = 1 };
@@ -400,4 +401,98 @@ bool tokenizer_build(Comp *c, const char *spec, void **blob, size_t *len) {
   ok = ok && write_blob(c, &v, kind, blob, len);
   arena_free_all(&scratch);
   return ok;
+}
+
+/* ---- whether the program can use its tables (runtime/rt_generate.c, rt_sample.c) ---- */
+
+static int io_find(const char *const *names, int n, const char *name) {
+  for (int i = 0; i < n; i++)
+    if (names[i] && !strcmp(names[i], name)) return i;
+  return -1;
+}
+
+static const Shape *io_shape(const Buf *b) { return &b->node->shape; }
+
+/* "token [] int64, pos [] int64, ..." */
+static const char *io_list(Comp *c, Buf *const *buf, const char *const *names, int n) {
+  const char *s = n ? "" : "none";
+  for (int i = 0; i < n; i++)
+    s = arena_printf(&c->arena, "%s%s%s %s %s", s, i ? ", " : "", names[i], shape_str(c, io_shape(buf[i])),
+                     dtype_name(buf[i]->dtype));
+  return s;
+}
+
+static void note_io(Comp *c, const Kernels *k) {
+  diag_note(c, NO_LOC, "the circuit's inputs: %s", io_list(c, k->input, k->input_name, k->ninputs));
+  diag_note(c, NO_LOC, "the circuit's outputs: %s", io_list(c, k->output, k->output_name, k->noutputs));
+}
+
+static int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+bool tokenizer_check_model(Comp *c, const char *spec, const void *blob, const Kernels *k) {
+  static const char *const DECODE_IN[] = {"token", "pos", "kv_mask", "past_k", "past_v"};
+  static const char *const DECODE_OUT[] = {"logits", "new_k", "new_v"};
+  const uint8_t *b = blob;
+  int64_t ntokens = b[4 * H_NTOKENS] | (int64_t)b[4 * H_NTOKENS + 1] << 8 | (int64_t)b[4 * H_NTOKENS + 2] << 16 |
+                    (int64_t)b[4 * H_NTOKENS + 3] << 24;
+  bool decode = true;
+  for (int i = 0; i < 5; i++) decode &= io_find(k->input_name, k->ninputs, DECODE_IN[i]) >= 0;
+  for (int i = 0; i < 3; i++) decode &= io_find(k->output_name, k->noutputs, DECODE_OUT[i]) >= 0;
+  int tokens = io_find(k->input_name, k->ninputs, "tokens"), logits = io_find(k->output_name, k->noutputs, "logits");
+  bool full = !decode && k->ninputs == 1 && tokens == 0 && k->noutputs == 1 && logits == 0;
+  if (!decode && !full) {
+    diag_error(c, NO_LOC, "--lm %s: the circuit is not a language model: a decode circuit (gpt2_import --decode) has "
+               "the inputs token, pos, kv_mask, past_k, past_v and the outputs logits, new_k, new_v; a full-sequence "
+               "one (circc --bind-tokens) has one input tokens [T] int64 and one output logits [T,V]", spec);
+    note_io(c, k);
+    return false;
+  }
+  const Shape *lg = io_shape(k->output[logits]);
+  int64_t numel = 1;
+  for (int d = 0; d < lg->rank; d++) numel *= lg->dim[d];
+  int64_t V = lg->rank ? lg->dim[lg->rank - 1] : 0;
+  bool shape_ok = decode ? lg->rank >= 1 && numel == V
+                         : lg->rank == 2 && io_shape(k->input[tokens])->rank == 1 &&
+                               io_shape(k->input[tokens])->dim[0] == lg->dim[0] && k->input[tokens]->dtype == DT_I64;
+  if (!shape_ok || V < 1) {
+    diag_error(c, NO_LOC, "--lm %s: the %s circuit's logits must be %s; they are %s", spec,
+               decode ? "decode" : "full-sequence", decode ? "[V]" : "[T,V] for tokens [T] int64",
+               shape_str(c, lg));
+    note_io(c, k);
+    return false;
+  }
+  if (V != ntokens && V != round_up(ntokens, 64) && V != round_up(ntokens, 128)) {
+    diag_error(c, NO_LOC, "--lm %s: the tokenizer has %lld tokens but the circuit's logits score %lld (their last "
+               "dim): a vocabulary of another model? (the logits may only pad the tokenizer's vocabulary to a "
+               "multiple of 64 or 128)", spec, (long long)ntokens, (long long)V);
+    return false;
+  }
+  return true;
+}
+
+bool vocab_check_model(Comp *c, const char *vocab, const Kernels *k) {
+  int64_t n = (int64_t)strlen(vocab);
+  if (n < 2) {
+    diag_error_class(c, DIAG_USAGE, NO_LOC, "--vocab needs at least two characters, found '%s'", vocab);
+    return false;
+  }
+  bool context = false, scores = false;
+  for (int i = 0; i < k->ninputs; i++) {
+    const Shape *s = io_shape(k->input[i]);
+    context |= k->input[i]->dtype == DT_I64 && (s->rank == 1 || s->rank == 2) && s->dim[0] > 0 &&
+               (s->rank == 1 || s->dim[1] > 0);
+  }
+  for (int i = 0; i < k->noutputs; i++) {
+    const Shape *s = io_shape(k->output[i]);
+    scores |= k->output[i]->dtype == DT_F32 && s->rank >= 1 && s->dim[s->rank - 1] == n;
+  }
+  if (!context)
+    diag_error(c, NO_LOC, "--vocab: the circuit is not a character model: it has no int64 input of shape [B] or "
+               "[B,C] to hold the context characters");
+  else if (!scores)
+    diag_error(c, NO_LOC, "--vocab: the vocabulary has %lld characters but no float32 output has a last dim of %lld "
+               "(the next character's scores): the circuit is not a model of these characters", (long long)n,
+               (long long)n);
+  if (!context || !scores) note_io(c, k);
+  return context && scores;
 }

@@ -41,6 +41,7 @@ struct Comp {
   int nstreamed;               /* reads at run time (--data): never loaded, never linked in */
   SizeDefine *defines;
   int ndefines;
+  struct UserOps *ops;         /* --ops: the C GeneralFunctions (ops.c), NULL if none */
   int next_node_id;
   struct Tensor *tensors;       /* every tensor loaded/created, released by comp_free */
 };

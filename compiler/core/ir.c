@@ -124,7 +124,13 @@ bool genfn_parse(const char *text, GenFnSpec *out) {
   memset(out, 0, sizeof *out);
   out->text = text;
   out->cast_from = out->cast_to = DT_UNKNOWN;
-  if (strstr(text, " at ")) { out->fn = GF_PYTHON; return true; }
+  const char *at = strstr(text, " at ");
+  if (at) {
+    out->fn = GF_USER;
+    out->python = true;
+    out->user_name_len = (int)(at - text);
+    return true;
+  }
   for (int f = 0; f < GF_COUNT; f++)
     if (GENFNS[f].cls != GF_SPECIAL && strcmp(text, GENFNS[f].spec) == 0) {
       out->fn = (GenFnKind)f;
@@ -159,7 +165,19 @@ bool genfn_parse(const char *text, GenFnSpec *out) {
     return parse_cast_group(&p, &out->cast_to) && *p == 0;
   }
   if (starts(p, "multinomial")) { out->fn = GF_MULTINOMIAL; return true; }
-  return false;
+  bool simple = *p && !(*p >= '0' && *p <= '9');
+  for (const char *q = p; *q; q++) simple &= *q == '_' || (*q >= '0' && *q <= '9') || ((*q | 32) >= 'a' && (*q | 32) <= 'z');
+  if (simple) {
+    out->fn = GF_USER;
+    out->user_name_len = (int)strlen(text);
+  }
+  return simple;
+}
+
+const UserOp *user_op_find(const UserOps *ops, const char *name, size_t len) {
+  for (int i = 0; ops && i < ops->nops; i++)
+    if (strlen(ops->op[i].name) == len && !memcmp(ops->op[i].name, name, len)) return &ops->op[i];
+  return NULL;
 }
 
 /* --------------------------------------------------------------- helpers */
@@ -489,13 +507,14 @@ static bool check_index(Make *m, const Shape *src, bool slices_only, Shape *out)
       out->dim[out->rank++] = t->shape.dim[0];
       continue;
     }
-    if (!index_entry_bounds(e, len, &a, &b)) {
+    if (!index_entry_bounds(e, len, &a, &b)) {   /* rust_circuit never clamps (§4.6) */
+      const char *of = n->nchild ? node_label(m->c, n->child[0]) : "its child";
       if (e->kind == IDX_INT)
-        return FAIL(m, "%s %s: index %lld is out of range for axis %d of size %s", kind_name(n->kind), m->what,
-                    (long long)e->i, k, sz(m, len));
-      return FAIL(m, "%s %s: slice %lld:%lld is out of range for axis %d of size %s", kind_name(n->kind), m->what,
-                  (long long)(e->has_start ? e->start : 0), (long long)(e->has_stop ? e->stop : len), k,
-                  sz(m, len));
+        return FAIL(m, "%s %s: index %lld is out of range for axis %d of %s %s (size %s)", kind_name(n->kind),
+                    m->what, (long long)e->i, k, of, shp(m, src), sz(m, len));
+      return FAIL(m, "%s %s: slice %lld:%lld is out of range for axis %d of %s %s (size %s)", kind_name(n->kind),
+                  m->what, (long long)(e->has_start ? e->start : 0), (long long)(e->has_stop ? e->stop : len), k,
+                  of, shp(m, src), sz(m, len));
     }
     if (e->kind == IDX_SLICE) out->dim[out->rank++] = b - a;
   }
@@ -589,6 +608,47 @@ static bool make_module(Make *m) {
   return true;
 }
 
+/* A GeneralFunction implemented by --ops function op: its form's arity and shape. */
+static bool make_user_op(Make *m, const UserOp *op) {
+  Node *n = m->n;
+  switch (op->form) {
+  case OP_UNARY:
+    if (!want_children(m, 1, 1)) return false;
+    n->shape = n->child[0]->shape;
+    return true;
+  case OP_BINARY: return want_children(m, 2, 2) && broadcast(m, &n->shape);
+  case OP_ROW:
+    if (!want_children(m, 1, 1)) return false;
+    n->shape = n->child[0]->shape;
+    if (n->shape.rank < 1)
+      return FAIL(m, "GeneralFunction %s: the row function %s needs an input of rank >= 1, found shape []", m->what,
+                  op->function);
+    return true;
+  case OP_GENERAL: break;
+  }
+  const UserShapeRule *r = &op->shape;
+  if (!want_children(m, r->nin, -1)) return false;
+  if (r->rank < 0) {
+    n->shape = n->child[r->in[0]]->shape;
+    return true;
+  }
+  Shape out = {.rank = r->rank};
+  for (int d = 0; d < r->rank; d++) {
+    if (r->in[d] < 0) {
+      out.dim[d] = r->size[d];
+      continue;
+    }
+    const Shape *in = &n->child[r->in[d]]->shape;
+    int a = r->axis[d] < 0 ? r->axis[d] + in->rank : r->axis[d];
+    if (a < 0 || a >= in->rank)
+      return FAIL(m, "GeneralFunction %s: the shape rule '%s' of %s reads axis %d of child %d, which has shape %s",
+                  m->what, op->rule_text, op->function, r->axis[d], r->in[d], shp(m, in));
+    out.dim[d] = in->dim[a];
+  }
+  n->shape = out;
+  return true;
+}
+
 static bool make_genfn(Make *m) {
   Node *n = m->n;
   GenFnSpec *g = &n->u.gf;
@@ -674,8 +734,11 @@ static bool make_genfn(Make *m) {
     n->shape = out;
     return true;
   }
+  case GF_USER:
+    if (g->user) return make_user_op(m, g->user);
+    /* no implementation (resolve reports it if the node is used) */
+    /* fall through */
   case GF_MULTINOMIAL:
-  case GF_PYTHON:
     /* not evaluable; keep the first child's shape so the circuit still parses */
     if (!want_children(m, 1, -1)) return false;
     n->shape = n->child[0]->shape;

@@ -84,6 +84,46 @@ typedef struct IndexSpec {   /* Index and Scatter */
   IndexEntry *e;
 } IndexSpec;
 
+/* A C implementation of a GeneralFunction given by `circc --ops FILE.c`
+ * (compiler/front/ops.c finds and checks them; include/circc_op.h marks them).
+ * The form is the function's signature: */
+typedef enum UserOpForm {
+  OP_UNARY,    /* float f(float): elementwise */
+  OP_BINARY,   /* float f(float, float): elementwise over two children broadcast like pow */
+  OP_ROW,      /* void f(const float *x, float *y, int64_t n): per row of the last axis, shape kept */
+  OP_GENERAL,  /* void f(const float *const *in, const int64_t *const *shapes, int n_in, float *out): whole
+                  tensors; the output shape from the marker's shape rule */
+} UserOpForm;
+/* The shape rule of an OP_GENERAL function: `inK` (rank -1: child K's shape)
+ * or a list of sizes, each child in[d]'s size on axis[d] (negative: from the
+ * end) or, when in[d] is -1, the number size[d]. */
+typedef struct UserShapeRule {
+  int rank;                  /* -1: the shape of child in[0] */
+  int in[MAX_RANK], axis[MAX_RANK];
+  int64_t size[MAX_RANK];
+  int nin;                   /* the children it needs: 1 + the largest child index it names */
+} UserShapeRule;
+typedef struct UserOp {
+  const char *name;          /* the GeneralFunction name it implements (before ` at ` for a Python class) */
+  const char *function;      /* the C function */
+  UserOpForm form;
+  UserShapeRule shape;       /* OP_GENERAL */
+  const char *rule_text;     /* OP_GENERAL: the rule as written */
+  int file;                  /* index into UserOps.files */
+  Loc loc;                   /* the function's name in its file */
+} UserOp;
+typedef struct UserOps {
+  const char **files;        /* --ops files, in command-line order */
+  int nfiles;
+  UserOp *op;
+  int nops;
+  void *dl;                  /* circc eval: the files compiled to a shared object (ops_function) */
+  bool dl_failed;            /* ... which could not be built (reported once) */
+} UserOps;
+/* The op implementing GeneralFunction `name` (a simple name, or the name part of
+ * `NAME at module:Class`), NULL if none; ops may be NULL. */
+const UserOp *user_op_find(const UserOps *ops, const char *name, size_t len);
+
 typedef struct GenFnSpec {
   GenFnKind fn;
   const char *text;          /* the spec string as written */
@@ -91,6 +131,9 @@ typedef struct GenFnSpec {
   bool batch_x, batch_index, check_int; /* gen_index flags: _batch_x, !_no_batch_index, _c */
   int non_b;                 /* explicit_index: number of non-batch dims of x */
   DType cast_from, cast_to;  /* cast: DT_UNKNOWN for None */
+  int user_name_len;         /* GF_USER: the name is text[0..user_name_len) (all of it, or the part before ` at `) */
+  bool python;               /* GF_USER: a Python class spec (`NAME at module:Class`) */
+  const UserOp *user;        /* GF_USER: its --ops implementation (the parser sets it), NULL if none */
 } GenFnSpec;
 
 typedef struct ModuleArg {
@@ -167,7 +210,9 @@ const char *kind_name(NodeKind k);        /* "Einsum", ... */
 int kind_from_name(const char *s, size_t len); /* -1 if not one of the 17 */
 const char *genfn_name(GenFnKind f);
 GenFnClass genfn_class(GenFnKind f);
-/* Parses a GeneralFunction spec string (§2.5.4). false if unknown (no diagnostic). */
+/* Parses a GeneralFunction spec string (§2.5.4). false if unknown (no
+ * diagnostic). A Python class spec and a simple name circc does not know
+ * (letters, digits, `_`) are GF_USER (user_name_len set, user NULL). */
 bool genfn_parse(const char *text, GenFnSpec *out);
 
 /* Normalised bounds of index entry `axis` of an Index/Scatter node against a dim

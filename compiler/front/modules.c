@@ -256,7 +256,13 @@ static Node *expand(Call *k, Node *x, Node **ch, int *r, int br) {
   case NK_GeneralFunction: {
     const GenFnSpec *g = &x->u.gf;
     if (br == 0 || genfn_class(g->fn) != GF_SPECIAL || g->fn == GF_CAST) return make_from(c, x, p);
-    if (g->fn == GF_POW) {
+    /* --ops functions act per element or per row, so batch dims pass through;
+     * a general one of one child with its child's shape takes leading batch
+     * dims (as rust_circuit's batchable GeneralFunctions do, e.g. rotary) */
+    const UserOp *u = g->fn == GF_USER ? g->user : NULL;
+    if (u && (u->form == OP_UNARY || u->form == OP_ROW || (u->form == OP_GENERAL && x->nchild == 1 && u->shape.rank < 0)))
+      return make_from(c, x, p);
+    if (g->fn == GF_POW || (u && u->form == OP_BINARY)) {
       for (int i = 0; i < 2; i++) {
         int nonbatch = ch[i]->shape.rank - r[i];
         if (r[i] > 0 && nonbatch < x->shape.rank)

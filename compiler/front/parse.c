@@ -846,9 +846,16 @@ static bool parse_extra(Parser *p, PNode *n, const char *s, const char *e, const
       return false;
     }
     char *text = arena_strndup(&p->c->arena, s, (size_t)(e - s));
-    if (!genfn_parse(text, &pr->u.gf)) {
+    GenFnSpec *g = &pr->u.gf;
+    bool known = genfn_parse(text, g);
+    if (known && g->fn == GF_USER) { /* --ops: a C function; a simple unknown name needs one */
+      g->user = user_op_find(p->c->ops, text, (size_t)g->user_name_len);
+      known = g->python || p->c->ops;
+    }
+    if (!known) {
       ERR(p, s, "unknown GeneralFunction '%s' (expected e.g. gelu, softmax, log_softmax, gen_index_at_0_c, "
-                "cast_from_{device:None,dtype:None}_to_{device:None,dtype:float32}; see §2.5.4)", text);
+                "cast_from_{device:None,dtype:None}_to_{device:None,dtype:float32}; see the README, "
+                "\"GeneralFunction names\"; or a C function given with --ops FILE.c)", text);
       return false;
     }
     return true;

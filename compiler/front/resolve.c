@@ -64,9 +64,8 @@ static void check_node(Resolve *r, Node *n) {
         ix = ix->child[0];
       if (ix->kind == NK_Symbol && ix->id < r->nseen) r->index_use[ix->id] = true;
     }
-    if (n->u.gf.fn == GF_PYTHON)
-      diag_error(c, n->loc, "%s is a Python-class GeneralFunction ('%s'); circc cannot evaluate Python code",
-                 node_label(c, n), n->u.gf.text);
+    if (n->u.gf.fn == GF_USER && !n->u.gf.user)
+      user_op_missing(c, n);
     else if (n->u.gf.fn == GF_MULTINOMIAL)
       diag_error(c, n->loc, "%s samples ('%s'); circc compiles deterministic circuits only", node_label(c, n),
                  n->u.gf.text);

@@ -1014,6 +1014,81 @@ static Tensor *take(Eval *e, const Node *n, const Tensor *x, const Tensor *idx, 
   return out;
 }
 
+/* ---- --ops functions: the float function the program calls, on the values
+ * rounded to float (so eval checks the user's code itself, and the program
+ * agrees with it up to the program's own float arithmetic elsewhere) */
+
+static float *to_floats(const Tensor *t) {
+  int64_t len = shape_numel(&t->shape);
+  float *v = malloc(sizeof(float) * (size_t)(len ? len : 1));
+  if (!v) ICE("out of memory");
+  for (int64_t i = 0; i < len; i++) v[i] = (float)f64(t)[i];
+  return v;
+}
+
+static Tensor *eval_user_op(Eval *e, const Node *n, Tensor **in) {
+  const UserOp *op = n->u.gf.user;
+  if (!op) {
+    user_op_missing(e->c, n);
+    return NULL;
+  }
+  UserOpFn fn = ops_function(e->c, op);
+  if (!fn) return NULL;
+  Tensor *out = new_value(e, n);
+  double *o = f64(out);
+  int64_t numel = shape_numel(&n->shape);
+  switch (op->form) {
+  case OP_UNARY: {
+    float (*f)(float) = (float (*)(float))fn;
+    for (int64_t i = 0; i < numel; i++) o[i] = f((float)f64(in[0])[i]);
+    return out;
+  }
+  case OP_BINARY: {
+    float (*f)(float, float) = (float (*)(float, float))fn;
+    int64_t coord[MAX_RANK] = {0};
+    if (numel == 0) return out;
+    do {
+      float x = (float)f64(in[0])[broadcast_offset(&in[0]->shape, &n->shape, coord)];
+      float y = (float)f64(in[1])[broadcast_offset(&in[1]->shape, &n->shape, coord)];
+      o[offset_of(&n->shape, coord)] = f(x, y);
+    } while (next_coord(&n->shape, coord));
+    return out;
+  }
+  case OP_ROW: {
+    void (*f)(const float *, float *, int64_t) = (void (*)(const float *, float *, int64_t))fn;
+    int64_t len = n->shape.dim[n->shape.rank - 1];
+    float *x = to_floats(in[0]), *y = calloc((size_t)(numel ? numel : 1), sizeof(float));
+    if (!y) ICE("out of memory");
+    for (int64_t r = 0; len > 0 && r < numel / len; r++) f(x + r * len, y + r * len, len);
+    for (int64_t i = 0; i < numel; i++) o[i] = y[i];
+    free(x), free(y);
+    return out;
+  }
+  case OP_GENERAL: {
+    void (*f)(const float *const *, const int64_t *const *, int, float *) =
+        (void (*)(const float *const *, const int64_t *const *, int, float *))fn;
+    int nin = n->nchild;
+    float **x = calloc((size_t)nin, sizeof *x);
+    int64_t **shape = calloc((size_t)nin, sizeof *shape);
+    float *y = calloc((size_t)(numel ? numel : 1), sizeof(float));
+    if (!x || !shape || !y) ICE("out of memory");
+    for (int i = 0; i < nin; i++) {
+      x[i] = to_floats(in[i]);
+      shape[i] = malloc(sizeof(int64_t) * (size_t)(in[i]->shape.rank + 1));
+      if (!shape[i]) ICE("out of memory");
+      shape[i][0] = in[i]->shape.rank;
+      memcpy(shape[i] + 1, in[i]->shape.dim, sizeof(int64_t) * (size_t)in[i]->shape.rank);
+    }
+    f((const float *const *)x, (const int64_t *const *)shape, nin, y);
+    for (int64_t i = 0; i < numel; i++) o[i] = y[i];
+    for (int i = 0; i < nin; i++) free(x[i]), free(shape[i]);
+    free(x), free(shape), free(y);
+    return out;
+  }
+  }
+  ICE("unhandled --ops form %d", (int)op->form);
+}
+
 static Tensor *eval_general_function(Eval *e, const Node *n, Tensor **in) {
   const GenFnSpec *g = &n->u.gf;
   switch (genfn_class(g->fn)) {
@@ -1075,10 +1150,7 @@ static Tensor *eval_general_function(Eval *e, const Node *n, Tensor **in) {
     diag_error(e->c, n->loc, "%s: GeneralFunction '%s' cannot be evaluated by circc (it samples at random)",
                node_label(e->c, n), g->text);
     return NULL;
-  case GF_PYTHON:
-    diag_error(e->c, n->loc, "%s: GeneralFunction '%s' cannot be evaluated by circc (it is defined by Python code)",
-               node_label(e->c, n), g->text);
-    return NULL;
+  case GF_USER: return eval_user_op(e, n, in);
   default: ICE("unhandled GeneralFunction %s", genfn_name(g->fn));
   }
 }

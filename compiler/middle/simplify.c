@@ -234,7 +234,7 @@ static double const_cost(Simp *s, const Node *n) {
     cost = -1;
     break;
   case NK_GeneralFunction:
-    if (n->u.gf.fn == GF_MULTINOMIAL || n->u.gf.fn == GF_PYTHON || n->u.gf.fn == GF_PATCH) cost = -1;
+    if (n->u.gf.fn == GF_MULTINOMIAL || n->u.gf.fn == GF_USER || n->u.gf.fn == GF_PATCH) cost = -1;
     break;
   case NK_Einsum: { /* the evaluator loops over every assignment of every id */
     bool seen[256] = {0};

@@ -14,7 +14,8 @@
 #   with TEXT: --text TEXT encodes to the golden prompt ids, --top 5 prints five
 #     "prob id 'token'" lines, and --text TEXT --generate 50 --top-k 40 --seed 1
 #     prints TEXT and a continuation, the same for 1 and 2 threads and every run;
-#     --top-k 1, a tiny --top-p and --temperature 0 give the greedy tokens;
+#     --top-k 1, a tiny --top-p and --temperature 0 give the greedy tokens, and
+#     so does the prompt piped to --text - (also as --text=- --generate=20);
 #   errors: prompt + generated longer than T and ids out of range exit 3, bad
 #     options exit 2.
 # usage: test_gpt2_generate.sh CIRCC GPT2_IMPORT GPT2_NPY MODEL_DIR GOLDEN_DIR PROMPT TEXT|- LM_SPEC|- SEQ WORKDIR
@@ -114,6 +115,9 @@ if [ "$text" != - ]; then
   [ "$("$dec" --text "$text" --generate 20 --top-k 1 --seed 5 --print-ids | tail -n 1)" = "$g" ]
   [ "$("$dec" --text "$text" --generate 20 --top-p 0.00001 --seed 9 --print-ids | tail -n 1)" = "$g" ]
   [ "$("$dec" --text "$text" --generate 20 --temperature 0 --print-ids | tail -n 1)" = "$g" ]
+  # --text - reads the prompt from stdin (every byte: printf, not echo); --opt=value forms
+  [ "$(printf '%s' "$text" | "$dec" --text - --generate 20 --greedy --print-ids | tail -n 1)" = "$g" ]
+  [ "$(printf '%s' "$text" | "$dec" --text=- --generate=20 --greedy --print-ids | tail -n 1)" = "$g" ]
 else
   expect 2 "$dec" --text "x" --generate 1
   grep -q "needs a tokenizer" "$work/err.txt"

@@ -16,9 +16,8 @@
 #     given) generates the greedy tokens of <prompt>_greedy<N>.npy (Hugging
 #     Face generate; as many as fit), or without one (PARTS=all) its logits
 #     after each prompt token = those of the --seq T full circuit;
-#   -D SEQ beyond the model's n_positions: generation that reaches position
-#     n_positions fails before any output (exit 3, index out of range), one
-#     that stays below runs.
+#   -D SEQ beyond the model's n_positions: a compile-time error (exit 1)
+#     naming the position table, for the decode and the full circuit.
 # usage: test_gpt2_seq.sh CIRCC GPT2_IMPORT GPT2_NPY MODEL_DIR GOLDEN_DIR PROMPT LM_SPEC|- all|decode WORKDIR
 set -eu
 [ $# -eq 9 ] || {
@@ -129,11 +128,10 @@ for S in 64 256; do
   grep -q "holds at most $S (T); compile it with a larger circc -D SEQ=N" "$work/err.txt"
 done
 
-# SEQ beyond n_positions: the run at position n_positions fails before any output
-big=$work/big
-"$circc" -D SEQ=$((npos + 8)) --tensors "$work/module/store" "$work/module/gpt2_decode.circ" -o "$big"
-expect 3 "$big" --tokens "$ids" --greedy --generate $((npos - T + 2))
-grep -q "the run at position $npos failed: .*index $npos is out of range for an axis of size $npos" "$work/err.txt"
-[ ! -s "$work/out.txt" ]
-# the last generated token is not run: n_positions + 1 tokens fit
-expect 0 "$big" --tokens "$ids" --greedy --generate $((npos - T + 1))
+# SEQ beyond n_positions: a compile-time error naming the position table
+# (decode: pos runs to SEQ-1; full: positions [SEQ]); no program is written
+for c in gpt2_decode gpt2; do
+  expect 1 "$circc" -D SEQ=$((npos + 8)) --tensors "$work/module/store" "$work/module/$c.circ" -o "$work/big"
+  grep -q "'t.w.pos_embeds' \[$npos,[0-9]*\] has $npos positions along axis 0, but input '[a-z]*' takes the positions 0..$((npos + 7)) of a sequence of $((npos + 8)); -D SEQ=$((npos + 8)): bind SEQ to at most $npos" "$work/err.txt"
+  [ ! -e "$work/big" ]
+done

@@ -700,7 +700,8 @@ Test(eval, explicit_index) {
 
 Test(eval, sampling_python_and_random_kinds_are_rejected) {
   const char *d = ev_fail(C, gf(C, "apply_rotary at mod.path:Rot", KIDS(arr(C, SH(2), V(1, 2)))));
-  cr_assert(strstr(d, "GeneralFunction 'apply_rotary at mod.path:Rot' cannot be evaluated by circc"), "%s", d);
+  cr_assert(strstr(d, "GeneralFunction ('apply_rotary at mod.path:Rot'); circc cannot run Python: give a C "
+                      "implementation of 'apply_rotary' with --ops FILE.c"), "%s", d);
   Node *dv = op(C, NK_DiscreteVar, KIDS(scal(C, 2.2, SH(10, 11)), scal(C, 0.1, SH(10))));
   d = ev_fail(C, dv);
   cr_assert(strstr(d, "is a DiscreteVar, which has no single value; circc eval --all computes exact expectations"), "%s",

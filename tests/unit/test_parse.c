@@ -915,7 +915,7 @@ Test(parse, concat_generalfunction_array) {
   cr_assert_eq(l.node[0]->u.concat.axis, 1);
   SHAPE(l.node[0], 2, 7);
   cr_assert_eq(l.node[1]->u.gf.fn, GF_GELU_NEW);
-  cr_assert_eq(l.node[2]->u.gf.fn, GF_PYTHON);
+  cr_assert_eq(l.node[2]->u.gf.fn, GF_USER);
   cr_assert_eq(l.node[3]->u.array.tensor->dtype, DT_F32);
   cr_assert(l.node[3]->u.array.random);
   tu_free(c);

@@ -13,9 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "circc_rt.h"
+#include "rt_core.h"
 #include "testutil.h"
 
 /* ---- the model ---- */
@@ -455,6 +458,50 @@ Test(runtime, check_passes) {
   EXPECT(RUN(X_IN, IDS_IN, "--check", bind("y", "yi.npy")), 0, out, "check y: max_abs_err=0 ");
 }
 
+/* A golden or an input whose shape differs only by leading 1s holds the same
+ * elements in the same order: accepted both ways; other differences are not. */
+Test(runtime, leading_ones_in_shapes) {
+  npy_write("y1.npy", "<f4", "(1, 2, 3)", Y, sizeof Y);
+  npy_write("x1.npy", "<f4", "(1, 1, 2, 3)", X, sizeof X);
+  npy_write("ids1.npy", "<i8", "(1, 2)", IDS, sizeof IDS);
+  const int64_t arg[2] = {2, 2};
+  npy_write("arg1.npy", "<i8", "(1, 1, 2)", arg, sizeof arg);
+  int code = RUN("--input", bind("x", "x1.npy"), "--input", bind("ids", "ids1.npy"), "--check", bind("y", "y1.npy"),
+                 "--check", bind("arg", "arg1.npy"));
+  cr_assert_eq(code, 0, "%s%s", out, err);
+  cr_assert_str_eq(out, "check y: max_abs_err=0 max_rel_err=0 worst index [0,0] got 12 want 12 -> ok\n"
+                        "check arg: max_abs_err=0 max_rel_err=0 worst index [0] got 2 want 2 -> ok\n");
+  /* the model's [2,3] against a golden [1,2,3] whose values differ: the index is the model's */
+  const float off[6] = {12, 15, 18, 38, 41, 45};
+  npy_write("off.npy", "<f4", "(1, 2, 3)", off, sizeof off);
+  EXPECT(RUN(X_IN, IDS_IN, "--check", bind("y", "off.npy")), 1, out, "worst index [1,2] got 44 want 45");
+  /* trailing 1s and other shapes of six elements are still wrong */
+  npy_write("y61.npy", "<f4", "(2, 3, 1)", Y, sizeof Y);
+  EXPECT(RUN(X_IN, IDS_IN, "--check", bind("y", "y61.npy")), 3, err, "wrong shape: expected [2,3], found [2,3,1]");
+  npy_write("y16.npy", "<f4", "(1, 6)", Y, sizeof Y);
+  EXPECT(RUN(X_IN, IDS_IN, "--check", bind("y", "y16.npy")), 3, err, "wrong shape: expected [2,3], found [1,6]");
+}
+
+/* getopt_long: --opt=value and --opt value alike, -xVALUE short forms; an
+ * abbreviation names the option; grouped short options are refused. */
+Test(runtime, option_forms) {
+  char in_x[600], in_ids[600], chk[600];
+  snprintf(in_x, sizeof in_x, "--input=%s", bind("x", "x.npy"));
+  snprintf(in_ids, sizeof in_ids, "--input=%s", bind("ids", "ids.npy"));
+  snprintf(chk, sizeof chk, "--check=%s", bind("y", "y.gold.npy"));
+  EXPECT(RUN(in_x, in_ids, chk, "--rtol=0", "--atol", "0", "--threads=1"), 0, out,
+         "check y: max_abs_err=0 max_rel_err=0 worst index [0,0] got 12 want 12 -> ok\n");
+  EXPECT(RUN(X_IN, in_ids, "--check", bind("y", "y.gold.npy"), "--threads", "1", "-v"), 0, err, "prog: 1 thread\n");
+  /* a value that looks like an option is still the value */
+  EXPECT(RUN(X_IN, IDS_IN, "--bench", "--info"), 2, err, "--bench expects a number of runs from 1 to 1000000, found '--info'");
+  EXPECT(RUN(X_IN, IDS_IN, "--ben", "3"), 2, err, "unknown option '--ben' (did you mean --bench?)");
+  EXPECT(RUN(X_IN, IDS_IN, "--inf"), 2, err, "unknown option '--inf' (did you mean --info?)");
+  EXPECT(RUN(X_IN, IDS_IN, "-vh"), 2, err, "option -v takes no value, found '-vh'");
+  EXPECT(RUN(X_IN, IDS_IN, "--"), 2, err, "unknown option '--'");
+  EXPECT(RUN(X_IN, IDS_IN, "--check="), 2, err, "--check expects NAME=@FILE.npy, found ''");
+  cr_assert_eq(nruns, 2);
+}
+
 Test(runtime, check_mismatch_names_the_worst_index) {
   const double y8[6] = {12, 15.001, 18, 38, 41, 44.5};
   npy_write("y8.npy", "<f8", "(2, 3)", y8, sizeof y8);
@@ -606,4 +653,34 @@ Test(runtime, bad_descriptor_is_reported) {
   model = &m;
   EXPECT(RUN("--info"), 3, err, "prog: error: internal error: bad descriptor of tensor 0 ('x')\n");
   cr_assert_str_eq(out, "");
+}
+
+/* Writes part of file i; a SIGTERM arrives while the second is written. */
+static bool write_then_die(int i, const char *path, void *arg) {
+  (void)arg;
+  FILE *f = fopen(path, "w");
+  if (!f) return false;
+  fputs("partial", f);
+  fclose(f);
+  if (i == 1) raise(SIGTERM);
+  return true;
+}
+
+Test(runtime, a_signal_while_writing_leaves_no_temporary) {
+  char *where = tu_temp_dir("rt_signal"), a[512], b[512];
+  snprintf(a, sizeof a, "%s/a.npy", where);
+  snprintf(b, sizeof b, "%s/b.npy", where);
+  pid_t pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    const char *paths[] = {a, b}, *labels[] = {"--output a", "--output b"};
+    rt_write_files("prog", 2, paths, labels, write_then_die, NULL);
+    _exit(0);
+  }
+  int status;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status %d", status);
+  cr_assert_eq(tu_sh("test -z \"$(ls %s)\"", where), 0, "a temporary was left in %s", where);
+  tu_sh("rm -rf %s", where);
+  free(where);
 }
