@@ -118,7 +118,7 @@ Test(cli, usage_errors) {
       {"t.circ --input x=@x.npy", "--input is an option of circc eval"},
       {"t.circ --print", "--print is an option of circc eval"},
       {"t.circ t.circ", "more than one input file ('t.circ')"},
-      {"--emit=so t.circ", "--emit expects exe or c, found 'so'"},
+      {"--emit=so t.circ", "--emit expects exe, c or lib, found 'so'"},
       {"eval t.circ --output=y=@", "--output expects NAME=@FILE.npy, found 'y=@'"},
   };
   for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
