@@ -52,11 +52,18 @@ static const Node *find_named(const NodeList *roots, const char *name) {
 /* The top-level circuits the options choose (--output NAME), in file order.
  * A NAME that no top-level circuit has is a circuit error (exit 1) listing
  * the top-level names; an inner node of that name gets a note suggesting --tap.
- * circc eval with --tap keeps every top-level circuit: its --output may name a
- * tap, which evaluate() checks once the taps exist. */
+ * In circc eval with --tap, --output may also name a tap, which evaluate()
+ * checks once the taps exist: the top-level circuits named are kept, or every
+ * one when no --output names one. */
 static bool choose_outputs(Comp *c, const DriverOptions *o, NodeList *all, NodeList *chosen) {
   if (o->evaluate && o->ntaps) {
-    *chosen = *all;
+    for (int i = 0; i < all->n; i++)
+      for (int j = 0; j < o->noutputs; j++)
+        if (all->node[i]->name && !strcmp(all->node[i]->name, o->outputs[j])) {
+          nodelist_push(c, chosen, all->node[i]);
+          break;
+        }
+    if (!chosen->n) *chosen = *all;
     return true;
   }
   for (int i = 0; i < all->n; i++) {

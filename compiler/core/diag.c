@@ -115,3 +115,8 @@ void diag_ice(const char *file, int line, const char *fmt, ...) {
   va_end(ap);
   exit(DIAG_INTERNAL);
 }
+
+void diag_out_of_memory(size_t bytes) {
+  fprintf(stderr, "circc: error: out of memory allocating %zu bytes (%.3g GiB)\n", bytes, (double)bytes / (1 << 30));
+  exit(DIAG_IO);
+}

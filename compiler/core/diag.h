@@ -42,6 +42,9 @@ void diag_add_source(Comp *c, const char *file, const char *text, size_t len);
 _Noreturn void diag_ice(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 #define ICE(...) diag_ice(__FILE__, __LINE__, __VA_ARGS__)
+/* Memory the circuit needs that the machine does not give: a message and
+ * exit 3 (as programs do), not an internal error. */
+_Noreturn void diag_out_of_memory(size_t bytes);
 #define CHECK(x) ((x) ? (void)0 : diag_ice(__FILE__, __LINE__, "check failed: %s", #x))
 
 static const Loc NO_LOC = {0, 0, 0};

@@ -32,9 +32,12 @@ Tensor *tensor_new(Comp *c, DType dt, const Shape *shape) {
   Tensor *t = ARENA_NEW(&c->arena, Tensor);
   t->dtype = dt;
   t->shape = *shape;
-  t->nbytes = (size_t)shape_numel(shape) * dtype_size(dt);
+  int64_t numel = shape_numel(shape), nbytes;
+  if (numel < 0 || __builtin_mul_overflow(numel, (int64_t)dtype_size(dt), &nbytes))
+    ICE("tensor_new: a shape of more than 2^63 bytes escaped the size checks");
+  t->nbytes = (size_t)nbytes;
   t->data = calloc(1, t->nbytes ? t->nbytes : 1);
-  if (!t->data) ICE("out of memory allocating %zu bytes", t->nbytes);
+  if (!t->data) diag_out_of_memory(t->nbytes);
   t->data_owned = true;
   t->next = c->tensors;
   c->tensors = t;

@@ -1171,6 +1171,9 @@ static bool reject(Eval *e, const Node *n) {
   return true;
 }
 
+enum { EVAL_MAX_SHIFT = 40 };
+#define EVAL_MAX_BYTES ((int64_t)1 << EVAL_MAX_SHIFT)
+
 static Tensor *compute(Eval *e, const Node *n) {
   if (e->groups && n->kind == NK_DiscreteVar) return eval_discrete_var(e, n);
   if (e->groups && n->kind == NK_Cumulant) {
@@ -1179,6 +1182,12 @@ static Tensor *compute(Eval *e, const Node *n) {
     if (random) return k;
   }
   if (reject(e, n)) return NULL;
+  /* values are doubles, every one materialised: the same per-tensor limit as programs */
+  if (shape_numel(&n->shape) > EVAL_MAX_BYTES / 8) {
+    diag_error(e->c, n->loc, "%s: its value needs %lld doubles, more than circc eval's limit of 2^40 bytes per tensor",
+               node_label(e->c, n), (long long)shape_numel(&n->shape));
+    return NULL;
+  }
   switch (n->kind) {
   case NK_Array:
     CHECK(n->u.array.tensor && shape_eq(&n->u.array.tensor->shape, &n->shape));

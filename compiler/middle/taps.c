@@ -61,28 +61,30 @@ static bool path_has_call(const char *path, const char *comp, size_t len) {
   return false;
 }
 
-/* The tap names of the file comment: each node's name, preceded by the calls
- * of its path (taken innermost first) that tell it from the other nodes of
- * its name, as few as that takes. */
-static void name_taps(Taps *t) {
-  Comp *c = t->c;
-  bool *rival = ARENA_ARRAY(&c->arena, bool, t->n ? t->n : 1); /* same name, not yet told apart */
-  for (int i = 0; i < t->n; i++) {
-    Named *x = &t->named[i];
-    const char *name = x->node->name;
-    int left = 0;
-    for (int j = 0; j < t->n; j++) left += rival[j] = j != i && !strcmp(t->named[j].node->name, name);
-    const char *tap = name;
-    const char *last = strrchr(x->path, '/');
-    for (const char *end = last; left && end && end > x->path;) {
+static int by_name(const void *x, const void *y) {
+  const Named *a = *(Named *const *)x, *b = *(Named *const *)y;
+  int d = strcmp(a->node->name, b->node->name);
+  return d ? d : (a > b) - (a < b); /* then in node order */
+}
+
+/* The tap names of the file comment for the nodes g[0..n) of one name: each
+ * is the name preceded by the calls of its path (taken innermost first) that
+ * tell it from the others, as few as that takes. */
+static void name_group(Comp *c, Named **g, int n, bool *rival) {
+  for (int i = 0; i < n; i++) {
+    Named *x = g[i];
+    int left = n - 1;
+    for (int j = 0; j < n; j++) rival[j] = j != i;
+    const char *tap = x->node->name;
+    for (const char *end = strrchr(x->path, '/'); left && end && end > x->path;) {
       const char *start = end;
       while (start > x->path && start[-1] != '/') start--;
       size_t len = (size_t)(end - start);
       int drop = 0;
-      for (int j = 0; j < t->n; j++) drop += rival[j] && !path_has_call(t->named[j].path, start, len);
+      for (int j = 0; j < n; j++) drop += rival[j] && !path_has_call(g[j]->path, start, len);
       if (drop) {
-        for (int j = 0; j < t->n; j++)
-          if (rival[j] && !path_has_call(t->named[j].path, start, len)) rival[j] = false;
+        for (int j = 0; j < n; j++)
+          if (rival[j] && !path_has_call(g[j]->path, start, len)) rival[j] = false;
         left -= drop;
         tap = arena_printf(&c->arena, "%.*s/%s", (int)len, start, tap);
       }
@@ -91,10 +93,24 @@ static void name_taps(Taps *t) {
     x->tap = tap;
   }
   /* nodes no call tells apart (two of one name in one call): number the later ones */
-  for (int i = 0; i < t->n; i++) {
+  for (int i = 0; i < n; i++) {
     int k = 0;
-    for (int j = 0; j < i; j++) k += !strcmp(t->named[j].tap, t->named[i].tap);
-    if (k) t->named[i].tap = arena_printf(&c->arena, "%s#%d", t->named[i].tap, k);
+    for (int j = 0; j < i; j++) k += !strcmp(g[j]->tap, g[i]->tap);
+    if (k) g[i]->tap = arena_printf(&c->arena, "%s#%d", g[i]->tap, k);
+  }
+}
+
+/* Every node's tap name, name by name (the work grows with the copies of a
+ * name, not with the circuit). */
+static void name_taps(Taps *t) {
+  Comp *c = t->c;
+  Named **order = ARENA_ARRAY(&c->arena, Named *, t->n ? t->n : 1);
+  bool *rival = ARENA_ARRAY(&c->arena, bool, t->n ? t->n : 1);
+  for (int i = 0; i < t->n; i++) order[i] = &t->named[i];
+  qsort(order, (size_t)t->n, sizeof *order, by_name);
+  for (int i = 0, j; i < t->n; i = j) {
+    for (j = i + 1; j < t->n && !strcmp(order[j]->node->name, order[i]->node->name);) j++;
+    name_group(c, order + i, j - i, rival);
   }
 }
 

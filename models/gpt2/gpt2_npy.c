@@ -17,6 +17,8 @@
  *                                     (the rows after a left padding)
  *   gpt2_npy finite IN.npy            exits 1 unless every element is finite
  *   gpt2_npy zeros D,D,... OUT.npy    writes float32 zeros of shape [D,D,...] (a patch value)
+ *   gpt2_npy zero-entry K IN.npy OUT.npy  IN with entry K of the first axis set to 0
+ *                                     (one head's output zeroed: a patch value)
  *   gpt2_npy causal-softmax IN.npy    exits 1 unless every row of the last axis sums
  *                                     to 1 (1e-5) and [..., q, k] is 0 for k > q
  *                                     (an attention pattern, [..., T, T])
@@ -31,6 +33,7 @@
 static const char USAGE[] = "usage: gpt2_npy squeeze|next IN.npy OUT.npy | gpt2_npy shape|ids|argmax IN.npy\n"
                             "       gpt2_npy from-ids ID,ID,... OUT.npy | gpt2_npy head|tail N IN.npy OUT.npy\n"
                             "       gpt2_npy finite|causal-softmax IN.npy | gpt2_npy zeros D,D,... OUT.npy\n"
+                            "       gpt2_npy zero-entry K IN.npy OUT.npy\n"
                             "  squeeze  drop the leading size-1 axis\n"
                             "  next     drop the first element of the last axis (ids -> next tokens)\n"
                             "  shape    print the shape, axes separated by spaces\n"
@@ -41,6 +44,7 @@ static const char USAGE[] = "usage: gpt2_npy squeeze|next IN.npy OUT.npy | gpt2_
                             "  tail     keep the last N entries of the first axis\n"
                             "  finite   exit 1 unless every element is finite (not NaN or infinite)\n"
                             "  zeros    write float32 zeros of the shape D,D,...\n"
+                            "  zero-entry  set entry K of the first axis to 0\n"
                             "  causal-softmax  exit 1 unless rows sum to 1 and entries above the diagonal are 0\n";
 
 /* ids, argmax: comma-separated values or row argmaxes of t. */
@@ -91,9 +95,10 @@ int main(int argc, char **argv) {
   bool ids = argc == 3 && !strcmp(argv[1], "ids"), argmax = argc == 3 && !strcmp(argv[1], "argmax");
   bool fromids = argc == 4 && !strcmp(argv[1], "from-ids");
   bool head = argc == 5 && !strcmp(argv[1], "head"), tail = argc == 5 && !strcmp(argv[1], "tail");
+  bool zero_entry = argc == 5 && !strcmp(argv[1], "zero-entry");
   bool finite = argc == 3 && !strcmp(argv[1], "finite");
   bool zeros = argc == 4 && !strcmp(argv[1], "zeros"), causal = argc == 3 && !strcmp(argv[1], "causal-softmax");
-  if (!squeeze && !next && !shape && !ids && !argmax && !fromids && !head && !tail && !finite && !zeros && !causal) {
+  if (!squeeze && !next && !shape && !ids && !argmax && !fromids && !head && !tail && !finite && !zeros && !causal && !zero_entry) {
     fputs(USAGE, stderr);
     return TOOL_USAGE;
   }
@@ -104,7 +109,7 @@ int main(int argc, char **argv) {
     comp_free(&c);
     return rc;
   }
-  if (head || tail) {
+  if (head || tail || zero_entry) {
     char *end;
     long long n = strtoll(argv[2], &end, 10);
     Loc hloc = {argv[3], 0, 0};
@@ -114,6 +119,17 @@ int main(int argc, char **argv) {
     if (t && (t->shape.rank == 0 || t->shape.dim[0] < n)) {
       tool_error("%s: expected at least %lld entries along the first axis", argv[3], n);
       rc = 1;
+    } else if (t && zero_entry) {
+      if (n >= t->shape.dim[0]) {
+        tool_error("%s: expected more than %lld entries along the first axis", argv[3], n);
+        rc = 1;
+      } else {
+        Tensor *o = tensor_new(&c, t->dtype, &t->shape); /* t may be a read-only mapping */
+        size_t entry = o->nbytes / (size_t)o->shape.dim[0];
+        memcpy(o->data, t->data, o->nbytes);
+        memset((char *)o->data + (size_t)n * entry, 0, entry);
+        if (!npy_save(&c, o, argv[4])) rc = TOOL_IO;
+      }
     } else if (t) {
       Shape s = t->shape;
       s.dim[0] = n;

@@ -5,8 +5,9 @@
 #     --tap a.attn_probs (every layer's copy, named b<i>/a.attn_probs) and
 #     --patch b1/a.heads: unpatched logits = Hugging Face's; layer 1's
 #     attention pattern = circc eval's (1e-5) and is a causal softmax; with
-#     layer 1's heads patched to zeros the logits = circc eval --patch's and
-#     differ from the unpatched ones; 1 and 2 threads;
+#     layer 1's heads patched to zeros, or only head 2's output zeroed, the
+#     logits = circc eval --patch's and differ from the unpatched ones; 1 and
+#     2 threads;
 #   generation: the decode circuit (gpt2_import --decode) patched the same way
 #     at every step gives, for the golden prompt, the logits of the
 #     full-sequence circuit patched with zeros at every position.
@@ -51,6 +52,20 @@ for t in 1 2; do
     --check logits=@"$work/logits.npy" --rtol 1e-4 --atol 1e-4 >/dev/null || rc=$?
   [ $rc -eq 1 ]
 done
+
+# one head ablated: layer 1's heads as computed, head 2's output zeroed, = circc eval --patch
+"$work/model" --input tokens=@"$work/ids.npy" --output b1/a.heads=@"$work/heads.npy"
+"$npy" zero-entry 2 "$work/heads.npy" "$work/head2_zeroed.npy"
+"$circc" eval $flags --patch b1/a.heads=@"$work/head2_zeroed.npy" --input tokens=@"$work/ids.npy" \
+  --output logits=@"$work/eval_head2.npy"
+for t in 1 2; do
+  "$work/model" --threads $t --input tokens=@"$work/ids.npy" --patch b1/a.heads=@"$work/head2_zeroed.npy" \
+    --check logits=@"$work/eval_head2.npy" --rtol 1e-4 --atol 1e-4
+done
+rc=0
+"$work/model" --input tokens=@"$work/ids.npy" --patch b1/a.heads=@"$work/head2_zeroed.npy" \
+  --check logits=@"$work/logits.npy" --rtol 1e-4 --atol 1e-4 >/dev/null || rc=$?
+[ $rc -eq 1 ]   # the head mattered
 
 # generation: the decode program patched at every step = the full program patched everywhere
 "$import" --decode --seq "$T" --name gpt2 "$model" "$work/dec"

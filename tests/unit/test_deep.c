@@ -116,3 +116,17 @@ Test(deep, deeper_than_the_limit_is_a_located_error) {
   tu_sh("rm -rf %s", dir);
   free(dir);
 }
+
+Test(deep, memory_the_machine_does_not_give_is_exit_3) {
+  /* a 32 GiB value under a 4 GB address-space limit: a message and exit 3, not an internal error */
+  char *dir = tu_temp_dir("deep_oom");
+  char *p = path_in(dir, "big.circ");
+  FILE *f = fopen(p, "w");
+  cr_assert(f);
+  fprintf(f, "'s' GeneralFunction softmax\n  'x' [65536,65536] Scalar 1\n");
+  cr_assert_eq(fclose(f), 0);
+  cr_assert_eq(tu_sh("cd %s && ulimit -v 4000000 && " CIRCC_BIN " eval big.circ > /dev/null 2> err.txt", dir), 3);
+  cr_assert_eq(tu_sh("grep -q '^circc: error: out of memory allocating 34359738368 bytes (32 GiB)$' %s/err.txt", dir), 0);
+  tu_sh("rm -rf %s", dir);
+  free(p), free(dir);
+}

@@ -272,3 +272,28 @@ Test(taps, eval_patches_of_the_wrong_shape_are_refused) {
   tu_sh("rm -rf %s", dir);
   free(in0), free(bad), free(outp), free(dir);
 }
+
+Test(taps, eval_keeps_only_the_top_level_circuits_its_outputs_name) {
+  /* a second top-level circuit with an unbound size would fail if kept */
+  char *text;
+  cr_assert(asprintf(&text, "%s'spec' [0s] Symbol 00000000-0000-0000-0000-0000000000c1\n", CIRCUIT) > 0);
+  char *dir = tu_temp_dir("taps_eval_tops"), *in0, *in1;
+  cr_assert(asprintf(&in0, "%s/in0.npy", dir) > 0 && asprintf(&in1, "%s/in1.npy", dir) > 0);
+  write_vec(dir, "in0.npy", IN0);
+  write_vec(dir, "in1.npy", IN1);
+  Binding inputs[] = {{"in0", in0}, {"in1", in1}};
+  const char *names[] = {"top", "c1/m.y"}, *taps[] = {"m.y"};
+  for (int k = 0; k < 2; k++) {
+    Comp *c = tu_comp();
+    DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "taps.circ", .last = STAGE_RESOLVE,
+                       .evaluate = true, .eval_inputs = inputs, .neval_inputs = 2, .taps = taps, .ntaps = 1,
+                       .outputs = names, .noutputs = k ? 2 : 0};
+    Compilation cm = {0};
+    bool ok = driver_run(c, &o, &cm);
+    if (k) cr_assert(ok, "%s", tu_diags(c));
+    else cr_assert(!ok && strstr(tu_diags(c), "spec"), "%s", tu_diags(c)); /* every top-level circuit */
+    tu_free(c);
+  }
+  tu_sh("rm -rf %s", dir);
+  free(in0), free(in1), free(dir), free(text);
+}
