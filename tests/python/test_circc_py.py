@@ -44,9 +44,10 @@ def build_all():
     ids = os.path.join(WORK, "ids.npy")
     np.save(ids, np.load(os.path.join(GOLD, "seq16_input_ids.npy"))[0])
     np.save(os.path.join(WORK, "zeros.npy"), np.zeros((4, 16, 32), np.float32))
-    # (eval taps every top-level circuit's copy: the logits' is under t.bind_w)
+    # (eval keeps the top-level circuits its --output names: the tap names are then the program's)
     sh(CIRCC, "eval", *TAPPED[:3], "--tap", "a.attn_probs", "--input", f"tokens=@{ids}",
-       "--output", f"t.bind_w/{PROBS}=@{os.path.join(WORK, 'eval_probs.npy')}")
+       "--output", f"logits=@{os.path.join(WORK, 'eval_logits.npy')}",
+       "--output", f"{PROBS}=@{os.path.join(WORK, 'eval_probs.npy')}")
     sh(CIRCC, "eval", *TAPPED[:3], "--patch", f"{HEADS}=@{os.path.join(WORK, 'zeros.npy')}", "--input",
        f"tokens=@{ids}", "--output", f"logits=@{os.path.join(WORK, 'eval_patched.npy')}")
 
@@ -135,6 +136,7 @@ class TapsAndPatches(unittest.TestCase):
         plain = m(tokens=ids)
         np.testing.assert_allclose(plain["logits"], np.load(os.path.join(GOLD, "seq16_logits.npy"))[0],
                                    rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(plain["logits"], np.load(os.path.join(WORK, "eval_logits.npy")), rtol=1e-4, atol=1e-4)
         probs = plain[PROBS]   # [heads, query, key]: a causal softmax, = circc eval's
         np.testing.assert_allclose(probs, np.load(os.path.join(WORK, "eval_probs.npy")), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-5)
