@@ -15,6 +15,7 @@
  * replaced by .h) is renamed into place just before the library. */
 #include <ctype.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -214,6 +215,49 @@ static void remove_dir(Comp *c, const char *dir) {
   rmdir(dir);
 }
 
+/* A SIGINT, SIGTERM or SIGHUP while a build has temporaries: the handler
+ * only records it and kills the C compiler's process group; build_program
+ * then removes what it made and dies of the same signal. */
+static volatile sig_atomic_t interrupted;
+static volatile pid_t compiler_group;
+static const int BUILD_SIGNALS[] = {SIGINT, SIGTERM, SIGHUP};
+
+static void on_build_signal(int sig) {
+  interrupted = sig;
+  if (compiler_group > 0) kill(-compiler_group, SIGKILL);
+}
+
+/* Runs cmd with /bin/sh in a process group of its own (so a signal can stop
+ * the compiler, assembler and linker together); its wait status, or -1. */
+static int run_compiler(const char *cmd) {
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    setpgid(0, 0);
+    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+    _exit(127);
+  }
+  setpgid(pid, pid); /* also here: no race with a signal before the child's own call */
+  compiler_group = pid;
+  if (interrupted) kill(-pid, SIGKILL);
+  int status;
+  while (waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) {
+      status = -1;
+      break;
+    }
+  compiler_group = 0;
+  return status;
+}
+
+/* After a recorded signal: the default action of that signal. */
+static _Noreturn void die_of_signal(void) {
+  int sig = interrupted;
+  signal(sig, SIG_DFL);
+  raise(sig);
+  _exit(128 + sig);
+}
+
 /* The --ops files, copied next to model.c (which includes them), space-separated. */
 static bool write_ops_files(Comp *c, const char *dir, const char **names) {
   *names = "";
@@ -373,7 +417,11 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
     return false;
   }
   dir = arena_strdup(&c->arena, dir);
-  bool ok = write_sources(c, k, eo, bo, dir, cflags, prefix, ldflags, &header_text);
+  struct sigaction on = {.sa_handler = on_build_signal}, before[3];
+  sigemptyset(&on.sa_mask);
+  interrupted = 0;
+  for (int i = 0; i < 3; i++) sigaction(BUILD_SIGNALS[i], &on, &before[i]);
+  bool ok = write_sources(c, k, eo, bo, dir, cflags, prefix, ldflags, &header_text) && !interrupted;
   /* the C compiler writes beside the output (a device or FIFO: into dir, then copied) */
   OutFile of = outfile_begin(c, absolute(c, bo->output));
   const char *tmp_out = of.through ? arena_printf(&c->arena, "%s/program", dir) : of.write_to;
@@ -381,9 +429,12 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
     const char *cmd = arena_printf(&c->arena, "cd %s && %s %s%s -o %s %s -lm > cc.log 2>&1", shell_quote(c, dir), cc,
                                    cflags, ldflags, shell_quote(c, tmp_out), program_sources(c, eo, bo));
     progress_begin("cc");
-    int status = system(cmd);
+    int status = run_compiler(cmd);
     progress_end();
-    if (status != 0) {
+    if (interrupted) {
+      unlink(tmp_out);
+      ok = false;
+    } else if (status != 0) {
       char *log = NULL;
       size_t len = 0;
       FILE *f = fopen(arena_printf(&c->arena, "%s/cc.log", dir), "r");
@@ -411,7 +462,9 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
       ok = false;
     }
   }
-  if (bo->keep_temps) fprintf(stderr, "circc: sources kept in %s\n", dir);
+  if (bo->keep_temps && !interrupted) fprintf(stderr, "circc: sources kept in %s\n", dir);
   else remove_dir(c, dir);
+  if (interrupted) die_of_signal();
+  for (int i = 0; i < 3; i++) sigaction(BUILD_SIGNALS[i], &before[i], NULL);
   return ok;
 }

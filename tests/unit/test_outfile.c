@@ -136,3 +136,22 @@ Test(outfile, a_compiler_that_finds_the_disk_full_is_an_io_error) {
   tu_sh("rm -rf %s", dir);
   free(prog), free(dir);
 }
+
+Test(outfile, a_killed_build_leaves_nothing_and_stops_its_compiler) {
+  /* SIGTERM while the C compiler runs (a stand-in that sleeps): circc dies of
+   * it, the compiler's process group is killed, the temporary directory and
+   * the output's temporary are removed */
+  char *dir = tu_temp_dir("outfile_kill");
+  FILE *f = fopen(at(dir, "k.circ"), "w");
+  cr_assert(f);
+  fputs("'y' [2] Scalar 3\n", f);
+  fclose(f);
+  cr_assert_eq(tu_sh("mkdir %s/tmp %s/out", dir, dir), 0);
+  int rc = tu_sh("cd %s && TMPDIR=%s/tmp " CIRCC_BIN " k.circ --cc \"sh -c 'sleep 37.25' cc\" -o out/prog "
+                 "2>/dev/null & pid=$!; sleep 1; kill -TERM $pid; wait $pid; exit $?", dir, dir);
+  cr_assert_eq(rc, 128 + 15, "exit %d", rc);
+  cr_assert_eq(tu_sh("sleep 0.2; ! grep -qs '3[7][.]25' /proc/[0-9]*/cmdline"), 0, "the compiler still runs");
+  cr_assert_eq(tu_sh("test -z \"$(ls %s/tmp)\" && test -z \"$(ls %s/out)\"", dir, dir), 0);
+  tu_sh("rm -rf %s", dir);
+  free(dir);
+}
