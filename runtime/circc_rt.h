@@ -113,6 +113,17 @@ typedef struct rt_model {
  * 1 --check mismatch, 2 usage, 3 bad input (file, shape, dtype, values). */
 int rt_main(const rt_model *m, int argc, char **argv);
 
+/* How waiting threads behave, called by a program's main before rt_main:
+ * unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT, a thread that waits
+ * for the others spins RT_SPIN_COUNT times before it sleeps, instead of
+ * libgomp's 300000. On a quiet machine that costs little (bench/RESULTS.md);
+ * on one whose other cores are busy, spinning threads took the cores their
+ * siblings needed and 2 threads ran up to 2× slower than 1 (README
+ * "Threads"). Linux (it re-executes the program once with GOMP_SPINCOUNT
+ * set); not in MPI programs, whose launcher tracks the process. */
+#define RT_SPIN_COUNT "1000"
+void rt_wait_policy(char **argv);
+
 /* Formats an error message for run() to return (a static per-thread buffer). */
 const char *rt_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

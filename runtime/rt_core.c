@@ -263,6 +263,19 @@ double rt_now_ms(void) {
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
+void rt_wait_policy(char **argv) {
+#if defined(_OPENMP) && defined(__linux__) && !defined(CIRCC_MPI)
+  /* libgomp reads GOMP_SPINCOUNT when the program starts, so setting it takes
+   * one exec of the program itself; if that fails, the default stays */
+  if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+  if (setenv("GOMP_SPINCOUNT", RT_SPIN_COUNT, 1) != 0) return;
+  execv("/proc/self/exe", argv);
+  unsetenv("GOMP_SPINCOUNT");
+#else
+  (void)argv;
+#endif
+}
+
 int rt_set_threads(int requested) {
 #ifdef _OPENMP
   int n = requested;
@@ -320,6 +333,10 @@ void rt_print_info(const rt_model *m, const char *prog, int threads) {
   if (m->npatches) puts("patches (--patch NAME=@FILE.npy, circc --patch):");
   for (int i = 0; i < m->npatches; i++) rt_desc_line(stdout, &m->patches[i]);
   printf("arena bytes:  %zu\nflops/run:    %.0f\nthreads:      %d\n", m->arena_bytes, m->flops, threads);
+  const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+  if (policy || spin) printf("waiting:      %s%s%s%s\n", policy ? "OMP_WAIT_POLICY=" : "", policy ? policy : "",
+                             spin ? (policy ? " GOMP_SPINCOUNT=" : "GOMP_SPINCOUNT=") : "", spin ? spin : "");
+  else puts("waiting:      the OpenMP runtime's default");
 }
 
 /* ---- .npy reading ---- */

@@ -1077,6 +1077,7 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
     out(&e, "  .tokenizer = circc_tokenizer,\n  .tokenizer_len = %zu,\n", o->tokenizer_len);
   if (x) out(&e, "  .expect = &expect,\n");
   out(&e, "};\n\n");
-  out(&e, "#ifndef CIRCC_NO_MAIN\nint main(int argc, char **argv) { return rt_main(&model, argc, argv); }\n#endif\n");
+  out(&e, "#ifndef CIRCC_NO_MAIN\nint main(int argc, char **argv) {\n  rt_wait_policy(argv);\n"
+            "  return rt_main(&model, argc, argv);\n}\n#endif\n");
   return !ferror(model_c);
 }

@@ -601,7 +601,8 @@ Test(runtime, info) {
                         "outputs:\n  y [2,3] float32\n  arg [2] int64\n  big [10,10] float32\n"
                         "arena bytes:  24\n"
                         "flops/run:    12\n"
-                        "threads:      3\n");
+                        "threads:      3\n"
+                        "waiting:      the OpenMP runtime's default\n");
   cr_assert_eq(nruns, 0, "--info alone does not run the model");
   /* with an action it runs too */
   EXPECT(RUN("--info", X_IN, IDS_IN, "--check", bind("y", "y.gold.npy")), 0, out, "threads:");
