@@ -29,13 +29,25 @@ static void push_buf(Lower *L, Buf *b) {
  * int64 overflow (a million of them still sum below 2^60). */
 #define MAX_BUFFER_BYTES ((int64_t)1 << 40)
 
+/* The product of n's sizes with 0 counted as 1 (ir_make keeps it below
+ * 2^63): a shape with a size 0 has no elements, but its loops and strides
+ * still reach this far. */
+static int64_t shape_span(const Shape *s) {
+  int64_t span = 1;
+  for (int k = 0; k < s->rank; k++) span *= s->dim[k] ? s->dim[k] : 1;
+  return span;
+}
+
 Buf *new_buf(Lower *L, BufKind kind, DType dt, int64_t numel, const Node *n) {
-  if ((numel < 0 || numel > MAX_BUFFER_BYTES / (int64_t)dtype_size(dt)) && n && n == L->too_big) {
+  int64_t reach = n && numel == 0 ? shape_span(&n->shape) : numel;
+  bool too_big = reach < 0 || reach > MAX_BUFFER_BYTES / (int64_t)dtype_size(dt);
+  if (too_big && n && n == L->too_big) {
     numel = 0; /* this node's other buffers: said once */
-  } else if (numel < 0 || numel > MAX_BUFFER_BYTES / (int64_t)dtype_size(dt)) {
+  } else if (too_big) {
     L->too_big = n;
-    diag_error(L->c, n ? n->loc : NO_LOC, "%s needs a buffer of %lld elements of %zu bytes, more than circc's limit of "
-               "2^40 bytes per tensor", n ? node_label(L->c, n) : "a value", (long long)numel, dtype_size(dt));
+    diag_error(L->c, n ? n->loc : NO_LOC, "%s needs a buffer of %lld elements%s of %zu bytes, more than circc's limit "
+               "of 2^40 bytes per tensor", n ? node_label(L->c, n) : "a value", (long long)reach,
+               numel ? "" : " (a size 0 counted as 1: the loops still run)", dtype_size(dt));
     numel = 0; /* lowering goes on to report more; nothing is emitted */
   }
   Buf *b = ARENA_NEW(&L->c->arena, Buf);

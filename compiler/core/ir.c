@@ -874,16 +874,17 @@ static bool make(Comp *c, Node *n) {
   Make m = {c, n, n->name ? arena_printf(&c->arena, "'%s'", n->name) : "(unnamed)"};
   if (n->kind >= NK_COUNT) ICE("bad node kind %d", (int)n->kind);
   if (!make_shape(&m)) return false;
-  int64_t numel = 1;
+  int64_t span = 1; /* the product of the sizes, 0 counted as 1: what strides reach */
   for (int k = 0; k < n->shape.rank; k++) {
     if (n->shape.dim[k] < 0) {
       diag_error(c, n->loc, "%s %s: negative size in shape %s", kind_name(n->kind), m.what, shp(&m, &n->shape));
       return false;
     }
     /* symbolic sizes are large primes whose products may overflow; only real shapes must fit */
-    if (!size_is_symbolic(n->shape.dim[k]) && __builtin_mul_overflow(numel, n->shape.dim[k], &numel)) {
-      diag_error(c, n->loc, "%s %s: shape %s has more than 2^63 elements", kind_name(n->kind), m.what,
-                 shp(&m, &n->shape));
+    int64_t d = n->shape.dim[k] ? n->shape.dim[k] : 1;
+    if (!size_is_symbolic(d) && __builtin_mul_overflow(span, d, &span)) {
+      diag_error(c, n->loc, "%s %s: shape %s spans more than 2^63 elements (a size 0 counted as 1)",
+                 kind_name(n->kind), m.what, shp(&m, &n->shape));
       return false;
     }
   }
