@@ -649,6 +649,14 @@ static bool make_user_op(Make *m, const UserOp *op) {
   return true;
 }
 
+/* Whether s has a size 0 (no elements; symbolic sizes never are, and their
+ * products may overflow, so no numel). */
+static bool shape_is_empty(const Shape *s) {
+  for (int k = 0; k < s->rank; k++)
+    if (s->dim[k] == 0) return true;
+  return false;
+}
+
 static bool make_genfn(Make *m) {
   Node *n = m->n;
   GenFnSpec *g = &n->u.gf;
@@ -679,6 +687,7 @@ static bool make_genfn(Make *m) {
     if (!want_children(m, 2, 2)) return false;
     const Shape *x = &n->child[0]->shape, *idx = &n->child[1]->shape;
     Shape out = {0};
+    int axis; /* the axis of x the index picks along */
     if (g->batch_index && g->batch_x) {
       if (idx->rank >= x->rank)
         return FAIL(m, "GeneralFunction %s: %s needs x of higher rank than the index (x %s, index %s)", m->what,
@@ -691,10 +700,12 @@ static bool make_genfn(Make *m) {
       if (d < 0 || d >= suffix)
         return FAIL(m, "GeneralFunction %s: axis %d out of range for the %d non-batch dims of x", m->what, g->dim,
                     suffix);
+      axis = idx->rank + d;
       for (int k = 0; k < x->rank; k++)
-        if (k != idx->rank + d) out.dim[out.rank++] = x->dim[k];
+        if (k != axis) out.dim[out.rank++] = x->dim[k];
     } else {
       int d = g->dim < 0 ? g->dim + x->rank : g->dim;
+      axis = d;
       if (d < 0 || d >= x->rank)
         return FAIL(m, "GeneralFunction %s: axis %d out of range for x of shape %s", m->what, g->dim, shp(m, x));
       if (!g->batch_index && g->batch_x && g->dim >= 0)
@@ -711,6 +722,9 @@ static bool make_genfn(Make *m) {
         for (int k = d + 1; k < x->rank; k++) out.dim[out.rank++] = x->dim[k];
       }
     }
+    if (x->dim[axis] == 0 && !shape_is_empty(&out))
+      return FAIL(m, "GeneralFunction %s: %s picks along axis %d of x %s, which has size 0: no index is in range",
+                  m->what, g->text, axis, shp(m, x));
     n->shape = out;
     return true;
   }
@@ -731,6 +745,9 @@ static bool make_genfn(Make *m) {
         if (out.rank >= MAX_RANK) return FAIL(m, "GeneralFunction %s: rank too large", m->what);
         out.dim[out.rank++] = x->dim[nb + k];
       }
+    if (x->dim[nb + d] == 0 && !shape_is_empty(&out))
+      return FAIL(m, "GeneralFunction %s: %s picks along axis %d of x %s, which has size 0: no index is in range",
+                  m->what, g->text, nb + d, shp(m, x));
     n->shape = out;
     return true;
   }
