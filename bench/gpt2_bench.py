@@ -753,7 +753,7 @@ def bf16_rows(args, cases, heads):
                     bound = f"{r:.2f}×"
                 targets.append(heads.add(pol, f"{c.label} bf16: circc bf16 / fp32 bandwidth bound", r, 0.55,
                                          "fp32 bound", higher_better=False, skipped=skip))
-            rows.append(f"| {pol} | {c.label} | {n} | {fmt(med(cb) if cb else None, '.2f', '') if cb else skip} | "
+            rows.append(f"| {pol} | {c.label} | {n} | {fmt(med(cb), '.2f', '') if cb else 'skipped'} | "
                         f"{fmt(vs_fp32)} | {med(tb):.2f} | {fmt(vs_torch)} | {fmt(fp32_vs_torch)} | {bound} | "
                         + "; ".join(targets) + " |")
     return rows
