@@ -4,6 +4,7 @@ probe's fields, waiting for a quiet machine, OpenBLAS's thread count, and
 writing a script's own section of bench/RESULTS.md. Import it before anything
 changes os.environ: CHILD_ENV is the caller's environment, which the circc
 programs and probes run with."""
+import atexit
 import ctypes
 import json
 import os
@@ -69,6 +70,7 @@ class Worker:
     def __init__(self, name, cmd, env):
         self.name = name
         self.p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        atexit.register(self.kill)  # die() must not leave a stopped worker behind
 
     def ask(self, req):
         os.kill(self.p.pid, signal.SIGCONT)
@@ -90,6 +92,11 @@ class Worker:
         os.kill(self.p.pid, signal.SIGCONT)
         self.p.stdin.close()
         self.p.wait()
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
 
 
 def cpu_seconds(pid):
