@@ -916,7 +916,8 @@ def main():
                     "without it ORT is skipped")
     ap.add_argument("--node", help="node executable (default: node on PATH)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds per case (decode: twice as many), each under every policy (default 3)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies the runs per round of every case")
     ap.add_argument("--policies", default="short,spin", help="comma-separated wait policies: short, spin (default both)")
     ap.add_argument("--quiet-wait", type=float, default=120,
