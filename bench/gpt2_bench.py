@@ -527,7 +527,9 @@ def check_case(args, c, model, tokens_all, torch_w, ort_w):
     check_exact(c, "circc", np.load(got_path), want)
     if ort_w and c.onnx:
         got_path = os.path.join(d, "ort_logits.bin")
-        ort_w.ask(ort_request(args, c, args.threads, 1, got_path))
+        r = ort_w.ask(ort_request(args, c, args.threads, 1, got_path))
+        if r["load_ms"] is not None:
+            log(f"== {c.label}: ORT session created in {r['load_ms'] / 1e3:.1f} s")
         check_exact(c, "ORT", np.fromfile(got_path, dtype="<f4").reshape(want.shape), want)
     if c.bf16:
         got_path = os.path.join(d, "torch_bf16_logits.npy")
