@@ -945,7 +945,7 @@ bool symbol_same_id(const Node *a, const Node *b) {
 
 bool symbol_same(const Node *a, const Node *b) { return symbol_same_id(a, b) && shape_eq(&a->shape, &b->shape); }
 
-bool ir_walk(Node *root, IrVisit *enter, IrVisit *leave, void *arg) {
+bool ir_walk(const Node *root, IrVisit *enter, IrVisit *leave, void *arg) {
   typedef struct Frame {
     Node *n;
     int next; /* the child to walk next */
@@ -953,7 +953,8 @@ bool ir_walk(Node *root, IrVisit *enter, IrVisit *leave, void *arg) {
   Frame local[64], *stack = local; /* shallow walks (most nested ones) need no heap */
   size_t cap = sizeof local / sizeof *local, top = 0;
   bool ok = true;
-  if (enter(root, arg)) stack[top++] = (Frame){root, 0};
+  Node *r = (Node *)root; /* the walk edits nothing; callbacks get nodes as children are: Node * */
+  if (enter(r, arg)) stack[top++] = (Frame){r, 0};
   while (top) {
     Frame *f = &stack[top - 1];
     if (f->next < f->n->nchild) {

@@ -231,7 +231,7 @@ bool index_entry_bounds(const IndexEntry *e, int64_t len, int64_t *start, int64_
  * false from it stops the walk: ir_walk returns false. Callbacks may call
  * ir_walk again (a nested walk has its own stack). */
 typedef bool IrVisit(Node *n, void *arg);
-bool ir_walk(Node *root, IrVisit *enter, IrVisit *leave, void *arg);
+bool ir_walk(const Node *root, IrVisit *enter, IrVisit *leave, void *arg);
 
 /* The number of nodes on the longest path from a root down to a leaf (the
  * roots' depth); *deepest is the root or node where it starts. The driver
