@@ -476,12 +476,13 @@ typedef struct StreamUses {
 static bool check_stream_use(Node *k, void *arg) {
   StreamUses *u = arg;
   Comp *c = u->c;
-  if (u->depth) {
+  if (u->depth) { /* k is child i of n */
     const Node *n = u->path[u->depth - 1].n;
     int i = u->path[u->depth - 1].next++;
-    if (load_is_streamed(c, k) && n->kind == NK_DiscreteVar && i == 0) {
+    bool streamed = load_is_streamed(c, k);
+    if (streamed && n->kind == NK_DiscreteVar && i == 0) {
       for (int s = 0; s < c->nstreamed; s++) u->uses[s] += !strcmp(c->streamed[s], k->name);
-    } else if (load_is_streamed(c, k)) {
+    } else if (streamed) {
       diag_error(c, n->loc, "--stream %s: %s uses the streamed Array '%s', but only a DiscreteVar's values can be "
                  "streamed (read at run time)", k->name, node_label(c, n), k->name);
     }
