@@ -30,6 +30,7 @@ struct Eval {
   const RvGroups *groups; /* NULL: a DiscreteVar is an error */
   int64_t max_combinations;
   PtrMap deps;           /* root: node → the groups its value depends on (ptr: sorted ints, num: count) */
+  PtrMap nested;         /* root: nodes whose nested expectations were evaluated (flag; evaluate_nested) */
   Eval *root;            /* a combination's Eval: the root Eval, which holds every variable-free value */
   const int64_t *row;    /* a combination's Eval: the row of every group */
 };
@@ -51,6 +52,7 @@ void eval_free(Eval *e) {
   if (!e) return;
   ptrmap_free(&e->memo);
   ptrmap_free(&e->deps);
+  ptrmap_free(&e->nested);
   free(e->bind);
   free(e);
 }
@@ -568,6 +570,7 @@ static Tensor *eval_cumulant(Eval *e, const Node *n, Tensor **in) {
  * that the two check each other. */
 
 static Tensor *value(Eval *e, const Node *n);
+static void evaluate_nested(Eval *root, const Node *n);
 
 enum { MAX_EXACT_ORDER = 12 }; /* every one of the 2^k argument subsets keeps a moment */
 
@@ -772,6 +775,7 @@ static Tensor *eval_expectation(Eval *e, const Node *n, const int *group, int ng
   for (int j = 0; j < ng; j++)
     for (int64_t r = 0; r < gs->g[group[j]].size; r++) norm[j] += gs->g[group[j]].probs[r];
 
+  evaluate_nested(e, n);
   long double total = 0;
   bool ok = true;
   for (bool more = true; more && ok;) {
@@ -1172,22 +1176,55 @@ static Tensor *eval_general_function(Eval *e, const Node *n, Tensor **in) {
 
 /* ---- dispatch ---- */
 
+/* Why n's kind has no value of its own, or NULL. */
+static const char *no_value(const Node *n) {
+  switch (n->kind) {
+  case NK_Module: return "is a Module; substitute modules first";
+  case NK_DiscreteVar: return "is a DiscreteVar, which has no single value; circc eval --all computes exact expectations";
+  case NK_StoredCumulantVar: return "is a StoredCumulantVar, which has no deterministic value";
+  case NK_Conv: return "is a Conv, which circc does not support";
+  default: return NULL;
+  }
+}
+
 /* Kinds that have no value of their own; reported without evaluating children. */
 static bool reject(Eval *e, const Node *n) {
-  const char *why = NULL;
-  switch (n->kind) {
-  case NK_Module: why = "is a Module; substitute modules first"; break;
-  case NK_DiscreteVar: why = "is a DiscreteVar, which has no single value; circc eval --all computes exact expectations"; break;
-  case NK_StoredCumulantVar: why = "is a StoredCumulantVar, which has no deterministic value"; break;
-  case NK_Conv: why = "is a Conv, which circc does not support"; break;
-  default: return false;
-  }
-  diag_error(e->c, n->loc, "%s %s", node_label(e->c, n), why);
-  return true;
+  const char *why = no_value(n);
+  if (why) diag_error(e->c, n->loc, "%s %s", node_label(e->c, n), why);
+  return why != NULL;
 }
 
 enum { EVAL_MAX_SHIFT = 40 };
 #define EVAL_MAX_BYTES ((int64_t)1 << EVAL_MAX_SHIFT)
+
+/* evaluate_nested walks where evaluation does (not into a DiscreteVar's
+ * rows, a kind without a value or a value past the limit), each node once per root. */
+static bool nested_enter(Node *m, void *arg) {
+  Eval *root = arg;
+  PtrMapEntry *r = ptrmap_get(&root->nested, m);
+  if (r->flag) return false;
+  r->flag = true;
+  return m->kind != NK_DiscreteVar && !no_value(m) && shape_numel(&m->shape) <= EVAL_MAX_BYTES / 8;
+}
+
+/* An estimated Cumulant (one with an argument that depends on a variable), innermost first. */
+static bool nested_leave(Node *m, void *arg) {
+  Eval *root = arg;
+  if (m->kind != NK_Cumulant || ptrmap_find(&root->memo, m)) return true;
+  for (int i = 0; i < m->nchild; i++)
+    if (is_random(root, m->child[i])) {
+      value(root, m);
+      break;
+    }
+  return true;
+}
+
+/* The expectations nested in the arguments of n (being evaluated in the
+ * root), innermost first, before n enumerates its combinations: then no
+ * expectation recurses into another once per level of nesting. */
+static void evaluate_nested(Eval *root, const Node *n) {
+  for (int i = 0; i < n->nchild; i++) ir_walk(n->child[i], nested_enter, nested_leave, root);
+}
 
 /* What compute does before n's children, which it then need not walk: a
  * variable or an expectation, a rejected kind or size, a leaf. false: n's value

@@ -9,7 +9,8 @@
  * is a located error instead of a crash. Values are hand-computed: the Add
  * chain is x, a relu chain relu(x) (relu of the patch past a patched level),
  * the nested modules x + 1, the wide sum 1000 x, the expectation of a relu
- * chain over a DiscreteVar 0.5 relu(1) + 0.3 relu(-4) + 0.2 relu(10) = 2.5.
+ * chain over a DiscreteVar 0.5 relu(1) + 0.3 relu(-4) + 0.2 relu(10) = 2.5,
+ * 60000 nested expectations of x + the one inside (E x = -1.5) -90000.
  * Runs the circc binary (label slow: the big circuits take seconds, their
  * programs tens of seconds to build). */
 #define _GNU_SOURCE /* asprintf */
@@ -178,6 +179,27 @@ Test(deep, an_expectation_of_a_deep_chain) {
   expect_values(dir, "eval.npy", K, 1);
   tu_sh("rm -rf %s", dir);
   free(dir);
+}
+
+/* 60000 expectations nested in each other, k<i> = E[x + k<i-1>] with x 1 or
+ * -4 (probability 1/2 each), evaluated by circc eval --all: each nesting
+ * level is an expectation of its own, evaluated innermost first rather than
+ * by recursion; k<i> = -1.5 (i + 1). */
+Test(deep, sixty_thousand_nested_expectations_evaluate) {
+  char *dir = tu_temp_dir("deep_nested_rv");
+  enum { LEVELS = 60000 };
+  char *p = path_in(dir, "nested.circ");
+  FILE *f = fopen(p, "w");
+  cr_assert(f);
+  fputs("'x' DiscreteVar\n  'v' Concat 0\n    'v0' [1] Scalar 1\n    'v1' [1] Scalar -4\n"
+        "  'p' Concat 0\n    'p0' [1] Scalar 0.5\n    'p1' [1] Scalar 0.5\n'k0' Cumulant\n  'x'\n", f);
+  for (int i = 1; i < LEVELS; i++) fprintf(f, "'a%d' Add\n  'x'\n  'k%d'\n'k%d' Cumulant\n  'a%d'\n", i, i - 1, i, i);
+  cr_assert_eq(fclose(f), 0);
+  cr_assert_eq(tu_sh("cd %s && " CIRCC_BIN " eval --all nested.circ --output k%d=@eval.npy", dir, LEVELS - 1), 0);
+  const double want[1] = {-1.5 * LEVELS};
+  expect_values(dir, "eval.npy", want, 1);
+  tu_sh("rm -rf %s", dir);
+  free(p), free(dir);
 }
 
 Test(deep, ten_thousand_nested_modules_substitute) {
