@@ -770,8 +770,8 @@ Value *lower_value(Lower *L, const Node *n) {
   if (v) return v;
   v = lower_node(L, n);
   if (!v) return lazy(L, expr_const(L, 0.0)); /* error reported; keep lowering to find more */
-  /* (a large expression is materialised even without loads: expressions stay
-   * a few levels deep, so the passes over them may recurse) */
+  /* more than 48 nodes, loads or not, is materialised: expressions stay under
+   * 50 levels deep, so the passes over them (expr_size, emit) may recurse */
   if (v->lazy && ((expr_has_load(v->expr) && L->uses[n->id] > 1) || expr_size(v->expr) > 48)) materialize(L, n, v);
   else if (v->lazy && n->kind != NK_Scalar && n->kind != NK_Tag) L->k->nfused++;
   L->memo[n->id] = v;
