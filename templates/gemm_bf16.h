@@ -107,7 +107,6 @@ CIRCC_BF16_API void circc_bf16_pack_b(const float *B, int64_t b_k, int64_t b_n, 
 #endif
 #if CIRCC_BF16_HAS_AMX
 #include <sys/syscall.h>
-#include <unistd.h>
 #endif
 
 /* The path a call with amx = 0 takes. */
@@ -120,8 +119,11 @@ CIRCC_BF16_API int circc_gemm_bf16_amx(void) {
   static int state; /* 0 not asked, 1 granted, 2 refused */
   int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
   if (!s) {
-    /* ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA */
-    s = syscall(SYS_arch_prctl, 0x1023, 18) == 0 ? 1 : 2;
+    /* arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), as a raw system call:
+     * glibc declares syscall() only for _DEFAULT_SOURCE, programs are -std=c11 */
+    long ret;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"((long)SYS_arch_prctl), "D"(0x1023L), "S"(18L) : "rcx", "r11", "memory");
+    s = ret == 0 ? 1 : 2;
     __atomic_store_n(&state, s, __ATOMIC_RELEASE);
   }
   return s == 1;
@@ -130,9 +132,10 @@ CIRCC_BF16_API int circc_gemm_bf16_amx(void) {
 #endif
 }
 
-/* The GEMM path of a program's steps with more than 4 rows, for --info. */
+/* The paths a program's GEMMs take here, for --info. */
 CIRCC_BF16_API const char *circc_gemm_bf16_path(void) {
-  return circc_gemm_bf16_amx() ? "amx" : CIRCC_BF16_VECTOR_ISA;
+  return circc_gemm_bf16_amx() ? (CIRCC_BF16_HAS_AVX512 ? "amx; 1-4 rows: avx512bf16" : "amx; 1-4 rows: portable")
+                               : CIRCC_BF16_VECTOR_ISA;
 }
 
 /* Bytes of scratch circc_gemm_bf16_rows needs for `rows` rows: the packed A
