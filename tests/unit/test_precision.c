@@ -1,0 +1,131 @@
+/* test_precision.c — circc --precision bf16 on whole programs: a product with a
+ * bias (a GEMM with an epilogue) for M = 1 and 3 rows (the vector path of
+ * decode steps) and M = 40 (AMX where the machine has it) against a double
+ * reference of the bf16-rounded operands, within the fp32 accumulation bound
+ * of templates/gemm_bf16.h (|y - ref| <= (Kp + 1) 2^-24 sum_k |x_k w_k| plus
+ * the bias add's rounding); the same bits with 1 and 2 threads; the weight
+ * that is also an output (read by a non-GEMM step) keeps its fp32 values;
+ * --info names the precision; the blob holds the weight at half its bytes;
+ * and without --precision the generated C knows nothing of bf16. */
+#define _GNU_SOURCE /* asprintf */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "testutil.h"
+#define CIRCC_GEMM_BF16_LAYOUT_ONLY
+#include "../../templates/gemm_bf16.h"
+
+enum { K = 300, N = 70 };
+
+/* y = x w + bias, with w and bias also outputs (their fp32 values). */
+static char *circuit(int64_t M) {
+  char *text;
+  cr_assert(asprintf(&text,
+                     "'y' Add\n"
+                     "  'xw' Einsum ab,bc->ac\n"
+                     "    'x' [%lld,%d] Symbol 11111111-1111-4111-8111-111111111111\n"
+                     "    'w' [%d,%d] Array rand\n"
+                     "  'bias' [%d] Array rand\n"
+                     "'w'\n"
+                     "'bias'\n",
+                     (long long)M, K, K, N, N) > 0);
+  return text;
+}
+
+/* Compiles text with the given precision into dir/name (--emit c: a directory). */
+static void compile(const char *text, Precision p, const char *dir, const char *name, bool emit_c) {
+  char *out;
+  cr_assert(asprintf(&out, "%s/%s", dir, name) > 0);
+  Comp *c = tu_comp();
+  c->precision = p;
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "p.circ", .last = STAGE_EMIT,
+                     .emit = {.name = name, .command_line = "test"},
+                     .build = {.output = out, .opt = "-O2", .emit_c_only = emit_c}};
+  Compilation cm = {0};
+  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
+  tu_free(c);
+  free(out);
+}
+
+static Tensor *load(Comp *c, const char *dir, const char *file) {
+  char *path;
+  cr_assert(asprintf(&path, "%s/%s", dir, file) > 0);
+  Tensor *t = npy_load(c, path, NO_LOC);
+  cr_assert(t && t->dtype == DT_F32, "%s: %s", path, tu_diags(c));
+  free(path);
+  return t;
+}
+
+static double bf(float x) { return (double)circc_bf16_float(circc_bf16_round(x)); }
+
+Test(precision, bf16_programs_within_the_accumulation_bound_and_thread_count_invariant) {
+  const int64_t rows[] = {1, 3, 40};
+  for (int r = 0; r < 3; r++) {
+    int64_t M = rows[r];
+    char *dir = tu_temp_dir("precision"), *text = circuit(M);
+    compile(text, PRECISION_BF16, dir, "prog", false);
+    /* the input: values of both signs over a few binades */
+    Comp *c = tu_comp();
+    Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 2, .dim = {M, K}});
+    for (int64_t i = 0; i < M * K; i++) ((float *)x->data)[i] = (float)(sin((double)i * 1.7) * (1 + i % 5));
+    char *xpath;
+    cr_assert(asprintf(&xpath, "%s/x.npy", dir) > 0);
+    cr_assert(npy_save(c, x, xpath));
+    for (int t = 1; t <= 2; t++)
+      cr_assert_eq(tu_sh("cd %s && ./prog --threads %d --input x=@x.npy --output y=@y%d.npy --output w=@w.npy "
+                         "--output bias=@b.npy",
+                         dir, t, t),
+                   0);
+    cr_assert_eq(tu_sh("cmp -s %s/y1.npy %s/y2.npy", dir, dir), 0, "M=%lld: 1 and 2 threads differ", (long long)M);
+    cr_assert_eq(tu_sh("%s/prog --info | grep -q '^precision:    bf16 (GEMMs: '", dir), 0);
+    const float *y = load(c, dir, "y1.npy")->data, *w = load(c, dir, "w.npy")->data, *b = load(c, dir, "b.npy")->data;
+    const float *xv = x->data;
+    double worst_fp32 = 0; /* how far y is from the unrounded product: bf16 must show */
+    int bf16_values = 0;   /* weights that bf16 cannot hold: the output kept fp32 */
+    for (int64_t i = 0; i < K * N; i++) bf16_values += bf(w[i]) != (double)w[i];
+    cr_assert_gt(bf16_values, K * N / 2, "the weight output lost its fp32 bits");
+    double u = ldexp(1.0, -24) * (double)(circc_bf16_kp(K) + 1);
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) {
+        double ref = 0, mag = 0, exact = 0;
+        for (int64_t k = 0; k < K; k++) {
+          double p = bf(xv[m * K + k]) * bf(w[k * N + n]);
+          ref += p, mag += fabs(p), exact += (double)xv[m * K + k] * w[k * N + n];
+        }
+        double got = y[m * N + n], want = ref + b[n];
+        double bound = u * mag + ldexp(fabs(want), -23);
+        cr_assert(fabs(got - want) <= bound, "M=%lld y[%lld,%lld] = %.9g, want %.9g (bound %.3g)", (long long)M,
+                  (long long)m, (long long)n, got, want, bound);
+        double d = fabs(got - (exact + b[n]));
+        if (d > worst_fp32) worst_fp32 = d;
+      }
+    cr_assert_gt(worst_fp32, 1e-3, "M=%lld: the product looks fp32 (max diff %.3g)", (long long)M, worst_fp32);
+    tu_free(c);
+    tu_sh("rm -rf %s", dir);
+    free(dir), free(text), free(xpath);
+  }
+}
+
+/* The blob: bf16 holds the GEMM's weight in about half the bytes (the weight
+ * is not an output here, so its fp32 copy is gone); fp32 programs do not
+ * include the bf16 template. */
+Test(precision, bf16_halves_the_weights_and_fp32_is_untouched) {
+  char *dir = tu_temp_dir("precision_blob");
+  const char *text = "'y' Einsum ab,bc->ac\n"
+                     "  'x' [8,256] Symbol 11111111-1111-4111-8111-111111111111\n"
+                     "  'w' [256,512] Array rand\n";
+  compile(text, PRECISION_FP32, dir, "f32.d", true);
+  compile(text, PRECISION_BF16, dir, "bf16.d", true);
+  size_t n32, n16;
+  char *p32, *p16;
+  cr_assert(asprintf(&p32, "%s/f32.d/weights.bin", dir) > 0 && asprintf(&p16, "%s/bf16.d/weights.bin", dir) > 0);
+  free(tu_read_file(p32, &n32));
+  free(tu_read_file(p16, &n16));
+  cr_assert_eq(n32, (size_t)256 * 512 * 4);
+  cr_assert_eq(n16, (size_t)256 * 512 * 2);
+  cr_assert_neq(tu_sh("grep -q bf16 %s/f32.d/model.c", dir), 0, "an fp32 program mentions bf16");
+  cr_assert_eq(tu_sh("grep -q 'circc_gemm_bf16_rows' %s/bf16.d/model.c", dir), 0);
+  tu_sh("rm -rf %s", dir);
+  free(dir), free(p32), free(p16);
+}
