@@ -276,7 +276,22 @@ void rt_wait_policy(char **argv) {
 #endif
 }
 
-int rt_set_threads(int requested) {
+#ifdef _OPENMP
+/* libgomp exits with status 1 (a program's --check mismatch code) when it
+ * cannot create a thread. rt_set_threads starts the team itself, once, with
+ * this handler armed: the failure becomes a message and exit 3. */
+static const char *g_team_prog;
+static int g_team_size;
+
+static void team_failed(void) {
+  if (!g_team_prog) return;
+  rt_error(g_team_prog, "cannot start %d threads (libgomp's reason above); try --threads 1 or a smaller "
+           "OMP_STACKSIZE", g_team_size);
+  _exit(RT_EXIT_BAD_INPUT);
+}
+#endif
+
+int rt_set_threads(const char *prog, int requested) {
 #ifdef _OPENMP
   int n = requested;
   const char *env = getenv("OMP_NUM_THREADS");
@@ -289,9 +304,17 @@ int rt_set_threads(int requested) {
   }
   if (!n) n = omp_get_num_procs();
   omp_set_num_threads(n);
+  static bool armed;
+  if (!armed) armed = atexit(team_failed) == 0;
+  g_team_prog = prog, g_team_size = n;
+  static volatile int started;   /* a region with an empty body is optimised away */
+#pragma omp parallel num_threads(n)
+  started = 1;   /* later regions of n threads reuse this team */
+  (void)started;
+  g_team_prog = NULL;
   return n;
 #else
-  (void)requested;   /* built without OpenMP: always one thread */
+  (void)prog, (void)requested;   /* built without OpenMP: always one thread */
   return 1;
 #endif
 }

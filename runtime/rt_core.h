@@ -85,8 +85,9 @@ void rt_free_buffers(const rt_model *m, void **in, void **out, void *arena);
 double rt_now_ms(void);
 /* Sets the OpenMP thread count: requested, else a leading positive number in
  * OMP_NUM_THREADS (read now, so a changed environment counts), else every
- * core. Returns the count (1 without OpenMP). */
-int rt_set_threads(int requested);
+ * core, and starts the threads: if they cannot be created, prog says so and
+ * exits 3. Returns the count (1 without OpenMP). */
+int rt_set_threads(const char *prog, int requested);
 /* The thread count a parallel region gets now. */
 int rt_threads(void);
 

@@ -1001,7 +1001,7 @@ static int expect_run(Run *r, int argc, char **argv) {
   if (code == GO_ON && r->o.all) code = count_all(r);
   if (code != GO_ON) return code;
   rt_reduce_speak();
-  int threads = rt_set_threads(r->o.threads);
+  int threads = rt_set_threads(r->prog, r->o.threads);
   if (r->o.verbose && r->ranks > 1)
     fprintf(stderr, "%s: rank %d of %d, %d thread%s\n", r->prog, r->rank, r->ranks, threads, threads == 1 ? "" : "s");
   else if (r->o.verbose) fprintf(stderr, "%s: %d thread%s\n", r->prog, threads, threads == 1 ? "" : "s");

@@ -672,7 +672,7 @@ static int generate_text(const rt_model *m, const GenOptions *o) {
     rt_tokenizer_free(tok);
     return RT_EXIT_USAGE;
   }
-  if (o->threads > 0) rt_set_threads(o->threads);
+  rt_set_threads(g_prog, o->threads);
   /* the prompt: the text's tokens (<|endoftext|> for an empty text, as GPT-2
    * starts unconditional samples), or the ids */
   const int64_t *prompt = o->tokens;

@@ -375,7 +375,7 @@ static int run_main(const rt_model *m, int argc, char **argv) {
     rt_error(r.prog, "out of memory");
     code = RT_EXIT_BAD_INPUT;
   } else if ((code = parse_args(&r, argc, argv)) == GO_ON) {
-    int threads = rt_set_threads(r.threads);
+    int threads = rt_set_threads(r.prog, r.threads);
     if (r.verbose) fprintf(stderr, "%s: %d thread%s\n", r.prog, threads, threads == 1 ? "" : "s");
     if (r.info) rt_print_info(m, r.prog, threads);
     code = r.info && !r.nouts && !r.nchecks && !r.bench ? RT_EXIT_OK : run_all(&r, threads);

@@ -193,7 +193,7 @@ static int sample_main(const rt_model *m, int argc, char **argv) {
   if (conflict)
     return rt_usage_error(prog, "--sample cannot be combined with %s (nor with --input, --output, --check, "
                           "--rtol, --atol or --bench)", conflict);
-  threads = rt_set_threads(threads);
+  threads = rt_set_threads(prog, threads);
   if (verbose) fprintf(stderr, "%s: %d thread%s\n", prog, threads, threads == 1 ? "" : "s");
   if (info) rt_print_info(m, prog, threads);
   return rt_sample(m, (int)count, seed);

@@ -66,22 +66,33 @@ static void buf_base(Emit *e, const Buf *b, bool write) {
   }
 }
 
-/* Declares `b<id>` for every buffer a step touches (once each). */
+/* Declares `b<id>` for every buffer a step touches, once each, in the order
+ * first touched: a fused Add of every head's output can read hundreds, so
+ * repeats are merged by sorting, not by searching. */
 typedef struct Decl {
-  const Buf *buf[64];
-  bool write[64];
-  int n;
+  const Buf **buf;
+  bool *write;
+  int n, cap;
 } Decl;
 
 static void decl_add(Decl *d, const Buf *b, bool write) {
-  for (int i = 0; i < d->n; i++)
-    if (d->buf[i] == b) {
-      d->write[i] |= write;
-      return;
-    }
-  if (d->n == 64) ICE("step touches more than 64 buffers");
+  if (d->n == d->cap) {
+    d->cap = d->cap ? 2 * d->cap : 16;
+    d->buf = realloc(d->buf, sizeof *d->buf * (size_t)d->cap);
+    d->write = realloc(d->write, sizeof *d->write * (size_t)d->cap);
+    if (!d->buf || !d->write) diag_out_of_memory(sizeof *d->buf * (size_t)d->cap);
+  }
   d->buf[d->n] = b;
   d->write[d->n++] = write;
+}
+
+typedef struct DeclPos {
+  int id, pos;
+} DeclPos;
+
+static int declpos_cmp(const void *x, const void *y) {
+  const DeclPos *a = x, *b = y;
+  return a->id != b->id ? (a->id > b->id) - (a->id < b->id) : (a->pos > b->pos) - (a->pos < b->pos);
 }
 
 static void decl_expr(Decl *d, const Expr *x) {
@@ -89,13 +100,30 @@ static void decl_expr(Decl *d, const Expr *x) {
   for (int i = 0; i < x->nargs; i++) decl_expr(d, x->arg[i]);
 }
 
-static void emit_decls(Emit *e, const Decl *d) {
+/* Emits the declarations and releases d. */
+static void emit_decls(Emit *e, Decl *d) {
+  DeclPos *by_id = malloc(sizeof *by_id * (size_t)(d->n + 1));
+  if (!by_id) diag_out_of_memory(sizeof *by_id * (size_t)(d->n + 1));
+  for (int i = 0; i < d->n; i++) by_id[i] = (DeclPos){d->buf[i]->id, i};
+  qsort(by_id, (size_t)d->n, sizeof *by_id, declpos_cmp);
+  for (int i = 1; i < d->n; i++)   /* a repeat: its first touch gets its write, it gets nothing */
+    if (by_id[i].id == by_id[i - 1].id) {
+      int first = by_id[i - 1].pos, rep = by_id[i].pos;
+      by_id[i].pos = first;
+      d->write[first] |= d->write[rep];
+      d->buf[rep] = NULL;
+    }
+  free(by_id);
   for (int i = 0; i < d->n; i++) {
     const Buf *b = d->buf[i];
+    if (!b) continue;
     out(e, "  %s%s *restrict b%d = ", d->write[i] ? "" : "const ", ctype(b->dtype), b->id);
     buf_base(e, b, d->write[i]);
     out(e, ";\n");
   }
+  free(d->buf);
+  free(d->write);
+  *d = (Decl){0};
 }
 
 /* `b7[12 + i0*40 + i2]` — the element of view v at the loop coordinates. */

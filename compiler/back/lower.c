@@ -25,9 +25,11 @@ static void push_buf(Lower *L, Buf *b) {
   k->buf[k->nbuf++] = b;
 }
 
-/* The largest buffer a program may have: sizes and offsets stay far from
- * int64 overflow (a million of them still sum below 2^60). */
+/* The largest buffer a program may have, and the most all its buffers may
+ * take together: memplan's offsets and sums (each buffer rounded up to 64
+ * bytes) stay far from int64 overflow. */
 #define MAX_BUFFER_BYTES ((int64_t)1 << 40)
+#define MAX_PROGRAM_BYTES ((int64_t)1 << 56)
 
 /* The product of n's sizes with 0 counted as 1 (ir_make keeps it below
  * 2^63): a shape with a size 0 has no elements, but its loops and strides
@@ -50,6 +52,10 @@ Buf *new_buf(Lower *L, BufKind kind, DType dt, int64_t numel, const Node *n) {
                numel ? "" : " (a size 0 counted as 1: the loops still run)", dtype_size(dt));
     numel = 0; /* lowering goes on to report more; nothing is emitted */
   }
+  int64_t bytes = numel * (int64_t)dtype_size(dt) + 64;
+  if (L->total_bytes <= MAX_PROGRAM_BYTES && (L->total_bytes += bytes) > MAX_PROGRAM_BYTES)
+    diag_error(L->c, n ? n->loc : NO_LOC, "the program's buffers need more than 2^56 bytes in all (at %s)",
+               n ? node_label(L->c, n) : "a value");
   Buf *b = ARENA_NEW(&L->c->arena, Buf);
   b->kind = kind;
   b->dtype = dt;
@@ -689,11 +695,11 @@ static Value *lower_node(Lower *L, const Node *n) {
   }
   case NK_Symbol: {
     /* the same symbol may be written twice: uuid, name and shape identify it (§5.1) */
-    for (int i = 0; i < L->k->ninputs; i++) {
-      const Node *s = L->k->input[i]->node;
-      if (symbol_same(s, n)) return viewed(L, contiguous(L->k->input[i], &n->shape));
-    }
-    ICE("symbol %s is not a program input", node_label(c, n));
+    int i = n->name ? ir_find_name(L->input_node, L->input_order, L->k->ninputs, n->name) : -1;
+    for (int j = 0; i < 0 && j < L->k->ninputs; j++)   /* unnamed: an error was reported */
+      if (symbol_same(L->input_node[j], n)) i = j;
+    if (i < 0 || !symbol_same(L->input_node[i], n)) ICE("symbol %s is not a program input", node_label(c, n));
+    return viewed(L, contiguous(L->k->input[i], &n->shape));
   }
   case NK_Scalar: return lazy(L, expr_const(L, n->u.scalar.value));
   case NK_Add: {
@@ -811,6 +817,8 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
   k->ninputs = p->inputs.n;
   k->input = ARENA_ARRAY(&c->arena, Buf *, k->ninputs + 1);
   k->input_name = ARENA_ARRAY(&c->arena, const char *, k->ninputs + 1);
+  L.input_node = p->inputs.node;
+  L.input_order = ir_order_by_name(p->inputs.node, p->inputs.n);
   for (int i = 0; i < p->inputs.n; i++) {
     const Node *s = p->inputs.node[i];
     if (!s->name) diag_error(c, s->loc, "unnamed free symbol %s: inputs need names", shape_str(c, &s->shape));
@@ -853,7 +861,7 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
   }
   gemm_bf16_weights(&L);
   for (int i = 0; i < k->nstep; i++) k->flops += k->step[i]->flops;
-  free(L.memo), free(L.uses), free(L.weight_of), free(L.tensor), free(L.tensor_reads), free(visited);
+  free(L.memo), free(L.uses), free(L.weight_of), free(L.tensor), free(L.tensor_reads), free(L.input_order), free(visited);
   return diag_error_count(c) == errors;
 }
 

@@ -27,6 +27,9 @@ typedef struct Lower {
   struct AttnMask *attn; /* idiom_attention.c: F and B of the attentions so far */
   bool batch_invariant;  /* Program.batch_invariant */
   const Node *too_big;   /* the last node whose buffer exceeded the limit (reported once) */
+  Node *const *input_node; /* the program's inputs (Symbols), and */
+  int *input_order;        /* their positions by name (ir_order_by_name) */
+  int64_t total_bytes;   /* every buffer so far: bounded so that memplan's sums cannot overflow */
 } Lower;
 
 /* lower.c */

@@ -945,6 +945,40 @@ bool symbol_same_id(const Node *a, const Node *b) {
 
 bool symbol_same(const Node *a, const Node *b) { return symbol_same_id(a, b) && shape_eq(&a->shape, &b->shape); }
 
+typedef struct NamePos {
+  const char *name;
+  int pos;
+} NamePos;
+
+static int name_cmp(const char *a, const char *b) { return !a || !b ? (b != NULL) - (a != NULL) : strcmp(a, b); }
+
+static int namepos_cmp(const void *x, const void *y) {
+  const NamePos *a = x, *b = y;
+  int c = name_cmp(a->name, b->name);
+  return c ? c : (a->pos > b->pos) - (a->pos < b->pos);
+}
+
+int *ir_order_by_name(Node *const *a, int n) {
+  NamePos *np = malloc(sizeof *np * (size_t)(n + 1));
+  int *order = malloc(sizeof *order * (size_t)(n + 1));
+  if (!np || !order) ICE("out of memory");
+  for (int i = 0; i < n; i++) np[i] = (NamePos){a[i]->name, i};
+  qsort(np, (size_t)n, sizeof *np, namepos_cmp);
+  for (int i = 0; i < n; i++) order[i] = np[i].pos;
+  free(np);
+  return order;
+}
+
+int ir_find_name(Node *const *a, const int *order, int n, const char *name) {
+  int lo = 0, hi = n;   /* the first position in order whose name is >= name */
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (name_cmp(a[order[mid]]->name, name) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < n && name_cmp(a[order[lo]]->name, name) == 0 ? order[lo] : -1;
+}
+
 int64_t ir_depth(Comp *c, Node *const *roots, int n, const Node **deepest) {
   /* iterative post-order: the walk every recursive stage would make, without recursing */
   int64_t *depth = calloc((size_t)c->next_node_id + 1, sizeof *depth); /* 0: not visited, else 1 + the deepest child */

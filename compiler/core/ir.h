@@ -236,6 +236,12 @@ const char *shape_str(Comp *c, const Shape *s);
 bool symbol_same_id(const Node *a, const Node *b);
 bool symbol_same(const Node *a, const Node *b);
 
+/* Many Symbols by name in O(n log n), not O(n^2): ir_order_by_name gives the
+ * positions of a[0..n) sorted by name (unnamed first), ties by position
+ * (malloc'd); ir_find_name the first of them named name, or -1. */
+int *ir_order_by_name(Node *const *a, int n);
+int ir_find_name(Node *const *a, const int *order, int n, const char *name);
+
 /* Symbols bound by a Module node: arg i binds u.module.arg[i].symbol to child[i+1]. */
 static inline int module_nargs(const Node *m) { return m->nchild - 1; }
 #endif

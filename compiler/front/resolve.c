@@ -108,23 +108,23 @@ bool resolve_program(Comp *c, const NodeList *tops, Program *out) {
   /* A Symbol written twice (same uuid, name and shape) is one input; two
    * different free symbols with one name would make --input ambiguous. The
    * program's input dtypes are fixed here, before simplification may drop uses. */
-  out->input_is_index = ARENA_ARRAY(&c->arena, bool, out->inputs.n + 1);
-  int kept = 0;
-  for (int i = 0; i < out->inputs.n; i++) {
-    Node *a = out->inputs.node[i];
-    int dup = -1;
-    for (int j = 0; j < kept && dup < 0; j++) {
-      const Node *b = out->inputs.node[j];
-      if (!a->name || !b->name || strcmp(a->name, b->name) != 0) continue;
-      dup = j;
-      if (!symbol_same(a, b))
-        diag_error(c, a->loc, "two different free symbols are named '%s' (shapes %s and %s); inputs need unique names",
-                   a->name, shape_str(c, &a->shape), shape_str(c, &b->shape));
-    }
-    if (dup < 0) dup = kept, out->inputs.node[kept++] = a;
-    out->input_is_index[dup] |= r.index_use[a->id];
+  int n_in = out->inputs.n, kept = 0;
+  out->input_is_index = ARENA_ARRAY(&c->arena, bool, n_in + 1);
+  int *order = ir_order_by_name(out->inputs.node, n_in), *kept_at = malloc(sizeof(int) * (size_t)(n_in + 1));
+  if (!kept_at) ICE("out of memory");
+  Node **first = ARENA_ARRAY(&c->arena, Node *, n_in + 1);   /* the inputs before compaction */
+  memcpy(first, out->inputs.node, sizeof(Node *) * (size_t)n_in);
+  for (int i = 0; i < n_in; i++) {
+    Node *a = first[i];
+    int f = a->name ? ir_find_name(first, order, n_in, a->name) : i;   /* the first of this name */
+    if (f == i) kept_at[i] = kept, out->inputs.node[kept++] = a;
+    else if (!symbol_same(a, first[f]))
+      diag_error(c, a->loc, "two different free symbols are named '%s' (shapes %s and %s); inputs need unique names",
+                 a->name, shape_str(c, &a->shape), shape_str(c, &first[f]->shape));
+    out->input_is_index[kept_at[f]] |= r.index_use[a->id];
   }
   out->inputs.n = kept;
+  free(order), free(kept_at);
   free(r.index_use);
   return diag_error_count(c) == errors;
 }

@@ -268,14 +268,26 @@ static void plan_subsets(Plan *P) {
     int bi = -1, bj = -1;
     int64_t best = INF;
     double best_shrink = 0; /* size of the result minus the sizes of the pair: most negative first */
+    /* ids kept by >= 1, 2, 3 live operands: a pair's result (live_pair's) in
+     * O(1) set operations, not O(live) — wide Einsums have hundreds */
+    IdSet once = {{0}}, twice = {{0}}, thrice = {{0}};
+    for (int p = 0; p < P->nlive; p++) {
+      IdSet k = P->op[P->live[p]].keep;
+      thrice = set_or(thrice, set_and(twice, k));
+      twice = set_or(twice, set_and(once, k));
+      once = set_or(once, k);
+    }
     for (int i = 0; i < P->nlive; i++)
       for (int j = 0; j < P->nlive; j++) {
         const Op *a = &P->op[P->live[i]], *b = &P->op[P->live[j]];
         if (i == j || !set_subset(a->keep, b->keep)) continue;
         int64_t s = set_numel(P, b->raw);
         if (bi >= 0 && s > best) continue;
-        IdSet res;
-        live_pair(P, P->live[i], P->live[j], &res);
+        /* needed: in the output, or kept by a live operand other than a and b */
+        IdSet both = set_and(a->keep, b->keep), either = set_or(a->keep, b->keep);
+        IdSet need = set_or(set_or(P->out, thrice),
+                            set_or(set_minus(twice, both), set_minus(once, either)));
+        IdSet res = set_and(either, need);
         double shrink = (double)set_numel(P, res) - (double)set_numel(P, a->raw) - (double)s;
         if (bi < 0 || s < best || shrink < best_shrink) bi = i, bj = j, best = s, best_shrink = shrink;
       }

@@ -1,7 +1,8 @@
-/* test_wait_policy.c — how a program's waiting threads behave (rt_wait_policy,
- * circc_rt.h): without OMP_WAIT_POLICY or GOMP_SPINCOUNT the program runs with
- * GOMP_SPINCOUNT=1000 (RT_SPIN_COUNT; it re-executes itself once, arguments kept);
- * a user's setting is left alone. */
+/* test_wait_policy.c — how a program's threads behave (rt_wait_policy,
+ * rt_set_threads): without OMP_WAIT_POLICY or GOMP_SPINCOUNT the program runs
+ * with GOMP_SPINCOUNT=1000 (RT_SPIN_COUNT; it re-executes itself once,
+ * arguments kept); a user's setting is left alone. Threads that cannot be
+ * started are exit 3 with a message, not libgomp's exit 1. */
 #define _GNU_SOURCE /* asprintf */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -27,6 +28,27 @@ Test(wait_policy, a_program_spins_briefly_unless_the_user_says_otherwise) {
   /* the arguments survive the re-execution */
   cr_assert_eq(tu_sh("env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT %s --threads 1 | head -2 | tail -1 | grep -qx '\\[3, 3\\]'",
                      prog), 0);
+  tu_sh("rm -rf %s", dir);
+  free(prog), free(dir);
+}
+
+Test(wait_policy, threads_that_cannot_start_are_exit_3_not_libgomps_1) {
+  char *dir = tu_temp_dir("thread_start"), *prog;
+  cr_assert(asprintf(&prog, "%s/prog", dir) > 0);
+  const char *text = "'y' Einsum i,i->i\n  'x' [4] Symbol\n  'z' [4] Symbol\n";
+  Comp *c = tu_comp();
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "t.circ", .last = STAGE_EMIT,
+                     .emit = {.name = "prog", .command_line = "test"}, .build = {.output = prog}};   /* -O3: the team start must survive it */
+  Compilation cm = {0};
+  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
+  tu_free(c);
+  /* a 2 GiB thread stack in a 1 GiB address space: the second thread cannot start */
+  const char *starve = "ulimit -v 1048576; OMP_STACKSIZE=2G";
+  cr_assert_eq(tu_sh("%s %s --threads 2 --info >/dev/null 2>%s/err", starve, prog, dir), 3);
+  cr_assert_eq(tu_sh("grep -q 'prog: error: cannot start 2 threads' %s/err || cat %s/err >&2", dir, dir), 0);
+  /* one thread needs no other stack; without the limit two start */
+  cr_assert_eq(tu_sh("%s %s --threads 1 --info >/dev/null 2>&1", starve, prog), 0);
+  cr_assert_eq(tu_sh("OMP_STACKSIZE=2G %s --threads 2 --info >/dev/null 2>&1", prog), 0);
   tu_sh("rm -rf %s", dir);
   free(prog), free(dir);
 }
