@@ -311,22 +311,30 @@ CIRCC_BF16_API void circc_gemm_bf16_rows(int amx, int64_t m0, int64_t m1, int64_
 #else
   (void)amx;
 #endif
-  for (int64_t s = n0; s < n1; s += 32) {
-    const uint16_t *B0 = Bp + (s / 16) * Kp * 16, *B1 = B0 + Kp * 16;
-    int cols = (int)(n1 - s < 32 ? n1 - s : 32);
+  /* column blocks whose B (cw x Kp bf16) stays in L2 next to the packed A;
+   * in one, 32-row blocks, then 32-column strips: C is written a few rows at
+   * a time (long strided columns of C would miss the TLB on every row) */
+  int64_t cw = (1 << 19) / (Kp * 2) / 32 * 32;
+  if (cw < 32) cw = 32;
+  for (int64_t c0 = n0; c0 < n1; c0 += cw) {
+    int64_t c1 = c0 + cw < n1 ? c0 + cw : n1;
     for (int64_t t = 0; t < rows32; t += 32) {
       int r = (int)(rows - t < 32 ? rows - t : 32);
       const uint16_t *At = Ap + (t / 16) * KT * 512;
+      for (int64_t s = c0; s < c1; s += 32) {
+        const uint16_t *B0 = Bp + (s / 16) * Kp * 16, *B1 = B0 + Kp * 16;
+        int cols = (int)(c1 - s < 32 ? c1 - s : 32);
 #if CIRCC_BF16_HAS_AMX
-      if (amx) circc_bf16_amx_block(At, KT, B0, B1, out);
-      else
-#endif
-        circc_bf16_vec_block(r, At, KT, B0, B1, out);
-      for (int i = 0; i < r; i++) {
-        float *c = C + (m0 + t + i) * c_m + s * c_n;
-        if (c_n == 1) memcpy(c, out + i * 32, sizeof(float) * (size_t)cols);
+        if (amx) circc_bf16_amx_block(At, KT, B0, B1, out);
         else
-          for (int j = 0; j < cols; j++) c[j * c_n] = out[i * 32 + j];
+#endif
+          circc_bf16_vec_block(r, At, KT, B0, B1, out);
+        for (int i = 0; i < r; i++) {
+          float *c = C + (m0 + t + i) * c_m + s * c_n;
+          if (c_n == 1) memcpy(c, out + i * 32, sizeof(float) * (size_t)cols);
+          else
+            for (int j = 0; j < cols; j++) c[j * c_n] = out[i * 32 + j];
+        }
       }
     }
   }
