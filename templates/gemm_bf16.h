@@ -33,7 +33,7 @@
  * depend on the thread count.
  *
  * Paths are chosen at compile time from the ISA macros (__AMX_TILE__ and
- * __AMX_BF16__, __AVX512BF16__), which -march=native sets on a CPU that has
+ * __AMX_BF16__ (clang: __AMXTILE__, __AMXBF16__), __AVX512BF16__), which -march=native sets on a CPU that has
  * them; CIRCC_GEMM_BF16_NO_AMX or CIRCC_GEMM_BF16_PORTABLE turn paths off (the
  * tests build every variant). With AMX compiled in, circc_gemm_bf16_amx() asks
  * Linux once for the tile data permission (arch_prctl ARCH_REQ_XCOMP_PERM);
@@ -91,8 +91,10 @@ CIRCC_BF16_API void circc_bf16_pack_b(const float *B, int64_t b_k, int64_t b_n, 
       dst[circc_bf16_b_index(k, n, Kp)] = n < N && k < K ? circc_bf16_round(B[k * b_k + n * b_n]) : 0;
 }
 
-#if !defined(CIRCC_GEMM_BF16_PORTABLE) && !defined(CIRCC_GEMM_BF16_NO_AMX) && defined(__AMX_TILE__) && \
-    defined(__AMX_BF16__) && defined(__linux__) && defined(__x86_64__)
+/* (gcc spells the AMX macros __AMX_TILE__/__AMX_BF16__, clang __AMXTILE__/__AMXBF16__) */
+#if !defined(CIRCC_GEMM_BF16_PORTABLE) && !defined(CIRCC_GEMM_BF16_NO_AMX) &&                  \
+    (defined(__AMX_TILE__) || defined(__AMXTILE__)) && (defined(__AMX_BF16__) || defined(__AMXBF16__)) && \
+    defined(__linux__) && defined(__x86_64__)
 #define CIRCC_BF16_HAS_AMX 1
 #else
 #define CIRCC_BF16_HAS_AMX 0
