@@ -6,7 +6,8 @@
  * the bias add's rounding); the same bits with 1 and 2 threads; the weight
  * that is also an output (read by a non-GEMM step) keeps its fp32 values;
  * --info names the precision; the blob holds the weight at half its bytes;
- * and without --precision the generated C knows nothing of bf16. */
+ * without --precision the generated C knows nothing of bf16; expectation
+ * programs take bf16 weights with the same guarantees. */
 #define _GNU_SOURCE /* asprintf */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -128,4 +129,38 @@ Test(precision, bf16_halves_the_weights_and_fp32_is_untouched) {
   cr_assert_eq(tu_sh("grep -q 'circc_gemm_bf16_rows' %s/bf16.d/model.c", dir), 0);
   tu_sh("rm -rf %s", dir);
   free(dir), free(p32), free(p16);
+}
+
+/* An expectation program (batch-invariant GEMMs): its GEMM reads bf16 weights
+ * too, gives the same bits with 1 and 2 threads, differs from the fp32
+ * program but by at most 5% of the largest |value| (each operand is rounded
+ * by up to 2^-9 relative; sums of N(0,1) products cancel, so small elements
+ * are measured against the largest); --info says bf16. */
+Test(precision, bf16_expectation_programs) {
+  char *dir = tu_temp_dir("precision_expect");
+  const char *text = "'e' Cumulant\n"
+                     "  'y' Einsum ab,bc->ac\n"
+                     "    'dv' DiscreteVar\n"
+                     "      'rows' [40,16,64] Array rand\n"
+                     "      'p' [40] Scalar 0.025\n"
+                     "    'w' [64,64] Array rand\n";
+  compile(text, PRECISION_FP32, dir, "f32", false);
+  compile(text, PRECISION_BF16, dir, "bf16", false);
+  cr_assert_eq(tu_sh("cd %s && ./f32 --all --output e=@f.npy >/dev/null && ./bf16 --all --threads 1 --output e=@b1.npy "
+                     ">/dev/null && ./bf16 --all --threads 2 --output e=@b2.npy >/dev/null",
+                     dir),
+               0);
+  cr_assert_eq(tu_sh("cmp -s %s/b1.npy %s/b2.npy", dir, dir), 0, "1 and 2 threads differ");
+  cr_assert_eq(tu_sh("%s/bf16 --info | grep -q '^precision:    bf16 (GEMMs: '", dir), 0);
+  Comp *c = tu_comp();
+  const Tensor *f = load(c, dir, "f.npy"), *b = load(c, dir, "b1.npy");
+  double big = 0, worst = 0;
+  for (int64_t i = 0; i < 16 * 64; i++) {
+    double x = ((const float *)f->data)[i], y = ((const float *)b->data)[i];
+    big = fmax(big, fabs(x)), worst = fmax(worst, fabs(x - y));
+  }
+  cr_assert(worst > 0 && worst <= 0.05 * big, "bf16 vs fp32: max diff %.3g of values up to %.3g", worst, big);
+  tu_free(c);
+  tu_sh("rm -rf %s", dir);
+  free(dir);
 }
