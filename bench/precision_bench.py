@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import sys
+import time
 
 import numpy as np
 
@@ -95,6 +96,7 @@ def inputs_from_info(prog, d, past, T):
     """Decode inputs from the program's --info: token, pos, kv_mask (1 for the
     past positions), past_k/past_v random (their values do not change the time)."""
     info = run([prog, "--info"])
+    info = info[info.index("\ninputs:\n"):info.index("\noutputs:\n")]
     rng = np.random.default_rng(1)
     args = []
     for name, shape in re.findall(r"^  (\w+) \[([0-9,]*)\] (?:float32|int64)$", info, re.M):
@@ -189,7 +191,8 @@ def main():
     acc = accuracy(args)
     log(json.dumps(acc))
     body = [f"## --precision bf16 vs fp32 (bench/precision_bench.py)", "",
-            f"CPU: {cpu_name()}; {platform.node()}; {args.threads} threads.", "",
+            f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; CPU: {cpu_name()} (lscpu's model name); "
+            f"host {platform.node()}; {args.threads} thread{'s' if args.threads > 1 else ''}.", "",
             f"Accuracy, models/gpt2/shakespeare_gpt2 on its validation batch val4x128 ({acc['B']} x {acc['T']} "
             "tokens):", "",
             "| | |", "| --- | --- |",
@@ -203,7 +206,7 @@ def main():
             ""]
     if not args.skip_speed:
         rows, load = speed(args)
-        body += [f"Speed, GPT-2 small (random weights), {args.threads} threads, median of {args.rounds} rounds "
+        body += [f"Speed, GPT-2 small (random weights), {args.threads} thread{'s' if args.threads > 1 else ''}, median of {args.rounds} rounds "
                  f"(fp32 and bf16 alternating; other processes used {load['others']:.2f} cores on average, "
                  f"load average {min(load['loads']):.1f}–{max(load['loads']):.1f}):", "",
                  "| case | fp32 ms | bf16 ms | fp32 / bf16 | bf16 / fp32 bandwidth bound |",

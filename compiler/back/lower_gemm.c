@@ -343,22 +343,40 @@ void gemv_column_mask(Lower *L, const Node *n) {
 
 /* ------------------------------------------------------ --precision bf16 */
 
+/* GEMM s as C^T = B^T A^T: M and N trade places in the loop dims and every
+ * view (A's new N stride and B's new M stride are 0). */
+static void swap_operands(Step *s) {
+  int nb = s->u.gemm.nbatch;
+  View a = s->u.gemm.a, b = s->u.gemm.b;
+  s->u.gemm.a = b, s->u.gemm.b = a;
+  View *v[3] = {&s->u.gemm.a, &s->u.gemm.b, &s->out};
+  for (int q = 0; q < 3; q++) {
+    int64_t st = v[q]->stride[nb], d = v[q]->dim[nb];
+    v[q]->stride[nb] = v[q]->stride[nb + 1], v[q]->dim[nb] = v[q]->dim[nb + 1];
+    v[q]->stride[nb + 1] = st, v[q]->dim[nb + 1] = d;
+  }
+  int64_t d = s->dim[nb];
+  s->dim[nb] = s->dim[nb + 1], s->dim[nb + 1] = d;
+}
+
 /* With --precision bf16, every GEMM step whose B is an fp32 weight reads a
  * packed bf16 copy of it instead (templates/gemm_bf16.h; emit.c writes the
  * copy into the blob and rounds A as the step packs it). GEMMs reading the
  * same weight the same way share one copy. The fp32 buffer stays only if
  * another step reads it (GPT-2's tied wte: the embedding gather reads fp32
  * rows, exact and few, while the unembedding GEMM streams the bf16 copy);
- * memplan leaves a weight nobody reads out of the blob. A weight as A is left
- * in fp32: the GEMMs circc builds put weights in B (gemm_layouts). */
+ * memplan leaves a weight nobody reads out of the blob. A GEMM whose weight
+ * is A (and B is not a weight: w x with one column) is turned around first,
+ * C^T = B^T A^T (no epilogue is fused yet: this runs at the end of lowering). */
 void gemm_bf16_weights(Lower *L) {
   if (L->c->precision != PRECISION_BF16) return;
   Kernels *k = L->k;
   for (int i = 0; i < k->nstep; i++) {
     Step *s = k->step[i];
     if (s->kind != STEP_GEMM) continue;
-    View *B = &s->u.gemm.b;
     int nb = s->u.gemm.nbatch;
+    if (s->u.gemm.a.buf->kind == BUF_WEIGHT && s->u.gemm.b.buf->kind != BUF_WEIGHT) swap_operands(s);
+    View *B = &s->u.gemm.b;
     int64_t N = s->dim[nb + 1], K = s->dim[nb + 2];
     if (B->buf->kind != BUF_WEIGHT || B->buf->dtype != DT_F32 || B->buf->bf16_of || N <= 0 || K <= 0) continue;
     View packed = {.rank = B->rank};

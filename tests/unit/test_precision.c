@@ -41,6 +41,7 @@ static void compile(const char *text, Precision p, const char *dir, const char *
   Comp *c = tu_comp();
   c->precision = p;
   DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "p.circ", .last = STAGE_EMIT,
+                     .verify_each = true,
                      .emit = {.name = name, .command_line = "test"},
                      .build = {.output = out, .opt = "-O2", .emit_c_only = emit_c}};
   Compilation cm = {0};
@@ -163,4 +164,52 @@ Test(precision, bf16_expectation_programs) {
   tu_free(c);
   tu_sh("rm -rf %s", dir);
   free(dir);
+}
+
+/* A weight written as the first operand (y = w x): with one column of x the
+ * GEMM has the weight as A and is turned around (y^T = x^T w^T: one row, the
+ * vector path); with 40 columns lowering already makes the weight B (40 rows,
+ * AMX where there is AMX). Both read it as bf16, within the same bound, and
+ * give the same bits with 1 and 2 threads. */
+Test(precision, bf16_weight_as_first_operand) {
+  const int64_t cols[] = {1, 40};
+  for (int r = 0; r < 2; r++) {
+    int64_t n = cols[r], R = 20;
+    char *dir = tu_temp_dir("precision_wa"), *text;
+    cr_assert(asprintf(&text,
+                       "'y' Einsum ab,bc->ac\n"
+                       "  'w' [%lld,%d] Array rand\n"
+                       "  'x' [%d,%lld] Symbol 11111111-1111-4111-8111-111111111111\n"
+                       "'w'\n",
+                       (long long)R, K, K, (long long)n) > 0);
+    compile(text, PRECISION_BF16, dir, "prog", false);
+    Comp *c = tu_comp();
+    Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 2, .dim = {K, n}});
+    for (int64_t i = 0; i < K * n; i++) ((float *)x->data)[i] = (float)cos((double)i * 0.37) * 3;
+    char *xpath;
+    cr_assert(asprintf(&xpath, "%s/x.npy", dir) > 0);
+    cr_assert(npy_save(c, x, xpath));
+    for (int t = 1; t <= 2; t++)
+      cr_assert_eq(tu_sh("cd %s && ./prog --threads %d --input x=@x.npy --output y=@y%d.npy --output w=@w.npy", dir, t,
+                         t),
+                   0);
+    cr_assert_eq(tu_sh("cmp -s %s/y1.npy %s/y2.npy", dir, dir), 0, "n=%lld: 1 and 2 threads differ", (long long)n);
+    const float *y = load(c, dir, "y1.npy")->data, *w = load(c, dir, "w.npy")->data, *xv = x->data;
+    double u = ldexp(1.0, -24) * (double)(circc_bf16_kp(K) + 1), worst_fp32 = 0;
+    for (int64_t a = 0; a < R; a++)
+      for (int64_t b = 0; b < n; b++) {
+        double ref = 0, mag = 0, exact = 0;
+        for (int64_t k = 0; k < K; k++) {
+          double p = bf(w[a * K + k]) * bf(xv[k * n + b]);
+          ref += p, mag += fabs(p), exact += (double)w[a * K + k] * xv[k * n + b];
+        }
+        cr_assert(fabs(y[a * n + b] - ref) <= u * mag, "n=%lld y[%lld,%lld] = %.9g, want %.9g", (long long)n,
+                  (long long)a, (long long)b, y[a * n + b], ref);
+        worst_fp32 = fmax(worst_fp32, fabs(y[a * n + b] - exact));
+      }
+    cr_assert_gt(worst_fp32, 1e-3, "n=%lld: the product looks fp32", (long long)n);
+    tu_free(c);
+    tu_sh("rm -rf %s", dir);
+    free(dir), free(text), free(xpath);
+  }
 }
