@@ -29,6 +29,9 @@
 
 enum { GO_ON = -2, PRINT_HEAD = 8, PROGRESS_MS = 200 };
 #define DEFAULT_MAX_ALL 1000000000L
+/* The most samples (or --all combinations) a run takes: counts and weights
+ * stay exact in double, and chunk arithmetic far from int64 overflow. */
+#define MAX_SAMPLES (1L << 53)
 
 typedef struct Binding {
   int index;                   /* into the post graph's outputs */
@@ -341,8 +344,8 @@ static int take_option(Run *r, const char *flag, const char *val) {
   Opts *o = &r->o;
   long n;
   if (!strcmp(flag, "--samples")) {
-    if (!rt_parse_long(val, 1, LONG_MAX, &o->samples))
-      return rt_usage_error(r->prog, "--samples expects a positive number of samples, found '%s'", val);
+    if (!rt_parse_long(val, 1, MAX_SAMPLES, &o->samples))
+      return rt_usage_error(r->prog, "--samples expects a positive number of samples up to 2^53, found '%s'", val);
     o->has_samples = true;
   } else if (!strcmp(flag, "--seed")) {
     if (!rt_parse_seed(val, &o->seed))
@@ -351,8 +354,9 @@ static int take_option(Run *r, const char *flag, const char *val) {
   } else if (!strcmp(flag, "--group-seed")) {
     return parse_group_seed(r, val);
   } else if (!strcmp(flag, "--max-all")) {
-    if (!rt_parse_long(val, 1, LONG_MAX, &o->max_all))
-      return rt_usage_error(r->prog, "--max-all expects a positive number of combinations, found '%s'", val);
+    if (!rt_parse_long(val, 1, MAX_SAMPLES, &o->max_all))
+      return rt_usage_error(r->prog, "--max-all expects a positive number of combinations up to 2^53, found '%s'",
+                            val);
   } else if (!strcmp(flag, "--output") || !strcmp(flag, "--output-se")) {
     Binding b;
     const rt_graph *post = r->E->post;

@@ -113,7 +113,7 @@ bool resolve_program(Comp *c, const NodeList *tops, Program *out) {
   int *order = ir_order_by_name(out->inputs.node, n_in), *kept_at = malloc(sizeof(int) * (size_t)(n_in + 1));
   if (!kept_at) ICE("out of memory");
   Node **first = ARENA_ARRAY(&c->arena, Node *, n_in + 1);   /* the inputs before compaction */
-  memcpy(first, out->inputs.node, sizeof(Node *) * (size_t)n_in);
+  if (n_in) memcpy(first, out->inputs.node, sizeof(Node *) * (size_t)n_in);
   for (int i = 0; i < n_in; i++) {
     Node *a = first[i];
     int f = a->name ? ir_find_name(first, order, n_in, a->name) : i;   /* the first of this name */

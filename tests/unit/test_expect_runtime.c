@@ -835,8 +835,14 @@ Test(expect, help_and_progress) {
 
 Test(expect, usage_errors) {
   model = &INDEP;
-  EXPECT(RUN("--samples", "0"), 2, err, "--samples expects a positive number of samples, found '0'");
+  EXPECT(RUN("--samples", "0"), 2, err, "--samples expects a positive number of samples up to 2^53, found '0'");
   EXPECT(RUN("--samples", "-3"), 2, err, "--samples expects a positive number");
+  /* counts stay exact in double and the chunk arithmetic cannot overflow (2^63-1 was an internal error) */
+  EXPECT(RUN("--samples", "9223372036854775807"), 2, err, "--samples expects a positive number of samples up to "
+                                                         "2^53, found '9223372036854775807'");
+  EXPECT(RUN("--samples", "9007199254740993"), 2, err, "up to 2^53");
+  EXPECT(RUN("--all", "--max-all", "9007199254740993"), 2, err, "--max-all expects a positive number of "
+                                                               "combinations up to 2^53");
   EXPECT(run(NULL), 2, err, "give --samples N (random samples) or --all (every combination of rows)");
   EXPECT(RUN("--all", "--max-all", "10"), 2, err, "--all would enumerate 36 combinations (the product of the group "
                                                  "sizes), more than --max-all 10");
