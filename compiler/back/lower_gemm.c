@@ -375,7 +375,10 @@ void gemm_bf16_weights(Lower *L) {
     Step *s = k->step[i];
     if (s->kind != STEP_GEMM) continue;
     int nb = s->u.gemm.nbatch;
-    if (s->u.gemm.a.buf->kind == BUF_WEIGHT && s->u.gemm.b.buf->kind != BUF_WEIGHT) swap_operands(s);
+    const Buf *a = s->u.gemm.a.buf;
+    if (a->kind == BUF_WEIGHT && a->dtype == DT_F32 && s->u.gemm.b.buf->kind != BUF_WEIGHT && s->dim[nb] > 0 &&
+        s->dim[nb + 2] > 0)
+      swap_operands(s);
     View *B = &s->u.gemm.b;
     int64_t N = s->dim[nb + 1], K = s->dim[nb + 2];
     if (B->buf->kind != BUF_WEIGHT || B->buf->dtype != DT_F32 || B->buf->bf16_of || N <= 0 || K <= 0) continue;
@@ -387,8 +390,7 @@ void gemm_bf16_weights(Lower *L) {
     Buf *copy = NULL;
     for (int j = 0; j < k->nbuf && !copy; j++) {
       const Buf *o = k->buf[j];
-      if (o->bf16_of && view_eq(o->bf16_of, B) && o->bf16_of->dim[nb + 1] == N && o->bf16_of->dim[nb + 2] == K)
-        copy = k->buf[j];
+      if (o->bf16_of && view_eq(o->bf16_of, B)) copy = k->buf[j];
     }
     if (!copy) {
       View *src = ARENA_NEW(&L->c->arena, View);

@@ -109,14 +109,17 @@ Test(precision, bf16_programs_within_the_accumulation_bound_and_thread_count_inv
   }
 }
 
-/* The blob: bf16 holds the GEMM's weight in about half the bytes (the weight
- * is not an output here, so its fp32 copy is gone); fp32 programs do not
- * include the bf16 template. */
+/* The blob: bf16 holds the weight in half the bytes (no other step reads it,
+ * so its fp32 copy is gone), once for the two GEMMs that read it the same
+ * way; fp32 programs do not include the bf16 template. */
 Test(precision, bf16_halves_the_weights_and_fp32_is_untouched) {
   char *dir = tu_temp_dir("precision_blob");
   const char *text = "'y' Einsum ab,bc->ac\n"
                      "  'x' [8,256] Symbol 11111111-1111-4111-8111-111111111111\n"
-                     "  'w' [256,512] Array rand\n";
+                     "  'w' [256,512] Array rand\n"
+                     "'z' Einsum ab,bc->ac\n"
+                     "  'x2' [8,256] Symbol 22222222-2222-4222-8222-222222222222\n"
+                     "  'w'\n";
   compile(text, PRECISION_FP32, dir, "f32.d", true);
   compile(text, PRECISION_BF16, dir, "bf16.d", true);
   size_t n32, n16;
