@@ -209,9 +209,9 @@ static bool verify(Comp *c, Compilation *cm, Stage s) {
 
 static bool read_inputs(Comp *c, const DriverOptions *o, Compilation *cm);
 
-/* The stages after parse recurse once per level of the circuit: deeper than
- * IR_MAX_DEPTH is a located error instead of a stack overflow (main.c runs
- * circc on a stack that holds that many levels). */
+/* Deeper than IR_MAX_DEPTH is a located error: no stage recurses per level
+ * (ir_walk), so the limit bounds the work and the generated program of a
+ * deep circuit, not circc's stack. */
 static bool shallow_enough(Comp *c, const NodeList *roots, const char *when) {
   const Node *deepest;
   int64_t depth = ir_depth(c, roots->node, roots->n, &deepest);

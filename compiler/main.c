@@ -75,6 +75,10 @@ static const char USAGE[] =
     "  --cc CMD               C compiler (default $CC, else gcc);  --cflags \"...\"  extra flags\n"
     "  -O0..-O3, -g           optimisation / debug info for the C compiler (default -O3)\n"
     "  --march native|portable   -march=native (default) or generic code\n"
+    "  --precision fp32|bf16  fp32 (default): every value fp32. bf16: weights that GEMMs read are\n"
+    "                         stored as bf16 (half the bytes) and the GEMMs' activations rounded\n"
+    "                         to bf16; products accumulate in fp32, everything else stays fp32.\n"
+    "                         GEMMs run on AMX tiles, else AVX-512 BF16, else plain C\n"
     "  --save-temps           keep the generated sources (their directory is printed)\n"
     "  --vocab CHARS          character vocabulary (id i = CHARS[i], '.' ends a name): the\n"
     "                         program gets --sample N --seed S; the circuit needs an int64\n"
@@ -176,7 +180,7 @@ enum {
   OPT_VERSION = 256, OPT_TENSORS, OPT_RANDOM_TENSORS, OPT_SEED, OPT_ALLOW_UNUSED, OPT_DUMP, OPT_INFO_MODEL,
   OPT_BIND_TOKENS, OPT_VERIFY_EACH, OPT_COLOR, OPT_OUTPUT, OPT_TAP, OPT_PATCH, OPT_STREAM, OPT_SAMPLE_BATCH,
   OPT_EMIT, OPT_VOCAB, OPT_LM, OPT_REPORT, OPT_CC, OPT_CFLAGS, OPT_MARCH, OPT_MPI, OPT_SAVE_TEMPS, OPT_INPUT,
-  OPT_PRINT, OPT_ALL, OPT_MAX_ALL, OPT_OPS,
+  OPT_PRINT, OPT_ALL, OPT_MAX_ALL, OPT_OPS, OPT_PRECISION,
 };
 static const struct option LONG_OPTIONS[] = {
     {"help", no_argument, NULL, 'h'},
@@ -210,6 +214,7 @@ static const struct option LONG_OPTIONS[] = {
     {"all", no_argument, NULL, OPT_ALL},
     {"max-all", required_argument, NULL, OPT_MAX_ALL},
     {"ops", required_argument, NULL, OPT_OPS},
+    {"precision", required_argument, NULL, OPT_PRECISION},
     {NULL, 0, NULL, 0},
 };
 /* '-': arguments that are not options come back in order as code 1 (so the
@@ -338,6 +343,13 @@ static bool take_option(Comp *c, Options *o, int code, const char *flag, const c
     }
     b->native = !strcmp(val, "native");
     return true;
+  case OPT_PRECISION:
+    if (strcmp(val, "fp32") && strcmp(val, "bf16")) {
+      usage_error(c, "--precision expects fp32 or bf16, found '%s'", val);
+      return false;
+    }
+    c->precision = strcmp(val, "bf16") ? PRECISION_FP32 : PRECISION_BF16;
+    return true;
   case OPT_MPI: b->mpi = true; return true;
   case OPT_SAVE_TEMPS: b->keep_temps = true; return true;
   case OPT_INPUT: return parse_binding(c, flag, val, &o->inputs[d->neval_inputs++]);
@@ -433,6 +445,10 @@ static bool parse_args(Comp *c, int argc, char **argv, Options *o) {
     usage_error(c, "--stream is a compile option; circc eval reads every Array (%s)", c->streamed[0]);
     return false;
   }
+  if (o->eval && c->precision != PRECISION_FP32) {
+    usage_error(c, "--precision is a compile option; circc eval computes in double");
+    return false;
+  }
   if (d->eval_max_all && !d->eval_all) {
     usage_error(c, "--max-all needs --all");
     return false;
@@ -497,10 +513,12 @@ static int circc_main(int argc, char **argv) {
   return code;
 }
 
-/* The stages after parse recurse once per level of the circuit (up to
- * IR_MAX_DEPTH, which the driver checks): circc runs on a thread whose stack
- * holds that many. Only the pages a deep circuit touches are used. */
-enum { STACK_GIB = 2 };
+/* No stage recurses once per level of the circuit (they walk it with
+ * ir_walk); what recursion is left is bounded otherwise (lowering: 256
+ * levels, expressions: about 50, JSON: 256, tensor rank). circc runs on a
+ * thread with a stack of STACK_MIB, several times what that takes even
+ * under the sanitizers, whose frames are larger; only touched pages are used. */
+enum { STACK_MIB = 64 };
 typedef struct MainArgs {
   int argc;
   char **argv;
@@ -517,10 +535,10 @@ int main(int argc, char **argv) {
   MainArgs a = {argc, argv, 70};
   pthread_attr_t attr;
   pthread_t t;
-  if (pthread_attr_init(&attr) == 0 && pthread_attr_setstacksize(&attr, (size_t)STACK_GIB << 30) == 0 &&
+  if (pthread_attr_init(&attr) == 0 && pthread_attr_setstacksize(&attr, (size_t)STACK_MIB << 20) == 0 &&
       pthread_create(&t, &attr, main_thread, &a) == 0) {
     pthread_join(t, NULL);
     return a.code;
   }
-  return circc_main(argc, argv); /* no such thread: the process stack, deep circuits may not fit */
+  return circc_main(argc, argv); /* no such thread: the process stack (8 MiB by default) */
 }

@@ -345,6 +345,11 @@ void rt_desc_line(FILE *f, const rt_tensor_desc *d) {
   fprintf(f, "  %s %s %s\n", d->name, s, rt_dtype_name(d->dtype));
 }
 
+void rt_print_precision(const rt_model *m) {
+  if (m->precision) printf("precision:    %s (GEMMs: %s)\n", m->precision, m->gemm_path ? m->gemm_path() : "?");
+  else puts("precision:    fp32");
+}
+
 void rt_print_info(const rt_model *m, const char *prog, int threads) {
   printf("program:      %s\ncircc:        %s\ncommand line: %s\nsource hash:  %s\ninputs:\n", prog,
          m->circc_version, m->command_line, m->source_hash);
@@ -356,6 +361,7 @@ void rt_print_info(const rt_model *m, const char *prog, int threads) {
   if (m->npatches) puts("patches (--patch NAME=@FILE.npy, circc --patch):");
   for (int i = 0; i < m->npatches; i++) rt_desc_line(stdout, &m->patches[i]);
   printf("arena bytes:  %zu\nflops/run:    %.0f\nthreads:      %d\n", m->arena_bytes, m->flops, threads);
+  rt_print_precision(m);
   const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
   if (policy || spin) printf("waiting:      %s%s%s%s\n", policy ? "OMP_WAIT_POLICY=" : "", policy ? policy : "",
                              spin ? (policy ? " GOMP_SPINCOUNT=" : "GOMP_SPINCOUNT=") : "", spin ? spin : "");

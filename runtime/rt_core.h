@@ -101,6 +101,8 @@ void rt_shape_str(int rank, const int64_t *shape, char *buf, size_t cap);
 void rt_desc_line(FILE *f, const rt_tensor_desc *d);
 /* --info: the program's provenance, inputs, outputs, arena, FLOPs and threads. */
 void rt_print_info(const rt_model *m, const char *prog, int threads);
+/* --info's `precision:` line (circc --precision; with bf16 the GEMM path this CPU takes). */
+void rt_print_precision(const rt_model *m);
 
 /* ---- .npy files ---- */
 

@@ -263,8 +263,10 @@ static void graph_info(const rt_graph *g, const rt_expect *E) {
 static void print_info(const Run *r, int threads) {
   const rt_expect *E = r->E;
   /* rt_print_info's provenance; its inputs would be the post graph's, which the program computes itself */
-  printf("program:      %s\ncircc:        %s\ncommand line: %s\nsource hash:  %s\nthreads:      %d\noutputs:\n", r->prog,
+  printf("program:      %s\ncircc:        %s\ncommand line: %s\nsource hash:  %s\nthreads:      %d\n", r->prog,
          r->m->circc_version, r->m->command_line, r->m->source_hash, threads);
+  rt_print_precision(r->m);
+  puts("outputs:");
   for (int o = 0; o < E->post->noutputs; o++) rt_desc_line(stdout, &E->post->outputs[o]);
   printf("expectation program: batch %d, %d group%s, %d pass%s, %d cumulant%s\ngroups:\n", E->batch, E->ngroups,
          E->ngroups == 1 ? "" : "s", E->npasses, E->npasses == 1 ? "" : "es", E->ncumulants,

@@ -11,6 +11,8 @@
 #include <string.h>
 #include "circc.h"
 #include "kernel.h"
+#define CIRCC_GEMM_BF16_LAYOUT_ONLY
+#include "../../templates/gemm_bf16.h"
 
 /* Work below which a step runs on one thread (OpenMP start-up costs more). */
 #define PARALLEL_MIN_WORK 32768.0
@@ -613,6 +615,67 @@ static void emit_epilogue(Emit *e, const Step *s) {
   out(e, "}\n");
 }
 
+/* --precision bf16: a GEMM whose B is a packed bf16 weight, through
+ * templates/gemm_bf16.h. The work is a list of units (batch index, block of
+ * rows, 32-column strip); each thread takes one contiguous range of it and
+ * calls the template once per row block in its range (A rounded and packed
+ * once per call), then the epilogue, if any, on that block. A row block's
+ * packed A stays within about 1 MiB (L2). Steps with more than 4 rows run on
+ * AMX tiles when the process has them (asked once, before the threads
+ * start); 1 to 4 rows (decode) on the vector path, which streams B at its
+ * bf16 width. The path never depends on the split, so the bits do not. */
+static void emit_gemm_bf16(Emit *e, const Step *s) {
+  Decl d = {0};
+  decl_add(&d, s->out.buf, true);
+  decl_add(&d, s->u.gemm.a.buf, false);
+  decl_add(&d, s->u.gemm.b.buf, false);
+  emit_decls(e, &d);
+  int nb = s->u.gemm.nbatch;
+  int64_t M = s->dim[nb], N = s->dim[nb + 1], K = s->dim[nb + 2];
+  const View *A = &s->u.gemm.a, *B = &s->u.gemm.b, *C = &s->out;
+  int64_t mb = (1 << 20) / (2 * circc_bf16_kp(K)) / 32 * 32;
+  mb = mb < 32 ? 32 : mb > 512 ? 512 : mb;
+  if (mb > M) mb = M;
+  int64_t rblocks = (M + mb - 1) / mb, tasks = (int64_t)loop_work(s->dim, nb) * rblocks, strips = (N + 31) / 32;
+  bool parallel = s->flops >= PARALLEL_MIN_WORK;
+  /* batch-invariant steps (expectation programs) must not depend on M */
+  out(e, "  const int amx = %s;\n", M > 4 || s->u.gemm.no_gemv ? "circc_gemm_bf16_amx()" : "0");
+  emit_scratch_open(e, parallel,
+                    arena_printf(&e->c->arena, "(circc_gemm_bf16_scratch_bytes(%lld, %lld) / 4)", (long long)mb, (long long)K));
+  out(e, "    const int64_t total = %lld, t = %s, nt = %s;\n", (long long)(tasks * strips),
+      parallel ? "omp_get_thread_num()" : "0", parallel ? "omp_get_num_threads()" : "1");
+  out(e, "    for (int64_t w = total * t / nt, end = total * (t + 1) / nt; w < end;) {\n");
+  out(e, "      const int64_t task = w / %lld, p0 = w %% %lld, p1 = p0 + (end - w) < %lld ? p0 + (end - w) : %lld;\n",
+      (long long)strips, (long long)strips, (long long)strips, (long long)strips);
+  out(e, "      w += p1 - p0;\n");
+  out(e, "      const int64_t mb = task %% %lld", (long long)rblocks);
+  int64_t div = rblocks;
+  for (int t = nb - 1; t >= 0; t--) {
+    out(e, ", i%d = task / %lld %% %lld", t, (long long)div, (long long)s->dim[t]);
+    div *= s->dim[t];
+  }
+  out(e, ";\n");
+  out(e, "      const int64_t m0 = mb * %lld, m1 = m0 + %lld < %lld ? m0 + %lld : %lld;\n", (long long)mb, (long long)mb,
+      (long long)M, (long long)mb, (long long)M);
+  out(e, "      const int64_t n0 = p0 * 32, n1 = p1 * 32 < %lld ? p1 * 32 : %lld;\n", (long long)N, (long long)N);
+  out(e, "      if (scratch) {\n        circc_gemm_bf16_rows(amx, m0, m1, n0, n1, %lld, ", (long long)K);
+  emit_base(e, A, nb, 0);
+  out(e, ", %lld, %lld, (const uint16_t *)", (long long)A->stride[nb], (long long)A->stride[nb + 2]);
+  emit_base(e, B, nb, 0);
+  out(e, ", ");
+  emit_base(e, C, nb, 0);
+  out(e, ", %lld, %lld, scratch);\n", (long long)C->stride[nb], (long long)C->stride[nb + 1]);
+  if (s->u.gemm.epilogue) {
+    out(e, "        %sstep_%d_epilogue(ctx, ", e->pfx, s->id);
+    for (int j = 0; j < nb; j++)
+      if (epi_uses(s, j)) out(e, "i%d, ", j);
+    out(e, "m0, m1, n0, n1);\n");
+  }
+  out(e, "      }\n    }\n    free(scratch);\n  }\n");
+  out(e, "  if (failed) return rt_errorf(\"out of memory for the GEMM scratch of '%%s'\", \"%s\");\n",
+      c_escape(e->c, s->node && s->node->name ? s->node->name : "a contraction"));
+}
+
 /* Batched GEMM through templates/gemm_f32.h. The work is a list of units
  * (batch index, block of up to 256 rows = the template's MC, 48-column
  * panel); each thread takes one contiguous range of it and calls the template
@@ -621,6 +684,10 @@ static void emit_epilogue(Emit *e, const Step *s) {
  * threads balance to a panel (fixed column tasks packed A once per task:
  * 10-15% slower at T = 256). The template's sums do not depend on the split. */
 static void emit_gemm(Emit *e, const Step *s) {
+  if (s->u.gemm.bf16) {
+    emit_gemm_bf16(e, s);
+    return;
+  }
   if (step_is_gemv(s)) {
     emit_gemv(e, s);
     return;
@@ -871,6 +938,35 @@ static void emit_desc(Emit *e, const char *what, int n, Buf **bufs, const char *
 
 static void emit_cstring(Emit *e, const char *s) { out(e, "\"%s\"", c_escape(e->c, s ? s : "")); }
 
+/* A packed bf16 weight (Buf.bf16_of): each matrix of the view, rounded to
+ * bf16, in the order of circc_bf16_b_index (padding 0). false if writing
+ * failed. */
+static bool write_bf16_weight(const Buf *b, FILE *w) {
+  const View *v = b->bf16_of;
+  const Tensor *t = b->tensor;
+  const float *f32 = t->dtype == DT_F32 ? t->data : NULL;
+  int nb = v->rank - 3;
+  int64_t N = v->dim[nb + 1], K = v->dim[nb + 2], Kp = circc_bf16_kp(K), elems = circc_bf16_np(N) * Kp;
+  int64_t b_n = v->stride[nb + 1], b_k = v->stride[nb + 2];
+  uint16_t chunk[4096];
+  for (int64_t m = 0; m < b->numel * 2 / elems; m++) {
+    int64_t base = v->offset, r = m; /* matrix m: the batch dims that move B, innermost fastest */
+    for (int d = nb - 1; d >= 0; d--)
+      if (v->stride[d] != 0 && v->dim[d] != 1) base += r % v->dim[d] * v->stride[d], r /= v->dim[d];
+    for (int64_t e0 = 0; e0 < elems; e0 += 4096) {
+      int64_t n = elems - e0 < 4096 ? elems - e0 : 4096;
+      for (int64_t j = 0; j < n; j++) {
+        int64_t at = e0 + j, rem = at % (Kp * 16); /* panel at / (Kp*16); in it, pair, column, half */
+        int64_t k = rem / 32 * 2 + rem % 2, col = at / (Kp * 16) * 16 + rem % 32 / 2;
+        int64_t src = base + k * b_k + col * b_n;
+        chunk[j] = k < K && col < N ? circc_bf16_round(f32 ? f32[src] : (float)tensor_get_f64(t, src)) : 0;
+      }
+      if (fwrite(chunk, 2, (size_t)n, w) != (size_t)n) return false;
+    }
+  }
+  return true;
+}
+
 /* The blob: every weight buffer, converted to its dtype, at its memplan
  * offset. Returns the bytes written, -1 if writing failed. */
 static int64_t write_weights(const Kernels *k, FILE *w) {
@@ -881,7 +977,9 @@ static int64_t write_weights(const Kernels *k, FILE *w) {
     if (b->kind != BUF_WEIGHT || b->offset < 0) continue;
     CHECK(b->offset >= at && b->offset - at < 64);
     if (b->offset > at && fwrite(zeros, 1, (size_t)(b->offset - at), w) != (size_t)(b->offset - at)) return -1;
-    if (b->dtype == DT_F32 && b->tensor->dtype == DT_F32) {
+    if (b->bf16_of) {
+      if (!write_bf16_weight(b, w)) return -1;
+    } else if (b->dtype == DT_F32 && b->tensor->dtype == DT_F32) {
       if (fwrite(b->tensor->data, 4, (size_t)b->numel, w) != (size_t)b->numel) return -1;
     } else { /* converted in chunks */
       union { int64_t i[1024]; float f[1024]; } chunk;
@@ -1073,6 +1171,7 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
       (long long)k->arena_bytes, (long long)k->weights_bytes);
   emit_ops_includes(&e);
   out(&e, "%s", PRELUDE);
+  if (c->precision == PRECISION_BF16) out(&e, "#include \"gemm_bf16.h\"\n");
   emit_graph(&e, 0);
   if (x) {
     for (int j = 0; j < x->npasses; j++) {
@@ -1104,6 +1203,7 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
   if (o->tokenizer_len)
     out(&e, "  .tokenizer = circc_tokenizer,\n  .tokenizer_len = %zu,\n", o->tokenizer_len);
   if (x) out(&e, "  .expect = &expect,\n");
+  if (c->precision == PRECISION_BF16) out(&e, "  .precision = \"bf16\",\n  .gemm_path = circc_gemm_bf16_path,\n");
   out(&e, "};\n\n");
   out(&e, "#ifndef CIRCC_NO_MAIN\nint main(int argc, char **argv) {\n  rt_wait_policy(argv);\n"
             "  return rt_main(&model, argc, argv);\n}\n#endif\n");

@@ -3,25 +3,61 @@
  * plan_einsum leave it, and lowers it to one STEP_LAYERNORM row step; every
  * other node is left to the ordinary lowering. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "lower_internal.h"
 
+typedef struct ConstProduct {
+  double local[32], *value; /* the values of the walked nodes whose parent is not done yet */
+  int top, cap;
+  bool ok;
+} ConstProduct;
+
+static void const_push(ConstProduct *p, double v) {
+  if (p->top == p->cap) {
+    double *grown = malloc(sizeof(double) * (size_t)p->cap * 2);
+    if (!grown) ICE("out of memory");
+    memcpy(grown, p->value, sizeof(double) * (size_t)p->top);
+    if (p->value != p->local) free(p->value);
+    p->value = grown, p->cap *= 2;
+  }
+  p->value[p->top++] = v;
+}
+
+/* A Scalar is a value; a product einsum is walked; anything else ends the walk. */
+static bool const_enter(Node *n, void *arg) {
+  ConstProduct *p = arg;
+  if (n->kind == NK_Scalar) const_push(p, n->u.scalar.value);
+  else if (n->kind == NK_Einsum && einsum_is_product(n)) return true;
+  else p->ok = false;
+  return false;
+}
+
+/* The product of a product einsum's children, in order. */
+static bool const_leave(Node *n, void *arg) {
+  ConstProduct *p = arg;
+  if (!p->ok) return false;
+  double v = 1.0;
+  for (int i = 0; i < n->nchild; i++) v *= p->value[p->top - n->nchild + i];
+  p->top -= n->nchild;
+  const_push(p, v);
+  return true;
+}
+
 /* The value of a constant node: a Scalar, or a product of constants (what
- * plan_einsum makes of the Scalars of an einsum). */
+ * plan_einsum makes of the Scalars of an einsum), multiplied as nested. */
 static bool const_value(const Node *n, double *v) {
   if (n->kind == NK_Scalar) {
     *v = n->u.scalar.value;
     return true;
   }
   if (n->kind != NK_Einsum || !einsum_is_product(n)) return false;
-  double p = 1.0;
-  for (int i = 0; i < n->nchild; i++) {
-    double c;
-    if (!const_value(n->child[i], &c)) return false;
-    p *= c;
-  }
-  *v = p;
-  return true;
+  ConstProduct p = {.top = 0, .cap = 32, .ok = true};
+  p.value = p.local;
+  bool ok = ir_walk(n, const_enter, const_leave, &p) && p.ok;
+  if (ok) *v = p.value[0];
+  if (p.value != p.local) free(p.value);
+  return ok;
 }
 
 /* ids[0..n) without the ids whose size is 1. */
@@ -41,55 +77,58 @@ static bool ids_eq(const int *a, int na, const int *b, int nb) {
  * rows kept in order (size-1 axes aside); or a product of such a node with
  * constants. Fills src, *nsrc and multiplies *scale. */
 static bool row_sum(const Node *n, const Node **src, int *nsrc, double *scale) {
-  if (n->kind != NK_Einsum) return false;
-  const EinsumSpec *e = &n->u.einsum;
-  int var = -1, nvar = 0, vars[2];
-  double k = 1.0;
-  for (int i = 0; i < n->nchild; i++) {
-    double c;
-    if (const_value(n->child[i], &c)) k *= c;
-    else if (nvar == 2) return false;
-    else vars[nvar++] = var = i;
-  }
-  if (nvar == 0) return false;
-  int out[MAX_RANK], nout = squeeze_ids(e->out, n->shape.dim, e->out_rank, out);
-  if (nvar == 1 && einsum_is_product(n)) { /* a scaled row sum: recurse */
-    const Node *ch = n->child[var];
-    int in[MAX_RANK], nin = squeeze_ids(e->in[var], ch->shape.dim, e->in_rank[var], in);
-    if (!ids_eq(in, nin, out, nout)) return false;
-    *scale *= k;
-    return row_sum(ch, src, nsrc, scale);
-  }
-  const Node *x = n->child[vars[0]];
-  int r = x->shape.rank;
-  if (r < 1 || x->shape.dim[r - 1] < 1) return false;
-  const int *ids = e->in[vars[0]];
-  int h = ids[r - 1];
-  for (int i = 0; i < nvar; i++) {
-    const Node *ch = n->child[vars[i]];
-    if (e->in_rank[vars[i]] != r || memcmp(e->in[vars[i]], ids, sizeof(int) * (size_t)r) ||
-        !shape_eq(&ch->shape, &x->shape))
-      return false;
-    src[i] = ch;
-  }
-  for (int a = 0; a < r; a++)
-    for (int b = a + 1; b < r; b++)
-      if (ids[a] == ids[b]) return false;
-  for (int j = 0; j < e->out_rank; j++)
-    if (e->out[j] == h) return false;
-  /* constants may only carry output ids (they multiply, never sum) */
-  for (int i = 0; i < n->nchild; i++)
-    for (int a = 0; a < e->in_rank[i]; a++) {
-      bool kept = false;
-      for (int j = 0; j < e->out_rank; j++) kept |= e->out[j] == e->in[i][a];
-      if (!kept && e->in[i][a] != h) return false;
-      if (!kept && i != vars[0] && (nvar < 2 || i != vars[1])) return false;
+  for (;;) { /* down the scaled row sums */
+    if (n->kind != NK_Einsum) return false;
+    const EinsumSpec *e = &n->u.einsum;
+    int var = -1, nvar = 0, vars[2];
+    double k = 1.0;
+    for (int i = 0; i < n->nchild; i++) {
+      double c;
+      if (const_value(n->child[i], &c)) k *= c;
+      else if (nvar == 2) return false;
+      else vars[nvar++] = var = i;
     }
-  int rows[MAX_RANK], nrows = squeeze_ids(ids, x->shape.dim, r - 1, rows);
-  if (!ids_eq(rows, nrows, out, nout)) return false;
-  *nsrc = nvar;
-  *scale *= k;
-  return true;
+    if (nvar == 0) return false;
+    int out[MAX_RANK], nout = squeeze_ids(e->out, n->shape.dim, e->out_rank, out);
+    if (nvar == 1 && einsum_is_product(n)) { /* a scaled row sum: go on with it */
+      const Node *ch = n->child[var];
+      int in[MAX_RANK], nin = squeeze_ids(e->in[var], ch->shape.dim, e->in_rank[var], in);
+      if (!ids_eq(in, nin, out, nout)) return false;
+      *scale *= k;
+      n = ch;
+      continue;
+    }
+    const Node *x = n->child[vars[0]];
+    int r = x->shape.rank;
+    if (r < 1 || x->shape.dim[r - 1] < 1) return false;
+    const int *ids = e->in[vars[0]];
+    int h = ids[r - 1];
+    for (int i = 0; i < nvar; i++) {
+      const Node *ch = n->child[vars[i]];
+      if (e->in_rank[vars[i]] != r || memcmp(e->in[vars[i]], ids, sizeof(int) * (size_t)r) ||
+          !shape_eq(&ch->shape, &x->shape))
+        return false;
+      src[i] = ch;
+    }
+    for (int a = 0; a < r; a++)
+      for (int b = a + 1; b < r; b++)
+        if (ids[a] == ids[b]) return false;
+    for (int j = 0; j < e->out_rank; j++)
+      if (e->out[j] == h) return false;
+    /* constants may only carry output ids (they multiply, never sum) */
+    for (int i = 0; i < n->nchild; i++)
+      for (int a = 0; a < e->in_rank[i]; a++) {
+        bool kept = false;
+        for (int j = 0; j < e->out_rank; j++) kept |= e->out[j] == e->in[i][a];
+        if (!kept && e->in[i][a] != h) return false;
+        if (!kept && i != vars[0] && (nvar < 2 || i != vars[1])) return false;
+      }
+    int rows[MAX_RANK], nrows = squeeze_ids(ids, x->shape.dim, r - 1, rows);
+    if (!ids_eq(rows, nrows, out, nout)) return false;
+    *nsrc = nvar;
+    *scale *= k;
+    return true;
+  }
 }
 
 static bool is_reciprocal_of(double v, int64_t len) { return fabs(v * (double)len - 1.0) <= 1e-9; }
@@ -133,7 +172,7 @@ typedef struct Factor {
 
 /* The factors of product einsum n whose output axis j has id map[j], nested
  * products flattened (plan_einsum splits a product of three into two). */
-static bool product_factors(const Node *n, const int *map, Factor *f, int *nf) {
+static bool product_factors(const Node *n, const int *map, Factor *f, int *nf, int depth) {
   const EinsumSpec *e = &n->u.einsum;
   for (int i = 0; i < n->nchild; i++) {
     const Node *ch = n->child[i];
@@ -142,7 +181,8 @@ static bool product_factors(const Node *n, const int *map, Factor *f, int *nf) {
       for (int j = 0; j < e->out_rank; j++)
         if (e->out[j] == e->in[i][a]) ids[a] = map[j];
     if (ch->kind == NK_Einsum && ch->nchild > 0 && einsum_is_product(ch)) {
-      if (!product_factors(ch, ids, f, nf)) return false;
+      /* nested as deep as it has factors at most: the recursion stays shallow */
+      if (depth == MAX_FACTORS || !product_factors(ch, ids, f, nf, depth + 1)) return false;
       continue;
     }
     if (*nf == MAX_FACTORS) return false;
@@ -168,7 +208,7 @@ static bool match_layernorm_product(const Node *y, LayerNorm *ln) {
   int rows[MAX_RANK], nrows = squeeze_ids(e->out, y->shape.dim, r - 1, rows);
   Factor f[MAX_FACTORS];
   int nf = 0;
-  if (!product_factors(y, e->out, f, &nf)) return false;
+  if (!product_factors(y, e->out, f, &nf, 0)) return false;
   const Node *c = NULL, *rs = NULL;
   for (int i = 0; i < nf; i++) {
     const Node *ch = f[i].node;

@@ -26,6 +26,11 @@ typedef struct Buf {
   int last_use;       /* last step that reads it (memplan) */
   const Node *node;   /* the node it holds: comments; inputs and outputs: their shape (and a Symbol's identity) */
   const Tensor *tensor; /* BUF_WEIGHT: the data (converted to dtype in the blob) */
+  /* --precision bf16: a GEMM's B as templates/gemm_bf16.h reads it, or NULL.
+   * The blob holds `tensor` read through this view (over the GEMM's loop dims
+   * [batch..., M, N, K]) rounded to bf16 and packed, one matrix per batch
+   * index where the view's batch stride is not 0; numel counts 4-byte words. */
+  const struct View *bf16_of;
 } Buf;
 
 /* A strided view of a buffer over `rank` loop dims (elements, not bytes). */
@@ -153,6 +158,9 @@ typedef struct Step {
       int epi_src[MAX_RANK * 2];
       int64_t epi_div[MAX_RANK * 2];
       bool no_gemv;       /* never the one-row kernel (Program.batch_invariant) */
+      /* --precision bf16: b is a packed bf16 weight (Buf.bf16_of), its view
+       * strides counting whole packed matrices; templates/gemm_bf16.h */
+      bool bf16;
     } gemm;
     /* scale and bias are rows of len elements (rank 1) */
     struct {
@@ -187,11 +195,11 @@ typedef struct Step {
   } u;
 } Step;
 
-/* A GEMM step with one row whose A and B are contiguous along K runs as the
+/* An fp32 GEMM step with one row whose A and B are contiguous along K runs as the
  * matrix-vector kernel circc_gemv_f32 (emit.c; lower_gemm.c lays decode
  * weights out for it and may give it a column mask). */
 static inline bool step_is_gemv(const Step *s) {
-  if (s->kind != STEP_GEMM || s->u.gemm.no_gemv) return false;
+  if (s->kind != STEP_GEMM || s->u.gemm.no_gemv || s->u.gemm.bf16) return false;
   int nb = s->u.gemm.nbatch;
   return s->dim[nb] == 1 &&
          (s->dim[nb + 2] == 1 || (s->u.gemm.a.stride[nb + 2] == 1 && s->u.gemm.b.stride[nb + 2] == 1));

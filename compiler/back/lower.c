@@ -770,35 +770,73 @@ Value *lower_value(Lower *L, const Node *n) {
   if (v) return v;
   v = lower_node(L, n);
   if (!v) return lazy(L, expr_const(L, 0.0)); /* error reported; keep lowering to find more */
-  if (v->lazy && expr_has_load(v->expr) && (L->uses[n->id] > 1 || expr_size(v->expr) > 48)) materialize(L, n, v);
+  /* more than 48 nodes, loads or not, is materialised: expressions stay under
+   * 50 levels deep, so the passes over them (expr_size, emit) may recurse */
+  if (v->lazy && ((expr_has_load(v->expr) && L->uses[n->id] > 1) || expr_size(v->expr) > 48)) materialize(L, n, v);
   else if (v->lazy && n->kind != NK_Scalar && n->kind != NK_Tag) L->k->nfused++;
   L->memo[n->id] = v;
   return v;
 }
 
-/* Counts consumers per node, and per tensor the edges into Array nodes holding it. */
-static void count_uses(Lower *L, const Node *n, bool *visited) {
-  if (visited[n->id]) return;
-  visited[n->id] = true;
+typedef struct UseCount {
+  Lower *L;
+  bool *visited; /* by node id */
+  bool at_root;  /* the next node met is a root, not reached by an edge */
+} UseCount;
+
+/* Counts consumers per node, and per tensor the edges into Array nodes
+ * holding it, at every edge ir_walk follows; a node's edges once. */
+static bool count_uses(Node *ch, void *arg) {
+  UseCount *u = arg;
+  Lower *L = u->L;
+  L->uses[ch->id]++;
+  if (ch->kind == NK_Array && !u->at_root) {
+    int t = 0;
+    while (t < L->ntensors && L->tensor[t] != ch->u.array.tensor) t++;
+    if (t == L->ntensors) {
+      if (t % 64 == 0) {
+        L->tensor = realloc(L->tensor, sizeof *L->tensor * (size_t)(t + 64));
+        L->tensor_reads = realloc(L->tensor_reads, sizeof *L->tensor_reads * (size_t)(t + 64));
+        if (!L->tensor || !L->tensor_reads) ICE("out of memory");
+      }
+      L->tensor[t] = ch->u.array.tensor;
+      L->tensor_reads[L->ntensors++] = 0;
+    }
+    L->tensor_reads[t]++;
+  }
+  u->at_root = false;
+  if (u->visited[ch->id]) return false;
+  u->visited[ch->id] = true;
+  return true;
+}
+
+/* lower_value recurses from a node into the children it needs until it meets
+ * lowered ones. So that it recurses at most LOWER_MAX_RECURSION levels
+ * whatever the circuit's depth, a node that many levels above the nearest
+ * lowered nodes (or leaves) is lowered first, children first; circuits less
+ * deep than that are lowered on demand only, in the order consumers ask. */
+enum { LOWER_MAX_RECURSION = 256 };
+
+typedef struct Deep {
+  Lower *L;
+  int *levels; /* by node id: the longest path down from it through nodes not lowered yet (0: not reached) */
+} Deep;
+
+static bool deep_enter(Node *n, void *arg) {
+  const Deep *d = arg;
+  return !d->L->memo[n->id] && !d->levels[n->id];
+}
+
+static bool deep_leave(Node *n, void *arg) {
+  Deep *d = arg;
+  int levels = 1;
   for (int i = 0; i < n->nchild; i++) {
     const Node *ch = n->child[i];
-    L->uses[ch->id]++;
-    if (ch->kind == NK_Array) {
-      int t = 0;
-      while (t < L->ntensors && L->tensor[t] != ch->u.array.tensor) t++;
-      if (t == L->ntensors) {
-        if (t % 64 == 0) {
-          L->tensor = realloc(L->tensor, sizeof *L->tensor * (size_t)(t + 64));
-          L->tensor_reads = realloc(L->tensor_reads, sizeof *L->tensor_reads * (size_t)(t + 64));
-          if (!L->tensor || !L->tensor_reads) ICE("out of memory");
-        }
-        L->tensor[t] = ch->u.array.tensor;
-        L->tensor_reads[L->ntensors++] = 0;
-      }
-      L->tensor_reads[t]++;
-    }
-    count_uses(L, ch, visited);
+    if (!d->L->memo[ch->id] && d->levels[ch->id] + 1 > levels) levels = d->levels[ch->id] + 1;
   }
+  d->levels[n->id] = levels;
+  if (levels >= LOWER_MAX_RECURSION) lower_value(d->L, n);
+  return true;
 }
 
 bool lower_program(Comp *c, const Program *p, Kernels *k) {
@@ -807,11 +845,12 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
   L.memo = calloc((size_t)L.nids + 1, sizeof(Value *));
   L.uses = calloc((size_t)L.nids + 1, sizeof(int));
   L.weight_of = calloc((size_t)L.nids + 1, sizeof(Buf *));
-  bool *visited = calloc((size_t)L.nids + 1, sizeof(bool));
-  if (!L.memo || !L.uses || !L.weight_of || !visited) ICE("out of memory");
+  UseCount u = {&L, calloc((size_t)L.nids + 1, sizeof(bool)), false};
+  Deep deep = {&L, calloc((size_t)L.nids + 1, sizeof(int))};
+  if (!L.memo || !L.uses || !L.weight_of || !u.visited || !deep.levels) ICE("out of memory");
   for (int i = 0; i < p->outputs.n; i++) {
-    L.uses[p->outputs.node[i]->id]++;
-    count_uses(&L, p->outputs.node[i], visited);
+    u.at_root = true;
+    ir_walk(p->outputs.node[i], count_uses, NULL, &u);
   }
   int errors = diag_error_count(c);
   k->ninputs = p->inputs.n;
@@ -841,6 +880,7 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
   k->output_name = p->output_names;
   for (int i = 0; i < p->outputs.n && diag_error_count(c) == errors; i++) {
     const Node *n = p->outputs.node[i];
+    ir_walk(n, deep_enter, deep_leave, &deep);
     Value *v = lower_value(&L, n);
     Buf *t = v->lazy ? NULL : v->view.buf;
     View whole = t ? contiguous(t, &n->shape) : (View){0};
@@ -859,8 +899,10 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
     Step *s = copy_step(&L, n, v, contiguous(b, &n->shape));
     b->def_step = s->id;
   }
+  gemm_bf16_weights(&L);
   for (int i = 0; i < k->nstep; i++) k->flops += k->step[i]->flops;
-  free(L.memo), free(L.uses), free(L.weight_of), free(L.tensor), free(L.tensor_reads), free(L.input_order), free(visited);
+  free(L.memo), free(L.uses), free(L.weight_of), free(L.tensor), free(L.tensor_reads), free(L.input_order), free(u.visited);
+  free(deep.levels);
   return diag_error_count(c) == errors;
 }
 

@@ -3,9 +3,12 @@
  * permuting an operand), the classification of a contraction step as a
  * batched GEMM with loop dims [batch..., M, N, K], and the column mask a
  * one-row GEMM may take from its consumer. Where values live changes, the
- * arithmetic does not. */
+ * arithmetic does not — except with --precision bf16, where the GEMMs whose B
+ * is a weight read it rounded to bf16 (gemm_bf16_weights, at the end). */
 #include <string.h>
 #include "lower_internal.h"
+#define CIRCC_GEMM_BF16_LAYOUT_ONLY
+#include "../../templates/gemm_bf16.h"
 
 /* --------------------------------------------------- GEMM classification */
 
@@ -335,5 +338,70 @@ void gemv_column_mask(Lower *L, const Node *n) {
       g->u.gemm.mask = m;
       return;
     }
+  }
+}
+
+/* ------------------------------------------------------ --precision bf16 */
+
+/* GEMM s as C^T = B^T A^T: M and N trade places in the loop dims and every
+ * view (A's new N stride and B's new M stride are 0). */
+static void swap_operands(Step *s) {
+  int nb = s->u.gemm.nbatch;
+  View a = s->u.gemm.a, b = s->u.gemm.b;
+  s->u.gemm.a = b, s->u.gemm.b = a;
+  View *v[3] = {&s->u.gemm.a, &s->u.gemm.b, &s->out};
+  for (int q = 0; q < 3; q++) {
+    int64_t st = v[q]->stride[nb], d = v[q]->dim[nb];
+    v[q]->stride[nb] = v[q]->stride[nb + 1], v[q]->dim[nb] = v[q]->dim[nb + 1];
+    v[q]->stride[nb + 1] = st, v[q]->dim[nb + 1] = d;
+  }
+  int64_t d = s->dim[nb];
+  s->dim[nb] = s->dim[nb + 1], s->dim[nb + 1] = d;
+}
+
+/* With --precision bf16, every GEMM step whose B is an fp32 weight reads a
+ * packed bf16 copy of it instead (templates/gemm_bf16.h; emit.c writes the
+ * copy into the blob and rounds A as the step packs it). GEMMs reading the
+ * same weight the same way share one copy. The fp32 buffer stays only if
+ * another step reads it (GPT-2's tied wte: the embedding gather reads fp32
+ * rows, exact and few, while the unembedding GEMM streams the bf16 copy);
+ * memplan leaves a weight nobody reads out of the blob. A GEMM whose weight
+ * is A (and B is not a weight: w x with one column) is turned around first,
+ * C^T = B^T A^T (no epilogue is fused yet: this runs at the end of lowering). */
+void gemm_bf16_weights(Lower *L) {
+  if (L->c->precision != PRECISION_BF16) return;
+  Kernels *k = L->k;
+  for (int i = 0; i < k->nstep; i++) {
+    Step *s = k->step[i];
+    if (s->kind != STEP_GEMM) continue;
+    int nb = s->u.gemm.nbatch;
+    const Buf *a = s->u.gemm.a.buf;
+    if (a->kind == BUF_WEIGHT && a->dtype == DT_F32 && s->u.gemm.b.buf->kind != BUF_WEIGHT && s->dim[nb] > 0 &&
+        s->dim[nb + 2] > 0)
+      swap_operands(s);
+    View *B = &s->u.gemm.b;
+    int64_t N = s->dim[nb + 1], K = s->dim[nb + 2];
+    if (B->buf->kind != BUF_WEIGHT || B->buf->dtype != DT_F32 || B->buf->bf16_of || N <= 0 || K <= 0) continue;
+    View packed = {.rank = B->rank};
+    memcpy(packed.dim, B->dim, sizeof packed.dim);
+    int64_t words = circc_bf16_np(N) * circc_bf16_kp(K) / 2, count = words; /* 4-byte words */
+    for (int t = nb - 1; t >= 0; t--)
+      if (B->stride[t] != 0 && B->dim[t] != 1) packed.stride[t] = count, count *= B->dim[t];
+    Buf *copy = NULL;
+    for (int j = 0; j < k->nbuf && !copy; j++) {
+      const Buf *o = k->buf[j];
+      if (o->bf16_of && view_eq(o->bf16_of, B)) copy = k->buf[j];
+    }
+    if (!copy) {
+      View *src = ARENA_NEW(&L->c->arena, View);
+      *src = *B;
+      copy = new_buf(L, BUF_WEIGHT, DT_F32, count, B->buf->node);
+      copy->tensor = B->buf->tensor;
+      copy->bf16_of = src;
+    }
+    packed.buf = copy;
+    *B = packed;
+    s->u.gemm.bf16 = true;
+    s->u.gemm.mask = (View){0}; /* the column mask is the fp32 GEMV's (it only skips work) */
   }
 }

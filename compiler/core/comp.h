@@ -8,6 +8,11 @@
 #include "arena.h"
 #include "diag.h"
 
+/* --precision: fp32 (the default: every value fp32) or bf16 (weights that are
+ * a GEMM operand stored as bf16 and the GEMM's other operand rounded to bf16
+ * as it is packed; accumulation and everything else fp32). */
+typedef enum Precision { PRECISION_FP32, PRECISION_BF16 } Precision;
+
 typedef struct SourceFile {
   const char *name;
   const char *text;
@@ -42,6 +47,7 @@ struct Comp {
   SizeDefine *defines;
   int ndefines;
   struct UserOps *ops;         /* --ops: the C GeneralFunctions (ops.c), NULL if none */
+  Precision precision;         /* --precision: how compiled programs store GEMM weights (lower_gemm.c, emit.c) */
   int next_node_id;
   struct Tensor *tensors;       /* every tensor loaded/created, released by comp_free */
 };

@@ -979,40 +979,69 @@ int ir_find_name(Node *const *a, const int *order, int n, const char *name) {
   return lo < n && name_cmp(a[order[lo]]->name, name) == 0 ? order[lo] : -1;
 }
 
-int64_t ir_depth(Comp *c, Node *const *roots, int n, const Node **deepest) {
-  /* iterative post-order: the walk every recursive stage would make, without recursing */
-  int64_t *depth = calloc((size_t)c->next_node_id + 1, sizeof *depth); /* 0: not visited, else 1 + the deepest child */
-  typedef struct Frame { const Node *n; int next; } Frame;
-  size_t cap = 1024, top = 0;
-  Frame *stack = malloc(cap * sizeof *stack);
-  if (!depth || !stack) ICE("out of memory");
-  int64_t best = 0;
-  *deepest = NULL;
-  for (int r = 0; r < n; r++) {
-    if (depth[roots[r]->id]) continue;
-    stack[top++] = (Frame){roots[r], 0};
-    while (top) {
-      Frame *f = &stack[top - 1];
-      if (f->next < f->n->nchild) {
-        const Node *ch = f->n->child[f->next++];
-        if (depth[ch->id]) continue;
-        if (top == cap) {
-          cap *= 2;
-          if (!(stack = realloc(stack, cap * sizeof *stack))) ICE("out of memory");
-        }
-        depth[ch->id] = -1; /* on the stack (the DAG has no cycle: verified by the parser) */
-        stack[top++] = (Frame){ch, 0};
-        continue;
+bool ir_walk(const Node *root, IrVisit *enter, IrVisit *leave, void *arg) {
+  typedef struct Frame {
+    Node *n;
+    int next; /* the child to walk next */
+  } Frame;
+  Frame local[64], *stack = local; /* shallow walks (most nested ones) need no heap */
+  size_t cap = sizeof local / sizeof *local, top = 0;
+  bool ok = true;
+  Node *r = (Node *)root; /* the walk edits nothing; callbacks get nodes as children are: Node * */
+  if (enter(r, arg)) stack[top++] = (Frame){r, 0};
+  while (top) {
+    Frame *f = &stack[top - 1];
+    if (f->next < f->n->nchild) {
+      Node *ch = f->n->child[f->next++];
+      if (!enter(ch, arg)) continue;
+      if (top == cap) {
+        Frame *grown = malloc(2 * cap * sizeof *grown);
+        if (!grown) ICE("out of memory");
+        memcpy(grown, stack, top * sizeof *stack);
+        if (stack != local) free(stack);
+        stack = grown, cap *= 2;
       }
-      int64_t d = 1;
-      for (int i = 0; i < f->n->nchild; i++)
-        if (depth[f->n->child[i]->id] + 1 > d) d = depth[f->n->child[i]->id] + 1;
-      depth[f->n->id] = d;
-      if (d > best) best = d, *deepest = f->n;
-      top--;
+      stack[top++] = (Frame){ch, 0};
+      continue;
+    }
+    top--;
+    if (leave && !leave(f->n, arg)) {
+      ok = false;
+      break;
     }
   }
-  free(stack);
-  free(depth);
-  return best;
+  if (stack != local) free(stack);
+  return ok;
+}
+
+typedef struct Depths {
+  int64_t *depth; /* by node id: 0 not reached, -1 being walked, else 1 + the deepest child's */
+  int64_t best;
+  const Node *deepest;
+} Depths;
+
+static bool depth_enter(Node *n, void *arg) {
+  Depths *d = arg;
+  if (d->depth[n->id]) return false;
+  d->depth[n->id] = -1;
+  return true;
+}
+
+static bool depth_leave(Node *n, void *arg) {
+  Depths *d = arg;
+  int64_t v = 1;
+  for (int i = 0; i < n->nchild; i++)
+    if (d->depth[n->child[i]->id] + 1 > v) v = d->depth[n->child[i]->id] + 1;
+  d->depth[n->id] = v;
+  if (v > d->best) d->best = v, d->deepest = n;
+  return true;
+}
+
+int64_t ir_depth(Comp *c, Node *const *roots, int n, const Node **deepest) {
+  Depths d = {.depth = calloc((size_t)c->next_node_id + 1, sizeof(int64_t))};
+  if (!d.depth) ICE("out of memory");
+  for (int r = 0; r < n; r++) ir_walk(roots[r], depth_enter, depth_leave, &d);
+  free(d.depth);
+  *deepest = d.deepest;
+  return d.best;
 }

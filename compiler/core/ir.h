@@ -219,12 +219,27 @@ bool genfn_parse(const char *text, GenFnSpec *out);
  * of size len: IDX_INT → [i, i+1); IDX_SLICE → [start, stop); false if out of range. */
 bool index_entry_bounds(const IndexEntry *e, int64_t len, int64_t *start, int64_t *stop);
 
+/* ---- walking a circuit ----
+ * ir_walk makes the walk of the recursive post-order
+ *   bool walk(n) { if (!enter(n, arg)) return true;
+ *                  for (int i = 0; i < n->nchild; i++) if (!walk(n->child[i])) return false;
+ *                  return leave(n, arg); }
+ * from root (the same calls in the same order) with its stack on the heap, so
+ * no stage's C stack grows with the depth of the circuit. enter says whether to
+ * walk n (false: it is done already, e.g. in the stage's memo, or enter did all
+ * of it); leave (NULL: none) computes n after its children were walked, and
+ * false from it stops the walk: ir_walk returns false. Callbacks may call
+ * ir_walk again (a nested walk has its own stack). */
+typedef bool IrVisit(Node *n, void *arg);
+bool ir_walk(const Node *root, IrVisit *enter, IrVisit *leave, void *arg);
+
 /* The number of nodes on the longest path from a root down to a leaf (the
- * roots' depth), found without recursion; *deepest is the root or node where
- * it starts. The stages after parse recurse per level, so the driver refuses
- * circuits deeper than IR_MAX_DEPTH before they run (on circc's large stack). */
+ * roots' depth); *deepest is the root or node where it starts. The driver
+ * refuses circuits deeper than IR_MAX_DEPTH after parse and after module
+ * substitution: every stage walks them without recursion (ir_walk), so the
+ * limit is about time and memory, not the stack. */
 int64_t ir_depth(Comp *c, Node *const *roots, int n, const Node **deepest);
-#define IR_MAX_DEPTH 200000
+#define IR_MAX_DEPTH 200000 /* a 2*10^5-deep chain compiles in seconds (tests/unit/test_deep.c) */
 
 /* A short, human-readable description for diagnostics: 'name' or `Kind #id`. */
 const char *node_label(Comp *c, const Node *n);

@@ -105,17 +105,35 @@ LibNode *lib_find(Library *l, const char *name) {
 
 const char *lib_name(const LibNode *n) { return n->name; }
 
-static void print_node(FILE *f, LibNode *t, int depth, const char *bind) {
-  fprintf(f, "%*s'%s'", 2 * depth, "", t->name);
-  if (!t->printed) fprintf(f, " %s", t->head);
-  if (bind) fprintf(f, " ! '%s'", bind);
-  fputc('\n', f);
-  if (t->printed) return;
-  t->printed = true;
-  for (int i = 0; i < t->nkid; i++) print_node(f, t->kid[i].node, depth + 1, t->kid[i].bind);
+/* Writes n and, the first time, its subtree in pre-order, each node indented
+ * by its depth; a stack on the heap holds the kids still to print. */
+void lib_print(FILE *f, LibNode *n) {
+  typedef struct Pending {
+    LibNode *node;
+    int depth;
+    const char *bind;
+  } Pending;
+  size_t cap = 64, top = 0;
+  Pending *stack = malloc(cap * sizeof *stack);
+  if (!stack) ICE("out of memory");
+  stack[top++] = (Pending){n, 0, NULL};
+  while (top) {
+    Pending p = stack[--top];
+    LibNode *t = p.node;
+    fprintf(f, "%*s'%s'", 2 * p.depth, "", t->name);
+    if (!t->printed) fprintf(f, " %s", t->head);
+    if (p.bind) fprintf(f, " ! '%s'", p.bind);
+    fputc('\n', f);
+    if (t->printed) continue;
+    t->printed = true;
+    if (top + (size_t)t->nkid > cap) {
+      while (top + (size_t)t->nkid > cap) cap *= 2;
+      if (!(stack = realloc(stack, cap * sizeof *stack))) ICE("out of memory");
+    }
+    for (int i = t->nkid - 1; i >= 0; i--) stack[top++] = (Pending){t->kid[i].node, p.depth + 1, t->kid[i].bind};
+  }
+  free(stack);
 }
-
-void lib_print(FILE *f, LibNode *n) { print_node(f, n, 0, NULL); }
 
 static int by_name(const void *a, const void *b) {
   return strcmp((*(LibNode *const *)a)->name, (*(LibNode *const *)b)->name);

@@ -657,16 +657,34 @@ typedef struct SymbolList {
   NodeList sym;
 } SymbolList;
 
+typedef struct SymbolWalk {
+  Comp *c;
+  SymbolList *s;
+  int from;
+} SymbolWalk;
+
+/* Lists n if it is a Symbol met the first time; nodes with ids below `from` are not entered. */
+static bool symbol_enter(Node *n, void *arg) {
+  SymbolWalk *w = arg;
+  if (n->id < w->from) return false;
+  PtrMapEntry *e = ptrmap_get(&w->s->seen, n);
+  if (e->flag) return false;
+  e->flag = true;
+  if (n->kind == NK_Symbol) nodelist_push(w->c, &w->s->sym, n);
+  return true;
+}
+
+/* A Module's argument Symbols (leaves) after its children. */
+static bool symbol_leave(Node *n, void *arg) {
+  if (n->kind == NK_Module)
+    for (int i = 0; i + 1 < n->nchild; i++) symbol_enter(n->u.module.arg[i].symbol, arg);
+  return true;
+}
+
 /* Every Symbol reachable from n; nodes with ids below `from` are not entered. */
 static void collect_symbols(Comp *c, SymbolList *s, const Node *n, int from) {
-  if (n->id < from) return;
-  PtrMapEntry *e = ptrmap_get(&s->seen, n);
-  if (e->flag) return;
-  e->flag = true;
-  if (n->kind == NK_Symbol) nodelist_push(c, &s->sym, (Node *)n);
-  for (int i = 0; i < n->nchild; i++) collect_symbols(c, s, n->child[i], from);
-  if (n->kind == NK_Module)
-    for (int i = 0; i + 1 < n->nchild; i++) collect_symbols(c, s, n->u.module.arg[i].symbol, from);
+  SymbolWalk w = {c, s, from};
+  ir_walk(n, symbol_enter, symbol_leave, &w);
 }
 
 bool model_library_check(Comp *c, const ModelLibrary *lib, const NodeList *tops) {

@@ -109,8 +109,6 @@ static int bound_arg(Call *k, const Node *x) {
   return -1;
 }
 
-static Val walk(Call *k, Node *x);
-
 /* Leaves: bound symbols become their argument; sizes this call resolves are substituted. */
 static Val walk_leaf(Call *k, Node *x) {
   Comp *c = k->c;
@@ -310,11 +308,17 @@ static bool params_change(const Call *k, const Node *x) {
   return false;
 }
 
-static Val walk(Call *k, Node *x) {
-  const PtrMapEntry *m = ptrmap_find(&k->memo, x);
-  if (m) return (Val){m->ptr, m->num};
-  Val out;
+static bool walk_enter(Node *x, void *arg) {
+  Call *k = arg;
+  if (ptrmap_find(&k->memo, x)) return false;
   if (x->kind == NK_Module) ICE("module substitution met a Module inside a module-free body");
+  return true;
+}
+
+/* x in the call, from its children's (ir_walk's leave): memoised; false on failure. */
+static bool walk_node(Node *x, void *arg) {
+  Call *k = arg;
+  Val out;
   if (x->nchild == 0) {
     out = walk_leaf(k, x);
   } else {
@@ -322,24 +326,30 @@ static Val walk(Call *k, Node *x) {
     int *r = ARENA_ARRAY(&k->c->arena, int, x->nchild), br = 0;
     bool changed = params_change(k, x);
     for (int i = 0; i < x->nchild; i++) {
-      Val v = walk(k, x->child[i]);
-      if (!v.node) return FAILED;
-      ch[i] = v.node;
-      r[i] = v.batch;
-      if (v.batch > br) br = v.batch;
+      const PtrMapEntry *m = ptrmap_find(&k->memo, x->child[i]);
+      ch[i] = m->ptr;
+      r[i] = m->num;
+      if (r[i] > br) br = r[i];
       if (ch[i] != x->child[i]) changed = true;
     }
     int first_new = k->c->next_node_id;
     out = (Val){changed ? expand(k, x, ch, r, br) : x, changed ? br : 0};
-    if (!out.node) return FAILED;
-    /* the copy of a named node in this call: its path gains the call's name (§5.7; taps.c) */
-    if (out.node->id >= first_new && x->name && k->module && k->module->name)
+    if (out.node && out.node->id >= first_new && x->name && k->module && k->module->name)
+      /* the copy of a named node in this call: its path gains the call's name (§5.7; taps.c) */
       out.node->path = arena_printf(&k->c->arena, "%s/%s", k->module->name, x->path ? x->path : x->name);
   }
+  if (!out.node) return false;
   PtrMapEntry *put = ptrmap_get(&k->memo, x);
   put->ptr = out.node;
   put->num = out.batch;
-  return out;
+  return true;
+}
+
+/* x rewritten by the call (FAILED after an error). */
+static Val walk(Call *k, Node *x) {
+  if (!ir_walk(x, walk_enter, walk_node, k)) return FAILED;
+  const PtrMapEntry *m = ptrmap_find(&k->memo, x);
+  return (Val){m->ptr, m->num};
 }
 
 /* ---------------------------------------------------------- substitution */
@@ -348,8 +358,6 @@ typedef struct Subst {
   Comp *c;
   PtrMap done; /* original node -> module-free node */
 } Subst;
-
-static Node *subst(Subst *s, Node *x);
 
 /* Substitutes module M whose spec and args are already module-free. */
 static Node *substitute_module(Subst *s, Node *mod, Node *spec, Node **args) {
@@ -411,21 +419,27 @@ static Node *substitute_module(Subst *s, Node *mod, Node *spec, Node **args) {
   return out;
 }
 
-static Node *subst(Subst *s, Node *x) {
-  const PtrMapEntry *m = ptrmap_find(&s->done, x);
-  if (m) return m->ptr;
+static bool subst_enter(Node *x, void *arg) { return !ptrmap_find(&((Subst *)arg)->done, x); }
+
+/* x without Modules, from its children's (ir_walk's leave); false on failure. */
+static bool subst_node(Node *x, void *arg) {
+  Subst *s = arg;
   Node **ch = x->nchild ? ARENA_ARRAY(&s->c->arena, Node *, x->nchild) : NULL;
   bool changed = false;
   for (int i = 0; i < x->nchild; i++) {
-    if (!(ch[i] = subst(s, x->child[i]))) return NULL;
+    ch[i] = ptrmap_find(&s->done, x->child[i])->ptr;
     changed |= ch[i] != x->child[i];
   }
   Node *out = x;
   if (x->kind == NK_Module) out = substitute_module(s, x, ch[0], ch + 1);
   else if (changed) out = ir_with_children(s->c, x, ch, x->nchild);
-  if (!out) return NULL;
+  if (!out) return false;
   ptrmap_get(&s->done, x)->ptr = out;
-  return out;
+  return true;
+}
+
+static Node *subst(Subst *s, Node *x) {
+  return ir_walk(x, subst_enter, subst_node, s) ? ptrmap_find(&s->done, x)->ptr : NULL;
 }
 
 bool modules_substitute_all(Comp *c, Node **roots, int n) {

@@ -36,11 +36,16 @@ static void report_symbolic(Resolve *r, const Node *n) {
   }
 }
 
-/* Post-order check of one resolved circuit. */
-static void check_node(Resolve *r, Node *n) {
-  if (n->id < r->nseen && r->seen[n->id]) return;
+static bool check_enter(Node *n, void *arg) {
+  Resolve *r = arg;
+  if (n->id < r->nseen && r->seen[n->id]) return false;
   if (n->id < r->nseen) r->seen[n->id] = true;
-  for (int i = 0; i < n->nchild; i++) check_node(r, n->child[i]);
+  return true;
+}
+
+/* A node of a resolved circuit, after its children (ir_walk's leave). */
+static bool check_node(Node *n, void *arg) {
+  Resolve *r = arg;
   Comp *c = r->c;
   report_symbolic(r, n);
   switch (n->kind) {
@@ -82,6 +87,7 @@ static void check_node(Resolve *r, Node *n) {
   case NK_Module: ICE("module survived substitution");
   default: break;
   }
+  return true;
 }
 
 bool resolve_program(Comp *c, const NodeList *tops, Program *out) {
@@ -100,7 +106,7 @@ bool resolve_program(Comp *c, const NodeList *tops, Program *out) {
   if (!r.seen || !r.index_use) ICE("out of memory");
   out->output_names = ARENA_ARRAY(&c->arena, const char *, n ? n : 1);
   for (int i = 0; i < n; i++) {
-    check_node(&r, roots[i]);
+    ir_walk(roots[i], check_enter, check_node, &r);
     nodelist_push(c, &out->outputs, roots[i]);
     out->output_names[i] = tops->node[i]->name ? tops->node[i]->name : arena_printf(&c->arena, "output%d", i);
   }

@@ -42,59 +42,75 @@ bool sizes_from_defines(Comp *c, int64_t *map) {
   return ok;
 }
 
-/* SetSymbolicShape(x) with a concrete size where x's is symbolic binds that size. */
-static void collect_pins(Comp *c, bool *seen, Node *n, int64_t *map) {
-  if (seen[n->id]) return;
-  seen[n->id] = true;
-  for (int i = 0; i < n->nchild; i++) collect_pins(c, seen, n->child[i], map);
-  if (n->kind != NK_SetSymbolicShape) return;
+typedef struct Pins {
+  Comp *c;
+  bool *seen; /* by node id */
+  int64_t *map;
+} Pins;
+
+static bool pins_enter(Node *n, void *arg) {
+  Pins *p = arg;
+  if (p->seen[n->id]) return false;
+  p->seen[n->id] = true;
+  return true;
+}
+
+/* SetSymbolicShape(x) with a concrete size where x's is symbolic binds that size (ir_walk's leave). */
+static bool collect_pins(Node *n, void *arg) {
+  Pins *p = arg;
+  Comp *c = p->c;
+  if (n->kind != NK_SetSymbolicShape) return true;
   const Shape *in = &n->child[0]->shape;
   for (int d = 0; d < in->rank; d++) {
     if (!size_is_symbolic(in->dim[d]) || size_is_symbolic(n->shape.dim[d])) continue;
     int64_t before[NUM_SYMBOLIC_SIZES];
-    memcpy(before, map, sizeof before);
-    if (!ir_bind_symbolic(in->dim[d], n->shape.dim[d], map)) {
+    memcpy(before, p->map, sizeof before);
+    if (!ir_bind_symbolic(in->dim[d], n->shape.dim[d], p->map)) {
       char a[64];
       diag_error(c, n->child[0]->loc, "%s: its size %s is %lld where a module binds it, but %lld elsewhere (or by -D)",
                  node_label(c, n->child[0]), size_format(in->dim[d], a, sizeof a), (long long)n->shape.dim[d],
                  (long long)ir_apply_size_map(in->dim[d], before));
-      return;
+      return true;
     }
   }
+  return true;
 }
 
 bool sizes_bind(Comp *c, Node **roots, int n, int64_t *map) {
   int errors = diag_error_count(c);
   /* Module calls pinned the sizes of free symbols with SetSymbolicShape; those
    * pins and -D together give the sizes the free symbols take. */
-  bool *seen = calloc((size_t)c->next_node_id + 1, 1);
-  if (!seen) ICE("out of memory");
-  for (int i = 0; i < n; i++) collect_pins(c, seen, roots[i], map);
-  free(seen);
+  Pins p = {c, calloc((size_t)c->next_node_id + 1, 1), map};
+  if (!p.seen) ICE("out of memory");
+  for (int i = 0; i < n; i++) ir_walk(roots[i], pins_enter, collect_pins, &p);
+  free(p.seen);
   if (diag_error_count(c) != errors) return false;
   bool any = false;
   for (int k = 0; k < NUM_SYMBOLIC_SIZES; k++) any |= map[k] >= 0;
   return !any || modules_bind_sizes(c, roots, n, map);
 }
 
-/* The Symbol named `name` under roots, or NULL. */
-static const Node *find_symbol(const Node *n, const char *name, bool *seen) {
-  if (seen[n->id]) return NULL;
-  seen[n->id] = true;
-  if (n->kind == NK_Symbol && n->name && !strcmp(n->name, name)) return n;
-  for (int i = 0; i < n->nchild; i++) {
-    const Node *s = find_symbol(n->child[i], name, seen);
-    if (s) return s;
-  }
-  return NULL;
+typedef struct SymbolSearch {
+  const char *name;
+  bool *seen;        /* by node id */
+  const Node *found; /* the first in pre-order, NULL until found */
+} SymbolSearch;
+
+/* Looks at n before its children: the first Symbol named `name` ends the search. */
+static bool find_symbol(Node *n, void *arg) {
+  SymbolSearch *s = arg;
+  if (s->found || s->seen[n->id]) return false;
+  s->seen[n->id] = true;
+  if (n->kind == NK_Symbol && n->name && !strcmp(n->name, s->name)) s->found = n;
+  return !s->found;
 }
 
 bool sizes_from_input(Comp *c, Node *const *roots, int n, const char *name, const char *path, const Shape *shape) {
-  bool *seen = calloc((size_t)c->next_node_id + 1, 1);
-  if (!seen) ICE("out of memory");
-  const Node *sym = NULL;
-  for (int i = 0; i < n && !sym; i++) sym = find_symbol(roots[i], name, seen);
-  free(seen);
+  SymbolSearch search = {.name = name, .seen = calloc((size_t)c->next_node_id + 1, 1)};
+  if (!search.seen) ICE("out of memory");
+  for (int i = 0; i < n && !search.found; i++) ir_walk(roots[i], find_symbol, NULL, &search);
+  free(search.seen);
+  const Node *sym = search.found;
   if (!sym) return true; /* not a free symbol of these circuits: evaluation says so */
   if (sym->shape.rank != shape->rank) {
     diag_error_class(c, DIAG_IO, NO_LOC, "--input %s: %s has shape %s but symbol '%s' needs %s", name, path,

@@ -30,6 +30,7 @@ struct Eval {
   const RvGroups *groups; /* NULL: a DiscreteVar is an error */
   int64_t max_combinations;
   PtrMap deps;           /* root: node → the groups its value depends on (ptr: sorted ints, num: count) */
+  PtrMap nested;         /* root: nodes whose nested expectations were evaluated (flag; evaluate_nested) */
   Eval *root;            /* a combination's Eval: the root Eval, which holds every variable-free value */
   const int64_t *row;    /* a combination's Eval: the row of every group */
 };
@@ -51,6 +52,7 @@ void eval_free(Eval *e) {
   if (!e) return;
   ptrmap_free(&e->memo);
   ptrmap_free(&e->deps);
+  ptrmap_free(&e->nested);
   free(e->bind);
   free(e);
 }
@@ -568,31 +570,38 @@ static Tensor *eval_cumulant(Eval *e, const Node *n, Tensor **in) {
  * that the two check each other. */
 
 static Tensor *value(Eval *e, const Node *n);
+static void evaluate_nested(Eval *root, const Node *n);
 
 enum { MAX_EXACT_ORDER = 12 }; /* every one of the 2^k argument subsets keeps a moment */
 
-/* The groups whose rows n's value depends on (outside nested Cumulants, which
- * are constants), ascending; memoised on the root. */
-static const int *deps(Eval *e, const Node *n, int *count) {
-  if (e->root) e = e->root;
-  const PtrMapEntry *m = ptrmap_find(&e->deps, n);
-  if (m) {
-    *count = m->num;
-    return m->ptr;
+/* A DiscreteVar's group; a Cumulant's none (nested Cumulants are constants):
+ * their children are not walked. */
+static bool deps_enter(Node *n, void *arg) {
+  Eval *e = arg;
+  if (ptrmap_find(&e->deps, n)) return false;
+  if (n->kind != NK_DiscreteVar && n->kind != NK_Cumulant) return true;
+  int *list = ARENA_ARRAY(&e->c->arena, int, 1), nd = 0;
+  if (n->kind == NK_DiscreteVar) {
+    int g = rv_group_of(e->groups, n);
+    if (g < 0) ICE("DiscreteVar %s is in none of the groups given to eval_expectations", node_label(e->c, n));
+    list[nd++] = g;
   }
+  PtrMapEntry *entry = ptrmap_get(&e->deps, n);
+  entry->ptr = list;
+  entry->num = nd;
+  return false;
+}
+
+/* The union of n's children's groups (ir_walk's leave). */
+static bool deps_leave(Node *n, void *arg) {
+  Eval *e = arg;
   const RvGroups *gs = e->groups;
   bool *use = calloc((size_t)gs->n + 1, 1);
   if (!use) ICE("out of memory");
-  if (n->kind == NK_DiscreteVar) {
-    int g = rv_group_of(gs, n);
-    if (g < 0) ICE("DiscreteVar %s is in none of the groups given to eval_expectations", node_label(e->c, n));
-    use[g] = true;
-  } else if (n->kind != NK_Cumulant) {
-    for (int i = 0; i < n->nchild; i++) {
-      int nc;
-      const int *cg = deps(e, n->child[i], &nc);
-      for (int j = 0; j < nc; j++) use[cg[j]] = true;
-    }
+  for (int i = 0; i < n->nchild; i++) {
+    const PtrMapEntry *m = ptrmap_find(&e->deps, n->child[i]);
+    const int *cg = m->ptr;
+    for (int j = 0; j < m->num; j++) use[cg[j]] = true;
   }
   int nd = 0;
   for (int g = 0; g < gs->n; g++) nd += use[g];
@@ -604,8 +613,17 @@ static const int *deps(Eval *e, const Node *n, int *count) {
   PtrMapEntry *entry = ptrmap_get(&e->deps, n);
   entry->ptr = list;
   entry->num = nd;
-  *count = nd;
-  return list;
+  return true;
+}
+
+/* The groups whose rows n's value depends on (outside nested Cumulants, which
+ * are constants), ascending; memoised on the root. */
+static const int *deps(Eval *e, const Node *n, int *count) {
+  if (e->root) e = e->root;
+  ir_walk(n, deps_enter, deps_leave, e);
+  const PtrMapEntry *m = ptrmap_find(&e->deps, n);
+  *count = m->num;
+  return m->ptr;
 }
 
 static bool is_random(Eval *e, const Node *n) {
@@ -757,6 +775,7 @@ static Tensor *eval_expectation(Eval *e, const Node *n, const int *group, int ng
   for (int j = 0; j < ng; j++)
     for (int64_t r = 0; r < gs->g[group[j]].size; r++) norm[j] += gs->g[group[j]].probs[r];
 
+  evaluate_nested(e, n);
   long double total = 0;
   bool ok = true;
   for (bool more = true; more && ok;) {
@@ -1157,45 +1176,90 @@ static Tensor *eval_general_function(Eval *e, const Node *n, Tensor **in) {
 
 /* ---- dispatch ---- */
 
+/* Why n's kind has no value of its own, or NULL. */
+static const char *no_value(const Node *n) {
+  switch (n->kind) {
+  case NK_Module: return "is a Module; substitute modules first";
+  case NK_DiscreteVar: return "is a DiscreteVar, which has no single value; circc eval --all computes exact expectations";
+  case NK_StoredCumulantVar: return "is a StoredCumulantVar, which has no deterministic value";
+  case NK_Conv: return "is a Conv, which circc does not support";
+  default: return NULL;
+  }
+}
+
 /* Kinds that have no value of their own; reported without evaluating children. */
 static bool reject(Eval *e, const Node *n) {
-  const char *why = NULL;
-  switch (n->kind) {
-  case NK_Module: why = "is a Module; substitute modules first"; break;
-  case NK_DiscreteVar: why = "is a DiscreteVar, which has no single value; circc eval --all computes exact expectations"; break;
-  case NK_StoredCumulantVar: why = "is a StoredCumulantVar, which has no deterministic value"; break;
-  case NK_Conv: why = "is a Conv, which circc does not support"; break;
-  default: return false;
-  }
-  diag_error(e->c, n->loc, "%s %s", node_label(e->c, n), why);
-  return true;
+  const char *why = no_value(n);
+  if (why) diag_error(e->c, n->loc, "%s %s", node_label(e->c, n), why);
+  return why != NULL;
 }
 
 enum { EVAL_MAX_SHIFT = 40 };
 #define EVAL_MAX_BYTES ((int64_t)1 << EVAL_MAX_SHIFT)
 
-static Tensor *compute(Eval *e, const Node *n) {
-  if (e->groups && n->kind == NK_DiscreteVar) return eval_discrete_var(e, n);
+/* evaluate_nested walks where evaluation does (not into a DiscreteVar's
+ * rows, a kind without a value or a value past the limit), each node once per root. */
+static bool nested_enter(Node *m, void *arg) {
+  Eval *root = arg;
+  PtrMapEntry *r = ptrmap_get(&root->nested, m);
+  if (r->flag) return false;
+  r->flag = true;
+  return m->kind != NK_DiscreteVar && !no_value(m) && shape_numel(&m->shape) <= EVAL_MAX_BYTES / 8;
+}
+
+/* An estimated Cumulant (one with an argument that depends on a variable), innermost first. */
+static bool nested_leave(Node *m, void *arg) {
+  Eval *root = arg;
+  if (m->kind != NK_Cumulant || ptrmap_find(&root->memo, m)) return true;
+  for (int i = 0; i < m->nchild; i++)
+    if (is_random(root, m->child[i])) {
+      value(root, m);
+      break;
+    }
+  return true;
+}
+
+/* The expectations nested in the arguments of n (being evaluated in the
+ * root), innermost first, before n enumerates its combinations: then no
+ * expectation recurses into another once per level of nesting. */
+static void evaluate_nested(Eval *root, const Node *n) {
+  for (int i = 0; i < n->nchild; i++) ir_walk(n->child[i], nested_enter, nested_leave, root);
+}
+
+/* What compute does before n's children, which it then need not walk: a
+ * variable or an expectation, a rejected kind or size, a leaf. false: n's value
+ * is computed from its children's (compute). */
+static bool computed_whole(Eval *e, const Node *n, Tensor **v) {
+  if (e->groups && n->kind == NK_DiscreteVar) {
+    *v = eval_discrete_var(e, n);
+    return true;
+  }
   if (e->groups && n->kind == NK_Cumulant) {
     bool random;
-    Tensor *k = eval_random_cumulant(e, n, &random);
-    if (random) return k;
+    *v = eval_random_cumulant(e, n, &random);
+    if (random) return true;
   }
-  if (reject(e, n)) return NULL;
+  *v = NULL;
+  if (reject(e, n)) return true;
   /* values are doubles, every one materialised: the same per-tensor limit as programs */
   if (shape_numel(&n->shape) > EVAL_MAX_BYTES / 8) {
     diag_error(e->c, n->loc, "%s: its value needs %lld doubles, more than circc eval's limit of 2^40 bytes per tensor",
                node_label(e->c, n), (long long)shape_numel(&n->shape));
-    return NULL;
+    return true;
   }
   switch (n->kind) {
   case NK_Array:
     CHECK(n->u.array.tensor && shape_eq(&n->u.array.tensor->shape, &n->shape));
-    return convert(e, n, n->u.array.tensor);
-  case NK_Scalar: return eval_scalar(e, n);
-  case NK_Symbol: return eval_symbol(e, n);
-  default: break;
+    *v = convert(e, n, n->u.array.tensor);
+    return true;
+  case NK_Scalar: *v = eval_scalar(e, n); return true;
+  case NK_Symbol: *v = eval_symbol(e, n); return true;
+  default: return false;
   }
+}
+
+/* n's value from its children's, which are evaluated (memoised, NULL after an error). */
+static Tensor *compute(Eval *e, const Node *n) {
   /* evaluate every child even after a failure, so one run reports every error */
   Tensor **in = calloc((size_t)n->nchild + 1, sizeof *in);
   if (!in) ICE("out of memory");
@@ -1227,15 +1291,37 @@ static Tensor *compute(Eval *e, const Node *n) {
   return out;
 }
 
+static void memoise(Eval *e, const Node *n, Tensor *v) {
+  CHECK(!v || (v->dtype == DT_F64 && shape_eq(&v->shape, &n->shape)));
+  ptrmap_get(&e->memo, n)->ptr = v;
+}
+
+/* A combination's Eval leaves what no variable reaches to the root (a walk of
+ * its own there); the rest is walked unless memoised or computed whole. */
+static bool value_enter(Node *n, void *arg) {
+  Eval *e = arg;
+  if (e->root && !is_random(e->root, n)) {
+    value(e->root, n);
+    return false;
+  }
+  if (ptrmap_find(&e->memo, n)) return false;
+  Tensor *v;
+  if (!computed_whole(e, n, &v)) return true;
+  memoise(e, n, v);
+  return false;
+}
+
+static bool value_leave(Node *n, void *arg) {
+  Eval *e = arg;
+  memoise(e, n, compute(e, n));
+  return true;
+}
+
 /* n's value in e; a combination's Eval leaves what no variable reaches to the root. */
 static Tensor *value(Eval *e, const Node *n) {
   if (e->root && !is_random(e->root, n)) return value(e->root, n);
-  const PtrMapEntry *m = ptrmap_find(&e->memo, n);
-  if (m) return m->ptr;
-  Tensor *v = compute(e, n);
-  CHECK(!v || (v->dtype == DT_F64 && shape_eq(&v->shape, &n->shape)));
-  ptrmap_get(&e->memo, n)->ptr = v;
-  return v;
+  ir_walk(n, value_enter, value_leave, e);
+  return ptrmap_find(&e->memo, n)->ptr;
 }
 
 Tensor *eval_node(Eval *e, const Node *n) {

@@ -57,19 +57,34 @@ typedef struct Walk {
   bool ok;
 } Walk;
 
-/* The first random variable or free Symbol below n, or NULL. */
-static const Node *first_unfixed(PtrMap *seen, const Node *n) {
+static bool unfixed(const Node *n) {
+  return n->kind == NK_DiscreteVar || n->kind == NK_Symbol || n->kind == NK_StoredCumulantVar;
+}
+
+static bool unfixed_enter(Node *n, void *seen) {
   PtrMapEntry *e = ptrmap_get(seen, n);
-  if (e->flag) return e->ptr;
+  if (e->flag) return false;
   e->flag = true;
-  const Node *found = n->kind == NK_DiscreteVar || n->kind == NK_Symbol || n->kind == NK_StoredCumulantVar ? n : NULL;
-  for (int i = 0; i < n->nchild && !found; i++) found = first_unfixed(seen, n->child[i]);
+  if (!unfixed(n)) return true;
+  e->ptr = n;
+  return false;
+}
+
+static bool unfixed_leave(Node *n, void *seen) {
+  const void *found = NULL;
+  for (int i = 0; i < n->nchild && !found; i++) found = ptrmap_find(seen, n->child[i])->ptr;
   ptrmap_get(seen, n)->ptr = (void *)found;
-  return found;
+  return true;
+}
+
+/* The first random variable or free Symbol below n (itself, or its children's first in order), or NULL. */
+static const Node *first_unfixed(PtrMap *seen, Node *n) {
+  ir_walk(n, unfixed_enter, unfixed_leave, seen);
+  return ptrmap_find(seen, n)->ptr;
 }
 
 /* values and probs are constants: no random variable or free Symbol below them. */
-static bool check_constant(Walk *w, const Node *var, const Node *x, const char *what) {
+static bool check_constant(Walk *w, const Node *var, Node *x, const char *what) {
   PtrMap seen = {0};
   const Node *bad = first_unfixed(&seen, x);
   ptrmap_free(&seen);
@@ -150,23 +165,22 @@ static void add_var(Walk *w, Node *var) {
   nodelist_push(c, &w->g->g[gi].vars, var);
 }
 
-/* Pre-order: a node before its children, children in order; a DiscreteVar's
- * own children are data, not part of the walk. */
-static void walk_vars(Walk *w, Node *n) {
+/* Pre-order (ir_walk's enter): a node before its children, children in order;
+ * a DiscreteVar's own children are data, not part of the walk. */
+static bool walk_vars(Node *n, void *arg) {
+  Walk *w = arg;
   PtrMapEntry *e = ptrmap_get(&w->seen, n);
-  if (e->flag) return;
+  if (e->flag) return false;
   e->flag = true;
-  if (n->kind == NK_DiscreteVar) {
-    add_var(w, n);
-    return;
-  }
-  for (int i = 0; i < n->nchild; i++) walk_vars(w, n->child[i]);
+  if (n->kind != NK_DiscreteVar) return true;
+  add_var(w, n);
+  return false;
 }
 
 bool rv_groups(Comp *c, Node *const *roots, int n, RvGroups *out) {
   memset(out, 0, sizeof *out);
   Walk w = {.c = c, .g = out, .ok = true};
-  for (int i = 0; i < n; i++) walk_vars(&w, roots[i]);
+  for (int i = 0; i < n; i++) ir_walk(roots[i], walk_vars, NULL, &w);
   ptrmap_free(&w.seen);
   return w.ok;
 }
@@ -197,18 +211,25 @@ static int cumulant_index(const Rv *r, const Node *n) {
   return -1;
 }
 
-/* Fills random/level for n and below; lists each estimated Cumulant after
- * the ones nested in it. */
-static void analyse(Rv *r, Node *n) {
-  if (r->random[n->id] >= 0) return;
-  bool rnd = n->kind == NK_DiscreteVar, args_random = false;
+static bool analyse_enter(Node *n, void *arg) {
+  Rv *r = arg;
+  if (r->random[n->id] >= 0) return false;
+  if (n->kind != NK_DiscreteVar) return true;
+  r->random[n->id] = 1;
+  r->level[n->id] = 0;
+  return false;
+}
+
+/* Fills random/level for n from its children's (ir_walk's leave); lists each
+ * estimated Cumulant after the ones nested in it. */
+static bool analyse(Node *n, void *arg) {
+  Rv *r = arg;
+  bool rnd = false, args_random = false;
   int level = 0;
-  if (n->kind != NK_DiscreteVar)
-    for (int i = 0; i < n->nchild; i++) {
-      analyse(r, n->child[i]);
-      args_random |= r->random[n->child[i]->id] == 1;
-      if (r->level[n->child[i]->id] > level) level = r->level[n->child[i]->id];
-    }
+  for (int i = 0; i < n->nchild; i++) {
+    args_random |= r->random[n->child[i]->id] == 1;
+    if (r->level[n->child[i]->id] > level) level = r->level[n->child[i]->id];
+  }
   if (n->kind == NK_Cumulant) {
     if (args_random && n->nchild > RV_MAX_ORDER)
       diag_error(r->c, n->loc, "%s is a cumulant of order %d; expectation programs estimate orders up to %d",
@@ -225,6 +246,7 @@ static void analyse(Rv *r, Node *n) {
   }
   r->random[n->id] = rnd;
   r->level[n->id] = level;
+  return true;
 }
 
 static Node *new_symbol(Rv *r, const char *name, const Shape *shape, Loc loc) {
@@ -233,25 +255,46 @@ static Node *new_symbol(Rv *r, const char *name, const Shape *shape, Loc loc) {
   return ir_make(r->c, &p);
 }
 
+typedef struct Rewrite {
+  Rv *r;
+  PtrMap *memo; /* one rewrite per node */
+} Rewrite;
+
+/* Whether rewriting leaves n as it is: nothing random and no estimated Cumulant below it. */
+static bool rewrite_keeps(const Rv *r, const Node *n) {
+  return n->id >= r->nids || (r->random[n->id] != 1 && r->level[n->id] == 0);
+}
+
+/* DiscreteVars and estimated Cumulants are rewritten whole; other nodes after their children. */
+static bool rewrite_enter(Node *n, void *arg) {
+  Rewrite *w = arg;
+  Rv *r = w->r;
+  if (rewrite_keeps(r, n) || ptrmap_find(w->memo, n)) return false;
+  int ci = n->kind == NK_Cumulant ? cumulant_index(r, n) : -1;
+  if (n->kind == NK_DiscreteVar) ptrmap_get(w->memo, n)->ptr = r->var_symbol[n->id];
+  else if (ci >= 0) ptrmap_get(w->memo, n)->ptr = r->estimate[ci];
+  else return true;
+  return false;
+}
+
+static Node *rewritten(const Rewrite *w, Node *n) {
+  return rewrite_keeps(w->r, n) ? n : ptrmap_find(w->memo, n)->ptr;
+}
+
+static bool rewrite_leave(Node *n, void *arg) {
+  Rewrite *w = arg;
+  Node **ch = ARENA_ARRAY(&w->r->c->arena, Node *, n->nchild);
+  for (int i = 0; i < n->nchild; i++) ch[i] = rewritten(w, n->child[i]);
+  ptrmap_get(w->memo, n)->ptr = ir_with_children(w->r->c, n, ch, n->nchild);
+  return true;
+}
+
 /* n with every DiscreteVar replaced by its sample Symbol and every estimated
  * Cumulant by its estimate's Symbol (memo: one rewrite per node). */
 static Node *rewrite(Rv *r, PtrMap *memo, Node *n) {
-  if (n->id >= r->nids || (r->random[n->id] != 1 && r->level[n->id] == 0)) return n;
-  PtrMapEntry *m = ptrmap_find(memo, n);
-  if (m) return m->ptr;
-  Node *out;
-  int ci = n->kind == NK_Cumulant ? cumulant_index(r, n) : -1;
-  if (n->kind == NK_DiscreteVar) {
-    out = r->var_symbol[n->id];
-  } else if (ci >= 0) {
-    out = r->estimate[ci];
-  } else {
-    Node **ch = ARENA_ARRAY(&r->c->arena, Node *, n->nchild);
-    for (int i = 0; i < n->nchild; i++) ch[i] = rewrite(r, memo, n->child[i]);
-    out = ir_with_children(r->c, n, ch, n->nchild);
-  }
-  ptrmap_get(memo, n)->ptr = out;
-  return out;
+  Rewrite w = {r, memo};
+  ir_walk(n, rewrite_enter, rewrite_leave, &w);
+  return rewritten(&w, n);
 }
 
 /* The pass input standing for a streamed values Array (the Array itself if
@@ -417,40 +460,63 @@ static int by_pass(const void *a, const void *b) {
   return x->node->id < y->node->id ? -1 : x->node->id > y->node->id;
 }
 
+typedef struct StreamUses {
+  Comp *c;
+  PtrMap seen;
+  int *uses;      /* by streamed name: DiscreteVar uses */
+  /* the nodes being walked, root first, and the child of each met next: the
+   * last is the parent of the node met */
+  struct { const Node *n; int next; } *path;
+  int depth, cap;
+} StreamUses;
+
 /* A streamed Array may only be a DiscreteVar's values: everything else would
- * need its tensor at compile time. Reports every other use; counts the
- * DiscreteVar uses of each name. */
-static void check_stream_uses(Comp *c, PtrMap *seen, Node *n, int *uses) {
-  PtrMapEntry *e = ptrmap_get(seen, n);
-  if (e->flag) return;
-  e->flag = true;
-  for (int i = 0; i < n->nchild; i++) {
-    Node *k = n->child[i];
-    if (load_is_streamed(c, k)) {
-      if (n->kind == NK_DiscreteVar && i == 0) {
-        for (int s = 0; s < c->nstreamed; s++) uses[s] += !strcmp(c->streamed[s], k->name);
-      } else {
-        diag_error(c, n->loc, "--stream %s: %s uses the streamed Array '%s', but only a DiscreteVar's values can be "
-                   "streamed (read at run time)", k->name, node_label(c, n), k->name);
-      }
+ * need its tensor at compile time. Reports every other use, each where the
+ * use is met (ir_walk's enter); counts the DiscreteVar uses of each name. */
+static bool check_stream_use(Node *k, void *arg) {
+  StreamUses *u = arg;
+  Comp *c = u->c;
+  if (u->depth) { /* k is child i of n */
+    const Node *n = u->path[u->depth - 1].n;
+    int i = u->path[u->depth - 1].next++;
+    bool streamed = load_is_streamed(c, k);
+    if (streamed && n->kind == NK_DiscreteVar && i == 0) {
+      for (int s = 0; s < c->nstreamed; s++) u->uses[s] += !strcmp(c->streamed[s], k->name);
+    } else if (streamed) {
+      diag_error(c, n->loc, "--stream %s: %s uses the streamed Array '%s', but only a DiscreteVar's values can be "
+                 "streamed (read at run time)", k->name, node_label(c, n), k->name);
     }
-    check_stream_uses(c, seen, k, uses);
   }
+  PtrMapEntry *e = ptrmap_get(&u->seen, k);
+  if (e->flag) return false;
+  e->flag = true;
+  if (u->depth == u->cap) {
+    u->cap = u->cap ? 2 * u->cap : 64;
+    if (!(u->path = realloc(u->path, sizeof *u->path * (size_t)u->cap))) ICE("out of memory");
+  }
+  u->path[u->depth].n = k;
+  u->path[u->depth++].next = 0;
+  return true;
+}
+
+static bool stream_leave(Node *n, void *arg) {
+  ((StreamUses *)arg)->depth--;
+  return true;
 }
 
 static bool check_streams(Comp *c, const Program *p) {
   if (!c->nstreamed) return true;
   int errors = diag_error_count(c);
-  int *uses = calloc((size_t)c->nstreamed, sizeof(int));
-  if (!uses) ICE("out of memory");
-  PtrMap seen = {0};
-  for (int i = 0; i < p->outputs.n; i++) check_stream_uses(c, &seen, p->outputs.node[i], uses);
-  ptrmap_free(&seen);
+  StreamUses u = {.c = c, .uses = calloc((size_t)c->nstreamed, sizeof(int))};
+  if (!u.uses) ICE("out of memory");
+  for (int i = 0; i < p->outputs.n; i++) ir_walk(p->outputs.node[i], check_stream_use, stream_leave, &u);
+  ptrmap_free(&u.seen);
+  free(u.path);
   for (int s = 0; s < c->nstreamed; s++)
-    if (!uses[s])
+    if (!u.uses[s])
       diag_error_class(c, DIAG_USAGE, NO_LOC, "--stream %s: no DiscreteVar's values is an Array named '%s'",
                        c->streamed[s], c->streamed[s]);
-  free(uses);
+  free(u.uses);
   return diag_error_count(c) == errors;
 }
 
@@ -471,7 +537,7 @@ bool rv_lower(Comp *c, Program *p, int batch, Expectation *x) {
   r.var_symbol = calloc((size_t)r.nids, sizeof(Node *));
   if (!r.random || !r.level || !r.var_symbol) ICE("out of memory");
   memset(r.random, -1, (size_t)r.nids);
-  for (int i = 0; i < p->outputs.n; i++) analyse(&r, p->outputs.node[i]);
+  for (int i = 0; i < p->outputs.n; i++) ir_walk(p->outputs.node[i], analyse_enter, analyse, &r);
   if (diag_error_count(c)) {
     free(r.random), free(r.level), free(r.var_symbol), free(x->cumulant);
     x->cumulant = NULL, x->ncumulants = 0;

@@ -223,18 +223,14 @@ static Node *rule_genfn_of_scalar(Simp *s, Node *n) {
   return uniform_genfn_value(n, &v) ? simp_scalar(s, n, v, &n->shape) : NULL;
 }
 
-/* Work to evaluate n's subgraph (element steps, shared nodes counted per use),
- * or -1 if it depends on a Symbol or contains a kind the evaluator rejects. */
-static double const_cost(Simp *s, const Node *n) {
-  const PtrMapEntry *m = ptrmap_find(&s->cost, n);
-  if (m) return m->real;
+/* n's own work in const_cost, or -1 if n makes its subgraph's -1. */
+static double own_cost(const Node *n) {
   double cost = (double)shape_numel(&n->shape);
   switch (n->kind) {
   case NK_Symbol: case NK_Module: case NK_DiscreteVar: case NK_StoredCumulantVar: case NK_Conv:
-    cost = -1;
-    break;
+    return -1;
   case NK_GeneralFunction:
-    if (n->u.gf.fn == GF_MULTINOMIAL || n->u.gf.fn == GF_USER || n->u.gf.fn == GF_PATCH) cost = -1;
+    if (n->u.gf.fn == GF_MULTINOMIAL || n->u.gf.fn == GF_USER || n->u.gf.fn == GF_PATCH) return -1;
     break;
   case NK_Einsum: { /* the evaluator loops over every assignment of every id */
     bool seen[256] = {0};
@@ -250,12 +246,34 @@ static double const_cost(Simp *s, const Node *n) {
   }
   default: break;
   }
+  return cost;
+}
+
+/* A -1 node's subgraph is not walked: its cost is known. */
+static bool cost_enter(Node *n, void *arg) {
+  Simp *s = arg;
+  if (ptrmap_find(&s->cost, n)) return false;
+  if (own_cost(n) >= 0) return true;
+  ptrmap_get(&s->cost, n)->real = -1;
+  return false;
+}
+
+static bool cost_leave(Node *n, void *arg) {
+  Simp *s = arg;
+  double cost = own_cost(n);
   for (int i = 0; i < n->nchild && cost >= 0; i++) {
-    double c = const_cost(s, n->child[i]);
+    double c = ptrmap_find(&s->cost, n->child[i])->real;
     cost = c < 0 ? -1 : cost + c;
   }
   ptrmap_get(&s->cost, n)->real = cost;
-  return cost;
+  return true;
+}
+
+/* Work to evaluate n's subgraph (element steps, shared nodes counted per use),
+ * or -1 if it depends on a Symbol or contains a kind the evaluator rejects. */
+static double const_cost(Simp *s, Node *n) {
+  ir_walk(n, cost_enter, cost_leave, s);
+  return ptrmap_find(&s->cost, n)->real;
 }
 
 /* v as a float, with out-of-range values becoming ±inf (a plain cast would be undefined). */
@@ -356,9 +374,11 @@ static Node *with_simplified_children(Simp *s, Node *x) {
   return ch ? rebuild(s->c, x, ch) : x;
 }
 
-static Node *simp_node(Simp *s, Node *x) {
-  const PtrMapEntry *m = ptrmap_find(&s->memo, x);
-  if (m) return m->ptr;
+static bool simp_enter(Node *x, void *arg) { return !ptrmap_find(&((Simp *)arg)->memo, x); }
+
+/* x simplified, its children first (ir_walk's leave): memoised for x and the result. */
+static bool simp_leave(Node *x, void *arg) {
+  Simp *s = arg;
   Node *n = with_simplified_children(s, x);
   for (int iter = 0;; iter++) {
     Node *r = NULL;
@@ -373,6 +393,7 @@ static Node *simp_node(Simp *s, Node *x) {
     if (iter >= MAX_REWRITES_PER_NODE) ICE("simplify: rules keep rewriting %s (last: %s)", node_label(s->c, x), rule);
     s->fired[k - 1]++;
     s->fired_pass++;
+    /* a rule's new nodes stand on simplified ones: this walk is as deep as the rule's output */
     n = with_simplified_children(s, r);
   }
   ptrmap_get(&s->memo, x)->ptr = n;
@@ -384,13 +405,16 @@ static Node *simp_node(Simp *s, Node *x) {
       ptrmap_get(&s->uses, n)->num += uses;
     }
   }
-  return n;
+  return true;
 }
 
-static void count_uses(Simp *s, const Node *n) {
-  if (ptrmap_get(&s->uses, n)->num++ > 0) return;
-  for (int i = 0; i < n->nchild; i++) count_uses(s, n->child[i]);
+static Node *simp_node(Simp *s, Node *x) {
+  ir_walk(x, simp_enter, simp_leave, s);
+  return ptrmap_find(&s->memo, x)->ptr;
 }
+
+/* Counts each node's users; a node's children once, when it is first met. */
+static bool count_uses(Node *n, void *arg) { return ptrmap_get(&((Simp *)arg)->uses, n)->num++ == 0; }
 
 /* Simplification passes until one fires no rule; the number of rules fired. */
 static long run_passes(Simp *s, Node **roots, int n) {
@@ -398,7 +422,7 @@ static long run_passes(Simp *s, Node **roots, int n) {
   for (int pass = 0; pass < MAX_PASSES; pass++) {
     ptrmap_free(&s->memo);
     ptrmap_free(&s->uses);
-    for (int i = 0; i < n; i++) count_uses(s, roots[i]);
+    for (int i = 0; i < n; i++) ir_walk(roots[i], count_uses, NULL, s);
     s->fired_pass = 0;
     for (int i = 0; i < n; i++) roots[i] = simp_node(s, roots[i]);
     total += s->fired_pass;
@@ -574,12 +598,14 @@ static Node *cse_insert(Cse *k, Node *n) {
   return n;
 }
 
-static Node *cse_node(Cse *k, Node *x) {
-  const PtrMapEntry *m = ptrmap_find(&k->done, x);
-  if (m) return m->ptr;
+static bool cse_enter(Node *x, void *arg) { return !ptrmap_find(&((Cse *)arg)->done, x); }
+
+/* x's canonical node, its children's first (ir_walk's leave). */
+static bool cse_node(Node *x, void *arg) {
+  Cse *k = arg;
   Node **ch = NULL;
   for (int i = 0; i < x->nchild; i++) {
-    Node *c = cse_node(k, x->child[i]);
+    Node *c = ptrmap_find(&k->done, x->child[i])->ptr;
     if (c == x->child[i]) continue;
     if (!ch) {
       ch = ARENA_ARRAY(&k->c->arena, Node *, x->nchild);
@@ -591,13 +617,16 @@ static Node *cse_node(Cse *k, Node *x) {
   Node *canon = cse_insert(k, n);
   if (canon != n) k->merged++;
   ptrmap_get(&k->done, x)->ptr = canon;
-  return canon;
+  return true;
 }
 
 /* Merges structurally equal nodes (the first one seen wins); the number merged. */
 static int cse_run(Comp *c, Node **roots, int n) {
   Cse k = {.c = c};
-  for (int i = 0; i < n; i++) roots[i] = cse_node(&k, roots[i]);
+  for (int i = 0; i < n; i++) {
+    ir_walk(roots[i], cse_enter, cse_node, &k);
+    roots[i] = ptrmap_find(&k.done, roots[i])->ptr;
+  }
   ptrmap_free(&k.done);
   free(k.tab);
   return k.merged;

@@ -33,13 +33,17 @@ typedef struct Taps {
   PtrMap seen;
 } Taps;
 
-/* Every named node under the roots, in depth-first post-order (children first). */
-static void collect(Taps *t, Node *n) {
-  PtrMapEntry *e = ptrmap_get(&t->seen, n);
-  if (e->num) return;
+static bool collect_enter(Node *n, void *arg) {
+  PtrMapEntry *e = ptrmap_get(&((Taps *)arg)->seen, n);
+  if (e->num) return false;
   e->num = 1;
-  for (int i = 0; i < n->nchild; i++) collect(t, n->child[i]);
-  if (!n->name) return;
+  return true;
+}
+
+/* Every named node under the roots, in depth-first post-order (children first: ir_walk's leave). */
+static bool collect(Node *n, void *arg) {
+  Taps *t = arg;
+  if (!n->name) return true;
   if (t->n == t->cap) {
     int cap = t->cap ? 2 * t->cap : 64;
     Named *a = ARENA_ARRAY(&t->c->arena, Named, cap);
@@ -47,6 +51,7 @@ static void collect(Taps *t, Node *n) {
     t->named = a, t->cap = cap;
   }
   t->named[t->n++] = (Named){n, n->path ? n->path : n->name, NULL};
+  return true;
 }
 
 /* Whether the '/'-separated path has the call comp (len bytes) before its
@@ -187,23 +192,31 @@ static bool choose(Taps *t, const char *flag, const char *pattern, bool *chosen)
   return found > 0;
 }
 
+typedef struct Rebuild {
+  Taps *t;
+  const int *patch;   /* named[i]'s patch number or -1 */
+  PtrMap *memo;       /* old nodes to new */
+  PtrMap *index;      /* named nodes to their index in named */
+} Rebuild;
+
+static bool rebuild_enter(Node *n, void *arg) { return !ptrmap_find(((Rebuild *)arg)->memo, n); }
+
 /* The program with every patched node p wrapped: circc_patch(p') where p' is
  * p rebuilt over rebuilt children (renamed `NAME computed` unless it is a
  * leaf, whose name is its identity); the wrapper takes p's name and path.
- * patch[i] is named[i]'s patch number or -1; memo maps old nodes to new. */
-static Node *rebuild(Taps *t, Node *n, const int *patch, PtrMap *memo, PtrMap *index) {
-  const PtrMapEntry *m = ptrmap_find(memo, n);
-  if (m) return m->ptr;
-  Comp *c = t->c;
+ * ir_walk's leave: n's children are rebuilt; false on failure. */
+static bool rebuild(Node *n, void *arg) {
+  Rebuild *b = arg;
+  Comp *c = b->t->c;
   Node **ch = n->nchild ? ARENA_ARRAY(&c->arena, Node *, n->nchild) : NULL;
   bool changed = false;
   for (int i = 0; i < n->nchild; i++) {
-    if (!(ch[i] = rebuild(t, n->child[i], patch, memo, index))) return NULL;
+    ch[i] = ptrmap_find(b->memo, n->child[i])->ptr;
     changed |= ch[i] != n->child[i];
   }
   Node *out = changed ? ir_with_children(c, n, ch, n->nchild) : n;
-  const PtrMapEntry *ix = ptrmap_find(index, n);
-  if (out && ix && patch[ix->num] >= 0) {
+  const PtrMapEntry *ix = ptrmap_find(b->index, n);
+  if (out && ix && b->patch[ix->num] >= 0) {
     Node *computed = out;
     if (out->nchild) {
       Node inner = *out;
@@ -214,19 +227,19 @@ static Node *rebuild(Taps *t, Node *n, const int *patch, PtrMap *memo, PtrMap *i
     }
     Node w = {.kind = NK_GeneralFunction, .loc = n->loc, .name = n->name, .path = n->path, .nchild = 1,
               .child = &computed};
-    w.u.gf = (GenFnSpec){.fn = GF_PATCH, .text = "circc_patch", .dim = patch[ix->num],
+    w.u.gf = (GenFnSpec){.fn = GF_PATCH, .text = "circc_patch", .dim = b->patch[ix->num],
                          .cast_from = DT_UNKNOWN, .cast_to = DT_UNKNOWN};
     out = computed ? ir_make(c, &w) : NULL;
   }
-  if (!out) return NULL;
-  ptrmap_get(memo, n)->ptr = out;
-  return out;
+  if (!out) return false;
+  ptrmap_get(b->memo, n)->ptr = out;
+  return true;
 }
 
 bool taps_apply(Comp *c, Program *p, const char *const *taps, int ntaps, const char *const *patches, int npatches) {
   if (!ntaps && !npatches) return true;
   Taps t = {.c = c};
-  for (int i = 0; i < p->outputs.n; i++) collect(&t, p->outputs.node[i]);
+  for (int i = 0; i < p->outputs.n; i++) ir_walk(p->outputs.node[i], collect_enter, collect, &t);
   name_taps(&t);
   int cap = t.n ? t.n : 1;
   bool *tapped = ARENA_ARRAY(&c->arena, bool, cap);
@@ -257,10 +270,10 @@ bool taps_apply(Comp *c, Program *p, const char *const *taps, int ntaps, const c
     if (source[i] >= 0) p->patch_names[p->npatches] = t.named[i].tap, p->patch_source[p->npatches++] = source[i];
     ptrmap_get(&index, t.named[i].node)->num = i;
   }
+  Rebuild b = {&t, patch, &memo, &index};
   for (int i = 0; i < p->outputs.n && ok; i++) {
-    Node *r = rebuild(&t, p->outputs.node[i], patch, &memo, &index);
-    if (r) p->outputs.node[i] = r;
-    else ok = false;
+    ok = ir_walk(p->outputs.node[i], rebuild_enter, rebuild, &b);
+    if (ok) p->outputs.node[i] = ptrmap_find(&memo, p->outputs.node[i])->ptr;
   }
   for (int i = 0; i < t.n && ok; i++)
     if (patch[i] >= 0) p->patch_nodes[patch[i]] = ptrmap_find(&memo, t.named[i].node)->ptr;

@@ -1,10 +1,18 @@
-/* test_deep.c — circuits that are deep or large (issue 18): the stages after
- * parse recurse once per level, on circc's 2 GiB stack, so a 10^5-deep chain
- * and 10^4 nested modules compile and evaluate, a 10^6-node circuit compiles
- * and evaluates, and a circuit deeper than IR_MAX_DEPTH is a located error
- * instead of a crash. Values are hand-computed: the chain is x, the nested
- * modules x + 1, the wide sum 1000 x. Runs the circc binary (label slow: the
- * big circuits take seconds). */
+/* test_deep.c — circuits that are deep or large (issue 18): no stage
+ * recurses once per level (they walk with ir_walk), and circc runs on a
+ * 64 MiB stack, so chains 10^5 levels deep and at the depth limit
+ * (IR_MAX_DEPTH) go through every stage — parse, module substitution,
+ * resolve, taps and patches, rv (expectation programs), simplify, plan,
+ * lower, fuse, memplan, emit and --dump of the kernel stages — and through
+ * circc eval (with --tap, --patch and --all); 10^4 nested modules and a
+ * 10^6-node circuit compile and evaluate; a circuit deeper than IR_MAX_DEPTH
+ * is a located error instead of a crash. Values are hand-computed: the Add
+ * chain is x, a relu chain relu(x) (relu of the patch past a patched level),
+ * the nested modules x + 1, the wide sum 1000 x, the expectation of a relu
+ * chain over a DiscreteVar 0.5 relu(1) + 0.3 relu(-4) + 0.2 relu(10) = 2.5,
+ * 60000 nested expectations of x + the one inside (E x = -1.5) -90000.
+ * Runs the circc binary (label slow: the big circuits take seconds, their
+ * programs tens of seconds to build). */
 #define _GNU_SOURCE /* asprintf */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -20,12 +28,27 @@ static char *path_in(const char *dir, const char *name) {
   return p;
 }
 
-static void write_x(const char *dir) {
+/* A [4] float32 .npy of v in dir. */
+static void write_vec(const char *dir, const char *name, const double *v) {
   Comp *c = tu_comp();
   Tensor *t = tensor_new(c, DT_F32, &(Shape){.rank = 1, .dim = {4}});
-  for (int i = 0; i < 4; i++) tensor_set_f64(t, i, X[i]);
-  char *p = path_in(dir, "x.npy");
+  for (int i = 0; i < 4; i++) tensor_set_f64(t, i, v[i]);
+  char *p = path_in(dir, name);
   cr_assert(npy_save(c, t, p), "%s", tu_diags(c));
+  free(p);
+  tu_free(c);
+}
+
+static void write_x(const char *dir) { write_vec(dir, "x.npy", X); }
+
+/* The file dir/name holds want[0..n). */
+static void expect_values(const char *dir, const char *name, const double *want, int64_t n) {
+  Comp *c = tu_comp();
+  char *p = path_in(dir, name);
+  Tensor *t = npy_load(c, p, NO_LOC);
+  cr_assert(t && shape_numel(&t->shape) == n, "%s: %s", p, tu_diags(c));
+  for (int64_t i = 0; i < n; i++)
+    cr_assert_float_eq(tensor_get_f64(t, i), want[i], 1e-5, "%s element %lld", p, (long long)i);
   free(p);
   tu_free(c);
 }
@@ -60,13 +83,123 @@ static void write_chain(const char *dir, const char *name, int n) {
   free(p);
 }
 
-Test(deep, a_chain_of_100000_levels_compiles_and_evaluates) {
+static void add_chain(int adds) {
   char *dir = tu_temp_dir("deep_chain");
   write_x(dir);
-  write_chain(dir, "chain.circ", 100000);
-  check(dir, "chain.circ", "a99999", "x", 1, 0, true);
+  write_chain(dir, "chain.circ", adds);
+  char top[32];
+  snprintf(top, sizeof top, "a%d", adds - 1);
+  check(dir, "chain.circ", top, "x", 1, 0, true);
   tu_sh("rm -rf %s", dir);
   free(dir);
+}
+
+Test(deep, a_chain_of_100000_levels_compiles_and_evaluates) { add_chain(100000); }
+
+Test(deep, a_chain_at_the_depth_limit_compiles_and_evaluates) { add_chain(IR_MAX_DEPTH - 1); }
+
+/* A chain of n relus over x, r0 .. r<n-1>, which simplify keeps: every stage
+ * after it sees the whole depth. With `variable`, x is a DiscreteVar of the
+ * values 1, -4, 10 with probabilities 0.5, 0.3, 0.2 and the last line 'k' its
+ * expectation: Cumulant of r<n-1>. */
+static void write_relu_chain(const char *dir, const char *name, int n, bool variable) {
+  char *p = path_in(dir, name);
+  FILE *f = fopen(p, "w");
+  cr_assert(f);
+  if (variable)
+    fputs("'x' DiscreteVar\n  'v' Concat 0\n    'v0' [1] Scalar 1\n    'v1' [1] Scalar -4\n    'v2' [1] Scalar 10\n"
+          "  'p' Concat 0\n    'p0' [1] Scalar 0.5\n    'p1' [1] Scalar 0.3\n    'p2' [1] Scalar 0.2\n", f);
+  else
+    fputs("'x' [4] Symbol 00000000-0000-0000-0000-000000000001\n", f);
+  fputs("'r0' GeneralFunction relu\n  'x'\n", f);
+  for (int i = 1; i < n; i++) fprintf(f, "'r%d' GeneralFunction relu\n  'r%d'\n", i, i - 1);
+  if (variable) fprintf(f, "'k' Cumulant\n  'r%d'\n", n - 1);
+  cr_assert_eq(fclose(f), 0);
+  free(p);
+}
+
+static const double RELU_X[4] = {1.5, 0, 0.25, 3};
+
+Test(deep, a_relu_chain_of_100000_levels_compiles_and_evaluates) {
+  char *dir = tu_temp_dir("deep_relu");
+  write_x(dir);
+  write_relu_chain(dir, "relu.circ", 100000, false);
+  cr_assert_eq(tu_sh("cd %s && " CIRCC_BIN " eval relu.circ --input x=@x.npy --output r99999=@eval.npy", dir), 0);
+  expect_values(dir, "eval.npy", RELU_X, 4);
+  cr_assert_eq(tu_sh("cd %s && " CIRCC_BIN " -O0 relu.circ --output r99999 -o prog && ./prog --input x=@x.npy "
+                     "--output r99999=@prog.npy", dir), 0);
+  expect_values(dir, "prog.npy", RELU_X, 4);
+  tu_sh("rm -rf %s", dir);
+  free(dir);
+}
+
+/* At the depth limit: a tap halfway down and the top as outputs, the kernel
+ * stages dumped; circc eval taps and patches there (past the patch, the
+ * chain is relu of the patch's value). */
+Test(deep, a_relu_chain_at_the_depth_limit_taps_patches_and_dumps) {
+  char *dir = tu_temp_dir("deep_relu_limit");
+  const int n = IR_MAX_DEPTH - 1, mid = n / 2;
+  static const double Z[4] = {-1, 2, -3, 4}, RELU_Z[4] = {0, 2, 0, 4};
+  write_x(dir);
+  write_vec(dir, "z.npy", Z);
+  write_relu_chain(dir, "relu.circ", n, false);
+  cr_assert_eq(tu_sh("cd %s && " CIRCC_BIN " eval relu.circ --tap r%d --input x=@x.npy --output r%d=@top.npy "
+                     "--output r%d=@tap.npy", dir, mid, n - 1, mid), 0);
+  expect_values(dir, "top.npy", RELU_X, 4);
+  expect_values(dir, "tap.npy", RELU_X, 4);
+  cr_assert_eq(tu_sh("cd %s && " CIRCC_BIN " eval relu.circ --patch r%d=@z.npy --input x=@x.npy "
+                     "--output r%d=@patched.npy", dir, mid, n - 1), 0);
+  expect_values(dir, "patched.npy", RELU_Z, 4);
+  cr_assert_eq(tu_sh("cd %s && " CIRCC_BIN " -O0 relu.circ --output r%d --tap r%d --dump lower,fuse,memplan "
+                     "-o prog > dump.txt", dir, n - 1, mid), 0);
+  /* relu expressions are materialised every 48 levels: thousands of steps */
+  cr_assert_eq(tu_sh("cd %s && grep -c '^  step [0-9]* elementwise' dump.txt | awk '$1 > %d / 100 { ok = 1 } END "
+                     "{ exit !ok }'", dir, n), 0);
+  cr_assert_eq(tu_sh("cd %s && ./prog --input x=@x.npy --output r%d=@ptop.npy --output r%d=@ptap.npy", dir, n - 1,
+                     mid), 0);
+  expect_values(dir, "ptop.npy", RELU_X, 4);
+  expect_values(dir, "ptap.npy", RELU_X, 4);
+  tu_sh("rm -rf %s", dir);
+  free(dir);
+}
+
+/* The expectation of a deep relu chain over a DiscreteVar: an expectation
+ * program 10^5 levels deep (rv's walks, the batch module's substitution)
+ * and circc eval --all at the depth limit. */
+Test(deep, an_expectation_of_a_deep_chain) {
+  char *dir = tu_temp_dir("deep_rv");
+  static const double K[1] = {2.5};
+  write_relu_chain(dir, "rv.circ", 100000, true);
+  cr_assert_eq(tu_sh("cd %s && " CIRCC_BIN " -O0 rv.circ --output k -o prog && ./prog --all --output k=@all.npy "
+                     "> all.txt", dir), 0);
+  expect_values(dir, "all.npy", K, 1);
+  /* x, v, v0 and k: 4 levels besides the relus */
+  write_relu_chain(dir, "rv_limit.circ", IR_MAX_DEPTH - 4, true);
+  cr_assert_eq(tu_sh("cd %s && " CIRCC_BIN " eval --all rv_limit.circ --output k=@eval.npy", dir), 0);
+  expect_values(dir, "eval.npy", K, 1);
+  tu_sh("rm -rf %s", dir);
+  free(dir);
+}
+
+/* 60000 expectations nested in each other, k<i> = E[x + k<i-1>] with x 1 or
+ * -4 (probability 1/2 each), evaluated by circc eval --all: each nesting
+ * level is an expectation of its own, evaluated innermost first rather than
+ * by recursion; k<i> = -1.5 (i + 1). */
+Test(deep, sixty_thousand_nested_expectations_evaluate) {
+  char *dir = tu_temp_dir("deep_nested_rv");
+  enum { LEVELS = 60000 };
+  char *p = path_in(dir, "nested.circ");
+  FILE *f = fopen(p, "w");
+  cr_assert(f);
+  fputs("'x' DiscreteVar\n  'v' Concat 0\n    'v0' [1] Scalar 1\n    'v1' [1] Scalar -4\n"
+        "  'p' Concat 0\n    'p0' [1] Scalar 0.5\n    'p1' [1] Scalar 0.5\n'k0' Cumulant\n  'x'\n", f);
+  for (int i = 1; i < LEVELS; i++) fprintf(f, "'a%d' Add\n  'x'\n  'k%d'\n'k%d' Cumulant\n  'a%d'\n", i, i - 1, i, i);
+  cr_assert_eq(fclose(f), 0);
+  cr_assert_eq(tu_sh("cd %s && " CIRCC_BIN " eval --all nested.circ --output k%d=@eval.npy", dir, LEVELS - 1), 0);
+  const double want[1] = {-1.5 * LEVELS};
+  expect_values(dir, "eval.npy", want, 1);
+  tu_sh("rm -rf %s", dir);
+  free(p), free(dir);
 }
 
 Test(deep, ten_thousand_nested_modules_substitute) {
@@ -119,6 +252,9 @@ Test(deep, deeper_than_the_limit_is_a_located_error) {
 
 Test(deep, memory_the_machine_does_not_give_is_exit_3) {
   /* a 32 GiB value under a 4 GB address-space limit: a message and exit 3, not an internal error */
+#ifdef __SANITIZE_ADDRESS__
+  cr_skip_test("AddressSanitizer reserves more address space than the limit leaves");
+#endif
   char *dir = tu_temp_dir("deep_oom");
   char *p = path_in(dir, "big.circ");
   FILE *f = fopen(p, "w");

@@ -602,6 +602,7 @@ Test(runtime, info) {
                         "arena bytes:  24\n"
                         "flops/run:    12\n"
                         "threads:      3\n"
+                        "precision:    fp32\n"
                         "waiting:      the OpenMP runtime's default\n");
   cr_assert_eq(nruns, 0, "--info alone does not run the model");
   /* with an action it runs too */

@@ -1,0 +1,218 @@
+/* test_precision.c — circc --precision bf16 on whole programs: a product with a
+ * bias (a GEMM with an epilogue) for M = 1 and 3 rows (the vector path of
+ * decode steps) and M = 40 (AMX where the machine has it) against a double
+ * reference of the bf16-rounded operands, within the fp32 accumulation bound
+ * of templates/gemm_bf16.h (|y - ref| <= (Kp + 1) 2^-24 sum_k |x_k w_k| plus
+ * the bias add's rounding); the same bits with 1 and 2 threads; the weight
+ * that is also an output (read by a non-GEMM step) keeps its fp32 values;
+ * --info names the precision; the blob holds the weight at half its bytes;
+ * without --precision the generated C knows nothing of bf16; expectation
+ * programs take bf16 weights with the same guarantees. */
+#define _GNU_SOURCE /* asprintf */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "testutil.h"
+#define CIRCC_GEMM_BF16_LAYOUT_ONLY
+#include "../../templates/gemm_bf16.h"
+
+enum { K = 300, N = 70 };
+
+/* y = x w + bias, with w and bias also outputs (their fp32 values). */
+static char *circuit(int64_t M) {
+  char *text;
+  cr_assert(asprintf(&text,
+                     "'y' Add\n"
+                     "  'xw' Einsum ab,bc->ac\n"
+                     "    'x' [%lld,%d] Symbol 11111111-1111-4111-8111-111111111111\n"
+                     "    'w' [%d,%d] Array rand\n"
+                     "  'bias' [%d] Array rand\n"
+                     "'w'\n"
+                     "'bias'\n",
+                     (long long)M, K, K, N, N) > 0);
+  return text;
+}
+
+/* Compiles text with the given precision into dir/name (--emit c: a directory). */
+static void compile(const char *text, Precision p, const char *dir, const char *name, bool emit_c) {
+  char *out;
+  cr_assert(asprintf(&out, "%s/%s", dir, name) > 0);
+  Comp *c = tu_comp();
+  c->precision = p;
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "p.circ", .last = STAGE_EMIT,
+                     .verify_each = true,
+                     .emit = {.name = name, .command_line = "test"},
+                     .build = {.output = out, .opt = "-O2", .emit_c_only = emit_c}};
+  Compilation cm = {0};
+  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
+  tu_free(c);
+  free(out);
+}
+
+static Tensor *load(Comp *c, const char *dir, const char *file) {
+  char *path;
+  cr_assert(asprintf(&path, "%s/%s", dir, file) > 0);
+  Tensor *t = npy_load(c, path, NO_LOC);
+  cr_assert(t && t->dtype == DT_F32, "%s: %s", path, tu_diags(c));
+  free(path);
+  return t;
+}
+
+static double bf(float x) { return (double)circc_bf16_float(circc_bf16_round(x)); }
+
+Test(precision, bf16_programs_within_the_accumulation_bound_and_thread_count_invariant) {
+  const int64_t rows[] = {1, 3, 40};
+  for (int r = 0; r < 3; r++) {
+    int64_t M = rows[r];
+    char *dir = tu_temp_dir("precision"), *text = circuit(M);
+    compile(text, PRECISION_BF16, dir, "prog", false);
+    /* the input: values of both signs over a few binades */
+    Comp *c = tu_comp();
+    Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 2, .dim = {M, K}});
+    for (int64_t i = 0; i < M * K; i++) ((float *)x->data)[i] = (float)(sin((double)i * 1.7) * (1 + i % 5));
+    char *xpath;
+    cr_assert(asprintf(&xpath, "%s/x.npy", dir) > 0);
+    cr_assert(npy_save(c, x, xpath));
+    for (int t = 1; t <= 2; t++)
+      cr_assert_eq(tu_sh("cd %s && ./prog --threads %d --input x=@x.npy --output y=@y%d.npy --output w=@w.npy "
+                         "--output bias=@b.npy",
+                         dir, t, t),
+                   0);
+    cr_assert_eq(tu_sh("cmp -s %s/y1.npy %s/y2.npy", dir, dir), 0, "M=%lld: 1 and 2 threads differ", (long long)M);
+    cr_assert_eq(tu_sh("%s/prog --info | grep -q '^precision:    bf16 (GEMMs: '", dir), 0);
+    const float *y = load(c, dir, "y1.npy")->data, *w = load(c, dir, "w.npy")->data, *b = load(c, dir, "b.npy")->data;
+    const float *xv = x->data;
+    double worst_fp32 = 0; /* how far y is from the unrounded product: bf16 must show */
+    int bf16_values = 0;   /* weights that bf16 cannot hold: the output kept fp32 */
+    for (int64_t i = 0; i < K * N; i++) bf16_values += bf(w[i]) != (double)w[i];
+    cr_assert_gt(bf16_values, K * N / 2, "the weight output lost its fp32 bits");
+    double u = ldexp(1.0, -24) * (double)(circc_bf16_kp(K) + 1);
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) {
+        double ref = 0, mag = 0, exact = 0;
+        for (int64_t k = 0; k < K; k++) {
+          double p = bf(xv[m * K + k]) * bf(w[k * N + n]);
+          ref += p, mag += fabs(p), exact += (double)xv[m * K + k] * w[k * N + n];
+        }
+        double got = y[m * N + n], want = ref + b[n];
+        double bound = u * mag + ldexp(fabs(want), -23);
+        cr_assert(fabs(got - want) <= bound, "M=%lld y[%lld,%lld] = %.9g, want %.9g (bound %.3g)", (long long)M,
+                  (long long)m, (long long)n, got, want, bound);
+        double d = fabs(got - (exact + b[n]));
+        if (d > worst_fp32) worst_fp32 = d;
+      }
+    cr_assert_gt(worst_fp32, 1e-3, "M=%lld: the product looks fp32 (max diff %.3g)", (long long)M, worst_fp32);
+    tu_free(c);
+    tu_sh("rm -rf %s", dir);
+    free(dir), free(text), free(xpath);
+  }
+}
+
+/* The blob: bf16 holds the weight in half the bytes (no other step reads it,
+ * so its fp32 copy is gone), once for the two GEMMs that read it the same
+ * way; fp32 programs do not include the bf16 template. */
+Test(precision, bf16_halves_the_weights_and_fp32_is_untouched) {
+  char *dir = tu_temp_dir("precision_blob");
+  const char *text = "'y' Einsum ab,bc->ac\n"
+                     "  'x' [8,256] Symbol 11111111-1111-4111-8111-111111111111\n"
+                     "  'w' [256,512] Array rand\n"
+                     "'z' Einsum ab,bc->ac\n"
+                     "  'x2' [8,256] Symbol 22222222-2222-4222-8222-222222222222\n"
+                     "  'w'\n";
+  compile(text, PRECISION_FP32, dir, "f32.d", true);
+  compile(text, PRECISION_BF16, dir, "bf16.d", true);
+  size_t n32, n16;
+  char *p32, *p16;
+  cr_assert(asprintf(&p32, "%s/f32.d/weights.bin", dir) > 0 && asprintf(&p16, "%s/bf16.d/weights.bin", dir) > 0);
+  free(tu_read_file(p32, &n32));
+  free(tu_read_file(p16, &n16));
+  cr_assert_eq(n32, (size_t)256 * 512 * 4);
+  cr_assert_eq(n16, (size_t)256 * 512 * 2);
+  cr_assert_neq(tu_sh("grep -q bf16 %s/f32.d/model.c", dir), 0, "an fp32 program mentions bf16");
+  cr_assert_eq(tu_sh("grep -q 'circc_gemm_bf16_rows' %s/bf16.d/model.c", dir), 0);
+  tu_sh("rm -rf %s", dir);
+  free(dir), free(p32), free(p16);
+}
+
+/* An expectation program (batch-invariant GEMMs): its GEMM reads bf16 weights
+ * too, gives the same bits with 1 and 2 threads, differs from the fp32
+ * program but by at most 5% of the largest |value| (each operand is rounded
+ * by up to 2^-9 relative; sums of N(0,1) products cancel, so small elements
+ * are measured against the largest); --info says bf16. */
+Test(precision, bf16_expectation_programs) {
+  char *dir = tu_temp_dir("precision_expect");
+  const char *text = "'e' Cumulant\n"
+                     "  'y' Einsum ab,bc->ac\n"
+                     "    'dv' DiscreteVar\n"
+                     "      'rows' [40,16,64] Array rand\n"
+                     "      'p' [40] Scalar 0.025\n"
+                     "    'w' [64,64] Array rand\n";
+  compile(text, PRECISION_FP32, dir, "f32", false);
+  compile(text, PRECISION_BF16, dir, "bf16", false);
+  cr_assert_eq(tu_sh("cd %s && ./f32 --all --output e=@f.npy >/dev/null && ./bf16 --all --threads 1 --output e=@b1.npy "
+                     ">/dev/null && ./bf16 --all --threads 2 --output e=@b2.npy >/dev/null",
+                     dir),
+               0);
+  cr_assert_eq(tu_sh("cmp -s %s/b1.npy %s/b2.npy", dir, dir), 0, "1 and 2 threads differ");
+  cr_assert_eq(tu_sh("%s/bf16 --info | grep -q '^precision:    bf16 (GEMMs: '", dir), 0);
+  Comp *c = tu_comp();
+  const Tensor *f = load(c, dir, "f.npy"), *b = load(c, dir, "b1.npy");
+  double big = 0, worst = 0;
+  for (int64_t i = 0; i < 16 * 64; i++) {
+    double x = ((const float *)f->data)[i], y = ((const float *)b->data)[i];
+    big = fmax(big, fabs(x)), worst = fmax(worst, fabs(x - y));
+  }
+  cr_assert(worst > 0 && worst <= 0.05 * big, "bf16 vs fp32: max diff %.3g of values up to %.3g", worst, big);
+  tu_free(c);
+  tu_sh("rm -rf %s", dir);
+  free(dir);
+}
+
+/* A weight written as the first operand (y = w x): with one column of x the
+ * GEMM has the weight as A and is turned around (y^T = x^T w^T: one row, the
+ * vector path); with 40 columns lowering already makes the weight B (40 rows,
+ * AMX where there is AMX). Both read it as bf16, within the same bound, and
+ * give the same bits with 1 and 2 threads. */
+Test(precision, bf16_weight_as_first_operand) {
+  const int64_t cols[] = {1, 40};
+  for (int r = 0; r < 2; r++) {
+    int64_t n = cols[r], R = 20;
+    char *dir = tu_temp_dir("precision_wa"), *text;
+    cr_assert(asprintf(&text,
+                       "'y' Einsum ab,bc->ac\n"
+                       "  'w' [%lld,%d] Array rand\n"
+                       "  'x' [%d,%lld] Symbol 11111111-1111-4111-8111-111111111111\n"
+                       "'w'\n",
+                       (long long)R, K, K, (long long)n) > 0);
+    compile(text, PRECISION_BF16, dir, "prog", false);
+    Comp *c = tu_comp();
+    Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 2, .dim = {K, n}});
+    for (int64_t i = 0; i < K * n; i++) ((float *)x->data)[i] = (float)cos((double)i * 0.37) * 3;
+    char *xpath;
+    cr_assert(asprintf(&xpath, "%s/x.npy", dir) > 0);
+    cr_assert(npy_save(c, x, xpath));
+    for (int t = 1; t <= 2; t++)
+      cr_assert_eq(tu_sh("cd %s && ./prog --threads %d --input x=@x.npy --output y=@y%d.npy --output w=@w.npy", dir, t,
+                         t),
+                   0);
+    cr_assert_eq(tu_sh("cmp -s %s/y1.npy %s/y2.npy", dir, dir), 0, "n=%lld: 1 and 2 threads differ", (long long)n);
+    const float *y = load(c, dir, "y1.npy")->data, *w = load(c, dir, "w.npy")->data, *xv = x->data;
+    double u = ldexp(1.0, -24) * (double)(circc_bf16_kp(K) + 1), worst_fp32 = 0;
+    for (int64_t a = 0; a < R; a++)
+      for (int64_t b = 0; b < n; b++) {
+        double ref = 0, mag = 0, exact = 0;
+        for (int64_t k = 0; k < K; k++) {
+          double p = bf(w[a * K + k]) * bf(xv[k * n + b]);
+          ref += p, mag += fabs(p), exact += (double)w[a * K + k] * xv[k * n + b];
+        }
+        cr_assert(fabs(y[a * n + b] - ref) <= u * mag, "n=%lld y[%lld,%lld] = %.9g, want %.9g", (long long)n,
+                  (long long)a, (long long)b, y[a * n + b], ref);
+        worst_fp32 = fmax(worst_fp32, fabs(y[a * n + b] - exact));
+      }
+    cr_assert_gt(worst_fp32, 1e-3, "n=%lld: the product looks fp32", (long long)n);
+    tu_free(c);
+    tu_sh("rm -rf %s", dir);
+    free(dir), free(text), free(xpath);
+  }
+}
