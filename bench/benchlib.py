@@ -1,11 +1,15 @@
 """benchlib.py — what the benchmark scripts (gpt2_bench.py, scrub_bench.py)
-share: running commands, reading the peak probe's fields, waiting for a quiet
-machine, OpenBLAS's thread count, and writing a script's own section of
-bench/RESULTS.md. Import it before anything changes os.environ: CHILD_ENV is
-the caller's environment, which the circc programs and probes run with."""
+share: running commands, long-lived peer processes (Worker), reading the peak
+probe's fields, waiting for a quiet machine, OpenBLAS's thread count, and
+writing a script's own section of bench/RESULTS.md. Import it before anything
+changes os.environ: CHILD_ENV is the caller's environment, which the circc
+programs and probes run with."""
+import atexit
 import ctypes
+import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -23,8 +27,8 @@ def die(msg):
     sys.exit(1)
 
 
-def run(cmd, **kw):
-    p = subprocess.run(cmd, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+def run(cmd, env=None, **kw):
+    p = subprocess.run(cmd, env=env or CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
     if p.returncode != 0:
         die(f"{' '.join(cmd)} exited with {p.returncode}:\n{p.stdout}")
     return p.stdout
@@ -57,9 +61,58 @@ def set_torch_threads(torch, n):
         ob.openblas_set_num_threads(n)
 
 
+class Worker:
+    """A long-lived child process that answers each JSON line on its stdin with
+    one JSON line on its stdout (a peer that keeps its model loaded between
+    rounds). It is stopped (SIGSTOP) between requests, so that its idle
+    threads, spinning ones too, take no CPU from what runs meanwhile."""
+
+    def __init__(self, name, cmd, env):
+        self.name = name
+        self.p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        atexit.register(self.kill)  # die() must not leave a stopped worker behind
+
+    def ask(self, req):
+        os.kill(self.p.pid, signal.SIGCONT)
+        try:
+            self.p.stdin.write(json.dumps(req) + "\n")
+            self.p.stdin.flush()
+        except BrokenPipeError:
+            pass  # it exited: readline says so
+        line = self.p.stdout.readline()
+        if not line:
+            die(f"{self.name} exited with {self.p.wait()} on the request {req}")
+        os.kill(self.p.pid, signal.SIGSTOP)
+        out = json.loads(line)
+        if "error" in out:
+            die(f"{self.name}: {out['error']}")
+        return out
+
+    def close(self):
+        os.kill(self.p.pid, signal.SIGCONT)
+        self.p.stdin.close()
+        self.p.wait()
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+def cpu_seconds(pid):
+    """User + system time of a live process (all its threads), in s."""
+    with open(f"/proc/{pid}/stat") as f:
+        v = f.read().rpartition(")")[2].split()
+    return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
+
+
 class CpuMeter:
     """CPU time other processes used since start(), in cores: the machine's
-    busy time (/proc/stat) minus this process's and its children's."""
+    busy time (/proc/stat) minus this process's, its waited-for children's and
+    its workers' (pids: the Worker processes, not waited for until the end)."""
+
+    def __init__(self, pids=()):
+        self.pids = list(pids)
 
     def start(self):
         self.t, self.busy, self.own = time.time(), self.machine_busy(), self.own_time()
@@ -74,10 +127,9 @@ class CpuMeter:
             v = [int(x) for x in f.readline().split()[1:]]
         return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
 
-    @staticmethod
-    def own_time():
+    def own_time(self):
         t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
+        return t.user + t.system + t.children_user + t.children_system + sum(cpu_seconds(p) for p in self.pids)
 
 
 def wait_quiet(args):

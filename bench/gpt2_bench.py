@@ -1,31 +1,44 @@
 #!/usr/bin/python3
-"""gpt2_bench.py — GPT-2 small (124M) benchmark of circc against PyTorch (not a test).
+"""gpt2_bench.py — GPT-2 small (124M) benchmark of circc against PyTorch and ONNX Runtime (not a test).
 
 Run by `cmake --build BUILD --target bench_gpt2` with Debian's /usr/bin/python3
-(python3-torch, python3-numpy; scripts/setup.sh --bench installs them). Steps:
+(python3-torch, python3-numpy, python3-onnx; node with the npm package
+onnxruntime-node: scripts/setup.sh --bench installs them). Steps:
   1. writes deterministic random GPT-2 small weights in Hugging Face's layout
      (WORK/hf: config.json + model.safetensors, written by hand: no safetensors
-     package) and imports them with gpt2_import, so both sides share weights;
+     package) and imports them with gpt2_import, so every side shares weights;
   2. compiles the prefill programs (B=1 T=64/256/1024, B=4 T=64) and the decode
      program (one position, a key/value cache of 1024 positions, as generation
-     uses) with circc;
-  3. checks once that each program's logits match this file's minimal PyTorch
-     GPT-2 (rtol = atol = 1e-3) and stops with exit code 1 if not;
-  4. runs the GEMM benchmark (gemm_bench: circc's GEMM template vs OpenBLAS
+     uses) with circc; if `circc --help` mentions --precision, also prefill
+     T=256/1024 and decode with `--precision bf16`;
+  3. exports this file's minimal PyTorch GPT-2 with torch.onnx.export (WORK/onnx:
+     prefill B=1 T=64/256/1024, and decode with the same 1024-position cache and
+     mask as the circc program) for ONNX Runtime, run by bench/ort_run.js;
+  4. checks once that each fp32 program's logits and ORT's match PyTorch's
+     (rtol = atol = 1e-3) and stops with exit code 1 if not; bf16 logits (circc's
+     and PyTorch bf16's) are compared with PyTorch fp32 and reported, not a stop;
+  5. runs the GEMM benchmark (gemm_bench: circc's GEMM template vs OpenBLAS
      sgemm on the GPT-2 shapes), if given;
-  5. times every case in --rounds rounds (decode: twice as many) of [peak
-     probe, circc program, peak probe, PyTorch]; the prefill T=256 case also
-     runs both with 1 thread for the scaling row. A round's peak and bandwidth are the mean of the two
-     probes around its circc runs (the shared host's memory bandwidth drifts
-     by 2x within seconds). Medians over rounds; ratios are per round (same
-     conditions), then their median. Before each round it waits (--quiet-wait
-     seconds in all) for the other jobs on the machine to go quiet, and it
-     reports the CPU they used during the rounds.
-It prints the table and writes it, with the machine, into its own section of
-bench/RESULTS.md (between the `bench_gpt2` markers; run_bench.sh owns another).
-PyTorch runs in this process with OMP_WAIT_POLICY=PASSIVE (set before torch is
-imported) and its OpenBLAS limited to the same thread count; the circc programs
-and the probes run as child processes with the caller's environment.
+  6. times every case in --rounds rounds (decode: twice as many); a round runs,
+     under each wait policy (--policies), [peak probe, circc program, peak probe,
+     circc bf16 program, PyTorch, PyTorch bf16, ONNX Runtime]; the prefill T=256
+     case also runs fp32 with 1 thread for the scaling row. A round's peak and
+     bandwidth are the mean of the two probes around its circc runs (the shared
+     host's memory bandwidth drifts by 2x within seconds). Medians over rounds;
+     ratios are per round (same conditions), then their median. Before each
+     round it waits (--quiet-wait seconds in all) for the other jobs on the
+     machine to go quiet, and it reports the CPU they used during the rounds.
+Wait policies (every side of a round runs under the same one):
+  short  circc programs and PyTorch's libgomp with GOMP_SPINCOUNT=1000 (the
+         programs' own default), ONNX Runtime with allow_spinning = 0;
+  spin   OMP_WAIT_POLICY=ACTIVE for circc and PyTorch, ORT allow_spinning = 1.
+PyTorch (which reads the policy when torch loads libgomp) and ORT run in one
+long-lived worker process each per policy (benchlib.Worker: stopped between
+requests, so idle spinning threads take no CPU from the other sides); the
+circc programs and the probes are child processes.
+It prints the tables and writes them, with the machine, into its own section
+of bench/RESULTS.md, one per CPU family (between the `bench_gpt2_intel`,
+`bench_gpt2_amd`, ... markers; run_bench.sh owns another).
 """
 import argparse
 import datetime
@@ -33,16 +46,18 @@ import json
 import math
 import os
 import re
-import statistics
+import shutil
 import struct
 import subprocess
 import sys
 import time
 
 # benchlib first: its CHILD_ENV (what the programs and probes run with) is the caller's environment
-from benchlib import (CpuMeter, die, field, log, med, openblas, run,  # noqa: E402
+from benchlib import (CHILD_ENV, CpuMeter, Worker, die, field, log, med, openblas, run,  # noqa: E402
                       set_torch_threads, wait_quiet, write_section)
-os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read by libgomp when torch loads it
+if "--torch-worker" not in sys.argv:
+    # this process only checks and exports: its threads must sleep while the others run
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read by libgomp when torch loads it
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -52,6 +67,19 @@ L, C, H, V, NPOS, EPS = 12, 768, 12, 50257, 1024, 1e-5
 D = C // H
 SEED = 20261122  # weights and tokens; change it to regenerate WORK/hf
 DECODE_T = 1024  # cache length of the decode program
+ORT_VERSION = "1.31.1"  # the onnxruntime-node scripts/setup.sh --bench installs (tested with it)
+POLICIES = {  # name -> (environment of circc and PyTorch, ORT allow_spinning, description)
+    "short": ({"GOMP_SPINCOUNT": "1000"}, 0,
+              "GOMP_SPINCOUNT=1000 for circc (its own default) and PyTorch's libgomp; ORT allow_spinning=0"),
+    "spin": ({"OMP_WAIT_POLICY": "ACTIVE"}, 1, "OMP_WAIT_POLICY=ACTIVE for circc and PyTorch; ORT allow_spinning=1"),
+}
+BF16_TOL = 0.05  # loose bf16 check: max |logit - fp32 logit| <= 5% of max |fp32 logit| (reported, not a stop)
+
+
+def policy_env(policy):
+    env = {k: v for k, v in CHILD_ENV.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(POLICIES[policy][0])
+    return env
 
 
 # ------------------------------------------------------------ weights
@@ -146,16 +174,24 @@ def ensure_checkpoint(hf_dir):
 
 class TorchGPT2:
     """A minimal GPT-2 forward with torch.nn.functional (tanh GELU, causal
-    attention over the full square, as Hugging Face's eager GPT-2 does)."""
+    attention over the full square, as Hugging Face's eager GPT-2 does). With
+    bf16 weights every tensor is bf16 and the linear layers are matmuls (oneDNN's
+    bf16 GEMM; F.linear's addmm path is ~2x slower in bf16 on PyTorch 1.13)."""
 
     def __init__(self, w):
         self.w = w
+        self.bf16 = w["wte.weight"].dtype == torch.bfloat16
         self.mask = torch.ones(NPOS, NPOS, dtype=torch.bool).tril()
+
+    def linear(self, x, name):
+        """x @ the Conv1D weight name.weight ([in, out]) + name.bias."""
+        w, b = self.w[name + ".weight"], self.w[name + ".bias"]
+        return x @ w + b if self.bf16 else F.linear(x, w.t(), b)
 
     def block_qkv(self, i, x):
         w = self.w
         h = F.layer_norm(x, (C,), w[f"h.{i}.ln_1.weight"], w[f"h.{i}.ln_1.bias"], EPS)
-        qkv = F.linear(h, w[f"h.{i}.attn.c_attn.weight"].t(), w[f"h.{i}.attn.c_attn.bias"])
+        qkv = self.linear(h, f"h.{i}.attn.c_attn")
         B, T = x.shape[:2]
         return [t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(C, dim=2)]  # [B,H,T,D]
 
@@ -163,14 +199,14 @@ class TorchGPT2:
         w = self.w
         B, T = x.shape[:2]
         y = y.transpose(1, 2).reshape(B, T, C)
-        x = x + F.linear(y, w[f"h.{i}.attn.c_proj.weight"].t(), w[f"h.{i}.attn.c_proj.bias"])
+        x = x + self.linear(y, f"h.{i}.attn.c_proj")
         h = F.layer_norm(x, (C,), w[f"h.{i}.ln_2.weight"], w[f"h.{i}.ln_2.bias"], EPS)
-        h = F.gelu(F.linear(h, w[f"h.{i}.mlp.c_fc.weight"].t(), w[f"h.{i}.mlp.c_fc.bias"]), approximate="tanh")
-        return x + F.linear(h, w[f"h.{i}.mlp.c_proj.weight"].t(), w[f"h.{i}.mlp.c_proj.bias"])
+        h = F.gelu(self.linear(h, f"h.{i}.mlp.c_fc"), approximate="tanh")
+        return x + self.linear(h, f"h.{i}.mlp.c_proj")
 
     def logits(self, x):
         x = F.layer_norm(x, (C,), self.w["ln_f.weight"], self.w["ln_f.bias"], EPS)
-        return F.linear(x, self.w["wte.weight"])
+        return x @ self.w["wte.weight"].t() if self.bf16 else F.linear(x, self.w["wte.weight"])
 
     def prefill(self, tokens, cache=None):
         """tokens [B,T] -> logits [B,T,V]; cache: a list to receive (k, v) [B,H,T,D] per layer."""
@@ -199,6 +235,44 @@ class TorchGPT2:
         return self.logits(x)[0, 0]
 
 
+class OnnxPrefill(torch.nn.Module):
+    """TorchGPT2.prefill for torch.onnx.export: tokens [1,T] -> logits [1,T,V]
+    (the weights become the ONNX file's initializers)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens):
+        return self.model.prefill(tokens)
+
+
+class OnnxDecode(torch.nn.Module):
+    """The circc decode program's computation for torch.onnx.export, with the
+    same inputs: token [1] and pos [1] int64, kv_mask [Tmax] (1 for j < pos),
+    past_k and past_v [L,H,Tmax,D] -> logits [V]. The cached keys' scores
+    (masked to -inf where kv_mask is 0) and the new key's score share one
+    softmax; the cache is not written (the new key and value join the sums)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, token, pos, kv_mask, past_k, past_v):
+        m, w = self.model, self.model.w
+        x = (w["wte.weight"][token] + w["wpe.weight"][pos]).view(1, 1, C)
+        keep = (kv_mask > 0).view(1, 1, 1, DECODE_T)
+        for i in range(L):
+            q, k, v = m.block_qkv(i, x)  # [1,H,1,D]
+            past = (q @ past_k[i].transpose(-2, -1)) * (1 / math.sqrt(D))  # [1,H,1,Tmax]
+            past = past.masked_fill(~keep, float("-inf"))
+            own = (q * k).sum(-1, keepdim=True) * (1 / math.sqrt(D))  # [1,H,1,1]
+            p = F.softmax(torch.cat([past, own], dim=-1), dim=-1)
+            y = p[..., :DECODE_T] @ past_v[i] + p[..., DECODE_T:] * v
+            x = m.block_rest(i, x, y)
+        return m.logits(x)[0, 0]
+
+
 # ------------------------------------------------------------ cases
 
 MATMUL_PARAMS = L * (C * 3 * C + C * C + 2 * C * 4 * C) + V * C  # 123.5M
@@ -220,13 +294,18 @@ def decode_bytes(past):
     return 4 * (ALL_PARAMS - NPOS * C + C) + 4 * 2 * L * past * C
 
 
+
+
 class Case:
-    def __init__(self, key, label, kind, B=1, T=0, past=0, threads=(2,), runs=5, torch_runs=None):
+    def __init__(self, key, label, kind, B=1, T=0, past=0, threads=(2,), runs=5, onnx=None, bf16=False):
         self.key, self.label, self.kind, self.B, self.T, self.past = key, label, kind, B, T, past
-        self.threads, self.runs, self.torch_runs = threads, runs, torch_runs or runs
-        self.prog = self.inputs = None
+        self.threads, self.runs = threads, runs
+        self.onnx = onnx  # name of the ONNX model for ORT (None: no ORT row)
+        self.bf16 = bf16  # PyTorch bf16 and (if circc has --precision) circc bf16 rows
+        self.prog = self.prog_bf16 = self.inputs = self.want_top = None
         self.compile_s = self.compile_rss = None  # set for the case that built its program
-        self.res = {}  # (what, threads) -> list over rounds
+        self.acc = {}  # side -> (max |logit - PyTorch fp32 logit|, greedy agreement): the bf16 sides
+        self.res = {}  # (policy, what, threads) -> list over rounds
 
     def flops(self):
         return prefill_flops(self.B, self.T) if self.kind == "prefill" else decode_flops(self.past)
@@ -238,13 +317,17 @@ class Case:
 def make_cases(threads, scale):
     r = lambda n: max(1, round(n * scale))  # noqa: E731
     return [
-        Case("t64", "prefill B=1 T=64", "prefill", 1, 64, runs=r(6)),
-        Case("t256", "prefill B=1 T=256", "prefill", 1, 256, threads=(threads, 1), runs=r(3)),
+        Case("t64", "prefill B=1 T=64", "prefill", 1, 64, runs=r(6), onnx="t64"),
+        Case("t256", "prefill B=1 T=256", "prefill", 1, 256, threads=(threads, 1), runs=r(3), onnx="t256", bf16=True),
         Case("b4t64", "prefill B=4 T=64", "prefill", 4, 64, runs=r(3)),
-        Case("t1024", "prefill B=1 T=1024", "prefill", 1, 1024, runs=r(1)),
-        Case("d64", "decode, 64 past tokens", "decode", past=64, runs=r(20)),
-        Case("d1000", "decode, 1000 past tokens", "decode", past=1000, runs=r(20)),
+        Case("t1024", "prefill B=1 T=1024", "prefill", 1, 1024, runs=r(1), onnx="t1024", bf16=True),
+        Case("d64", "decode, 64 past tokens", "decode", past=64, runs=r(20), onnx="decode", bf16=True),
+        Case("d1000", "decode, 1000 past tokens", "decode", past=1000, runs=r(20), onnx="decode", bf16=True),
     ]
+
+
+def make_tokens():
+    return np.random.default_rng(SEED).integers(0, V, size=NPOS * 4, dtype=np.int64)
 
 
 # Runs argv[1:] and prints its peak resident memory. A child of this process
@@ -269,6 +352,7 @@ def run_measured(cmd):
 
 
 def build_programs(args, cases, tokens_all):
+    """circc's fp32 programs, and its bf16 ones if args.bf16; the decode cases share one of each."""
     out = os.path.join(args.work, "import")
     hf = os.path.join(args.work, "hf")
     built = set()
@@ -281,51 +365,147 @@ def build_programs(args, cases, tokens_all):
             imp = ["--seq", str(DECODE_T), "--decode", "--name", "gpt2_dec"]
             circ = os.path.join(out, "gpt2_dec_decode.circ")
         c.prog = os.path.join(args.work, "prog_" + (c.key if c.kind == "prefill" else "decode"))
-        if c.prog not in built:  # the decode cases share one program
+        if args.bf16 and c.bf16:
+            c.prog_bf16 = c.prog + "_bf16"
+        if c.prog not in built:
             built.add(c.prog)
             t0 = time.time()
             run([args.gpt2_import] + imp + [hf, out])
             t1 = time.time()
-            c.compile_s, c.compile_rss = run_measured(
-                [args.circc, "--tensors", os.path.join(out, "store"), circ, "--output", "logits", "-o", c.prog])
+            cmd = [args.circc, "--tensors", os.path.join(out, "store"), circ, "--output", "logits"]
+            c.compile_s, c.compile_rss = run_measured(cmd + ["-o", c.prog])
             log(f"== {c.label}: imported in {t1 - t0:.1f} s, compiled in {c.compile_s:.1f} s "
                 f"(peak memory {c.compile_rss / 1e6:.0f} MB) -> {c.prog}")
+            if c.prog_bf16:
+                s, rss = run_measured(cmd + ["--precision", "bf16", "-o", c.prog_bf16])
+                log(f"== {c.label}: bf16 compiled in {s:.1f} s (peak memory {rss / 1e6:.0f} MB) -> {c.prog_bf16}")
         c.inputs = write_inputs(args.work, c, tokens_all)
 
 
+def inputs_dir(work, c):
+    return os.path.join(work, "inputs_" + c.key)
+
+
+def save_input(d, name, a):
+    """name.npy for the circc programs, name.bin (raw little-endian) for ort_run.js."""
+    np.save(os.path.join(d, name + ".npy"), a)
+    a.astype(a.dtype.newbyteorder("<"), copy=False).tofile(os.path.join(d, name + ".bin"))
+
+
 def write_inputs(work, c, tokens_all):
-    """The case's .npy inputs: token ids (and for decode the position, masks
-    and the cache filled later by check_case); returns [--input ...] args."""
-    d = os.path.join(work, "inputs_" + c.key)
+    """The case's inputs: token ids (and for decode the position, masks and the
+    cache filled later by check_case); returns the programs' [--input ...] args."""
+    d = inputs_dir(work, c)
     os.makedirs(d, exist_ok=True)
     if c.kind == "prefill":
         ids = tokens_all[:c.B * c.T].reshape(c.B, c.T)
-        np.save(os.path.join(d, "tokens.npy"), ids if c.B > 1 else ids[0])
+        save_input(d, "tokens", ids if c.B > 1 else ids[0])
         return ["--input", f"tokens=@{d}/tokens.npy"]
     p = c.past
     mask = np.zeros(DECODE_T, np.float32)
     mask[:p] = 1  # the cached keys the new token attends to (j < pos)
-    np.save(os.path.join(d, "token.npy"), tokens_all[p:p + 1])
-    np.save(os.path.join(d, "pos.npy"), np.array([p], np.int64))
-    np.save(os.path.join(d, "kv_mask.npy"), mask)
-    return sum((["--input", f"{n}=@{d}/{n}.npy"] for n in
-                ("token", "pos", "kv_mask", "past_k", "past_v")), [])
+    save_input(d, "token", tokens_all[p:p + 1])
+    save_input(d, "pos", np.array([p], np.int64))
+    save_input(d, "kv_mask", mask)
+    return sum((["--input", f"{n}=@{d}/{n}.npy"] for n in ("token", "pos", "kv_mask", "past_k", "past_v")), [])
+
+
+def ort_request(args, c, threads, runs, save=None):
+    d = inputs_dir(args.work, c)
+    spec = lambda n, t, dims: {"type": t, "dims": dims, "file": os.path.join(d, n + ".bin")}  # noqa: E731
+    if c.kind == "prefill":
+        inputs = {"tokens": spec("tokens", "int64", [1, c.T])}
+    else:
+        inputs = {"token": spec("token", "int64", [1]), "pos": spec("pos", "int64", [1]),
+                  "kv_mask": spec("kv_mask", "float32", [DECODE_T]),
+                  "past_k": spec("past_k", "float32", [L, H, DECODE_T, D]),
+                  "past_v": spec("past_v", "float32", [L, H, DECODE_T, D])}
+    return {"model": onnx_path(args, c), "threads": threads, "runs": runs, "save": save, "inputs": inputs}
+
+
+def torch_request(c, threads, runs, dtype, save=None):
+    return {"kind": c.kind, "B": c.B, "T": c.T, "past": c.past, "threads": threads, "runs": runs,
+            "dtype": dtype, "save": save}
 
 
 def decode_cache(model, tokens_all, past):
-    """PyTorch's keys/values of the first `past` tokens in [L,1,H,DECODE_T,D] caches."""
-    kc, vc = torch.zeros(L, 1, H, DECODE_T, D), torch.zeros(L, 1, H, DECODE_T, D)
+    """PyTorch's keys/values of the first `past` tokens in [L,1,H,DECODE_T,D] caches (the model's dtype)."""
     cache = []
     with torch.no_grad():
         model.prefill(torch.from_numpy(tokens_all[:past]).view(1, past), cache)
+    dt = cache[0][0].dtype
+    kc, vc = torch.zeros(L, 1, H, DECODE_T, D, dtype=dt), torch.zeros(L, 1, H, DECODE_T, D, dtype=dt)
     for i, (k, v) in enumerate(cache):
         kc[i, :, :, :past], vc[i, :, :, :past] = k, v
     return kc, vc
 
 
-def check_case(args, c, model, tokens_all):
-    """circc's logits = PyTorch's (rtol = atol = 1e-3), else exit 1."""
-    d = os.path.join(args.work, "inputs_" + c.key)
+# ------------------------------------------------------------ ONNX
+
+def onnx_path(args, c):
+    return os.path.join(args.work, "onnx", f"gpt2_{c.onnx}_{SEED}.onnx")
+
+
+def export_onnx(args, cases, model):
+    """torch.onnx.export of the prefill shapes and the decode step (once: the
+    file names carry the seed of the weights)."""
+    os.makedirs(os.path.join(args.work, "onnx"), exist_ok=True)
+    for c in cases:
+        path = onnx_path(args, c)
+        if c.onnx is None or os.path.exists(path):
+            continue
+        t0 = time.time()
+        if c.kind == "prefill":
+            m, x, names = OnnxPrefill(model), (torch.zeros(1, c.T, dtype=torch.int64),), ["tokens"]
+        else:
+            m = OnnxDecode(model)
+            x = (torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), torch.zeros(DECODE_T),
+                 torch.zeros(L, H, DECODE_T, D), torch.zeros(L, H, DECODE_T, D))
+            names = ["token", "pos", "kv_mask", "past_k", "past_v"]
+        with torch.no_grad():
+            torch.onnx.export(m, x, path + ".tmp", input_names=names, output_names=["logits"], opset_version=14,
+                              do_constant_folding=True)
+        os.replace(path + ".tmp", path)
+        log(f"== {c.label}: exported {path} in {time.time() - t0:.1f} s ({os.path.getsize(path) / 1e6:.0f} MB)")
+
+
+# ------------------------------------------------------------ checks
+
+def compare(got, want):
+    """(max |got - want|, greedy agreement: the share of positions whose argmax logit is the same)."""
+    err = np.abs(got.astype(np.float64) - want)
+    g = got.reshape(-1, V).argmax(axis=1) == want.reshape(-1, V).argmax(axis=1)
+    return float(err.max()), float(g.mean())
+
+
+def check_exact(c, who, got, want):
+    """got = want within rtol = atol = 1e-3, else exit 1."""
+    if got.shape != want.shape:
+        die(f"{c.label}: {who} logits have shape {got.shape}, PyTorch's {want.shape}")
+    err = np.abs(got.astype(np.float64) - want)
+    bad = err > 1e-3 + 1e-3 * np.abs(want)
+    if bad.any():
+        i = np.unravel_index(np.argmax(err), err.shape)
+        die(f"{c.label}: {who} logits differ from PyTorch's in {int(bad.sum())} of {bad.size} elements "
+            f"(worst at {tuple(int(x) for x in i)}: {who} {got[i]:.6g}, PyTorch {want[i]:.6g})")
+    log(f"== {c.label}: {who} logits = PyTorch's (max |diff| {err.max():.2e}, max |logit| {np.abs(want).max():.3g})")
+
+
+def check_bf16(c, who, got, want):
+    """Records a bf16 side's accuracy against PyTorch fp32 (not a stop)."""
+    if got.shape != want.shape:
+        die(f"{c.label}: {who} logits have shape {got.shape}, PyTorch's {want.shape}")
+    c.acc[who] = compare(got, want)
+    top = float(np.abs(want).max())
+    note = "" if c.acc[who][0] <= BF16_TOL * top else f" -- more than {BF16_TOL:.0%} of max |logit| {top:.3g}"
+    log(f"== {c.label}: {who} vs PyTorch fp32: max |diff| {c.acc[who][0]:.3g}, greedy agreement "
+        f"{c.acc[who][1]:.1%}{note}")
+
+
+def check_case(args, c, model, tokens_all, torch_w, ort_w):
+    """circc's and ORT's logits = PyTorch's (rtol = atol = 1e-3), else exit 1;
+    the bf16 sides' differences are recorded in c.acc."""
+    d = inputs_dir(args.work, c)
     with torch.no_grad():
         if c.kind == "prefill":
             ids = torch.from_numpy(tokens_all[:c.B * c.T]).view(c.B, c.T)
@@ -333,8 +513,8 @@ def check_case(args, c, model, tokens_all):
             want = (want if c.B > 1 else want[0]).numpy()
         else:
             kc, vc = decode_cache(model, tokens_all, c.past)
-            np.save(os.path.join(d, "past_k.npy"), kc[:, 0].numpy())
-            np.save(os.path.join(d, "past_v.npy"), vc[:, 0].numpy())
+            save_input(d, "past_k", kc[:, 0].numpy())
+            save_input(d, "past_v", vc[:, 0].numpy())
             tok = torch.from_numpy(tokens_all[c.past:c.past + 1]).view(1, 1)
             want = model.decode(tok, c.past, kc, vc).numpy()
             if c.past <= 256:  # the cached step = row `past` of a prefill (PyTorch against itself)
@@ -342,17 +522,64 @@ def check_case(args, c, model, tokens_all):
                 if not np.allclose(want, full, rtol=1e-4, atol=1e-4):
                     die(f"{c.label}: PyTorch's decode step differs from its prefill")
     got_path = os.path.join(d, "circc_logits.npy")
+    c.want_top = float(np.abs(want).max())
     run([c.prog, "--threads", str(args.threads)] + c.inputs + ["--output", f"logits=@{got_path}"])
-    got = np.load(got_path)
-    if got.shape != want.shape:
-        die(f"{c.label}: circc logits have shape {got.shape}, PyTorch's {want.shape}")
-    err = np.abs(got.astype(np.float64) - want)
-    bad = err > 1e-3 + 1e-3 * np.abs(want)
-    if bad.any():
-        i = np.unravel_index(np.argmax(err), err.shape)
-        die(f"{c.label}: circc logits differ from PyTorch's in {int(bad.sum())} of {bad.size} elements "
-            f"(worst at {tuple(int(x) for x in i)}: circc {got[i]:.6g}, PyTorch {want[i]:.6g})")
-    log(f"== {c.label}: circc logits = PyTorch's (max |diff| {err.max():.2e}, max |logit| {np.abs(want).max():.3g})")
+    check_exact(c, "circc", np.load(got_path), want)
+    if ort_w and c.onnx:
+        got_path = os.path.join(d, "ort_logits.bin")
+        r = ort_w.ask(ort_request(args, c, args.threads, 1, got_path))
+        if r["load_ms"] is not None:
+            log(f"== {c.label}: ORT session created in {r['load_ms'] / 1e3:.1f} s")
+        check_exact(c, "ORT", np.fromfile(got_path, dtype="<f4").reshape(want.shape), want)
+    if c.bf16:
+        got_path = os.path.join(d, "torch_bf16_logits.npy")
+        torch_w.ask(torch_request(c, args.threads, 1, "bf16", got_path))
+        check_bf16(c, "PyTorch bf16", np.load(got_path), want)
+    if c.prog_bf16:
+        got_path = os.path.join(d, "circc_bf16_logits.npy")
+        run([c.prog_bf16, "--threads", str(args.threads)] + c.inputs + ["--output", f"logits=@{got_path}"])
+        check_bf16(c, "circc bf16", np.load(got_path), want)
+
+
+# ------------------------------------------------------------ PyTorch worker
+
+def torch_worker(work):
+    """--torch-worker: PyTorch's side of the rounds in a process of its own
+    (its libgomp reads the wait policy from the environment it was started
+    with). Answers each torch_request on stdin with {"ms": median ms}: one
+    warm-up run, then the timed runs; "save" writes the warm-up's logits
+    (float32 .npy)."""
+    w = read_safetensors(os.path.join(work, "hf", "model.safetensors"))
+    models = {"fp32": TorchGPT2(w)}
+    tokens_all = make_tokens()
+    caches = {}
+    for line in sys.stdin:
+        q = json.loads(line)
+        if q["dtype"] not in models:
+            models[q["dtype"]] = TorchGPT2({k: v.to(torch.bfloat16) for k, v in w.items()})
+        model = models[q["dtype"]]
+        set_torch_threads(torch, q["threads"])
+        with torch.no_grad():
+            if q["kind"] == "prefill":
+                ids = torch.from_numpy(tokens_all[:q["B"] * q["T"]]).view(q["B"], q["T"])
+                f = lambda: model.prefill(ids)  # noqa: E731
+            else:
+                p = q["past"]
+                if (q["dtype"], p) not in caches:
+                    caches[(q["dtype"], p)] = decode_cache(model, tokens_all, p)
+                kc, vc = caches[(q["dtype"], p)]
+                tok = torch.from_numpy(tokens_all[p:p + 1]).view(1, 1)
+                f = lambda: model.decode(tok, p, kc, vc)  # noqa: E731
+            y = f()
+            if q["save"]:
+                np.save(q["save"], (y[0] if q["kind"] == "prefill" else y).float().numpy())
+            ts = []
+            for _ in range(q["runs"]):
+                t0 = time.perf_counter()
+                f()
+                ts.append((time.perf_counter() - t0) * 1e3)
+        sys.stdout.write(json.dumps({"ms": med(ts)}) + "\n")
+        sys.stdout.flush()
 
 
 # ------------------------------------------------------------ timing
@@ -366,35 +593,14 @@ def probe(args):
     return {"fma": fma, "read": read, "isa": isa}
 
 
-def time_circc(c, threads):
-    out = run([c.prog, "--threads", str(threads), "--bench", str(c.runs)] + c.inputs)
+def time_circc(prog, c, threads, env):
+    out = run([prog, "--threads", str(threads), "--bench", str(c.runs)] + c.inputs, env=env)
     m = re.search(r"(\d+) threads?: median ([0-9.eE+-]+) ms", out)
     if not m:
-        die(f"{c.prog}: no bench line in:\n{out}")
+        die(f"{prog}: no bench line in:\n{out}")
     if int(m.group(1)) != threads:
-        die(f"{c.prog}: ran with {m.group(1)} threads, asked for {threads}")
+        die(f"{prog}: ran with {m.group(1)} threads, asked for {threads}")
     return float(m.group(2))
-
-
-def time_torch(model, c, threads, tokens_all, cache):
-    set_torch_threads(torch, threads)
-    with torch.no_grad():
-        if c.kind == "prefill":
-            ids = torch.from_numpy(tokens_all[:c.B * c.T]).view(c.B, c.T)
-            f = lambda: model.prefill(ids)  # noqa: E731
-        else:
-            kc, vc = cache
-            tok = torch.from_numpy(tokens_all[c.past:c.past + 1]).view(1, 1)
-            f = lambda: model.decode(tok, c.past, kc, vc)  # noqa: E731
-        f()  # warm-up, as the programs' --bench does
-        ts = []
-        for _ in range(c.torch_runs):
-            t0 = time.perf_counter()
-            f()
-            ts.append((time.perf_counter() - t0) * 1e3)
-    set_torch_threads(torch, 1)
-    time.sleep(0.2)  # let OpenBLAS's workers stop spinning before the next child runs
-    return statistics.median(ts)
 
 
 def bracket(a, b):
@@ -409,30 +615,43 @@ def rounds(args, c):
     return args.rounds * (2 if c.kind == "decode" else 1)
 
 
-def bench_cases(args, cases, model, tokens_all):
-    meter = CpuMeter()
+def bench_round(args, c, pol, torch_w, ort_w, meter):
+    """One round of case c under wait policy pol: every side, same inputs, same threads."""
+    env, n = policy_env(pol), args.threads
+    wait_quiet(args)
+    meter.start()
+    # the probes bracket the fp32 circc runs alone, so that the machine they
+    # measure is the one the program ran on; the other sides run after them
+    before = probe(args)
+    got = {("circc", t): time_circc(c.prog, c, t, env) for t in c.threads}
+    after = probe(args)
+    if c.prog_bf16:
+        got[("circc_bf16", n)] = time_circc(c.prog_bf16, c, n, env)
+    for t in c.threads:
+        got[("torch", t)] = torch_w.ask(torch_request(c, t, c.runs, "fp32"))["ms"]
+    if c.bf16:
+        got[("torch_bf16", n)] = torch_w.ask(torch_request(c, n, c.runs, "bf16"))["ms"]
+    if ort_w and c.onnx:
+        for t in c.threads:
+            got[("ort", t)] = ort_w.ask(ort_request(args, c, t, c.runs))["ms"]
+    for (what, t), ms in got.items():
+        c.res.setdefault((pol, what, t), []).append(ms)
+    c.res.setdefault((pol, "others"), []).append(meter.others())
+    p = bracket(before, after)
+    c.res.setdefault((pol, "probe"), []).append(p)
+    return (f"peak {p['fma'][n]:.0f} GFLOP/s, read {p['read']:.1f} GB/s; "
+            + ", ".join(f"{what} {t} thr {ms:.2f} ms" for (what, t), ms in got.items())
+            + f"; other jobs {c.res[(pol, 'others')][-1]:.2f} cores")
+
+
+def bench_cases(args, cases, torch_ws, ort_ws):
+    meter = CpuMeter([w.p.pid for w in list(torch_ws.values()) + list(ort_ws.values())])
     for c in cases:
-        cache = decode_cache(model, tokens_all, c.past) if c.kind == "decode" else None
         for r in range(rounds(args, c)):
-            wait_quiet(args)
-            meter.start()
-            # the probes bracket the circc runs alone, so that the machine they
-            # measure is the one the program ran on; PyTorch runs after them
-            before = probe(args)
-            ms = {t: time_circc(c, t) for t in c.threads}
-            after = probe(args)
-            tms = {t: time_torch(model, c, t, tokens_all, cache) for t in c.threads}
-            line = []
-            for t in c.threads:
-                c.res.setdefault(("circc", t), []).append(ms[t])
-                c.res.setdefault(("torch", t), []).append(tms[t])
-                line.append(f"{t} thr: circc {ms[t]:.2f} ms, PyTorch {tms[t]:.2f} ms")
-            c.res.setdefault("others", []).append(meter.others())
-            p = bracket(before, after)
-            c.res.setdefault("probe", []).append(p)
-            line.insert(0, f"round {r + 1}: peak {p['fma'][args.threads]:.0f} GFLOP/s, read {p['read']:.1f} GB/s")
-            line.append(f"other jobs {c.res['others'][-1]:.2f} cores")
-            log(f"== {c.label}, " + "; ".join(line))
+            # the policies take turns going first
+            for pol in args.policies[r % len(args.policies):] + args.policies[:r % len(args.policies)]:
+                line = bench_round(args, c, pol, torch_ws[pol], ort_ws.get(pol), meter)
+                log(f"== {c.label}, round {r + 1}, {pol}: {line}")
 
 
 # ------------------------------------------------------------ report
@@ -442,59 +661,128 @@ def verdict(value, goal, higher_better=True):
     return "yes" if ok else "**no**"
 
 
-def report_rows(args, cases):
-    """Markdown rows of the GPT-2 table and the list of (label, ratio, target, met) headline checks."""
-    rows, heads = [], []
-    n = args.threads
+def ratio(c, pol, slow, fast, t, t2=None):
+    """Median over rounds of res[slow] / res[fast] (fast's speed-up over slow), or None if either is missing."""
+    a, b = c.res.get((pol, slow, t)), c.res.get((pol, fast, t if t2 is None else t2))
+    return med([x / y for x, y in zip(a, b)]) if a and b else None
+
+
+def fmt(x, spec=".2f", unit="×"):
+    return "–" if x is None else f"{x:{spec}}{unit}"
+
+
+class Heads:
+    """The headline checks: (policy, check, measured, target, met) rows."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, pol, label, value, goal, shown, higher_better=True, unit="×", skipped=None):
+        """Adds a check and returns its short form for the targets column."""
+        op = "≥" if higher_better else "≤"
+        if value is None:
+            self.rows.append((pol, label, skipped or "not measured", f"{op} {goal}{unit}", "skipped"))
+            return f"{op} {goal}{unit} {shown}: skipped"
+        v = verdict(value, goal, higher_better)
+        self.rows.append((pol, label, f"{value:.2f}{unit}" if unit == "×" else f"{value:.1f}{unit}",
+                          f"{op} {goal}{unit}", v))
+        return f"{op} {goal}{unit} {shown}: {v}"
+
+
+def report_rows(args, cases, heads):
+    """Markdown rows of the fp32 table."""
+    rows, n = [], args.threads
+    for pol in args.policies:
+        for c in cases:
+            probes = c.res[(pol, "probe")]
+            for t in c.threads:
+                cm = c.res[(pol, "circc", t)]
+                ms = med(cm)
+                gf = c.flops() / ms * 1e-6
+                pct = med([c.flops() / m * 1e-6 / p["fma"][t] * 100 for m, p in zip(cm, probes)])
+                vs_torch, vs_ort = ratio(c, pol, "torch", "circc", t), ratio(c, pol, "ort", "circc", t)
+                targets = []
+                if c.kind == "prefill" and t == n and c.B == 1:
+                    targets.append(heads.add(pol, f"{c.label}: circc vs PyTorch", vs_torch, 1.3, "PyTorch"))
+                    targets.append(heads.add(pol, f"{c.label}: circc vs ORT", vs_ort, 1.2, "ORT",
+                                             skipped=args.ort_skipped))
+                    if c.T == 256:
+                        targets.append(heads.add(pol, f"{c.label}: % of measured peak", pct, 65, "of peak",
+                                                 unit="%"))
+                bound = ""
+                if c.kind == "decode":
+                    bms = [decode_bytes(c.past) / (p["read"] * 1e9) * 1e3 for p in probes]
+                    r = med([m / b for m, b in zip(cm, bms)])
+                    bound = f"{med(bms):.1f} ms; circc {r:.2f}×"
+                    targets.append(heads.add(pol, f"{c.label}: circc / bandwidth bound", r, 1.15, "bound",
+                                             higher_better=False))
+                if t != n:
+                    scale = ratio(c, pol, "circc", "circc", t, n)
+                    tscale = ratio(c, pol, "torch", "torch", t, n)
+                    targets.append(heads.add(pol, f"{c.label}: {n} threads vs 1", scale, 1.8,
+                                             f"{n} threads vs 1 (PyTorch {fmt(tscale)})"))
+                pct_s = f"{pct:.1f}" if c.kind == "prefill" else "–"
+                ort_ms = c.res.get((pol, "ort", t))
+                rows.append(f"| {pol} | {c.label} | {t} | {med(c.res[(pol, 'others')]):.2f} | {ms:.2f} | "
+                            f"{c.tokens() / ms * 1e3:.0f} | {gf:.1f} | {pct_s} | {med(c.res[(pol, 'torch', t)]):.2f} | "
+                            f"{fmt(vs_torch)} | {fmt(med(ort_ms) if ort_ms else None, '.2f', '')} | {fmt(vs_ort)} | "
+                            f"{bound or '–'} | " + ("; ".join(targets) or "–") + " |")
+    return rows
+
+
+def bf16_rows(args, cases, heads):
+    """Markdown rows of the bf16 table (circc bf16 only where circc has --precision)."""
+    rows, n = [], args.threads
+    skip = None if args.bf16 else "skipped: `circc --help` has no --precision"
+    for pol in args.policies:
+        for c in cases:
+            if not c.bf16:
+                continue
+            cb, tb = c.res.get((pol, "circc_bf16", n)), c.res[(pol, "torch_bf16", n)]
+            vs_fp32 = ratio(c, pol, "circc", "circc_bf16", n)
+            vs_torch = ratio(c, pol, "torch_bf16", "circc_bf16", n)
+            fp32_vs_torch = ratio(c, pol, "torch_bf16", "circc", n)
+            targets, bound = [], "–"
+            if c.kind == "prefill":
+                targets.append(heads.add(pol, f"{c.label} bf16: circc bf16 vs circc fp32", vs_fp32, 3, "circc fp32",
+                                         skipped=skip))
+                targets.append(heads.add(pol, f"{c.label} bf16: circc bf16 vs PyTorch bf16", vs_torch, 1.2,
+                                         "PyTorch bf16", skipped=skip))
+            else:
+                r = None
+                if cb:
+                    bms = [decode_bytes(c.past) / (p["read"] * 1e9) * 1e3 for p in c.res[(pol, "probe")]]
+                    r = med([m / b for m, b in zip(cb, bms)])
+                    bound = f"{r:.2f}×"
+                targets.append(heads.add(pol, f"{c.label} bf16: circc bf16 / fp32 bandwidth bound", r, 0.55,
+                                         "fp32 bound", higher_better=False, skipped=skip))
+            rows.append(f"| {pol} | {c.label} | {n} | {fmt(med(cb), '.2f', '') if cb else 'skipped'} | "
+                        f"{fmt(vs_fp32)} | {med(tb):.2f} | {fmt(vs_torch)} | {fmt(fp32_vs_torch)} | {bound} | "
+                        + "; ".join(targets) + " |")
+    return rows
+
+
+def accuracy_rows(cases):
+    rows = []
     for c in cases:
-        probes = c.res["probe"]
-        for t in c.threads:
-            cm, tm = c.res[("circc", t)], c.res[("torch", t)]
-            ms, tms = med(cm), med(tm)
-            gf = c.flops() / ms * 1e-6
-            pct = med([c.flops() / m * 1e-6 / p["fma"][t] * 100 for m, p in zip(cm, probes)])
-            speed = med([b / a for a, b in zip(cm, tm)])
-            targets = []
-            if c.kind == "prefill" and t == n and c.B == 1:
-                goal = 2.0 if c.T >= 1024 else 1.2
-                targets.append((f"≥ {goal}× PyTorch", verdict(speed, goal)))
-                heads.append((f"{c.label}: speed-up vs PyTorch", f"{speed:.2f}×", f"≥ {goal}×", verdict(speed, goal)))
-                if c.T == 256:
-                    targets.append(("≥ 65% of peak", verdict(pct, 65)))
-                    heads.append((f"{c.label}: % of measured peak", f"{pct:.1f}%", "≥ 65%", verdict(pct, 65)))
-            bound = ""
-            if c.kind == "decode":
-                bms = [decode_bytes(c.past) / (p["read"] * 1e9) * 1e3 for p in probes]
-                ratio = med([m / b for m, b in zip(cm, bms)])
-                bound = f"{med(bms):.1f} ms; circc {ratio:.2f}×"
-                targets.append(("≤ 1.15× bound", verdict(ratio, 1.15, False)))
-                heads.append((f"{c.label}: circc / bandwidth bound", f"{ratio:.2f}×", "≤ 1.15×",
-                              verdict(ratio, 1.15, False)))
-            if t != n:
-                scale = med([a / b for a, b in zip(cm, c.res[("circc", n)])])
-                tscale = med([a / b for a, b in zip(tm, c.res[("torch", n)])])
-                targets.append((f"{n} threads ≥ 1.8× faster: {scale:.2f}× (PyTorch {tscale:.2f}×)",
-                                verdict(scale, 1.8)))
-                heads.append((f"{c.label}: {n} threads vs 1", f"{scale:.2f}×", "≥ 1.8×", verdict(scale, 1.8)))
-            pct_s = f"{pct:.1f}" if c.kind == "prefill" else "–"
-            rows.append(f"| {c.label} | {t} | {med(c.res['others']):.2f} | {ms:.2f} | {c.tokens() / ms * 1e3:.0f} | {gf:.1f} | {pct_s} | "
-                        f"{tms:.2f} | {speed:.2f}× | {bound or '–'} | "
-                        + ("; ".join(f"{a}: {b}" for a, b in targets) or "–") + " |")
-    return rows, heads
+        for who, (err, agree) in c.acc.items():
+            rows.append(f"| {c.label} | {who} | {err:.3g} | {c.want_top:.3g} | "
+                        f"{'yes' if err <= BF16_TOL * c.want_top else '**no**'} | {agree:.1%} |")
+    return rows
 
 
-def compile_heads(cases):
-    """Headline rows for circc's compile time and peak memory (worst over the programs built)."""
+def compile_heads(cases, heads):
+    """Headline rows for circc's compile time and peak memory (worst over the fp32 programs built)."""
     built = [c for c in cases if c.compile_s is not None]
     if not built:
-        return []
+        return
     slow = max(built, key=lambda c: c.compile_s)
     big = max(built, key=lambda c: c.compile_rss)
     weights = 4 * ALL_PARAMS
-    return [(f"circc compile time, slowest program ({slow.label}; emission + C compiler)", f"{slow.compile_s:.1f} s",
-             "< 30 s", verdict(slow.compile_s, 30, False)),
-            (f"circc peak memory / weights ({weights / 1e6:.0f} MB), largest ({big.label})",
-             f"{big.compile_rss / weights:.2f}×", "< 2×", verdict(big.compile_rss / weights, 2, False))]
+    heads.rows += [("–", f"circc compile time, slowest program ({slow.label}; emission + C compiler)",
+                    f"{slow.compile_s:.1f} s", "< 30 s", verdict(slow.compile_s, 30, False)),
+                   ("–", f"circc peak memory / weights ({weights / 1e6:.0f} MB), largest ({big.label})",
+                    f"{big.compile_rss / weights:.2f}×", "< 2×", verdict(big.compile_rss / weights, 2, False))]
 
 
 def gemm_section(out):
@@ -547,39 +835,100 @@ def machine(args, probes):
                 fam = v
             elif k == "model" and mod == "?":
                 mod = v
+    flags = open("/proc/cpuinfo").read()
+    isa = ", ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f" {f}" in flags) or "no AVX-512"
     ob = openblas()
     obs = ob.openblas_get_config().decode() if ob else "not found"
     cc = subprocess.run([os.environ.get("CC", "gcc"), "--version"], stdout=subprocess.PIPE, text=True)
     fma_n = max(p["fma"][args.threads] for p in probes)
     read = [p["read"] for p in probes]
     return [f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
-            f"- machine: {cpu} (CPU family {fam}, model {mod}), {os.cpu_count()} logical CPUs, "
+            f"- machine: {cpu} (CPU family {fam}, model {mod}; {isa}), {os.cpu_count()} logical CPUs, "
             f"**shared with other jobs** (a 2-core machine other agents were using: absolute times are noisy, "
             f"compare the same-run ratios); load average (1/5/15 min) at start: {' '.join(args.load)}, at the end: "
             f"{' '.join(open('/proc/loadavg').read().split()[:3])}",
             f"- peak probe (bench/peak.c, {probes[0]['isa']}): {args.threads}-thread FMA up to {fma_n:.0f} GFLOP/s, "
             f"DRAM read {min(read):.1f}–{max(read):.1f} GB/s over the rounds",
-            f"- circc programs: C compiler {cc.stdout.splitlines()[0] if cc.stdout else '?'}",
-            f"- PyTorch {torch.__version__} (Debian python3-torch, /usr/bin/python3), OMP_WAIT_POLICY=PASSIVE, "
-            f"torch.set_num_threads and openblas_set_num_threads = the row's threads; BLAS: {obs}"]
+            f"- circc programs: C compiler {cc.stdout.splitlines()[0] if cc.stdout else '?'}; bf16 programs: "
+            + ("`circc --precision bf16`" if args.bf16 else "skipped (`circc --help` has no --precision)"),
+            f"- PyTorch {torch.__version__} (Debian python3-torch, /usr/bin/python3), one worker process per wait "
+            f"policy, torch.set_num_threads and openblas_set_num_threads = the row's threads; BLAS: {obs}; bf16: "
+            "bf16 weights and activations, matmuls through oneDNN",
+            "- ONNX Runtime: " + (args.ort_skipped or
+                                  f"onnxruntime-node {args.ort_version} (npm; CPU execution provider, all graph "
+                                  "optimizations, intra_op_num_threads = the row's threads, one inter-op thread) "
+                                  f"under node {args.node_version}, bench/ort_run.js; models from torch.onnx.export "
+                                  "(opset 14) of the PyTorch model above"),
+            "- wait policies: " + "; ".join(f"{p}: {POLICIES[p][2]}" for p in args.policies)]
+
+
+def cpu_vendor():
+    """intel, amd or the CPU's vendor_id: bench/RESULTS.md keeps one section per CPU family."""
+    with open("/proc/cpuinfo") as f:
+        v = next((s.partition(":")[2].strip() for s in f if s.startswith("vendor_id")), "unknown")
+    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(v, re.sub(r"\W", "", v).lower())
+
+
+def start_workers(args):
+    """A PyTorch worker and (if ORT is usable) an ORT worker per wait policy."""
+    torch_ws, ort_ws = {}, {}
+    for pol in args.policies:
+        torch_ws[pol] = Worker(f"PyTorch worker ({pol})", [sys.executable, os.path.abspath(__file__),
+                                                           "--torch-worker", "--work", args.work], policy_env(pol))
+        if not args.ort_skipped:
+            ort_ws[pol] = Worker(f"ORT worker ({pol})",
+                                 [args.node, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ort_run.js"),
+                                  args.ort_modules, str(POLICIES[pol][1])], policy_env(pol))
+    return torch_ws, ort_ws
+
+
+def find_ort(args):
+    """Sets args.node, args.ort_version and args.node_version, or args.ort_skipped to why ORT is not run."""
+    args.ort_skipped = None
+    args.node = shutil.which(args.node or "node")
+    pkg = os.path.join(args.ort_modules or "", "onnxruntime-node", "package.json")
+    if not args.node:
+        args.ort_skipped = "skipped: no node (scripts/setup.sh --bench installs nodejs)"
+    elif not args.ort_modules or not os.path.exists(pkg):
+        args.ort_skipped = (f"skipped: no onnxruntime-node in {args.ort_modules} "
+                            "(scripts/setup.sh --bench DIR installs it into DIR/node_modules)")
+    else:
+        args.ort_version = json.load(open(pkg))["version"]
+        args.node_version = run([args.node, "--version"]).strip()
+    if args.ort_skipped:
+        log(f"== ONNX Runtime {args.ort_skipped}")
 
 
 def main():
+    if "--torch-worker" in sys.argv:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--torch-worker", action="store_true")
+        ap.add_argument("--work", required=True)
+        torch_worker(ap.parse_args().work)
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--circc", required=True)
     ap.add_argument("--gpt2-import", required=True)
     ap.add_argument("--peak", required=True, help="the peak probe (bench/peak.c)")
     ap.add_argument("--gemm-bench", help="gemm_bench to run for the GEMM table (omit to skip it)")
-    ap.add_argument("--work", required=True, help="scratch dir (weights, imports, programs: ~3 GB)")
+    ap.add_argument("--work", required=True, help="scratch dir (weights, imports, programs, ONNX files: ~5 GB)")
     ap.add_argument("--results", help="markdown file to update (default: no file)")
+    ap.add_argument("--ort-modules", help="node_modules holding onnxruntime-node (scripts/setup.sh --bench); "
+                    "without it ORT is skipped")
+    ap.add_argument("--node", help="node executable (default: node on PATH)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds per case (decode: twice as many), each under every policy (default 3)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies the runs per round of every case")
+    ap.add_argument("--policies", default="short,spin", help="comma-separated wait policies: short, spin (default both)")
     ap.add_argument("--quiet-wait", type=float, default=120,
                     help="seconds the run may spend in all waiting for the other jobs to go quiet (default 120)")
     ap.add_argument("--cases", help="comma-separated subset of t64,t256,b4t64,t1024,d64,d1000")
     args = ap.parse_args()
+    args.policies = args.policies.split(",")
+    if not args.policies or any(p not in POLICIES for p in args.policies):
+        die(f"--policies {','.join(args.policies)}: each must be one of {', '.join(POLICIES)}")
     args.load = open("/proc/loadavg").read().split()[:3]
     args.quiet_budget = args.quiet_wait
     t_start = time.time()
@@ -590,15 +939,25 @@ def main():
         cases = [c for c in cases if c.key in want]
         if not cases:
             die(f"--cases {args.cases}: no such case")
+    args.bf16 = "--precision" in run([args.circc, "--help"])
+    if not args.bf16:
+        log("== circc bf16 rows skipped: `circc --help` has no --precision")
+    find_ort(args)
 
     weights = ensure_checkpoint(os.path.join(args.work, "hf"))
     model = TorchGPT2(weights)
-    tokens_all = np.random.default_rng(SEED).integers(0, V, size=NPOS * 4, dtype=np.int64)
+    tokens_all = make_tokens()
     build_programs(args, cases, tokens_all)
+    if not args.ort_skipped:
+        export_onnx(args, cases, model)
     set_torch_threads(torch, args.threads)
+    torch_ws, ort_ws = start_workers(args)
+    first = args.policies[0]
     for c in cases:
-        check_case(args, c, model, tokens_all)
+        check_case(args, c, model, tokens_all, torch_ws[first], ort_ws.get(first))
+    del model, weights  # the workers hold their own copies
 
+    heads = Heads()
     gemm_rows, gemm_heads = [], []
     if args.gemm_bench:
         log(f"== GEMM: {args.gemm_bench} --reps 10")
@@ -606,41 +965,59 @@ def main():
         log(out.rstrip())
         gemm_rows, gemm_heads = gemm_section(out)
 
-    bench_cases(args, cases, model, tokens_all)
+    bench_cases(args, cases, torch_ws, ort_ws)
+    for w in list(torch_ws.values()) + list(ort_ws.values()):
+        w.close()
 
-    rows, heads = report_rows(args, cases)
-    heads += compile_heads(cases) + gemm_heads
-    probes = [p for c in cases for p in c.res["probe"]]
-    body = ["## GPT-2 small (124M): circc vs PyTorch", "",
+    rows = report_rows(args, cases, heads)
+    brows = bf16_rows(args, cases, heads)
+    compile_heads(cases, heads)
+    heads.rows += [("–",) + h for h in gemm_heads]
+    probes = [p for c in cases for pol in args.policies for p in c.res[(pol, "probe")]]
+    vendor = cpu_vendor()
+    body = [f"## GPT-2 small (124M): circc vs PyTorch and ONNX Runtime ({vendor.upper() if len(vendor) < 6 else vendor})", "",
             "Generated by `bench/gpt2_bench.py` (`cmake --build BUILD --target bench_gpt2`); rerun to refresh.", ""]
     body += machine(args, probes)
-    body += [f"- method: the same deterministic random weights (seed {SEED}) and tokens for both; circc's logits "
-             "checked against PyTorch's (rtol = atol = 1e-3) before timing; per case "
-             f"{args.rounds} rounds (decode: {2 * args.rounds}) of [peak probe, circc program `--bench N`, peak "
-             "probe, PyTorch N runs after a warm-up]; a round's peak FLOP/s and DRAM bandwidth are the mean of the two probes around its circc "
-             "runs; ms = median over rounds of each round's median; ratios are taken per round, then the "
-             "median. "
-             "Before each round the harness waits (at most "
+    body += [f"- method: the same deterministic random weights (seed {SEED}), tokens and thread count for every "
+             "side; circc's and ORT's logits checked against PyTorch's (rtol = atol = 1e-3) before timing, the bf16 "
+             "sides' compared with PyTorch fp32 (below); per case "
+             f"{args.rounds} rounds (decode: {2 * args.rounds}), each under every wait policy (the policies take "
+             "turns going first), of [peak probe, circc program `--bench N`, peak probe, circc bf16 program, "
+             "PyTorch N runs, PyTorch bf16, ORT N runs], every side after one warm-up run; a round's peak FLOP/s "
+             "and DRAM bandwidth are the mean of the two probes around its circc runs; ms = median over rounds of "
+             "each round's median; ratios (speed-ups: the peer's time / circc's) are taken per round, then the "
+             "median. Before each round the harness waits (at most "
              f"{args.quiet_wait:.0f} s in all) for a second in which other jobs use < 0.5 core; "
              "`other jobs` = the median over rounds of the CPU other processes used during the round. "
              "GFLOP/s count 2 × 123.5M matmul parameters per token plus causal attention. Decode: one program "
-             f"with a {DECODE_T}-position cache (as generation uses), the new token at position 64 / 1000; its "
-             "bandwidth bound = (all weights + the past keys/values, in bytes) / the probe's DRAM read GB/s. "
-             "Compile: the wall time of `circc ... -o PROGRAM` (C emission and the C compiler) and its peak "
-             "resident memory (circc and the compiler processes it waits for) against the fp32 weights.",
+             f"with a {DECODE_T}-position cache (as generation uses), the new token at position 64 / 1000 (ORT: "
+             "an export of the same computation, same inputs); its bandwidth bound = (all fp32 weights + the past "
+             "keys/values, in bytes) / the probe's DRAM read GB/s. Compile: the wall time of `circc ... -o "
+             "PROGRAM` (C emission and the C compiler) and its peak resident memory (circc and the compiler "
+             "processes it waits for) against the fp32 weights.",
              f"- total harness time: {(time.time() - t_start) / 60:.1f} min", "",
-             "| case | threads | other jobs (cores) | circc ms | tokens/s | GFLOP/s | % of peak | PyTorch ms | speed-up vs PyTorch "
-             "| bandwidth bound | targets |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"] + rows
-    body += ["", "Headline ratios against the targets of the performance brief:", "",
-             "| check | measured | target | met |", "| --- | ---: | ---: | --- |"]
-    body += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in heads]
+             "| policy | case | threads | other jobs (cores) | circc ms | tokens/s | GFLOP/s | % of peak | PyTorch ms "
+             "| circc vs PyTorch | ORT ms | circc vs ORT | bandwidth bound | targets |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"] + rows
+    body += ["", "bf16 (same rounds; speed-ups per round, then the median):", "",
+             "| policy | case | threads | circc bf16 ms | circc bf16 vs circc fp32 | PyTorch bf16 ms "
+             "| circc bf16 vs PyTorch bf16 | circc fp32 vs PyTorch bf16 | circc bf16 / fp32 bandwidth bound | targets |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"] + brows
+    body += ["", f"bf16 accuracy against PyTorch fp32 (checked once, before timing; a loose check, not a stop: "
+             f"max |logit − fp32 logit| ≤ {BF16_TOL:.0%} of max |fp32 logit|; greedy agreement = the share of "
+             "positions whose argmax is the same):", "",
+             "| case | side | max abs diff | max abs fp32 logit | within the loose check | greedy agreement |",
+             "| --- | --- | ---: | ---: | --- | ---: |"] + accuracy_rows(cases)
+    body += ["", "Headline checks against the targets of issue 17 (and the earlier briefs' scaling, decode, compile "
+             "and GEMM checks):", "",
+             "| policy | check | measured | target | met |", "| --- | --- | ---: | ---: | --- |"]
+    body += [f"| {p} | {a} | {b} | {c} | {d} |" for p, a, b, c, d in heads.rows]
     if gemm_rows:
         body += ["", "### GEMM kernel vs OpenBLAS", ""] + gemm_rows
     log("")
     log("\n".join(body))
     if args.results:
-        write_section(args.results, "bench_gpt2", body)
+        write_section(args.results, f"bench_gpt2_{vendor}", body)
         log(f"\nwrote {args.results}")
 
 
