@@ -615,6 +615,46 @@ static void emit_epilogue(Emit *e, const Step *s) {
   out(e, "}\n");
 }
 
+/* The work loop both GEMM paths share: units are (batch index, block of mb
+ * rows, `width`-column panel); each thread takes one contiguous range of
+ * them and, per row block in its range, gets the batch indices i<d>, rows
+ * [m0, m1) and columns [n0, n1) — the caller emits the kernel call, then
+ * emit_gemm_units_end the epilogue and the closing. */
+static void emit_gemm_units(Emit *e, const Step *s, int64_t mb, int width, bool parallel) {
+  int nb = s->u.gemm.nbatch;
+  int64_t M = s->dim[nb], N = s->dim[nb + 1];
+  int64_t rblocks = (M + mb - 1) / mb, tasks = (int64_t)loop_work(s->dim, nb) * rblocks, panels = (N + width - 1) / width;
+  out(e, "    const int64_t total = %lld, t = %s, nt = %s;\n", (long long)(tasks * panels),
+      parallel ? "omp_get_thread_num()" : "0", parallel ? "omp_get_num_threads()" : "1");
+  out(e, "    for (int64_t w = total * t / nt, end = total * (t + 1) / nt; w < end;) {\n");
+  out(e, "      const int64_t task = w / %lld, p0 = w %% %lld, p1 = p0 + (end - w) < %lld ? p0 + (end - w) : %lld;\n",
+      (long long)panels, (long long)panels, (long long)panels, (long long)panels);
+  out(e, "      w += p1 - p0;\n");
+  out(e, "      const int64_t mb = task %% %lld", (long long)rblocks);
+  int64_t div = rblocks;
+  for (int t = nb - 1; t >= 0; t--) {
+    out(e, ", i%d = task / %lld %% %lld", t, (long long)div, (long long)s->dim[t]);
+    div *= s->dim[t];
+  }
+  out(e, ";\n");
+  out(e, "      const int64_t m0 = mb * %lld, m1 = m0 + %lld < %lld ? m0 + %lld : %lld;\n", (long long)mb, (long long)mb,
+      (long long)M, (long long)mb, (long long)M);
+  out(e, "      const int64_t n0 = p0 * %d, n1 = p1 * %d < %lld ? p1 * %d : %lld;\n", width, width, (long long)N, width,
+      (long long)N);
+}
+
+static void emit_gemm_units_end(Emit *e, const Step *s) {
+  if (s->u.gemm.epilogue) {
+    out(e, "        %sstep_%d_epilogue(ctx, ", e->pfx, s->id);
+    for (int j = 0; j < s->u.gemm.nbatch; j++)
+      if (epi_uses(s, j)) out(e, "i%d, ", j);
+    out(e, "m0, m1, n0, n1);\n");
+  }
+  out(e, "      }\n    }\n    free(scratch);\n  }\n");
+  out(e, "  if (failed) return rt_errorf(\"out of memory for the GEMM scratch of '%%s'\", \"%s\");\n",
+      c_escape(e->c, s->node && s->node->name ? s->node->name : "a contraction"));
+}
+
 /* --precision bf16: a GEMM whose B is a packed bf16 weight, through
  * templates/gemm_bf16.h. The work is a list of units (batch index, block of
  * rows, 32-column strip); each thread takes one contiguous range of it and
@@ -631,33 +671,17 @@ static void emit_gemm_bf16(Emit *e, const Step *s) {
   decl_add(&d, s->u.gemm.b.buf, false);
   emit_decls(e, &d);
   int nb = s->u.gemm.nbatch;
-  int64_t M = s->dim[nb], N = s->dim[nb + 1], K = s->dim[nb + 2];
+  int64_t M = s->dim[nb], K = s->dim[nb + 2];
   const View *A = &s->u.gemm.a, *B = &s->u.gemm.b, *C = &s->out;
   int64_t mb = (1 << 20) / (2 * circc_bf16_kp(K)) / 32 * 32;
   mb = mb < 32 ? 32 : mb > 512 ? 512 : mb;
   if (mb > M) mb = M;
-  int64_t rblocks = (M + mb - 1) / mb, tasks = (int64_t)loop_work(s->dim, nb) * rblocks, strips = (N + 31) / 32;
   bool parallel = s->flops >= PARALLEL_MIN_WORK;
   /* batch-invariant steps (expectation programs) must not depend on M */
   out(e, "  const int amx = %s;\n", M > 4 || s->u.gemm.no_gemv ? "circc_gemm_bf16_amx()" : "0");
   emit_scratch_open(e, parallel,
                     arena_printf(&e->c->arena, "(circc_gemm_bf16_scratch_bytes(%lld, %lld) / 4)", (long long)mb, (long long)K));
-  out(e, "    const int64_t total = %lld, t = %s, nt = %s;\n", (long long)(tasks * strips),
-      parallel ? "omp_get_thread_num()" : "0", parallel ? "omp_get_num_threads()" : "1");
-  out(e, "    for (int64_t w = total * t / nt, end = total * (t + 1) / nt; w < end;) {\n");
-  out(e, "      const int64_t task = w / %lld, p0 = w %% %lld, p1 = p0 + (end - w) < %lld ? p0 + (end - w) : %lld;\n",
-      (long long)strips, (long long)strips, (long long)strips, (long long)strips);
-  out(e, "      w += p1 - p0;\n");
-  out(e, "      const int64_t mb = task %% %lld", (long long)rblocks);
-  int64_t div = rblocks;
-  for (int t = nb - 1; t >= 0; t--) {
-    out(e, ", i%d = task / %lld %% %lld", t, (long long)div, (long long)s->dim[t]);
-    div *= s->dim[t];
-  }
-  out(e, ";\n");
-  out(e, "      const int64_t m0 = mb * %lld, m1 = m0 + %lld < %lld ? m0 + %lld : %lld;\n", (long long)mb, (long long)mb,
-      (long long)M, (long long)mb, (long long)M);
-  out(e, "      const int64_t n0 = p0 * 32, n1 = p1 * 32 < %lld ? p1 * 32 : %lld;\n", (long long)N, (long long)N);
+  emit_gemm_units(e, s, mb, 32, parallel);
   out(e, "      if (scratch) {\n        circc_gemm_bf16_rows(amx, m0, m1, n0, n1, %lld, ", (long long)K);
   emit_base(e, A, nb, 0);
   out(e, ", %lld, %lld, (const uint16_t *)", (long long)A->stride[nb], (long long)A->stride[nb + 2]);
@@ -665,15 +689,7 @@ static void emit_gemm_bf16(Emit *e, const Step *s) {
   out(e, ", ");
   emit_base(e, C, nb, 0);
   out(e, ", %lld, %lld, scratch);\n", (long long)C->stride[nb], (long long)C->stride[nb + 1]);
-  if (s->u.gemm.epilogue) {
-    out(e, "        %sstep_%d_epilogue(ctx, ", e->pfx, s->id);
-    for (int j = 0; j < nb; j++)
-      if (epi_uses(s, j)) out(e, "i%d, ", j);
-    out(e, "m0, m1, n0, n1);\n");
-  }
-  out(e, "      }\n    }\n    free(scratch);\n  }\n");
-  out(e, "  if (failed) return rt_errorf(\"out of memory for the GEMM scratch of '%%s'\", \"%s\");\n",
-      c_escape(e->c, s->node && s->node->name ? s->node->name : "a contraction"));
+  emit_gemm_units_end(e, s);
 }
 
 /* Batched GEMM through templates/gemm_f32.h. The work is a list of units
@@ -701,25 +717,9 @@ static void emit_gemm(Emit *e, const Step *s) {
   int64_t M = s->dim[nb], N = s->dim[nb + 1], K = s->dim[nb + 2];
   const View *A = &s->u.gemm.a, *B = &s->u.gemm.b, *C = &s->out;
   int64_t mb = M <= 256 ? M : 256; /* one block of A per task: the template's MC */
-  int64_t rblocks = (M + mb - 1) / mb, tasks = (int64_t)loop_work(s->dim, nb) * rblocks, panels = (N + 47) / 48;
   bool parallel = s->flops >= PARALLEL_MIN_WORK;
   emit_scratch_open(e, parallel, arena_printf(&e->c->arena, "circc_gemm_scratch_floats(%lld, %lld)", (long long)N, (long long)K));
-  out(e, "    const int64_t total = %lld, t = %s, nt = %s;\n", (long long)(tasks * panels),
-      parallel ? "omp_get_thread_num()" : "0", parallel ? "omp_get_num_threads()" : "1");
-  out(e, "    for (int64_t w = total * t / nt, end = total * (t + 1) / nt; w < end;) {\n");
-  out(e, "      const int64_t task = w / %lld, p0 = w %% %lld, p1 = p0 + (end - w) < %lld ? p0 + (end - w) : %lld;\n",
-      (long long)panels, (long long)panels, (long long)panels, (long long)panels);
-  out(e, "      w += p1 - p0;\n");
-  out(e, "      const int64_t mb = task %% %lld", (long long)rblocks);
-  int64_t div = rblocks;
-  for (int t = nb - 1; t >= 0; t--) {
-    out(e, ", i%d = task / %lld %% %lld", t, (long long)div, (long long)s->dim[t]);
-    div *= s->dim[t];
-  }
-  out(e, ";\n");
-  out(e, "      const int64_t m0 = mb * %lld, m1 = m0 + %lld < %lld ? m0 + %lld : %lld;\n", (long long)mb, (long long)mb,
-      (long long)M, (long long)mb, (long long)M);
-  out(e, "      const int64_t n0 = p0 * 48, n1 = p1 * 48 < %lld ? p1 * 48 : %lld;\n", (long long)N, (long long)N);
+  emit_gemm_units(e, s, mb, 48, parallel);
   out(e, "      if (scratch) {\n        circc_gemm_f32_rows(m0, m1, n1 - n0, %lld, ", (long long)K);
   const View *v[3] = {A, B, C};
   const int64_t st[3][2] = {{A->stride[nb], A->stride[nb + 2]}, {B->stride[nb + 2], B->stride[nb + 1]},
@@ -731,15 +731,7 @@ static void emit_gemm(Emit *e, const Step *s) {
     out(e, ", %lld, %lld, ", (long long)st[q][0], (long long)st[q][1]);
   }
   out(e, "scratch);\n");
-  if (s->u.gemm.epilogue) {
-    out(e, "        %sstep_%d_epilogue(ctx, ", e->pfx, s->id);
-    for (int j = 0; j < nb; j++)
-      if (epi_uses(s, j)) out(e, "i%d, ", j);
-    out(e, "m0, m1, n0, n1);\n");
-  }
-  out(e, "      }\n    }\n    free(scratch);\n  }\n");
-  out(e, "  if (failed) return rt_errorf(\"out of memory for the GEMM scratch of '%%s'\", \"%s\");\n",
-      c_escape(e->c, s->node && s->node->name ? s->node->name : "a contraction"));
+  emit_gemm_units_end(e, s);
 }
 
 /* Fused attention through templates/attention_f32.h: tasks are (block of
