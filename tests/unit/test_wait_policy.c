@@ -12,13 +12,7 @@
 Test(wait_policy, a_program_spins_briefly_unless_the_user_says_otherwise) {
   char *dir = tu_temp_dir("wait_policy"), *prog;
   cr_assert(asprintf(&prog, "%s/prog", dir) > 0);
-  const char *text = "'y' [2] Scalar 3\n";
-  Comp *c = tu_comp();
-  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "w.circ", .last = STAGE_EMIT,
-                     .emit = {.name = "prog", .command_line = "test"}, .build = {.output = prog, .opt = "-O0"}};
-  Compilation cm = {0};
-  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
-  tu_free(c);
+  tu_build("'y' [2] Scalar 3\n", prog, "-O0");
   cr_assert_eq(tu_sh("env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT %s --threads 2 --info | grep -qx 'waiting:      "
                      "GOMP_SPINCOUNT=1000'", prog), 0);
   cr_assert_eq(tu_sh("env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive %s --info | grep -qx 'waiting:      "
@@ -35,13 +29,8 @@ Test(wait_policy, a_program_spins_briefly_unless_the_user_says_otherwise) {
 Test(wait_policy, threads_that_cannot_start_are_exit_3_not_libgomps_1) {
   char *dir = tu_temp_dir("thread_start"), *prog;
   cr_assert(asprintf(&prog, "%s/prog", dir) > 0);
-  const char *text = "'y' Einsum i,i->i\n  'x' [4] Symbol\n  'z' [4] Symbol\n";
-  Comp *c = tu_comp();
-  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "t.circ", .last = STAGE_EMIT,
-                     .emit = {.name = "prog", .command_line = "test"}, .build = {.output = prog}};   /* -O3: the team start must survive it */
-  Compilation cm = {0};
-  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
-  tu_free(c);
+  /* circc's -O3: the team start must survive it */
+  tu_build("'y' Einsum i,i->i\n  'x' [4] Symbol\n  'z' [4] Symbol\n", prog, NULL);
   /* a 2 GiB thread stack in a 1 GiB address space: the second thread cannot start */
   const char *starve = "ulimit -v 1048576; OMP_STACKSIZE=2G";
   cr_assert_eq(tu_sh("%s %s --threads 2 --info >/dev/null 2>%s/err", starve, prog, dir), 3);

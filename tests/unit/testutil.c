@@ -57,6 +57,15 @@ bool tu_run_file(Comp *c, const char *path, const char *output, Stage last, Comp
   return driver_run(c, &o, cm);
 }
 
+void tu_build(const char *text, const char *prog, const char *opt) {
+  Comp *c = tu_comp();
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "test.circ", .last = STAGE_EMIT,
+                     .emit = {.name = "prog", .command_line = "test"}, .build = {.output = prog, .opt = opt}};
+  Compilation cm = {0};
+  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
+  tu_free(c);
+}
+
 int tu_sh(const char *fmt, ...) {
   char *cmd;
   va_list ap;

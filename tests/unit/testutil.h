@@ -20,6 +20,9 @@ bool tu_run(Comp *c, const char *text, Stage last, Compilation *cm);
 /* tu_run with the text named `name`, for tests whose diagnostics name their own file. */
 bool tu_run_named(Comp *c, const char *name, const char *text, Stage last, Compilation *cm);
 bool tu_run_file(Comp *c, const char *path, const char *output, Stage last, Compilation *cm);
+/* Compiles circuit text into the executable prog (opt: "-O0".."-O3", NULL
+ * for circc's default); a diagnostic fails the test. */
+void tu_build(const char *text, const char *prog, const char *opt);
 
 /* Runs a shell command (printf-style); its exit status, -1 if it did not exit. */
 int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
