@@ -734,13 +734,16 @@ static void emit_gemm(Emit *e, const Step *s) {
   emit_gemm_units_end(e, s);
 }
 
-/* Fused attention through templates/attention_f32.h: tasks are (block of
- * CIRCC_ATTN_QB query rows, batch index), handed out one at a time, last
- * blocks first: causal rows get longer with q, so the longest tasks go first
- * and the short ones fill in (round-robin left one thread 50% more work).
- * Each row's result does not depend on the task split. With a run-time mask
- * (no kend/skip buffers) each row's skipped keys are found first, once for
- * all batch elements. */
+/* Fused attention through templates/attention_f32.h (attention_bf16.h for
+ * --precision bf16): tasks are (block of CIRCC_ATTN_QB query rows, batch
+ * index), handed out one at a time, last blocks first: causal rows get longer
+ * with q, so the longest tasks go first and the short ones fill in
+ * (round-robin left one thread 50% more work). Each row's result does not
+ * depend on the task split. With a run-time mask (no kend/skip buffers) each
+ * row's skipped keys are found first, once for all batch elements. bf16: AMX
+ * tiles (when the process has them, asked before the threads start) for
+ * steps of more than 4 query rows, the vector path for 1-4 (decode), as the
+ * bf16 GEMMs choose. */
 static void emit_attention(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
@@ -764,8 +767,11 @@ static void emit_attention(Emit *e, const Step *s) {
     out(e, "  if (!kend || !skip) {\n    free(kend), free(skip);\n");
     out(e, "    return rt_errorf(\"out of memory for the attention mask of '%%s'\", \"%s\");\n  }\n", name);
   }
+  const bool bf16 = s->u.attn.bf16;
+  if (bf16) out(e, "  const int amx = %s;\n", tq > 4 ? "circc_gemm_bf16_amx()" : "0");
   emit_scratch_open(e, parallel,
-                    arena_printf(&e->c->arena, "circc_attn_scratch_floats(%lld, %lld, %lld)", (long long)tk, (long long)C, (long long)D));
+                    arena_printf(&e->c->arena, "circc_attn_%sscratch_floats(%lld, %lld, %lld)", bf16 ? "bf16_" : "",
+                                 (long long)tk, (long long)C, (long long)D));
   if (runtime) {
     if (parallel) out(e, "    #pragma omp for schedule(static)\n");
     out(e, "    for (int64_t q = 0; q < %lld; q++)\n", (long long)tq);
@@ -780,8 +786,8 @@ static void emit_attention(Emit *e, const Step *s) {
   if (nb == 0) out(e, "    {\n");
   out(e, "%*sconst int64_t q0 = qb * CIRCC_ATTN_QB, q1 = q0 + CIRCC_ATTN_QB < %lld ? q0 + CIRCC_ATTN_QB : %lld;\n", ind + 2, "",
       (long long)tq, (long long)tq);
-  out(e, "%*sif (scratch)\n%*scircc_attn_f32_rows(q0, q1, %lld, %lld, %lld, ", ind + 2, "", ind + 4, "", (long long)tk,
-      (long long)C, (long long)D);
+  out(e, "%*sif (scratch)\n%*scircc_attn_%sq0, q1, %lld, %lld, %lld, ", ind + 2, "", ind + 4, "",
+      bf16 ? "bf16_rows(amx, " : "f32_rows(", (long long)tk, (long long)C, (long long)D);
   const View *v[4] = {&s->u.attn.q, &s->u.attn.k, &s->u.attn.v, &s->out};
   for (int q = 0; q < 4; q++) {
     View base = *v[q];
@@ -1163,7 +1169,7 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
       (long long)k->arena_bytes, (long long)k->weights_bytes);
   emit_ops_includes(&e);
   out(&e, "%s", PRELUDE);
-  if (c->precision == PRECISION_BF16) out(&e, "#include \"gemm_bf16.h\"\n");
+  if (c->precision == PRECISION_BF16) out(&e, "#include \"gemm_bf16.h\"\n#include \"attention_bf16.h\"\n");
   emit_graph(&e, 0);
   if (x) {
     for (int j = 0; j < x->npasses; j++) {

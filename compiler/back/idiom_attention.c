@@ -392,6 +392,7 @@ Value *idiom_attention(Lower *L, const Node *n) {
   memcpy(want, rids, sizeof(int) * (size_t)nb);
   Step *s = new_step(L, STEP_ATTENTION, n);
   s->u.attn.nbatch = nb;
+  s->u.attn.bf16 = L->c->precision == PRECISION_BF16;
   s->ndim = nb + 4;
   for (int j = 0; j < nb; j++) s->dim[j] = m.p->shape.dim[einsum_id_pos(pid, rank, nids[j])];
   int64_t tq = ac->tq, tk = ac->tk;

@@ -91,7 +91,7 @@ typedef enum StepKind {
   STEP_FILL,        /* u.fill: out = value (zero-init before a Scatter / repeated-id einsum) */
   STEP_GEMM,        /* u.gemm: batched GEMM (templates/gemm_f32.h): loop dims [batch..., M, N, K] */
   STEP_LAYERNORM,   /* u.layernorm: (x - mean) * rsqrt(var + eps) * scale + bias over the last axis (row_f32.h) */
-  STEP_ATTENTION,   /* u.attn: fused softmax(Q·Kᵀ·F + B)·V (templates/attention_f32.h) */
+  STEP_ATTENTION,   /* u.attn: fused softmax(Q·Kᵀ·F + B)·V (templates/attention_f32.h, _bf16.h) */
   STEP_GENERAL,     /* u.general: an --ops general function over whole tensors, out contiguous */
   STEP_PATCH,       /* u.patch: out (contiguous) = the run-time patch value if given, else in */
 } StepKind;
@@ -179,6 +179,8 @@ typedef struct Step {
        * run-time mask); bias B [Tq,Tk] (buf NULL: 0) and factor F [Tq,Tk]
        * (buf NULL: 1 on the kept keys) */
       View kend, skip, bias, factor;
+      /* --precision bf16: Q·Kᵀ and P·V on bf16 operands (templates/attention_bf16.h) */
+      bool bf16;
     } attn;
     /* in[i]: child i, contiguous row-major floats (over its own shape) */
     struct {

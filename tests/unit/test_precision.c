@@ -216,3 +216,83 @@ Test(precision, bf16_weight_as_first_operand) {
     free(dir), free(text), free(xpath);
   }
 }
+
+/* Attention (a fused attention step: scores, scale, softmax, values) in a
+ * bf16 program: 130 query rows (three 64-row tasks per head, AMX where the
+ * machine has it) and 1 query row (the vector path of decode); the same bits
+ * with 1 and 2 threads; within the bound test_attention_bf16 derives of a
+ * double reference from the bf16-rounded q, k, v (the weights' relative
+ * error: 2 (2^-8 + the scores' fp32 error) / (1 - that), plus the sums'
+ * (Tk + 8) 2^-24) times Σ w |v|; and visibly not the fp32 result. */
+Test(precision, bf16_attention_programs) {
+  enum { H = 2, TK = 130, C = 24 };
+  const int64_t tqs[] = {130, 1};
+  for (int r = 0; r < 2; r++) {
+    const int64_t TQ = tqs[r];
+    char *dir = tu_temp_dir("precision_attn"), *text;
+    cr_assert(asprintf(&text,
+                       "'o' Einsum hqk,hkd->hqd\n"
+                       "  'p' GeneralFunction softmax\n"
+                       "    'r' Einsum hqc,hkc,->hqk\n"
+                       "      'q' [%d,%lld,%d] Symbol 11111111-1111-4111-8111-111111111111\n"
+                       "      'k' [%d,%d,%d] Symbol 22222222-2222-4222-8222-222222222222\n"
+                       "      'scale' [] Scalar 0.25\n"
+                       "  'v' [%d,%d,%d] Symbol 33333333-3333-4333-8333-333333333333\n",
+                       H, (long long)TQ, C, H, TK, C, H, TK, C) > 0);
+    compile(text, PRECISION_BF16, dir, "prog", false);
+    Comp *c = tu_comp();
+    const char *names[3] = {"q", "k", "v"};
+    const int64_t rows[3] = {TQ, TK, TK};
+    float *in[3];
+    for (int i = 0; i < 3; i++) {
+      Tensor *t = tensor_new(c, DT_F32, &(Shape){.rank = 3, .dim = {H, rows[i], C}});
+      in[i] = t->data;
+      for (int64_t j = 0; j < H * rows[i] * C; j++) in[i][j] = (float)(sin((double)j * (1.3 + i)) * (1 + j % 3));
+      char *path;
+      cr_assert(asprintf(&path, "%s/%s.npy", dir, names[i]) > 0);
+      cr_assert(npy_save(c, t, path));
+      free(path);
+    }
+    for (int t = 1; t <= 2; t++)
+      cr_assert_eq(tu_sh("cd %s && ./prog --threads %d --input q=@q.npy --input k=@k.npy --input v=@v.npy "
+                         "--output o=@o%d.npy",
+                         dir, t, t),
+                   0);
+    cr_assert_eq(tu_sh("cmp -s %s/o1.npy %s/o2.npy", dir, dir), 0, "Tq=%lld: 1 and 2 threads differ", (long long)TQ);
+    const float *o = load(c, dir, "o1.npy")->data;
+    const double u = ldexp(1.0, -24);
+    double worst_fp32 = 0, s[TK], s32[TK];
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t q = 0; q < TQ; q++) {
+        double mx = -INFINITY, mx32 = -INFINITY, sum = 0, sum32 = 0, emax = 0;
+        for (int64_t k = 0; k < TK; k++) {
+          double dot = 0, mag = 0, dot32 = 0;
+          for (int64_t j = 0; j < C; j++) {
+            double a = in[0][(h * TQ + q) * C + j], b = in[1][(h * TK + k) * C + j];
+            dot += bf((float)a) * bf((float)b), mag += fabs(bf((float)a) * bf((float)b)), dot32 += a * b;
+          }
+          s[k] = dot * 0.25, s32[k] = dot32 * 0.25;
+          emax = fmax(emax, (double)(circc_bf16_kp(C) + 3) * u * mag * 0.25);
+          mx = fmax(mx, s[k]), mx32 = fmax(mx32, s32[k]);
+        }
+        for (int64_t k = 0; k < TK; k++) sum += s[k] = exp(s[k] - mx), sum32 += s32[k] = exp(s32[k] - mx32);
+        const double eps = 2 * emax + 88 * u + ldexp(1.0, -22) + ldexp(1.0, -8);
+        const double rel = 2 * eps / (1 - eps) + (double)(TK + 8) * u;
+        for (int64_t d = 0; d < C; d++) {
+          double want = 0, mag = 0, exact = 0;
+          for (int64_t k = 0; k < TK; k++) {
+            double v = in[2][(h * TK + k) * C + d];
+            want += s[k] / sum * bf((float)v), mag += s[k] / sum * fabs(bf((float)v)), exact += s32[k] / sum32 * v;
+          }
+          double got = o[(h * TQ + q) * C + d];
+          cr_assert(fabs(got - want) <= rel * mag + 1e-6, "Tq=%lld o[%lld,%lld,%lld] = %.9g, want %.9g", (long long)TQ,
+                    (long long)h, (long long)q, (long long)d, got, want);
+          worst_fp32 = fmax(worst_fp32, fabs(got - exact));
+        }
+      }
+    cr_assert_gt(worst_fp32, 1e-3, "Tq=%lld: the attention looks fp32", (long long)TQ);
+    tu_free(c);
+    tu_sh("rm -rf %s", dir);
+    free(dir), free(text);
+  }
+}
