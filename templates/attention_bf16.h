@@ -80,6 +80,19 @@ static inline __m512i circc_attn_bf16_round16(const float *src) {
 }
 #endif
 
+/* 32 weights p rounded to bf16 (circc_bf16_round, in a form compilers
+ * vectorise): the bf16 values into pr, their fp32 values back into p. */
+static inline void circc_attn_bf16_round_p(float *restrict p, uint16_t *restrict pr) {
+  uint32_t u[32];
+  memcpy(u, p, sizeof u);
+  for (int j = 0; j < 32; j++) {
+    const uint32_t r = (u[j] & 0x7fffffffu) > 0x7f800000u ? (u[j] >> 16) | 0x40u : (u[j] + 0x7fffu + ((u[j] >> 16) & 1u)) >> 16;
+    pr[j] = (uint16_t)r;
+    u[j] = r << 16;
+  }
+  memcpy(p, u, sizeof u);
+}
+
 /* dst[i] = circc_bf16_round(src[i * stride]) for i < n, 0 for n <= i < len. */
 static inline void circc_attn_bf16_round_row(const float *src, int64_t stride, int64_t n, int64_t len,
                                              uint16_t *restrict dst) {
@@ -196,6 +209,7 @@ CIRCC_ATTN_API void circc_attn_bf16_rows(int amx, int64_t q0, int64_t q1, int64_
   circc_bf16_pack_a(Q, q_q, q_c, q0, q1, C, w.qa);
   memset(w.pa, 0, sizeof(uint16_t) * QB * KB); /* padding rows stay 0 */
   memset(w.o, 0, sizeof(float) * (size_t)(QB * dp));
+  memset(w.s, 0, sizeof(float) * QB * KB); /* rows read whole slabs (keys past nk: never used) */
   for (int64_t i = 0; i < n; i++) {
     w.m[i] = -INFINITY;
     for (int t = 0; t < LANES; t++) w.l[i * LANES + t] = 0.0f;
@@ -224,17 +238,20 @@ CIRCC_ATTN_API void circc_attn_bf16_rows(int amx, int64_t q0, int64_t q1, int64_
         continue;
       }
       float sr[KB];
-      for (int64_t j = 0; j < lim; j++) sr[j] = w.s[(j / 32) * QB * 32 + i * 32 + j % 32];
+      for (int j = 0; j < 32; j++) sr[j] = w.s[i * 32 + j], sr[32 + j] = w.s[QB * 32 + i * 32 + j];
       const int64_t at = (q0 + i) * Tk + kb;
+      /* whole-row loops (masked loads past lim): partial scalar stores before
+       * the vector loads below would stall store forwarding */
       if (F && b_all)
-        for (int64_t j = 0; j < lim; j++) sr[j] = sr[j] * F[at + j] + B[at + j];
+        for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? sr[j] * F[at + j] + B[at + j] : -INFINITY;
       else if (F)
-        for (int64_t j = 0; j < lim; j++) sr[j] *= F[at + j];
+        for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? sr[j] * F[at + j] : -INFINITY;
       else if (b_all)
-        for (int64_t j = 0; j < lim; j++) sr[j] += B[at + j];
+        for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? sr[j] + B[at + j] : -INFINITY;
+      else
+        for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? sr[j] : -INFINITY;
       /* max and sum: per-lane partials, then a fixed halving tree (as attention_f32.h) */
       float part[LANES];
-      for (int64_t j = lim; j < KB; j++) sr[j] = -INFINITY;
       for (int t = 0; t < LANES; t++) part[t] = sr[t];
       for (int64_t j0 = LANES; j0 < KB; j0 += LANES)
         for (int t = 0; t < LANES; t++) part[t] = sr[j0 + t] > part[t] ? sr[j0 + t] : part[t];
@@ -242,9 +259,8 @@ CIRCC_ATTN_API void circc_attn_bf16_rows(int amx, int64_t q0, int64_t q1, int64_
         for (int t = 0; t < hh; t++) part[t] = part[t + hh] > part[t] ? part[t + hh] : part[t];
       const float mx = part[0] > w.m[i] ? part[0] : w.m[i];
       for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? fn_exp(sr[j] - mx) : 0.0f;
-      circc_attn_bf16_round_row(sr, 1, 32, 32, pr);
-      circc_attn_bf16_round_row(sr + 32, 1, 32, 32, pr + 512);
-      for (int64_t j = 0; j < KB; j++) sr[j] = circc_bf16_float(pr[(j / 32) * 512 + j % 32]); /* the rounded p */
+      circc_attn_bf16_round_p(sr, pr);
+      circc_attn_bf16_round_p(sr + 32, pr + 512);
       const float alpha = w.m[i] == -INFINITY ? 0.0f : w.m[i] == mx ? 1.0f : fn_exp(w.m[i] - mx);
       float *restrict l = w.l + i * LANES;
       for (int t = 0; t < LANES; t++) l[t] *= alpha;
