@@ -68,10 +68,9 @@ CIRCC_ATTN_API int64_t circc_attn_bf16_scratch_floats(int64_t Tk, int64_t C, int
          circc_attn_round(Tk, 16);
 }
 
-/* circc_bf16_round of 16 floats, in the low halves of 32-bit lanes. */
+/* circc_bf16_round of 16 floats (their bits u), in the low halves of 32-bit lanes. */
 #if CIRCC_BF16_HAS_AVX512
-static inline __m512i circc_attn_bf16_round16(const float *src) {
-  const __m512i u = _mm512_loadu_si512(src);
+static inline __m512i circc_attn_bf16_round16(__m512i u) {
   const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
                                                  _mm512_set1_epi32(0x7f800000));
   const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
@@ -99,7 +98,7 @@ static inline void circc_attn_bf16_round_row(const float *src, int64_t stride, i
   int64_t i = 0;
 #if CIRCC_BF16_HAS_AVX512
   if (stride == 1)
-    for (; i + 16 <= n; i += 16) _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtepi32_epi16(circc_attn_bf16_round16(src + i)));
+    for (; i + 16 <= n; i += 16) _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtepi32_epi16(circc_attn_bf16_round16(_mm512_loadu_si512(src + i))));
 #endif
   for (; i < n; i++) dst[i] = circc_bf16_round(src[i * stride]);
   for (; i < len; i++) dst[i] = 0;
@@ -132,7 +131,8 @@ static inline void circc_attn_bf16_pack_v(const float *V, int64_t v_k, int64_t v
       uint16_t *dst = vb + ((d0 / 16) * (CIRCC_ATTN_KB / 2) + p) * 32;
 #if CIRCC_BF16_HAS_AVX512
       if (a && b && v_d == 1 && d0 + 16 <= D) {
-        const __m512i lo = circc_attn_bf16_round16(a + d0), hi = circc_attn_bf16_round16(b + d0);
+        const __m512i lo = circc_attn_bf16_round16(_mm512_loadu_si512(a + d0)),
+                      hi = circc_attn_bf16_round16(_mm512_loadu_si512(b + d0));
         _mm512_storeu_si512(dst, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
         continue;
       }
@@ -145,6 +145,104 @@ static inline void circc_attn_bf16_pack_v(const float *V, int64_t v_k, int64_t v
     }
   }
 }
+
+/* One row's step of the online softmax over a key block: the scores of keys
+ * j < lim (j < 32 at s0[j], the rest at s1[j - 32]) times F[j] plus B[j]
+ * (F NULL: 1; B only with b_all), the new row max *m, p = fn_exp(s - max)
+ * rounded to bf16 into pr (key j at pr[(j / 32) * 512 + j % 32], 0 past lim),
+ * the 16 lane sums l rescaled and the rounded p added (key j to lane j % 16,
+ * j in increasing order); returns the rescale factor of the row's old sums
+ * and output. The AVX-512 version does the same operations in the same order
+ * (fn_exp's exactly, without contraction) on 16-key vectors. */
+#if CIRCC_BF16_HAS_AVX512
+static inline __m512 circc_attn_bf16_exp16(__m512 x) { /* fn_exp, 16 lanes */
+  const __m512 c0 = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_ORD_Q), _mm512_setzero_ps(), x);
+  const __m512 c = _mm512_max_ps(_mm512_set1_ps(-87.3f), _mm512_min_ps(_mm512_set1_ps(88.72f), c0));
+  const __m512 big = _mm512_set1_ps(12582912.0f);
+  const __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(c, _mm512_set1_ps(1.44269504f)), big), big);
+  const __m512 r = _mm512_sub_ps(_mm512_sub_ps(c, _mm512_mul_ps(n, _mm512_set1_ps(0.693145752f))),
+                                 _mm512_mul_ps(n, _mm512_set1_ps(1.42860677e-6f)));
+  __m512 p = _mm512_add_ps(_mm512_set1_ps(0.00833333333f), _mm512_mul_ps(r, _mm512_set1_ps(0.00138888889f)));
+  p = _mm512_add_ps(_mm512_set1_ps(0.0416666667f), _mm512_mul_ps(r, p));
+  p = _mm512_add_ps(_mm512_set1_ps(0.166666667f), _mm512_mul_ps(r, p));
+  p = _mm512_add_ps(_mm512_set1_ps(0.5f), _mm512_mul_ps(r, p));
+  p = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_mul_ps(r, p));
+  p = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_mul_ps(r, p));
+  const __m512i ni = _mm512_cvttps_epi32(n), h = _mm512_srai_epi32(ni, 1), e = _mm512_set1_epi32(127);
+  const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(h, e), 23));
+  const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(ni, h), e), 23));
+  __m512 z = _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+  z = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.72f), _CMP_GT_OQ), z, _mm512_set1_ps(INFINITY));
+  z = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ), z, _mm512_setzero_ps());
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), z, x);
+}
+
+static inline float circc_attn_bf16_softmax_row(const float *s0, const float *s1, const float *F, const float *B,
+                                                int b_all, int64_t lim, float *m, float *l, uint16_t *pr) {
+  __m512 x[4];
+  __mmask16 k[4];
+  for (int q = 0; q < 4; q++) {
+    const int64_t left = lim - 16 * q;
+    k[q] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+    x[q] = _mm512_loadu_ps(q < 2 ? s0 + 16 * q : s1 + 16 * (q - 2));
+    if (F) x[q] = _mm512_mul_ps(x[q], _mm512_maskz_loadu_ps(k[q], F + 16 * q));
+    if (b_all) x[q] = _mm512_add_ps(x[q], _mm512_maskz_loadu_ps(k[q], B + 16 * q));
+    x[q] = _mm512_mask_blend_ps(k[q], _mm512_set1_ps(-INFINITY), x[q]);
+  }
+  __m512 part = x[0];
+  for (int q = 1; q < 4; q++) part = _mm512_max_ps(x[q], part); /* x > part ? x : part */
+  __m256 p8 = _mm256_max_ps(_mm512_extractf32x8_ps(part, 1), _mm512_castps512_ps256(part));
+  __m128 p4 = _mm_max_ps(_mm256_extractf128_ps(p8, 1), _mm256_castps256_ps128(p8));
+  p4 = _mm_max_ps(_mm_movehl_ps(p4, p4), p4);
+  p4 = _mm_max_ss(_mm_shuffle_ps(p4, p4, 1), p4);
+  const float pm = _mm_cvtss_f32(p4), mx = pm > *m ? pm : *m;
+  const float alpha = *m == -INFINITY ? 0.0f : *m == mx ? 1.0f : fn_exp(*m - mx);
+  __m512 lv = _mm512_mul_ps(_mm512_loadu_ps(l), _mm512_set1_ps(alpha));
+  for (int q = 0; q < 4; q++) {
+    const __m512 e = _mm512_maskz_mov_ps(k[q], circc_attn_bf16_exp16(_mm512_sub_ps(x[q], _mm512_set1_ps(mx))));
+    const __m512i r = circc_attn_bf16_round16(_mm512_castps_si512(e));
+    _mm256_storeu_si256((__m256i *)(pr + (q / 2) * 512 + (q % 2) * 16), _mm512_cvtepi32_epi16(r));
+    lv = _mm512_add_ps(lv, _mm512_castsi512_ps(_mm512_slli_epi32(r, 16)));
+  }
+  _mm512_storeu_ps(l, lv);
+  *m = mx;
+  return alpha;
+}
+#else
+static inline float circc_attn_bf16_softmax_row(const float *s0, const float *s1, const float *F, const float *B,
+                                                int b_all, int64_t lim, float *m, float *l, uint16_t *pr) {
+  enum { KB = CIRCC_ATTN_KB, LANES = CIRCC_ATTN_LANES };
+  float sr[KB];
+  for (int j = 0; j < 32; j++) sr[j] = s0[j], sr[32 + j] = s1[j];
+  /* whole-row loops (masked loads past lim): partial scalar stores before
+   * the vector loads below would stall store forwarding */
+  if (F && b_all)
+    for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? sr[j] * F[j] + B[j] : -INFINITY;
+  else if (F)
+    for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? sr[j] * F[j] : -INFINITY;
+  else if (b_all)
+    for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? sr[j] + B[j] : -INFINITY;
+  else
+    for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? sr[j] : -INFINITY;
+  /* max and sum: per-lane partials, then a fixed halving tree (as attention_f32.h) */
+  float part[LANES];
+  for (int t = 0; t < LANES; t++) part[t] = sr[t];
+  for (int64_t j0 = LANES; j0 < KB; j0 += LANES)
+    for (int t = 0; t < LANES; t++) part[t] = sr[j0 + t] > part[t] ? sr[j0 + t] : part[t];
+  for (int hh = LANES / 2; hh > 0; hh /= 2)
+    for (int t = 0; t < hh; t++) part[t] = part[t + hh] > part[t] ? part[t + hh] : part[t];
+  const float mx = part[0] > *m ? part[0] : *m;
+  for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? fn_exp(sr[j] - mx) : 0.0f;
+  circc_attn_bf16_round_p(sr, pr);
+  circc_attn_bf16_round_p(sr + 32, pr + 512);
+  const float alpha = *m == -INFINITY ? 0.0f : *m == mx ? 1.0f : fn_exp(*m - mx);
+  for (int t = 0; t < LANES; t++) l[t] *= alpha;
+  for (int64_t j0 = 0; j0 < KB; j0 += LANES)
+    for (int t = 0; t < LANES; t++) l[t] += sr[j0 + t];
+  *m = mx;
+  return alpha;
+}
+#endif
 
 /* One 32x32 product block into out (ld 32): rows of the A tile pair At, the
  * B panels B0, B1, KT k tiles; `rows` of them wanted (the vector paths skip
@@ -237,37 +335,9 @@ CIRCC_ATTN_API void circc_attn_bf16_rows(int amx, int64_t q0, int64_t q1, int64_
         live[i] = 0;
         continue;
       }
-      float sr[KB];
-      for (int j = 0; j < 32; j++) sr[j] = w.s[i * 32 + j], sr[32 + j] = w.s[QB * 32 + i * 32 + j];
       const int64_t at = (q0 + i) * Tk + kb;
-      /* whole-row loops (masked loads past lim): partial scalar stores before
-       * the vector loads below would stall store forwarding */
-      if (F && b_all)
-        for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? sr[j] * F[at + j] + B[at + j] : -INFINITY;
-      else if (F)
-        for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? sr[j] * F[at + j] : -INFINITY;
-      else if (b_all)
-        for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? sr[j] + B[at + j] : -INFINITY;
-      else
-        for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? sr[j] : -INFINITY;
-      /* max and sum: per-lane partials, then a fixed halving tree (as attention_f32.h) */
-      float part[LANES];
-      for (int t = 0; t < LANES; t++) part[t] = sr[t];
-      for (int64_t j0 = LANES; j0 < KB; j0 += LANES)
-        for (int t = 0; t < LANES; t++) part[t] = sr[j0 + t] > part[t] ? sr[j0 + t] : part[t];
-      for (int hh = LANES / 2; hh > 0; hh /= 2)
-        for (int t = 0; t < hh; t++) part[t] = part[t + hh] > part[t] ? part[t + hh] : part[t];
-      const float mx = part[0] > w.m[i] ? part[0] : w.m[i];
-      for (int64_t j = 0; j < KB; j++) sr[j] = j < lim ? fn_exp(sr[j] - mx) : 0.0f;
-      circc_attn_bf16_round_p(sr, pr);
-      circc_attn_bf16_round_p(sr + 32, pr + 512);
-      const float alpha = w.m[i] == -INFINITY ? 0.0f : w.m[i] == mx ? 1.0f : fn_exp(w.m[i] - mx);
-      float *restrict l = w.l + i * LANES;
-      for (int t = 0; t < LANES; t++) l[t] *= alpha;
-      for (int64_t j0 = 0; j0 < KB; j0 += LANES)
-        for (int t = 0; t < LANES; t++) l[t] += sr[j0 + t];
-      w.alpha[i] = alpha;
-      w.m[i] = mx;
+      w.alpha[i] = circc_attn_bf16_softmax_row(w.s + i * 32, w.s + QB * 32 + i * 32, F ? F + at : NULL,
+                                               B ? B + at : NULL, b_all, lim, &w.m[i], w.l + i * LANES, pr);
       live[i] = 1;
     }
     /* o = o·alpha + p·V, 32 rows x 32 columns at a time (rows without keys here: unchanged) */
@@ -298,7 +368,11 @@ CIRCC_ATTN_API void circc_attn_bf16_rows(int amx, int64_t q0, int64_t q1, int64_
     for (int hh = LANES / 2; hh > 0; hh /= 2)
       for (int t = 0; t < hh; t++) l[t] += l[t + hh];
     const float inv = 1.0f / l[0];
-    for (int64_t d = 0; d < D; d++) O[q * o_q + d * o_d] = w.o[(d / 32) * QB * 32 + i * 32 + d % 32] * inv;
+    for (int64_t dd = 0; dd < D; dd += 32) {
+      const float *o = w.o + dd * QB + i * 32;
+      const int64_t nd = D - dd < 32 ? D - dd : 32;
+      for (int64_t j = 0; j < nd; j++) O[q * o_q + (dd + j) * o_d] = o[j] * inv;
+    }
   }
 }
 #endif
