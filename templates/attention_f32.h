@@ -26,7 +26,10 @@
  * products are FMA chains in increasing c, sums are per-lane partial sums
  * combined in a fixed order. Needs gemm_f32.h (vector helpers, CIRCC_GEMM_VL)
  * and elementwise_f32.h (fn_exp). Each thread needs its own scratch of
- * circc_attn_scratch_floats(Tk, C, D) floats, 64-byte aligned. */
+ * circc_attn_scratch_floats(Tk, C, D) floats, 64-byte aligned.
+ * circc --precision bf16 programs run attention_bf16.h instead (the same
+ * function with Q·Kᵀ and P·V on bf16 operands); it reuses the block sizes,
+ * circc_attn_row_end and the skip rule from here. */
 #ifndef CIRCC_ATTENTION_F32_H
 #define CIRCC_ATTENTION_F32_H
 #include <math.h>

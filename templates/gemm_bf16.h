@@ -39,7 +39,8 @@
  * Linux once for the tile data permission (arch_prctl ARCH_REQ_XCOMP_PERM);
  * if it is refused, the AVX-512 BF16 (or portable) path runs instead.
  * CIRCC_GEMM_BF16_LAYOUT_ONLY: only the rounding and the packed layout (the
- * compiler includes it that way). */
+ * compiler includes it that way). attention_bf16.h (the attention of bf16
+ * programs) runs its two products on the blocks and paths defined here. */
 #ifndef CIRCC_GEMM_BF16_H
 #define CIRCC_GEMM_BF16_H
 #include <stdint.h>
