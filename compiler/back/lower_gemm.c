@@ -387,6 +387,15 @@ static bool int8_representable(const View *v, const Tensor *t, double *bad) {
   return true;
 }
 
+/* Do GEMM B views a and b read the same matrices (dims along which a view
+ * does not move, such as M, may differ)? Then one packed copy serves both. */
+static bool same_matrices(const View *a, const View *b) {
+  if (a->buf != b->buf || a->offset != b->offset || a->rank != b->rank) return false;
+  for (int t = 0; t < a->rank; t++)
+    if (a->stride[t] != b->stride[t] || (a->stride[t] != 0 && a->dim[t] != b->dim[t])) return false;
+  return true;
+}
+
 /* With --precision bf16 or int8, every GEMM step whose B is an fp32 weight
  * reads a packed copy of it instead: rounded to bf16 (templates/gemm_bf16.h;
  * emit.c writes the copy into the blob and rounds A as the step packs it) or
@@ -425,7 +434,7 @@ void gemm_packed_weights(Lower *L) {
     for (int j = 0; j < k->nbuf && !copy; j++) {
       const Buf *o = k->buf[j];
       const View *of = p == PRECISION_BF16 ? o->bf16_of : o->int8_of;
-      if (of && view_eq(of, B)) copy = k->buf[j];
+      if (of && same_matrices(of, B)) copy = k->buf[j];
     }
     if (!copy) {
       double bad;
