@@ -441,7 +441,7 @@ void gemm_packed_weights(Lower *L) {
         const Node *n = B->buf->node;
         diag_error(L->c, n ? n->loc : NO_LOC,
                    "--precision int8: weight %s holds %g; int8 with fp16 scales needs finite values below "
-                   "8318976 in magnitude (use --precision fp32 or bf16)",
+                   "8321040 (65520 * 127) in magnitude (use --precision fp32 or bf16)",
                    n ? node_label(L->c, n) : "(unnamed)", bad);
         return;
       }
