@@ -231,3 +231,47 @@ Test(precision_int8, refuses_weights_fp16_scales_cannot_hold) {
     free(dir), free(out), free(text);
   }
 }
+
+/* A batched weight (one matrix per head, y[h] = x[h] w[h]): each matrix
+ * quantised on its own, in the decode (M = 1) and prefill (M = 8) summations,
+ * within the bound of the test's own W'. */
+Test(precision_int8, batched_weights) {
+  enum { HB = 4, KB = 64, NB = 40 };
+  for (int64_t M = 1; M <= 8; M += 7) {
+    char *dir = tu_temp_dir("precision_int8_batched"), *text;
+    cr_assert(asprintf(&text,
+                       "'y' Einsum hab,hbc->hac\n"
+                       "  'x' [%d,%lld,%d] Symbol 11111111-1111-4111-8111-111111111111\n"
+                       "  'w' [%d,%d,%d] Array rand\n"
+                       "'w'\n",
+                       HB, (long long)M, KB, HB, KB, NB) > 0);
+    compile(text, PRECISION_INT8, dir, "prog", false);
+    Comp *c = tu_comp();
+    Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 3, .dim = {HB, M, KB}});
+    for (int64_t i = 0; i < HB * M * KB; i++) ((float *)x->data)[i] = (float)cos((double)i * 0.91) * 2;
+    char *xpath;
+    cr_assert(asprintf(&xpath, "%s/x.npy", dir) > 0);
+    cr_assert(npy_save(c, x, xpath));
+    cr_assert_eq(tu_sh("cd %s && ./prog --threads 2 --input x=@x.npy --output y=@y.npy --output w=@w.npy", dir), 0);
+    const float *y = load(c, dir, "y.npy")->data, *w = load(c, dir, "w.npy")->data, *xv = x->data;
+    double u = ldexp(1.0, -24) * (KB + 1);
+    for (int64_t h = 0; h < HB; h++) {
+      float *wq = dequantize(w + h * KB * NB, KB, NB);
+      for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < NB; n++) {
+          double ref = 0, mag = 0;
+          for (int64_t k = 0; k < KB; k++) {
+            double p = (double)xv[(h * M + m) * KB + k] * wq[k * NB + n];
+            ref += p, mag += fabs(p);
+          }
+          double got = y[(h * M + m) * NB + n];
+          cr_assert(fabs(got - ref) <= u * mag, "M=%lld y[%lld,%lld,%lld] = %.9g, want %.9g", (long long)M,
+                    (long long)h, (long long)m, (long long)n, got, ref);
+        }
+      free(wq);
+    }
+    tu_free(c);
+    tu_sh("rm -rf %s", dir);
+    free(dir), free(text), free(xpath);
+  }
+}
