@@ -10,8 +10,9 @@
  * the fp32 template on W'); the same bits with 1 and 2 threads; the weight
  * that is also an output keeps its fp32 values; --info names the precision
  * and path; the blob holds the weight at 1.0625 bytes a value; expectation
- * programs (batch-invariant GEMMs) take int8 weights; a weight fp16 scales
- * cannot hold is refused with a message. */
+ * programs (batch-invariant GEMMs) take int8 weights; batched weights are
+ * quantised matrix by matrix; a weight fp16 scales cannot hold is refused with
+ * a message. */
 #define _GNU_SOURCE /* asprintf */
 #include <criterion/criterion.h>
 #include <math.h>
