@@ -9,19 +9,20 @@ onnxruntime-node: scripts/setup.sh --bench installs them). Steps:
      package) and imports them with gpt2_import, so every side shares weights;
   2. compiles the prefill programs (B=1 T=64/256/1024, B=4 T=64) and the decode
      program (one position, a key/value cache of 1024 positions, as generation
-     uses) with circc; if `circc --help` mentions --precision, also prefill
-     T=256/1024 and decode with `--precision bf16`;
+     uses) with circc; where `circc --help` lists them, also prefill T=256/1024
+     and decode with `--precision bf16`, and decode with `--precision int8`;
   3. exports this file's minimal PyTorch GPT-2 with torch.onnx.export (WORK/onnx:
      prefill B=1 T=64/256/1024, and decode with the same 1024-position cache and
      mask as the circc program) for ONNX Runtime, run by bench/ort_run.js;
   4. checks once that each fp32 program's logits and ORT's match PyTorch's
-     (rtol = atol = 1e-3) and stops with exit code 1 if not; bf16 logits (circc's
-     and PyTorch bf16's) are compared with PyTorch fp32 and reported, not a stop;
+     (rtol = atol = 1e-3) and stops with exit code 1 if not; bf16 and int8 logits
+     (circc's and PyTorch bf16's) are compared with PyTorch fp32 and reported,
+     not a stop;
   5. runs the GEMM benchmark (gemm_bench: circc's GEMM template vs OpenBLAS
      sgemm on the GPT-2 shapes), if given;
   6. times every case in --rounds rounds (decode: twice as many); a round runs,
      under each wait policy (--policies), [peak probe, circc program, peak probe,
-     circc bf16 program, PyTorch, PyTorch bf16, ONNX Runtime]; the prefill T=256
+     circc bf16 and int8 programs, PyTorch, PyTorch bf16, ONNX Runtime]; the prefill T=256
      case also runs fp32 with 1 thread for the scaling row. A round's peak and
      bandwidth are the mean of the two probes around its circc runs (the shared
      host's memory bandwidth drifts by 2x within seconds). Medians over rounds;
@@ -73,7 +74,7 @@ POLICIES = {  # name -> (environment of circc and PyTorch, ORT allow_spinning, d
               "GOMP_SPINCOUNT=1000 for circc (its own default) and PyTorch's libgomp; ORT allow_spinning=0"),
     "spin": ({"OMP_WAIT_POLICY": "ACTIVE"}, 1, "OMP_WAIT_POLICY=ACTIVE for circc and PyTorch; ORT allow_spinning=1"),
 }
-BF16_TOL = 0.05  # loose bf16 check: max |logit - fp32 logit| <= 5% of max |fp32 logit| (reported, not a stop)
+LOW_TOL = 0.05  # loose bf16 and int8 check: max |logit - fp32 logit| <= 5% of max |fp32 logit| (reported, not a stop)
 
 
 def policy_env(policy):
@@ -288,23 +289,33 @@ def decode_flops(past):
     return 2 * MATMUL_PARAMS + L * 4 * C * (past + 1)
 
 
-def decode_bytes(past):
+# bytes per matmul weight as each --precision stores it (int8: 32 int8 per fp16 scale)
+WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "int8": 1 + 2 / 32}
+
+
+def decode_bytes(past, precision="fp32"):
     """What one decode step must read: every weight once (one row of wpe) and
-    the keys/values of the past positions."""
-    return 4 * (ALL_PARAMS - NPOS * C + C) + 4 * 2 * L * past * C
+    the keys/values of the past positions (fp32 program inputs in every
+    precision); the matmul weights at the precision's bytes per weight, the
+    rest fp32. The bandwidth bound of the issue's targets is the fp32 one."""
+    return (4 * (ALL_PARAMS - NPOS * C + C - MATMUL_PARAMS) + WEIGHT_BYTES[precision] * MATMUL_PARAMS
+            + 4 * 2 * L * past * C)
 
 
 
 
 class Case:
-    def __init__(self, key, label, kind, B=1, T=0, past=0, threads=(2,), runs=5, onnx=None, bf16=False):
+    def __init__(self, key, label, kind, B=1, T=0, past=0, threads=(2,), runs=5, onnx=None, bf16=False,
+                 int8=False):
         self.key, self.label, self.kind, self.B, self.T, self.past = key, label, kind, B, T, past
         self.threads, self.runs = threads, runs
         self.onnx = onnx  # name of the ONNX model for ORT (None: no ORT row)
-        self.bf16 = bf16  # PyTorch bf16 and (if circc has --precision) circc bf16 rows
-        self.prog = self.prog_bf16 = self.inputs = self.want_top = None
+        self.bf16 = bf16  # PyTorch bf16 and (if circc has --precision bf16) circc bf16 rows
+        self.precisions = [p for p, want in (("bf16", bf16), ("int8", int8)) if want]
+        self.prog = self.inputs = self.want_top = None
+        self.low = {}  # precision -> its circc program (those circc has)
         self.compile_s = self.compile_rss = None  # set for the case that built its program
-        self.acc = {}  # side -> (max |logit - PyTorch fp32 logit|, greedy agreement): the bf16 sides
+        self.acc = {}  # side -> (max |logit - PyTorch fp32 logit|, greedy agreement): the bf16 and int8 sides
         self.res = {}  # (policy, what, threads) -> list over rounds
 
     def flops(self):
@@ -321,8 +332,9 @@ def make_cases(threads, scale):
         Case("t256", "prefill B=1 T=256", "prefill", 1, 256, threads=(threads, 1), runs=r(3), onnx="t256", bf16=True),
         Case("b4t64", "prefill B=4 T=64", "prefill", 4, 64, runs=r(3)),
         Case("t1024", "prefill B=1 T=1024", "prefill", 1, 1024, runs=r(1), onnx="t1024", bf16=True),
-        Case("d64", "decode, 64 past tokens", "decode", past=64, runs=r(20), onnx="decode", bf16=True),
-        Case("d1000", "decode, 1000 past tokens", "decode", past=1000, runs=r(20), onnx="decode", bf16=True),
+        Case("d64", "decode, 64 past tokens", "decode", past=64, runs=r(20), onnx="decode", bf16=True, int8=True),
+        Case("d1000", "decode, 1000 past tokens", "decode", past=1000, runs=r(20), onnx="decode", bf16=True,
+             int8=True),
     ]
 
 
@@ -352,7 +364,7 @@ def run_measured(cmd):
 
 
 def build_programs(args, cases, tokens_all):
-    """circc's fp32 programs, and its bf16 ones if args.bf16; the decode cases share one of each."""
+    """circc's fp32 programs, and its bf16 and int8 ones where circc has them; the decode cases share one of each."""
     out = os.path.join(args.work, "import")
     hf = os.path.join(args.work, "hf")
     built = set()
@@ -365,8 +377,7 @@ def build_programs(args, cases, tokens_all):
             imp = ["--seq", str(DECODE_T), "--decode", "--name", "gpt2_dec"]
             circ = os.path.join(out, "gpt2_dec_decode.circ")
         c.prog = os.path.join(args.work, "prog_" + (c.key if c.kind == "prefill" else "decode"))
-        if args.bf16 and c.bf16:
-            c.prog_bf16 = c.prog + "_bf16"
+        c.low = {p: f"{c.prog}_{p}" for p in c.precisions if p in args.precisions}
         if c.prog not in built:
             built.add(c.prog)
             t0 = time.time()
@@ -376,9 +387,9 @@ def build_programs(args, cases, tokens_all):
             c.compile_s, c.compile_rss = run_measured(cmd + ["-o", c.prog])
             log(f"== {c.label}: imported in {t1 - t0:.1f} s, compiled in {c.compile_s:.1f} s "
                 f"(peak memory {c.compile_rss / 1e6:.0f} MB) -> {c.prog}")
-            if c.prog_bf16:
-                s, rss = run_measured(cmd + ["--precision", "bf16", "-o", c.prog_bf16])
-                log(f"== {c.label}: bf16 compiled in {s:.1f} s (peak memory {rss / 1e6:.0f} MB) -> {c.prog_bf16}")
+            for p, prog in c.low.items():
+                s, rss = run_measured(cmd + ["--precision", p, "-o", prog])
+                log(f"== {c.label}: {p} compiled in {s:.1f} s (peak memory {rss / 1e6:.0f} MB) -> {prog}")
         c.inputs = write_inputs(args.work, c, tokens_all)
 
 
@@ -491,20 +502,20 @@ def check_exact(c, who, got, want):
     log(f"== {c.label}: {who} logits = PyTorch's (max |diff| {err.max():.2e}, max |logit| {np.abs(want).max():.3g})")
 
 
-def check_bf16(c, who, got, want):
-    """Records a bf16 side's accuracy against PyTorch fp32 (not a stop)."""
+def check_low(c, who, got, want):
+    """Records a bf16 or int8 side's accuracy against PyTorch fp32 (not a stop)."""
     if got.shape != want.shape:
         die(f"{c.label}: {who} logits have shape {got.shape}, PyTorch's {want.shape}")
     c.acc[who] = compare(got, want)
     top = float(np.abs(want).max())
-    note = "" if c.acc[who][0] <= BF16_TOL * top else f" -- more than {BF16_TOL:.0%} of max |logit| {top:.3g}"
+    note = "" if c.acc[who][0] <= LOW_TOL * top else f" -- more than {LOW_TOL:.0%} of max |logit| {top:.3g}"
     log(f"== {c.label}: {who} vs PyTorch fp32: max |diff| {c.acc[who][0]:.3g}, greedy agreement "
         f"{c.acc[who][1]:.1%}{note}")
 
 
 def check_case(args, c, model, tokens_all, torch_w, ort_w):
     """circc's and ORT's logits = PyTorch's (rtol = atol = 1e-3), else exit 1;
-    the bf16 sides' differences are recorded in c.acc."""
+    the bf16 and int8 sides' differences are recorded in c.acc."""
     d = inputs_dir(args.work, c)
     with torch.no_grad():
         if c.kind == "prefill":
@@ -534,11 +545,11 @@ def check_case(args, c, model, tokens_all, torch_w, ort_w):
     if c.bf16:
         got_path = os.path.join(d, "torch_bf16_logits.npy")
         torch_w.ask(torch_request(c, args.threads, 1, "bf16", got_path))
-        check_bf16(c, "PyTorch bf16", np.load(got_path), want)
-    if c.prog_bf16:
-        got_path = os.path.join(d, "circc_bf16_logits.npy")
-        run([c.prog_bf16, "--threads", str(args.threads)] + c.inputs + ["--output", f"logits=@{got_path}"])
-        check_bf16(c, "circc bf16", np.load(got_path), want)
+        check_low(c, "PyTorch bf16", np.load(got_path), want)
+    for p, prog in c.low.items():
+        got_path = os.path.join(d, f"circc_{p}_logits.npy")
+        run([prog, "--threads", str(args.threads)] + c.inputs + ["--output", f"logits=@{got_path}"])
+        check_low(c, f"circc {p}", np.load(got_path), want)
 
 
 # ------------------------------------------------------------ PyTorch worker
@@ -625,8 +636,8 @@ def bench_round(args, c, pol, torch_w, ort_w, meter):
     before = probe(args)
     got = {("circc", t): time_circc(c.prog, c, t, env) for t in c.threads}
     after = probe(args)
-    if c.prog_bf16:
-        got[("circc_bf16", n)] = time_circc(c.prog_bf16, c, n, env)
+    for p, prog in c.low.items():
+        got[("circc_" + p, n)] = time_circc(prog, c, n, env)
     for t in c.threads:
         got[("torch", t)] = torch_w.ask(torch_request(c, t, c.runs, "fp32"))["ms"]
     if c.bf16:
@@ -730,10 +741,24 @@ def report_rows(args, cases, heads):
     return rows
 
 
+def vs_fp32_bound(c, pol, what):
+    """Median over rounds of side what's decode time / the fp32 bandwidth bound
+    (each round's probe), or None if it did not run."""
+    got = c.res.get((pol, what, c.threads[0]))
+    if not got:
+        return None
+    return med([m / (decode_bytes(c.past) / (p["read"] * 1e9) * 1e3) for m, p in zip(got, c.res[(pol, "probe")])])
+
+
+def floor_text(c, precision):
+    """The least a decode step in this precision can take, as a share of the fp32 bound (bytes / fp32 bytes)."""
+    return f"floor {decode_bytes(c.past, precision) / decode_bytes(c.past):.2f}×"
+
+
 def bf16_rows(args, cases, heads):
-    """Markdown rows of the bf16 table (circc bf16 only where circc has --precision)."""
+    """Markdown rows of the bf16 table (circc bf16 only where circc has --precision bf16)."""
     rows, n = [], args.threads
-    skip = None if args.bf16 else "skipped: `circc --help` has no --precision"
+    skip = None if "bf16" in args.precisions else "skipped: `circc --help` has no --precision bf16"
     for pol in args.policies:
         for c in cases:
             if not c.bf16:
@@ -749,11 +774,8 @@ def bf16_rows(args, cases, heads):
                 targets.append(heads.add(pol, f"{c.label} bf16: circc bf16 vs PyTorch bf16", vs_torch, 1.2,
                                          "PyTorch bf16", skipped=skip))
             else:
-                r = None
-                if cb:
-                    bms = [decode_bytes(c.past) / (p["read"] * 1e9) * 1e3 for p in c.res[(pol, "probe")]]
-                    r = med([m / b for m, b in zip(cb, bms)])
-                    bound = f"{r:.2f}×"
+                r = vs_fp32_bound(c, pol, "circc_bf16")
+                bound = f"{fmt(r)} ({floor_text(c, 'bf16')})"
                 targets.append(heads.add(pol, f"{c.label} bf16: circc bf16 / fp32 bandwidth bound", r, 0.55,
                                          "fp32 bound", higher_better=False, skipped=skip))
             rows.append(f"| {pol} | {c.label} | {n} | {fmt(med(cb), '.2f', '') if cb else 'skipped'} | "
@@ -762,12 +784,30 @@ def bf16_rows(args, cases, heads):
     return rows
 
 
+def int8_rows(args, cases, heads):
+    """Markdown rows of the int8 table (decode; circc int8 only where circc has --precision int8)."""
+    rows, n = [], args.threads
+    skip = None if "int8" in args.precisions else "skipped: `circc --help` has no --precision int8"
+    for pol in args.policies:
+        for c in cases:
+            if "int8" not in c.precisions:
+                continue
+            ci = c.res.get((pol, "circc_int8", n))
+            r = vs_fp32_bound(c, pol, "circc_int8")
+            target = heads.add(pol, f"{c.label} int8: circc int8 / fp32 bandwidth bound", r, 0.35, "fp32 bound",
+                               higher_better=False, skipped=skip)
+            rows.append(f"| {pol} | {c.label} | {n} | {fmt(med(ci), '.2f', '') if ci else 'skipped'} | "
+                        f"{fmt(ratio(c, pol, 'circc', 'circc_int8', n))} | {fmt(ratio(c, pol, 'circc_bf16', 'circc_int8', n))} | "
+                        f"{fmt(r)} ({floor_text(c, 'int8')}) | {target} |")
+    return rows
+
+
 def accuracy_rows(cases):
     rows = []
     for c in cases:
         for who, (err, agree) in c.acc.items():
             rows.append(f"| {c.label} | {who} | {err:.3g} | {c.want_top:.3g} | "
-                        f"{'yes' if err <= BF16_TOL * c.want_top else '**no**'} | {agree:.1%} |")
+                        f"{'yes' if err <= LOW_TOL * c.want_top else '**no**'} | {agree:.1%} |")
     return rows
 
 
@@ -849,8 +889,8 @@ def machine(args, probes):
             f"{' '.join(open('/proc/loadavg').read().split()[:3])}",
             f"- peak probe (bench/peak.c, {probes[0]['isa']}): {args.threads}-thread FMA up to {fma_n:.0f} GFLOP/s, "
             f"DRAM read {min(read):.1f}–{max(read):.1f} GB/s over the rounds",
-            f"- circc programs: C compiler {cc.stdout.splitlines()[0] if cc.stdout else '?'}; bf16 programs: "
-            + ("`circc --precision bf16`" if args.bf16 else "skipped (`circc --help` has no --precision)"),
+            f"- circc programs: C compiler {cc.stdout.splitlines()[0] if cc.stdout else '?'}; lower precisions: "
+            + (", ".join(f"`circc --precision {p}`" for p in args.precisions) or "skipped (`circc --help` has no --precision)"),
             f"- PyTorch {torch.__version__} (Debian python3-torch, /usr/bin/python3), one worker process per wait "
             f"policy, torch.set_num_threads and openblas_set_num_threads = the row's threads; BLAS: {obs}; bf16: "
             "bf16 weights and activations, matmuls through oneDNN",
@@ -939,9 +979,11 @@ def main():
         cases = [c for c in cases if c.key in want]
         if not cases:
             die(f"--cases {args.cases}: no such case")
-    args.bf16 = "--precision" in run([args.circc, "--help"])
-    if not args.bf16:
-        log("== circc bf16 rows skipped: `circc --help` has no --precision")
+    m = re.search(r"--precision (\S+)", run([args.circc, "--help"]))
+    args.precisions = [p for p in (m.group(1).split("|") if m else []) if p in WEIGHT_BYTES and p != "fp32"]
+    for p in ("bf16", "int8"):
+        if p not in args.precisions:
+            log(f"== circc {p} rows skipped: `circc --help` has no --precision {p}")
     find_ort(args)
 
     weights = ensure_checkpoint(os.path.join(args.work, "hf"))
@@ -971,6 +1013,7 @@ def main():
 
     rows = report_rows(args, cases, heads)
     brows = bf16_rows(args, cases, heads)
+    irows = int8_rows(args, cases, heads)
     compile_heads(cases, heads)
     heads.rows += [("–",) + h for h in gemm_heads]
     probes = [p for c in cases for pol in args.policies for p in c.res[(pol, "probe")]]
@@ -980,9 +1023,9 @@ def main():
     body += machine(args, probes)
     body += [f"- method: the same deterministic random weights (seed {SEED}), tokens and thread count for every "
              "side; circc's and ORT's logits checked against PyTorch's (rtol = atol = 1e-3) before timing, the bf16 "
-             "sides' compared with PyTorch fp32 (below); per case "
+             "and int8 sides' compared with PyTorch fp32 (below); per case "
              f"{args.rounds} rounds (decode: {2 * args.rounds}), each under every wait policy (the policies take "
-             "turns going first), of [peak probe, circc program `--bench N`, peak probe, circc bf16 program, "
+             "turns going first), of [peak probe, circc program `--bench N`, peak probe, circc bf16 and int8 programs, "
              "PyTorch N runs, PyTorch bf16, ORT N runs], every side after one warm-up run; a round's peak FLOP/s "
              "and DRAM bandwidth are the mean of the two probes around its circc runs; ms = median over rounds of "
              "each round's median; ratios (speed-ups: the peer's time / circc's) are taken per round, then the "
@@ -1003,8 +1046,14 @@ def main():
              "| policy | case | threads | circc bf16 ms | circc bf16 vs circc fp32 | PyTorch bf16 ms "
              "| circc bf16 vs PyTorch bf16 | circc fp32 vs PyTorch bf16 | circc bf16 / fp32 bandwidth bound | targets |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"] + brows
-    body += ["", f"bf16 accuracy against PyTorch fp32 (checked once, before timing; a loose check, not a stop: "
-             f"max |logit − fp32 logit| ≤ {BF16_TOL:.0%} of max |fp32 logit|; greedy agreement = the share of "
+    body += ["", "int8 weights (`--precision int8`, decode; same rounds). The floor is the least the step can take: "
+             "its own bytes (int8 matmul weights with their scales, fp32 rest and past keys/values, which are "
+             "fp32 program inputs) over the fp32 bound's bytes:", "",
+             "| policy | case | threads | circc int8 ms | circc int8 vs circc fp32 | circc int8 vs circc bf16 "
+             "| circc int8 / fp32 bandwidth bound | targets |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"] + irows
+    body += ["", f"bf16 and int8 accuracy against PyTorch fp32 (checked once, before timing; a loose check, not a stop: "
+             f"max |logit − fp32 logit| ≤ {LOW_TOL:.0%} of max |fp32 logit|; greedy agreement = the share of "
              "positions whose argmax is the same):", "",
              "| case | side | max abs diff | max abs fp32 logit | within the loose check | greedy agreement |",
              "| --- | --- | ---: | ---: | --- | ---: |"] + accuracy_rows(cases)

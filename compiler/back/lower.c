@@ -790,20 +790,7 @@ static bool count_uses(Node *ch, void *arg) {
   UseCount *u = arg;
   Lower *L = u->L;
   L->uses[ch->id]++;
-  if (ch->kind == NK_Array && !u->at_root) {
-    int t = 0;
-    while (t < L->ntensors && L->tensor[t] != ch->u.array.tensor) t++;
-    if (t == L->ntensors) {
-      if (t % 64 == 0) {
-        L->tensor = realloc(L->tensor, sizeof *L->tensor * (size_t)(t + 64));
-        L->tensor_reads = realloc(L->tensor_reads, sizeof *L->tensor_reads * (size_t)(t + 64));
-        if (!L->tensor || !L->tensor_reads) ICE("out of memory");
-      }
-      L->tensor[t] = ch->u.array.tensor;
-      L->tensor_reads[L->ntensors++] = 0;
-    }
-    L->tensor_reads[t]++;
-  }
+  if (ch->kind == NK_Array && !u->at_root) ptrmap_get(&L->tensor_reads, ch->u.array.tensor)->num++;
   u->at_root = false;
   if (u->visited[ch->id]) return false;
   u->visited[ch->id] = true;
@@ -902,7 +889,7 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
   gemm_bf16_weights(&L);
   gemm_packed_weights(&L);
   for (int i = 0; i < k->nstep; i++) k->flops += k->step[i]->flops;
-  free(L.memo), free(L.uses), free(L.weight_of), free(L.tensor), free(L.tensor_reads), free(L.input_order), free(u.visited);
+  free(L.memo), free(L.uses), free(L.weight_of), ptrmap_free(&L.tensor_reads), free(L.input_order), free(u.visited);
   free(deep.levels);
   return diag_error_count(c) == errors;
 }

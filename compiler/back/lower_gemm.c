@@ -108,9 +108,8 @@ enum { ROLE_BATCH, ROLE_M, ROLE_N, ROLE_K, ROLE_OTHER };
 
 /* Does anything besides one consumer read tensor t? */
 static bool tensor_shared(const Lower *L, const Tensor *t) {
-  for (int i = 0; i < L->ntensors; i++)
-    if (L->tensor[i] == t) return L->tensor_reads[i] > 1;
-  return true;
+  const PtrMapEntry *e = ptrmap_find(&L->tensor_reads, t);
+  return !e || e->num > 1;
 }
 
 typedef struct Layout {

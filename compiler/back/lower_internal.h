@@ -5,6 +5,7 @@
 #define CIRCC_LOWER_INTERNAL_H
 #include "circc.h"
 #include "kernel.h"
+#include "ptrmap.h"
 
 /* A node's value during lowering: a materialised view or a lazy expression
  * whose leaves are views over the node's own axes. */
@@ -21,9 +22,7 @@ typedef struct Lower {
   int *uses;           /* by node id: number of consumers */
   int nids;
   Buf **weight_of;     /* weight buffer per Array node id */
-  const Tensor **tensor; /* every tensor of an Array node, and */
-  int *tensor_reads;      /* the number of edges into Array nodes holding it */
-  int ntensors;
+  PtrMap tensor_reads;   /* per tensor of an Array node (num): the number of edges into Array nodes holding it */
   struct AttnMask *attn; /* idiom_attention.c: F and B of the attentions so far */
   bool batch_invariant;  /* Program.batch_invariant */
   const Node *too_big;   /* the last node whose buffer exceeded the limit (reported once) */
