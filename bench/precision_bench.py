@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""precision_bench.py — circc --precision bf16 against fp32 (a benchmark, not a test).
+"""precision_bench.py — circc --precision bf16 and int8 against fp32 (a benchmark, not a test).
 
 Accuracy, on the bundled trained GPT-2 (models/gpt2/shakespeare_gpt2 and its
 golden validation batch val4x128, models/gpt2/golden):
@@ -10,8 +10,8 @@ golden validation batch val4x128, models/gpt2/golden):
 Speed, on GPT-2 small with random weights (gpt2_import --random-config
 models/gpt2/gpt2_small_config.json; values do not change the time): prefill
 T = 256 and T = 1024 (logits only) and decode with 64 and 1000 past tokens
-(cache 1024), each program's `--bench N` median, fp32 and bf16 alternating in
---rounds rounds, and the medians over rounds; decode also against the fp32
+(cache 1024), each program's `--bench N` median, the precisions taking turns
+in --rounds rounds, and the medians over rounds; decode also against the fp32
 bandwidth bound (every fp32 weight read once plus the past keys/values, over
 the DRAM read bandwidth bench/peak.c measures around the decode runs).
 
@@ -43,9 +43,12 @@ def cpu_name():
     return f"{name} ({os.cpu_count()} cores; {', '.join(isa) or 'no AVX-512'})"
 
 
-def compile_both(args, circ, store, out, extra=()):
+LOW = ("bf16", "int8")  # the reduced precisions, each against fp32
+
+
+def compile_all(args, circ, store, out, extra=()):
     progs = {}
-    for p in ("fp32", "bf16"):
+    for p in ("fp32",) + LOW:
         progs[p] = f"{out}_{p}"
         if not os.path.exists(progs[p]):
             run([args.circc, "--precision", p, "--tensors", store, circ, *extra, "-o", progs[p]])
@@ -63,31 +66,34 @@ def accuracy(args):
     np.save(os.path.join(work, "ids.npy"), ids)
     np.save(os.path.join(work, "targets.npy"), ids[:, 1:])
     run([args.gpt2_import, "--seq", str(T), "--batch", str(B), "--loss", "--name", "val", model, work])
-    progs = compile_both(args, os.path.join(work, "val.circ"), os.path.join(work, "store"), os.path.join(work, "val"))
+    progs = compile_all(args, os.path.join(work, "val.circ"), os.path.join(work, "store"), os.path.join(work, "val"))
     logits, loss = {}, {}
     for p, prog in progs.items():
         run([prog, "--input", f"tokens=@{work}/ids.npy", "--input", f"targets=@{work}/targets.npy",
              "--output", f"logits=@{work}/logits_{p}.npy", "--output", f"loss=@{work}/loss_{p}.npy"])
         logits[p] = np.load(f"{work}/logits_{p}.npy")
         loss[p] = float(np.load(f"{work}/loss_{p}.npy"))
-    d = np.abs(logits["bf16"].astype(np.float64) - logits["fp32"])
-    top1 = float((logits["bf16"].argmax(-1) == logits["fp32"].argmax(-1)).mean())
     # greedy continuation with the decode programs
     prompt = np.load(os.path.join(gold, "romeo_input_ids.npy")).reshape(-1)
     n = args.greedy
     run([args.gpt2_import, "--decode", "--seq", str(len(prompt) + n), "--name", "gen", model, work])
-    dec = compile_both(args, os.path.join(work, "gen_decode.circ"), os.path.join(work, "store"),
-                       os.path.join(work, "dec"))
+    dec = compile_all(args, os.path.join(work, "gen_decode.circ"), os.path.join(work, "store"),
+                      os.path.join(work, "dec"))
     gen = {}
     for p, prog in dec.items():
         out = run([prog, "--tokens", ",".join(str(int(t)) for t in prompt), "--greedy", "--generate", str(n),
                    "--print-ids"])
         gen[p] = [int(t) for t in out.strip().splitlines()[-1].split(",")][len(prompt):]
-    same = sum(a == b for a, b in zip(gen["fp32"], gen["bf16"]))
-    first = next((i for i, (a, b) in enumerate(zip(gen["fp32"], gen["bf16"])) if a != b), n)
-    return {"max_dlogit": float(d.max()), "mean_dlogit": float(d.mean()), "logit_range": float(np.abs(logits["fp32"]).max()),
-            "loss_fp32": loss["fp32"], "loss_bf16": loss["bf16"], "top1": top1, "greedy_n": n, "greedy_same": same,
-            "greedy_first_diff": first, "B": B, "T": T}
+    acc = {}
+    for p in LOW:
+        d = np.abs(logits[p].astype(np.float64) - logits["fp32"])
+        top1 = float((logits[p].argmax(-1) == logits["fp32"].argmax(-1)).mean())
+        same = sum(a == b for a, b in zip(gen["fp32"], gen[p]))
+        first = next((i for i, (a, b) in enumerate(zip(gen["fp32"], gen[p])) if a != b), n)
+        acc[p] = {"max_dlogit": float(d.max()), "mean_dlogit": float(d.mean()),
+                  "logit_range": float(np.abs(logits["fp32"]).max()), "loss_fp32": loss["fp32"], "loss": loss[p],
+                  "top1": top1, "greedy_n": n, "greedy_same": same, "greedy_first_diff": first, "B": B, "T": T}
+    return acc
 
 
 # ------------------------------------------------------------------- speed
@@ -132,7 +138,7 @@ def speed(args):
         out = os.path.join(work, f"p{T}")
         if not os.path.exists(os.path.join(out, "gpt2.circ")):
             run([args.gpt2_import, "--seq", str(T), "--random-config", cfg_path, out])
-        progs = compile_both(args, os.path.join(out, "gpt2.circ"), os.path.join(out, "store"), out,
+        progs = compile_all(args, os.path.join(out, "gpt2.circ"), os.path.join(out, "store"), out,
                              ["--output", "logits"])
         d = os.path.join(work, f"in_p{T}")
         os.makedirs(d, exist_ok=True)
@@ -141,14 +147,14 @@ def speed(args):
     out = os.path.join(work, "dec")
     if not os.path.exists(os.path.join(out, "gpt2_decode.circ")):
         run([args.gpt2_import, "--seq", "1024", "--decode", "--random-config", cfg_path, out])
-    dec = compile_both(args, os.path.join(out, "gpt2_decode.circ"), os.path.join(out, "store"), out)
+    dec = compile_all(args, os.path.join(out, "gpt2_decode.circ"), os.path.join(out, "store"), out)
     for past in (64, 1000):
         d = os.path.join(work, f"in_d{past}")
         os.makedirs(d, exist_ok=True)
         cases.append((f"d{past}", f"decode, {past} past tokens", dec, inputs_from_info(dec["fp32"], d, past, 1024),
                       args.runs * 4, past))
     params = V * C + NPOS * C + L * (12 * C * C + 13 * C) + 2 * C
-    res = {c[0]: {"fp32": [], "bf16": [], "bw": []} for c in cases}
+    res = {c[0]: {"fp32": [], "bw": [], **{p: [] for p in LOW}} for c in cases}
     meter = CpuMeter()
     meter.start()
     loads = [os.getloadavg()[0]]
@@ -157,14 +163,14 @@ def speed(args):
             if past:
                 res[key]["bw"].append(field("gbs", run([args.peak, "--threads", str(args.threads), "--seconds", "0.1",
                                                           "--reps", "3"])))
-            for p in ("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32"):
+            order = ("fp32",) + LOW
+            for p in order[r % len(order):] + order[:r % len(order)]:  # each goes first in turn
                 res[key][p].append(bench_ms(progs[p], inputs, runs, args.threads))
-            log(f"round {r + 1}: {label}: fp32 {res[key]['fp32'][-1]:.2f} ms, bf16 {res[key]['bf16'][-1]:.2f} ms")
+            log(f"round {r + 1}: {label}: " + ", ".join(f"{p} {res[key][p][-1]:.2f} ms" for p in order))
         loads.append(os.getloadavg()[0])
     rows = []
     for key, label, progs, inputs, runs, past in cases:
-        f, b = med(res[key]["fp32"]), med(res[key]["bf16"])
-        row = {"label": label, "fp32": f, "bf16": b, "speedup": f / b}
+        row = {"label": label, "fp32": med(res[key]["fp32"]), **{p: med(res[key][p]) for p in LOW}}
         if past:
             fp32_bytes = 4 * (params - NPOS * C + C) + 4 * 2 * L * past * C
             bw = med(res[key]["bw"])
@@ -190,30 +196,37 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     acc = accuracy(args)
     log(json.dumps(acc))
-    body = [f"## --precision bf16 vs fp32 (bench/precision_bench.py)", "",
+    body = ["## --precision bf16 and int8 vs fp32 (bench/precision_bench.py)", "",
             f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; CPU: {cpu_name()} (lscpu's model name); "
             f"host {platform.node()}; {args.threads} thread{'s' if args.threads > 1 else ''}.", "",
-            f"Accuracy, models/gpt2/shakespeare_gpt2 on its validation batch val4x128 ({acc['B']} x {acc['T']} "
-            "tokens):", "",
-            "| | |", "| --- | --- |",
-            f"| max \\|logit − fp32 logit\\| | {acc['max_dlogit']:.4f} (mean {acc['mean_dlogit']:.5f}; "
-            f"\\|logits\\| up to {acc['logit_range']:.1f}) |",
-            f"| mean loss fp32 / bf16 / difference | {acc['loss_fp32']:.6f} / {acc['loss_bf16']:.6f} / "
-            f"{acc['loss_bf16'] - acc['loss_fp32']:+.2e} |",
-            f"| top-1 agreement, every position | {100 * acc['top1']:.2f}% |",
-            f"| greedy continuation of the romeo prompt, {acc['greedy_n']} tokens | {acc['greedy_same']} equal"
-            + (f"; first difference at token {acc['greedy_first_diff']} |" if acc["greedy_same"] < acc["greedy_n"] else " |"),
+            f"Accuracy, models/gpt2/shakespeare_gpt2 on its validation batch val4x128 ({acc['bf16']['B']} x "
+            f"{acc['bf16']['T']} tokens; \\|logits\\| up to {acc['bf16']['logit_range']:.1f}):", "",
+            "| | " + " | ".join(LOW) + " |", "| --- |" + " --- |" * len(LOW),
+            "| max \\|logit − fp32 logit\\| (mean) | "
+            + " | ".join(f"{acc[p]['max_dlogit']:.4f} ({acc[p]['mean_dlogit']:.5f})" for p in LOW) + " |",
+            f"| mean loss (fp32 {acc['bf16']['loss_fp32']:.6f}) / difference | "
+            + " | ".join(f"{acc[p]['loss']:.6f} / {acc[p]['loss'] - acc[p]['loss_fp32']:+.2e}" for p in LOW) + " |",
+            "| top-1 agreement, every position | " + " | ".join(f"{100 * acc[p]['top1']:.2f}%" for p in LOW) + " |",
+            f"| greedy continuation of the romeo prompt, {args.greedy} tokens | "
+            + " | ".join(f"{acc[p]['greedy_same']} equal"
+                         + (f"; first difference at token {acc[p]['greedy_first_diff']}"
+                            if acc[p]["greedy_same"] < acc[p]["greedy_n"] else "") for p in LOW) + " |",
             ""]
     if not args.skip_speed:
         rows, load = speed(args)
-        body += [f"Speed, GPT-2 small (random weights), {args.threads} thread{'s' if args.threads > 1 else ''}, median of {args.rounds} rounds "
-                 f"(fp32 and bf16 alternating; other processes used {load['others']:.2f} cores on average, "
-                 f"load average {min(load['loads']):.1f}–{max(load['loads']):.1f}):", "",
-                 "| case | fp32 ms | bf16 ms | fp32 / bf16 | bf16 / fp32 bandwidth bound |",
-                 "| --- | --- | --- | --- | --- |"]
+        body += [f"Speed, GPT-2 small (random weights), {args.threads} thread{'s' if args.threads > 1 else ''}, "
+                 f"median of {args.rounds} rounds (the precisions taking turns; other processes used "
+                 f"{load['others']:.2f} cores on average, load average {min(load['loads']):.1f}–{max(load['loads']):.1f}):",
+                 "",
+                 "| case | fp32 ms | " + " | ".join(f"{p} ms (fp32 / {p})" for p in LOW) + " | "
+                 + " | ".join(f"{p} / fp32 bandwidth bound" for p in LOW) + " |",
+                 "| --- | --- |" + " --- |" * (2 * len(LOW))]
         for r in rows:
-            bound = f"{r['bf16'] / r['bound']:.2f}× (bound {r['bound']:.1f} ms at {r['bw']:.1f} GB/s)" if "bound" in r else ""
-            body.append(f"| {r['label']} | {r['fp32']:.1f} | {r['bf16']:.1f} | {r['speedup']:.2f}× | {bound} |")
+            bound = [f"{r[p] / r['bound']:.2f}× (bound {r['bound']:.1f} ms at {r['bw']:.1f} GB/s)" if "bound" in r
+                     else "" for p in LOW]
+            body.append(f"| {r['label']} | {r['fp32']:.1f} | "
+                        + " | ".join(f"{r[p]:.1f} ({r['fp32'] / r[p]:.2f}×)" for p in LOW) + " | "
+                        + " | ".join(bound) + " |")
         body.append("")
     print("\n".join(body))
     if args.results:

@@ -75,10 +75,13 @@ static const char USAGE[] =
     "  --cc CMD               C compiler (default $CC, else gcc);  --cflags \"...\"  extra flags\n"
     "  -O0..-O3, -g           optimisation / debug info for the C compiler (default -O3)\n"
     "  --march native|portable   -march=native (default) or generic code\n"
-    "  --precision fp32|bf16  fp32 (default): every value fp32. bf16: weights that GEMMs read are\n"
-    "                         stored as bf16 (half the bytes) and the GEMMs' activations rounded\n"
-    "                         to bf16; products accumulate in fp32, everything else stays fp32.\n"
-    "                         GEMMs run on AMX tiles, else AVX-512 BF16, else plain C\n"
+    "  --precision fp32|bf16|int8   fp32 (default): every value fp32. bf16: weights that GEMMs\n"
+    "                         read are stored as bf16 (half the bytes) and the GEMMs' activations\n"
+    "                         rounded to bf16; products accumulate in fp32, everything else stays\n"
+    "                         fp32. GEMMs run on AMX tiles, else AVX-512 BF16, else plain C.\n"
+    "                         int8: those weights stored as int8 with one fp16 scale per 32 along\n"
+    "                         K (1.06 bytes a weight), activations and everything else fp32; for\n"
+    "                         decode (GEMMs of 1-4 rows: AVX-512, else AVX2, else plain C)\n"
     "  --save-temps           keep the generated sources (their directory is printed)\n"
     "  --vocab CHARS          character vocabulary (id i = CHARS[i], '.' ends a name): the\n"
     "                         program gets --sample N --seed S; the circuit needs an int64\n"
@@ -344,11 +347,11 @@ static bool take_option(Comp *c, Options *o, int code, const char *flag, const c
     b->native = !strcmp(val, "native");
     return true;
   case OPT_PRECISION:
-    if (strcmp(val, "fp32") && strcmp(val, "bf16")) {
-      usage_error(c, "--precision expects fp32 or bf16, found '%s'", val);
+    if (strcmp(val, "fp32") && strcmp(val, "bf16") && strcmp(val, "int8")) {
+      usage_error(c, "--precision expects fp32, bf16 or int8, found '%s'", val);
       return false;
     }
-    c->precision = strcmp(val, "bf16") ? PRECISION_FP32 : PRECISION_BF16;
+    c->precision = !strcmp(val, "bf16") ? PRECISION_BF16 : !strcmp(val, "int8") ? PRECISION_INT8 : PRECISION_FP32;
     return true;
   case OPT_MPI: b->mpi = true; return true;
   case OPT_SAVE_TEMPS: b->keep_temps = true; return true;

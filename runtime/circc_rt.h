@@ -106,9 +106,10 @@ typedef struct rt_model {
   /* Expectation programs: the groups, batch graphs and cumulants (rt_expect.c's
    * mode); NULL otherwise. Then inputs/outputs/run above are expect->post's. */
   const rt_expect *expect;
-  /* circc --precision: "bf16" (GEMM weights stored as bf16, templates/gemm_bf16.h)
-   * or NULL (fp32); gemm_path then names the path the bf16 GEMMs take on this
-   * CPU ("amx", "avx512bf16", "portable"). */
+  /* circc --precision: "bf16" (GEMM weights stored as bf16, templates/gemm_bf16.h),
+   * "int8" (int8 with fp16 scales, templates/gemm_int8.h) or NULL (fp32);
+   * gemm_path then names the path those GEMMs take on this CPU ("amx",
+   * "avx512bf16", "avx512; weights int8, ...", ...). */
   const char *precision;
   const char *(*gemm_path)(void);
 } rt_model;

@@ -15,6 +15,8 @@
 #include "../../templates/gemm_bf16.h"
 #define CIRCC_GEMM_F32_LAYOUT_ONLY
 #include "../../templates/gemm_f32.h"
+#define CIRCC_GEMM_INT8_LAYOUT_ONLY
+#include "../../templates/gemm_int8.h"
 
 /* Work below which a step runs on one thread (OpenMP start-up costs more). */
 #define PARALLEL_MIN_WORK 32768.0
@@ -694,6 +696,37 @@ static void emit_gemm_bf16(Emit *e, const Step *s) {
   emit_gemm_units_end(e, s);
 }
 
+/* --precision int8: a GEMM whose B is a packed int8 weight, through
+ * templates/gemm_int8.h, in the same units as the fp32 GEMM. Steps of 1-4
+ * rows (decode) take the template's decode summation in 16-column panels, so
+ * threads split the columns and each streams its part of the int8 weights;
+ * more rows (and batch-invariant steps, which must not depend on M) the
+ * prefill one (blocks of B dequantised for the fp32 template). The summation
+ * depends only on the step, never on the split. */
+static void emit_gemm_int8(Emit *e, const Step *s) {
+  Decl d = {0};
+  decl_add(&d, s->out.buf, true);
+  decl_add(&d, s->u.gemm.a.buf, false);
+  decl_add(&d, s->u.gemm.b.buf, false);
+  emit_decls(e, &d);
+  int nb = s->u.gemm.nbatch;
+  int64_t M = s->dim[nb], K = s->dim[nb + 2];
+  const View *A = &s->u.gemm.a, *B = &s->u.gemm.b, *C = &s->out;
+  bool decode = M <= 4 && !s->u.gemm.no_gemv, parallel = s->flops >= PARALLEL_MIN_WORK;
+  int64_t mb = M <= 256 ? M : 256;
+  emit_scratch_open(e, parallel,
+                    arena_printf(&e->c->arena, "circc_gemm_int8_scratch_floats(%d, %lld)", decode, (long long)K));
+  emit_gemm_units(e, s, mb, decode ? 16 : 48, parallel);
+  out(e, "      if (scratch) {\n        circc_gemm_int8_rows(%d, m0, m1, n0, n1, %lld, ", decode, (long long)K);
+  emit_base(e, A, nb, 0);
+  out(e, ", %lld, %lld, (const uint8_t *)", (long long)A->stride[nb], (long long)A->stride[nb + 2]);
+  emit_base(e, B, nb, 0);
+  out(e, ", ");
+  emit_base(e, C, nb, 0);
+  out(e, ", %lld, %lld, scratch);\n", (long long)C->stride[nb], (long long)C->stride[nb + 1]);
+  emit_gemm_units_end(e, s);
+}
+
 /* Batched GEMM through templates/gemm_f32.h. The work is a list of units
  * (batch index, block of up to 256 rows = the template's MC, 48-column
  * panel); each thread takes one contiguous range of it and calls the template
@@ -704,6 +737,10 @@ static void emit_gemm_bf16(Emit *e, const Step *s) {
 static void emit_gemm(Emit *e, const Step *s) {
   if (s->u.gemm.bf16) {
     emit_gemm_bf16(e, s);
+    return;
+  }
+  if (s->u.gemm.int8) {
+    emit_gemm_int8(e, s);
     return;
   }
   if (step_is_gemv(s)) {
@@ -1003,6 +1040,47 @@ static bool write_packed_weight(const Buf *b, FILE *w) {
   return true;
 }
 
+/* A packed int8 weight (Buf.int8_of): each matrix of the view quantised
+ * (circc_int8_quantize: lower_gemm.c made sure every value can be) and laid
+ * out as circc_int8_block says, one panel of 16 columns at a time (padding
+ * 0). false if writing failed. */
+static bool write_int8_weight(const Buf *b, FILE *w) {
+  const View *v = b->int8_of;
+  const Tensor *t = b->tensor;
+  const float *f32 = t->dtype == DT_F32 ? t->data : NULL;
+  int nb = v->rank - 3;
+  int64_t N = v->dim[nb + 1], K = v->dim[nb + 2], G = circc_int8_groups(K), bytes = circc_int8_bytes(N, K);
+  int64_t b_n = v->stride[nb + 1], b_k = v->stride[nb + 2];
+  uint8_t *panel = malloc((size_t)(G * CIRCC_INT8_BLOCK));
+  if (!panel) return false;
+  bool ok = true;
+  for (int64_t m = 0; ok && m < b->numel * 4 / bytes; m++) {
+    int64_t base = v->offset, r = m; /* matrix m: the batch dims that move B, innermost fastest */
+    for (int d = nb - 1; d >= 0; d--)
+      if (v->stride[d] != 0 && v->dim[d] != 1) base += r % v->dim[d] * v->stride[d], r /= v->dim[d];
+    for (int64_t p0 = 0; ok && p0 < N; p0 += CIRCC_INT8_PANEL) {
+      memset(panel, 0, (size_t)(G * CIRCC_INT8_BLOCK));
+      for (int64_t n = p0; n < N && n < p0 + CIRCC_INT8_PANEL; n++)
+        for (int64_t g = 0; g < G; g++) {
+          float x[CIRCC_INT8_GROUP];
+          int8_t q[CIRCC_INT8_GROUP];
+          int kn = (int)(K - g * 32 < 32 ? K - g * 32 : 32);
+          for (int j = 0; j < kn; j++) {
+            int64_t src = base + (g * 32 + j) * b_k + n * b_n;
+            x[j] = f32 ? f32[src] : (float)tensor_get_f64(t, src);
+          }
+          uint16_t sc = circc_int8_quantize(x, kn, q);
+          uint8_t *blk = panel + g * CIRCC_INT8_BLOCK;
+          memcpy(blk + 2 * (n % 16), &sc, 2);
+          for (int j = 0; j < kn; j++) blk[32 + 16 * j + n % 16] = (uint8_t)q[j];
+        }
+      ok = fwrite(panel, 1, (size_t)(G * CIRCC_INT8_BLOCK), w) == (size_t)(G * CIRCC_INT8_BLOCK);
+    }
+  }
+  free(panel);
+  return ok;
+}
+
 /* The blob: every weight buffer, converted to its dtype, at its memplan
  * offset. Returns the bytes written, -1 if writing failed. */
 static int64_t write_weights(const Kernels *k, FILE *w) {
@@ -1017,6 +1095,8 @@ static int64_t write_weights(const Kernels *k, FILE *w) {
       if (!write_bf16_weight(b, w)) return -1;
     } else if (b->packed_of) {
       if (!write_packed_weight(b, w)) return -1;
+    } else if (b->int8_of) {
+      if (!write_int8_weight(b, w)) return -1;
     } else if (b->dtype == DT_F32 && b->tensor->dtype == DT_F32) {
       if (fwrite(b->tensor->data, 4, (size_t)b->numel, w) != (size_t)b->numel) return -1;
     } else { /* converted in chunks */
@@ -1210,6 +1290,7 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
   emit_ops_includes(&e);
   out(&e, "%s", PRELUDE);
   if (c->precision == PRECISION_BF16) out(&e, "#include \"gemm_bf16.h\"\n");
+  if (c->precision == PRECISION_INT8) out(&e, "#include \"gemm_int8.h\"\n");
   emit_graph(&e, 0);
   if (x) {
     for (int j = 0; j < x->npasses; j++) {
@@ -1242,6 +1323,7 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
     out(&e, "  .tokenizer = circc_tokenizer,\n  .tokenizer_len = %zu,\n", o->tokenizer_len);
   if (x) out(&e, "  .expect = &expect,\n");
   if (c->precision == PRECISION_BF16) out(&e, "  .precision = \"bf16\",\n  .gemm_path = circc_gemm_bf16_path,\n");
+  if (c->precision == PRECISION_INT8) out(&e, "  .precision = \"int8\",\n  .gemm_path = circc_gemm_int8_path,\n");
   out(&e, "};\n\n");
   out(&e, "#ifndef CIRCC_NO_MAIN\nint main(int argc, char **argv) {\n  rt_wait_policy(argv);\n"
             "  return rt_main(&model, argc, argv);\n}\n#endif\n");

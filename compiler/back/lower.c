@@ -886,8 +886,8 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
     Step *s = copy_step(&L, n, v, contiguous(b, &n->shape));
     b->def_step = s->id;
   }
-  gemm_bf16_weights(&L);
   gemm_packed_weights(&L);
+  gemm_f32_packed_weights(&L);
   for (int i = 0; i < k->nstep; i++) k->flops += k->step[i]->flops;
   free(L.memo), free(L.uses), free(L.weight_of), ptrmap_free(&L.tensor_reads), free(L.input_order), free(u.visited);
   free(deep.levels);

@@ -3,15 +3,19 @@
  * permuting an operand), the classification of a contraction step as a
  * batched GEMM with loop dims [batch..., M, N, K], the column mask a one-row
  * GEMM may take from its consumer, and weights stored as the GEMM reads them
- * (gemm_packed_weights, at the end). Where values live changes, the
- * arithmetic does not — except with --precision bf16, where the GEMMs whose B
- * is a weight read it rounded to bf16 (gemm_bf16_weights). */
+ * (at the end). Where values live changes, the arithmetic does not — except
+ * with --precision bf16 or int8, where the GEMMs whose B is a weight read it
+ * rounded to bf16 or quantised to int8 (gemm_packed_weights); fp32 programs
+ * store such weights pre-packed (gemm_f32_packed_weights), same values. */
+#include <math.h>
 #include <string.h>
 #include "lower_internal.h"
 #define CIRCC_GEMM_BF16_LAYOUT_ONLY
 #include "../../templates/gemm_bf16.h"
 #define CIRCC_GEMM_F32_LAYOUT_ONLY
 #include "../../templates/gemm_f32.h"
+#define CIRCC_GEMM_INT8_LAYOUT_ONLY
+#include "../../templates/gemm_int8.h"
 
 /* --------------------------------------------------- GEMM classification */
 
@@ -343,7 +347,7 @@ void gemv_column_mask(Lower *L, const Node *n) {
   }
 }
 
-/* ------------------------------------------------------ --precision bf16 */
+/* ----------------------------------------------- --precision bf16, int8 */
 
 /* GEMM s as C^T = B^T A^T: M and N trade places in the loop dims and every
  * view (A's new N stride and B's new M stride are 0). */
@@ -361,17 +365,53 @@ static void swap_operands(Step *s) {
   s->dim[nb] = s->dim[nb + 1], s->dim[nb + 1] = d;
 }
 
-/* With --precision bf16, every GEMM step whose B is an fp32 weight reads a
- * packed bf16 copy of it instead (templates/gemm_bf16.h; emit.c writes the
- * copy into the blob and rounds A as the step packs it). GEMMs reading the
- * same weight the same way share one copy. The fp32 buffer stays only if
- * another step reads it (GPT-2's tied wte: the embedding gather reads fp32
- * rows, exact and few, while the unembedding GEMM streams the bf16 copy);
- * memplan leaves a weight nobody reads out of the blob. A GEMM whose weight
- * is A (and B is not a weight: w x with one column) is turned around first,
- * C^T = B^T A^T (no epilogue is fused yet: this runs at the end of lowering). */
-void gemm_bf16_weights(Lower *L) {
-  if (L->c->precision != PRECISION_BF16) return;
+/* --precision int8: can every value of weight view v (over the GEMM's loop
+ * dims) be quantised with fp16 scales? (finite, and max|w| / 127 within fp16;
+ * circc_int8_quantize refuses the rest.) The first value that cannot, in *bad. */
+static bool int8_representable(const View *v, const Tensor *t, double *bad) {
+  int nb = v->rank - 3;
+  int64_t N = v->dim[nb + 1], K = v->dim[nb + 2], count = N * K;
+  for (int d = 0; d < nb; d++)
+    if (v->stride[d] != 0) count *= v->dim[d];
+  const float *f32 = t->dtype == DT_F32 ? t->data : NULL;
+  for (int64_t e = 0; e < count; e++) {
+    int64_t at = v->offset, r = e;
+    at += r % K * v->stride[nb + 2], r /= K;
+    at += r % N * v->stride[nb + 1], r /= N;
+    for (int d = nb - 1; d >= 0; d--)
+      if (v->stride[d] != 0) at += r % v->dim[d] * v->stride[d], r /= v->dim[d];
+    double x = f32 ? (double)f32[at] : tensor_get_f64(t, at);
+    if (!(fabs(x) < 65520.0 * 127.0)) {
+      *bad = x;
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Do GEMM B views a and b read the same matrices (dims along which a view
+ * does not move, such as M, may differ)? Then one packed copy serves both. */
+static bool same_matrices(const View *a, const View *b) {
+  if (a->buf != b->buf || a->offset != b->offset || a->rank != b->rank) return false;
+  for (int t = 0; t < a->rank; t++)
+    if (a->stride[t] != b->stride[t] || (a->stride[t] != 0 && a->dim[t] != b->dim[t])) return false;
+  return true;
+}
+
+/* With --precision bf16 or int8, every GEMM step whose B is an fp32 weight
+ * reads a packed copy of it instead: rounded to bf16 (templates/gemm_bf16.h;
+ * emit.c writes the copy into the blob and rounds A as the step packs it) or
+ * quantised to int8 with one fp16 scale per 32 k (templates/gemm_int8.h; A
+ * stays fp32). GEMMs reading the same weight the same way share one copy.
+ * The fp32 buffer stays only if another step reads it (GPT-2's tied wte: the
+ * embedding gather reads fp32 rows, exact and few, while the unembedding GEMM
+ * streams the packed copy); memplan leaves a weight nobody reads out of the
+ * blob. A GEMM whose weight is A (and B is not a weight: w x with one column)
+ * is turned around first, C^T = B^T A^T (no epilogue is fused yet: this runs
+ * at the end of lowering). */
+void gemm_packed_weights(Lower *L) {
+  Precision p = L->c->precision;
+  if (p == PRECISION_FP32) return;
   Kernels *k = L->k;
   for (int i = 0; i < k->nstep; i++) {
     Step *s = k->step[i];
@@ -383,27 +423,42 @@ void gemm_bf16_weights(Lower *L) {
       swap_operands(s);
     View *B = &s->u.gemm.b;
     int64_t N = s->dim[nb + 1], K = s->dim[nb + 2];
-    if (B->buf->kind != BUF_WEIGHT || B->buf->dtype != DT_F32 || B->buf->bf16_of || N <= 0 || K <= 0) continue;
+    if (B->buf->kind != BUF_WEIGHT || B->buf->dtype != DT_F32 || B->buf->bf16_of || B->buf->int8_of || N <= 0 ||
+        K <= 0)
+      continue;
     View packed = {.rank = B->rank};
     memcpy(packed.dim, B->dim, sizeof packed.dim);
-    int64_t words = circc_bf16_np(N) * circc_bf16_kp(K) / 2, count = words; /* 4-byte words */
+    int64_t words = p == PRECISION_BF16 ? circc_bf16_np(N) * circc_bf16_kp(K) / 2 : circc_int8_bytes(N, K) / 4;
+    int64_t count = words; /* 4-byte words */
     for (int t = nb - 1; t >= 0; t--)
       if (B->stride[t] != 0 && B->dim[t] != 1) packed.stride[t] = count, count *= B->dim[t];
     Buf *copy = NULL;
     for (int j = 0; j < k->nbuf && !copy; j++) {
       const Buf *o = k->buf[j];
-      if (o->bf16_of && view_eq(o->bf16_of, B)) copy = k->buf[j];
+      const View *of = p == PRECISION_BF16 ? o->bf16_of : o->int8_of;
+      if (of && same_matrices(of, B)) copy = k->buf[j];
     }
     if (!copy) {
+      double bad;
+      if (p == PRECISION_INT8 && !int8_representable(B, B->buf->tensor, &bad)) {
+        const Node *n = B->buf->node;
+        diag_error(L->c, n ? n->loc : NO_LOC,
+                   "--precision int8: weight %s holds %g; int8 with fp16 scales needs finite values below "
+                   "8321040 (65520 * 127) in magnitude (use --precision fp32 or bf16)",
+                   n ? node_label(L->c, n) : "(unnamed)", bad);
+        return;
+      }
       View *src = ARENA_NEW(&L->c->arena, View);
       *src = *B;
       copy = new_buf(L, BUF_WEIGHT, DT_F32, count, B->buf->node);
       copy->tensor = B->buf->tensor;
-      copy->bf16_of = src;
+      if (p == PRECISION_BF16) copy->bf16_of = src;
+      else copy->int8_of = src;
     }
     packed.buf = copy;
     *B = packed;
-    s->u.gemm.bf16 = true;
+    if (p == PRECISION_BF16) s->u.gemm.bf16 = true;
+    else s->u.gemm.int8 = true;
     s->u.gemm.mask = (View){0}; /* the column mask is the fp32 GEMV's (it only skips work) */
   }
 }
@@ -418,12 +473,12 @@ void gemm_bf16_weights(Lower *L) {
  * and so the bits, are the same. GEMMs reading the same weight the same way
  * share one copy; the plain buffer stays only if another step reads it
  * (GPT-2's tied wte: the embedding gather). */
-void gemm_packed_weights(Lower *L) {
+void gemm_f32_packed_weights(Lower *L) {
   if (L->c->precision != PRECISION_FP32) return;
   Kernels *k = L->k;
   for (int i = 0; i < k->nstep; i++) {
     Step *s = k->step[i];
-    if (s->kind != STEP_GEMM || s->u.gemm.bf16 || step_is_gemv(s)) continue;
+    if (s->kind != STEP_GEMM || s->u.gemm.bf16 || s->u.gemm.int8 || step_is_gemv(s)) continue;
     int nb = s->u.gemm.nbatch;
     View *B = &s->u.gemm.b;
     int64_t N = s->dim[nb + 1], K = s->dim[nb + 2];
@@ -436,7 +491,7 @@ void gemm_packed_weights(Lower *L) {
     Buf *copy = NULL;
     for (int j = 0; j < k->nbuf && !copy; j++) {
       const Buf *o = k->buf[j];
-      if (o->packed_of && view_eq(o->packed_of, B)) copy = k->buf[j];
+      if (o->packed_of && same_matrices(o->packed_of, B)) copy = k->buf[j];
     }
     if (!copy) {
       View *src = ARENA_NEW(&L->c->arena, View);

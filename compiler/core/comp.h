@@ -8,10 +8,11 @@
 #include "arena.h"
 #include "diag.h"
 
-/* --precision: fp32 (the default: every value fp32) or bf16 (weights that are
+/* --precision: fp32 (the default: every value fp32), bf16 (weights that are
  * a GEMM operand stored as bf16 and the GEMM's other operand rounded to bf16
- * as it is packed; accumulation and everything else fp32). */
-typedef enum Precision { PRECISION_FP32, PRECISION_BF16 } Precision;
+ * as it is packed; accumulation and everything else fp32) or int8 (those
+ * weights quantised to int8 with one fp16 scale per 32; everything else fp32). */
+typedef enum Precision { PRECISION_FP32, PRECISION_BF16, PRECISION_INT8 } Precision;
 
 typedef struct SourceFile {
   const char *name;

@@ -40,7 +40,7 @@ static const Step *gemm_of(Comp *c, const Kernels *k, const char *name) {
 }
 
 /* B of GEMM g in the layout gemm_layouts chose: a weight that the blob holds
- * pre-packed (gemm_packed_weights) is read through the view it was packed from. */
+ * pre-packed (gemm_f32_packed_weights) is read through the view it was packed from. */
 static const View *b_layout(const Step *g) {
   return g->u.gemm.packed ? g->u.gemm.b.buf->packed_of : &g->u.gemm.b;
 }
