@@ -24,11 +24,16 @@
  *  - streaming: at most 4 rows (matrix-vector) with unit-stride rows or
  *    columns of B: B is read once, straight from memory, no packing.
  *  - N < NR with more rows than columns: computes C^T = B^T A^T instead.
+ *  - pre-packed B (circc_gemm_f32_packed_rows): B already in the packed
+ *    layout below (circc stores weights that way in the blob), read in order
+ *    by the same micro-kernels: no packing, no strided reads; same bits.
  * circc_gemv_f32 is a separate entry for one row against B stored by columns
  * (decode steps), with its own summation order (see there).
  * Needs C11; <immintrin.h> only when AVX2+FMA or AVX-512F+FMA are enabled.
  * Threads: each needs its own scratch. For M <= 4 (decode) split columns, not
- * rows, so that every thread streams part of B. */
+ * rows, so that every thread streams part of B.
+ * CIRCC_GEMM_F32_LAYOUT_ONLY: only the pre-packed B layout (the compiler
+ * includes it that way). */
 #ifndef CIRCC_GEMM_F32_H
 #define CIRCC_GEMM_F32_H
 #include <stddef.h>
@@ -44,6 +49,22 @@
 
 /* Summation block; part of the numerical contract above (all paths use it). */
 #define CIRCC_GEMM_KC 256
+
+/* Pre-packed B (K x N, circc_gemm_packed_b_floats(N, K) floats): for each
+ * KC block of k from k = 0 (kb = min(KC, K - pc) rows), the columns in panels
+ * of 16 (the last one zero-padded), each panel kb x 16 floats, row after row.
+ * Every micro-kernel width (48, 16 and 32 columns) is a run of whole panels,
+ * so one layout serves every ISA the generated program may be compiled for,
+ * and a tile's 16-column panels lie next to each other in memory. */
+CIRCC_GEMM_API int64_t circc_gemm_packed_np(int64_t N) { return (N + 15) / 16 * 16; }
+CIRCC_GEMM_API int64_t circc_gemm_packed_b_floats(int64_t N, int64_t K) { return K * circc_gemm_packed_np(N); }
+/* Where element (k, n) of B goes. */
+CIRCC_GEMM_API int64_t circc_gemm_packed_b_index(int64_t N, int64_t K, int64_t k, int64_t n) {
+  int64_t pc = k / CIRCC_GEMM_KC * CIRCC_GEMM_KC, kb = K - pc < CIRCC_GEMM_KC ? K - pc : CIRCC_GEMM_KC;
+  return pc * circc_gemm_packed_np(N) + n / 16 * 16 * kb + (k - pc) * 16 + n % 16;
+}
+
+#ifndef CIRCC_GEMM_F32_LAYOUT_ONLY
 
 #if !defined(CIRCC_GEMM_PORTABLE) && defined(__AVX512F__) && defined(__FMA__)
 #include <immintrin.h>
@@ -309,18 +330,38 @@ static inline void circc_gemm_fmas(int rows, circc_gemm_v acc[CIRCC_GEMM_MR][CIR
  * aligned). If Bsrc is not NULL the B panel is read from there instead
  * (row-major: Bsrc[k*b_k + j], j < cols) and packed into Bp on the way: the
  * first tile of a panel packs it while computing, so the strided reads of B
- * overlap with arithmetic. `rows` is a literal at every call, so the row loops
+ * overlap with arithmetic. If Bw is not NULL, B is pre-packed (the layout of
+ * circc_gemm_packed_b_index): column j at k is Bw[j/16*bq + k*16 + j%16],
+ * zero-padded to whole 16-column panels; panels past cols are not read. `rows` is a literal at every call, so the row loops
  * unroll and only live accumulators remain: always inlined, because an
  * out-of-line clone (which gcc makes once the program has grown) may keep all
  * MR rows of accumulators and spill them; pf prefetches for the next panel. */
 static inline __attribute__((always_inline)) void circc_gemm_kernel(int rows, int64_t kb, const float *restrict Ap,
                                                                     float *restrict Bp, const float *Bsrc,
-                                                                    int64_t b_k, float *C, int64_t c_m, int64_t c_n,
-                                                                    int cols, int first, circc_gemm_pf pf) {
+                                                                    int64_t b_k, const float *Bw, int64_t bq,
+                                                                    float *C, int64_t c_m, int64_t c_n, int cols,
+                                                                    int first, circc_gemm_pf pf) {
   circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV], b[CIRCC_GEMM_NV];
   for (int i = 0; i < CIRCC_GEMM_MR; i++)
     for (int v = 0; v < CIRCC_GEMM_NV; v++) acc[i][v] = circc_gemm_vzero();
-  if (!Bsrc) {
+  if (Bw) {
+    const float *q[CIRCC_GEMM_NV];
+    for (int v = 0; v < CIRCC_GEMM_NV; v++) q[v] = Bw + v * CIRCC_GEMM_VL / 16 * bq + v * CIRCC_GEMM_VL % 16;
+    if (cols == CIRCC_GEMM_NR) {
+      for (int64_t k = 0; k < kb; k++) {
+        for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vloadu(q[v] + k * 16);
+        circc_gemm_pf_step(&pf);
+        circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
+      }
+    } else {
+      for (int64_t k = 0; k < kb; k++) {
+        for (int v = 0; v < CIRCC_GEMM_NV; v++)
+          b[v] = v * CIRCC_GEMM_VL < cols ? circc_gemm_vloadu(q[v] + k * 16) : circc_gemm_vzero();
+        circc_gemm_pf_step(&pf);
+        circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
+      }
+    }
+  } else if (!Bsrc) {
     for (int64_t k = 0; k < kb; k++) {
       for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vload(Bp + k * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL);
       circc_gemm_pf_step(&pf);
@@ -379,8 +420,10 @@ static inline __attribute__((always_inline)) void circc_gemm_kernel(int rows, in
 #else
 /* Portable: plain loops that gcc and clang vectorise along j. The row loop
  * runs to `rows`, not to MR: with a constant bound gcc unrolls the tile into
- * MR*NR scalars and then vectorises across k, keeping the order, very slowly. */
-static inline void circc_gemm_kernel(int rows, int64_t kb, const float *restrict Ap, const float *restrict Bp,
+ * MR*NR scalars and then vectorises across k, keeping the order, very slowly.
+ * Never inlined: one body for every caller (the packed and the pre-packed
+ * driver), so the compiler's contraction of a*b+c is the same for all. */
+static __attribute__((noinline)) void circc_gemm_kernel(int rows, int64_t kb, const float *restrict Ap, const float *restrict Bp,
                                      float *C, int64_t c_m, int64_t c_n, int cols, int first) {
   float acc[CIRCC_GEMM_MR][CIRCC_GEMM_NR];
   for (int i = 0; i < rows; i++)
@@ -448,22 +491,82 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
           }
           float *c = Cj + (ic + ir) * c_m;
           switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
-          case 1: circc_gemm_kernel(1, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
-          case 2: circc_gemm_kernel(2, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
-          case 3: circc_gemm_kernel(3, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
-          case 4: circc_gemm_kernel(4, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
-          case 5: circc_gemm_kernel(5, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
+          case 1: circc_gemm_kernel(1, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
+          case 2: circc_gemm_kernel(2, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
+          case 3: circc_gemm_kernel(3, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
+          case 4: circc_gemm_kernel(4, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
+          case 5: circc_gemm_kernel(5, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
 #if CIRCC_GEMM_MR > 6
-          case 6: circc_gemm_kernel(6, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
-          case 7: circc_gemm_kernel(7, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
+          case 6: circc_gemm_kernel(6, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
+          case 7: circc_gemm_kernel(7, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
 #endif
-          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, src, b_k, c, c_m, c_n, cols, first, pf); break;
+          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
           }
         }
 #else
         circc_gemm_pack(Bp, CIRCC_GEMM_NR, B + pc * b_k + jc * b_n, b_n, b_k, cols, kb);
         /* one call site for every tile, so the compiler's contraction of
          * a*b+c cannot differ between full and edge tiles */
+        for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR)
+          circc_gemm_kernel((int)circc_gemm_min(CIRCC_GEMM_MR, mb - ir), kb, Ap + ir * kb, Bp, Cj + (ic + ir) * c_m,
+                            c_m, c_n, cols, first);
+#endif
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------- pre-packed B driver */
+
+/* Rows [m0,m1) and columns [n0,n1) of C (n0 a multiple of 16) with B
+ * pre-packed at W (N columns in all): the packed path's loops, but each B
+ * panel is read where it lies, in order, while the next one is prefetched. */
+static inline void circc_gemm_packed_w(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t N, int64_t K,
+                                       const float *A, int64_t a_m, int64_t a_k, const float *W, float *C,
+                                       int64_t c_m, int64_t c_n, float *scratch) {
+  int64_t kcmax = (circc_gemm_min(K, CIRCC_GEMM_KC) + 15) / 16 * 16, Np = circc_gemm_packed_np(N);
+  float *Ap = scratch, *Bp = scratch + CIRCC_GEMM_MCP * kcmax;
+  for (int64_t ic = m0; ic < m1; ic += CIRCC_GEMM_MC) {
+    int64_t mb = circc_gemm_min(CIRCC_GEMM_MC, m1 - ic);
+    for (int64_t pc = 0; pc < K; pc += CIRCC_GEMM_KC) {
+      int64_t kb = circc_gemm_min(CIRCC_GEMM_KC, K - pc);
+      int first = pc == 0;
+      const float *Wk = W + pc * Np; /* this KC block: column j's panel at Wk + j/16*16*kb */
+      for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR)
+        circc_gemm_pack(Ap + ir * kb, CIRCC_GEMM_MR, A + (ic + ir) * a_m + pc * a_k, a_m, a_k,
+                        circc_gemm_min(CIRCC_GEMM_MR, mb - ir), kb);
+      for (int64_t jc = n0; jc < n1; jc += CIRCC_GEMM_NR) {
+        int cols = (int)circc_gemm_min(CIRCC_GEMM_NR, n1 - jc);
+        const float *w = Wk + jc * kb;
+        float *Cj = C + jc * c_n;
+#if CIRCC_GEMM_VL > 0
+        (void)Bp;
+        /* the next panel is one contiguous run; each tile prefetches its share */
+        int64_t tiles = (mb + CIRCC_GEMM_MR - 1) / CIRCC_GEMM_MR, next = jc + CIRCC_GEMM_NR;
+        int64_t run = next < n1 ? (circc_gemm_min(CIRCC_GEMM_NR, n1 - next) + 15) / 16 * 16 * kb * 4 : 0;
+        for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR) {
+          int64_t t = ir / CIRCC_GEMM_MR, b0 = run * t / tiles / 64 * 64, b1 = run * (t + 1) / tiles / 64 * 64;
+          circc_gemm_pf pf = {(const char *)(Wk + next * kb) + b0, 0, b1 - b0, 0, b1 > b0};
+          const float *a = Ap + ir * kb;
+          float *c = Cj + (ic + ir) * c_m;
+          switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
+          case 1: circc_gemm_kernel(1, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+          case 2: circc_gemm_kernel(2, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+          case 3: circc_gemm_kernel(3, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+          case 4: circc_gemm_kernel(4, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+          case 5: circc_gemm_kernel(5, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+#if CIRCC_GEMM_MR > 6
+          case 6: circc_gemm_kernel(6, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+          case 7: circc_gemm_kernel(7, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+#endif
+          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+          }
+        }
+#else
+        /* the portable kernel reads one NR-wide panel: copied from the 16-column ones */
+        for (int64_t k = 0; k < kb; k++)
+          for (int j = 0; j < CIRCC_GEMM_NR; j++)
+            Bp[k * CIRCC_GEMM_NR + j] = j < cols ? w[j / 16 * 16 * kb + k * 16 + j % 16] : 0.0f;
         for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR)
           circc_gemm_kernel((int)circc_gemm_min(CIRCC_GEMM_MR, mb - ir), kb, Ap + ir * kb, Bp, Cj + (ic + ir) * c_m,
                             c_m, c_n, cols, first);
@@ -758,6 +861,32 @@ static inline void circc_gemm_run(int64_t m0, int64_t m1, int64_t N, int64_t K, 
   circc_gemm_packed(m0, m1, N, K, A, a_m, a_k, B, b_k, b_n, C, c_m, c_n, scratch);
 }
 
+/* B (B[k*b_k + n*b_n], K x N) in the pre-packed layout at W
+ * (circc_gemm_packed_b_floats(N, K) floats, padding 0): what circc writes
+ * into the blob for a weight, here for tests and benchmarks. */
+CIRCC_GEMM_API void circc_gemm_pack_b(const float *B, int64_t b_k, int64_t b_n, int64_t N, int64_t K, float *W) {
+  int64_t Np = circc_gemm_packed_np(N);
+  for (int64_t k = 0; k < K; k++)
+    for (int64_t n = 0; n < Np; n++) W[circc_gemm_packed_b_index(N, K, k, n)] = n < N ? B[k * b_k + n * b_n] : 0.0f;
+}
+
+/* Columns [n0,n1) of circc_gemm_f32_rows's product for rows [m0,m1), with B
+ * pre-packed at W (N columns in all, circc_gemm_pack_b's layout): the same
+ * bits, whatever the split. C points at column 0; n0 must be a multiple of
+ * 16. scratch: circc_gemm_scratch_floats(N, K) floats, 64-byte aligned,
+ * private to the calling thread. */
+CIRCC_GEMM_API void circc_gemm_f32_packed_rows(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t N, int64_t K,
+                                               const float *A, int64_t a_m, int64_t a_k, const float *W, float *C,
+                                               int64_t c_m, int64_t c_n, float *scratch) {
+  if (m1 <= m0 || n1 <= n0) return;
+  if (K <= 0) {
+    for (int64_t m = m0; m < m1; m++)
+      for (int64_t n = n0; n < n1; n++) C[m * c_m + n * c_n] = 0.0f;
+    return;
+  }
+  circc_gemm_packed_w(m0, m1, n0, n1, N, K, A, a_m, a_k, W, C, c_m, c_n, scratch);
+}
+
 /* C[m*c_m + n*c_n] = sum_k A[m*a_m + k*a_k] * B[k*b_k + n*b_n] for m in [m0,m1),
  * n in [0,N); overwrites C. scratch: circc_gemm_scratch_floats(N, K) floats,
  * 64-byte aligned, private to the calling thread. Reads only the A rows, B and
@@ -783,4 +912,5 @@ CIRCC_GEMM_API void circc_gemm_f32_rows(int64_t m0, int64_t m1, int64_t N, int64
   circc_gemm_run(m0, m1, N, K, A, a_m, a_k, B, b_k, b_n, C, c_m, c_n, scratch);
 }
 
+#endif /* CIRCC_GEMM_F32_LAYOUT_ONLY */
 #endif /* CIRCC_GEMM_F32_H */

@@ -13,6 +13,8 @@
 #include "kernel.h"
 #define CIRCC_GEMM_BF16_LAYOUT_ONLY
 #include "../../templates/gemm_bf16.h"
+#define CIRCC_GEMM_F32_LAYOUT_ONLY
+#include "../../templates/gemm_f32.h"
 #define CIRCC_GEMM_INT8_LAYOUT_ONLY
 #include "../../templates/gemm_int8.h"
 
@@ -757,6 +759,18 @@ static void emit_gemm(Emit *e, const Step *s) {
   bool parallel = s->flops >= PARALLEL_MIN_WORK;
   emit_scratch_open(e, parallel, arena_printf(&e->c->arena, "circc_gemm_scratch_floats(%lld, %lld)", (long long)N, (long long)K));
   emit_gemm_units(e, s, mb, 48, parallel);
+  if (s->u.gemm.packed) { /* B pre-packed in the blob: the template takes the whole matrix and the columns */
+    out(e, "      if (scratch) {\n        circc_gemm_f32_packed_rows(m0, m1, n0, n1, %lld, %lld, ", (long long)N,
+        (long long)K);
+    emit_base(e, A, nb, 0);
+    out(e, ", %lld, %lld, ", (long long)A->stride[nb], (long long)A->stride[nb + 2]);
+    emit_base(e, B, nb, 0);
+    out(e, ", ");
+    emit_base(e, C, nb, 0);
+    out(e, ", %lld, %lld, scratch);\n", (long long)C->stride[nb], (long long)C->stride[nb + 1]);
+    emit_gemm_units_end(e, s);
+    return;
+  }
   out(e, "      if (scratch) {\n        circc_gemm_f32_rows(m0, m1, n1 - n0, %lld, ", (long long)K);
   const View *v[3] = {A, B, C};
   const int64_t st[3][2] = {{A->stride[nb], A->stride[nb + 2]}, {B->stride[nb + 2], B->stride[nb + 1]},
@@ -1002,6 +1016,36 @@ static bool write_bf16_weight(const Buf *b, FILE *w) {
   return true;
 }
 
+/* A pre-packed fp32 weight (Buf.packed_of): each matrix of the view in the
+ * order of circc_gemm_packed_b_index (KC blocks of 16-column panels, padding
+ * 0). false if writing failed. */
+static bool write_packed_weight(const Buf *b, FILE *w) {
+  const View *v = b->packed_of;
+  const Tensor *t = b->tensor;
+  const float *f32 = t->dtype == DT_F32 ? t->data : NULL;
+  int nb = v->rank - 3;
+  int64_t N = v->dim[nb + 1], K = v->dim[nb + 2], Np = circc_gemm_packed_np(N);
+  int64_t b_n = v->stride[nb + 1], b_k = v->stride[nb + 2];
+  float panel[16 * CIRCC_GEMM_KC];
+  for (int64_t m = 0; m < b->numel / (K * Np); m++) {
+    int64_t base = v->offset, r = m; /* matrix m: the batch dims that move B, innermost fastest */
+    for (int d = nb - 1; d >= 0; d--)
+      if (v->stride[d] != 0 && v->dim[d] != 1) base += r % v->dim[d] * v->stride[d], r /= v->dim[d];
+    for (int64_t pc = 0; pc < K; pc += CIRCC_GEMM_KC) {
+      int64_t kb = K - pc < CIRCC_GEMM_KC ? K - pc : CIRCC_GEMM_KC;
+      for (int64_t n0 = 0; n0 < Np; n0 += 16) { /* one kb x 16 panel */
+        for (int64_t k = 0; k < kb; k++)
+          for (int64_t j = 0; j < 16; j++) {
+            int64_t src = base + (pc + k) * b_k + (n0 + j) * b_n;
+            panel[k * 16 + j] = n0 + j >= N ? 0.0f : f32 ? f32[src] : (float)tensor_get_f64(t, src);
+          }
+        if (fwrite(panel, 4, (size_t)(kb * 16), w) != (size_t)(kb * 16)) return false;
+      }
+    }
+  }
+  return true;
+}
+
 /* A packed int8 weight (Buf.int8_of): each matrix of the view quantised
  * (circc_int8_quantize: lower_gemm.c made sure every value can be) and laid
  * out as circc_int8_block says, one panel of 16 columns at a time (padding
@@ -1055,6 +1099,8 @@ static int64_t write_weights(const Kernels *k, FILE *w) {
     if (b->offset > at && fwrite(zeros, 1, (size_t)(b->offset - at), w) != (size_t)(b->offset - at)) return -1;
     if (b->bf16_of) {
       if (!write_bf16_weight(b, w)) return -1;
+    } else if (b->packed_of) {
+      if (!write_packed_weight(b, w)) return -1;
     } else if (b->int8_of) {
       if (!write_int8_weight(b, w)) return -1;
     } else if (b->dtype == DT_F32 && b->tensor->dtype == DT_F32) {

@@ -31,6 +31,9 @@ typedef struct Buf {
    * [batch..., M, N, K]) rounded to bf16 and packed, one matrix per batch
    * index where the view's batch stride is not 0; numel counts 4-byte words. */
   const struct View *bf16_of;
+  /* A GEMM's fp32 B pre-packed (templates/gemm_f32.h's circc_gemm_packed_b_index
+   * layout), or NULL: as bf16_of, but fp32 values and numel counts floats. */
+  const struct View *packed_of;
   /* --precision int8: the same for templates/gemm_int8.h: `tensor` through
    * this view quantised (circc_int8_quantize) and packed (circc_int8_block). */
   const struct View *int8_of;
@@ -164,6 +167,9 @@ typedef struct Step {
       /* --precision bf16: b is a packed bf16 weight (Buf.bf16_of), its view
        * strides counting whole packed matrices; templates/gemm_bf16.h */
       bool bf16;
+      /* b is a pre-packed fp32 weight (Buf.packed_of), its view strides
+       * counting whole packed matrices; circc_gemm_f32_packed_rows */
+      bool packed;
       /* --precision int8: b is a packed int8 weight (Buf.int8_of), strides
        * likewise; templates/gemm_int8.h */
       bool int8;
@@ -207,7 +213,7 @@ typedef struct Step {
  * matrix-vector kernel circc_gemv_f32 (emit.c; lower_gemm.c lays decode
  * weights out for it and may give it a column mask). */
 static inline bool step_is_gemv(const Step *s) {
-  if (s->kind != STEP_GEMM || s->u.gemm.no_gemv || s->u.gemm.bf16 || s->u.gemm.int8) return false;
+  if (s->kind != STEP_GEMM || s->u.gemm.no_gemv || s->u.gemm.bf16 || s->u.gemm.int8 || s->u.gemm.packed) return false;
   int nb = s->u.gemm.nbatch;
   return s->dim[nb] == 1 &&
          (s->dim[nb + 2] == 1 || (s->u.gemm.a.stride[nb + 2] == 1 && s->u.gemm.b.stride[nb + 2] == 1));

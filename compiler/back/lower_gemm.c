@@ -1,16 +1,19 @@
 /* lower_gemm.c — binary contractions as GEMMs: the layouts that let a
  * contraction run as one GEMM (chosen before its step is built, by copying or
  * permuting an operand), the classification of a contraction step as a
- * batched GEMM with loop dims [batch..., M, N, K], and the column mask a
- * one-row GEMM may take from its consumer. Where values live changes, the
- * arithmetic does not — except with --precision bf16 or int8, where the GEMMs
- * whose B is a weight read it rounded to bf16 or quantised to int8
- * (gemm_packed_weights, at the end). */
+ * batched GEMM with loop dims [batch..., M, N, K], the column mask a one-row
+ * GEMM may take from its consumer, and weights stored as the GEMM reads them
+ * (at the end). Where values live changes, the arithmetic does not — except
+ * with --precision bf16 or int8, where the GEMMs whose B is a weight read it
+ * rounded to bf16 or quantised to int8 (gemm_packed_weights); fp32 programs
+ * store such weights pre-packed (gemm_f32_packed_weights), same values. */
 #include <math.h>
 #include <string.h>
 #include "lower_internal.h"
 #define CIRCC_GEMM_BF16_LAYOUT_ONLY
 #include "../../templates/gemm_bf16.h"
+#define CIRCC_GEMM_F32_LAYOUT_ONLY
+#include "../../templates/gemm_f32.h"
 #define CIRCC_GEMM_INT8_LAYOUT_ONLY
 #include "../../templates/gemm_int8.h"
 
@@ -457,5 +460,48 @@ void gemm_packed_weights(Lower *L) {
     if (p == PRECISION_BF16) s->u.gemm.bf16 = true;
     else s->u.gemm.int8 = true;
     s->u.gemm.mask = (View){0}; /* the column mask is the fp32 GEMV's (it only skips work) */
+  }
+}
+
+/* ------------------------------------------------ pre-packed fp32 weights */
+
+/* In fp32 programs, every GEMM step whose B is an fp32 weight (decode's
+ * matrix-vector steps aside: their weights are stored by columns for
+ * circc_gemv_f32) reads a copy of it that the blob holds in the template's
+ * pre-packed layout (emit.c writes it), so the packed path reads B in order
+ * instead of packing it from strided rows or columns as it runs; the sums,
+ * and so the bits, are the same. GEMMs reading the same weight the same way
+ * share one copy; the plain buffer stays only if another step reads it
+ * (GPT-2's tied wte: the embedding gather). */
+void gemm_f32_packed_weights(Lower *L) {
+  if (L->c->precision != PRECISION_FP32) return;
+  Kernels *k = L->k;
+  for (int i = 0; i < k->nstep; i++) {
+    Step *s = k->step[i];
+    if (s->kind != STEP_GEMM || s->u.gemm.bf16 || s->u.gemm.int8 || step_is_gemv(s)) continue;
+    int nb = s->u.gemm.nbatch;
+    View *B = &s->u.gemm.b;
+    int64_t N = s->dim[nb + 1], K = s->dim[nb + 2];
+    if (B->buf->kind != BUF_WEIGHT || B->buf->dtype != DT_F32 || B->buf->packed_of || N <= 0 || K <= 0) continue;
+    View packed = {.rank = B->rank};
+    memcpy(packed.dim, B->dim, sizeof packed.dim);
+    int64_t count = circc_gemm_packed_b_floats(N, K);
+    for (int t = nb - 1; t >= 0; t--)
+      if (B->stride[t] != 0 && B->dim[t] != 1) packed.stride[t] = count, count *= B->dim[t];
+    Buf *copy = NULL;
+    for (int j = 0; j < k->nbuf && !copy; j++) {
+      const Buf *o = k->buf[j];
+      if (o->packed_of && same_matrices(o->packed_of, B)) copy = k->buf[j];
+    }
+    if (!copy) {
+      View *src = ARENA_NEW(&L->c->arena, View);
+      *src = *B;
+      copy = new_buf(L, BUF_WEIGHT, DT_F32, count, B->buf->node);
+      copy->tensor = B->buf->tensor;
+      copy->packed_of = src;
+    }
+    packed.buf = copy;
+    *B = packed;
+    s->u.gemm.packed = true;
   }
 }

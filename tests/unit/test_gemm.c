@@ -3,8 +3,9 @@
  * gapped, general) with an error bound of 1e-5·sqrt(K)·Σ|a||b|, untouched
  * memory outside the addressed C elements, bit-identical results for any split
  * of rows or columns, and K = 0; circc_gemv_f32 (one row against B stored by
- * columns) the same way, plus its column mask, and the zero-coefficient rows
- * the one-row streaming path skips. The header is compiled three times: this
+ * columns) the same way, plus its column mask, the zero-coefficient rows the
+ * one-row streaming path skips, and the pre-packed B path (its layout, and the
+ * same bits as the unpacked path). The header is compiled three times: this
  * file natively (-march=native), and again as variant translation units with
  * GEMM_TEST_VARIANT defined (tests/CMakeLists.txt): `avx2` (-mavx2 -mfma) and
  * `portable` (CIRCC_GEMM_PORTABLE, the plain-C micro-kernel). */
@@ -17,12 +18,19 @@ typedef int64_t GemmScratchFn(int64_t N, int64_t K);
 typedef const char *GemmIsaFn(void);
 typedef void GemvFn(int64_t N, int64_t K, const float *a, const float *B, int64_t b_n, float *y, int64_t c_n,
                     const float *mask, int64_t mask_n);
+typedef void GemmPackedFn(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t N, int64_t K, const float *A,
+                          int64_t a_m, int64_t a_k, const float *W, float *C, int64_t c_m, int64_t c_n, float *scratch);
 #define GEMM_DECLARE(v)                                                                                              \
   GemmFn gemm_rows_##v;                                                                                              \
   GemmScratchFn gemm_scratch_##v;                                                                                    \
   GemmIsaFn gemm_isa_##v;                                                                                            \
-  GemvFn gemv_##v;
+  GemvFn gemv_##v;                                                                                                   \
+  GemmPackedFn gemm_packed_##v;
 #define GEMM_DEFINE(v)                                                                                               \
+  void gemm_packed_##v(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t N, int64_t K, const float *A,       \
+                       int64_t a_m, int64_t a_k, const float *W, float *C, int64_t c_m, int64_t c_n, float *scratch) { \
+    circc_gemm_f32_packed_rows(m0, m1, n0, n1, N, K, A, a_m, a_k, W, C, c_m, c_n, scratch);                          \
+  }                                                                                                                  \
   void gemm_rows_##v(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t a_m, int64_t a_k,       \
                      const float *B, int64_t b_k, int64_t b_n, float *C, int64_t c_m, int64_t c_n, float *scratch) { \
     circc_gemm_f32_rows(m0, m1, N, K, A, a_m, a_k, B, b_k, b_n, C, c_m, c_n, scratch);                               \
@@ -61,12 +69,14 @@ typedef struct Variant {
   GemmScratchFn *scratch;
   GemmIsaFn *isa;
   GemvFn *gemv;
+  GemmPackedFn *packed;
 } Variant;
 
-static const Variant NATIVE = {"native", gemm_rows_native, gemm_scratch_native, gemm_isa_native, gemv_native};
-static const Variant AVX2 = {"avx2", gemm_rows_avx2, gemm_scratch_avx2, gemm_isa_avx2, gemv_avx2};
+static const Variant NATIVE = {"native", gemm_rows_native, gemm_scratch_native, gemm_isa_native, gemv_native,
+                               gemm_packed_native};
+static const Variant AVX2 = {"avx2", gemm_rows_avx2, gemm_scratch_avx2, gemm_isa_avx2, gemv_avx2, gemm_packed_avx2};
 static const Variant PORTABLE = {"portable", gemm_rows_portable, gemm_scratch_portable, gemm_isa_portable,
-                                 gemv_portable};
+                                 gemv_portable, gemm_packed_portable};
 
 static int have_avx2(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -406,6 +416,98 @@ Test(gemm, split_portable, .timeout = 120) { split(&PORTABLE); }
 Test(gemm, split_avx2, .timeout = 120) {
   if (!have_avx2()) cr_skip_test("no AVX2+FMA");
   split(&AVX2);
+}
+
+/* ------------------------------------------------- pre-packed B (weights) */
+
+/* The layout, at hand-computed places: N = 50 (Np = 64), K = 300 (blocks of
+ * 256 and 44 rows). */
+Test(gemm, packed_layout) {
+  cr_expect_eq(circc_gemm_packed_np(50), 64);
+  cr_expect_eq(circc_gemm_packed_b_floats(50, 300), 300 * 64);
+  cr_expect_eq(circc_gemm_packed_b_index(50, 300, 0, 0), 0);
+  cr_expect_eq(circc_gemm_packed_b_index(50, 300, 0, 15), 15);
+  cr_expect_eq(circc_gemm_packed_b_index(50, 300, 1, 0), 16, "the next k: one 16-float row on");
+  cr_expect_eq(circc_gemm_packed_b_index(50, 300, 0, 16), 256 * 16, "the second panel after 256 rows of the first");
+  cr_expect_eq(circc_gemm_packed_b_index(50, 300, 255, 49), 3 * 256 * 16 + 255 * 16 + 1);
+  cr_expect_eq(circc_gemm_packed_b_index(50, 300, 256, 0), 256 * 64, "the second K block after the first");
+  cr_expect_eq(circc_gemm_packed_b_index(50, 300, 257, 33), 256 * 64 + 2 * 16 * 44 + 16 + 1);
+  /* circc_gemm_pack_b puts each element there and zeros in the padding */
+  int64_t N = 50, K = 300;
+  float *B = malloc((size_t)(N * K) * sizeof(float)), *W = malloc((size_t)(K * 64) * sizeof(float));
+  cr_assert(B && W);
+  for (int64_t i = 0; i < N * K; i++) B[i] = (float)(i + 1);
+  for (int64_t i = 0; i < K * 64; i++) W[i] = -1.0f;
+  circc_gemm_pack_b(B, 1, K, N, K, W); /* B given transposed: element (k, n) at n*K + k */
+  for (int64_t k = 0; k < K; k++)
+    for (int64_t n = 0; n < 64; n++) {
+      float want = n < N ? (float)(n * K + k + 1) : 0.0f, got = W[circc_gemm_packed_b_index(N, K, k, n)];
+      cr_expect(got == want, "(k %lld, n %lld): %g, want %g", (long long)k, (long long)n, got, want);
+    }
+  for (int64_t i = 0; i < K * 64; i++) cr_expect(W[i] != -1.0f, "W[%lld] not written", (long long)i);
+  free(B), free(W);
+}
+
+/* The pre-packed path on an M x N x K product (B packed from layout lb, C in
+ * layout lc): every column against a double reference (check_case's bound),
+ * C outside the product untouched, and the same bits as the unpacked path,
+ * whether rows or columns (at multiples of 16) are split over calls. */
+static void packed_case(const Variant *v, int64_t M, int64_t N, int64_t K, int lb, int lc) {
+  Mat A = mat_new(M, K, ROW), B = mat_new(K, N, lb), C0 = mat_new(M, N, lc), C1 = mat_new(M, N, lc);
+  mat_fill(&A, M, K), mat_fill(&B, K, N);
+  float *W = malloc((size_t)circc_gemm_packed_b_floats(N, K) * sizeof(float)), *scratch = scratch_new(v, N, K);
+  cr_assert(W);
+  circc_gemm_pack_b(B.p, B.s_r, B.s_c, N, K, W);
+  for (int64_t i = 0; i < C0.extent; i++) C0.p[i] = C1.p[i] = SENTINEL;
+  v->rows(0, M, N, K, A.p, A.s_r, A.s_c, B.p, B.s_r, B.s_c, C0.p, C0.s_r, C0.s_c, scratch);
+  v->packed(0, M, 0, N, N, K, A.p, A.s_r, A.s_c, W, C1.p, C1.s_r, C1.s_c, scratch);
+  double worst = 0;
+  int64_t wm = -1, wn = -1;
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t n = 0; n < N; n++) {
+      double want = 0, absdot = 0;
+      for (int64_t k = 0; k < K; k++) {
+        double p = (double)A.p[m * A.s_r + k * A.s_c] * (double)B.p[k * B.s_r + n * B.s_c];
+        want += p, absdot += fabs(p);
+      }
+      double err = fabs((double)C1.p[m * C1.s_r + n * C1.s_c] - want), tol = 1e-5 * sqrt((double)K) * absdot;
+      double ratio = err == 0 ? 0 : tol > 0 ? err / tol : INFINITY;
+      if (!(ratio <= worst)) worst = ratio, wm = m, wn = n;
+    }
+  cr_expect(worst <= 1.0, "%s packed %lldx%lldx%lld B=%s C=%s: C[%lld,%lld] is %.3g x the bound off", v->name,
+            (long long)M, (long long)N, (long long)K, LAYOUT[lb], LAYOUT[lc], (long long)wm, (long long)wn, worst);
+  cr_expect(memcmp(C0.p, C1.p, (size_t)C0.extent * sizeof(float)) == 0,
+            "%s packed %lldx%lldx%lld B=%s C=%s: not the unpacked path's bits (or wrote outside C)", v->name,
+            (long long)M, (long long)N, (long long)K, LAYOUT[lb], LAYOUT[lc]);
+  int64_t a = M / 3, p16 = (N + 15) / 16, c = p16 / 3 * 16, d = p16 * 2 / 3 * 16;
+  int64_t rows[4] = {0, a, a + (M - a) / 2, M}, cols[4] = {0, c, d < N ? d : N, N};
+  for (int64_t i = 0; i < C1.extent; i++) C1.p[i] = SENTINEL;
+  for (int r = 0; r < 3; r++)
+    for (int q = 0; q < 3; q++)
+      v->packed(rows[r], rows[r + 1], cols[q], cols[q + 1], N, K, A.p, A.s_r, A.s_c, W, C1.p, C1.s_r, C1.s_c, scratch);
+  cr_expect(memcmp(C0.p, C1.p, (size_t)C0.extent * sizeof(float)) == 0,
+            "%s packed %lldx%lldx%lld B=%s C=%s: split at rows %lld, %lld and columns %lld, %lld changes bits", v->name,
+            (long long)M, (long long)N, (long long)K, LAYOUT[lb], LAYOUT[lc], (long long)rows[1], (long long)rows[2],
+            (long long)cols[1], (long long)cols[2]);
+  free(W), free(scratch), free(A.p), free(B.p), free(C0.p), free(C1.p);
+}
+
+static void packed_shapes(const Variant *v) {
+  rng_state = 606;
+  static const int64_t Ms[] = {1, 3, 8, 9, 64, 70}, Ns[] = {1, 17, 50, 96, 145}, Ks[] = {1, 255, 256, 257, 1100};
+  int i = 0;
+  for (size_t a = 0; a < sizeof Ms / sizeof Ms[0]; a++)
+    for (size_t b = 0; b < sizeof Ns / sizeof Ns[0]; b++)
+      for (size_t c = 0; c < sizeof Ks / sizeof Ks[0]; c++, i++)
+        packed_case(v, Ms[a], Ns[b], Ks[c], i % 2 ? TRANS : i % 3 ? ROW : GENERAL, i % 5 ? ROW : TRANS);
+  packed_case(v, 9, 50257, 257, TRANS, ROW); /* an unembedding's edge panel (50257 = 1047 x 48 + 1) */
+}
+
+Test(gemm, packed_native) { packed_shapes(&NATIVE); }
+Test(gemm, packed_portable) { packed_shapes(&PORTABLE); }
+Test(gemm, packed_avx2) {
+  if (!have_avx2()) cr_skip_test("no AVX2+FMA");
+  packed_shapes(&AVX2);
 }
 
 /* The SIMD builds share the summation order, so AVX-512 and AVX2 agree bit for bit. */

@@ -39,6 +39,12 @@ static const Step *gemm_of(Comp *c, const Kernels *k, const char *name) {
   return NULL;
 }
 
+/* B of GEMM g in the layout gemm_layouts chose: a weight that the blob holds
+ * pre-packed (gemm_f32_packed_weights) is read through the view it was packed from. */
+static const View *b_layout(const Step *g) {
+  return g->u.gemm.packed ? g->u.gemm.b.buf->packed_of : &g->u.gemm.b;
+}
+
 /* Lowers each circuit of cases[0..n) and hands its kernel graph to check. */
 static void lower_each(const char *const *cases, size_t n, void (*check)(Comp *c, const Kernels *k, size_t i)) {
   for (size_t i = 0; i < n; i++) {
@@ -64,7 +70,7 @@ Test(lower, attention_output_projection_is_one_gemm) {
   cr_assert_eq(g->dim[1], 20);
   cr_assert_eq(g->dim[2], 24);
   cr_assert_eq(g->u.gemm.b.buf->kind, BUF_WEIGHT);
-  cr_assert_eq(g->u.gemm.b.stride[1], 1, "B is row-major [K, N]");
+  cr_assert_eq(b_layout(g)->stride[1], 1, "B is row-major [K, N]");
   cr_assert_eq(g->u.gemm.a.stride[2], 1);
   cr_assert_eq(count_steps(&k, STEP_ELEMENTWISE), 1, "one copy of z");
   tu_free(c);
@@ -77,16 +83,43 @@ Test(lower, transposed_weight_becomes_row_major) {
                        "  'w' [20,16] Array rand\n",
                        &k);
   const Step *g = gemm_of(c, &k, "y");
-  cr_assert_eq(g->u.gemm.b.stride[1], 1);  /* b_n */
-  cr_assert_eq(g->u.gemm.b.stride[2], 20); /* b_k */
+  cr_assert_eq(b_layout(g)->stride[1], 1);  /* b_n */
+  cr_assert_eq(b_layout(g)->stride[2], 20); /* b_k */
   /* the permuted weight holds w transposed */
   const Tensor *t = g->u.gemm.b.buf->tensor;
   cr_assert_eq(t->shape.dim[0], 16);
   cr_assert_eq(t->shape.dim[1], 20);
-  /* the original is no longer read, so it stays out of the weights blob */
+  /* neither the original nor the permuted copy is read (the GEMM reads the
+   * pre-packed one), so they stay out of the weights blob */
   for (int i = 0; i < k.nbuf; i++)
     if (k.buf[i]->kind == BUF_WEIGHT && k.buf[i] != g->u.gemm.b.buf) cr_assert_eq(k.buf[i]->offset, -1);
-  cr_assert_eq(k.weights_bytes, 16 * 20 * 4);
+  cr_assert_eq(k.weights_bytes, 16 * 32 * 4, "K = 16 rows of 20 columns padded to 32");
+  tu_free(c);
+}
+
+Test(lower, weight_gemms_read_pre_packed_copies) {
+  /* two heads' projections share one weight read the same way: one packed
+   * copy, one matrix per head (N = 20 padded to 32, K = 300 in blocks of 256
+   * and 44); the GEMV of a one-row product keeps its by-column weight */
+  Kernels k;
+  Comp *c = lower_text("'y' Einsum htd,hdo->hto\n"
+                       "  'x' [2,8,300] Symbol\n"
+                       "  'w' [2,300,20] Array rand\n"
+                       "'z' Einsum htd,hdo->hto\n"
+                       "  'x2' [2,8,300] Symbol\n"
+                       "  'w'\n"
+                       "'v' Einsum sd,do->so\n"
+                       "  'x1' [1,64] Symbol\n"
+                       "  'w1' [64,300] Array rand\n",
+                       &k);
+  const Step *y = gemm_of(c, &k, "y"), *z = gemm_of(c, &k, "z"), *v = gemm_of(c, &k, "v");
+  cr_assert(y->u.gemm.packed && z->u.gemm.packed);
+  cr_assert_eq(y->u.gemm.b.buf, z->u.gemm.b.buf, "one copy");
+  cr_assert_eq(y->u.gemm.b.buf->numel, 2 * 300 * 32);
+  cr_assert_eq(y->u.gemm.b.stride[0], 300 * 32, "the batch stride counts packed matrices");
+  cr_assert_eq(b_layout(y)->stride[3], 20, "packed from row-major [K, N]: b_k = 20");
+  cr_assert(!v->u.gemm.packed && step_is_gemv(v));
+  cr_assert_eq(k.weights_bytes, 2 * 300 * 32 * 4 + 64 * 300 * 4);
   tu_free(c);
 }
 
@@ -119,7 +152,7 @@ Test(lower, mergeable_contraction_keeps_its_layout) {
 
 Test(lower, shared_weight_keeps_its_layout) {
   /* a tied embedding: the same tensor gathered and used as a transposed B is
-   * stored once, not twice */
+   * not permuted into a second plain layout */
   Kernels k;
   Comp *c = lower_text("'logits' Einsum td,vd->tv\n"
                        "  'emb' GeneralFunction gen_index_at_0_c\n"
@@ -128,8 +161,10 @@ Test(lower, shared_weight_keeps_its_layout) {
                        "  'wte'\n",
                        &k);
   const Step *g = gemm_of(c, &k, "logits");
-  cr_assert_eq(g->u.gemm.b.stride[2], 1, "B stays transposed (b_k = 1)");
-  cr_assert_eq(k.weights_bytes, 40 * 16 * 4);
+  cr_assert_eq(b_layout(g)->stride[2], 1, "B stays transposed (b_k = 1)");
+  /* the GEMM reads a pre-packed copy (K = 16, N = 40 padded to 48), the
+   * gather the plain weight: no transposed copy besides */
+  cr_assert_eq(k.weights_bytes, 40 * 16 * 4 + 16 * 48 * 4);
   tu_free(c);
 }
 
