@@ -431,9 +431,10 @@ void dump_kernels(Comp *c, FILE *f, const Kernels *k, bool planned) {
     fputs(" -> ", f);
     put_buffer(f, s->out.buf, planned);
     if (step_is_gemv(s)) fprintf(f, ", matrix-vector%s", s->u.gemm.mask.buf ? ", skips masked columns" : "");
-    if (s->kind == STEP_GEMM && s->u.gemm.bf16) fputs(", bf16 weights", f);
-    if (s->kind == STEP_GEMM && s->u.gemm.int8) fputs(", int8 weights", f);
-    if (s->kind == STEP_GEMM && s->u.gemm.packed) fputs(", pre-packed weights", f);
+    if (s->kind == STEP_GEMM && s->u.gemm.packing != PACK_NONE) {
+      static const char *const what[] = {[PACK_F32] = "pre-packed", [PACK_BF16] = "bf16", [PACK_INT8] = "int8"};
+      fprintf(f, ", %s weights", what[s->u.gemm.packing]);
+    }
     if (s->kind == STEP_ATTENTION && !s->u.attn.kend.buf) fputs(", mask computed at run time", f);
     if (s->kind == STEP_ATTENTION && s->u.attn.bf16) fputs(", bf16 Q·Kᵀ and P·V", f);
     const Step *e = step_epilogue(s);

@@ -735,11 +735,11 @@ static void emit_gemm_int8(Emit *e, const Step *s) {
  * threads balance to a panel (fixed column tasks packed A once per task:
  * 10-15% slower at T = 256). The template's sums do not depend on the split. */
 static void emit_gemm(Emit *e, const Step *s) {
-  if (s->u.gemm.bf16) {
+  if (s->u.gemm.packing == PACK_BF16) {
     emit_gemm_bf16(e, s);
     return;
   }
-  if (s->u.gemm.int8) {
+  if (s->u.gemm.packing == PACK_INT8) {
     emit_gemm_int8(e, s);
     return;
   }
@@ -759,7 +759,7 @@ static void emit_gemm(Emit *e, const Step *s) {
   bool parallel = s->flops >= PARALLEL_MIN_WORK;
   emit_scratch_open(e, parallel, arena_printf(&e->c->arena, "circc_gemm_scratch_floats(%lld, %lld)", (long long)N, (long long)K));
   emit_gemm_units(e, s, mb, 48, parallel);
-  if (s->u.gemm.packed) { /* B pre-packed in the blob: the template takes the whole matrix and the columns */
+  if (s->u.gemm.packing == PACK_F32) { /* B pre-packed in the blob: the template takes the whole matrix and the columns */
     out(e, "      if (scratch) {\n        circc_gemm_f32_packed_rows(m0, m1, n0, n1, %lld, %lld, ", (long long)N,
         (long long)K);
     emit_base(e, A, nb, 0);
@@ -987,11 +987,11 @@ static void emit_desc(Emit *e, const char *what, int n, Buf **bufs, const char *
 
 static void emit_cstring(Emit *e, const char *s) { out(e, "\"%s\"", c_escape(e->c, s ? s : "")); }
 
-/* A packed bf16 weight (Buf.bf16_of): each matrix of the view, rounded to
+/* A packed bf16 weight (PACK_BF16): each matrix of the view, rounded to
  * bf16, in the order of circc_bf16_b_index (padding 0). false if writing
  * failed. */
 static bool write_bf16_weight(const Buf *b, FILE *w) {
-  const View *v = b->bf16_of;
+  const View *v = b->packed_of;
   const Tensor *t = b->tensor;
   const float *f32 = t->dtype == DT_F32 ? t->data : NULL;
   int nb = v->rank - 3;
@@ -1016,7 +1016,7 @@ static bool write_bf16_weight(const Buf *b, FILE *w) {
   return true;
 }
 
-/* A pre-packed fp32 weight (Buf.packed_of): each matrix of the view in the
+/* A pre-packed fp32 weight (PACK_F32): each matrix of the view in the
  * order of circc_gemm_packed_b_index (KC blocks of 16-column panels, padding
  * 0). false if writing failed. */
 static bool write_packed_weight(const Buf *b, FILE *w) {
@@ -1046,12 +1046,12 @@ static bool write_packed_weight(const Buf *b, FILE *w) {
   return true;
 }
 
-/* A packed int8 weight (Buf.int8_of): each matrix of the view quantised
+/* A packed int8 weight (PACK_INT8): each matrix of the view quantised
  * (circc_int8_quantize: lower_gemm.c made sure every value can be) and laid
  * out as circc_int8_block says, one panel of 16 columns at a time (padding
  * 0). false if writing failed. */
 static bool write_int8_weight(const Buf *b, FILE *w) {
-  const View *v = b->int8_of;
+  const View *v = b->packed_of;
   const Tensor *t = b->tensor;
   const float *f32 = t->dtype == DT_F32 ? t->data : NULL;
   int nb = v->rank - 3;
@@ -1097,11 +1097,11 @@ static int64_t write_weights(const Kernels *k, FILE *w) {
     if (b->kind != BUF_WEIGHT || b->offset < 0) continue;
     CHECK(b->offset >= at && b->offset - at < 64);
     if (b->offset > at && fwrite(zeros, 1, (size_t)(b->offset - at), w) != (size_t)(b->offset - at)) return -1;
-    if (b->bf16_of) {
+    if (b->packing == PACK_BF16) {
       if (!write_bf16_weight(b, w)) return -1;
-    } else if (b->packed_of) {
+    } else if (b->packing == PACK_F32) {
       if (!write_packed_weight(b, w)) return -1;
-    } else if (b->int8_of) {
+    } else if (b->packing == PACK_INT8) {
       if (!write_int8_weight(b, w)) return -1;
     } else if (b->dtype == DT_F32 && b->tensor->dtype == DT_F32) {
       if (fwrite(b->tensor->data, 4, (size_t)b->numel, w) != (size_t)b->numel) return -1;

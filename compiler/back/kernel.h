@@ -15,6 +15,16 @@ typedef enum BufKind {
   BUF_TEMP,   /* in the arena at `offset` (memplan) */
 } BufKind;
 
+/* How a weight copy holds a GEMM's B, the view Buf.packed_of over the GEMM's
+ * loop dims [batch..., M, N, K] of `tensor`: one matrix per batch index where
+ * the view's batch stride is not 0, in the layout its template reads. */
+typedef enum Packing {
+  PACK_NONE, /* a plain weight: `tensor` as it is */
+  PACK_F32,  /* fp32 pre-packed panels (templates/gemm_f32.h, circc_gemm_packed_b_index); numel counts floats */
+  PACK_BF16, /* --precision bf16: rounded to bf16, VNNI panels (templates/gemm_bf16.h); numel counts 4-byte words */
+  PACK_INT8, /* --precision int8: circc_int8_quantize, circc_int8_block (templates/gemm_int8.h); 4-byte words */
+} Packing;
+
 typedef struct Buf {
   int id;
   BufKind kind;
@@ -26,17 +36,8 @@ typedef struct Buf {
   int last_use;       /* last step that reads it (memplan) */
   const Node *node;   /* the node it holds: comments; inputs and outputs: their shape (and a Symbol's identity) */
   const Tensor *tensor; /* BUF_WEIGHT: the data (converted to dtype in the blob) */
-  /* --precision bf16: a GEMM's B as templates/gemm_bf16.h reads it, or NULL.
-   * The blob holds `tensor` read through this view (over the GEMM's loop dims
-   * [batch..., M, N, K]) rounded to bf16 and packed, one matrix per batch
-   * index where the view's batch stride is not 0; numel counts 4-byte words. */
-  const struct View *bf16_of;
-  /* A GEMM's fp32 B pre-packed (templates/gemm_f32.h's circc_gemm_packed_b_index
-   * layout), or NULL: as bf16_of, but fp32 values and numel counts floats. */
+  Packing packing;    /* BUF_WEIGHT: PACK_NONE, or a GEMM's B packed (packed_of) */
   const struct View *packed_of;
-  /* --precision int8: the same for templates/gemm_int8.h: `tensor` through
-   * this view quantised (circc_int8_quantize) and packed (circc_int8_block). */
-  const struct View *int8_of;
 } Buf;
 
 /* A strided view of a buffer over `rank` loop dims (elements, not bytes). */
@@ -164,15 +165,9 @@ typedef struct Step {
       int epi_src[MAX_RANK * 2];
       int64_t epi_div[MAX_RANK * 2];
       bool no_gemv;       /* never the one-row kernel (Program.batch_invariant) */
-      /* --precision bf16: b is a packed bf16 weight (Buf.bf16_of), its view
-       * strides counting whole packed matrices; templates/gemm_bf16.h */
-      bool bf16;
-      /* b is a pre-packed fp32 weight (Buf.packed_of), its view strides
-       * counting whole packed matrices; circc_gemm_f32_packed_rows */
-      bool packed;
-      /* --precision int8: b is a packed int8 weight (Buf.int8_of), strides
-       * likewise; templates/gemm_int8.h */
-      bool int8;
+      /* PACK_NONE, or b is a packed weight (Buf.packing, the same) whose view
+       * strides count whole packed matrices: its template's GEMM runs */
+      Packing packing;
     } gemm;
     /* scale and bias are rows of len elements (rank 1) */
     struct {
@@ -213,7 +208,7 @@ typedef struct Step {
  * matrix-vector kernel circc_gemv_f32 (emit.c; lower_gemm.c lays decode
  * weights out for it and may give it a column mask). */
 static inline bool step_is_gemv(const Step *s) {
-  if (s->kind != STEP_GEMM || s->u.gemm.no_gemv || s->u.gemm.bf16 || s->u.gemm.int8 || s->u.gemm.packed) return false;
+  if (s->kind != STEP_GEMM || s->u.gemm.no_gemv || s->u.gemm.packing != PACK_NONE) return false;
   int nb = s->u.gemm.nbatch;
   return s->dim[nb] == 1 &&
          (s->dim[nb + 2] == 1 || (s->u.gemm.a.stride[nb + 2] == 1 && s->u.gemm.b.stride[nb + 2] == 1));

@@ -887,7 +887,6 @@ bool lower_program(Comp *c, const Program *p, Kernels *k) {
     b->def_step = s->id;
   }
   gemm_packed_weights(&L);
-  gemm_f32_packed_weights(&L);
   for (int i = 0; i < k->nstep; i++) k->flops += k->step[i]->flops;
   free(L.memo), free(L.uses), free(L.weight_of), ptrmap_free(&L.tensor_reads), free(L.input_order), free(u.visited);
   free(deep.levels);

@@ -3,10 +3,9 @@
  * permuting an operand), the classification of a contraction step as a
  * batched GEMM with loop dims [batch..., M, N, K], the column mask a one-row
  * GEMM may take from its consumer, and weights stored as the GEMM reads them
- * (at the end). Where values live changes, the arithmetic does not — except
- * with --precision bf16 or int8, where the GEMMs whose B is a weight read it
- * rounded to bf16 or quantised to int8 (gemm_packed_weights); fp32 programs
- * store such weights pre-packed (gemm_f32_packed_weights), same values. */
+ * (gemm_packed_weights, at the end). Where values live changes, the
+ * arithmetic does not — except with --precision bf16 or int8, where the GEMMs
+ * whose B is a weight read it rounded to bf16 or quantised to int8. */
 #include <math.h>
 #include <string.h>
 #include "lower_internal.h"
@@ -398,49 +397,52 @@ static bool same_matrices(const View *a, const View *b) {
   return true;
 }
 
-/* With --precision bf16 or int8, every GEMM step whose B is an fp32 weight
- * reads a packed copy of it instead: rounded to bf16 (templates/gemm_bf16.h;
- * emit.c writes the copy into the blob and rounds A as the step packs it) or
- * quantised to int8 with one fp16 scale per 32 k (templates/gemm_int8.h; A
- * stays fp32). GEMMs reading the same weight the same way share one copy.
- * The fp32 buffer stays only if another step reads it (GPT-2's tied wte: the
- * embedding gather reads fp32 rows, exact and few, while the unembedding GEMM
- * streams the packed copy); memplan leaves a weight nobody reads out of the
- * blob. A GEMM whose weight is A (and B is not a weight: w x with one column)
- * is turned around first, C^T = B^T A^T (no epilogue is fused yet: this runs
- * at the end of lowering). */
+/* Every GEMM step whose B is an fp32 weight reads a copy of it that the blob
+ * holds in its template's layout (Packing; emit.c writes it): in fp32
+ * programs the same values pre-packed into templates/gemm_f32.h's panels, so
+ * the packed path reads B in order instead of packing it from strided rows or
+ * columns as it runs (same sums, so the same bits; decode's matrix-vector
+ * steps keep their weights stored by columns for circc_gemv_f32); with
+ * --precision bf16 rounded to bf16 (templates/gemm_bf16.h, which rounds A as
+ * it packs it); with --precision int8 quantised to int8 with one fp16 scale
+ * per 32 k (templates/gemm_int8.h; A stays fp32). GEMMs reading the same
+ * matrices share one copy. The plain buffer stays only if another step reads
+ * it (GPT-2's tied wte: the embedding gather reads fp32 rows, exact and few,
+ * while the unembedding GEMM streams the packed copy); memplan leaves a
+ * weight nobody reads out of the blob. In bf16 and int8, a GEMM whose weight
+ * is A (and B is not a weight: w x with one column) is turned around first,
+ * C^T = B^T A^T (no epilogue is fused yet: this runs at the end of lowering). */
 void gemm_packed_weights(Lower *L) {
   Precision p = L->c->precision;
-  if (p == PRECISION_FP32) return;
+  Packing want = p == PRECISION_BF16 ? PACK_BF16 : p == PRECISION_INT8 ? PACK_INT8 : PACK_F32;
   Kernels *k = L->k;
   for (int i = 0; i < k->nstep; i++) {
     Step *s = k->step[i];
-    if (s->kind != STEP_GEMM) continue;
+    if (s->kind != STEP_GEMM || (want == PACK_F32 && step_is_gemv(s))) continue;
     int nb = s->u.gemm.nbatch;
     const Buf *a = s->u.gemm.a.buf;
-    if (a->kind == BUF_WEIGHT && a->dtype == DT_F32 && s->u.gemm.b.buf->kind != BUF_WEIGHT && s->dim[nb] > 0 &&
-        s->dim[nb + 2] > 0)
+    if (want != PACK_F32 && a->kind == BUF_WEIGHT && a->dtype == DT_F32 && s->u.gemm.b.buf->kind != BUF_WEIGHT &&
+        s->dim[nb] > 0 && s->dim[nb + 2] > 0)
       swap_operands(s);
     View *B = &s->u.gemm.b;
     int64_t N = s->dim[nb + 1], K = s->dim[nb + 2];
-    if (B->buf->kind != BUF_WEIGHT || B->buf->dtype != DT_F32 || B->buf->bf16_of || B->buf->int8_of || N <= 0 ||
-        K <= 0)
+    if (B->buf->kind != BUF_WEIGHT || B->buf->dtype != DT_F32 || B->buf->packing != PACK_NONE || N <= 0 || K <= 0)
       continue;
     View packed = {.rank = B->rank};
     memcpy(packed.dim, B->dim, sizeof packed.dim);
-    int64_t words = p == PRECISION_BF16 ? circc_bf16_np(N) * circc_bf16_kp(K) / 2 : circc_int8_bytes(N, K) / 4;
-    int64_t count = words; /* 4-byte words */
+    int64_t count = want == PACK_F32    ? circc_gemm_packed_b_floats(N, K)
+                    : want == PACK_BF16 ? circc_bf16_np(N) * circc_bf16_kp(K) / 2 /* 4-byte words */
+                                        : circc_int8_bytes(N, K) / 4;
     for (int t = nb - 1; t >= 0; t--)
       if (B->stride[t] != 0 && B->dim[t] != 1) packed.stride[t] = count, count *= B->dim[t];
     Buf *copy = NULL;
     for (int j = 0; j < k->nbuf && !copy; j++) {
       const Buf *o = k->buf[j];
-      const View *of = p == PRECISION_BF16 ? o->bf16_of : o->int8_of;
-      if (of && same_matrices(of, B)) copy = k->buf[j];
+      if (o->packing == want && same_matrices(o->packed_of, B)) copy = k->buf[j];
     }
     if (!copy) {
       double bad;
-      if (p == PRECISION_INT8 && !int8_representable(B, B->buf->tensor, &bad)) {
+      if (want == PACK_INT8 && !int8_representable(B, B->buf->tensor, &bad)) {
         const Node *n = B->buf->node;
         diag_error(L->c, n ? n->loc : NO_LOC,
                    "--precision int8: weight %s holds %g; int8 with fp16 scales needs finite values below "
@@ -452,56 +454,12 @@ void gemm_packed_weights(Lower *L) {
       *src = *B;
       copy = new_buf(L, BUF_WEIGHT, DT_F32, count, B->buf->node);
       copy->tensor = B->buf->tensor;
-      if (p == PRECISION_BF16) copy->bf16_of = src;
-      else copy->int8_of = src;
-    }
-    packed.buf = copy;
-    *B = packed;
-    if (p == PRECISION_BF16) s->u.gemm.bf16 = true;
-    else s->u.gemm.int8 = true;
-    s->u.gemm.mask = (View){0}; /* the column mask is the fp32 GEMV's (it only skips work) */
-  }
-}
-
-/* ------------------------------------------------ pre-packed fp32 weights */
-
-/* In fp32 programs, every GEMM step whose B is an fp32 weight (decode's
- * matrix-vector steps aside: their weights are stored by columns for
- * circc_gemv_f32) reads a copy of it that the blob holds in the template's
- * pre-packed layout (emit.c writes it), so the packed path reads B in order
- * instead of packing it from strided rows or columns as it runs; the sums,
- * and so the bits, are the same. GEMMs reading the same weight the same way
- * share one copy; the plain buffer stays only if another step reads it
- * (GPT-2's tied wte: the embedding gather). */
-void gemm_f32_packed_weights(Lower *L) {
-  if (L->c->precision != PRECISION_FP32) return;
-  Kernels *k = L->k;
-  for (int i = 0; i < k->nstep; i++) {
-    Step *s = k->step[i];
-    if (s->kind != STEP_GEMM || s->u.gemm.bf16 || s->u.gemm.int8 || step_is_gemv(s)) continue;
-    int nb = s->u.gemm.nbatch;
-    View *B = &s->u.gemm.b;
-    int64_t N = s->dim[nb + 1], K = s->dim[nb + 2];
-    if (B->buf->kind != BUF_WEIGHT || B->buf->dtype != DT_F32 || B->buf->packed_of || N <= 0 || K <= 0) continue;
-    View packed = {.rank = B->rank};
-    memcpy(packed.dim, B->dim, sizeof packed.dim);
-    int64_t count = circc_gemm_packed_b_floats(N, K);
-    for (int t = nb - 1; t >= 0; t--)
-      if (B->stride[t] != 0 && B->dim[t] != 1) packed.stride[t] = count, count *= B->dim[t];
-    Buf *copy = NULL;
-    for (int j = 0; j < k->nbuf && !copy; j++) {
-      const Buf *o = k->buf[j];
-      if (o->packed_of && same_matrices(o->packed_of, B)) copy = k->buf[j];
-    }
-    if (!copy) {
-      View *src = ARENA_NEW(&L->c->arena, View);
-      *src = *B;
-      copy = new_buf(L, BUF_WEIGHT, DT_F32, count, B->buf->node);
-      copy->tensor = B->buf->tensor;
+      copy->packing = want;
       copy->packed_of = src;
     }
     packed.buf = copy;
     *B = packed;
-    s->u.gemm.packed = true;
+    s->u.gemm.packing = want;
+    s->u.gemm.mask = (View){0}; /* the column mask is the fp32 GEMV's (it only skips work) */
   }
 }

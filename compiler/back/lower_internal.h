@@ -56,10 +56,9 @@ bool gemm_layouts(Lower *L, const Node *n, View ops[2], int *out_axes);
  * if it is large enough to pay for the template) */
 void classify_gemm(Step *s, bool batch_invariant);
 void gemv_column_mask(Lower *L, const Node *n);    /* n, a product, may mask a GEMV it reads */
-/* --precision bf16, int8: every GEMM step whose B is a weight reads it as bf16 / int8 */
+/* every GEMM step whose B is a weight reads a packed copy: pre-packed fp32 (not
+ * decode's GEMVs), or bf16 / int8 under --precision */
 void gemm_packed_weights(Lower *L);
-/* fp32: every GEMM step whose B is a weight reads a pre-packed copy (not decode's GEMVs) */
-void gemm_f32_packed_weights(Lower *L);
 
 /* idiom_*.c — recognisers: n's value computed by one step for the whole
  * pattern, or NULL when n does not match (n is then lowered as usual; children

@@ -40,9 +40,9 @@ static const Step *gemm_of(Comp *c, const Kernels *k, const char *name) {
 }
 
 /* B of GEMM g in the layout gemm_layouts chose: a weight that the blob holds
- * pre-packed (gemm_f32_packed_weights) is read through the view it was packed from. */
+ * pre-packed (gemm_packed_weights) is read through the view it was packed from. */
 static const View *b_layout(const Step *g) {
-  return g->u.gemm.packed ? g->u.gemm.b.buf->packed_of : &g->u.gemm.b;
+  return g->u.gemm.packing == PACK_F32 ? g->u.gemm.b.buf->packed_of : &g->u.gemm.b;
 }
 
 /* Lowers each circuit of cases[0..n) and hands its kernel graph to check. */
@@ -113,12 +113,12 @@ Test(lower, weight_gemms_read_pre_packed_copies) {
                        "  'w1' [64,300] Array rand\n",
                        &k);
   const Step *y = gemm_of(c, &k, "y"), *z = gemm_of(c, &k, "z"), *v = gemm_of(c, &k, "v");
-  cr_assert(y->u.gemm.packed && z->u.gemm.packed);
+  cr_assert(y->u.gemm.packing == PACK_F32 && z->u.gemm.packing == PACK_F32);
   cr_assert_eq(y->u.gemm.b.buf, z->u.gemm.b.buf, "one copy");
   cr_assert_eq(y->u.gemm.b.buf->numel, 2 * 300 * 32);
   cr_assert_eq(y->u.gemm.b.stride[0], 300 * 32, "the batch stride counts packed matrices");
   cr_assert_eq(b_layout(y)->stride[3], 20, "packed from row-major [K, N]: b_k = 20");
-  cr_assert(!v->u.gemm.packed && step_is_gemv(v));
+  cr_assert(v->u.gemm.packing == PACK_NONE && step_is_gemv(v));
   cr_assert_eq(k.weights_bytes, 2 * 300 * 32 * 4 + 64 * 300 * 4);
   tu_free(c);
 }

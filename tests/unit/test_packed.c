@@ -1,5 +1,5 @@
 /* test_packed.c — fp32 programs whose GEMMs read weights pre-packed in the blob
- * (lower_gemm.c's gemm_f32_packed_weights, templates/gemm_f32.h's
+ * (lower_gemm.c's gemm_packed_weights, templates/gemm_f32.h's
  * circc_gemm_f32_packed_rows): the same circuit with the weights given as
  * inputs instead (so its GEMMs pack B as they run, or stream it) must give
  * the same bits, with 1 and 2 threads each. The shapes cover two K blocks
