@@ -696,6 +696,19 @@ static void emit_gemm_bf16(Emit *e, const Step *s) {
   emit_gemm_units_end(e, s);
 }
 
+/* The operands of a GEMM whose B is a packed weight, the end of its call:
+ * "A, a_m, a_k, B, C, c_m, c_n, scratch);" (b_cast before B). */
+static void emit_packed_gemm_operands(Emit *e, const Step *s, const char *b_cast) {
+  int nb = s->u.gemm.nbatch;
+  const View *A = &s->u.gemm.a, *B = &s->u.gemm.b, *C = &s->out;
+  emit_base(e, A, nb, 0);
+  out(e, ", %lld, %lld, %s", (long long)A->stride[nb], (long long)A->stride[nb + 2], b_cast);
+  emit_base(e, B, nb, 0);
+  out(e, ", ");
+  emit_base(e, C, nb, 0);
+  out(e, ", %lld, %lld, scratch);\n", (long long)C->stride[nb], (long long)C->stride[nb + 1]);
+}
+
 /* --precision int8: a GEMM whose B is a packed int8 weight, through
  * templates/gemm_int8.h, in the same units as the fp32 GEMM. Steps of 1-4
  * rows (decode) take the template's decode summation in 16-column panels, so
@@ -711,19 +724,13 @@ static void emit_gemm_int8(Emit *e, const Step *s) {
   emit_decls(e, &d);
   int nb = s->u.gemm.nbatch;
   int64_t M = s->dim[nb], K = s->dim[nb + 2];
-  const View *A = &s->u.gemm.a, *B = &s->u.gemm.b, *C = &s->out;
   bool decode = M <= 4 && !s->u.gemm.no_gemv, parallel = s->flops >= PARALLEL_MIN_WORK;
   int64_t mb = M <= 256 ? M : 256;
   emit_scratch_open(e, parallel,
                     arena_printf(&e->c->arena, "circc_gemm_int8_scratch_floats(%d, %lld)", decode, (long long)K));
   emit_gemm_units(e, s, mb, decode ? 16 : 48, parallel);
   out(e, "      if (scratch) {\n        circc_gemm_int8_rows(%d, m0, m1, n0, n1, %lld, ", decode, (long long)K);
-  emit_base(e, A, nb, 0);
-  out(e, ", %lld, %lld, (const uint8_t *)", (long long)A->stride[nb], (long long)A->stride[nb + 2]);
-  emit_base(e, B, nb, 0);
-  out(e, ", ");
-  emit_base(e, C, nb, 0);
-  out(e, ", %lld, %lld, scratch);\n", (long long)C->stride[nb], (long long)C->stride[nb + 1]);
+  emit_packed_gemm_operands(e, s, "(const uint8_t *)");
   emit_gemm_units_end(e, s);
 }
 
@@ -762,12 +769,7 @@ static void emit_gemm(Emit *e, const Step *s) {
   if (s->u.gemm.packing == PACK_F32) { /* B pre-packed in the blob: the template takes the whole matrix and the columns */
     out(e, "      if (scratch) {\n        circc_gemm_f32_packed_rows(m0, m1, n0, n1, %lld, %lld, ", (long long)N,
         (long long)K);
-    emit_base(e, A, nb, 0);
-    out(e, ", %lld, %lld, ", (long long)A->stride[nb], (long long)A->stride[nb + 2]);
-    emit_base(e, B, nb, 0);
-    out(e, ", ");
-    emit_base(e, C, nb, 0);
-    out(e, ", %lld, %lld, scratch);\n", (long long)C->stride[nb], (long long)C->stride[nb + 1]);
+    emit_packed_gemm_operands(e, s, "");
     emit_gemm_units_end(e, s);
     return;
   }
