@@ -989,6 +989,16 @@ static void emit_desc(Emit *e, const char *what, int n, Buf **bufs, const char *
 
 static void emit_cstring(Emit *e, const char *s) { out(e, "\"%s\"", c_escape(e->c, s ? s : "")); }
 
+/* Where matrix m of a packed weight's view v starts in its tensor: the
+ * packed copy holds one matrix per index of the batch dims that move B
+ * (stride not 0), innermost fastest. */
+static int64_t packed_matrix_base(const View *v, int64_t m) {
+  int64_t base = v->offset, r = m;
+  for (int d = v->rank - 4; d >= 0; d--)
+    if (v->stride[d] != 0 && v->dim[d] != 1) base += r % v->dim[d] * v->stride[d], r /= v->dim[d];
+  return base;
+}
+
 /* A packed bf16 weight (PACK_BF16): each matrix of the view, rounded to
  * bf16, in the order of circc_bf16_b_index (padding 0). false if writing
  * failed. */
@@ -1001,9 +1011,7 @@ static bool write_bf16_weight(const Buf *b, FILE *w) {
   int64_t b_n = v->stride[nb + 1], b_k = v->stride[nb + 2];
   uint16_t chunk[4096];
   for (int64_t m = 0; m < b->numel * 2 / elems; m++) {
-    int64_t base = v->offset, r = m; /* matrix m: the batch dims that move B, innermost fastest */
-    for (int d = nb - 1; d >= 0; d--)
-      if (v->stride[d] != 0 && v->dim[d] != 1) base += r % v->dim[d] * v->stride[d], r /= v->dim[d];
+    int64_t base = packed_matrix_base(v, m);
     for (int64_t e0 = 0; e0 < elems; e0 += 4096) {
       int64_t n = elems - e0 < 4096 ? elems - e0 : 4096;
       for (int64_t j = 0; j < n; j++) {
@@ -1030,9 +1038,7 @@ static bool write_packed_weight(const Buf *b, FILE *w) {
   int64_t b_n = v->stride[nb + 1], b_k = v->stride[nb + 2];
   float panel[16 * CIRCC_GEMM_KC];
   for (int64_t m = 0; m < b->numel / (K * Np); m++) {
-    int64_t base = v->offset, r = m; /* matrix m: the batch dims that move B, innermost fastest */
-    for (int d = nb - 1; d >= 0; d--)
-      if (v->stride[d] != 0 && v->dim[d] != 1) base += r % v->dim[d] * v->stride[d], r /= v->dim[d];
+    int64_t base = packed_matrix_base(v, m);
     for (int64_t pc = 0; pc < K; pc += CIRCC_GEMM_KC) {
       int64_t kb = K - pc < CIRCC_GEMM_KC ? K - pc : CIRCC_GEMM_KC;
       for (int64_t n0 = 0; n0 < Np; n0 += 16) { /* one kb x 16 panel */
@@ -1063,9 +1069,7 @@ static bool write_int8_weight(const Buf *b, FILE *w) {
   if (!panel) return false;
   bool ok = true;
   for (int64_t m = 0; ok && m < b->numel * 4 / bytes; m++) {
-    int64_t base = v->offset, r = m; /* matrix m: the batch dims that move B, innermost fastest */
-    for (int d = nb - 1; d >= 0; d--)
-      if (v->stride[d] != 0 && v->dim[d] != 1) base += r % v->dim[d] * v->stride[d], r /= v->dim[d];
+    int64_t base = packed_matrix_base(v, m);
     for (int64_t p0 = 0; ok && p0 < N; p0 += CIRCC_INT8_PANEL) {
       memset(panel, 0, (size_t)(G * CIRCC_INT8_BLOCK));
       for (int64_t n = p0; n < N && n < p0 + CIRCC_INT8_PANEL; n++)
