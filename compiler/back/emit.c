@@ -989,36 +989,53 @@ static void emit_desc(Emit *e, const char *what, int n, Buf **bufs, const char *
 
 static void emit_cstring(Emit *e, const char *s) { out(e, "\"%s\"", c_escape(e->c, s ? s : "")); }
 
-/* Where matrix m of a packed weight's view v starts in its tensor: the
- * packed copy holds one matrix per index of the batch dims that move B
- * (stride not 0), innermost fastest. */
-static int64_t packed_matrix_base(const View *v, int64_t m) {
-  int64_t base = v->offset, r = m;
-  for (int d = v->rank - 4; d >= 0; d--)
-    if (v->stride[d] != 0 && v->dim[d] != 1) base += r % v->dim[d] * v->stride[d], r /= v->dim[d];
-  return base;
+/* What a packed weight's blob copy is made of: its tensor read through the
+ * view packed_of over [batch..., M, N, K], one matrix per index of the batch
+ * dims that move B (stride not 0), innermost fastest. */
+typedef struct PackedSource {
+  const View *v;
+  const Tensor *t;
+  const float *f32; /* t's data when it is fp32 */
+  int nb;
+  int64_t N, K, b_n, b_k;
+  int64_t base; /* where the current matrix starts in t (packed_source_matrix) */
+} PackedSource;
+
+static PackedSource packed_source(const Buf *b) {
+  const View *v = b->packed_of;
+  int nb = v->rank - 3;
+  return (PackedSource){v, b->tensor, b->tensor->dtype == DT_F32 ? b->tensor->data : NULL, nb, v->dim[nb + 1],
+                        v->dim[nb + 2], v->stride[nb + 1], v->stride[nb + 2], v->offset};
+}
+
+static void packed_source_matrix(PackedSource *ps, int64_t m) {
+  const View *v = ps->v;
+  ps->base = v->offset;
+  for (int d = ps->nb - 1; d >= 0; d--)
+    if (v->stride[d] != 0 && v->dim[d] != 1) ps->base += m % v->dim[d] * v->stride[d], m /= v->dim[d];
+}
+
+/* Element (k, n) of the current matrix, as float. */
+static float packed_value(const PackedSource *ps, int64_t k, int64_t n) {
+  int64_t at = ps->base + k * ps->b_k + n * ps->b_n;
+  return ps->f32 ? ps->f32[at] : (float)tensor_get_f64(ps->t, at);
 }
 
 /* A packed bf16 weight (PACK_BF16): each matrix of the view, rounded to
  * bf16, in the order of circc_bf16_b_index (padding 0). false if writing
  * failed. */
 static bool write_bf16_weight(const Buf *b, FILE *w) {
-  const View *v = b->packed_of;
-  const Tensor *t = b->tensor;
-  const float *f32 = t->dtype == DT_F32 ? t->data : NULL;
-  int nb = v->rank - 3;
-  int64_t N = v->dim[nb + 1], K = v->dim[nb + 2], Kp = circc_bf16_kp(K), elems = circc_bf16_np(N) * Kp;
-  int64_t b_n = v->stride[nb + 1], b_k = v->stride[nb + 2];
+  PackedSource ps = packed_source(b);
+  int64_t N = ps.N, K = ps.K, Kp = circc_bf16_kp(K), elems = circc_bf16_np(N) * Kp;
   uint16_t chunk[4096];
   for (int64_t m = 0; m < b->numel * 2 / elems; m++) {
-    int64_t base = packed_matrix_base(v, m);
+    packed_source_matrix(&ps, m);
     for (int64_t e0 = 0; e0 < elems; e0 += 4096) {
       int64_t n = elems - e0 < 4096 ? elems - e0 : 4096;
       for (int64_t j = 0; j < n; j++) {
         int64_t at = e0 + j, rem = at % (Kp * 16); /* panel at / (Kp*16); in it, pair, column, half */
         int64_t k = rem / 32 * 2 + rem % 2, col = at / (Kp * 16) * 16 + rem % 32 / 2;
-        int64_t src = base + k * b_k + col * b_n;
-        chunk[j] = k < K && col < N ? circc_bf16_round(f32 ? f32[src] : (float)tensor_get_f64(t, src)) : 0;
+        chunk[j] = k < K && col < N ? circc_bf16_round(packed_value(&ps, k, col)) : 0;
       }
       if (fwrite(chunk, 2, (size_t)n, w) != (size_t)n) return false;
     }
@@ -1030,23 +1047,16 @@ static bool write_bf16_weight(const Buf *b, FILE *w) {
  * order of circc_gemm_packed_b_index (KC blocks of 16-column panels, padding
  * 0). false if writing failed. */
 static bool write_packed_weight(const Buf *b, FILE *w) {
-  const View *v = b->packed_of;
-  const Tensor *t = b->tensor;
-  const float *f32 = t->dtype == DT_F32 ? t->data : NULL;
-  int nb = v->rank - 3;
-  int64_t N = v->dim[nb + 1], K = v->dim[nb + 2], Np = circc_gemm_packed_np(N);
-  int64_t b_n = v->stride[nb + 1], b_k = v->stride[nb + 2];
+  PackedSource ps = packed_source(b);
+  int64_t N = ps.N, K = ps.K, Np = circc_gemm_packed_np(N);
   float panel[16 * CIRCC_GEMM_KC];
   for (int64_t m = 0; m < b->numel / (K * Np); m++) {
-    int64_t base = packed_matrix_base(v, m);
+    packed_source_matrix(&ps, m);
     for (int64_t pc = 0; pc < K; pc += CIRCC_GEMM_KC) {
       int64_t kb = K - pc < CIRCC_GEMM_KC ? K - pc : CIRCC_GEMM_KC;
       for (int64_t n0 = 0; n0 < Np; n0 += 16) { /* one kb x 16 panel */
         for (int64_t k = 0; k < kb; k++)
-          for (int64_t j = 0; j < 16; j++) {
-            int64_t src = base + (pc + k) * b_k + (n0 + j) * b_n;
-            panel[k * 16 + j] = n0 + j >= N ? 0.0f : f32 ? f32[src] : (float)tensor_get_f64(t, src);
-          }
+          for (int64_t j = 0; j < 16; j++) panel[k * 16 + j] = n0 + j >= N ? 0.0f : packed_value(&ps, pc + k, n0 + j);
         if (fwrite(panel, 4, (size_t)(kb * 16), w) != (size_t)(kb * 16)) return false;
       }
     }
@@ -1059,17 +1069,13 @@ static bool write_packed_weight(const Buf *b, FILE *w) {
  * out as circc_int8_block says, one panel of 16 columns at a time (padding
  * 0). false if writing failed. */
 static bool write_int8_weight(const Buf *b, FILE *w) {
-  const View *v = b->packed_of;
-  const Tensor *t = b->tensor;
-  const float *f32 = t->dtype == DT_F32 ? t->data : NULL;
-  int nb = v->rank - 3;
-  int64_t N = v->dim[nb + 1], K = v->dim[nb + 2], G = circc_int8_groups(K), bytes = circc_int8_bytes(N, K);
-  int64_t b_n = v->stride[nb + 1], b_k = v->stride[nb + 2];
+  PackedSource ps = packed_source(b);
+  int64_t N = ps.N, K = ps.K, G = circc_int8_groups(K), bytes = circc_int8_bytes(N, K);
   uint8_t *panel = malloc((size_t)(G * CIRCC_INT8_BLOCK));
   if (!panel) return false;
   bool ok = true;
   for (int64_t m = 0; ok && m < b->numel * 4 / bytes; m++) {
-    int64_t base = packed_matrix_base(v, m);
+    packed_source_matrix(&ps, m);
     for (int64_t p0 = 0; ok && p0 < N; p0 += CIRCC_INT8_PANEL) {
       memset(panel, 0, (size_t)(G * CIRCC_INT8_BLOCK));
       for (int64_t n = p0; n < N && n < p0 + CIRCC_INT8_PANEL; n++)
@@ -1077,10 +1083,7 @@ static bool write_int8_weight(const Buf *b, FILE *w) {
           float x[CIRCC_INT8_GROUP];
           int8_t q[CIRCC_INT8_GROUP];
           int kn = (int)(K - g * 32 < 32 ? K - g * 32 : 32);
-          for (int j = 0; j < kn; j++) {
-            int64_t src = base + (g * 32 + j) * b_k + n * b_n;
-            x[j] = f32 ? f32[src] : (float)tensor_get_f64(t, src);
-          }
+          for (int j = 0; j < kn; j++) x[j] = packed_value(&ps, g * 32 + j, n);
           uint16_t sc = circc_int8_quantize(x, kn, q);
           uint8_t *blk = panel + g * CIRCC_INT8_BLOCK;
           memcpy(blk + 2 * (n % 16), &sc, 2);
