@@ -8,7 +8,8 @@
  *  - Against the fp32 program: the bf16-cache program equals, bit for bit, the
  *    same circuit compiled in fp32 fed the inputs rounded to bf16 by this test
  *    (bf16 -> fp32 is exact and the kernels sum in the fp32 order); with 1 and
- *    2 threads, with masked keys.
+ *    2 threads, with masked keys, built with -march=native (the SIMD kernels)
+ *    and without (generic x86-64: the portable ones).
  *  - The interface stays float32: --help and --info say "(stored as bf16)";
  *    --bench zero-fills the input.
  *  - Not stored as bf16: an input another step reads too, an fp32 program's,
@@ -34,7 +35,8 @@ static const char CIRCUIT[] = "'out' Einsum ht,htd->hd\n"
                               "    'kv_mask' [300] Symbol 33333333-3333-4333-8333-333333333333\n"
                               "  'past_v' [3,300,40] Symbol 44444444-4444-4444-8444-444444444444\n";
 
-static void compile(const char *text, Precision p, const char *dir, const char *name) {
+/* native: -march=native (AVX-512 or AVX2 here), else generic x86-64 code (the portable C paths) */
+static void compile(const char *text, Precision p, const char *dir, const char *name, bool native) {
   char *out;
   cr_assert(asprintf(&out, "%s/%s", dir, name) > 0);
   Comp *c = tu_comp();
@@ -42,7 +44,7 @@ static void compile(const char *text, Precision p, const char *dir, const char *
   DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "kv.circ", .last = STAGE_EMIT,
                      .verify_each = true,
                      .emit = {.name = name, .command_line = "test"},
-                     .build = {.output = out, .opt = "-O2"}};
+                     .build = {.output = out, .opt = "-O2", .native = native}};
   Compilation cm = {0};
   cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
   tu_free(c);
@@ -130,7 +132,7 @@ Test(precision_kvcache, by_hand) {
   const Precision prec[2] = {PRECISION_BF16, PRECISION_INT8};
   for (int p = 0; p < 2; p++) {
     char *dir = tu_temp_dir("kvcache");
-    compile(CIRCUIT, prec[p], dir, "prog");
+    compile(CIRCUIT, prec[p], dir, "prog", true);
     save_inputs(dir, &in, false);
     cr_assert_eq(run(dir, "prog", 2, false, "out.npy"), 0);
     Comp *c = tu_comp();
@@ -156,25 +158,29 @@ Test(precision_kvcache, the_fp32_programs_bits_on_rounded_inputs) {
   char *dir = tu_temp_dir("kvcache");
   save_inputs(dir, &in, false);
   save_inputs(dir, &in, true);
-  compile(CIRCUIT, PRECISION_FP32, dir, "fp32");
-  cr_assert_eq(run(dir, "fp32", 2, true, "want.npy"), 0);
-  cr_assert_eq(run(dir, "fp32", 2, false, "unrounded.npy"), 0);
-  const Precision prec[2] = {PRECISION_BF16, PRECISION_INT8};
-  for (int p = 0; p < 2; p++) {
-    compile(CIRCUIT, prec[p], dir, "low");
-    for (int t = 1; t <= 2; t++) {
-      char out[32];
-      snprintf(out, sizeof out, "got%d.npy", t);
-      cr_assert_eq(run(dir, "low", t, false, out), 0);
-      cr_assert_eq(tu_sh("cmp -s %s/%s %s/want.npy", dir, out, dir), 0, "%s, %d threads: not the fp32 program's bits",
-                   p ? "int8" : "bf16", t);
+  /* natively and generic (the portable kernels), each against the fp32 program built the same way */
+  for (int native = 1; native >= 0; native--) {
+    compile(CIRCUIT, PRECISION_FP32, dir, "fp32", native);
+    cr_assert_eq(run(dir, "fp32", 2, true, "want.npy"), 0);
+    cr_assert_eq(run(dir, "fp32", 2, false, "unrounded.npy"), 0);
+    for (int p = 0; p < 2; p++) {
+      compile(CIRCUIT, p ? PRECISION_INT8 : PRECISION_BF16, dir, "low", native);
+      for (int t = 1; t <= 2; t++) {
+        char out[32];
+        snprintf(out, sizeof out, "got%d.npy", t);
+        cr_assert_eq(run(dir, "low", t, false, out), 0);
+        cr_assert_eq(tu_sh("cmp -s %s/%s %s/want.npy", dir, out, dir), 0,
+                     "%s, %s, %d threads: not the fp32 program's bits", p ? "int8" : "bf16",
+                     native ? "native" : "generic", t);
+      }
+      /* the rounding shows: the fp32 program on the unrounded inputs differs */
+      cr_assert_neq(tu_sh("cmp -s %s/got1.npy %s/unrounded.npy", dir, dir), 0);
+      if (!native) continue;
+      cr_assert_eq(tu_sh("cd %s && ./low --help | grep -qx '  past_k \\[3,300,40\\] float32 (stored as bf16)'", dir), 0);
+      cr_assert_eq(tu_sh("cd %s && ./low --info | grep -qx '  past_v \\[3,300,40\\] float32 (stored as bf16)'", dir), 0);
+      cr_assert_eq(tu_sh("cd %s && ./low --info | grep -qx '  q \\[3,40\\] float32'", dir), 0);
+      cr_assert_eq(tu_sh("cd %s && ./low --bench 2 > /dev/null", dir), 0, "--bench's zero fill");
     }
-    /* the rounding shows: the fp32 program on the unrounded inputs differs */
-    cr_assert_neq(tu_sh("cmp -s %s/got1.npy %s/unrounded.npy", dir, dir), 0);
-    cr_assert_eq(tu_sh("cd %s && ./low --help | grep -qx '  past_k \\[3,300,40\\] float32 (stored as bf16)'", dir), 0);
-    cr_assert_eq(tu_sh("cd %s && ./low --info | grep -qx '  past_v \\[3,300,40\\] float32 (stored as bf16)'", dir), 0);
-    cr_assert_eq(tu_sh("cd %s && ./low --info | grep -qx '  q \\[3,40\\] float32'", dir), 0);
-    cr_assert_eq(tu_sh("cd %s && ./low --bench 2 > /dev/null", dir), 0, "--bench's zero fill");
   }
   cr_assert_eq(tu_sh("cd %s && ./fp32 --info | grep -q 'stored as bf16'", dir), 1, "fp32 programs store fp32");
   tu_sh("rm -rf %s", dir);
