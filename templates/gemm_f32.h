@@ -26,7 +26,11 @@
  *  - N < NR with more rows than columns: computes C^T = B^T A^T instead.
  *  - pre-packed B (circc_gemm_f32_packed_rows): B already in the packed
  *    layout below (circc stores weights that way in the blob), read in order
- *    by the same micro-kernels: no packing, no strided reads; same bits.
+ *    by the same micro-kernels: no packing, no strided reads; same bits. A is
+ *    packed for several KC blocks at once and each column panel runs all of
+ *    them, so C stays in cache across its block sums; a block's panel runs in
+ *    KH-row slices that stay in L1, the tile's chain carried through scratch
+ *    between slices (a stored float reloads exactly: same bits).
  * circc_gemv_f32 is a separate entry for one row against B stored by columns
  * (decode steps), with its own summation order (see there).
  * Needs C11; <immintrin.h> only when AVX2+FMA or AVX-512F+FMA are enabled.
@@ -72,6 +76,7 @@ CIRCC_GEMM_API int64_t circc_gemm_packed_b_index(int64_t N, int64_t K, int64_t k
 #define CIRCC_GEMM_VL 16 /* floats per vector */
 #define CIRCC_GEMM_MR 8  /* micro-tile rows: 8 x 3 zmm accumulators of 32 */
 #define CIRCC_GEMM_NR 48 /* micro-tile columns */
+#define CIRCC_GEMM_KH 128 /* pre-packed path: k per slice, so a 48-column panel slice (24 KiB) stays in L1 */
 typedef __m512 circc_gemm_v;
 static inline __m512 circc_gemm_vzero(void) { return _mm512_setzero_ps(); }
 static inline __m512 circc_gemm_vset1(float x) { return _mm512_set1_ps(x); }
@@ -97,6 +102,7 @@ static inline void circc_gemm_vstoren(float *p, __m512 v, int n) {
 #define CIRCC_GEMM_VL 8
 #define CIRCC_GEMM_MR 6  /* 6 x 2 ymm accumulators of 16 */
 #define CIRCC_GEMM_NR 16
+#define CIRCC_GEMM_KH 256 /* a whole 16-column panel (16 KiB) stays in L1 */
 typedef __m256 circc_gemm_v;
 static inline __m256 circc_gemm_vzero(void) { return _mm256_setzero_ps(); }
 static inline __m256 circc_gemm_vset1(float x) { return _mm256_set1_ps(x); }
@@ -152,7 +158,7 @@ static inline int64_t circc_gemm_a_floats(int64_t K) {
 CIRCC_GEMM_API int64_t circc_gemm_scratch_floats(int64_t N, int64_t K) {
   (void)N;
   int64_t kc = (circc_gemm_min(K, CIRCC_GEMM_KC) + 15) / 16 * 16;
-  int64_t packed = circc_gemm_a_floats(K) + kc * CIRCC_GEMM_NR + 64;
+  int64_t packed = circc_gemm_a_floats(K) + (kc > CIRCC_GEMM_MCP ? kc : CIRCC_GEMM_MCP) * CIRCC_GEMM_NR + 64;
   int64_t stream = CIRCC_GEMM_SR * CIRCC_GEMM_NS;
   return packed > stream ? packed : stream;
 }
@@ -356,10 +362,12 @@ static inline __attribute__((always_inline)) void circc_gemm_kernel(int rows, in
                                                                     float *restrict Bp, const float *Bsrc,
                                                                     int64_t b_k, const float *Bw, int64_t bq,
                                                                     float *C, int64_t c_m, int64_t c_n, int cols,
-                                                                    int first, circc_gemm_pf pf) {
+                                                                    int first, circc_gemm_pf pf, const float *Pin,
+                                                                    float *Pout) {
   circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV], b[CIRCC_GEMM_NV];
   for (int i = 0; i < CIRCC_GEMM_MR; i++)
-    for (int v = 0; v < CIRCC_GEMM_NV; v++) acc[i][v] = circc_gemm_vzero();
+    for (int v = 0; v < CIRCC_GEMM_NV; v++)
+      acc[i][v] = Pin ? circc_gemm_vload(Pin + i * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL) : circc_gemm_vzero();
   if (Bw) {
     /* pre-packed B: the next panel is one contiguous run (pf.ld = 0, pf.left <= 1),
      * so two pointers prefetch it and the loop keeps its operands in registers */
@@ -404,6 +412,13 @@ static inline __attribute__((always_inline)) void circc_gemm_kernel(int rows, in
       circc_gemm_pf_step(&pf);
       circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
     }
+  }
+  if (Pout) { /* a partial block sum: the chain goes on from here in the next call */
+    for (int i = 0; i < CIRCC_GEMM_MR; i++) {
+      if (i >= rows) break;
+      for (int v = 0; v < CIRCC_GEMM_NV; v++) circc_gemm_vstore(Pout + i * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL, acc[i][v]);
+    }
+    return;
   }
   if (c_n == 1) {
     for (int i = 0; i < CIRCC_GEMM_MR; i++) {
@@ -510,16 +525,16 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
           }
           float *c = Cj + (ic + ir) * c_m;
           switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
-          case 1: circc_gemm_kernel(1, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
-          case 2: circc_gemm_kernel(2, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
-          case 3: circc_gemm_kernel(3, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
-          case 4: circc_gemm_kernel(4, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
-          case 5: circc_gemm_kernel(5, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
+          case 1: circc_gemm_kernel(1, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
+          case 2: circc_gemm_kernel(2, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
+          case 3: circc_gemm_kernel(3, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
+          case 4: circc_gemm_kernel(4, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
+          case 5: circc_gemm_kernel(5, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
 #if CIRCC_GEMM_MR > 6
-          case 6: circc_gemm_kernel(6, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
-          case 7: circc_gemm_kernel(7, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
+          case 6: circc_gemm_kernel(6, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
+          case 7: circc_gemm_kernel(7, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
 #endif
-          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
+          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
           }
         }
 #else
@@ -572,28 +587,36 @@ static inline void circc_gemm_packed_w(int64_t m0, int64_t m1, int64_t n0, int64
           int first = pc == 0;
           const float *w = W + pc * Np + jc * kb, *Apc = Ap + (pc - g0) * mbp; /* column j's panel at w + j/16*16*kb */
 #if CIRCC_GEMM_VL > 0
-          (void)Bp;
-          /* the next panel is one contiguous run; each tile prefetches its share */
+          /* the next panel is one contiguous run; each call prefetches its
+           * share. A block longer than KH runs as KH-row slices of the panel
+           * (which then stay in L1), the tiles' partial sums kept in Bp. */
           int64_t npc = pc + CIRCC_GEMM_KC < g1 ? pc + CIRCC_GEMM_KC : g0, njc = npc == g0 ? jc + CIRCC_GEMM_NR : jc;
           int64_t nkb = circc_gemm_min(CIRCC_GEMM_KC, K - npc), tiles = (mb + CIRCC_GEMM_MR - 1) / CIRCC_GEMM_MR;
           int64_t run = njc < n1 ? (circc_gemm_min(CIRCC_GEMM_NR, n1 - njc) + 15) / 16 * 16 * nkb * 4 : 0;
+          int64_t slices = (kb + CIRCC_GEMM_KH - 1) / CIRCC_GEMM_KH, calls = slices * tiles;
           const char *next = (const char *)(W + npc * Np + njc * nkb);
-          for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR) {
-            int64_t t = ir / CIRCC_GEMM_MR, b0 = run * t / tiles / 64 * 64, b1 = run * (t + 1) / tiles / 64 * 64;
-            circc_gemm_pf pf = {next + b0, 0, b1 - b0, 0, b1 > b0};
-            const float *a = Apc + ir * kb;
-            float *c = Cj + (ic + ir) * c_m;
-            switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
-            case 1: circc_gemm_kernel(1, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
-            case 2: circc_gemm_kernel(2, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
-            case 3: circc_gemm_kernel(3, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
-            case 4: circc_gemm_kernel(4, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
-            case 5: circc_gemm_kernel(5, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+          for (int64_t h0 = 0, u = 0; h0 < kb; h0 += CIRCC_GEMM_KH) {
+            int64_t hl = circc_gemm_min(CIRCC_GEMM_KH, kb - h0);
+            const float *wh = w + h0 * 16;
+            for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR, u++) {
+              int64_t b0 = run * u / calls / 64 * 64, b1 = run * (u + 1) / calls / 64 * 64;
+              circc_gemm_pf pf = {next + b0, 0, b1 - b0, 0, b1 > b0};
+              const float *a = Apc + ir * kb + h0 * CIRCC_GEMM_MR, *pin = h0 > 0 ? Bp + ir * CIRCC_GEMM_NR : NULL;
+              float *c = Cj + (ic + ir) * c_m, *pout = h0 + hl < kb ? Bp + ir * CIRCC_GEMM_NR : NULL;
+              switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
+              case 1: circc_gemm_kernel(1, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
+              case 2: circc_gemm_kernel(2, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
+              case 3: circc_gemm_kernel(3, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
+              case 4: circc_gemm_kernel(4, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
+              case 5: circc_gemm_kernel(5, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
 #if CIRCC_GEMM_MR > 6
-            case 6: circc_gemm_kernel(6, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
-            case 7: circc_gemm_kernel(7, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+              case 6: circc_gemm_kernel(6, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
+              case 7: circc_gemm_kernel(7, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
 #endif
-            default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+              default:
+                circc_gemm_kernel(CIRCC_GEMM_MR, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout);
+                break;
+              }
             }
           }
 #else
