@@ -354,7 +354,10 @@ static inline void circc_gemm_fmas(int rows, circc_gemm_v acc[CIRCC_GEMM_MR][CIR
  * first tile of a panel packs it while computing, so the strided reads of B
  * overlap with arithmetic. If Bw is not NULL, B is pre-packed (the layout of
  * circc_gemm_packed_b_index): column j at k is Bw[j/16*bq + k*16 + j%16],
- * zero-padded to whole 16-column panels; panels past cols are not read. `rows` is a literal at every call, so the row loops
+ * zero-padded to whole 16-column panels; panels past cols are not read. With
+ * Pin, the sums start from Pin's MR x NR tile (row i at Pin + i*NR) instead
+ * of 0; with Pout, they are stored there and C is left alone: a block's chain
+ * split over calls (pre-packed slices). `rows` is a literal at every call, so the row loops
  * unroll and only live accumulators remain: always inlined, because an
  * out-of-line clone (which gcc makes once the program has grown) may keep all
  * MR rows of accumulators and spill them; pf prefetches for the next panel. */
