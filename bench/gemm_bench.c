@@ -9,6 +9,7 @@
  * B from memory, as a model whose weights exceed the caches does. Built with -DCIRCC_BENCH_OPENBLAS (CMake does
  * so when it finds OpenBLAS) it also times OpenBLAS's cblas_sgemm on the same
  * operands with 1 and all threads, right after circc's runs of each shape.
+ * --cpu times by process CPU time (for one thread on a busy machine).
  * Not a test; build with `cmake --build BUILD --target gemm_bench`. Prints one
  * line per shape and run (best of --reps R):
  *   gemm M=.. N=.. K=.. b=row|trans threads=T split=rows|cols ms=.. gflops=..
@@ -30,7 +31,15 @@ typedef struct Shape {
   int btrans; /* B given as N x K (b_k = 1), e.g. a tied unembedding */
 } Shape;
 
-static double now(void) { return omp_get_wtime(); }
+/* --cpu: the process's CPU time instead of wall time, which a shared machine's
+ * other work inflates (meaningful with one thread: OMP_NUM_THREADS=1). */
+static int cpu_time;
+static double now(void) {
+  if (!cpu_time) return omp_get_wtime();
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static float *alloc_floats(int64_t n) {
   float *p = aligned_alloc(64, (size_t)((n * 4 + 63) / 64 * 64));
@@ -127,6 +136,8 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
       reps = atoi(argv[++i]);
+    } else if (!strcmp(argv[i], "--cpu")) {
+      cpu_time = 1;
     } else if (!strcmp(argv[i], "--cold") && i + 1 < argc) {
       cold_bytes = atof(argv[++i]) * (1 << 20);
     } else if (!strcmp(argv[i], "--shape") && i + 1 < argc && nonly < 16) {
@@ -138,7 +149,7 @@ int main(int argc, char **argv) {
       }
       only[nonly++] = (Shape){m, n, k, t == 't'};
     } else {
-      fprintf(stderr, "usage: %s [--reps R] [--cold MIB] [--shape MxNxK[t]]...\n", argv[0]);
+      fprintf(stderr, "usage: %s [--reps R] [--cpu] [--cold MIB] [--shape MxNxK[t]]...\n", argv[0]);
       return 2;
     }
   }

@@ -26,7 +26,11 @@
  *  - N < NR with more rows than columns: computes C^T = B^T A^T instead.
  *  - pre-packed B (circc_gemm_f32_packed_rows): B already in the packed
  *    layout below (circc stores weights that way in the blob), read in order
- *    by the same micro-kernels: no packing, no strided reads; same bits.
+ *    by the same micro-kernels: no packing, no strided reads; same bits. A is
+ *    packed for several KC blocks at once and each column panel runs all of
+ *    them, so C stays in cache across its block sums; a block's panel runs in
+ *    KH-row slices that stay in L1, the tile's chain carried through scratch
+ *    between slices (a stored float reloads exactly: same bits).
  * circc_gemv_f32 is a separate entry for one row against B stored by columns
  * (decode steps), with its own summation order (see there).
  * Needs C11; <immintrin.h> only when AVX2+FMA or AVX-512F+FMA are enabled.
@@ -72,6 +76,7 @@ CIRCC_GEMM_API int64_t circc_gemm_packed_b_index(int64_t N, int64_t K, int64_t k
 #define CIRCC_GEMM_VL 16 /* floats per vector */
 #define CIRCC_GEMM_MR 8  /* micro-tile rows: 8 x 3 zmm accumulators of 32 */
 #define CIRCC_GEMM_NR 48 /* micro-tile columns */
+#define CIRCC_GEMM_KH 128 /* pre-packed path: k per slice, so a 48-column panel slice (24 KiB) stays in L1 */
 typedef __m512 circc_gemm_v;
 static inline __m512 circc_gemm_vzero(void) { return _mm512_setzero_ps(); }
 static inline __m512 circc_gemm_vset1(float x) { return _mm512_set1_ps(x); }
@@ -97,6 +102,7 @@ static inline void circc_gemm_vstoren(float *p, __m512 v, int n) {
 #define CIRCC_GEMM_VL 8
 #define CIRCC_GEMM_MR 6  /* 6 x 2 ymm accumulators of 16 */
 #define CIRCC_GEMM_NR 16
+#define CIRCC_GEMM_KH 256 /* a whole 16-column panel (16 KiB) stays in L1 */
 typedef __m256 circc_gemm_v;
 static inline __m256 circc_gemm_vzero(void) { return _mm256_setzero_ps(); }
 static inline __m256 circc_gemm_vset1(float x) { return _mm256_set1_ps(x); }
@@ -130,13 +136,29 @@ static inline void circc_gemm_vstoren(float *p, __m256 v, int n) {
 
 static inline int64_t circc_gemm_min(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* Floats of scratch circc_gemm_f32_rows needs (N is accepted for future use).
- * The pieces start at multiples of 16 floats, so a 64-byte aligned scratch
- * keeps the packed B panel aligned. */
+/* Bytes of packed A the pre-packed path may hold for several KC blocks of a
+ * row block (see circc_gemm_packed_w): about half of a 2 MiB L2, leaving room
+ * for the C panel and the streaming B panels; 1 MiB L2s (AMD Zen 4/5) want
+ * -DCIRCC_GEMM_A_BYTES=524288. Any value gives the same bits. */
+#ifndef CIRCC_GEMM_A_BYTES
+#define CIRCC_GEMM_A_BYTES (1 << 20)
+#endif
+
+/* Floats of packed A (a multiple of 16): one MC x KC block, or up to
+ * CIRCC_GEMM_A_BYTES for several when K has more than one block. */
+static inline int64_t circc_gemm_a_floats(int64_t K) {
+  int64_t kc = (circc_gemm_min(K, CIRCC_GEMM_KC) + 15) / 16 * 16, one = CIRCC_GEMM_MCP * kc;
+  int64_t group = CIRCC_GEMM_A_BYTES / 4 / 16 * 16;
+  return K > CIRCC_GEMM_KC && group > one ? group : one;
+}
+
+/* Floats of scratch circc_gemm_f32_rows and circc_gemm_f32_packed_rows need
+ * (N is accepted for future use). The pieces start at multiples of 16
+ * floats, so a 64-byte aligned scratch keeps the packed B panel aligned. */
 CIRCC_GEMM_API int64_t circc_gemm_scratch_floats(int64_t N, int64_t K) {
   (void)N;
   int64_t kc = (circc_gemm_min(K, CIRCC_GEMM_KC) + 15) / 16 * 16;
-  int64_t packed = CIRCC_GEMM_MCP * kc + kc * CIRCC_GEMM_NR + 64;
+  int64_t packed = circc_gemm_a_floats(K) + (kc > CIRCC_GEMM_MCP ? kc : CIRCC_GEMM_MCP) * CIRCC_GEMM_NR + 64;
   int64_t stream = CIRCC_GEMM_SR * CIRCC_GEMM_NS;
   return packed > stream ? packed : stream;
 }
@@ -332,7 +354,10 @@ static inline void circc_gemm_fmas(int rows, circc_gemm_v acc[CIRCC_GEMM_MR][CIR
  * first tile of a panel packs it while computing, so the strided reads of B
  * overlap with arithmetic. If Bw is not NULL, B is pre-packed (the layout of
  * circc_gemm_packed_b_index): column j at k is Bw[j/16*bq + k*16 + j%16],
- * zero-padded to whole 16-column panels; panels past cols are not read. `rows` is a literal at every call, so the row loops
+ * zero-padded to whole 16-column panels; panels past cols are not read. With
+ * Pin, the sums start from Pin's MR x NR tile (row i at Pin + i*NR) instead
+ * of 0; with Pout, they are stored there and C is left alone: a block's chain
+ * split over calls (pre-packed slices). `rows` is a literal at every call, so the row loops
  * unroll and only live accumulators remain: always inlined, because an
  * out-of-line clone (which gcc makes once the program has grown) may keep all
  * MR rows of accumulators and spill them; pf prefetches for the next panel. */
@@ -340,24 +365,29 @@ static inline __attribute__((always_inline)) void circc_gemm_kernel(int rows, in
                                                                     float *restrict Bp, const float *Bsrc,
                                                                     int64_t b_k, const float *Bw, int64_t bq,
                                                                     float *C, int64_t c_m, int64_t c_n, int cols,
-                                                                    int first, circc_gemm_pf pf) {
+                                                                    int first, circc_gemm_pf pf, const float *Pin,
+                                                                    float *Pout) {
   circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV], b[CIRCC_GEMM_NV];
   for (int i = 0; i < CIRCC_GEMM_MR; i++)
-    for (int v = 0; v < CIRCC_GEMM_NV; v++) acc[i][v] = circc_gemm_vzero();
+    for (int v = 0; v < CIRCC_GEMM_NV; v++)
+      acc[i][v] = Pin ? circc_gemm_vload(Pin + i * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL) : circc_gemm_vzero();
   if (Bw) {
-    const float *q[CIRCC_GEMM_NV];
-    for (int v = 0; v < CIRCC_GEMM_NV; v++) q[v] = Bw + v * CIRCC_GEMM_VL / 16 * bq + v * CIRCC_GEMM_VL % 16;
+    /* pre-packed B: the next panel is one contiguous run (pf.ld = 0, pf.left <= 1),
+     * so two pointers prefetch it and the loop keeps its operands in registers */
+    const char *pp = pf.left > 0 ? pf.p : NULL, *pe = pf.left > 0 ? pf.p + pf.len : NULL;
+    const float *q = Bw;
     if (cols == CIRCC_GEMM_NR) {
-      for (int64_t k = 0; k < kb; k++) {
-        for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vloadu(q[v] + k * 16);
-        circc_gemm_pf_step(&pf);
+      for (int64_t k = 0; k < kb; k++, q += 16) {
+        for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vloadu(q + v * CIRCC_GEMM_VL / 16 * bq + v * CIRCC_GEMM_VL % 16);
+        if (pp < pe) _mm_prefetch(pp, _MM_HINT_T0), pp += 64;
         circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
       }
     } else {
-      for (int64_t k = 0; k < kb; k++) {
+      for (int64_t k = 0; k < kb; k++, q += 16) {
         for (int v = 0; v < CIRCC_GEMM_NV; v++)
-          b[v] = v * CIRCC_GEMM_VL < cols ? circc_gemm_vloadu(q[v] + k * 16) : circc_gemm_vzero();
-        circc_gemm_pf_step(&pf);
+          b[v] = v * CIRCC_GEMM_VL < cols ? circc_gemm_vloadu(q + v * CIRCC_GEMM_VL / 16 * bq + v * CIRCC_GEMM_VL % 16)
+                                          : circc_gemm_vzero();
+        if (pp < pe) _mm_prefetch(pp, _MM_HINT_T0), pp += 64;
         circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
       }
     }
@@ -385,6 +415,13 @@ static inline __attribute__((always_inline)) void circc_gemm_kernel(int rows, in
       circc_gemm_pf_step(&pf);
       circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
     }
+  }
+  if (Pout) { /* a partial block sum: the chain goes on from here in the next call */
+    for (int i = 0; i < CIRCC_GEMM_MR; i++) {
+      if (i >= rows) break;
+      for (int v = 0; v < CIRCC_GEMM_NV; v++) circc_gemm_vstore(Pout + i * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL, acc[i][v]);
+    }
+    return;
   }
   if (c_n == 1) {
     for (int i = 0; i < CIRCC_GEMM_MR; i++) {
@@ -491,16 +528,16 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
           }
           float *c = Cj + (ic + ir) * c_m;
           switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
-          case 1: circc_gemm_kernel(1, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
-          case 2: circc_gemm_kernel(2, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
-          case 3: circc_gemm_kernel(3, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
-          case 4: circc_gemm_kernel(4, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
-          case 5: circc_gemm_kernel(5, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
+          case 1: circc_gemm_kernel(1, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
+          case 2: circc_gemm_kernel(2, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
+          case 3: circc_gemm_kernel(3, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
+          case 4: circc_gemm_kernel(4, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
+          case 5: circc_gemm_kernel(5, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
 #if CIRCC_GEMM_MR > 6
-          case 6: circc_gemm_kernel(6, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
-          case 7: circc_gemm_kernel(7, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
+          case 6: circc_gemm_kernel(6, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
+          case 7: circc_gemm_kernel(7, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
 #endif
-          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf); break;
+          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
           }
         }
 #else
@@ -519,58 +556,82 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
 /* ------------------------------------------------- pre-packed B driver */
 
 /* Rows [m0,m1) and columns [n0,n1) of C (n0 a multiple of 16) with B
- * pre-packed at W (N columns in all): the packed path's loops, but each B
- * panel is read where it lies, in order, while the next one is prefetched. */
+ * pre-packed at W (N columns in all). A row block's A is packed for a group
+ * of KC blocks at once (as many as fit in CIRCC_GEMM_A_BYTES, all of K for
+ * the GPT-2 shapes), and each 48-column panel runs every block of the group
+ * before the next panel: the panel's C (at most MC x 48 floats) stays in the
+ * caches while its block sums are added, instead of C (larger than L2 for a
+ * wide N) going to memory and back once per KC block. Each B panel is read
+ * where it lies, in order, while the next one (the panel's next block, else
+ * the next panel's first) is prefetched. The sums and their order are the
+ * packed path's, whatever the grouping. */
 static inline void circc_gemm_packed_w(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t N, int64_t K,
                                        const float *A, int64_t a_m, int64_t a_k, const float *W, float *C,
                                        int64_t c_m, int64_t c_n, float *scratch) {
-  int64_t kcmax = (circc_gemm_min(K, CIRCC_GEMM_KC) + 15) / 16 * 16, Np = circc_gemm_packed_np(N);
-  float *Ap = scratch, *Bp = scratch + CIRCC_GEMM_MCP * kcmax;
+  int64_t Np = circc_gemm_packed_np(N);
+  float *Ap = scratch, *Bp = scratch + circc_gemm_a_floats(K);
   for (int64_t ic = m0; ic < m1; ic += CIRCC_GEMM_MC) {
-    int64_t mb = circc_gemm_min(CIRCC_GEMM_MC, m1 - ic);
-    for (int64_t pc = 0; pc < K; pc += CIRCC_GEMM_KC) {
-      int64_t kb = circc_gemm_min(CIRCC_GEMM_KC, K - pc);
-      int first = pc == 0;
-      const float *Wk = W + pc * Np; /* this KC block: column j's panel at Wk + j/16*16*kb */
-      for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR)
-        circc_gemm_pack(Ap + ir * kb, CIRCC_GEMM_MR, A + (ic + ir) * a_m + pc * a_k, a_m, a_k,
-                        circc_gemm_min(CIRCC_GEMM_MR, mb - ir), kb);
+    int64_t mb = circc_gemm_min(CIRCC_GEMM_MC, m1 - ic), mbp = (mb + CIRCC_GEMM_MR - 1) / CIRCC_GEMM_MR * CIRCC_GEMM_MR;
+    int64_t group = CIRCC_GEMM_A_BYTES / 4 / (mbp * CIRCC_GEMM_KC); /* KC blocks of A packed at once */
+    group = group < 1 ? CIRCC_GEMM_KC : group * CIRCC_GEMM_KC;
+    for (int64_t g0 = 0; g0 < K; g0 += group) {
+      int64_t g1 = circc_gemm_min(K, g0 + group);
+      for (int64_t pc = g0; pc < g1; pc += CIRCC_GEMM_KC) { /* block pc's A at Ap + (pc - g0) * mbp */
+        int64_t kb = circc_gemm_min(CIRCC_GEMM_KC, K - pc);
+        for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR)
+          circc_gemm_pack(Ap + (pc - g0) * mbp + ir * kb, CIRCC_GEMM_MR, A + (ic + ir) * a_m + pc * a_k, a_m, a_k,
+                          circc_gemm_min(CIRCC_GEMM_MR, mb - ir), kb);
+      }
       for (int64_t jc = n0; jc < n1; jc += CIRCC_GEMM_NR) {
         int cols = (int)circc_gemm_min(CIRCC_GEMM_NR, n1 - jc);
-        const float *w = Wk + jc * kb;
         float *Cj = C + jc * c_n;
+        for (int64_t pc = g0; pc < g1; pc += CIRCC_GEMM_KC) {
+          int64_t kb = circc_gemm_min(CIRCC_GEMM_KC, K - pc);
+          int first = pc == 0;
+          const float *w = W + pc * Np + jc * kb, *Apc = Ap + (pc - g0) * mbp; /* column j's panel at w + j/16*16*kb */
 #if CIRCC_GEMM_VL > 0
-        (void)Bp;
-        /* the next panel is one contiguous run; each tile prefetches its share */
-        int64_t tiles = (mb + CIRCC_GEMM_MR - 1) / CIRCC_GEMM_MR, next = jc + CIRCC_GEMM_NR;
-        int64_t run = next < n1 ? (circc_gemm_min(CIRCC_GEMM_NR, n1 - next) + 15) / 16 * 16 * kb * 4 : 0;
-        for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR) {
-          int64_t t = ir / CIRCC_GEMM_MR, b0 = run * t / tiles / 64 * 64, b1 = run * (t + 1) / tiles / 64 * 64;
-          circc_gemm_pf pf = {(const char *)(Wk + next * kb) + b0, 0, b1 - b0, 0, b1 > b0};
-          const float *a = Ap + ir * kb;
-          float *c = Cj + (ic + ir) * c_m;
-          switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
-          case 1: circc_gemm_kernel(1, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
-          case 2: circc_gemm_kernel(2, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
-          case 3: circc_gemm_kernel(3, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
-          case 4: circc_gemm_kernel(4, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
-          case 5: circc_gemm_kernel(5, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+          /* the next panel is one contiguous run; each call prefetches its
+           * share. A block longer than KH runs as KH-row slices of the panel
+           * (which then stay in L1), the tiles' partial sums kept in Bp. */
+          int64_t npc = pc + CIRCC_GEMM_KC < g1 ? pc + CIRCC_GEMM_KC : g0, njc = npc == g0 ? jc + CIRCC_GEMM_NR : jc;
+          int64_t nkb = circc_gemm_min(CIRCC_GEMM_KC, K - npc), tiles = (mb + CIRCC_GEMM_MR - 1) / CIRCC_GEMM_MR;
+          int64_t run = njc < n1 ? (circc_gemm_min(CIRCC_GEMM_NR, n1 - njc) + 15) / 16 * 16 * nkb * 4 : 0;
+          int64_t slices = (kb + CIRCC_GEMM_KH - 1) / CIRCC_GEMM_KH, calls = slices * tiles;
+          const char *next = (const char *)(W + npc * Np + njc * nkb);
+          for (int64_t h0 = 0, u = 0; h0 < kb; h0 += CIRCC_GEMM_KH) {
+            int64_t hl = circc_gemm_min(CIRCC_GEMM_KH, kb - h0);
+            const float *wh = w + h0 * 16;
+            for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR, u++) {
+              int64_t b0 = run * u / calls / 64 * 64, b1 = run * (u + 1) / calls / 64 * 64;
+              circc_gemm_pf pf = {next + b0, 0, b1 - b0, 0, b1 > b0};
+              const float *a = Apc + ir * kb + h0 * CIRCC_GEMM_MR, *pin = h0 > 0 ? Bp + ir * CIRCC_GEMM_NR : NULL;
+              float *c = Cj + (ic + ir) * c_m, *pout = h0 + hl < kb ? Bp + ir * CIRCC_GEMM_NR : NULL;
+              switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
+              case 1: circc_gemm_kernel(1, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
+              case 2: circc_gemm_kernel(2, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
+              case 3: circc_gemm_kernel(3, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
+              case 4: circc_gemm_kernel(4, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
+              case 5: circc_gemm_kernel(5, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
 #if CIRCC_GEMM_MR > 6
-          case 6: circc_gemm_kernel(6, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
-          case 7: circc_gemm_kernel(7, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+              case 6: circc_gemm_kernel(6, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
+              case 7: circc_gemm_kernel(7, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
 #endif
-          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, NULL, 0, w, 16 * kb, c, c_m, c_n, cols, first, pf); break;
+              default:
+                circc_gemm_kernel(CIRCC_GEMM_MR, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout);
+                break;
+              }
+            }
           }
-        }
 #else
-        /* the portable kernel reads one NR-wide panel: copied from the 16-column ones */
-        for (int64_t k = 0; k < kb; k++)
-          for (int j = 0; j < CIRCC_GEMM_NR; j++)
-            Bp[k * CIRCC_GEMM_NR + j] = j < cols ? w[j / 16 * 16 * kb + k * 16 + j % 16] : 0.0f;
-        for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR)
-          circc_gemm_kernel((int)circc_gemm_min(CIRCC_GEMM_MR, mb - ir), kb, Ap + ir * kb, Bp, Cj + (ic + ir) * c_m,
-                            c_m, c_n, cols, first);
+          /* the portable kernel reads one NR-wide panel: copied from the 16-column ones */
+          for (int64_t k = 0; k < kb; k++)
+            for (int j = 0; j < CIRCC_GEMM_NR; j++)
+              Bp[k * CIRCC_GEMM_NR + j] = j < cols ? w[j / 16 * 16 * kb + k * 16 + j % 16] : 0.0f;
+          for (int64_t ir = 0; ir < mb; ir += CIRCC_GEMM_MR)
+            circc_gemm_kernel((int)circc_gemm_min(CIRCC_GEMM_MR, mb - ir), kb, Apc + ir * kb, Bp, Cj + (ic + ir) * c_m,
+                              c_m, c_n, cols, first);
 #endif
+        }
       }
     }
   }

@@ -394,9 +394,12 @@ Test(gemm, k_zero_gives_zeros) {
 }
 
 Test(gemm, scratch_is_bounded) {
-  /* the streaming and packed paths share the scratch; its size depends on K only */
+  /* the streaming and packed paths share the scratch; its size depends on K
+   * only: one MC x KC block of packed A and one KC x NR panel of B, or, when K
+   * has several KC blocks, up to CIRCC_GEMM_A_BYTES (1 MiB) of packed A */
   cr_expect_eq(gemm_scratch_native(1, 5), gemm_scratch_native(100000, 5));
-  cr_expect_leq(gemm_scratch_native(50257, 3072), 1 << 17);
+  cr_expect_leq(gemm_scratch_native(50257, 256), (256 + 8) * 256 + 256 * 48 + 64);
+  cr_expect_leq(gemm_scratch_native(50257, 3072), (1 << 18) + 256 * 48 + 64);
 }
 
 Test(gemm, shapes_native, .timeout = 120) { shapes(&NATIVE); }
@@ -501,6 +504,11 @@ static void packed_shapes(const Variant *v) {
       for (size_t c = 0; c < sizeof Ks / sizeof Ks[0]; c++, i++)
         packed_case(v, Ms[a], Ns[b], Ks[c], i % 2 ? TRANS : i % 3 ? ROW : GENERAL, i % 5 ? ROW : TRANS);
   packed_case(v, 9, 50257, 257, TRANS, ROW); /* an unembedding's edge panel (50257 = 1047 x 48 + 1) */
+  /* A packed for several KC blocks at once: 256 rows hold 4 blocks in 1 MiB
+   * (AVX2's 258-row block 3), so the 5 blocks of K = 1100 make two groups,
+   * while the 44-row block holds them all; C in both layouts */
+  packed_case(v, 300, 145, 1100, ROW, ROW);
+  packed_case(v, 300, 145, 1100, TRANS, TRANS);
 }
 
 Test(gemm, packed_native) { packed_shapes(&NATIVE); }
