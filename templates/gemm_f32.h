@@ -137,9 +137,10 @@ static inline void circc_gemm_vstoren(float *p, __m256 v, int n) {
 static inline int64_t circc_gemm_min(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* Bytes of packed A the pre-packed path may hold for several KC blocks of a
- * row block (see circc_gemm_packed_w): about half of a 2 MiB L2, leaving room
- * for the C panel and the streaming B panels; 1 MiB L2s (AMD Zen 4/5) want
- * -DCIRCC_GEMM_A_BYTES=524288. Any value gives the same bits. */
+ * row block (see circc_gemm_packed_w): about half of the L2, leaving room for
+ * the C panel and the streaming B panels. circc's -march=native builds pass
+ * half of the host's L2 (compiler/back/build.c; 512 KiB on a 1 MiB Zen 4/5
+ * L2); the default suits a 2 MiB one. Any value gives the same bits. */
 #ifndef CIRCC_GEMM_A_BYTES
 #define CIRCC_GEMM_A_BYTES (1 << 20)
 #endif

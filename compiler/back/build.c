@@ -361,6 +361,20 @@ static bool have_command(Comp *c, const char *cmd) {
   }
 }
 
+/* " -DCIRCC_GEMM_A_BYTES=N" for a -march=native build: the fp32 GEMM packs up
+ * to half of this host's per-core L2 of A at once (gemm_f32.h; any value gives
+ * the same bits), or "" when the L2 size is unknown (the template's default). */
+static const char *host_gemm_a_bytes(Comp *c) {
+  FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index2/size", "r");
+  long kib = 0;
+  char unit = 0;
+  if (f) {
+    if (fscanf(f, "%ld%c", &kib, &unit) != 2 || unit != 'K') kib = 0;
+    fclose(f);
+  }
+  return kib >= 256 && kib <= 65536 ? arena_printf(&c->arena, " -DCIRCC_GEMM_A_BYTES=%ld", kib * 1024 / 2) : "";
+}
+
 bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const BuildOptions *bo) {
   const char *env_cc = bo->mpi ? "MPICC" : "CC", *cc = bo->cc ? bo->cc : getenv(env_cc) && *getenv(env_cc) ? getenv(env_cc)
                                                                           : bo->mpi ? "mpicc" : "gcc";
@@ -397,9 +411,9 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
    * exception flags, and without it gcc will not if-convert the clamps of
    * fn_exp / fn_tanh without AVX-512 masks, so those loops stay scalar. An
    * undeclared libc function would be assumed to return int: an error. */
-  const char *cflags = arena_printf(&c->arena, "%s %s -fno-trapping-math -fopenmp -std=c11 -D_POSIX_C_SOURCE=200809L -Werror=implicit-function-declaration%s%s%s%s",
+  const char *cflags = arena_printf(&c->arena, "%s %s -fno-trapping-math -fopenmp -std=c11 -D_POSIX_C_SOURCE=200809L -Werror=implicit-function-declaration%s%s%s%s%s",
                                     bo->opt ? bo->opt : "-O3", bo->native ? "-march=native" : "",
-                                    bo->mpi ? " -DCIRCC_MPI" : "", bo->emit_lib ? LIB_CFLAGS : "",
+                                    bo->native ? host_gemm_a_bytes(c) : "", bo->mpi ? " -DCIRCC_MPI" : "", bo->emit_lib ? LIB_CFLAGS : "",
                                     bo->cflags ? " " : "", bo->cflags ? bo->cflags : "");
   if (bo->emit_c_only) return emit_directory(c, k, eo, bo, cflags);
   /* an unwritable output location is an I/O error, not a compiler failure */

@@ -77,10 +77,33 @@ Test(cli, both_forms_reach_the_build) {
   cr_assert_eq(circc("a", "t.circ -D SEQ=2 --emit c -O1 --march portable --cflags -DFOO -o a/m.d"), 0);
   cr_assert_eq(circc("b", "t.circ -DSEQ=2 --emit=c -O 1 --march=portable --cflags=-DFOO -o b/m.d"), 0);
   char *mk = file("b/m.d/Makefile");
-  cr_expect(strstr(mk, "CFLAGS ?= -O1 ") && strstr(mk, " -DFOO") && !strstr(mk, "-march=native"),
+  cr_expect(strstr(mk, "CFLAGS ?= -O1 ") && strstr(mk, " -DFOO") && !strstr(mk, "-march=native") &&
+                !strstr(mk, "CIRCC_GEMM_A_BYTES"),
             "flags not applied:\n%s", mk);
   free(mk);
   SAME_FILES("a/m.d/Makefile", "b/m.d/Makefile");
+}
+
+/* A native build sizes the fp32 GEMM's packed A from this host's L2: half of
+ * cpu0's level-2 cache as sysfs gives it (e.g. 2048K -> 1048576). */
+Test(cli, native_build_takes_half_the_l2) {
+  cr_assert_eq(tu_sh("mkdir '%s/n'", dir), 0);
+  cr_assert_eq(circc("n", "t.circ -D SEQ=2 --emit c -o n/m.d"), 0);
+  char *mk = file("n/m.d/Makefile");
+  FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index2/size", "r");
+  long kib = 0;
+  if (f) {
+    if (fscanf(f, "%ldK", &kib) != 1) kib = 0;
+    fclose(f);
+  }
+  if (kib >= 256 && kib <= 65536) {
+    char want[64];
+    snprintf(want, sizeof want, " -DCIRCC_GEMM_A_BYTES=%ld\n", kib * 512);
+    cr_expect(strstr(mk, want), "no%s in:\n%s", want, mk);
+  } else {
+    cr_expect_null(strstr(mk, "CIRCC_GEMM_A_BYTES"), "an L2 size this host does not report:\n%s", mk);
+  }
+  free(mk);
 }
 
 Test(cli, both_forms_in_eval) {
