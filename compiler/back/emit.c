@@ -1,5 +1,6 @@
 /* emit.c — writes the generated program: one C function per step with every
- * size, stride and offset a literal, OpenMP on the outer loops, and a comment
+ * size, stride and offset a literal, its outer loops shared out among the
+ * threads of the run's one OpenMP parallel region (run_steps), and a comment
  * naming the circuit node each step computes; plus the weights blob, which the
  * build links with `.incbin` (weights never become C literals). Parallel loops
  * only split output elements, never a sum, so results are bit-identical for
@@ -383,8 +384,9 @@ static void emit_row_operand(Emit *e, const View *v) {
 }
 
 /* Checks every value of index view iv (of an axis of size len) before a
- * step reads with it, serially, so a bad index is an input error (exit 3)
- * and never a parallel loop's early exit. */
+ * step reads with it, outside its loop (every thread of a parallel step
+ * checks them all and comes to the same verdict), so a bad index is an input
+ * error (exit 3) and never a parallel loop's early exit. */
 static void emit_index_check(Emit *e, const Step *s, const View *iv, bool check_int, int64_t len) {
   const char *what = c_escape(e->c, s->node && s->node->name ? s->node->name : "(unnamed)");
   /* loop only over the dims the index varies along */
