@@ -293,15 +293,22 @@ def decode_flops(past):
 WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "int8": 1 + 2 / 32}
 
 
-def decode_bytes(past, precision="fp32"):
+def decode_bytes(past, precision="fp32", cache_bytes=4):
     """What one decode step must read: every weight once (one row of wpe) and
-    the keys/values of the past positions (fp32 program inputs in every
-    precision); the matmul weights at the precision's bytes per weight, the
-    rest fp32. The bandwidth bound of the issue's targets is the fp32 one."""
+    the keys/values of the past positions; the matmul weights at the
+    precision's bytes per weight, the rest fp32, the keys/values at
+    cache_bytes each (4: fp32 program inputs; 2: a program that stores them as
+    bf16). The bandwidth bound of the issue's targets is the fp32 one."""
     return (4 * (ALL_PARAMS - NPOS * C + C - MATMUL_PARAMS) + WEIGHT_BYTES[precision] * MATMUL_PARAMS
-            + 4 * 2 * L * past * C)
+            + cache_bytes * 2 * L * past * C)
 
 
+def cache_bytes(prog):
+    """Bytes per cached key/value element of a decode program: 2 where its
+    --info lists past_k and past_v as stored as bf16, else 4."""
+    info = subprocess.run([prog, "--info"], capture_output=True, text=True, check=True).stdout
+    stored = [ln for ln in info.splitlines() if ln.split()[:1] in (["past_k"], ["past_v"]) and "stored as bf16" in ln]
+    return 2 if len(stored) == 2 else 4
 
 
 class Case:
@@ -314,6 +321,7 @@ class Case:
         self.precisions = [p for p, want in (("bf16", bf16), ("int8", int8)) if want]
         self.prog = self.inputs = self.want_top = None
         self.low = {}  # precision -> its circc program (those circc has)
+        self.cache = {}  # precision -> bytes per key/value element its decode program stores
         self.compile_s = self.compile_rss = None  # set for the case that built its program
         self.acc = {}  # side -> (max |logit - PyTorch fp32 logit|, greedy agreement): the bf16 and int8 sides
         self.res = {}  # (policy, what, threads) -> list over rounds
@@ -390,6 +398,8 @@ def build_programs(args, cases, tokens_all):
             for p, prog in c.low.items():
                 s, rss = run_measured(cmd + ["--precision", p, "-o", prog])
                 log(f"== {c.label}: {p} compiled in {s:.1f} s (peak memory {rss / 1e6:.0f} MB) -> {prog}")
+        if c.kind == "decode":
+            c.cache = {p: cache_bytes(prog) for p, prog in c.low.items()}
         c.inputs = write_inputs(args.work, c, tokens_all)
 
 
@@ -752,7 +762,7 @@ def vs_fp32_bound(c, pol, what):
 
 def floor_text(c, precision):
     """The least a decode step in this precision can take, as a share of the fp32 bound (bytes / fp32 bytes)."""
-    return f"floor {decode_bytes(c.past, precision) / decode_bytes(c.past):.2f}×"
+    return f"floor {decode_bytes(c.past, precision, c.cache.get(precision, 4)) / decode_bytes(c.past):.2f}×"
 
 
 def bf16_rows(args, cases, heads):
@@ -1055,8 +1065,8 @@ def main():
              "| circc bf16 vs PyTorch bf16 | circc fp32 vs PyTorch bf16 | circc bf16 / fp32 bandwidth bound | targets |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"] + brows
     body += ["", "int8 weights (`--precision int8`, decode; same rounds). The floor is the least the step can take: "
-             "its own bytes (int8 matmul weights with their scales, fp32 rest and past keys/values, which are "
-             "fp32 program inputs) over the fp32 bound's bytes:", "",
+             "its own bytes (int8 matmul weights with their scales, the rest fp32; past keys/values at the "
+             "bytes the program stores them in: bf16 where its --info says so, else fp32) over the fp32 bound's bytes:", "",
              "| policy | case | threads | circc int8 ms | circc int8 vs circc fp32 | circc int8 vs circc bf16 "
              "| circc int8 / fp32 bandwidth bound | targets |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"] + irows
