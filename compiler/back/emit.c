@@ -680,15 +680,7 @@ static void emit_gemm_units_end(Emit *e, const Step *s) {
   out(e, "      }\n    }\n  }\n");
 }
 
-/* --precision bf16: a GEMM whose B is a packed bf16 weight, through
- * templates/gemm_bf16.h. The work is a list of units (batch index, block of
- * rows, 32-column strip); each thread takes one contiguous range of it and
- * calls the template once per row block in its range (A rounded and packed
- * once per call), then the epilogue, if any, on that block. A row block's
- * packed A stays within about 1 MiB (L2). Steps with more than 4 rows run on
- * AMX tiles when the process has them (asked once, before the threads
- * start); 1 to 4 rows (decode) on the vector path, which streams B at its
- * bf16 width. The path never depends on the split, so the bits do not. */
+/* Rows per block of a bf16 GEMM: its packed A within about 1 MiB (L2). */
 static int64_t bf16_row_block(const Step *s) {
   int64_t M = s->dim[s->u.gemm.nbatch], K = s->dim[s->u.gemm.nbatch + 2];
   int64_t mb = (1 << 20) / (2 * circc_bf16_kp(K)) / 32 * 32;
@@ -696,6 +688,16 @@ static int64_t bf16_row_block(const Step *s) {
   return mb > M ? M : mb;
 }
 
+/* --precision bf16: a GEMM whose B is a packed bf16 weight, through
+ * templates/gemm_bf16.h. The work is a list of units (batch index, block of
+ * rows, 32-column strip); each thread takes one contiguous range of it and
+ * calls the template once per row block in its range (A rounded and packed
+ * once per call), then the epilogue, if any, on that block. A row block's
+ * packed A stays within about 1 MiB (L2). Steps with more than 4 rows run on
+ * AMX tiles when the process has them (each thread asks before its first
+ * tile; Linux is asked once per process); 1 to 4 rows (decode) on the
+ * vector path, which streams B at its bf16 width. The path never depends on
+ * the split, so the bits do not. */
 static void emit_gemm_bf16(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
@@ -732,6 +734,9 @@ static void emit_packed_gemm_operands(Emit *e, const Step *s, const char *b_cast
   out(e, ", %lld, %lld, scratch);\n", (long long)C->stride[nb], (long long)C->stride[nb + 1]);
 }
 
+/* Does an int8 GEMM take the template's decode summation (see below)? */
+static bool int8_decode(const Step *s) { return s->dim[s->u.gemm.nbatch] <= 4 && !s->u.gemm.no_gemv; }
+
 /* --precision int8: a GEMM whose B is a packed int8 weight, through
  * templates/gemm_int8.h, in the same units as the fp32 GEMM. Steps of 1-4
  * rows (decode) take the template's decode summation in 16-column panels, so
@@ -739,8 +744,6 @@ static void emit_packed_gemm_operands(Emit *e, const Step *s, const char *b_cast
  * more rows (and batch-invariant steps, which must not depend on M) the
  * prefill one (blocks of B dequantised for the fp32 template). The summation
  * depends only on the step, never on the split. */
-static bool int8_decode(const Step *s) { return s->dim[s->u.gemm.nbatch] <= 4 && !s->u.gemm.no_gemv; }
-
 static void emit_gemm_int8(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
@@ -817,7 +820,7 @@ static void emit_gemm(Emit *e, const Step *s) {
  * (round-robin left one thread 50% more work). Each row's result does not
  * depend on the task split. With a run-time mask (no kend/skip buffers) each
  * row's skipped keys are found first, once for all batch elements. bf16: AMX
- * tiles (when the process has them, asked before the threads start) for
+ * tiles (when the process has them, asked as the bf16 GEMMs ask) for
  * steps of more than 4 query rows, the vector path for 1-4 (decode), as the
  * bf16 GEMMs choose. */
 static void emit_attention(Emit *e, const Step *s) {
