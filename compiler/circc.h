@@ -212,6 +212,11 @@ double einsum_flops(const Node *n);
  * attention) as one step each. false after diag_error. */
 struct Kernels;
 bool lower_program(Comp *c, const Program *p, struct Kernels *k);
+/* lower_gemm.c — --precision bf16 or int8: the float32 inputs
+ * of a deterministic program that only GEMMs with a bf16-B kernel read (a
+ * decode program's past keys and values) are stored as bf16 (Buf.stored_bf16;
+ * the runtime rounds them as it loads them). Call after lower_program. */
+void lower_bf16_inputs(Comp *c, struct Kernels *k);
 
 /* fuse.c — GEMM epilogues: an elementwise step that alone reads a GEMM's
  * result runs inside that GEMM and leaves the program; steps are renumbered,

@@ -243,7 +243,12 @@ static bool graph_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage 
     return true;
   }
   case STAGE_PLAN: return plan_einsums(c, p->outputs.node, p->outputs.n, o->report);
-  case STAGE_LOWER: return lower_program(c, p, k);
+  case STAGE_LOWER:
+    if (!lower_program(c, p, k)) return false;
+    /* not in an expectation program (its runtime fills the inputs as fp32) nor
+     * in a library (the caller passes its own float32 buffers each call) */
+    if (!cm->expect.present && !o->build.emit_lib) lower_bf16_inputs(c, k);
+    return true;
   case STAGE_FUSE: return fuse_epilogues(c, k);
   case STAGE_MEMPLAN:
     memplan_assign(k);

@@ -112,6 +112,12 @@ typedef struct rt_model {
    * "avx512bf16", "avx512; weights int8, ...", ...). */
   const char *precision;
   const char *(*gemm_path)(void);
+  /* Per input, or NULL (none): 1 for a float32 input that the program holds
+   * as bf16 (circc --precision bf16/int8: a decode program's key/value cache,
+   * read only by GEMMs with a bf16 B). The interface stays float32: the
+   * runtime rounds the values to nearest even as it loads or stores them and
+   * hands run() 2 bytes an element (rt_input_bf16). */
+  const unsigned char *input_bf16;
 } rt_model;
 
 /* The program's main: runs the mode argv asks for (rt_modes.h), by default

@@ -243,7 +243,7 @@ bool rt_alloc_buffers(const rt_model *m, void ***in, void ***out, void **arena) 
   *arena = rt_alloc_zeroed(m->arena_bytes);
   bool ok = *in && *out && *arena;
   for (int i = 0; ok && i < m->ninputs; i++)
-    ok = ((*in)[i] = rt_alloc_zeroed((size_t)m->inputs[i].numel * rt_dtype_size(m->inputs[i].dtype))) != NULL;
+    ok = ((*in)[i] = rt_alloc_zeroed((size_t)m->inputs[i].numel * rt_input_elem_size(m, i))) != NULL;
   for (int i = 0; ok && i < m->noutputs; i++)
     ok = ((*out)[i] = rt_alloc_zeroed((size_t)m->outputs[i].numel * rt_dtype_size(m->outputs[i].dtype))) != NULL;
   return ok;
@@ -331,6 +331,19 @@ int rt_threads(void) {
 
 const char *rt_dtype_name(rt_dtype t) { return t == RT_F32 ? "float32" : "int64"; }
 size_t rt_dtype_size(rt_dtype t) { return t == RT_F32 ? 4 : 8; }
+bool rt_input_bf16(const rt_model *m, int i) { return m->input_bf16 && m->input_bf16[i]; }
+size_t rt_input_elem_size(const rt_model *m, int i) {
+  return rt_input_bf16(m, i) ? 2 : rt_dtype_size(m->inputs[i].dtype);
+}
+
+void rt_bf16_round(const float *x, uint16_t *dst, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &x[i], 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) dst[i] = (uint16_t)((u >> 16) | 0x40u);
+    else dst[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
 
 void rt_shape_str(int rank, const int64_t *shape, char *buf, size_t cap) {
   size_t k = (size_t)snprintf(buf, cap, "[");
@@ -345,6 +358,13 @@ void rt_desc_line(FILE *f, const rt_tensor_desc *d) {
   fprintf(f, "  %s %s %s\n", d->name, s, rt_dtype_name(d->dtype));
 }
 
+void rt_input_line(FILE *f, const rt_model *m, int i) {
+  const rt_tensor_desc *d = &m->inputs[i];
+  char s[RT_MAX_RANK * 24];
+  rt_shape_str(d->rank, d->shape, s, sizeof s);
+  fprintf(f, "  %s %s %s%s\n", d->name, s, rt_dtype_name(d->dtype), rt_input_bf16(m, i) ? " (stored as bf16)" : "");
+}
+
 void rt_print_precision(const rt_model *m) {
   if (m->precision) printf("precision:    %s (GEMMs: %s)\n", m->precision, m->gemm_path ? m->gemm_path() : "?");
   else puts("precision:    fp32");
@@ -353,7 +373,7 @@ void rt_print_precision(const rt_model *m) {
 void rt_print_info(const rt_model *m, const char *prog, int threads) {
   printf("program:      %s\ncircc:        %s\ncommand line: %s\nsource hash:  %s\ninputs:\n", prog,
          m->circc_version, m->command_line, m->source_hash);
-  for (int i = 0; i < m->ninputs; i++) rt_desc_line(stdout, &m->inputs[i]);
+  for (int i = 0; i < m->ninputs; i++) rt_input_line(stdout, m, i);
   puts("outputs:");
   for (int i = 0; i < m->noutputs - m->ntaps; i++) rt_desc_line(stdout, &m->outputs[i]);
   if (m->ntaps) puts("taps (outputs, circc --tap):");
@@ -685,7 +705,8 @@ static int64_t npy_get_int(NpyType t, const unsigned char *p) {
   return (int64_t)((b ^ sign) - sign);
 }
 
-void *rt_npy_read(const char *prog, const char *what, const char *path, const rt_tensor_desc *want) {
+/* rt_npy_read, rounding the values to bf16 if bf16 */
+static void *npy_read(const char *prog, const char *what, const char *path, const rt_tensor_desc *want, bool bf16) {
   Npy f = {.fd = -1};
   unsigned char *raw = NULL;
   void *values = NULL;
@@ -697,17 +718,31 @@ void *rt_npy_read(const char *prog, const char *what, const char *path, const rt
     ok = false;
   }
   ok = ok && (raw = npy_payload(prog, what, path, &f)) &&
-       (values = rt_alloc_array(prog, (size_t)want->numel, rt_dtype_size(want->dtype), what));
+       (values = rt_alloc_array(prog, (size_t)want->numel, bf16 ? 2 : rt_dtype_size(want->dtype), what));
   if (ok) {
     unsigned size = NPY[f.type].size;
     for (int64_t k = 0; k < want->numel; k++) {
-      if (want->dtype == RT_F32) ((float *)values)[k] = (float)npy_get(f.type, raw + k * size);
-      else ((int64_t *)values)[k] = npy_get_int(f.type, raw + k * size);
+      if (bf16) {
+        float x = (float)npy_get(f.type, raw + k * size);
+        rt_bf16_round(&x, (uint16_t *)values + k, 1);
+      } else if (want->dtype == RT_F32) {
+        ((float *)values)[k] = (float)npy_get(f.type, raw + k * size);
+      } else {
+        ((int64_t *)values)[k] = npy_get_int(f.type, raw + k * size);
+      }
     }
   }
   free(raw);
   if (f.fd >= 0) close(f.fd);
   return values;
+}
+
+void *rt_npy_read(const char *prog, const char *what, const char *path, const rt_tensor_desc *want) {
+  return npy_read(prog, what, path, want, false);
+}
+
+void *rt_npy_read_input(const char *prog, const char *what, const char *path, const rt_model *m, int i) {
+  return npy_read(prog, what, path, &m->inputs[i], rt_input_bf16(m, i));
 }
 
 double *rt_npy_read_doubles(const char *prog, const char *what, const char *path, const rt_tensor_desc *want) {

@@ -95,10 +95,19 @@ int rt_threads(void);
 
 const char *rt_dtype_name(rt_dtype t);   /* "float32", "int64" */
 size_t rt_dtype_size(rt_dtype t);
+/* Is input i held as bf16 (rt_model.input_bf16)? */
+bool rt_input_bf16(const rt_model *m, int i);
+/* Bytes of one element of input i inside the program: 2 if held as bf16, else its dtype's size. */
+size_t rt_input_elem_size(const rt_model *m, int i);
+/* dst[i] = x[i] rounded to bf16, to nearest even (NaN stays a quiet NaN, values
+ * beyond bf16's range become inf): how circc rounds bf16 weights. */
+void rt_bf16_round(const float *x, uint16_t *dst, int64_t n);
 /* [2,3] (as circc prints shapes) */
 void rt_shape_str(int rank, const int64_t *shape, char *buf, size_t cap);
 /* "  NAME [2,3] float32\n" */
 void rt_desc_line(FILE *f, const rt_tensor_desc *d);
+/* Input i's line: "  past_k [12,12,1024,64] float32 (stored as bf16)\n" when held as bf16. */
+void rt_input_line(FILE *f, const rt_model *m, int i);
 /* --info: the program's provenance, inputs, outputs, arena, FLOPs and threads. */
 void rt_print_info(const rt_model *m, const char *prog, int threads);
 /* --info's `precision:` line (circc --precision; with bf16 the GEMM path this CPU takes). */
@@ -115,6 +124,8 @@ void rt_print_precision(const rt_model *m);
  * values converted to want's dtype in a 64-byte-aligned buffer (free() it),
  * or NULL after a message starting with `what`. */
 void *rt_npy_read(const char *prog, const char *what, const char *path, const rt_tensor_desc *want);
+/* The same for input i of m: rounded to bf16 (2 bytes each) if it is held so. */
+void *rt_npy_read_input(const char *prog, const char *what, const char *path, const rt_model *m, int i);
 /* The same for a golden: any of those dtypes, as doubles (malloc'd). */
 double *rt_npy_read_doubles(const char *prog, const char *what, const char *path, const rt_tensor_desc *want);
 /* The files one run writes (--output and the like), all or none: each is

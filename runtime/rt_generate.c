@@ -9,7 +9,8 @@
  *
  * The program computes one new position per run, with a key/value cache:
  * inputs token [1] (or []) and pos [1] (or []) int64, kv_mask [T] (1 for
- * j < pos), past_k and past_v [L,H,T,D] float32; outputs logits [V] (or
+ * j < pos), past_k and past_v [L,H,T,D] float32 (which circc --precision
+ * bf16/int8 programs hold as bf16: rows are rounded as they are stored); outputs logits [V] (or
  * [1,V]), new_k and new_v [L,H,D]. T is the longest sequence the program
  * handles. Every token — prompt tokens one at a time, then each
  * generated one — is one run at the next position; its new_k/new_v are then
@@ -533,10 +534,15 @@ static bool step(Gen *g, int64_t pos, int64_t token, const int64_t *seq) {
   }
   g->logits = (const float *)g->out[f->out[OUT_LOGITS]] + (f->full ? pos * f->V : 0);
   for (int kv = 0; kv < 2 && !f->full; kv++) {
-    float *cache = g->in[f->in[kv ? IN_PAST_V : IN_PAST_K]];
+    int i = f->in[kv ? IN_PAST_V : IN_PAST_K];
+    unsigned char *cache = g->in[i];
     const float *row = g->out[f->out[kv ? OUT_V : OUT_K]];
-    for (int64_t lh = 0; lh < f->L * f->H; lh++)
-      memcpy(cache + (lh * f->T + pos) * f->D, row + lh * f->D, (size_t)f->D * sizeof(float));
+    size_t es = rt_input_elem_size(g->m, i);
+    for (int64_t lh = 0; lh < f->L * f->H; lh++) {
+      unsigned char *at = cache + (size_t)((lh * f->T + pos) * f->D) * es;
+      if (rt_input_bf16(g->m, i)) rt_bf16_round(row + lh * f->D, (uint16_t *)at, f->D); /* as --input would */
+      else memcpy(at, row + lh * f->D, (size_t)f->D * sizeof(float));
+    }
   }
   g->run_ms += rt_now_ms() - t0;
   return true;
@@ -568,9 +574,9 @@ static int generate(Gen *g, const GenOptions *o, rt_tokenizer *tok, int64_t *seq
   }
   if (warm) memcpy(warm, g->logits, (size_t)f->V * sizeof *warm);
   for (int kv = 0; kv < 2 && !f->full; kv++) {
-    float *cache = g->in[f->in[kv ? IN_PAST_V : IN_PAST_K]];
-    for (int64_t lh = 0; lh < f->L * f->H; lh++)
-      memset(cache + (lh * f->T + last) * f->D, 0, (size_t)f->D * sizeof(float));
+    size_t es = rt_input_elem_size(g->m, f->in[kv ? IN_PAST_V : IN_PAST_K]);
+    unsigned char *cache = g->in[f->in[kv ? IN_PAST_V : IN_PAST_K]];
+    for (int64_t lh = 0; lh < f->L * f->H; lh++) memset(cache + (size_t)((lh * f->T + last) * f->D) * es, 0, (size_t)f->D * es);
   }
   g->pad = 0;
   g->run_ms = 0;

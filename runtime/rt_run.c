@@ -51,7 +51,7 @@ static void run_help(const rt_model *m, const char *prog) {
          "Runs the model compiled by circc %s. Without --output, --check, --bench or --info\n"
          "it prints every output.\n\ninputs (every one is required):\n",
          prog, prog, m->circc_version);
-  for (int i = 0; i < m->ninputs; i++) rt_desc_line(stdout, &m->inputs[i]);
+  for (int i = 0; i < m->ninputs; i++) rt_input_line(stdout, m, i);
   fputs("outputs:\n", stdout);
   for (int i = 0; i < m->noutputs; i++) rt_desc_line(stdout, &m->outputs[i]);
   if (m->npatches) fputs("patches (optional: the node's own value unless given):\n", stdout);
@@ -317,9 +317,9 @@ static int run_all(Run *r, int threads) {
     if (r->in_path[i]) {
       char what[512];
       snprintf(what, sizeof what, "input '%s'", m->inputs[i].name);
-      ok &= (r->in[i] = rt_npy_read(r->prog, what, r->in_path[i], &m->inputs[i])) != NULL;
-    } else if ((r->in[i] = rt_alloc_array(r->prog, (size_t)m->inputs[i].numel, rt_dtype_size(m->inputs[i].dtype), "input"))) {
-      memset(r->in[i], 0, (size_t)m->inputs[i].numel * rt_dtype_size(m->inputs[i].dtype));
+      ok &= (r->in[i] = rt_npy_read_input(r->prog, what, r->in_path[i], m, i)) != NULL;
+    } else if ((r->in[i] = rt_alloc_array(r->prog, (size_t)m->inputs[i].numel, rt_input_elem_size(m, i), "input"))) {
+      memset(r->in[i], 0, (size_t)m->inputs[i].numel * rt_input_elem_size(m, i));
     } else {
       ok = false;
     }

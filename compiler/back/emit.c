@@ -60,9 +60,12 @@ static const char *c_escape(Comp *c, const char *s) {
 
 static const char *ctype(DType t) { return t == DT_I64 ? "int64_t" : "float"; }
 
+/* The C type of a buffer's elements (an input stored as bf16: its bits). */
+static const char *buf_ctype(const Buf *b) { return b->stored_bf16 ? "uint16_t" : ctype(b->dtype); }
+
 /* Pointer expression for a buffer's base. */
 static void buf_base(Emit *e, const Buf *b, bool write) {
-  const char *t = ctype(b->dtype), *cq = write ? "" : "const ";
+  const char *t = buf_ctype(b), *cq = write ? "" : "const ";
   switch (b->kind) {
   case BUF_WEIGHT: out(e, "(%s%s *)(ctx->w + %lld)", cq, t, (long long)b->offset); break;
   case BUF_INPUT: out(e, "(%s%s *)ctx->in[%d]", cq, t, b->index); break;
@@ -122,7 +125,7 @@ static void emit_decls(Emit *e, Decl *d) {
   for (int i = 0; i < d->n; i++) {
     const Buf *b = d->buf[i];
     if (!b) continue;
-    out(e, "  %s%s *restrict b%d = ", d->write[i] ? "" : "const ", ctype(b->dtype), b->id);
+    out(e, "  %s%s *restrict b%d = ", d->write[i] ? "" : "const ", buf_ctype(b), b->id);
     buf_base(e, b, d->write[i]);
     out(e, ";\n");
   }
@@ -559,7 +562,7 @@ static void emit_gemv(Emit *e, const Step *s) {
   out(e, "%*sconst int64_t n0 = nb * %lld, n1 = n0 + %lld < %lld ? n0 + %lld : %lld;\n", ind + 2, "", (long long)cb,
       (long long)cb, (long long)N, (long long)cb, (long long)N);
   int64_t b_n = s->u.gemm.b.stride[nb + 1], c_n = s->out.stride[nb + 1];
-  out(e, "%*scircc_gemv_f32(n1 - n0, %lld, ", ind + 2, "", (long long)K);
+  out(e, "%*scircc_gemv_%s(n1 - n0, %lld, ", ind + 2, "", s->u.gemm.b.buf->stored_bf16 ? "bf16b" : "f32", (long long)K);
   emit_base(e, &s->u.gemm.a, nb, 0);
   out(e, ", ");
   emit_base(e, &s->u.gemm.b, nb, b_n);
@@ -796,6 +799,17 @@ static void emit_gemm(Emit *e, const Step *s) {
     out(e, "      if (scratch) {\n        circc_gemm_f32_packed_rows(m0, m1, n0, n1, %lld, %lld, ", (long long)N,
         (long long)K);
     emit_packed_gemm_operands(e, s, "");
+    emit_gemm_units_end(e, s);
+    return;
+  }
+  if (B->buf->stored_bf16) { /* a bf16 input: at most 4 rows, unit-stride B rows (lower_bf16_inputs) */
+    out(e, "      if (scratch) {\n        circc_gemm_bf16b_rows(m0, m1, n1 - n0, %lld, ", (long long)K);
+    emit_base(e, A, nb, 0);
+    out(e, ", %lld, %lld, ", (long long)A->stride[nb], (long long)A->stride[nb + 2]);
+    emit_base(e, B, nb, 1);
+    out(e, ", %lld, ", (long long)B->stride[nb + 2]);
+    emit_base(e, C, nb, C->stride[nb + 1]);
+    out(e, ", %lld, %lld, scratch);\n", (long long)C->stride[nb], (long long)C->stride[nb + 1]);
     emit_gemm_units_end(e, s);
     return;
   }
@@ -1436,6 +1450,9 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
   out(&e, "%s", PRELUDE);
   if (c->precision == PRECISION_BF16) out(&e, "#include \"gemm_bf16.h\"\n#include \"attention_bf16.h\"\n");
   if (c->precision == PRECISION_INT8) out(&e, "#include \"gemm_int8.h\"\n");
+  bool bf16_inputs = false; /* lower_bf16_inputs */
+  for (int i = 0; i < k->ninputs; i++) bf16_inputs |= k->input[i]->stored_bf16;
+  if (bf16_inputs) out(&e, "#include \"gemv_bf16.h\"\n");
   emit_graph(&e, 0);
   if (x) {
     for (int j = 0; j < x->npasses; j++) {
@@ -1447,6 +1464,11 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
     out(&e, "\n/* ---- the expectation program: groups, cumulants, passes, post */\n");
     emit_rt_graph(&e, k, x->post_input_group, x->post_input_cumulant, x->post_input_data);
     emit_expect(&e, x, o->pass_kernels, pbase);
+  }
+  if (bf16_inputs) {
+    out(&e, "\nstatic const unsigned char input_bf16[] = {");
+    for (int i = 0; i < k->ninputs; i++) out(&e, "%s%d", i ? ", " : "", k->input[i]->stored_bf16);
+    out(&e, "};\n");
   }
   if (o->tokenizer_len) out(&e, "\nextern const unsigned char circc_tokenizer[];   /* tokenizer.S: tokenizer.bin */\n");
   out(&e, "\nstatic const rt_model model = {\n  .name = ");
@@ -1469,6 +1491,7 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
   if (x) out(&e, "  .expect = &expect,\n");
   if (c->precision == PRECISION_BF16) out(&e, "  .precision = \"bf16\",\n  .gemm_path = circc_gemm_bf16_path,\n");
   if (c->precision == PRECISION_INT8) out(&e, "  .precision = \"int8\",\n  .gemm_path = circc_gemm_int8_path,\n");
+  if (bf16_inputs) out(&e, "  .input_bf16 = input_bf16,\n");
   out(&e, "};\n\n");
   out(&e, "#ifndef CIRCC_NO_MAIN\nint main(int argc, char **argv) {\n  rt_wait_policy(argv);\n"
             "  return rt_main(&model, argc, argv);\n}\n#endif\n");

@@ -38,6 +38,9 @@ typedef struct Buf {
   const Tensor *tensor; /* BUF_WEIGHT: the data (converted to dtype in the blob) */
   Packing packing;    /* BUF_WEIGHT: PACK_NONE, or a GEMM's B packed (packed_of) */
   const struct View *packed_of;
+  /* BUF_INPUT: a float32 input the program holds as bf16 (lower_bf16_inputs;
+   * only GEMMs with a bf16-B kernel read it) */
+  bool stored_bf16;
 } Buf;
 
 /* A strided view of a buffer over `rank` loop dims (elements, not bytes). */

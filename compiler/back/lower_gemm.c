@@ -463,3 +463,49 @@ void gemm_packed_weights(Lower *L) {
     s->u.gemm.mask = (View){0}; /* the column mask is the fp32 GEMV's (it only skips work) */
   }
 }
+
+/* Rows circc_gemm_bf16b_rows takes (templates/gemm_f32.h's CIRCC_GEMM_SR). */
+#define BF16B_MAX_ROWS 4
+
+/* Can GEMM step s read its B as bf16 (templates/gemv_bf16.h)? The one-row
+ * kernel (step_is_gemv), or at most BF16B_MAX_ROWS rows with unit-stride B
+ * rows (the fp32 template's streaming path); B is not also A. */
+static bool bf16b_gemm(const Step *s) {
+  if (s->kind != STEP_GEMM || s->u.gemm.packing != PACK_NONE || s->u.gemm.a.buf == s->u.gemm.b.buf) return false;
+  int nb = s->u.gemm.nbatch;
+  return step_is_gemv(s) || (s->dim[nb] <= BF16B_MAX_ROWS && s->u.gemm.b.stride[nb + 1] == 1);
+}
+
+typedef struct InputUse {
+  const Kernels *k;
+  const Step *s;
+  bool *other;  /* by input index: read by something else than a bf16b_gemm's B */
+  bool *as_b;   /* by input index: read as such a B */
+} InputUse;
+
+static void note_input_read(const View *v, void *arg) {
+  InputUse *u = arg;
+  const Buf *b = v->buf;
+  if (b->kind != BUF_INPUT || b->index >= u->k->ninputs) return;
+  if (v == &u->s->u.gemm.b && bf16b_gemm(u->s)) u->as_b[b->index] = true;
+  else u->other[b->index] = true;
+}
+
+/* A decode program's key/value cache is read only as the B of its past-score
+ * GEMVs and its probabilities-times-values GEMMs: stored as bf16 it is half
+ * the bytes a run reads, as the weights are under these precisions. The
+ * kernels convert bf16 to fp32 exactly and sum as the fp32 ones do, so the
+ * program computes what the fp32 program would on the rounded values. */
+void lower_bf16_inputs(Comp *c, Kernels *k) {
+  if (c->precision == PRECISION_FP32 || k->ninputs == 0) return;
+  InputUse u = {k, NULL, ARENA_ARRAY(&c->arena, bool, k->ninputs), ARENA_ARRAY(&c->arena, bool, k->ninputs)};
+  for (int i = 0; i < k->ninputs; i++) u.other[i] = u.as_b[i] = false;
+  for (int i = 0; i < k->nstep; i++) {
+    u.s = k->step[i];
+    step_each_read(u.s, note_input_read, &u);
+  }
+  for (int i = 0; i < k->ninputs; i++) {
+    Buf *b = k->input[i];
+    if (b->dtype == DT_F32 && b->numel > 0 && u.as_b[i] && !u.other[i]) b->stored_bf16 = true;
+  }
+}

@@ -11,9 +11,10 @@
 #   with VAL (a [B,T] validation set with its mean loss in info.json): the
 #     program's mean loss is within LOSS_RTOL (relative) of it;
 #   the decode program (gpt2_import --decode, KV cache; its GEMMs of one row run
-#     on the vector / decode path) generates the same greedy ids with 1 and 2
-#     threads, and its logits after each prompt token equal the full program's
-#     within LOGIT_ATOL.
+#     on the vector / decode path) holds its key/value cache as bf16 (--info),
+#     generates the same greedy ids with 1 and 2 threads, and its logits after
+#     each prompt token (every cache row rounded to bf16 as generation stores
+#     it) equal the full program's within LOGIT_ATOL.
 # usage: test_gpt2_precision.sh PRECISION CIRCC GPT2_IMPORT GPT2_NPY SCALAR_NPY MODEL_DIR GOLDEN_DIR PROMPT VAL|-
 #        LOGIT_ATOL LOSS_RTOL WORKDIR
 set -eu
@@ -66,8 +67,13 @@ if [ "$val" != - ]; then
     --check loss=@"$work/loss_golden.npy" --rtol "$loss_rtol" --atol 0
 fi
 
-"$import" --decode --seq "$T" --name dec "$model" "$work"
+# a cache of at least 128 positions: the past keys' and values' products then
+# run as GEMMs (>= 8192 FLOPs even for n_embd 32), so the cache is held as bf16
+DT=$((T > 128 ? T : 128))
+"$import" --decode --seq "$DT" --name dec "$model" "$work"
 "$circc" --precision "$prec" --tensors "$work/store" "$work/dec_decode.circ" -o "$work/dec"
+"$work/dec" --info | grep -q "^  past_k \[.*\] float32 (stored as bf16)$"
+"$work/dec" --info | grep -q "^  past_v \[.*\] float32 (stored as bf16)$"
 ids=$("$npy" ids "$gold/${prompt}_input_ids.npy")
 half=$(((T + 1) / 2))
 first=$(echo "$ids" | cut -d, -f1-$half)

@@ -686,3 +686,98 @@ Test(runtime, a_signal_while_writing_leaves_no_temporary) {
   tu_sh("rm -rf %s", where);
   free(where);
 }
+
+/* ---- a decode model whose cache is held as bf16 (rt_model.input_bf16) ---- */
+
+/* L = H = 1, T = 4, D = 2, V = 3. Each run's new_k and new_v at position pos
+ * are values bf16 cannot hold (kv_value); the run checks that every cache row
+ * j < pos holds what generation stored there (rounded to bf16 to nearest
+ * even by this test's own arithmetic when the cache is bf16, exact
+ * otherwise) and rows >= pos are 0 (the warm-up run's row was cleared), and
+ * counts the values that do not in kv_bad. Generation's first run is a
+ * warm-up at its last position with an empty cache (kv_runs 0: rows < pos
+ * are 0 then). Logits pick token pos + 1. */
+enum { KV_T = 4, KV_D = 2, KV_V = 3 };
+static int kv_bad, kv_runs;
+
+static float kv_value(int64_t pos, int d, int v) { return 1.0f + (float)(pos + 1) / 3.0f + (float)d / 7.0f + (float)v / 11.0f; }
+
+static uint16_t kv_round(float x) { /* to nearest even: ties go to the even bf16 */
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  uint32_t lo = u & 0xffffu, hi = u >> 16;
+  if (lo > 0x8000u || (lo == 0x8000u && (hi & 1u))) hi++;
+  return (uint16_t)hi;
+}
+
+static const unsigned char KV_BF16[5] = {0, 0, 0, 1, 1};
+
+static const char *kv_run(const void *const *in, void *const *o, void *arena, bool bf16) {
+  (void)arena;
+  int64_t pos = *(const int64_t *)in[1];
+  for (int v = 0; v < 2; v++)
+    for (int64_t j = 0; j < KV_T; j++)
+      for (int d = 0; d < KV_D; d++) {
+        bool ok;
+        if (bf16) {
+          uint16_t got = ((const uint16_t *)in[3 + v])[j * KV_D + d];
+          ok = got == (j < pos && kv_runs ? kv_round(kv_value(j, d, v)) : 0);
+        } else {
+          float got = ((const float *)in[3 + v])[j * KV_D + d];
+          ok = got == (j < pos && kv_runs ? kv_value(j, d, v) : 0.0f);
+        }
+        kv_bad += !ok;
+      }
+  kv_runs++;
+  for (int d = 0; d < KV_D; d++) ((float *)o[1])[d] = kv_value(pos, d, 0), ((float *)o[2])[d] = kv_value(pos, d, 1);
+  for (int i = 0; i < KV_V; i++) ((float *)o[0])[i] = i == (pos + 1) % KV_V;
+  return NULL;
+}
+static const char *kv_run_bf16(const void *const *in, void *const *o, void *arena) { return kv_run(in, o, arena, true); }
+static const char *kv_run_f32(const void *const *in, void *const *o, void *arena) { return kv_run(in, o, arena, false); }
+
+static const int64_t KV_ONE[] = {1}, KV_MASK[] = {KV_T}, KV_CACHE[] = {1, 1, KV_T, KV_D}, KV_NEW[] = {1, 1, KV_D},
+                     KV_LOGITS[] = {KV_V};
+static const rt_tensor_desc KV_IN[] = {{"token", RT_I64, 1, KV_ONE, 1},
+                                       {"pos", RT_I64, 1, KV_ONE, 1},
+                                       {"kv_mask", RT_F32, 1, KV_MASK, KV_T},
+                                       {"past_k", RT_F32, 4, KV_CACHE, KV_T * KV_D},
+                                       {"past_v", RT_F32, 4, KV_CACHE, KV_T * KV_D}};
+static const rt_tensor_desc KV_OUT[] = {{"logits", RT_F32, 1, KV_LOGITS, KV_V},
+                                        {"new_k", RT_F32, 3, KV_NEW, KV_D},
+                                        {"new_v", RT_F32, 3, KV_NEW, KV_D}};
+
+Test(runtime, generation_stores_bf16_cache_rows_rounded) {
+  const rt_model bf16 = {.name = "dec", .circc_version = "9.9.9", .command_line = "circc", .source_hash = "abc",
+                         .ninputs = 5, .noutputs = 3, .inputs = KV_IN, .outputs = KV_OUT, .run = kv_run_bf16,
+                         .precision = "bf16", .input_bf16 = KV_BF16};
+  rt_model f32 = bf16;
+  f32.run = kv_run_f32, f32.precision = NULL, f32.input_bf16 = NULL;
+  const rt_model *models[2] = {&bf16, &f32};
+  for (int i = 0; i < 2; i++) {
+    model = models[i];
+    kv_bad = kv_runs = 0;
+    EXPECT(RUN("--tokens", "0", "--generate", "3", "--greedy", "--print-ids"), 0, out, "0,1,2,0");
+    cr_assert_eq(kv_runs, 4, "a warm-up, then positions 0, 1, 2");
+    cr_assert_eq(kv_bad, 0, "%s cache: %d values not as stored", i ? "fp32" : "bf16", kv_bad);
+  }
+  model = &bf16;
+  EXPECT(RUN("--info"), 0, out, "  past_k [1,1,4,2] float32 (stored as bf16)\n  past_v [1,1,4,2] float32 (stored as bf16)\n");
+  HAS(out, "  kv_mask [4] float32\n");
+  /* --input rounds too: row 0 of a file holding the values generation would
+   * store, read at pos 1, is what the check wants */
+  float k[KV_T * KV_D] = {0}, v[KV_T * KV_D] = {0};
+  for (int d = 0; d < KV_D; d++) k[d] = kv_value(0, d, 0), v[d] = kv_value(0, d, 1);
+  npy_write("k.npy", "<f4", "(1, 1, 4, 2)", k, sizeof k);
+  npy_write("v.npy", "<f4", "(1, 1, 4, 2)", v, sizeof v);
+  int64_t one = 1;
+  float mask[KV_T] = {1, 0, 0, 0};
+  npy_write("tok.npy", "<i8", "(1,)", &one, 8);
+  npy_write("mask.npy", "<f4", "(4,)", mask, sizeof mask);
+  kv_bad = 0, kv_runs = 1;
+  int code = RUN("--input", bind("token", "tok.npy"), "--input", bind("pos", "tok.npy"), "--input",
+                 bind("kv_mask", "mask.npy"), "--input", bind("past_k", "k.npy"), "--input", bind("past_v", "v.npy"));
+  cr_assert_eq(code, 0, "%s", err);
+  cr_assert_eq(kv_bad, 0, "--input: %d cache values not rounded to bf16", kv_bad);
+  model = &MODEL;
+}
