@@ -1,5 +1,6 @@
 /* emit.c — writes the generated program: one C function per step with every
- * size, stride and offset a literal, OpenMP on the outer loops, and a comment
+ * size, stride and offset a literal, its outer loops shared out among the
+ * threads of the run's one OpenMP parallel region (run_steps), and a comment
  * naming the circuit node each step computes; plus the weights blob, which the
  * build links with `.incbin` (weights never become C literals). Parallel loops
  * only split output elements, never a sum, so results are bit-identical for
@@ -229,11 +230,38 @@ static void open_loops(Emit *e, const int64_t *dim, int from, int to, int indent
   for (int d = from; d < to; d++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", indent + 2 * (d - from), "", d, d, (long long)dim[d], d);
 }
 
-static void parallel_for(Emit *e, const int64_t *dim, int n, double work, int indent) {
-  if (n == 0 || work < PARALLEL_MIN_WORK) return;
+/* Does step s split its work over the team of run() (else thread 0 runs it
+ * alone)? A parallel step's code is called by every thread and shares its
+ * work out with `omp for` or by omp_get_thread_num(); a serial step's code has
+ * no OpenMP construct, so one thread can run it while the others wait. */
+static bool step_parallel(const Step *s) {
+  switch (s->kind) {
+  case STEP_ELEMENTWISE:
+  case STEP_FILL:
+  case STEP_GATHER:
+  case STEP_PATCH: return s->ndim > 0 && loop_work(s->dim, s->ndim) >= PARALLEL_MIN_WORK;
+  case STEP_CONTRACT: return s->u.contract.nout > 0 && s->flops >= PARALLEL_MIN_WORK;
+  case STEP_ROW:
+  case STEP_LAYERNORM: {
+    const View *in = s->kind == STEP_LAYERNORM ? &s->u.layernorm.in : &s->u.row.in;
+    return in->rank > 1 && loop_work(in->dim, in->rank) * 4 >= PARALLEL_MIN_WORK;
+  }
+  case STEP_GEMM:
+  case STEP_ATTENTION: return s->flops >= PARALLEL_MIN_WORK;
+  case STEP_GENERAL: return false;
+  }
+  return false;
+}
+
+/* Shares the loop that follows (over dim[0..n)) among the team when s is a
+ * parallel step. The loop ends the step, and run() holds the team at a
+ * barrier after every parallel step, so the loop's own barrier would be a
+ * second one: nowait. */
+static void parallel_for(Emit *e, const Step *s, const int64_t *dim, int n, int indent) {
+  if (!step_parallel(s)) return;
   int collapse = n >= 2 && dim[0] < 64 ? 2 : 1;
-  if (collapse > 1) out(e, "%*s#pragma omp parallel for collapse(2) schedule(static)\n", indent, "");
-  else out(e, "%*s#pragma omp parallel for schedule(static)\n", indent, "");
+  if (collapse > 1) out(e, "%*s#pragma omp for collapse(2) schedule(static) nowait\n", indent, "");
+  else out(e, "%*s#pragma omp for schedule(static) nowait\n", indent, "");
 }
 
 static void emit_elementwise(Emit *e, const Step *s) {
@@ -241,8 +269,7 @@ static void emit_elementwise(Emit *e, const Step *s) {
   decl_add(&d, s->out.buf, true);
   decl_expr(&d, s->u.elementwise.expr);
   emit_decls(e, &d);
-  double n = loop_work(s->dim, s->ndim);
-  parallel_for(e, s->dim, s->ndim, n, 2);
+  parallel_for(e, s, s->dim, s->ndim, 2);
   open_loops(e, s->dim, 0, s->ndim, 2);
   out(e, "%*s", 2 + 2 * s->ndim, "");
   emit_index(e, &s->out);
@@ -255,7 +282,7 @@ static void emit_fill(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
   emit_decls(e, &d);
-  parallel_for(e, s->dim, s->ndim, loop_work(s->dim, s->ndim), 2);
+  parallel_for(e, s, s->dim, s->ndim, 2);
   open_loops(e, s->dim, 0, s->ndim, 2);
   out(e, "%*s", 2 + 2 * s->ndim, "");
   emit_index(e, &s->out);
@@ -308,7 +335,7 @@ static void emit_contract(Emit *e, const Step *s) {
   }
   double slice = loop_work(s->dim + 1, nout - 1);
   bool dbl = slice <= MAX_DOUBLE_SLICE;
-  parallel_for(e, s->dim, 1, s->flops, 2);
+  parallel_for(e, s, s->dim, 1, 2);
   open_loops(e, s->dim, 0, 1, 2);
   out(e, "  {\n");
   if (dbl) out(e, "    double acc[%lld] = {0};\n", (long long)slice);
@@ -360,8 +387,9 @@ static void emit_row_operand(Emit *e, const View *v) {
 }
 
 /* Checks every value of index view iv (of an axis of size len) before a
- * step reads with it, serially, so a bad index is an input error (exit 3)
- * and never a parallel loop's early exit. */
+ * step reads with it, outside its loop (every thread of a parallel step
+ * checks them all and comes to the same verdict), so a bad index is an input
+ * error (exit 3) and never a parallel loop's early exit. */
 static void emit_index_check(Emit *e, const Step *s, const View *iv, bool check_int, int64_t len) {
   const char *what = c_escape(e->c, s->node && s->node->name ? s->node->name : "(unnamed)");
   /* loop only over the dims the index varies along */
@@ -397,8 +425,7 @@ static void emit_row(Emit *e, const Step *s) {
   int64_t len = in->dim[in->rank - 1], istride = in->stride[in->rank - 1];
   if (pick) emit_index_check(e, s, pick, s->u.row.pick_check_int, len);
   int64_t ostride = s->out.rank > rows_rank ? s->out.stride[rows_rank] : 0;
-  double rows = loop_work(in->dim, rows_rank);
-  parallel_for(e, in->dim, rows_rank, rows * (double)len * 4, 2);
+  parallel_for(e, s, in->dim, rows_rank, 2);
   open_loops(e, in->dim, 0, rows_rank, 2);
   int ind = 2 + 2 * rows_rank;
   out(e, "%*s{\n", ind, "");
@@ -460,7 +487,7 @@ static void emit_gather(Emit *e, const Step *s) {
   for (int k = 0; k < nidx; k++) decl_add(&d, idx[k].buf, false);
   emit_decls(e, &d);
   for (int k = 0; k < nidx; k++) emit_index_check(e, s, &idx[k], s->u.gather.check_int, idx_len[k]);
-  parallel_for(e, s->dim, s->ndim, loop_work(s->dim, s->ndim), 2);
+  parallel_for(e, s, s->dim, s->ndim, 2);
   open_loops(e, s->dim, 0, s->ndim, 2);
   int ind = 2 + 2 * s->ndim;
   out(e, "%*s{\n", ind, "");
@@ -480,16 +507,12 @@ static void emit_gather(Emit *e, const Step *s) {
   out(e, "];\n%*s}\n", ind, "");
 }
 
-/* Opens the block of a step that needs per-thread scratch (`floats` floats,
- * 64-byte aligned; a failed allocation sets `failed`), in a parallel region
- * if `parallel`. */
-static void emit_scratch_open(Emit *e, bool parallel, const char *floats) {
-  out(e, "  int failed = 0;\n");
-  if (parallel) out(e, "  #pragma omp parallel\n");
-  out(e, "  {\n    float *scratch = (float *)aligned_alloc(64, (size_t)((%s * 4 + 63) / 64 * 64));\n", floats);
-  out(e, "    if (!scratch) {\n");
-  if (parallel) out(e, "      #pragma omp atomic write\n");
-  out(e, "      failed = 1;\n    }\n");
+/* Opens the block of a step that uses this thread's scratch, which run()
+ * allocates once per run (step_scratch says how much a step needs). It is
+ * NULL when that allocation failed: the thread then skips its share, and
+ * run() reports the failure after the step. */
+static void emit_scratch_open(Emit *e) {
+  out(e, "  {\n    float *const scratch = ctx->scratch;\n");
 }
 
 /* Column blocks of a one-row GEMM (GEMV): about 8 tasks over the batch and
@@ -532,7 +555,7 @@ static void emit_gemv(Emit *e, const Step *s) {
   int64_t N = s->dim[nb + 1], K = s->dim[nb + 2];
   int64_t cb = gemv_block((int64_t)loop_work(s->dim, nb), N);
   int64_t cblocks = cb ? (N + cb - 1) / cb : 0;
-  if (s->flops >= PARALLEL_MIN_WORK) out(e, "  #pragma omp parallel for collapse(%d) schedule(static)\n", nb + 1);
+  if (step_parallel(s)) out(e, "  #pragma omp for collapse(%d) schedule(static) nowait\n", nb + 1); /* the step's last loop: see parallel_for */
   for (int t = 0; t < nb; t++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 2 + 2 * t, "", t, t, (long long)s->dim[t], t);
   int ind = 2 + 2 * nb;
   out(e, "%*sfor (int64_t nb = 0; nb < %lld; nb++) {\n", ind, "", (long long)cblocks);
@@ -657,9 +680,15 @@ static void emit_gemm_units_end(Emit *e, const Step *s) {
       if (epi_uses(s, j)) out(e, "i%d, ", j);
     out(e, "m0, m1, n0, n1);\n");
   }
-  out(e, "      }\n    }\n    free(scratch);\n  }\n");
-  out(e, "  if (failed) return rt_errorf(\"out of memory for the GEMM scratch of '%%s'\", \"%s\");\n",
-      c_escape(e->c, s->node && s->node->name ? s->node->name : "a contraction"));
+  out(e, "      }\n    }\n  }\n");
+}
+
+/* Rows per block of a bf16 GEMM: its packed A within about 1 MiB (L2). */
+static int64_t bf16_row_block(const Step *s) {
+  int64_t M = s->dim[s->u.gemm.nbatch], K = s->dim[s->u.gemm.nbatch + 2];
+  int64_t mb = (1 << 20) / (2 * circc_bf16_kp(K)) / 32 * 32;
+  mb = mb < 32 ? 32 : mb > 512 ? 512 : mb;
+  return mb > M ? M : mb;
 }
 
 /* --precision bf16: a GEMM whose B is a packed bf16 weight, through
@@ -668,9 +697,10 @@ static void emit_gemm_units_end(Emit *e, const Step *s) {
  * calls the template once per row block in its range (A rounded and packed
  * once per call), then the epilogue, if any, on that block. A row block's
  * packed A stays within about 1 MiB (L2). Steps with more than 4 rows run on
- * AMX tiles when the process has them (asked once, before the threads
- * start); 1 to 4 rows (decode) on the vector path, which streams B at its
- * bf16 width. The path never depends on the split, so the bits do not. */
+ * AMX tiles when the process has them (each thread asks before its first
+ * tile; Linux is asked once per process); 1 to 4 rows (decode) on the
+ * vector path, which streams B at its bf16 width. The path never depends on
+ * the split, so the bits do not. */
 static void emit_gemm_bf16(Emit *e, const Step *s) {
   Decl d = {0};
   decl_add(&d, s->out.buf, true);
@@ -680,15 +710,10 @@ static void emit_gemm_bf16(Emit *e, const Step *s) {
   int nb = s->u.gemm.nbatch;
   int64_t M = s->dim[nb], K = s->dim[nb + 2];
   const View *A = &s->u.gemm.a, *B = &s->u.gemm.b, *C = &s->out;
-  int64_t mb = (1 << 20) / (2 * circc_bf16_kp(K)) / 32 * 32;
-  mb = mb < 32 ? 32 : mb > 512 ? 512 : mb;
-  if (mb > M) mb = M;
-  bool parallel = s->flops >= PARALLEL_MIN_WORK;
   /* batch-invariant steps (expectation programs) must not depend on M */
   out(e, "  const int amx = %s;\n", M > 4 || s->u.gemm.no_gemv ? "circc_gemm_bf16_amx()" : "0");
-  emit_scratch_open(e, parallel,
-                    arena_printf(&e->c->arena, "(circc_gemm_bf16_scratch_bytes(%lld, %lld) / 4)", (long long)mb, (long long)K));
-  emit_gemm_units(e, s, mb, 32, parallel);
+  emit_scratch_open(e);
+  emit_gemm_units(e, s, bf16_row_block(s), 32, step_parallel(s));
   out(e, "      if (scratch) {\n        circc_gemm_bf16_rows(amx, m0, m1, n0, n1, %lld, ", (long long)K);
   emit_base(e, A, nb, 0);
   out(e, ", %lld, %lld, (const uint16_t *)", (long long)A->stride[nb], (long long)A->stride[nb + 2]);
@@ -712,6 +737,9 @@ static void emit_packed_gemm_operands(Emit *e, const Step *s, const char *b_cast
   out(e, ", %lld, %lld, scratch);\n", (long long)C->stride[nb], (long long)C->stride[nb + 1]);
 }
 
+/* Does an int8 GEMM take the template's decode summation (see below)? */
+static bool int8_decode(const Step *s) { return s->dim[s->u.gemm.nbatch] <= 4 && !s->u.gemm.no_gemv; }
+
 /* --precision int8: a GEMM whose B is a packed int8 weight, through
  * templates/gemm_int8.h, in the same units as the fp32 GEMM. Steps of 1-4
  * rows (decode) take the template's decode summation in 16-column panels, so
@@ -727,11 +755,10 @@ static void emit_gemm_int8(Emit *e, const Step *s) {
   emit_decls(e, &d);
   int nb = s->u.gemm.nbatch;
   int64_t M = s->dim[nb], K = s->dim[nb + 2];
-  bool decode = M <= 4 && !s->u.gemm.no_gemv, parallel = s->flops >= PARALLEL_MIN_WORK;
+  bool decode = int8_decode(s);
   int64_t mb = M <= 256 ? M : 256;
-  emit_scratch_open(e, parallel,
-                    arena_printf(&e->c->arena, "circc_gemm_int8_scratch_floats(%d, %lld)", decode, (long long)K));
-  emit_gemm_units(e, s, mb, decode ? 16 : 48, parallel);
+  emit_scratch_open(e);
+  emit_gemm_units(e, s, mb, decode ? 16 : 48, step_parallel(s));
   out(e, "      if (scratch) {\n        circc_gemm_int8_rows(%d, m0, m1, n0, n1, %lld, ", decode, (long long)K);
   emit_packed_gemm_operands(e, s, "(const uint8_t *)");
   emit_gemm_units_end(e, s);
@@ -766,9 +793,8 @@ static void emit_gemm(Emit *e, const Step *s) {
   int64_t M = s->dim[nb], N = s->dim[nb + 1], K = s->dim[nb + 2];
   const View *A = &s->u.gemm.a, *B = &s->u.gemm.b, *C = &s->out;
   int64_t mb = M <= 256 ? M : 256; /* one block of A per task: the template's MC */
-  bool parallel = s->flops >= PARALLEL_MIN_WORK;
-  emit_scratch_open(e, parallel, arena_printf(&e->c->arena, "circc_gemm_scratch_floats(%lld, %lld)", (long long)N, (long long)K));
-  emit_gemm_units(e, s, mb, 48, parallel);
+  emit_scratch_open(e);
+  emit_gemm_units(e, s, mb, 48, step_parallel(s));
   if (s->u.gemm.packing == PACK_F32) { /* B pre-packed in the blob: the template takes the whole matrix and the columns */
     out(e, "      if (scratch) {\n        circc_gemm_f32_packed_rows(m0, m1, n0, n1, %lld, %lld, ", (long long)N,
         (long long)K);
@@ -808,7 +834,7 @@ static void emit_gemm(Emit *e, const Step *s) {
  * (round-robin left one thread 50% more work). Each row's result does not
  * depend on the task split. With a run-time mask (no kend/skip buffers) each
  * row's skipped keys are found first, once for all batch elements. bf16: AMX
- * tiles (when the process has them, asked before the threads start) for
+ * tiles (when the process has them, asked as the bf16 GEMMs ask) for
  * steps of more than 4 query rows, the vector path for 1-4 (decode), as the
  * bf16 GEMMs choose. */
 static void emit_attention(Emit *e, const Step *s) {
@@ -825,28 +851,29 @@ static void emit_attention(Emit *e, const Step *s) {
   int64_t tq = s->dim[nb], tk = s->dim[nb + 1], C = s->dim[nb + 2], D = s->dim[nb + 3];
   const Buf *bb = s->u.attn.bias.buf, *bf = s->u.attn.factor.buf;
   const char *name = c_escape(e->c, s->node && s->node->name ? s->node->name : "an attention");
-  bool runtime = !s->u.attn.kend.buf, parallel = s->flops >= PARALLEL_MIN_WORK;
+  bool runtime = !s->u.attn.kend.buf, parallel = step_parallel(s);
   const char *F = bf ? arena_printf(&e->c->arena, "b%d", bf->id) : "NULL";
   const char *B = bb ? arena_printf(&e->c->arena, "b%d", bb->id) : "NULL";
-  if (runtime) {
-    out(e, "  int64_t *kend = (int64_t *)malloc(sizeof(int64_t) * %lld);\n", (long long)tq);
-    out(e, "  float *skip = (float *)malloc(sizeof(float) * %lld);\n", (long long)tq);
-    out(e, "  if (!kend || !skip) {\n    free(kend), free(skip);\n");
-    out(e, "    return rt_errorf(\"out of memory for the attention mask of '%%s'\", \"%s\");\n  }\n", name);
+  if (runtime) { /* one mask for the team: one thread allocates it, the others get its pointers */
+    out(e, "  int64_t *kend = NULL;\n  float *skip = NULL;\n");
+    if (parallel) out(e, "  #pragma omp single copyprivate(kend, skip)\n");
+    out(e, "  {\n    kend = (int64_t *)malloc(sizeof(int64_t) * %lld);\n", (long long)tq);
+    out(e, "    skip = (float *)malloc(sizeof(float) * %lld);\n", (long long)tq);
+    out(e, "    if (!kend || !skip) free(kend), free(skip), kend = NULL, skip = NULL;\n  }\n");
+    out(e, "  if (!kend) return rt_errorf(\"out of memory for the attention mask of '%%s'\", \"%s\");\n", name);
   }
   const bool bf16 = s->u.attn.bf16;
   if (bf16) out(e, "  const int amx = %s;\n", tq > 4 ? "circc_gemm_bf16_amx()" : "0");
-  emit_scratch_open(e, parallel,
-                    arena_printf(&e->c->arena, "circc_attn_%sscratch_floats(%lld, %lld, %lld)", bf16 ? "bf16_" : "",
-                                 (long long)tk, (long long)C, (long long)D));
+  emit_scratch_open(e);
   if (runtime) {
-    if (parallel) out(e, "    #pragma omp for schedule(static)\n");
+    if (parallel) out(e, "    #pragma omp for schedule(static) /* its barrier: every row's kend before the rows use them */\n");
     out(e, "    for (int64_t q = 0; q < %lld; q++)\n", (long long)tq);
     out(e, "      kend[q] = circc_attn_row_end(%s%s, %s%s, %lld, &skip[q]);\n", F,
         bf ? arena_printf(&e->c->arena, " + q * %lld", (long long)tk) : "", B,
         bb ? arena_printf(&e->c->arena, " + q * %lld", (long long)tk) : "", (long long)tk);
   }
-  if (parallel) out(e, "    #pragma omp for collapse(%d) schedule(dynamic, 1)\n", nb + 1);
+  /* the mask is freed after the loop, when every thread is done with it: that needs the loop's barrier */
+  if (parallel) out(e, "    #pragma omp for collapse(%d) schedule(dynamic, 1)%s\n", nb + 1, runtime ? "" : " nowait");
   out(e, "    for (int64_t qb = (%lld + CIRCC_ATTN_QB - 1) / CIRCC_ATTN_QB - 1; qb >= 0; qb--)\n", (long long)tq);
   for (int t = 0; t < nb; t++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)%s\n", 6 + 2 * t, "", t, t, (long long)s->dim[t], t, t == nb - 1 ? " {" : "");
   int ind = 4 + 2 * nb;
@@ -867,9 +894,9 @@ static void emit_attention(Emit *e, const Step *s) {
   out(e, "%s, %s, %d, ", F, B, bb && (bf || runtime));
   if (runtime) out(e, "kend, skip, ");
   else out(e, "b%d, b%d, ", s->u.attn.kend.buf->id, s->u.attn.skip.buf->id);
-  out(e, "scratch);\n%*s}\n    free(scratch);\n  }\n", ind, "");
+  out(e, "scratch);\n%*s}\n  }\n", ind, "");
+  if (runtime && parallel) out(e, "  #pragma omp single nowait\n");
   if (runtime) out(e, "  free(kend), free(skip);\n");
-  out(e, "  if (failed) return rt_errorf(\"out of memory for the attention scratch of '%%s'\", \"%s\");\n", name);
 }
 
 /* An --ops general function: one serial call over whole contiguous tensors,
@@ -902,15 +929,34 @@ static void emit_patch(Emit *e, const Step *s) {
   const Buf *v = s->u.patch.value;
   out(e, "  if (ctx->in[%d]) {\n    const %s *restrict given = (const %s *)ctx->in[%d];\n", v->index, ctype(v->dtype),
       ctype(v->dtype), v->index);
+  if (step_parallel(s)) out(e, "    #pragma omp for schedule(static) nowait /* the step ends here: see parallel_for */\n");
   out(e, "    for (int64_t i = 0; i < %lld; i++) b%d[i] = given[i];\n    return NULL;\n  }\n", (long long)v->numel,
       s->out.buf->id);
-  parallel_for(e, s->dim, s->ndim, loop_work(s->dim, s->ndim), 2);
+  parallel_for(e, s, s->dim, s->ndim, 2);
   open_loops(e, s->dim, 0, s->ndim, 2);
   out(e, "%*s", 2 + 2 * s->ndim, "");
   emit_index(e, &s->out);
   out(e, " = ");
   emit_index(e, &s->u.patch.in);
   out(e, ";\n");
+}
+
+/* The scratch a thread needs for step s, in floats, as a C expression; NULL
+ * for steps without (all but the attentions and the GEMMs that are not GEMVs). */
+static const char *step_scratch(Emit *e, const Step *s) {
+  Arena *a = &e->c->arena;
+  if (s->kind == STEP_ATTENTION) {
+    int nb = s->u.attn.nbatch;
+    return arena_printf(a, "circc_attn_%sscratch_floats(%lld, %lld, %lld)", s->u.attn.bf16 ? "bf16_" : "",
+                        (long long)s->dim[nb + 1], (long long)s->dim[nb + 2], (long long)s->dim[nb + 3]);
+  }
+  if (s->kind != STEP_GEMM) return NULL;
+  int nb = s->u.gemm.nbatch;
+  long long N = (long long)s->dim[nb + 1], K = (long long)s->dim[nb + 2];
+  if (s->u.gemm.packing == PACK_BF16)
+    return arena_printf(a, "circc_gemm_bf16_scratch_bytes(%lld, %lld) / 4", (long long)bf16_row_block(s), K);
+  if (s->u.gemm.packing == PACK_INT8) return arena_printf(a, "circc_gemm_int8_scratch_floats(%d, %lld)", int8_decode(s), K);
+  return step_is_gemv(s) ? NULL : arena_printf(a, "circc_gemm_scratch_floats(%lld, %lld)", N, K);
 }
 
 static const char *step_kind_name(StepKind k) {
@@ -965,6 +1011,7 @@ static const char PRELUDE[] =
     "#include <math.h>\n"
     "#include <stdint.h>\n"
     "#include <stddef.h>\n"
+    "#include <stdio.h>\n"
     "#include <stdlib.h>\n"
     "#include <omp.h>\n"
     "#include \"circc_rt.h\"\n"
@@ -977,7 +1024,51 @@ static const char PRELUDE[] =
     "  const void *const *in;   /* inputs */\n"
     "  void *const *out;        /* outputs */\n"
     "  unsigned char *arena;    /* temporaries (memplan offsets) */\n"
+    "  float *scratch;          /* this thread's scratch for GEMMs and attentions, or NULL */\n"
     "} Ctx;\n"
+    "\n"
+    "/* The first step of a run that failed (-1: a thread's scratch) and its message. */\n"
+    "typedef struct Failure {\n"
+    "  int step;\n"
+    "  char msg[1024];\n"
+    "} Failure;\n"
+    "\n"
+    "/* Records that `step` failed, unless an earlier step did. */\n"
+    "static inline void step_failed(Failure *f, int step, const char *msg) {\n"
+    "  #pragma omp critical(circc_step_failed)\n"
+    "  if (step < f->step) {\n"
+    "    snprintf(f->msg, sizeof f->msg, \"%s\", msg);\n"
+    "    #pragma omp atomic write\n"
+    "    f->step = step;\n"
+    "  }\n"
+    "}\n"
+    "\n"
+    "/* Every thread of run()'s team calls this: a parallel step runs on every\n"
+    " * thread (each does its share), a run of serial steps on thread 0 alone,\n"
+    " * and the team waits at a barrier after each, since a later step may read\n"
+    " * what another thread wrote (or overwrite what it still reads). After a\n"
+    " * failure every thread leaves at the same barrier, the next one. */\n"
+    "static inline void run_steps(const char *(*const *steps)(const Ctx *), const unsigned char *parallel, int n,\n"
+    "                             const Ctx *ctx, Failure *f) {\n"
+    "  for (int i = 0; i < n;) {\n"
+    "    const int from = i;\n"
+    "    if (parallel[i]) i++;\n"
+    "    else while (i < n && !parallel[i]) i++;\n"
+    "    if (parallel[from] || omp_get_thread_num() == 0)\n"
+    "      for (int j = from; j < i; j++) {\n"
+    "        const char *err = steps[j](ctx);\n"
+    "        if (err) {\n"
+    "          step_failed(f, j, err);\n"
+    "          break;\n"
+    "        }\n"
+    "      }\n"
+    "    #pragma omp barrier\n"
+    "    int failed_at; /* failures before this barrier are of steps before i, later ones of steps after */\n"
+    "    #pragma omp atomic read\n"
+    "    failed_at = f->step;\n"
+    "    if (failed_at < i) return;\n"
+    "  }\n"
+    "}\n"
     "\n"
     "#include \"elementwise_f32.h\"\n"
     "#include \"row_f32.h\"\n"
@@ -1149,6 +1240,45 @@ static int64_t write_weights(const Kernels *k, FILE *w) {
   return at;
 }
 
+/* The body of a graph's run(): one parallel region whose threads walk the
+ * steps together (run_steps), each with its own scratch, allocated once for
+ * the run: the most any step needs. Without a parallel step the team is one
+ * thread, so that the steps' barriers still belong to this run. */
+static void emit_run_body(Emit *e, int64_t wbase) {
+  const Kernels *k = e->k;
+  const char *p = e->pfx;
+  bool any_parallel = false;
+  out(e, "  Failure failure = {%d, \"\"};\n", k->nstep);
+  for (int i = 0; i < k->nstep; i++) any_parallel |= step_parallel(k->step[i]);
+  if (any_parallel) out(e, "  #pragma omp parallel\n  {\n");
+  else out(e, "  #pragma omp parallel num_threads(1) /* every step is serial */\n  {\n");
+  /* the distinct scratch sizes, each named after the first step that needs it */
+  const char **need = ARENA_ARRAY(&e->c->arena, const char *, k->nstep + 1);
+  int nneed = 0;
+  for (int i = 0; i < k->nstep; i++) {
+    const Step *s = k->step[i];
+    const char *x = step_scratch(e, s);
+    bool seen = false;
+    for (int j = 0; x && j < nneed; j++) seen |= strcmp(need[j], x) == 0;
+    if (!x || seen) continue;
+    if (!nneed) out(e, "    /* this thread's scratch, once per run: the most any step needs */\n    int64_t floats = 0, need;\n    const char *what = \"\";\n");
+    need[nneed++] = x;
+    const char *name = s->node && s->node->name ? s->node->name : s->kind == STEP_GEMM ? "a contraction" : "an attention";
+    out(e, "    if ((need = %s) > floats) floats = need, what = \"the %s scratch of '%s'\";\n", x,
+        s->kind == STEP_GEMM ? "GEMM" : "attention", c_escape(e->c, name));
+  }
+  if (nneed) {
+    out(e, "    float *scratch = (float *)aligned_alloc(64, (size_t)((floats * 4 + 63) / 64 * 64));\n");
+    out(e, "    if (!scratch) step_failed(&failure, -1, rt_errorf(\"out of memory for %%s\", what));\n");
+  }
+  out(e, "    const Ctx ctx = {circc_weights");
+  if (wbase) out(e, " + %lld", (long long)wbase);
+  out(e, ", in, out, (unsigned char *)arena, %s};\n", nneed ? "scratch" : "NULL");
+  out(e, "    run_steps(%ssteps, %sparallel_steps, %d, &ctx, &failure);\n", p, p, k->nstep);
+  if (nneed) out(e, "    free(scratch);\n");
+  out(e, "  }\n  return failure.step < %d ? rt_errorf(\"%%s\", failure.msg) : NULL;\n", k->nstep);
+}
+
 /* One graph: its steps, the table that calls them, its run function and
  * its input and output descriptions, all named with e->pfx; its weights are
  * at wbase in the blob. */
@@ -1163,15 +1293,15 @@ static void emit_graph(Emit *e, int64_t wbase) {
     out(e, "\nstatic const char *(*const %ssteps[%d])(const Ctx *) = {", p, k->nstep);
     for (int i = 0; i < k->nstep; i++) out(e, "%s%sstep_%d", i == 0 ? "\n  " : i % 8 ? ", " : ",\n  ", p, i);
     out(e, "\n};\n");
+    out(e, "\n/* 1: the step shares its work out over the team; 0: one thread runs it */\n");
+    out(e, "static const unsigned char %sparallel_steps[%d] = {", p, k->nstep);
+    for (int i = 0; i < k->nstep; i++) out(e, "%s%d", i == 0 ? "" : i % 32 ? ", " : ",\n  ", step_parallel(k->step[i]));
+    out(e, "};\n");
   }
   out(e, "\nstatic const char *%srun(const void *const *in, void *const *out, void *arena) {\n", p);
-  if (wbase) out(e, "  const Ctx ctx = {circc_weights + %lld, in, out, (unsigned char *)arena};\n", (long long)wbase);
-  else out(e, "  const Ctx ctx = {circc_weights, in, out, (unsigned char *)arena};\n");
-  if (k->nstep) {
-    out(e, "  for (int i = 0; i < %d; i++) {\n", k->nstep);
-    out(e, "    const char *err = %ssteps[i](&ctx);\n    if (err) return err;\n  }\n", p);
-  }
-  out(e, "  (void)ctx;\n  return NULL;\n}\n\n");
+  if (k->nstep) emit_run_body(e, wbase);
+  else out(e, "  (void)in, (void)out, (void)arena;\n  return NULL;\n");
+  out(e, "}\n\n");
   emit_desc(e, "inputs", k->ninputs, k->input, k->input_name);
   emit_desc(e, "outputs", k->noutputs, k->output, k->output_name);
   if (k->npatches) emit_desc(e, "patches", k->npatches, k->patch, k->patch_name);

@@ -1,8 +1,8 @@
 /* test_codegen.c — differential tests of the whole compiler (design.md §6):
  * a circuit is compiled exactly like `circc` does (resolve → simplify → plan →
  * lower → memplan → build), the program runs on random inputs (valid ids for
- * index inputs) with --threads 1 and --threads 2, the two runs must be
- * bytewise identical, and every output must match the reference evaluator
+ * index inputs) with --threads 1, 2 and 3 (more threads than a small machine's
+ * cores, and an uneven split), the runs must be bytewise identical, and every output must match the reference evaluator
  * (double precision, on the unsimplified circuit) within
  * |got-want| <= 1e-4|want| + 1e-4 max|want| + 1e-6. Cases: the evaluable
  * examples of rust_circuit_format.md §9, the GPT-2 block in module form,
@@ -184,30 +184,37 @@ static int child_fail(Child *ch, const char *stage) {
   return ST_ERROR;
 }
 
-/* Compares one output of both runs with the evaluator; true if it matches. */
-static bool compare_output(Child *ch, const char *name, const Node *root, const Tensor *want, const Tensor *t1,
-                           const Tensor *t2) {
+/* Compares one output of the runs (run[r]: with r + 1 threads) with each
+ * other and the evaluator; true if it matches. */
+static bool compare_output(Child *ch, const char *name, const Node *root, const Tensor *want, Tensor *const *run,
+                           int nruns) {
   FILE *rep = ch->rep;
-  if (!t1 || !t2) {
-    fprintf(rep, "output '%s': the program wrote no readable .npy\n%s@bad %s\n", name, tu_diags(ch->c), name);
-    return false;
+  for (int r = 0; r < nruns; r++) {
+    if (!run[r]) {
+      fprintf(rep, "output '%s': the program wrote no readable .npy\n%s@bad %s\n", name, tu_diags(ch->c), name);
+      return false;
+    }
+    if (!shape_eq(&run[r]->shape, &root->shape)) {
+      fprintf(rep, "output '%s': shape %s, expected %s\n@bad %s\n", name, shape_str(ch->c, &run[r]->shape),
+              shape_str(ch->c, &root->shape), name);
+      return false;
+    }
   }
-  if (!shape_eq(&t1->shape, &root->shape) || !shape_eq(&t2->shape, &root->shape)) {
-    fprintf(rep, "output '%s': shape %s, expected %s\n@bad %s\n", name, shape_str(ch->c, &t1->shape),
-            shape_str(ch->c, &root->shape), name);
-    return false;
-  }
+  const Tensor *t1 = run[0];
   bool ok = true;
   int64_t n = shape_numel(&root->shape);
-  if (t1->dtype != t2->dtype || t1->nbytes != t2->nbytes || memcmp(t1->data, t2->data, t1->nbytes) != 0) {
-    int64_t at = 0;
-    size_t es = dtype_size(t1->dtype);
-    while (at < n && t1->dtype == t2->dtype && !memcmp((char *)t1->data + at * es, (char *)t2->data + at * es, es)) at++;
-    char co[128];
-    shape_coords(&root->shape, at < n ? at : 0, co, sizeof co);
-    fprintf(rep, "output '%s': --threads 1 and --threads 2 differ, first at %s: %.9g vs %.9g\n", name, co,
-            at < n ? tensor_get_f64(t1, at) : 0.0, at < n ? tensor_get_f64(t2, at) : 0.0);
-    ok = false;
+  for (int r = 1; r < nruns; r++) {
+    const Tensor *t2 = run[r];
+    if (t1->dtype != t2->dtype || t1->nbytes != t2->nbytes || memcmp(t1->data, t2->data, t1->nbytes) != 0) {
+      int64_t at = 0;
+      size_t es = dtype_size(t1->dtype);
+      while (at < n && t1->dtype == t2->dtype && !memcmp((char *)t1->data + at * es, (char *)t2->data + at * es, es)) at++;
+      char co[128];
+      shape_coords(&root->shape, at < n ? at : 0, co, sizeof co);
+      fprintf(rep, "output '%s': --threads 1 and --threads %d differ, first at %s: %.9g vs %.9g\n", name, r + 1, co,
+              at < n ? tensor_get_f64(t1, at) : 0.0, at < n ? tensor_get_f64(t2, at) : 0.0);
+      ok = false;
+    }
   }
   double maxw = 0, worst_ratio = -1, max_err = 0;
   int64_t worst = -1, nbad = 0;
@@ -333,11 +340,11 @@ static int diff_child(const Opts *o, FILE *rep, const char *dir) {
   int first_out = na;
   for (int j = 0; j < nout; j++) args[na++] = "--output", args[na++] = NULL;
 
-  /* run with 1 and 2 threads */
-  Tensor **got[2];
+  /* run with 1, 2 and 3 threads */
+  Tensor **got[3];
   const char *log = arena_printf(&c->arena, "%s/run.log", ch->dir);
-  for (int r = 0; r < 2; r++) {
-    args[threads_arg] = r ? "2" : "1";
+  for (int r = 0; r < 3; r++) {
+    args[threads_arg] = arena_printf(&c->arena, "%d", r + 1);
     for (int j = 0; j < nout; j++)
       args[first_out + 2 * j + 1] = arena_printf(&c->arena, "%s=@%s/out%d_%d.npy", k.output_name[j], ch->dir, r, j);
     int code = run_program(args, log);
@@ -352,7 +359,10 @@ static int diff_child(const Opts *o, FILE *rep, const char *dir) {
       got[r][j] = npy_load(c, arena_printf(&c->arena, "%s/out%d_%d.npy", ch->dir, r, j), NO_LOC);
   }
   int bad = 0;
-  for (int j = 0; j < nout; j++) bad += !compare_output(ch, k.output_name[j], orig[j], want[j], got[0][j], got[1][j]);
+  for (int j = 0; j < nout; j++) {
+    Tensor *run[3] = {got[0][j], got[1][j], got[2][j]};
+    bad += !compare_output(ch, k.output_name[j], orig[j], want[j], run, 3);
+  }
   eval_free(e);
   return bad ? ST_MISMATCH : ST_OK;
 }
