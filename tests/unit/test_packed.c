@@ -38,21 +38,6 @@ static char *circuit(int64_t M, bool inputs) {
   return text;
 }
 
-/* Compiles text into dir/name (with emit_c: a directory with model.c). */
-static void compile(const char *text, const char *dir, const char *name, bool emit_c) {
-  char *out;
-  cr_assert(asprintf(&out, "%s/%s", dir, name) > 0);
-  Comp *c = tu_comp();
-  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "p.circ", .last = STAGE_EMIT,
-                     .verify_each = true,
-                     .emit = {.name = name, .command_line = "test"},
-                     .build = {.output = out, .opt = "-O2", .emit_c_only = emit_c}};
-  Compilation cm = {0};
-  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
-  tu_free(c);
-  free(out);
-}
-
 /* dir/name.npy: n floats of both signs over a few binades. */
 static void save_input(const char *dir, const char *name, Shape shape) {
   Comp *c = tu_comp();
@@ -70,8 +55,8 @@ Test(packed, pre_packed_weights_give_the_bits_of_weights_as_inputs) {
   for (int r = 0; r < 2; r++) {
     int64_t M = rows[r];
     char *dir = tu_temp_dir("packed"), *packed = circuit(M, false), *plain = circuit(M, true);
-    compile(packed, dir, "packed", false);
-    compile(plain, dir, "plain", false);
+    tu_build_precision(packed, PRECISION_FP32, dir, "packed", false, false);
+    tu_build_precision(plain, PRECISION_FP32, dir, "plain", false, false);
     save_input(dir, "x", (Shape){.rank = 2, .dim = {M, K}});
     save_input(dir, "x2", (Shape){.rank = 3, .dim = {2, M, K}});
     for (int t = 1; t <= 2; t++) {
@@ -101,8 +86,8 @@ Test(packed, pre_packed_weights_give_the_bits_of_weights_as_inputs) {
  * output too, stay: 2 x 300 x 70 floats). */
 Test(packed, weight_gemms_call_the_pre_packed_entry) {
   char *dir = tu_temp_dir("packed_c"), *packed = circuit(40, false), *plain = circuit(40, true);
-  compile(packed, dir, "packed.d", true);
-  compile(plain, dir, "plain.d", true);
+  tu_build_precision(packed, PRECISION_FP32, dir, "packed.d", true, false);
+  tu_build_precision(plain, PRECISION_FP32, dir, "plain.d", true, false);
   cr_assert_eq(tu_sh("test $(grep -c 'circc_gemm_f32_packed_rows(m0' %s/packed.d/model.c) -eq 2", dir), 0);
   cr_assert_neq(tu_sh("grep -q 'circc_gemm_f32_packed_rows(m0' %s/plain.d/model.c", dir), 0);
   char *path;

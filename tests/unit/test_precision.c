@@ -34,22 +34,6 @@ static char *circuit(int64_t M) {
   return text;
 }
 
-/* Compiles text with the given precision into dir/name (--emit c: a directory). */
-static void compile(const char *text, Precision p, const char *dir, const char *name, bool emit_c) {
-  char *out;
-  cr_assert(asprintf(&out, "%s/%s", dir, name) > 0);
-  Comp *c = tu_comp();
-  c->precision = p;
-  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "p.circ", .last = STAGE_EMIT,
-                     .verify_each = true,
-                     .emit = {.name = name, .command_line = "test"},
-                     .build = {.output = out, .opt = "-O2", .emit_c_only = emit_c}};
-  Compilation cm = {0};
-  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
-  tu_free(c);
-  free(out);
-}
-
 static Tensor *load(Comp *c, const char *dir, const char *file) {
   char *path;
   cr_assert(asprintf(&path, "%s/%s", dir, file) > 0);
@@ -66,7 +50,7 @@ Test(precision, bf16_programs_within_the_accumulation_bound_and_thread_count_inv
   for (int r = 0; r < 3; r++) {
     int64_t M = rows[r];
     char *dir = tu_temp_dir("precision"), *text = circuit(M);
-    compile(text, PRECISION_BF16, dir, "prog", false);
+    tu_build_precision(text, PRECISION_BF16, dir, "prog", false, false);
     /* the input: values of both signs over a few binades */
     Comp *c = tu_comp();
     Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 2, .dim = {M, K}});
@@ -120,8 +104,8 @@ Test(precision, bf16_halves_the_weights_and_fp32_is_untouched) {
                      "'z' Einsum ab,bc->ac\n"
                      "  'x2' [8,256] Symbol 22222222-2222-4222-8222-222222222222\n"
                      "  'w'\n";
-  compile(text, PRECISION_FP32, dir, "f32.d", true);
-  compile(text, PRECISION_BF16, dir, "bf16.d", true);
+  tu_build_precision(text, PRECISION_FP32, dir, "f32.d", true, false);
+  tu_build_precision(text, PRECISION_BF16, dir, "bf16.d", true, false);
   size_t n32, n16;
   char *p32, *p16;
   cr_assert(asprintf(&p32, "%s/f32.d/weights.bin", dir) > 0 && asprintf(&p16, "%s/bf16.d/weights.bin", dir) > 0);
@@ -148,8 +132,8 @@ Test(precision, bf16_expectation_programs) {
                      "      'rows' [40,16,64] Array rand\n"
                      "      'p' [40] Scalar 0.025\n"
                      "    'w' [64,64] Array rand\n";
-  compile(text, PRECISION_FP32, dir, "f32", false);
-  compile(text, PRECISION_BF16, dir, "bf16", false);
+  tu_build_precision(text, PRECISION_FP32, dir, "f32", false, false);
+  tu_build_precision(text, PRECISION_BF16, dir, "bf16", false, false);
   cr_assert_eq(tu_sh("cd %s && ./f32 --all --output e=@f.npy >/dev/null && ./bf16 --all --threads 1 --output e=@b1.npy "
                      ">/dev/null && ./bf16 --all --threads 2 --output e=@b2.npy >/dev/null",
                      dir),
@@ -185,7 +169,7 @@ Test(precision, bf16_weight_as_first_operand) {
                        "  'x' [%d,%lld] Symbol 11111111-1111-4111-8111-111111111111\n"
                        "'w'\n",
                        (long long)R, K, K, (long long)n) > 0);
-    compile(text, PRECISION_BF16, dir, "prog", false);
+    tu_build_precision(text, PRECISION_BF16, dir, "prog", false, false);
     Comp *c = tu_comp();
     Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 2, .dim = {K, n}});
     for (int64_t i = 0; i < K * n; i++) ((float *)x->data)[i] = (float)cos((double)i * 0.37) * 3;
@@ -239,7 +223,7 @@ Test(precision, bf16_attention_programs) {
                        "      'scale' [] Scalar 0.25\n"
                        "  'v' [%d,%d,%d] Symbol 33333333-3333-4333-8333-333333333333\n",
                        H, (long long)TQ, C, H, TK, C, H, TK, C) > 0);
-    compile(text, PRECISION_BF16, dir, "prog", false);
+    tu_build_precision(text, PRECISION_BF16, dir, "prog", false, false);
     Comp *c = tu_comp();
     const char *names[3] = {"q", "k", "v"};
     const int64_t rows[3] = {TQ, TK, TK};

@@ -40,22 +40,6 @@ static char *circuit(int64_t M, bool w_input) {
   return text;
 }
 
-/* Compiles text with the given precision into dir/name (--emit c: a directory). */
-static void compile(const char *text, Precision p, const char *dir, const char *name, bool emit_c) {
-  char *out;
-  cr_assert(asprintf(&out, "%s/%s", dir, name) > 0);
-  Comp *c = tu_comp();
-  c->precision = p;
-  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "p.circ", .last = STAGE_EMIT,
-                     .verify_each = true,
-                     .emit = {.name = name, .command_line = "test"},
-                     .build = {.output = out, .opt = "-O2", .emit_c_only = emit_c}};
-  Compilation cm = {0};
-  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
-  tu_free(c);
-  free(out);
-}
-
 static Tensor *load(Comp *c, const char *dir, const char *file) {
   char *path;
   cr_assert(asprintf(&path, "%s/%s", dir, file) > 0);
@@ -85,8 +69,8 @@ Test(precision_int8, programs_within_the_accumulation_bound_thread_invariant_and
   for (int r = 0; r < 3; r++) {
     int64_t M = rows[r];
     char *dir = tu_temp_dir("precision_int8"), *text = circuit(M, false), *text_in = circuit(M, true);
-    compile(text, PRECISION_INT8, dir, "prog", false);
-    compile(text_in, PRECISION_FP32, dir, "f32", false);
+    tu_build_precision(text, PRECISION_INT8, dir, "prog", false, false);
+    tu_build_precision(text_in, PRECISION_FP32, dir, "f32", false, false);
     Comp *c = tu_comp();
     Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 2, .dim = {M, K}});
     for (int64_t i = 0; i < M * K; i++) ((float *)x->data)[i] = (float)(sin((double)i * 1.7) * (1 + i % 5));
@@ -154,7 +138,7 @@ Test(precision_int8, blob_is_int8_with_fp16_scales) {
                      "'z' Einsum ab,bc->ac\n"
                      "  'x2' [1,256] Symbol 22222222-2222-4222-8222-222222222222\n"
                      "  'w'\n";
-  compile(text, PRECISION_INT8, dir, "int8.d", true);
+  tu_build_precision(text, PRECISION_INT8, dir, "int8.d", true, false);
   size_t n8;
   char *p8;
   cr_assert(asprintf(&p8, "%s/int8.d/weights.bin", dir) > 0);
@@ -178,8 +162,8 @@ Test(precision_int8, expectation_programs) {
                      "      'rows' [40,16,64] Array rand\n"
                      "      'p' [40] Scalar 0.025\n"
                      "    'w' [64,64] Array rand\n";
-  compile(text, PRECISION_FP32, dir, "f32", false);
-  compile(text, PRECISION_INT8, dir, "int8", false);
+  tu_build_precision(text, PRECISION_FP32, dir, "f32", false, false);
+  tu_build_precision(text, PRECISION_INT8, dir, "int8", false, false);
   cr_assert_eq(tu_sh("cd %s && ./f32 --all --output e=@f.npy >/dev/null && ./int8 --all --threads 1 --output e=@b1.npy "
                      ">/dev/null && ./int8 --all --threads 2 --output e=@b2.npy >/dev/null",
                      dir),
@@ -246,7 +230,7 @@ Test(precision_int8, batched_weights) {
                        "  'w' [%d,%d,%d] Array rand\n"
                        "'w'\n",
                        HB, (long long)M, KB, HB, KB, NB) > 0);
-    compile(text, PRECISION_INT8, dir, "prog", false);
+    tu_build_precision(text, PRECISION_INT8, dir, "prog", false, false);
     Comp *c = tu_comp();
     Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 3, .dim = {HB, M, KB}});
     for (int64_t i = 0; i < HB * M * KB; i++) ((float *)x->data)[i] = (float)cos((double)i * 0.91) * 2;

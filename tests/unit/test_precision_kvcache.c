@@ -35,22 +35,6 @@ static const char CIRCUIT[] = "'out' Einsum ht,htd->hd\n"
                               "    'kv_mask' [300] Symbol 33333333-3333-4333-8333-333333333333\n"
                               "  'past_v' [3,300,40] Symbol 44444444-4444-4444-8444-444444444444\n";
 
-/* native: -march=native (AVX-512 or AVX2 here), else generic x86-64 code (the portable C paths) */
-static void compile(const char *text, Precision p, const char *dir, const char *name, bool native) {
-  char *out;
-  cr_assert(asprintf(&out, "%s/%s", dir, name) > 0);
-  Comp *c = tu_comp();
-  c->precision = p;
-  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "kv.circ", .last = STAGE_EMIT,
-                     .verify_each = true,
-                     .emit = {.name = name, .command_line = "test"},
-                     .build = {.output = out, .opt = "-O2", .native = native}};
-  Compilation cm = {0};
-  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
-  tu_free(c);
-  free(out);
-}
-
 /* Which inputs lowering stores as bf16 (by input index, as a string of 0/1). */
 static void stored(const char *text, Precision p, bool lib, char *got) {
   Comp *c = tu_comp();
@@ -132,7 +116,7 @@ Test(precision_kvcache, by_hand) {
   const Precision prec[2] = {PRECISION_BF16, PRECISION_INT8};
   for (int p = 0; p < 2; p++) {
     char *dir = tu_temp_dir("kvcache");
-    compile(CIRCUIT, prec[p], dir, "prog", true);
+    tu_build_precision(CIRCUIT, prec[p], dir, "prog", false, true);
     save_inputs(dir, &in, false);
     cr_assert_eq(run(dir, "prog", 2, false, "out.npy"), 0);
     Comp *c = tu_comp();
@@ -160,11 +144,11 @@ Test(precision_kvcache, the_fp32_programs_bits_on_rounded_inputs) {
   save_inputs(dir, &in, true);
   /* natively and generic (the portable kernels), each against the fp32 program built the same way */
   for (int native = 1; native >= 0; native--) {
-    compile(CIRCUIT, PRECISION_FP32, dir, "fp32", native);
+    tu_build_precision(CIRCUIT, PRECISION_FP32, dir, "fp32", false, native);
     cr_assert_eq(run(dir, "fp32", 2, true, "want.npy"), 0);
     cr_assert_eq(run(dir, "fp32", 2, false, "unrounded.npy"), 0);
     for (int p = 0; p < 2; p++) {
-      compile(CIRCUIT, p ? PRECISION_INT8 : PRECISION_BF16, dir, "low", native);
+      tu_build_precision(CIRCUIT, p ? PRECISION_INT8 : PRECISION_BF16, dir, "low", false, native);
       for (int t = 1; t <= 2; t++) {
         char out[32];
         snprintf(out, sizeof out, "got%d.npy", t);

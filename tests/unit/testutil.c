@@ -66,6 +66,21 @@ void tu_build(const char *text, const char *prog, const char *opt) {
   tu_free(c);
 }
 
+void tu_build_precision(const char *text, Precision p, const char *dir, const char *name, bool emit_c, bool native) {
+  char *out;
+  cr_assert(asprintf(&out, "%s/%s", dir, name) > 0);
+  Comp *c = tu_comp();
+  c->precision = p;
+  DriverOptions o = {.text = text, .text_len = strlen(text), .text_name = "p.circ", .last = STAGE_EMIT,
+                     .verify_each = true,
+                     .emit = {.name = name, .command_line = "test"},
+                     .build = {.output = out, .opt = "-O2", .emit_c_only = emit_c, .native = native}};
+  Compilation cm = {0};
+  cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
+  tu_free(c);
+  free(out);
+}
+
 int tu_sh(const char *fmt, ...) {
   char *cmd;
   va_list ap;

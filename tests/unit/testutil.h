@@ -23,6 +23,11 @@ bool tu_run_file(Comp *c, const char *path, const char *output, Stage last, Comp
 /* Compiles circuit text into the executable prog (opt: "-O0".."-O3", NULL
  * for circc's default); a diagnostic fails the test. */
 void tu_build(const char *text, const char *prog, const char *opt);
+/* Compiles circuit text with precision p into dir/name at -O2, checking the IR
+ * after every stage (--verify-each): an executable, or with emit_c a
+ * directory with model.c (--emit c); native: -march=native, else generic
+ * code. A diagnostic fails the test. */
+void tu_build_precision(const char *text, Precision p, const char *dir, const char *name, bool emit_c, bool native);
 
 /* Runs a shell command (printf-style); its exit status, -1 if it did not exit. */
 int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
