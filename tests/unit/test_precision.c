@@ -34,15 +34,6 @@ static char *circuit(int64_t M) {
   return text;
 }
 
-static Tensor *load(Comp *c, const char *dir, const char *file) {
-  char *path;
-  cr_assert(asprintf(&path, "%s/%s", dir, file) > 0);
-  Tensor *t = npy_load(c, path, NO_LOC);
-  cr_assert(t && t->dtype == DT_F32, "%s: %s", path, tu_diags(c));
-  free(path);
-  return t;
-}
-
 static double bf(float x) { return (double)circc_bf16_float(circc_bf16_round(x)); }
 
 Test(precision, bf16_programs_within_the_accumulation_bound_and_thread_count_invariant) {
@@ -65,7 +56,7 @@ Test(precision, bf16_programs_within_the_accumulation_bound_and_thread_count_inv
                    0);
     cr_assert_eq(tu_sh("cmp -s %s/y1.npy %s/y2.npy", dir, dir), 0, "M=%lld: 1 and 2 threads differ", (long long)M);
     cr_assert_eq(tu_sh("%s/prog --info | grep -q '^precision:    bf16 (GEMMs: '", dir), 0);
-    const float *y = load(c, dir, "y1.npy")->data, *w = load(c, dir, "w.npy")->data, *b = load(c, dir, "b.npy")->data;
+    const float *y = tu_load_f32(c, dir, "y1.npy")->data, *w = tu_load_f32(c, dir, "w.npy")->data, *b = tu_load_f32(c, dir, "b.npy")->data;
     const float *xv = x->data;
     double worst_fp32 = 0; /* how far y is from the unrounded product: bf16 must show */
     int bf16_values = 0;   /* weights that bf16 cannot hold: the output kept fp32 */
@@ -141,7 +132,7 @@ Test(precision, bf16_expectation_programs) {
   cr_assert_eq(tu_sh("cmp -s %s/b1.npy %s/b2.npy", dir, dir), 0, "1 and 2 threads differ");
   cr_assert_eq(tu_sh("%s/bf16 --info | grep -q '^precision:    bf16 (GEMMs: '", dir), 0);
   Comp *c = tu_comp();
-  const Tensor *f = load(c, dir, "f.npy"), *b = load(c, dir, "b1.npy");
+  const Tensor *f = tu_load_f32(c, dir, "f.npy"), *b = tu_load_f32(c, dir, "b1.npy");
   double big = 0, worst = 0;
   for (int64_t i = 0; i < 16 * 64; i++) {
     double x = ((const float *)f->data)[i], y = ((const float *)b->data)[i];
@@ -181,7 +172,7 @@ Test(precision, bf16_weight_as_first_operand) {
                          t),
                    0);
     cr_assert_eq(tu_sh("cmp -s %s/y1.npy %s/y2.npy", dir, dir), 0, "n=%lld: 1 and 2 threads differ", (long long)n);
-    const float *y = load(c, dir, "y1.npy")->data, *w = load(c, dir, "w.npy")->data, *xv = x->data;
+    const float *y = tu_load_f32(c, dir, "y1.npy")->data, *w = tu_load_f32(c, dir, "w.npy")->data, *xv = x->data;
     double u = ldexp(1.0, -24) * (double)(circc_bf16_kp(K) + 1), worst_fp32 = 0;
     for (int64_t a = 0; a < R; a++)
       for (int64_t b = 0; b < n; b++) {
@@ -243,7 +234,7 @@ Test(precision, bf16_attention_programs) {
                          dir, t, t),
                    0);
     cr_assert_eq(tu_sh("cmp -s %s/o1.npy %s/o2.npy", dir, dir), 0, "Tq=%lld: 1 and 2 threads differ", (long long)TQ);
-    const float *o = load(c, dir, "o1.npy")->data;
+    const float *o = tu_load_f32(c, dir, "o1.npy")->data;
     const double u = ldexp(1.0, -24);
     double worst_fp32 = 0, s[TK], s32[TK];
     for (int64_t h = 0; h < H; h++)

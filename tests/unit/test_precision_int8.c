@@ -40,15 +40,6 @@ static char *circuit(int64_t M, bool w_input) {
   return text;
 }
 
-static Tensor *load(Comp *c, const char *dir, const char *file) {
-  char *path;
-  cr_assert(asprintf(&path, "%s/%s", dir, file) > 0);
-  Tensor *t = npy_load(c, path, NO_LOC);
-  cr_assert(t && t->dtype == DT_F32, "%s: %s", path, tu_diags(c));
-  free(path);
-  return t;
-}
-
 /* The test's own W' of w [Kw, Nw] (row-major). */
 static float *dequantize(const float *w, int64_t Kw, int64_t Nw) {
   float *d = malloc(sizeof(float) * (size_t)(Kw * Nw));
@@ -87,7 +78,7 @@ Test(precision_int8, programs_within_the_accumulation_bound_thread_invariant_and
                        "scale per 32'",
                        dir),
                  0);
-    const float *y = load(c, dir, "y1.npy")->data, *w = load(c, dir, "w.npy")->data, *b = load(c, dir, "b.npy")->data;
+    const float *y = tu_load_f32(c, dir, "y1.npy")->data, *w = tu_load_f32(c, dir, "w.npy")->data, *b = tu_load_f32(c, dir, "b.npy")->data;
     const float *xv = x->data;
     float *wq = dequantize(w, K, N);
     int changed = 0; /* the weight output kept its fp32 values: quantisation moves nearly all */
@@ -171,7 +162,7 @@ Test(precision_int8, expectation_programs) {
   cr_assert_eq(tu_sh("cmp -s %s/b1.npy %s/b2.npy", dir, dir), 0, "1 and 2 threads differ");
   cr_assert_eq(tu_sh("%s/int8 --info | grep -q '^precision:    int8 (GEMMs: '", dir), 0);
   Comp *c = tu_comp();
-  const Tensor *f = load(c, dir, "f.npy"), *b = load(c, dir, "b1.npy");
+  const Tensor *f = tu_load_f32(c, dir, "f.npy"), *b = tu_load_f32(c, dir, "b1.npy");
   double big = 0, worst = 0;
   for (int64_t i = 0; i < 16 * 64; i++) {
     double x = ((const float *)f->data)[i], y = ((const float *)b->data)[i];
@@ -238,7 +229,7 @@ Test(precision_int8, batched_weights) {
     cr_assert(asprintf(&xpath, "%s/x.npy", dir) > 0);
     cr_assert(npy_save(c, x, xpath));
     cr_assert_eq(tu_sh("cd %s && ./prog --threads 2 --input x=@x.npy --output y=@y.npy --output w=@w.npy", dir), 0);
-    const float *y = load(c, dir, "y.npy")->data, *w = load(c, dir, "w.npy")->data, *xv = x->data;
+    const float *y = tu_load_f32(c, dir, "y.npy")->data, *w = tu_load_f32(c, dir, "w.npy")->data, *xv = x->data;
     double u = ldexp(1.0, -24) * (KB + 1);
     for (int64_t h = 0; h < HB; h++) {
       float *wq = dequantize(w + h * KB * NB, KB, NB);

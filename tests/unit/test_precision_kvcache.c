@@ -88,15 +88,6 @@ static int run(const char *dir, const char *prog, int threads, bool rounded, con
                dir, prog, threads, r, r, outfile);
 }
 
-static Tensor *load(Comp *c, const char *dir, const char *file) {
-  char *path;
-  cr_assert(asprintf(&path, "%s/%s", dir, file) > 0);
-  Tensor *t = npy_load(c, path, NO_LOC);
-  cr_assert(t && t->dtype == DT_F32, "%s: %s", path, tu_diags(c));
-  free(path);
-  return t;
-}
-
 /* q picks feature 0 of each key; keys' feature 0 is 1 + 2^-8 at even t (a
  * tie: bf16 rounds it to 1) and 1 + 3 * 2^-8 at odd t (to 1 + 2^-6), every
  * value 1 + 2^-8 (to 1); the first KEPT keys are unmasked. So each output is
@@ -120,7 +111,7 @@ Test(precision_kvcache, by_hand) {
     save_inputs(dir, &in, false);
     cr_assert_eq(run(dir, "prog", 2, false, "out.npy"), 0);
     Comp *c = tu_comp();
-    const float *out = load(c, dir, "out.npy")->data;
+    const float *out = tu_load_f32(c, dir, "out.npy")->data;
     for (int i = 0; i < H * D; i++) cr_assert(out[i] == 201.5625f, "out[%d] = %.9g, want 201.5625", i, (double)out[i]);
     tu_free(c);
     tu_sh("rm -rf %s", dir);

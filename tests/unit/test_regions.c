@@ -87,17 +87,22 @@ static int run(const char *prog, const char *dir, int threads, const char *tok, 
                threads, dir);
 }
 
-Test(regions, serial_and_parallel_steps_give_the_same_bits_on_1_2_and_3_threads) {
-  char *dir = tu_temp_dir("regions_run");
-  Comp *c = tu_comp();
-  const char *prog = arena_printf(&c->arena, "%s/prog", dir);
-  tu_build(MIXED, prog, "-O1");
+/* MIXED's inputs, with valid indices, in dir */
+static void write_inputs(Comp *c, const char *dir) {
   write_input(c, dir, "a", DT_F32, (Shape){2, {256, 64}}, wave);
   write_input(c, dir, "b", DT_F32, (Shape){2, {64, 160}}, wave);
   write_input(c, dir, "small", DT_F32, (Shape){2, {3, 5}}, wave);
   write_input(c, dir, "E", DT_F32, (Shape){2, {500, 64}}, wave);
   write_input(c, dir, "tok", DT_I64, (Shape){2, {8, 80}}, token);
   write_input(c, dir, "one", DT_I64, (Shape){1, {2}}, two_ids);
+}
+
+Test(regions, serial_and_parallel_steps_give_the_same_bits_on_1_2_and_3_threads) {
+  char *dir = tu_temp_dir("regions_run");
+  Comp *c = tu_comp();
+  const char *prog = arena_printf(&c->arena, "%s/prog", dir);
+  tu_build(MIXED, prog, "-O1");
+  write_inputs(c, dir);
   for (int t = 1; t <= 3; t++) cr_assert_eq(run(prog, dir, t, "tok", "one"), 0, "--threads %d", t);
   for (int t = 2; t <= 3; t++)
     for (size_t j = 0; j < sizeof OUTPUTS / sizeof *OUTPUTS; j++)
@@ -122,12 +127,7 @@ Test(regions, a_steps_error_comes_out_once_and_every_thread_leaves) {
   Comp *c = tu_comp();
   const char *prog = arena_printf(&c->arena, "%s/prog", dir);
   tu_build(MIXED, prog, "-O1");
-  write_input(c, dir, "a", DT_F32, (Shape){2, {256, 64}}, wave);
-  write_input(c, dir, "b", DT_F32, (Shape){2, {64, 160}}, wave);
-  write_input(c, dir, "small", DT_F32, (Shape){2, {3, 5}}, wave);
-  write_input(c, dir, "E", DT_F32, (Shape){2, {500, 64}}, wave);
-  write_input(c, dir, "tok", DT_I64, (Shape){2, {8, 80}}, token);
-  write_input(c, dir, "one", DT_I64, (Shape){1, {2}}, two_ids);
+  write_inputs(c, dir);
   write_input(c, dir, "bad_tok", DT_I64, (Shape){2, {8, 80}}, bad_token);
   write_input(c, dir, "bad_one", DT_I64, (Shape){1, {2}}, bad_ids);
   for (int t = 1; t <= 3; t++) {

@@ -1,6 +1,7 @@
 /* testutil.c — see testutil.h */
 #define _GNU_SOURCE /* vasprintf */
 #include "testutil.h"
+#include "tensor.h"
 #include <criterion/criterion.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -79,6 +80,15 @@ void tu_build_precision(const char *text, Precision p, const char *dir, const ch
   cr_assert(driver_run(c, &o, &cm), "%s", tu_diags(c));
   tu_free(c);
   free(out);
+}
+
+Tensor *tu_load_f32(Comp *c, const char *dir, const char *file) {
+  char *path;
+  cr_assert(asprintf(&path, "%s/%s", dir, file) > 0);
+  Tensor *t = npy_load(c, path, NO_LOC);
+  cr_assert(t && t->dtype == DT_F32, "%s: %s", path, tu_diags(c));
+  free(path);
+  return t;
 }
 
 int tu_sh(const char *fmt, ...) {

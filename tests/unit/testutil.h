@@ -29,6 +29,8 @@ void tu_build(const char *text, const char *prog, const char *opt);
  * code. A diagnostic fails the test. */
 void tu_build_precision(const char *text, Precision p, const char *dir, const char *name, bool emit_c, bool native);
 
+/* dir/file, a float32 .npy, loaded into c's arena; anything else fails the test. */
+Tensor *tu_load_f32(Comp *c, const char *dir, const char *file);
 /* Runs a shell command (printf-style); its exit status, -1 if it did not exit. */
 int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A new empty directory /tmp/circc_TAG_XXXXXX (malloc'd path). */
