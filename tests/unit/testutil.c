@@ -3,6 +3,7 @@
 #include "testutil.h"
 #include "tensor.h"
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,4 +122,73 @@ char *tu_read_file(const char *path, size_t *len) {
   fclose(f);
   if (len) *len = (size_t)n;
   return b;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+float tu_frand(void) {
+  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+  return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+TuGemm tu_gemm_new(TuGemmCase cs) {
+  TuGemm d = {.cs = cs};
+  int64_t M = cs.M, N = cs.N, K = cs.K;
+  d.A = malloc(sizeof(float) * (size_t)(M * K + 1));
+  for (int64_t i = 0; i < M * K; i++) d.A[i] = tu_frand() * 4.0f;
+  d.a_m = cs.a_t ? 1 : K, d.a_k = cs.a_t ? M : 1;
+  d.c_m = cs.c_t ? 1 : N, d.c_n = cs.c_t ? M : 1;
+  d.clen = M * N + 64;
+  d.C = malloc(sizeof(float) * (size_t)d.clen);
+  return d;
+}
+
+void tu_gemm_reference(TuGemm *d, double (*a)(float), const double *W) {
+  int64_t M = d->cs.M, N = d->cs.N, K = d->cs.K;
+  d->ref = calloc((size_t)(M * N + 1), sizeof(double));
+  d->bound = calloc((size_t)(M * N + 1), sizeof(double));
+  double u = ldexp(1.0, -24) * (double)((K + 31) / 32 * 32 + 1);
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t n = 0; n < N; n++) {
+      double s = 0, sa = 0;
+      for (int64_t k = 0; k < K; k++) {
+        float x = d->A[m * d->a_m + k * d->a_k];
+        double p = (a ? a(x) : (double)x) * W[k * N + n];
+        s += p, sa += fabs(p);
+      }
+      d->ref[m * N + n] = s;
+      d->bound[m * N + n] = u * sa + 1e-30;
+    }
+}
+
+void tu_gemm_free(TuGemm *d) {
+  free(d->A), free(d->C), free(d->B), free(d->scratch), free(d->ref), free(d->bound);
+}
+
+void tu_gemm_fill_nan(TuGemm *d) {
+  for (int64_t i = 0; i < d->clen; i++) d->C[i] = NAN;
+}
+
+void tu_gemm_check_close(const char *name, const TuGemm *d) {
+  const TuGemmCase *c = &d->cs;
+  for (int64_t m = 0; m < c->M; m++)
+    for (int64_t n = 0; n < c->N; n++) {
+      double got = d->C[m * d->c_m + n * d->c_n], want = d->ref[m * c->N + n];
+      cr_assert(fabs(got - want) <= d->bound[m * c->N + n],
+                "%s M=%lld N=%lld K=%lld a_t=%d c_t=%d: C[%lld,%lld] = %.9g, want %.9g (bound %.3g)", name,
+                (long long)c->M, (long long)c->N, (long long)c->K, c->a_t, c->c_t, (long long)m, (long long)n, got, want,
+                d->bound[m * c->N + n]);
+    }
+  for (int64_t i = c->M * c->N; i < d->clen; i++) cr_assert(isnan(d->C[i]), "%s wrote past C", name);
+}
+
+void tu_gemm_check_block(const char *name, const TuGemm *d, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  int64_t N = d->cs.N;
+  for (int64_t m = 0; m < d->cs.M; m++)
+    for (int64_t n = 0; n < N; n++) {
+      bool in = m >= m0 && m < m1 && n >= n0 && n < n1;
+      float got = d->C[m * d->c_m + n * d->c_n];
+      cr_assert(in ? fabs(got - d->ref[m * N + n]) <= d->bound[m * N + n] : isnan(got), "%s: C[%lld,%lld]", name,
+                (long long)m, (long long)n);
+    }
 }

@@ -38,4 +38,44 @@ char *tu_temp_dir(const char *tag);
 /* The whole file, NUL-terminated (malloc'd); *len (len may be NULL) its size.
  * An unreadable file fails the test. */
 char *tu_read_file(const char *path, size_t *len);
+
+/* ---- GEMM kernel tests (test_gemm_bf16, test_gemm_int8): a case, its
+ * operands and a double reference with the fp32 accumulation bound. */
+
+/* Uniform in [-1, 1): xorshift64 from a fixed seed (each test starts from it:
+ * Criterion runs every test in a process of its own). */
+float tu_frand(void);
+
+/* C (M x N) = A (M x K) B (K x N); with a_t A is stored transposed (a_m = 1),
+ * with c_t C is. */
+typedef struct TuGemmCase {
+  int64_t M, N, K;
+  bool a_t, c_t;
+} TuGemmCase;
+
+/* A case's operands: A (tu_frand() * 4, drawn first) and its strides, C with
+ * 64 floats after it (clen in all) to see stray writes, the kernel's packed B
+ * and scratch (the test's to make; tu_gemm_free frees them), and
+ * tu_gemm_reference's ref and bound, indexed m*N + n. */
+typedef struct TuGemm {
+  TuGemmCase cs;
+  float *A, *C;
+  void *B, *scratch;
+  double *ref, *bound;
+  int64_t a_m, a_k, c_m, c_n, clen;
+} TuGemm;
+
+TuGemm tu_gemm_new(TuGemmCase cs);
+/* ref = sum_k a(A[m,k]) W[k*N + n] in double (a: the value the kernel
+ * multiplies, NULL: A's own; W: B's), and bound = (Kp + 1) 2^-24
+ * sum_k |a(A[m,k]) W[k*N + n]| + 1e-30 (Kp: K padded to a multiple of 32). */
+void tu_gemm_reference(TuGemm *d, double (*a)(float), const double *W);
+void tu_gemm_free(TuGemm *d);
+void tu_gemm_fill_nan(TuGemm *d); /* every float of C */
+/* Every element of C within its bound of ref, and the floats after C NaN
+ * (name: the kernel path, for messages). */
+void tu_gemm_check_close(const char *name, const TuGemm *d);
+/* Rows [m0,m1) and columns [n0,n1) of C within their bound, every other
+ * element of C NaN (untouched since tu_gemm_fill_nan). */
+void tu_gemm_check_block(const char *name, const TuGemm *d, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 #endif
