@@ -31,6 +31,8 @@ void tu_build_precision(const char *text, Precision p, const char *dir, const ch
 
 /* dir/file, a float32 .npy, loaded into c's arena; anything else fails the test. */
 Tensor *tu_load_f32(Comp *c, const char *dir, const char *file);
+/* t saved as dir/file (.npy); a failure fails the test. */
+void tu_save_npy(Comp *c, const Tensor *t, const char *dir, const char *file);
 /* Runs a shell command (printf-style); its exit status, -1 if it did not exit. */
 int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A new empty directory /tmp/circc_TAG_XXXXXX (malloc'd path). */
@@ -78,4 +80,30 @@ void tu_gemm_check_close(const char *name, const TuGemm *d);
 /* Rows [m0,m1) and columns [n0,n1) of C within their bound, every other
  * element of C NaN (untouched since tu_gemm_fill_nan). */
 void tu_gemm_check_block(const char *name, const TuGemm *d, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+
+/* ---- whole-program precision tests (test_precision, test_precision_int8) */
+
+/* y = x w + bias: x [M,K] an input; w [K,N] and bias [N] random weights
+ * (Array rand) that are also outputs, or with w_input inputs (Symbols).
+ * malloc'd. */
+char *tu_product_circuit(int64_t M, int64_t K, int64_t N, bool w_input);
+/* Builds tu_product_circuit(M, K, N, false) with precision p as dir/prog,
+ * writes its input x (values of both signs over a few binades) to dir/x.npy,
+ * runs it with 1 and 2 threads (dir/y1.npy, y2.npy; w.npy and b.npy: the
+ * weights as outputs), and checks that both give the same bits and that
+ * `prog --info` has a line matching the grep pattern `info`. Returns x (in
+ * c's arena). */
+Tensor *tu_run_product(Comp *c, const char *dir, Precision p, int64_t M, int64_t K, int64_t N, const char *info);
+/* y (M x N) against xe we + b, xe [M,K] and we [K,N] being x and w as the
+ * precision multiplies them: within (Kp + 1) 2^-24 sum_k |xe we| (the fp32
+ * accumulation bound, Kp: K padded to a multiple of 32) plus the bias add's
+ * rounding; and visibly not the fp32 product x w + b (off by > 1e-3 somewhere). */
+void tu_check_product(int64_t M, int64_t K, int64_t N, const double *xe, const double *we, const float *x,
+                      const float *w, const float *b, const float *y);
+/* An expectation program (batch-invariant GEMMs: a Cumulant of a product with
+ * a DiscreteVar over 40 [16,64] matrices) built with precision p against the
+ * fp32 one: the same bits with 1 and 2 threads, --info names the precision
+ * (pname), and it differs from fp32, by at most tol times the largest
+ * |fp32 value|. */
+void tu_check_expectation_precision(Precision p, const char *pname, double tol);
 #endif
