@@ -640,38 +640,79 @@ static inline void circc_gemm_packed_w(int64_t m0, int64_t m1, int64_t n0, int64
 
 /* ------------------------------------------------------- streaming driver */
 
+/* The streaming and matrix-vector kernels below read B as fp32 or as bf16
+ * (uint16_t, the top half of an fp32: templates/gemv_bf16.h's entries, for a
+ * decode program's key/value cache under --precision bf16/int8). `bt`, B's
+ * element type, is a literal at every call, as `rows` is, so each caller
+ * compiles to one kind of load. bf16 -> fp32 is exact (a 16-bit shift) and an
+ * element is converted in registers where it is loaded, so a bf16 B gives bit
+ * for bit the fp32 result on B's fp32 values. */
+enum { CIRCC_B_F32, CIRCC_B_BF16 };
+
+/* Where element i of B is. */
+static inline const void *circc_gemm_bat(int bt, const void *B, int64_t i) {
+  return bt == CIRCC_B_BF16 ? (const void *)((const uint16_t *)B + i) : (const void *)((const float *)B + i);
+}
+
 #if CIRCC_GEMM_VL > 0
+/* VL bf16 values at p as fp32 lanes; with n (clamped to 0..VL), only the
+ * first n are read and the other lanes are 0. */
+#if CIRCC_GEMM_VL == 16
+static inline __m512 circc_b16_load(const uint16_t *p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+#else
+static inline __m256 circc_b16_load(const uint16_t *p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+#endif
+static inline circc_gemm_v circc_b16_loadn(const uint16_t *p, int n) {
+  if (n >= CIRCC_GEMM_VL) return circc_b16_load(p);
+  uint16_t t[CIRCC_GEMM_VL] = {0};
+  for (int i = 0; i < n; i++) t[i] = p[i];
+  return circc_b16_load(t);
+}
+
+/* VL elements of B from element i, as fp32 (unaligned); with n, the first n
+ * (n <= 0: none), the other lanes 0 and not read. */
+static inline circc_gemm_v circc_gemm_bload(int bt, const void *B, int64_t i) {
+  return bt == CIRCC_B_BF16 ? circc_b16_load((const uint16_t *)B + i) : circc_gemm_vloadu((const float *)B + i);
+}
+static inline circc_gemm_v circc_gemm_bloadn(int bt, const void *B, int64_t i, int n) {
+  return bt == CIRCC_B_BF16 ? circc_b16_loadn((const uint16_t *)B + i, n) : circc_gemm_vloadn((const float *)B + i, n);
+}
+
 /* Is one of the four A elements at a, a + a_k, ... 0? */
 static inline int circc_gemm_has_zero4(const float *a, int64_t a_k) {
   return a[0] == 0.0f || a[a_k] == 0.0f || a[2 * a_k] == 0.0f || a[3 * a_k] == 0.0f;
 }
 
-/* The streaming path's update for one k: acc row r += a[r*a_m] * b (nn floats). */
-static inline void circc_gemm_stream_k(int rows, int64_t m0, int64_t nn, const float *a, int64_t a_m, const float *b,
-                                       float *acc) {
+/* The streaming path's update for one k: acc row r += a[r*a_m] * b (nn elements). */
+static inline __attribute__((always_inline)) void circc_gemm_stream_k(int rows, int bt, int64_t m0, int64_t nn, const float *a, int64_t a_m,
+                                       const void *b, float *acc) {
   int64_t nv = nn / CIRCC_GEMM_VL * CIRCC_GEMM_VL;
   int tail = (int)(nn - nv);
   for (int r = 0; r < rows; r++) {
     circc_gemm_v a0 = circc_gemm_vset1(a[(m0 + r) * a_m]);
     for (int64_t j = 0; j < nn; j += CIRCC_GEMM_VL) {
-      circc_gemm_v v0 = j < nv ? circc_gemm_vloadu(b + j) : circc_gemm_vloadn(b + j, tail);
+      circc_gemm_v v0 = j < nv ? circc_gemm_bload(bt, b, j) : circc_gemm_bloadn(bt, b, j, tail);
       float *s = acc + r * CIRCC_GEMM_NS + j;
       circc_gemm_vstore(s, circc_gemm_vfma(a0, v0, circc_gemm_vload(s)));
     }
   }
 }
 
-/* rows (<= SR, a literal at each call) rows of C with unit-stride B rows:
- * B is read once, row after row, and the block sums live in `acc` (scratch,
- * rows x NS floats, L1-resident). Four k per pass keep the chain order.
- * With one row, the rows of B whose coefficient is 0 are not read: attention
- * probabilities of masked keys are exactly 0, so a decode step reads only the
- * keys it attends to. The bits do not change for finite B (x + 0 = x, and no
- * partial sum is -0); an inf or NaN in a skipped row counts as 0 (IEEE would
- * give NaN). */
-static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K, const float *A, int64_t a_m,
-                                     int64_t a_k, const float *B, int64_t b_k, float *C, int64_t c_m,
-                                     int64_t c_n, float *acc) {
+/* rows (<= SR, a literal at each call) rows of C with unit-stride B rows of
+ * type bt: B is read once, row after row, and the block sums live in `acc`
+ * (scratch, rows x NS floats, L1-resident). Four k per pass keep the chain
+ * order. With one row, the rows of B whose coefficient is 0 are not read:
+ * attention probabilities of masked keys are exactly 0, so a decode step
+ * reads only the keys it attends to. The bits do not change for finite B
+ * (x + 0 = x, and no partial sum is -0); an inf or NaN in a skipped row counts
+ * as 0 (IEEE would give NaN). */
+static inline __attribute__((always_inline)) void circc_gemm_stream_bt(int rows, int bt, int64_t m0, int64_t N, int64_t K, const float *A,
+                                        int64_t a_m, int64_t a_k, const void *B, int64_t b_k, float *C, int64_t c_m,
+                                        int64_t c_n, float *acc) {
   for (int64_t n0 = 0; n0 < N; n0 += CIRCC_GEMM_NS) {
     int64_t nn = circc_gemm_min(CIRCC_GEMM_NS, N - n0);
     int64_t nv = nn / CIRCC_GEMM_VL * CIRCC_GEMM_VL;
@@ -687,11 +728,13 @@ static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K,
         }
         if (k + 4 > kb || (rows == 1 && circc_gemm_has_zero4(A + m0 * a_m + (pc + k) * a_k, a_k))) {
           if (rows > 1 || A[m0 * a_m + (pc + k) * a_k] != 0.0f)
-            circc_gemm_stream_k(rows, m0, nn, A + (pc + k) * a_k, a_m, B + (pc + k) * b_k + n0, acc);
+            circc_gemm_stream_k(rows, bt, m0, nn, A + (pc + k) * a_k, a_m, circc_gemm_bat(bt, B, (pc + k) * b_k + n0),
+                                acc);
           k++;
           continue;
         }
-        const float *b0 = B + (pc + k) * b_k + n0, *b1 = b0 + b_k, *b2 = b1 + b_k, *b3 = b2 + b_k;
+        const void *b0 = circc_gemm_bat(bt, B, (pc + k) * b_k + n0), *b1 = circc_gemm_bat(bt, b0, b_k),
+                   *b2 = circc_gemm_bat(bt, b1, b_k), *b3 = circc_gemm_bat(bt, b2, b_k);
         circc_gemm_v a[CIRCC_GEMM_SR][4];
         for (int r = 0; r < CIRCC_GEMM_SR; r++) {
           if (r >= rows) break;
@@ -700,11 +743,11 @@ static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K,
         for (int64_t j = 0; j < nn; j += CIRCC_GEMM_VL) {
           circc_gemm_v v0, v1, v2, v3;
           if (j < nv) {
-            v0 = circc_gemm_vloadu(b0 + j), v1 = circc_gemm_vloadu(b1 + j);
-            v2 = circc_gemm_vloadu(b2 + j), v3 = circc_gemm_vloadu(b3 + j);
+            v0 = circc_gemm_bload(bt, b0, j), v1 = circc_gemm_bload(bt, b1, j);
+            v2 = circc_gemm_bload(bt, b2, j), v3 = circc_gemm_bload(bt, b3, j);
           } else {
-            v0 = circc_gemm_vloadn(b0 + j, tail), v1 = circc_gemm_vloadn(b1 + j, tail);
-            v2 = circc_gemm_vloadn(b2 + j, tail), v3 = circc_gemm_vloadn(b3 + j, tail);
+            v0 = circc_gemm_bloadn(bt, b0, j, tail), v1 = circc_gemm_bloadn(bt, b1, j, tail);
+            v2 = circc_gemm_bloadn(bt, b2, j, tail), v3 = circc_gemm_bloadn(bt, b3, j, tail);
           }
           for (int r = 0; r < CIRCC_GEMM_SR; r++) {
             if (r >= rows) break;
@@ -737,6 +780,13 @@ static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K,
       }
     }
   }
+}
+
+/* circc_gemm_stream_bt with fp32 B. */
+static inline void circc_gemm_stream(int rows, int64_t m0, int64_t N, int64_t K, const float *A, int64_t a_m,
+                                     int64_t a_k, const float *B, int64_t b_k, float *C, int64_t c_m, int64_t c_n,
+                                     float *acc) {
+  circc_gemm_stream_bt(rows, CIRCC_B_F32, m0, N, K, A, a_m, a_k, B, b_k, C, c_m, c_n, acc);
 }
 
 /* The same for B given transposed (column n contiguous at Bt + n*ld): 16
@@ -778,10 +828,10 @@ static inline void circc_gemm_stream_t(int rows, int64_t m0, int64_t N, int64_t 
 
 /* ------------------------------------------------------- matrix-vector */
 
-/* Dot product of K contiguous floats in the GEMV order: 32 partial sums, lane
- * j taking k = j (mod 32) by a chain of fused multiply-adds from +0 in
- * increasing k (lanes past K add 0), then added pairwise as (j, j+16),
- * (j, j+8), (j, j+4), (j, j+2), (j, j+1). */
+/* Dot product of K contiguous floats of a and elements of b (type bt) in the
+ * GEMV order: 32 partial sums, lane j taking k = j (mod 32) by a chain of
+ * fused multiply-adds from +0 in increasing k (lanes past K add 0), then added
+ * pairwise as (j, j+16), (j, j+8), (j, j+4), (j, j+2), (j, j+1). */
 #if CIRCC_GEMM_VL == 16
 /* the lanes of s0 (k = 0..15 mod 32) and s1 (16..31) added in that order */
 static inline float circc_gemv_sum(__m512 s0, __m512 s1) {
@@ -792,55 +842,56 @@ static inline float circc_gemv_sum(__m512 s0, __m512 s1) {
   return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
 }
 
-static inline float circc_gemv_dot(const float *a, const float *b, int64_t K) {
+static inline __attribute__((always_inline)) float circc_gemv_dot(int bt, const float *a, const void *b, int64_t K) {
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), s0);
-    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), _mm512_loadu_ps(b + k + 16), s1);
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), circc_gemm_bload(bt, b, k), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), circc_gemm_bload(bt, b, k + 16), s1);
   }
   if (k < K) {
     int r = (int)(K - k);
-    s0 = _mm512_fmadd_ps(circc_gemm_vloadn(a + k, r), circc_gemm_vloadn(b + k, r), s0);
-    s1 = _mm512_fmadd_ps(circc_gemm_vloadn(a + k + 16, r - 16), circc_gemm_vloadn(b + k + 16, r - 16), s1);
+    s0 = _mm512_fmadd_ps(circc_gemm_vloadn(a + k, r), circc_gemm_bloadn(bt, b, k, r), s0);
+    s1 = _mm512_fmadd_ps(circc_gemm_vloadn(a + k + 16, r - 16), circc_gemm_bloadn(bt, b, k + 16, r - 16), s1);
   }
   return circc_gemv_sum(s0, s1);
 }
 
-/* circc_gemv_dot of four columns (b + j*b_n) at once, written to y[j*c_n]:
- * the same operations per column (same bits); four independent chains keep
- * more loads in flight than one. */
-static inline void circc_gemv_dot4(const float *a, const float *b, int64_t b_n, int64_t K, float *y, int64_t c_n) {
+/* circc_gemv_dot of four columns (column j from element j*b_n of b) at once,
+ * written to y[j*c_n]: the same operations per column (same bits); four
+ * independent chains keep more loads in flight than one. */
+static inline __attribute__((always_inline)) void circc_gemv_dot4(int bt, const float *a, const void *b, int64_t b_n, int64_t K, float *y,
+                                   int64_t c_n) {
   __m512 s[8];
   for (int j = 0; j < 8; j++) s[j] = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
     const __m512 a0 = _mm512_loadu_ps(a + k), a1 = _mm512_loadu_ps(a + k + 16);
     for (int j = 0; j < 4; j++) {
-      s[2 * j] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(b + j * b_n + k), s[2 * j]);
-      s[2 * j + 1] = _mm512_fmadd_ps(a1, _mm512_loadu_ps(b + j * b_n + k + 16), s[2 * j + 1]);
+      s[2 * j] = _mm512_fmadd_ps(a0, circc_gemm_bload(bt, b, j * b_n + k), s[2 * j]);
+      s[2 * j + 1] = _mm512_fmadd_ps(a1, circc_gemm_bload(bt, b, j * b_n + k + 16), s[2 * j + 1]);
     }
   }
   if (k < K) {
     int r = (int)(K - k);
     const __m512 a0 = circc_gemm_vloadn(a + k, r), a1 = circc_gemm_vloadn(a + k + 16, r - 16);
     for (int j = 0; j < 4; j++) {
-      s[2 * j] = _mm512_fmadd_ps(a0, circc_gemm_vloadn(b + j * b_n + k, r), s[2 * j]);
-      s[2 * j + 1] = _mm512_fmadd_ps(a1, circc_gemm_vloadn(b + j * b_n + k + 16, r - 16), s[2 * j + 1]);
+      s[2 * j] = _mm512_fmadd_ps(a0, circc_gemm_bloadn(bt, b, j * b_n + k, r), s[2 * j]);
+      s[2 * j + 1] = _mm512_fmadd_ps(a1, circc_gemm_bloadn(bt, b, j * b_n + k + 16, r - 16), s[2 * j + 1]);
     }
   }
   for (int j = 0; j < 4; j++) y[j * c_n] = circc_gemv_sum(s[2 * j], s[2 * j + 1]);
 }
 #elif CIRCC_GEMM_VL == 8
-static inline float circc_gemv_dot(const float *a, const float *b, int64_t K) {
+static inline __attribute__((always_inline)) float circc_gemv_dot(int bt, const float *a, const void *b, int64_t K) {
   __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   int64_t k = 0;
   for (; k + 32 <= K; k += 32)
-    for (int g = 0; g < 4; g++) s[g] = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8 * g), _mm256_loadu_ps(b + k + 8 * g), s[g]);
+    for (int g = 0; g < 4; g++) s[g] = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8 * g), circc_gemm_bload(bt, b, k + 8 * g), s[g]);
   if (k < K) {
     int r = (int)(K - k);
     for (int g = 0; g < 4; g++)
-      s[g] = _mm256_fmadd_ps(circc_gemm_vloadn(a + k + 8 * g, r - 8 * g), circc_gemm_vloadn(b + k + 8 * g, r - 8 * g), s[g]);
+      s[g] = _mm256_fmadd_ps(circc_gemm_vloadn(a + k + 8 * g, r - 8 * g), circc_gemm_bloadn(bt, b, k + 8 * g, r - 8 * g), s[g]);
   }
   __m256 h = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
   __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
@@ -848,22 +899,54 @@ static inline float circc_gemv_dot(const float *a, const float *b, int64_t K) {
   return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
 }
 #else
-static inline float circc_gemv_dot(const float *a, const float *b, int64_t K) {
+static inline float circc_b16f(uint16_t h) {
+  union { uint32_t u; float f; } x = {(uint32_t)h << 16};
+  return x.f;
+}
+
+/* Element i of B as fp32. */
+static inline float circc_gemm_bget(int bt, const void *B, int64_t i) {
+  return bt == CIRCC_B_BF16 ? circc_b16f(((const uint16_t *)B)[i]) : ((const float *)B)[i];
+}
+
+static inline __attribute__((always_inline)) float circc_gemv_dot(int bt, const float *a, const void *b, int64_t K) {
   float s[32] = {0};
   int64_t k = 0;
   for (; k + 32 <= K; k += 32)
-    for (int j = 0; j < 32; j++) s[j] += a[k + j] * b[k + j];
-  for (int j = 0; k + j < K; j++) s[j] += a[k + j] * b[k + j];
+    for (int j = 0; j < 32; j++) s[j] += a[k + j] * circc_gemm_bget(bt, b, k + j);
+  for (int j = 0; k + j < K; j++) s[j] += a[k + j] * circc_gemm_bget(bt, b, k + j);
   for (int w = 16; w >= 1; w /= 2)
     for (int j = 0; j < w; j++) s[j] += s[j + w];
   return s[0];
 }
 #endif
 #if CIRCC_GEMM_VL != 16
-static inline void circc_gemv_dot4(const float *a, const float *b, int64_t b_n, int64_t K, float *y, int64_t c_n) {
-  for (int j = 0; j < 4; j++) y[j * c_n] = circc_gemv_dot(a, b + j * b_n, K);
+static inline __attribute__((always_inline)) void circc_gemv_dot4(int bt, const float *a, const void *b, int64_t b_n, int64_t K, float *y,
+                                   int64_t c_n) {
+  for (int j = 0; j < 4; j++) y[j * c_n] = circc_gemv_dot(bt, a, circc_gemm_bat(bt, b, j * b_n), K);
 }
 #endif
+
+/* circc_gemv_f32 with B's elements of type bt. */
+static inline __attribute__((always_inline)) void circc_gemv_bt(int bt, int64_t N, int64_t K, const float *a, const void *B, int64_t b_n, float *y,
+                                 int64_t c_n, const float *mask, int64_t mask_n) {
+  for (int64_t n0 = 0; n0 < N; n0 += 16) { /* a decode cache is mostly masked: one test per 16 columns */
+    const int64_t n1 = n0 + 16 < N ? n0 + 16 : N;
+    int off = mask && n1 - n0 == 16;
+    for (int j = 0; off && j < 16; j++) off = mask[(n0 + j) * mask_n] == 0.0f;
+    for (int64_t n = n0; n < n1;) {
+      int live4 = !off && n + 4 <= n1;
+      for (int j = 0; mask && live4 && j < 4; j++) live4 = mask[(n + j) * mask_n] != 0.0f;
+      if (live4) {
+        circc_gemv_dot4(bt, a, circc_gemm_bat(bt, B, n * b_n), b_n, K, y + n * c_n, c_n);
+        n += 4;
+      } else {
+        y[n * c_n] = off || (mask && mask[n * mask_n] == 0.0f) ? 0.0f : circc_gemv_dot(bt, a, circc_gemm_bat(bt, B, n * b_n), K);
+        n++;
+      }
+    }
+  }
+}
 
 /* One row of A times B given by columns: y[n*c_n] = sum_k a[k] * B[n*b_n + k]
  * for n in [0,N), with a and every column of B contiguous (b_k = 1). A range
@@ -877,22 +960,7 @@ static inline void circc_gemv_dot4(const float *a, const float *b, int64_t b_n, 
  * for bit, and no column depends on how columns are split. */
 CIRCC_GEMM_API void circc_gemv_f32(int64_t N, int64_t K, const float *a, const float *B, int64_t b_n, float *y,
                                    int64_t c_n, const float *mask, int64_t mask_n) {
-  for (int64_t n0 = 0; n0 < N; n0 += 16) { /* a decode cache is mostly masked: one test per 16 columns */
-    const int64_t n1 = n0 + 16 < N ? n0 + 16 : N;
-    int off = mask && n1 - n0 == 16;
-    for (int j = 0; off && j < 16; j++) off = mask[(n0 + j) * mask_n] == 0.0f;
-    for (int64_t n = n0; n < n1;) {
-      int live4 = !off && n + 4 <= n1;
-      for (int j = 0; mask && live4 && j < 4; j++) live4 = mask[(n + j) * mask_n] != 0.0f;
-      if (live4) {
-        circc_gemv_dot4(a, B + n * b_n, b_n, K, y + n * c_n, c_n);
-        n += 4;
-      } else {
-        y[n * c_n] = off || (mask && mask[n * mask_n] == 0.0f) ? 0.0f : circc_gemv_dot(a, B + n * b_n, K);
-        n++;
-      }
-    }
-  }
+  circc_gemv_bt(CIRCC_B_F32, N, K, a, B, b_n, y, c_n, mask, mask_n);
 }
 
 /* ------------------------------------------------------------------- entry */

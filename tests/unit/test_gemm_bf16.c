@@ -47,6 +47,7 @@ BF16_DEFINE_(BF16_TEST_VARIANT)
 #include <stdlib.h>
 #include <string.h>
 #include "gemm_bf16.h"
+#include "testutil.h"
 
 BF16_DEFINE(native)
 TestSuite(gemm_bf16);
@@ -70,83 +71,31 @@ static int paths(Path *p) {
   return n;
 }
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static float frand(void) {
-  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-  return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
+/* d's operands: B random in [-1, 1) (drawn after A), packed; the reference
+ * on the bf16-rounded A and B. */
+static double bf(float x) { return (double)circc_bf16_float(circc_bf16_round(x)); }
 
-typedef struct Case {
-  int64_t M, N, K;
-  bool a_t, c_t; /* A stored transposed (a_m = 1), C stored transposed */
-} Case;
-
-typedef struct Data {
-  Case cs;
-  float *A, *C;
-  uint16_t *Bp;
-  double *ref, *bound;
-  int64_t a_m, a_k, c_m, c_n, clen;
-  void *scratch;
-} Data;
-
-static Data make(Case cs) {
-  Data d = {.cs = cs};
+static TuGemm make(TuGemmCase cs) {
+  TuGemm d = tu_gemm_new(cs);
   int64_t M = cs.M, N = cs.N, K = cs.K;
-  d.A = malloc(sizeof(float) * (size_t)(M * K + 1));
   float *B = malloc(sizeof(float) * (size_t)(K * N + 1));
-  for (int64_t i = 0; i < M * K; i++) d.A[i] = frand() * 4.0f;
-  for (int64_t i = 0; i < K * N; i++) B[i] = frand();
-  d.a_m = cs.a_t ? 1 : K, d.a_k = cs.a_t ? M : 1;
-  d.c_m = cs.c_t ? 1 : N, d.c_n = cs.c_t ? M : 1;
-  d.Bp = malloc(sizeof(uint16_t) * (size_t)circc_bf16_np(N) * (size_t)circc_bf16_kp(K) + 2);
-  circc_bf16_pack_b(B, N, 1, N, K, d.Bp);
-  d.ref = calloc((size_t)(M * N + 1), sizeof(double));
-  d.bound = calloc((size_t)(M * N + 1), sizeof(double));
-  double u = ldexp(1.0, -24) * (double)(circc_bf16_kp(K) + 1);
-  for (int64_t m = 0; m < M; m++)
-    for (int64_t n = 0; n < N; n++) {
-      double s = 0, sa = 0;
-      for (int64_t k = 0; k < K; k++) {
-        double p = (double)circc_bf16_float(circc_bf16_round(d.A[m * d.a_m + k * d.a_k])) *
-                   (double)circc_bf16_float(circc_bf16_round(B[k * N + n]));
-        s += p, sa += fabs(p);
-      }
-      d.ref[m * N + n] = s;
-      d.bound[m * N + n] = u * sa + 1e-30;
-    }
-  free(B);
-  d.clen = M * N + 64; /* room after C to see stray writes */
-  d.C = malloc(sizeof(float) * (size_t)d.clen);
+  for (int64_t i = 0; i < K * N; i++) B[i] = tu_frand();
+  d.B = malloc(sizeof(uint16_t) * (size_t)circc_bf16_np(N) * (size_t)circc_bf16_kp(K) + 2);
+  circc_bf16_pack_b(B, N, 1, N, K, d.B);
+  double *W = malloc(sizeof(double) * (size_t)(K * N + 1));
+  for (int64_t i = 0; i < K * N; i++) W[i] = bf(B[i]);
+  tu_gemm_reference(&d, bf, W);
+  free(B), free(W);
   d.scratch = aligned_alloc(64, (size_t)((circc_gemm_bf16_scratch_bytes(M, K) + 63) / 64 * 64));
   return d;
 }
 
-static void release(Data *d) { free(d->A), free(d->C), free(d->Bp), free(d->ref), free(d->bound), free(d->scratch); }
-
-static void fill_nan(Data *d) {
-  for (int64_t i = 0; i < d->clen; i++) d->C[i] = NAN;
-}
-
 /* Runs p over rows [m0,m1) and columns [n0,n1) of d's C. */
-static void run(const Path *p, Data *d, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  p->rows(p->amx, m0, m1, n0, n1, d->cs.K, d->A, d->a_m, d->a_k, d->Bp, d->C, d->c_m, d->c_n, d->scratch);
+static void run(const Path *p, TuGemm *d, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  p->rows(p->amx, m0, m1, n0, n1, d->cs.K, d->A, d->a_m, d->a_k, d->B, d->C, d->c_m, d->c_n, d->scratch);
 }
 
-static void check_close(const Path *p, const Data *d) {
-  const Case *c = &d->cs;
-  for (int64_t m = 0; m < c->M; m++)
-    for (int64_t n = 0; n < c->N; n++) {
-      double got = d->C[m * d->c_m + n * d->c_n], want = d->ref[m * c->N + n];
-      cr_assert(fabs(got - want) <= d->bound[m * c->N + n],
-                "%s M=%lld N=%lld K=%lld a_t=%d c_t=%d: C[%lld,%lld] = %.9g, want %.9g (bound %.3g)", p->name,
-                (long long)c->M, (long long)c->N, (long long)c->K, c->a_t, c->c_t, (long long)m, (long long)n, got, want,
-                d->bound[m * c->N + n]);
-    }
-  for (int64_t i = c->M * c->N; i < d->clen; i++) cr_assert(isnan(d->C[i]), "%s wrote past C", p->name);
-}
-
-static const Case CASES[] = {
+static const TuGemmCase CASES[] = {
     {1, 1, 1, 0, 0},     {1, 17, 33, 0, 0},   {2, 50, 100, 1, 0},  {3, 1, 64, 0, 1},      {4, 33, 300, 0, 0},
     {5, 31, 31, 1, 1},   {17, 47, 65, 0, 0},  {33, 64, 32, 0, 1},  {40, 100, 513, 1, 0},  {64, 96, 768, 0, 0},
     {1, 200, 1100, 0, 0}, {70, 1, 40, 0, 0},  {31, 33, 97, 0, 0},  {16, 16, 16, 0, 0},
@@ -156,13 +105,13 @@ Test(gemm_bf16, every_path_within_the_fp32_accumulation_bound) {
   Path p[4];
   int np = paths(p);
   for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
-    Data d = make(CASES[i]);
+    TuGemm d = make(CASES[i]);
     for (int j = 0; j < np; j++) {
-      fill_nan(&d);
+      tu_gemm_fill_nan(&d);
       run(&p[j], &d, 0, d.cs.M, 0, d.cs.N);
-      check_close(&p[j], &d);
+      tu_gemm_check_close(p[j].name, &d);
     }
-    release(&d);
+    tu_gemm_free(&d);
   }
 }
 
@@ -171,19 +120,19 @@ Test(gemm_bf16, every_path_within_the_fp32_accumulation_bound) {
 Test(gemm_bf16, any_split_gives_the_same_bits) {
   Path p[4];
   int np = paths(p);
-  const Case cs[] = {{70, 100, 300, 0, 0}, {45, 64, 40, 1, 1}, {6, 65, 2000, 0, 0}};
+  const TuGemmCase cs[] = {{70, 100, 300, 0, 0}, {45, 64, 40, 1, 1}, {6, 65, 2000, 0, 0}};
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
-    Data d = make(cs[i]);
+    TuGemm d = make(cs[i]);
     int64_t M = d.cs.M, N = d.cs.N;
     float *whole = malloc(sizeof(float) * (size_t)d.clen);
     for (int j = 0; j < np; j++) {
-      fill_nan(&d);
+      tu_gemm_fill_nan(&d);
       run(&p[j], &d, 0, M, 0, N);
       memcpy(whole, d.C, sizeof(float) * (size_t)d.clen);
       const int64_t cut[4] = {1, 5, 17, M - 1}; /* two pieces, split at cut[s] (below M) */
       for (int s = 0; s < 4; s++) {
         const int64_t mcuts[3] = {0, cut[s] < M ? cut[s] : M - 1, M};
-        fill_nan(&d);
+        tu_gemm_fill_nan(&d);
         for (int q = 0; q < 2; q++)
           for (int64_t n0 = 0; n0 < N; n0 += 32) run(&p[j], &d, mcuts[q], mcuts[q + 1], n0, n0 + 32 < N ? n0 + 32 : N);
         cr_assert(!memcmp(whole, d.C, sizeof(float) * (size_t)(M * N)), "%s: split %d changed bits (M=%lld)", p[j].name,
@@ -191,7 +140,7 @@ Test(gemm_bf16, any_split_gives_the_same_bits) {
       }
     }
     free(whole);
-    release(&d);
+    tu_gemm_free(&d);
   }
 }
 
@@ -199,19 +148,13 @@ Test(gemm_bf16, any_split_gives_the_same_bits) {
 Test(gemm_bf16, writes_only_its_block) {
   Path p[4];
   int np = paths(p);
-  Data d = make((Case){9, 100, 50, 0, 0});
+  TuGemm d = make((TuGemmCase){9, 100, 50, 0, 0});
   for (int j = 0; j < np; j++) {
-    fill_nan(&d);
+    tu_gemm_fill_nan(&d);
     run(&p[j], &d, 2, 7, 32, 70);
-    for (int64_t m = 0; m < 9; m++)
-      for (int64_t n = 0; n < 100; n++) {
-        bool in = m >= 2 && m < 7 && n >= 32 && n < 70;
-        float got = d.C[m * 100 + n];
-        cr_assert(in ? fabs(got - d.ref[m * 100 + n]) <= d.bound[m * 100 + n] : isnan(got), "%s: C[%lld,%lld]",
-                  p[j].name, (long long)m, (long long)n);
-      }
+    tu_gemm_check_block(p[j].name, &d, 2, 7, 32, 70);
   }
-  release(&d);
+  tu_gemm_free(&d);
 }
 
 Test(gemm_bf16, k_zero_writes_zeros) {

@@ -47,6 +47,7 @@ INT8_DEFINE_(INT8_TEST_VARIANT)
 #include <stdlib.h>
 #include <string.h>
 #include "gemm_int8.h"
+#include "testutil.h"
 
 INT8_DEFINE(native)
 TestSuite(gemm_int8);
@@ -197,12 +198,6 @@ Test(gemm_int8, packed_layout_and_short_group) {
 
 /* ------------------------------------------------------------ kernels */
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static float frand(void) {
-  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-  return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-
 /* The test's own W': scale by _Float16's rounding (one rounding from double),
  * q by rint, clamped; a zero scale zeroes the group. */
 static double dequantized(const float *B, int64_t N, int64_t K, int64_t k, int64_t n) {
@@ -215,75 +210,28 @@ static double dequantized(const float *B, int64_t N, int64_t K, int64_t k, int64
   return fmin(127, fmax(-127, q)) * s;
 }
 
-typedef struct Case {
-  int64_t M, N, K;
-  bool a_t, c_t; /* A stored transposed (a_m = 1), C stored transposed */
-} Case;
-
-typedef struct Data {
-  Case cs;
-  float *A, *C, *scratch;
-  uint8_t *Bq;
-  double *ref, *bound;
-  int64_t a_m, a_k, c_m, c_n, clen;
-} Data;
-
-static Data make(Case cs) {
-  Data d = {.cs = cs};
-  int64_t M = cs.M, N = cs.N, K = cs.K;
-  d.A = malloc(sizeof(float) * (size_t)(M * K + 1));
+/* d's operands: B random in [-1, 1) with every 7th value 100 times smaller
+ * (mixed magnitudes in a group), drawn after A, packed; the reference on the
+ * test's W'. */
+static TuGemm make(TuGemmCase cs) {
+  TuGemm d = tu_gemm_new(cs);
+  int64_t N = cs.N, K = cs.K;
   float *B = malloc(sizeof(float) * (size_t)(K * N + 1));
-  for (int64_t i = 0; i < M * K; i++) d.A[i] = frand() * 4.0f;
-  for (int64_t i = 0; i < K * N; i++) B[i] = frand() * (i % 7 == 3 ? 0.01f : 1.0f); /* mixed magnitudes */
-  d.a_m = cs.a_t ? 1 : K, d.a_k = cs.a_t ? M : 1;
-  d.c_m = cs.c_t ? 1 : N, d.c_n = cs.c_t ? M : 1;
-  d.Bq = malloc((size_t)circc_int8_bytes(N, K));
-  cr_assert_eq(circc_int8_pack_b(B, N, 1, N, K, d.Bq), 0);
+  for (int64_t i = 0; i < K * N; i++) B[i] = tu_frand() * (i % 7 == 3 ? 0.01f : 1.0f);
+  d.B = malloc((size_t)circc_int8_bytes(N, K));
+  cr_assert_eq(circc_int8_pack_b(B, N, 1, N, K, d.B), 0);
   double *W = malloc(sizeof(double) * (size_t)(K * N + 1));
   for (int64_t k = 0; k < K; k++)
     for (int64_t n = 0; n < N; n++) W[k * N + n] = dequantized(B, N, K, k, n);
-  d.ref = calloc((size_t)(M * N + 1), sizeof(double));
-  d.bound = calloc((size_t)(M * N + 1), sizeof(double));
-  double u = ldexp(1.0, -24) * (double)((K + 31) / 32 * 32 + 1);
-  for (int64_t m = 0; m < M; m++)
-    for (int64_t n = 0; n < N; n++) {
-      double s = 0, sa = 0;
-      for (int64_t k = 0; k < K; k++) {
-        double p = (double)d.A[m * d.a_m + k * d.a_k] * W[k * N + n];
-        s += p, sa += fabs(p);
-      }
-      d.ref[m * N + n] = s;
-      d.bound[m * N + n] = u * sa + 1e-30;
-    }
+  tu_gemm_reference(&d, NULL, W);
   free(B), free(W);
-  d.clen = M * N + 64; /* room after C to see stray writes */
-  d.C = malloc(sizeof(float) * (size_t)d.clen);
   int64_t sf = circc_gemm_int8_scratch_floats(0, K);
   d.scratch = aligned_alloc(64, (size_t)((sf * 4 + 63) / 64 * 64));
   return d;
 }
 
-static void release(Data *d) { free(d->A), free(d->C), free(d->Bq), free(d->ref), free(d->bound), free(d->scratch); }
-
-static void fill_nan(Data *d) {
-  for (int64_t i = 0; i < d->clen; i++) d->C[i] = NAN;
-}
-
-static void run(const Path *p, Data *d, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  p->rows(p->decode, m0, m1, n0, n1, d->cs.K, d->A, d->a_m, d->a_k, d->Bq, d->C, d->c_m, d->c_n, d->scratch);
-}
-
-static void check_close(const Path *p, const Data *d) {
-  const Case *c = &d->cs;
-  for (int64_t m = 0; m < c->M; m++)
-    for (int64_t n = 0; n < c->N; n++) {
-      double got = d->C[m * d->c_m + n * d->c_n], want = d->ref[m * c->N + n];
-      cr_assert(fabs(got - want) <= d->bound[m * c->N + n],
-                "%s M=%lld N=%lld K=%lld a_t=%d c_t=%d: C[%lld,%lld] = %.9g, want %.9g (bound %.3g)", p->name,
-                (long long)c->M, (long long)c->N, (long long)c->K, c->a_t, c->c_t, (long long)m, (long long)n, got, want,
-                d->bound[m * c->N + n]);
-    }
-  for (int64_t i = c->M * c->N; i < d->clen; i++) cr_assert(isnan(d->C[i]), "%s wrote past C", p->name);
+static void run(const Path *p, TuGemm *d, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  p->rows(p->decode, m0, m1, n0, n1, d->cs.K, d->A, d->a_m, d->a_k, d->B, d->C, d->c_m, d->c_n, d->scratch);
 }
 
 Test(gemm_int8, every_path_within_the_fp32_accumulation_bound) {
@@ -293,13 +241,13 @@ Test(gemm_int8, every_path_within_the_fp32_accumulation_bound) {
   for (int64_t M = 1; M <= 8; M++)
     for (size_t i = 0; i < 3; i++)
       for (size_t j = 0; j < 5; j++) {
-        Data d = make((Case){M, Ns[i], Ks[j], M == 3, M == 5});
+        TuGemm d = make((TuGemmCase){M, Ns[i], Ks[j], M == 3, M == 5});
         for (int q = 0; q < np; q++) {
-          fill_nan(&d);
+          tu_gemm_fill_nan(&d);
           run(&p[q], &d, 0, M, 0, d.cs.N);
-          check_close(&p[q], &d);
+          tu_gemm_check_close(p[q].name, &d);
         }
-        release(&d);
+        tu_gemm_free(&d);
       }
 }
 
@@ -308,19 +256,19 @@ Test(gemm_int8, every_path_within_the_fp32_accumulation_bound) {
 Test(gemm_int8, decode_paths_agree_bit_for_bit) {
   Path p[6];
   int np = paths(p);
-  Data d = make((Case){4, 50, 1100, 0, 0});
+  TuGemm d = make((TuGemmCase){4, 50, 1100, 0, 0});
   float *first = malloc(sizeof(float) * (size_t)d.clen);
-  fill_nan(&d);
+  tu_gemm_fill_nan(&d);
   run(&p[0], &d, 0, 4, 0, 50);
   memcpy(first, d.C, sizeof(float) * (size_t)d.clen);
   for (int q = 1; q < np; q++) {
     if (!p[q].decode) continue;
-    fill_nan(&d);
+    tu_gemm_fill_nan(&d);
     run(&p[q], &d, 0, 4, 0, 50);
     cr_assert(!memcmp(first, d.C, sizeof(float) * 4 * 50), "%s differs from %s", p[q].name, p[0].name);
   }
   free(first);
-  release(&d);
+  tu_gemm_free(&d);
 }
 
 /* Rows and columns split into pieces (as threads split them: columns at
@@ -328,19 +276,19 @@ Test(gemm_int8, decode_paths_agree_bit_for_bit) {
 Test(gemm_int8, any_split_gives_the_same_bits) {
   Path p[6];
   int np = paths(p);
-  const Case cs[] = {{4, 100, 300, 0, 0}, {8, 65, 40, 1, 1}, {1, 200, 1100, 0, 0}, {6, 300, 64, 0, 0}};
+  const TuGemmCase cs[] = {{4, 100, 300, 0, 0}, {8, 65, 40, 1, 1}, {1, 200, 1100, 0, 0}, {6, 300, 64, 0, 0}};
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
-    Data d = make(cs[i]);
+    TuGemm d = make(cs[i]);
     int64_t M = d.cs.M, N = d.cs.N;
     float *whole = malloc(sizeof(float) * (size_t)d.clen);
     for (int j = 0; j < np; j++) {
-      fill_nan(&d);
+      tu_gemm_fill_nan(&d);
       run(&p[j], &d, 0, M, 0, N);
       memcpy(whole, d.C, sizeof(float) * (size_t)d.clen);
       const int64_t widths[3] = {16, 48, 80};
       for (int s = 0; s < 3; s++) {
         const int64_t mcut = M > 1 ? (s + 1) * M / 4 : 1, mcuts[3] = {0, mcut, M};
-        fill_nan(&d);
+        tu_gemm_fill_nan(&d);
         for (int q = 0; q < 2; q++)
           for (int64_t n0 = 0; n0 < N; n0 += widths[s])
             run(&p[j], &d, mcuts[q], mcuts[q + 1], n0, n0 + widths[s] < N ? n0 + widths[s] : N);
@@ -349,7 +297,7 @@ Test(gemm_int8, any_split_gives_the_same_bits) {
       }
     }
     free(whole);
-    release(&d);
+    tu_gemm_free(&d);
   }
 }
 
@@ -357,19 +305,13 @@ Test(gemm_int8, any_split_gives_the_same_bits) {
 Test(gemm_int8, writes_only_its_block) {
   Path p[6];
   int np = paths(p);
-  Data d = make((Case){9, 100, 50, 0, 0});
+  TuGemm d = make((TuGemmCase){9, 100, 50, 0, 0});
   for (int j = 0; j < np; j++) {
-    fill_nan(&d);
+    tu_gemm_fill_nan(&d);
     run(&p[j], &d, 2, 7, 32, 70);
-    for (int64_t m = 0; m < 9; m++)
-      for (int64_t n = 0; n < 100; n++) {
-        bool in = m >= 2 && m < 7 && n >= 32 && n < 70;
-        float got = d.C[m * 100 + n];
-        cr_assert(in ? fabs(got - d.ref[m * 100 + n]) <= d.bound[m * 100 + n] : isnan(got), "%s: C[%lld,%lld]",
-                  p[j].name, (long long)m, (long long)n);
-      }
+    tu_gemm_check_block(p[j].name, &d, 2, 7, 32, 70);
   }
-  release(&d);
+  tu_gemm_free(&d);
 }
 
 Test(gemm_int8, k_zero_writes_zeros) {

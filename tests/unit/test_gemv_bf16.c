@@ -71,6 +71,7 @@ GEMVB_DEFINE_(GEMVB_TEST_VARIANT)
 #include <stdlib.h>
 #include <string.h>
 #include "gemv_bf16.h"
+#include "testutil.h"
 
 GEMVB_DEFINE(native)
 TestSuite(gemv_bf16);
@@ -109,12 +110,6 @@ static float from_bf16(uint16_t h) {
   float x;
   memcpy(&x, &u, 4);
   return x;
-}
-
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static float uniform(void) { /* in [-1, 1) */
-  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-  return (float)((double)(rng >> 11) * 0x1p-52 - 1.0);
 }
 
 static float *scratch_for(const Variant *v, int64_t N, int64_t K) {
@@ -157,11 +152,11 @@ static void check_gemv(const Variant *v, int64_t N, int64_t K, int masked) {
   uint16_t *Bh = malloc(2 * (size_t)(N * b_n));
   float *mask = malloc(sizeof(float) * (size_t)N), *y = malloc(sizeof(float) * (size_t)(N + 8)),
         *want = malloc(sizeof(float) * (size_t)(N + 8));
-  for (int64_t k = 0; k < K; k++) a[k] = uniform();
+  for (int64_t k = 0; k < K; k++) a[k] = tu_frand();
   for (int64_t n = 0; n < N; n++) {
     mask[n] = masked && (n % 7 == 3 || (n >= 16 && n < 32)) ? 0.0f : 1.0f;
     for (int64_t k = 0; k < b_n; k++) {
-      Bh[n * b_n + k] = mask[n] == 0.0f ? 0x7fc0 /* NaN: must not be read */ : to_bf16(uniform() * 4);
+      Bh[n * b_n + k] = mask[n] == 0.0f ? 0x7fc0 /* NaN: must not be read */ : to_bf16(tu_frand() * 4);
       Bf[n * b_n + k] = from_bf16(Bh[n * b_n + k]);
     }
   }
@@ -204,13 +199,13 @@ static void check_rows(const Variant *v, int64_t M, int64_t N, int64_t K, int ze
   uint16_t *Bh = malloc(2 * (size_t)(K * b_k));
   float *C = malloc(sizeof(float) * (size_t)(M * c_m + 8)), *want = malloc(sizeof(float) * (size_t)(M * c_m + 8));
   for (int64_t m = 0; m < M; m++)
-    for (int64_t k = 0; k < a_m; k++) A[m * a_m + k] = zeros && k % 5 < 2 ? 0.0f : uniform();
+    for (int64_t k = 0; k < a_m; k++) A[m * a_m + k] = zeros && k % 5 < 2 ? 0.0f : tu_frand();
   for (int64_t k = 0; k < K; k++)
     for (int64_t n = 0; n < b_k; n++) {
       /* masked keys of a decode step: the SIMD paths skip them (the portable
        * one, like gemm_f32.h's, reads every row) */
       int never = zeros && M == 1 && k % 5 < 2 && strstr(v->name, "portable ") != v->name;
-      Bh[k * b_k + n] = never ? 0x7fc0 : to_bf16(uniform() * 4);
+      Bh[k * b_k + n] = never ? 0x7fc0 : to_bf16(tu_frand() * 4);
       Bf[k * b_k + n] = from_bf16(Bh[k * b_k + n]);
     }
   for (int64_t i = 0; i < M * c_m + 8; i++) C[i] = want[i] = NAN;
@@ -264,14 +259,14 @@ Test(gemv_bf16, simd_objects_agree) {
   int64_t N = 70, K = 300;
   float *a = malloc(sizeof(float) * (size_t)K), y0[70], y1[70], c0[4 * 70], c1[4 * 70];
   uint16_t *B = malloc(2 * (size_t)(N * K));
-  for (int64_t k = 0; k < K; k++) a[k] = uniform();
-  for (int64_t i = 0; i < N * K; i++) B[i] = to_bf16(uniform());
+  for (int64_t k = 0; k < K; k++) a[k] = tu_frand();
+  for (int64_t i = 0; i < N * K; i++) B[i] = to_bf16(tu_frand());
   gemv_b16_native(N, K, a, B, K, y0, 1, NULL, 0);
   gemv_b16_avx2(N, K, a, B, K, y1, 1, NULL, 0);
   cr_assert(!memcmp(y0, y1, sizeof y0), "gemv: %s and %s differ", isa_native(), isa_avx2());
   float *A = malloc(sizeof(float) * 4 * (size_t)K), *s0 = aligned_alloc(64, 64 * (size_t)((scratch_native(N, K) * 4 + 63) / 64)),
         *s1 = aligned_alloc(64, 64 * (size_t)((scratch_avx2(N, K) * 4 + 63) / 64));
-  for (int64_t i = 0; i < 4 * K; i++) A[i] = uniform();
+  for (int64_t i = 0; i < 4 * K; i++) A[i] = tu_frand();
   rows_b16_native(0, 4, N, K, A, K, 1, B, N, c0, N, 1, s0);
   rows_b16_avx2(0, 4, N, K, A, K, 1, B, N, c1, N, 1, s1);
   cr_assert(!memcmp(c0, c1, sizeof c0), "rows: %s and %s differ", isa_native(), isa_avx2());

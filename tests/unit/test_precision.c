@@ -19,68 +19,27 @@
 
 enum { K = 300, N = 70 };
 
-/* y = x w + bias, with w and bias also outputs (their fp32 values). */
-static char *circuit(int64_t M) {
-  char *text;
-  cr_assert(asprintf(&text,
-                     "'y' Add\n"
-                     "  'xw' Einsum ab,bc->ac\n"
-                     "    'x' [%lld,%d] Symbol 11111111-1111-4111-8111-111111111111\n"
-                     "    'w' [%d,%d] Array rand\n"
-                     "  'bias' [%d] Array rand\n"
-                     "'w'\n"
-                     "'bias'\n",
-                     (long long)M, K, K, N, N) > 0);
-  return text;
-}
-
 static double bf(float x) { return (double)circc_bf16_float(circc_bf16_round(x)); }
 
 Test(precision, bf16_programs_within_the_accumulation_bound_and_thread_count_invariant) {
   const int64_t rows[] = {1, 3, 40};
   for (int r = 0; r < 3; r++) {
     int64_t M = rows[r];
-    char *dir = tu_temp_dir("precision"), *text = circuit(M);
-    tu_build_precision(text, PRECISION_BF16, dir, "prog", false, false);
-    /* the input: values of both signs over a few binades */
+    char *dir = tu_temp_dir("precision");
     Comp *c = tu_comp();
-    Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 2, .dim = {M, K}});
-    for (int64_t i = 0; i < M * K; i++) ((float *)x->data)[i] = (float)(sin((double)i * 1.7) * (1 + i % 5));
-    char *xpath;
-    cr_assert(asprintf(&xpath, "%s/x.npy", dir) > 0);
-    cr_assert(npy_save(c, x, xpath));
-    for (int t = 1; t <= 2; t++)
-      cr_assert_eq(tu_sh("cd %s && ./prog --threads %d --input x=@x.npy --output y=@y%d.npy --output w=@w.npy "
-                         "--output bias=@b.npy",
-                         dir, t, t),
-                   0);
-    cr_assert_eq(tu_sh("cmp -s %s/y1.npy %s/y2.npy", dir, dir), 0, "M=%lld: 1 and 2 threads differ", (long long)M);
-    cr_assert_eq(tu_sh("%s/prog --info | grep -q '^precision:    bf16 (GEMMs: '", dir), 0);
+    const float *xv = tu_run_product(c, dir, PRECISION_BF16, M, K, N, "^precision:    bf16 (GEMMs: ")->data;
     const float *y = tu_load_f32(c, dir, "y1.npy")->data, *w = tu_load_f32(c, dir, "w.npy")->data, *b = tu_load_f32(c, dir, "b.npy")->data;
-    const float *xv = x->data;
-    double worst_fp32 = 0; /* how far y is from the unrounded product: bf16 must show */
-    int bf16_values = 0;   /* weights that bf16 cannot hold: the output kept fp32 */
+    int bf16_values = 0; /* weights that bf16 cannot hold: the output kept fp32 */
     for (int64_t i = 0; i < K * N; i++) bf16_values += bf(w[i]) != (double)w[i];
     cr_assert_gt(bf16_values, K * N / 2, "the weight output lost its fp32 bits");
-    double u = ldexp(1.0, -24) * (double)(circc_bf16_kp(K) + 1);
-    for (int64_t m = 0; m < M; m++)
-      for (int64_t n = 0; n < N; n++) {
-        double ref = 0, mag = 0, exact = 0;
-        for (int64_t k = 0; k < K; k++) {
-          double p = bf(xv[m * K + k]) * bf(w[k * N + n]);
-          ref += p, mag += fabs(p), exact += (double)xv[m * K + k] * w[k * N + n];
-        }
-        double got = y[m * N + n], want = ref + b[n];
-        double bound = u * mag + ldexp(fabs(want), -23);
-        cr_assert(fabs(got - want) <= bound, "M=%lld y[%lld,%lld] = %.9g, want %.9g (bound %.3g)", (long long)M,
-                  (long long)m, (long long)n, got, want, bound);
-        double d = fabs(got - (exact + b[n]));
-        if (d > worst_fp32) worst_fp32 = d;
-      }
-    cr_assert_gt(worst_fp32, 1e-3, "M=%lld: the product looks fp32 (max diff %.3g)", (long long)M, worst_fp32);
+    double *xe = malloc(sizeof(double) * (size_t)(M * K)), *we = malloc(sizeof(double) * K * N);
+    for (int64_t i = 0; i < M * K; i++) xe[i] = bf(xv[i]);
+    for (int64_t i = 0; i < K * N; i++) we[i] = bf(w[i]);
+    tu_check_product(M, K, N, xe, we, xv, w, b, y);
+    free(xe), free(we);
     tu_free(c);
     tu_sh("rm -rf %s", dir);
-    free(dir), free(text), free(xpath);
+    free(dir);
   }
 }
 
@@ -115,34 +74,7 @@ Test(precision, bf16_halves_the_weights_and_fp32_is_untouched) {
  * program but by at most 5% of the largest |value| (each operand is rounded
  * by up to 2^-9 relative; sums of N(0,1) products cancel, so small elements
  * are measured against the largest); --info says bf16. */
-Test(precision, bf16_expectation_programs) {
-  char *dir = tu_temp_dir("precision_expect");
-  const char *text = "'e' Cumulant\n"
-                     "  'y' Einsum ab,bc->ac\n"
-                     "    'dv' DiscreteVar\n"
-                     "      'rows' [40,16,64] Array rand\n"
-                     "      'p' [40] Scalar 0.025\n"
-                     "    'w' [64,64] Array rand\n";
-  tu_build_precision(text, PRECISION_FP32, dir, "f32", false, false);
-  tu_build_precision(text, PRECISION_BF16, dir, "bf16", false, false);
-  cr_assert_eq(tu_sh("cd %s && ./f32 --all --output e=@f.npy >/dev/null && ./bf16 --all --threads 1 --output e=@b1.npy "
-                     ">/dev/null && ./bf16 --all --threads 2 --output e=@b2.npy >/dev/null",
-                     dir),
-               0);
-  cr_assert_eq(tu_sh("cmp -s %s/b1.npy %s/b2.npy", dir, dir), 0, "1 and 2 threads differ");
-  cr_assert_eq(tu_sh("%s/bf16 --info | grep -q '^precision:    bf16 (GEMMs: '", dir), 0);
-  Comp *c = tu_comp();
-  const Tensor *f = tu_load_f32(c, dir, "f.npy"), *b = tu_load_f32(c, dir, "b1.npy");
-  double big = 0, worst = 0;
-  for (int64_t i = 0; i < 16 * 64; i++) {
-    double x = ((const float *)f->data)[i], y = ((const float *)b->data)[i];
-    big = fmax(big, fabs(x)), worst = fmax(worst, fabs(x - y));
-  }
-  cr_assert(worst > 0 && worst <= 0.05 * big, "bf16 vs fp32: max diff %.3g of values up to %.3g", worst, big);
-  tu_free(c);
-  tu_sh("rm -rf %s", dir);
-  free(dir);
-}
+Test(precision, bf16_expectation_programs) { tu_check_expectation_precision(PRECISION_BF16, "bf16", 0.05); }
 
 /* A weight written as the first operand (y = w x): with one column of x the
  * GEMM has the weight as A and is turned around (y^T = x^T w^T: one row, the
@@ -164,9 +96,7 @@ Test(precision, bf16_weight_as_first_operand) {
     Comp *c = tu_comp();
     Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 2, .dim = {K, n}});
     for (int64_t i = 0; i < K * n; i++) ((float *)x->data)[i] = (float)cos((double)i * 0.37) * 3;
-    char *xpath;
-    cr_assert(asprintf(&xpath, "%s/x.npy", dir) > 0);
-    cr_assert(npy_save(c, x, xpath));
+    tu_save_npy(c, x, dir, "x.npy");
     for (int t = 1; t <= 2; t++)
       cr_assert_eq(tu_sh("cd %s && ./prog --threads %d --input x=@x.npy --output y=@y%d.npy --output w=@w.npy", dir, t,
                          t),
@@ -188,7 +118,7 @@ Test(precision, bf16_weight_as_first_operand) {
     cr_assert_gt(worst_fp32, 1e-3, "n=%lld: the product looks fp32", (long long)n);
     tu_free(c);
     tu_sh("rm -rf %s", dir);
-    free(dir), free(text), free(xpath);
+    free(dir), free(text);
   }
 }
 
@@ -223,10 +153,7 @@ Test(precision, bf16_attention_programs) {
       Tensor *t = tensor_new(c, DT_F32, &(Shape){.rank = 3, .dim = {H, rows[i], C}});
       in[i] = t->data;
       for (int64_t j = 0; j < H * rows[i] * C; j++) in[i][j] = (float)(sin((double)j * (1.3 + i)) * (1 + j % 3));
-      char *path;
-      cr_assert(asprintf(&path, "%s/%s.npy", dir, names[i]) > 0);
-      cr_assert(npy_save(c, t, path));
-      free(path);
+      tu_save_npy(c, t, dir, arena_printf(&c->arena, "%s.npy", names[i]));
     }
     for (int t = 1; t <= 2; t++)
       cr_assert_eq(tu_sh("cd %s && ./prog --threads %d --input q=@q.npy --input k=@k.npy --input v=@v.npy "

@@ -23,23 +23,6 @@
 
 enum { K = 300, N = 70 };
 
-/* y = x w + bias, with w and bias also outputs (their fp32 values); with
- * w_input, w and bias are Symbols (inputs) instead. */
-static char *circuit(int64_t M, bool w_input) {
-  char *text;
-  cr_assert(asprintf(&text,
-                     "'y' Add\n"
-                     "  'xw' Einsum ab,bc->ac\n"
-                     "    'x' [%lld,%d] Symbol 11111111-1111-4111-8111-111111111111\n"
-                     "    'w' [%d,%d] %s\n"
-                     "  'bias' [%d] %s\n"
-                     "'w'\n"
-                     "'bias'\n",
-                     (long long)M, K, K, N, w_input ? "Symbol 22222222-2222-4222-8222-222222222222" : "Array rand",
-                     N, w_input ? "Symbol 33333333-3333-4333-8333-333333333333" : "Array rand") > 0);
-  return text;
-}
-
 /* The test's own W' of w [Kw, Nw] (row-major). */
 static float *dequantize(const float *w, int64_t Kw, int64_t Nw) {
   float *d = malloc(sizeof(float) * (size_t)(Kw * Nw));
@@ -59,62 +42,35 @@ Test(precision_int8, programs_within_the_accumulation_bound_thread_invariant_and
   const int64_t rows[] = {1, 3, 40};
   for (int r = 0; r < 3; r++) {
     int64_t M = rows[r];
-    char *dir = tu_temp_dir("precision_int8"), *text = circuit(M, false), *text_in = circuit(M, true);
-    tu_build_precision(text, PRECISION_INT8, dir, "prog", false, false);
-    tu_build_precision(text_in, PRECISION_FP32, dir, "f32", false, false);
+    char *dir = tu_temp_dir("precision_int8"), *text_in = tu_product_circuit(M, K, N, true);
     Comp *c = tu_comp();
-    Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 2, .dim = {M, K}});
-    for (int64_t i = 0; i < M * K; i++) ((float *)x->data)[i] = (float)(sin((double)i * 1.7) * (1 + i % 5));
-    char *xpath;
-    cr_assert(asprintf(&xpath, "%s/x.npy", dir) > 0);
-    cr_assert(npy_save(c, x, xpath));
-    for (int t = 1; t <= 2; t++)
-      cr_assert_eq(tu_sh("cd %s && ./prog --threads %d --input x=@x.npy --output y=@y%d.npy --output w=@w.npy "
-                         "--output bias=@b.npy",
-                         dir, t, t),
-                   0);
-    cr_assert_eq(tu_sh("cmp -s %s/y1.npy %s/y2.npy", dir, dir), 0, "M=%lld: 1 and 2 threads differ", (long long)M);
-    cr_assert_eq(tu_sh("%s/prog --info | grep -q '^precision:    int8 (GEMMs: [a-z0-9]*; weights int8, one fp16 "
-                       "scale per 32'",
-                       dir),
-                 0);
+    const float *xv = tu_run_product(c, dir, PRECISION_INT8, M, K, N,
+                                     "^precision:    int8 (GEMMs: [a-z0-9]*; weights int8, one fp16 scale per 32")
+                          ->data;
+    tu_build_precision(text_in, PRECISION_FP32, dir, "f32", false, false);
     const float *y = tu_load_f32(c, dir, "y1.npy")->data, *w = tu_load_f32(c, dir, "w.npy")->data, *b = tu_load_f32(c, dir, "b.npy")->data;
-    const float *xv = x->data;
     float *wq = dequantize(w, K, N);
     int changed = 0; /* the weight output kept its fp32 values: quantisation moves nearly all */
     for (int64_t i = 0; i < K * N; i++) changed += wq[i] != w[i];
     cr_assert_gt(changed, K * N * 9 / 10, "the weight output lost its fp32 bits");
-    double u = ldexp(1.0, -24) * (double)((K + 31) / 32 * 32 + 1), worst_fp32 = 0;
-    for (int64_t m = 0; m < M; m++)
-      for (int64_t n = 0; n < N; n++) {
-        double ref = 0, mag = 0, exact = 0;
-        for (int64_t k = 0; k < K; k++) {
-          double p = (double)xv[m * K + k] * wq[k * N + n];
-          ref += p, mag += fabs(p), exact += (double)xv[m * K + k] * w[k * N + n];
-        }
-        double got = y[m * N + n], want = ref + b[n];
-        double bound = u * mag + ldexp(fabs(want), -23);
-        cr_assert(fabs(got - want) <= bound, "M=%lld y[%lld,%lld] = %.9g, want %.9g (bound %.3g)", (long long)M,
-                  (long long)m, (long long)n, got, want, bound);
-        worst_fp32 = fmax(worst_fp32, fabs(got - (exact + b[n])));
-      }
-    cr_assert_gt(worst_fp32, 1e-3, "M=%lld: the product looks fp32 (max diff %.3g)", (long long)M, worst_fp32);
+    double *xe = malloc(sizeof(double) * (size_t)(M * K)), *we = malloc(sizeof(double) * K * N);
+    for (int64_t i = 0; i < M * K; i++) xe[i] = xv[i];
+    for (int64_t i = 0; i < K * N; i++) we[i] = wq[i];
+    tu_check_product(M, K, N, xe, we, xv, w, b, y);
+    free(xe), free(we);
     if (M > 4) { /* prefill: the fp32 template on W' */
       Tensor *wt = tensor_new(c, DT_F32, &(Shape){.rank = 2, .dim = {K, N}});
       memcpy(wt->data, wq, sizeof(float) * K * N);
-      char *wpath;
-      cr_assert(asprintf(&wpath, "%s/wq.npy", dir) > 0);
-      cr_assert(npy_save(c, wt, wpath));
+      tu_save_npy(c, wt, dir, "wq.npy");
       cr_assert_eq(
           tu_sh("cd %s && ./f32 --input x=@x.npy --input w=@wq.npy --input bias=@b.npy --output y=@yf.npy", dir), 0);
       cr_assert_eq(tu_sh("cmp -s %s/y1.npy %s/yf.npy", dir, dir), 0, "M=%lld: not the fp32 program's bits on W'",
                    (long long)M);
-      free(wpath);
     }
     free(wq);
     tu_free(c);
     tu_sh("rm -rf %s", dir);
-    free(dir), free(text), free(text_in), free(xpath);
+    free(dir), free(text_in);
   }
 }
 
@@ -145,34 +101,7 @@ Test(precision_int8, blob_is_int8_with_fp16_scales) {
  * whatever the rows): int8 weights, the same bits with 1 and 2 threads,
  * within 2% of the largest |value| of the fp32 program (q * s is within
  * s/2 <= max|w|/254 of w, and sums of N(0,1) products partly cancel). */
-Test(precision_int8, expectation_programs) {
-  char *dir = tu_temp_dir("precision_int8_expect");
-  const char *text = "'e' Cumulant\n"
-                     "  'y' Einsum ab,bc->ac\n"
-                     "    'dv' DiscreteVar\n"
-                     "      'rows' [40,16,64] Array rand\n"
-                     "      'p' [40] Scalar 0.025\n"
-                     "    'w' [64,64] Array rand\n";
-  tu_build_precision(text, PRECISION_FP32, dir, "f32", false, false);
-  tu_build_precision(text, PRECISION_INT8, dir, "int8", false, false);
-  cr_assert_eq(tu_sh("cd %s && ./f32 --all --output e=@f.npy >/dev/null && ./int8 --all --threads 1 --output e=@b1.npy "
-                     ">/dev/null && ./int8 --all --threads 2 --output e=@b2.npy >/dev/null",
-                     dir),
-               0);
-  cr_assert_eq(tu_sh("cmp -s %s/b1.npy %s/b2.npy", dir, dir), 0, "1 and 2 threads differ");
-  cr_assert_eq(tu_sh("%s/int8 --info | grep -q '^precision:    int8 (GEMMs: '", dir), 0);
-  Comp *c = tu_comp();
-  const Tensor *f = tu_load_f32(c, dir, "f.npy"), *b = tu_load_f32(c, dir, "b1.npy");
-  double big = 0, worst = 0;
-  for (int64_t i = 0; i < 16 * 64; i++) {
-    double x = ((const float *)f->data)[i], y = ((const float *)b->data)[i];
-    big = fmax(big, fabs(x)), worst = fmax(worst, fabs(x - y));
-  }
-  cr_assert(worst > 0 && worst <= 0.02 * big, "int8 vs fp32: max diff %.3g of values up to %.3g", worst, big);
-  tu_free(c);
-  tu_sh("rm -rf %s", dir);
-  free(dir);
-}
+Test(precision_int8, expectation_programs) { tu_check_expectation_precision(PRECISION_INT8, "int8", 0.02); }
 
 /* A weight with a NaN, or one too large for an fp16 scale (|w| >= 65520 *
  * 127), cannot be quantised: circc says which and where, and writes nothing. */
@@ -225,9 +154,7 @@ Test(precision_int8, batched_weights) {
     Comp *c = tu_comp();
     Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 3, .dim = {HB, M, KB}});
     for (int64_t i = 0; i < HB * M * KB; i++) ((float *)x->data)[i] = (float)cos((double)i * 0.91) * 2;
-    char *xpath;
-    cr_assert(asprintf(&xpath, "%s/x.npy", dir) > 0);
-    cr_assert(npy_save(c, x, xpath));
+    tu_save_npy(c, x, dir, "x.npy");
     cr_assert_eq(tu_sh("cd %s && ./prog --threads 2 --input x=@x.npy --output y=@y.npy --output w=@w.npy", dir), 0);
     const float *y = tu_load_f32(c, dir, "y.npy")->data, *w = tu_load_f32(c, dir, "w.npy")->data, *xv = x->data;
     double u = ldexp(1.0, -24) * (KB + 1);
@@ -248,6 +175,6 @@ Test(precision_int8, batched_weights) {
     }
     tu_free(c);
     tu_sh("rm -rf %s", dir);
-    free(dir), free(text), free(xpath);
+    free(dir), free(text);
   }
 }

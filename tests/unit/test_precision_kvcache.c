@@ -59,10 +59,7 @@ static float bf16(float x) { /* round to nearest even, the test's own (finite x)
 static void save(Comp *c, const char *dir, const char *name, const float *v, Shape s) {
   Tensor *t = tensor_new(c, DT_F32, &s);
   memcpy(t->data, v, sizeof(float) * (size_t)shape_numel(&s));
-  char *path;
-  cr_assert(asprintf(&path, "%s/%s.npy", dir, name) > 0);
-  cr_assert(npy_save(c, t, path), "%s", tu_diags(c));
-  free(path);
+  tu_save_npy(c, t, dir, arena_printf(&c->arena, "%s.npy", name));
 }
 
 typedef struct Inputs {
