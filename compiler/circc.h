@@ -224,8 +224,16 @@ void lower_bf16_inputs(Comp *c, struct Kernels *k);
  * Cannot fail (true). */
 bool fuse_epilogues(Comp *c, struct Kernels *k);
 
-/* memplan.c — liveness of temporary buffers and their offsets in one
- * 64-byte-aligned arena (best fit); sets k->arena_bytes. */
+/* schedule.c — orders the steps into phases (Step.phase, Kernels.nphase):
+ * steps of one phase do not depend on each other, except serial steps of one
+ * group (Step.place), which one thread runs in order; the generated program
+ * has one barrier per phase. Steps are sorted by phase and renumbered
+ * (Buf.def_step follows). Runs after fuse_epilogues, before memplan_assign. */
+void schedule_phases(struct Kernels *k);
+
+/* memplan.c — liveness of temporary buffers (by phase: see schedule_phases)
+ * and their offsets in one 64-byte-aligned arena (best fit); sets
+ * k->arena_bytes. */
 void memplan_assign(struct Kernels *k);
 
 /* emit.c — writes the generated C program for the kernel graph: the model

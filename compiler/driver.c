@@ -12,7 +12,8 @@
 static const char *const STAGE_NAMES[STAGE_COUNT] = {
     [STAGE_LOAD] = "load",         [STAGE_LIBRARY] = "library", [STAGE_PARSE] = "parse",     [STAGE_TENSORS] = "tensors",
     [STAGE_RESOLVE] = "resolve",   [STAGE_RV] = "rv",           [STAGE_SIMPLIFY] = "simplify", [STAGE_PLAN] = "plan",
-    [STAGE_LOWER] = "lower",       [STAGE_FUSE] = "fuse",       [STAGE_MEMPLAN] = "memplan",
+    [STAGE_LOWER] = "lower",       [STAGE_FUSE] = "fuse",       [STAGE_SCHEDULE] = "schedule",
+    [STAGE_MEMPLAN] = "memplan",
     [STAGE_EMIT] = "emit",
 };
 
@@ -170,6 +171,7 @@ static void dump(Comp *c, const DriverOptions *o, Compilation *cm, Stage s) {
     break;
   case STAGE_LOWER:
   case STAGE_FUSE:
+  case STAGE_SCHEDULE:
   case STAGE_MEMPLAN:
     for (int g = 0; g < graph_count(cm); g++) {
       graph_header(f, cm, g);
@@ -200,6 +202,7 @@ static bool verify(Comp *c, Compilation *cm, Stage s) {
     return ok;
   case STAGE_LOWER:
   case STAGE_FUSE:
+  case STAGE_SCHEDULE:
   case STAGE_MEMPLAN:
     for (int g = 0; g < graph_count(cm) && ok; g++) ok = verify_kernels(c, graph_kernels(cm, g), s == STAGE_MEMPLAN, name);
     return ok;
@@ -250,6 +253,9 @@ static bool graph_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage 
     if (!cm->expect.present && !o->build.emit_lib) lower_bf16_inputs(c, k);
     return true;
   case STAGE_FUSE: return fuse_epilogues(c, k);
+  case STAGE_SCHEDULE:
+    schedule_phases(k);
+    return true;
   case STAGE_MEMPLAN:
     memplan_assign(k);
     if (o->report) dump_kernels(c, o->report, k, true);
@@ -321,6 +327,7 @@ static bool run_stage(Comp *c, const DriverOptions *o, Compilation *cm, Stage s)
   case STAGE_PLAN:
   case STAGE_LOWER:
   case STAGE_FUSE:
+  case STAGE_SCHEDULE:
   case STAGE_MEMPLAN:
     for (int g = 0; g < graph_count(cm); g++)
       if (!graph_stage(c, o, cm, s, g)) return false;

@@ -19,6 +19,7 @@ typedef enum Stage {
   STAGE_PLAN,     /* einsum contraction order */
   STAGE_LOWER,    /* DAG → kernel graph (core lowering and the idioms) */
   STAGE_FUSE,     /* GEMM epilogues */
+  STAGE_SCHEDULE, /* steps into phases (one barrier each) */
   STAGE_MEMPLAN,  /* arena offsets */
   STAGE_EMIT,     /* C program and weights; with BuildOptions.output also the build */
   STAGE_COUNT

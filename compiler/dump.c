@@ -418,11 +418,15 @@ void dump_kernels(Comp *c, FILE *f, const Kernels *k, bool planned) {
       [STEP_GATHER] = "gather",           [STEP_FILL] = "fill",            [STEP_GEMM] = "gemm",
       [STEP_LAYERNORM] = "layernorm",     [STEP_ATTENTION] = "attention",  [STEP_GENERAL] = "general",
       [STEP_PATCH] = "patch"};
-  fprintf(f, "plan: %d steps, %d elementwise nodes fused into other steps, %.0f FLOPs per run\n", k->nstep, k->nfused,
+  fprintf(f, "plan: %d steps, %d elementwise nodes fused into other steps, %.0f FLOPs per run", k->nstep, k->nfused,
           k->flops);
+  if (k->nphase) fprintf(f, ", %d phases (barriers)", k->nphase);
+  fputc('\n', f);
   for (int i = 0; i < k->nstep; i++) {
     const Step *s = k->step[i];
-    fprintf(f, "  step %3d %-11s %s %s", i, KIND[s->kind], s->node ? node_label(c, s->node) : "",
+    fprintf(f, "  step %3d ", i);
+    if (k->nphase) fprintf(f, "phase %3d %s ", s->phase, step_parallel(s) ? "team  " : "serial");
+    fprintf(f, "%-11s %s %s", KIND[s->kind], s->node ? node_label(c, s->node) : "",
             s->node ? shape_str(c, &s->node->shape) : "");
     Reads r = {0};
     step_each_read(s, note_read, &r);

@@ -36,8 +36,8 @@ static const char USAGE[] =
     "  --allow-unused-inputs  do not require module arguments to occur in the spec\n"
     "  --dump STAGE[,STAGE]   print the IR after each STAGE (repeatable): load (the text), library\n"
     "                         (a model file's module library), parse, tensors, resolve, rv,\n"
-    "                         simplify, plan (rust_circuit text), lower, fuse, memplan (the kernel\n"
-    "                         graph), emit (the generated C)\n"
+    "                         simplify, plan (rust_circuit text), lower, fuse, schedule, memplan\n"
+    "                         (the kernel graph), emit (the generated C)\n"
     "  --ops FILE.c           C implementations of GeneralFunctions circc does not know (Python-class\n"
     "                         specs, unknown names), marked with circc_op.h (repeatable; README:\n"
     "                         Custom functions); compiled into the program and run by circc eval\n"
@@ -165,7 +165,7 @@ static bool parse_dump(Comp *c, const char *arg, unsigned *mask) {
     int s = stage_from_name(name);
     if (s < 0) {
       usage_error(c, "--dump expects stages among load, library, parse, tensors, resolve, rv, simplify, plan, lower, "
-                     "fuse, memplan, emit; found '%s'", name);
+                     "fuse, schedule, memplan, emit; found '%s'", name);
       return false;
     }
     *mask |= 1u << s;

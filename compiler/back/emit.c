@@ -19,9 +19,6 @@
 #define CIRCC_GEMM_INT8_LAYOUT_ONLY
 #include "../../templates/gemm_int8.h"
 
-/* Work below which a step runs on one thread (OpenMP start-up costs more). */
-#define PARALLEL_MIN_WORK 32768.0
-
 typedef struct Emit {
   Comp *c;
   const Kernels *k;
@@ -219,38 +216,9 @@ static void emit_expr(Emit *e, const Expr *x) {
   }
 }
 
-static double loop_work(const int64_t *dim, int n) {
-  double w = 1;
-  for (int i = 0; i < n; i++) w *= (double)dim[i];
-  return w;
-}
-
 /* `for (int64_t iK = 0; iK < N; iK++)` for dims [from, to). */
 static void open_loops(Emit *e, const int64_t *dim, int from, int to, int indent) {
   for (int d = from; d < to; d++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", indent + 2 * (d - from), "", d, d, (long long)dim[d], d);
-}
-
-/* Does step s split its work over the team of run() (else thread 0 runs it
- * alone)? A parallel step's code is called by every thread and shares its
- * work out with `omp for` or by omp_get_thread_num(); a serial step's code has
- * no OpenMP construct, so one thread can run it while the others wait. */
-static bool step_parallel(const Step *s) {
-  switch (s->kind) {
-  case STEP_ELEMENTWISE:
-  case STEP_FILL:
-  case STEP_GATHER:
-  case STEP_PATCH: return s->ndim > 0 && loop_work(s->dim, s->ndim) >= PARALLEL_MIN_WORK;
-  case STEP_CONTRACT: return s->u.contract.nout > 0 && s->flops >= PARALLEL_MIN_WORK;
-  case STEP_ROW:
-  case STEP_LAYERNORM: {
-    const View *in = s->kind == STEP_LAYERNORM ? &s->u.layernorm.in : &s->u.row.in;
-    return in->rank > 1 && loop_work(in->dim, in->rank) * 4 >= PARALLEL_MIN_WORK;
-  }
-  case STEP_GEMM:
-  case STEP_ATTENTION: return s->flops >= PARALLEL_MIN_WORK;
-  case STEP_GENERAL: return false;
-  }
-  return false;
 }
 
 /* Shares the loop that follows (over dim[0..n)) among the team when s is a
@@ -1043,30 +1011,37 @@ static const char PRELUDE[] =
     "  }\n"
     "}\n"
     "\n"
-    "/* Every thread of run()'s team calls this: a parallel step runs on every\n"
-    " * thread (each does its share), a run of serial steps on thread 0 alone,\n"
-    " * and the team waits at a barrier after each, since a later step may read\n"
-    " * what another thread wrote (or overwrite what it still reads). After a\n"
+    "/* Every thread of run()'s team calls this. The steps come in phases\n"
+    " * (phase p: steps start[p] to start[p + 1] - 1) whose steps do not depend on\n"
+    " * each other, and the team waits at a barrier after each phase, since a\n"
+    " * later step may read what another thread wrote (or overwrite what it still\n"
+    " * reads). Every thread runs each parallel step (its share of it); a serial\n"
+    " * step runs on thread place[step] * nthreads >> 16 alone, first: serial steps\n"
+    " * of one place may depend on each other and run in order, and a thread\n"
+    " * skips the rest of its serial steps of the phase after one fails. After a\n"
     " * failure every thread leaves at the same barrier, the next one. */\n"
-    "static inline void run_steps(const char *(*const *steps)(const Ctx *), const unsigned char *parallel, int n,\n"
-    "                             const Ctx *ctx, Failure *f) {\n"
-    "  for (int i = 0; i < n;) {\n"
-    "    const int from = i;\n"
-    "    if (parallel[i]) i++;\n"
-    "    else while (i < n && !parallel[i]) i++;\n"
-    "    if (parallel[from] || omp_get_thread_num() == 0)\n"
-    "      for (int j = from; j < i; j++) {\n"
+    "static inline void run_steps(const char *(*const *steps)(const Ctx *), const unsigned char *parallel,\n"
+    "                             const unsigned short *place, const int *start, int nphase, const Ctx *ctx,\n"
+    "                             Failure *f) {\n"
+    "  const long me = omp_get_thread_num(), nt = omp_get_num_threads();\n"
+    "  for (int p = 0; p < nphase; p++) {\n"
+    "    for (int j = start[p]; j < start[p + 1]; j++)\n"
+    "      if (!parallel[j] && (place[j] * nt >> 16) == me) {\n"
     "        const char *err = steps[j](ctx);\n"
     "        if (err) {\n"
     "          step_failed(f, j, err);\n"
     "          break;\n"
     "        }\n"
     "      }\n"
+    "    for (int j = start[p]; j < start[p + 1]; j++) {\n"
+    "      const char *err = parallel[j] ? steps[j](ctx) : NULL;\n"
+    "      if (err) step_failed(f, j, err);\n"
+    "    }\n"
     "    #pragma omp barrier\n"
-    "    int failed_at; /* failures before this barrier are of steps before i, later ones of steps after */\n"
+    "    int failed_at; /* failures before this barrier are of steps before start[p + 1], later ones of later steps */\n"
     "    #pragma omp atomic read\n"
     "    failed_at = f->step;\n"
-    "    if (failed_at < i) return;\n"
+    "    if (failed_at < start[p + 1]) return;\n"
     "  }\n"
     "}\n"
     "\n"
@@ -1274,7 +1249,8 @@ static void emit_run_body(Emit *e, int64_t wbase) {
   out(e, "    const Ctx ctx = {circc_weights");
   if (wbase) out(e, " + %lld", (long long)wbase);
   out(e, ", in, out, (unsigned char *)arena, %s};\n", nneed ? "scratch" : "NULL");
-  out(e, "    run_steps(%ssteps, %sparallel_steps, %d, &ctx, &failure);\n", p, p, k->nstep);
+  out(e, "    run_steps(%ssteps, %sparallel_steps, %sserial_place, %sphase_start, %d, &ctx, &failure);\n", p, p, p, p,
+      k->nphase);
   if (nneed) out(e, "    free(scratch);\n");
   out(e, "  }\n  return failure.step < %d ? rt_errorf(\"%%s\", failure.msg) : NULL;\n", k->nstep);
 }
@@ -1296,6 +1272,15 @@ static void emit_graph(Emit *e, int64_t wbase) {
     out(e, "\n/* 1: the step shares its work out over the team; 0: one thread runs it */\n");
     out(e, "static const unsigned char %sparallel_steps[%d] = {", p, k->nstep);
     for (int i = 0; i < k->nstep; i++) out(e, "%s%d", i == 0 ? "" : i % 32 ? ", " : ",\n  ", step_parallel(k->step[i]));
+    out(e, "};\n");
+    out(e, "\n/* a serial step's thread: place * nthreads >> 16 (schedule.c: serial steps spread by cost) */\n");
+    out(e, "static const unsigned short %sserial_place[%d] = {", p, k->nstep);
+    for (int i = 0; i < k->nstep; i++) out(e, "%s%d", i == 0 ? "" : i % 16 ? ", " : ",\n  ", k->step[i]->place);
+    out(e, "};\n");
+    out(e, "\n/* phase p: steps phase_start[p] to phase_start[p + 1] - 1, then a barrier */\n");
+    out(e, "static const int %sphase_start[%d] = {0", p, k->nphase + 1);
+    for (int i = 1, n = 1; i <= k->nstep; i++)
+      if (i == k->nstep || k->step[i]->phase != k->step[i - 1]->phase) out(e, "%s%d", n++ % 16 ? ", " : ",\n  ", i);
     out(e, "};\n");
   }
   out(e, "\nstatic const char *%srun(const void *const *in, void *const *out, void *arena) {\n", p);

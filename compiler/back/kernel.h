@@ -118,6 +118,11 @@ typedef struct Step {
   int ndim;               /* loop dims (ROW, LAYERNORM: none; their rows are in's) */
   int64_t dim[MAX_RANK * 2];
   double flops;
+  /* schedule.c: the phase the step runs in (steps are sorted by phase; no
+   * barrier between the steps of one phase) and, for a serial step, where its
+   * group of serial steps sits in the team: thread place * nthreads >> 16 */
+  int phase;
+  int place;
   union {
     struct {
       Expr *expr;
@@ -207,6 +212,39 @@ typedef struct Step {
   } u;
 } Step;
 
+/* Work below which a step runs on one thread (OpenMP start-up costs more). */
+#define PARALLEL_MIN_WORK 32768.0
+
+static inline double loop_work(const int64_t *dim, int n) {
+  double w = 1;
+  for (int i = 0; i < n; i++) w *= (double)dim[i];
+  return w;
+}
+
+/* Does step s split its work over the team of the program's run() (else one
+ * thread runs it alone)? A parallel step's code is called by every thread and
+ * shares its work out with `omp for` or by omp_get_thread_num(); a serial
+ * step's code has no OpenMP construct, so one thread can run it while the
+ * others do something else (schedule.c, emit.c). */
+static inline bool step_parallel(const Step *s) {
+  switch (s->kind) {
+  case STEP_ELEMENTWISE:
+  case STEP_FILL:
+  case STEP_GATHER:
+  case STEP_PATCH: return s->ndim > 0 && loop_work(s->dim, s->ndim) >= PARALLEL_MIN_WORK;
+  case STEP_CONTRACT: return s->u.contract.nout > 0 && s->flops >= PARALLEL_MIN_WORK;
+  case STEP_ROW:
+  case STEP_LAYERNORM: {
+    const View *in = s->kind == STEP_LAYERNORM ? &s->u.layernorm.in : &s->u.row.in;
+    return in->rank > 1 && loop_work(in->dim, in->rank) * 4 >= PARALLEL_MIN_WORK;
+  }
+  case STEP_GEMM:
+  case STEP_ATTENTION: return s->flops >= PARALLEL_MIN_WORK;
+  case STEP_GENERAL: return false;
+  }
+  return false;
+}
+
 /* An fp32 GEMM step with one row whose A and B are contiguous along K runs as the
  * matrix-vector kernel circc_gemv_f32 (emit.c; lower_gemm.c lays decode
  * weights out for it and may give it a column mask). */
@@ -293,6 +331,7 @@ typedef struct Kernels {
   const char **patch_name;
   int64_t weights_bytes;  /* blob size */
   int64_t arena_bytes;    /* memplan */
+  int nphase;             /* schedule: phases, each a run of steps; one barrier after each */
   double flops;
   int nfused;             /* elementwise nodes fused into another step (report) */
 } Kernels;

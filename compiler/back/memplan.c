@@ -1,8 +1,10 @@
 /* memplan.c — places every temporary buffer in one arena. A buffer lives from
- * the step that first writes it to the last step that reads it; buffers whose
- * lifetimes do not overlap share memory. Offsets are 64-byte aligned and
- * chosen best-fit among the gaps between live buffers, in step order, so the
- * plan (and the generated code) is deterministic. Weight buffers get their
+ * the phase (schedule.c) of the step that first writes it to the phase of the
+ * last step that reads or writes it: the steps of a phase run at the same
+ * time, so a buffer one of them uses never shares memory with one another
+ * writes. Buffers whose lifetimes do not overlap share memory. Offsets are
+ * 64-byte aligned and chosen best-fit among the gaps between live buffers, in
+ * step order, so the plan (and the generated code) is deterministic. Weight buffers get their
  * offsets in the weights blob here too. */
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@ static void note_read_at(const View *v, void *step) { note_read(v, *(const int *
 static int64_t align64(int64_t v) { return (v + 63) & ~(int64_t)63; }
 
 void memplan_assign(Kernels *k) {
+  if (k->nstep && !k->nphase) ICE("memplan before schedule");
   for (int i = 0; i < k->nstep; i++) {
     const Step *s = k->step[i], *e = step_epilogue(s);
     step_each_read(s, note_read_at, &i);
@@ -50,10 +53,12 @@ void memplan_assign(Kernels *k) {
       nlive++;
       if (best + size > peak) peak = best + size;
     }
-    /* free the temporaries whose last reader is step i */
+    /* at the end of a phase, free the temporaries whose last reader is in it */
+    const int phase = k->step[i]->phase;
+    if (i + 1 < k->nstep && k->step[i + 1]->phase == phase) continue;
     int kept = 0;
     for (int j = 0; j < nlive; j++)
-      if (live[j]->last_use > i) live[kept++] = live[j];
+      if (k->step[live[j]->last_use]->phase > phase) live[kept++] = live[j];
     nlive = kept;
   }
   free(live);

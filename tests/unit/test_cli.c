@@ -171,7 +171,7 @@ Test(cli, verbose_progress) {
   cr_assert_eq(circc("v", "-v -D SEQ=2 -O0 t.circ -o prog"), 0);
   char *e = file("v.err");
   static const char *const STAGES[] = {"load", "library", "parse", "tensors", "resolve", "rv", "simplify",
-                                       "plan", "lower", "fuse", "memplan", "cc", "emit"};
+                                       "plan", "lower", "fuse", "schedule", "memplan", "cc", "emit"};
   const char *p = e;
   for (size_t i = 0; i < sizeof STAGES / sizeof *STAGES; i++) {
     char stage[64];

@@ -836,6 +836,35 @@ Test(codegen, gemm_epilogues) {
                "    'r2' [2,3,20,50] Symbol\n");
 }
 
+/* Steps that do not depend on each other share a phase (schedule.c): two
+ * GEMMs of one input, the two column halves of 'cols' written into one
+ * output at the same time, a serial softmax then exp (one thread, in order)
+ * next to another serial row step; the halves of 'cat' the next phase. */
+Test(codegen, independent_branches) {
+  DIFF(.random_tensors = true,
+       .text = "'cat' Concat 0\n"
+               "  'ga' GeneralFunction tanh\n"
+               "    'pa' Einsum ij,jk->ik\n"
+               "      'x' [600,64] Symbol\n"
+               "      'wa' [64,200] Array rand\n"
+               "  'gb' GeneralFunction sigmoid\n"
+               "    'pb' Einsum ij,jk->ik\n"
+               "      'x'\n"
+               "      'wb' [64,200] Array rand\n"
+               "'cols' Concat 1\n"
+               "  'e1' GeneralFunction exp\n"
+               "    'x'\n"
+               "  'e2' GeneralFunction tanh\n"
+               "    'x'\n"
+               "'chain' Add\n"
+               "  'smc' GeneralFunction exp\n"
+               "    'small' GeneralFunction softmax\n"
+               "      'u' [3,5] Symbol\n"
+               "  'u'\n"
+               "'other' GeneralFunction log_softmax\n"
+               "  'v' [4,7] Symbol\n");
+}
+
 Test(codegen, einsum_diagonals_and_traces) {
   DIFF(.text = "'trace' Einsum aa->\n"
                "  'sq' [4,4] Symbol\n"

@@ -3,8 +3,10 @@
  * together, each with one scratch for the run; serial and parallel steps
  * mixed give the same bits on 1, 2 and 3 threads (3: more threads than a small
  * machine's cores, and an uneven split); a step's error, from a parallel or a
- * serial step, is reported once with its message and exit 3, and every thread
- * leaves (a hang would be a barrier some thread missed). */
+ * serial step, is reported once with its message and exit 3 (the earlier
+ * step's when two steps of one phase fail), and every thread leaves (a hang
+ * would be a barrier some thread missed). MIXED's four steps are one phase
+ * (schedule.c), its two serial steps on different threads. */
 #define _GNU_SOURCE /* asprintf */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -50,6 +52,8 @@ Test(regions, the_program_opens_one_parallel_region_and_allocates_scratch_once) 
   cr_assert_eq(count(text, "#pragma omp parallel"), 1, "one parallel region, in run()");
   cr_assert_eq(count(text, "aligned_alloc("), 1, "one scratch allocation, in run()");
   cr_assert_eq(count(text, "run_steps(steps, parallel_steps,"), 1);
+  /* the four outputs do not depend on each other: one phase, one barrier */
+  cr_assert(strstr(text, "static const int phase_start[2] = {0, 4};"), "%s", strstr(text, "phase_start"));
   /* both kinds of step are there: the table has a 0 and a 1 */
   const char *table = strstr(text, "parallel_steps[");
   cr_assert(table);
@@ -137,6 +141,10 @@ Test(regions, a_steps_error_comes_out_once_and_every_thread_leaves) {
                        "|| { cat %s/err >&2; false; }", dir, dir), 0, "--threads %d", t);
     cr_assert_eq(run(prog, dir, t, "tok", "bad_one"), 3, "--threads %d", t);
     cr_assert_eq(tu_sh("test \"$(cat %s/err)\" = \"prog: error: 'pick': index -501 is out of range for an axis of size 500\" "
+                       "|| { cat %s/err >&2; false; }", dir, dir), 0, "--threads %d", t);
+    /* both fail in the one phase, on different threads: the earlier step's error */
+    cr_assert_eq(run(prog, dir, t, "bad_tok", "bad_one"), 3, "--threads %d", t);
+    cr_assert_eq(tu_sh("test \"$(cat %s/err)\" = \"prog: error: 'emb': index 500 is out of range for an axis of size 500\" "
                        "|| { cat %s/err >&2; false; }", dir, dir), 0, "--threads %d", t);
   }
   tu_free(c);
