@@ -338,6 +338,12 @@ static inline void circc_gemm_pf_step(circc_gemm_pf *f) {
   }
 }
 
+/* Fetches the lines of n floats at p for writing. */
+static inline void circc_gemm_prefetchw(const float *p, int n) {
+  const char *a = (const char *)((uintptr_t)p & ~(uintptr_t)63), *e = (const char *)(p + n);
+  for (; a < e; a += 64) __builtin_prefetch(a, 1, 3);
+}
+
 /* One k step: acc[i][v] += a[i] * b[v]. */
 static inline void circc_gemm_fmas(int rows, circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV], const circc_gemm_v *b,
                                    const float *a) {
@@ -358,7 +364,8 @@ static inline void circc_gemm_fmas(int rows, circc_gemm_v acc[CIRCC_GEMM_MR][CIR
  * zero-padded to whole 16-column panels; panels past cols are not read. With
  * Pin, the sums start from Pin's MR x NR tile (row i at Pin + i*NR) instead
  * of 0; with Pout, they are stored there and C is left alone: a block's chain
- * split over calls (pre-packed slices). `rows` is a literal at every call, so the row loops
+ * split over calls (pre-packed slices). With Bw, Cw (or NULL) is a C tile whose
+ * lines a later call stores or loads: fetched for writing on the way. `rows` is a literal at every call, so the row loops
  * unroll and only live accumulators remain: always inlined, because an
  * out-of-line clone (which gcc makes once the program has grown) may keep all
  * MR rows of accumulators and spill them; pf prefetches for the next panel. */
@@ -367,20 +374,27 @@ static inline __attribute__((always_inline)) void circc_gemm_kernel(int rows, in
                                                                     int64_t b_k, const float *Bw, int64_t bq,
                                                                     float *C, int64_t c_m, int64_t c_n, int cols,
                                                                     int first, circc_gemm_pf pf, const float *Pin,
-                                                                    float *Pout) {
+                                                                    float *Pout, const float *Cw) {
   circc_gemm_v acc[CIRCC_GEMM_MR][CIRCC_GEMM_NV], b[CIRCC_GEMM_NV];
   for (int i = 0; i < CIRCC_GEMM_MR; i++)
     for (int v = 0; v < CIRCC_GEMM_NV; v++)
       acc[i][v] = Pin ? circc_gemm_vload(Pin + i * CIRCC_GEMM_NR + v * CIRCC_GEMM_VL) : circc_gemm_vzero();
   if (Bw) {
     /* pre-packed B: the next panel is one contiguous run (pf.ld = 0, pf.left <= 1),
-     * so two pointers prefetch it and the loop keeps its operands in registers */
+     * so two pointers prefetch it and the loop keeps its operands in registers;
+     * into L2 (T1): in L1 it would evict the slice the tiles are reading */
     const char *pp = pf.left > 0 ? pf.p : NULL, *pe = pf.left > 0 ? pf.p + pf.len : NULL;
     const float *q = Bw;
+    /* Cw: a C tile (rows x cols at stride c_m) that a later call stores; its
+     * lines are fetched for writing, a row every 8 k, so that store does not
+     * wait for memory (C's rows of a wide N lie pages apart: no hardware
+     * prefetcher follows them). */
+    int64_t cwk = Cw ? 8 * rows : 0;
     if (cols == CIRCC_GEMM_NR) {
       for (int64_t k = 0; k < kb; k++, q += 16) {
         for (int v = 0; v < CIRCC_GEMM_NV; v++) b[v] = circc_gemm_vloadu(q + v * CIRCC_GEMM_VL / 16 * bq + v * CIRCC_GEMM_VL % 16);
-        if (pp < pe) _mm_prefetch(pp, _MM_HINT_T0), pp += 64;
+        if (pp < pe) _mm_prefetch(pp, _MM_HINT_T1), pp += 64;
+        if (k < cwk && (k & 7) == 0) circc_gemm_prefetchw(Cw + k / 8 * c_m, cols);
         circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
       }
     } else {
@@ -388,7 +402,8 @@ static inline __attribute__((always_inline)) void circc_gemm_kernel(int rows, in
         for (int v = 0; v < CIRCC_GEMM_NV; v++)
           b[v] = v * CIRCC_GEMM_VL < cols ? circc_gemm_vloadu(q + v * CIRCC_GEMM_VL / 16 * bq + v * CIRCC_GEMM_VL % 16)
                                           : circc_gemm_vzero();
-        if (pp < pe) _mm_prefetch(pp, _MM_HINT_T0), pp += 64;
+        if (pp < pe) _mm_prefetch(pp, _MM_HINT_T1), pp += 64;
+        if (k < cwk && (k & 7) == 0) circc_gemm_prefetchw(Cw + k / 8 * c_m, cols);
         circc_gemm_fmas(rows, acc, b, Ap + k * CIRCC_GEMM_MR);
       }
     }
@@ -529,16 +544,16 @@ static inline void circc_gemm_packed(int64_t m0, int64_t m1, int64_t N, int64_t 
           }
           float *c = Cj + (ic + ir) * c_m;
           switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
-          case 1: circc_gemm_kernel(1, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
-          case 2: circc_gemm_kernel(2, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
-          case 3: circc_gemm_kernel(3, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
-          case 4: circc_gemm_kernel(4, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
-          case 5: circc_gemm_kernel(5, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
+          case 1: circc_gemm_kernel(1, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL, NULL); break;
+          case 2: circc_gemm_kernel(2, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL, NULL); break;
+          case 3: circc_gemm_kernel(3, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL, NULL); break;
+          case 4: circc_gemm_kernel(4, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL, NULL); break;
+          case 5: circc_gemm_kernel(5, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL, NULL); break;
 #if CIRCC_GEMM_MR > 6
-          case 6: circc_gemm_kernel(6, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
-          case 7: circc_gemm_kernel(7, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
+          case 6: circc_gemm_kernel(6, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL, NULL); break;
+          case 7: circc_gemm_kernel(7, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL, NULL); break;
 #endif
-          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL); break;
+          default: circc_gemm_kernel(CIRCC_GEMM_MR, kb, a, Bp, src, b_k, NULL, 0, c, c_m, c_n, cols, first, pf, NULL, NULL, NULL); break;
           }
         }
 #else
@@ -607,18 +622,23 @@ static inline void circc_gemm_packed_w(int64_t m0, int64_t m1, int64_t n0, int64
               circc_gemm_pf pf = {next + b0, 0, b1 - b0, 0, b1 > b0};
               const float *a = Apc + ir * kb + h0 * CIRCC_GEMM_MR, *pin = h0 > 0 ? Bp + ir * CIRCC_GEMM_NR : NULL;
               float *c = Cj + (ic + ir) * c_m, *pout = h0 + hl < kb ? Bp + ir * CIRCC_GEMM_NR : NULL;
+              /* the group's first block fetches C for its store or load: the
+               * tile's own in its first slice, else the next tile's (if as tall) */
+              const float *cw = NULL;
+              if (pc == g0 && h0 == 0 && c_n == 1)
+                cw = slices > 1 ? c : ir + 2 * CIRCC_GEMM_MR <= mb ? c + CIRCC_GEMM_MR * c_m : NULL;
               switch (circc_gemm_min(CIRCC_GEMM_MR, mb - ir)) { /* one specialised kernel per row count */
-              case 1: circc_gemm_kernel(1, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
-              case 2: circc_gemm_kernel(2, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
-              case 3: circc_gemm_kernel(3, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
-              case 4: circc_gemm_kernel(4, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
-              case 5: circc_gemm_kernel(5, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
+              case 1: circc_gemm_kernel(1, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout, cw); break;
+              case 2: circc_gemm_kernel(2, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout, cw); break;
+              case 3: circc_gemm_kernel(3, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout, cw); break;
+              case 4: circc_gemm_kernel(4, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout, cw); break;
+              case 5: circc_gemm_kernel(5, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout, cw); break;
 #if CIRCC_GEMM_MR > 6
-              case 6: circc_gemm_kernel(6, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
-              case 7: circc_gemm_kernel(7, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout); break;
+              case 6: circc_gemm_kernel(6, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout, cw); break;
+              case 7: circc_gemm_kernel(7, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout, cw); break;
 #endif
               default:
-                circc_gemm_kernel(CIRCC_GEMM_MR, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout);
+                circc_gemm_kernel(CIRCC_GEMM_MR, hl, a, Bp, NULL, 0, wh, 16 * kb, c, c_m, c_n, cols, first, pf, pin, pout, cw);
                 break;
               }
             }

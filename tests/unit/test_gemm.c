@@ -504,6 +504,9 @@ static void packed_shapes(const Variant *v) {
       for (size_t c = 0; c < sizeof Ks / sizeof Ks[0]; c++, i++)
         packed_case(v, Ms[a], Ns[b], Ks[c], i % 2 ? TRANS : i % 3 ? ROW : GENERAL, i % 5 ? ROW : TRANS);
   packed_case(v, 9, 50257, 257, TRANS, ROW); /* an unembedding's edge panel (50257 = 1047 x 48 + 1) */
+  /* one slice per block (K < KH): each tile fetches the next one's C, the
+   * last (6-row) tile's excepted */
+  packed_case(v, 70, 145, 100, ROW, ROW);
   /* A packed for several KC blocks at once: 256 rows hold 4 blocks in 1 MiB
    * (AVX2's 258-row block 3), so the 5 blocks of K = 1100 make two groups,
    * while the 44-row block holds them all; C in both layouts */
