@@ -432,7 +432,6 @@ static void expect_match(const Opts *o) {
 
 #define DIFF(...) expect_match(&(Opts){__VA_ARGS__})
 
-TestSuite(codegen, .timeout = 240); /* a generated program that hangs fails instead of blocking the suite */
 
 /* ------------------------------------------------------------------ §9 examples */
 

@@ -318,9 +318,9 @@ static void gemv_shapes(const Variant *v) {
   gemv_case(v, 1024, 64, 0, true);
 }
 
-Test(gemm, gemv_native, .timeout = 60) { gemv_shapes(&NATIVE); }
-Test(gemm, gemv_portable, .timeout = 60) { gemv_shapes(&PORTABLE); }
-Test(gemm, gemv_avx2, .timeout = 60) {
+Test(gemm, gemv_native) { gemv_shapes(&NATIVE); }
+Test(gemm, gemv_portable) { gemv_shapes(&PORTABLE); }
+Test(gemm, gemv_avx2) {
   if (!have_avx2()) cr_skip_test("no AVX2+FMA");
   gemv_shapes(&AVX2);
 }
@@ -402,21 +402,21 @@ Test(gemm, scratch_is_bounded) {
   cr_expect_leq(gemm_scratch_native(50257, 3072), (1 << 18) + 256 * 48 + 64);
 }
 
-Test(gemm, shapes_native, .timeout = 120) { shapes(&NATIVE); }
-Test(gemm, shapes_portable, .timeout = 120) { shapes(&PORTABLE); }
-Test(gemm, shapes_avx2, .timeout = 120) {
+Test(gemm, shapes_native) { shapes(&NATIVE); }
+Test(gemm, shapes_portable) { shapes(&PORTABLE); }
+Test(gemm, shapes_avx2) {
   if (!have_avx2()) cr_skip_test("no AVX2+FMA");
   shapes(&AVX2);
 }
-Test(gemm, gpt2_native, .timeout = 120) { gpt2(&NATIVE); }
-Test(gemm, gpt2_portable, .timeout = 120) { gpt2(&PORTABLE); }
-Test(gemm, gpt2_avx2, .timeout = 120) {
+Test(gemm, gpt2_native) { gpt2(&NATIVE); }
+Test(gemm, gpt2_portable) { gpt2(&PORTABLE); }
+Test(gemm, gpt2_avx2) {
   if (!have_avx2()) cr_skip_test("no AVX2+FMA");
   gpt2(&AVX2);
 }
-Test(gemm, split_native, .timeout = 120) { split(&NATIVE); }
-Test(gemm, split_portable, .timeout = 120) { split(&PORTABLE); }
-Test(gemm, split_avx2, .timeout = 120) {
+Test(gemm, split_native) { split(&NATIVE); }
+Test(gemm, split_portable) { split(&PORTABLE); }
+Test(gemm, split_avx2) {
   if (!have_avx2()) cr_skip_test("no AVX2+FMA");
   split(&AVX2);
 }
@@ -522,7 +522,7 @@ Test(gemm, packed_avx2) {
 }
 
 /* The SIMD builds share the summation order, so AVX-512 and AVX2 agree bit for bit. */
-Test(gemm, simd_paths_agree, .timeout = 120) {
+Test(gemm, simd_paths_agree) {
   if (!have_avx2() || strcmp(gemm_isa_native(), "portable") == 0) cr_skip_test("one SIMD path only");
   rng_state = 99;
   static const int64_t shp[][3] = {{64, 768, 768}, {37, 100, 600}, {1, 2304, 768}, {300, 5, 520}, {3, 50, 1000}};

@@ -41,7 +41,7 @@ static void teardown(void) {
   tu_free(C);
 }
 
-TestSuite(tokenizer, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(tokenizer, .init = setup, .fini = teardown);
 
 static char *read_data(const char *rel, size_t *len) {
   FILE *f = fopen(tu_data(rel), "rb");
