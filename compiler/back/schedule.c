@@ -142,12 +142,18 @@ void schedule_phases(Kernels *k) {
     push(&acc, &s->out, true);
     if (e) push(&acc, &e->out, true);
   }
-  /* the dependences: pairs of accesses of one buffer, in program order */
+  /* the dependences: pairs of accesses of one buffer, in program order. A
+   * read is only checked against the earlier writes (reads do not order each
+   * other), so a buffer read by many steps costs reads x writes, not reads^2. */
   qsort(acc.a, (size_t)acc.n, sizeof(Access), by_buffer);
   Edge *edge = NULL;
-  int nedge = 0, cap = 0;
-  for (int x = 0; x < acc.n; x++)
-    for (int y = x + 1; y < acc.n && acc.a[y].view->buf == acc.a[x].view->buf; y++) {
+  int nedge = 0, cap = 0, seg = 0, nwrite = 0, *write_at = malloc(sizeof(int) * ((size_t)acc.n + 1));
+  if (!write_at) ICE("out of memory");
+  for (int y = 0; y < acc.n; y++) {
+    if (acc.a[y].view->buf != acc.a[seg].view->buf) seg = y, nwrite = 0; /* the next buffer's accesses */
+    const bool w = acc.a[y].write;
+    for (int t = 0, nx = w ? y - seg : nwrite; t < nx; t++) {
+      const int x = w ? seg + t : write_at[t];
       if (!hazard(&acc.a[x], &acc.a[y])) continue;
       if (nedge == cap) {
         cap = cap ? 2 * cap : 256;
@@ -155,6 +161,9 @@ void schedule_phases(Kernels *k) {
       }
       edge[nedge++] = (Edge){acc.a[x].step, acc.a[y].step};
     }
+    if (w) write_at[nwrite++] = y;
+  }
+  free(write_at);
   free(acc.a);
   /* phases in program order: each edge into step i is final once i is reached */
   int *phase = calloc((size_t)n, sizeof(int)), *parent = malloc(sizeof(int) * (size_t)n);
