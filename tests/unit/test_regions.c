@@ -101,12 +101,18 @@ static void write_inputs(Comp *c, const char *dir) {
   write_input(c, dir, "one", DT_I64, (Shape){1, {2}}, two_ids);
 }
 
-Test(regions, serial_and_parallel_steps_give_the_same_bits_on_1_2_and_3_threads) {
-  char *dir = tu_temp_dir("regions_run");
-  Comp *c = tu_comp();
+/* MIXED built as dir/prog, with its inputs in dir; the program's path. */
+static const char *build_mixed(Comp *c, const char *dir) {
   const char *prog = arena_printf(&c->arena, "%s/prog", dir);
   tu_build(MIXED, prog, "-O1");
   write_inputs(c, dir);
+  return prog;
+}
+
+Test(regions, serial_and_parallel_steps_give_the_same_bits_on_1_2_and_3_threads) {
+  char *dir = tu_temp_dir("regions_run");
+  Comp *c = tu_comp();
+  const char *prog = build_mixed(c, dir);
   for (int t = 1; t <= 3; t++) cr_assert_eq(run(prog, dir, t, "tok", "one"), 0, "--threads %d", t);
   for (int t = 2; t <= 3; t++)
     for (size_t j = 0; j < sizeof OUTPUTS / sizeof *OUTPUTS; j++)
@@ -129,9 +135,7 @@ Test(regions, serial_and_parallel_steps_give_the_same_bits_on_1_2_and_3_threads)
 Test(regions, a_steps_error_comes_out_once_and_every_thread_leaves) {
   char *dir = tu_temp_dir("regions_err");
   Comp *c = tu_comp();
-  const char *prog = arena_printf(&c->arena, "%s/prog", dir);
-  tu_build(MIXED, prog, "-O1");
-  write_inputs(c, dir);
+  const char *prog = build_mixed(c, dir);
   write_input(c, dir, "bad_tok", DT_I64, (Shape){2, {8, 80}}, bad_token);
   write_input(c, dir, "bad_one", DT_I64, (Shape){1, {2}}, bad_ids);
   for (int t = 1; t <= 3; t++) {
