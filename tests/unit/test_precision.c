@@ -97,11 +97,8 @@ Test(precision, bf16_weight_as_first_operand) {
     Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 2, .dim = {K, n}});
     for (int64_t i = 0; i < K * n; i++) ((float *)x->data)[i] = (float)cos((double)i * 0.37) * 3;
     tu_save_npy(c, x, dir, "x.npy");
-    for (int t = 1; t <= 2; t++)
-      cr_assert_eq(tu_sh("cd %s && ./prog --threads %d --input x=@x.npy --output y=@y%d.npy --output w=@w.npy", dir, t,
-                         t),
-                   0);
-    cr_assert_eq(tu_sh("cmp -s %s/y1.npy %s/y2.npy", dir, dir), 0, "n=%lld: 1 and 2 threads differ", (long long)n);
+    tu_run_1_and_2_threads(dir, "--input x=@x.npy --output w=@w.npy", "y",
+                           arena_printf(&c->arena, "n=%lld", (long long)n));
     const float *y = tu_load_f32(c, dir, "y1.npy")->data, *w = tu_load_f32(c, dir, "w.npy")->data, *xv = x->data;
     double u = ldexp(1.0, -24) * (double)(circc_bf16_kp(K) + 1), worst_fp32 = 0;
     for (int64_t a = 0; a < R; a++)
@@ -155,12 +152,8 @@ Test(precision, bf16_attention_programs) {
       for (int64_t j = 0; j < H * rows[i] * C; j++) in[i][j] = (float)(sin((double)j * (1.3 + i)) * (1 + j % 3));
       tu_save_npy(c, t, dir, arena_printf(&c->arena, "%s.npy", names[i]));
     }
-    for (int t = 1; t <= 2; t++)
-      cr_assert_eq(tu_sh("cd %s && ./prog --threads %d --input q=@q.npy --input k=@k.npy --input v=@v.npy "
-                         "--output o=@o%d.npy",
-                         dir, t, t),
-                   0);
-    cr_assert_eq(tu_sh("cmp -s %s/o1.npy %s/o2.npy", dir, dir), 0, "Tq=%lld: 1 and 2 threads differ", (long long)TQ);
+    tu_run_1_and_2_threads(dir, "--input q=@q.npy --input k=@k.npy --input v=@v.npy", "o",
+                           arena_printf(&c->arena, "Tq=%lld", (long long)TQ));
     const float *o = tu_load_f32(c, dir, "o1.npy")->data;
     const double u = ldexp(1.0, -24);
     double worst_fp32 = 0, s[TK], s32[TK];

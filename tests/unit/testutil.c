@@ -216,18 +216,21 @@ char *tu_product_circuit(int64_t M, int64_t K, int64_t N, bool w_input) {
   return text;
 }
 
+void tu_run_1_and_2_threads(const char *dir, const char *args, const char *out, const char *what) {
+  for (int t = 1; t <= 2; t++)
+    cr_assert_eq(tu_sh("cd %s && ./prog --threads %d %s --output %s=@%s%d.npy", dir, t, args, out, out, t), 0,
+                 "%s: --threads %d", what, t);
+  cr_assert_eq(tu_sh("cmp -s %s/%s1.npy %s/%s2.npy", dir, out, dir, out), 0, "%s: 1 and 2 threads differ", what);
+}
+
 Tensor *tu_run_product(Comp *c, const char *dir, Precision p, int64_t M, int64_t K, int64_t N, const char *info) {
   char *text = tu_product_circuit(M, K, N, false);
   tu_build_precision(text, p, dir, "prog", false, false);
   Tensor *x = tensor_new(c, DT_F32, &(Shape){.rank = 2, .dim = {M, K}});
   for (int64_t i = 0; i < M * K; i++) ((float *)x->data)[i] = (float)(sin((double)i * 1.7) * (1 + i % 5));
   tu_save_npy(c, x, dir, "x.npy");
-  for (int t = 1; t <= 2; t++)
-    cr_assert_eq(tu_sh("cd %s && ./prog --threads %d --input x=@x.npy --output y=@y%d.npy --output w=@w.npy "
-                       "--output bias=@b.npy",
-                       dir, t, t),
-                 0);
-  cr_assert_eq(tu_sh("cmp -s %s/y1.npy %s/y2.npy", dir, dir), 0, "M=%lld: 1 and 2 threads differ", (long long)M);
+  tu_run_1_and_2_threads(dir, "--input x=@x.npy --output w=@w.npy --output bias=@b.npy", "y",
+                         arena_printf(&c->arena, "M=%lld", (long long)M));
   cr_assert_eq(tu_sh("%s/prog --info | grep -q '%s'", dir, info), 0, "--info: no line '%s'", info);
   free(text);
   return x;

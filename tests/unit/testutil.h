@@ -33,6 +33,10 @@ void tu_build_precision(const char *text, Precision p, const char *dir, const ch
 Tensor *tu_load_f32(Comp *c, const char *dir, const char *file);
 /* t saved as dir/file (.npy); a failure fails the test. */
 void tu_save_npy(Comp *c, const Tensor *t, const char *dir, const char *file);
+/* Runs dir/prog (from dir) with 1 and then 2 threads: `args`, then
+ * --output OUT=@OUT1.npy (OUT2.npy); asserts both exit 0 and write the same
+ * bytes, else fails with "WHAT: 1 and 2 threads differ". */
+void tu_run_1_and_2_threads(const char *dir, const char *args, const char *out, const char *what);
 /* Runs a shell command (printf-style); its exit status, -1 if it did not exit. */
 int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A new empty directory /tmp/circc_TAG_XXXXXX (malloc'd path). */
