@@ -363,7 +363,9 @@ static bool have_command(Comp *c, const char *cmd) {
 
 /* " -DCIRCC_GEMM_A_BYTES=N" for a -march=native build: the fp32 GEMM packs up
  * to half of this host's per-core L2 of A at once (gemm_f32.h; any value gives
- * the same bits), or "" when the L2 size is unknown (the template's default). */
+ * the same bits), or "" when the L2 size is unknown (the template's default).
+ * The size comes from sysfs, else from glibc's CPUID reading: some virtual
+ * machines (seen on a Zen 5 guest) have no cpu0/cache in sysfs. */
 static const char *host_gemm_a_bytes(Comp *c) {
   FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index2/size", "r");
   long kib = 0;
@@ -372,6 +374,9 @@ static const char *host_gemm_a_bytes(Comp *c) {
     if (fscanf(f, "%ld%c", &kib, &unit) != 2 || unit != 'K') kib = 0;
     fclose(f);
   }
+#ifdef _SC_LEVEL2_CACHE_SIZE
+  if (!f) kib = sysconf(_SC_LEVEL2_CACHE_SIZE) / 1024;
+#endif
   return kib >= 256 && kib <= 65536 ? arena_printf(&c->arena, " -DCIRCC_GEMM_A_BYTES=%ld", kib * 1024 / 2) : "";
 }
 
