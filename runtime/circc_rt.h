@@ -118,6 +118,11 @@ typedef struct rt_model {
    * runtime rounds the values to nearest even as it loads or stores them and
    * hands run() 2 bytes an element (rt_input_bf16). */
   const unsigned char *input_bf16;
+  /* The weights blob as linked (circc_weights) and its size: run() reads
+   * rt_weights(weights, weights_bytes), which rt_main asks for before the
+   * first run. */
+  const unsigned char *weights;
+  size_t weights_bytes;
 } rt_model;
 
 /* The program's main: runs the mode argv asks for (rt_modes.h), by default
@@ -135,6 +140,23 @@ int rt_main(const rt_model *m, int argc, char **argv);
  * set); not in MPI programs, whose launcher tracks the process. */
 #define RT_SPIN_COUNT "1000"
 void rt_wait_policy(char **argv);
+
+/* The weights blob a run reads: `linked` (circc_weights, `bytes` long, mapped
+ * from the program file) or, the first time it is asked for a blob of at
+ * least RT_WEIGHTS_COPY_MIN bytes, a copy of it in anonymous memory on 2 MiB
+ * pages where the kernel grants them (Linux transparent huge pages, asked
+ * for with madvise). Page-cache pages of a large file can lie scattered in
+ * memory; on a virtual machine every TLB miss on them walks two page tables,
+ * and GPT-2's 2-thread prefill ran 1.5x slower from them than from the copy
+ * (bench/RESULTS.md). The copy is made once, under a lock, read-only after;
+ * the file's pages are unmapped as they are copied, so the resident size
+ * stays one blob. CIRCC_WEIGHTS=mapped keeps the blob where it is linked
+ * (e.g. to save the copy's start-up time); so does any failure (the same
+ * bytes either way, so the same results). */
+#define RT_WEIGHTS_COPY_MIN ((size_t)4 << 20)
+const unsigned char *rt_weights(const unsigned char *linked, size_t bytes);
+/* What rt_weights did, for -v: "mapped from the program file", ... */
+const char *rt_weights_how(void);
 
 /* Formats an error message for run() to return (a static per-thread buffer). */
 const char *rt_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

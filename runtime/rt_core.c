@@ -6,18 +6,23 @@
 #ifndef _XOPEN_SOURCE
 #define _XOPEN_SOURCE 700         /* realpath */
 #endif
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE           /* MADV_HUGEPAGE */
+#endif
 #include "rt_core.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
@@ -255,6 +260,115 @@ void rt_free_buffers(const rt_model *m, void **in, void **out, void *arena) {
   free(in);
   free(out);
   free(arena);
+}
+
+/* ---- the weights blob (circc_rt.h) ---- */
+
+static pthread_mutex_t weights_lock = PTHREAD_MUTEX_INITIALIZER;
+static const unsigned char *weights_linked, *weights_used;
+static const char *weights_how = "mapped from the program file";
+
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+/* The file the loader mapped the `bytes` at p from, open, and their offset in
+ * it (/proc/self/maps), or -1: reading the file costs a fifth of faulting the
+ * mapping in page by page. The file must still be the one mapped (same
+ * device and inode): a program rebuilt while it runs has a new one. */
+static int weights_file(const void *p, size_t bytes, off_t *off) {
+  FILE *f = fopen("/proc/self/maps", "re");
+  char line[4352], path[4096];
+  int fd = -1;
+  while (f && fgets(line, sizeof line, f)) {
+    unsigned long long lo, hi, at, inode;
+    unsigned major, minor;
+    uintptr_t a = (uintptr_t)p;
+    if (sscanf(line, "%llx-%llx %*s %llx %x:%x %llu %4095[^\n]", &lo, &hi, &at, &major, &minor, &inode, path) != 7 ||
+        a < lo || a >= hi)
+      continue;
+    struct stat st;
+    if (path[0] == '/' && a + bytes <= hi && (fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0 &&
+        (fstat(fd, &st) != 0 || (unsigned long long)st.st_ino != inode || major(st.st_dev) != major ||
+         minor(st.st_dev) != minor)) {
+      close(fd);
+      fd = -1;
+    }
+    *off = (off_t)(at + (a - lo));
+    break;
+  }
+  if (f) fclose(f);
+  return fd;
+}
+
+/* The `bytes` at linked, read from their file into w, or false. */
+static bool read_weights(unsigned char *w, const unsigned char *linked, size_t bytes) {
+  off_t off;
+  int fd = weights_file(linked, bytes, &off);
+  size_t at = 0;
+  while (fd >= 0 && at < bytes) {
+    ssize_t n = pread(fd, w + at, bytes - at < ((size_t)1 << 26) ? bytes - at : (size_t)1 << 26, off + (off_t)at);
+    if (n <= 0 && errno != EINTR) break;
+    if (n > 0) at += (size_t)n;
+  }
+  if (fd >= 0) close(fd);
+  return at == bytes;
+}
+#endif
+
+static const unsigned char *copy_weights(const unsigned char *linked, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const char *env = getenv("CIRCC_WEIGHTS");
+  if (bytes < RT_WEIGHTS_COPY_MIN) return linked;
+  if (env && !strcmp(env, "mapped")) {
+    weights_how = "mapped from the program file (CIRCC_WEIGHTS=mapped)";
+    return linked;
+  }
+  const size_t huge = (size_t)2 << 20, len = (bytes + huge - 1) / huge * huge;
+  unsigned char *p = mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    weights_how = "mapped from the program file (no memory for a copy)";
+    return linked;
+  }
+  /* a 2 MiB-aligned start, so that every huge page of the copy can be one */
+  unsigned char *w = (unsigned char *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
+  if (w > p) munmap(p, (size_t)(w - p));
+  if (w + len < p + len + huge) munmap(w + len, (size_t)(p + len + huge - (w + len)));
+  bool huge_ok = madvise(w, len, MADV_HUGEPAGE) == 0;
+  if (!read_weights(w, linked, bytes)) {
+    /* from the mapping, in 64 MiB pieces, each piece's whole pages unmapped
+     * after it is copied (they refault from the page cache if read again),
+     * so that the resident size stays one blob */
+    const size_t piece = (size_t)64 << 20, page = (size_t)sysconf(_SC_PAGESIZE);
+    for (size_t at = 0; at < bytes; at += piece) {
+      size_t n = bytes - at < piece ? bytes - at : piece;
+      memcpy(w + at, linked + at, n);
+      uintptr_t lo = ((uintptr_t)linked + at + page - 1) / page * page, hi = ((uintptr_t)linked + at + n) / page * page;
+      if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+  }
+  mprotect(w, len, PROT_READ);
+  weights_how = huge_ok ? "copied to memory on 2 MiB pages" : "copied to memory (the kernel refused 2 MiB pages)";
+  return w;
+#else
+  (void)bytes;
+  return linked;
+#endif
+}
+
+const unsigned char *rt_weights(const unsigned char *linked, size_t bytes) {
+  pthread_mutex_lock(&weights_lock);
+  if (!weights_used) {
+    weights_linked = linked;
+    weights_used = copy_weights(linked, bytes);
+  }
+  const unsigned char *w = weights_linked == linked ? weights_used : linked;
+  pthread_mutex_unlock(&weights_lock);
+  return w;
+}
+
+const char *rt_weights_how(void) {
+  pthread_mutex_lock(&weights_lock);
+  const char *how = weights_how;
+  pthread_mutex_unlock(&weights_lock);
+  return how;
 }
 
 double rt_now_ms(void) {

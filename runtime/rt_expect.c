@@ -228,7 +228,8 @@ static void expect_help(const rt_model *m, const char *prog) {
         "A program built with circc --mpi runs under mpirun or srun: each rank sums its own\n"
         "chunks of the same samples, rank 0 prints and writes; the same bits for any rank count.\n"
         "\nexit codes: 0 ok, 2 usage error, 3 bad input (a run failed, out of memory, unwritable file)\n"
-        "environment: OMP_NUM_THREADS\n",
+        "environment: OMP_NUM_THREADS; CIRCC_WEIGHTS=mapped reads the weights where the program\n"
+        "             file maps them instead of copying them to memory on 2 MiB pages\n",
         stdout);
 }
 

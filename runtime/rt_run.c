@@ -78,7 +78,8 @@ static void run_help(const rt_model *m, const char *prog) {
         "options are written in full.\n"
         "\nexit codes: 0 ok, 1 --check mismatch, 2 usage error,\n"
         "            3 bad input (unreadable or malformed .npy, wrong shape or dtype, bad values)\n"
-        "environment: OMP_NUM_THREADS\n",
+        "environment: OMP_NUM_THREADS; CIRCC_WEIGHTS=mapped reads the weights where the program\n"
+        "             file maps them instead of copying them to memory on 2 MiB pages\n",
         stdout);
 }
 
@@ -377,6 +378,10 @@ static int run_main(const rt_model *m, int argc, char **argv) {
   } else if ((code = parse_args(&r, argc, argv)) == GO_ON) {
     int threads = rt_set_threads(r.prog, r.threads);
     if (r.verbose) fprintf(stderr, "%s: %d thread%s\n", r.prog, threads, threads == 1 ? "" : "s");
+    if (!r.info || r.nouts || r.nchecks || r.bench) {
+      rt_weights(m->weights, m->weights_bytes); /* before the first run, so that --bench never times the copy */
+      if (r.verbose) fprintf(stderr, "%s: weights %s\n", r.prog, rt_weights_how());
+    }
     if (r.info) rt_print_info(m, r.prog, threads);
     code = r.info && !r.nouts && !r.nchecks && !r.bench ? RT_EXIT_OK : run_all(&r, threads);
   }

@@ -1224,6 +1224,7 @@ static void emit_run_body(Emit *e, int64_t wbase) {
   const char *p = e->pfx;
   bool any_parallel = false;
   out(e, "  Failure failure = {%d, \"\"};\n", k->nstep);
+  out(e, "  const unsigned char *const w = rt_weights(circc_weights, circc_weights_bytes);\n");
   for (int i = 0; i < k->nstep; i++) any_parallel |= step_parallel(k->step[i]);
   if (any_parallel) out(e, "  #pragma omp parallel\n  {\n");
   else out(e, "  #pragma omp parallel num_threads(1) /* every step is serial */\n  {\n");
@@ -1246,7 +1247,7 @@ static void emit_run_body(Emit *e, int64_t wbase) {
     out(e, "    float *scratch = (float *)aligned_alloc(64, (size_t)((floats * 4 + 63) / 64 * 64));\n");
     out(e, "    if (!scratch) step_failed(&failure, -1, rt_errorf(\"out of memory for %%s\", what));\n");
   }
-  out(e, "    const Ctx ctx = {circc_weights");
+  out(e, "    const Ctx ctx = {w");
   if (wbase) out(e, " + %lld", (long long)wbase);
   out(e, ", in, out, (unsigned char *)arena, %s};\n", nneed ? "scratch" : "NULL");
   out(e, "    run_steps(%ssteps, %sparallel_steps, %sserial_place, %sphase_start, %d, &ctx, &failure);\n", p, p, p, p,
@@ -1422,7 +1423,9 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
   int64_t *wbase = x ? ARENA_ARRAY(&c->arena, int64_t, x->npasses + 1) : NULL;
   int64_t *pbase = x ? ARENA_ARRAY(&c->arena, int64_t, x->groups.n + 1) : NULL;
   int64_t at = write_weights(k, weights);
-  if (at < 0 || (x && !write_expect_blob(x, o->pass_kernels, weights, at, wbase, pbase))) {
+  long blob_bytes = -1;
+  if (at < 0 || (x && !write_expect_blob(x, o->pass_kernels, weights, at, wbase, pbase)) ||
+      (blob_bytes = ftell(weights)) < 0) {
     diag_error_class(c, DIAG_IO, NO_LOC, "cannot write the weights blob");
     return false;
   }
@@ -1433,6 +1436,7 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
       (long long)k->arena_bytes, (long long)k->weights_bytes);
   emit_ops_includes(&e);
   out(&e, "%s", PRELUDE);
+  out(&e, "static const size_t circc_weights_bytes = %ld; /* weights.bin's size */\n", blob_bytes);
   if (c->precision == PRECISION_BF16) out(&e, "#include \"gemm_bf16.h\"\n#include \"attention_bf16.h\"\n");
   if (c->precision == PRECISION_INT8) out(&e, "#include \"gemm_int8.h\"\n");
   bool bf16_inputs = false; /* lower_bf16_inputs */
@@ -1466,6 +1470,7 @@ bool emit_program(Comp *c, const Kernels *k, const EmitOptions *o, FILE *model_c
   if (k->ntaps) out(&e, "  .ntaps = %d,\n", k->ntaps);
   if (k->npatches) out(&e, "  .npatches = %d,\n  .patches = patches,\n", k->npatches);
   out(&e, "  .arena_bytes = %lld,\n  .flops = %.0f,\n  .run = run,\n", (long long)k->arena_bytes, k->flops);
+  out(&e, "  .weights = circc_weights,\n  .weights_bytes = circc_weights_bytes,\n");
   if (o->vocab) {
     out(&e, "  .vocab = ");
     emit_cstring(&e, o->vocab);
