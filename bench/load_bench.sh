@@ -11,8 +11,9 @@
 #
 #   sh bench/load_bench.sh BUILD/circc BUILD/models/gpt2_import WORK [bench/RESULTS.md]
 #
-# With a RESULTS file the table replaces the section between the bench_load
-# markers (appended if absent).
+# With a RESULTS file the table replaces the section between the
+# bench_load_VENDOR markers (intel, amd, ...: one section per CPU family;
+# appended if absent).
 set -eu
 [ $# -ge 3 ] || { sed -n '2,16p' "$0"; exit 2; }
 CIRCC=$1 IMPORT=$2 WORK=$3 RESULTS=${4:-}
@@ -49,6 +50,9 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+vendor=$(sed -n 's/^vendor_id[[:space:]]*: *//p' /proc/cpuinfo | head -1)
+case $vendor in GenuineIntel) vendor=intel ;; AuthenticAMD) vendor=amd ;; esac
+marker=bench_load_$vendor
 table=$(
   echo "| load | program | policy | 1 thread (ms) | 2 threads (ms) | 2 threads speed / 1 thread |"
   echo "| --- | --- | --- | ---: | ---: | ---: |"
@@ -62,8 +66,8 @@ table=$(
       done
     done
   done)
-section="<!-- bench_load: begin -->
-## Under load: 2 threads vs 1 with a busy loop on one core (bench/load_bench.sh)
+section="<!-- $marker: begin -->
+## Under load: 2 threads vs 1 with a busy loop on one core (bench/load_bench.sh; $(echo "$vendor" | tr a-z A-Z))
 
 GPT-2 small, random weights; prefill T=256 and decode with a 256-position cache; medians of
 $ROUNDS rounds of --bench (8 prefill runs, 200 decode steps). \`circc\`: programs' own wait policy
@@ -71,12 +75,12 @@ $ROUNDS rounds of --bench (8 prefill runs, 200 decode steps). \`circc\`: program
 Machine: $cpu (lscpu), $(nproc) logical CPUs, $(date -u +%Y-%m-%d).
 
 $table
-<!-- bench_load: end -->"
+<!-- $marker: end -->"
 echo "$section"
 if [ -n "$RESULTS" ]; then
-  if grep -q '<!-- bench_load: begin -->' "$RESULTS"; then
-    awk -v s="$section" '/<!-- bench_load: begin -->/ { print s; skip = 1 } !skip { print } /<!-- bench_load: end -->/ { skip = 0 }' \
-      "$RESULTS" >"$RESULTS.tmp" && mv "$RESULTS.tmp" "$RESULTS"
+  if grep -q "<!-- $marker: begin -->" "$RESULTS"; then
+    awk -v s="$section" -v m="$marker" '$0 == "<!-- " m ": begin -->" { print s; skip = 1 } !skip { print }
+      $0 == "<!-- " m ": end -->" { skip = 0 }' "$RESULTS" >"$RESULTS.tmp" && mv "$RESULTS.tmp" "$RESULTS"
   else
     printf '\n%s\n' "$section" >>"$RESULTS"
   fi

@@ -148,11 +148,13 @@ void rt_wait_policy(char **argv);
  * for with madvise). Page-cache pages of a large file can lie scattered in
  * memory; on a virtual machine every TLB miss on them walks two page tables,
  * and GPT-2's 2-thread prefill ran 1.5x slower from them than from the copy
- * (bench/RESULTS.md). The copy is made once, under a lock, read-only after;
- * the file's pages are unmapped as they are copied, so the resident size
- * stays one blob. CIRCC_WEIGHTS=mapped keeps the blob where it is linked
- * (e.g. to save the copy's start-up time); so does any failure (the same
- * bytes either way, so the same results). */
+ * (README "Weights"). The copy is made once, under a lock, and is read-only
+ * after. It is read from the program file (a fifth of the time that faulting
+ * the mapping in takes), or where that file is gone copied from the mapping,
+ * whose pages are dropped as they are copied: either way the resident size
+ * stays one blob. CIRCC_WEIGHTS=mapped keeps the blob where it is linked; so
+ * does a failure to allocate the copy (the same bytes either way, so the
+ * same results). */
 #define RT_WEIGHTS_COPY_MIN ((size_t)4 << 20)
 const unsigned char *rt_weights(const unsigned char *linked, size_t bytes);
 /* What rt_weights did, for -v: "mapped from the program file", ... */
