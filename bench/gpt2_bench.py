@@ -698,13 +698,15 @@ class Heads:
     def __init__(self):
         self.rows = []
 
-    def add(self, pol, label, value, goal, shown, higher_better=True, unit="×", skipped=None):
-        """Adds a check and returns its short form for the targets column."""
+    def add(self, pol, label, value, goal, shown, higher_better=True, unit="×", skipped=None, applies=None):
+        """Adds a check and returns its short form for the targets column;
+        applies: why the target does not apply to this machine (the value is
+        still shown), or None."""
         op = "≥" if higher_better else "≤"
         if value is None:
             self.rows.append((pol, label, skipped or "not measured", f"{op} {goal}{unit}", "skipped"))
             return f"{op} {goal}{unit} {shown}: skipped"
-        v = verdict(value, goal, higher_better)
+        v = applies or verdict(value, goal, higher_better)
         self.rows.append((pol, label, f"{value:.2f}{unit}" if unit == "×" else f"{value:.1f}{unit}",
                           f"{op} {goal}{unit}", v))
         return f"{op} {goal}{unit} {shown}: {v}"
@@ -769,6 +771,8 @@ def bf16_rows(args, cases, heads):
     """Markdown rows of the bf16 table (circc bf16 only where circc has --precision bf16)."""
     rows, n = [], args.threads
     skip = None if "bf16" in args.precisions else "skipped: `circc --help` has no --precision bf16"
+    # issue 17's bf16 targets are for machines with AMX tiles
+    amx = None if " amx_bf16" in open("/proc/cpuinfo").read() else "n/a (no AMX)"
     for pol in args.policies:
         for c in cases:
             if not c.bf16:
@@ -780,14 +784,14 @@ def bf16_rows(args, cases, heads):
             targets, bound = [], "–"
             if c.kind == "prefill":
                 targets.append(heads.add(pol, f"{c.label} bf16: circc bf16 vs circc fp32", vs_fp32, 3, "circc fp32",
-                                         skipped=skip))
+                                         skipped=skip, applies=amx))
                 targets.append(heads.add(pol, f"{c.label} bf16: circc bf16 vs PyTorch bf16", vs_torch, 1.2,
-                                         "PyTorch bf16", skipped=skip))
+                                         "PyTorch bf16", skipped=skip, applies=amx))
             else:
                 r = vs_fp32_bound(c, pol, "circc_bf16")
                 bound = f"{fmt(r)} ({floor_text(c, 'bf16')})"
                 targets.append(heads.add(pol, f"{c.label} bf16: circc bf16 / fp32 bandwidth bound", r, 0.55,
-                                         "fp32 bound", higher_better=False, skipped=skip))
+                                         "fp32 bound", higher_better=False, skipped=skip, applies=amx))
             rows.append(f"| {pol} | {c.label} | {n} | {fmt(med(cb), '.2f', '') if cb else 'skipped'} | "
                         f"{fmt(vs_fp32)} | {med(tb):.2f} | {fmt(vs_torch)} | {fmt(fp32_vs_torch)} | {bound} | "
                         + "; ".join(targets) + " |")
