@@ -305,7 +305,7 @@ static bool read_weights(unsigned char *w, const unsigned char *linked, size_t b
   size_t at = 0;
   while (fd >= 0 && at < bytes) {
     ssize_t n = pread(fd, w + at, bytes - at < ((size_t)1 << 26) ? bytes - at : (size_t)1 << 26, off + (off_t)at);
-    if (n <= 0 && errno != EINTR) break;
+    if (n == 0 || (n < 0 && errno != EINTR)) break; /* 0: the file is shorter than its mapping says */
     if (n > 0) at += (size_t)n;
   }
   if (fd >= 0) close(fd);

@@ -378,12 +378,13 @@ static int run_main(const rt_model *m, int argc, char **argv) {
   } else if ((code = parse_args(&r, argc, argv)) == GO_ON) {
     int threads = rt_set_threads(r.prog, r.threads);
     if (r.verbose) fprintf(stderr, "%s: %d thread%s\n", r.prog, threads, threads == 1 ? "" : "s");
-    if (!r.info || r.nouts || r.nchecks || r.bench) {
+    bool runs = !r.info || r.nouts || r.nchecks || r.bench;
+    if (runs) {
       rt_weights(m->weights, m->weights_bytes); /* before the first run, so that --bench never times the copy */
       if (r.verbose) fprintf(stderr, "%s: weights %s\n", r.prog, rt_weights_how());
     }
     if (r.info) rt_print_info(m, r.prog, threads);
-    code = r.info && !r.nouts && !r.nchecks && !r.bench ? RT_EXIT_OK : run_all(&r, threads);
+    code = runs ? run_all(&r, threads) : RT_EXIT_OK;
   }
   free_run(&r);
   return code;
