@@ -772,7 +772,7 @@ def bf16_rows(args, cases, heads):
     rows, n = [], args.threads
     skip = None if "bf16" in args.precisions else "skipped: `circc --help` has no --precision bf16"
     # issue 17's bf16 targets are for machines with AMX tiles
-    amx = None if " amx_bf16" in open("/proc/cpuinfo").read() else "n/a (no AMX)"
+    amx = None if "amx_bf16" in cpu_flags() else "n/a (no AMX)"
     for pol in args.policies:
         for c in cases:
             if not c.bf16:
@@ -897,8 +897,8 @@ def machine(args, probes):
                 fam = v
             elif k == "model" and mod == "?":
                 mod = v
-    flags = open("/proc/cpuinfo").read()
-    isa = ", ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f" {f}" in flags) or "no AVX-512"
+    flags = cpu_flags()
+    isa = ", ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags) or "no AVX-512"
     ob = openblas()
     obs = ob.openblas_get_config().decode() if ob else "not found"
     cc = subprocess.run([os.environ.get("CC", "gcc"), "--version"], stdout=subprocess.PIPE, text=True)
@@ -922,6 +922,12 @@ def machine(args, probes):
                                   f"under node {args.node_version}, bench/ort_run.js; models from torch.onnx.export "
                                   "(opset 14) of the PyTorch model above"),
             "- wait policies: " + "; ".join(f"{p}: {POLICIES[p][2]}" for p in args.policies)]
+
+
+def cpu_flags():
+    """The first CPU's flags in /proc/cpuinfo, as a set."""
+    with open("/proc/cpuinfo") as f:
+        return set(next((s.partition(":")[2].split() for s in f if s.startswith("flags")), []))
 
 
 def cpu_vendor():

@@ -71,7 +71,7 @@ static void run_help(const rt_model *m, const char *prog) {
         "                           threads; inputs not given are zero-filled\n"
         "  --info                   print inputs, outputs, arena bytes, FLOPs per run, provenance\n"
         "  --threads N              OpenMP threads (default $OMP_NUM_THREADS, else all cores)\n"
-        "  -v                       print the effective thread count\n"
+        "  -v                       print the effective thread count and where the weights are read\n"
         "  -h, --help               this help\n"
         "A .npy of --input, --check or --patch may differ in shape by leading 1s ([1,T,V] for\n"
         "[T,V], or the other way round). --name=value is the same as --name value; long\n"
