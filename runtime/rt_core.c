@@ -331,8 +331,8 @@ static const unsigned char *copy_weights(const unsigned char *linked, size_t byt
   unsigned char *w = (unsigned char *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
   if (w > p) munmap(p, (size_t)(w - p));
   if (w + len < p + len + huge) munmap(w + len, (size_t)(p + len + huge - (w + len)));
-  bool huge_ok = madvise(w, len, MADV_HUGEPAGE) == 0;
-  if (!read_weights(w, linked, bytes)) {
+  bool huge_ok = madvise(w, len, MADV_HUGEPAGE) == 0, from_file = read_weights(w, linked, bytes);
+  if (!from_file) {
     /* from the mapping, in 64 MiB pieces, each piece's whole pages unmapped
      * after it is copied (they refault from the page cache if read again),
      * so that the resident size stays one blob */
@@ -345,7 +345,10 @@ static const unsigned char *copy_weights(const unsigned char *linked, size_t byt
     }
   }
   mprotect(w, len, PROT_READ);
-  weights_how = huge_ok ? "copied to memory on 2 MiB pages" : "copied to memory (the kernel refused 2 MiB pages)";
+  static char how[160];
+  snprintf(how, sizeof how, "copied to memory %s%s", huge_ok ? "on 2 MiB pages" : "(the kernel refused 2 MiB pages)",
+           from_file ? "" : ", from the mapping (the program file is gone or was replaced)");
+  weights_how = how;
   return w;
 #else
   (void)bytes;

@@ -21,16 +21,20 @@
  * Summation (the numerical contract), chosen by the caller per GEMM step, so
  * that which rows or columns a call computes, and how many threads split
  * them, never changes a bit:
- *  - decode (steps of 1-4 rows): each C element is one chain of fp32 fused
- *    multiply-adds from +0 over k = 0..K-1 in increasing order of A's element
- *    times W' (dequantised in registers). The AVX-512, AVX2 and portable
- *    (fmaf) paths give the same bits.
+ *  - decode (steps of 1-4 rows): for each C element and each group g of 32
+ *    k (in increasing g), t = a chain of fp32 fused multiply-adds from +0 over
+ *    the group's k in increasing order of A's element times q (an int8 as
+ *    fp32, exact), then c = fma(t, s, c), from c = +0: one scaling per group,
+ *    not per weight, so the kernel does one FMA per weight and row and its
+ *    int8-to-fp32 conversion. The AVX-512, AVX2 and portable (fmaf) paths
+ *    give the same bits.
  *  - prefill (more rows, and batch-invariant steps): blocks of columns of W'
  *    are dequantised into fp32 scratch and multiplied by circc_gemm_f32_rows
  *    (templates/gemm_f32.h), whose contract then holds: the bits are those of
  *    the fp32 template on W'.
  * Both are within (K + 1) * 2^-24 * sum_k |a_k w'_k| of the exact product
- * of A and W'.
+ * of A and W' (K padded to a multiple of 32; decode: at most 32 roundings in
+ * a group's t, which the scaling does not add to, and one per group in c).
  *
  * Paths are chosen at compile time from the ISA macros: AVX-512F (with FMA),
  * else AVX2 with FMA (fp16 scales converted with F16C where it is enabled),
@@ -153,7 +157,7 @@ CIRCC_INT8_API int circc_int8_pack_b(const float *B, int64_t b_k, int64_t b_n, i
 
 /* The path a program's int8 GEMMs take here, for --info. */
 CIRCC_INT8_API const char *circc_gemm_int8_path(void) {
-  return CIRCC_INT8_ISA "; weights int8, one fp16 scale per 32; 1-4 rows dequantised in registers, "
+  return CIRCC_INT8_ISA "; weights int8, one fp16 scale per 32; 1-4 rows in registers, scaled once per 32, "
                         "more through the fp32 GEMM";
 }
 
@@ -175,7 +179,10 @@ CIRCC_INT8_API int64_t circc_gemm_int8_scratch_floats(int decode, int64_t K) {
 /* ------------------------------------------------------ decode kernels */
 /* R rows (a literal at each call) of A from row pointer a (row stride a_m)
  * times P panels (literal) whose blocks start at blk[0..P), K deep, into
- * out[r][p*16 + j]. One FMA chain per element, k increasing. */
+ * out[r][p*16 + j], in the decode order (above). Each panel's block
+ * CIRCC_INT8_AHEAD groups on is prefetched at the start of a group: one core
+ * alone keeps too few lines in flight to stream at the memory's bandwidth. */
+#define CIRCC_INT8_AHEAD 4
 
 #if CIRCC_INT8_VL == 16
 static inline __attribute__((always_inline)) void circc_int8_panels(int R, int P, const float *a, int64_t a_m,
@@ -185,22 +192,27 @@ static inline __attribute__((always_inline)) void circc_int8_panels(int R, int P
   for (int r = 0; r < R; r++)
     for (int p = 0; p < P; p++) acc[r][p] = _mm512_setzero_ps();
   for (int64_t g = 0, k0 = 0; k0 < K; g++, k0 += 32) {
-    __m512 sc[4];
+    __m512 t[4][4];
     const uint8_t *b[4];
     for (int p = 0; p < P; p++) {
       b[p] = blk[p] + g * CIRCC_INT8_BLOCK;
-      sc[p] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b[p]));
+      for (int l = 0; l < CIRCC_INT8_BLOCK; l += 64)
+        _mm_prefetch((const char *)b[p] + CIRCC_INT8_AHEAD * CIRCC_INT8_BLOCK + l, _MM_HINT_T0);
+      for (int r = 0; r < R; r++) t[r][p] = _mm512_setzero_ps();
     }
     int kn = (int)(K - k0 < 32 ? K - k0 : 32);
     for (int j = 0; j < kn; j++) {
       __m512 w[4];
       for (int p = 0; p < P; p++)
-        w[p] = _mm512_mul_ps(
-            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b[p] + 32 + 16 * j)))), sc[p]);
+        w[p] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b[p] + 32 + 16 * j))));
       for (int r = 0; r < R; r++) {
         __m512 x = _mm512_set1_ps(a[r * a_m + (k0 + j) * a_k]);
-        for (int p = 0; p < P; p++) acc[r][p] = _mm512_fmadd_ps(x, w[p], acc[r][p]);
+        for (int p = 0; p < P; p++) t[r][p] = _mm512_fmadd_ps(x, w[p], t[r][p]);
       }
+    }
+    for (int p = 0; p < P; p++) {
+      __m512 sc = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b[p]));
+      for (int r = 0; r < R; r++) acc[r][p] = _mm512_fmadd_ps(t[r][p], sc, acc[r][p]);
     }
   }
   for (int r = 0; r < R; r++)
@@ -234,25 +246,35 @@ static inline __attribute__((always_inline)) void circc_int8_panels(int R, int P
   for (int r = 0; r < R; r++)
     for (int p = 0; p < P; p++) acc[r][p][0] = acc[r][p][1] = _mm256_setzero_ps();
   for (int64_t g = 0, k0 = 0; k0 < K; g++, k0 += 32) {
-    __m256 sc[2][2];
+    __m256 t[4][2][2];
     const uint8_t *b[2];
     for (int p = 0; p < P; p++) {
       b[p] = blk[p] + g * CIRCC_INT8_BLOCK;
-      circc_int8_scales(b[p], &sc[p][0], &sc[p][1]);
+      for (int l = 0; l < CIRCC_INT8_BLOCK; l += 64)
+        _mm_prefetch((const char *)b[p] + CIRCC_INT8_AHEAD * CIRCC_INT8_BLOCK + l, _MM_HINT_T0);
+      for (int r = 0; r < R; r++) t[r][p][0] = t[r][p][1] = _mm256_setzero_ps();
     }
     int kn = (int)(K - k0 < 32 ? K - k0 : 32);
     for (int j = 0; j < kn; j++) {
       __m256 w[2][2];
       for (int p = 0; p < P; p++) {
-        w[p][0] = _mm256_mul_ps(circc_int8_load8(b[p] + 32 + 16 * j), sc[p][0]);
-        w[p][1] = _mm256_mul_ps(circc_int8_load8(b[p] + 40 + 16 * j), sc[p][1]);
+        w[p][0] = circc_int8_load8(b[p] + 32 + 16 * j);
+        w[p][1] = circc_int8_load8(b[p] + 40 + 16 * j);
       }
       for (int r = 0; r < R; r++) {
         __m256 x = _mm256_set1_ps(a[r * a_m + (k0 + j) * a_k]);
         for (int p = 0; p < P; p++) {
-          acc[r][p][0] = _mm256_fmadd_ps(x, w[p][0], acc[r][p][0]);
-          acc[r][p][1] = _mm256_fmadd_ps(x, w[p][1], acc[r][p][1]);
+          t[r][p][0] = _mm256_fmadd_ps(x, w[p][0], t[r][p][0]);
+          t[r][p][1] = _mm256_fmadd_ps(x, w[p][1], t[r][p][1]);
         }
+      }
+    }
+    for (int p = 0; p < P; p++) {
+      __m256 sc[2];
+      circc_int8_scales(b[p], &sc[0], &sc[1]);
+      for (int r = 0; r < R; r++) {
+        acc[r][p][0] = _mm256_fmadd_ps(t[r][p][0], sc[0], acc[r][p][0]);
+        acc[r][p][1] = _mm256_fmadd_ps(t[r][p][1], sc[1], acc[r][p][1]);
       }
     }
   }
@@ -270,12 +292,14 @@ static inline void circc_int8_panels(int R, int P, const float *a, int64_t a_m, 
     for (int p = 0; p < P; p++)
       for (int j = 0; j < 16; j++) {
         float acc = 0.0f;
-        for (int64_t k = 0; k < K; k++) {
-          const uint8_t *b = blk[p] + (k / 32) * CIRCC_INT8_BLOCK;
+        for (int64_t k0 = 0; k0 < K; k0 += 32) {
+          const uint8_t *b = blk[p] + (k0 / 32) * CIRCC_INT8_BLOCK;
+          float t = 0.0f;
+          for (int64_t k = k0; k < K && k < k0 + 32; k++)
+            t = fmaf(a[r * a_m + k * a_k], (float)(int8_t)b[32 + 16 * (k - k0) + j], t);
           uint16_t h;
           memcpy(&h, b + 2 * j, 2);
-          float w = (float)(int8_t)b[32 + 16 * (k % 32) + j] * circc_f16_float(h);
-          acc = fmaf(a[r * a_m + k * a_k], w, acc);
+          acc = fmaf(t, circc_f16_float(h), acc);
         }
         out[r][16 * p + j] = acc;
       }
@@ -283,11 +307,12 @@ static inline void circc_int8_panels(int R, int P, const float *a, int64_t a_m, 
 #endif
 
 /* Panels per pass and the specialisations: more panels at once for fewer
- * rows (registers: AVX-512 holds 4 x 4 accumulators, AVX2 4 x 1). */
+ * rows (registers: a row and panel takes two accumulators, c and t; AVX-512
+ * holds 2 x 4 pairs, AVX2 1 x 2). */
 #if CIRCC_INT8_VL == 8
-#define CIRCC_INT8_PMAX(R) ((R) <= 2 ? 2 : 1)
+#define CIRCC_INT8_PMAX(R) ((R) == 1 ? 2 : 1)
 #else
-#define CIRCC_INT8_PMAX(R) 4
+#define CIRCC_INT8_PMAX(R) ((R) <= 2 ? 4 : 2)
 #endif
 
 static inline void circc_int8_pass(int R, int P, const float *a, int64_t a_m, int64_t a_k, const uint8_t *const *blk,
@@ -298,12 +323,11 @@ static inline void circc_int8_pass(int R, int P, const float *a, int64_t a_m, in
     return;                                                                                                          \
   }
   CIRCC_INT8_CASE(1, 1) CIRCC_INT8_CASE(2, 1) CIRCC_INT8_CASE(3, 1) CIRCC_INT8_CASE(4, 1)
+  CIRCC_INT8_CASE(1, 2)
 #if CIRCC_INT8_VL != 8
-  CIRCC_INT8_CASE(1, 2) CIRCC_INT8_CASE(2, 2) CIRCC_INT8_CASE(3, 2) CIRCC_INT8_CASE(4, 2)
-  CIRCC_INT8_CASE(1, 3) CIRCC_INT8_CASE(2, 3) CIRCC_INT8_CASE(3, 3) CIRCC_INT8_CASE(4, 3)
-  CIRCC_INT8_CASE(1, 4) CIRCC_INT8_CASE(2, 4) CIRCC_INT8_CASE(3, 4) CIRCC_INT8_CASE(4, 4)
-#else
-  CIRCC_INT8_CASE(1, 2) CIRCC_INT8_CASE(2, 2)
+  CIRCC_INT8_CASE(2, 2) CIRCC_INT8_CASE(3, 2) CIRCC_INT8_CASE(4, 2)
+  CIRCC_INT8_CASE(1, 3) CIRCC_INT8_CASE(2, 3)
+  CIRCC_INT8_CASE(1, 4) CIRCC_INT8_CASE(2, 4)
 #endif
 #undef CIRCC_INT8_CASE
 }

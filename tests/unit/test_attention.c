@@ -38,6 +38,7 @@ ATTN_DEFINE_(ATTN_TEST_VARIANT)
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "testutil.h"
 #include "attention_f32.h"
 
 ATTN_DEFINE(native)
@@ -58,12 +59,6 @@ static int have(const Variant *v) {
   if (!strcmp(v->name, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
   return 1;
-}
-
-static uint64_t rng_state = 88172645463325252ull;
-static float frand(void) {
-  rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-  return (float)((double)(rng_state >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
 }
 
 enum { CAUSAL, FULL, BAND, RANDOM_MASK, EMPTY_ROW, VERY_NEGATIVE };
@@ -112,9 +107,9 @@ static void check(const Variant *v, int kind, int how, int64_t Tq, int64_t Tk, i
   int64_t *kend = malloc(sizeof(int64_t) * (size_t)(Tq + 1));
   float *scratch = aligned_alloc(64, (size_t)((v->scratch(Tk, C, D) * 4 + 63) / 64 * 64));
   double *s = malloc(sizeof(double) * (size_t)(Tk + 1));
-  for (int64_t i = 0; i < Tq * C; i++) Q[i] = 2.0f * frand();
-  for (int64_t i = 0; i < Tk * (C + 3); i++) K[i] = 2.0f * frand();
-  for (int64_t i = 0; i < Tk * D; i++) V[i] = frand();
+  for (int64_t i = 0; i < Tq * C; i++) Q[i] = 2.0f * tu_frand();
+  for (int64_t i = 0; i < Tk * (C + 3); i++) K[i] = 2.0f * tu_frand();
+  for (int64_t i = 0; i < Tk * D; i++) V[i] = tu_frand();
   make_mask(kind, Tq, Tk, F, B);
   if (how == AS_BIAS)
     for (int64_t i = 0; i < Tq * Tk; i++) F[i] = 1.0f;
@@ -192,8 +187,8 @@ Test(attention, causal_skip_is_bit_identical_to_all_keys) {
   float *F = malloc(sizeof(float) * T * T), *B = malloc(sizeof(float) * T * T);
   float *O1 = malloc(sizeof(float) * T * D), *O2 = malloc(sizeof(float) * T * D);
   float *scratch = aligned_alloc(64, (size_t)((circc_attn_scratch_floats(T, C, D) * 4 + 63) / 64 * 64));
-  for (int64_t i = 0; i < T * C; i++) Q[i] = frand(), K[i] = frand();
-  for (int64_t i = 0; i < T * D; i++) V[i] = frand();
+  for (int64_t i = 0; i < T * C; i++) Q[i] = tu_frand(), K[i] = tu_frand();
+  for (int64_t i = 0; i < T * D; i++) V[i] = tu_frand();
   make_mask(CAUSAL, T, T, F, B);
   int plain;
   analyse(T, T, F, B, kend, skip, &plain);

@@ -64,6 +64,7 @@ ATTN_BF16_DEFINE_(ATTN_BF16_TEST_VARIANT)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "testutil.h"
 #include "attention_bf16.h"
 
 ATTN_BF16_DEFINE(native)
@@ -87,12 +88,6 @@ static int paths(Path *p) {
   p[n++] = (Path){"no-amx build", attn_bf16_rows_no_amx, attn_bf16_scratch_no_amx, 1}; /* AMX not compiled in */
   p[n++] = (Path){"portable", attn_bf16_rows_portable, attn_bf16_scratch_portable, 1};
   return n;
-}
-
-static uint64_t rng_state = 88172645463325252ull;
-static float frand(void) {
-  rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-  return (float)((double)(rng_state >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
 }
 
 static double r16(float x) { return (double)circc_bf16_float(circc_bf16_round(x)); }
@@ -149,9 +144,9 @@ static Data make(const Path *p, Case cs) {
   d.kend = malloc(sizeof(int64_t) * (size_t)Tq);
   d.O = malloc(sizeof(float) * (size_t)(Tq * D));
   d.scratch = aligned_alloc(64, (size_t)((p->scratch(Tk, C, D) * 4 + 63) / 64 * 64));
-  for (int64_t i = 0; i < Tq * C; i++) d.Q[i] = 2.0f * frand();
-  for (int64_t i = 0; i < Tk * (C + 3); i++) d.K[i] = 2.0f * frand();
-  for (int64_t i = 0; i < Tk * D; i++) d.V[i] = frand();
+  for (int64_t i = 0; i < Tq * C; i++) d.Q[i] = 2.0f * tu_frand();
+  for (int64_t i = 0; i < Tk * (C + 3); i++) d.K[i] = 2.0f * tu_frand();
+  for (int64_t i = 0; i < Tk * D; i++) d.V[i] = tu_frand();
   make_mask(cs.kind, Tq, Tk, d.F, d.B);
   int runtime = cs.kind == FULL || cs.kind == RUNTIME_MASK || cs.kind == EMPTY_ROWS, skips = 0, plain = 1;
   for (int64_t q = 0; q < Tq; q++) {

@@ -57,6 +57,7 @@ GEMM_DEFINE_(GEMM_TEST_VARIANT)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "testutil.h"
 #include "gemm_f32.h"
 #include "gemm_f32_ref.h"
 
@@ -87,12 +88,6 @@ static int have_avx2(void) {
 }
 
 /* Deterministic uniform [-1, 1). */
-static uint64_t rng_state = 88172645463325252ull;
-static uint64_t rng(void) {
-  rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-  return rng_state;
-}
-static float frand(void) { return (float)((double)(rng() >> 40) / (double)(1ull << 24) * 2.0 - 1.0); }
 
 /* Operand layouts: how a (rows x cols) matrix sits in memory. */
 enum { ROW, TRANS, GAP, GENERAL, NLAYOUT };
@@ -122,7 +117,7 @@ static Mat mat_new(int64_t rows, int64_t cols, int layout) {
 static void mat_fill(Mat *m, int64_t rows, int64_t cols) {
   for (int64_t i = 0; i < m->extent; i++) m->p[i] = 1e30f; /* gaps: would poison a sum */
   for (int64_t r = 0; r < rows; r++)
-    for (int64_t c = 0; c < cols; c++) m->p[r * m->s_r + c * m->s_c] = frand();
+    for (int64_t c = 0; c < cols; c++) m->p[r * m->s_r + c * m->s_c] = tu_frand();
 }
 
 static float *scratch_new(const Variant *v, int64_t N, int64_t K) {
@@ -191,18 +186,18 @@ enum { NSIZES = sizeof SIZES / sizeof SIZES[0], NSMALL = 14 /* sizes up to 65 */
 /* Every combination of the small sizes (layouts rotating), then random
  * combinations of all sizes with random layouts and row ranges, capped in work. */
 static void shapes(const Variant *v) {
-  rng_state = 12345;
+  tu_seed(12345);
   int i = 0;
   for (int a = 0; a < NSMALL; a++)
     for (int b = 0; b < NSMALL; b++)
       for (int c = 0; c < NSMALL; c++, i++)
         check_case(v, SIZES[a], SIZES[b], SIZES[c], i % NLAYOUT, i / NLAYOUT % NLAYOUT, i / 16 % NLAYOUT, 0, SIZES[a], 0);
   for (int done = 0; done < 150;) {
-    int64_t M = SIZES[rng() % NSIZES], N = SIZES[rng() % NSIZES], K = SIZES[rng() % NSIZES];
+    int64_t M = SIZES[tu_rand64() % NSIZES], N = SIZES[tu_rand64() % NSIZES], K = SIZES[tu_rand64() % NSIZES];
     if ((double)M * (double)N * (double)K > 3e7) continue;
-    int64_t m0 = M ? (int64_t)(rng() % (uint64_t)M) : 0, m1 = m0 + (M - m0 ? (int64_t)(rng() % (uint64_t)(M - m0 + 1)) : 0);
+    int64_t m0 = M ? (int64_t)(tu_rand64() % (uint64_t)M) : 0, m1 = m0 + (M - m0 ? (int64_t)(tu_rand64() % (uint64_t)(M - m0 + 1)) : 0);
     if (done % 3 == 0) m0 = 0, m1 = M;
-    check_case(v, M, N, K, (int)(rng() % NLAYOUT), (int)(rng() % NLAYOUT), (int)(rng() % NLAYOUT), m0, m1, 0);
+    check_case(v, M, N, K, (int)(tu_rand64() % NLAYOUT), (int)(tu_rand64() % NLAYOUT), (int)(tu_rand64() % NLAYOUT), m0, m1, 0);
     done++;
   }
 }
@@ -210,7 +205,7 @@ static void shapes(const Variant *v) {
 /* GPT-2 small's projections (row-major and transposed weights) and the
  * unembedding, each checked on a sample of its columns. */
 static void gpt2(const Variant *v) {
-  rng_state = 777;
+  tu_seed(777);
   static const int64_t shp[][3] = {{64, 768, 768}, {64, 2304, 768}, {64, 768, 3072}, {256, 768, 768}};
   for (size_t s = 0; s < sizeof shp / sizeof shp[0]; s++)
     for (int lb = ROW; lb <= TRANS; lb++) check_case(v, shp[s][0], shp[s][1], shp[s][2], ROW, lb, ROW, 0, shp[s][0], 128);
@@ -227,7 +222,7 @@ static void split_one(const Variant *v, int64_t M, int64_t N, int64_t K, int la,
   for (int64_t i = 0; i < C0.extent; i++) C0.p[i] = C1.p[i] = SENTINEL;
   v->rows(0, M, N, K, A.p, A.s_r, A.s_c, B.p, B.s_r, B.s_c, C0.p, C0.s_r, C0.s_c, scratch);
   for (int trial = 0; trial < 6; trial++) {
-    int64_t a = (int64_t)(rng() % (uint64_t)(M + 1)), b = (int64_t)(rng() % (uint64_t)(M + 1));
+    int64_t a = (int64_t)(tu_rand64() % (uint64_t)(M + 1)), b = (int64_t)(tu_rand64() % (uint64_t)(M + 1));
     if (a > b) { int64_t t = a; a = b; b = t; }
     if (trial == 0) a = 1, b = M > 1 ? M - 1 : M; /* single rows at both ends */
     for (int64_t i = 0; i < C1.extent; i++) C1.p[i] = SENTINEL;
@@ -237,7 +232,7 @@ static void split_one(const Variant *v, int64_t M, int64_t N, int64_t K, int la,
     cr_expect(memcmp(C0.p, C1.p, (size_t)C0.extent * sizeof(float)) == 0,
               "%s %lldx%lldx%lld A=%s B=%s C=%s: rows split at %lld, %lld differ from one call", v->name,
               (long long)M, (long long)N, (long long)K, LAYOUT[la], LAYOUT[lb], LAYOUT[lc], (long long)a, (long long)b);
-    int64_t c = (int64_t)(rng() % (uint64_t)(N + 1)), d = (int64_t)(rng() % (uint64_t)(N + 1));
+    int64_t c = (int64_t)(tu_rand64() % (uint64_t)(N + 1)), d = (int64_t)(tu_rand64() % (uint64_t)(N + 1));
     if (c > d) { int64_t t = c; c = d; d = t; }
     for (int64_t i = 0; i < C1.extent; i++) C1.p[i] = SENTINEL;
     int64_t cut[4] = {0, c, d, N};
@@ -252,7 +247,7 @@ static void split_one(const Variant *v, int64_t M, int64_t N, int64_t K, int la,
 }
 
 static void split(const Variant *v) {
-  rng_state = 4242;
+  tu_seed(4242);
   static const int64_t shp[][3] = {{37, 100, 600}, {9, 50, 513},  {130, 7, 300}, {6, 2000, 257}, {3, 3, 3},
                                    {200, 1, 520},  {1, 300, 700}, {23, 129, 1},  {100, 40, 300}};
   for (size_t s = 0; s < sizeof shp / sizeof shp[0]; s++)
@@ -277,10 +272,10 @@ static void gemv_case(const Variant *v, int64_t N, int64_t K, int64_t gap, bool 
   float *mask = malloc((size_t)(N > 0 ? N : 1) * sizeof(float));
   float *y = malloc((size_t)(N > 0 ? N * c_n : 1) * sizeof(float)), *y2 = malloc((size_t)(N > 0 ? N * c_n : 1) * sizeof(float));
   cr_assert(a && B && mask && y && y2);
-  for (int64_t k = 0; k < K; k++) a[k] = frand();
+  for (int64_t k = 0; k < K; k++) a[k] = tu_frand();
   for (int64_t n = 0; n < N; n++) {
-    mask[n] = masked && (n % 3 == 1 || (n >= 16 && n < 40) || n >= N - 300) ? 0.0f : frand();
-    for (int64_t k = 0; k < b_n; k++) B[n * b_n + k] = k < K && mask[n] != 0.0f ? frand() : NAN;
+    mask[n] = masked && (n % 3 == 1 || (n >= 16 && n < 40) || n >= N - 300) ? 0.0f : tu_frand();
+    for (int64_t k = 0; k < b_n; k++) B[n * b_n + k] = k < K && mask[n] != 0.0f ? tu_frand() : NAN;
   }
   for (int64_t i = 0; i < N * c_n; i++) y[i] = y2[i] = SENTINEL;
   v->gemv(N, K, a, B, b_n, y, c_n, masked ? mask : NULL, 1);
@@ -310,7 +305,7 @@ static void gemv_case(const Variant *v, int64_t N, int64_t K, int64_t gap, bool 
 }
 
 static void gemv_shapes(const Variant *v) {
-  rng_state = 2024;
+  tu_seed(2024);
   static const int64_t K[] = {0, 1, 5, 15, 16, 17, 31, 32, 33, 47, 64, 100, 768, 3072};
   for (size_t i = 0; i < sizeof K / sizeof K[0]; i++)
     for (int masked = 0; masked < 2; masked++) gemv_case(v, 37, K[i], (int64_t)(i % 3), masked);
@@ -328,15 +323,15 @@ Test(gemm, gemv_avx2) {
 /* The GEMV order is fixed by lanes of 32, so the AVX-512 and AVX2 builds agree. */
 Test(gemm, gemv_simd_paths_agree) {
   if (!have_avx2() || strcmp(gemm_isa_native(), "portable") == 0) cr_skip_test("one SIMD path only");
-  rng_state = 5;
+  tu_seed(5);
   static const int64_t K[] = {1, 17, 33, 64, 100, 768, 3071};
   for (size_t i = 0; i < sizeof K / sizeof K[0]; i++) {
     int64_t N = 40;
     float *a = malloc((size_t)K[i] * sizeof(float)), *B = malloc((size_t)(N * K[i]) * sizeof(float));
     float y0[40], y1[40];
     cr_assert(a && B);
-    for (int64_t k = 0; k < K[i]; k++) a[k] = frand();
-    for (int64_t j = 0; j < N * K[i]; j++) B[j] = frand();
+    for (int64_t k = 0; k < K[i]; k++) a[k] = tu_frand();
+    for (int64_t j = 0; j < N * K[i]; j++) B[j] = tu_frand();
     gemv_native(N, K[i], a, B, K[i], y0, 1, NULL, 0);
     gemv_avx2(N, K[i], a, B, K[i], y1, 1, NULL, 0);
     cr_expect(memcmp(y0, y1, sizeof y0) == 0, "K = %lld: %s and avx2 differ", (long long)K[i], gemm_isa_native());
@@ -348,7 +343,7 @@ Test(gemm, gemv_simd_paths_agree) {
  * of B whose coefficient is 0 are not read, NaN there does not reach C, and C
  * has the bits it has when those rows hold finite values. */
 static void zero_rows(const Variant *v) {
-  rng_state = 31;
+  tu_seed(31);
   static const int64_t shp[][2] = {{64, 1024}, {100, 37}, {5, 300}};
   for (size_t s = 0; s < sizeof shp / sizeof shp[0]; s++) {
     int64_t N = shp[s][0], K = shp[s][1];
@@ -356,8 +351,8 @@ static void zero_rows(const Variant *v) {
     float *C0 = malloc((size_t)N * sizeof(float)), *C1 = malloc((size_t)N * sizeof(float));
     float *scratch = scratch_new(v, N, K);
     cr_assert(A && B && C0 && C1);
-    for (int64_t k = 0; k < K; k++) A[k] = k % 5 == 2 || k >= K / 2 ? 0.0f : frand(); /* scattered and a tail */
-    for (int64_t i = 0; i < K * N; i++) B[i] = frand();
+    for (int64_t k = 0; k < K; k++) A[k] = k % 5 == 2 || k >= K / 2 ? 0.0f : tu_frand(); /* scattered and a tail */
+    for (int64_t i = 0; i < K * N; i++) B[i] = tu_frand();
     v->rows(0, 1, N, K, A, K, 1, B, N, 1, C0, N, 1, scratch);
     for (int64_t k = 0; k < K; k++)
       if (A[k] == 0.0f)
@@ -496,7 +491,7 @@ static void packed_case(const Variant *v, int64_t M, int64_t N, int64_t K, int l
 }
 
 static void packed_shapes(const Variant *v) {
-  rng_state = 606;
+  tu_seed(606);
   static const int64_t Ms[] = {1, 3, 8, 9, 64, 70}, Ns[] = {1, 17, 50, 96, 145}, Ks[] = {1, 255, 256, 257, 1100};
   int i = 0;
   for (size_t a = 0; a < sizeof Ms / sizeof Ms[0]; a++)
@@ -524,7 +519,7 @@ Test(gemm, packed_avx2) {
 /* The SIMD builds share the summation order, so AVX-512 and AVX2 agree bit for bit. */
 Test(gemm, simd_paths_agree) {
   if (!have_avx2() || strcmp(gemm_isa_native(), "portable") == 0) cr_skip_test("one SIMD path only");
-  rng_state = 99;
+  tu_seed(99);
   static const int64_t shp[][3] = {{64, 768, 768}, {37, 100, 600}, {1, 2304, 768}, {300, 5, 520}, {3, 50, 1000}};
   for (size_t s = 0; s < sizeof shp / sizeof shp[0]; s++)
     for (int lb = 0; lb < NLAYOUT; lb++) {

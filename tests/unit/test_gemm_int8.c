@@ -9,7 +9,8 @@
  *
  * Tolerance: W' is exact in fp32 (7-bit q times an 11-bit scale) and its
  * products with fp32 activations are exact in double, so the only error is
- * the fp32 accumulation of the K products: every FMA (decode) or FMA and
+ * the fp32 accumulation of the K products: every FMA (decode: at most 32 in
+ * a group's sum of a_k q_k, exact when scaled, plus one per group) or FMA and
  * block sum (prefill, the fp32 template) rounds once, at most K + 1 roundings
  * on any partial sum, so |C - ref| <= (Kp + 1) * 2^-24 * sum_k |a_k w'_k|
  * (Kp: K padded to a multiple of 32, which covers the 1/(1 - K u) factor of
@@ -251,8 +252,8 @@ Test(gemm_int8, every_path_within_the_fp32_accumulation_bound) {
       }
 }
 
-/* The decode summation is one FMA chain per element on every path: the
- * three give the same bits. */
+/* The decode summation (a chain of FMAs per group of 32, then one FMA by the
+ * group's scale) is the same on every path: the three give the same bits. */
 Test(gemm_int8, decode_paths_agree_bit_for_bit) {
   Path p[6];
   int np = paths(p);

@@ -131,12 +131,16 @@ char *tu_read_file(const char *path, size_t *len) {
   return b;
 }
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t rng = 88172645463325252ull;
 
-float tu_frand(void) {
+void tu_seed(uint64_t seed) { rng = seed; }
+
+uint64_t tu_rand64(void) {
   rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-  return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+  return rng;
 }
+
+float tu_frand(void) { return (float)((double)(tu_rand64() >> 40) / (double)(1ull << 24) * 2.0 - 1.0); }
 
 TuGemm tu_gemm_new(TuGemmCase cs) {
   TuGemm d = {.cs = cs};

@@ -48,8 +48,11 @@ char *tu_read_file(const char *path, size_t *len);
 /* ---- GEMM kernel tests (test_gemm_bf16, test_gemm_int8): a case, its
  * operands and a double reference with the fp32 accumulation bound. */
 
-/* Uniform in [-1, 1): xorshift64 from a fixed seed (each test starts from it:
- * Criterion runs every test in a process of its own). */
+/* xorshift64 from a fixed seed (each test starts from it: Criterion runs
+ * every test in a process of its own); tu_seed restarts it from another. */
+uint64_t tu_rand64(void);
+void tu_seed(uint64_t seed);
+/* Uniform in [-1, 1), from tu_rand64: a multiple of 2^-23, exact in fp32. */
 float tu_frand(void);
 
 /* C (M x N) = A (M x K) B (K x N); with a_t A is stored transposed (a_m = 1),
