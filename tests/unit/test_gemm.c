@@ -87,8 +87,6 @@ static int have_avx2(void) {
 #endif
 }
 
-/* Deterministic uniform [-1, 1). */
-
 /* Operand layouts: how a (rows x cols) matrix sits in memory. */
 enum { ROW, TRANS, GAP, GENERAL, NLAYOUT };
 static const char *LAYOUT[] = {"row", "trans", "gap", "general"};
