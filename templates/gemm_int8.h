@@ -179,9 +179,10 @@ CIRCC_INT8_API int64_t circc_gemm_int8_scratch_floats(int decode, int64_t K) {
 /* ------------------------------------------------------ decode kernels */
 /* R rows (a literal at each call) of A from row pointer a (row stride a_m)
  * times P panels (literal) whose blocks start at blk[0..P), K deep, into
- * out[r][p*16 + j], in the decode order (above). Each panel's block
- * CIRCC_INT8_AHEAD groups on is prefetched at the start of a group: one core
- * alone keeps too few lines in flight to stream at the memory's bandwidth. */
+ * out[r][p*16 + j], in the decode order (above). The vector paths prefetch
+ * each panel's block CIRCC_INT8_AHEAD groups on at the start of a group: one
+ * core alone keeps too few lines in flight to stream at the memory's
+ * bandwidth. */
 #define CIRCC_INT8_AHEAD 4
 
 #if CIRCC_INT8_VL == 16

@@ -2,7 +2,7 @@
  * quantisation against hand-computed scales and q, and both summations
  * (decode, prefill) against a double reference of the dequantised weights
  * W' = q * s, which the test computes itself (its own fp16 rounding:
- * _Float16). Every path the machine has: the header is compiled natively
+ * _Float16), and decode's documented summation order bit for bit. Every path the machine has: the header is compiled natively
  * (-march=native: AVX-512 here), as an AVX2+FMA object without AVX-512 (and
  * without F16C: the scalar scale conversion) and as a portable object
  * (CIRCC_GEMM_PORTABLE; tests/CMakeLists.txt, template_test_variants).
@@ -199,16 +199,22 @@ Test(gemm_int8, packed_layout_and_short_group) {
 
 /* ------------------------------------------------------------ kernels */
 
-/* The test's own W': scale by _Float16's rounding (one rounding from double),
- * q by rint, clamped; a zero scale zeroes the group. */
-static double dequantized(const float *B, int64_t N, int64_t K, int64_t k, int64_t n) {
+/* The test's own quantisation of B[k*N + n]: the scale by _Float16's
+ * rounding (one rounding from double), q by rint, clamped; a zero scale
+ * zeroes the group. Returns q, sets *scale. */
+static double quantized(const float *B, int64_t N, int64_t K, int64_t k, int64_t n, double *scale) {
   int64_t g0 = k / 32 * 32, g1 = g0 + 32 < K ? g0 + 32 : K;
   double mx = 0;
   for (int64_t j = g0; j < g1; j++) mx = fmax(mx, fabs((double)B[j * N + n]));
   double s = (double)(_Float16)(mx / 127.0);
-  if (s == 0) return 0;
-  double q = rint((double)B[k * N + n] / s);
-  return fmin(127, fmax(-127, q)) * s;
+  *scale = s;
+  return s == 0 ? 0 : fmin(127, fmax(-127, rint((double)B[k * N + n] / s)));
+}
+
+/* The test's own W' = q * s. */
+static double dequantized(const float *B, int64_t N, int64_t K, int64_t k, int64_t n) {
+  double s, q = quantized(B, N, K, k, n, &s);
+  return q * s;
 }
 
 /* d's operands: B random in [-1, 1) with every 7th value 100 times smaller
@@ -269,6 +275,47 @@ Test(gemm_int8, decode_paths_agree_bit_for_bit) {
     cr_assert(!memcmp(first, d.C, sizeof(float) * 4 * 50), "%s differs from %s", p[q].name, p[0].name);
   }
   free(first);
+  tu_gemm_free(&d);
+}
+
+/* The decode summation's exact bits, computed here from the contract and the
+ * test's own q and s (not the kernel's): per group of 32 k, t = fmaf chain of
+ * a*q from +0, then c = fmaf(t, s, c). A path that scaled every weight, or
+ * summed in another order, differs in the last bits. */
+Test(gemm_int8, decode_follows_the_documented_order) {
+  Path p[6];
+  int np = paths(p);
+  const int64_t M = 3, N = 50, K = 1100; /* a short last group (1100 = 34 * 32 + 12) */
+  TuGemm d = tu_gemm_new((TuGemmCase){M, N, K, 0, 0});
+  float *B = malloc(sizeof(float) * (size_t)(K * N));
+  for (int64_t i = 0; i < K * N; i++) B[i] = tu_frand() * (i % 7 == 3 ? 0.01f : 1.0f);
+  d.B = malloc((size_t)circc_int8_bytes(N, K));
+  cr_assert_eq(circc_int8_pack_b(B, N, 1, N, K, d.B), 0);
+  float *want = malloc(sizeof(float) * (size_t)(M * N));
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t n = 0; n < N; n++) {
+      float c = 0.0f;
+      for (int64_t k0 = 0; k0 < K; k0 += 32) {
+        float t = 0.0f;
+        double s = 0;
+        for (int64_t k = k0; k < K && k < k0 + 32; k++)
+          t = fmaf(d.A[m * d.a_m + k * d.a_k], (float)quantized(B, N, K, k, n, &s), t);
+        c = fmaf(t, (float)s, c);
+      }
+      want[m * N + n] = c;
+    }
+  int checked = 0;
+  for (int q = 0; q < np; q++) {
+    if (!p[q].decode) continue;
+    tu_gemm_fill_nan(&d);
+    run(&p[q], &d, 0, M, 0, N);
+    for (int64_t i = 0; i < M * N; i++)
+      cr_assert(!memcmp(&want[i], &d.C[i / N * d.c_m + i % N * d.c_n], sizeof(float)), "%s: C[%lld] = %a, want %a",
+                p[q].name, (long long)i, d.C[i / N * d.c_m + i % N * d.c_n], want[i]);
+    checked++;
+  }
+  cr_assert_eq(checked, 3, "the three decode paths");
+  free(B), free(want);
   tu_gemm_free(&d);
 }
 
