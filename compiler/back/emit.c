@@ -483,14 +483,6 @@ static void emit_scratch_open(Emit *e) {
   out(e, "  {\n    float *const scratch = ctx->scratch;\n");
 }
 
-/* Column blocks of a one-row GEMM (GEMV): about 8 tasks over the batch and
- * the columns (a few per thread, for balance), in whole 48-column pieces. */
-static int64_t gemv_block(int64_t batch, int64_t N) {
-  if (batch >= 8 || N < 96) return N;
-  int64_t parts = (8 + batch - 1) / batch;
-  return ((N + parts - 1) / parts + 47) / 48 * 48;
-}
-
 /* The address of view v's element at the batch loop indices (v's first nb
  * dims) plus n0 times `n_stride` when that is not 0. */
 static void emit_base(Emit *e, const View *v, int nb, int64_t n_stride) {
@@ -506,50 +498,6 @@ static bool epi_uses(const Step *s, int j) {
   for (int d = 0; d < s->u.gemm.epilogue->ndim; d++)
     if (s->u.gemm.epi_src[d] == j) return true;
   return false;
-}
-
-/* A one-row GEMM with A and B's columns contiguous along K (step_is_gemv):
- * tasks are (batch index, column block), each a circc_gemv_f32 call that
- * streams its own contiguous part of B (no scratch), then the epilogue, if
- * any, on those columns. */
-static void emit_gemv(Emit *e, const Step *s) {
-  Decl d = {0};
-  decl_add(&d, s->out.buf, true);
-  decl_add(&d, s->u.gemm.a.buf, false);
-  decl_add(&d, s->u.gemm.b.buf, false);
-  if (s->u.gemm.mask.buf) decl_add(&d, s->u.gemm.mask.buf, false);
-  emit_decls(e, &d);
-  int nb = s->u.gemm.nbatch;
-  int64_t N = s->dim[nb + 1], K = s->dim[nb + 2];
-  int64_t cb = gemv_block((int64_t)loop_work(s->dim, nb), N);
-  int64_t cblocks = cb ? (N + cb - 1) / cb : 0;
-  if (step_parallel(s)) out(e, "  #pragma omp for collapse(%d) schedule(static) nowait\n", nb + 1); /* the step's last loop: see parallel_for */
-  for (int t = 0; t < nb; t++) out(e, "%*sfor (int64_t i%d = 0; i%d < %lld; i%d++)\n", 2 + 2 * t, "", t, t, (long long)s->dim[t], t);
-  int ind = 2 + 2 * nb;
-  out(e, "%*sfor (int64_t nb = 0; nb < %lld; nb++) {\n", ind, "", (long long)cblocks);
-  out(e, "%*sconst int64_t n0 = nb * %lld, n1 = n0 + %lld < %lld ? n0 + %lld : %lld;\n", ind + 2, "", (long long)cb,
-      (long long)cb, (long long)N, (long long)cb, (long long)N);
-  int64_t b_n = s->u.gemm.b.stride[nb + 1], c_n = s->out.stride[nb + 1];
-  out(e, "%*scircc_gemv_%s(n1 - n0, %lld, ", ind + 2, "", s->u.gemm.b.buf->stored_bf16 ? "bf16b" : "f32", (long long)K);
-  emit_base(e, &s->u.gemm.a, nb, 0);
-  out(e, ", ");
-  emit_base(e, &s->u.gemm.b, nb, b_n);
-  out(e, ", %lld, ", (long long)b_n);
-  emit_base(e, &s->out, nb, c_n);
-  out(e, ", %lld, ", (long long)c_n);
-  if (s->u.gemm.mask.buf) {
-    emit_base(e, &s->u.gemm.mask, nb, s->u.gemm.mask.stride[nb + 1]);
-    out(e, ", %lld);\n", (long long)s->u.gemm.mask.stride[nb + 1]);
-  } else {
-    out(e, "NULL, 0);\n");
-  }
-  if (s->u.gemm.epilogue) {
-    out(e, "%*s%sstep_%d_epilogue(ctx, ", ind + 2, "", e->pfx, s->id);
-    for (int j = 0; j < nb; j++)
-      if (epi_uses(s, j)) out(e, "i%d, ", j);
-    out(e, "0, 1, n0, n1);\n");
-  }
-  out(e, "%*s}\n", ind, "");
 }
 
 /* `const int64_t i3 = g1 / 64 % 12;` — fused loop dim d from GEMM index g<j>. */
@@ -613,18 +561,27 @@ static void emit_epilogue(Emit *e, const Step *s) {
   out(e, "}\n");
 }
 
-/* The work loop both GEMM paths share: units are (batch index, block of mb
- * rows, `width`-column panel); each thread takes one contiguous range of
- * them and, per row block in its range, gets the batch indices i<d>, rows
- * [m0, m1) and columns [n0, n1) — the caller emits the kernel call, then
- * emit_gemm_units_end the epilogue and the closing. */
-static void emit_gemm_units(Emit *e, const Step *s, int64_t mb, int width, bool parallel) {
+/* The work loop the GEMM paths share: units are (batch index, block of mb
+ * rows, `width`-column panel). In a parallel step of at most 4 rows, which
+ * streams its weights once, threads take chunks of at least `grain` units
+ * with stealing (take_units); bigger ones pack a block of A per call, so each
+ * thread takes one contiguous range (a range in chunks packed A again per
+ * chunk). Per row block of a chunk or range the loop gets the batch indices
+ * i<d>, rows [m0, m1) and columns [n0, n1) — the caller emits the kernel
+ * call, then emit_gemm_units_end the epilogue and the closing. */
+static void emit_gemm_units(Emit *e, const Step *s, int64_t mb, int width, int64_t grain, bool parallel) {
   int nb = s->u.gemm.nbatch;
   int64_t M = s->dim[nb], N = s->dim[nb + 1];
   int64_t rblocks = (M + mb - 1) / mb, tasks = (int64_t)loop_work(s->dim, nb) * rblocks, panels = (N + width - 1) / width;
-  out(e, "    const int64_t total = %lld, t = %s, nt = %s;\n", (long long)(tasks * panels),
-      parallel ? "omp_get_thread_num()" : "0", parallel ? "omp_get_num_threads()" : "1");
-  out(e, "    for (int64_t w = total * t / nt, end = total * (t + 1) / nt; w < end;) {\n");
+  if (parallel && M <= 4 && tasks * panels < INT32_MAX) {
+    out(e, "    const int64_t total = %lld;\n", (long long)(tasks * panels));
+    out(e, "    for (int64_t w = 0, end = 0; w < end || take_units(ctx, %d, total, %lld, &w, &end);) {\n", s->id,
+        (long long)grain);
+  } else {
+    out(e, "    const int64_t total = %lld, t = %s, nt = %s;\n", (long long)(tasks * panels),
+        parallel ? "omp_get_thread_num()" : "0", parallel ? "omp_get_num_threads()" : "1");
+    out(e, "    for (int64_t w = total * t / nt, end = total * (t + 1) / nt; w < end;) {\n");
+  }
   out(e, "      const int64_t task = w / %lld, p0 = w %% %lld, p1 = p0 + (end - w) < %lld ? p0 + (end - w) : %lld;\n",
       (long long)panels, (long long)panels, (long long)panels, (long long)panels);
   out(e, "      w += p1 - p0;\n");
@@ -651,6 +608,38 @@ static void emit_gemm_units_end(Emit *e, const Step *s) {
   out(e, "      }\n    }\n  }\n");
 }
 
+/* A one-row GEMM with A and B's columns contiguous along K (step_is_gemv):
+ * units are (batch index, 48-column piece), each run of them in a chunk a
+ * circc_gemv_f32 call that streams its own contiguous part of B (no
+ * scratch), then the epilogue, if any, on those columns. */
+static void emit_gemv(Emit *e, const Step *s) {
+  Decl d = {0};
+  decl_add(&d, s->out.buf, true);
+  decl_add(&d, s->u.gemm.a.buf, false);
+  decl_add(&d, s->u.gemm.b.buf, false);
+  if (s->u.gemm.mask.buf) decl_add(&d, s->u.gemm.mask.buf, false);
+  emit_decls(e, &d);
+  int nb = s->u.gemm.nbatch;
+  int64_t K = s->dim[nb + 2];
+  out(e, "  {\n");
+  emit_gemm_units(e, s, 1, 48, 1, step_parallel(s));
+  int64_t b_n = s->u.gemm.b.stride[nb + 1], c_n = s->out.stride[nb + 1];
+  out(e, "      {\n        circc_gemv_%s(n1 - n0, %lld, ", s->u.gemm.b.buf->stored_bf16 ? "bf16b" : "f32", (long long)K);
+  emit_base(e, &s->u.gemm.a, nb, 0);
+  out(e, ", ");
+  emit_base(e, &s->u.gemm.b, nb, b_n);
+  out(e, ", %lld, ", (long long)b_n);
+  emit_base(e, &s->out, nb, c_n);
+  out(e, ", %lld, ", (long long)c_n);
+  if (s->u.gemm.mask.buf) {
+    emit_base(e, &s->u.gemm.mask, nb, s->u.gemm.mask.stride[nb + 1]);
+    out(e, ", %lld);\n", (long long)s->u.gemm.mask.stride[nb + 1]);
+  } else {
+    out(e, "NULL, 0);\n");
+  }
+  emit_gemm_units_end(e, s);
+}
+
 /* Rows per block of a bf16 GEMM: its packed A within about 1 MiB (L2). */
 static int64_t bf16_row_block(const Step *s) {
   int64_t M = s->dim[s->u.gemm.nbatch], K = s->dim[s->u.gemm.nbatch + 2];
@@ -661,8 +650,8 @@ static int64_t bf16_row_block(const Step *s) {
 
 /* --precision bf16: a GEMM whose B is a packed bf16 weight, through
  * templates/gemm_bf16.h. The work is a list of units (batch index, block of
- * rows, 32-column strip); each thread takes one contiguous range of it and
- * calls the template once per row block in its range (A rounded and packed
+ * rows, 32-column strip), shared out as emit_gemm_units says; the template
+ * runs once per row block of a thread's range or chunk (A rounded and packed
  * once per call), then the epilogue, if any, on that block. A row block's
  * packed A stays within about 1 MiB (L2). Steps with more than 4 rows run on
  * AMX tiles when the process has them (each thread asks before its first
@@ -681,7 +670,7 @@ static void emit_gemm_bf16(Emit *e, const Step *s) {
   /* batch-invariant steps (expectation programs) must not depend on M */
   out(e, "  const int amx = %s;\n", M > 4 || s->u.gemm.no_gemv ? "circc_gemm_bf16_amx()" : "0");
   emit_scratch_open(e);
-  emit_gemm_units(e, s, bf16_row_block(s), 32, step_parallel(s));
+  emit_gemm_units(e, s, bf16_row_block(s), 32, 2, step_parallel(s));
   out(e, "      if (scratch) {\n        circc_gemm_bf16_rows(amx, m0, m1, n0, n1, %lld, ", (long long)K);
   emit_base(e, A, nb, 0);
   out(e, ", %lld, %lld, (const uint16_t *)", (long long)A->stride[nb], (long long)A->stride[nb + 2]);
@@ -726,7 +715,7 @@ static void emit_gemm_int8(Emit *e, const Step *s) {
   bool decode = int8_decode(s);
   int64_t mb = M <= 256 ? M : 256;
   emit_scratch_open(e);
-  emit_gemm_units(e, s, mb, decode ? 16 : 48, step_parallel(s));
+  emit_gemm_units(e, s, mb, decode ? 16 : 48, 4, step_parallel(s)); /* 4 panels: a pass of the decode kernel */
   out(e, "      if (scratch) {\n        circc_gemm_int8_rows(%d, m0, m1, n0, n1, %lld, ", decode, (long long)K);
   emit_packed_gemm_operands(e, s, "(const uint8_t *)");
   emit_gemm_units_end(e, s);
@@ -734,10 +723,10 @@ static void emit_gemm_int8(Emit *e, const Step *s) {
 
 /* Batched GEMM through templates/gemm_f32.h. The work is a list of units
  * (batch index, block of up to 256 rows = the template's MC, 48-column
- * panel); each thread takes one contiguous range of it and calls the template
- * once per row block in its range, over the panels it has there, then the
- * epilogue, if any, on that block. So a thread packs a block of A once, and
- * threads balance to a panel (fixed column tasks packed A once per task:
+ * panel), shared out as emit_gemm_units says; the template runs once per row
+ * block of a thread's range or chunk, over the panels it has there, then the
+ * epilogue, if any, on that block. So a thread packs a block of A once (5 or
+ * more rows), and threads balance to a panel (fixed column tasks packed A once per task:
  * 10-15% slower at T = 256). The template's sums do not depend on the split. */
 static void emit_gemm(Emit *e, const Step *s) {
   if (s->u.gemm.packing == PACK_BF16) {
@@ -762,7 +751,7 @@ static void emit_gemm(Emit *e, const Step *s) {
   const View *A = &s->u.gemm.a, *B = &s->u.gemm.b, *C = &s->out;
   int64_t mb = M <= 256 ? M : 256; /* one block of A per task: the template's MC */
   emit_scratch_open(e);
-  emit_gemm_units(e, s, mb, 48, step_parallel(s));
+  emit_gemm_units(e, s, mb, 48, 1, step_parallel(s));
   if (s->u.gemm.packing == PACK_F32) { /* B pre-packed in the blob: the template takes the whole matrix and the columns */
     out(e, "      if (scratch) {\n        circc_gemm_f32_packed_rows(m0, m1, n0, n1, %lld, %lld, ", (long long)N,
         (long long)K);
@@ -981,9 +970,11 @@ static const char PRELUDE[] =
     "#include <stddef.h>\n"
     "#include <stdio.h>\n"
     "#include <stdlib.h>\n"
+    "#include <string.h>\n"
     "#include <omp.h>\n"
     "#include \"circc_rt.h\"\n"
     "#include \"gemm_f32.h\"\n"
+    "#include \"work_sharing.h\"\n"
     "\n"
     "extern const unsigned char circc_weights[]; /* weights.bin, linked by weights.S (.incbin) */\n"
     "\n"
@@ -993,6 +984,8 @@ static const char PRELUDE[] =
     "  void *const *out;        /* outputs */\n"
     "  unsigned char *arena;    /* temporaries (memplan offsets) */\n"
     "  float *scratch;          /* this thread's scratch for GEMMs and attentions, or NULL */\n"
+    "  uint64_t *claims;        /* take_units' words, zeroed by run(): claim_stride per thread, one per step */\n"
+    "  int64_t claim_stride;\n"
     "} Ctx;\n"
     "\n"
     "/* The first step of a run that failed (-1: a thread's scratch) and its message. */\n"
@@ -1043,6 +1036,13 @@ static const char PRELUDE[] =
     "    failed_at = f->step;\n"
     "    if (failed_at < start[p + 1]) return;\n"
     "  }\n"
+    "}\n"
+    "\n"
+    "/* This thread's next chunk of step `slot`'s units (work_sharing.h). */\n"
+    "static inline __attribute__((unused)) int take_units(const Ctx *ctx, int slot, int64_t total, int64_t grain,\n"
+    "                                                     int64_t *u0, int64_t *u1) {\n"
+    "  return circc_take_units(ctx->claims, ctx->claim_stride, slot, omp_get_thread_num(), omp_get_num_threads(), total,\n"
+    "                          grain, u0, u1);\n"
     "}\n"
     "\n"
     "#include \"elementwise_f32.h\"\n"
@@ -1226,6 +1226,14 @@ static void emit_run_body(Emit *e, int64_t wbase) {
   out(e, "  Failure failure = {%d, \"\"};\n", k->nstep);
   out(e, "  const unsigned char *const w = rt_weights(circc_weights, circc_weights_bytes);\n");
   for (int i = 0; i < k->nstep; i++) any_parallel |= step_parallel(k->step[i]);
+  int64_t stride = (k->nstep + 7) / 8 * 8; /* a thread's words fill whole cache lines */
+  if (any_parallel) {
+    out(e, "  /* take_units' words, zero: every thread the region can have, %lld per thread */\n", (long long)stride);
+    out(e, "  const size_t claim_bytes = (size_t)omp_get_max_threads() * %lld * 8;\n", (long long)stride);
+    out(e, "  uint64_t *const claims = (uint64_t *)aligned_alloc(64, claim_bytes);\n");
+    out(e, "  if (!claims) return rt_errorf(\"out of memory for the steps' work counters\");\n");
+    out(e, "  memset(claims, 0, claim_bytes);\n");
+  }
   if (any_parallel) out(e, "  #pragma omp parallel\n  {\n");
   else out(e, "  #pragma omp parallel num_threads(1) /* every step is serial */\n  {\n");
   /* the distinct scratch sizes, each named after the first step that needs it */
@@ -1249,11 +1257,14 @@ static void emit_run_body(Emit *e, int64_t wbase) {
   }
   out(e, "    const Ctx ctx = {w");
   if (wbase) out(e, " + %lld", (long long)wbase);
-  out(e, ", in, out, (unsigned char *)arena, %s};\n", nneed ? "scratch" : "NULL");
+  out(e, ", in, out, (unsigned char *)arena, %s, %s, %lld};\n", nneed ? "scratch" : "NULL", any_parallel ? "claims" : "NULL",
+      (long long)stride);
   out(e, "    run_steps(%ssteps, %sparallel_steps, %sserial_place, %sphase_start, %d, &ctx, &failure);\n", p, p, p, p,
       k->nphase);
   if (nneed) out(e, "    free(scratch);\n");
-  out(e, "  }\n  return failure.step < %d ? rt_errorf(\"%%s\", failure.msg) : NULL;\n", k->nstep);
+  out(e, "  }\n");
+  if (any_parallel) out(e, "  free(claims);\n");
+  out(e, "  return failure.step < %d ? rt_errorf(\"%%s\", failure.msg) : NULL;\n", k->nstep);
 }
 
 /* One graph: its steps, the table that calls them, its run function and

@@ -50,7 +50,9 @@ Test(regions, the_program_opens_one_parallel_region_and_allocates_scratch_once) 
   char *text = tu_read_file(arena_printf(&c->arena, "%s/prog.d/model.c", dir), NULL);
   cr_assert(text);
   cr_assert_eq(count(text, "#pragma omp parallel"), 1, "one parallel region, in run()");
-  cr_assert_eq(count(text, "aligned_alloc("), 1, "one scratch allocation, in run()");
+  cr_assert_eq(count(text, "aligned_alloc("), 2, "one scratch allocation and one of the work counters, in run()");
+  cr_assert_eq(count(text, "float *scratch = (float *)aligned_alloc("), 1);
+  cr_assert_eq(count(text, "uint64_t *const claims = (uint64_t *)aligned_alloc("), 1);
   cr_assert_eq(count(text, "run_steps(steps, parallel_steps,"), 1);
   /* the four outputs do not depend on each other: one phase, one barrier */
   cr_assert(strstr(text, "static const int phase_start[2] = {0, 4};"), "%s", strstr(text, "phase_start"));
