@@ -130,16 +130,36 @@ typedef struct rt_model {
  * 1 --check mismatch, 2 usage, 3 bad input (file, shape, dtype, values). */
 int rt_main(const rt_model *m, int argc, char **argv);
 
-/* How waiting threads behave, called by a program's main before rt_main:
- * unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT, a thread that waits
- * for the others spins RT_SPIN_COUNT times before it sleeps, instead of
- * libgomp's 300000. On a quiet machine that costs little (bench/RESULTS.md);
- * on one whose other cores are busy, spinning threads took the cores their
- * siblings needed and 2 threads ran up to 2× slower than 1 (README
- * "Threads"). Linux (it re-executes the program once with GOMP_SPINCOUNT
- * set); not in MPI programs, whose launcher tracks the process. */
+/* How threads behave in libgomp's own waits (the end of a run, between runs;
+ * the phases' barrier is rt_barrier_wait), called by a program's main before
+ * rt_main: unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT, a waiting
+ * thread spins RT_SPIN_COUNT times before it sleeps, instead of libgomp's
+ * 300000: on a machine whose other cores are busy, spinning threads took the
+ * cores their siblings needed (README "Waiting"). Linux (it re-executes the
+ * program once with GOMP_SPINCOUNT set); not in MPI programs, whose launcher
+ * tracks the process. */
 #define RT_SPIN_COUNT "1000"
 void rt_wait_policy(char **argv);
+
+/* The barrier a run's team waits at after each phase of steps (rt_team.c;
+ * run_steps in the generated model.c). A waiting thread spins for up to
+ * RT_BARRIER_SPIN_NS, then sleeps (Linux futex) — but sleeps at once while its
+ * own CPU is contended (another task preempted it lately: getrusage's
+ * involuntary context switches), because spinning there burns the share of
+ * the CPU its next phase needs and the scheduler then runs it late; the
+ * whole team waited for it at every barrier (README "Waiting"). The user's
+ * OMP_WAIT_POLICY (passive: sleep at once; active: spin only) or
+ * GOMP_SPINCOUNT (that many pauses, then sleep; RT_SPIN_COUNT, which
+ * rt_wait_policy sets, counts as unset) decides instead when set.
+ * Zero-initialised, shared by the team, nthreads the team's size; elsewhere
+ * than on Linux an OpenMP barrier. */
+typedef struct rt_barrier {
+  unsigned arrived, generation, sleepers;
+} rt_barrier;
+#define RT_BARRIER_SPIN_NS 100000
+void rt_barrier_wait(rt_barrier *b, int nthreads);
+/* What rt_barrier_wait does here, for --info. */
+const char *rt_barrier_policy(void);
 
 /* The weights blob a run reads: `linked` (circc_weights, `bytes` long, mapped
  * from the program file) or, the first time it is asked for a blob of at

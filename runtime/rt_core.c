@@ -503,6 +503,7 @@ void rt_print_info(const rt_model *m, const char *prog, int threads) {
   if (policy || spin) printf("waiting:      %s%s%s%s\n", policy ? "OMP_WAIT_POLICY=" : "", policy ? policy : "",
                              spin ? (policy ? " GOMP_SPINCOUNT=" : "GOMP_SPINCOUNT=") : "", spin ? spin : "");
   else puts("waiting:      the OpenMP runtime's default");
+  printf("barriers:     %s\n", rt_barrier_policy());
 }
 
 /* ---- .npy reading ---- */

@@ -1015,7 +1015,7 @@ static const char PRELUDE[] =
     " * failure every thread leaves at the same barrier, the next one. */\n"
     "static inline void run_steps(const char *(*const *steps)(const Ctx *), const unsigned char *parallel,\n"
     "                             const unsigned short *place, const int *start, int nphase, const Ctx *ctx,\n"
-    "                             Failure *f) {\n"
+    "                             Failure *f, rt_barrier *barrier) {\n"
     "  const long me = omp_get_thread_num(), nt = omp_get_num_threads();\n"
     "  for (int p = 0; p < nphase; p++) {\n"
     "    for (int j = start[p]; j < start[p + 1]; j++)\n"
@@ -1030,7 +1030,7 @@ static const char PRELUDE[] =
     "      const char *err = parallel[j] ? steps[j](ctx) : NULL;\n"
     "      if (err) step_failed(f, j, err);\n"
     "    }\n"
-    "    #pragma omp barrier\n"
+    "    rt_barrier_wait(barrier, (int)nt); /* circc_rt.h: spins only while this thread's CPU is its own */\n"
     "    int failed_at; /* failures before this barrier are of steps before start[p + 1], later ones of later steps */\n"
     "    #pragma omp atomic read\n"
     "    failed_at = f->step;\n"
@@ -1224,6 +1224,7 @@ static void emit_run_body(Emit *e, int64_t wbase) {
   const char *p = e->pfx;
   bool any_parallel = false;
   out(e, "  Failure failure = {%d, \"\"};\n", k->nstep);
+  out(e, "  rt_barrier barrier = {0, 0, 0};\n");
   out(e, "  const unsigned char *const w = rt_weights(circc_weights, circc_weights_bytes);\n");
   for (int i = 0; i < k->nstep; i++) any_parallel |= step_parallel(k->step[i]);
   int64_t stride = (k->nstep + 7) / 8 * 8; /* a thread's words fill whole cache lines */
@@ -1259,8 +1260,8 @@ static void emit_run_body(Emit *e, int64_t wbase) {
   if (wbase) out(e, " + %lld", (long long)wbase);
   out(e, ", in, out, (unsigned char *)arena, %s, %s, %lld};\n", nneed ? "scratch" : "NULL", any_parallel ? "claims" : "NULL",
       (long long)stride);
-  out(e, "    run_steps(%ssteps, %sparallel_steps, %sserial_place, %sphase_start, %d, &ctx, &failure);\n", p, p, p, p,
-      k->nphase);
+  out(e, "    run_steps(%ssteps, %sparallel_steps, %sserial_place, %sphase_start, %d, &ctx, &failure, &barrier);\n", p, p,
+      p, p, k->nphase);
   if (nneed) out(e, "    free(scratch);\n");
   out(e, "  }\n");
   if (any_parallel) out(e, "  free(claims);\n");

@@ -235,7 +235,8 @@ Test(schedule, a_program_has_one_barrier_per_phase) {
   char *text = tu_read_file(arena_printf(&c->arena, "%s/prog.d/model.c", dir), NULL);
   cr_assert(text);
   cr_assert(strstr(text, "static const int phase_start[3] = {0, 2, 3};"), "%s", strstr(text, "phase_start"));
-  cr_assert_eq(count(text, "#pragma omp barrier"), 1, "the one barrier, in run_steps' loop over the phases");
+  cr_assert_eq(count(text, "#pragma omp barrier"), 0, "no OpenMP barrier: the team waits at rt_barrier_wait");
+  cr_assert_eq(count(text, "rt_barrier_wait("), 1, "the one barrier, in run_steps' loop over the phases");
   free(text);
   tu_free(c);
   tu_sh("rm -rf %s", dir);

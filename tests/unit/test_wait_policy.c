@@ -1,7 +1,8 @@
 /* test_wait_policy.c — how a program's threads behave (rt_wait_policy,
- * rt_set_threads): without OMP_WAIT_POLICY or GOMP_SPINCOUNT the program runs
- * with GOMP_SPINCOUNT=1000 (RT_SPIN_COUNT; it re-executes itself once,
- * arguments kept); a user's setting is left alone. Threads that cannot be
+ * rt_barrier_policy, rt_set_threads): without OMP_WAIT_POLICY or
+ * GOMP_SPINCOUNT the program runs with GOMP_SPINCOUNT=1000 (RT_SPIN_COUNT; it
+ * re-executes itself once, arguments kept) and its phases' barrier adapts; a
+ * user's setting is left alone and the barrier follows it. Threads that cannot be
  * started are exit 3 with a message, not libgomp's exit 1. */
 #define _GNU_SOURCE /* asprintf */
 #include <criterion/criterion.h>
@@ -19,6 +20,15 @@ Test(wait_policy, a_program_spins_briefly_unless_the_user_says_otherwise) {
                      "OMP_WAIT_POLICY=passive'", prog), 0);
   cr_assert_eq(tu_sh("env -u OMP_WAIT_POLICY GOMP_SPINCOUNT=7 %s --info | grep -qx 'waiting:      GOMP_SPINCOUNT=7'",
                      prog), 0);
+  /* the phases' barrier (rt_team.c) follows the same settings */
+  cr_assert_eq(tu_sh("env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT %s --info | grep -qx 'barriers:     spin up to 100 us, "
+                     "or sleep at once while the thread.s CPU is contended'", prog), 0);
+  cr_assert_eq(tu_sh("env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive %s --info | grep -qx 'barriers:     sleep at once "
+                     "(OMP_WAIT_POLICY)'", prog), 0);
+  cr_assert_eq(tu_sh("env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=active %s --info | grep -qx 'barriers:     spin "
+                     "(OMP_WAIT_POLICY)'", prog), 0);
+  cr_assert_eq(tu_sh("env -u OMP_WAIT_POLICY GOMP_SPINCOUNT=7 %s --info | grep -qx 'barriers:     spin 7 times, then "
+                     "sleep (GOMP_SPINCOUNT)'", prog), 0);
   /* the arguments survive the re-execution */
   cr_assert_eq(tu_sh("env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT %s --threads 1 | head -2 | tail -1 | grep -qx '\\[3, 3\\]'",
                      prog), 0);

@@ -1,0 +1,145 @@
+/* rt_team.c — the barrier a run's team waits at after each phase of steps
+ * (run_steps in the generated model.c; see circc_rt.h). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* RUSAGE_THREAD, syscall */
+#endif
+#include "circc_rt.h"
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#if defined(__linux__)
+enum {
+  WAIT_ADAPTIVE, /* the default: spin up to RT_BARRIER_SPIN_NS unless this thread's CPU is contended */
+  WAIT_PASSIVE,  /* OMP_WAIT_POLICY=passive: sleep at once */
+  WAIT_ACTIVE,   /* OMP_WAIT_POLICY=active: spin, never sleep */
+  WAIT_COUNT     /* GOMP_SPINCOUNT=N set by the user: N pauses, then sleep */
+};
+/* Waits after which a thread that was preempted tries spinning again: about
+ * two decoded tokens of GPT-2 small. */
+enum { CONTENDED_WAITS = 256 };
+
+static int g_policy = -1;
+static long long g_spin_count;
+
+/* The user's OMP_WAIT_POLICY / GOMP_SPINCOUNT, as libgomp reads them; the
+ * GOMP_SPINCOUNT rt_wait_policy sets for libgomp's own waits is not one.
+ * Read once; threads that race to read it store the same values. */
+static int wait_policy(void) {
+  int p = __atomic_load_n(&g_policy, __ATOMIC_ACQUIRE);
+  if (p >= 0) return p;
+  const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+  p = WAIT_ADAPTIVE;
+  if (policy && !strcasecmp(policy, "passive")) p = WAIT_PASSIVE;
+  else if (policy && !strcasecmp(policy, "active")) p = WAIT_ACTIVE;
+  else if (spin && strcmp(spin, RT_SPIN_COUNT) != 0) {
+    char *end;
+    long long n = strtoll(spin, &end, 10);
+    if (end != spin && n >= 0) {
+      __atomic_store_n(&g_spin_count, n, __ATOMIC_RELAXED);
+      p = WAIT_COUNT;
+    }
+  }
+  __atomic_store_n(&g_policy, p, __ATOMIC_RELEASE);
+  return p;
+}
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");
+#endif
+}
+
+static long long now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Was this thread's CPU contended lately: did another task preempt it since
+ * its last wait, or within the last CONTENDED_WAITS waits? A spinning thread
+ * on such a CPU burns the share of the CPU its own next phase needs, and the
+ * scheduler then runs it late; one that sleeps keeps that share. */
+static bool cpu_contended(void) {
+  static _Thread_local long seen = -1;
+  static _Thread_local unsigned since = CONTENDED_WAITS;
+  struct rusage ru;
+  if (getrusage(RUSAGE_THREAD, &ru) != 0) return false;
+  if (seen >= 0 && ru.ru_nivcsw > seen) since = 0;
+  else if (since < CONTENDED_WAITS) since++;
+  seen = ru.ru_nivcsw;
+  return since < CONTENDED_WAITS;
+}
+
+/* Spins until b's generation is no longer gen or the policy's spin ends;
+ * true if it moved on. */
+static bool spin_for(rt_barrier *b, unsigned gen, int policy) {
+  if (policy == WAIT_PASSIVE || (policy == WAIT_ADAPTIVE && cpu_contended())) return false;
+  const long long count = __atomic_load_n(&g_spin_count, __ATOMIC_RELAXED);
+  long long deadline = policy == WAIT_ADAPTIVE ? now_ns() + RT_BARRIER_SPIN_NS : 0;
+  for (long long i = 1;; i++) {
+    if (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) != gen) return true;
+    cpu_relax();
+    if (policy == WAIT_COUNT && i >= count) return false;
+    if (policy == WAIT_ADAPTIVE && i % 32 == 0 && now_ns() > deadline) return false;
+  }
+}
+#endif
+
+const char *rt_barrier_policy(void) {
+#if defined(__linux__)
+  static char text[96];
+  switch (wait_policy()) {
+  case WAIT_PASSIVE: return "sleep at once (OMP_WAIT_POLICY)";
+  case WAIT_ACTIVE: return "spin (OMP_WAIT_POLICY)";
+  case WAIT_COUNT: snprintf(text, sizeof text, "spin %lld times, then sleep (GOMP_SPINCOUNT)", __atomic_load_n(&g_spin_count, __ATOMIC_RELAXED)); return text;
+  default:
+    snprintf(text, sizeof text, "spin up to %d us, or sleep at once while the thread's CPU is contended",
+             RT_BARRIER_SPIN_NS / 1000);
+    return text;
+  }
+#else
+  return "the OpenMP runtime's";
+#endif
+}
+
+void rt_barrier_wait(rt_barrier *b, int nthreads) {
+#if defined(__linux__)
+  if (nthreads <= 1) return;
+  const int policy = wait_policy();
+  const unsigned gen = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE); /* it moves only after this thread arrives */
+  if (__atomic_add_fetch(&b->arrived, 1, __ATOMIC_ACQ_REL) == (unsigned)nthreads) {
+    __atomic_store_n(&b->arrived, 0, __ATOMIC_RELAXED); /* the others touch it only after the generation moves */
+    __atomic_add_fetch(&b->generation, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&b->sleepers, __ATOMIC_SEQ_CST))
+      syscall(SYS_futex, &b->generation, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    return;
+  }
+  if (spin_for(b, gen, policy)) return;
+  /* sleepers is counted before the generation is read again and the waker
+   * reads it after moving the generation (both sequentially consistent), so
+   * either the waker sees a sleeper and wakes it or the sleeper sees the new
+   * generation; the kernel compares the word before sleeping */
+  __atomic_add_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
+  while (__atomic_load_n(&b->generation, __ATOMIC_SEQ_CST) == gen)
+    syscall(SYS_futex, &b->generation, FUTEX_WAIT_PRIVATE, gen, NULL, NULL, 0);
+  __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_RELAXED);
+#elif defined(_OPENMP)
+  (void)b, (void)nthreads;
+  #pragma omp barrier
+#else
+  (void)b, (void)nthreads;
+#endif
+}
