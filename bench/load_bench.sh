@@ -3,8 +3,10 @@
 # GPT-2 small (124M, random weights from gpt2_import --random-config) compiled
 # for prefill T=256 and for decode (one position, a cache of 256), timed with
 # --bench with 1 and 2 threads, quiet and with a busy loop on one core, under
-#   circc:   what programs choose (rt_wait_policy: GOMP_SPINCOUNT=1000)
-#   libgomp: libgomp's default (GOMP_SPINCOUNT=300000, as before)
+#   circc:   what programs choose (rt_team.c's adaptive barrier; rt_wait_policy:
+#            GOMP_SPINCOUNT=1000 for libgomp's own waits)
+#   libgomp: libgomp's default spin (GOMP_SPINCOUNT=300000), which circc's
+#            barrier then follows too
 # in ROUNDS rounds (default 3) of alternating order; medians over rounds. The
 # target: loaded, 2 threads at least 0.9x as fast as 1 thread; quiet, circc's
 # policy within 3% of libgomp's.
