@@ -104,7 +104,10 @@ const char *rt_barrier_policy(void) {
   switch (wait_policy()) {
   case WAIT_PASSIVE: return "sleep at once (OMP_WAIT_POLICY)";
   case WAIT_ACTIVE: return "spin (OMP_WAIT_POLICY)";
-  case WAIT_COUNT: snprintf(text, sizeof text, "spin %lld times, then sleep (GOMP_SPINCOUNT)", __atomic_load_n(&g_spin_count, __ATOMIC_RELAXED)); return text;
+  case WAIT_COUNT:
+    snprintf(text, sizeof text, "spin %lld times, then sleep (GOMP_SPINCOUNT)",
+             __atomic_load_n(&g_spin_count, __ATOMIC_RELAXED));
+    return text;
   default:
     snprintf(text, sizeof text, "spin up to %d us, or sleep at once while the thread's CPU is contended",
              RT_BARRIER_SPIN_NS / 1000);

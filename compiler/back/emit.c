@@ -1041,8 +1041,8 @@ static const char PRELUDE[] =
     "/* This thread's next chunk of step `slot`'s units (work_sharing.h). */\n"
     "static inline __attribute__((unused)) int take_units(const Ctx *ctx, int slot, int64_t total, int64_t grain,\n"
     "                                                     int64_t *u0, int64_t *u1) {\n"
-    "  return circc_take_units(ctx->claims, ctx->claim_stride, slot, omp_get_thread_num(), omp_get_num_threads(), total,\n"
-    "                          grain, u0, u1);\n"
+    "  return circc_take_units(ctx->claims, ctx->claim_stride, slot, omp_get_thread_num(), omp_get_num_threads(),\n"
+    "                          total, grain, u0, u1);\n"
     "}\n"
     "\n"
     "#include \"elementwise_f32.h\"\n"
@@ -1258,10 +1258,10 @@ static void emit_run_body(Emit *e, int64_t wbase) {
   }
   out(e, "    const Ctx ctx = {w");
   if (wbase) out(e, " + %lld", (long long)wbase);
-  out(e, ", in, out, (unsigned char *)arena, %s, %s, %lld};\n", nneed ? "scratch" : "NULL", any_parallel ? "claims" : "NULL",
-      (long long)stride);
-  out(e, "    run_steps(%ssteps, %sparallel_steps, %sserial_place, %sphase_start, %d, &ctx, &failure, &barrier);\n", p, p,
-      p, p, k->nphase);
+  out(e, ", in, out, (unsigned char *)arena, %s, %s, %lld};\n", nneed ? "scratch" : "NULL",
+      any_parallel ? "claims" : "NULL", (long long)stride);
+  out(e, "    run_steps(%ssteps, %sparallel_steps, %sserial_place, %sphase_start, %d, &ctx, &failure, &barrier);\n",
+      p, p, p, p, k->nphase);
   if (nneed) out(e, "    free(scratch);\n");
   out(e, "  }\n");
   if (any_parallel) out(e, "  free(claims);\n");
