@@ -726,8 +726,9 @@ static void emit_gemm_int8(Emit *e, const Step *s) {
  * panel), shared out as emit_gemm_units says; the template runs once per row
  * block of a thread's range or chunk, over the panels it has there, then the
  * epilogue, if any, on that block. So a thread packs a block of A once (5 or
- * more rows), and threads balance to a panel (fixed column tasks packed A once per task:
- * 10-15% slower at T = 256). The template's sums do not depend on the split. */
+ * more rows), and threads balance to a panel (fixed column tasks packed A
+ * once per task: 10-15% slower at T = 256). The template's sums do not depend
+ * on the split. */
 static void emit_gemm(Emit *e, const Step *s) {
   if (s->u.gemm.packing == PACK_BF16) {
     emit_gemm_bf16(e, s);

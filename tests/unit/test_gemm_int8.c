@@ -2,8 +2,8 @@
  * quantisation against hand-computed scales and q, and both summations
  * (decode, prefill) against a double reference of the dequantised weights
  * W' = q * s, which the test computes itself (its own fp16 rounding:
- * _Float16), and decode's documented summation order bit for bit. Every path the machine has: the header is compiled natively
- * (-march=native: AVX-512 here), as an AVX2+FMA object without AVX-512 (and
+ * _Float16), and decode's documented summation order bit for bit. Every
+ * path the machine has: the header is compiled natively (-march=native: AVX-512 here), as an AVX2+FMA object without AVX-512 (and
  * without F16C: the scalar scale conversion) and as a portable object
  * (CIRCC_GEMM_PORTABLE; tests/CMakeLists.txt, template_test_variants).
  *

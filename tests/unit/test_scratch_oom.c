@@ -8,7 +8,10 @@
  * (only the scratch is allocated there; the arena, inputs and outputs are
  * allocated before it) for blocks of at least 16 KiB (every GEMM scratch is
  * bigger: gemm_f32.h's streaming strips alone are 32 KiB), after the first
- * $SHIM_SKIP such calls. The program is not sanitized, so this runs in the
+ * $SHIM_SKIP such calls. With $SHIM_OUTSIDE_SKIP it fails instead every call
+ * outside a parallel region after that many: run()'s work counters
+ * (take_units' words) are the last of those, so that a failure there is
+ * reported the same way. The program is not sanitized, so this runs in the
  * ASan build too. */
 #define _GNU_SOURCE /* asprintf */
 #include <criterion/criterion.h>
@@ -23,8 +26,14 @@ static const char SHIM[] =
     "#include <stdlib.h>\n"
     "int omp_get_level(void) __attribute__((weak));\n"
     "static int seen;\n"
+    "static int seen_outside;\n"
     "void *aligned_alloc(size_t align, size_t size) {\n"
-    "  const char *skip = getenv(\"SHIM_SKIP\");\n"
+    "  const char *skip = getenv(\"SHIM_SKIP\"), *outside = getenv(\"SHIM_OUTSIDE_SKIP\");\n"
+    "  if (outside && omp_get_level && omp_get_level() == 0 &&\n"
+    "      __atomic_fetch_add(&seen_outside, 1, __ATOMIC_SEQ_CST) >= atoi(outside)) {\n"
+    "    errno = ENOMEM;\n"
+    "    return NULL;\n"
+    "  }\n"
     "  if (size >= 16384 && omp_get_level && omp_get_level() > 0 &&\n"
     "      __atomic_fetch_add(&seen, 1, __ATOMIC_SEQ_CST) >= (skip ? atoi(skip) : 0)) {\n"
     "    errno = ENOMEM;\n"
@@ -52,13 +61,15 @@ static void write_input(Comp *c, const char *dir, const char *name, Shape shape)
 /* dir/prog on dir's inputs with `threads` threads, under the shim with
  * SHIM_SKIP=skip (skip < 0: without it), output to dir/out.npy, stderr to
  * dir/err; the exit code. */
-static int run(const char *dir, int threads, int skip) {
-  char pre[64] = "";
-  if (skip >= 0) snprintf(pre, sizeof pre, "SHIM_SKIP=%d LD_PRELOAD=%s/shim.so ", skip, dir);
+static int run_with(const char *dir, int threads, const char *var, int skip) {
+  char pre[4200] = "";
+  if (skip >= 0) snprintf(pre, sizeof pre, "%s=%d LD_PRELOAD=%s/shim.so ", var, skip, dir);
   return tu_sh("rm -f %s/out.npy; %s%s/prog --threads %d --input a=@%s/a.npy --input b=@%s/b.npy "
                "--output mm=@%s/out.npy 2>%s/err",
                dir, pre, dir, threads, dir, dir, dir, dir);
 }
+
+static int run(const char *dir, int threads, int skip) { return run_with(dir, threads, "SHIM_SKIP", skip); }
 
 Test(scratch_oom, a_failed_scratch_allocation_is_reported_with_exit_3_and_no_output) {
   char *dir = tu_temp_dir("scratch_oom");
@@ -86,6 +97,33 @@ Test(scratch_oom, a_failed_scratch_allocation_is_reported_with_exit_3_and_no_out
                    0, "--threads %d, %d of them failing", t, t - skip);
       cr_assert_eq(tu_sh("test -e %s/out.npy", dir), 1, "--threads %d: an output file was left", t);
     }
+  tu_free(c);
+  tu_sh("rm -rf %s", dir);
+  free(dir);
+}
+
+/* run()'s work counters, allocated before its parallel region after the
+ * program's other allocations: the last outside-region allocation to fail
+ * gives their message, exit 3 and no output. */
+Test(scratch_oom, a_failed_work_counter_allocation_is_reported_with_exit_3_and_no_output) {
+  char *dir = tu_temp_dir("claims_oom");
+  Comp *c = tu_comp();
+  tu_build(GEMM, arena_printf(&c->arena, "%s/prog", dir), "-O1");
+  write_input(c, dir, "a", (Shape){2, {256, 64}});
+  write_input(c, dir, "b", (Shape){2, {64, 160}});
+  FILE *f = fopen(arena_printf(&c->arena, "%s/shim.c", dir), "w");
+  cr_assert(f && fputs(SHIM, f) >= 0 && fclose(f) == 0);
+  const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "gcc";
+  cr_assert_eq(tu_sh("%s -shared -fPIC -O1 -o %s/shim.so %s/shim.c", cc, dir, dir), 0, "cannot build the shim");
+  int found = 0;
+  for (int skip = 0; skip < 16 && !found; skip++) {
+    int code = run_with(dir, 2, "SHIM_OUTSIDE_SKIP", skip);
+    if (code == 0) break; /* every allocation let through: the counters come before this skip */
+    cr_assert_eq(code, 3, "skip %d", skip);
+    cr_assert_eq(tu_sh("test -e %s/out.npy", dir), 1, "skip %d: an output file was left", skip);
+    found = tu_sh("test \"$(cat %s/err)\" = \"prog: error: out of memory for the steps' work counters\"", dir) == 0;
+  }
+  cr_assert(found, "no outside-region allocation gave the work counters' message");
   tu_free(c);
   tu_sh("rm -rf %s", dir);
   free(dir);
