@@ -143,8 +143,8 @@ void rt_wait_policy(char **argv);
 
 /* The barrier a run's team waits at after each phase of steps (rt_team.c;
  * run_steps in the generated model.c). A waiting thread spins for up to
- * RT_BARRIER_SPIN_NS, then sleeps (Linux futex) — but sleeps at once while its
- * own CPU is contended (another task preempted it lately: getrusage's
+ * RT_BARRIER_SPIN_NS, then sleeps (Linux futex) — but sleeps after
+ * RT_BARRIER_QUICK_NS while its own CPU is contended (another task preempted it lately: getrusage's
  * involuntary context switches), because spinning there burns the share of
  * the CPU its next phase needs and the scheduler then runs it late; the
  * whole team waited for it at every barrier (README "Waiting"). The user's
@@ -157,6 +157,7 @@ typedef struct rt_barrier {
   unsigned arrived, generation, sleepers;
 } rt_barrier;
 #define RT_BARRIER_SPIN_NS 100000
+#define RT_BARRIER_QUICK_NS 2000 /* the spin while the CPU is contended */
 void rt_barrier_wait(rt_barrier *b, int nthreads);
 /* What rt_barrier_wait does here, for --info. */
 const char *rt_barrier_policy(void);

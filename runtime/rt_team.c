@@ -83,17 +83,33 @@ static bool cpu_contended(void) {
   return since < CONTENDED_WAITS;
 }
 
+/* Spins until b's generation is no longer gen, or the clock passes deadline
+ * (checked every 8 pauses); true if the generation moved. */
+static bool spin_until(rt_barrier *b, unsigned gen, long long deadline) {
+  for (unsigned i = 1;; i++) {
+    if (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) != gen) return true;
+    cpu_relax();
+    if (i % 8 == 0 && now_ns() > deadline) return false;
+  }
+}
+
 /* Spins until b's generation is no longer gen or the policy's spin ends;
- * true if it moved on. */
+ * true if it moved on. The adaptive policy spins RT_BARRIER_QUICK_NS before
+ * it asks whether the CPU is contended: most waits at the end of a decode
+ * phase are shorter than that question (a system call, ~1 us under kernel
+ * page-table isolation), and a spin that short costs a contended CPU little. */
 static bool spin_for(rt_barrier *b, unsigned gen, int policy) {
-  if (policy == WAIT_PASSIVE || (policy == WAIT_ADAPTIVE && cpu_contended())) return false;
+  if (policy == WAIT_PASSIVE) return false;
+  if (policy == WAIT_ADAPTIVE) {
+    long long start = now_ns();
+    return spin_until(b, gen, start + RT_BARRIER_QUICK_NS) ||
+           (!cpu_contended() && spin_until(b, gen, start + RT_BARRIER_SPIN_NS));
+  }
   const long long count = __atomic_load_n(&g_spin_count, __ATOMIC_RELAXED);
-  long long deadline = policy == WAIT_ADAPTIVE ? now_ns() + RT_BARRIER_SPIN_NS : 0;
   for (long long i = 1;; i++) {
     if (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) != gen) return true;
     cpu_relax();
     if (policy == WAIT_COUNT && i >= count) return false;
-    if (policy == WAIT_ADAPTIVE && i % 32 == 0 && now_ns() > deadline) return false;
   }
 }
 #endif
@@ -109,8 +125,8 @@ const char *rt_barrier_policy(void) {
              __atomic_load_n(&g_spin_count, __ATOMIC_RELAXED));
     return text;
   default:
-    snprintf(text, sizeof text, "spin up to %d us, or sleep at once while the thread's CPU is contended",
-             RT_BARRIER_SPIN_NS / 1000);
+    snprintf(text, sizeof text, "spin up to %d us, or %d us while the thread's CPU is contended, then sleep",
+             RT_BARRIER_SPIN_NS / 1000, RT_BARRIER_QUICK_NS / 1000);
     return text;
   }
 #else

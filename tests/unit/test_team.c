@@ -2,13 +2,18 @@
  * no thread leaves before every thread arrived, and each sees what the others
  * wrote before it, under each wait policy (spinning, sleeping at once, a
  * user's spin count) and with more threads than CPUs (threads preempted
- * while they wait: the contended path). Criterion runs each test in its own
- * process, so each sets its policy's environment before the first wait. */
+ * while they wait: the contended path); and how long a thread spins, with
+ * its CPU contended (a busy thread pinned to the same CPU) and calm.
+ * Criterion runs each test in its own process, so each sets its policy's
+ * environment before the first wait. rt_team.c is included, not linked, to
+ * reach its static cpu_contended and spin_for. */
+#include "rt_team.c"
 #include <criterion/criterion.h>
 #include <omp.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <time.h>
-#include "circc_rt.h"
 
 enum { MAX_THREADS = 8, ROUNDS = 3000 };
 
@@ -67,3 +72,97 @@ Test(team, a_users_spin_count) {
   setenv("GOMP_SPINCOUNT", "10", 1);
   cr_assert_eq(rounds_with_a_team(3), 0);
 }
+
+#if defined(__linux__)
+/* Pins the calling thread to cpu. */
+static void pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof set, &set), 0);
+}
+
+static long involuntary_switches(void) {
+  struct rusage ru;
+  cr_assert_eq(getrusage(RUSAGE_THREAD, &ru), 0);
+  return ru.ru_nivcsw;
+}
+
+static int busy_cpu;
+static volatile int keep_busy;
+static void *busy(void *unused) {
+  (void)unused;
+  pin_to(busy_cpu);
+  while (keep_busy) {
+  }
+  return NULL;
+}
+
+/* Pins this thread and a busy one to the same CPU and spins until the
+ * scheduler has preempted this thread (at most 10 s; CFS shares a CPU
+ * between two busy threads within milliseconds); then unpins it. */
+static void get_preempted(void) {
+  cpu_set_t allowed;
+  cr_assert_eq(pthread_getaffinity_np(pthread_self(), sizeof allowed, &allowed), 0);
+  busy_cpu = 0;
+  while (!CPU_ISSET(busy_cpu, &allowed)) busy_cpu++;
+  pin_to(busy_cpu);
+  keep_busy = 1;
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, busy, NULL), 0);
+  const long before = involuntary_switches();
+  const long long give_up = now_ns() + 10 * 1000000000LL;
+  while (involuntary_switches() == before && now_ns() < give_up) {
+  }
+  keep_busy = 0;
+  pthread_join(t, NULL);
+  cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof allowed, &allowed), 0);
+  cr_assert_neq(involuntary_switches(), before, "a busy thread on the same CPU preempted this one");
+}
+
+Test(team, a_preempted_thread_counts_its_cpu_contended_for_a_while) {
+  cr_assert(!cpu_contended(), "calm at first");
+  get_preempted();
+  cr_assert(cpu_contended(), "preempted since its last wait: contended");
+  /* then calm again after CONTENDED_WAITS waits without a preemption (a
+   * preemption meanwhile, on a busy machine, starts the count again) */
+  int in_a_row = 0;
+  bool calm = false;
+  for (int i = 0; i < 1000000 && !calm; i++) {
+    if (cpu_contended()) in_a_row++;
+    else calm = true;
+  }
+  cr_assert(calm, "calm again");
+  cr_assert_geq(in_a_row, CONTENDED_WAITS - 1, "contended for %d more waits after the preemption, not %d", in_a_row,
+                CONTENDED_WAITS - 1);
+}
+
+/* ns spin_for takes on a barrier no other thread arrives at. */
+static long long spin_alone(int policy) {
+  rt_barrier b = {0, 0, 0};
+  const long long t0 = now_ns();
+  cr_assert(!spin_for(&b, 0, policy), "nobody moved the generation");
+  return now_ns() - t0;
+}
+
+Test(team, a_contended_cpu_spins_briefly_and_a_calm_one_long) {
+  unsetenv("OMP_WAIT_POLICY");
+  unsetenv("GOMP_SPINCOUNT");
+  cr_assert_eq(wait_policy(), WAIT_ADAPTIVE);
+  cr_assert(!cpu_contended());
+  get_preempted();
+  /* contended: RT_BARRIER_QUICK_NS, then sleep; the least of 20 spins, since
+   * one the scheduler interrupts takes longer */
+  long long least = -1;
+  for (int i = 0; i < 20; i++) {
+    long long ns = spin_alone(WAIT_ADAPTIVE);
+    cr_assert_geq(ns, RT_BARRIER_QUICK_NS, "a contended thread still spins %d ns first", RT_BARRIER_QUICK_NS);
+    if (least < 0 || ns < least) least = ns;
+  }
+  cr_assert_lt(least, RT_BARRIER_SPIN_NS, "a contended thread spins briefly (least %lld ns)", least);
+  for (int i = 0; i < 1000000 && cpu_contended(); i++) {
+  }
+  cr_assert_geq(spin_alone(WAIT_ADAPTIVE), RT_BARRIER_SPIN_NS, "a calm thread spins RT_BARRIER_SPIN_NS");
+  cr_assert_lt(spin_alone(WAIT_PASSIVE), RT_BARRIER_QUICK_NS * 50, "passive does not spin");
+}
+#endif

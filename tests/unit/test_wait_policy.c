@@ -22,7 +22,7 @@ Test(wait_policy, a_program_spins_briefly_unless_the_user_says_otherwise) {
                      prog), 0);
   /* the phases' barrier (rt_team.c) follows the same settings */
   cr_assert_eq(tu_sh("env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT %s --info | grep -qx 'barriers:     spin up to 100 us, "
-                     "or sleep at once while the thread.s CPU is contended'", prog), 0);
+                     "or 2 us while the thread.s CPU is contended, then sleep'", prog), 0);
   cr_assert_eq(tu_sh("env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive %s --info | grep -qx 'barriers:     sleep at once "
                      "(OMP_WAIT_POLICY)'", prog), 0);
   cr_assert_eq(tu_sh("env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=active %s --info | grep -qx 'barriers:     spin "
