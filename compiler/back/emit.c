@@ -751,8 +751,14 @@ static void emit_gemm(Emit *e, const Step *s) {
   int64_t M = s->dim[nb], N = s->dim[nb + 1], K = s->dim[nb + 2];
   const View *A = &s->u.gemm.a, *B = &s->u.gemm.b, *C = &s->out;
   int64_t mb = M <= 256 ? M : 256; /* one block of A per task: the template's MC */
+  /* A few rows against a B that is no packed weight (a decode step's
+   * attention values, one head per batch index): a unit is a whole batch
+   * index when there are enough of them, so each reads its rows of B whole
+   * (48 + 16 of a head's 64 columns read the rows in strides: 0.6 of the read
+   * bandwidth on Zen 5 where whole rows reach 0.9) */
+  bool whole_rows = s->u.gemm.packing != PACK_F32 && M <= 4 && N <= 256 && loop_work(s->dim, nb) >= 8;
   emit_scratch_open(e);
-  emit_gemm_units(e, s, mb, 48, 1, step_parallel(s));
+  emit_gemm_units(e, s, mb, whole_rows ? (int)N : 48, 1, step_parallel(s));
   if (s->u.gemm.packing == PACK_F32) { /* B pre-packed in the blob: the template takes the whole matrix and the columns */
     out(e, "      if (scratch) {\n        circc_gemm_f32_packed_rows(m0, m1, n0, n1, %lld, %lld, ", (long long)N,
         (long long)K);
