@@ -7,6 +7,9 @@
 #define CIRCC_ROW_F32_H
 #include <math.h>
 #include <stdint.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 /* Σ_j (x[j * xs] - shift)^p for p = 1 or 2, in double: eight interleaved
  * partial sums added in a fixed order, so the loop vectorises and the result
@@ -27,12 +30,30 @@ static inline __attribute__((unused)) double circc_row_sum_f64(const float *rest
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-/* The largest element, NaN ignored (-inf when there is none), in 16 lanes so
- * the loop vectorises; the maximum does not depend on the order. */
+/* The largest element, NaN ignored (-inf when there is none), in 16 lanes
+ * (lane k takes elements k mod 16, each kept if it is larger, which is what
+ * MAXPS(v, m) does); the maximum does not depend on the order. gcc leaves the
+ * plain loop scalar (compare and cmov), hence the intrinsics for unit
+ * stride. */
 static inline __attribute__((unused)) float circc_row_max_of(const float *x, int64_t xs, int64_t len) {
   float m[16];
   for (int k = 0; k < 16; k++) m[k] = -INFINITY;
   int64_t j = 0;
+#if defined(__AVX512F__)
+  if (xs == 1) {
+    __m512 v = _mm512_loadu_ps(m);
+    for (; j + 16 <= len; j += 16) v = _mm512_max_ps(_mm512_loadu_ps(x + j), v);
+    _mm512_storeu_ps(m, v);
+  }
+#elif defined(__AVX__)
+  if (xs == 1) {
+    __m256 lo = _mm256_loadu_ps(m), hi = lo;
+    for (; j + 16 <= len; j += 16)
+      lo = _mm256_max_ps(_mm256_loadu_ps(x + j), lo), hi = _mm256_max_ps(_mm256_loadu_ps(x + j + 8), hi);
+    _mm256_storeu_ps(m, lo);
+    _mm256_storeu_ps(m + 8, hi);
+  }
+#endif
   for (; j + 16 <= len; j += 16)
     for (int k = 0; k < 16; k++) {
       const float v = x[(j + k) * xs];
@@ -47,7 +68,19 @@ static inline __attribute__((unused)) float circc_row_max_of(const float *x, int
 static inline __attribute__((unused)) void circc_softmax_row(const float *restrict x, int64_t xs, float *restrict y,
                                                              int64_t ys, int64_t len) {
   const float m = circc_row_max_of(x, xs, len);
-  for (int64_t j = 0; j < len; j++) y[j * ys] = fn_exp(x[j * xs] - m);
+  /* fn_exp is exactly 0 below -87.3: a block of 16 whose every x - m is
+   * below (a decode step's masked keys, most of its cache) is written 0
+   * without its exps; the same bits (a NaN fails the test) */
+  int64_t j0 = 0;
+  for (; j0 + 16 <= len; j0 += 16) {
+    int dead = 1;
+    for (int k = 0; k < 16; k++) dead &= x[(j0 + k) * xs] - m < -87.3f;
+    if (dead)
+      for (int k = 0; k < 16; k++) y[(j0 + k) * ys] = 0.0f;
+    else
+      for (int k = 0; k < 16; k++) y[(j0 + k) * ys] = fn_exp(x[(j0 + k) * xs] - m);
+  }
+  for (int64_t j = j0; j < len; j++) y[j * ys] = fn_exp(x[j * xs] - m);
   const float inv = (float)(1.0 / circc_row_sum_f64(y, ys, len, 0.0, 1));
   for (int64_t j = 0; j < len; j++) y[j * ys] *= inv;
 }

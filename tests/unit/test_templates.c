@@ -88,6 +88,78 @@ Test(templates, row_kernels_match_the_reference) {
   cr_assert_eq(p[2], 0.0f);
 }
 
+/* circc_row_max_of as built with AVX-512, with AVX2 and portably
+ * (row_max_builds.c); the portable build is the scalar path */
+float row_max_avx512(const float *x, int64_t xs, int64_t len);
+float row_max_avx2(const float *x, int64_t xs, int64_t len);
+float row_max_portable(const float *x, int64_t xs, int64_t len);
+
+static int cpu_has_avx512f(void) {
+#if defined(ROW_MAX_X86) && defined(__GNUC__)
+  return __builtin_cpu_supports("avx512f");
+#else
+  return 0;
+#endif
+}
+
+/* The row maximum's vector paths (unit stride) against the scalar one (the
+ * portable build, and the same row at stride 2) and against the largest
+ * non-NaN element: NaNs ignored, an all-NaN row -inf, ties of +0 and -0 kept
+ * as the lanes meet them, every tail length. The AVX-512 build runs where
+ * the CPU has it (skipped visibly otherwise). */
+Test(templates, row_max_vector_paths_match_the_scalar_one) {
+  enum { MAXLEN = 70 };
+  float x[MAXLEN], x2[2 * MAXLEN];
+  unsigned seed = 7;
+  for (int len = 1; len <= MAXLEN; len++)
+    for (int trial = 0; trial < 20; trial++) {
+      float want = -INFINITY;
+      for (int j = 0; j < len; j++) {
+        seed = seed * 1103515245u + 12345u;
+        unsigned r = seed >> 16;
+        x[j] = r % 7 == 0 ? NAN : r % 7 == 1 ? 0.0f : r % 7 == 2 ? -0.0f : trial % 4 == 0 ? -INFINITY
+                                                                       : (float)((int)(r % 2001) - 1000) / 8.0f;
+        if (trial % 5 == 1) x[j] = NAN;
+        x2[2 * j] = x[j], x2[2 * j + 1] = 12345.0f;
+        if (!isnan(x[j]) && x[j] > want) want = x[j];
+      }
+      const float scalar = row_max_portable(x, 1, len), strided = row_max_avx2(x2, 2, len);
+      cr_assert(scalar == want, "len %d trial %d: %a, want %a", len, trial, scalar, want);
+      cr_assert(memcmp(&strided, &scalar, 4) == 0, "len %d trial %d: stride 2 %a, unit stride %a", len, trial,
+                strided, scalar);
+      const float avx2 = row_max_avx2(x, 1, len);
+      cr_assert(memcmp(&avx2, &scalar, 4) == 0, "len %d trial %d: AVX2 %a, scalar %a", len, trial, avx2, scalar);
+      if (cpu_has_avx512f()) {
+        const float avx512 = row_max_avx512(x, 1, len);
+        cr_assert(memcmp(&avx512, &scalar, 4) == 0, "len %d trial %d: AVX-512 %a, scalar %a", len, trial, avx512,
+                  scalar);
+      }
+    }
+  if (!cpu_has_avx512f()) cr_skip_test("this CPU has no AVX-512: its build of the row maximum was not run");
+}
+
+/* softmax writes 0 without an exp for blocks of 16 far below the row's max
+ * (masked keys): the bits are those of fn_exp on every element, including
+ * values just above fn_exp's cut-off (-87.3) and a NaN in a masked block */
+Test(templates, softmax_skips_masked_blocks_with_the_same_bits) {
+  enum { LEN = 16 * 9 + 5 };
+  float x[LEN], y[LEN], want[LEN];
+  for (int nan_at = -1; nan_at < LEN; nan_at += 37) {
+    for (int j = 0; j < LEN; j++) x[j] = j < 20 ? (float)sin(j * 0.9) : j < 60 ? -10000.0f : -86.0f - (float)(j % 5);
+    if (nan_at >= 0) x[nan_at] = NAN;
+    circc_softmax_row(x, 1, y, 1, LEN);
+    const float m = circc_row_max_of(x, 1, LEN);
+    for (int j = 0; j < LEN; j++) want[j] = fn_exp(x[j] - m);
+    const float inv = (float)(1.0 / circc_row_sum_f64(want, 1, LEN, 0.0, 1));
+    for (int j = 0; j < LEN; j++) {
+      want[j] *= inv;
+      cr_assert(memcmp(&y[j], &want[j], 4) == 0, "element %d (NaN at %d): %a, want %a", j, nan_at, y[j], want[j]);
+    }
+    if (nan_at < 0) cr_assert_eq(y[30], 0.0f, "a masked key's probability is 0");
+    cr_assert(nan_at < 0 || isnan(y[0]), "a NaN reaches every probability");
+  }
+}
+
 /* layernorm of one row against the double formula; rows far from 0 (a large
  * mean with a small spread) keep their digits; w and b are optional */
 Test(templates, layernorm_row_matches_the_reference) {
