@@ -144,10 +144,11 @@ void rt_wait_policy(char **argv);
 /* The barrier a run's team waits at after each phase of steps (rt_team.c;
  * run_steps in the generated model.c). A waiting thread spins for up to
  * RT_BARRIER_SPIN_NS, then sleeps (Linux futex) — but sleeps after
- * RT_BARRIER_QUICK_NS while its own CPU is contended (another task preempted it lately: getrusage's
- * involuntary context switches), because spinning there burns the share of
- * the CPU its next phase needs and the scheduler then runs it late; the
- * whole team waited for it at every barrier (README "Waiting"). The user's
+ * RT_BARRIER_QUICK_NS while its own CPU is contended (another task preempted
+ * it lately: getrusage's involuntary context switches), because spinning
+ * there burns the share of the CPU its next phase needs and the scheduler
+ * then runs it late; the whole team waited for it at every barrier (README
+ * "Waiting"). The user's
  * OMP_WAIT_POLICY (passive: sleep at once; active: spin only) or
  * GOMP_SPINCOUNT (that many pauses, then sleep; RT_SPIN_COUNT, which
  * rt_wait_policy sets, counts as unset) decides instead when set.

@@ -483,17 +483,19 @@ bool build_program(Comp *c, const Kernels *k, const EmitOptions *eo, const Build
   if (ok) {
     /* The sources compile in parallel, one process each (model.c takes most
      * of the time, the weights' assembly most of the rest; xargs starts no
-     * more after a failure: exit 255); then the link,
-     * with gold where the C compiler finds it, else its default linker: GNU
-     * ld copies a large blob with small writes (8 of the 27 s of a GPT-2
-     * program at T = 1024; gold 1.4 s), and gold too places .lrodata last. */
+     * more after a failure: exit 255); then the link, with gold where the C
+     * compiler finds it, else its default linker: GNU ld copies a large blob
+     * with small writes (8 of the 27 s of a GPT-2 program at T = 1024; gold
+     * 1.4 s), and gold too places .lrodata last; it maps only what it reads
+     * of its inputs (mapped whole, the weights' object doubled its peak
+     * resident memory). */
     const char *sources = program_sources(c, eo, bo), *objects = program_objects(c, sources);
     const char *link = arena_printf(&c->arena, "%s %s%s -o %s %s -lm", cc, cflags, ldflags, shell_quote(c, tmp_out),
                                     objects);
     const char *compile = shell_quote(c, arena_printf(&c->arena, "%s %s -c \"$0\" || exit 255", cc, cflags));
     const char *cmd = arena_printf(&c->arena,
                                    "cd %s && printf '%%s\\n' %s | xargs -P %d -n 1 sh -c %s > cc.log 2>&1 && "
-                                   "{ (%s -fuse-ld=gold) > link.log 2>&1 || (%s) >> cc.log 2>&1; }",
+                                   "{ (%s -fuse-ld=gold -Wl,--no-map-whole-files) > link.log 2>&1 || (%s) >> cc.log 2>&1; }",
                                    shell_quote(c, dir), sources, build_jobs(), compile, link, link);
     progress_begin("cc");
     int status = run_compiler(cmd);
