@@ -731,9 +731,10 @@ static inline __attribute__((always_inline)) void circc_gemm_stream_k(int rows, 
 /* rows (<= SR, a literal at each call) rows of C with unit-stride B rows of
  * type bt: B is read once, row after row, and the block sums live in `acc`
  * (scratch, rows x NS floats, L1-resident); the rows about CIRCC_GEMV_AHEAD
- * bytes on are prefetched. Four k per pass keep the chain order. With one row, the rows of B whose coefficient is 0 are not read:
- * attention probabilities of masked keys are exactly 0, so a decode step
- * reads only the keys it attends to. The bits do not change for finite B
+ * bytes on are prefetched. Four k per pass keep the chain order. With one
+ * row, the rows of B whose coefficient is 0 are not read: attention
+ * probabilities of masked keys are exactly 0, so a decode step reads only
+ * the values it attends to. The bits do not change for finite B
  * (x + 0 = x, and no partial sum is -0); an inf or NaN in a skipped row counts
  * as 0 (IEEE would give NaN). */
 static inline __attribute__((always_inline)) void circc_gemm_stream_bt(int rows, int bt, int64_t m0, int64_t N, int64_t K, const float *A,
@@ -860,7 +861,6 @@ static inline void circc_gemm_stream_t(int rows, int64_t m0, int64_t N, int64_t 
 #endif
 
 /* ------------------------------------------------------- matrix-vector */
-
 
 /* Dot product of K contiguous floats of a and elements of b (type bt) in the
  * GEMV order: 32 partial sums, lane j taking k = j (mod 32) by a chain of
