@@ -69,11 +69,8 @@ static int run_with(const char *dir, int threads, const char *var, int skip) {
                dir, pre, dir, threads, dir, dir, dir, dir);
 }
 
-static int run(const char *dir, int threads, int skip) { return run_with(dir, threads, "SHIM_SKIP", skip); }
-
-Test(scratch_oom, a_failed_scratch_allocation_is_reported_with_exit_3_and_no_output) {
-  char *dir = tu_temp_dir("scratch_oom");
-  Comp *c = tu_comp();
+/* dir/prog (the GEMM), its inputs and dir/shim.so. */
+static void build_with_shim(Comp *c, const char *dir) {
   tu_build(GEMM, arena_printf(&c->arena, "%s/prog", dir), "-O1");
   write_input(c, dir, "a", (Shape){2, {256, 64}});
   write_input(c, dir, "b", (Shape){2, {64, 160}});
@@ -81,6 +78,14 @@ Test(scratch_oom, a_failed_scratch_allocation_is_reported_with_exit_3_and_no_out
   cr_assert(f && fputs(SHIM, f) >= 0 && fclose(f) == 0);
   const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "gcc";
   cr_assert_eq(tu_sh("%s -shared -fPIC -O1 -o %s/shim.so %s/shim.c", cc, dir, dir), 0, "cannot build the shim");
+}
+
+static int run(const char *dir, int threads, int skip) { return run_with(dir, threads, "SHIM_SKIP", skip); }
+
+Test(scratch_oom, a_failed_scratch_allocation_is_reported_with_exit_3_and_no_output) {
+  char *dir = tu_temp_dir("scratch_oom");
+  Comp *c = tu_comp();
+  build_with_shim(c, dir);
 
   /* the shim lets allocations through until SHIM_SKIP is used up: with every
    * allocation let through, the program runs as without it */
@@ -108,13 +113,7 @@ Test(scratch_oom, a_failed_scratch_allocation_is_reported_with_exit_3_and_no_out
 Test(scratch_oom, a_failed_work_counter_allocation_is_reported_with_exit_3_and_no_output) {
   char *dir = tu_temp_dir("claims_oom");
   Comp *c = tu_comp();
-  tu_build(GEMM, arena_printf(&c->arena, "%s/prog", dir), "-O1");
-  write_input(c, dir, "a", (Shape){2, {256, 64}});
-  write_input(c, dir, "b", (Shape){2, {64, 160}});
-  FILE *f = fopen(arena_printf(&c->arena, "%s/shim.c", dir), "w");
-  cr_assert(f && fputs(SHIM, f) >= 0 && fclose(f) == 0);
-  const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "gcc";
-  cr_assert_eq(tu_sh("%s -shared -fPIC -O1 -o %s/shim.so %s/shim.c", cc, dir, dir), 0, "cannot build the shim");
+  build_with_shim(c, dir);
   int found = 0;
   for (int skip = 0; skip < 16 && !found; skip++) {
     int code = run_with(dir, 2, "SHIM_OUTSIDE_SKIP", skip);
