@@ -722,6 +722,18 @@ Test(codegen, einsum_matmul_batched_transpose) {
                "    'z2' [3,5] Symbol\n");
 }
 
+/* Few-row products against a B that is not a weight, with at least 8 batch
+ * indices (a decode step's attention values): a unit is a whole batch index
+ * (emit.c, all N columns at once), here with N = 64 and 70, 1 and 2 rows. */
+Test(codegen, einsum_few_rows_whole_batch_units) {
+  DIFF(.text = "'pv' Einsum hk,hkv->hv\n"
+               "  'p' [10,40] Symbol\n"
+               "  'v' [10,40,64] Symbol\n"
+               "'pv2' Einsum hmk,hkv->hmv\n"
+               "  'p2' [9,2,33] Symbol\n"
+               "  'v2' [9,33,70] Symbol\n");
+}
+
 /* Contractions that need a relayout to become one GEMM (lower_gemm.c gemm_layouts):
  * summed ids that merge in neither operand (an attention output projection),
  * weights used transposed, outputs whose N ids only merge in another layout. */
