@@ -674,6 +674,23 @@ static inline const void *circc_gemm_bat(int bt, const void *B, int64_t i) {
   return bt == CIRCC_B_BF16 ? (const void *)((const uint16_t *)B + i) : (const void *)((const float *)B + i);
 }
 
+/* How many of a[0], a[stride], ... a[(n-1)*stride] in a row are 0 (or -0)
+ * from the start: a decode step's masked keys are long runs of them, which
+ * contiguous data tests a vector at a time. */
+static inline int64_t circc_zeros_run(const float *a, int64_t stride, int64_t n) {
+  int64_t i = 0;
+#if CIRCC_GEMM_VL == 16
+  if (stride == 1)
+    while (i + 16 <= n && !_mm512_cmpneq_ps_mask(_mm512_loadu_ps(a + i), _mm512_setzero_ps())) i += 16;
+#elif CIRCC_GEMM_VL == 8
+  if (stride == 1)
+    while (i + 8 <= n && !_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a + i), _mm256_setzero_ps(), _CMP_NEQ_UQ)))
+      i += 8;
+#endif
+  while (i < n && a[i * stride] == 0.0f) i++;
+  return i;
+}
+
 #if CIRCC_GEMM_VL > 0
 /* VL bf16 values at p as fp32 lanes; with n (clamped to 0..VL), only the
  * first n are read and the other lanes are 0. */
@@ -752,8 +769,8 @@ static inline __attribute__((always_inline)) void circc_gemm_stream_bt(int rows,
       for (int r = 0; r < rows; r++)
         for (int64_t j = 0; j < nn; j += CIRCC_GEMM_VL) circc_gemm_vstore(acc + r * CIRCC_GEMM_NS + j, circc_gemm_vzero());
       for (int64_t k = 0; k < kb;) {
-        if (rows == 1 && A[m0 * a_m + (pc + k) * a_k] == 0.0f) { /* runs of masked keys: one test each */
-          k++;
+        if (rows == 1 && A[m0 * a_m + (pc + k) * a_k] == 0.0f) { /* a run of masked keys */
+          k += circc_zeros_run(A + m0 * a_m + (pc + k) * a_k, a_k, kb - k);
           continue;
         }
         if (k + 4 > kb || (rows == 1 && circc_gemm_has_zero4(A + m0 * a_m + (pc + k) * a_k, a_k))) {
@@ -970,20 +987,20 @@ static inline __attribute__((always_inline)) void circc_gemv_dot4(int bt, const 
 /* circc_gemv_f32 with B's elements of type bt. */
 static inline __attribute__((always_inline)) void circc_gemv_bt(int bt, int64_t N, int64_t K, const float *a, const void *B, int64_t b_n, float *y,
                                  int64_t c_n, const float *mask, int64_t mask_n) {
-  for (int64_t n0 = 0; n0 < N; n0 += 16) { /* a decode cache is mostly masked: one test per 16 columns */
-    const int64_t n1 = n0 + 16 < N ? n0 + 16 : N;
-    int off = mask && n1 - n0 == 16;
-    for (int j = 0; off && j < 16; j++) off = mask[(n0 + j) * mask_n] == 0.0f;
-    for (int64_t n = n0; n < n1;) {
-      int live4 = !off && n + 4 <= n1;
-      for (int j = 0; mask && live4 && j < 4; j++) live4 = mask[(n + j) * mask_n] != 0.0f;
-      if (live4) {
-        circc_gemv_dot4(bt, a, circc_gemm_bat(bt, B, n * b_n), b_n, K, y + n * c_n, c_n);
-        n += 4;
-      } else {
-        y[n * c_n] = off || (mask && mask[n * mask_n] == 0.0f) ? 0.0f : circc_gemv_dot(bt, a, circc_gemm_bat(bt, B, n * b_n), K);
-        n++;
-      }
+  for (int64_t n = 0; n < N;) {
+    if (mask) { /* a decode cache is mostly masked: its runs are skipped a vector at a time */
+      const int64_t z = circc_zeros_run(mask + n * mask_n, mask_n, N - n);
+      for (int64_t j = n; j < n + z; j++) y[j * c_n] = 0.0f;
+      if ((n += z) == N) break;
+    }
+    int live4 = n + 4 <= N;
+    for (int j = 1; mask && live4 && j < 4; j++) live4 = mask[(n + j) * mask_n] != 0.0f;
+    if (live4) {
+      circc_gemv_dot4(bt, a, circc_gemm_bat(bt, B, n * b_n), b_n, K, y + n * c_n, c_n);
+      n += 4;
+    } else {
+      y[n * c_n] = circc_gemv_dot(bt, a, circc_gemm_bat(bt, B, n * b_n), K);
+      n++;
     }
   }
 }

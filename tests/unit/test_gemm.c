@@ -257,8 +257,8 @@ static void split(const Variant *v) {
 /* ------------------------------------------------------------ circc_gemv_f32 */
 
 /* y = a·B for B stored by columns (column n at B + n*b_n, b_n = K + gap), y
- * with stride c_n, and a mask that zeroes every third column and runs of
- * them (columns 16..39 and the last 300: a decode cache) when `masked`; the
+ * with stride c_n, and a mask that zeroes (0 or -0) every third column and
+ * runs of them (columns 16..39 and the last 300: a decode cache) when `masked`; the
  * masked columns and the gaps hold NaN, which must not reach y. Checks
  * every column against the reference (same bound as check_case; masked ones
  * exactly 0), y's gaps untouched, and that splitting the columns into three
@@ -272,7 +272,7 @@ static void gemv_case(const Variant *v, int64_t N, int64_t K, int64_t gap, bool 
   cr_assert(a && B && mask && y && y2);
   for (int64_t k = 0; k < K; k++) a[k] = tu_frand();
   for (int64_t n = 0; n < N; n++) {
-    mask[n] = masked && (n % 3 == 1 || (n >= 16 && n < 40) || n >= N - 300) ? 0.0f : tu_frand();
+    mask[n] = masked && (n % 3 == 1 || (n >= 16 && n < 40) || n >= N - 300) ? (n % 2 ? -0.0f : 0.0f) : tu_frand();
     for (int64_t k = 0; k < b_n; k++) B[n * b_n + k] = k < K && mask[n] != 0.0f ? tu_frand() : NAN;
   }
   for (int64_t i = 0; i < N * c_n; i++) y[i] = y2[i] = SENTINEL;
@@ -349,7 +349,8 @@ static void zero_rows(const Variant *v) {
     float *C0 = malloc((size_t)N * sizeof(float)), *C1 = malloc((size_t)N * sizeof(float));
     float *scratch = scratch_new(v, N, K);
     cr_assert(A && B && C0 && C1);
-    for (int64_t k = 0; k < K; k++) A[k] = k % 5 == 2 || k >= K / 2 ? 0.0f : tu_frand(); /* scattered and a tail */
+    for (int64_t k = 0; k < K; k++) /* scattered, a run inside and a tail; -0 counts as 0 */
+      A[k] = k % 5 == 2 || (k >= 3 && k < 23) || k >= K / 2 ? (k % 2 ? -0.0f : 0.0f) : tu_frand();
     for (int64_t i = 0; i < K * N; i++) B[i] = tu_frand();
     v->rows(0, 1, N, K, A, K, 1, B, N, 1, C0, N, 1, scratch);
     for (int64_t k = 0; k < K; k++)
