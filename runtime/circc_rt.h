@@ -163,6 +163,36 @@ void rt_barrier_wait(rt_barrier *b, int nthreads);
 /* What rt_barrier_wait does here, for --info. */
 const char *rt_barrier_policy(void);
 
+/* A run's team (rt_team.c; run() in the generated model.c): as many threads
+ * as OpenMP allows (--threads), or fewer for a while after two runs in a row
+ * in which threads of the team waited for a CPU, while they could run, more
+ * than 1/RT_TEAM_WAIT_SHARE of the run (the kernel's run-queue wait,
+ * /proc/thread-self/schedstat, from rt_team_enter to rt_team_leave). On a
+ * machine whose other work takes some of the CPUs, such a thread held the
+ * whole team at every barrier until the scheduler ran it again; a team that
+ * leaves out one thread per waiting one keeps the CPUs that are free (README
+ * "Waiting"). The team shrinks for RT_TEAM_SHORT_MIN runs, then tries its
+ * full size again; each time the full team waits again at once, the next
+ * shrink lasts twice as long, up to RT_TEAM_SHORT_MAX runs. The bits of the
+ * results do not depend on the team's size. Only under the default wait
+ * policy (with OMP_WAIT_POLICY or GOMP_SPINCOUNT set by the user the team
+ * keeps its size) and on Linux. */
+typedef struct rt_team {
+  int threads;       /* the team's size for this run */
+  int waited;        /* threads that waited for a CPU over 1/RT_TEAM_WAIT_SHARE of the run */
+  int watch;         /* whether threads measure their waits (full teams only) */
+  long long start_ns; /* when the run began */
+} rt_team;
+enum { RT_TEAM_SHORT_MIN = 8, RT_TEAM_SHORT_MAX = 256, RT_TEAM_WAIT_SHARE = 8 };
+rt_team rt_team_begin(int max_threads);
+long long rt_team_enter(const rt_team *t);         /* each thread, first: what rt_team_leave needs */
+void rt_team_leave(rt_team *t, long long entered); /* each thread, last */
+void rt_team_end(const rt_team *t);                /* after the team's region */
+/* Runs of this process so far whose team was short, for --bench; and what
+ * the team does here, for --info. */
+long rt_team_short_runs(void);
+const char *rt_team_policy(void);
+
 /* The weights blob a run reads: `linked` (circc_weights, `bytes` long, mapped
  * from the program file) or, the first time it is asked for a blob of at
  * least RT_WEIGHTS_COPY_MIN bytes, a copy of it in anonymous memory on 2 MiB

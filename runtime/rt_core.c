@@ -504,6 +504,7 @@ void rt_print_info(const rt_model *m, const char *prog, int threads) {
                              spin ? (policy ? " GOMP_SPINCOUNT=" : "GOMP_SPINCOUNT=") : "", spin ? spin : "");
   else puts("waiting:      the OpenMP runtime's default");
   printf("barriers:     %s\n", rt_barrier_policy());
+  printf("team:         %s\n", rt_team_policy());
 }
 
 /* ---- .npy reading ---- */

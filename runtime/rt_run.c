@@ -278,6 +278,7 @@ static bool bench(const Run *r, int threads) {
     rt_error(r->prog, "--bench: out of memory");
     return false;
   }
+  const long short_before = rt_team_short_runs();
   for (long i = 0; i < r->bench; i++) {
     double t0 = rt_now_ms();
     if (!run_once(r)) {
@@ -290,8 +291,11 @@ static bool bench(const Run *r, int threads) {
   double med = quantile(t, r->bench, 0.5);
   printf("bench: %ld runs after 1 warm-up, %d thread%s: median %.4g ms, p10 %.4g ms, p90 %.4g ms, ", r->bench,
          threads, threads == 1 ? "" : "s", med, quantile(t, r->bench, 0.1), quantile(t, r->bench, 0.9));
-  if (med > 0) printf("%.4g GFLOP/s\n", r->m->flops / (med * 1e-3) / 1e9);
-  else puts("GFLOP/s n/a (below the timer's resolution)");
+  if (med > 0) printf("%.4g GFLOP/s", r->m->flops / (med * 1e-3) / 1e9);
+  else printf("GFLOP/s n/a (below the timer's resolution)");
+  long short_runs = rt_team_short_runs() - short_before;
+  if (short_runs) printf(", %ld with fewer threads (CPUs busy)", short_runs);
+  putchar('\n');
   free(t);
   return true;
 }

@@ -1,10 +1,12 @@
-/* rt_team.c — the barrier a run's team waits at after each phase of steps
- * (run_steps in the generated model.c; see circc_rt.h). */
+/* rt_team.c — a run's team: how many threads it gets, and the barrier they
+ * wait at after each phase of steps (run() and run_steps in the generated
+ * model.c; see circc_rt.h). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* RUSAGE_THREAD, syscall */
 #endif
 #include "circc_rt.h"
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include <strings.h>
 #include <time.h>
 #if defined(__linux__)
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -68,6 +71,12 @@ static long long now_ns(void) {
   return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* The times the scheduler preempted this thread so far (-1: unknown). */
+static long involuntary_switches(void) {
+  struct rusage ru;
+  return getrusage(RUSAGE_THREAD, &ru) == 0 ? ru.ru_nivcsw : -1;
+}
+
 /* Was this thread's CPU contended lately: did another task preempt it since
  * its last wait, or within the last CONTENDED_WAITS waits? A spinning thread
  * on such a CPU burns the share of the CPU its own next phase needs, and the
@@ -75,11 +84,11 @@ static long long now_ns(void) {
 static bool cpu_contended(void) {
   static _Thread_local long seen = -1;
   static _Thread_local unsigned since = CONTENDED_WAITS;
-  struct rusage ru;
-  if (getrusage(RUSAGE_THREAD, &ru) != 0) return false;
-  if (seen >= 0 && ru.ru_nivcsw > seen) since = 0;
+  const long now = involuntary_switches();
+  if (now < 0) return false;
+  if (seen >= 0 && now > seen) since = 0;
   else if (since < CONTENDED_WAITS) since++;
-  seen = ru.ru_nivcsw;
+  seen = now;
   return since < CONTENDED_WAITS;
 }
 
@@ -161,4 +170,114 @@ void rt_barrier_wait(rt_barrier *b, int nthreads) {
 #else
   (void)b, (void)nthreads;
 #endif
+}
+
+/* ------------------------------------------------------------ the team */
+
+#if defined(__linux__)
+/* Between runs, under team_lock (a library's user may run from several threads). */
+static pthread_mutex_t team_lock = PTHREAD_MUTEX_INITIALIZER;
+static int team_left_out;                      /* threads the short runs leave out */
+static int team_short_left;                    /* short runs to go (0: the full team) */
+static int team_short_len = RT_TEAM_SHORT_MIN; /* runs the next shrink lasts */
+static int team_strikes;                       /* full-team runs in a row in which a thread waited */
+static bool team_probing;                      /* the next full run is the first after a shrink */
+static long team_short_total;                  /* short runs so far */
+
+/* This thread's time so far waiting for a CPU while it could run, in ns
+ * (-1: unknown): /proc/thread-self/schedstat's second field, read through a
+ * descriptor each thread opens once (the team's threads live as long as the
+ * process). */
+static long long runqueue_wait_ns(void) {
+  static _Thread_local int fd = -2;
+  if (fd == -2) fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+  char buf[96];
+  ssize_t n = fd >= 0 ? pread(fd, buf, sizeof buf - 1, 0) : -1;
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  unsigned long long ran, waited;
+  return sscanf(buf, "%llu %llu", &ran, &waited) == 2 ? (long long)waited : -1;
+}
+#endif
+
+rt_team rt_team_begin(int max_threads) {
+  rt_team t = {max_threads > 1 ? max_threads : 1, 0, 0, 0};
+#if defined(__linux__)
+  if (t.threads == 1 || wait_policy() != WAIT_ADAPTIVE) return t;
+  pthread_mutex_lock(&team_lock);
+  if (team_short_left > 0) {
+    t.threads = t.threads - team_left_out > 1 ? t.threads - team_left_out : 1;
+    team_short_total++;
+    if (--team_short_left == 0) team_probing = true;
+  } else {
+    t.watch = 1; /* only full teams are watched: they decide */
+    t.start_ns = now_ns();
+  }
+  pthread_mutex_unlock(&team_lock);
+#endif
+  return t;
+}
+
+long long rt_team_enter(const rt_team *t) {
+#if defined(__linux__)
+  return t->watch ? runqueue_wait_ns() : -1;
+#else
+  (void)t;
+  return -1;
+#endif
+}
+
+void rt_team_leave(rt_team *t, long long entered) {
+#if defined(__linux__)
+  if (entered < 0) return;
+  const long long waited = runqueue_wait_ns() - entered, took = now_ns() - t->start_ns;
+  if (waited * RT_TEAM_WAIT_SHARE > took) __atomic_add_fetch(&t->waited, 1, __ATOMIC_RELAXED);
+#else
+  (void)t, (void)entered;
+#endif
+}
+
+void rt_team_end(const rt_team *t) {
+#if defined(__linux__)
+  if (!t->watch) return;
+  pthread_mutex_lock(&team_lock);
+  if (t->waited == 0) {
+    team_strikes = 0;
+    team_short_len = RT_TEAM_SHORT_MIN;
+  } else if (team_probing || ++team_strikes == 2) { /* one such run may be the kernel's own work */
+    if (team_probing) team_short_len = team_short_len * 2 < RT_TEAM_SHORT_MAX ? team_short_len * 2 : RT_TEAM_SHORT_MAX;
+    team_left_out = t->waited < t->threads ? t->waited : t->threads - 1;
+    team_short_left = team_short_len;
+    team_strikes = 0;
+  }
+  team_probing = false;
+  pthread_mutex_unlock(&team_lock);
+#else
+  (void)t;
+#endif
+}
+
+long rt_team_short_runs(void) {
+#if defined(__linux__)
+  pthread_mutex_lock(&team_lock);
+  long n = team_short_total;
+  pthread_mutex_unlock(&team_lock);
+  return n;
+#else
+  return 0;
+#endif
+}
+
+const char *rt_team_policy(void) {
+#if defined(__linux__)
+  if (wait_policy() == WAIT_ADAPTIVE) {
+    static char text[200];
+    snprintf(text, sizeof text,
+             "one thread fewer per thread that waited for a CPU over 1/%d of the run, in two runs in a row, "
+             "for %d to %d runs",
+             RT_TEAM_WAIT_SHARE, RT_TEAM_SHORT_MIN, RT_TEAM_SHORT_MAX);
+    return text;
+  }
+#endif
+  return "always every thread";
 }

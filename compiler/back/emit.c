@@ -1228,8 +1228,10 @@ static int64_t write_weights(const Kernels *k, FILE *w) {
 
 /* The body of a graph's run(): one parallel region whose threads walk the
  * steps together (run_steps), each with its own scratch, allocated once for
- * the run: the most any step needs. Without a parallel step the team is one
- * thread, so that the steps' barriers still belong to this run. */
+ * the run: the most any step needs. The team is rt_team_begin's (every
+ * thread, or fewer while the scheduler keeps preempting the team's threads);
+ * without a parallel step it is one thread, so that the steps' barriers
+ * still belong to this run. */
 static void emit_run_body(Emit *e, int64_t wbase) {
   const Kernels *k = e->k;
   const char *p = e->pfx;
@@ -1246,8 +1248,13 @@ static void emit_run_body(Emit *e, int64_t wbase) {
     out(e, "  if (!claims) return rt_errorf(\"out of memory for the steps' work counters\");\n");
     out(e, "  memset(claims, 0, claim_bytes);\n");
   }
-  if (any_parallel) out(e, "  #pragma omp parallel\n  {\n");
-  else out(e, "  #pragma omp parallel num_threads(1) /* every step is serial */\n  {\n");
+  if (any_parallel) {
+    out(e, "  rt_team team = rt_team_begin(omp_get_max_threads()); /* fewer threads while CPUs are contended */\n");
+    out(e, "  #pragma omp parallel num_threads(team.threads)\n  {\n");
+    out(e, "    const long long entered = rt_team_enter(&team);\n");
+  } else {
+    out(e, "  #pragma omp parallel num_threads(1) /* every step is serial */\n  {\n");
+  }
   /* the distinct scratch sizes, each named after the first step that needs it */
   const char **need = ARENA_ARRAY(&e->c->arena, const char *, k->nstep + 1);
   int nneed = 0;
@@ -1274,8 +1281,9 @@ static void emit_run_body(Emit *e, int64_t wbase) {
   out(e, "    run_steps(%ssteps, %sparallel_steps, %sserial_place, %sphase_start, %d, &ctx, &failure, &barrier);\n",
       p, p, p, p, k->nphase);
   if (nneed) out(e, "    free(scratch);\n");
+  if (any_parallel) out(e, "    rt_team_leave(&team, entered);\n");
   out(e, "  }\n");
-  if (any_parallel) out(e, "  free(claims);\n");
+  if (any_parallel) out(e, "  rt_team_end(&team);\n  free(claims);\n");
   out(e, "  return failure.step < %d ? rt_errorf(\"%%s\", failure.msg) : NULL;\n", k->nstep);
 }
 

@@ -604,7 +604,9 @@ Test(runtime, info) {
                         "threads:      3\n"
                         "precision:    fp32\n"
                         "waiting:      the OpenMP runtime's default\n"
-                        "barriers:     spin up to 100 us, or 2 us while the thread's CPU is contended, then sleep\n");
+                        "barriers:     spin up to 100 us, or 2 us while the thread's CPU is contended, then sleep\n"
+                        "team:         one thread fewer per thread that waited for a CPU over 1/8 of the run, in "
+                        "two runs in a row, for 8 to 256 runs\n");
   cr_assert_eq(nruns, 0, "--info alone does not run the model");
   /* with an action it runs too */
   EXPECT(RUN("--info", X_IN, IDS_IN, "--check", bind("y", "y.gold.npy")), 0, out, "threads:");

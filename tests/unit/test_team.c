@@ -2,8 +2,10 @@
  * no thread leaves before every thread arrived, and each sees what the others
  * wrote before it, under each wait policy (spinning, sleeping at once, a
  * user's spin count) and with more threads than CPUs (threads preempted
- * while they wait: the contended path); and how long a thread spins, with
- * its CPU contended (a busy thread pinned to the same CPU) and calm.
+ * while they wait: the contended path); how long a thread spins, with its
+ * CPU contended (a busy thread pinned to the same CPU) and calm; and the
+ * team's size: when it shrinks, for how long, and that a thread counts
+ * the time it waited for its CPU.
  * Criterion runs each test in its own process, so each sets its policy's
  * environment before the first wait. rt_team.c is included, not linked, to
  * reach its static cpu_contended and spin_for. */
@@ -82,12 +84,6 @@ static void pin_to(int cpu) {
   cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof set, &set), 0);
 }
 
-static long involuntary_switches(void) {
-  struct rusage ru;
-  cr_assert_eq(getrusage(RUSAGE_THREAD, &ru), 0);
-  return ru.ru_nivcsw;
-}
-
 static int busy_cpu;
 static volatile int keep_busy;
 static void *busy(void *unused) {
@@ -164,5 +160,92 @@ Test(team, a_contended_cpu_spins_briefly_and_a_calm_one_long) {
   }
   cr_assert_geq(spin_alone(WAIT_ADAPTIVE), RT_BARRIER_SPIN_NS, "a calm thread spins RT_BARRIER_SPIN_NS");
   cr_assert_lt(spin_alone(WAIT_PASSIVE), RT_BARRIER_QUICK_NS * 50, "passive does not spin");
+}
+
+/* ------------------------------------------------------------ the team */
+
+/* One run of a team of up to max threads in which `waited` of them waited
+ * for a CPU (when the run is watched); the run's team size. */
+static int run_team(int max, int waited) {
+  rt_team t = rt_team_begin(max);
+  if (t.watch) t.waited = waited;
+  rt_team_end(&t);
+  return t.threads;
+}
+
+/* `runs` runs of up to max threads in which no thread waited; true if every one had `size` threads. */
+static bool runs_of(int runs, int max, int size) {
+  bool all = true;
+  for (int i = 0; i < runs; i++) all &= run_team(max, 0) == size;
+  return all;
+}
+
+Test(team, shrinks_after_two_runs_in_a_row_with_waiting_threads_then_tries_the_full_team) {
+  unsetenv("OMP_WAIT_POLICY");
+  unsetenv("GOMP_SPINCOUNT");
+  cr_assert(runs_of(5, 4, 4), "quiet: the full team");
+  cr_assert_eq(run_team(4, 1), 4);
+  cr_assert_eq(run_team(4, 0), 4, "one such run alone changes nothing");
+  cr_assert_eq(run_team(4, 1), 4);
+  cr_assert_eq(run_team(4, 1), 4, "the second in a row decides the next runs");
+  cr_assert(runs_of(RT_TEAM_SHORT_MIN, 4, 3), "one thread fewer per waiting one, for RT_TEAM_SHORT_MIN runs");
+  cr_assert_eq(rt_team_short_runs(), RT_TEAM_SHORT_MIN);
+  /* the full team again; waiting again at once, it shrinks for twice as long, up to RT_TEAM_SHORT_MAX */
+  int len = RT_TEAM_SHORT_MIN;
+  for (int k = 0; k < 7; k++) {
+    cr_assert_eq(run_team(4, 2), 4, "the full team is tried again");
+    len = len * 2 < RT_TEAM_SHORT_MAX ? len * 2 : RT_TEAM_SHORT_MAX;
+    cr_assert(runs_of(len, 4, 2), "then %d runs of 2 threads", len);
+  }
+  cr_assert_eq(len, RT_TEAM_SHORT_MAX);
+  cr_assert_eq(run_team(4, 0), 4, "tried again, and quiet");
+  cr_assert(runs_of(3, 4, 4), "quiet: the full team stays");
+  cr_assert_eq(run_team(4, 4), 4);
+  cr_assert_eq(run_team(4, 4), 4);
+  cr_assert(runs_of(RT_TEAM_SHORT_MIN, 4, 1), "every thread waited: one is left, and a quiet try reset the length");
+  cr_assert_eq(run_team(1, 1), 1);
+  cr_assert_eq(run_team(1, 1), 1);
+  cr_assert(runs_of(3, 1, 1), "a team of one is not watched");
+}
+
+Test(team, keeps_its_size_under_a_users_wait_policy) {
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  for (int i = 0; i < 4; i++) {
+    rt_team t = rt_team_begin(2);
+    cr_assert(!t.watch && t.threads == 2);
+    t.waited = 2;
+    rt_team_end(&t);
+  }
+  cr_assert_eq(rt_team_short_runs(), 0);
+  cr_assert_str_eq(rt_team_policy(), "always every thread");
+}
+
+Test(team, a_thread_that_waited_for_its_cpu_counts) {
+  unsetenv("OMP_WAIT_POLICY");
+  unsetenv("GOMP_SPINCOUNT");
+  rt_team t = rt_team_begin(2);
+  cr_assert(t.watch);
+  long long entered = rt_team_enter(&t);
+  cr_assert_geq(entered, 0, "/proc/thread-self/schedstat is readable");
+  get_preempted(); /* spinning next to a busy thread: it waited about half the time */
+  rt_team_leave(&t, entered);
+  cr_assert_eq(t.waited, 1);
+  /* on its own CPU it does not count (the least of 5 tries: the machine may be busy) */
+  int least = 1;
+  for (int i = 0; i < 5; i++) {
+    rt_team calm = rt_team_begin(2);
+    entered = rt_team_enter(&calm);
+    const long long until = now_ns() + 20 * 1000000LL;
+    while (now_ns() < until) {
+    }
+    rt_team_leave(&calm, entered);
+    least = calm.waited < least ? calm.waited : least;
+  }
+  cr_assert_eq(least, 0);
+  rt_team unwatched = {2, 0, 0, now_ns()};
+  entered = rt_team_enter(&unwatched);
+  get_preempted();
+  rt_team_leave(&unwatched, entered);
+  cr_assert_eq(unwatched.waited, 0, "an unwatched run counts nothing");
 }
 #endif
