@@ -7,6 +7,7 @@
 #include "circc_rt.h"
 #include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,13 +185,24 @@ static int team_strikes;                       /* full-team runs in a row in whi
 static bool team_probing;                      /* the next full run is the first after a shrink */
 static long team_short_total;                  /* short runs so far */
 
+/* Each thread's descriptor of /proc/thread-self/schedstat, opened once and
+ * closed when the thread exits (a library's host may start many threads). */
+static pthread_key_t schedstat_key;
+static pthread_once_t schedstat_once = PTHREAD_ONCE_INIT;
+static void close_schedstat(void *fd) { close((int)(intptr_t)fd - 1); }
+static void make_schedstat_key(void) {
+  if (pthread_key_create(&schedstat_key, close_schedstat) != 0) schedstat_key = (pthread_key_t)-1;
+}
+
 /* This thread's time so far waiting for a CPU while it could run, in ns
- * (-1: unknown): /proc/thread-self/schedstat's second field, read through a
- * descriptor each thread opens once (the team's threads live as long as the
- * process). */
+ * (-1: unknown): /proc/thread-self/schedstat's second field. */
 static long long runqueue_wait_ns(void) {
   static _Thread_local int fd = -2;
-  if (fd == -2) fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+  if (fd == -2) {
+    pthread_once(&schedstat_once, make_schedstat_key);
+    fd = schedstat_key == (pthread_key_t)-1 ? -1 : open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && pthread_setspecific(schedstat_key, (void *)(intptr_t)(fd + 1)) != 0) close(fd), fd = -1;
+  }
   char buf[96];
   ssize_t n = fd >= 0 ? pread(fd, buf, sizeof buf - 1, 0) : -1;
   if (n <= 0) return -1;

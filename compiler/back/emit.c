@@ -1229,7 +1229,7 @@ static int64_t write_weights(const Kernels *k, FILE *w) {
 /* The body of a graph's run(): one parallel region whose threads walk the
  * steps together (run_steps), each with its own scratch, allocated once for
  * the run: the most any step needs. The team is rt_team_begin's (every
- * thread, or fewer while the scheduler keeps preempting the team's threads);
+ * thread, or fewer while the team's threads keep waiting for their CPUs);
  * without a parallel step it is one thread, so that the steps' barriers
  * still belong to this run. */
 static void emit_run_body(Emit *e, int64_t wbase) {

@@ -11,6 +11,7 @@
  * reach its static cpu_contended and spin_for. */
 #include "rt_team.c"
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <omp.h>
 #include <pthread.h>
 #include <sched.h>
@@ -247,5 +248,31 @@ Test(team, a_thread_that_waited_for_its_cpu_counts) {
   get_preempted();
   rt_team_leave(&unwatched, entered);
   cr_assert_eq(unwatched.waited, 0, "an unwatched run counts nothing");
+}
+
+static int open_descriptors(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  cr_assert(d);
+  while (readdir(d)) n++;
+  closedir(d);
+  return n;
+}
+
+static void *read_wait(void *unused) {
+  (void)unused;
+  cr_assert_geq(runqueue_wait_ns(), 0);
+  cr_assert_geq(runqueue_wait_ns(), 0, "read again through the same descriptor");
+  return NULL;
+}
+
+Test(team, a_thread_closes_its_schedstat_descriptor_when_it_exits) {
+  const int before = open_descriptors();
+  for (int i = 0; i < 50; i++) {
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, read_wait, NULL), 0);
+    pthread_join(t, NULL);
+  }
+  cr_assert_eq(open_descriptors(), before, "50 threads that read their wait left no descriptor open");
 }
 #endif
