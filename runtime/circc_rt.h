@@ -171,16 +171,18 @@ const char *rt_barrier_policy(void);
  * machine whose other work takes some of the CPUs, such a thread held the
  * whole team at every barrier until the scheduler ran it again; a team that
  * leaves out one thread per waiting one keeps the CPUs that are free (README
- * "Waiting"). The team shrinks for RT_TEAM_SHORT_MIN runs, then tries its
+ * "The team's size"). The team shrinks for RT_TEAM_SHORT_MIN runs, then tries its
  * full size again; each time the full team waits again at once, the next
  * shrink lasts twice as long, up to RT_TEAM_SHORT_MAX runs. The bits of the
  * results do not depend on the team's size. Only under the default wait
  * policy (with OMP_WAIT_POLICY or GOMP_SPINCOUNT set by the user the team
  * keeps its size) and on Linux. */
 typedef struct rt_team {
-  int threads;       /* the team's size for this run */
-  int waited;        /* threads that waited for a CPU over 1/RT_TEAM_WAIT_SHARE of the run */
-  int watch;         /* whether threads measure their waits (full teams only) */
+  int threads;        /* the team's size for this run */
+  int full;           /* the size it would have had (max_threads) */
+  int ran;            /* threads that ran (rt_team_leave) */
+  int waited;         /* threads that waited for a CPU over 1/RT_TEAM_WAIT_SHARE of the run */
+  int watch;          /* whether threads measure their waits (full teams only) */
   long long start_ns; /* when the run began */
 } rt_team;
 enum { RT_TEAM_SHORT_MIN = 8, RT_TEAM_SHORT_MAX = 256, RT_TEAM_WAIT_SHARE = 8 };
@@ -188,8 +190,8 @@ rt_team rt_team_begin(int max_threads);
 long long rt_team_enter(const rt_team *t);         /* each thread, first: what rt_team_leave needs */
 void rt_team_leave(rt_team *t, long long entered); /* each thread, last */
 void rt_team_end(const rt_team *t);                /* after the team's region */
-/* Runs of this process so far whose team was short, for --bench; and what
- * the team does here, for --info. */
+/* Runs of this process so far in which fewer threads ran than the full
+ * team, for --bench; and what the team does here, for --info. */
 long rt_team_short_runs(void);
 const char *rt_team_policy(void);
 

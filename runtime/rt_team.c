@@ -213,13 +213,12 @@ static long long runqueue_wait_ns(void) {
 #endif
 
 rt_team rt_team_begin(int max_threads) {
-  rt_team t = {max_threads > 1 ? max_threads : 1, 0, 0, 0};
+  rt_team t = {max_threads > 1 ? max_threads : 1, max_threads > 1 ? max_threads : 1, 0, 0, 0, 0};
 #if defined(__linux__)
   if (t.threads == 1 || wait_policy() != WAIT_ADAPTIVE) return t;
   pthread_mutex_lock(&team_lock);
   if (team_short_left > 0) {
     t.threads = t.threads - team_left_out > 1 ? t.threads - team_left_out : 1;
-    team_short_total++;
     if (--team_short_left == 0) team_probing = true;
   } else {
     t.watch = 1; /* only full teams are watched: they decide */
@@ -240,6 +239,7 @@ long long rt_team_enter(const rt_team *t) {
 }
 
 void rt_team_leave(rt_team *t, long long entered) {
+  __atomic_add_fetch(&t->ran, 1, __ATOMIC_RELAXED);
 #if defined(__linux__)
   if (entered < 0) return;
   const long long waited = runqueue_wait_ns() - entered, took = now_ns() - t->start_ns;
@@ -249,10 +249,9 @@ void rt_team_leave(rt_team *t, long long entered) {
 #endif
 }
 
-void rt_team_end(const rt_team *t) {
 #if defined(__linux__)
-  if (!t->watch) return;
-  pthread_mutex_lock(&team_lock);
+/* After a full team's run, under team_lock: shrink the next runs' team, or not. */
+static void decide(const rt_team *t) {
   if (t->waited == 0) {
     team_strikes = 0;
     team_short_len = RT_TEAM_SHORT_MIN;
@@ -263,6 +262,15 @@ void rt_team_end(const rt_team *t) {
     team_strikes = 0;
   }
   team_probing = false;
+}
+#endif
+
+void rt_team_end(const rt_team *t) {
+#if defined(__linux__)
+  if (!t->watch && t->ran >= t->full) return;
+  pthread_mutex_lock(&team_lock);
+  if (t->ran < t->full) team_short_total++; /* counted from the threads that ran, not from the plan */
+  if (t->watch) decide(t);
   pthread_mutex_unlock(&team_lock);
 #else
   (void)t;

@@ -4,8 +4,9 @@
  * user's spin count) and with more threads than CPUs (threads preempted
  * while they wait: the contended path); how long a thread spins, with its
  * CPU contended (a busy thread pinned to the same CPU) and calm; and the
- * team's size: when it shrinks, for how long, and that a thread counts
- * the time it waited for its CPU.
+ * team's size: when it shrinks, for how long, that a thread counts the time
+ * it waited for its CPU, and that a generated program's runs shrink their
+ * team while its CPU is busy (and keep it under a user's wait policy).
  * Criterion runs each test in its own process, so each sets its policy's
  * environment before the first wait. rt_team.c is included, not linked, to
  * reach its static cpu_contended and spin_for. */
@@ -169,6 +170,7 @@ Test(team, a_contended_cpu_spins_briefly_and_a_calm_one_long) {
  * for a CPU (when the run is watched); the run's team size. */
 static int run_team(int max, int waited) {
   rt_team t = rt_team_begin(max);
+  t.ran = t.threads; /* as if its region ran */
   if (t.watch) t.waited = waited;
   rt_team_end(&t);
   return t.threads;
@@ -214,6 +216,7 @@ Test(team, keeps_its_size_under_a_users_wait_policy) {
   for (int i = 0; i < 4; i++) {
     rt_team t = rt_team_begin(2);
     cr_assert(!t.watch && t.threads == 2);
+    t.ran = 2;
     t.waited = 2;
     rt_team_end(&t);
   }
@@ -243,7 +246,7 @@ Test(team, a_thread_that_waited_for_its_cpu_counts) {
     least = calm.waited < least ? calm.waited : least;
   }
   cr_assert_eq(least, 0);
-  rt_team unwatched = {2, 0, 0, now_ns()};
+  rt_team unwatched = {2, 2, 0, 0, 0, now_ns()};
   entered = rt_team_enter(&unwatched);
   get_preempted();
   rt_team_leave(&unwatched, entered);
@@ -274,5 +277,49 @@ Test(team, a_thread_closes_its_schedstat_descriptor_when_it_exits) {
     pthread_join(t, NULL);
   }
   cr_assert_eq(open_descriptors(), before, "50 threads that read their wait left no descriptor open");
+}
+
+/* testutil.h's, which cannot be included next to rt_team.c (the compiler's
+ * headers it includes and circc_rt.h share names) */
+void tu_build(const char *text, const char *prog, const char *opt);
+int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *tu_temp_dir(const char *tag);
+char *tu_read_file(const char *path, size_t *len);
+
+/* A generated program (a GEMM big enough for every thread) run with 2
+ * threads and `policy` (NULL: the default), --bench 20 with a busy loop, all
+ * on one CPU; what --bench printed. */
+static char *bench_on_a_busy_cpu(const char *dir, const char *policy) {
+  cpu_set_t allowed, one;
+  cr_assert_eq(sched_getaffinity(0, sizeof allowed, &allowed), 0);
+  int cpu = 0;
+  while (!CPU_ISSET(cpu, &allowed)) cpu++;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  cr_assert_eq(sched_setaffinity(0, sizeof one, &one), 0); /* the shell, the busy loop and the program inherit it */
+  int code = tu_sh("cd %s && sh -c 'while :; do :; done' & b=$!; cd %s && %s ./prog --threads 2 --bench 20 > bench.txt; "
+                   "s=$?; kill $b; exit $s",
+                   dir, dir, policy ? policy : "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT");
+  cr_assert_eq(sched_setaffinity(0, sizeof allowed, &allowed), 0);
+  cr_assert_eq(code, 0);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/bench.txt", dir);
+  return tu_read_file(path, NULL);
+}
+
+Test(team, a_program_runs_with_fewer_threads_while_its_cpu_is_busy) {
+  char *dir = tu_temp_dir("team_program");
+  char prog[4200];
+  snprintf(prog, sizeof prog, "%s/prog", dir);
+  tu_build("'mm' Einsum ij,jk->ik\n  'a' [384,384] Symbol\n  'b' [384,384] Symbol\n", prog, "-O1");
+  char *got = bench_on_a_busy_cpu(dir, NULL);
+  cr_assert(strstr(got, "2 threads: median ") && strstr(got, " with fewer threads (CPUs busy)"), "%s", got);
+  free(got);
+  got = bench_on_a_busy_cpu(dir, "OMP_WAIT_POLICY=passive");
+  cr_assert(strstr(got, "2 threads: median ") && !strstr(got, "fewer threads"), "a user's policy keeps the team: %s",
+            got);
+  free(got);
+  tu_sh("rm -rf %s", dir);
+  free(dir);
 }
 #endif
